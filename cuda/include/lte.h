@@ -1,0 +1,319 @@
+/*
+ * lte.h: the one public C ABI of the LTE Pipeline native compute library.
+ *
+ * Two shared libraries implement this header with identical semantics:
+ *   build/liblte_cpu.so   the CPU reference backend (cuda/cpu/*.c, readable loops, OpenMP threads)
+ *   build/liblte_cuda.so  the CUDA backend (cuda/cuda/*.cu; cuBLAS loaded at run time)
+ * The Deno side (ffi/symbols.ts) mirrors every declaration below, C names unchanged.
+ *
+ * Conventions (read these before adding an op):
+ *   - Every function except the four info getters returns lte_status. Nothing here ever calls
+ *     exit() or abort(): errors become a status plus a message readable through
+ *     lte_ctx_last_error(ctx) (or lte_last_error() for calls that have no context yet).
+ *   - Tensors are plain device pointers (host pointers on the CPU backend) obtained from
+ *     lte_mem_alloc. Layout is row-major and contiguous unless a stride argument says otherwise.
+ *     Shapes are given in comments with this legend:
+ *       B = batch, T = sequence length, C = channels (d_model), H = query heads,
+ *       HKV = key/value heads, D = head dim, V = vocab, R = rows, N = experts, S = expert size.
+ *   - Every op takes a dtype (lte_dtype). Only LTE_DTYPE_F32 is implemented today for float data;
+ *     other float dtypes return LTE_STATUS_UNSUPPORTED until their kernels land, so half precision
+ *     can be added without changing any signature. Index tensors (token ids, targets, argmax
+ *     output) are always int32.
+ *   - Backward functions ACCUMULATE into gradient outputs (dx += ...), so autograd can sum the
+ *     contributions of several consumers and gradient accumulation over micro-batches is free.
+ *     A gradient output pointer may be NULL when that gradient is not needed.
+ *   - Forward functions OVERWRITE their outputs. In-place (y == x) is allowed for elementwise ops.
+ *   - Work is queued on the context's stream (CUDA) and may still be running when a call returns.
+ *     lte_mem_read and lte_ctx_synchronize wait for it; asynchronous kernel errors (including
+ *     out-of-range token ids detected on the device) are reported by the next synchronizing call.
+ */
+#ifndef LTE_H
+#define LTE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define LTE_API __declspec(dllexport)
+#else
+#define LTE_API __attribute__((visibility("default")))
+#endif
+
+/* Bumped on every incompatible change of this header; ffi/symbols.ts checks it at load time. */
+#define LTE_ABI_VERSION 1
+
+typedef int32_t lte_status;
+enum {
+  LTE_STATUS_OK = 0,
+  LTE_STATUS_INVALID_ARGUMENT = 1, /* bad shape, null pointer, out-of-range index or option */
+  LTE_STATUS_OUT_OF_MEMORY = 2,    /* allocation failed even after emptying the cache */
+  LTE_STATUS_UNSUPPORTED = 3,      /* dtype or feature not implemented by this backend */
+  LTE_STATUS_CUDA_ERROR = 4,       /* a CUDA runtime/driver call failed; message names it */
+  LTE_STATUS_BLAS_ERROR = 5,       /* a cuBLAS call failed or cuBLAS could not be loaded */
+  LTE_STATUS_NO_DEVICE = 6,        /* no usable device (no GPU, no driver, bad index) */
+  LTE_STATUS_INTERNAL = 7          /* a bug in this library */
+};
+
+typedef int32_t lte_dtype;
+enum {
+  LTE_DTYPE_F32 = 0,
+  LTE_DTYPE_F16 = 1, /* reserved: serving kernels */
+  LTE_DTYPE_BF16 = 2, /* reserved: mixed-precision training */
+  LTE_DTYPE_I32 = 3
+};
+
+/* Context options for lte_ctx_set_option. */
+enum {
+  LTE_OPTION_ALLOW_TF32 = 1,      /* CUDA: 1 lets cuBLAS use TF32 tensor cores for f32 matmul (default 0) */
+  LTE_OPTION_MEMORY_LIMIT = 2,    /* bytes; allocations beyond this many bytes in use fail with
+                                     LTE_STATUS_OUT_OF_MEMORY (0 = no limit, the default) */
+  LTE_OPTION_NUM_THREADS = 3,     /* CPU: worker threads (0 = all cores, the default) */
+  LTE_OPTION_DETERMINISTIC = 4    /* CUDA: 1 avoids atomics in reductions where an alternative exists */
+};
+
+/* Opaque context: device, stream, BLAS handle, caching allocator, last error. */
+typedef struct lte_ctx lte_ctx_t;
+
+/* Memory statistics filled by lte_mem_stats (all in bytes except counts). */
+typedef struct lte_mem_stats {
+  uint64_t bytes_in_use;    /* currently handed out by lte_mem_alloc */
+  uint64_t bytes_cached;    /* freed blocks kept for reuse (CUDA caching allocator) */
+  uint64_t peak_bytes_in_use;
+  uint64_t num_allocs;      /* live allocations */
+  uint64_t device_total;    /* device memory size (0 on CPU) */
+  uint64_t device_free;     /* device free memory as reported by the driver (0 on CPU) */
+} lte_mem_stats_t;
+
+/* ---------------------------------------------------------------- library and context */
+
+LTE_API uint32_t lte_abi_version(void);
+/* "cpu" or "cuda". */
+LTE_API const char *lte_backend_name(void);
+/* Build id: a hash of the sources the library was compiled from (set by cuda/build.ts). */
+LTE_API const char *lte_build_id(void);
+LTE_API const char *lte_status_string(lte_status status);
+/* Message of the last failed call on this thread (calls without a context, e.g. ctx_create). */
+LTE_API const char *lte_last_error(void);
+
+/* device_index: GPU ordinal for CUDA, ignored on CPU. */
+LTE_API lte_status lte_ctx_create(int32_t device_index, lte_ctx_t **out);
+/* Frees the context and every block it cached. Live allocations are released too. */
+LTE_API lte_status lte_ctx_free(lte_ctx_t *ctx);
+/* Message of the last failed call on this context ("" if none). Valid until the next failure. */
+LTE_API const char *lte_ctx_last_error(lte_ctx_t *ctx);
+LTE_API lte_status lte_ctx_synchronize(lte_ctx_t *ctx);
+LTE_API lte_status lte_ctx_set_option(lte_ctx_t *ctx, int32_t option, int64_t value);
+/* Writes a NUL-terminated JSON object describing the device into buf (truncated to len). */
+LTE_API lte_status lte_ctx_device_info(lte_ctx_t *ctx, char *buf, int32_t len);
+
+/* ---------------------------------------------------------------- memory */
+
+/* Allocates bytes (>0) aligned to 256 bytes. Contents are undefined. */
+LTE_API lte_status lte_mem_alloc(lte_ctx_t *ctx, uint64_t bytes, void **out);
+/* Returns a block to the cache. NULL is a no-op. A pointer not from this ctx is an error. */
+LTE_API lte_status lte_mem_free(lte_ctx_t *ctx, void *ptr);
+LTE_API lte_status lte_mem_stats(lte_ctx_t *ctx, lte_mem_stats_t *out);
+/* Releases cached (free) blocks back to the device. */
+LTE_API lte_status lte_mem_empty_cache(lte_ctx_t *ctx);
+/* host -> device. Synchronous with respect to host memory (src may be reused on return). */
+LTE_API lte_status lte_mem_write(lte_ctx_t *ctx, void *dst, const void *host_src, uint64_t bytes);
+/* device -> host. Waits for queued work. */
+LTE_API lte_status lte_mem_read(lte_ctx_t *ctx, void *host_dst, const void *src, uint64_t bytes);
+/* device -> device. */
+LTE_API lte_status lte_mem_copy(lte_ctx_t *ctx, void *dst, const void *src, uint64_t bytes);
+/* x[0..n) = value (converted to dtype; I32 truncates). */
+LTE_API lte_status lte_fill(lte_ctx_t *ctx, lte_dtype dtype, void *x, int64_t n, float value);
+
+/* ---------------------------------------------------------------- elementwise and reductions */
+
+/* y = a + b            a, b, y: (n) */
+LTE_API lte_status lte_add(lte_ctx_t *ctx, lte_dtype dtype, const void *a, const void *b, void *y, int64_t n);
+/* y = a * b            a, b, y: (n) */
+LTE_API lte_status lte_mul(lte_ctx_t *ctx, lte_dtype dtype, const void *a, const void *b, void *y, int64_t n);
+/* y = alpha * x + beta  x, y: (n) */
+LTE_API lte_status lte_scale(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n, float alpha, float beta);
+/* y += alpha * x       x, y: (n)   (gradient accumulation) */
+LTE_API lte_status lte_axpy(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n, float alpha);
+/* mul backward: da += dy * b, db += dy * a (either may be NULL) */
+LTE_API lte_status lte_mul_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *a, const void *b,
+                                    void *da, void *db, int64_t n);
+/* out[0] = (accumulate ? out[0] : 0) + sum(x)        x: (n), out: (1) */
+LTE_API lte_status lte_sum(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *out, int64_t n, int32_t accumulate);
+/* out[0] = (accumulate ? out[0] : 0) + sum(x^2)      (global grad norm) */
+LTE_API lte_status lte_sum_squares(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *out, int64_t n,
+                                   int32_t accumulate);
+/* dx[i] += alpha * dout[0] for i < n    (backward of sum/mean; dout is a device scalar) */
+LTE_API lte_status lte_broadcast_scalar_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dout, void *dx,
+                                                 int64_t n, float alpha);
+/* y[r, c] = x[r, c] + bias[c]        x, y: (R, cols), bias: (cols) */
+LTE_API lte_status lte_bias_add(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *bias, void *y,
+                                int64_t rows, int64_t cols);
+/* out[c] = (accumulate ? out[c] : 0) + sum_r x[r, c]    x: (R, cols)  (bias gradient) */
+LTE_API lte_status lte_sum_rows(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *out, int64_t rows,
+                                int64_t cols, int32_t accumulate);
+/* 2-D strided block copy: dst[r*dst_ld + c] (= or +=) src[r*src_ld + c], r < rows, c < cols.
+   Used to slice fused projections (GPT-2 c_attn) and for their backward (accumulate = 1). */
+LTE_API lte_status lte_copy_2d(lte_ctx_t *ctx, lte_dtype dtype, const void *src, int64_t src_ld, void *dst,
+                               int64_t dst_ld, int64_t rows, int64_t cols, int32_t accumulate);
+
+/* ---------------------------------------------------------------- activations */
+
+/* GELU, tanh approximation: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (n) */
+LTE_API lte_status lte_gelu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n);
+LTE_API lte_status lte_gelu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x, void *dx,
+                                     int64_t n);
+/* SiLU: y = x * sigmoid(x)  (n) */
+LTE_API lte_status lte_silu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n);
+LTE_API lte_status lte_silu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x, void *dx,
+                                     int64_t n);
+/* Sigmoid: y = 1 / (1 + exp(-x)); backward uses the saved output y: dx += dy * y * (1 - y) */
+LTE_API lte_status lte_sigmoid_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n);
+LTE_API lte_status lte_sigmoid_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *y, void *dx,
+                                        int64_t n);
+/* SwiGLU product: y = silu(gate) * up     gate, up, y: (n) */
+LTE_API lte_status lte_swiglu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *gate, const void *up, void *y,
+                                      int64_t n);
+LTE_API lte_status lte_swiglu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *gate,
+                                       const void *up, void *dgate, void *dup, int64_t n);
+/* mask[i] = x[i] > threshold ? 1 : 0   (hard expert selection; strict comparison, no gradient) */
+LTE_API lte_status lte_threshold(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *mask, int64_t n,
+                                 float threshold);
+
+/* ---------------------------------------------------------------- LTE routing */
+
+/* Per-neuron scaling by a per-expert vector repeated over each expert's S neurons:
+     y[r, e*S + j] = h[r, e*S + j] * g[r, e]       h, y: (R, N*S), g: (R, N)
+   g is the soft router score (stage 1) or a hard 0/1 mask (stage 2, pass dg = NULL). */
+LTE_API lte_status lte_expert_scale_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *h, const void *g, void *y,
+                                            int64_t rows, int32_t n_experts, int32_t expert_size);
+/* dh[r, e*S+j] += dy[r, e*S+j] * g[r, e];  dg[r, e] += sum_j dy[r, e*S+j] * h[r, e*S+j] */
+LTE_API lte_status lte_expert_scale_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *h,
+                                             const void *g, void *dh, void *dg, int64_t rows, int32_t n_experts,
+                                             int32_t expert_size);
+
+/* ---------------------------------------------------------------- normalisation */
+
+/* LayerNorm over the last dim: y = (x - mean) * rstd * w + b.
+   x, y: (R, cols); w, b: (cols); mean, rstd: (R) saved for backward. b may be NULL. */
+LTE_API lte_status lte_layernorm_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w,
+                                         const void *b, void *y, void *mean, void *rstd, int64_t rows,
+                                         int32_t cols, float eps);
+LTE_API lte_status lte_layernorm_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x,
+                                          const void *w, const void *mean, const void *rstd, void *dx, void *dw,
+                                          void *db, int64_t rows, int32_t cols);
+/* RMSNorm over the last dim: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). rstd: (R) saved. */
+LTE_API lte_status lte_rmsnorm_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w, void *y,
+                                       void *rstd, int64_t rows, int32_t cols, float eps);
+LTE_API lte_status lte_rmsnorm_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x,
+                                        const void *w, const void *rstd, void *dx, void *dw, int64_t rows,
+                                        int32_t cols);
+
+/* ---------------------------------------------------------------- matmul */
+
+/* Batched GEMM:  C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i],  i < batch
+     op(A[i]): (m, k): A[i] is stored (m, k) row-major, or (k, m) when trans_a = 1
+     op(B[i]): (k, n): B[i] is stored (k, n) row-major, or (n, k) when trans_b = 1
+     C[i]: (m, n) row-major. Element strides between batch items may be 0 (broadcast a weight).
+   beta = 1 accumulates (used by backward). CUDA: cuBLAS, TF32 only if LTE_OPTION_ALLOW_TF32. */
+LTE_API lte_status lte_matmul(lte_ctx_t *ctx, lte_dtype dtype, const void *a, const void *b, void *c, int32_t batch,
+                              int32_t m, int32_t n, int32_t k, int32_t trans_a, int32_t trans_b, int64_t stride_a,
+                              int64_t stride_b, int64_t stride_c, float alpha, float beta);
+
+/* ---------------------------------------------------------------- embedding */
+
+/* out[t, :] = weight[ids[t], :]     ids: (n_tokens) int32, weight: (V, C), out: (n_tokens, C)
+   An id outside [0, V) is LTE_STATUS_INVALID_ARGUMENT (on CUDA: reported by the next sync). */
+LTE_API lte_status lte_embedding_forward(lte_ctx_t *ctx, lte_dtype dtype, const int32_t *ids, const void *weight,
+                                         void *out, int64_t n_tokens, int32_t vocab, int32_t dim);
+/* dweight[ids[t], :] += dout[t, :]   (scatter-add) */
+LTE_API lte_status lte_embedding_backward(lte_ctx_t *ctx, lte_dtype dtype, const int32_t *ids, const void *dout,
+                                          void *dweight, int64_t n_tokens, int32_t vocab, int32_t dim);
+
+/* ---------------------------------------------------------------- rotary position embedding */
+
+/* RoPE, Hugging Face LLaMA convention ("rotate_half": pairs (i, i + D/2)), in place allowed.
+     x, y: (B, T, H, D); position of token t is pos_offset + t; frequency i: theta^(-2i/D).
+   backward applies the inverse rotation and accumulates: dx += R^T dy. */
+LTE_API lte_status lte_rope_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int32_t batch,
+                                    int32_t seq, int32_t heads, int32_t head_dim, int32_t pos_offset, float theta);
+LTE_API lte_status lte_rope_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, void *dx, int32_t batch,
+                                     int32_t seq, int32_t heads, int32_t head_dim, int32_t pos_offset, float theta);
+
+/* ---------------------------------------------------------------- attention */
+
+/* Causal multi-head self-attention with grouped-query heads (H % HKV == 0; query head h reads
+   key/value head h / (H / HKV)).
+     q: (B, T, H, D), k, v: (B, T, HKV, D), out: (B, T, H, D)
+     probs: (B, H, T, T) softmax(scale * q k^T + causal mask), saved for backward
+            (entries above the diagonal are written as 0).
+   scale is usually 1/sqrt(D). */
+LTE_API lte_status lte_attention_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *q, const void *k,
+                                         const void *v, void *out, void *probs, int32_t batch, int32_t seq,
+                                         int32_t heads, int32_t kv_heads, int32_t head_dim, float scale);
+/* Accumulates dq, dk, dv (shapes as q, k, v). */
+LTE_API lte_status lte_attention_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dout, const void *q,
+                                          const void *k, const void *v, const void *probs, void *dq, void *dk,
+                                          void *dv, int32_t batch, int32_t seq, int32_t heads, int32_t kv_heads,
+                                          int32_t head_dim, float scale);
+
+/* ---------------------------------------------------------------- loss */
+
+/* Softmax cross-entropy per row:  losses[r] = logsumexp(logits[r, :]) - logits[r, targets[r]]
+   and losses[r] = 0 where targets[r] == ignore_index.   logits: (R, V), targets: (R) int32,
+   losses: (R). A target outside [0, V) that is not ignore_index is LTE_STATUS_INVALID_ARGUMENT. */
+LTE_API lte_status lte_cross_entropy_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *logits,
+                                             const int32_t *targets, void *losses, int64_t rows, int32_t vocab,
+                                             int32_t ignore_index);
+/* dlogits[r, :] += dlosses[r] * (softmax(logits[r, :]) - onehot(targets[r])); ignored rows get 0. */
+LTE_API lte_status lte_cross_entropy_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *logits,
+                                              const int32_t *targets, const void *dlosses, void *dlogits,
+                                              int64_t rows, int32_t vocab, int32_t ignore_index);
+
+/* ---------------------------------------------------------------- optimizer */
+
+/* AdamW with decoupled weight decay, one tensor (n elements):
+     g = grad * grad_scale                    (grad_scale carries global-norm clipping)
+     m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+     param -= lr * ( (m / bias_correction1) / (sqrt(v / bias_correction2) + eps) + weight_decay * param )
+   bias_correction1 = 1 - beta1^step, bias_correction2 = 1 - beta2^step (computed by the caller). */
+LTE_API lte_status lte_adamw_step(lte_ctx_t *ctx, lte_dtype dtype, void *param, const void *grad, void *m, void *v,
+                                  int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                                  float bias_correction1, float bias_correction2, float grad_scale);
+
+/* ---------------------------------------------------------------- sampling */
+
+/* out[r] = argmax_c x[r, c] (lowest index among ties)    x: (R, cols), out: (R) int32 */
+LTE_API lte_status lte_argmax(lte_ctx_t *ctx, lte_dtype dtype, const void *x, int32_t *out, int64_t rows,
+                              int32_t cols);
+/* Nucleus sampling per row of logits: p = softmax(logits / temperature); keep the smallest set of
+   highest-probability tokens whose mass reaches top_p (ties broken by lower index first); draw
+   one token with the uniform u = lte_uniform(seed, r) in [0, 1). Deterministic for a given seed
+   and identical on both backends.   logits: (R, V), out: (R) int32.
+   temperature > 0, 0 < top_p <= 1. */
+LTE_API lte_status lte_sample_top_p(lte_ctx_t *ctx, lte_dtype dtype, const void *logits, int32_t *out,
+                                    int64_t rows, int32_t vocab, float temperature, float top_p, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+
+#if defined(__CUDACC__)
+#define LTE_HOST_DEVICE __host__ __device__
+#else
+#define LTE_HOST_DEVICE
+#endif
+
+/* The uniform used by lte_sample_top_p, shared by both backends (also usable from tests):
+   splitmix64(seed + 0x9E3779B97F4A7C15 * (row + 1)), top 24 bits / 2^24. */
+static inline LTE_HOST_DEVICE float lte_uniform(uint64_t seed, int64_t row) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(row + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z = z ^ (z >> 31);
+  return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+#endif /* LTE_H */
