@@ -288,11 +288,14 @@ LTE_API lte_status lte_adamw_step(lte_ctx_t *ctx, lte_dtype dtype, void *param, 
 /* out[r] = argmax_c x[r, c] (lowest index among ties)    x: (R, cols), out: (R) int32 */
 LTE_API lte_status lte_argmax(lte_ctx_t *ctx, lte_dtype dtype, const void *x, int32_t *out, int64_t rows,
                               int32_t cols);
-/* Nucleus sampling per row of logits: p = softmax(logits / temperature); keep the smallest set of
-   highest-probability tokens whose mass reaches top_p (ties broken by lower index first); draw
-   one token with the uniform u = lte_uniform(seed, r) in [0, 1). Deterministic for a given seed
-   and identical on both backends.   logits: (R, V), out: (R) int32.
-   temperature > 0, 0 < top_p <= 1. */
+/* Nucleus sampling per row of logits, defined so that both backends agree without a full sort:
+     p = softmax(logits[r, :] / temperature)
+     p_cut = the largest probability value such that sum of { p_i : p_i >= p_cut } >= top_p
+     kept  = { i : p_i >= p_cut }   (all ties at the cut are kept)
+     u = lte_uniform(seed, r) * sum_{i in kept} p_i
+     out[r] = the first kept index i, walking indices in increasing order, whose running kept
+              mass exceeds u (the last kept index if rounding leaves none).
+   logits: (R, V), out: (R) int32; temperature > 0, 0 < top_p <= 1. Deterministic for a seed. */
 LTE_API lte_status lte_sample_top_p(lte_ctx_t *ctx, lte_dtype dtype, const void *logits, int32_t *out,
                                     int64_t rows, int32_t vocab, float temperature, float top_p, uint64_t seed);
 
