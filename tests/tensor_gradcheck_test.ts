@@ -1,0 +1,88 @@
+/**
+ * Finite-difference check of every differentiable op through the TypeScript autograd (CPU
+ * backend). The native C-level check of each backward kernel is tests/native_cpu_test.ts; this
+ * one also checks the autograd wiring (which gradient goes where, accumulation, transposes).
+ *
+ * Loss: L = sum(op(x) * R) with a fixed random R, computed in double on the host for the
+ * numeric side. Central differences with h = 1e-2 on f32 data: truncation error O(h^2) ~1e-4
+ * for these smooth ops, rounding error ~|L| * 6e-8 / 2h ~1e-5; the tolerance
+ * |analytic - numeric| <= 5e-3 + 3e-2 |numeric| leaves a wide margin above both while still
+ * catching any wrong or missing term (those are O(1) relative errors).
+ */
+import assert from "node:assert/strict";
+import { backward, liveCounts, mul, noGrad, Rng, scope, sum, Tensor } from "../tensor/mod.ts";
+import { makeInputs, OP_CASES, toTensors } from "./_op_cases.ts";
+
+function dot(y: Float32Array | Int32Array, r: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < y.length; i++) s += y[i]! * r[i]!;
+  return s;
+}
+
+for (const c of OP_CASES) {
+  if (c.fd === false) continue;
+  Deno.test(`gradcheck: ${c.name} backward matches finite differences`, () => {
+    const before = liveCounts();
+    const data = makeInputs(c, 7);
+    const h = c.fd?.h ?? 1e-2, atol = c.fd?.atol ?? 5e-3, rtol = c.fd?.rtol ?? 3e-2;
+    scope(() => {
+      const xs = toTensors(c, data, "cpu");
+      const y = c.fn(xs);
+      const r = new Rng(99).uniforms(y.size, -1, 1);
+      const loss = sum(mul(y, Tensor.fromArray(r, y.shape)));
+      backward(loss);
+      const pick = new Rng(5);
+      c.inputs.forEach((spec, i) => {
+        if (spec.kind === "i32" || spec.grad === false) return;
+        const x = xs[i]!;
+        assert.ok(x.grad, `${c.name}: input ${i} got no gradient`);
+        const analytic = x.grad!.toArray();
+        const host = data[i] as Float32Array;
+        const idx = host.length <= 16 ? [...host.keys()] : Array.from({ length: 16 }, () => pick.int(host.length));
+        for (const j of idx) {
+          const orig = host[j]!;
+          const evalAt = (v: number) => {
+            host[j] = v;
+            const val = scope(() =>
+              noGrad(() => {
+                const ys = c.fn(toTensors(c, data, "cpu"));
+                return dot(ys.toArray(), r);
+              })
+            );
+            host[j] = orig;
+            return val;
+          };
+          const numeric = (evalAt(orig + h) - evalAt(orig - h)) / (2 * h);
+          const a = analytic[j]!;
+          assert.ok(
+            Math.abs(a - numeric) <= atol + rtol * Math.abs(numeric),
+            `${c.name}: d/dx${i}[${j}] analytic ${a} vs numeric ${numeric}`,
+          );
+        }
+      });
+    });
+    assert.deepEqual(liveCounts(), before, `${c.name}: tensors leaked`);
+  });
+}
+
+Deno.test("gradcheck: gradients accumulate across two backward passes", () => {
+  const w = Tensor.fromArray([1, 2, 3], [3], { requiresGrad: true }).keep();
+  try {
+    for (let i = 0; i < 2; i++) {
+      scope(() => backward(sum(mul(w, w))));
+    }
+    assert.deepEqual([...w.grad!.toArray()], [4, 8, 12]); // 2 * (2w)
+  } finally {
+    w.dispose();
+  }
+});
+
+Deno.test("gradcheck: a tensor used twice receives both contributions", () => {
+  const x = Tensor.fromArray([0.5, -1], [2], { requiresGrad: true }).keep();
+  try {
+    scope(() => backward(sum(mul(x, x)))); // d/dx x^2 = 2x through two uses of x in one op
+    assert.deepEqual([...x.grad!.toArray()], [1, -2]);
+  } finally {
+    x.dispose();
+  }
+});
