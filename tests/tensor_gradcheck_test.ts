@@ -24,7 +24,8 @@ for (const c of OP_CASES) {
   Deno.test(`gradcheck: ${c.name} backward matches finite differences`, () => {
     const before = liveCounts();
     const data = makeInputs(c, 7);
-    const h = c.fd?.h ?? 1e-2, atol = c.fd?.atol ?? 5e-3, rtol = c.fd?.rtol ?? 3e-2;
+    const fd = c.fd || {};
+    const h = fd.h ?? 1e-2, atol = fd.atol ?? 5e-3, rtol = fd.rtol ?? 3e-2;
     scope(() => {
       const xs = toTensors(c, data, "cpu");
       const y = c.fn(xs);
