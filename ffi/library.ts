@@ -32,11 +32,14 @@ export function cString(ptr: Deno.PointerValue): string {
 }
 
 function candidates(kind: BackendKind): { path: string; fromBuildDir: boolean; source: string }[] {
-  const out: { path: string; fromBuildDir: boolean; source: string }[] = [];
-  const explicit = Deno.env.get(kind === "cpu" ? "LTE_CPU_LIB" : "LTE_CUDA_LIB");
-  if (explicit) out.push({ path: explicit, fromBuildDir: false, source: kind === "cpu" ? "LTE_CPU_LIB" : "LTE_CUDA_LIB" });
+  // An explicit override is the only candidate: silently falling back to another build would
+  // run code the user did not ask for.
+  const envName = kind === "cpu" ? "LTE_CPU_LIB" : "LTE_CUDA_LIB";
+  const explicit = Deno.env.get(envName);
+  if (explicit) return [{ path: explicit, fromBuildDir: false, source: envName }];
   const dir = Deno.env.get("LTE_LIB_DIR");
-  if (dir) out.push({ path: join(dir, libraryFileName(kind)), fromBuildDir: false, source: "LTE_LIB_DIR" });
+  if (dir) return [{ path: join(dir, libraryFileName(kind)), fromBuildDir: false, source: "LTE_LIB_DIR" }];
+  const out: { path: string; fromBuildDir: boolean; source: string }[] = [];
   out.push({ path: join(BUILD_DIR, libraryFileName(kind)), fromBuildDir: true, source: "build folder" });
   return out;
 }
@@ -72,14 +75,11 @@ export function loadLibrary(kind: BackendKind): LoadedLibrary {
     }
     const buildId = cString(lib.symbols.lte_build_id());
     if (c.fromBuildDir && Deno.env.get("LTE_ALLOW_STALE") !== "1") {
-      const want = sourceHash(kind);
-      if (want !== buildId) {
+      try {
+        checkFresh(kind, c.path, buildId);
+      } catch (e) {
         lib.close();
-        throw new LibraryLoadError(
-          `stale ${kind} library ${c.path}: built from sources ${buildId}, but cuda/ now hashes to ${want}; ` +
-            `rebuild with \`deno task build\` (or set LTE_ALLOW_STALE=1 to load it anyway)`,
-          tried,
-        );
+        throw e;
       }
     }
     // Numbers are accepted at run time for 64-bit parameters (see LteSymbols).
@@ -95,4 +95,15 @@ export function loadLibrary(kind: BackendKind): LoadedLibrary {
 /** Whether a library file for this backend exists where `loadLibrary` would look. */
 export function libraryExists(kind: BackendKind): boolean {
   return candidates(kind).some((c) => existsSync(c.path));
+}
+
+/** Throws a `LibraryLoadError` when `buildId` is not the hash of the current sources. */
+export function checkFresh(kind: BackendKind, path: string, buildId: string): void {
+  const want = sourceHash(kind);
+  if (want === buildId) return;
+  throw new LibraryLoadError(
+    `stale ${kind} library ${path}: built from sources ${buildId}, but cuda/ now hashes to ${want}; ` +
+      `rebuild with \`deno task build\` (or set LTE_ALLOW_STALE=1 to load it anyway)`,
+    [path],
+  );
 }
