@@ -43,7 +43,12 @@ function ignorable(name: string, config: ModelConfig): boolean {
 export function saveCheckpoint(
   dir: string,
   model: DecoderLM,
-  extra: { files?: Record<string, string | Uint8Array>; metadata?: Record<string, string> } = {},
+  extra: {
+    files?: Record<string, string | Uint8Array>;
+    metadata?: Record<string, string>;
+    /** Extra safetensors files by file name (e.g. optimizer state), written into the same folder. */
+    safetensors?: Record<string, Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }>>;
+  } = {},
 ): void {
   const parent = dirname(dir);
   mkdirSync(parent, { recursive: true });
@@ -57,6 +62,7 @@ export function saveCheckpoint(
     writeSafetensors(join(tmp, "model.safetensors"), tensors, { format: "pt", ...extra.metadata });
     writeFileSync(join(tmp, "config.json"), JSON.stringify(toHfConfig(model.config), null, 2) + "\n");
     for (const [name, data] of Object.entries(extra.files ?? {})) writeFileSync(join(tmp, name), data);
+    for (const [name, t] of Object.entries(extra.safetensors ?? {})) writeSafetensors(join(tmp, name), t);
     // Swap into place: keep the previous checkpoint until the new one is complete.
     const old = join(parent, `.${basename(dir)}.old-${Deno.pid}`);
     if (existsSync(dir)) renameSync(dir, old);

@@ -1,0 +1,257 @@
+/*
+ * common.cuh: private core of the CUDA backend, shared by every translation unit.
+ *
+ * Contents
+ *   - struct lte_ctx: device ordinal, non-blocking stream, cuBLAS handle (NULL when cuBLAS could
+ *     not be loaded), caching-allocator state, per-context last error, options, and the device
+ *     error-flag block that kernels use to report out-of-range indices asynchronously.
+ *   - Error helpers. Every failure becomes a status plus a message that starts with the public
+ *     function name ("lte_gelu_forward: ..."). Nothing here aborts, exits or asserts.
+ *   - Entry-point macros: LTE_ENTER (NULL ctx check + cudaSetDevice, because calls may come from
+ *     any OS thread), LTE_CUDA_TRY (wraps a runtime call), LTE_LAUNCH_CHECK (cudaGetLastError
+ *     after every kernel launch), LTE_REQUIRE (argument validation), LTE_REQUIRE_F32 (dtype).
+ *   - Internal services implemented in other units: allocator (allocator.cu), GEMM dispatcher
+ *     (blas.cu: cuBLAS or the fallback SGEMM of matmul.cu).
+ *
+ * Everything a context queues runs on its one stream, in order. That single fact makes freeing a
+ * block that queued kernels still use safe (the next user of the block is queued after them), and
+ * lets scratch buffers be released at the end of the call that allocated them.
+ */
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdarg>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "lte.h"
+
+/* ------------------------------------------------------------------ device error flag */
+
+namespace lte {
+
+/* Which public function a device-side error came from (DeviceError::op). */
+enum DeviceOp : long long {
+  DEV_OP_NONE = 0,
+  DEV_OP_EMBEDDING_FORWARD = 1,
+  DEV_OP_EMBEDDING_BACKWARD = 2,
+  DEV_OP_CROSS_ENTROPY_FORWARD = 3,
+  DEV_OP_CROSS_ENTROPY_BACKWARD = 4,
+};
+
+/* Written by kernels that find a bad index. The first finder claims `flag` with atomicCAS and
+   then fills the other fields; later finders leave it alone, so the report names the first bad
+   (index, value) pair that won the race. Read and cleared by the host after a stream sync. */
+struct DeviceError {
+  unsigned long long flag; /* 0 = clear, 1 = claimed */
+  long long op;            /* DeviceOp */
+  long long index;         /* position in the index tensor */
+  long long value;         /* the offending value */
+  long long limit;         /* valid range is [0, limit) */
+  long long aux;           /* cross-entropy: ignore_index */
+};
+
+__device__ __forceinline__ void report_bad_index(DeviceError *err, long long op, long long index, long long value,
+                                                 long long limit, long long aux) {
+  if (atomicCAS(&err->flag, 0ull, 1ull) == 0ull) {
+    err->op = op;
+    err->index = index;
+    err->value = value;
+    err->limit = limit;
+    err->aux = aux;
+  }
+}
+
+/* ------------------------------------------------------------------ allocator state */
+
+struct Block {
+  size_t size;      /* rounded size actually held on the device */
+  size_t requested; /* bytes asked for (what bytes_in_use counts) */
+};
+
+struct AllocatorState {
+  std::mutex mu;
+  std::unordered_map<void *, Block> live;            /* handed out */
+  std::map<size_t, std::vector<void *>> free_lists;  /* rounded size -> cached blocks */
+  uint64_t bytes_in_use = 0;
+  uint64_t bytes_cached = 0;
+  uint64_t peak_bytes_in_use = 0;
+};
+
+}  // namespace lte
+
+struct lte_ctx {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  void *cublas = nullptr; /* cublasHandle_t, or NULL: use the fallback SGEMM */
+  int sm_count = 0;
+  lte::AllocatorState alloc;
+  std::mutex err_mu;
+  std::string last_error;
+  /* options */
+  bool allow_tf32 = false;
+  bool deterministic = false;
+  uint64_t memory_limit = 0;
+  /* device error flag (device memory) and its pinned host mirror */
+  lte::DeviceError *d_err = nullptr;
+  lte::DeviceError *h_err = nullptr;
+  std::string blas_note; /* why cuBLAS is not used, for device_info */
+};
+
+/* ------------------------------------------------------------------ error helpers */
+
+namespace lte {
+
+/* Thread-local message for calls without a context (lte_last_error). */
+void set_thread_error(const std::string &msg);
+
+std::string vformat(const char *fmt, va_list ap);
+
+/* Records "<fn>: <formatted>" in ctx (or the thread-local slot when ctx is NULL); returns st. */
+lte_status fail(lte_ctx *ctx, lte_status st, const char *fn, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* "<fn>: <call> failed: <cudaGetErrorString> (file:line)" -> LTE_STATUS_CUDA_ERROR. */
+lte_status cuda_fail(lte_ctx *ctx, const char *fn, const char *call, cudaError_t e, const char *file, int line);
+
+const char *dtype_name(lte_dtype dtype);
+
+}  // namespace lte
+
+#define LTE_CUDA_TRY(call)                                                      \
+  do {                                                                          \
+    cudaError_t lte_e_ = (call);                                                \
+    if (lte_e_ != cudaSuccess) {                                                \
+      return lte::cuda_fail(ctx, FN, #call, lte_e_, __FILE__, __LINE__);        \
+    }                                                                           \
+  } while (0)
+
+/* After every kernel launch: reports launch-configuration errors (and sticky earlier faults). */
+#define LTE_LAUNCH_CHECK(kernel_name)                                                        \
+  do {                                                                                       \
+    cudaError_t lte_e_ = cudaGetLastError();                                                 \
+    if (lte_e_ != cudaSuccess) {                                                             \
+      return lte::cuda_fail(ctx, FN, "launch of " kernel_name, lte_e_, __FILE__, __LINE__); \
+    }                                                                                        \
+  } while (0)
+
+/* Propagates a non-OK status from an internal helper (which already recorded the message). */
+#define LTE_TRY(expr)                      \
+  do {                                     \
+    lte_status lte_s_ = (expr);            \
+    if (lte_s_ != LTE_STATUS_OK) return lte_s_; \
+  } while (0)
+
+/* Entry prologue: names the function (FN), rejects a NULL ctx, binds the calling thread to the
+   context's device. */
+#define LTE_ENTER(name)                                                                 \
+  static constexpr const char *FN = name;                                               \
+  if (ctx == nullptr) return lte::fail(nullptr, LTE_STATUS_INVALID_ARGUMENT, FN, "ctx is NULL"); \
+  LTE_CUDA_TRY(cudaSetDevice(ctx->device))
+
+#define LTE_REQUIRE(cond, ...)                                                    \
+  do {                                                                            \
+    if (!(cond)) return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, __VA_ARGS__); \
+  } while (0)
+
+#define LTE_REQUIRE_PTR(p) LTE_REQUIRE((p) != nullptr, "%s is NULL", #p)
+
+#define LTE_REQUIRE_F32(dtype)                                                                   \
+  do {                                                                                           \
+    if ((dtype) != LTE_DTYPE_F32)                                                                \
+      return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "dtype %s is not supported by the cuda backend", \
+                       lte::dtype_name(dtype));                                                  \
+  } while (0)
+
+/* ------------------------------------------------------------------ internal services */
+
+namespace lte {
+
+/* Caching allocator (allocator.cu). `fn` names the public function for error messages. */
+lte_status device_alloc(lte_ctx *ctx, const char *fn, size_t bytes, void **out);
+/* Returns a block to the cache; false if ptr is not a live block of ctx. */
+bool device_free(lte_ctx *ctx, void *ptr);
+/* Releases every cached block (caller holds no allocator lock). */
+void release_cache(lte_ctx *ctx);
+/* Releases live and cached blocks (context teardown). */
+void release_all(lte_ctx *ctx);
+
+/* Scratch buffers owned by one call, released (to the cache) when the call returns, on every
+   path. Safe while kernels using them are still queued: everything runs on ctx->stream. */
+class Scratch {
+ public:
+  Scratch(lte_ctx *ctx, const char *fn) : ctx_(ctx), fn_(fn) {}
+  ~Scratch() {
+    for (void *p : ptrs_) device_free(ctx_, p);
+  }
+  Scratch(const Scratch &) = delete;
+  Scratch &operator=(const Scratch &) = delete;
+  template <class T>
+  lte_status get(size_t count, T **out) {
+    void *p = nullptr;
+    lte_status st = device_alloc(ctx_, fn_, count * sizeof(T) > 0 ? count * sizeof(T) : 1, &p);
+    if (st != LTE_STATUS_OK) return st;
+    ptrs_.push_back(p);
+    *out = static_cast<T *>(p);
+    return LTE_STATUS_OK;
+  }
+
+ private:
+  lte_ctx *ctx_;
+  const char *fn_;
+  std::vector<void *> ptrs_;
+};
+
+/* Row-major strided-batched SGEMM (blas.cu):
+     C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i],  i < batch
+   op(A[i]) is (m, k): A stored (m, k) with leading dim lda, or (k, m) when trans_a.
+   op(B[i]) is (k, n): B stored (k, n) with leading dim ldb, or (n, k) when trans_b.
+   C is (m, n) with leading dim ldc. Strides are in elements and may be 0. beta == 0 never
+   reads C. Uses cuBLAS when loaded, else the tiled fallback kernel. */
+lte_status gemm(lte_ctx *ctx, const char *fn, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                const float *a, int64_t lda, int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
+                float beta, float *c, int64_t ldc, int64_t stride_c, int batch);
+
+/* Fallback SGEMM launcher (matmul.cu), same contract as gemm(). */
+lte_status gemm_fallback(lte_ctx *ctx, const char *fn, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                         const float *a, int64_t lda, int64_t stride_a, const float *b, int64_t ldb,
+                         int64_t stride_b, float beta, float *c, int64_t ldc, int64_t stride_c, int batch);
+
+/* cuBLAS loading (blas.cu): creates ctx->cublas if the library can be loaded (or records why
+   not in ctx->blas_note). Never fails the context creation. */
+void blas_init(lte_ctx *ctx);
+void blas_destroy(lte_ctx *ctx);
+/* Applies ctx->allow_tf32 to the handle. */
+lte_status blas_apply_math_mode(lte_ctx *ctx, const char *fn);
+/* Soname of the loaded cuBLAS, or NULL. */
+const char *blas_library_name();
+
+/* y[i] = value for i < n, on ctx->stream (elementwise.cu). */
+lte_status fill_f32(lte_ctx *ctx, const char *fn, float *y, int64_t n, float value);
+
+/* ------------------------------------------------------------------ launch helpers */
+
+constexpr int kThreads = 256;
+
+/* Grid for a grid-stride loop over n items: enough blocks to fill the GPU a few times over,
+   never more than needed. */
+inline unsigned grid_for(const lte_ctx *ctx, int64_t n, int threads = kThreads) {
+  int64_t blocks = (n + threads - 1) / threads;
+  int64_t cap = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 132) * 32;
+  if (blocks > cap) blocks = cap;
+  if (blocks < 1) blocks = 1;
+  return (unsigned)blocks;
+}
+
+#define LTE_GRID_STRIDE(i, n) \
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+}  // namespace lte

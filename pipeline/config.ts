@@ -1,0 +1,666 @@
+/**
+ * Pipeline YAML: parsing, `key.path=value` overrides, and validation of the whole file (top-level
+ * keys and every stage's keys against its registered schema) before anything runs.
+ *
+ * Every problem is collected into one {@linkcode ConfigError}; each issue carries the key path,
+ * the stage name, expected vs received, and a `file:line:col` (or the override it came from), so
+ * the CLI can print them like compiler errors:
+ *
+ * ```
+ * examples/x.yaml:12:7 stages[0].optimizer.lr (stage train): expected number, received string "fast"
+ * ```
+ *
+ * @module
+ */
+import { isMap, isScalar, isSeq, LineCounter, parse as parseYamlValue, parseDocument, stringify } from "yaml";
+import type { Document } from "yaml";
+import { z } from "zod";
+import { getStage, listStages } from "../stages/registry.ts";
+import { closest, didYouMean } from "./_suggest.ts";
+import type { PipelineSettings, StageDefinition } from "./stage.ts";
+
+/** A key path into the config, e.g. `["stages", 0, "optimizer", "lr"]`. */
+export type KeyPath = (string | number)[];
+
+/** One validation problem. */
+export interface ConfigIssue {
+  /** Key path in display form: `stages[0].optimizer.lr` (empty string for the whole document). */
+  path: string;
+  /** Name of the stage the issue is in, when it is inside `stages[i]` and the stage has a name. */
+  stage?: string;
+  /** What is wrong, e.g. `expected number, received string "fast"`. */
+  message: string;
+  /** What the schema wanted, e.g. `number` (when known). */
+  expected?: string;
+  /** What the YAML had, e.g. `string "fast"` (when known). */
+  received?: string;
+  /** Where: `file:line:col`, or `override #2 'stages.train.optimizer.lr=abc'`. */
+  location: string;
+  /** The YAML file, for issues located in it. */
+  file?: string;
+  /** 1-based line in {@linkcode file}. */
+  line?: number;
+  /** 1-based column in {@linkcode file}. */
+  col?: number;
+  /** 1-based index of the override the issue comes from. */
+  override?: number;
+}
+
+/** Every problem found in a pipeline config, reported together. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  /** The problems, in file order, override problems last. */
+  readonly issues: ConfigIssue[];
+  /** The config file (or `<string>`). */
+  readonly file: string;
+
+  /** @param file Config file name. @param issues At least one problem. */
+  constructor(file: string, issues: ConfigIssue[]) {
+    const n = issues.length;
+    super(`Invalid pipeline config ${file}: ${n} ${n === 1 ? "error" : "errors"}\n${issues.map(formatIssue).join("\n")}`);
+    this.file = file;
+    this.issues = issues;
+  }
+}
+
+/** The YAML itself is malformed (bad indentation, unclosed bracket, duplicate key, ...). */
+export class ConfigSyntaxError extends SyntaxError {
+  override name = "ConfigSyntaxError";
+  /** The config file (or `<string>`). */
+  readonly file: string;
+  /** 1-based line of the first error. */
+  readonly line: number;
+  /** 1-based column of the first error. */
+  readonly col: number;
+  /** The yaml library's error code, e.g. `BAD_INDENT`. */
+  readonly code: string;
+
+  /** Build from the first error's position; `message` lists every error with its position. */
+  constructor(message: string, opts: { file: string; line: number; col: number; code: string }) {
+    super(message);
+    this.file = opts.file;
+    this.line = opts.line;
+    this.col = opts.col;
+    this.code = opts.code;
+  }
+}
+
+/** `location path (stage s): message`, the CLI's one-line form of an issue. */
+export function formatIssue(issue: ConfigIssue): string {
+  const where = issue.path === "" ? "" : ` ${issue.path}${issue.stage !== undefined ? ` (stage ${issue.stage})` : ""}`;
+  return `${issue.location}${where}: ${issue.message}`;
+}
+
+/** A stage of a validated pipeline. */
+export interface ResolvedStage<C = unknown> {
+  /** `stages[i].name`. */
+  name: string;
+  /** `stages[i].type`. */
+  type: string;
+  /** Position in the file (= run order). */
+  index: number;
+  /** The stage's own keys after validation, defaults applied. */
+  config: C;
+  /** Names of the upstream stages it consumes (`definition.inputs(config)`). */
+  inputs: string[];
+  /** The registered stage type. */
+  definition: StageDefinition<C>;
+}
+
+/** A validated pipeline: what {@linkcode parseConfig} returns and the runner consumes. */
+export interface PipelineConfig {
+  /** Top-level settings, defaults applied. */
+  settings: PipelineSettings;
+  /** Stages in file (= run) order. */
+  stages: ResolvedStage[];
+  /** Config file name as given (or `<string>`). */
+  file: string;
+  /** The override arguments that were applied, in order. */
+  overrides: string[];
+}
+
+/** Options of {@linkcode parseConfig}. */
+export interface ParseConfigOptions {
+  /** File name used in error locations. @default {"<string>"} */
+  file?: string;
+  /** `key.path=value` overrides applied to the document before validation, in order. */
+  overrides?: string[];
+}
+
+const NAME_RE = /^[a-z0-9_-]+$/;
+const RESERVED_STAGE_KEYS = ["name", "type"];
+
+/** Top-level keys. Stage items are checked one by one against their type's schema. */
+const PipelineSchema = z.strictObject({
+  name: z.string().regex(NAME_RE),
+  description: z.string().optional(),
+  seed: z.number().int().nonnegative().default(0),
+  device: z.enum(["cpu", "cuda", "auto"]).default("cpu"),
+  run_dir: z.string().min(1).optional(),
+  stages: z.array(z.unknown()).min(1),
+});
+
+const StageHeaderSchema = z.looseObject({ name: z.string().regex(NAME_RE), type: z.string().min(1) });
+
+/**
+ * Read and validate a pipeline file. See {@linkcode parseConfig}.
+ *
+ * @throws {Deno.errors.NotFound} If the file does not exist.
+ */
+export async function loadConfig(path: string, opts: Omit<ParseConfigOptions, "file"> = {}): Promise<PipelineConfig> {
+  const text = await Deno.readTextFile(path);
+  return parseConfig(text, { ...opts, file: path });
+}
+
+/**
+ * Parse and validate pipeline YAML text; apply overrides first. Nothing is run or written.
+ *
+ * @throws {ConfigSyntaxError} If the YAML is malformed.
+ * @throws {ConfigError} With every validation problem, if there is any.
+ *
+ * @example
+ * ```ts
+ * const config = parseConfig(text, { file: "examples/quickstart.yaml", overrides: ["seed=3"] });
+ * config.stages.map((s) => s.name); // ["train", "eval"]
+ * ```
+ */
+export function parseConfig(text: string, opts: ParseConfigOptions = {}): PipelineConfig {
+  const file = opts.file ?? "<string>";
+  const overrides = opts.overrides ?? [];
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) throw syntaxError(file, doc, lineCounter);
+
+  const v = new Validator(doc, lineCounter, file);
+  if (doc.contents === null) doc.contents = doc.createNode({}) as any;
+  if (!isMap(doc.contents)) {
+    v.add([], "expected a mapping of pipeline keys (name, stages, ...) at the top level");
+    throw v.error();
+  }
+  overrides.forEach((text, i) => v.applyOverride(text, i + 1));
+  const result = v.validate();
+  if (v.issues.length > 0) throw v.error();
+  return { ...result!, file, overrides: [...overrides] };
+}
+
+/** The resolved config as YAML, as written to `<run_dir>/config.yaml` and printed by `validate`. */
+export function resolvedConfigYaml(config: PipelineConfig): string {
+  const s = config.settings;
+  const doc = {
+    name: s.name,
+    ...(s.description !== undefined ? { description: s.description } : {}),
+    seed: s.seed,
+    device: s.device,
+    run_dir: s.run_dir,
+    stages: config.stages.map((st) => ({ name: st.name, type: st.type, ...(st.config as object) })),
+  };
+  return stringify(doc, { lineWidth: 0 });
+}
+
+function syntaxError(file: string, doc: Document, lc: LineCounter): ConfigSyntaxError {
+  const lines = doc.errors.map((e) => {
+    const { line, col } = lc.linePos(e.pos[0]);
+    return { line, col, code: e.code, text: `${file}:${line}:${col} ${e.message.split("\n")[0]}` };
+  });
+  const first = lines[0]!;
+  const more = lines.length > 1 ? `\n${lines.slice(1).map((l) => l.text).join("\n")}` : "";
+  return new ConfigSyntaxError(`Malformed YAML: ${first.text}${more}`, { file, ...first });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation internals
+
+interface AppliedOverride {
+  index: number;
+  text: string;
+  /** Everything under this path was created or replaced by the override. */
+  root: KeyPath;
+}
+
+class Validator {
+  issues: ConfigIssue[] = [];
+  #overrides: AppliedOverride[] = [];
+  #js: any;
+  /** Stages that failed schema validation, with the references found in their raw keys. */
+  #partial: { name: string; index: number; inputs: string[] }[] = [];
+
+  constructor(readonly doc: Document, readonly lc: LineCounter, readonly file: string) {}
+
+  error(): ConfigError {
+    const fileIssues = this.issues.filter((i) => i.override === undefined);
+    fileIssues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
+    const overrideIssues = this.issues.filter((i) => i.override !== undefined);
+    overrideIssues.sort((a, b) => a.override! - b.override!);
+    return new ConfigError(this.file, [...fileIssues, ...overrideIssues]);
+  }
+
+  /** Record an issue at `path`; `atKey` points at the key rather than its value (unknown keys). */
+  add(path: KeyPath, message: string, extra: { expected?: string; received?: string; atKey?: boolean } = {}) {
+    const issue: ConfigIssue = { path: formatPath(path), message, location: "" };
+    if (extra.expected !== undefined) issue.expected = extra.expected;
+    if (extra.received !== undefined) issue.received = extra.received;
+    const stageName = path[0] === "stages" && typeof path[1] === "number"
+      ? this.#js?.stages?.[path[1]]?.name ?? this.#docStageName(path[1])
+      : undefined;
+    if (typeof stageName === "string") issue.stage = stageName;
+    const ov = [...this.#overrides].reverse().find((o) => isPrefix(o.root, path));
+    if (ov) {
+      issue.override = ov.index;
+      issue.location = overrideLocation(ov.index, ov.text);
+    } else {
+      const { line, col } = this.#position(path, extra.atKey ?? false);
+      Object.assign(issue, { file: this.file, line, col, location: `${this.file}:${line}:${col}` });
+    }
+    this.issues.push(issue);
+  }
+
+  #docStageName(i: number): unknown {
+    const stages = (this.doc.contents as any)?.get?.("stages");
+    const item = isSeq(stages) ? stages.items[i] : undefined;
+    return isMap(item) ? item.get("name") : undefined;
+  }
+
+  /** Deepest YAML node along `path` (the parent map for a missing key) and how deep it got. */
+  #walk(path: KeyPath): { node: any; keyNode: any; depth: number } {
+    let node: any = this.doc.contents;
+    let keyNode: any = undefined;
+    let depth = 0;
+    for (const seg of path) {
+      if (isMap(node)) {
+        const pair: any = node.items.find((p: any) => (isScalar(p.key) ? p.key.value : p.key) == seg);
+        if (!pair) break;
+        keyNode = pair.key;
+        node = pair.value?.range ? pair.value : pair.key;
+      } else if (isSeq(node) && typeof seg === "number" && node.items[seg] !== undefined) {
+        keyNode = undefined;
+        node = node.items[seg];
+      } else break;
+      depth++;
+    }
+    return { node, keyNode, depth };
+  }
+
+  #position(path: KeyPath, atKey: boolean): { line: number; col: number } {
+    const { node, keyNode, depth } = this.#walk(path);
+    const target = atKey && depth === path.length && keyNode ? keyNode : node;
+    return this.lc.linePos(target?.range?.[0] ?? 0);
+  }
+
+  applyOverride(text: string, index: number): void {
+    const fail = (message: string) => {
+      this.issues.push({ path: "", message, location: overrideLocation(index, text), override: index });
+    };
+    const eq = text.indexOf("=");
+    if (eq <= 0) return fail("expected key.path=value");
+    const keyText = text.slice(0, eq);
+    const valueText = text.slice(eq + 1);
+    const path = parseKeyPath(keyText);
+    if (!path) return fail(`malformed key path "${keyText}": expected keys joined by dots, e.g. stages.train.lr`);
+
+    if (path[0] === "stages" && path.length >= 2) {
+      const stages = (this.doc.contents as any).get("stages");
+      const items: any[] = isSeq(stages) ? stages.items : [];
+      const names = [...new Set(items.map((it) => (isMap(it) ? it.get("name") : undefined)))]
+        .filter((n) => typeof n === "string");
+      const seg = path[1]!;
+      if (typeof seg === "number" || /^\d+$/.test(seg)) {
+        const i = Number(seg);
+        if (i >= items.length) return fail(`no stage at index ${i}: the pipeline has ${items.length} stages`);
+        path[1] = i;
+      } else {
+        const i = items.findIndex((it) => isMap(it) && it.get("name") === seg);
+        if (i < 0) {
+          const list = names.length ? `; stages: ${names.join(", ")}` : "";
+          return fail(`no stage named "${seg}"${didYouMean(seg, names as string[])}${list}`);
+        }
+        path[1] = i;
+      }
+    }
+
+    let value: unknown;
+    try {
+      value = parseYamlValue(valueText);
+    } catch (err) {
+      return fail(`cannot parse value "${valueText}": ${(err as Error).message.split("\n")[0]}`);
+    }
+    // Typed by the schema: `name=123` keeps the string "123" when the schema wants a string.
+    const leaf = this.#schemaAt(path);
+    if (leaf && typeof value !== "string" && !leaf.safeParse(value).success && leaf.safeParse(valueText).success) {
+      value = valueText;
+    }
+
+    const { depth } = this.#walk(path);
+    try {
+      this.doc.setIn(path, this.doc.createNode(value));
+    } catch {
+      return fail(`cannot set "${formatPath(path)}": "${formatPath(path.slice(0, depth))}" is not a mapping or list`);
+    }
+    this.#overrides.push({ index, text, root: path.slice(0, Math.min(depth + 1, path.length)) });
+  }
+
+  /** The schema that validates the value at `path`, if the path goes through known objects. */
+  #schemaAt(path: KeyPath): z.ZodType | undefined {
+    if (path[0] === "stages" && typeof path[1] === "number" && path.length > 2) {
+      if (RESERVED_STAGE_KEYS.includes(String(path[2]))) return StageHeaderSchema.shape[path[2] as "name"];
+      const type = (this.doc.getIn(["stages", path[1], "type"]) as unknown);
+      const def = typeof type === "string" ? getStage(type) : undefined;
+      return def ? schemaAt(def.schema, path.slice(2)) : undefined;
+    }
+    return schemaAt(PipelineSchema, path);
+  }
+
+  validate(): Omit<PipelineConfig, "file" | "overrides"> | undefined {
+    const js = this.doc.toJS({ maxAliasCount: 1000 }) ?? {};
+    this.#js = js;
+    const top = PipelineSchema.safeParse(js, { reportInput: true });
+    if (!top.success) this.#addZodIssues(top.error.issues, [], js);
+    this.#addUnknownKeys(PipelineSchema, js, []);
+
+    const items: unknown[] = Array.isArray(js.stages) ? js.stages : [];
+    const stages: (ResolvedStage | undefined)[] = [];
+    const firstIndex = new Map<string, number>();
+    items.forEach((item, i) => stages.push(this.#validateStage(item, i, firstIndex)));
+
+    // References: inputs must name stages that run earlier.
+    const names = [...firstIndex.keys()];
+    for (const st of [...stages.filter((x) => x !== undefined), ...this.#partial]) {
+      for (const ref of st.inputs) {
+        const where = this.#findScalar(["stages", st.index], ref);
+        const j = firstIndex.get(ref);
+        if (j === undefined) {
+          this.add(where, `stage "${st.name}" consumes "${ref}", which is not a stage in this pipeline${didYouMean(ref, names)}`);
+        } else if (j === st.index) {
+          this.add(where, `stage "${st.name}" consumes its own output`);
+        } else if (j > st.index) {
+          this.add(where, `stage "${st.name}" consumes "${ref}", which runs later: stages run in file order, so move "${ref}" above "${st.name}"`);
+        }
+      }
+    }
+    if (this.issues.length > 0 || !top.success) return undefined;
+    const t = top.data;
+    const settings: PipelineSettings = { name: t.name, seed: t.seed, device: t.device, run_dir: t.run_dir ?? `runs/${t.name}` };
+    if (t.description !== undefined) settings.description = t.description;
+    return { settings, stages: stages as ResolvedStage[] };
+  }
+
+  #validateStage(item: unknown, i: number, firstIndex: Map<string, number>): ResolvedStage | undefined {
+    const at: KeyPath = ["stages", i];
+    if (!isPlainObject(item)) {
+      this.add(at, `expected a mapping with name and type, received ${describe(item)}`, { expected: "mapping", received: describe(item) });
+      return undefined;
+    }
+    const header = StageHeaderSchema.safeParse(item, { reportInput: true });
+    if (!header.success) this.#addZodIssues(header.error.issues, at, item);
+    const name = typeof item.name === "string" ? item.name : undefined;
+    if (name !== undefined) {
+      const first = firstIndex.get(name);
+      if (first !== undefined) {
+        const { line } = this.#position(["stages", first, "name"], false);
+        this.add([...at, "name"], `duplicate stage name "${name}" (first used by stages[${first}], line ${line})`);
+      } else firstIndex.set(name, i);
+    }
+    if (typeof item.type !== "string") return undefined;
+    const def = getStage(item.type);
+    if (!def) {
+      const types = listStages().map((d) => d.type);
+      const list = types.length ? `registered types: ${types.join(", ")}` : "no stage types are registered";
+      this.add([...at, "type"], `unknown stage type "${item.type}"${didYouMean(item.type, types)}; ${list}`, {
+        expected: types.length ? `one of ${types.join(", ")}` : "a registered stage type",
+        received: describe(item.type),
+      });
+      return undefined;
+    }
+    const rest = Object.fromEntries(Object.entries(item).filter(([k]) => !RESERVED_STAGE_KEYS.includes(k)));
+    const parsed = def.schema.safeParse(rest, { reportInput: true });
+    if (!parsed.success) this.#addZodIssues(parsed.error.issues, at, rest);
+    this.#addUnknownKeys(def.schema, rest, at, RESERVED_STAGE_KEYS);
+    if (!parsed.success || !header.success) {
+      // Best effort, so a bad reference is reported alongside the schema errors: inputs() on the raw keys.
+      let inputs: unknown;
+      try {
+        inputs = def.inputs(rest);
+      } catch { /* the schema errors already explain it */ }
+      const ok = Array.isArray(inputs) && inputs.every((x) => typeof x === "string");
+      this.#partial.push({ name: name ?? `stages[${i}]`, index: i, inputs: ok ? inputs as string[] : [] });
+      return undefined;
+    }
+    let inputs: string[];
+    try {
+      inputs = def.inputs(parsed.data);
+      if (!Array.isArray(inputs) || inputs.some((x) => typeof x !== "string")) {
+        throw new TypeError("inputs() must return an array of stage names");
+      }
+    } catch (err) {
+      this.add(at, `stage type "${def.type}" could not list its inputs: ${(err as Error).message}`);
+      return undefined;
+    }
+    return { name: name!, type: def.type, index: i, config: parsed.data, inputs: [...new Set(inputs)], definition: def };
+  }
+
+  /** Path of the first scalar equal to `value` under `base` (where a reference was written), else `base`. */
+  #findScalar(base: KeyPath, value: string): KeyPath {
+    const search = (v: unknown, path: KeyPath): KeyPath | undefined => {
+      if (v === value) return path;
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) {
+          const r = search(v[i], [...path, i]);
+          if (r) return r;
+        }
+      } else if (isPlainObject(v)) {
+        for (const [k, x] of Object.entries(v)) {
+          if (RESERVED_STAGE_KEYS.includes(k) && path.length === base.length) continue;
+          const r = search(x, [...path, k]);
+          if (r) return r;
+        }
+      }
+      return undefined;
+    };
+    return search(getAt(this.#js, base), base) ?? base;
+  }
+
+  #addZodIssues(issues: z.core.$ZodIssue[], prefix: KeyPath, root: unknown) {
+    for (const issue of issues) {
+      if (issue.code === "unrecognized_keys") continue; // reported by #addUnknownKeys, with suggestions
+      const rel = issue.path.map((p) => (typeof p === "symbol" ? String(p) : p)) as KeyPath;
+      const path = [...prefix, ...rel];
+      const value = getAt(root, rel);
+      const present = value !== undefined || hasAt(root, rel);
+      const { message, expected } = describeIssue(issue, value, present, rel[rel.length - 1]);
+      const extra: { expected?: string; received?: string } = {};
+      if (expected !== undefined) extra.expected = expected;
+      if (present) extra.received = describe(value);
+      this.add(path, message, extra);
+    }
+  }
+
+  #addUnknownKeys(schema: z.ZodType, value: unknown, prefix: KeyPath, extraAllowed: string[] = []) {
+    const found: { path: KeyPath; key: string; allowed: string[] }[] = [];
+    findUnknownKeys(schema, value, [], found, extraAllowed);
+    for (const u of found) {
+      const hint = closest(u.key, u.allowed);
+      const message = hint !== undefined
+        ? `unknown key "${u.key}" (did you mean "${hint}"?)`
+        : `unknown key "${u.key}"; allowed keys: ${u.allowed.join(", ") || "none"}`;
+      this.add([...prefix, ...u.path], message, { expected: `one of ${u.allowed.join(", ")}`, atKey: true });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function plural(n: unknown, word: string): string {
+  return Number(n) === 1 ? word : `${word}s`;
+}
+
+function overrideLocation(index: number, text: string): string {
+  return `override #${index} '${text}'`;
+}
+
+/** `["stages", 0, "optimizer", "lr"]` → `stages[0].optimizer.lr`. */
+export function formatPath(path: KeyPath): string {
+  let out = "";
+  for (const seg of path) out += typeof seg === "number" ? `[${seg}]` : out === "" ? seg : `.${seg}`;
+  return out;
+}
+
+/** `stages.train.lr` / `stages[0].lr` / `a.b[2].c` → key path, or undefined when malformed. */
+function parseKeyPath(text: string): KeyPath | undefined {
+  const path: KeyPath = [];
+  for (const part of text.split(".")) {
+    const m = /^([^.[\]=\s]+)((?:\[\d+\])*)$/.exec(part);
+    if (!m) return undefined;
+    path.push(m[1]!);
+    for (const idx of m[2]!.matchAll(/\[(\d+)\]/g)) path.push(Number(idx[1]));
+  }
+  return path;
+}
+
+function isPrefix(prefix: KeyPath, path: KeyPath): boolean {
+  return prefix.length <= path.length && prefix.every((seg, i) => String(seg) === String(path[i]));
+}
+
+function isPlainObject(v: unknown): v is Record<string, any> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function getAt(root: unknown, path: KeyPath): unknown {
+  let v: any = root;
+  for (const seg of path) v = v === null || typeof v !== "object" ? undefined : v[seg];
+  return v;
+}
+
+function hasAt(root: unknown, path: KeyPath): boolean {
+  if (path.length === 0) return true;
+  const parent = getAt(root, path.slice(0, -1));
+  return parent !== null && typeof parent === "object" && Object.hasOwn(parent, path[path.length - 1]!);
+}
+
+/** A YAML reader's description of a value: `string "fast"`, `number 3`, `a mapping`, `null`. */
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (v === undefined) return "nothing";
+  if (typeof v === "string") return `string ${JSON.stringify(v)}`;
+  if (typeof v === "number" || typeof v === "boolean") return `${typeof v} ${v}`;
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "a mapping";
+  return typeof v;
+}
+
+const TYPE_NAMES: Record<string, string> = { object: "mapping", array: "list", int: "integer", record: "mapping" };
+
+function describeIssue(
+  issue: z.core.$ZodIssue,
+  value: unknown,
+  present: boolean,
+  key: string | number | undefined,
+): { message: string; expected?: string } {
+  const received = describe(value);
+  const withReceived = (expected: string, hint = "") => ({ message: `expected ${expected}, received ${received}${hint}`, expected });
+  switch (issue.code) {
+    case "invalid_type": {
+      const expected = TYPE_NAMES[issue.expected] ?? issue.expected;
+      if (!present) return { message: `missing required key "${key}": expected ${expected}`, expected };
+      if (issue.expected === "int" && typeof value === "number") return withReceived("integer");
+      return withReceived(expected);
+    }
+    case "invalid_value": {
+      const values = issue.values.map((x) => JSON.stringify(x));
+      const strings = issue.values.filter((x): x is string => typeof x === "string");
+      const hint = typeof value === "string" ? didYouMean(value, strings) : "";
+      return withReceived(values.length === 1 ? values[0]! : `one of ${values.join(" | ")}`, hint);
+    }
+    case "too_small": {
+      const op = issue.inclusive === false ? ">" : ">=";
+      if (issue.origin === "array") return withReceived(`at least ${issue.minimum} ${plural(issue.minimum, "item")}`);
+      if (issue.origin === "string") return withReceived(`a string of at least ${issue.minimum} characters`);
+      return withReceived(`${issue.origin} ${op} ${issue.minimum}`);
+    }
+    case "too_big": {
+      const op = issue.inclusive === false ? "<" : "<=";
+      if (issue.origin === "array") return withReceived(`at most ${issue.maximum} ${plural(issue.maximum, "item")}`);
+      if (issue.origin === "string") return withReceived(`a string of at most ${issue.maximum} characters`);
+      return withReceived(`${issue.origin} ${op} ${issue.maximum}`);
+    }
+    case "invalid_format":
+      return withReceived(issue.format === "regex" && "pattern" in issue ? `string matching ${issue.pattern}` : issue.format);
+    case "not_multiple_of":
+      return withReceived(`a multiple of ${issue.divisor}`);
+    default:
+      return { message: issue.message.replace(/^Invalid input: /, "") };
+  }
+}
+
+/** Unwrap default/optional/nullable/pipe/lazy wrappers down to the schema that holds structure. */
+function unwrap(schema: any): any {
+  for (let i = 0; i < 20 && schema; i++) {
+    const def = schema.def ?? schema._zod?.def;
+    if (!def) return schema;
+    switch (def.type) {
+      case "default":
+      case "prefault":
+      case "optional":
+      case "nullable":
+      case "nonoptional":
+      case "readonly":
+      case "catch":
+        schema = def.innerType;
+        break;
+      case "pipe":
+        schema = def.in;
+        break;
+      case "lazy":
+        schema = def.getter();
+        break;
+      default:
+        return schema;
+    }
+  }
+  return schema;
+}
+
+/** The sub-schema at `path` under `schema`, through objects, records and arrays. */
+function schemaAt(schema: z.ZodType, path: KeyPath): z.ZodType | undefined {
+  let s: any = schema;
+  for (const seg of path) {
+    const u = unwrap(s);
+    const t = u?.def?.type;
+    if (t === "object") s = u.def.shape[seg] ?? (isOpenCatchall(u.def.catchall) ? u.def.catchall : undefined);
+    else if (t === "record") s = u.def.valueType;
+    else if (t === "array") s = u.def.element;
+    else return undefined;
+    if (!s) return undefined;
+  }
+  return s;
+}
+
+function isOpenCatchall(catchall: any): boolean {
+  return catchall !== undefined && catchall?.def?.type !== "never";
+}
+
+/**
+ * Keys in `value` that the schema does not declare, at every level of nested objects (a
+ * `z.object()` would silently strip them; a `z.looseObject()`/`catchall` opts out).
+ */
+function findUnknownKeys(
+  schema: unknown,
+  value: unknown,
+  path: KeyPath,
+  out: { path: KeyPath; key: string; allowed: string[] }[],
+  extraAllowed: string[] = [],
+): void {
+  const s = unwrap(schema);
+  const t = s?.def?.type;
+  if (t === "object" && isPlainObject(value)) {
+    const shape = s.def.shape as Record<string, unknown>;
+    const allowed = [...extraAllowed, ...Object.keys(shape)];
+    for (const [k, v] of Object.entries(value)) {
+      if (Object.hasOwn(shape, k)) findUnknownKeys(shape[k], v, [...path, k], out);
+      else if (!extraAllowed.includes(k) && !isOpenCatchall(s.def.catchall)) out.push({ path: [...path, k], key: k, allowed });
+    }
+  } else if (t === "array" && Array.isArray(value)) {
+    value.forEach((v, i) => findUnknownKeys(s.def.element, v, [...path, i], out));
+  } else if (t === "record" && isPlainObject(value)) {
+    for (const [k, v] of Object.entries(value)) findUnknownKeys(s.def.valueType, v, [...path, k], out);
+  }
+}

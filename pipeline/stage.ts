@@ -1,0 +1,136 @@
+/**
+ * The stage contract: what a stage type (fine-tune, group, router-train, adapt, eval, serve, ...)
+ * implements and what the runner hands it.
+ *
+ * A stage type is a plain object registered once with `registerStage()` from
+ * `stages/registry.ts`. The runner validates the stage's YAML keys with {@linkcode StageDefinition.schema}
+ * before anything runs, orders stages by {@linkcode StageDefinition.inputs}, creates an artifact
+ * folder, and calls {@linkcode StageDefinition.run} with a {@linkcode StageContext}.
+ *
+ * @example A minimal stage
+ * ```ts
+ * import { z } from "zod";
+ * import { registerStage } from "../stages/registry.ts";
+ * import { writeJsonAtomic, type StageDefinition } from "../pipeline/stage.ts";
+ *
+ * const Config = z.strictObject({
+ *   from: z.string().describe("stage whose model to evaluate"),
+ *   batches: z.number().int().positive().default(10),
+ * });
+ *
+ * export const evalStage: StageDefinition<z.infer<typeof Config>> = {
+ *   type: "eval",
+ *   description: "Perplexity and FLOPs of a trained model",
+ *   schema: Config,
+ *   inputs: (c) => [c.from],
+ *   async run(c, ctx) {
+ *     const modelDir = ctx.inputs[c.from]!.dir;
+ *     const bar = ctx.progress({ total: c.batches, label: "eval", unit: "batch" });
+ *     for (let i = 1; i <= c.batches && !ctx.signal.aborted; i++) {
+ *       // ... evaluate one batch from modelDir ...
+ *       bar.update(i, { ppl: 12.3 });
+ *     }
+ *     bar.done();
+ *     await writeJsonAtomic(`${ctx.dir}/results.json`, { ppl: 12.3 });
+ *     return { ppl: 12.3 };
+ *   },
+ * };
+ * registerStage(evalStage);
+ * ```
+ *
+ * @module
+ */
+import type { z } from "zod";
+import type { Progress, ProgressOptions } from "./progress.ts";
+
+export { canonicalJson, hashConfig, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
+export type { Progress, ProgressOptions } from "./progress.ts";
+
+/** Compute device requested at the top of the YAML. */
+export type Device = "cpu" | "cuda" | "auto";
+
+/** Top-level settings of a pipeline, resolved (defaults applied, overrides applied). */
+export interface PipelineSettings {
+  /** Pipeline name, `[a-z0-9_-]+`. */
+  name: string;
+  /** Free text from the YAML, if any. */
+  description?: string;
+  /** Seed every stage should derive its randomness from. @default {0} */
+  seed: number;
+  /** Requested backend. Stages resolve `auto` themselves (CUDA when the library has it). @default {"cpu"} */
+  device: Device;
+  /** Run directory, relative to the working directory unless absolute. @default {"runs/<name>"} */
+  run_dir: string;
+}
+
+/** What a finished upstream stage offers to the stages that consume it. */
+export interface StageOutput {
+  /** The upstream stage's artifact folder (`<run_dir>/stages/<name>`). */
+  dir: string;
+  /** The summary its `run()` returned (also in its `stage.json`). */
+  summary: Record<string, unknown>;
+  /** The upstream stage's cache hash. */
+  hash: string;
+}
+
+/**
+ * A stage type. Implementations are plain objects; there is no base class to extend.
+ *
+ * @typeParam C The stage's resolved config, i.e. `z.infer<typeof schema>`.
+ */
+export interface StageDefinition<C = any> {
+  /** Type name used in the YAML `type:` key, `[a-z0-9-]+`, e.g. `"fine-tune"`. */
+  type: string;
+  /** One line shown by `deno task pipeline stages`. */
+  description: string;
+  /**
+   * Schema of the stage's own keys (everything but `name` and `type`), with defaults. Use
+   * `z.strictObject`; unknown keys are reported as errors at every nesting level anyway, with a
+   * did-you-mean against the keys the schema declares.
+   */
+  schema: z.ZodType<C>;
+  /**
+   * Names of the upstream stages this config consumes (e.g. `[config.from]`). They must appear
+   * earlier in the file; their outputs arrive in {@linkcode StageContext.inputs}, and their cache
+   * hashes are part of this stage's hash. Called on the validated config.
+   */
+  inputs(config: C): string[];
+  /**
+   * Do the work. Write artifacts under `ctx.dir` (prefer {@linkcode writeFileAtomic}), check
+   * `ctx.signal.aborted` at step boundaries (save a checkpoint and return early when it is set), and
+   * return a JSON-serialisable summary, which the runner stores in the stage's `stage.json`.
+   * Throwing marks the stage failed and stops the pipeline.
+   */
+  run(config: C, ctx: StageContext): Promise<Record<string, unknown>>;
+}
+
+/** What the runner hands to {@linkcode StageDefinition.run}. */
+export interface StageContext {
+  /** The stage's name in the YAML (`stages[i].name`). */
+  name: string;
+  /** The stage's type. */
+  type: string;
+  /** The pipeline's run directory. */
+  runDir: string;
+  /** This stage's artifact folder, `<runDir>/stages/<name>`. It exists when `run()` is called. */
+  dir: string;
+  /** This stage's cache hash (type, resolved config, upstream hashes, seed, device). */
+  hash: string;
+  /** Outputs of the stages named by `inputs(config)`, keyed by stage name. */
+  inputs: Record<string, StageOutput>;
+  /** Top-level resolved settings (seed, device, ...). */
+  pipeline: PipelineSettings;
+  /**
+   * True under `--resume`: `dir` still holds the previous attempt's files, so continue from the
+   * stage's own checkpoint if there is one. When false, `dir` is empty.
+   */
+  resume: boolean;
+  /** Aborted on SIGINT/SIGTERM: stop at the next step boundary, save, and return. */
+  signal: AbortSignal;
+  /** Print a line (prefixed with the stage name) and append it to the run's `log.txt`. */
+  log(msg: string): void;
+  /** Append one JSON line to the run's `metrics.jsonl`; `stage` and `time` are added. */
+  metric(record: Record<string, unknown>): void;
+  /** A progress bar on a terminal, periodic plain lines otherwise. */
+  progress(opts: ProgressOptions): Progress;
+}

