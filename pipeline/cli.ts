@@ -67,7 +67,9 @@ export function parseArgs(args: string[]): CliArgs {
   const out: CliArgs = { command: "run", overrides: [], only: [], force: false, resume: false };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
-    const [flag, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    const [flag, inline] = arg.startsWith("--") && arg.includes("=")
+      ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
+      : [arg, undefined];
     const value = () => {
       if (inline !== undefined) return inline;
       const v = args[++i];
@@ -88,7 +90,9 @@ export function parseArgs(args: string[]): CliArgs {
       out.file = arg;
     } else {
       throw new UsageError(
-        `Unrecognised argument "${arg}"${didYouMean(arg, ["validate", "stages", "run"])}: expected a .yaml file, validate, stages, or key.path=value`,
+        `Unrecognised argument "${arg}"${
+          didYouMean(arg, ["validate", "stages", "run"])
+        }: expected a .yaml file, validate, stages, or key.path=value`,
       );
     }
   }
@@ -140,7 +144,9 @@ export async function main(args: string[], io: CliIO = defaultIO()): Promise<num
     const planOpts = { only: cli.only, force: cli.force, runDir };
     if (cli.command === "validate") {
       const plan = await planPipeline(config, planOpts);
-      io.stdout(`# ${file}: valid\n${resolvedConfigYaml({ ...config, settings: { ...config.settings, run_dir: runDir } })}\n`);
+      io.stdout(
+        `# ${file}: valid\n${resolvedConfigYaml({ ...config, settings: { ...config.settings, run_dir: runDir } })}\n`,
+      );
       io.stdout(formatPlan(plan, runDir));
       return 0;
     }

@@ -17,10 +17,10 @@ import type { Document } from "yaml";
 import { z } from "zod";
 import { getStage, listStages } from "../stages/registry.ts";
 import { closest, didYouMean } from "./_suggest.ts";
+import { describe, describeIssue, findUnknownKeys, isPlainObject, type KeyPath, schemaAt } from "./_zod.ts";
 import type { PipelineSettings, StageDefinition } from "./stage.ts";
 
-/** A key path into the config, e.g. `["stages", 0, "optimizer", "lr"]`. */
-export type KeyPath = (string | number)[];
+export type { KeyPath } from "./_zod.ts";
 
 /** One validation problem. */
 export interface ConfigIssue {
@@ -57,7 +57,9 @@ export class ConfigError extends Error {
   /** @param file Config file name. @param issues At least one problem. */
   constructor(file: string, issues: ConfigIssue[]) {
     const n = issues.length;
-    super(`Invalid pipeline config ${file}: ${n} ${n === 1 ? "error" : "errors"}\n${issues.map(formatIssue).join("\n")}`);
+    super(
+      `Invalid pipeline config ${file}: ${n} ${n === 1 ? "error" : "errors"}\n${issues.map(formatIssue).join("\n")}`,
+    );
     this.file = file;
     this.issues = issues;
   }
@@ -342,7 +344,7 @@ class Validator {
   #schemaAt(path: KeyPath): z.ZodType | undefined {
     if (path[0] === "stages" && typeof path[1] === "number" && path.length > 2) {
       if (RESERVED_STAGE_KEYS.includes(String(path[2]))) return StageHeaderSchema.shape[path[2] as "name"];
-      const type = (this.doc.getIn(["stages", path[1], "type"]) as unknown);
+      const type = this.doc.getIn(["stages", path[1], "type"]) as unknown;
       const def = typeof type === "string" ? getStage(type) : undefined;
       return def ? schemaAt(def.schema, path.slice(2)) : undefined;
     }
@@ -368,17 +370,28 @@ class Validator {
         const where = this.#findScalar(["stages", st.index], ref);
         const j = firstIndex.get(ref);
         if (j === undefined) {
-          this.add(where, `stage "${st.name}" consumes "${ref}", which is not a stage in this pipeline${didYouMean(ref, names)}`);
+          this.add(
+            where,
+            `stage "${st.name}" consumes "${ref}", which is not a stage in this pipeline${didYouMean(ref, names)}`,
+          );
         } else if (j === st.index) {
           this.add(where, `stage "${st.name}" consumes its own output`);
         } else if (j > st.index) {
-          this.add(where, `stage "${st.name}" consumes "${ref}", which runs later: stages run in file order, so move "${ref}" above "${st.name}"`);
+          this.add(
+            where,
+            `stage "${st.name}" consumes "${ref}", which runs later: stages run in file order, so move "${ref}" above "${st.name}"`,
+          );
         }
       }
     }
     if (this.issues.length > 0 || !top.success) return undefined;
     const t = top.data;
-    const settings: PipelineSettings = { name: t.name, seed: t.seed, device: t.device, run_dir: t.run_dir ?? `runs/${t.name}` };
+    const settings: PipelineSettings = {
+      name: t.name,
+      seed: t.seed,
+      device: t.device,
+      run_dir: t.run_dir ?? `runs/${t.name}`,
+    };
     if (t.description !== undefined) settings.description = t.description;
     return { settings, stages: stages as ResolvedStage[] };
   }
@@ -386,7 +399,10 @@ class Validator {
   #validateStage(item: unknown, i: number, firstIndex: Map<string, number>): ResolvedStage | undefined {
     const at: KeyPath = ["stages", i];
     if (!isPlainObject(item)) {
-      this.add(at, `expected a mapping with name and type, received ${describe(item)}`, { expected: "mapping", received: describe(item) });
+      this.add(at, `expected a mapping with name and type, received ${describe(item)}`, {
+        expected: "mapping",
+        received: describe(item),
+      });
       return undefined;
     }
     const header = StageHeaderSchema.safeParse(item, { reportInput: true });
@@ -434,7 +450,14 @@ class Validator {
       this.add(at, `stage type "${def.type}" could not list its inputs: ${(err as Error).message}`);
       return undefined;
     }
-    return { name: name!, type: def.type, index: i, config: parsed.data, inputs: [...new Set(inputs)], definition: def };
+    return {
+      name: name!,
+      type: def.type,
+      index: i,
+      config: parsed.data,
+      inputs: [...new Set(inputs)],
+      definition: def,
+    };
   }
 
   /** Path of the first scalar equal to `value` under `base` (where a reference was written), else `base`. */
@@ -489,10 +512,6 @@ class Validator {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function plural(n: unknown, word: string): string {
-  return Number(n) === 1 ? word : `${word}s`;
-}
-
 function overrideLocation(index: number, text: string): string {
   return `override #${index} '${text}'`;
 }
@@ -520,10 +539,6 @@ function isPrefix(prefix: KeyPath, path: KeyPath): boolean {
   return prefix.length <= path.length && prefix.every((seg, i) => String(seg) === String(path[i]));
 }
 
-function isPlainObject(v: unknown): v is Record<string, any> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function getAt(root: unknown, path: KeyPath): unknown {
   let v: any = root;
   for (const seg of path) v = v === null || typeof v !== "object" ? undefined : v[seg];
@@ -534,133 +549,4 @@ function hasAt(root: unknown, path: KeyPath): boolean {
   if (path.length === 0) return true;
   const parent = getAt(root, path.slice(0, -1));
   return parent !== null && typeof parent === "object" && Object.hasOwn(parent, path[path.length - 1]!);
-}
-
-/** A YAML reader's description of a value: `string "fast"`, `number 3`, `a mapping`, `null`. */
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (v === undefined) return "nothing";
-  if (typeof v === "string") return `string ${JSON.stringify(v)}`;
-  if (typeof v === "number" || typeof v === "boolean") return `${typeof v} ${v}`;
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "a mapping";
-  return typeof v;
-}
-
-const TYPE_NAMES: Record<string, string> = { object: "mapping", array: "list", int: "integer", record: "mapping" };
-
-function describeIssue(
-  issue: z.core.$ZodIssue,
-  value: unknown,
-  present: boolean,
-  key: string | number | undefined,
-): { message: string; expected?: string } {
-  const received = describe(value);
-  const withReceived = (expected: string, hint = "") => ({ message: `expected ${expected}, received ${received}${hint}`, expected });
-  switch (issue.code) {
-    case "invalid_type": {
-      const expected = TYPE_NAMES[issue.expected] ?? issue.expected;
-      if (!present) return { message: `missing required key "${key}": expected ${expected}`, expected };
-      if (issue.expected === "int" && typeof value === "number") return withReceived("integer");
-      return withReceived(expected);
-    }
-    case "invalid_value": {
-      const values = issue.values.map((x) => JSON.stringify(x));
-      const strings = issue.values.filter((x): x is string => typeof x === "string");
-      const hint = typeof value === "string" ? didYouMean(value, strings) : "";
-      return withReceived(values.length === 1 ? values[0]! : `one of ${values.join(" | ")}`, hint);
-    }
-    case "too_small": {
-      const op = issue.inclusive === false ? ">" : ">=";
-      if (issue.origin === "array") return withReceived(`at least ${issue.minimum} ${plural(issue.minimum, "item")}`);
-      if (issue.origin === "string") return withReceived(`a string of at least ${issue.minimum} characters`);
-      return withReceived(`${issue.origin} ${op} ${issue.minimum}`);
-    }
-    case "too_big": {
-      const op = issue.inclusive === false ? "<" : "<=";
-      if (issue.origin === "array") return withReceived(`at most ${issue.maximum} ${plural(issue.maximum, "item")}`);
-      if (issue.origin === "string") return withReceived(`a string of at most ${issue.maximum} characters`);
-      return withReceived(`${issue.origin} ${op} ${issue.maximum}`);
-    }
-    case "invalid_format":
-      return withReceived(issue.format === "regex" && "pattern" in issue ? `string matching ${issue.pattern}` : issue.format);
-    case "not_multiple_of":
-      return withReceived(`a multiple of ${issue.divisor}`);
-    default:
-      return { message: issue.message.replace(/^Invalid input: /, "") };
-  }
-}
-
-/** Unwrap default/optional/nullable/pipe/lazy wrappers down to the schema that holds structure. */
-function unwrap(schema: any): any {
-  for (let i = 0; i < 20 && schema; i++) {
-    const def = schema.def ?? schema._zod?.def;
-    if (!def) return schema;
-    switch (def.type) {
-      case "default":
-      case "prefault":
-      case "optional":
-      case "nullable":
-      case "nonoptional":
-      case "readonly":
-      case "catch":
-        schema = def.innerType;
-        break;
-      case "pipe":
-        schema = def.in;
-        break;
-      case "lazy":
-        schema = def.getter();
-        break;
-      default:
-        return schema;
-    }
-  }
-  return schema;
-}
-
-/** The sub-schema at `path` under `schema`, through objects, records and arrays. */
-function schemaAt(schema: z.ZodType, path: KeyPath): z.ZodType | undefined {
-  let s: any = schema;
-  for (const seg of path) {
-    const u = unwrap(s);
-    const t = u?.def?.type;
-    if (t === "object") s = u.def.shape[seg] ?? (isOpenCatchall(u.def.catchall) ? u.def.catchall : undefined);
-    else if (t === "record") s = u.def.valueType;
-    else if (t === "array") s = u.def.element;
-    else return undefined;
-    if (!s) return undefined;
-  }
-  return s;
-}
-
-function isOpenCatchall(catchall: any): boolean {
-  return catchall !== undefined && catchall?.def?.type !== "never";
-}
-
-/**
- * Keys in `value` that the schema does not declare, at every level of nested objects (a
- * `z.object()` would silently strip them; a `z.looseObject()`/`catchall` opts out).
- */
-function findUnknownKeys(
-  schema: unknown,
-  value: unknown,
-  path: KeyPath,
-  out: { path: KeyPath; key: string; allowed: string[] }[],
-  extraAllowed: string[] = [],
-): void {
-  const s = unwrap(schema);
-  const t = s?.def?.type;
-  if (t === "object" && isPlainObject(value)) {
-    const shape = s.def.shape as Record<string, unknown>;
-    const allowed = [...extraAllowed, ...Object.keys(shape)];
-    for (const [k, v] of Object.entries(value)) {
-      if (Object.hasOwn(shape, k)) findUnknownKeys(shape[k], v, [...path, k], out);
-      else if (!extraAllowed.includes(k) && !isOpenCatchall(s.def.catchall)) out.push({ path: [...path, k], key: k, allowed });
-    }
-  } else if (t === "array" && Array.isArray(value)) {
-    value.forEach((v, i) => findUnknownKeys(s.def.element, v, [...path, i], out));
-  } else if (t === "record" && isPlainObject(value)) {
-    for (const [k, v] of Object.entries(value)) findUnknownKeys(s.def.valueType, v, [...path, k], out);
-  }
 }

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { hashConfig, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
 import { type PipelineConfig, resolvedConfigYaml } from "./config.ts";
@@ -49,6 +49,8 @@ export interface StageManifest {
   config: unknown;
   /** Upstream stage hashes, by name. */
   inputs: Record<string, string>;
+  /** `started` of the upstream runs whose outputs this run consumed, by name. */
+  input_runs: Record<string, string>;
 }
 
 /** A stage in the plan. */
@@ -57,12 +59,17 @@ export interface PlanEntry {
   type: string;
   inputs: string[];
   hash: string;
-  /** A complete result with this hash exists in the run directory. */
+  /**
+   * A complete result with this hash exists in the run directory, made from the current outputs of
+   * its inputs (none of which will re-run now).
+   */
   cached: boolean;
   /** Status in the existing `stage.json`, if any. */
   previous?: StageStatus;
   /** What the runner will do: run it, skip it (cached), or leave it alone (not in `--only`). */
   action: "run" | "skip" | "not-selected";
+  /** `started` of the existing complete result, if any (identifies the run consumers used). */
+  started?: string;
 }
 
 /** Options of {@linkcode planPipeline}. */
@@ -103,6 +110,8 @@ export interface StageResult {
   summary?: Record<string, unknown>;
   error?: string;
   duration_s?: number;
+  /** ISO start time of the attempt, for stages that ran. */
+  started?: string;
 }
 
 /** Result of {@linkcode runPipeline}. */
@@ -161,17 +170,24 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
   const only = opts.only && opts.only.length > 0 ? new Set(opts.only) : undefined;
   const problems: string[] = [];
   for (const n of only ?? []) {
-    if (!names.includes(n)) problems.push(`--only: no stage named "${n}"${didYouMean(n, names)}; stages: ${names.join(", ")}`);
+    if (!names.includes(n)) {
+      problems.push(`--only: no stage named "${n}"${didYouMean(n, names)}; stages: ${names.join(", ")}`);
+    }
   }
   const plan: PlanEntry[] = [];
   for (const st of config.stages) {
     const hash = hashes.get(st.name)!;
     const m = await readManifest(runDir, st.name);
-    const cached = m?.status === "complete" && m.hash === hash;
+    const inputsFresh = st.inputs.every((n) => {
+      const up = plan.find((p) => p.name === n)!;
+      return up.action !== "run" && up.started !== undefined && m?.input_runs?.[n] === up.started;
+    });
+    const cached = m?.status === "complete" && m.hash === hash && inputsFresh;
     const selected = !only || only.has(st.name);
     const action = !selected ? "not-selected" : cached && !opts.force ? "skip" : "run";
     const entry: PlanEntry = { name: st.name, type: st.type, inputs: st.inputs, hash, cached, action };
     if (m?.status) entry.previous = m.status;
+    if (m?.status === "complete") entry.started = m.started;
     plan.push(entry);
   }
   if (only) {
@@ -182,7 +198,7 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
         const why = up.previous === undefined
           ? "has not run"
           : up.previous === "complete"
-          ? "is stale (its config changed since it ran)"
+          ? "is stale (its config or inputs changed since it ran)"
           : `is ${up.previous}`;
         problems.push(
           `--only ${e.name}: input stage "${input}" ${why}; run it too: --only ${[input, ...only].join(",")}`,
@@ -219,7 +235,8 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
 
   const logPath = join(runDir, "log.txt");
   const metricsPath = join(runDir, "metrics.jsonl");
-  const appendLog = (line: string) => Deno.writeTextFileSync(logPath, `${new Date().toISOString()} ${line}\n`, { append: true });
+  const appendLog = (line: string) =>
+    Deno.writeTextFileSync(logPath, `${new Date().toISOString()} ${line}\n`, { append: true });
   const say = (line: string) => {
     out.write(`${out.isTerminal ? "\r\x1b[K" : ""}${line}\n`);
     appendLog(line);
@@ -235,11 +252,14 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
       say(`received ${sig} again: exiting now`);
       Deno.exit(130);
     }
-    say(`received ${sig}: asking stage ${current || "(none)"} to stop at the next step boundary (${sig} again exits now)`);
+    say(
+      `received ${sig}: asking stage ${current || "(none)"} to stop at the next step boundary (${sig} again exits now)`,
+    );
     controller.abort(new Error(`Interrupted by ${sig}`));
   });
 
   const hashes = new Map(plan.map((p) => [p.name, p.hash]));
+  const runIds = new Map<string, string>(); // name → started of the complete result consumers see
   const outputs = new Map<string, StageOutput>();
   const results: StageResult[] = [];
   let status: RunResult["status"] = "complete";
@@ -256,7 +276,10 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
       }
       if (entry.action !== "run") {
         const m = await readManifest(runDir, entry.name);
-        if (m?.status === "complete") outputs.set(entry.name, { dir: stageDir, summary: m.summary ?? {}, hash: m.hash });
+        if (m?.status === "complete") {
+          outputs.set(entry.name, { dir: stageDir, summary: m.summary ?? {}, hash: m.hash });
+          runIds.set(entry.name, m.started);
+        }
         if (entry.action === "skip") say(`stage ${entry.name}: unchanged (hash ${entry.hash.slice(0, 12)}), skipped`);
         const r: StageResult = { ...base, action: entry.action === "skip" ? "skipped" : "not-selected" };
         if (m) Object.assign(r, { status: m.status, summary: m.summary });
@@ -274,6 +297,8 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
         st,
         hash: entry.hash,
         inputHashes: Object.fromEntries(st.inputs.map((n) => [n, hashes.get(n)!])),
+        inputRuns: Object.fromEntries(st.inputs.map((n) => [n, runIds.get(n)!])),
+        configDir: config.file === "<string>" ? Deno.cwd() : dirname(resolve(config.file)),
         inputs,
         stageDir,
         stagesDir,
@@ -288,8 +313,10 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
       });
       current = "";
       results.push(r);
-      if (r.status === "complete") outputs.set(entry.name, { dir: stageDir, summary: r.summary ?? {}, hash: entry.hash });
-      else status = r.status === "interrupted" ? "interrupted" : "failed";
+      if (r.status === "complete") {
+        outputs.set(entry.name, { dir: stageDir, summary: r.summary ?? {}, hash: entry.hash });
+        runIds.set(entry.name, r.started!);
+      } else status = r.status === "interrupted" ? "interrupted" : "failed";
     }
   } finally {
     removeSignals();
@@ -303,6 +330,8 @@ interface RunStageArgs {
   st: PipelineConfig["stages"][number];
   hash: string;
   inputHashes: Record<string, string>;
+  inputRuns: Record<string, string>;
+  configDir: string;
   inputs: Record<string, StageOutput>;
   stageDir: string;
   stagesDir: string;
@@ -336,6 +365,7 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
     resumed: a.resume,
     config: st.config,
     inputs: a.inputHashes,
+    input_runs: a.inputRuns,
   };
   await writeJsonAtomic(manifestPath, manifest);
   a.say(`stage ${st.name}: running ${st.type} (hash ${a.hash.slice(0, 12)}${a.resume ? ", resume" : ""})`);
@@ -345,6 +375,7 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
     type: st.type,
     runDir: a.runDir,
     dir: stageDir,
+    configDir: a.configDir,
     hash: a.hash,
     inputs: a.inputs,
     pipeline: a.settings,
@@ -368,7 +399,9 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   try {
     const ret = await st.definition.run(st.config, ctx);
     if (ret === null || typeof ret !== "object" || Array.isArray(ret)) {
-      throw new TypeError(`Stage type "${st.type}" returned ${ret === null ? "null" : typeof ret}: expected a summary object`);
+      throw new TypeError(
+        `Stage type "${st.type}" returned ${ret === null ? "null" : typeof ret}: expected a summary object`,
+      );
     }
     summary = JSON.parse(JSON.stringify(ret));
   } catch (err) {
@@ -398,7 +431,12 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
     }
     if (oldDir) a.say(`stage ${st.name}: previous results kept in ${oldDir}`);
   }
-  const r: StageResult = { ...base, status: manifest.status, duration_s: manifest.duration_s };
+  const r: StageResult = {
+    ...base,
+    status: manifest.status,
+    duration_s: manifest.duration_s,
+    started: manifest.started,
+  };
   if (summary !== undefined) r.summary = summary;
   if (manifest.error !== undefined) r.error = manifest.error;
   return r;

@@ -114,6 +114,11 @@ export interface StageContext {
   runDir: string;
   /** This stage's artifact folder, `<runDir>/stages/<name>`. It exists when `run()` is called. */
   dir: string;
+  /**
+   * Absolute folder of the YAML file (the working directory for configs parsed from a string), for
+   * stages that resolve relative paths against the config rather than the working directory.
+   */
+  configDir: string;
   /** This stage's cache hash (type, resolved config, upstream hashes, seed, device). */
   hash: string;
   /** Outputs of the stages named by `inputs(config)`, keyed by stage name. */

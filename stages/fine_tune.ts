@@ -65,7 +65,7 @@ export const FineTuneSchema = z.strictObject({
 export type FineTuneConfig = z.infer<typeof FineTuneSchema>;
 
 function baseDirOf(ctx: StageContext): string {
-  return (ctx.pipeline as { config_dir?: string }).config_dir ?? Deno.cwd();
+  return ctx.configDir;
 }
 
 function resolveTokenizer(c: FineTuneConfig, ctx: StageContext): { tokenizer: Tokenizer; spec: TokenizerSpec; baseDir: string } {

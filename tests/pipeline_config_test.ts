@@ -67,8 +67,14 @@ stages:
 Deno.test("parseConfig() applies defaults and resolves stages in file order", () => {
   const c = parseConfig(GOOD, { file: "q.yaml" });
   assert.deepEqual(c.settings, { name: "quick", seed: 1, device: "cpu", run_dir: "runs/quick" });
-  assert.deepEqual(c.stages.map((s) => [s.name, s.type, s.inputs]), [["train", "cfg-train", []], ["eval", "cfg-eval", ["train"]]]);
-  assert.deepEqual(c.stages[0]!.config, { steps: 100, optimizer: { lr: 0.001, betas: [0.9, 0.999] }, schedule: "cosine" });
+  assert.deepEqual(c.stages.map((s) => [s.name, s.type, s.inputs]), [["train", "cfg-train", []], ["eval", "cfg-eval", [
+    "train",
+  ]]]);
+  assert.deepEqual(c.stages[0]!.config, {
+    steps: 100,
+    optimizer: { lr: 0.001, betas: [0.9, 0.999] },
+    schedule: "cosine",
+  });
   const yaml = resolvedConfigYaml(c);
   assert.match(yaml, /steps: 100/);
   assert.match(yaml, /run_dir: runs\/quick/);
@@ -153,10 +159,15 @@ stages:
 });
 
 Deno.test("parseConfig() rejects an unknown stage type, listing registered types", () => {
-  const issues = issuesOf(() => parseConfig("name: q\nstages:\n  - name: a\n    type: cfg-trian\n", { file: "t.yaml" }));
+  const issues = issuesOf(() =>
+    parseConfig("name: q\nstages:\n  - name: a\n    type: cfg-trian\n", { file: "t.yaml" })
+  );
   assert.equal(issues.length, 1);
   assert.equal(issues[0]!.location, "t.yaml:4:11");
-  assert.match(issues[0]!.message, /^unknown stage type "cfg-trian" \(did you mean "cfg-train"\?\); registered types: .*cfg-eval, cfg-train/);
+  assert.match(
+    issues[0]!.message,
+    /^unknown stage type "cfg-trian" \(did you mean "cfg-train"\?\); registered types: .*cfg-eval, cfg-train/,
+  );
 });
 
 Deno.test("parseConfig() rejects references to unknown stages with a suggestion", () => {
@@ -173,7 +184,10 @@ Deno.test("parseConfig() requires name and at least one stage, pointing at the p
     'e.yaml:1:1 name: missing required key "name": expected string',
     "e.yaml:2:9 stages: expected at least 1 item, received a list",
   ]);
-  assert.equal(issuesOf(() => parseConfig("- a\n- b\n"))[0]!.message, "expected a mapping of pipeline keys (name, stages, ...) at the top level");
+  assert.equal(
+    issuesOf(() => parseConfig("- a\n- b\n"))[0]!.message,
+    "expected a mapping of pipeline keys (name, stages, ...) at the top level",
+  );
 });
 
 Deno.test("parseConfig() reports malformed YAML as a ConfigSyntaxError with its location", () => {
@@ -192,7 +206,13 @@ Deno.test("parseConfig() reports malformed YAML as a ConfigSyntaxError with its 
 
 Deno.test("parseConfig() applies typed overrides by stage name, index and top-level key", () => {
   const c = parseConfig(GOOD, {
-    overrides: ["stages.train.optimizer.lr=3e-4", "stages[1].batches=8", "seed=7", "device=cuda", "stages.train.tag=123"],
+    overrides: [
+      "stages.train.optimizer.lr=3e-4",
+      "stages[1].batches=8",
+      "seed=7",
+      "device=cuda",
+      "stages.train.tag=123",
+    ],
   });
   assert.equal(c.settings.seed, 7);
   assert.equal(c.settings.device, "cuda");

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { z } from "zod";
 import { parseConfig, type PipelineConfig } from "../pipeline/config.ts";
-import { PlanError, planPipeline, readManifest, runPipeline, type RunOptions } from "../pipeline/runner.ts";
+import { PlanError, planPipeline, readManifest, type RunOptions, runPipeline } from "../pipeline/runner.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../pipeline/stage.ts";
 import { getStage, registerStage } from "../stages/registry.ts";
 
@@ -27,7 +27,11 @@ if (!getStage("write-text")) {
     schema: WriteText,
     inputs: () => [],
     async run(c: z.infer<typeof WriteText>, ctx) {
-      calls.push({ name: ctx.name, resume: ctx.resume, dirFiles: [...Deno.readDirSync(ctx.dir)].map((e) => e.name).sort() });
+      calls.push({
+        name: ctx.name,
+        resume: ctx.resume,
+        dirFiles: [...Deno.readDirSync(ctx.dir)].map((e) => e.name).sort(),
+      });
       const bar = ctx.progress({ total: c.steps, label: ctx.name });
       let step = 0;
       for (; step < c.steps && !ctx.signal.aborted; step++) {
@@ -154,6 +158,10 @@ Deno.test("runPipeline() with force reruns the selected stages", async () => {
   await run(config(dir));
   assert.deepEqual((await run(config(dir), { force: true })).ran, ["a", "b", "c"]);
   assert.deepEqual((await run(config(dir), { force: true, only: ["c"] })).ran, ["c"]);
+  // Forcing a producer alone leaves its consumer stale: the next run re-runs the consumer.
+  assert.deepEqual((await run(config(dir), { force: true, only: ["a"] })).ran, ["a"]);
+  assert.deepEqual((await run(config(dir))).ran, ["b"]);
+  assert.deepEqual((await run(config(dir))).ran, []);
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -104,7 +104,6 @@ __global__ void softmax_backward_kernel(const float *p, float *dp, int64_t rows,
 struct Dims {
   int B, T, H, HKV, D, rep;
   int64_t q_elems() const { return (int64_t)B * T * H * D; }   /* also Qp, Kp, Vp (expanded) */
-  int64_t kv_elems() const { return (int64_t)B * T * HKV * D; }
   int64_t rows() const { return (int64_t)B * H * T; }          /* score rows */
   int bh() const { return B * H; }
 };

@@ -164,12 +164,23 @@ const char *dtype_name(lte_dtype dtype);
 
 #define LTE_REQUIRE_PTR(p) LTE_REQUIRE((p) != nullptr, "%s is NULL", #p)
 
-#define LTE_REQUIRE_F32(dtype)                                                                   \
-  do {                                                                                           \
-    if ((dtype) != LTE_DTYPE_F32)                                                                \
-      return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "dtype %s is not supported by the cuda backend", \
-                       lte::dtype_name(dtype));                                                  \
+/* Validation mirrors the CPU backend (cuda/cpu/) check for check, in the same order, with the
+   same messages: ctx, dtype, sizes, op-specific values, early return when there is no work, then
+   pointers. f16/bf16/i32 are LTE_STATUS_UNSUPPORTED; any other dtype value is invalid. */
+#define LTE_REQUIRE_F32(dtype)                                                                         \
+  do {                                                                                                 \
+    if ((dtype) != LTE_DTYPE_F32) {                                                                    \
+      if ((dtype) == LTE_DTYPE_F16 || (dtype) == LTE_DTYPE_BF16 || (dtype) == LTE_DTYPE_I32)           \
+        return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "dtype %s is not supported by the cuda backend", \
+                         lte::dtype_name(dtype));                                                      \
+      return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, "unknown dtype %d", (int)(dtype));        \
+    }                                                                                                  \
   } while (0)
+
+#define LTE_CHECK_NONNEG(v) \
+  LTE_REQUIRE((int64_t)(v) >= 0, "%s = %lld must be >= 0", #v, (long long)(v))
+#define LTE_CHECK_POS(v) \
+  LTE_REQUIRE((int64_t)(v) > 0, "%s = %lld must be > 0", #v, (long long)(v))
 
 /* ------------------------------------------------------------------ internal services */
 

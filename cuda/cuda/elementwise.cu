@@ -33,8 +33,10 @@ __global__ void axpy_kernel(const float *x, float *y, int64_t n, float alpha) {
 }
 __global__ void mul_backward_kernel(const float *dy, const float *a, const float *b, float *da, float *db, int64_t n) {
   LTE_GRID_STRIDE(i, n) {
+    // Only the operands a present gradient needs are read (the other may be NULL). Both are read
+    // before either write, in case da aliases a or b.
     const float g = dy[i];
-    const float av = a[i], bv = b[i]; /* read both first: da may alias a or b */
+    const float bv = da ? b[i] : 0.f, av = db ? a[i] : 0.f;
     if (da) da[i] += g * bv;
     if (db) db[i] += g * av;
   }
@@ -94,21 +96,24 @@ using namespace lte;
 
 extern "C" LTE_API lte_status lte_fill(lte_ctx_t *ctx, lte_dtype dtype, void *x, int64_t n, float value) {
   LTE_ENTER("lte_fill");
-  if (dtype != LTE_DTYPE_F32 && dtype != LTE_DTYPE_I32)
-    return fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "dtype %s is not supported by the cuda backend", dtype_name(dtype));
-  LTE_REQUIRE_PTR(x);
-  LTE_REQUIRE(n >= 0, "n must be >= 0, got %lld", (long long)n);
+  if (dtype != LTE_DTYPE_I32) LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(n);
   if (n == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(x);
   if (dtype == LTE_DTYPE_F32) return fill_f32(ctx, FN, F32W(x), n, value);
+  LTE_REQUIRE(value > -2147483649.0f && value < 2147483648.0f, "value %g does not fit in i32", (double)value);
   fill_i32_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(static_cast<int32_t *>(x), n, (int32_t)value);
   LTE_LAUNCH_CHECK("fill_i32_kernel");
   return LTE_STATUS_OK;
 }
 
-#define ELEMENTWISE_PROLOGUE(name)                                   \
-  LTE_ENTER(name);                                                   \
-  LTE_REQUIRE_F32(dtype);                                            \
-  LTE_REQUIRE(n >= 0, "n must be >= 0, got %lld", (long long)n)
+/* Common prologue of the (n)-sized ops: ctx, dtype, n >= 0, early return on n == 0 (pointers are
+   only checked when there is work, as on the CPU). */
+#define ELEMENTWISE_PROLOGUE(name) \
+  LTE_ENTER(name);                 \
+  LTE_REQUIRE_F32(dtype);          \
+  LTE_CHECK_NONNEG(n);             \
+  if (n == 0) return LTE_STATUS_OK
 
 extern "C" LTE_API lte_status lte_add(lte_ctx_t *ctx, lte_dtype dtype, const void *a, const void *b, void *y,
                                       int64_t n) {
@@ -116,7 +121,6 @@ extern "C" LTE_API lte_status lte_add(lte_ctx_t *ctx, lte_dtype dtype, const voi
   LTE_REQUIRE_PTR(a);
   LTE_REQUIRE_PTR(b);
   LTE_REQUIRE_PTR(y);
-  if (n == 0) return LTE_STATUS_OK;
   add_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(a), F32(b), F32W(y), n);
   LTE_LAUNCH_CHECK("add_kernel");
   return LTE_STATUS_OK;
@@ -128,7 +132,6 @@ extern "C" LTE_API lte_status lte_mul(lte_ctx_t *ctx, lte_dtype dtype, const voi
   LTE_REQUIRE_PTR(a);
   LTE_REQUIRE_PTR(b);
   LTE_REQUIRE_PTR(y);
-  if (n == 0) return LTE_STATUS_OK;
   mul_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(a), F32(b), F32W(y), n);
   LTE_LAUNCH_CHECK("mul_kernel");
   return LTE_STATUS_OK;
@@ -139,7 +142,6 @@ extern "C" LTE_API lte_status lte_scale(lte_ctx_t *ctx, lte_dtype dtype, const v
   ELEMENTWISE_PROLOGUE("lte_scale");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
-  if (n == 0) return LTE_STATUS_OK;
   scale_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(x), F32W(y), n, alpha, beta);
   LTE_LAUNCH_CHECK("scale_kernel");
   return LTE_STATUS_OK;
@@ -150,7 +152,6 @@ extern "C" LTE_API lte_status lte_axpy(lte_ctx_t *ctx, lte_dtype dtype, const vo
   ELEMENTWISE_PROLOGUE("lte_axpy");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
-  if (n == 0) return LTE_STATUS_OK;
   axpy_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(x), F32W(y), n, alpha);
   LTE_LAUNCH_CHECK("axpy_kernel");
   return LTE_STATUS_OK;
@@ -160,28 +161,34 @@ extern "C" LTE_API lte_status lte_mul_backward(lte_ctx_t *ctx, lte_dtype dtype, 
                                                const void *b, void *da, void *db, int64_t n) {
   ELEMENTWISE_PROLOGUE("lte_mul_backward");
   LTE_REQUIRE_PTR(dy);
-  LTE_REQUIRE_PTR(a);
-  LTE_REQUIRE_PTR(b);
-  if (n == 0 || (da == nullptr && db == nullptr)) return LTE_STATUS_OK;
+  if (da) LTE_REQUIRE_PTR(b);
+  if (db) LTE_REQUIRE_PTR(a);
+  if (da == nullptr && db == nullptr) return LTE_STATUS_OK;
   mul_backward_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(dy), F32(a), F32(b), F32W(da), F32W(db), n);
   LTE_LAUNCH_CHECK("mul_backward_kernel");
   return LTE_STATUS_OK;
 }
 
+template <class F>
+static lte_status sum_impl(lte_ctx *ctx, const char *FN, lte_dtype dtype, const void *x, void *out, int64_t n,
+                           int32_t accumulate) {
+  LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(n);
+  LTE_REQUIRE_PTR(out);
+  if (n > 0) LTE_REQUIRE_PTR(x);
+  return full_reduce(ctx, FN, F{F32(x)}, n, F32W(out), accumulate != 0);
+}
+
 extern "C" LTE_API lte_status lte_sum(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *out, int64_t n,
                                       int32_t accumulate) {
-  ELEMENTWISE_PROLOGUE("lte_sum");
-  LTE_REQUIRE_PTR(x);
-  LTE_REQUIRE_PTR(out);
-  return full_reduce(ctx, FN, Identity{F32(x)}, n, F32W(out), accumulate != 0);
+  LTE_ENTER("lte_sum");
+  return sum_impl<Identity>(ctx, FN, dtype, x, out, n, accumulate);
 }
 
 extern "C" LTE_API lte_status lte_sum_squares(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *out, int64_t n,
                                               int32_t accumulate) {
-  ELEMENTWISE_PROLOGUE("lte_sum_squares");
-  LTE_REQUIRE_PTR(x);
-  LTE_REQUIRE_PTR(out);
-  return full_reduce(ctx, FN, Square{F32(x)}, n, F32W(out), accumulate != 0);
+  LTE_ENTER("lte_sum_squares");
+  return sum_impl<Square>(ctx, FN, dtype, x, out, n, accumulate);
 }
 
 extern "C" LTE_API lte_status lte_broadcast_scalar_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dout,
@@ -189,7 +196,6 @@ extern "C" LTE_API lte_status lte_broadcast_scalar_backward(lte_ctx_t *ctx, lte_
   ELEMENTWISE_PROLOGUE("lte_broadcast_scalar_backward");
   LTE_REQUIRE_PTR(dout);
   LTE_REQUIRE_PTR(dx);
-  if (n == 0) return LTE_STATUS_OK;
   broadcast_scalar_backward_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(dout), F32W(dx), n, alpha);
   LTE_LAUNCH_CHECK("broadcast_scalar_backward_kernel");
   return LTE_STATUS_OK;
@@ -199,12 +205,12 @@ extern "C" LTE_API lte_status lte_bias_add(lte_ctx_t *ctx, lte_dtype dtype, cons
                                            int64_t rows, int64_t cols) {
   LTE_ENTER("lte_bias_add");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_NONNEG(cols);
+  if (rows == 0 || cols == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(bias);
   LTE_REQUIRE_PTR(y);
-  LTE_REQUIRE(rows >= 0 && cols >= 0, "rows and cols must be >= 0, got rows=%lld cols=%lld", (long long)rows,
-              (long long)cols);
-  if (rows == 0 || cols == 0) return LTE_STATUS_OK;
   bias_add_kernel<<<grid_for(ctx, rows * cols), kThreads, 0, ctx->stream>>>(F32(x), F32(bias), F32W(y), rows, cols);
   LTE_LAUNCH_CHECK("bias_add_kernel");
   return LTE_STATUS_OK;
@@ -214,10 +220,11 @@ extern "C" LTE_API lte_status lte_sum_rows(lte_ctx_t *ctx, lte_dtype dtype, cons
                                            int64_t cols, int32_t accumulate) {
   LTE_ENTER("lte_sum_rows");
   LTE_REQUIRE_F32(dtype);
-  LTE_REQUIRE_PTR(x);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_NONNEG(cols);
+  if (cols == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(out);
-  LTE_REQUIRE(rows >= 0 && cols >= 0, "rows and cols must be >= 0, got rows=%lld cols=%lld", (long long)rows,
-              (long long)cols);
+  if (rows > 0) LTE_REQUIRE_PTR(x);
   return column_reduce(ctx, FN, RowMajorElem{F32(x), cols}, rows, cols, F32W(out), accumulate != 0);
 }
 
@@ -225,13 +232,13 @@ extern "C" LTE_API lte_status lte_copy_2d(lte_ctx_t *ctx, lte_dtype dtype, const
                                           int64_t dst_ld, int64_t rows, int64_t cols, int32_t accumulate) {
   LTE_ENTER("lte_copy_2d");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_NONNEG(cols);
+  if (rows == 0 || cols == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(src);
   LTE_REQUIRE_PTR(dst);
-  LTE_REQUIRE(rows >= 0 && cols >= 0, "rows and cols must be >= 0, got rows=%lld cols=%lld", (long long)rows,
-              (long long)cols);
-  LTE_REQUIRE(src_ld >= cols && dst_ld >= cols, "src_ld (%lld) and dst_ld (%lld) must be >= cols (%lld)",
+  LTE_REQUIRE(src_ld >= cols && dst_ld >= cols, "src_ld = %lld and dst_ld = %lld must be >= cols = %lld",
               (long long)src_ld, (long long)dst_ld, (long long)cols);
-  if (rows == 0 || cols == 0) return LTE_STATUS_OK;
   copy_2d_kernel<<<grid_for(ctx, rows * cols), kThreads, 0, ctx->stream>>>(F32(src), src_ld, F32W(dst), dst_ld, rows,
                                                                            cols, accumulate != 0);
   LTE_LAUNCH_CHECK("copy_2d_kernel");

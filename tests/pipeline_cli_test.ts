@@ -1,0 +1,142 @@
+/** The `deno task pipeline` command line: validate, run, exit codes, error output. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { z } from "zod";
+import { main, parseArgs } from "../pipeline/cli.ts";
+import { writeFileAtomic } from "../pipeline/stage.ts";
+import { getStage, registerStage } from "../stages/registry.ts";
+
+const Echo = z.strictObject({ text: z.string(), fail: z.boolean().default(false), from: z.string().optional() });
+if (!getStage("cli-echo")) {
+  registerStage({
+    type: "cli-echo",
+    description: "Writes its text to echo.txt",
+    schema: Echo,
+    inputs: (c: z.infer<typeof Echo>) => (c.from ? [c.from] : []),
+    async run(c: z.infer<typeof Echo>, ctx) {
+      if (c.fail) throw new Error("echo refused");
+      await writeFileAtomic(join(ctx.dir, "echo.txt"), c.text);
+      return { length: c.text.length };
+    },
+  });
+}
+
+const YAML_TEXT = `# CLI test pipeline
+name: cli
+stages:
+  - name: first
+    type: cli-echo
+    text: hi
+  - name: second
+    type: cli-echo
+    text: there
+    from: first
+`;
+
+async function setup() {
+  const dir = await Deno.makeTempDir();
+  const file = join(dir, "p.yaml");
+  await Deno.writeTextFile(file, YAML_TEXT);
+  return { dir, file, runDir: join(dir, "run") };
+}
+
+async function cli(args: string[]) {
+  let stdout = "", stderr = "";
+  const code = await main(args, {
+    stdout: (t) => void (stdout += t),
+    stderr: (t) => void (stderr += t),
+    isTerminal: false,
+  });
+  return { code, stdout, stderr };
+}
+
+Deno.test("parseArgs() reads the file, command, overrides and flags in any order", () => {
+  assert.deepEqual(
+    parseArgs(["x.yaml", "validate", "seed=2", "--only", "a,b", "--only=c", "--force", "--run-dir=/tmp/r"]),
+    {
+      command: "validate",
+      file: "x.yaml",
+      overrides: ["seed=2"],
+      only: ["a", "b", "c"],
+      force: true,
+      resume: false,
+      runDir: "/tmp/r",
+    },
+  );
+  assert.throws(() => parseArgs(["--frce"]), /Unknown option "--frce" \(did you mean "--force"\?\)/);
+  assert.throws(() => parseArgs(["--only"]), /Missing value for --only/);
+  assert.throws(() => parseArgs(["valdate"]), /Unrecognised argument "valdate" \(did you mean "validate"\?\)/);
+});
+
+Deno.test("main() validate prints the resolved config and plan and writes nothing", async () => {
+  const { dir, file, runDir } = await setup();
+  const r = await cli([file, "validate", "stages.second.text=you", "--run-dir", runDir]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /name: cli\nseed: 0\ndevice: cpu\n/);
+  assert.match(r.stdout, /text: you/);
+  assert.match(r.stdout, /1\.\s+first\s+cli-echo\s+-\s+will run\n/);
+  assert.match(r.stdout, /2\.\s+second\s+cli-echo\s+first\s+will run\n/);
+  await assert.rejects(() => Deno.stat(runDir), Deno.errors.NotFound);
+  // After a run, validate shows both stages cached; a changed override shows which will run.
+  assert.equal((await cli([file, "--run-dir", runDir])).code, 0);
+  const after = await cli([file, "validate", "stages.second.text=you", "--run-dir", runDir]);
+  assert.match(after.stdout, /first\s+cli-echo\s+-\s+cached \(hash [0-9a-f]{12}\)/);
+  assert.match(after.stdout, /second\s+cli-echo\s+first\s+will run \(was complete, config changed\)/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("main() exits 0 on success, 1 on stage failure, 2 on config and usage errors", async () => {
+  const { dir, file, runDir } = await setup();
+  const ok = await cli([file, "--run-dir", runDir]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, /stage first: complete/);
+  const again = await cli([file, "--run-dir", runDir]);
+  assert.match(again.stderr, /stage first: unchanged \(hash [0-9a-f]{12}\), skipped/);
+
+  const failed = await cli([file, "--run-dir", runDir, "stages.second.fail=true"]);
+  assert.equal(failed.code, 1);
+  assert.match(failed.stderr, /stage second: failed after [\d.]+s: echo refused/);
+  assert.doesNotMatch(failed.stderr, /\n\s+at /, "no stack trace without LTE_DEBUG");
+
+  const bad = await cli([file, "--run-dir", runDir, "stages.second.txt=x", "seed=abc"]);
+  assert.equal(bad.code, 2);
+  assert.equal(
+    bad.stderr,
+    `error: Invalid pipeline config ${file}: 2 errors\n` +
+      `override #1 'stages.second.txt=x' stages[1].txt (stage second): unknown key "txt" (did you mean "text"?)\n` +
+      `override #2 'seed=abc' seed: expected number, received string "abc"\n`,
+  );
+
+  const usage = await cli(["--bogus"]);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /Run with --help for usage/);
+  const missing = await cli([join(dir, "nope.yaml")]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /Config file not found: .*nope\.yaml/);
+  const only = await cli([file, "--run-dir", join(dir, "fresh"), "--only", "second"]);
+  assert.equal(only.code, 2);
+  assert.match(only.stderr, /--only second: input stage "first" has not run; run it too: --only first,second/);
+
+  const help = await cli(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Usage: deno task pipeline/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("pipeline/cli.ts as a process exits 2 on malformed YAML without a stack trace", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = join(dir, "bad.yaml");
+  await Deno.writeTextFile(file, "name: x\nstages:\n  - name: [a\n");
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../pipeline/cli.ts", import.meta.url).pathname, file, "validate"],
+    stdout: "piped",
+    stderr: "piped",
+    env: { LTE_DEBUG: "0", NO_COLOR: "1" },
+  });
+  const r = await cmd.output();
+  const stderr = new TextDecoder().decode(r.stderr);
+  assert.equal(r.code, 2, stderr);
+  assert.match(stderr, new RegExp(`^error: Malformed YAML: ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:\\d+:\\d+ `));
+  assert.doesNotMatch(stderr, /\n\s+at /);
+  await Deno.remove(dir, { recursive: true });
+});
