@@ -169,7 +169,7 @@ export function train(opts: {
     seed: opts.seed,
     startStep: state.step * tr.grad_accum,
   });
-  const bar = ctx.progress({ total: tr.steps, label: `${ctx.name} train`, unit: "step" });
+  const bar = ctx.progress({ total: tr.steps, label: "train", unit: "step" });
   const evalNow = (step: number, maxBatches: number) => {
     const r = evaluate(model, data, { batchSize: tr.batch_size, seqLen, maxBatches, device });
     const rec: EvalRecord = { step, val_loss: r.loss, val_ppl: r.ppl, tokens: r.tokens };

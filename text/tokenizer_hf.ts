@@ -82,10 +82,13 @@ class JsonReader {
     if (!supported.includes(t)) this.fail(`${key}.type`, `${show(t)} is not supported (supported: ${supported.join(", ")})`);
     return t;
   }
-  /** A `{ "String": "…" }` or `{ "Regex": "…" }` pattern, as a global RegExp. */
-  pattern(v: unknown, key: string): RegExp {
+  /** A `{ "String": "…" }` pattern (returned as the literal string) or `{ "Regex": "…" }` (as a global RegExp). */
+  pattern(v: unknown, key: string): string | RegExp {
     const p = this.obj(v, key);
-    if (typeof p.String === "string") return new RegExp(escapeRegExp(p.String), "gu");
+    if (typeof p.String === "string") {
+      if (p.String.length === 0) this.fail(`${key}.String`, "must not be empty");
+      return p.String;
+    }
     if (typeof p.Regex === "string") {
       try {
         return new RegExp(p.Regex, "gu");
@@ -101,9 +104,9 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\\/]/g, "\\$&");
 }
 
-function replaceAll(s: string, re: RegExp, content: string): string {
-  // Function replacer: `content` is literal text, never a "$1"-style template.
-  return s.replace(re, () => content);
+/** Replaces every match of `pattern` with the literal text `content` (never a "$1"-style template). */
+function replaceAll(s: string, pattern: string | RegExp, content: string): string {
+  return typeof pattern === "string" ? s.split(pattern).join(content) : s.replace(pattern, () => content);
 }
 
 export class HfBpeTokenizer implements Tokenizer {
@@ -145,7 +148,7 @@ export class HfBpeTokenizer implements Tokenizer {
     config?: unknown,
     configFile = "tokenizer_config.json",
   ) {
-    const J = new JsonReader(file);
+    const J: JsonReader = new JsonReader(file);
     const root = J.obj(json, "(top level)");
 
     // ---- model ----
@@ -237,7 +240,7 @@ export class HfBpeTokenizer implements Tokenizer {
     this.parsePostProcessor(J, root.post_processor, "post_processor");
 
     // ---- BOS / EOS ----
-    const C = new JsonReader(configFile);
+    const C: JsonReader = new JsonReader(configFile);
     const cfg = config === undefined ? {} : C.obj(config, "(top level)");
     const fromConfig = (k: string): number | undefined => {
       const v = cfg[k];
@@ -325,7 +328,8 @@ export class HfBpeTokenizer implements Tokenizer {
         };
       }
       case "Split": {
-        const re = J.pattern(o.pattern, `${key}.pattern`);
+        const p = J.pattern(o.pattern, `${key}.pattern`);
+        const re = typeof p === "string" ? new RegExp(escapeRegExp(p), "gu") : p;
         const behavior = J.str(o.behavior, `${key}.behavior`);
         const ok = ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext"];
         if (!ok.includes(behavior)) J.fail(`${key}.behavior`, `${show(behavior)} is not supported (supported: ${ok.join(", ")})`);

@@ -5,9 +5,17 @@
  * Errors: lte_fail() writes the message both to the context (lte_ctx_last_error) and to a
  * thread-local buffer (lte_last_error), so calls without a context can still explain a failure.
  * The CPU backend runs every op synchronously, so lte_ctx_synchronize has nothing to wait for.
+ *
+ * Unloading: OpenMP keeps idle worker threads parked inside libgomp after a parallel region. If
+ * the host dlclose()s this library (Deno closes a DynamicLibrary when it is closed or collected),
+ * libgomp would be unmapped under those threads and the process would crash. The first
+ * lte_ctx_create therefore re-opens this library with RTLD_NODELETE, which keeps it and libgomp
+ * mapped until the process exits.
  */
+#define _GNU_SOURCE /* dladdr */
 #include "cpu_common.h"
 
+#include <dlfcn.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -93,10 +101,25 @@ lte_status lte_check_pos(lte_ctx_t *ctx, const char *fn, int64_t v, const char *
 
 /* ---------------------------------------------------------------- context */
 
+/* Weak, so the library still loads where dlopen lives in a libdl nobody linked (old glibc). */
+#pragma weak dlopen
+#pragma weak dladdr
+
+static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+
+static void pin_library(void) {
+  Dl_info info;
+  if (!dlopen || !dladdr) return;
+  if (dladdr((void *)&lte_ctx_create, &info) && info.dli_fname) {
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE); /* handle intentionally kept */
+  }
+}
+
 LTE_API lte_status lte_ctx_create(int32_t device_index, lte_ctx_t **out) {
   (void)device_index; /* ignored on CPU */
   if (!out) return lte_fail(NULL, LTE_STATUS_INVALID_ARGUMENT, "lte_ctx_create: out is NULL");
   *out = NULL;
+  pthread_once(&pin_once, pin_library);
   lte_ctx_t *ctx = calloc(1, sizeof *ctx);
   if (!ctx) return lte_fail(NULL, LTE_STATUS_OUT_OF_MEMORY, "lte_ctx_create: cannot allocate the context");
   ctx->n_buckets = 1024;

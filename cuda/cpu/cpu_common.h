@@ -14,7 +14,9 @@
 #ifndef LTE_CPU_COMMON_H
 #define LTE_CPU_COMMON_H
 
+#ifndef _GNU_SOURCE
 #define _POSIX_C_SOURCE 200809L
+#endif
 
 #include <math.h>
 #include <pthread.h>

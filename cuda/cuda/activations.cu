@@ -67,7 +67,8 @@ __global__ void swiglu_forward_kernel(const float *gate, const float *up, float 
 __global__ void swiglu_backward_kernel(const float *dy, const float *gate, const float *up, float *dgate, float *dup,
                                        int64_t n) {
   LTE_GRID_STRIDE(i, n) {
-    const float g = gate[i], u = up[i], d = dy[i];
+    const float g = gate[i], d = dy[i];
+    const float u = dgate ? up[i] : 0.f; /* up may be NULL when only dup is wanted */
     const float s = sigmoidf_(g);
     if (dgate) dgate[i] += d * u * s * (1.f + g * (1.f - s));
     if (dup) dup[i] += d * g * s;
@@ -85,14 +86,15 @@ using namespace lte;
 #define F32(p) static_cast<const float *>(p)
 #define F32W(p) static_cast<float *>(p)
 
-#define UNARY_PROLOGUE(name)                                         \
-  LTE_ENTER(name);                                                   \
-  LTE_REQUIRE_F32(dtype);                                            \
-  LTE_REQUIRE(n >= 0, "n must be >= 0, got %lld", (long long)n)
+/* ctx, dtype, n >= 0, early return on n == 0, then the pointers (same order as the CPU). */
+#define UNARY_PROLOGUE(name) \
+  LTE_ENTER(name);           \
+  LTE_REQUIRE_F32(dtype);    \
+  LTE_CHECK_NONNEG(n);       \
+  if (n == 0) return LTE_STATUS_OK
 
 #define LAUNCH_EW(kernel, ...)                                                       \
   do {                                                                             \
-    if (n == 0) return LTE_STATUS_OK;                                              \
     kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(__VA_ARGS__);           \
     LTE_LAUNCH_CHECK(#kernel);                                                     \
     return LTE_STATUS_OK;                                                          \
@@ -110,7 +112,7 @@ extern "C" LTE_API lte_status lte_gelu_backward(lte_ctx_t *ctx, lte_dtype dtype,
   UNARY_PROLOGUE("lte_gelu_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(x);
-  if (dx == nullptr) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(dx);
   LAUNCH_EW(gelu_backward_kernel, F32(dy), F32(x), F32W(dx), n);
 }
 
@@ -126,7 +128,7 @@ extern "C" LTE_API lte_status lte_silu_backward(lte_ctx_t *ctx, lte_dtype dtype,
   UNARY_PROLOGUE("lte_silu_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(x);
-  if (dx == nullptr) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(dx);
   LAUNCH_EW(silu_backward_kernel, F32(dy), F32(x), F32W(dx), n);
 }
 
@@ -143,7 +145,7 @@ extern "C" LTE_API lte_status lte_sigmoid_backward(lte_ctx_t *ctx, lte_dtype dty
   UNARY_PROLOGUE("lte_sigmoid_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(y);
-  if (dx == nullptr) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(dx);
   LAUNCH_EW(sigmoid_backward_kernel, F32(dy), F32(y), F32W(dx), n);
 }
 
@@ -161,7 +163,7 @@ extern "C" LTE_API lte_status lte_swiglu_backward(lte_ctx_t *ctx, lte_dtype dtyp
   UNARY_PROLOGUE("lte_swiglu_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(gate);
-  LTE_REQUIRE_PTR(up);
+  if (dgate) LTE_REQUIRE_PTR(up);
   if (dgate == nullptr && dup == nullptr) return LTE_STATUS_OK;
   LAUNCH_EW(swiglu_backward_kernel, F32(dy), F32(gate), F32(up), F32W(dgate), F32W(dup), n);
 }

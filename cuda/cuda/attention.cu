@@ -131,25 +131,29 @@ unsigned warp_rows_grid(const lte_ctx *ctx, int64_t rows) { return grid_for(ctx,
 
 using namespace lte;
 
-#define ATTN_VALIDATE()                                                                                        \
-  LTE_REQUIRE(batch >= 0 && seq >= 0 && heads > 0 && kv_heads > 0 && head_dim > 0,                            \
-              "bad shape: batch=%d seq=%d heads=%d kv_heads=%d head_dim=%d", batch, seq, heads, kv_heads,     \
-              head_dim);                                                                                       \
-  LTE_REQUIRE(heads % kv_heads == 0, "heads (%d) must be a multiple of kv_heads (%d)", heads, kv_heads);     \
-  LTE_REQUIRE((int64_t)batch * heads <= INT32_MAX, "batch * heads is too large")
+/* Same checks, order and messages as the CPU backend. */
+#define ATTN_VALIDATE()                                                                                    \
+  LTE_REQUIRE_F32(dtype);                                                                                  \
+  LTE_CHECK_POS(batch);                                                                                    \
+  LTE_CHECK_POS(seq);                                                                                      \
+  LTE_CHECK_POS(heads);                                                                                    \
+  LTE_CHECK_POS(kv_heads);                                                                                 \
+  LTE_CHECK_POS(head_dim);                                                                                 \
+  LTE_REQUIRE(heads % kv_heads == 0, "heads = %d is not a multiple of kv_heads = %d", heads, kv_heads);  \
+  LTE_REQUIRE(isfinite(scale), "scale = %g must be finite", (double)scale);                               \
+  LTE_REQUIRE((int64_t)batch * heads <= INT32_MAX, "batch * heads = %lld is too large for one GEMM batch", \
+              (long long)batch * heads)
 
 extern "C" LTE_API lte_status lte_attention_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *q, const void *k,
                                                     const void *v, void *out, void *probs, int32_t batch, int32_t seq,
                                                     int32_t heads, int32_t kv_heads, int32_t head_dim, float scale) {
   LTE_ENTER("lte_attention_forward");
-  LTE_REQUIRE_F32(dtype);
+  ATTN_VALIDATE();
   LTE_REQUIRE_PTR(q);
   LTE_REQUIRE_PTR(k);
   LTE_REQUIRE_PTR(v);
   LTE_REQUIRE_PTR(out);
   LTE_REQUIRE_PTR(probs);
-  ATTN_VALIDATE();
-  if (batch == 0 || seq == 0) return LTE_STATUS_OK;
   const Dims s{batch, seq, heads, kv_heads, head_dim, heads / kv_heads};
   const int T = s.T, D = s.D;
   float *P = static_cast<float *>(probs);
@@ -180,14 +184,12 @@ extern "C" LTE_API lte_status lte_attention_backward(lte_ctx_t *ctx, lte_dtype d
                                                      void *dk, void *dv, int32_t batch, int32_t seq, int32_t heads,
                                                      int32_t kv_heads, int32_t head_dim, float scale) {
   LTE_ENTER("lte_attention_backward");
-  LTE_REQUIRE_F32(dtype);
+  ATTN_VALIDATE();
   LTE_REQUIRE_PTR(dout);
   LTE_REQUIRE_PTR(q);
   LTE_REQUIRE_PTR(k);
   LTE_REQUIRE_PTR(v);
   LTE_REQUIRE_PTR(probs);
-  ATTN_VALIDATE();
-  if (batch == 0 || seq == 0) return LTE_STATUS_OK;
   if (dq == nullptr && dk == nullptr && dv == nullptr) return LTE_STATUS_OK;
   const Dims s{batch, seq, heads, kv_heads, head_dim, heads / kv_heads};
   const int T = s.T, D = s.D;

@@ -47,27 +47,30 @@ enum DeviceOp : long long {
   DEV_OP_CROSS_ENTROPY_BACKWARD = 4,
 };
 
-/* Written by kernels that find a bad index. The first finder claims `flag` with atomicCAS and
-   then fills the other fields; later finders leave it alone, so the report names the first bad
-   (index, value) pair that won the race. Read and cleared by the host after a stream sync. */
+/* Written by kernels that find a bad index; read and reset by the host after a stream sync.
+   Every launch of a validating kernel carries a fresh non-zero serial. The first launch that
+   finds a bad index claims the record (atomicCAS on `serial`, 0 -> its serial) and describes
+   itself (op, limit, aux); all its threads then atomicMin their (index << 32 | value) into `key`,
+   so the report names the LOWEST bad index of the first failing launch: the same element the
+   CPU backend names (it scans in order). Later launches leave a claimed record alone. */
 struct DeviceError {
-  unsigned long long flag; /* 0 = clear, 1 = claimed */
-  long long op;            /* DeviceOp */
-  long long index;         /* position in the index tensor */
-  long long value;         /* the offending value */
-  long long limit;         /* valid range is [0, limit) */
-  long long aux;           /* cross-entropy: ignore_index */
+  unsigned long long serial; /* 0 = clear */
+  unsigned long long key;    /* (index << 32) | (uint32_t)value; ~0 = none */
+  long long op;              /* DeviceOp */
+  long long limit;           /* valid range is [0, limit) */
+  long long aux;             /* cross-entropy: ignore_index */
 };
 
-__device__ __forceinline__ void report_bad_index(DeviceError *err, long long op, long long index, long long value,
-                                                 long long limit, long long aux) {
-  if (atomicCAS(&err->flag, 0ull, 1ull) == 0ull) {
+__device__ __forceinline__ void report_bad_index(DeviceError *err, unsigned long long serial, long long op,
+                                                 long long index, int32_t value, long long limit, long long aux) {
+  const unsigned long long old = atomicCAS(&err->serial, 0ull, serial);
+  if (old == 0ull) {
     err->op = op;
-    err->index = index;
-    err->value = value;
     err->limit = limit;
     err->aux = aux;
   }
+  if (old == 0ull || old == serial)
+    atomicMin(&err->key, ((unsigned long long)index << 32) | (unsigned long long)(uint32_t)value);
 }
 
 /* ------------------------------------------------------------------ allocator state */
@@ -103,6 +106,7 @@ struct lte_ctx {
   /* device error flag (device memory) and its pinned host mirror */
   lte::DeviceError *d_err = nullptr;
   lte::DeviceError *h_err = nullptr;
+  unsigned long long launch_serial = 0; /* last serial handed to a validating kernel (under err_mu) */
   std::string blas_note; /* why cuBLAS is not used, for device_info */
 };
 
@@ -185,6 +189,9 @@ const char *dtype_name(lte_dtype dtype);
 /* ------------------------------------------------------------------ internal services */
 
 namespace lte {
+
+/* A fresh serial for one launch of a validating kernel (context.cu). */
+unsigned long long next_launch_serial(lte_ctx *ctx);
 
 /* Caching allocator (allocator.cu). `fn` names the public function for error messages. */
 lte_status device_alloc(lte_ctx *ctx, const char *fn, size_t bytes, void **out);

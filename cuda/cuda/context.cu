@@ -41,11 +41,11 @@ std::string vformat(const char *fmt, va_list ap) {
   return s;
 }
 
+/* Like the CPU backend: every failure is visible through lte_last_error() on the failing thread,
+   and through lte_ctx_last_error(ctx) when there is a context. */
 static void record(lte_ctx *ctx, const std::string &msg) {
-  if (ctx == nullptr) {
-    set_thread_error(msg);
-    return;
-  }
+  set_thread_error(msg);
+  if (ctx == nullptr) return;
   std::lock_guard<std::mutex> lock(ctx->err_mu);
   ctx->last_error = msg;
 }
@@ -75,32 +75,45 @@ const char *dtype_name(lte_dtype dtype) {
   }
 }
 
+unsigned long long next_launch_serial(lte_ctx *ctx) {
+  std::lock_guard<std::mutex> lock(ctx->err_mu);
+  return ++ctx->launch_serial;
+}
+
+/* Queues the reset of the device error record (serial 0, key ~0) from the pinned mirror. */
+static cudaError_t reset_device_error(lte_ctx *ctx) {
+  memset(ctx->h_err, 0, sizeof(DeviceError));
+  ctx->h_err->key = ~0ull;
+  cudaError_t e = cudaMemcpyAsync(ctx->d_err, ctx->h_err, sizeof(DeviceError), cudaMemcpyHostToDevice, ctx->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream); /* h_err is reused at once */
+  return e;
+}
+
 /* Waits for ctx's queued work, then reports (and clears) a device-side index error.
    Called with FN = the public function that synchronizes. */
 static lte_status sync_and_check(lte_ctx *ctx, const char *FN) {
   LTE_CUDA_TRY(cudaMemcpyAsync(ctx->h_err, ctx->d_err, sizeof(DeviceError), cudaMemcpyDeviceToHost, ctx->stream));
   LTE_CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-  if (ctx->h_err->flag == 0) return LTE_STATUS_OK;
-  DeviceError e = *ctx->h_err;
-  memset(ctx->h_err, 0, sizeof(DeviceError));
-  LTE_CUDA_TRY(cudaMemsetAsync(ctx->d_err, 0, sizeof(DeviceError), ctx->stream));
-  LTE_CUDA_TRY(cudaStreamSynchronize(ctx->stream));
-  const char *op = "lte_unknown";
-  const char *what = "index";
+  if (ctx->h_err->serial == 0) return LTE_STATUS_OK;
+  const DeviceError e = *ctx->h_err;
+  LTE_CUDA_TRY(reset_device_error(ctx));
+  const long long index = (long long)(e.key >> 32);
+  const int value = (int)(int32_t)(uint32_t)(e.key & 0xffffffffull);
   switch (e.op) {
-    case DEV_OP_EMBEDDING_FORWARD: op = "lte_embedding_forward"; what = "ids"; break;
-    case DEV_OP_EMBEDDING_BACKWARD: op = "lte_embedding_backward"; what = "ids"; break;
-    case DEV_OP_CROSS_ENTROPY_FORWARD: op = "lte_cross_entropy_forward"; what = "targets"; break;
-    case DEV_OP_CROSS_ENTROPY_BACKWARD: op = "lte_cross_entropy_backward"; what = "targets"; break;
-    default: break;
+    case DEV_OP_EMBEDDING_FORWARD:
+    case DEV_OP_EMBEDDING_BACKWARD:
+      return fail(ctx, LTE_STATUS_INVALID_ARGUMENT,
+                  e.op == DEV_OP_EMBEDDING_FORWARD ? "lte_embedding_forward" : "lte_embedding_backward",
+                  "ids[%lld] = %d is outside [0, %lld) (detected at %s)", index, value, e.limit, FN);
+    case DEV_OP_CROSS_ENTROPY_FORWARD:
+    case DEV_OP_CROSS_ENTROPY_BACKWARD:
+      return fail(ctx, LTE_STATUS_INVALID_ARGUMENT,
+                  e.op == DEV_OP_CROSS_ENTROPY_FORWARD ? "lte_cross_entropy_forward" : "lte_cross_entropy_backward",
+                  "targets[%lld] = %d is outside [0, %lld) and is not ignore_index (%lld) (detected at %s)", index,
+                  value, e.limit, e.aux, FN);
+    default:
+      return fail(ctx, LTE_STATUS_INTERNAL, FN, "device error record with unknown op %lld", e.op);
   }
-  if (e.op == DEV_OP_CROSS_ENTROPY_FORWARD || e.op == DEV_OP_CROSS_ENTROPY_BACKWARD) {
-    return fail(ctx, LTE_STATUS_INVALID_ARGUMENT, op,
-                "%s[%lld] = %lld is outside [0, %lld) and is not ignore_index %lld (detected at %s)", what, e.index,
-                e.value, e.limit, e.aux, FN);
-  }
-  return fail(ctx, LTE_STATUS_INVALID_ARGUMENT, op, "%s[%lld] = %lld is outside [0, %lld) (detected at %s)", what,
-              e.index, e.value, e.limit, FN);
 }
 
 }  // namespace lte
@@ -171,10 +184,7 @@ extern "C" LTE_API lte_status lte_ctx_create(int32_t device_index, lte_ctx_t **o
   if ((e = cudaMalloc(&ctx->d_err, sizeof(lte::DeviceError))) != cudaSuccess) return bail("cudaMalloc(error flag)", e);
   if ((e = cudaMallocHost(&ctx->h_err, sizeof(lte::DeviceError))) != cudaSuccess)
     return bail("cudaMallocHost(error flag)", e);
-  memset(ctx->h_err, 0, sizeof(lte::DeviceError));
-  if ((e = cudaMemsetAsync(ctx->d_err, 0, sizeof(lte::DeviceError), ctx->stream)) != cudaSuccess)
-    return bail("cudaMemsetAsync(error flag)", e);
-  if ((e = cudaStreamSynchronize(ctx->stream)) != cudaSuccess) return bail("cudaStreamSynchronize", e);
+  if ((e = lte::reset_device_error(ctx)) != cudaSuccess) return bail("reset of the device error flag", e);
   lte::blas_init(ctx);
   *out = ctx;
   return LTE_STATUS_OK;
@@ -211,21 +221,21 @@ extern "C" LTE_API lte_status lte_ctx_set_option(lte_ctx_t *ctx, int32_t option,
   LTE_ENTER("lte_ctx_set_option");
   switch (option) {
     case LTE_OPTION_ALLOW_TF32:
-      LTE_REQUIRE(value == 0 || value == 1, "LTE_OPTION_ALLOW_TF32 must be 0 or 1, got %lld", (long long)value);
+      LTE_REQUIRE(value == 0 || value == 1, "option %d expects 0 or 1, got %lld", (int)option, (long long)value);
       ctx->allow_tf32 = value == 1;
       return lte::blas_apply_math_mode(ctx, FN);
     case LTE_OPTION_MEMORY_LIMIT:
-      LTE_REQUIRE(value >= 0, "LTE_OPTION_MEMORY_LIMIT must be >= 0, got %lld", (long long)value);
+      LTE_REQUIRE(value >= 0, "LTE_OPTION_MEMORY_LIMIT = %lld must be >= 0", (long long)value);
       {
         std::lock_guard<std::mutex> lock(ctx->alloc.mu);
         ctx->memory_limit = (uint64_t)value;
       }
       return LTE_STATUS_OK;
     case LTE_OPTION_NUM_THREADS:
-      LTE_REQUIRE(value >= 0, "LTE_OPTION_NUM_THREADS must be >= 0, got %lld", (long long)value);
+      LTE_REQUIRE(value >= 0 && value <= 4096, "LTE_OPTION_NUM_THREADS = %lld must be in [0, 4096]", (long long)value);
       return LTE_STATUS_OK; /* CPU-only option: accepted and ignored */
     case LTE_OPTION_DETERMINISTIC:
-      LTE_REQUIRE(value == 0 || value == 1, "LTE_OPTION_DETERMINISTIC must be 0 or 1, got %lld", (long long)value);
+      LTE_REQUIRE(value == 0 || value == 1, "option %d expects 0 or 1, got %lld", (int)option, (long long)value);
       ctx->deterministic = value == 1;
       return LTE_STATUS_OK;
     default:
@@ -254,7 +264,7 @@ static std::string json_escape(const char *s) {
 extern "C" LTE_API lte_status lte_ctx_device_info(lte_ctx_t *ctx, char *buf, int32_t len) {
   LTE_ENTER("lte_ctx_device_info");
   LTE_REQUIRE_PTR(buf);
-  LTE_REQUIRE(len > 0, "len must be > 0, got %d", len);
+  LTE_CHECK_POS(len);
   cudaDeviceProp prop;
   LTE_CUDA_TRY(cudaGetDeviceProperties(&prop, ctx->device));
   size_t free_b = 0, total_b = 0;
@@ -264,6 +274,7 @@ extern "C" LTE_API lte_status lte_ctx_device_info(lte_ctx_t *ctx, char *buf, int
   cudaRuntimeGetVersion(&runtime);
   const char *blas = lte::blas_library_name();
   std::string s = "{\"backend\":\"cuda\",\"device\":\"" + json_escape(prop.name) + "\"";
+  s += ",\"name\":\"" + json_escape(prop.name) + "\"";
   s += ",\"device_index\":" + std::to_string(ctx->device);
   s += ",\"cc\":\"" + std::to_string(prop.major) + "." + std::to_string(prop.minor) + "\"";
   s += ",\"sm_count\":" + std::to_string(prop.multiProcessorCount);
@@ -276,6 +287,8 @@ extern "C" LTE_API lte_status lte_ctx_device_info(lte_ctx_t *ctx, char *buf, int
   if (!ctx->blas_note.empty()) s += ",\"cublas_note\":\"" + json_escape(ctx->blas_note.c_str()) + "\"";
   s += std::string(",\"tf32\":") + (ctx->allow_tf32 ? "true" : "false");
   s += std::string(",\"deterministic\":") + (ctx->deterministic ? "true" : "false");
+  s += ",\"memory_limit\":" + std::to_string((unsigned long long)ctx->memory_limit);
+  s += std::string(",\"build_id\":\"") + lte_internal_build_id + "\"";
   s += "}";
   size_t n = s.size() < (size_t)len - 1 ? s.size() : (size_t)len - 1;
   memcpy(buf, s.data(), n);

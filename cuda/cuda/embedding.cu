@@ -4,8 +4,8 @@
  *   ids: (n_tokens) int32   weight, dweight: (V, C)   out, dout: (n_tokens, C)
  *
  * Ids live on the device, so their range is checked by the kernels: a bad id claims the
- * context's device error flag (first (index, value) wins, see common.cuh) and its row is
- * skipped — never read or written out of bounds. The next lte_ctx_synchronize / lte_mem_read
+ * context's device error record (the lowest bad index of the first failing launch, see
+ * common.cuh) and its row is skipped — never read or written out of bounds. The next lte_ctx_synchronize / lte_mem_read
  * turns the flag into LTE_STATUS_INVALID_ARGUMENT naming this function.
  *
  * Backward: one thread per (token, channel) doing atomicAdd into dweight (repeated tokens collide
@@ -19,14 +19,14 @@ namespace lte {
 namespace {
 
 __global__ void embedding_forward_kernel(const int32_t *ids, const float *weight, float *out, int64_t n_tokens,
-                                         int vocab, int dim, DeviceError *err) {
+                                         int vocab, int dim, DeviceError *err, unsigned long long serial) {
   const int64_t total = n_tokens * dim;
   LTE_GRID_STRIDE(i, total) {
     const int64_t t = i / dim;
     const int c = (int)(i - t * dim);
     const int32_t id = ids[t];
     if (id < 0 || id >= vocab) {
-      if (c == 0) report_bad_index(err, DEV_OP_EMBEDDING_FORWARD, t, id, vocab, 0);
+      if (c == 0) report_bad_index(err, serial, DEV_OP_EMBEDDING_FORWARD, t, id, vocab, 0);
       continue;
     }
     out[i] = weight[(int64_t)id * dim + c];
@@ -34,14 +34,15 @@ __global__ void embedding_forward_kernel(const int32_t *ids, const float *weight
 }
 
 __global__ void embedding_backward_atomic_kernel(const int32_t *ids, const float *dout, float *dweight,
-                                                 int64_t n_tokens, int vocab, int dim, DeviceError *err) {
+                                                 int64_t n_tokens, int vocab, int dim, DeviceError *err,
+                                                 unsigned long long serial) {
   const int64_t total = n_tokens * dim;
   LTE_GRID_STRIDE(i, total) {
     const int64_t t = i / dim;
     const int c = (int)(i - t * dim);
     const int32_t id = ids[t];
     if (id < 0 || id >= vocab) {
-      if (c == 0) report_bad_index(err, DEV_OP_EMBEDDING_BACKWARD, t, id, vocab, 0);
+      if (c == 0) report_bad_index(err, serial, DEV_OP_EMBEDDING_BACKWARD, t, id, vocab, 0);
       continue;
     }
     atomicAdd(dweight + (int64_t)id * dim + c, dout[i]);
@@ -50,12 +51,13 @@ __global__ void embedding_backward_atomic_kernel(const int32_t *ids, const float
 
 /* Deterministic variant: thread c owns channel c of every row and adds tokens in order. */
 __global__ void embedding_backward_ordered_kernel(const int32_t *ids, const float *dout, float *dweight,
-                                                  int64_t n_tokens, int vocab, int dim, DeviceError *err) {
+                                                  int64_t n_tokens, int vocab, int dim, DeviceError *err,
+                                                 unsigned long long serial) {
   LTE_GRID_STRIDE(c, (int64_t)dim) {
     for (int64_t t = 0; t < n_tokens; ++t) {
       const int32_t id = ids[t];
       if (id < 0 || id >= vocab) {
-        if (c == 0) report_bad_index(err, DEV_OP_EMBEDDING_BACKWARD, t, id, vocab, 0);
+        if (c == 0) report_bad_index(err, serial, DEV_OP_EMBEDDING_BACKWARD, t, id, vocab, 0);
         continue;
       }
       dweight[(int64_t)id * dim + c] += dout[t * dim + c];
@@ -73,15 +75,17 @@ extern "C" LTE_API lte_status lte_embedding_forward(lte_ctx_t *ctx, lte_dtype dt
                                                     int32_t dim) {
   LTE_ENTER("lte_embedding_forward");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(n_tokens);
+  LTE_CHECK_POS(vocab);
+  LTE_CHECK_POS(dim);
+  if (n_tokens == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(ids);
   LTE_REQUIRE_PTR(weight);
   LTE_REQUIRE_PTR(out);
-  LTE_REQUIRE(n_tokens >= 0, "n_tokens must be >= 0, got %lld", (long long)n_tokens);
-  LTE_REQUIRE(vocab > 0 && dim > 0, "vocab and dim must be > 0, got %d and %d", vocab, dim);
-  if (n_tokens == 0) return LTE_STATUS_OK;
   const int64_t total = n_tokens * dim;
   embedding_forward_kernel<<<grid_for(ctx, total), kThreads, 0, ctx->stream>>>(
-      ids, static_cast<const float *>(weight), static_cast<float *>(out), n_tokens, vocab, dim, ctx->d_err);
+      ids, static_cast<const float *>(weight), static_cast<float *>(out), n_tokens, vocab, dim, ctx->d_err,
+        next_launch_serial(ctx));
   LTE_LAUNCH_CHECK("embedding_forward_kernel");
   return LTE_STATUS_OK;
 }
@@ -91,19 +95,23 @@ extern "C" LTE_API lte_status lte_embedding_backward(lte_ctx_t *ctx, lte_dtype d
                                                      int32_t dim) {
   LTE_ENTER("lte_embedding_backward");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(n_tokens);
+  LTE_CHECK_POS(vocab);
+  LTE_CHECK_POS(dim);
+  if (n_tokens == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(ids);
   LTE_REQUIRE_PTR(dout);
-  LTE_REQUIRE(n_tokens >= 0, "n_tokens must be >= 0, got %lld", (long long)n_tokens);
-  LTE_REQUIRE(vocab > 0 && dim > 0, "vocab and dim must be > 0, got %d and %d", vocab, dim);
-  if (n_tokens == 0 || dweight == nullptr) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(dweight);
   const int64_t total = n_tokens * dim;
   if (ctx->deterministic) {
     embedding_backward_ordered_kernel<<<grid_for(ctx, dim, 128), 128, 0, ctx->stream>>>(
-        ids, static_cast<const float *>(dout), static_cast<float *>(dweight), n_tokens, vocab, dim, ctx->d_err);
+        ids, static_cast<const float *>(dout), static_cast<float *>(dweight), n_tokens, vocab, dim, ctx->d_err,
+        next_launch_serial(ctx));
     LTE_LAUNCH_CHECK("embedding_backward_ordered_kernel");
   } else {
     embedding_backward_atomic_kernel<<<grid_for(ctx, total), kThreads, 0, ctx->stream>>>(
-        ids, static_cast<const float *>(dout), static_cast<float *>(dweight), n_tokens, vocab, dim, ctx->d_err);
+        ids, static_cast<const float *>(dout), static_cast<float *>(dweight), n_tokens, vocab, dim, ctx->d_err,
+        next_launch_serial(ctx));
     LTE_LAUNCH_CHECK("embedding_backward_atomic_kernel");
   }
   return LTE_STATUS_OK;

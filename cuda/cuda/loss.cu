@@ -33,14 +33,14 @@ __device__ void row_max_sumexp(const float *xr, int V, float *smem, float *out_m
 }
 
 __global__ void cross_entropy_forward_kernel(const float *logits, const int32_t *targets, float *losses, int64_t rows,
-                                             int V, int ignore_index, DeviceError *err) {
+                                             int V, int ignore_index, DeviceError *err, unsigned long long serial) {
   __shared__ float smem[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int32_t t = targets[r];
     if (t == ignore_index || t < 0 || t >= V) {
       if (threadIdx.x == 0) {
         losses[r] = 0.f;
-        if (t != ignore_index) report_bad_index(err, DEV_OP_CROSS_ENTROPY_FORWARD, r, t, V, ignore_index);
+        if (t != ignore_index) report_bad_index(err, serial, DEV_OP_CROSS_ENTROPY_FORWARD, r, t, V, ignore_index);
       }
       continue; /* uniform across the block: no thread reaches a block reduction */
     }
@@ -53,13 +53,13 @@ __global__ void cross_entropy_forward_kernel(const float *logits, const int32_t 
 
 __global__ void cross_entropy_backward_kernel(const float *logits, const int32_t *targets, const float *dlosses,
                                               float *dlogits, int64_t rows, int V, int ignore_index,
-                                              DeviceError *err) {
+                                              DeviceError *err, unsigned long long serial) {
   __shared__ float smem[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int32_t t = targets[r];
     if (t == ignore_index || t < 0 || t >= V) {
       if (threadIdx.x == 0 && t != ignore_index)
-        report_bad_index(err, DEV_OP_CROSS_ENTROPY_BACKWARD, r, t, V, ignore_index);
+        report_bad_index(err, serial, DEV_OP_CROSS_ENTROPY_BACKWARD, r, t, V, ignore_index);
       continue;
     }
     const float *xr = logits + r * (int64_t)V;
@@ -87,15 +87,15 @@ extern "C" LTE_API lte_status lte_cross_entropy_forward(lte_ctx_t *ctx, lte_dtyp
                                                         int32_t vocab, int32_t ignore_index) {
   LTE_ENTER("lte_cross_entropy_forward");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(vocab);
+  if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(logits);
   LTE_REQUIRE_PTR(targets);
   LTE_REQUIRE_PTR(losses);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(vocab > 0, "vocab must be > 0, got %d", vocab);
-  if (rows == 0) return LTE_STATUS_OK;
   cross_entropy_forward_kernel<<<row_blocks(rows), kCeThreads, 0, ctx->stream>>>(
       static_cast<const float *>(logits), targets, static_cast<float *>(losses), rows, vocab, ignore_index,
-      ctx->d_err);
+      ctx->d_err, next_launch_serial(ctx));
   LTE_LAUNCH_CHECK("cross_entropy_forward_kernel");
   return LTE_STATUS_OK;
 }
@@ -105,15 +105,16 @@ extern "C" LTE_API lte_status lte_cross_entropy_backward(lte_ctx_t *ctx, lte_dty
                                                          int64_t rows, int32_t vocab, int32_t ignore_index) {
   LTE_ENTER("lte_cross_entropy_backward");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(vocab);
+  if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(logits);
   LTE_REQUIRE_PTR(targets);
   LTE_REQUIRE_PTR(dlosses);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(vocab > 0, "vocab must be > 0, got %d", vocab);
-  if (rows == 0 || dlogits == nullptr) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(dlogits);
   cross_entropy_backward_kernel<<<row_blocks(rows), kCeThreads, 0, ctx->stream>>>(
       static_cast<const float *>(logits), targets, static_cast<const float *>(dlosses), static_cast<float *>(dlogits),
-      rows, vocab, ignore_index, ctx->d_err);
+      rows, vocab, ignore_index, ctx->d_err, next_launch_serial(ctx));
   LTE_LAUNCH_CHECK("cross_entropy_backward_kernel");
   return LTE_STATUS_OK;
 }

@@ -125,17 +125,24 @@ extern "C" LTE_API lte_status lte_matmul(lte_ctx_t *ctx, lte_dtype dtype, const 
                                          int32_t trans_b, int64_t stride_a, int64_t stride_b, int64_t stride_c,
                                          float alpha, float beta) {
   LTE_ENTER("lte_matmul");
+  // Same checks, order and messages as the CPU backend.
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_POS(batch);
+  LTE_CHECK_POS(m);
+  LTE_CHECK_POS(n);
+  LTE_CHECK_POS(k);
+  LTE_CHECK_NONNEG(stride_a);
+  LTE_CHECK_NONNEG(stride_b);
+  LTE_CHECK_NONNEG(stride_c);
   LTE_REQUIRE_PTR(a);
   LTE_REQUIRE_PTR(b);
   LTE_REQUIRE_PTR(c);
-  LTE_REQUIRE(batch >= 0 && m >= 0 && n >= 0 && k >= 0,
-              "batch, m, n, k must be >= 0, got batch=%d m=%d n=%d k=%d", batch, m, n, k);
-  LTE_REQUIRE(trans_a == 0 || trans_a == 1, "trans_a must be 0 or 1, got %d", trans_a);
-  LTE_REQUIRE(trans_b == 0 || trans_b == 1, "trans_b must be 0 or 1, got %d", trans_b);
-  LTE_REQUIRE(stride_a >= 0 && stride_b >= 0 && stride_c >= 0,
-              "strides must be >= 0, got stride_a=%lld stride_b=%lld stride_c=%lld", (long long)stride_a,
-              (long long)stride_b, (long long)stride_c);
+  LTE_REQUIRE((trans_a == 0 || trans_a == 1) && (trans_b == 0 || trans_b == 1),
+              "trans_a = %d and trans_b = %d must be 0 or 1", trans_a, trans_b);
+  // Overlapping outputs would also be a data race between concurrently computed batch items.
+  LTE_REQUIRE(batch <= 1 || stride_c >= (int64_t)m * n,
+              "stride_c = %lld is smaller than m * n = %lld: batch items would overlap", (long long)stride_c,
+              (long long)m * n);
   // Stored layouts are compact: A (m, k) or (k, m), B (k, n) or (n, k), C (m, n).
   const int64_t lda = trans_a ? m : k;
   const int64_t ldb = trans_b ? k : n;

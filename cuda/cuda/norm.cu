@@ -139,19 +139,23 @@ using namespace lte;
 #define F32(p) static_cast<const float *>(p)
 #define F32W(p) static_cast<float *>(p)
 
+#define NORM_CHECK_SIZES()  \
+  LTE_REQUIRE_F32(dtype);   \
+  LTE_CHECK_NONNEG(rows);   \
+  LTE_CHECK_POS(cols)
+
 extern "C" LTE_API lte_status lte_layernorm_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w,
                                                     const void *b, void *y, void *mean, void *rstd, int64_t rows,
                                                     int32_t cols, float eps) {
   LTE_ENTER("lte_layernorm_forward");
-  LTE_REQUIRE_F32(dtype);
+  NORM_CHECK_SIZES();
+  LTE_REQUIRE(eps >= 0.f && isfinite(eps), "eps = %g must be finite and >= 0", (double)eps);
+  if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(w);
   LTE_REQUIRE_PTR(y);
   LTE_REQUIRE_PTR(mean);
   LTE_REQUIRE_PTR(rstd);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(cols > 0, "cols must be > 0, got %d", cols);
-  if (rows == 0) return LTE_STATUS_OK;
   layernorm_forward_kernel<<<row_grid(rows), row_threads(cols), 0, ctx->stream>>>(
       F32(x), F32(w), F32(b), F32W(y), F32W(mean), F32W(rstd), rows, cols, eps);
   LTE_LAUNCH_CHECK("layernorm_forward_kernel");
@@ -162,15 +166,15 @@ extern "C" LTE_API lte_status lte_layernorm_backward(lte_ctx_t *ctx, lte_dtype d
                                                      const void *w, const void *mean, const void *rstd, void *dx,
                                                      void *dw, void *db, int64_t rows, int32_t cols) {
   LTE_ENTER("lte_layernorm_backward");
-  LTE_REQUIRE_F32(dtype);
-  LTE_REQUIRE_PTR(dy);
-  LTE_REQUIRE_PTR(x);
-  LTE_REQUIRE_PTR(w);
-  LTE_REQUIRE_PTR(mean);
-  LTE_REQUIRE_PTR(rstd);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(cols > 0, "cols must be > 0, got %d", cols);
+  NORM_CHECK_SIZES();
   if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(dy);
+  if (dx || dw) {
+    LTE_REQUIRE_PTR(x);
+    LTE_REQUIRE_PTR(mean);
+    LTE_REQUIRE_PTR(rstd);
+  }
+  if (dx) LTE_REQUIRE_PTR(w);
   if (dx) {
     layernorm_dx_kernel<<<row_grid(rows), row_threads(cols), 0, ctx->stream>>>(F32(dy), F32(x), F32(w), F32(mean),
                                                                                F32(rstd), F32W(dx), rows, cols);
@@ -184,14 +188,13 @@ extern "C" LTE_API lte_status lte_layernorm_backward(lte_ctx_t *ctx, lte_dtype d
 extern "C" LTE_API lte_status lte_rmsnorm_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w,
                                                   void *y, void *rstd, int64_t rows, int32_t cols, float eps) {
   LTE_ENTER("lte_rmsnorm_forward");
-  LTE_REQUIRE_F32(dtype);
+  NORM_CHECK_SIZES();
+  LTE_REQUIRE(eps >= 0.f && isfinite(eps), "eps = %g must be finite and >= 0", (double)eps);
+  if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(w);
   LTE_REQUIRE_PTR(y);
   LTE_REQUIRE_PTR(rstd);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(cols > 0, "cols must be > 0, got %d", cols);
-  if (rows == 0) return LTE_STATUS_OK;
   rmsnorm_forward_kernel<<<row_grid(rows), row_threads(cols), 0, ctx->stream>>>(F32(x), F32(w), F32W(y), F32W(rstd),
                                                                                 rows, cols, eps);
   LTE_LAUNCH_CHECK("rmsnorm_forward_kernel");
@@ -202,14 +205,12 @@ extern "C" LTE_API lte_status lte_rmsnorm_backward(lte_ctx_t *ctx, lte_dtype dty
                                                    const void *w, const void *rstd, void *dx, void *dw, int64_t rows,
                                                    int32_t cols) {
   LTE_ENTER("lte_rmsnorm_backward");
-  LTE_REQUIRE_F32(dtype);
+  NORM_CHECK_SIZES();
+  if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(x);
-  LTE_REQUIRE_PTR(w);
   LTE_REQUIRE_PTR(rstd);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(cols > 0, "cols must be > 0, got %d", cols);
-  if (rows == 0) return LTE_STATUS_OK;
+  if (dx) LTE_REQUIRE_PTR(w);
   if (dx) {
     rmsnorm_dx_kernel<<<row_grid(rows), row_threads(cols), 0, ctx->stream>>>(F32(dy), F32(x), F32(w), F32(rstd),
                                                                              F32W(dx), rows, cols);

@@ -38,12 +38,15 @@ extern "C" LTE_API lte_status lte_adamw_step(lte_ctx_t *ctx, lte_dtype dtype, vo
                                              float grad_scale) {
   LTE_ENTER("lte_adamw_step");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(n);
+  LTE_REQUIRE(bias_correction1 > 0.f && bias_correction2 > 0.f,
+              "bias_correction1 = %g and bias_correction2 = %g must be > 0", (double)bias_correction1,
+              (double)bias_correction2);
+  if (n == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(param);
   LTE_REQUIRE_PTR(grad);
   LTE_REQUIRE_PTR(m);
   LTE_REQUIRE_PTR(v);
-  LTE_REQUIRE(n >= 0, "n must be >= 0, got %lld", (long long)n);
-  if (n == 0) return LTE_STATUS_OK;
   adamw_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(
       static_cast<float *>(param), static_cast<const float *>(grad), static_cast<float *>(m), static_cast<float *>(v),
       n, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2, grad_scale);

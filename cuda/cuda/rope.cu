@@ -56,15 +56,15 @@ template <bool kBackward>
 lte_status rope(lte_ctx *ctx, const char *FN, lte_dtype dtype, const void *src, void *dst, int32_t batch, int32_t seq,
                 int32_t heads, int32_t head_dim, int32_t pos_offset, float theta) {
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_POS(batch);
+  LTE_CHECK_POS(seq);
+  LTE_CHECK_POS(heads);
+  LTE_CHECK_POS(head_dim);
+  LTE_CHECK_NONNEG(pos_offset);
+  LTE_REQUIRE(head_dim % 2 == 0, "head_dim = %d must be even", head_dim);
+  LTE_REQUIRE(theta > 0.f && isfinite(theta), "theta = %g must be finite and > 0", (double)theta);
   LTE_REQUIRE(src != nullptr, "%s is NULL", kBackward ? "dy" : "x");
-  LTE_REQUIRE(batch >= 0 && seq >= 0 && heads > 0 && head_dim > 0,
-              "bad shape: batch=%d seq=%d heads=%d head_dim=%d", batch, seq, heads, head_dim);
-  LTE_REQUIRE(head_dim % 2 == 0, "head_dim must be even, got %d", head_dim);
-  if (dst == nullptr) {
-    if (kBackward) return LTE_STATUS_OK; /* gradient not needed */
-    return fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, "y is NULL");
-  }
-  if (batch == 0 || seq == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE(dst != nullptr, "%s is NULL", kBackward ? "dx" : "y");
   const int half = head_dim / 2;
   Scratch scratch(ctx, FN);
   float *cos_t = nullptr, *sin_t = nullptr;

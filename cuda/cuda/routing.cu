@@ -44,14 +44,14 @@ extern "C" LTE_API lte_status lte_expert_scale_forward(lte_ctx_t *ctx, lte_dtype
                                                        void *y, int64_t rows, int32_t n_experts, int32_t expert_size) {
   LTE_ENTER("lte_expert_scale_forward");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(n_experts);
+  LTE_CHECK_POS(expert_size);
+  if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(h);
   LTE_REQUIRE_PTR(g);
   LTE_REQUIRE_PTR(y);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(n_experts > 0 && expert_size > 0, "n_experts and expert_size must be > 0, got %d and %d", n_experts,
-              expert_size);
   const int64_t total = rows * n_experts * (int64_t)expert_size;
-  if (total == 0) return LTE_STATUS_OK;
   expert_scale_forward_kernel<<<grid_for(ctx, total), kThreads, 0, ctx->stream>>>(
       static_cast<const float *>(h), static_cast<const float *>(g), static_cast<float *>(y), total, expert_size);
   LTE_LAUNCH_CHECK("expert_scale_forward_kernel");
@@ -63,15 +63,15 @@ extern "C" LTE_API lte_status lte_expert_scale_backward(lte_ctx_t *ctx, lte_dtyp
                                                         int32_t n_experts, int32_t expert_size) {
   LTE_ENTER("lte_expert_scale_backward");
   LTE_REQUIRE_F32(dtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(n_experts);
+  LTE_CHECK_POS(expert_size);
+  if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(dy);
-  LTE_REQUIRE_PTR(h);
-  LTE_REQUIRE_PTR(g);
-  LTE_REQUIRE(rows >= 0, "rows must be >= 0, got %lld", (long long)rows);
-  LTE_REQUIRE(n_experts > 0 && expert_size > 0, "n_experts and expert_size must be > 0, got %d and %d", n_experts,
-              expert_size);
+  if (dh) LTE_REQUIRE_PTR(g);
+  if (dg) LTE_REQUIRE_PTR(h);
   const int64_t groups = rows * n_experts;
   const int64_t total = groups * expert_size;
-  if (total == 0) return LTE_STATUS_OK;
   if (dh) {
     expert_scale_dh_kernel<<<grid_for(ctx, total), kThreads, 0, ctx->stream>>>(
         static_cast<const float *>(dy), static_cast<const float *>(g), static_cast<float *>(dh), total, expert_size);

@@ -2,8 +2,8 @@
  * lte.h: the one public C ABI of the LTE Pipeline native compute library.
  *
  * Two shared libraries implement this header with identical semantics:
- *   build/liblte_cpu.so   the CPU reference backend (cuda/cpu/*.c, readable loops, OpenMP threads)
- *   build/liblte_cuda.so  the CUDA backend (cuda/cuda/*.cu; cuBLAS loaded at run time)
+ *   build/liblte_cpu.so   the CPU reference backend (C files in cuda/cpu/, readable loops, OpenMP)
+ *   build/liblte_cuda.so  the CUDA backend (.cu files in cuda/cuda/; cuBLAS loaded at run time)
  * The Deno side (ffi/symbols.ts) mirrors every declaration below, C names unchanged.
  *
  * Conventions (read these before adding an op):
@@ -178,7 +178,8 @@ LTE_API lte_status lte_swiglu_forward(lte_ctx_t *ctx, lte_dtype dtype, const voi
                                       int64_t n);
 LTE_API lte_status lte_swiglu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *gate,
                                        const void *up, void *dgate, void *dup, int64_t n);
-/* mask[i] = x[i] > threshold ? 1 : 0   (hard expert selection; strict comparison, no gradient) */
+/* mask[i] = x[i] > threshold ? 1 : 0   (hard expert selection; strict comparison, no gradient).
+   mask has the dtype of x. */
 LTE_API lte_status lte_threshold(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *mask, int64_t n,
                                  float threshold);
 
