@@ -115,7 +115,7 @@ function saveState(dir: string, model: DecoderLM, opt: AdamW, state: TrainerStat
  * Trains `model` in place (or the model restored from `stateDir` when resuming) and returns it.
  * `makeModel` is only called when there is no state to resume from.
  */
-export function train(opts: {
+export async function train(opts: {
   ctx: StageContext;
   makeModel: () => DecoderLM;
   data: TokenDataset;
@@ -129,7 +129,7 @@ export function train(opts: {
   extraFiles?: Record<string, string | Uint8Array>;
   /** Extra loss terms (LTE efficiency / separability); gets the model, returns a scalar or null. */
   extraLoss?: (model: DecoderLM) => Tensor | null;
-}): TrainResult {
+}): Promise<TrainResult> {
   const { ctx, data, seqLen, training: tr, optimizer: oc, device } = opts;
   let model: DecoderLM;
   let state: TrainerState = { version: 1, step: 0, tokens_seen: 0, elapsed_s: 0, history: [], evals: [] };
@@ -182,8 +182,17 @@ export function train(opts: {
 
   let interrupted = false;
   let window = { tokens: 0, t0: performance.now() };
+  // The loop is synchronous compute; yield to the event loop now and then so that SIGINT/SIGTERM
+  // handlers (which abort ctx.signal) and a server's requests get to run.
+  let lastYield = performance.now();
+  const yieldToEventLoop = async () => {
+    if (performance.now() - lastYield < 100) return;
+    await new Promise((r) => setTimeout(r, 0));
+    lastYield = performance.now();
+  };
   try {
     while (state.step < tr.steps) {
+      await yieldToEventLoop();
       if (ctx.signal.aborted) {
         interrupted = true;
         break;

@@ -132,7 +132,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
   }
 
   const tokFiles = tokenizerFiles(spec, tokBase);
-  const result = train({
+  const result = await train({
     ctx,
     makeModel,
     data,
