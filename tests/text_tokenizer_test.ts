@@ -39,7 +39,10 @@ let hfCached: Tokenizer | undefined;
 const hf = () => (hfCached ??= loadTokenizer({ type: "hf" }));
 
 /** Asserts that fn throws a TokenizerError whose file/key/message match. */
-function assertTokErr(fn: () => unknown, want: { file?: string | RegExp; key?: string; message: RegExp }): TokenizerError {
+function assertTokErr(
+  fn: () => unknown,
+  want: { file?: string | RegExp; key?: string; message: RegExp },
+): TokenizerError {
   try {
     fn();
   } catch (e) {
@@ -312,7 +315,10 @@ Deno.test("bytes tokenizer: UTF-8 bytes, eos=256, vocab 257, special token in te
 
 Deno.test("tokenizer errors: missing tokenizer.json names the file", () => {
   const missing = join(tmpdir(), "no-such-dir-lte", "tokenizer.json");
-  const e = assertTokErr(() => loadTokenizer({ type: "hf", path: missing }), { file: missing, message: /file not found/ });
+  const e = assertTokErr(() => loadTokenizer({ type: "hf", path: missing }), {
+    file: missing,
+    message: /file not found/,
+  });
   assert.ok(e.message.startsWith(missing));
 });
 
@@ -322,7 +328,10 @@ Deno.test("tokenizer errors: missing GPT-2 encoder/merges files name the file", 
     file: join(dir, "nope.json"),
     message: /cannot read GPT-2 encoder\.json: file not found/,
   });
-  assertTokErr(() => loadTokenizer({ type: "gpt2", encoder: join(dir, "encoder.json") }), { key: "merges", message: /together/ });
+  assertTokErr(() => loadTokenizer({ type: "gpt2", encoder: join(dir, "encoder.json") }), {
+    key: "merges",
+    message: /together/,
+  });
 });
 
 Deno.test("tokenizer errors: malformed JSON names the file", () => {
@@ -334,14 +343,22 @@ Deno.test("tokenizer errors: unsupported model type names file and key", () => {
   const j = tinyJson();
   j.model.type = "Unigram";
   const file = tempFile("tokenizer.json", JSON.stringify(j));
-  const e = assertTokErr(() => loadTokenizer({ type: "hf", path: file }), { file, key: "model.type", message: /Unigram/ });
+  const e = assertTokErr(() => loadTokenizer({ type: "hf", path: file }), {
+    file,
+    key: "model.type",
+    message: /Unigram/,
+  });
   assert.equal(e.message, `${file}: model.type "Unigram" is not supported (supported: BPE)`);
 });
 
 Deno.test("tokenizer errors: unsupported normalizer / pre_tokenizer / decoder / post_processor name the key path", () => {
   const cases: [string, (j: any) => void, string][] = [
     ["normalizer", (j) => (j.normalizer = { type: "BertNormalizer" }), "normalizer.type"],
-    ["nested normalizer", (j) => (j.normalizer = { type: "Sequence", normalizers: [{ type: "NFC" }, { type: "Precompiled" }] }), "normalizer.normalizers[1].type"],
+    [
+      "nested normalizer",
+      (j) => (j.normalizer = { type: "Sequence", normalizers: [{ type: "NFC" }, { type: "Precompiled" }] }),
+      "normalizer.normalizers[1].type",
+    ],
     ["pre_tokenizer", (j) => (j.pre_tokenizer = { type: "Whitespace" }), "pre_tokenizer.type"],
     ["decoder", (j) => (j.decoder = { type: "WordPiece" }), "decoder.type"],
     ["post_processor", (j) => (j.post_processor = { type: "BertProcessing" }), "post_processor.type"],
@@ -350,12 +367,20 @@ Deno.test("tokenizer errors: unsupported normalizer / pre_tokenizer / decoder / 
     ["bad merge shape", (j) => j.model.merges.push(42), "model.merges[10]"],
     ["unk not in vocab", (j) => (j.model.unk_token = "[UNK]"), "model.unk_token"],
     ["vocab not an object", (j) => (j.model.vocab = []), "model.vocab"],
-    ["bad regex", (j) => (j.normalizer = { type: "Replace", pattern: { Regex: "(" }, content: "" }), "normalizer.pattern.Regex"],
+    [
+      "bad regex",
+      (j) => (j.normalizer = { type: "Replace", pattern: { Regex: "(" }, content: "" }),
+      "normalizer.pattern.Regex",
+    ],
   ];
   for (const [what, edit, key] of cases) {
     const j = tinyJson();
     edit(j);
-    assertTokErr(() => new HfBpeTokenizer(j, { type: "hf" }, "x/tokenizer.json"), { file: "x/tokenizer.json", key, message: /./ });
+    assertTokErr(() => new HfBpeTokenizer(j, { type: "hf" }, "x/tokenizer.json"), {
+      file: "x/tokenizer.json",
+      key,
+      message: /./,
+    });
     void what;
   }
 });
@@ -365,7 +390,11 @@ Deno.test("tokenizer errors: no unk_token and no byte_fallback -> unknown charac
   j.model.unk_token = null;
   const t = new HfBpeTokenizer(j, { type: "hf" }, "tiny/tokenizer.json");
   assert.deepEqual(t.encode("hello"), [15]);
-  assertTokErr(() => t.encode("hello x"), { file: "tiny/tokenizer.json", key: "model.unk_token", message: /"x" \(U\+0078\)/ });
+  assertTokErr(() => t.encode("hello x"), {
+    file: "tiny/tokenizer.json",
+    key: "model.unk_token",
+    message: /"x" \(U\+0078\)/,
+  });
 });
 
 Deno.test("tokenizer errors: bad specs name the offending field", () => {
@@ -374,11 +403,20 @@ Deno.test("tokenizer errors: bad specs name the offending field", () => {
     key: "type",
     message: /not a tokenizer type/,
   });
-  assertTokErr(() => loadTokenizer({ type: "gpt2", encodr: "x" }), { key: "encodr", message: /not a gpt2 tokenizer option/ });
+  assertTokErr(() => loadTokenizer({ type: "gpt2", encodr: "x" }), {
+    key: "encodr",
+    message: /not a gpt2 tokenizer option/,
+  });
   assertTokErr(() => loadTokenizer("gpt2"), { message: /expected an object/ });
   assertTokErr(() => loadTokenizer({ type: "hf", path: 3 }), { key: "path", message: /non-empty string/ });
-  assertTokErr(() => loadTokenizer({ type: "hf", package: "no-such-package" }), { key: "package", message: /no tokenizer\.json/ });
-  assertTokErr(() => loadTokenizer({ type: "bytes", specialTokens: ["<a>", "<a>"] }), { key: "specialTokens", message: /twice/ });
+  assertTokErr(() => loadTokenizer({ type: "hf", package: "no-such-package" }), {
+    key: "package",
+    message: /no tokenizer\.json/,
+  });
+  assertTokErr(() => loadTokenizer({ type: "bytes", specialTokens: ["<a>", "<a>"] }), {
+    key: "specialTokens",
+    message: /twice/,
+  });
 });
 
 Deno.test("tokenizer errors: decode/tokenToString reject ids outside the vocabulary", () => {

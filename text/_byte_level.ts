@@ -8,8 +8,7 @@
  * bytes (control chars, space, 0x7f-0xa0, 0xad) map to U+0100 + k in byte order (so space -> "Ġ", "\n" -> "Ċ").
  */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
-  const printable = (b: number) =>
-    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
   const table: string[] = [];
   let extra = 0;
   for (let b = 0; b < 256; b++) table.push(String.fromCharCode(printable(b) ? b : 256 + extra++));

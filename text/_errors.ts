@@ -40,7 +40,11 @@ export function checkId(ids: ArrayLike<number>, i: number, vocabSize: number, wh
 
 export function requireId(id: number | undefined, which: "bos" | "eos", where: string): number {
   if (id === undefined) {
-    throw new TokenizerError(where, which === "bos" ? "addBos" : "addEos", `was requested but this tokenizer has no ${which.toUpperCase()} token`);
+    throw new TokenizerError(
+      where,
+      which === "bos" ? "addBos" : "addEos",
+      `was requested but this tokenizer has no ${which.toUpperCase()} token`,
+    );
   }
   return id;
 }
@@ -51,7 +55,11 @@ export function readTextFile(file: string, what: string): string {
     return readFileSync(file, "utf8");
   } catch (e) {
     const code = (e as { code?: string }).code;
-    const why = code === "ENOENT" ? "file not found" : code === "EISDIR" ? "is a directory" : String((e as Error).message ?? e);
+    const why = code === "ENOENT"
+      ? "file not found"
+      : code === "EISDIR"
+      ? "is a directory"
+      : String((e as Error).message ?? e);
     throw new TokenizerError(file, "", `cannot read ${what}: ${why}`, { cause: e });
   }
 }

@@ -53,8 +53,8 @@ export class SpecialSplitter {
           continue;
         }
       }
-      if (tok.lstrip) while (start > last && SPACE.test(text[start - 1]!)) start--;
-      if (tok.rstrip) while (end < text.length && SPACE.test(text[end]!)) end++;
+      if (tok.lstrip) { while (start > last && SPACE.test(text[start - 1]!)) start--; }
+      if (tok.rstrip) { while (end < text.length && SPACE.test(text[end]!)) end++; }
       if (start > last) out.push(text.slice(last, start));
       out.push(tok.id);
       last = end;

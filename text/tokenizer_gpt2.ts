@@ -68,7 +68,11 @@ export class Gpt2Tokenizer implements Tokenizer {
     for (let b = 0; b < 256; b++) {
       const id = vocab.get(BYTE_TO_CHAR[b]!);
       if (id === undefined) {
-        throw new TokenizerError(encoderFile, show(BYTE_TO_CHAR[b]), `is missing: a byte-level vocabulary needs all 256 byte tokens (byte ${b})`);
+        throw new TokenizerError(
+          encoderFile,
+          show(BYTE_TO_CHAR[b]),
+          `is missing: a byte-level vocabulary needs all 256 byte tokens (byte ${b})`,
+        );
       }
       this.byteIds[b] = id;
     }
@@ -82,13 +86,21 @@ export class Gpt2Tokenizer implements Tokenizer {
       const parts = line.split(" ");
       const key = `line ${i + 1}`;
       if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
-        throw new TokenizerError(mergesFile, key, `${show(line)} is not a merge (expected two tokens separated by one space)`);
+        throw new TokenizerError(
+          mergesFile,
+          key,
+          `${show(line)} is not a merge (expected two tokens separated by one space)`,
+        );
       }
       const [a, b] = parts as [string, string];
       const ia = vocab.get(a), ib = vocab.get(b), ir = vocab.get(a + b);
       if (ia === undefined || ib === undefined || ir === undefined) {
         const missing = ia === undefined ? a : ib === undefined ? b : a + b;
-        throw new TokenizerError(mergesFile, key, `merge ${show(line)} uses ${show(missing)}, which is not in ${encoderFile}`);
+        throw new TokenizerError(
+          mergesFile,
+          key,
+          `merge ${show(line)} uses ${show(missing)}, which is not in ${encoderFile}`,
+        );
       }
       this.merges.add(ia, ib, rank++, ir);
     }

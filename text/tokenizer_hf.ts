@@ -79,7 +79,9 @@ class JsonReader {
   type(o: Obj, key: string, supported: readonly string[]): string {
     const t = o.type;
     if (typeof t !== "string") this.fail(`${key}.type`, `must be a string, got ${show(t)}`);
-    if (!supported.includes(t)) this.fail(`${key}.type`, `${show(t)} is not supported (supported: ${supported.join(", ")})`);
+    if (!supported.includes(t)) {
+      this.fail(`${key}.type`, `${show(t)} is not supported (supported: ${supported.join(", ")})`);
+    }
     return t;
   }
   /** A `{ "String": "…" }` pattern (returned as the literal string) or `{ "Regex": "…" }` (as a global RegExp). */
@@ -93,7 +95,10 @@ class JsonReader {
       try {
         return new RegExp(p.Regex, "gu");
       } catch (e) {
-        this.fail(`${key}.Regex`, `${show(p.Regex)} is not a regular expression JavaScript understands: ${(e as Error).message}`);
+        this.fail(
+          `${key}.Regex`,
+          `${show(p.Regex)} is not a regular expression JavaScript understands: ${(e as Error).message}`,
+        );
       }
     }
     this.fail(key, `must be {"String": "..."} or {"Regex": "..."}, got ${show(v)}`);
@@ -132,6 +137,8 @@ export class HfBpeTokenizer implements Tokenizer {
   private readonly suffixIds: number[] = [];
   private readonly splitter: SpecialSplitter;
   private readonly cache = new WordCache();
+  /** charIds[c] = 1 + vocab id of the BMP character c, -1 if absent, 0 if not looked up yet. */
+  private readonly charIds = new Int32Array(0x10000);
 
   static fromFile(file: string, spec: HfSpec): HfBpeTokenizer {
     const json = readJsonFile(file, "HF tokenizer.json");
@@ -332,7 +339,9 @@ export class HfBpeTokenizer implements Tokenizer {
         const re = typeof p === "string" ? new RegExp(escapeRegExp(p), "gu") : p;
         const behavior = J.str(o.behavior, `${key}.behavior`);
         const ok = ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext"];
-        if (!ok.includes(behavior)) J.fail(`${key}.behavior`, `${show(behavior)} is not supported (supported: ${ok.join(", ")})`);
+        if (!ok.includes(behavior)) {
+          J.fail(`${key}.behavior`, `${show(behavior)} is not supported (supported: ${ok.join(", ")})`);
+        }
         if (J.bool(o.invert, `${key}.invert`, false)) J.fail(`${key}.invert`, "true is not supported");
         return (s) => splitPieces(s, re, behavior);
       }
@@ -347,7 +356,9 @@ export class HfBpeTokenizer implements Tokenizer {
     const t = J.type(o, key, ["Sequence", "Replace", "ByteFallback", "Fuse", "Strip", "ByteLevel", "Metaspace"]);
     switch (t) {
       case "Sequence": {
-        const parts = J.arr(o.decoders, `${key}.decoders`).map((d, i) => this.parseDecoder(J, d, `${key}.decoders[${i}]`));
+        const parts = J.arr(o.decoders, `${key}.decoders`).map((d, i) =>
+          this.parseDecoder(J, d, `${key}.decoders[${i}]`)
+        );
         return (tokens) => parts.reduce((acc, f) => f(acc), tokens);
       }
       case "Replace": {
@@ -389,7 +400,9 @@ export class HfBpeTokenizer implements Tokenizer {
     const o = J.obj(v, key);
     const t = J.type(o, key, ["TemplateProcessing", "ByteLevel", "Sequence"]);
     if (t === "Sequence") {
-      J.arr(o.processors, `${key}.processors`).forEach((p, i) => this.parsePostProcessor(J, p, `${key}.processors[${i}]`));
+      J.arr(o.processors, `${key}.processors`).forEach((p, i) =>
+        this.parsePostProcessor(J, p, `${key}.processors[${i}]`)
+      );
       return;
     }
     if (t === "ByteLevel") return; // only adjusts offsets
@@ -410,11 +423,15 @@ export class HfBpeTokenizer implements Tokenizer {
         ids = J.arr(J.obj(specials[name], sk).ids, `${sk}.ids`).map((x, j) => J.int(x, `${sk}.ids[${j}]`));
       } else {
         const id = this.vocab.get(name);
-        if (id === undefined) J.fail(`${ik}.SpecialToken.id`, `${show(name)} is neither in ${key}.special_tokens nor in the vocabulary`);
+        if (id === undefined) {
+          J.fail(`${ik}.SpecialToken.id`, `${show(name)} is neither in ${key}.special_tokens nor in the vocabulary`);
+        }
         ids = [id];
       }
       for (const id of ids) {
-        if (this.idToToken[id] === undefined) J.fail(`${ik}.SpecialToken.id`, `${show(name)} maps to id ${id}, which has no token`);
+        if (this.idToToken[id] === undefined) {
+          J.fail(`${ik}.SpecialToken.id`, `${show(name)} maps to id ${id}, which has no token`);
+        }
       }
       (seenSequence ? this.suffixIds : this.prefixIds).push(...ids);
     });
@@ -471,8 +488,26 @@ export class HfBpeTokenizer implements Tokenizer {
     }
     const symbols: number[] = [];
     let lastWasUnk = false;
-    for (const ch of word) {
-      const id = this.vocab.get(ch);
+    for (let i = 0; i < word.length; i++) {
+      const c = word.charCodeAt(i);
+      const surrogatePair = c >= 0xd800 && c <= 0xdbff && i + 1 < word.length &&
+        (word.charCodeAt(i + 1) & 0xfc00) === 0xdc00;
+      let id: number | undefined;
+      let ch: string;
+      if (surrogatePair) {
+        ch = word.slice(i, i + 2);
+        i++;
+        id = this.vocab.get(ch);
+      } else {
+        // BMP characters: memoised per code unit (-1 = not in the vocabulary, 0 in the table = not looked up yet)
+        const known = this.charIds[c]!;
+        if (known !== 0) id = known > 0 ? known - 1 : undefined;
+        else {
+          id = this.vocab.get(String.fromCharCode(c));
+          this.charIds[c] = id === undefined ? -1 : id + 1;
+        }
+        ch = id === undefined ? String.fromCharCode(c) : "";
+      }
       if (id !== undefined) {
         symbols.push(id);
         lastWasUnk = false;
@@ -487,8 +522,13 @@ export class HfBpeTokenizer implements Tokenizer {
         }
       }
       if (this.unkId === undefined) {
-        throw new TokenizerError(this.file, "model.unk_token",
-          `is not set and byte_fallback is off, so ${show(ch)} (U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}), which is not in model.vocab, cannot be encoded`);
+        throw new TokenizerError(
+          this.file,
+          "model.unk_token",
+          `is not set and byte_fallback is off, so ${show(ch)} (U+${
+            ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")
+          }), which is not in model.vocab, cannot be encoded`,
+        );
       }
       if (!(this.fuseUnk && lastWasUnk)) symbols.push(this.unkId);
       lastWasUnk = true;
@@ -501,7 +541,9 @@ export class HfBpeTokenizer implements Tokenizer {
     for (let i = 0; i < ids.length; i++) {
       const id = checkId(ids, i, this.vocabSize, this.file);
       const tok = this.idToToken[id];
-      if (tok === undefined) throw new TokenizerError(this.file, `ids[${i}]`, `= ${id} has no token (a gap in the vocabulary)`);
+      if (tok === undefined) {
+        throw new TokenizerError(this.file, `ids[${i}]`, `= ${id} has no token (a gap in the vocabulary)`);
+      }
       if (opts.skipSpecial && this.specialIds.has(id)) continue;
       tokens.push(tok);
     }

@@ -11,8 +11,11 @@
  *     block into pinned host memory behind the work they wait for, synchronize once, and turn a
  *     set flag into LTE_STATUS_INVALID_ARGUMENT naming the function that launched the kernel.
  */
+#include <dlfcn.h>
+
 #include <cinttypes>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "common.cuh"
@@ -146,10 +149,22 @@ extern "C" LTE_API const char *lte_last_error(void) { return lte::t_last_error.c
 
 /* ------------------------------------------------------------------ context */
 
+/* Deno dlclose()s a library when its DynamicLibrary is closed or collected. Once CUDA is
+   initialised, the driver holds callbacks into the statically linked runtime in this library, so
+   unmapping it would crash the process later. As the CPU backend does for libgomp, the first
+   lte_ctx_create re-opens this library with RTLD_NODELETE, keeping it mapped until exit. */
+static void pin_library() {
+  Dl_info info;
+  if (dladdr((void *)&lte_ctx_create, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE); /* handle intentionally kept */
+}
+
 extern "C" LTE_API lte_status lte_ctx_create(int32_t device_index, lte_ctx_t **out) {
   static constexpr const char *FN = "lte_ctx_create";
   if (out == nullptr) return fail(nullptr, LTE_STATUS_INVALID_ARGUMENT, FN, "out is NULL");
   *out = nullptr;
+  static std::once_flag pin_once;
+  std::call_once(pin_once, pin_library);
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
