@@ -47,7 +47,7 @@ export { canonicalJson, hashConfig, writeFileAtomic, writeJsonAtomic } from "./a
 export type { Progress, ProgressOptions } from "./progress.ts";
 
 /** Compute device requested at the top of the YAML. */
-export type Device = "cpu" | "cuda" | "auto";
+export type DeviceSetting = "cpu" | "cuda" | "auto";
 
 /** Top-level settings of a pipeline, resolved (defaults applied, overrides applied). */
 export interface PipelineSettings {
@@ -58,7 +58,7 @@ export interface PipelineSettings {
   /** Seed every stage should derive its randomness from. @default {0} */
   seed: number;
   /** Requested backend. Stages resolve `auto` themselves (CUDA when the library has it). @default {"cpu"} */
-  device: Device;
+  device: DeviceSetting;
   /** Run directory, relative to the working directory unless absolute. @default {"runs/<name>"} */
   run_dir: string;
 }

@@ -15,8 +15,8 @@
 export interface Series {
   name: string;
   points: [number, number][];
-  /** Draw markers only (no line). */
-  markers?: boolean;
+  /** Draw markers: only markers (`true`), or markers on the line (`"with-line"`). */
+  markers?: boolean | "with-line";
 }
 
 /** Plot options. */
@@ -89,7 +89,7 @@ export function linePlot(o: PlotOptions): string {
   o.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length]!;
     const ps = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
-    if (!s.markers && ps.length > 1) {
+    if (s.markers !== true && ps.length > 1) {
       const d = ps.map(([x, y], j) => `${j ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
       parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"/>`);
     }

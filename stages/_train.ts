@@ -181,7 +181,8 @@ export async function train(opts: {
   };
 
   let interrupted = false;
-  let window = { tokens: 0, t0: performance.now() };
+  // Throughput over the last 20 steps (a sliding window, so evals and checkpoints age out).
+  const recent: { tokens: number; seconds: number }[] = [];
   // The loop is synchronous compute; yield to the event loop now and then so that SIGINT/SIGTERM
   // handlers (which abort ctx.signal) and a server's requests get to run.
   let lastYield = performance.now();
@@ -220,16 +221,16 @@ export async function train(opts: {
       state.step++;
       state.tokens_seen += tokens;
       state.elapsed_s += (performance.now() - t0) / 1000;
-      window.tokens += tokens;
-      const dt = (performance.now() - window.t0) / 1000;
+      recent.push({ tokens, seconds: (performance.now() - t0) / 1000 });
+      if (recent.length > 20) recent.shift();
+      const rt = recent.reduce((a, r) => a + r.seconds, 0);
       const rec: StepRecord = {
         step: state.step,
         loss: lossSum / tr.grad_accum,
         lr,
         grad_norm: norm,
-        tokens_per_s: dt > 0 ? window.tokens / dt : 0,
+        tokens_per_s: rt > 0 ? recent.reduce((a, r) => a + r.tokens, 0) / rt : 0,
       };
-      if (dt > 5) window = { tokens: 0, t0: performance.now() };
       state.history.push(rec);
       ctx.metric({ kind: "train", ...rec });
       bar.update(state.step, { loss: rec.loss.toFixed(4), lr: rec.lr.toExponential(2), "tok/s": Math.round(rec.tokens_per_s) });

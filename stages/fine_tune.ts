@@ -22,7 +22,7 @@
 import { z } from "zod";
 
 import { isAbsolute, join, resolve } from "node:path";
-import { resolveDevice } from "../ffi/backend.ts";
+import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import { countParams, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";
@@ -84,6 +84,8 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
   const base = baseDirOf(ctx);
   const { tokenizer, spec, baseDir: tokBase } = resolveTokenizer(c, ctx);
   const t0 = performance.now();
+  const deviceInfo = getBackend(device).deviceInfo();
+  ctx.log(`backend: ${JSON.stringify(deviceInfo)}`);
 
   // Data.
   const data = c.data.tokens_file
@@ -156,7 +158,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
         yLabel: "cross-entropy (nats/token)",
         series: [
           { name: "train", points: history.map((h) => [h.step, h.loss]) },
-          { name: "validation", points: result.evals.map((e) => [e.step, e.val_loss]), markers: result.evals.length < 3 },
+          { name: "validation", points: result.evals.map((e) => [e.step, e.val_loss]), markers: "with-line" },
           { name: "unigram baseline", points: [[0, Math.log(unigram)], [Math.max(1, result.steps), Math.log(unigram)]] },
         ],
       }),
@@ -167,6 +169,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     saveCheckpoint(join(ctx.dir, "model"), model, { files: tokFiles, metadata: { lte_stage: "fine-tune" } });
     const summary = {
       device,
+      device_info: deviceInfo,
       family: model.config.family,
       params: model.numParams(),
       steps: result.steps,
