@@ -72,7 +72,13 @@ function benchBackend(be: Backend): void {
   let t0 = performance.now();
   for (let i = 0; i < n; i++) be.sym.lte_abi_version();
   const usNoArgs = ((performance.now() - t0) * 1000) / n;
-  rows.push({ backend: be.kind, device, name: "ffi call, no arguments (lte_abi_version)", shape: "-", us_per_call: usNoArgs });
+  rows.push({
+    backend: be.kind,
+    device,
+    name: "ffi call, no arguments (lte_abi_version)",
+    shape: "-",
+    us_per_call: usNoArgs,
+  });
   const p = be.alloc(256);
   const usFill = timeIt(be, n / 4, 1000, () => be.sym.lte_fill(be.ctx, DTypeCode.f32, p, 1, 0));
   rows.push({
@@ -94,8 +100,16 @@ function benchBackend(be: Backend): void {
       const flops = 2 * s.m * s.n * s.k;
       const iters = Math.max(3, Math.min(200, Math.round((be.kind === "cuda" ? 2e12 : 2e9) / flops)));
       // y = x @ Wᵀ with W stored (out, in): the layout of every linear layer here.
-      const us = timeIt(be, iters, Math.min(3, iters), () =>
-        be.check(be.sym.lte_matmul(be.ctx, DTypeCode.f32, a, b, c, 1, s.m, s.n, s.k, 0, 1, 0, 0, 0, 1, 0), "lte_matmul"));
+      const us = timeIt(
+        be,
+        iters,
+        Math.min(3, iters),
+        () =>
+          be.check(
+            be.sym.lte_matmul(be.ctx, DTypeCode.f32, a, b, c, 1, s.m, s.n, s.k, 0, 1, 0, 0, 0, 1, 0),
+            "lte_matmul",
+          ),
+      );
       rows.push({
         backend: be.kind,
         device,
@@ -124,7 +138,9 @@ for (const r of rows) {
   console.log(
     `${r.backend.padEnd(8)} ${r.tf32 === undefined ? "  - " : r.tf32 ? " on " : " off"}  ${
       r.us_per_call.toFixed(r.us_per_call < 10 ? 3 : 1).padStart(10)
-    }  ${r.tflops === undefined ? "       -" : r.tflops.toFixed(r.tflops < 1 ? 4 : 2).padStart(8)}  ${r.name} [${r.shape}]`,
+    }  ${
+      r.tflops === undefined ? "       -" : r.tflops.toFixed(r.tflops < 1 ? 4 : 2).padStart(8)
+    }  ${r.name} [${r.shape}]`,
   );
 }
 if (jsonAt >= 0 && args[jsonAt + 1]) {

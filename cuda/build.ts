@@ -32,10 +32,26 @@ import {
   sourceHash,
 } from "./sources.ts";
 
-const CPU_FLAGS = ["-std=c11", "-O2", "-fPIC", "-fopenmp", "-fvisibility=hidden", "-Wall", "-Wextra",
-  "-Wno-unused-parameter", "-Werror=implicit-function-declaration", "-Werror=incompatible-pointer-types"];
-const CUDA_FLAGS = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC,-fvisibility=hidden", "--expt-relaxed-constexpr",
-  "-Wno-deprecated-gpu-targets"];
+const CPU_FLAGS = [
+  "-std=c11",
+  "-O2",
+  "-fPIC",
+  "-fopenmp",
+  "-fvisibility=hidden",
+  "-Wall",
+  "-Wextra",
+  "-Wno-unused-parameter",
+  "-Werror=implicit-function-declaration",
+  "-Werror=incompatible-pointer-types",
+];
+const CUDA_FLAGS = [
+  "-std=c++17",
+  "-O3",
+  "-Xcompiler",
+  "-fPIC,-fvisibility=hidden",
+  "--expt-relaxed-constexpr",
+  "-Wno-deprecated-gpu-targets",
+];
 
 function cudaArchFlags(): string[] {
   const archs = (Deno.env.get("LTE_CUDA_ARCH") ?? "90").split(/[;, ]+/).filter(Boolean);
@@ -44,8 +60,12 @@ function cudaArchFlags(): string[] {
 
 /** Finds nvcc, or returns undefined. */
 export function findNvcc(): string | undefined {
-  const candidates = [Deno.env.get("NVCC"), "nvcc", Deno.env.get("CUDA_HOME") && join(Deno.env.get("CUDA_HOME")!, "bin/nvcc"),
-    "/usr/local/cuda/bin/nvcc"].filter((c): c is string => !!c);
+  const candidates = [
+    Deno.env.get("NVCC"),
+    "nvcc",
+    Deno.env.get("CUDA_HOME") && join(Deno.env.get("CUDA_HOME")!, "bin/nvcc"),
+    "/usr/local/cuda/bin/nvcc",
+  ].filter((c): c is string => !!c);
   for (const c of candidates) {
     try {
       const r = new Deno.Command(c, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync();

@@ -36,9 +36,7 @@ function listFiles(dir: string, exts: string[]): string[] {
 
 /** Translation units compiled into a backend's library. */
 export function compiledSources(kind: BackendKind): string[] {
-  return kind === "cpu"
-    ? listFiles(join(CUDA_DIR, "cpu"), [".c"])
-    : listFiles(join(CUDA_DIR, "cuda"), [".cu"]);
+  return kind === "cpu" ? listFiles(join(CUDA_DIR, "cpu"), [".c"]) : listFiles(join(CUDA_DIR, "cuda"), [".cu"]);
 }
 
 /** Every file whose content affects a backend's library (sources, private and public headers). */

@@ -51,7 +51,9 @@ const ctx: StageContext = {
 };
 
 const summary = await runFineTune(config, ctx);
-console.log(`validation perplexity ${Number(summary.val_ppl).toFixed(2)} (unigram ${Number(summary.unigram_ppl).toFixed(2)})`);
+console.log(
+  `validation perplexity ${Number(summary.val_ppl).toFixed(2)} (unigram ${Number(summary.unigram_ppl).toFixed(2)})`,
+);
 
 // Sample a continuation with the saved checkpoint (greedy-ish nucleus sampling, fixed seed).
 const model = loadCheckpoint(join(dir, "model"), { device: summary.device as "cpu" | "cuda" });
@@ -61,7 +63,9 @@ for (let i = 0; i < 80; i++) {
   const next = scope(() =>
     noGrad(() => {
       const window = ids.slice(-64);
-      const logits = model.forward(Tensor.fromArray(Int32Array.from(window), [1, window.length], { device: model.parameters()[0]!.device }));
+      const logits = model.forward(
+        Tensor.fromArray(Int32Array.from(window), [1, window.length], { device: model.parameters()[0]!.device }),
+      );
       const last = logits.reshape([window.length, -1]);
       return sampleTopP(last, { temperature: 0.8, topP: 0.9, seed: i }).toArray()[window.length - 1]!;
     })

@@ -70,7 +70,9 @@ export class Backend {
   /** Throws the typed error for a non-OK status of native function `op`. */
   check(status: number, op: string): void {
     if (status === Status.OK) return;
-    const msg = this.#ctx === null ? cString(this.sym.lte_last_error()) : cString(this.sym.lte_ctx_last_error(this.#ctx));
+    const msg = this.#ctx === null
+      ? cString(this.sym.lte_last_error())
+      : cString(this.sym.lte_ctx_last_error(this.#ctx));
     throw nativeError(status, op, this.kind, msg);
   }
 

@@ -58,7 +58,9 @@ export function saveCheckpoint(
   try {
     const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
     const arrays = model.toArrays();
-    for (const s of paramSpecs(model.config)) tensors[s.name] = { dtype: "F32", shape: s.shape, data: arrays.get(s.name)! };
+    for (const s of paramSpecs(model.config)) {
+      tensors[s.name] = { dtype: "F32", shape: s.shape, data: arrays.get(s.name)! };
+    }
     writeSafetensors(join(tmp, "model.safetensors"), tensors, { format: "pt", ...extra.metadata });
     writeFileSync(join(tmp, "config.json"), JSON.stringify(toHfConfig(model.config), null, 2) + "\n");
     for (const [name, data] of Object.entries(extra.files ?? {})) writeFileSync(join(tmp, name), data);
@@ -77,7 +79,9 @@ export function saveCheckpoint(
 /** Reads and resolves `config.json` of a checkpoint folder. */
 export function readCheckpointConfig(dir: string): ModelConfig {
   const file = join(dir, "config.json");
-  if (!existsSync(file)) throw new CheckpointError(file, "not found (a checkpoint folder needs config.json and model.safetensors)");
+  if (!existsSync(file)) {
+    throw new CheckpointError(file, "not found (a checkpoint folder needs config.json and model.safetensors)");
+  }
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(readFileSync(file, "utf8"));
@@ -102,10 +106,14 @@ export function loadCheckpoint(dir: string, opts: { device: Device }): DecoderLM
   const used = new Set<string>();
   for (const s of paramSpecs(config)) {
     const found = aliases(s.name).find((n) => names.has(n));
-    if (!found) throw new CheckpointError(file, `missing tensor ${s.name} (config.json describes a ${config.family} model)`);
+    if (!found) {
+      throw new CheckpointError(file, `missing tensor ${s.name} (config.json describes a ${config.family} model)`);
+    }
     const info = st.info(found);
     const want = s.shape.join(", "), got = info.shape.join(", ");
-    if (want !== got) throw new CheckpointError(file, `tensor ${found} has shape [${got}], config.json implies [${want}]`);
+    if (want !== got) {
+      throw new CheckpointError(file, `tensor ${found} has shape [${got}], config.json implies [${want}]`);
+    }
     arrays.set(s.name, st.getF32(found));
     used.add(found);
   }
@@ -113,7 +121,9 @@ export function loadCheckpoint(dir: string, opts: { device: Device }): DecoderLM
   if (unknown.length > 0) {
     throw new CheckpointError(
       file,
-      `unexpected tensors ${unknown.slice(0, 5).join(", ")}${unknown.length > 5 ? ` (+${unknown.length - 5} more)` : ""}: ` +
+      `unexpected tensors ${unknown.slice(0, 5).join(", ")}${
+        unknown.length > 5 ? ` (+${unknown.length - 5} more)` : ""
+      }: ` +
         `not part of a ${config.family} model with this config.json`,
     );
   }

@@ -28,8 +28,8 @@ import {
   linear,
   matmul,
   rmsNorm,
-  rope,
   Rng,
+  rope,
   sliceLast,
   swiglu,
   Tensor,
@@ -116,7 +116,10 @@ export class DecoderLM {
         : s.init === "ones"
         ? new Float32Array(n).fill(1)
         : rng.normals(n, s.init === "normal_scaled" ? std / Math.sqrt(2 * config.n_layer) : std);
-      params.set(s.name, Tensor.fromArray(data, s.shape, { device: opts.device, requiresGrad: true, name: s.name }).keep());
+      params.set(
+        s.name,
+        Tensor.fromArray(data, s.shape, { device: opts.device, requiresGrad: true, name: s.name }).keep(),
+      );
     }
     return new DecoderLM(config, params);
   }
@@ -131,7 +134,12 @@ export class DecoderLM {
     const specs = paramSpecs(config);
     const missing = specs.filter((s) => !arrays.has(s.name)).map((s) => s.name);
     if (missing.length > 0) {
-      throw new ShapeError("DecoderLM.load", `${src}: missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` (+${missing.length - 5} more)` : ""}`);
+      throw new ShapeError(
+        "DecoderLM.load",
+        `${src}: missing tensors ${missing.slice(0, 5).join(", ")}${
+          missing.length > 5 ? ` (+${missing.length - 5} more)` : ""
+        }`,
+      );
     }
     const params = new Map<string, Tensor>();
     try {
@@ -139,9 +147,15 @@ export class DecoderLM {
         const a = arrays.get(s.name)!;
         const n = s.shape.reduce((x, y) => x * y, 1);
         if (a.length !== n) {
-          throw new ShapeError("DecoderLM.load", `${src}: tensor ${s.name} has ${a.length} values, expected shape [${s.shape.join(", ")}] (${n})`);
+          throw new ShapeError(
+            "DecoderLM.load",
+            `${src}: tensor ${s.name} has ${a.length} values, expected shape [${s.shape.join(", ")}] (${n})`,
+          );
         }
-        params.set(s.name, Tensor.fromArray(a, s.shape, { device: opts.device, requiresGrad: true, name: s.name }).keep());
+        params.set(
+          s.name,
+          Tensor.fromArray(a, s.shape, { device: opts.device, requiresGrad: true, name: s.name }).keep(),
+        );
       }
     } catch (e) {
       for (const t of params.values()) t.dispose();
@@ -208,7 +222,10 @@ export class DecoderLM {
     const [b, t] = ids.shape as [number, number];
     const d = c.d_model, hd = d / c.n_head;
     const pos = Tensor.fromArray(Int32Array.from({ length: t }, (_, i) => i), [t], { device: ids.device });
-    let x = addBias(embedding(ids, this.param("transformer.wte.weight")), embedding(pos, this.param("transformer.wpe.weight")));
+    let x = addBias(
+      embedding(ids, this.param("transformer.wte.weight")),
+      embedding(pos, this.param("transformer.wpe.weight")),
+    );
     for (let i = 0; i < c.n_layer; i++) {
       const p = `transformer.h.${i}`;
       const h = layerNorm(x, this.param(`${p}.ln_1.weight`), this.param(`${p}.ln_1.bias`), c.norm_eps);
@@ -233,8 +250,12 @@ export class DecoderLM {
     for (let i = 0; i < c.n_layer; i++) {
       const p = `model.layers.${i}`;
       const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.norm_eps);
-      const q = rope(linear(h, this.param(`${p}.self_attn.q_proj.weight`)).reshape([b, t, c.n_head, hd]), { theta: c.rope_theta });
-      const k = rope(linear(h, this.param(`${p}.self_attn.k_proj.weight`)).reshape([b, t, c.n_kv_head, hd]), { theta: c.rope_theta });
+      const q = rope(linear(h, this.param(`${p}.self_attn.q_proj.weight`)).reshape([b, t, c.n_head, hd]), {
+        theta: c.rope_theta,
+      });
+      const k = rope(linear(h, this.param(`${p}.self_attn.k_proj.weight`)).reshape([b, t, c.n_kv_head, hd]), {
+        theta: c.rope_theta,
+      });
       const v = linear(h, this.param(`${p}.self_attn.v_proj.weight`)).reshape([b, t, c.n_kv_head, hd]);
       const a = attention(q, k, v).reshape([b, t, d]);
       x = add(x, linear(a, this.param(`${p}.self_attn.o_proj.weight`)));

@@ -15,13 +15,14 @@
  *
  * @module
  */
+import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { dirname, join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { hashConfig, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
 import { type PipelineConfig, resolvedConfigYaml } from "./config.ts";
 import { createProgress } from "./progress.ts";
 import { didYouMean } from "./_suggest.ts";
-import type { StageContext, StageOutput } from "./stage.ts";
+import type { DeviceSetting, StageContext, StageOutput } from "./stage.ts";
 
 /** Status recorded in a stage's `stage.json`. */
 export type StageStatus = "running" | "complete" | "failed" | "interrupted";
@@ -460,11 +461,23 @@ async function writeRunRecord(config: PipelineConfig, runDir: string, opts: RunO
     cpus: navigator.hardwareConcurrency,
     git: await gitInfo(),
     device_requested: config.settings.device,
+    backend: backendInfo(config.settings.device),
     config: configPath,
     overrides,
     args: Deno.args,
     options: { only: opts.only ?? null, force: opts.force ?? false, resume: opts.resume ?? false },
   });
+}
+
+/** The compute backend a run will use (library, build id, device name/memory), or why none loads. */
+function backendInfo(device: DeviceSetting): Record<string, unknown> {
+  try {
+    const kind = resolveDevice(device);
+    const b = getBackend(kind);
+    return { kind, library: b.path, build_id: b.buildId, ...b.deviceInfo() };
+  } catch (e) {
+    return { error: (e as Error).message };
+  }
 }
 
 async function gitInfo(): Promise<{ revision: string; dirty: boolean } | null> {

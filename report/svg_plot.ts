@@ -57,7 +57,9 @@ function fmt(v: number): string {
 export function linePlot(o: PlotOptions): string {
   const W = o.width ?? 720, H = o.height ?? 420;
   const m = { l: 70, r: 20, t: 40, b: 55 };
-  const pts = o.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
+  const pts = o.series.flatMap((s) => s.points).filter(([x, y]) =>
+    Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0)
+  );
   const ty = (y: number) => (o.logY ? Math.log10(y) : y);
   let [x0, x1] = pts.length ? [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))] : [0, 1];
   let [y0, y1] = pts.length ? [Math.min(...pts.map((p) => ty(p[1]))), Math.max(...pts.map((p) => ty(p[1])))] : [0, 1];
@@ -68,7 +70,9 @@ export function linePlot(o: PlotOptions): string {
   const sx = (x: number) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
   const sy = (y: number) => H - m.b - ((ty(y) - y0) / (y1 - y0)) * (H - m.t - m.b);
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
   // Axes and grid.
@@ -82,9 +86,13 @@ export function linePlot(o: PlotOptions): string {
     parts.push(`<line x1="${m.l}" y1="${y}" x2="${W - m.r}" y2="${y}" stroke="#eee"/>`);
     parts.push(`<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${fmt(o.logY ? Math.pow(10, t) : t)}</text>`);
   }
-  parts.push(`<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`);
+  parts.push(
+    `<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`,
+  );
   parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">${esc(o.xLabel)}</text>`);
-  parts.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  parts.push(
+    `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
+  );
   // Series.
   o.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length]!;
@@ -94,10 +102,16 @@ export function linePlot(o: PlotOptions): string {
       parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"/>`);
     }
     if (s.markers || ps.length <= 1) {
-      for (const [x, y] of ps) parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3.5" fill="${color}"/>`);
+      for (const [x, y] of ps) {
+        parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3.5" fill="${color}"/>`);
+      }
     }
     const ly = m.t + 14 + i * 16;
-    parts.push(`<line x1="${W - m.r - 150}" y1="${ly - 4}" x2="${W - m.r - 130}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`);
+    parts.push(
+      `<line x1="${W - m.r - 150}" y1="${ly - 4}" x2="${W - m.r - 130}" y2="${
+        ly - 4
+      }" stroke="${color}" stroke-width="3"/>`,
+    );
     parts.push(`<text x="${W - m.r - 125}" y="${ly}">${esc(s.name)}</text>`);
   });
   parts.push(`</svg>`);

@@ -9,7 +9,13 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import { DEFAULT_HF_PACKAGE, loadTokenizer, NODE_MODULES, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
+import {
+  DEFAULT_HF_PACKAGE,
+  loadTokenizer,
+  NODE_MODULES,
+  type Tokenizer,
+  type TokenizerSpec,
+} from "../text/tokenizer.ts";
 
 /** File name of our tokenizer spec inside a model folder. */
 export const TOKENIZER_SPEC_FILE = "lte_tokenizer.json";

@@ -98,7 +98,13 @@ export function evaluate(
   return { loss: mean, ppl: Math.exp(mean), tokens: count };
 }
 
-function saveState(dir: string, model: DecoderLM, opt: AdamW, state: TrainerState, extraFiles: Record<string, string | Uint8Array>): void {
+function saveState(
+  dir: string,
+  model: DecoderLM,
+  opt: AdamW,
+  state: TrainerState,
+  extraFiles: Record<string, string | Uint8Array>,
+): void {
   const s = opt.state();
   const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
   opt.params.forEach((p, i) => {
@@ -233,7 +239,11 @@ export async function train(opts: {
       };
       state.history.push(rec);
       ctx.metric({ kind: "train", ...rec });
-      bar.update(state.step, { loss: rec.loss.toFixed(4), lr: rec.lr.toExponential(2), "tok/s": Math.round(rec.tokens_per_s) });
+      bar.update(state.step, {
+        loss: rec.loss.toFixed(4),
+        lr: rec.lr.toExponential(2),
+        "tok/s": Math.round(rec.tokens_per_s),
+      });
       if (tr.eval_every > 0 && state.step % tr.eval_every === 0 && state.step < tr.steps) {
         const e = evalNow(state.step, tr.eval_batches);
         state.evals.push(e);

@@ -26,7 +26,7 @@ import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import { countParams, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";
-import { writeFileAtomic, writeJsonAtomic, type StageContext, type StageDefinition } from "../pipeline/stage.ts";
+import { type StageContext, type StageDefinition, writeFileAtomic, writeJsonAtomic } from "../pipeline/stage.ts";
 import { linePlot } from "../report/svg_plot.ts";
 import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
@@ -58,7 +58,9 @@ export const FineTuneSchema = z.strictObject({
         : `set only one of model, from_stage and checkpoint (got ${set.join(", ")})`,
     });
   }
-  if (c.model && !c.tokenizer) ctx.addIssue({ code: "custom", path: ["tokenizer"], message: "a randomly initialised model needs a tokenizer" });
+  if (c.model && !c.tokenizer) {
+    ctx.addIssue({ code: "custom", path: ["tokenizer"], message: "a randomly initialised model needs a tokenizer" });
+  }
 });
 
 /** Resolved fine-tune config. */
@@ -68,10 +70,17 @@ function baseDirOf(ctx: StageContext): string {
   return ctx.configDir;
 }
 
-function resolveTokenizer(c: FineTuneConfig, ctx: StageContext): { tokenizer: Tokenizer; spec: TokenizerSpec; baseDir: string } {
+function resolveTokenizer(
+  c: FineTuneConfig,
+  ctx: StageContext,
+): { tokenizer: Tokenizer; spec: TokenizerSpec; baseDir: string } {
   const base = baseDirOf(ctx);
   if (c.tokenizer) {
-    return { tokenizer: loadTokenizer(c.tokenizer, { baseDir: base, source: `stage ${ctx.name}: tokenizer` }), spec: c.tokenizer as TokenizerSpec, baseDir: base };
+    return {
+      tokenizer: loadTokenizer(c.tokenizer, { baseDir: base, source: `stage ${ctx.name}: tokenizer` }),
+      spec: c.tokenizer as TokenizerSpec,
+      baseDir: base,
+    };
   }
   const dir = c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(base, c.checkpoint!);
   const { tokenizer, spec } = loadTokenizerFrom(dir);
@@ -89,9 +98,12 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
 
   // Data.
   const data = c.data.tokens_file
-    ? TokenDataset.fromCacheFile(isAbsolute(c.data.tokens_file) ? c.data.tokens_file : resolve(base, c.data.tokens_file), {
-      padId: tokenizer.eosId ?? 0,
-    })
+    ? TokenDataset.fromCacheFile(
+      isAbsolute(c.data.tokens_file) ? c.data.tokens_file : resolve(base, c.data.tokens_file),
+      {
+        padId: tokenizer.eosId ?? 0,
+      },
+    )
     : TokenDataset.fromCorpus({
       spec: c.data.corpus!,
       baseDir: base,
@@ -103,7 +115,9 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
       log: (m) => ctx.log(m),
     });
   if (data.vocabSize > tokenizer.vocabSize) {
-    throw new RangeError(`data: token file vocabulary ${data.vocabSize} exceeds the tokenizer's ${tokenizer.vocabSize}`);
+    throw new RangeError(
+      `data: token file vocabulary ${data.vocabSize} exceeds the tokenizer's ${tokenizer.vocabSize}`,
+    );
   }
   ctx.log(`data: ${data.trainTokens} train tokens, ${data.valTokens} validation tokens (${data.info.mode} split)`);
   const unigram = unigramPerplexity(data.train.tokens, data.val.tokens, tokenizer.vocabSize);
@@ -114,16 +128,24 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
   if (c.model) {
     const cfg = resolveModelConfig({ ...c.model, vocab_size: c.model.vocab_size ?? tokenizer.vocabSize });
     if (cfg.vocab_size < tokenizer.vocabSize) {
-      throw new RangeError(`model.vocab_size ${cfg.vocab_size} is smaller than the tokenizer's vocabulary ${tokenizer.vocabSize}`);
+      throw new RangeError(
+        `model.vocab_size ${cfg.vocab_size} is smaller than the tokenizer's vocabulary ${tokenizer.vocabSize}`,
+      );
     }
     seqLimit = cfg.max_seq;
-    ctx.log(`model: ${cfg.family}, ${cfg.n_layer} layers, d_model ${cfg.d_model}, ${(countParams(cfg) / 1e6).toFixed(2)}M parameters, random init (seed ${ctx.pipeline.seed}) on ${device}`);
+    ctx.log(
+      `model: ${cfg.family}, ${cfg.n_layer} layers, d_model ${cfg.d_model}, ${
+        (countParams(cfg) / 1e6).toFixed(2)
+      }M parameters, random init (seed ${ctx.pipeline.seed}) on ${device}`,
+    );
     makeModel = () => DecoderLM.init(cfg, { device, seed: ctx.pipeline.seed });
   } else {
     const dir = c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(base, c.checkpoint!);
     const cfg = readCheckpointConfig(dir);
     if (cfg.vocab_size < tokenizer.vocabSize) {
-      throw new RangeError(`${dir}: model vocab_size ${cfg.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`);
+      throw new RangeError(
+        `${dir}: model vocab_size ${cfg.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`,
+      );
     }
     seqLimit = cfg.max_seq;
     ctx.log(`model: ${cfg.family} from ${dir} (${(countParams(cfg) / 1e6).toFixed(2)}M parameters) on ${device}`);
@@ -159,7 +181,10 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
         series: [
           { name: "train", points: history.map((h) => [h.step, h.loss]) },
           { name: "validation", points: result.evals.map((e) => [e.step, e.val_loss]), markers: "with-line" },
-          { name: "unigram baseline", points: [[0, Math.log(unigram)], [Math.max(1, result.steps), Math.log(unigram)]] },
+          {
+            name: "unigram baseline",
+            points: [[0, Math.log(unigram)], [Math.max(1, result.steps), Math.log(unigram)]],
+          },
         ],
       }),
     );
@@ -206,4 +231,3 @@ export const fineTuneStage: StageDefinition<FineTuneConfig> = {
 };
 
 registerStage(fineTuneStage);
-

@@ -12,7 +12,7 @@
 import type { Backend } from "../ffi/backend.ts";
 import { ShapeError } from "../ffi/errors.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
-import { fmtShape, type GradNode, gradEnabled, numel, Tensor } from "./tensor.ts";
+import { fmtShape, gradEnabled, type GradNode, numel, Tensor } from "./tensor.ts";
 
 const F32 = DTypeCode.f32;
 
@@ -179,7 +179,14 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   return record(y, "swiglu", [gate, up], (g, gradOf) => {
     be.check(
       be.sym.lte_swiglu_backward(
-        be.ctx, F32, g.ptr, gate.ptr, up.ptr, gradIf(gate, gradOf), gradIf(up, gradOf), gate.size,
+        be.ctx,
+        F32,
+        g.ptr,
+        gate.ptr,
+        up.ptr,
+        gradIf(gate, gradOf),
+        gradIf(up, gradOf),
+        gate.size,
       ),
       "lte_swiglu_backward",
     );
@@ -213,11 +220,23 @@ export function expertScale(h: Tensor, g: Tensor, expertSize: number): Tensor {
     );
   }
   const y = out(h.shape, h);
-  be.check(be.sym.lte_expert_scale_forward(be.ctx, F32, h.ptr, g.ptr, y.ptr, rows, n, expertSize), "lte_expert_scale_forward");
+  be.check(
+    be.sym.lte_expert_scale_forward(be.ctx, F32, h.ptr, g.ptr, y.ptr, rows, n, expertSize),
+    "lte_expert_scale_forward",
+  );
   return record(y, "expertScale", [h, g], (gy, gradOf) => {
     be.check(
       be.sym.lte_expert_scale_backward(
-        be.ctx, F32, gy.ptr, h.ptr, g.ptr, gradIf(h, gradOf), gradIf(g, gradOf), rows, n, expertSize,
+        be.ctx,
+        F32,
+        gy.ptr,
+        h.ptr,
+        g.ptr,
+        gradIf(h, gradOf),
+        gradIf(g, gradOf),
+        rows,
+        n,
+        expertSize,
       ),
       "lte_expert_scale_backward",
     );
@@ -233,7 +252,10 @@ export function sum(x: Tensor): Tensor {
   const y = out([], x);
   be.check(be.sym.lte_sum(be.ctx, F32, x.ptr, y.ptr, x.size, 0), "lte_sum");
   return record(y, "sum", [x], (g, gradOf) => {
-    be.check(be.sym.lte_broadcast_scalar_backward(be.ctx, F32, g.ptr, gradOf(x).ptr, x.size, 1), "lte_broadcast_scalar_backward");
+    be.check(
+      be.sym.lte_broadcast_scalar_backward(be.ctx, F32, g.ptr, gradOf(x).ptr, x.size, 1),
+      "lte_broadcast_scalar_backward",
+    );
   });
 }
 
@@ -281,8 +303,20 @@ export interface MatmulOptions {
 }
 
 function mm(
-  be: Backend, a: Deno.PointerObject, b: Deno.PointerObject, c: Deno.PointerObject, batch: number, m: number,
-  n: number, k: number, ta: boolean, tb: boolean, sa: number, sb: number, sc: number, beta: number,
+  be: Backend,
+  a: Deno.PointerObject,
+  b: Deno.PointerObject,
+  c: Deno.PointerObject,
+  batch: number,
+  m: number,
+  n: number,
+  k: number,
+  ta: boolean,
+  tb: boolean,
+  sa: number,
+  sb: number,
+  sc: number,
+  beta: number,
 ): void {
   be.check(
     be.sym.lte_matmul(be.ctx, F32, a, b, c, batch, m, n, k, ta ? 1 : 0, tb ? 1 : 0, sa, sb, sc, 1, beta),
@@ -305,8 +339,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const [br, bc] = b.shape.slice(-2) as [number, number];
   const m = ta ? ac : ar, k = ta ? ar : ac;
   const kb = tb ? bc : br, n = tb ? br : bc;
-  const what = () =>
-    `${a.describe()}${ta ? "ᵀ" : ""} @ ${b.describe()}${tb ? "ᵀ" : ""} (inner dims ${k} and ${kb})`;
+  const what = () => `${a.describe()}${ta ? "ᵀ" : ""} @ ${b.describe()}${tb ? "ᵀ" : ""} (inner dims ${k} and ${kb})`;
   if (k !== kb) throw new ShapeError("matmul", `inner dimensions differ: ${what()}`);
   const aBatch = a.shape.slice(0, -2), bBatch = b.shape.slice(0, -2);
   const shared = b.shape.length === 2;
@@ -328,14 +361,16 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     if (a.requiresGrad) {
       const da = gradOf(a).ptr;
       // d op(A) = dC op(B)^T
-      if (!ta) mm(be, g.ptr, b.ptr, da, B, M, k, n, false, !tb, fold ? 0 : m * n, shared ? 0 : k * n, fold ? 0 : m * k, 1);
-      else mm(be, b.ptr, g.ptr, da, B, k, m, n, tb, true, shared ? 0 : k * n, m * n, m * k, 1);
+      if (!ta) {
+        mm(be, g.ptr, b.ptr, da, B, M, k, n, false, !tb, fold ? 0 : m * n, shared ? 0 : k * n, fold ? 0 : m * k, 1);
+      } else mm(be, b.ptr, g.ptr, da, B, k, m, n, tb, true, shared ? 0 : k * n, m * n, m * k, 1);
     }
     if (b.requiresGrad) {
       const db = gradOf(b).ptr;
       // d op(B) = op(A)^T dC; with a shared b the folded rows sum over the batch inside the GEMM.
-      if (!tb) mm(be, a.ptr, g.ptr, db, B, k, n, M, !ta, false, fold ? 0 : m * k, fold ? 0 : m * n, shared ? 0 : k * n, 1);
-      else mm(be, g.ptr, a.ptr, db, B, n, k, M, true, ta, fold ? 0 : m * n, fold ? 0 : m * k, shared ? 0 : k * n, 1);
+      if (!tb) {
+        mm(be, a.ptr, g.ptr, db, B, k, n, M, !ta, false, fold ? 0 : m * k, fold ? 0 : m * n, shared ? 0 : k * n, 1);
+      } else mm(be, g.ptr, a.ptr, db, B, n, k, M, true, ta, fold ? 0 : m * n, fold ? 0 : m * k, shared ? 0 : k * n, 1);
     }
   });
 }
@@ -366,15 +401,37 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps = 
   const y = out(x.shape, x);
   const meanT = out([rows], x), rstd = out([rows], x);
   be.check(
-    be.sym.lte_layernorm_forward(be.ctx, F32, x.ptr, weight.ptr, bias?.ptr ?? null, y.ptr, meanT.ptr, rstd.ptr, rows, c, eps),
+    be.sym.lte_layernorm_forward(
+      be.ctx,
+      F32,
+      x.ptr,
+      weight.ptr,
+      bias?.ptr ?? null,
+      y.ptr,
+      meanT.ptr,
+      rstd.ptr,
+      rows,
+      c,
+      eps,
+    ),
     "lte_layernorm_forward",
   );
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(y, "layerNorm", inputs, (g, gradOf) => {
     be.check(
       be.sym.lte_layernorm_backward(
-        be.ctx, F32, g.ptr, x.ptr, weight.ptr, meanT.ptr, rstd.ptr, gradIf(x, gradOf), gradIf(weight, gradOf),
-        bias ? gradIf(bias, gradOf) : null, rows, c,
+        be.ctx,
+        F32,
+        g.ptr,
+        x.ptr,
+        weight.ptr,
+        meanT.ptr,
+        rstd.ptr,
+        gradIf(x, gradOf),
+        gradIf(weight, gradOf),
+        bias ? gradIf(bias, gradOf) : null,
+        rows,
+        c,
       ),
       "lte_layernorm_backward",
     );
@@ -386,14 +443,28 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
   const be = sameDevice("rmsNorm", x, weight);
   needF32("rmsNorm", x, weight);
   const c = lastDim(x), rows = rowsOf(x);
-  if (weight.size !== c) throw new ShapeError("rmsNorm", `weight ${weight.describe()} must have ${c} elements for ${x.describe()}`);
+  if (weight.size !== c) {
+    throw new ShapeError("rmsNorm", `weight ${weight.describe()} must have ${c} elements for ${x.describe()}`);
+  }
   const y = out(x.shape, x);
   const rstd = out([rows], x);
-  be.check(be.sym.lte_rmsnorm_forward(be.ctx, F32, x.ptr, weight.ptr, y.ptr, rstd.ptr, rows, c, eps), "lte_rmsnorm_forward");
+  be.check(
+    be.sym.lte_rmsnorm_forward(be.ctx, F32, x.ptr, weight.ptr, y.ptr, rstd.ptr, rows, c, eps),
+    "lte_rmsnorm_forward",
+  );
   return record(y, "rmsNorm", [x, weight], (g, gradOf) => {
     be.check(
       be.sym.lte_rmsnorm_backward(
-        be.ctx, F32, g.ptr, x.ptr, weight.ptr, rstd.ptr, gradIf(x, gradOf), gradIf(weight, gradOf), rows, c,
+        be.ctx,
+        F32,
+        g.ptr,
+        x.ptr,
+        weight.ptr,
+        rstd.ptr,
+        gradIf(x, gradOf),
+        gradIf(weight, gradOf),
+        rows,
+        c,
       ),
       "lte_rmsnorm_backward",
     );
@@ -419,7 +490,10 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
     }
   }
   const y = out([...ids.shape, c], weight);
-  be.check(be.sym.lte_embedding_forward(be.ctx, F32, ids.ptr, weight.ptr, y.ptr, ids.size, v, c), "lte_embedding_forward");
+  be.check(
+    be.sym.lte_embedding_forward(be.ctx, F32, ids.ptr, weight.ptr, y.ptr, ids.size, v, c),
+    "lte_embedding_forward",
+  );
   return record(y, "embedding", [weight], (g, gradOf) => {
     be.check(
       be.sym.lte_embedding_backward(be.ctx, F32, ids.ptr, g.ptr, gradOf(weight).ptr, ids.size, v, c),
@@ -450,7 +524,10 @@ export function rope(x: Tensor, opts: RopeOptions = {}): Tensor {
   const y = out(x.shape, x);
   be.check(be.sym.lte_rope_forward(be.ctx, F32, x.ptr, y.ptr, bsz, t, h, d, pos, theta), "lte_rope_forward");
   return record(y, "rope", [x], (g, gradOf) => {
-    be.check(be.sym.lte_rope_backward(be.ctx, F32, g.ptr, gradOf(x).ptr, bsz, t, h, d, pos, theta), "lte_rope_backward");
+    be.check(
+      be.sym.lte_rope_backward(be.ctx, F32, g.ptr, gradOf(x).ptr, bsz, t, h, d, pos, theta),
+      "lte_rope_backward",
+    );
   });
 }
 
@@ -464,7 +541,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: { scale?: numbe
   const be = sameDevice("attention", q, k, v);
   needF32("attention", q, k, v);
   if (q.shape.length !== 4 || k.shape.length !== 4) {
-    throw new ShapeError("attention", `q, k, v must be 4-D (B, T, H, D): ${q.describe()}, ${k.describe()}, ${v.describe()}`);
+    throw new ShapeError(
+      "attention",
+      `q, k, v must be 4-D (B, T, H, D): ${q.describe()}, ${k.describe()}, ${v.describe()}`,
+    );
   }
   sameShape("attention", k, v);
   const [bsz, t, h, d] = q.shape as [number, number, number, number];
@@ -485,8 +565,22 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: { scale?: numbe
   return record(y, "attention", [q, k, v], (g, gradOf) => {
     be.check(
       be.sym.lte_attention_backward(
-        be.ctx, F32, g.ptr, q.ptr, k.ptr, v.ptr, probs.ptr, gradIf(q, gradOf), gradIf(k, gradOf), gradIf(v, gradOf),
-        bsz, t, h, hkv, d, sc,
+        be.ctx,
+        F32,
+        g.ptr,
+        q.ptr,
+        k.ptr,
+        v.ptr,
+        probs.ptr,
+        gradIf(q, gradOf),
+        gradIf(k, gradOf),
+        gradIf(v, gradOf),
+        bsz,
+        t,
+        h,
+        hkv,
+        d,
+        sc,
       ),
       "lte_attention_backward",
     );
@@ -502,14 +596,20 @@ export function crossEntropyRows(logits: Tensor, targets: Tensor, ignoreIndex = 
   needI32("crossEntropy", targets);
   const v = lastDim(logits), rows = rowsOf(logits);
   if (targets.size !== rows) {
-    throw new ShapeError("crossEntropy", `targets ${targets.describe()} must have one entry per row of ${logits.describe()}`);
+    throw new ShapeError(
+      "crossEntropy",
+      `targets ${targets.describe()} must have one entry per row of ${logits.describe()}`,
+    );
   }
   if (targets.hostCopy) {
     const host = targets.hostCopy;
     for (let i = 0; i < host.length; i++) {
       const id = host[i]!;
       if (id !== ignoreIndex && !(id >= 0 && id < v)) {
-        throw new ShapeError("crossEntropy", `targets[${i}] = ${id} is outside [0, ${v}) and is not ignore_index ${ignoreIndex}`);
+        throw new ShapeError(
+          "crossEntropy",
+          `targets[${i}] = ${id} is outside [0, ${v}) and is not ignore_index ${ignoreIndex}`,
+        );
       }
     }
   }
@@ -520,7 +620,17 @@ export function crossEntropyRows(logits: Tensor, targets: Tensor, ignoreIndex = 
   );
   return record(losses, "crossEntropy", [logits], (g, gradOf) => {
     be.check(
-      be.sym.lte_cross_entropy_backward(be.ctx, F32, logits.ptr, targets.ptr, g.ptr, gradOf(logits).ptr, rows, v, ignoreIndex),
+      be.sym.lte_cross_entropy_backward(
+        be.ctx,
+        F32,
+        logits.ptr,
+        targets.ptr,
+        g.ptr,
+        gradOf(logits).ptr,
+        rows,
+        v,
+        ignoreIndex,
+      ),
       "lte_cross_entropy_backward",
     );
   });

@@ -78,8 +78,21 @@ export class AdamW {
       const wd = this.#decay[i] ? this.weightDecay : 0;
       be.check(
         be.sym.lte_adamw_step(
-          be.ctx, DTypeCode.f32, p.ptr, p.grad.ptr, this.#m[i]!.ptr, this.#v[i]!.ptr, p.size, lr, this.beta1,
-          this.beta2, this.eps, wd, bc1, bc2, scale,
+          be.ctx,
+          DTypeCode.f32,
+          p.ptr,
+          p.grad.ptr,
+          this.#m[i]!.ptr,
+          this.#v[i]!.ptr,
+          p.size,
+          lr,
+          this.beta1,
+          this.beta2,
+          this.eps,
+          wd,
+          bc1,
+          bc2,
+          scale,
         ),
         "lte_adamw_step",
       );

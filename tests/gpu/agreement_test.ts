@@ -16,8 +16,20 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
-import { attention, backward, crossEntropy, layerNorm, matmul, mul, rmsNorm, Rng, scope, sum, Tensor } from "../../tensor/mod.ts";
-import { makeInputs, type OpCase, OP_CASES, toTensors } from "../_op_cases.ts";
+import {
+  attention,
+  backward,
+  crossEntropy,
+  layerNorm,
+  matmul,
+  mul,
+  rmsNorm,
+  Rng,
+  scope,
+  sum,
+  Tensor,
+} from "../../tensor/mod.ts";
+import { makeInputs, OP_CASES, type OpCase, toTensors } from "../_op_cases.ts";
 
 const required = Deno.env.get("LTE_REQUIRE_CUDA") === "1";
 const haveCuda = backendAvailable("cuda");
@@ -70,7 +82,15 @@ interface Worst {
 }
 const report: Worst[] = [];
 
-function compare(name: string, what: string, cpu: ArrayLike<number>, gpu: ArrayLike<number>, atol: number, rtol: number, w: Worst) {
+function compare(
+  name: string,
+  what: string,
+  cpu: ArrayLike<number>,
+  gpu: ArrayLike<number>,
+  atol: number,
+  rtol: number,
+  w: Worst,
+) {
   assert.equal(gpu.length, cpu.length, `${name} ${what}: lengths differ`);
   for (let i = 0; i < cpu.length; i++) {
     const c = cpu[i]!, g = gpu[i]!;
@@ -79,7 +99,9 @@ function compare(name: string, what: string, cpu: ArrayLike<number>, gpu: ArrayL
     w.worstAbs = Math.max(w.worstAbs, err);
     w.worstRel = Math.max(w.worstRel, err / Math.max(Math.abs(c), 1e-6));
     if (!(err <= atol + rtol * Math.abs(c))) {
-      assert.fail(`${name} ${what}[${i}]: cuda ${g} vs cpu ${c} (|diff| ${err.toExponential(2)} > ${atol} + ${rtol}·|cpu|)`);
+      assert.fail(
+        `${name} ${what}[${i}]: cuda ${g} vs cpu ${c} (|diff| ${err.toExponential(2)} > ${atol} + ${rtol}·|cpu|)`,
+      );
     }
   }
 }
@@ -106,7 +128,13 @@ for (const c of [...OP_CASES, ...LARGE_CASES]) {
     fn() {
       const data = makeInputs(c, 11);
       const atol = c.agree?.atol ?? 1e-4, rtol = c.agree?.rtol ?? 1e-4;
-      const w: Worst = { op: c.name, checked: 0, worstAbs: 0, worstRel: 0, tolerance: c.exact ? "exact" : `${atol} + ${rtol}|cpu|` };
+      const w: Worst = {
+        op: c.name,
+        checked: 0,
+        worstAbs: 0,
+        worstRel: 0,
+        tolerance: c.exact ? "exact" : `${atol} + ${rtol}|cpu|`,
+      };
       const cpu = runOn(c, "cpu", data);
       const gpu = runOn(c, "cuda", data);
       if (c.exact) {
@@ -130,9 +158,9 @@ Deno.test({
     const path = Deno.env.get("LTE_AGREEMENT_REPORT");
     const info = getBackend("cuda").deviceInfo();
     const lines = report.map((w) =>
-      `${w.op.padEnd(36)} ${String(w.checked).padStart(8)} values  worst abs ${w.worstAbs.toExponential(2)}  worst rel ${
-        w.worstRel.toExponential(2)
-      }  tol ${w.tolerance}`
+      `${w.op.padEnd(36)} ${String(w.checked).padStart(8)} values  worst abs ${
+        w.worstAbs.toExponential(2)
+      }  worst rel ${w.worstRel.toExponential(2)}  tol ${w.tolerance}`
     );
     console.log(`device: ${JSON.stringify(info)}\n${lines.join("\n")}`);
     if (path) writeFileSync(path, JSON.stringify({ device: info, ops: report }, null, 2));

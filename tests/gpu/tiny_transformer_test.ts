@@ -23,7 +23,11 @@ for (const family of ["gpt2", "llama"] as const) {
         worst = Math.max(worst, rel);
         assert.ok(rel <= 1e-3, `step ${i}: cuda ${gpu[i]} vs cpu ${cpu[i]}`);
       }
-      console.log(`${family}: loss ${cpu[0]!.toFixed(4)} -> ${cpu.at(-1)!.toFixed(4)} (cpu), ${gpu.at(-1)!.toFixed(4)} (cuda); worst relative difference ${worst.toExponential(2)}`);
+      console.log(
+        `${family}: loss ${cpu[0]!.toFixed(4)} -> ${cpu.at(-1)!.toFixed(4)} (cpu), ${
+          gpu.at(-1)!.toFixed(4)
+        } (cuda); worst relative difference ${worst.toExponential(2)}`,
+      );
     },
   });
 }
