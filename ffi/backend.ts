@@ -69,11 +69,44 @@ export class Backend {
 
   /** Throws the typed error for a non-OK status of native function `op`. */
   check(status: number, op: string): void {
+    if (this.#profile !== null && status === Status.OK) this.#recordProfile(op);
     if (status === Status.OK) return;
     const msg = this.#ctx === null
       ? cString(this.sym.lte_last_error())
       : cString(this.sym.lte_ctx_last_error(this.#ctx));
     throw nativeError(status, op, this.kind, msg);
+  }
+
+  #profile: Map<string, { calls: number; ms: number }> | null = null;
+  #profileLast = 0;
+
+  #recordProfile(op: string): void {
+    // Every native call goes through check(), in order: the time since the previous call, after
+    // waiting for the device, is this call's cost (host overhead + kernel).
+    this.sym.lte_ctx_synchronize(this.ctx);
+    const now = performance.now();
+    const e = this.#profile!.get(op) ?? { calls: 0, ms: 0 };
+    e.calls++;
+    e.ms += now - this.#profileLast;
+    this.#profile!.set(op, e);
+    this.#profileLast = now;
+  }
+
+  /**
+   * Starts per-op profiling: from now on every native call synchronizes and its time is summed by
+   * native function name. Slows execution (no overlap); for "where does the time go" only.
+   */
+  startProfile(): void {
+    this.synchronize();
+    this.#profile = new Map();
+    this.#profileLast = performance.now();
+  }
+
+  /** Stops profiling and returns time per native function, largest first. */
+  stopProfile(): { op: string; calls: number; ms: number }[] {
+    const p = this.#profile ?? new Map();
+    this.#profile = null;
+    return [...p].map(([op, e]) => ({ op, ...e })).sort((a, b) => b.ms - a.ms);
   }
 
   /** Allocates `bytes` of device (or host, on CPU) memory. */
