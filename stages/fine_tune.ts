@@ -137,9 +137,12 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     ctx.log(
       `model: ${cfg.family}, ${cfg.n_layer} layers, d_model ${cfg.d_model}, ${
         (countParams(cfg) / 1e6).toFixed(2)
-      }M parameters, random init (seed ${ctx.pipeline.seed}) on ${device}`,
+      }M parameters on ${device}`,
     );
-    makeModel = () => DecoderLM.init(cfg, { device, seed: ctx.pipeline.seed });
+    makeModel = () => {
+      ctx.log(`random initialisation (seed ${ctx.pipeline.seed})`);
+      return DecoderLM.init(cfg, { device, seed: ctx.pipeline.seed });
+    };
   } else {
     const dir = c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(base, c.checkpoint!);
     const cfg = readCheckpointConfig(dir);
