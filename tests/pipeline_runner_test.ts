@@ -230,7 +230,14 @@ Deno.test("runPipeline() marks a stage interrupted when the signal aborts", asyn
   const dir = await Deno.makeTempDir();
   const ac = new AbortController();
   const cfg = config(dir, ["stages.a.steps=100000"]);
-  setTimeout(() => ac.abort(new Error("test interrupt")), 50);
+  // Abort once stage a has started (not after a fixed delay, which races planning on a loaded machine).
+  const before = calls.length;
+  const timer = setInterval(() => {
+    if (calls.length > before) {
+      clearInterval(timer);
+      ac.abort(new Error("test interrupt"));
+    }
+  }, 2);
   const { result, text } = await run(cfg, { signal: ac.signal });
   assert.equal(result.status, "interrupted");
   assert.deepEqual(actions(result), { a: "ran:interrupted", b: "not-run", c: "not-run" });
