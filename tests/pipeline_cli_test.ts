@@ -52,7 +52,7 @@ async function cli(args: string[]) {
 
 Deno.test("parseArgs() reads the file, command, overrides and flags in any order", () => {
   assert.deepEqual(
-    parseArgs(["x.yaml", "validate", "seed=2", "--only", "a,b", "--only=c", "--force", "--run-dir=/tmp/r"]),
+    parseArgs(["x.yaml", "validate", "seed=2", "--only", "a,b", "--only=c", "--force", "--run-dir=runs/r"]),
     {
       command: "validate",
       file: "x.yaml",
@@ -60,7 +60,7 @@ Deno.test("parseArgs() reads the file, command, overrides and flags in any order
       only: ["a", "b", "c"],
       force: true,
       resume: false,
-      runDir: "/tmp/r",
+      runDir: "runs/r",
     },
   );
   assert.throws(() => parseArgs(["--frce"]), /Unknown option "--frce" \(did you mean "--force"\?\)/);
