@@ -52,6 +52,8 @@ export interface EvalRecord {
 /** Saved with every resumable checkpoint. */
 interface TrainerState {
   version: 1;
+  /** What the state was trained for (model, data, batch, seed); a resume must match it. */
+  resume_key?: string;
   step: number;
   tokens_seen: number;
   elapsed_s: number;
@@ -135,6 +137,11 @@ export async function train(opts: {
   extraFiles?: Record<string, string | Uint8Array>;
   /** Extra loss terms (LTE efficiency / separability); gets the model, returns a scalar or null. */
   extraLoss?: (model: DecoderLM) => Tensor | null;
+  /**
+   * Identifies what the run trains (model, init, data, batch, seed). Saved with the state; resuming
+   * a state saved under another key is refused instead of silently mixing two experiments.
+   */
+  resumeKey?: string;
 }): Promise<TrainResult> {
   const { ctx, data, seqLen, training: tr, optimizer: oc, device } = opts;
   let model: DecoderLM;
@@ -143,10 +150,17 @@ export async function train(opts: {
   const statePath = join(opts.stateDir, "trainer_state.json");
   const resuming = ctx.resume && existsSync(statePath);
   if (resuming) {
-    model = loadCheckpoint(opts.stateDir, { device });
     state = JSON.parse(readFileSync(statePath, "utf8"));
+    if (opts.resumeKey !== undefined && state.resume_key !== opts.resumeKey) {
+      throw new Error(
+        `${statePath}: this state was saved by a run with a different model, data, batch or seed; ` +
+          `--resume would mix two experiments (rerun without --resume to start over)`,
+      );
+    }
+    model = loadCheckpoint(opts.stateDir, { device });
     resumedFrom = state.step;
   } else {
+    if (opts.resumeKey !== undefined) state.resume_key = opts.resumeKey;
     model = opts.makeModel();
   }
   const params = model.parameters();

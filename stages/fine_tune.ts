@@ -27,7 +27,13 @@ import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import { countParams, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";
-import { type StageContext, type StageDefinition, writeFileAtomic, writeJsonAtomic } from "../pipeline/stage.ts";
+import {
+  canonicalJson,
+  type StageContext,
+  type StageDefinition,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from "../pipeline/stage.ts";
 import { linePlot } from "../report/svg_plot.ts";
 import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
@@ -171,6 +177,16 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     seed: ctx.pipeline.seed,
     stateDir: join(ctx.dir, "state"),
     extraFiles: tokFiles,
+    resumeKey: canonicalJson({
+      model: c.model ?? null,
+      from_stage: c.from_stage ?? null,
+      checkpoint: c.checkpoint ?? null,
+      tokenizer: spec,
+      data: c.data,
+      batch_size: c.training.batch_size,
+      grad_accum: c.training.grad_accum,
+      seed: ctx.pipeline.seed,
+    }),
   });
   const model = result.model;
   try {

@@ -83,6 +83,14 @@ Deno.test("fine-tune: a run interrupted at step 5 and resumed reproduces the uni
     );
     assert.equal(done.resumed_from, 5);
     assert.deepEqual([...first, ...rest], full);
+
+    // A state saved for another experiment (here: another batch size) is not resumed into this one.
+    const other = tinyConfig(12);
+    other.training.batch_size = 2;
+    await assert.rejects(
+      () => runFineTune(other, makeCtx(join(tmp, "b"), { resume: true })),
+      /trainer_state\.json: this state was saved by a run with a different model, data, batch or seed/,
+    );
   } finally {
     Deno.removeSync(tmp, { recursive: true });
   }
