@@ -96,7 +96,6 @@ export class AdamW {
         ),
         "lte_adamw_step",
       );
-      p.hostCopy = null;
     }
   }
 

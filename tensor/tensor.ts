@@ -187,8 +187,12 @@ export class Tensor {
   node: GradNode | null = null;
   /** Optional name (parameters). */
   name: string | undefined;
-  /** Host copy of the data when the tensor was created from host data and never written since. */
-  hostCopy: Float32Array | Int32Array | null = null;
+  /**
+   * Host copy of an i32 tensor created from host data and never written since (token ids and
+   * targets): lets ops range-check indices without reading the device. Not kept for f32 data, so
+   * parameters do not cost host memory twice.
+   */
+  hostCopy: Int32Array | null = null;
   /** Set by `keep()`: survives the scope it was created in. */
   kept = false;
   #storage: Storage | null;
@@ -252,7 +256,7 @@ export class Tensor {
       : (data instanceof Float32Array ? data : Float32Array.from(data));
     const t = Tensor.empty(shape, { ...opts, dtype });
     if (host.length > 0) t.backend.write(t.ptr, host);
-    t.hostCopy = host.slice();
+    if (host instanceof Int32Array) t.hostCopy = host.slice();
     return t;
   }
 
