@@ -79,6 +79,8 @@ interface Job {
   cmd: string;
   args: string[];
   label: string;
+  /** Runs after the command succeeded (e.g. renaming a temporary output into place). */
+  then?: () => void;
 }
 
 async function runJob(job: Job): Promise<void> {
@@ -88,8 +90,10 @@ async function runJob(job: Job): Promise<void> {
     throw new Error(`build failed: ${job.label}\n$ ${job.cmd} ${job.args.join(" ")}\n${text}`);
   }
   if (text.trim()) console.error(text.trim());
+  job.then?.();
 }
 
+/** Runs jobs with up to `parallel` at a time; throws the first failure after all have finished. */
 async function runAll(jobs: Job[], parallel: number): Promise<void> {
   const queue = [...jobs];
   const errors: unknown[] = [];
@@ -118,44 +122,36 @@ export async function buildBackend(kind: BackendKind, opts: { force?: boolean; n
   mkdirSync(objDir, { recursive: true });
   const lib = join(BUILD_DIR, libraryFileName(kind));
   const buildId = sourceHash(kind);
+  const compiler = kind === "cpu" ? (Deno.env.get("CC") ?? "gcc") : opts.nvcc!;
+  const flags = kind === "cpu" ? CPU_FLAGS : [...CUDA_FLAGS, ...cudaArchFlags()];
+  // The stamp records the sources AND the toolchain: another LTE_CUDA_ARCH, compiler or flag set
+  // must rebuild even when no source changed.
+  const stampText = `${buildId} ${hashOf([compiler, flags.join(" ")])}`;
   const stamp = `${lib}.buildid`;
-  if (!opts.force && existsSync(lib) && existsSync(stamp) && readFileSync(stamp, "utf8").trim() === buildId) {
+  if (!opts.force && existsSync(lib) && existsSync(stamp) && readFileSync(stamp, "utf8").trim() === stampText) {
     console.error(`build: ${libraryFileName(kind)} is up to date (${buildId})`);
     return lib;
   }
   const headers = allInputs(kind).filter((f) => /\.(h|cuh)$/.test(f)).map((f) => readFileSync(f));
-  const compiler = kind === "cpu" ? (Deno.env.get("CC") ?? "gcc") : opts.nvcc!;
-  const flags = kind === "cpu" ? CPU_FLAGS : [...CUDA_FLAGS, ...cudaArchFlags()];
   const include = ["-I", join(CUDA_DIR, "include"), "-I", join(CUDA_DIR, kind)];
   const objects: string[] = [];
   const jobs: Job[] = [];
   for (const src of compiledSources(kind)) {
-    // The build id is deliberately not part of the object key: only lte_version.* uses it.
+    // The build id is deliberately not part of the object key: only the generated unit below uses it.
     const key = hashOf([compiler, flags.join(" "), readFileSync(src), ...headers]);
     const obj = join(objDir, `${basename(src)}.${key}.o`);
     objects.push(obj);
     if (!opts.force && existsSync(obj)) continue;
     const tmp = `${obj}.tmp${Deno.pid}`;
-    jobs.push({ cmd: compiler, args: [...flags, ...include, "-c", src, "-o", tmp], label: basename(src) });
-    jobs.push({ cmd: "mv", args: [tmp, obj], label: `mv ${basename(obj)}` });
+    jobs.push({
+      cmd: compiler,
+      args: [...flags, ...include, "-c", src, "-o", tmp],
+      label: basename(src),
+      then: () => renameSync(tmp, obj),
+    });
   }
-  // Pair compile + rename so the rename never runs before its compile.
-  const pairs: Job[][] = [];
-  for (let i = 0; i < jobs.length; i += 2) pairs.push([jobs[i]!, jobs[i + 1]!]);
   const started = performance.now();
-  const parallel = Math.max(1, navigator.hardwareConcurrency ?? 2);
-  const errors: unknown[] = [];
-  await Promise.all(Array.from({ length: parallel }, async () => {
-    while (pairs.length > 0) {
-      const pair = pairs.shift()!;
-      try {
-        for (const j of pair) await runJob(j);
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-  }));
-  if (errors.length > 0) throw errors[0];
+  await runAll(jobs, navigator.hardwareConcurrency ?? 2);
   // The build id is compiled into a tiny generated unit so that changing it relinks without
   // recompiling every kernel.
   const idSrc = join(objDir, `build_id_${buildId}.c`);
@@ -168,10 +164,10 @@ export async function buildBackend(kind: BackendKind, opts: { force?: boolean; n
     : ["-shared", ...cudaArchFlags(), "-o", tmpLib, ...objects, idObj, "-ldl", "-lpthread"];
   await runJob({ cmd: compiler, args: linkArgs, label: `link ${libraryFileName(kind)}` });
   renameSync(tmpLib, lib);
-  writeFileSync(`${stamp}.tmp`, buildId + "\n");
+  writeFileSync(`${stamp}.tmp`, stampText + "\n");
   renameSync(`${stamp}.tmp`, stamp);
   console.error(
-    `build: ${libraryFileName(kind)} built (${buildId}, ${jobs.length / 2} of ${objects.length} units compiled, ${
+    `build: ${libraryFileName(kind)} built (${buildId}, ${jobs.length} of ${objects.length} units compiled, ${
       ((performance.now() - started) / 1000).toFixed(1)
     } s)`,
   );

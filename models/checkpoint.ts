@@ -10,7 +10,8 @@
  *
  * @module
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { fsyncDir, writeFileAtomicSync } from "../io/atomic.ts";
 import { basename, dirname, join } from "node:path";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import { fromHfConfig, type ModelConfig, toHfConfig } from "./config.ts";
@@ -48,11 +49,14 @@ export function saveCheckpoint(
     metadata?: Record<string, string>;
     /** Extra safetensors files by file name (e.g. optimizer state), written into the same folder. */
     safetensors?: Record<string, Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }>>;
+    /** Special token ids written to config.json (HF `generate` reads them); null when absent. */
+    special?: { bos?: number | undefined; eos?: number | undefined };
   } = {},
 ): void {
   const parent = dirname(dir);
   mkdirSync(parent, { recursive: true });
   const tmp = join(parent, `.${basename(dir)}.tmp-${Deno.pid}`);
+  const old = join(parent, `.${basename(dir)}.old-${Deno.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp);
   try {
@@ -62,18 +66,52 @@ export function saveCheckpoint(
       tensors[s.name] = { dtype: "F32", shape: s.shape, data: arrays.get(s.name)! };
     }
     writeSafetensors(join(tmp, "model.safetensors"), tensors, { format: "pt", ...extra.metadata });
-    writeFileSync(join(tmp, "config.json"), JSON.stringify(toHfConfig(model.config), null, 2) + "\n");
-    for (const [name, data] of Object.entries(extra.files ?? {})) writeFileSync(join(tmp, name), data);
+    const hf = {
+      ...toHfConfig(model.config),
+      bos_token_id: extra.special?.bos ?? null,
+      eos_token_id: extra.special?.eos ?? null,
+    };
+    writeFileAtomicSync(join(tmp, "config.json"), JSON.stringify(hf, null, 2) + "\n");
+    for (const [name, data] of Object.entries(extra.files ?? {})) writeFileAtomicSync(join(tmp, name), data);
     for (const [name, t] of Object.entries(extra.safetensors ?? {})) writeSafetensors(join(tmp, name), t);
-    // Swap into place: keep the previous checkpoint until the new one is complete.
-    const old = join(parent, `.${basename(dir)}.old-${Deno.pid}`);
-    if (existsSync(dir)) renameSync(dir, old);
-    renameSync(tmp, dir);
-    rmSync(old, { recursive: true, force: true });
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+  // Swap into place, keeping the previous checkpoint until the new one is in place. A leftover
+  // from an earlier crash of a process with the same pid would block the first rename: clear it.
+  rmSync(old, { recursive: true, force: true });
+  const hadOld = existsSync(dir);
+  if (hadOld) renameSync(dir, old);
+  try {
+    renameSync(tmp, dir);
+  } catch (e) {
+    if (hadOld) renameSync(old, dir);
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  fsyncDir(parent);
+  rmSync(old, { recursive: true, force: true });
+}
+
+/**
+ * Finishes an interrupted `saveCheckpoint` swap: if `dir` is missing but a previous version was
+ * moved aside (`.<name>.old-<pid>`) and the new one never renamed into place, moves the newest
+ * old version back. Returns true when it restored one.
+ */
+export function recoverCheckpoint(dir: string): boolean {
+  if (existsSync(dir)) return false;
+  const parent = dirname(dir), prefix = `.${basename(dir)}.old-`;
+  let names: string[];
+  try {
+    names = readdirSync(parent).filter((n) => n.startsWith(prefix));
+  } catch {
+    return false;
+  }
+  const newest = names.map((n) => join(parent, n)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
+  if (!newest) return false;
+  renameSync(newest, dir);
+  return true;
 }
 
 /** Reads and resolves `config.json` of a checkpoint folder. */

@@ -60,6 +60,9 @@ export function resolveModelConfig(input: ModelConfigInput): ModelConfig {
   if (c.n_head % nKv !== 0) {
     throw new RangeError(`model.n_head (${c.n_head}) must be divisible by model.n_kv_head (${nKv})`);
   }
+  if (c.family === "gpt2" && c.tie_embeddings === false) {
+    throw new RangeError(`model.tie_embeddings: gpt2 always ties the output head to the token embedding`);
+  }
   if (c.family === "gpt2" && nKv !== c.n_head) {
     throw new RangeError(`model.n_kv_head is a llama option; gpt2 uses n_head key/value heads`);
   }
@@ -142,6 +145,9 @@ export function fromHfConfig(hf: Record<string, unknown>, file = "config.json"):
     if (act !== "gelu_new" && act !== "gelu_pytorch_tanh") {
       throw new TypeError(`${file}: activation_function "${act}" is not supported (gelu_new)`);
     }
+    for (const k of ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"]) {
+      if (hf[k] === true) throw new TypeError(`${file}: ${k} is not supported`);
+    }
     const d = num(hf, "n_embd", file);
     return resolveModelConfig({
       family: "gpt2",
@@ -164,6 +170,9 @@ export function fromHfConfig(hf: Record<string, unknown>, file = "config.json"):
     }
     if (hf.rope_scaling != null) throw new TypeError(`${file}: rope_scaling is not supported`);
     const heads = num(hf, "num_attention_heads", file);
+    if (hf.head_dim != null && hf.head_dim !== num(hf, "hidden_size", file) / heads) {
+      throw new TypeError(`${file}: head_dim ${hf.head_dim} != hidden_size / num_attention_heads is not supported`);
+    }
     return resolveModelConfig({
       family: "llama",
       vocab_size: num(hf, "vocab_size", file),

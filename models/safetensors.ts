@@ -16,8 +16,8 @@
  *
  * @module
  */
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { writeFileAtomicSync } from "../io/atomic.ts";
 
 /** Dtypes known to the safetensors format (the crate's enum, in its order). */
 export const DTYPE_ORDER = [
@@ -634,42 +634,11 @@ export function writeSafetensors(
     infos[name] = { dtype: t.dtype, shape: t.shape, byteLength: b.byteLength };
   }
   const { bytes: header, order } = buildSafetensorsHeader(infos, metadata);
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.tmp-${Deno.pid}-${Math.random().toString(36).slice(2, 10)}`);
-  let fd: number | undefined;
   try {
-    fd = openSync(tmp, "w");
-    writeAll(fd, header);
-    for (const name of order) writeAll(fd, data.get(name)!);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
+    writeFileAtomicSync(path, [header, ...order.map((name) => data.get(name)!)]);
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        closeSync(fd);
-      } catch { /* ignore */ }
-    }
-    rmSync(tmp, { force: true });
     throw new SafetensorsError(path, `write failed: ${(e as Error).message}`, undefined, { cause: e });
   }
-  fsyncDir(dir);
 }
 
-function writeAll(fd: number, buf: Uint8Array): void {
-  let done = 0;
-  while (done < buf.length) done += writeSync(fd, buf, done, Math.min(buf.length - done, 1 << 30));
-}
-
-/** Best-effort directory fsync so the rename itself is durable. */
-export function fsyncDir(dir: string): void {
-  try {
-    const d = openSync(dir, "r");
-    try {
-      fsyncSync(d);
-    } finally {
-      closeSync(d);
-    }
-  } catch { /* not supported on every platform/filesystem */ }
-}
+export { fsyncDir } from "../io/atomic.ts";

@@ -68,6 +68,18 @@ export function describeIssue(
       );
     case "not_multiple_of":
       return withReceived(`a multiple of ${issue.divisor}`);
+    case "invalid_union": {
+      // A discriminated union whose discriminator (issue.path's last key) matches no option.
+      const { options, discriminator } = issue as { options?: unknown[]; discriminator?: string };
+      if (discriminator !== undefined && Array.isArray(options) && options.length > 0) {
+        const values = options.map((x) => JSON.stringify(x));
+        const expected = values.length === 1 ? values[0]! : `one of ${values.join(" | ")}`;
+        if (!present) return { message: `missing required key "${key}": expected ${expected}`, expected };
+        const strings = options.filter((x): x is string => typeof x === "string");
+        return withReceived(expected, typeof value === "string" ? didYouMean(value, strings) : "");
+      }
+      return { message: issue.message.replace(/^Invalid input: /, "") };
+    }
     default:
       return { message: issue.message.replace(/^Invalid input: /, "") };
   }
@@ -101,19 +113,58 @@ export function unwrap(schema: any): any {
   return schema;
 }
 
-/** The sub-schema at `path` under `schema`, through objects, records and arrays. */
-export function schemaAt(schema: z.ZodType, path: KeyPath): z.ZodType | undefined {
+/**
+ * The option of a union schema that governs `value`: for a discriminated union, the option whose
+ * discriminator literal equals the value's; for a plain union, the option that accepts the value,
+ * else the only option of the value's kind (mapping or list). Undefined when none fits.
+ */
+export function unionOption(union: any, value: unknown): any {
+  const def = union?.def;
+  const options: any[] = Array.isArray(def?.options) ? def.options : [];
+  if (typeof def?.discriminator === "string") {
+    if (!isPlainObject(value)) return undefined;
+    const tag = value[def.discriminator];
+    return options.find((o) => (o?._zod?.propValues?.[def.discriminator] as Set<unknown> | undefined)?.has(tag));
+  }
+  const accepting = options.find((o) => o?.safeParse?.(value).success);
+  if (accepting) return accepting;
+  const kind = isPlainObject(value) ? ["object", "record"] : Array.isArray(value) ? ["array"] : [];
+  const sameKind = options.filter((o) => kind.includes(unwrap(o)?.def?.type));
+  return sameKind.length === 1 ? sameKind[0] : undefined;
+}
+
+/** {@linkcode unwrap}, then resolve unions to the option that governs `value` (see {@linkcode unionOption}). */
+function resolveSchema(schema: any, value: unknown): any {
+  let s = unwrap(schema);
+  for (let i = 0; i < 20 && s?.def?.type === "union"; i++) s = unwrap(unionOption(s, value));
+  return s;
+}
+
+/**
+ * The sub-schema at `path` under `schema`, through objects, records, arrays and unions. `value` is
+ * the document at `schema` (when known): it picks the option of a union on the way (a
+ * discriminated union's option by the value's discriminator).
+ */
+export function schemaAt(schema: z.ZodType, path: KeyPath, value?: unknown): z.ZodType | undefined {
   let s: any = schema;
+  let v: any = value;
   for (const seg of path) {
-    const u = unwrap(s);
+    const u = resolveSchema(s, v);
     const t = u?.def?.type;
     if (t === "object") s = u.def.shape[seg] ?? (isOpenCatchall(u.def.catchall) ? u.def.catchall : undefined);
     else if (t === "record") s = u.def.valueType;
     else if (t === "array") s = u.def.element;
     else return undefined;
     if (!s) return undefined;
+    v = v !== null && typeof v === "object" ? v[seg] : undefined;
   }
   return s;
+}
+
+/** Keys of the object schema that governs `value` under `schema` (through wrappers and unions), if any. */
+export function objectKeysAt(schema: unknown, value: unknown): string[] | undefined {
+  const s = resolveSchema(schema, value);
+  return s?.def?.type === "object" ? Object.keys(s.def.shape) : undefined;
 }
 
 export function isOpenCatchall(catchall: any): boolean {
@@ -122,7 +173,8 @@ export function isOpenCatchall(catchall: any): boolean {
 
 /**
  * Keys in `value` that the schema does not declare, at every level of nested objects (a
- * `z.object()` would silently strip them; a `z.looseObject()`/`catchall` opts out).
+ * `z.object()` would silently strip them; a `z.looseObject()`/`catchall` opts out). Unions are
+ * checked against the option that governs the value (a discriminated union's by its discriminator).
  */
 export function findUnknownKeys(
   schema: unknown,
@@ -131,7 +183,7 @@ export function findUnknownKeys(
   out: { path: KeyPath; key: string; allowed: string[] }[],
   extraAllowed: string[] = [],
 ): void {
-  const s = unwrap(schema);
+  const s = resolveSchema(schema, value);
   const t = s?.def?.type;
   if (t === "object" && isPlainObject(value)) {
     const shape = s.def.shape as Record<string, unknown>;

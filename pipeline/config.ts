@@ -17,8 +17,17 @@ import type { Document } from "yaml";
 import { z } from "zod";
 import { getStage, listStages } from "../stages/registry.ts";
 import { closest, didYouMean } from "./_suggest.ts";
-import { describe, describeIssue, findUnknownKeys, isPlainObject, type KeyPath, schemaAt } from "./_zod.ts";
-import type { PipelineSettings, StageDefinition } from "./stage.ts";
+import { dirname, resolve } from "node:path";
+import {
+  describe,
+  describeIssue,
+  findUnknownKeys,
+  isPlainObject,
+  type KeyPath,
+  objectKeysAt,
+  schemaAt,
+} from "./_zod.ts";
+import { type PipelineSettings, RESERVED_STAGE_KEYS, type StageDefinition } from "./stage.ts";
 
 export type { KeyPath } from "./_zod.ts";
 
@@ -130,7 +139,6 @@ export interface ParseConfigOptions {
 }
 
 const NAME_RE = /^[a-z0-9_-]+$/;
-const RESERVED_STAGE_KEYS = ["name", "type"];
 
 /** Top-level keys. Stage items are checked one by one against their type's schema. */
 const PipelineSchema = z.strictObject({
@@ -183,6 +191,14 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): Pipeli
   const result = v.validate();
   if (v.issues.length > 0) throw v.error();
   return { ...result!, file, overrides: [...overrides] };
+}
+
+/**
+ * Absolute folder of the config file, against which stages resolve relative paths: the file's
+ * folder, or the working directory for a config parsed from a string.
+ */
+export function configDirOf(config: Pick<PipelineConfig, "file">): string {
+  return config.file === "<string>" ? Deno.cwd() : dirname(resolve(config.file));
 }
 
 /** The resolved config as YAML, as written to `<run_dir>/config.yaml` and printed by `validate`. */
@@ -340,13 +356,21 @@ class Validator {
     this.#overrides.push({ index, text, root: path.slice(0, Math.min(depth + 1, path.length)) });
   }
 
-  /** The schema that validates the value at `path`, if the path goes through known objects. */
+  /**
+   * The schema that validates the value at `path`, if the path goes through known objects (and
+   * through unions, by the option that the document's current value selects).
+   */
   #schemaAt(path: KeyPath): z.ZodType | undefined {
     if (path[0] === "stages" && typeof path[1] === "number" && path.length > 2) {
       if (RESERVED_STAGE_KEYS.includes(String(path[2]))) return StageHeaderSchema.shape[path[2] as "name"];
       const type = this.doc.getIn(["stages", path[1], "type"]) as unknown;
       const def = typeof type === "string" ? getStage(type) : undefined;
-      return def ? schemaAt(def.schema, path.slice(2)) : undefined;
+      const node: any = this.doc.getIn(["stages", path[1]], true);
+      let value: unknown;
+      try {
+        value = isMap(node) ? node.toJS(this.doc, { maxAliasCount: 1000 }) : undefined;
+      } catch { /* validation reports it */ }
+      return def ? schemaAt(def.schema, path.slice(2), value) : undefined;
     }
     return schemaAt(PipelineSchema, path);
   }
@@ -354,9 +378,7 @@ class Validator {
   validate(): Omit<PipelineConfig, "file" | "overrides"> | undefined {
     const js = this.doc.toJS({ maxAliasCount: 1000 }) ?? {};
     this.#js = js;
-    const top = PipelineSchema.safeParse(js, { reportInput: true });
-    if (!top.success) this.#addZodIssues(top.error.issues, [], js);
-    this.#addUnknownKeys(PipelineSchema, js, []);
+    const top = this.#check(PipelineSchema, js, []);
 
     const items: unknown[] = Array.isArray(js.stages) ? js.stages : [];
     const stages: (ResolvedStage | undefined)[] = [];
@@ -384,6 +406,11 @@ class Validator {
         }
       }
     }
+    // Never hand back a stage that did not validate, even if (by a gap in the checks) nothing said why.
+    const invalid = stages.findIndex((st) => st === undefined);
+    if (this.issues.length === 0 && (invalid >= 0 || !top.success)) {
+      this.add(invalid >= 0 ? ["stages", invalid] : [], "invalid config (no more detail available)");
+    }
     if (this.issues.length > 0 || !top.success) return undefined;
     const t = top.data;
     const settings: PipelineSettings = {
@@ -398,6 +425,7 @@ class Validator {
 
   #validateStage(item: unknown, i: number, firstIndex: Map<string, number>): ResolvedStage | undefined {
     const at: KeyPath = ["stages", i];
+    const issuesBefore = this.issues.length;
     if (!isPlainObject(item)) {
       this.add(at, `expected a mapping with name and type, received ${describe(item)}`, {
         expected: "mapping",
@@ -427,10 +455,12 @@ class Validator {
       return undefined;
     }
     const rest = Object.fromEntries(Object.entries(item).filter(([k]) => !RESERVED_STAGE_KEYS.includes(k)));
-    const parsed = def.schema.safeParse(rest, { reportInput: true });
-    if (!parsed.success) this.#addZodIssues(parsed.error.issues, at, rest);
-    this.#addUnknownKeys(def.schema, rest, at, RESERVED_STAGE_KEYS);
+    const parsed = this.#check(def.schema, rest, at, RESERVED_STAGE_KEYS);
     if (!parsed.success || !header.success) {
+      if (this.issues.length === issuesBefore) {
+        const why = parsed.success ? "" : `: ${parsed.error.issues.map((x) => x.message).join("; ")}`;
+        this.add(at, `invalid stage config${why}`);
+      }
       // Best effort, so a bad reference is reported alongside the schema errors: inputs() on the raw keys.
       let inputs: unknown;
       try {
@@ -481,11 +511,38 @@ class Validator {
     return search(getAt(this.#js, base), base) ?? base;
   }
 
-  #addZodIssues(issues: z.core.$ZodIssue[], prefix: KeyPath, root: unknown) {
+  /**
+   * Validate `value` against `schema`: every zod issue plus unknown keys at every level (with
+   * did-you-mean), each reported once.
+   */
+  #check<T>(schema: z.ZodType<T>, value: unknown, prefix: KeyPath, extraAllowed: readonly string[] = []) {
+    const parsed = schema.safeParse(value, { reportInput: true });
+    const reported = this.#addUnknownKeys(schema, value, prefix, extraAllowed);
+    if (!parsed.success) this.#addZodIssues(parsed.error.issues, prefix, value, { schema, reported, extraAllowed });
+    return parsed;
+  }
+
+  /**
+   * Report zod issues. `unrecognized_keys` issues are reported only for keys that
+   * {@linkcode findUnknownKeys} did not already report (given in `unknown.reported`).
+   */
+  #addZodIssues(
+    issues: z.core.$ZodIssue[],
+    prefix: KeyPath,
+    root: unknown,
+    unknown?: { schema: z.ZodType; reported: Set<string>; extraAllowed: readonly string[] },
+  ) {
     for (const issue of issues) {
-      if (issue.code === "unrecognized_keys") continue; // reported by #addUnknownKeys, with suggestions
       const rel = issue.path.map((p) => (typeof p === "symbol" ? String(p) : p)) as KeyPath;
       const path = [...prefix, ...rel];
+      if (issue.code === "unrecognized_keys") {
+        for (const key of issue.keys) {
+          if (unknown?.reported.has(formatPath([...path, key]))) continue;
+          const keys = unknown ? objectKeysAt(schemaAt(unknown.schema, rel, root), getAt(root, rel)) ?? [] : [];
+          this.#unknownKey([...path, key], key, [...(rel.length === 0 ? unknown?.extraAllowed ?? [] : []), ...keys]);
+        }
+        continue;
+      }
       const value = getAt(root, rel);
       const present = value !== undefined || hasAt(root, rel);
       const { message, expected } = describeIssue(issue, value, present, rel[rel.length - 1]);
@@ -496,16 +553,24 @@ class Validator {
     }
   }
 
-  #addUnknownKeys(schema: z.ZodType, value: unknown, prefix: KeyPath, extraAllowed: string[] = []) {
+  /** Report unknown keys at every level; returns their paths (formatted). */
+  #addUnknownKeys(schema: z.ZodType, value: unknown, prefix: KeyPath, extraAllowed: readonly string[] = []) {
     const found: { path: KeyPath; key: string; allowed: string[] }[] = [];
-    findUnknownKeys(schema, value, [], found, extraAllowed);
+    findUnknownKeys(schema, value, [], found, [...extraAllowed]);
+    const reported = new Set<string>();
     for (const u of found) {
-      const hint = closest(u.key, u.allowed);
-      const message = hint !== undefined
-        ? `unknown key "${u.key}" (did you mean "${hint}"?)`
-        : `unknown key "${u.key}"; allowed keys: ${u.allowed.join(", ") || "none"}`;
-      this.add([...prefix, ...u.path], message, { expected: `one of ${u.allowed.join(", ")}`, atKey: true });
+      this.#unknownKey([...prefix, ...u.path], u.key, u.allowed);
+      reported.add(formatPath([...prefix, ...u.path]));
     }
+    return reported;
+  }
+
+  #unknownKey(path: KeyPath, key: string, allowed: string[]) {
+    const hint = closest(key, allowed);
+    const message = hint !== undefined
+      ? `unknown key "${key}" (did you mean "${hint}"?)`
+      : `unknown key "${key}"; allowed keys: ${allowed.join(", ") || "none"}`;
+    this.add(path, message, { expected: `one of ${allowed.join(", ")}`, atKey: true });
   }
 }
 

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { stderrIsTerminal, writeStderr } from "./_io.ts";
 
 /** Options of {@linkcode createProgress} that a stage passes through `ctx.progress()`. */
 export interface ProgressOptions {
@@ -57,12 +58,14 @@ const WINDOW = 20; // samples in the moving average of the step rate
  * ```
  */
 export function createProgress(opts: ProgressOptions, sink: ProgressSinkOptions = {}): Progress {
-  const encoder = new TextEncoder();
-  const write = sink.write ?? ((t: string) => void Deno.stderr.writeSync(encoder.encode(t)));
-  const tty = sink.isTerminal ?? safeIsTerminal();
+  const write = sink.write ?? writeStderr;
+  const tty = sink.isTerminal ?? stderrIsTerminal();
   const now = sink.now ?? Date.now;
   const interval = tty ? TTY_INTERVAL_MS : sink.plainIntervalMs ?? 5000;
-  const samples: [number, number][] = [[now(), 0]];
+  const created = now();
+  // (time, step) of the latest updates. They start at the first update(), not at [created, 0]: a
+  // resumed stage's first update is at step k, and k steps "since creation" would be a wild rate.
+  const samples: [number, number][] = [];
   let lastPrint = -Infinity;
   let step = 0;
   let fields: ProgressFields = {};
@@ -70,7 +73,8 @@ export function createProgress(opts: ProgressOptions, sink: ProgressSinkOptions 
 
   const render = () => {
     const t = now();
-    const [t0, s0] = samples[0]!;
+    // With a single sample, estimate from creation, counting one step (the first update's).
+    const [t0, s0] = samples.length >= 2 ? samples[0]! : [created, Math.max(0, (samples[0]?.[1] ?? 0) - 1)];
     const rate = t > t0 && step > s0 ? ((step - s0) / (t - t0)) * 1000 : 0;
     return formatProgressLine({ ...opts, step, fields, rate, width: sink.width ?? 20 });
   };
@@ -98,14 +102,6 @@ export function createProgress(opts: ProgressOptions, sink: ProgressSinkOptions 
       print(true);
     },
   };
-}
-
-function safeIsTerminal(): boolean {
-  try {
-    return Deno.stderr.isTerminal();
-  } catch {
-    return false;
-  }
 }
 
 /** Everything one progress line shows. */

@@ -46,6 +46,9 @@ import type { Progress, ProgressOptions } from "./progress.ts";
 export { canonicalJson, hashConfig, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
 export type { Progress, ProgressOptions } from "./progress.ts";
 
+/** Keys of a stage item that belong to the pipeline, not to the stage type's schema. */
+export const RESERVED_STAGE_KEYS: readonly string[] = ["name", "type"];
+
 /** Compute device requested at the top of the YAML. */
 export type DeviceSetting = "cpu" | "cuda" | "auto";
 
@@ -97,9 +100,18 @@ export interface StageDefinition<C = any> {
   inputs(config: C): string[];
   /**
    * Do the work. Write artifacts under `ctx.dir` (prefer {@linkcode writeFileAtomic}), check
-   * `ctx.signal.aborted` at step boundaries (save a checkpoint and return early when it is set), and
-   * return a JSON-serialisable summary, which the runner stores in the stage's `stage.json`.
-   * Throwing marks the stage failed and stops the pipeline.
+   * `ctx.signal.aborted` at step boundaries, and return a JSON-serialisable summary, which the
+   * runner stores in the stage's `stage.json`.
+   *
+   * The stage, not the signal, decides the status it ends with:
+   * - returning a summary marks the stage `complete`, even if the signal was aborted meanwhile (the
+   *   work finished, e.g. the last step was already done); the pipeline then stops before the next
+   *   stage;
+   * - returning a summary with `interrupted: true` marks it `interrupted`: the stage stopped early
+   *   because `ctx.signal` aborted, after saving what `--resume` needs to continue (a checkpoint
+   *   in `ctx.dir`);
+   * - throwing marks it `interrupted` when `ctx.signal` is aborted at that point (e.g. an abort
+   *   error), otherwise `failed`; either way the pipeline stops.
    */
   run(config: C, ctx: StageContext): Promise<Record<string, unknown>>;
   /**
@@ -109,6 +121,21 @@ export interface StageDefinition<C = any> {
    * starting with the key path (e.g. `data.tokens_file: file not found: /x/y.tok`).
    */
   preflight?(config: C, env: { configDir: string }): string[];
+  /**
+   * Optional identity of the files the stage reads that the YAML only names (data files, a starting
+   * checkpoint, tokenizer files): a string that changes when they change, e.g. their sizes and
+   * modification times, or content hashes. It is part of the stage's cache hash, so editing a data
+   * file re-runs the stage (and its consumers) although the config did not change. Called whenever
+   * the pipeline is planned (every `validate` and run), so keep it cheap; do not include files the
+   * stage writes itself. It should not throw (a missing file is preflight's to report); if it does,
+   * the error message is hashed instead.
+   */
+  fingerprint?(config: C, env: { configDir: string }): string;
+  /**
+   * Optional version of the stage's code, part of its cache hash: bump it when a change to `run()`
+   * changes its results, so cached results made by the old code re-run. Absent means no version.
+   */
+  version?: string;
 }
 
 /** What the runner hands to {@linkcode StageDefinition.run}. */
@@ -126,22 +153,30 @@ export interface StageContext {
    * stages that resolve relative paths against the config rather than the working directory.
    */
   configDir: string;
-  /** This stage's cache hash (type, resolved config, upstream hashes, seed, device). */
+  /**
+   * This stage's cache hash (type, resolved config, upstream hashes, seed, device, and the
+   * definition's `version` and `fingerprint()` when it has them).
+   */
   hash: string;
   /** Outputs of the stages named by `inputs(config)`, keyed by stage name. */
   inputs: Record<string, StageOutput>;
   /** Top-level resolved settings (seed, device, ...). */
   pipeline: PipelineSettings;
   /**
-   * True under `--resume`: `dir` still holds the previous attempt's files, so continue from the
-   * stage's own checkpoint if there is one. When false, `dir` is empty.
+   * True under `--resume` when the previous attempt of this very stage config (same hash, same
+   * upstream results) did not complete: `dir` still holds its files, so continue from the stage's
+   * own checkpoint if there is one. When false, `dir` is empty (an older attempt was moved aside).
    */
   resume: boolean;
   /** Aborted on SIGINT/SIGTERM: stop at the next step boundary, save, and return. */
   signal: AbortSignal;
   /** Print a line (prefixed with the stage name) and append it to the run's `log.txt`. */
   log(msg: string): void;
-  /** Append one JSON line to the run's `metrics.jsonl`; `stage` and `time` are added. */
+  /**
+   * Append one JSON line to the run's `metrics.jsonl`. The runner adds `stage`, `time`, `attempt`
+   * (the attempt's `started` time in `stage.json`) and `hash` (short cache hash), after the record's
+   * own keys, so a record cannot override them.
+   */
   metric(record: Record<string, unknown>): void;
   /** A progress bar on a terminal, periodic plain lines otherwise. */
   progress(opts: ProgressOptions): Progress;

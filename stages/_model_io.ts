@@ -8,7 +8,7 @@
  * @module
  */
 import { existsSync, readFileSync } from "node:fs";
-import { isAbsolute, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import {
   DEFAULT_HF_PACKAGE,
   loadTokenizer,
@@ -21,7 +21,7 @@ import {
 export const TOKENIZER_SPEC_FILE = "lte_tokenizer.json";
 
 function hfTokenizerJson(spec: { path?: string; package?: string }, baseDir: string): string {
-  if (spec.path) return isAbsolute(spec.path) ? spec.path : resolve(baseDir, spec.path);
+  if (spec.path) return resolve(baseDir, spec.path);
   const pkg = join(NODE_MODULES, spec.package ?? DEFAULT_HF_PACKAGE);
   const candidates = [join(pkg, "tokenizer.json"), join(pkg, "models", "tokenizer.json")];
   return candidates.find((c) => existsSync(c)) ?? candidates[0]!;

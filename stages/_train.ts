@@ -12,7 +12,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { StageContext } from "../pipeline/stage.ts";
-import { loadCheckpoint, saveCheckpoint } from "../models/checkpoint.ts";
+import { loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "../models/checkpoint.ts";
 import type { DecoderLM } from "../models/decoder.ts";
 import { readSafetensors } from "../models/safetensors.ts";
 import type { TokenDataset } from "../text/dataset.ts";
@@ -75,14 +75,16 @@ export interface TrainResult {
 }
 
 /** Mean validation loss over up to `maxBatches` batches (token-weighted). */
-export function evaluate(
+export async function evaluate(
   model: DecoderLM,
   data: TokenDataset,
   opts: { batchSize: number; seqLen: number; maxBatches: number; device: Device },
-): { loss: number; ppl: number; tokens: number } {
+): Promise<{ loss: number; ppl: number; tokens: number }> {
   let total = 0, count = 0, b = 0;
   for (const batch of data.valBatches({ batchSize: opts.batchSize, seqLen: opts.seqLen })) {
     if (b++ >= opts.maxBatches) break;
+    // Let signal handlers run between batches (a long evaluation must not make Ctrl-C unresponsive).
+    if (b % 8 === 0) await new Promise((r) => setTimeout(r, 0));
     const rows = batch.rows;
     const n = rows * opts.seqLen;
     const loss = scope(() =>
@@ -148,9 +150,16 @@ export async function train(opts: {
   let state: TrainerState = { version: 1, step: 0, tokens_seen: 0, elapsed_s: 0, history: [], evals: [] };
   let resumedFrom: number | null = null;
   const statePath = join(opts.stateDir, "trainer_state.json");
+  if (ctx.resume && recoverCheckpoint(opts.stateDir)) {
+    ctx.log(`recovered ${opts.stateDir} from a checkpoint save that was interrupted`);
+  }
   const resuming = ctx.resume && existsSync(statePath);
+  if (ctx.resume && !resuming) ctx.log(`--resume: no saved state in ${opts.stateDir}; starting from step 0`);
+  let adamStep = 0;
   if (resuming) {
-    state = JSON.parse(readFileSync(statePath, "utf8"));
+    const saved = JSON.parse(readFileSync(statePath, "utf8")) as TrainerState & { adam_step: number };
+    adamStep = saved.adam_step;
+    state = saved;
     if (opts.resumeKey !== undefined && state.resume_key !== opts.resumeKey) {
       throw new Error(
         `${statePath}: this state was saved by a run with a different model, data, batch or seed; ` +
@@ -173,9 +182,8 @@ export async function train(opts: {
   });
   if (resuming) {
     const st = readSafetensors(join(opts.stateDir, "optimizer.safetensors"));
-    const saved = JSON.parse(readFileSync(statePath, "utf8")) as { adam_step: number };
     opt.loadState({
-      step: saved.adam_step,
+      step: adamStep,
       m: params.map((p) => st.getF32(`m.${p.name}`)),
       v: params.map((p) => st.getF32(`v.${p.name}`)),
     });
@@ -190,8 +198,8 @@ export async function train(opts: {
     startStep: state.step * tr.grad_accum,
   });
   const bar = ctx.progress({ total: tr.steps, label: "train", unit: "step" });
-  const evalNow = (step: number, maxBatches: number) => {
-    const r = evaluate(model, data, { batchSize: tr.batch_size, seqLen, maxBatches, device });
+  const evalNow = async (step: number, maxBatches: number) => {
+    const r = await evaluate(model, data, { batchSize: tr.batch_size, seqLen, maxBatches, device });
     const rec: EvalRecord = { step, val_loss: r.loss, val_ppl: r.ppl, tokens: r.tokens };
     ctx.metric({ kind: "eval", ...rec });
     return rec;
@@ -228,12 +236,12 @@ export async function train(opts: {
         lossSum += scope(() => {
           const ids = Tensor.fromArray(batch.inputs, [tr.batch_size, seqLen], { device });
           const tg = Tensor.fromArray(batch.targets, [tr.batch_size, seqLen], { device });
-          let loss = crossEntropy(model.forward(ids), tg);
+          const task = crossEntropy(model.forward(ids), tg);
           const extra = opts.extraLoss?.(model);
-          const value = loss.item();
-          if (extra) loss = add(loss, extra);
+          const loss = extra ? add(task, extra) : task;
           backward(tr.grad_accum === 1 ? loss : scale(loss, 1 / tr.grad_accum));
-          return value;
+          // Read the value after backward is queued, so the device never idles between the two.
+          return task.item();
         });
       }
       const { norm, scale: clip } = gradNorm(params, oc.grad_clip);
@@ -259,7 +267,7 @@ export async function train(opts: {
         "tok/s": Math.round(rec.tokens_per_s),
       });
       if (tr.eval_every > 0 && state.step % tr.eval_every === 0 && state.step < tr.steps) {
-        const e = evalNow(state.step, tr.eval_batches);
+        const e = await evalNow(state.step, tr.eval_batches);
         state.evals.push(e);
         ctx.log(`step ${state.step}: val loss ${e.val_loss.toFixed(4)}, ppl ${e.val_ppl.toFixed(2)}`);
       }
@@ -269,8 +277,9 @@ export async function train(opts: {
     if (interrupted) {
       save();
       ctx.log(`interrupted at step ${state.step}; state saved to ${opts.stateDir} (continue with --resume)`);
-    } else {
-      const e = evalNow(state.step, tr.final_eval_batches);
+    } else if (state.evals.at(-1)?.step !== state.step || resumedFrom !== state.step) {
+      // (A resumed run whose state already holds the final evaluation does not repeat it.)
+      const e = await evalNow(state.step, tr.final_eval_batches);
       state.evals.push(e);
       save();
     }

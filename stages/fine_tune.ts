@@ -20,9 +20,10 @@
  * @module
  */
 import { z } from "zod";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 
-import { isAbsolute, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
+import { createHash } from "node:crypto";
 import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import { countParams, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
@@ -35,6 +36,7 @@ import {
   writeJsonAtomic,
 } from "../pipeline/stage.ts";
 import { linePlot } from "../report/svg_plot.ts";
+import { resolveCorpusFiles } from "../text/corpus.ts";
 import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
 import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
@@ -73,23 +75,23 @@ export const FineTuneSchema = z.strictObject({
 /** Resolved fine-tune config. */
 export type FineTuneConfig = z.infer<typeof FineTuneSchema>;
 
-function baseDirOf(ctx: StageContext): string {
-  return ctx.configDir;
+/** The model folder a non-random run starts from: the upstream stage's model/ or `checkpoint`. */
+function sourceModelDir(c: FineTuneConfig, ctx: StageContext): string {
+  return c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(ctx.configDir, c.checkpoint!);
 }
 
 function resolveTokenizer(
   c: FineTuneConfig,
   ctx: StageContext,
 ): { tokenizer: Tokenizer; spec: TokenizerSpec; baseDir: string } {
-  const base = baseDirOf(ctx);
   if (c.tokenizer) {
     return {
-      tokenizer: loadTokenizer(c.tokenizer, { baseDir: base, source: `stage ${ctx.name}: tokenizer` }),
+      tokenizer: loadTokenizer(c.tokenizer, { baseDir: ctx.configDir, source: `stage ${ctx.name}: tokenizer` }),
       spec: c.tokenizer as TokenizerSpec,
-      baseDir: base,
+      baseDir: ctx.configDir,
     };
   }
-  const dir = c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(base, c.checkpoint!);
+  const dir = sourceModelDir(c, ctx);
   const { tokenizer, spec } = loadTokenizerFrom(dir);
   return { tokenizer, spec, baseDir: dir };
 }
@@ -97,16 +99,23 @@ function resolveTokenizer(
 /** Runs the stage (also usable directly from scripts; see examples/). */
 export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise<Record<string, unknown>> {
   const device = resolveDevice(ctx.pipeline.device);
-  const base = baseDirOf(ctx);
+  const base = ctx.configDir;
   const { tokenizer, spec, baseDir: tokBase } = resolveTokenizer(c, ctx);
   const t0 = performance.now();
   const deviceInfo = getBackend(device).deviceInfo();
   ctx.log(`backend: ${JSON.stringify(deviceInfo)}`);
 
+  // The tokenizer's files (copied into every checkpoint) also key the token cache by content.
+  const tokFiles = tokenizerFiles(spec, tokBase);
+  const tokKey = createHash("sha256");
+  for (const name of Object.keys(tokFiles).sort()) {
+    tokKey.update(name).update("\0").update(tokFiles[name]!).update("\0");
+  }
+
   // Data.
   const data = c.data.tokens_file
     ? TokenDataset.fromCacheFile(
-      isAbsolute(c.data.tokens_file) ? c.data.tokens_file : resolve(base, c.data.tokens_file),
+      resolve(base, c.data.tokens_file),
       {
         padId: tokenizer.eosId ?? 0,
       },
@@ -115,7 +124,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
       spec: c.data.corpus!,
       baseDir: base,
       tokenizer,
-      tokenizerKey: JSON.stringify(spec),
+      tokenizerKey: tokKey.digest("hex"),
       valFraction: c.data.val_fraction,
       seed: ctx.pipeline.seed,
       addBos: c.data.add_bos,
@@ -150,7 +159,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
       return DecoderLM.init(cfg, { device, seed: ctx.pipeline.seed });
     };
   } else {
-    const dir = c.from_stage ? join(ctx.inputs[c.from_stage]!.dir, "model") : resolve(base, c.checkpoint!);
+    const dir = sourceModelDir(c, ctx);
     const cfg = readCheckpointConfig(dir);
     if (cfg.vocab_size < tokenizer.vocabSize) {
       throw new RangeError(
@@ -165,7 +174,6 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     throw new RangeError(`data.seq_len ${c.data.seq_len} exceeds the model's max_seq ${seqLimit}`);
   }
 
-  const tokFiles = tokenizerFiles(spec, tokBase);
   const result = await train({
     ctx,
     makeModel,
@@ -211,7 +219,11 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     if (result.interrupted) {
       return { interrupted: true, steps: result.steps, state: "state/" };
     }
-    saveCheckpoint(join(ctx.dir, "model"), model, { files: tokFiles, metadata: { lte_stage: "fine-tune" } });
+    saveCheckpoint(join(ctx.dir, "model"), model, {
+      files: tokFiles,
+      metadata: { lte_stage: "fine-tune" },
+      special: { bos: tokenizer.bosId, eos: tokenizer.eosId },
+    });
     const summary = {
       device,
       device_info: deviceInfo,
@@ -244,7 +256,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
 /** Files and folders the config names must exist before anything runs. */
 export function preflightFineTune(c: FineTuneConfig, env: { configDir: string }): string[] {
   const problems: string[] = [];
-  const at = (p: string) => (isAbsolute(p) ? p : resolve(env.configDir, p));
+  const at = (p: string) => resolve(env.configDir, p);
   if (c.data.tokens_file && !existsSync(at(c.data.tokens_file))) {
     problems.push(
       `data.tokens_file: file not found: ${at(c.data.tokens_file)} (write one with scripts/prepare_data.ts)`,
@@ -258,6 +270,37 @@ export function preflightFineTune(c: FineTuneConfig, env: { configDir: string })
   return problems;
 }
 
+/**
+ * Identity of the files the stage reads (size and modification time of the token file, corpus
+ * files, starting checkpoint and tokenizer files), so the pipeline cache re-runs the stage when
+ * one of them changes even though the YAML did not.
+ */
+export function fingerprintFineTune(c: FineTuneConfig, env: { configDir: string }): string {
+  const files: string[] = [];
+  const at = (p: string) => resolve(env.configDir, p);
+  if (c.data.tokens_file) files.push(at(c.data.tokens_file));
+  if (c.data.corpus) {
+    try {
+      files.push(...resolveCorpusFiles(c.data.corpus, env.configDir).map((f) => f.path));
+    } catch (e) {
+      return `unresolved corpus: ${(e as Error).message}`; // the run itself reports it properly
+    }
+  }
+  if (c.checkpoint) files.push(join(at(c.checkpoint), "config.json"), join(at(c.checkpoint), "model.safetensors"));
+  if (c.tokenizer?.type === "gpt2") {
+    files.push(...[c.tokenizer.encoder, c.tokenizer.merges].filter((f) => f).map((f) => at(f!)));
+  }
+  if (c.tokenizer?.type === "hf" && c.tokenizer.path) files.push(at(c.tokenizer.path));
+  return files.map((f) => {
+    try {
+      const st = statSync(f);
+      return `${f}:${st.size}:${st.mtime?.getTime() ?? 0}`;
+    } catch {
+      return `${f}:missing`;
+    }
+  }).join("|");
+}
+
 /** The registered stage definition. */
 export const fineTuneStage: StageDefinition<FineTuneConfig> = {
   type: "fine-tune",
@@ -266,6 +309,9 @@ export const fineTuneStage: StageDefinition<FineTuneConfig> = {
   inputs: (c) => (c.from_stage ? [c.from_stage] : []),
   run: runFineTune,
   preflight: preflightFineTune,
+  fingerprint: fingerprintFineTune,
+  // Bump when a code change alters what the stage produces for the same config and files.
+  version: "1",
 };
 
 registerStage(fineTuneStage);

@@ -4,17 +4,17 @@
  *
  * @module
  */
-import type { StageDefinition } from "../pipeline/stage.ts";
+import { RESERVED_STAGE_KEYS, type StageDefinition } from "../pipeline/stage.ts";
 
 const registry = new Map<string, StageDefinition>();
 const TYPE_RE = /^[a-z][a-z0-9-]*$/;
-const RESERVED_KEYS = ["name", "type"];
 
 /**
  * Register a stage type so YAML files can use it as `type: <def.type>`.
  *
- * @throws {TypeError} If the type name is not `[a-z][a-z0-9-]*`, is already registered, or the
- * schema declares `name` or `type` (those keys belong to the pipeline).
+ * @throws {TypeError} If the type name is not `[a-z][a-z0-9-]*`, is already registered, the
+ * schema declares `name` or `type` (those keys belong to the pipeline), `version` is not a string,
+ * or `fingerprint` is not a function.
  *
  * @example
  * ```ts
@@ -28,10 +28,16 @@ export function registerStage<C>(def: StageDefinition<C>): void {
   }
   if (registry.has(def.type)) throw new TypeError(`Cannot register stage type "${def.type}": already registered`);
   const shape = (def.schema as any)?.def?.shape ?? (def.schema as any)?.def?.innerType?.def?.shape;
-  for (const k of RESERVED_KEYS) {
+  for (const k of RESERVED_STAGE_KEYS) {
     if (shape && k in shape) {
       throw new TypeError(`Cannot register stage type "${def.type}": its schema declares the reserved key "${k}"`);
     }
+  }
+  if (def.version !== undefined && typeof def.version !== "string") {
+    throw new TypeError(`Cannot register stage type "${def.type}": version must be a string`);
+  }
+  if (def.fingerprint !== undefined && typeof def.fingerprint !== "function") {
+    throw new TypeError(`Cannot register stage type "${def.type}": fingerprint must be a function`);
   }
   registry.set(def.type, def as StageDefinition);
 }

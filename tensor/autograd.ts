@@ -49,7 +49,17 @@ export function backward(loss: Tensor, gradOutput?: Tensor): void {
     );
   }
   const order = topoOrder(loss);
-  // Leaves are the tensors that no op produced; their gradients accumulate in tensor.grad.
+  // Leaves are the tensors that no op produced; their gradients accumulate in tensor.grad. A
+  // computed tensor whose node is gone was released by an earlier backward: its inputs are
+  // unreachable now, and treating it as a leaf would silently drop their gradients.
+  const released = order.find((t) => t.node === null && t.computed);
+  if (released) {
+    throw new ShapeError(
+      "backward",
+      `${released.describe()} is part of a graph that a previous backward released; ` +
+        `sum the losses and call backward once`,
+    );
+  }
   const leaves = new Set(order.filter((t) => t.node === null));
   const isLeaf = (t: Tensor) => leaves.has(t);
   const grads = new Map<Tensor, Tensor>();

@@ -61,6 +61,7 @@ function record(out: Tensor, op: string, inputs: Tensor[], backward: GradNode["b
   const needs = inputs.filter((t) => t.requiresGrad);
   if (needs.length === 0) return out;
   out.requiresGrad = true;
+  out.computed = true;
   out.node = { op, inputs: needs, backward };
   return out;
 }

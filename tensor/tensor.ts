@@ -119,7 +119,8 @@ export function scope<T>(fn: () => T): T {
   }
   scopeStack.pop();
   if (result instanceof Promise) {
-    throw new TypeError("scope: fn must be synchronous; use asyncScope for async work");
+    for (const t of created) t.dispose();
+    throw new TypeError("scope: fn must be synchronous (tensors created after an await cannot be attributed)");
   }
   const keep = new Set<Tensor>();
   collectTensors(result, keep);
@@ -129,27 +130,6 @@ export function scope<T>(fn: () => T): T {
     } else t.dispose();
   }
   return result;
-}
-
-/** Async variant of `scope`: disposes tensors created by `fn` (and not returned) once it settles. */
-export async function asyncScope<T>(fn: () => Promise<T>): Promise<T> {
-  // Tensors created after an await are not attributed to this scope reliably if scopes interleave;
-  // use it for one sequential task at a time (a training step, a generate call).
-  const created = new Set<Tensor>();
-  scopeStack.push(created);
-  const depth = scopeStack.length;
-  try {
-    const result = await fn();
-    const keep = new Set<Tensor>();
-    collectTensors(result, keep);
-    for (const t of created) if (!keep.has(t) && !t.kept) t.dispose();
-    return result;
-  } catch (e) {
-    for (const t of created) t.dispose();
-    throw e;
-  } finally {
-    if (scopeStack.length === depth) scopeStack.pop();
-  }
 }
 
 /** Counters for leak tests: live tensors and live storages created by this module. */
@@ -183,8 +163,10 @@ export class Tensor {
   requiresGrad: boolean;
   /** Accumulated gradient (leaves only), created by the first backward pass. */
   grad: Tensor | null = null;
-  /** How this tensor was computed (non-leaves with requiresGrad). */
+  /** How this tensor was computed (non-leaves with requiresGrad); released by `backward`. */
   node: GradNode | null = null;
+  /** Set when an op recorded this tensor in the graph: it is not a leaf even once `node` is released. */
+  computed = false;
   /** Optional name (parameters). */
   name: string | undefined;
   /**
@@ -341,6 +323,7 @@ export class Tensor {
     if (this.hostCopy) t.hostCopy = this.hostCopy;
     if (this.requiresGrad && gradEnabled()) {
       t.requiresGrad = true;
+      t.computed = true;
       t.node = {
         op: "reshape",
         inputs: [this],
@@ -383,19 +366,22 @@ export class Tensor {
 
   /** Copies the data to the host (waits for queued work). */
   toArray(): Float32Array | Int32Array {
-    const out = this.dtype === "i32" ? new Int32Array(this.size) : new Float32Array(this.size);
-    if (this.dtype !== "f32" && this.dtype !== "i32") {
-      throw new ShapeError("Tensor.toArray", `reading ${this.dtype} to the host is not supported yet`);
-    }
+    const out = this.#hostBuffer("Tensor.toArray");
     if (out.length > 0) this.backend.read(out, this.ptr);
     return out;
   }
 
-  /** Like `toArray`, waiting on a worker thread. */
+  /** Like `toArray`, waiting on a worker thread (keeps a server's event loop free). */
   async toArrayAsync(): Promise<Float32Array | Int32Array> {
-    const out = this.dtype === "i32" ? new Int32Array(this.size) : new Float32Array(this.size);
+    const out = this.#hostBuffer("Tensor.toArrayAsync");
     if (out.length > 0) await this.backend.readAsync(out, this.ptr);
     return out;
+  }
+
+  #hostBuffer(op: string): Float32Array | Int32Array {
+    if (this.dtype === "i32") return new Int32Array(this.size);
+    if (this.dtype === "f32") return new Float32Array(this.size);
+    throw new ShapeError(op, `reading ${this.dtype} to the host is not supported yet`);
   }
 
   /** The single value of a one-element tensor. */

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../models/checkpoint.ts";
+import { CheckpointError, loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "../models/checkpoint.ts";
 import { fromHfConfig, resolveModelConfig, toHfConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";
 import { readSafetensors, writeSafetensors } from "../models/safetensors.ts";
@@ -118,4 +118,22 @@ Deno.test("fromHfConfig() rejects unsupported architectures by key", () => {
     /rope_scaling/,
   );
   assert.throws(() => fromHfConfig({ model_type: "gpt2", n_embd: "wide" }), /key "n_embd" must be a number/);
+});
+
+Deno.test("recoverCheckpoint() restores the previous folder when a save stopped between its two renames", () => {
+  const dir = Deno.makeTempDirSync();
+  const m = DecoderLM.init(llama, { device: "cpu", seed: 8 });
+  try {
+    const ck = join(dir, "state");
+    saveCheckpoint(ck, m);
+    Deno.renameSync(ck, join(dir, ".state.old-4242")); // what a crash mid-swap leaves behind
+    assert.equal(recoverCheckpoint(ck), true);
+    const back = loadCheckpoint(ck, { device: "cpu" });
+    assert.deepEqual(logits(back), logits(m));
+    back.dispose();
+    assert.equal(recoverCheckpoint(ck), false); // nothing to do when the folder is there
+  } finally {
+    m.dispose();
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

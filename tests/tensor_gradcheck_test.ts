@@ -123,3 +123,17 @@ Deno.test("gradient accumulation: two half-batches scaled by 1/2 give the full b
     w.dispose();
   }
 });
+
+Deno.test("backward() through an intermediate released by an earlier backward is an error, not silently wrong", () => {
+  const x = Tensor.fromArray([1, 2, 3], [3], { requiresGrad: true }).keep();
+  try {
+    scope(() => {
+      const y = mul(x, x);
+      backward(sum(y));
+      assert.throws(() => backward(sum(y)), /previous backward released; sum the losses and call backward once/);
+    });
+    assert.deepEqual([...x.grad!.toArray()], [2, 4, 6]); // only the first backward counted
+  } finally {
+    x.dispose();
+  }
+});

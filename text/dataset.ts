@@ -36,10 +36,11 @@
  *
  * @module
  */
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { closeSync, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
+import { join } from "node:path";
 import { type Corpus, type CorpusSpec, type Document, loadCorpus, REPO_ROOT } from "./corpus.ts";
 import { hashUnit, permutation, sha256Hex } from "./_rng.ts";
+import { writeFileAtomicSync } from "../io/atomic.ts";
 
 export type { CorpusSpec, Document } from "./corpus.ts";
 
@@ -509,28 +510,7 @@ export function writeTokenCache(path: string, data: TokenizedCorpus, key = ""): 
   if (hasMask) {
     chunks.push(data.train.mask ?? new Uint8Array(nTrain).fill(1), data.val.mask ?? new Uint8Array(nVal).fill(1));
   }
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.tmp-${Deno.pid}-${Math.random().toString(36).slice(2, 10)}`);
-  let fd: number | undefined;
-  try {
-    fd = openSync(tmp, "w");
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.length) done += writeSync(fd, c, done, Math.min(c.length - done, 1 << 30));
-    }
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
-  } catch (e) {
-    if (fd !== undefined) {
-      try {
-        closeSync(fd);
-      } catch { /* ignore */ }
-    }
-    rmSync(tmp, { force: true });
-    throw e;
-  }
+  writeFileAtomicSync(path, chunks);
 }
 
 function hexBytes(hex: string): Uint8Array {

@@ -26,8 +26,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <map>
 #include <mutex>
+#include <new>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -119,12 +121,19 @@ void set_thread_error(const std::string &msg);
 
 std::string vformat(const char *fmt, va_list ap);
 
-/* Records "<fn>: <formatted>" in ctx (or the thread-local slot when ctx is NULL); returns st. */
-lte_status fail(lte_ctx *ctx, lte_status st, const char *fn, const char *fmt, ...)
+/* Records "<fn>: <formatted>" in ctx (or the thread-local slot when ctx is NULL); returns st.
+   Never throws: if the message cannot be built (no host memory), only the status is reliable. */
+lte_status fail(lte_ctx *ctx, lte_status st, const char *fn, const char *fmt, ...) noexcept
     __attribute__((format(printf, 4, 5)));
 
 /* "<fn>: <call> failed: <cudaGetErrorString> (file:line)" -> LTE_STATUS_CUDA_ERROR. */
-lte_status cuda_fail(lte_ctx *ctx, const char *fn, const char *call, cudaError_t e, const char *file, int line);
+lte_status cuda_fail(lte_ctx *ctx, const char *fn, const char *call, cudaError_t e, const char *file,
+                     int line) noexcept;
+
+/* Only inside a catch handler: records the exception being handled and returns its status
+   (std::bad_alloc -> LTE_STATUS_OUT_OF_MEMORY, anything else -> LTE_STATUS_INTERNAL). Keeps C++
+   exceptions from crossing an extern "C" entry point (allocator.cu). */
+lte_status exception_status(lte_ctx *ctx, const char *fn) noexcept;
 
 const char *dtype_name(lte_dtype dtype);
 
@@ -193,14 +202,16 @@ namespace lte {
 /* A fresh serial for one launch of a validating kernel (context.cu). */
 unsigned long long next_launch_serial(lte_ctx *ctx);
 
-/* Caching allocator (allocator.cu). `fn` names the public function for error messages. */
-lte_status device_alloc(lte_ctx *ctx, const char *fn, size_t bytes, void **out);
+/* Caching allocator (allocator.cu). `fn` names the public function for error messages. Neither
+   throws: host allocation failures inside become LTE_STATUS_OUT_OF_MEMORY. */
+lte_status device_alloc(lte_ctx *ctx, const char *fn, size_t bytes, void **out) noexcept;
 /* Returns a block to the cache; false if ptr is not a live block of ctx. */
-bool device_free(lte_ctx *ctx, void *ptr);
-/* Releases every cached block (caller holds no allocator lock). */
+bool device_free(lte_ctx *ctx, void *ptr) noexcept;
+/* Releases every cached block (caller holds no allocator lock). May throw std::system_error
+   (mutex). */
 void release_cache(lte_ctx *ctx);
 /* Releases live and cached blocks (context teardown). */
-void release_all(lte_ctx *ctx);
+void release_all(lte_ctx *ctx) noexcept;
 
 /* Scratch buffers owned by one call, released (to the cache) when the call returns, on every
    path. Safe while kernels using them are still queued: everything runs on ctx->stream. */
@@ -208,16 +219,23 @@ class Scratch {
  public:
   Scratch(lte_ctx *ctx, const char *fn) : ctx_(ctx), fn_(fn) {}
   ~Scratch() {
-    for (void *p : ptrs_) device_free(ctx_, p);
+    for (void *p : ptrs_) device_free(ctx_, p); /* noexcept */
   }
   Scratch(const Scratch &) = delete;
   Scratch &operator=(const Scratch &) = delete;
   template <class T>
-  lte_status get(size_t count, T **out) {
+  lte_status get(size_t count, T **out) noexcept {
     void *p = nullptr;
-    lte_status st = device_alloc(ctx_, fn_, count * sizeof(T) > 0 ? count * sizeof(T) : 1, &p);
+    /* An overflowing count asks for SIZE_MAX, which device_alloc rejects as out of memory. */
+    const size_t bytes = count > SIZE_MAX / sizeof(T) ? SIZE_MAX : count * sizeof(T);
+    lte_status st = device_alloc(ctx_, fn_, bytes > 0 ? bytes : 1, &p);
     if (st != LTE_STATUS_OK) return st;
-    ptrs_.push_back(p);
+    try {
+      ptrs_.push_back(p);
+    } catch (...) {
+      device_free(ctx_, p);
+      return exception_status(ctx_, fn_);
+    }
     *out = static_cast<T *>(p);
     return LTE_STATUS_OK;
   }

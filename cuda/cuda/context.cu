@@ -53,16 +53,26 @@ static void record(lte_ctx *ctx, const std::string &msg) {
   ctx->last_error = msg;
 }
 
-lte_status fail(lte_ctx *ctx, lte_status st, const char *fn, const char *fmt, ...) {
+lte_status fail(lte_ctx *ctx, lte_status st, const char *fn, const char *fmt, ...) noexcept {
   va_list ap;
   va_start(ap, fmt);
-  std::string msg = std::string(fn) + ": " + vformat(fmt, ap);
+  try {
+    std::string msg = std::string(fn) + ": " + vformat(fmt, ap);
+    record(ctx, msg);
+  } catch (...) {
+    /* No host memory for the message (or the error mutex failed): best effort, record at least
+       the function name. The status is returned either way. */
+    try {
+      record(ctx, std::string(fn));
+    } catch (...) {
+    }
+  }
   va_end(ap);
-  record(ctx, msg);
   return st;
 }
 
-lte_status cuda_fail(lte_ctx *ctx, const char *fn, const char *call, cudaError_t e, const char *file, int line) {
+lte_status cuda_fail(lte_ctx *ctx, const char *fn, const char *call, cudaError_t e, const char *file,
+                     int line) noexcept {
   const char *base = strrchr(file, '/');
   return fail(ctx, LTE_STATUS_CUDA_ERROR, fn, "%s failed: %s (%s:%d)", call, cudaGetErrorString(e),
               base ? base + 1 : file, line);

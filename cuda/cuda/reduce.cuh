@@ -91,6 +91,9 @@ __global__ void column_finalize_kernel(const float *partial, int chunks, int64_t
   out[c] = accumulate ? out[c] + acc : acc;
 }
 
+/* Scratch budget of column_reduce's partial sums, in floats. */
+constexpr int64_t kColumnPartialMaxFloats = int64_t(4) << 20;
+
 template <class F>
 lte_status column_reduce(lte_ctx *ctx, const char *fn, F f, int64_t rows, int64_t cols, float *out, int accumulate) {
   const char *FN = fn;
@@ -100,9 +103,13 @@ lte_status column_reduce(lte_ctx *ctx, const char *fn, F f, int64_t rows, int64_
     return LTE_STATUS_OK;
   }
   // About 32 rows per chunk, at most 1024 chunks: enough blocks to fill the GPU for the typical
-  // (8192 x 768) gradient, a small partial buffer, and a short second pass.
+  // (8192 x 768) gradient, a small partial buffer, and a short second pass. The partial buffer
+  // (chunks * cols floats) is also kept within kColumnPartialMaxFloats (16 MiB): very wide inputs
+  // get fewer, longer chunks (a single chunk when cols alone exceeds the budget).
   int64_t chunks = (rows + 31) / 32;
   if (chunks > 1024) chunks = 1024;
+  const int64_t max_chunks = kColumnPartialMaxFloats / cols > 1 ? kColumnPartialMaxFloats / cols : 1;
+  if (chunks > max_chunks) chunks = max_chunks;
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
   Scratch scratch(ctx, fn);
