@@ -141,7 +141,7 @@ function resolveSchema(schema: any, value: unknown): any {
 }
 
 /**
- * The sub-schema at `path` under `schema`, through objects, records, arrays and unions. `value` is
+ * The sub-schema at `path` under `schema`, through objects, records, arrays, tuples and unions. `value` is
  * the document at `schema` (when known): it picks the option of a union on the way (a
  * discriminated union's option by the value's discriminator).
  */
@@ -154,6 +154,7 @@ export function schemaAt(schema: z.ZodType, path: KeyPath, value?: unknown): z.Z
     if (t === "object") s = u.def.shape[seg] ?? (isOpenCatchall(u.def.catchall) ? u.def.catchall : undefined);
     else if (t === "record") s = u.def.valueType;
     else if (t === "array") s = u.def.element;
+    else if (t === "tuple") s = u.def.items[seg as number] ?? u.def.rest;
     else return undefined;
     if (!s) return undefined;
     v = v !== null && typeof v === "object" ? v[seg] : undefined;

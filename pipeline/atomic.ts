@@ -4,7 +4,8 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { basename, dirname, join } from "node:path";
+import { dirname } from "node:path";
+import { fsyncDir, tempPathFor } from "../io/atomic.ts";
 
 /**
  * Write `data` to `path` so that readers see either the old file or the complete new one, never a
@@ -21,7 +22,7 @@ import { basename, dirname, join } from "node:path";
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
+  const tmp = tempPathFor(path);
   try {
     const file = await Deno.open(tmp, { write: true, createNew: true });
     try {
@@ -36,7 +37,14 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
     await Deno.remove(tmp).catch(() => {});
     throw err;
   }
+  fsyncDir(dirname(path)); // make the rename itself durable
 }
+
+/**
+ * Synchronous {@linkcode writeFileAtomic}, for the few places that cannot await (a signal handler
+ * about to exit the process). The shared implementation of `io/atomic.ts`.
+ */
+export { writeFileAtomicSync } from "../io/atomic.ts";
 
 /**
  * {@linkcode writeFileAtomic} for a JSON value: pretty-printed with two spaces and a final newline.

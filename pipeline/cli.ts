@@ -10,13 +10,18 @@
  * @module
  */
 import "../stages/mod.ts";
+import { isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { listStages } from "../stages/registry.ts";
 import { ConfigError, ConfigSyntaxError, loadConfig, resolvedConfigYaml } from "./config.ts";
 import { type PlanEntry, PlanError, planPipeline, runPipeline } from "./runner.ts";
 import { didYouMean } from "./_suggest.ts";
+import { stderrIsTerminal, writeStderr, writeStdout } from "./_io.ts";
 
-/** Config file used when none is given. */
+/** Config file used when none is given (relative to the repository root). */
 export const DEFAULT_CONFIG = "examples/quickstart.yaml";
+
+const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 const USAGE = `Usage: deno task pipeline [file.yaml] [validate|stages] [key.path=value ...] [options]
 
@@ -28,13 +33,15 @@ Commands:
   stages            list the registered stage types
 
 Overrides (applied before validation, typed by the stage schema):
-  seed=3  device=cuda  stages.train.optimizer.lr=3e-4  stages[0].steps=100
+  seed=3  device=cuda  stages.train.optimizer.lr=3e-4  stages.train.training.steps=100
 
 Options:
   --only a,b        run only these stages (their inputs must already be complete)
   --force           re-run the selected stages even if cached
-  --resume          let re-run stages continue from their own checkpoint
+  --resume          continue stages whose last attempt (same config) did not complete
   --run-dir DIR     run directory (default: run_dir in the YAML, else runs/<name>)
+
+The config file and --run-dir are relative to the directory deno task was started in.
   -h, --help        show this help
 
 Exit codes: 0 ok, 1 stage failure, 2 config or usage error, 130 interrupted.
@@ -99,6 +106,34 @@ export function parseArgs(args: string[]): CliArgs {
   return out;
 }
 
+/**
+ * The folder the user typed the command in: `deno task` runs tasks in the folder of deno.json and
+ * passes the original one as `INIT_CWD`.
+ */
+export function invocationDir(): string {
+  return Deno.env.get("INIT_CWD") || Deno.cwd();
+}
+
+/** A path argument as the process must open it: relative paths are relative to {@linkcode invocationDir}. */
+export function resolveUserPath(path: string): string {
+  const base = invocationDir();
+  return isAbsolute(path) || resolve(base) === resolve(Deno.cwd()) ? path : resolve(base, path);
+}
+
+/**
+ * The command that continues an interrupted run: the same arguments plus `--resume`. `--force` is
+ * dropped: it would re-run the stages this run already completed, instead of continuing.
+ */
+export function resumeCommand(args: string[]): string {
+  const kept = args.filter((a) => a !== "--force");
+  if (!kept.includes("--resume")) kept.push("--resume");
+  return ["deno task pipeline", ...kept.map(shellQuote)].join(" ");
+}
+
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
 /** Where {@linkcode main} prints; tests capture it. */
 export interface CliIO {
   /** Results (validate's config and plan, stages list). */
@@ -131,7 +166,7 @@ export async function main(args: string[], io: CliIO = defaultIO()): Promise<num
       for (const s of stages) io.stdout(`${s.type.padEnd(w)}  ${s.description}\n`);
       return 0;
     }
-    const file = cli.file ?? DEFAULT_CONFIG;
+    const file = cli.file !== undefined ? resolveUserPath(cli.file) : defaultConfig();
     if (!(await isFile(file))) {
       throw new UsageError(
         cli.file === undefined
@@ -140,8 +175,8 @@ export async function main(args: string[], io: CliIO = defaultIO()): Promise<num
       );
     }
     const config = await loadConfig(file, { overrides: cli.overrides });
-    const runDir = cli.runDir ?? config.settings.run_dir;
-    const planOpts = { only: cli.only, force: cli.force, runDir };
+    const runDir = cli.runDir !== undefined ? resolveUserPath(cli.runDir) : config.settings.run_dir;
+    const planOpts = { only: cli.only, force: cli.force, resume: cli.resume, runDir };
     if (cli.command === "validate") {
       const plan = await planPipeline(config, planOpts);
       io.stdout(
@@ -152,7 +187,7 @@ export async function main(args: string[], io: CliIO = defaultIO()): Promise<num
     }
     const result = await runPipeline(config, {
       ...planOpts,
-      resume: cli.resume,
+      resumeCommand: resumeCommand(args),
       output: { write: io.stderr, isTerminal: io.isTerminal },
     });
     return result.status === "complete" ? 0 : result.status === "interrupted" ? 130 : 1;
@@ -178,18 +213,29 @@ export function formatPlan(plan: PlanEntry[], runDir: string): string {
     p.name,
     p.type,
     p.inputs.length ? p.inputs.join(",") : "-",
-    p.action === "skip"
-      ? `cached (hash ${p.hash.slice(0, 12)})`
-      : p.action === "not-selected"
-      ? `not selected${p.cached ? " (cached)" : ""}`
-      : p.cached
-      ? "will run (forced)"
-      : `will run${p.previous ? ` (was ${p.previous === "complete" ? "complete, config changed" : p.previous})` : ""}`,
+    planStatus(p),
   ]);
   const header = ["#", "stage", "type", "inputs", "status"];
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
   const line = (r: string[]) => r.map((x, c) => (c === r.length - 1 ? x : x.padEnd(widths[c]!))).join("  ");
   return `Plan (run dir ${runDir}):\n${[header, ...rows].map((r) => `  ${line(r)}`).join("\n")}\n`;
+}
+
+function planStatus(p: PlanEntry): string {
+  if (p.action === "skip") return `cached (hash ${p.hash.slice(0, 12)})`;
+  if (p.action === "not-selected") return `not selected${p.cached ? " (cached)" : ""}`;
+  if (p.resume) return `will resume (was ${p.previous})`;
+  if (p.cached) return "will run (forced)";
+  if (p.previous === undefined) return "will run";
+  if (p.previous === "complete") return "will run (was complete, config changed)";
+  if (p.resumable) return `will run (was ${p.previous}; --resume continues it)`;
+  const why = p.manifest?.hash === p.hash ? "inputs re-ran" : "config changed";
+  return `will run (was ${p.previous}, ${why}; starts over)`;
+}
+
+/** The default config: the repository's (relative when the working directory is the repository). */
+function defaultConfig(): string {
+  return resolve(Deno.cwd()) === resolve(REPO_ROOT) ? DEFAULT_CONFIG : resolve(REPO_ROOT, DEFAULT_CONFIG);
 }
 
 async function isFile(path: string): Promise<boolean> {
@@ -201,21 +247,7 @@ async function isFile(path: string): Promise<boolean> {
 }
 
 function defaultIO(): CliIO {
-  const enc = new TextEncoder();
-  let tty = false;
-  try {
-    tty = Deno.stderr.isTerminal();
-  } catch { /* no stderr */ }
-  return {
-    stdout: (t) => writeAll(Deno.stdout, enc.encode(t)),
-    stderr: (t) => writeAll(Deno.stderr, enc.encode(t)),
-    isTerminal: tty,
-  };
-}
-
-/** Write every byte (writeSync may write only part of a large buffer). */
-function writeAll(w: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  for (let off = 0; off < bytes.length;) off += w.writeSync(bytes.subarray(off));
+  return { stdout: writeStdout, stderr: writeStderr, isTerminal: stderrIsTerminal() };
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

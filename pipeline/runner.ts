@@ -9,8 +9,9 @@
  * overrides.yaml   the override arguments of the latest invocation
  * env.json         Deno version, OS, CPUs, git revision + dirty flag, time, requested device
  * log.txt          appended by every invocation
- * metrics.jsonl    appended: one JSON object per ctx.metric() call, with stage and time
+ * metrics.jsonl    appended: one JSON object per ctx.metric() call, with stage, time, attempt, hash
  * stages/<name>/   a stage's artifacts + stage.json (type, hash, status, times, summary)
+ * .lock            while a run is using the directory: {pid, started, hostname}
  * ```
  *
  * @module
@@ -18,9 +19,10 @@
 import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { dirname, join, resolve } from "node:path";
 import { stringify } from "yaml";
-import { hashConfig, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
-import { type PipelineConfig, resolvedConfigYaml } from "./config.ts";
+import { hashConfig, writeFileAtomic, writeFileAtomicSync, writeJsonAtomic } from "./atomic.ts";
+import { configDirOf, type PipelineConfig, resolvedConfigYaml } from "./config.ts";
 import { createProgress } from "./progress.ts";
+import { stderrOutput } from "./_io.ts";
 import { didYouMean } from "./_suggest.ts";
 import type { DeviceSetting, StageContext, StageOutput } from "./stage.ts";
 
@@ -30,7 +32,10 @@ export type StageStatus = "running" | "complete" | "failed" | "interrupted";
 /** Contents of `stages/<name>/stage.json`. */
 export interface StageManifest {
   type: string;
-  /** Cache hash: sha256 of type, resolved stage config, upstream hashes, pipeline seed and device. */
+  /**
+   * Cache hash: sha256 of type, resolved stage config, upstream hashes, pipeline seed and device,
+   * and the stage definition's `version` and `fingerprint()` when it has them.
+   */
   hash: string;
   status: StageStatus;
   /** ISO time the latest attempt started. */
@@ -44,10 +49,14 @@ export interface StageManifest {
   error?: string;
   /** Error stack, for debugging a failure without re-running. */
   error_stack?: string;
-  /** Whether the attempt ran with `--resume`. */
+  /** Whether the attempt continued the previous one (`--resume` with the same hash). */
   resumed: boolean;
   /** The resolved stage config that was run. */
   config: unknown;
+  /** The stage definition's `version`, if it has one. */
+  version?: string;
+  /** What the stage definition's `fingerprint()` returned, if it has one. */
+  fingerprint?: string;
   /** Upstream stage hashes, by name. */
   inputs: Record<string, string>;
   /** `started` of the upstream runs whose outputs this run consumed, by name. */
@@ -67,10 +76,23 @@ export interface PlanEntry {
   cached: boolean;
   /** Status in the existing `stage.json`, if any. */
   previous?: StageStatus;
+  /** The existing `stage.json`, if any (read once, while planning). */
+  manifest?: StageManifest;
   /** What the runner will do: run it, skip it (cached), or leave it alone (not in `--only`). */
   action: "run" | "skip" | "not-selected";
   /** `started` of the existing complete result, if any (identifies the run consumers used). */
   started?: string;
+  /**
+   * The existing attempt did not complete, has this hash, and consumed the current outputs of its
+   * inputs (none of which will re-run now): `--resume` can continue it.
+   */
+  resumable: boolean;
+  /** The runner will continue the existing attempt (`--resume` and {@linkcode resumable}). */
+  resume: boolean;
+  /** Under `--resume`, why an existing incomplete attempt is not continued but started over. */
+  restart?: string;
+  /** What the stage definition's `fingerprint()` returned, if it has one. */
+  fingerprint?: string;
 }
 
 /** Options of {@linkcode planPipeline}. */
@@ -81,16 +103,25 @@ export interface PlanOptions {
   force?: boolean;
   /** Run directory. @default {config.settings.run_dir} */
   runDir?: string;
+  /**
+   * Continue stages whose previous attempt of the same config did not complete (same hash, status
+   * interrupted, failed or running): keep their folders and pass `resume: true`. Other stages
+   * that run start over, as without it.
+   */
+  resume?: boolean;
 }
 
 /** Options of {@linkcode runPipeline}. */
 export interface RunOptions extends PlanOptions {
-  /** Pass `resume: true` to stages and keep their folders so they continue from a checkpoint. */
-  resume?: boolean;
   /** Override arguments to record in `overrides.yaml`. @default {config.overrides} */
   overrides?: string[];
   /** Config file to record in `env.json`. @default {config.file} */
   configPath?: string;
+  /**
+   * The command that continues this run after an interrupt, shown in the hint (the CLI passes
+   * its own arguments plus `--resume`). @default {"the same command with --resume"}
+   */
+  resumeCommand?: string;
   /** Extra abort signal (embedding, tests); SIGINT/SIGTERM abort stages too. */
   signal?: AbortSignal;
   /** Listen for SIGINT/SIGTERM while running. @default {true} */
@@ -123,7 +154,10 @@ export interface RunResult {
   stages: StageResult[];
 }
 
-/** The stage selection cannot run: unknown `--only` names, or inputs without a complete result. */
+/**
+ * The stage selection cannot run: unknown `--only` names, inputs without a complete result, a
+ * failed preflight check, or a run directory in use by another run.
+ */
 export class PlanError extends Error {
   override name = "PlanError";
   /** One line per problem. */
@@ -135,18 +169,56 @@ export class PlanError extends Error {
   }
 }
 
+/** Name of the lock file a run keeps in its run directory. */
+export const LOCK_FILE = ".lock";
+
+/** What goes into a stage's hash besides its inputs' hashes. */
+interface StageIdentity {
+  hash: string;
+  version?: string;
+  fingerprint?: string;
+}
+
+function stageIdentities(config: PipelineConfig): Map<string, StageIdentity> {
+  const ids = new Map<string, StageIdentity>();
+  const configDir = configDirOf(config);
+  const { seed, device } = config.settings;
+  for (const st of config.stages) {
+    const inputs = Object.fromEntries(st.inputs.map((n) => [n, ids.get(n)!.hash]));
+    const def = st.definition;
+    let fingerprint: string | undefined;
+    if (def.fingerprint) {
+      try {
+        fingerprint = String(def.fingerprint(st.config, { configDir }));
+      } catch (err) {
+        fingerprint = `error: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    }
+    // undefined entries are dropped by the canonical JSON: stages without them keep their hash.
+    const hash = hashConfig({
+      type: st.type,
+      config: st.config,
+      inputs,
+      seed,
+      device,
+      version: def.version,
+      fingerprint,
+    });
+    const id: StageIdentity = { hash };
+    if (def.version !== undefined) id.version = def.version;
+    if (fingerprint !== undefined) id.fingerprint = fingerprint;
+    ids.set(st.name, id);
+  }
+  return ids;
+}
+
 /**
  * Cache hash of every stage, in order: sha256 of the canonical JSON of type, resolved stage config,
- * upstream stage hashes, and the pipeline's seed and device.
+ * upstream stage hashes, the pipeline's seed and device, and (when the stage definition has them)
+ * its `version` and what its `fingerprint()` returns for the config.
  */
 export function stageHashes(config: PipelineConfig): Map<string, string> {
-  const hashes = new Map<string, string>();
-  for (const st of config.stages) {
-    const inputs = Object.fromEntries(st.inputs.map((n) => [n, hashes.get(n)!]));
-    const { seed, device } = config.settings;
-    hashes.set(st.name, hashConfig({ type: st.type, config: st.config, inputs, seed, device }));
-  }
-  return hashes;
+  return new Map([...stageIdentities(config)].map(([name, id]) => [name, id.hash]));
 }
 
 /** Read `<runDir>/stages/<name>/stage.json`, or undefined if absent or unreadable. */
@@ -166,7 +238,7 @@ export async function readManifest(runDir: string, name: string): Promise<StageM
  */
 export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {}): Promise<PlanEntry[]> {
   const runDir = opts.runDir ?? config.settings.run_dir;
-  const hashes = stageHashes(config);
+  const ids = stageIdentities(config);
   const names = config.stages.map((s) => s.name);
   const only = opts.only && opts.only.length > 0 ? new Set(opts.only) : undefined;
   const problems: string[] = [];
@@ -177,7 +249,7 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
   }
   const plan: PlanEntry[] = [];
   for (const st of config.stages) {
-    const hash = hashes.get(st.name)!;
+    const { hash, fingerprint } = ids.get(st.name)!;
     const m = await readManifest(runDir, st.name);
     const inputsFresh = st.inputs.every((n) => {
       const up = plan.find((p) => p.name === n)!;
@@ -186,9 +258,28 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
     const cached = m?.status === "complete" && m.hash === hash && inputsFresh;
     const selected = !only || only.has(st.name);
     const action = !selected ? "not-selected" : cached && !opts.force ? "skip" : "run";
-    const entry: PlanEntry = { name: st.name, type: st.type, inputs: st.inputs, hash, cached, action };
+    const incomplete = m !== undefined && m.status !== "complete";
+    const resumable = incomplete && m.hash === hash && inputsFresh;
+    const entry: PlanEntry = {
+      name: st.name,
+      type: st.type,
+      inputs: st.inputs,
+      hash,
+      cached,
+      action,
+      resumable,
+      resume: resumable && action === "run" && opts.resume === true,
+    };
+    if (m) entry.manifest = m;
     if (m?.status) entry.previous = m.status;
     if (m?.status === "complete") entry.started = m.started;
+    if (fingerprint !== undefined) entry.fingerprint = fingerprint;
+    if (opts.resume && action === "run" && incomplete && !resumable) {
+      const attempt = `the ${m.status ?? "previous"} attempt`;
+      entry.restart = m.hash !== hash
+        ? `config changed since ${attempt} (hash ${String(m.hash).slice(0, 12)} -> ${hash.slice(0, 12)}); starting over`
+        : `its input stages have re-run since ${attempt}; starting over`;
+    }
     plan.push(entry);
   }
   if (only) {
@@ -207,7 +298,7 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
       }
     }
   }
-  const configDir = config.file === "<string>" ? Deno.cwd() : dirname(resolve(config.file));
+  const configDir = configDirOf(config);
   for (const st of config.stages) {
     if (plan.find((p) => p.name === st.name)?.action !== "run" || !st.definition.preflight) continue;
     for (const msg of st.definition.preflight(st.config, { configDir })) {
@@ -219,10 +310,12 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
 }
 
 /**
- * Run a validated pipeline: plan it, record the run (config.yaml, overrides.yaml, env.json), then run
- * each selected stage that is not cached, in file order, stopping at the first failure or interrupt.
+ * Run a validated pipeline: lock the run directory, plan, record the run (config.yaml,
+ * overrides.yaml, env.json), then run each selected stage that is not cached, in file order,
+ * stopping at the first failure or interrupt.
  *
- * @throws {PlanError} Before anything is written, if the selection cannot run.
+ * @throws {PlanError} Before anything is written, if the selection cannot run or another live run
+ * holds the run directory's lock.
  *
  * @example
  * ```ts
@@ -235,6 +328,31 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
   const runDir = opts.runDir ?? config.settings.run_dir;
   const settings = { ...config.settings, run_dir: runDir };
   const resolved = { ...config, settings };
+  const created = await mkdirTracked(runDir);
+  let lock: RunLock | undefined;
+  try {
+    lock = acquireLock(runDir);
+    return await runLocked(resolved, runDir, opts, lock);
+  } finally {
+    lock?.release();
+    // A run refused before writing anything leaves no trace (non-recursive: fails when not empty).
+    for (const d of created) {
+      try {
+        Deno.removeSync(d);
+      } catch {
+        break;
+      }
+    }
+  }
+}
+
+async function runLocked(
+  resolved: PipelineConfig,
+  runDir: string,
+  opts: RunOptions,
+  lock: RunLock,
+): Promise<RunResult> {
+  const settings = resolved.settings;
   const plan = await planPipeline(resolved, opts);
   const out = opts.output ?? stderrOutput();
   const stagesDir = join(runDir, "stages");
@@ -249,19 +367,31 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
     out.write(`${out.isTerminal ? "\r\x1b[K" : ""}${line}\n`);
     appendLog(line);
   };
+  if (lock.tookOver) say(lock.tookOver);
 
   const controller = new AbortController();
   const onExternalAbort = () => controller.abort(opts.signal?.reason);
   if (opts.signal?.aborted) onExternalAbort();
   opts.signal?.addEventListener("abort", onExternalAbort, { once: true });
-  let current = "";
+  let active: ActiveStage | undefined;
   const removeSignals = opts.handleSignals === false ? () => {} : installSignals((sig) => {
     if (controller.signal.aborted) {
-      say(`received ${sig} again: exiting now`);
-      Deno.exit(130);
+      // Exiting without waiting: record the stage as interrupted first, so no "running" is left behind.
+      try {
+        say(`received ${sig} again: exiting now`);
+        if (active) {
+          markExited(active, `Interrupted by ${sig} twice: the process exited before the stage returned`);
+          say(`stage ${active.name}: marked interrupted; continue with ${opts.resumeCommand ?? "--resume"}`);
+        }
+      } finally {
+        lock.release();
+        Deno.exit(130);
+      }
     }
     say(
-      `received ${sig}: asking stage ${current || "(none)"} to stop at the next step boundary (${sig} again exits now)`,
+      `received ${sig}: asking stage ${
+        active?.name ?? "(none)"
+      } to stop at the next step boundary (${sig} again exits now)`,
     );
     controller.abort(new Error(`Interrupted by ${sig}`));
   });
@@ -283,7 +413,7 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
         continue;
       }
       if (entry.action !== "run") {
-        const m = await readManifest(runDir, entry.name);
+        const m = entry.manifest;
         if (m?.status === "complete") {
           outputs.set(entry.name, { dir: stageDir, summary: m.summary ?? {}, hash: m.hash });
           runIds.set(entry.name, m.started);
@@ -299,27 +429,28 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
         results.push({ ...base, action: "not-run" });
         continue;
       }
-      current = entry.name;
+      if (entry.restart) say(`stage ${entry.name}: ${entry.restart}`);
       const inputs = Object.fromEntries(st.inputs.map((n) => [n, outputs.get(n)!]));
       const r = await runStage({
         st,
-        hash: entry.hash,
+        entry,
         inputHashes: Object.fromEntries(st.inputs.map((n) => [n, hashes.get(n)!])),
         inputRuns: Object.fromEntries(st.inputs.map((n) => [n, runIds.get(n)!])),
-        configDir: config.file === "<string>" ? Deno.cwd() : dirname(resolve(config.file)),
+        configDir: configDirOf(resolved),
         inputs,
         stageDir,
         stagesDir,
         runDir,
         settings,
-        resume: opts.resume ?? false,
         signal: controller.signal,
         say,
         appendLog,
         metricsPath,
         out,
+        resumeCommand: opts.resumeCommand,
+        setActive: (a) => void (active = a),
       });
-      current = "";
+      active = undefined;
       results.push(r);
       if (r.status === "complete") {
         outputs.set(entry.name, { dir: stageDir, summary: r.summary ?? {}, hash: entry.hash });
@@ -334,9 +465,30 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
   return { status, runDir, stages: results };
 }
 
+/** The stage being run, for the second-signal handler. */
+interface ActiveStage {
+  name: string;
+  manifestPath: string;
+  manifest: StageManifest;
+  started: Date;
+}
+
+/** Rewrite the active stage's stage.json as interrupted, synchronously (the process exits next). */
+function markExited(a: ActiveStage, error: string): void {
+  const finished = new Date();
+  const m: StageManifest = {
+    ...a.manifest,
+    status: "interrupted",
+    finished: finished.toISOString(),
+    duration_s: (finished.getTime() - a.started.getTime()) / 1000,
+    error,
+  };
+  writeFileAtomicSync(a.manifestPath, JSON.stringify(m, null, 2) + "\n");
+}
+
 interface RunStageArgs {
   st: PipelineConfig["stages"][number];
-  hash: string;
+  entry: PlanEntry;
   inputHashes: Record<string, string>;
   inputRuns: Record<string, string>;
   configDir: string;
@@ -345,20 +497,23 @@ interface RunStageArgs {
   stagesDir: string;
   runDir: string;
   settings: PipelineConfig["settings"];
-  resume: boolean;
   signal: AbortSignal;
   say: (line: string) => void;
   appendLog: (line: string) => void;
   metricsPath: string;
   out: { write(text: string): void; isTerminal: boolean };
+  resumeCommand: string | undefined;
+  setActive: (a: ActiveStage | undefined) => void;
 }
 
 async function runStage(a: RunStageArgs): Promise<StageResult> {
-  const { st, stageDir } = a;
-  const base = { name: st.name, type: st.type, hash: a.hash, action: "ran" as const };
+  const { st, stageDir, entry } = a;
+  const hash = entry.hash;
+  const resume = entry.resume;
+  const base = { name: st.name, type: st.type, hash, action: "ran" as const };
   // Never lose earlier results: the old folder is moved aside and removed only after success.
   let oldDir: string | undefined;
-  if (!a.resume && (await exists(stageDir))) {
+  if (!resume && (await exists(stageDir))) {
     oldDir = await freeName(join(a.stagesDir, `.${st.name}.old-${timestamp()}`));
     await Deno.rename(stageDir, oldDir);
   }
@@ -367,16 +522,19 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   const manifestPath = join(stageDir, "stage.json");
   const manifest: StageManifest = {
     type: st.type,
-    hash: a.hash,
+    hash,
     status: "running",
     started: started.toISOString(),
-    resumed: a.resume,
+    resumed: resume,
     config: st.config,
     inputs: a.inputHashes,
     input_runs: a.inputRuns,
   };
+  if (st.definition.version !== undefined) manifest.version = st.definition.version;
+  if (entry.fingerprint !== undefined) manifest.fingerprint = entry.fingerprint;
   await writeJsonAtomic(manifestPath, manifest);
-  a.say(`stage ${st.name}: running ${st.type} (hash ${a.hash.slice(0, 12)}${a.resume ? ", resume" : ""})`);
+  a.setActive({ name: st.name, manifestPath, manifest, started });
+  a.say(`stage ${st.name}: running ${st.type} (hash ${hash.slice(0, 12)}${resume ? ", resume" : ""})`);
 
   const ctx: StageContext = {
     name: st.name,
@@ -384,14 +542,21 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
     runDir: a.runDir,
     dir: stageDir,
     configDir: a.configDir,
-    hash: a.hash,
+    hash,
     inputs: a.inputs,
     pipeline: a.settings,
-    resume: a.resume,
+    resume,
     signal: a.signal,
     log: (msg) => a.say(`[${st.name}] ${msg}`),
     metric: (record) => {
-      const line = JSON.stringify({ stage: st.name, time: new Date().toISOString(), ...record });
+      // The runner's fields last: a record cannot overwrite them.
+      const line = JSON.stringify({
+        ...record,
+        stage: st.name,
+        time: new Date().toISOString(),
+        attempt: manifest.started,
+        hash: hash.slice(0, 12),
+      });
       Deno.writeTextFileSync(a.metricsPath, line + "\n", { append: true });
     },
     progress: (opts) =>
@@ -419,20 +584,30 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   manifest.finished = finished.toISOString();
   manifest.duration_s = (finished.getTime() - started.getTime()) / 1000;
   if (summary !== undefined) manifest.summary = summary;
-  manifest.status = a.signal.aborted ? "interrupted" : error === undefined ? "complete" : "failed";
+  // The stage decides: a summary means it finished unless it says it stopped early; an exception
+  // while the signal is aborted is an interruption, any other exception a failure.
+  manifest.status = error === undefined
+    ? summary?.interrupted === true ? "interrupted" : "complete"
+    : a.signal.aborted
+    ? "interrupted"
+    : "failed";
   if (error !== undefined) {
     manifest.error = error instanceof Error ? error.message : String(error);
     if (error instanceof Error && error.stack) manifest.error_stack = error.stack;
   }
   await writeJsonAtomic(manifestPath, manifest);
+  a.setActive(undefined);
 
   const took = `${manifest.duration_s.toFixed(1)}s`;
   if (manifest.status === "complete") {
-    if (oldDir) await Deno.remove(oldDir, { recursive: true });
+    await removeOldFolders(a.stagesDir, st.name);
     a.say(`stage ${st.name}: complete in ${took}`);
   } else {
     if (manifest.status === "interrupted") {
-      a.say(`stage ${st.name}: interrupted after ${took}; continue with --resume --only ${st.name}`);
+      const how = a.resumeCommand !== undefined
+        ? `continue with: ${a.resumeCommand}`
+        : "continue by running the same command with --resume";
+      a.say(`stage ${st.name}: interrupted after ${took}; ${how}`);
     } else {
       const detail = Deno.env.get("LTE_DEBUG") === "1" && manifest.error_stack ? manifest.error_stack : manifest.error;
       a.say(`stage ${st.name}: failed after ${took}: ${detail}`);
@@ -450,16 +625,29 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   return r;
 }
 
+/** Delete every `.<name>.old-*` folder (earlier results moved aside) once `<name>` has completed. */
+async function removeOldFolders(stagesDir: string, name: string): Promise<void> {
+  const prefix = `.${name}.old-`; // stage names have no dots: no other stage's folders match
+  for await (const e of Deno.readDir(stagesDir)) {
+    if (e.name.startsWith(prefix)) await Deno.remove(join(stagesDir, e.name), { recursive: true });
+  }
+}
+
 /** Write config.yaml, overrides.yaml and env.json for this invocation. */
 async function writeRunRecord(config: PipelineConfig, runDir: string, opts: RunOptions): Promise<void> {
   const overrides = opts.overrides ?? config.overrides;
   const configPath = opts.configPath ?? config.file;
+  // Stages resolve relative paths against the config's folder: record it, so the run can be redone.
+  const configDir = configDirOf(config);
   await writeFileAtomic(
     join(runDir, "config.yaml"),
     `# Resolved config of the latest run (defaults and overrides applied), from ${configPath}\n` +
       resolvedConfigYaml(config),
   );
-  await writeFileAtomic(join(runDir, "overrides.yaml"), stringify({ config: configPath, overrides }));
+  await writeFileAtomic(
+    join(runDir, "overrides.yaml"),
+    stringify({ config: configPath, config_dir: configDir, overrides }),
+  );
   await writeJsonAtomic(join(runDir, "env.json"), {
     time: new Date().toISOString(),
     deno: Deno.version,
@@ -470,6 +658,8 @@ async function writeRunRecord(config: PipelineConfig, runDir: string, opts: RunO
     device_requested: config.settings.device,
     backend: backendInfo(config.settings.device),
     config: configPath,
+    config_dir: configDir,
+    cwd: Deno.cwd(),
     overrides,
     args: Deno.args,
     options: { only: opts.only ?? null, force: opts.force ?? false, resume: opts.resume ?? false },
@@ -514,13 +704,128 @@ function installSignals(handler: (sig: Deno.Signal) => void): () => void {
   return () => removers.forEach((r) => r());
 }
 
-function stderrOutput(): { write(text: string): void; isTerminal: boolean } {
-  const enc = new TextEncoder();
-  let tty = false;
+// ---------------------------------------------------------------------------------------------
+// Run directory lock
+
+interface RunLock {
+  /** A log line when a stale lock was taken over. */
+  tookOver?: string;
+  /** Remove the lock (if it is still ours); idempotent and synchronous (signal handlers call it). */
+  release(): void;
+}
+
+interface LockInfo {
+  pid?: number;
+  started?: string;
+  hostname?: string;
+}
+
+/**
+ * Create `<runDir>/.lock` (exclusively) holding this process's pid and start time. An existing lock
+ * of a live process fails the run with a {@linkcode PlanError}; the lock of a process that is gone
+ * (or one left half-written long ago) is taken over.
+ */
+function acquireLock(runDir: string): RunLock {
+  const path = join(runDir, LOCK_FILE);
+  const me: LockInfo = { pid: Deno.pid, started: new Date().toISOString(), hostname: hostname() };
+  const text = JSON.stringify(me) + "\n";
+  let tookOver: string | undefined;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const file = Deno.openSync(path, { write: true, createNew: true });
+      try {
+        const bytes = new TextEncoder().encode(text);
+        for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
+      } finally {
+        file.close();
+      }
+      let released = false;
+      const lock: RunLock = {
+        release() {
+          if (released) return;
+          released = true;
+          try {
+            if (Deno.readTextFileSync(path) === text) Deno.removeSync(path);
+          } catch { /* already gone */ }
+        },
+      };
+      if (tookOver !== undefined) lock.tookOver = tookOver;
+      return lock;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    }
+    const holder = readLock(path);
+    if (holder === "gone") continue;
+    const who = holder.pid !== undefined ? `process ${holder.pid}` : "another process";
+    const since = holder.started ? `, started ${holder.started}` : "";
+    const host = holder.hostname && holder.hostname !== me.hostname ? ` on ${holder.hostname}` : "";
+    if (holder.alive) {
+      throw new PlanError([
+        `run dir ${runDir} is in use by ${who}${host}${since} (lock file ${path}); wait for that run to end, ` +
+        `use another --run-dir, or delete the lock file if no pipeline run is using the directory`,
+      ]);
+    }
+    tookOver = `run dir lock: took over the stale lock of ${who}${since}, which is no longer running (${path})`;
+    try {
+      Deno.removeSync(path);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  throw new PlanError([`run dir ${runDir}: could not create the lock file ${path} (another run keeps taking it)`]);
+}
+
+function readLock(path: string): (LockInfo & { alive: boolean }) | "gone" {
+  let text: string;
+  let mtime: number;
   try {
-    tty = Deno.stderr.isTerminal();
-  } catch { /* no stderr */ }
-  return { write: (t) => writeAll(Deno.stderr, enc.encode(t)), isTerminal: tty };
+    text = Deno.readTextFileSync(path);
+    mtime = Deno.statSync(path).mtime?.getTime() ?? 0;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "gone";
+    throw err;
+  }
+  let info: LockInfo | undefined;
+  try {
+    const v = JSON.parse(text);
+    if (v && typeof v === "object" && Number.isInteger(v.pid)) info = v;
+  } catch { /* half-written, or not ours */ }
+  // A lock without a readable pid is being written right now, or was abandoned mid-write.
+  if (!info) return { alive: Date.now() - mtime < 10_000 };
+  const remote = info.hostname !== undefined && info.hostname !== hostname();
+  return { ...info, alive: remote || pidAlive(info.pid!) };
+}
+
+/** Whether a process exists: /proc on Linux; elsewhere we cannot tell cheaply, so assume it does. */
+function pidAlive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  if (pid <= 0) return false;
+  if (Deno.build.os !== "linux") return true;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch (err) {
+    return !(err instanceof Deno.errors.NotFound);
+  }
+}
+
+function hostname(): string | undefined {
+  try {
+    return Deno.hostname();
+  } catch {
+    return undefined;
+  }
+}
+
+/** `mkdir -p`, returning the folders it created, deepest first. */
+async function mkdirTracked(dir: string): Promise<string[]> {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !(await exists(d)); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  return missing;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -541,9 +846,4 @@ async function freeName(path: string): Promise<string> {
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-}
-
-/** Write every byte (writeSync may write only part of a large buffer). */
-function writeAll(w: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  for (let off = 0; off < bytes.length;) off += w.writeSync(bytes.subarray(off));
 }

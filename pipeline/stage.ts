@@ -26,13 +26,15 @@
  *   async run(c, ctx) {
  *     const modelDir = ctx.inputs[c.from]!.dir;
  *     const bar = ctx.progress({ total: c.batches, label: "eval", unit: "batch" });
- *     for (let i = 1; i <= c.batches && !ctx.signal.aborted; i++) {
+ *     let done = 0;
+ *     for (; done < c.batches && !ctx.signal.aborted; done++) {
  *       // ... evaluate one batch from modelDir ...
- *       bar.update(i, { ppl: 12.3 });
+ *       bar.update(done + 1, { ppl: 12.3 });
  *     }
  *     bar.done();
+ *     if (done < c.batches) return { interrupted: true, batches: done }; // Ctrl-C: status interrupted
  *     await writeJsonAtomic(`${ctx.dir}/results.json`, { ppl: 12.3 });
- *     return { ppl: 12.3 };
+ *     return { ppl: 12.3 }; // status complete
  *   },
  * };
  * registerStage(evalStage);

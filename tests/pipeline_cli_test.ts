@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { z } from "zod";
-import { main, parseArgs } from "../pipeline/cli.ts";
+import { formatPlan, main, parseArgs, resumeCommand } from "../pipeline/cli.ts";
+import { LOCK_FILE, type PlanEntry } from "../pipeline/runner.ts";
 import { writeFileAtomic } from "../pipeline/stage.ts";
 import { getStage, registerStage } from "../stages/registry.ts";
 
@@ -138,5 +139,79 @@ Deno.test("pipeline/cli.ts as a process exits 2 on malformed YAML without a stac
   assert.equal(r.code, 2, stderr);
   assert.match(stderr, new RegExp(`^error: Malformed YAML: ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:\\d+:\\d+ `));
   assert.doesNotMatch(stderr, /\n\s+at /);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("main() resolves the config file and --run-dir against INIT_CWD and records config_dir", async () => {
+  const { dir } = await setup(); // p.yaml in dir
+  const before = Deno.env.get("INIT_CWD");
+  Deno.env.set("INIT_CWD", dir); // deno task runs in the repo root and passes the user's folder here
+  try {
+    const r = await cli(["p.yaml", "--run-dir", "myrun"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await Deno.readTextFile(join(dir, "myrun/stages/first/echo.txt")), "hi");
+    const overrides = await Deno.readTextFile(join(dir, "myrun/overrides.yaml"));
+    assert.match(overrides, new RegExp(`config_dir: ${dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\n`));
+    const env = JSON.parse(await Deno.readTextFile(join(dir, "myrun/env.json")));
+    assert.equal(env.config_dir, dir);
+    const missing = await cli(["nope.yaml"]);
+    assert.match(missing.stderr, new RegExp(`Config file not found: ${join(dir, "nope.yaml").replace(/\W/g, ".")}`));
+  } finally {
+    if (before === undefined) Deno.env.delete("INIT_CWD");
+    else Deno.env.set("INIT_CWD", before);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("resumeCommand() repeats the user's arguments with --resume, without --force", () => {
+  assert.equal(
+    resumeCommand(["x.yaml", "stages.train.training.steps=50", "--only", "train", "--force"]),
+    "deno task pipeline x.yaml stages.train.training.steps=50 --only train --resume",
+  );
+  assert.equal(resumeCommand(["x.yaml", "--resume"]), "deno task pipeline x.yaml --resume");
+  assert.equal(resumeCommand(["tag=a b", "note=it's"]), `deno task pipeline 'tag=a b' 'note=it'\\''s' --resume`);
+});
+
+Deno.test("formatPlan() says whether --resume continues a stage; help shows a real override", async () => {
+  const entry = (p: Partial<PlanEntry>): PlanEntry => ({
+    name: "train",
+    type: "fine-tune",
+    inputs: [],
+    hash: "a".repeat(64),
+    cached: false,
+    action: "run",
+    resumable: false,
+    resume: false,
+    ...p,
+  });
+  const m = (hash: string) => ({ hash, status: "interrupted" }) as PlanEntry["manifest"];
+  const status = (p: Partial<PlanEntry>) =>
+    formatPlan([entry(p)], "r").split("\n")[2]!.replace(/^.*fine-tune\s+-\s+/, "");
+  assert.equal(
+    status({ previous: "interrupted", resumable: true, manifest: m("a".repeat(64)) }),
+    "will run (was interrupted; --resume continues it)",
+  );
+  assert.equal(
+    status({ previous: "interrupted", resumable: true, resume: true, manifest: m("a".repeat(64)) }),
+    "will resume (was interrupted)",
+  );
+  assert.equal(
+    status({ previous: "interrupted", manifest: m("b".repeat(64)) }),
+    "will run (was interrupted, config changed; starts over)",
+  );
+  const help = await cli(["--help"]);
+  assert.doesNotMatch(help.stdout, /stages\[0\]\.steps/);
+  assert.match(help.stdout, /stages\.train\.training\.steps=100/);
+});
+
+Deno.test("main() validate works while a run holds the lock; a second run is refused with exit 2", async () => {
+  const { dir, file, runDir } = await setup();
+  await Deno.mkdir(runDir);
+  await Deno.writeTextFile(join(runDir, LOCK_FILE), JSON.stringify({ pid: Deno.pid, started: "2024-01-01T00:00:00Z" }));
+  const v = await cli([file, "validate", "--run-dir", runDir]);
+  assert.equal(v.code, 0, v.stderr);
+  const r = await cli([file, "--run-dir", runDir]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, new RegExp(`^error: run dir .* is in use by process ${Deno.pid}\\b`));
   await Deno.remove(dir, { recursive: true });
 });

@@ -13,6 +13,7 @@ import {
   resolvedConfigYaml,
 } from "../pipeline/config.ts";
 import { getStage, registerStage } from "../stages/registry.ts";
+import { TokenizerSchema } from "../stages/_schemas.ts";
 
 // Two small real stage types, registered through the public plugin point.
 if (!getStage("cfg-train")) {
@@ -265,5 +266,100 @@ Deno.test("ConfigError message lists every issue like a compiler", () => {
       );
       return true;
     },
+  );
+});
+
+// A stage with the fine-tune stage's tokenizer block (a z.discriminatedUnion) and a tuple.
+if (!getStage("cfg-union")) {
+  registerStage({
+    type: "cfg-union",
+    description: "Config-test stage with a discriminated union",
+    schema: z.strictObject({
+      tokenizer: TokenizerSchema.optional(),
+      pair: z.tuple([z.strictObject({ lr: z.number() })]).optional(),
+    }),
+    inputs: () => [],
+    run: () => Promise.resolve({}),
+  });
+}
+
+const TOK = (tok: string) => `name: q\nstages:\n  - name: train\n    type: cfg-union\n    tokenizer: ${tok}\n`;
+
+Deno.test("parseConfig() reports unknown keys inside a discriminated union by the matching option", () => {
+  // Used to crash: "Cannot read properties of undefined (reading 'inputs')".
+  assert.deepEqual(
+    issuesOf(() => parseConfig(TOK("{ type: bytes, eos_tok: x }"), { file: "u.yaml" })).map(formatIssue),
+    [
+      'u.yaml:5:31 stages[0].tokenizer.eos_tok (stage train): unknown key "eos_tok"; allowed keys: type, specialTokens, bos, eos',
+    ],
+  );
+  assert.deepEqual(issuesOf(() => parseConfig(TOK("{ type: bytes, eoss: x }"))).map((i) => i.message), [
+    'unknown key "eoss" (did you mean "eos"?)',
+  ]);
+  // eos belongs to the bytes option, not to gpt2.
+  assert.deepEqual(issuesOf(() => parseConfig(TOK("{ type: gpt2, eos: x }"))).map((i) => i.message), [
+    'unknown key "eos"; allowed keys: type, encoder, merges',
+  ]);
+  assert.deepEqual(parseConfig(TOK("{ type: bytes, eos: x }")).stages[0]!.config, {
+    tokenizer: { type: "bytes", eos: "x" },
+  });
+});
+
+Deno.test("parseConfig() words an invalid discriminator like the other errors", () => {
+  const bpe = issuesOf(() => parseConfig(TOK("{ type: bpe }"), { file: "d.yaml" }));
+  assert.deepEqual(bpe.map(formatIssue), [
+    'd.yaml:5:24 stages[0].tokenizer.type (stage train): expected one of "bytes" | "gpt2" | "hf", received string "bpe"',
+  ]);
+  assert.equal(bpe[0]!.expected, 'one of "bytes" | "gpt2" | "hf"');
+  assert.equal(bpe[0]!.received, 'string "bpe"');
+  assert.equal(
+    issuesOf(() => parseConfig(TOK("{ type: bytez }")))[0]!.message,
+    'expected one of "bytes" | "gpt2" | "hf", received string "bytez" (did you mean "bytes"?)',
+  );
+  assert.equal(
+    issuesOf(() => parseConfig(TOK("{ eos: x }")))[0]!.message,
+    'missing required key "type": expected one of "bytes" | "gpt2" | "hf"',
+  );
+});
+
+Deno.test("parseConfig() types overrides under a union by the matching option", () => {
+  const bytes = parseConfig(TOK("{ type: bytes }"), { overrides: ["stages.train.tokenizer.eos=3"] });
+  assert.deepEqual((bytes.stages[0]!.config as any).tokenizer, { type: "bytes", eos: "3" });
+  const gpt2 = parseConfig(TOK("{ type: gpt2 }"), { overrides: ["stages.train.tokenizer.encoder=123"] });
+  assert.deepEqual((gpt2.stages[0]!.config as any).tokenizer, { type: "gpt2", encoder: "123" });
+  assert.deepEqual(
+    issuesOf(() => parseConfig(TOK("{ type: gpt2 }"), { overrides: ["stages.train.tokenizer.eos=3"] })).map(
+      formatIssue,
+    ),
+    [`override #1 'stages.train.tokenizer.eos=3' stages[0].tokenizer.eos (stage train): unknown key "eos"; allowed keys: type, encoder, merges`],
+  );
+  // Tuples are typed too.
+  const pair = parseConfig(TOK("{ type: bytes }") + "    pair: [{ lr: 1 }]\n", {
+    overrides: ["stages[0].pair[0].lr=2"],
+  });
+  assert.deepEqual((pair.stages[0]!.config as any).pair, [{ lr: 2 }]);
+});
+
+Deno.test("parseConfig() keeps zod's unknown-key issue where the key walk does not reach, never crashing", () => {
+  // findUnknownKeys does not descend into tuples; zod's unrecognized_keys issue is reported instead.
+  const issues = issuesOf(() =>
+    parseConfig(TOK("{ type: bytes }") + "    pair: [{ lr: 1, lrr: 2 }]\n", { file: "t.yaml" })
+  );
+  assert.deepEqual(issues.map(formatIssue), [
+    't.yaml:6:21 stages[0].pair[0].lrr (stage train): unknown key "lrr" (did you mean "lr"?)',
+  ]);
+});
+
+Deno.test("registerStage() rejects a schema that declares a reserved key", () => {
+  assert.throws(
+    () =>
+      registerStage({
+        type: "cfg-reserved",
+        description: "",
+        schema: z.strictObject({ type: z.string() }),
+        inputs: () => [],
+        run: () => Promise.resolve({}),
+      }),
+    /declares the reserved key "type"/,
   );
 });

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createProgress, formatDuration, formatNumber, formatProgressLine } from "../pipeline/progress.ts";
 import { canonicalJson, hashConfig, writeFileAtomic, writeJsonAtomic } from "../pipeline/stage.ts";
+import { writeAllSync } from "../pipeline/_io.ts";
 
 function fakeClock(start = 0) {
   let t = start;
@@ -97,4 +98,32 @@ Deno.test("canonicalJson() sorts keys so hashConfig() ignores key order", () => 
   assert.notEqual(hashConfig({ a: 1 }), hashConfig({ a: 2 }));
   assert.match(hashConfig({}), /^[0-9a-f]{64}$/);
   assert.throws(() => canonicalJson({ lr: NaN }), (e: unknown) => e instanceof TypeError && /\$\.lr/.test(e.message));
+});
+
+Deno.test("createProgress() measures the rate from the first update, not from step 0 (resume)", () => {
+  const out: string[] = [];
+  const clock = fakeClock();
+  const bar = createProgress({ total: 1000, label: "train", unit: "step" }, {
+    write: (t) => void out.push(t),
+    isTerminal: false,
+    now: clock.now,
+    plainIntervalMs: 0,
+    width: 10,
+  });
+  clock.advance(1000); // loading the checkpoint
+  bar.update(501); // resumed at step 500: one step done since creation
+  for (let s = 502; s <= 510; s++) {
+    clock.advance(200);
+    bar.update(s);
+  }
+  // Not 501 steps in 1 s: one step in 1 s, then 5 step/s from the updates.
+  assert.match(out[0]!, / 1 step\/s ETA 8m19s\n$/);
+  assert.match(out.at(-1)!, / 5 step\/s ETA 1m38s\n$/);
+});
+
+Deno.test("writeAllSync() writes every byte even when writeSync writes only part", () => {
+  const got: number[] = [];
+  const partial = { writeSync: (p: Uint8Array) => (got.push(...p.subarray(0, 3)), Math.min(3, p.length)) };
+  writeAllSync(partial, "hello, world — ✓");
+  assert.equal(new TextDecoder().decode(new Uint8Array(got)), "hello, world — ✓");
 });

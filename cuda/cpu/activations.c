@@ -14,16 +14,12 @@
 #define GELU_K 0.7978845608028654 /* sqrt(2 / pi) */
 #define GELU_C 0.044715
 
-#define ACT_PROLOGUE() \
-  CHECK_CTX();         \
-  CHECK_F32();         \
-  CHECK_NONNEG(n);     \
-  if (n == 0) return LTE_STATUS_OK
+/* Every op starts with ELEMENTWISE_PROLOGUE() (cpu_common.h). */
 
 static inline double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 LTE_API lte_status lte_gelu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(x);
   CHECK_PTR(y);
   const float *X = x;
@@ -39,7 +35,7 @@ LTE_API lte_status lte_gelu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void 
 
 LTE_API lte_status lte_gelu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x, void *dx,
                                      int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(dy);
   CHECK_PTR(x);
   CHECK_PTR(dx);
@@ -57,7 +53,7 @@ LTE_API lte_status lte_gelu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void
 }
 
 LTE_API lte_status lte_silu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(x);
   CHECK_PTR(y);
   const float *X = x;
@@ -73,7 +69,7 @@ LTE_API lte_status lte_silu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void 
 
 LTE_API lte_status lte_silu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x, void *dx,
                                      int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(dy);
   CHECK_PTR(x);
   CHECK_PTR(dx);
@@ -89,7 +85,7 @@ LTE_API lte_status lte_silu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void
 }
 
 LTE_API lte_status lte_sigmoid_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(x);
   CHECK_PTR(y);
   const float *X = x;
@@ -103,7 +99,7 @@ LTE_API lte_status lte_sigmoid_forward(lte_ctx_t *ctx, lte_dtype dtype, const vo
 /* dx += dy * y * (1 - y), y the saved forward output */
 LTE_API lte_status lte_sigmoid_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *y, void *dx,
                                         int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(dy);
   CHECK_PTR(y);
   CHECK_PTR(dx);
@@ -121,7 +117,7 @@ LTE_API lte_status lte_sigmoid_backward(lte_ctx_t *ctx, lte_dtype dtype, const v
 /* y = silu(gate) * up    gate, up, y: (n) */
 LTE_API lte_status lte_swiglu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *gate, const void *up, void *y,
                                       int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(gate);
   CHECK_PTR(up);
   CHECK_PTR(y);
@@ -139,7 +135,7 @@ LTE_API lte_status lte_swiglu_forward(lte_ctx_t *ctx, lte_dtype dtype, const voi
 /* dgate += dy * up * silu'(gate);  dup += dy * silu(gate)    (either may be NULL) */
 LTE_API lte_status lte_swiglu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *gate,
                                        const void *up, void *dgate, void *dup, int64_t n) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(dy);
   CHECK_PTR(gate);
   if (dgate) CHECK_PTR(up);
@@ -158,7 +154,7 @@ LTE_API lte_status lte_swiglu_backward(lte_ctx_t *ctx, lte_dtype dtype, const vo
 /* mask[i] = x[i] > threshold ? 1 : 0    (strict; NaN gives 0) */
 LTE_API lte_status lte_threshold(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *mask, int64_t n,
                                  float threshold) {
-  ACT_PROLOGUE();
+  ELEMENTWISE_PROLOGUE();
   CHECK_PTR(x);
   CHECK_PTR(mask);
   const float *X = x;

@@ -84,6 +84,14 @@ lte_status lte_check_pos(lte_ctx_t *ctx, const char *fn, int64_t v, const char *
 #define CHECK_POS(v) LTE_TRY(lte_check_pos(ctx, __func__, (int64_t)(v), #v))
 #define FAIL(status, ...) lte_fail(ctx, (status), __VA_ARGS__)
 
+/* Common prologue of the (n)-sized elementwise and activation ops: context, dtype, n >= 0, early
+   return on n == 0 (pointers are checked after it, only when there is work). */
+#define ELEMENTWISE_PROLOGUE() \
+  CHECK_CTX();                 \
+  CHECK_F32();                 \
+  CHECK_NONNEG(n);             \
+  if (n == 0) return LTE_STATUS_OK
+
 /* Below this many elements (or rows x cols) a loop runs on one thread: fork/join costs more. */
 #define LTE_PAR_MIN 16384
 

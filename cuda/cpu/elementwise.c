@@ -15,13 +15,6 @@
 
 #define SUM_CHUNK 8192 /* elements per partial sum: fixed, independent of the thread count */
 
-/* Common prologue of the (n)-sized ops: context, dtype, n >= 0, early return on n == 0. */
-#define ELEMENTWISE_PROLOGUE() \
-  CHECK_CTX();                 \
-  CHECK_F32();                 \
-  CHECK_NONNEG(n);             \
-  if (n == 0) return LTE_STATUS_OK
-
 /* y = a + b    a, b, y: (n) */
 LTE_API lte_status lte_add(lte_ctx_t *ctx, lte_dtype dtype, const void *a, const void *b, void *y, int64_t n) {
   ELEMENTWISE_PROLOGUE();

@@ -83,25 +83,11 @@ __global__ void threshold_kernel(const float *x, float *mask, int64_t n, float t
 
 using namespace lte;
 
-#define F32(p) static_cast<const float *>(p)
-#define F32W(p) static_cast<float *>(p)
-
-/* ctx, dtype, n >= 0, early return on n == 0, then the pointers (same order as the CPU). */
-#define UNARY_PROLOGUE(name) \
-  LTE_ENTER(name);           \
-  LTE_REQUIRE_F32(dtype);    \
-  LTE_CHECK_NONNEG(n);       \
-  if (n == 0) return LTE_STATUS_OK
-
-#define LAUNCH_EW(kernel, ...)                                                       \
-  do {                                                                             \
-    kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(__VA_ARGS__);           \
-    LTE_LAUNCH_CHECK(#kernel);                                                     \
-    return LTE_STATUS_OK;                                                          \
-  } while (0)
+/* ELEMENTWISE_PROLOGUE (ctx, dtype, n >= 0, early return on n == 0), then the pointers in the same
+   order as the CPU, then LAUNCH_EW: see common.cuh. */
 
 extern "C" LTE_API lte_status lte_gelu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n) {
-  UNARY_PROLOGUE("lte_gelu_forward");
+  ELEMENTWISE_PROLOGUE("lte_gelu_forward");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
   LAUNCH_EW(gelu_forward_kernel, F32(x), F32W(y), n);
@@ -109,7 +95,7 @@ extern "C" LTE_API lte_status lte_gelu_forward(lte_ctx_t *ctx, lte_dtype dtype, 
 
 extern "C" LTE_API lte_status lte_gelu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x,
                                                 void *dx, int64_t n) {
-  UNARY_PROLOGUE("lte_gelu_backward");
+  ELEMENTWISE_PROLOGUE("lte_gelu_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(dx);
@@ -117,7 +103,7 @@ extern "C" LTE_API lte_status lte_gelu_backward(lte_ctx_t *ctx, lte_dtype dtype,
 }
 
 extern "C" LTE_API lte_status lte_silu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n) {
-  UNARY_PROLOGUE("lte_silu_forward");
+  ELEMENTWISE_PROLOGUE("lte_silu_forward");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
   LAUNCH_EW(silu_forward_kernel, F32(x), F32W(y), n);
@@ -125,7 +111,7 @@ extern "C" LTE_API lte_status lte_silu_forward(lte_ctx_t *ctx, lte_dtype dtype, 
 
 extern "C" LTE_API lte_status lte_silu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *x,
                                                 void *dx, int64_t n) {
-  UNARY_PROLOGUE("lte_silu_backward");
+  ELEMENTWISE_PROLOGUE("lte_silu_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(dx);
@@ -134,7 +120,7 @@ extern "C" LTE_API lte_status lte_silu_backward(lte_ctx_t *ctx, lte_dtype dtype,
 
 extern "C" LTE_API lte_status lte_sigmoid_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y,
                                                   int64_t n) {
-  UNARY_PROLOGUE("lte_sigmoid_forward");
+  ELEMENTWISE_PROLOGUE("lte_sigmoid_forward");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
   LAUNCH_EW(sigmoid_forward_kernel, F32(x), F32W(y), n);
@@ -142,7 +128,7 @@ extern "C" LTE_API lte_status lte_sigmoid_forward(lte_ctx_t *ctx, lte_dtype dtyp
 
 extern "C" LTE_API lte_status lte_sigmoid_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *y,
                                                    void *dx, int64_t n) {
-  UNARY_PROLOGUE("lte_sigmoid_backward");
+  ELEMENTWISE_PROLOGUE("lte_sigmoid_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(y);
   LTE_REQUIRE_PTR(dx);
@@ -151,7 +137,7 @@ extern "C" LTE_API lte_status lte_sigmoid_backward(lte_ctx_t *ctx, lte_dtype dty
 
 extern "C" LTE_API lte_status lte_swiglu_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *gate, const void *up,
                                                  void *y, int64_t n) {
-  UNARY_PROLOGUE("lte_swiglu_forward");
+  ELEMENTWISE_PROLOGUE("lte_swiglu_forward");
   LTE_REQUIRE_PTR(gate);
   LTE_REQUIRE_PTR(up);
   LTE_REQUIRE_PTR(y);
@@ -160,7 +146,7 @@ extern "C" LTE_API lte_status lte_swiglu_forward(lte_ctx_t *ctx, lte_dtype dtype
 
 extern "C" LTE_API lte_status lte_swiglu_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *gate,
                                                   const void *up, void *dgate, void *dup, int64_t n) {
-  UNARY_PROLOGUE("lte_swiglu_backward");
+  ELEMENTWISE_PROLOGUE("lte_swiglu_backward");
   LTE_REQUIRE_PTR(dy);
   LTE_REQUIRE_PTR(gate);
   if (dgate) LTE_REQUIRE_PTR(up);
@@ -170,7 +156,7 @@ extern "C" LTE_API lte_status lte_swiglu_backward(lte_ctx_t *ctx, lte_dtype dtyp
 
 extern "C" LTE_API lte_status lte_threshold(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *mask, int64_t n,
                                             float threshold) {
-  UNARY_PROLOGUE("lte_threshold");
+  ELEMENTWISE_PROLOGUE("lte_threshold");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(mask);
   LAUNCH_EW(threshold_kernel, F32(x), F32W(mask), n, threshold);

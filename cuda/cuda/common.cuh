@@ -195,6 +195,27 @@ const char *dtype_name(lte_dtype dtype);
 #define LTE_CHECK_POS(v) \
   LTE_REQUIRE((int64_t)(v) > 0, "%s = %lld must be > 0", #v, (long long)(v))
 
+/* The ABI passes tensors as void pointers; every op here works on f32. */
+#define F32(p) static_cast<const float *>(p)
+#define F32W(p) static_cast<float *>(p)
+
+/* Common prologue of the (n)-sized elementwise / activation ops: ctx, dtype, n >= 0, early return
+   on n == 0 (pointers are only checked when there is work, as on the CPU). */
+#define ELEMENTWISE_PROLOGUE(name) \
+  LTE_ENTER(name);                 \
+  LTE_REQUIRE_F32(dtype);          \
+  LTE_CHECK_NONNEG(n);             \
+  if (n == 0) return LTE_STATUS_OK
+
+/* Launches a grid-stride kernel over the n elements on ctx->stream, checks the launch and returns
+   LTE_STATUS_OK from the calling entry point. */
+#define LAUNCH_EW(kernel, ...)                                                     \
+  do {                                                                             \
+    kernel<<<lte::grid_for(ctx, n), lte::kThreads, 0, ctx->stream>>>(__VA_ARGS__); \
+    LTE_LAUNCH_CHECK(#kernel);                                                     \
+    return LTE_STATUS_OK;                                                          \
+  } while (0)
+
 /* ------------------------------------------------------------------ internal services */
 
 namespace lte {
@@ -286,6 +307,10 @@ inline unsigned grid_for(const lte_ctx *ctx, int64_t n, int threads = kThreads) 
   if (blocks < 1) blocks = 1;
   return (unsigned)blocks;
 }
+
+/* Grid for the row kernels (one block per row, blocks loop over rows): one block per row up to
+   65535 * 16 blocks. */
+inline unsigned row_grid(int64_t rows) { return (unsigned)(rows < 65535 * 16 ? rows : 65535 * 16); }
 
 #define LTE_GRID_STRIDE(i, n) \
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)

@@ -147,8 +147,8 @@ extern "C" LTE_API const char *lte_status_string(lte_status status) {
     case LTE_STATUS_INVALID_ARGUMENT: return "invalid argument";
     case LTE_STATUS_OUT_OF_MEMORY: return "out of memory";
     case LTE_STATUS_UNSUPPORTED: return "unsupported";
-    case LTE_STATUS_CUDA_ERROR: return "cuda error";
-    case LTE_STATUS_BLAS_ERROR: return "blas error";
+    case LTE_STATUS_CUDA_ERROR: return "CUDA error";
+    case LTE_STATUS_BLAS_ERROR: return "BLAS error";
     case LTE_STATUS_NO_DEVICE: return "no device";
     case LTE_STATUS_INTERNAL: return "internal error";
     default: return "unknown status";

@@ -71,12 +71,6 @@ struct Square {
     return v * v;
   }
 };
-struct RowMajorElem {
-  const float *x;
-  int64_t cols;
-  __device__ float operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
-};
-
 }  // namespace
 
 lte_status fill_f32(lte_ctx *ctx, const char *fn, float *y, int64_t n, float value) {
@@ -91,9 +85,6 @@ lte_status fill_f32(lte_ctx *ctx, const char *fn, float *y, int64_t n, float val
 
 using namespace lte;
 
-#define F32(p) static_cast<const float *>(p)
-#define F32W(p) static_cast<float *>(p)
-
 extern "C" LTE_API lte_status lte_fill(lte_ctx_t *ctx, lte_dtype dtype, void *x, int64_t n, float value) {
   LTE_ENTER("lte_fill");
   if (dtype != LTE_DTYPE_I32) LTE_REQUIRE_F32(dtype);
@@ -107,13 +98,7 @@ extern "C" LTE_API lte_status lte_fill(lte_ctx_t *ctx, lte_dtype dtype, void *x,
   return LTE_STATUS_OK;
 }
 
-/* Common prologue of the (n)-sized ops: ctx, dtype, n >= 0, early return on n == 0 (pointers are
-   only checked when there is work, as on the CPU). */
-#define ELEMENTWISE_PROLOGUE(name) \
-  LTE_ENTER(name);                 \
-  LTE_REQUIRE_F32(dtype);          \
-  LTE_CHECK_NONNEG(n);             \
-  if (n == 0) return LTE_STATUS_OK
+/* ELEMENTWISE_PROLOGUE and LAUNCH_EW: see common.cuh. */
 
 extern "C" LTE_API lte_status lte_add(lte_ctx_t *ctx, lte_dtype dtype, const void *a, const void *b, void *y,
                                       int64_t n) {
@@ -121,9 +106,7 @@ extern "C" LTE_API lte_status lte_add(lte_ctx_t *ctx, lte_dtype dtype, const voi
   LTE_REQUIRE_PTR(a);
   LTE_REQUIRE_PTR(b);
   LTE_REQUIRE_PTR(y);
-  add_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(a), F32(b), F32W(y), n);
-  LTE_LAUNCH_CHECK("add_kernel");
-  return LTE_STATUS_OK;
+  LAUNCH_EW(add_kernel, F32(a), F32(b), F32W(y), n);
 }
 
 extern "C" LTE_API lte_status lte_mul(lte_ctx_t *ctx, lte_dtype dtype, const void *a, const void *b, void *y,
@@ -132,9 +115,7 @@ extern "C" LTE_API lte_status lte_mul(lte_ctx_t *ctx, lte_dtype dtype, const voi
   LTE_REQUIRE_PTR(a);
   LTE_REQUIRE_PTR(b);
   LTE_REQUIRE_PTR(y);
-  mul_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(a), F32(b), F32W(y), n);
-  LTE_LAUNCH_CHECK("mul_kernel");
-  return LTE_STATUS_OK;
+  LAUNCH_EW(mul_kernel, F32(a), F32(b), F32W(y), n);
 }
 
 extern "C" LTE_API lte_status lte_scale(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n,
@@ -142,9 +123,7 @@ extern "C" LTE_API lte_status lte_scale(lte_ctx_t *ctx, lte_dtype dtype, const v
   ELEMENTWISE_PROLOGUE("lte_scale");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
-  scale_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(x), F32W(y), n, alpha, beta);
-  LTE_LAUNCH_CHECK("scale_kernel");
-  return LTE_STATUS_OK;
+  LAUNCH_EW(scale_kernel, F32(x), F32W(y), n, alpha, beta);
 }
 
 extern "C" LTE_API lte_status lte_axpy(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n,
@@ -152,9 +131,7 @@ extern "C" LTE_API lte_status lte_axpy(lte_ctx_t *ctx, lte_dtype dtype, const vo
   ELEMENTWISE_PROLOGUE("lte_axpy");
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
-  axpy_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(x), F32W(y), n, alpha);
-  LTE_LAUNCH_CHECK("axpy_kernel");
-  return LTE_STATUS_OK;
+  LAUNCH_EW(axpy_kernel, F32(x), F32W(y), n, alpha);
 }
 
 extern "C" LTE_API lte_status lte_mul_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *a,
@@ -164,9 +141,7 @@ extern "C" LTE_API lte_status lte_mul_backward(lte_ctx_t *ctx, lte_dtype dtype, 
   if (da) LTE_REQUIRE_PTR(b);
   if (db) LTE_REQUIRE_PTR(a);
   if (da == nullptr && db == nullptr) return LTE_STATUS_OK;
-  mul_backward_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(dy), F32(a), F32(b), F32W(da), F32W(db), n);
-  LTE_LAUNCH_CHECK("mul_backward_kernel");
-  return LTE_STATUS_OK;
+  LAUNCH_EW(mul_backward_kernel, F32(dy), F32(a), F32(b), F32W(da), F32W(db), n);
 }
 
 template <class F>
@@ -196,9 +171,7 @@ extern "C" LTE_API lte_status lte_broadcast_scalar_backward(lte_ctx_t *ctx, lte_
   ELEMENTWISE_PROLOGUE("lte_broadcast_scalar_backward");
   LTE_REQUIRE_PTR(dout);
   LTE_REQUIRE_PTR(dx);
-  broadcast_scalar_backward_kernel<<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(F32(dout), F32W(dx), n, alpha);
-  LTE_LAUNCH_CHECK("broadcast_scalar_backward_kernel");
-  return LTE_STATUS_OK;
+  LAUNCH_EW(broadcast_scalar_backward_kernel, F32(dout), F32W(dx), n, alpha);
 }
 
 extern "C" LTE_API lte_status lte_bias_add(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *bias, void *y,

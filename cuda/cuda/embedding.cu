@@ -10,8 +10,11 @@
  *
  * Backward: one thread per (token, channel) doing atomicAdd into dweight (repeated tokens collide
  * only on the same row, and float atomics on H100 are cheap). With LTE_OPTION_DETERMINISTIC=1 a
- * sequential-over-tokens kernel is used instead: one thread per channel walks the tokens in order,
- * so the summation order is fixed and no two threads ever write the same address.
+ * sequential-over-tokens kernel is used instead: each (row, channel) of dweight is owned by one
+ * thread, which walks the tokens in order and adds those of its row, so the summation order is
+ * fixed and no two threads ever write the same address. The rows are dealt round-robin to
+ * gridDim.y vocabulary slices (row id belongs to slice id % gridDim.y), so many threads per
+ * channel run in parallel; every thread still reads all the ids.
  */
 #include "common.cuh"
 
@@ -49,20 +52,37 @@ __global__ void embedding_backward_atomic_kernel(const int32_t *ids, const float
   }
 }
 
-/* Deterministic variant: thread c owns channel c of every row and adds tokens in order. */
+/* Deterministic variant, grid (x: channels, y: vocabulary slices): the thread for channel c in
+   slice blockIdx.y owns channel c of every row id with id % gridDim.y == blockIdx.y and adds that
+   row's tokens in token order. Only slice 0 reports bad ids (it scans every token, in order). */
 __global__ void embedding_backward_ordered_kernel(const int32_t *ids, const float *dout, float *dweight,
                                                   int64_t n_tokens, int vocab, int dim, DeviceError *err,
-                                                 unsigned long long serial) {
+                                                  unsigned long long serial) {
+  const unsigned slice = blockIdx.y, slices = gridDim.y;
   LTE_GRID_STRIDE(c, (int64_t)dim) {
     for (int64_t t = 0; t < n_tokens; ++t) {
       const int32_t id = ids[t];
       if (id < 0 || id >= vocab) {
-        if (c == 0) report_bad_index(err, serial, DEV_OP_EMBEDDING_BACKWARD, t, id, vocab, 0);
+        if (c == 0 && slice == 0) report_bad_index(err, serial, DEV_OP_EMBEDDING_BACKWARD, t, id, vocab, 0);
         continue;
       }
+      if ((unsigned)id % slices != slice) continue;
       dweight[(int64_t)id * dim + c] += dout[t * dim + c];
     }
   }
+}
+
+constexpr int kOrderedThreads = 128;
+
+/* Vocabulary slices of the deterministic backward: enough blocks in all for about one full wave
+   (16 blocks of 128 threads per SM), never more slices than rows or than gridDim.y allows. */
+unsigned ordered_slices(const lte_ctx *ctx, unsigned grid_x, int vocab) {
+  const int64_t target = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 132) * 16;
+  int64_t slices = (target + grid_x - 1) / grid_x;
+  if (slices > vocab) slices = vocab;
+  if (slices > 65535) slices = 65535;
+  if (slices < 1) slices = 1;
+  return (unsigned)slices;
 }
 
 }  // namespace
@@ -104,7 +124,9 @@ extern "C" LTE_API lte_status lte_embedding_backward(lte_ctx_t *ctx, lte_dtype d
   LTE_REQUIRE_PTR(dweight);
   const int64_t total = n_tokens * dim;
   if (ctx->deterministic) {
-    embedding_backward_ordered_kernel<<<grid_for(ctx, dim, 128), 128, 0, ctx->stream>>>(
+    const unsigned grid_x = grid_for(ctx, dim, kOrderedThreads);
+    const dim3 grid(grid_x, ordered_slices(ctx, grid_x, vocab));
+    embedding_backward_ordered_kernel<<<grid, kOrderedThreads, 0, ctx->stream>>>(
         ids, static_cast<const float *>(dout), static_cast<float *>(dweight), n_tokens, vocab, dim, ctx->d_err,
         next_launch_serial(ctx));
     LTE_LAUNCH_CHECK("embedding_backward_ordered_kernel");

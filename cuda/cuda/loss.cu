@@ -75,8 +75,6 @@ __global__ void cross_entropy_backward_kernel(const float *logits, const int32_t
   }
 }
 
-unsigned row_blocks(int64_t rows) { return (unsigned)(rows < 65535 * 16 ? rows : 65535 * 16); }
-
 }  // namespace
 }  // namespace lte
 
@@ -93,7 +91,7 @@ extern "C" LTE_API lte_status lte_cross_entropy_forward(lte_ctx_t *ctx, lte_dtyp
   LTE_REQUIRE_PTR(logits);
   LTE_REQUIRE_PTR(targets);
   LTE_REQUIRE_PTR(losses);
-  cross_entropy_forward_kernel<<<row_blocks(rows), kCeThreads, 0, ctx->stream>>>(
+  cross_entropy_forward_kernel<<<row_grid(rows), kCeThreads, 0, ctx->stream>>>(
       static_cast<const float *>(logits), targets, static_cast<float *>(losses), rows, vocab, ignore_index,
       ctx->d_err, next_launch_serial(ctx));
   LTE_LAUNCH_CHECK("cross_entropy_forward_kernel");
@@ -112,7 +110,7 @@ extern "C" LTE_API lte_status lte_cross_entropy_backward(lte_ctx_t *ctx, lte_dty
   LTE_REQUIRE_PTR(targets);
   LTE_REQUIRE_PTR(dlosses);
   LTE_REQUIRE_PTR(dlogits);
-  cross_entropy_backward_kernel<<<row_blocks(rows), kCeThreads, 0, ctx->stream>>>(
+  cross_entropy_backward_kernel<<<row_grid(rows), kCeThreads, 0, ctx->stream>>>(
       static_cast<const float *>(logits), targets, static_cast<const float *>(dlosses), static_cast<float *>(dlogits),
       rows, vocab, ignore_index, ctx->d_err, next_launch_serial(ctx));
   LTE_LAUNCH_CHECK("cross_entropy_backward_kernel");

@@ -123,21 +123,11 @@ struct RmsNormDw {
   int64_t cols;
   __device__ float operator()(int64_t r, int64_t c) const { return dy[r * cols + c] * x[r * cols + c] * rstd[r]; }
 };
-struct PlainElem {
-  const float *x;
-  int64_t cols;
-  __device__ float operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
-};
-
-unsigned row_grid(int64_t rows) { return (unsigned)(rows < 65535 * 16 ? rows : 65535 * 16); }
 
 }  // namespace
 }  // namespace lte
 
 using namespace lte;
-
-#define F32(p) static_cast<const float *>(p)
-#define F32W(p) static_cast<float *>(p)
 
 #define NORM_CHECK_SIZES()  \
   LTE_REQUIRE_F32(dtype);   \
@@ -181,7 +171,7 @@ extern "C" LTE_API lte_status lte_layernorm_backward(lte_ctx_t *ctx, lte_dtype d
     LTE_LAUNCH_CHECK("layernorm_dx_kernel");
   }
   if (dw) LTE_TRY(column_reduce(ctx, FN, LayerNormDw{F32(dy), F32(x), F32(mean), F32(rstd), cols}, rows, cols, F32W(dw), 1));
-  if (db) LTE_TRY(column_reduce(ctx, FN, PlainElem{F32(dy), cols}, rows, cols, F32W(db), 1));
+  if (db) LTE_TRY(column_reduce(ctx, FN, RowMajorElem{F32(dy), cols}, rows, cols, F32W(db), 1));
   return LTE_STATUS_OK;
 }
 

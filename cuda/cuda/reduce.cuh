@@ -67,6 +67,17 @@ __device__ inline float block_max(float v, float *smem) {
 
 /* ------------------------------------------------------------------ column reduction */
 
+namespace {
+/* f(r, c) = x[r * cols + c]: the plain column sum of a row-major (rows, cols) matrix (lte_sum_rows,
+   LayerNorm db). In an unnamed namespace, like the op-specific functors, so that every unit gets
+   its own kernel instantiation. */
+struct RowMajorElem {
+  const float *x;
+  int64_t cols;
+  __device__ float operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
+};
+}  // namespace
+
 /* grid (ceil(cols / blockDim), chunks): thread owns column c and sums rows of chunk blockIdx.y.
    Adjacent threads read adjacent columns, so every row read is coalesced. */
 template <class F>

@@ -248,8 +248,7 @@ extern "C" LTE_API lte_status lte_argmax(lte_ctx_t *ctx, lte_dtype dtype, const 
   if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(out);
-  const unsigned grid = (unsigned)(rows < 65535 * 16 ? rows : 65535 * 16);
-  argmax_kernel<<<grid, kArgmaxThreads, 0, ctx->stream>>>(static_cast<const float *>(x), out, rows, cols);
+  argmax_kernel<<<row_grid(rows), kArgmaxThreads, 0, ctx->stream>>>(static_cast<const float *>(x), out, rows, cols);
   LTE_LAUNCH_CHECK("argmax_kernel");
   return LTE_STATUS_OK;
 }

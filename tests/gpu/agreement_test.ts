@@ -16,10 +16,12 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
+import { Option } from "../../ffi/symbols.ts";
 import {
   attention,
   backward,
   crossEntropy,
+  embedding,
   layerNorm,
   matmul,
   mul,
@@ -164,5 +166,34 @@ Deno.test({
     );
     console.log(`device: ${JSON.stringify(info)}\n${lines.join("\n")}`);
     if (path) writeFileSync(path, JSON.stringify({ device: info, ops: report }, null, 2));
+  },
+});
+
+Deno.test({
+  name: "cuda deterministic mode: embedding backward with repeated ids is bit-identical run to run and agrees with cpu",
+  ignore: !haveCuda,
+  fn() {
+    const be = getBackend("cuda");
+    const V = 1000, C = 96, N = 4096;
+    const rng = new Rng(5);
+    const ids = Int32Array.from({ length: N }, () => rng.int(17) * 7); // few distinct rows: heavy collisions
+    const dout = rng.uniforms(N * C, -1, 1);
+    const grad = (device: "cpu" | "cuda") =>
+      scope(() => {
+        const w = Tensor.zeros([V, C], { device, requiresGrad: true });
+        const y = embedding(Tensor.fromArray(ids, [N], { device }), w);
+        backward(y, Tensor.fromArray(dout, [N, C], { device }));
+        return w.grad!.toArray();
+      });
+    be.setOption(Option.DETERMINISTIC, 1);
+    try {
+      const a = grad("cuda"), b = grad("cuda"), cpu = grad("cpu");
+      assert.deepEqual(a, b, "deterministic embedding backward differs between runs");
+      for (let i = 0; i < a.length; i++) {
+        assert.ok(Math.abs(a[i]! - cpu[i]!) <= 1e-4 + 1e-4 * Math.abs(cpu[i]!), `index ${i}: ${a[i]} vs ${cpu[i]}`);
+      }
+    } finally {
+      be.setOption(Option.DETERMINISTIC, 0);
+    }
   },
 });
