@@ -18,10 +18,12 @@ import { writeFileSync } from "node:fs";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
 import { Option } from "../../ffi/symbols.ts";
 import {
+  AdamW,
   attention,
   backward,
   crossEntropy,
   embedding,
+  gradNorm,
   layerNorm,
   matmul,
   mul,
@@ -154,22 +156,6 @@ for (const c of [...OP_CASES, ...LARGE_CASES]) {
 }
 
 Deno.test({
-  name: "cuda agreement report",
-  ignore: !haveCuda,
-  fn() {
-    const path = Deno.env.get("LTE_AGREEMENT_REPORT");
-    const info = getBackend("cuda").deviceInfo();
-    const lines = report.map((w) =>
-      `${w.op.padEnd(36)} ${String(w.checked).padStart(8)} values  worst abs ${
-        w.worstAbs.toExponential(2)
-      }  worst rel ${w.worstRel.toExponential(2)}  tol ${w.tolerance}`
-    );
-    console.log(`device: ${JSON.stringify(info)}\n${lines.join("\n")}`);
-    if (path) writeFileSync(path, JSON.stringify({ device: info, ops: report }, null, 2));
-  },
-});
-
-Deno.test({
   name: "cuda deterministic mode: embedding backward with repeated ids is bit-identical run to run and agrees with cpu",
   ignore: !haveCuda,
   fn() {
@@ -195,5 +181,55 @@ Deno.test({
     } finally {
       be.setOption(Option.DETERMINISTIC, 0);
     }
+  },
+});
+
+Deno.test({
+  name: "cuda agrees with cpu: AdamW steps with clipping (sum of squares, grad scale, weight decay)",
+  ignore: !haveCuda,
+  fn() {
+    const n = 10_007; // odd length: partial blocks in every kernel
+    const rng = new Rng(9);
+    const p0 = rng.uniforms(n, -1, 1), grads = [rng.uniforms(n, -3, 3), rng.uniforms(n, -3, 3), rng.uniforms(n, -3, 3)];
+    const run = (device: "cpu" | "cuda") => {
+      const p = Tensor.fromArray(p0, [n], { device, requiresGrad: true }).keep();
+      const opt = new AdamW([p], { lr: 1e-2, weightDecay: 0.1, decay: () => true });
+      const norms: number[] = [];
+      try {
+        for (const g of grads) {
+          p.grad?.dispose();
+          p.grad = Tensor.fromArray(g, [n], { device }).keep();
+          const { norm, scale } = gradNorm([p], 50);
+          norms.push(norm);
+          opt.update({ gradScale: scale });
+        }
+        return { p: p.toArray(), norms };
+      } finally {
+        opt.dispose();
+        p.dispose();
+      }
+    };
+    const cpu = run("cpu"), gpu = run("cuda");
+    const w: Worst = { op: "adamw + grad norm", checked: 0, worstAbs: 0, worstRel: 0, tolerance: "1e-5 + 1e-5|cpu|" };
+    compare("adamw", "grad norm", cpu.norms, gpu.norms, 1e-5, 1e-5, w);
+    compare("adamw", "parameters after 3 steps", cpu.p, gpu.p, 1e-5, 1e-5, w);
+    report.push(w);
+  },
+});
+
+// Last, so it summarises every test above.
+Deno.test({
+  name: "cuda agreement report",
+  ignore: !haveCuda,
+  fn() {
+    const path = Deno.env.get("LTE_AGREEMENT_REPORT");
+    const info = getBackend("cuda").deviceInfo();
+    const lines = report.map((w) =>
+      `${w.op.padEnd(36)} ${String(w.checked).padStart(8)} values  worst abs ${
+        w.worstAbs.toExponential(2)
+      }  worst rel ${w.worstRel.toExponential(2)}  tol ${w.tolerance}`
+    );
+    console.log(`device: ${JSON.stringify(info)}\n${lines.join("\n")}`);
+    if (path) writeFileSync(path, JSON.stringify({ device: info, ops: report }, null, 2));
   },
 });
