@@ -8,7 +8,7 @@
  *
  * Presets match the PyTorch reference table in ../shared/docs/anchors.md: llama-58m (8 layers,
  * d 512, d_ff 1376, vocab 32000, 16 × 512 tokens) and gpt2-124m (12 layers, d 768, vocab 50257,
- * 8 × 1024 tokens). Timing: wall clock over N steps; every step ends with a device sync (the loss
+ * 8 × 1024 tokens; gpt2-124m-v50304 pads the vocabulary to a multiple of 64). Timing: wall clock over N steps; every step ends with a device sync (the loss
  * and the gradient norm are read back), as in real training.
  * @module
  */
@@ -36,6 +36,12 @@ const PRESETS: Record<string, { model: ModelConfigInput; batch: number; seq: num
   },
   "gpt2-124m": {
     model: { family: "gpt2", vocab_size: 50257, n_layer: 12, d_model: 768, n_head: 12, max_seq: 1024 },
+    batch: 8,
+    seq: 1024,
+  },
+  // The same with the vocabulary padded to a multiple of 64 (what fine-tune does by default).
+  "gpt2-124m-v50304": {
+    model: { family: "gpt2", vocab_size: 50304, n_layer: 12, d_model: 768, n_head: 12, max_seq: 1024 },
     batch: 8,
     seq: 1024,
   },
