@@ -252,3 +252,17 @@ Deno.test("pipeline: a missing tokens_file fails before any stage runs, naming t
     Deno.removeSync(tmp, { recursive: true });
   }
 });
+
+Deno.test("fine-tune: model.pad_vocab_multiple rounds the vocabulary up (257 bytes + eos -> 320)", async () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const c = tinyConfig(1);
+    c.model!.pad_vocab_multiple = 64;
+    await runFineTune(c, makeCtx(tmp));
+    const hf = JSON.parse(readFileSync(join(tmp, "model/config.json"), "utf8"));
+    assert.equal(hf.vocab_size, 320);
+    assert.equal(hf.eos_token_id, 256);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
