@@ -433,3 +433,15 @@ Deno.test("unigramPerplexity: add-one smoothing on a hand-computed case", () => 
   assert.throws(() => unigramPerplexity([5], [0], 3), /train token 5 outside/);
   assert.throws(() => unigramPerplexity([0], [], 3), /empty validation/);
 });
+
+Deno.test("expandGlob() ** terminates on a symlink cycle and lists each file once", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.mkdirSync(join(dir, "a"));
+    Deno.writeTextFileSync(join(dir, "a", "x.txt"), "hi");
+    Deno.symlinkSync(dir, join(dir, "a", "loop")); // a/loop -> the root: an endless tree for a naive walk
+    assert.deepEqual(expandGlob("**/*.txt", dir), [join(dir, "a", "x.txt")]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

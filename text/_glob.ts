@@ -42,6 +42,15 @@ function isFile(p: string): boolean {
   }
 }
 
+function dirId(p: string): string | null {
+  try {
+    const st = statSync(p);
+    return st.ino === null ? null : `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
 function list(dir: string): string[] {
   try {
     return readdirSync(dir).sort();
@@ -61,6 +70,7 @@ export function expandGlob(pattern: string, baseDir: string): string[] {
   const rest = abs ? (norm.startsWith("/") ? norm.slice(1) : norm.slice(3)) : norm;
   const segs = rest.split("/").filter((s) => s !== "" && s !== ".");
   const out = new Set<string>();
+  const seen = new Set<string>();
 
   const walk = (dir: string, i: number): void => {
     if (i === segs.length) {
@@ -69,6 +79,12 @@ export function expandGlob(pattern: string, baseDir: string): string[] {
     }
     const seg = segs[i]!;
     if (seg === "**") {
+      // A symlinked directory that points back up the tree would make ** recurse forever:
+      // descend into each real directory (device + inode) at most once per pattern position.
+      const id = dirId(dir);
+      const key = `${i}:${id}`;
+      if (id !== null && seen.has(key)) return;
+      if (id !== null) seen.add(key);
       walk(dir, i + 1); // zero directories
       for (const name of list(dir)) {
         if (name.startsWith(".") || name === "node_modules") continue;
