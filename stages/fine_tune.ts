@@ -74,6 +74,16 @@ export const FineTuneSchema = z.strictObject({
         : `set only one of model, from_stage and checkpoint (got ${set.join(", ")})`,
     });
   }
+  if (c.model) {
+    // Cross-field architecture rules (heads divide d_model, GQA groups, RoPE needs even head dims)
+    // are checked here too, so `validate` reports them before anything runs.
+    const { pad_vocab_multiple: _pad, ...arch } = c.model;
+    try {
+      resolveModelConfig({ ...arch, vocab_size: arch.vocab_size ?? 1 });
+    } catch (e) {
+      ctx.addIssue({ code: "custom", path: ["model"], message: (e as Error).message.replace(/^model\./, "") });
+    }
+  }
   if (c.model && !c.tokenizer) {
     ctx.addIssue({ code: "custom", path: ["tokenizer"], message: "a randomly initialised model needs a tokenizer" });
   }
@@ -272,6 +282,13 @@ export function preflightFineTune(c: FineTuneConfig, env: { configDir: string })
     problems.push(
       `data.tokens_file: file not found: ${at(c.data.tokens_file)} (write one with scripts/prepare_data.ts)`,
     );
+  }
+  if (c.data.corpus) {
+    try {
+      resolveCorpusFiles(c.data.corpus, env.configDir);
+    } catch (e) {
+      problems.push(`data.corpus: ${(e as Error).message}`);
+    }
   }
   if (c.checkpoint) {
     for (const f of ["config.json", "model.safetensors"]) {

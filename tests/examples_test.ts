@@ -53,3 +53,19 @@ stages:
     return true;
   });
 });
+
+Deno.test("the fine-tune schema reports architecture rules (heads must divide d_model) at validation time", () => {
+  const text = `name: t
+stages:
+  - name: train
+    type: fine-tune
+    model: { family: llama, n_layer: 1, d_model: 64, n_head: 3 }
+    tokenizer: { type: bytes }
+    data: { corpus: { files: [a.txt] } }
+    training: { steps: 1 }
+`;
+  assert.throws(
+    () => parseConfig(text, { file: "y.yaml" }),
+    /y\.yaml:5:\d+ stages\[0\]\.model \(stage train\): d_model \(64\) must be divisible by model\.n_head \(3\)/,
+  );
+});
