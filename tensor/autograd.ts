@@ -81,6 +81,18 @@ export function backward(loss: Tensor, gradOutput?: Tensor): void {
     return g;
   };
 
+  // Lets a node hand its output gradient to an input as that input's whole gradient (a view of
+  // the same memory) when the input has none yet: reshape and add pass gradients through
+  // unchanged, so this saves a zero-fill and an accumulate per use. Never for leaves (their
+  // gradients persist across calls) or for a caller-owned gradOutput.
+  const adopted = new Set<Tensor>(); // a gradient can become the buffer of one input only
+  const adopt = (t: Tensor, g: Tensor): boolean => {
+    if (isLeaf(t) || grads.has(t) || g === gradOutput || !t.requiresGrad || adopted.has(g)) return false;
+    adopted.add(g);
+    grads.set(t, g.reshape(t.shape));
+    return true;
+  };
+
   noGrad(() => {
     try {
       for (let i = order.length - 1; i >= 0; i--) {
@@ -88,7 +100,7 @@ export function backward(loss: Tensor, gradOutput?: Tensor): void {
         const node = t.node;
         if (node === null) continue; // leaf: its gradient is already in t.grad
         const g = grads.get(t);
-        if (g !== undefined) node.backward(g, gradOf);
+        if (g !== undefined) node.backward(g, gradOf, adopt);
         t.node = null; // release the graph as we go
         if (g !== undefined && g !== gradOutput) {
           g.dispose();

@@ -87,9 +87,9 @@ export function add(a: Tensor, b: Tensor): Tensor {
   sameShape("add", a, b);
   const y = out(a.shape, a);
   be.check(be.sym.lte_add(be.ctx, F32, a.ptr, b.ptr, y.ptr, a.size), "lte_add");
-  return record(y, "add", [a, b], (g, gradOf) => {
-    if (a.requiresGrad) axpyInto(be, g, gradOf(a));
-    if (b.requiresGrad) axpyInto(be, g, gradOf(b));
+  return record(y, "add", [a, b], (g, gradOf, adopt) => {
+    if (a.requiresGrad && !adopt(a, g)) axpyInto(be, g, gradOf(a));
+    if (b.requiresGrad && !adopt(b, g)) axpyInto(be, g, gradOf(b));
   });
 }
 

@@ -80,8 +80,12 @@ export interface GradNode {
   op: string;
   /** Inputs that need gradients. */
   inputs: Tensor[];
-  /** Accumulates input gradients; `gradOf(t)` returns t's gradient buffer (zero-initialised). */
-  backward(grad: Tensor, gradOf: (t: Tensor) => Tensor): void;
+  /**
+   * Accumulates input gradients; `gradOf(t)` returns t's gradient buffer (zero-initialised).
+   * `adopt(t, g)` makes `g` (unchanged) t's gradient if t has none yet and returns true; a node
+   * whose gradient passes through unchanged tries it before accumulating.
+   */
+  backward(grad: Tensor, gradOf: (t: Tensor) => Tensor, adopt: (t: Tensor, g: Tensor) => boolean): void;
 }
 
 // ---------------------------------------------------------------- scopes
@@ -327,7 +331,8 @@ export class Tensor {
       t.node = {
         op: "reshape",
         inputs: [this],
-        backward: (g, gradOf) => {
+        backward: (g, gradOf, adopt) => {
+          if (adopt(this, g)) return;
           const gx = gradOf(this);
           g.backend.check(
             g.backend.sym.lte_axpy(g.backend.ctx, DTypeCode.f32, g.ptr, gx.ptr, g.size, 1),

@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  add,
   backward,
   crossEntropy,
   linear,
@@ -135,5 +136,27 @@ Deno.test("backward() through an intermediate released by an earlier backward is
     assert.deepEqual([...x.grad!.toArray()], [2, 4, 6]); // only the first backward counted
   } finally {
     x.dispose();
+  }
+});
+
+Deno.test("gradient hand-over (add/reshape) never lets two inputs share one gradient buffer", () => {
+  // y = (a + b) used so that a and b both get more contributions after the add hands its
+  // gradient over: d/da = 1 + 2a·2 ... checked against the closed form.
+  const a = Tensor.fromArray([1, -2, 3], [3], { requiresGrad: true }).keep();
+  const b = Tensor.fromArray([0.5, 4, -1], [3], { requiresGrad: true }).keep();
+  try {
+    scope(() => {
+      const h = scale(a, 1); // intermediates: adoption only applies to non-leaves
+      const k = scale(b, 1);
+      const s1 = add(h, k); // hands its gradient to h (k must get its own copy)
+      const loss = sum(add(add(s1, mul(h, h)), mul(k, scale(k, 3)).reshape([3, 1]).reshape([3])));
+      backward(loss);
+    });
+    // dL/da = 1 + 2a, dL/db = 1 + 6b
+    assert.deepEqual([...a.grad!.toArray()], [3, -3, 7]);
+    assert.deepEqual([...b.grad!.toArray()], [4, 25, -5]);
+  } finally {
+    a.dispose();
+    b.dispose();
   }
 });
