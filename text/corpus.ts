@@ -164,6 +164,11 @@ export function readText(path: string): string {
   } catch (e) {
     throw new CorpusError(`${path}: cannot read: ${(e as Error).message}`, { cause: e });
   }
+  return normalizeText(s);
+}
+
+/** Drops a byte-order mark and turns CRLF / CR line ends into LF. */
+function normalizeText(s: string): string {
   if (s.charCodeAt(0) === 0xfeff) s = s.slice(1);
   return s.replace(/\r\n?/g, "\n");
 }
@@ -240,9 +245,18 @@ export interface Corpus {
 /** Resolves and reads a corpus: text files are one document each, JSONL files one per record. */
 export function loadCorpus(spec: CorpusSpec, opts: { baseDir: string }): Corpus {
   const files = resolveCorpusFiles(spec, opts.baseDir);
+  return { files, documents: readDocuments(files, spec) };
+}
+
+/**
+ * The documents of resolved corpus files: text files are one document each, JSONL files one per
+ * record. `contents` supplies file bytes already read (e.g. for hashing), so no file is read twice.
+ */
+export function readDocuments(files: CorpusFile[], spec: CorpusSpec, contents?: Map<string, Uint8Array>): Document[] {
   const documents: Document[] = [];
   for (const f of files) {
-    const content = readText(f.path);
+    const bytes = contents?.get(f.path);
+    const content = bytes ? normalizeText(new TextDecoder().decode(bytes)) : readText(f.path);
     if (f.format === "jsonl") {
       const docs = parseJsonl(content, f.id, spec.jsonl_fields);
       if (docs.length === 0) throw new CorpusError(`${f.id}: JSONL file has no records`);
@@ -251,5 +265,5 @@ export function loadCorpus(spec: CorpusSpec, opts: { baseDir: string }): Corpus 
       documents.push({ id: f.id, text: content });
     }
   }
-  return { files, documents };
+  return documents;
 }

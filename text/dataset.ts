@@ -38,7 +38,14 @@
  */
 import { closeSync, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
-import { type Corpus, type CorpusSpec, type Document, loadCorpus, REPO_ROOT } from "./corpus.ts";
+import {
+  type CorpusFile,
+  type CorpusSpec,
+  type Document,
+  readDocuments,
+  REPO_ROOT,
+  resolveCorpusFiles,
+} from "./corpus.ts";
 import { hashUnit, permutation, sha256Hex } from "./_rng.ts";
 import { writeFileAtomicSync } from "../io/atomic.ts";
 
@@ -407,7 +414,7 @@ export function tokenizerFingerprint(tok: TokenizerLike, key?: string): string {
 
 /** The cache key of a corpus + tokenizer + split parameters (hex sha256). */
 export function tokenCacheKey(
-  corpus: Corpus,
+  corpus: { files: CorpusFile[] },
   contents: Map<string, Uint8Array> | undefined,
   opts: FromCorpusOptions,
 ): string {
@@ -450,16 +457,22 @@ function readBytes(path: string): Uint8Array {
 function loadOrBuildTokens(opts: FromCorpusOptions): { data: TokenizedCorpus; path?: string; hit: boolean } {
   const log = opts.log ?? ((m: string) => console.error(m));
   checkFraction(opts.valFraction);
-  const corpus = loadCorpus(opts.spec, { baseDir: opts.baseDir });
-  const build = () =>
-    tokenizeCorpus(corpus.documents, opts.tokenizer, {
+  const files = resolveCorpusFiles(opts.spec, opts.baseDir);
+  // Each file is read once: its bytes key the cache, and are parsed only on a miss.
+  const build = (contents?: Map<string, Uint8Array>, missPath?: string) => {
+    const documents = readDocuments(files, opts.spec, contents);
+    if (missPath) {
+      log(`token cache: miss; tokenizing ${documents.length} documents from ${files.length} files -> ${missPath}`);
+    }
+    return tokenizeCorpus(documents, opts.tokenizer, {
       valFraction: opts.valFraction,
       seed: opts.seed ?? 0,
       addBos: opts.addBos,
     });
+  };
   if (opts.cacheDir === false) return { data: build(), hit: false };
-  const contents = new Map(corpus.files.map((f) => [f.path, readBytes(f.path)]));
-  const key = tokenCacheKey(corpus, contents, opts);
+  const contents = new Map(files.map((f) => [f.path, readBytes(f.path)]));
+  const key = tokenCacheKey({ files }, contents, opts);
   const dir = opts.cacheDir ?? DEFAULT_CACHE_DIR;
   const path = join(dir, `${key.slice(0, 32)}.tok`);
   const r = readTokenCache(path, { key, vocabSize: opts.tokenizer.vocabSize });
@@ -468,10 +481,7 @@ function loadOrBuildTokens(opts: FromCorpusOptions): { data: TokenizedCorpus; pa
     return { data: r.data, path, hit: true };
   }
   if (r.reason !== "missing") log(`token cache: ${path} is unusable (${r.reason}); rebuilding`);
-  else {log(
-      `token cache: miss; tokenizing ${corpus.documents.length} documents from ${corpus.files.length} files -> ${path}`,
-    );}
-  const data = build();
+  const data = build(contents, r.reason === "missing" ? path : undefined);
   try {
     mkdirSync(dir, { recursive: true });
     writeTokenCache(path, data, key);
