@@ -38,7 +38,6 @@ function compile(): Promise<void> {
       "-O1",
       "-Wall",
       "-Wextra",
-      "-Wno-comment",
       "-Werror=implicit-function-declaration",
       "-I",
       join(ROOT, "cuda", "include"),

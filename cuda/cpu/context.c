@@ -31,17 +31,8 @@ LTE_API const char *lte_backend_name(void) { return "cpu"; }
 LTE_API const char *lte_build_id(void) { return lte_internal_build_id; }
 
 LTE_API const char *lte_status_string(lte_status status) {
-  switch (status) {
-    case LTE_STATUS_OK: return "ok";
-    case LTE_STATUS_INVALID_ARGUMENT: return "invalid argument";
-    case LTE_STATUS_OUT_OF_MEMORY: return "out of memory";
-    case LTE_STATUS_UNSUPPORTED: return "unsupported";
-    case LTE_STATUS_CUDA_ERROR: return "CUDA error";
-    case LTE_STATUS_BLAS_ERROR: return "BLAS error";
-    case LTE_STATUS_NO_DEVICE: return "no device";
-    case LTE_STATUS_INTERNAL: return "internal error";
-    default: return "unknown status";
-  }
+  const char *text = lte_status_text(status);
+  return text ? text : "unknown status";
 }
 
 LTE_API const char *lte_last_error(void) { return tls_last_error; }
@@ -56,13 +47,10 @@ lte_status lte_fail(lte_ctx_t *ctx, lte_status status, const char *fmt, ...) {
 }
 
 const char *lte_dtype_name(lte_dtype dtype, char *buf, size_t len) {
-  switch (dtype) {
-    case LTE_DTYPE_F32: return "f32";
-    case LTE_DTYPE_F16: return "f16";
-    case LTE_DTYPE_BF16: return "bf16";
-    case LTE_DTYPE_I32: return "i32";
-    default: snprintf(buf, len, "dtype %d", (int)dtype); return buf;
-  }
+  const char *text = lte_dtype_text(dtype);
+  if (text) return text;
+  snprintf(buf, len, "dtype %d", (int)dtype);
+  return buf;
 }
 
 int lte_nthreads(const lte_ctx_t *ctx) {

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "lte.h"
+#include "lte_names.h"
 
 /* ------------------------------------------------------------------ device error flag */
 

@@ -79,13 +79,8 @@ lte_status cuda_fail(lte_ctx *ctx, const char *fn, const char *call, cudaError_t
 }
 
 const char *dtype_name(lte_dtype dtype) {
-  switch (dtype) {
-    case LTE_DTYPE_F32: return "f32";
-    case LTE_DTYPE_F16: return "f16";
-    case LTE_DTYPE_BF16: return "bf16";
-    case LTE_DTYPE_I32: return "i32";
-    default: return "unknown";
-  }
+  const char *text = lte_dtype_text(dtype);
+  return text ? text : "unknown";
 }
 
 unsigned long long next_launch_serial(lte_ctx *ctx) {
@@ -142,17 +137,8 @@ extern "C" LTE_API const char *lte_backend_name(void) { return "cuda"; }
 extern "C" LTE_API const char *lte_build_id(void) { return lte_internal_build_id; }
 
 extern "C" LTE_API const char *lte_status_string(lte_status status) {
-  switch (status) {
-    case LTE_STATUS_OK: return "ok";
-    case LTE_STATUS_INVALID_ARGUMENT: return "invalid argument";
-    case LTE_STATUS_OUT_OF_MEMORY: return "out of memory";
-    case LTE_STATUS_UNSUPPORTED: return "unsupported";
-    case LTE_STATUS_CUDA_ERROR: return "CUDA error";
-    case LTE_STATUS_BLAS_ERROR: return "BLAS error";
-    case LTE_STATUS_NO_DEVICE: return "no device";
-    case LTE_STATUS_INTERNAL: return "internal error";
-    default: return "unknown status";
-  }
+  const char *text = lte_status_text(status);
+  return text ? text : "unknown status";
 }
 
 extern "C" LTE_API const char *lte_last_error(void) { return lte::t_last_error.c_str(); }
