@@ -1,6 +1,8 @@
 /**
- * Error classes of the compute core. Every native status other than OK becomes one of these, in
+ * Error classes of the native binding. Every native status other than OK becomes one of these, in
  * one place (`Backend#check`), so the status code, the op and the native message are never lost.
+ * Errors raised by tensor code before a native call (`ShapeError`, `DisposedTensorError`,
+ * `GraphError`) live in tensor/errors.ts, which also re-exports these.
  *
  * @module
  */
@@ -41,25 +43,6 @@ export class LteCudaError extends LteNativeError {
   constructor(code: number, op: string, backend: string, message: string) {
     super(code, op, backend, message);
     this.name = "LteCudaError";
-  }
-}
-
-/** Tensor shapes, dtypes or devices do not fit an op; raised before any native call. */
-export class ShapeError extends TypeError {
-  /** The op, e.g. `matmul`. */
-  readonly op: string;
-  constructor(op: string, message: string) {
-    super(`${op}: ${message}`);
-    this.name = "ShapeError";
-    this.op = op;
-  }
-}
-
-/** A tensor was used after `dispose()`. */
-export class DisposedTensorError extends Error {
-  constructor(what: string) {
-    super(`use of a disposed tensor: ${what}`);
-    this.name = "DisposedTensorError";
   }
 }
 

@@ -16,7 +16,7 @@
  * Shape legend: B batch, T sequence, C d_model, H heads, HKV kv heads, D head dim, F d_ff, V vocab.
  * @module
  */
-import { ShapeError } from "../ffi/errors.ts";
+import { ShapeError } from "../tensor/errors.ts";
 import {
   add,
   addBias,

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { ShapeError } from "../ffi/errors.ts";
+import { ShapeError } from "./errors.ts";
 import { noGrad, Tensor } from "./tensor.ts";
 
 function topoOrder(root: Tensor): Tensor[] {

@@ -7,3 +7,4 @@ export * from "./autograd.ts";
 export * from "./ops.ts";
 export * from "./optim.ts";
 export * from "./random.ts";
+export * from "./errors.ts";

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Backend } from "../ffi/backend.ts";
-import { ShapeError } from "../ffi/errors.ts";
+import { ShapeError } from "./errors.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
 import { fmtShape, gradEnabled, type GradNode, numel, Tensor } from "./tensor.ts";
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ShapeError } from "../ffi/errors.ts";
+import { ShapeError } from "./errors.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
 import { sumSquares } from "./ops.ts";
 import { noGrad, Tensor } from "./tensor.ts";

@@ -19,7 +19,7 @@
  * @module
  */
 import { type Backend, type BackendKind, getBackend } from "../ffi/backend.ts";
-import { DisposedTensorError, ShapeError } from "../ffi/errors.ts";
+import { DisposedTensorError, ShapeError } from "./errors.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
 
 /** Element types. */

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { Backend, getBackend } from "../ffi/backend.ts";
-import { DisposedTensorError, LteNativeError, LteOutOfMemoryError, ShapeError } from "../ffi/errors.ts";
+import { DisposedTensorError, LteNativeError, LteOutOfMemoryError, ShapeError } from "../tensor/errors.ts";
 import { loadLibrary } from "../ffi/library.ts";
 import { Option, Status } from "../ffi/symbols.ts";
 import {
