@@ -1,11 +1,14 @@
 /**
  * The one FFI symbol table of the native library: every function of `cuda/include/lte.h`, C names
- * unchanged, each parameter annotated with its C declaration. `tests/ffi_symbols_test.ts` checks
- * that this table and the header declare the same functions.
+ * unchanged, one parameter per line with its C declaration as the comment. The header is the
+ * single source of truth: `tests/ffi_symbols_test.ts` parses it and checks every entry here,
+ * parameter by parameter and the result type, so a missing function or an i32/i64, u64/i64,
+ * f32 or pointer/buffer mismatch fails. When you add a function to lte.h, add its entry here in
+ * the same form (the test prints the expected entry when it is missing).
  *
- * Argument types follow the FFI cost measurements in `docs/ffi.md`: pointers and 32-bit integers
- * on hot paths; 64-bit element counts take JS numbers (a slower conversion, still far below a
- * kernel launch).
+ * Argument types follow the FFI cost measurements in docs/compute-core.md ("Event loop"):
+ * pointers and 32-bit integers on hot paths; 64-bit element counts take JS numbers (a slower
+ * conversion, still far below a kernel launch).
  *
  * @module
  */
@@ -31,334 +34,693 @@ export const DTypeCode = { f32: 0, f16: 1, bf16: 2, i32: 3 } as const;
 /** Context options (`lte_ctx_set_option`). */
 export const Option = { ALLOW_TF32: 1, MEMORY_LIMIT: 2, NUM_THREADS: 3, DETERMINISTIC: 4 } as const;
 
+// FFI types. A C pointer is `P` (a device pointer, or a host pointer the library owns) unless it
+// points into host memory that JS owns for the call: `B` ("buffer", a typed array). The rule the
+// header follows and tests/ffi_symbols_test.ts enforces: a pointer is a buffer when its parameter
+// name starts with `host_`, it is a pointer-to-pointer out-parameter (`T **out`), a `char *`, or a
+// pointer to one of the ABI's structs (`lte_*_t *` other than `lte_ctx_t *`).
 const P = "pointer" as const;
+const B = "buffer" as const;
 const I32 = "i32" as const;
 const I64 = "i64" as const;
+const U64 = "u64" as const;
 const F32 = "f32" as const;
 const S = "i32" as const; // lte_status result
 
-/** The symbol table passed to `Deno.dlopen`. */
+/** The symbol table passed to `Deno.dlopen`: one entry per `LTE_API` function, one parameter per line. */
 export const SYMBOLS = {
   // ------------------------------------------------------------ library and context
-  lte_abi_version: { parameters: [], result: "u32" },
-  lte_backend_name: { parameters: [], result: P },
-  lte_build_id: { parameters: [], result: P },
-  lte_status_string: { parameters: [I32 /* lte_status status */], result: P },
-  lte_last_error: { parameters: [], result: P },
-  lte_ctx_create: { parameters: [I32, /* int32_t device_index */ "buffer" /* lte_ctx_t **out */], result: S },
-  lte_ctx_free: { parameters: [P /* lte_ctx_t *ctx */], result: S },
-  lte_ctx_last_error: { parameters: [P /* lte_ctx_t *ctx */], result: P },
-  lte_ctx_synchronize: { parameters: [P /* lte_ctx_t *ctx */], result: S },
-  /** Same function, run on a worker thread so a server's event loop keeps running. */
-  lte_ctx_synchronize_async: { name: "lte_ctx_synchronize", parameters: [P], result: S, nonblocking: true },
-  lte_ctx_set_option: { parameters: [P, /* ctx */ I32, /* int32_t option */ I64 /* int64_t value */], result: S },
-  lte_ctx_device_info: { parameters: [P, /* ctx */ "buffer", /* char *buf */ I32 /* int32_t len */], result: S },
-  // ------------------------------------------------------------ memory
-  lte_mem_alloc: { parameters: [P, /* ctx */ "u64", /* uint64_t bytes */ "buffer" /* void **out */], result: S },
-  lte_mem_free: { parameters: [P, /* ctx */ P /* void *ptr */], result: S },
-  lte_mem_stats: { parameters: [P, /* ctx */ "buffer" /* lte_mem_stats_t *out */], result: S },
-  lte_mem_empty_cache: { parameters: [P /* ctx */], result: S },
-  lte_mem_write: {
-    parameters: [P, /* ctx */ P, /* void *dst */ "buffer", /* const void *host_src */ "u64"],
-    result: S,
+  lte_abi_version: {
+    parameters: [],
+    result: "u32", // uint32_t
   },
-  lte_mem_read: { parameters: [P, /* ctx */ "buffer", /* void *host_dst */ P, /* const void *src */ "u64"], result: S },
-  lte_mem_read_async: {
-    name: "lte_mem_read",
-    parameters: [P, "buffer", P, "u64"],
-    result: S,
+  lte_backend_name: {
+    parameters: [],
+    result: P, // const char *
+  },
+  lte_build_id: {
+    parameters: [],
+    result: P, // const char *
+  },
+  lte_status_string: {
+    parameters: [
+      I32, // lte_status status
+    ],
+    result: P, // const char *
+  },
+  lte_last_error: {
+    parameters: [],
+    result: P, // const char *
+  },
+  lte_ctx_create: {
+    parameters: [
+      I32, // int32_t device_index
+      B, // lte_ctx_t **out
+    ],
+    result: S, // lte_status
+  },
+  lte_ctx_free: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+    ],
+    result: S, // lte_status
+  },
+  lte_ctx_last_error: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+    ],
+    result: P, // const char *
+  },
+  lte_ctx_synchronize: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+    ],
+    result: S, // lte_status
+  },
+  /** Same function, run on a worker thread so a server's event loop keeps running. */
+  lte_ctx_synchronize_async: {
+    name: "lte_ctx_synchronize",
+    parameters: [
+      P, // lte_ctx_t *ctx
+    ],
+    result: S, // lte_status
     nonblocking: true,
   },
-  lte_mem_copy: { parameters: [P, /* ctx */ P, /* void *dst */ P, /* const void *src */ "u64"], result: S },
-  lte_fill: { parameters: [P, /* ctx */ I32, /* dtype */ P, /* void *x */ I64, /* n */ F32 /* value */], result: S },
+  lte_ctx_set_option: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // int32_t option
+      I64, // int64_t value
+    ],
+    result: S, // lte_status
+  },
+  lte_ctx_device_info: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      B, // char *buf
+      I32, // int32_t len
+    ],
+    result: S, // lte_status
+  },
+  // ------------------------------------------------------------ memory
+  lte_mem_alloc: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      U64, // uint64_t bytes
+      B, // void **out
+    ],
+    result: S, // lte_status
+  },
+  lte_mem_free: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *ptr
+    ],
+    result: S, // lte_status
+  },
+  lte_mem_stats: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      B, // lte_mem_stats_t *out
+    ],
+    result: S, // lte_status
+  },
+  lte_mem_empty_cache: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+    ],
+    result: S, // lte_status
+  },
+  lte_mem_write: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *dst
+      B, // const void *host_src
+      U64, // uint64_t bytes
+    ],
+    result: S, // lte_status
+  },
+  lte_mem_read: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      B, // void *host_dst
+      P, // const void *src
+      U64, // uint64_t bytes
+    ],
+    result: S, // lte_status
+  },
+  /** Same function, run on a worker thread (`Backend#readAsync`). */
+  lte_mem_read_async: {
+    name: "lte_mem_read",
+    parameters: [
+      P, // lte_ctx_t *ctx
+      B, // void *host_dst
+      P, // const void *src
+      U64, // uint64_t bytes
+    ],
+    result: S, // lte_status
+    nonblocking: true,
+  },
+  lte_mem_copy: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *dst
+      P, // const void *src
+      U64, // uint64_t bytes
+    ],
+    result: S, // lte_status
+  },
+  lte_fill: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // void *x
+      I64, // int64_t n
+      F32, // float value
+    ],
+    result: S, // lte_status
+  },
   // ------------------------------------------------------------ elementwise and reductions
-  lte_add: { parameters: [P, I32, P, /* a */ P, /* b */ P, /* y */ I64 /* n */], result: S },
-  lte_mul: { parameters: [P, I32, P, /* a */ P, /* b */ P, /* y */ I64 /* n */], result: S },
-  lte_scale: { parameters: [P, I32, P, /* x */ P, /* y */ I64, /* n */ F32, /* alpha */ F32 /* beta */], result: S },
-  lte_axpy: { parameters: [P, I32, P, /* x */ P, /* y */ I64, /* n */ F32 /* alpha */], result: S },
+  lte_add: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *a
+      P, // const void *b
+      P, // void *y
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_mul: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *a
+      P, // const void *b
+      P, // void *y
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_scale: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *y
+      I64, // int64_t n
+      F32, // float alpha
+      F32, // float beta
+    ],
+    result: S, // lte_status
+  },
+  lte_axpy: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *y
+      I64, // int64_t n
+      F32, // float alpha
+    ],
+    result: S, // lte_status
+  },
   lte_mul_backward: {
-    parameters: [P, I32, P, /* dy */ P, /* a */ P, /* b */ P, /* da */ P, /* db */ I64 /* n */],
-    result: S,
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *a
+      P, // const void *b
+      P, // void *da
+      P, // void *db
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
   },
-  lte_sum: { parameters: [P, I32, P, /* x */ P, /* out */ I64, /* n */ I32 /* accumulate */], result: S },
-  lte_sum_squares: { parameters: [P, I32, P, /* x */ P, /* out */ I64, /* n */ I32 /* accumulate */], result: S },
+  lte_sum: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *out
+      I64, // int64_t n
+      I32, // int32_t accumulate
+    ],
+    result: S, // lte_status
+  },
+  lte_sum_squares: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *out
+      I64, // int64_t n
+      I32, // int32_t accumulate
+    ],
+    result: S, // lte_status
+  },
   lte_broadcast_scalar_backward: {
-    parameters: [P, I32, P, /* dout */ P, /* dx */ I64, /* n */ F32 /* alpha */],
-    result: S,
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dout
+      P, // void *dx
+      I64, // int64_t n
+      F32, // float alpha
+    ],
+    result: S, // lte_status
   },
-  lte_bias_add: { parameters: [P, I32, P, /* x */ P, /* bias */ P, /* y */ I64, /* rows */ I64 /* cols */], result: S },
+  lte_bias_add: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // const void *bias
+      P, // void *y
+      I64, // int64_t rows
+      I64, // int64_t cols
+    ],
+    result: S, // lte_status
+  },
   lte_sum_rows: {
-    parameters: [P, I32, P, /* x */ P, /* out */ I64, /* rows */ I64, /* cols */ I32 /* accumulate */],
-    result: S,
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *out
+      I64, // int64_t rows
+      I64, // int64_t cols
+      I32, // int32_t accumulate
+    ],
+    result: S, // lte_status
   },
   lte_copy_2d: {
     parameters: [
-      P,
-      I32,
-      P, /* src */
-      I64, /* src_ld */
-      P, /* dst */
-      I64, /* dst_ld */
-      I64, /* rows */
-      I64, /* cols */
-      I32, /* accumulate */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *src
+      I64, // int64_t src_ld
+      P, // void *dst
+      I64, // int64_t dst_ld
+      I64, // int64_t rows
+      I64, // int64_t cols
+      I32, // int32_t accumulate
     ],
-    result: S,
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ activations
-  lte_gelu_forward: { parameters: [P, I32, P, /* x */ P, /* y */ I64 /* n */], result: S },
-  lte_gelu_backward: { parameters: [P, I32, P, /* dy */ P, /* x */ P, /* dx */ I64 /* n */], result: S },
-  lte_silu_forward: { parameters: [P, I32, P, /* x */ P, /* y */ I64 /* n */], result: S },
-  lte_silu_backward: { parameters: [P, I32, P, /* dy */ P, /* x */ P, /* dx */ I64 /* n */], result: S },
-  lte_sigmoid_forward: { parameters: [P, I32, P, /* x */ P, /* y */ I64 /* n */], result: S },
-  lte_sigmoid_backward: { parameters: [P, I32, P, /* dy */ P, /* y */ P, /* dx */ I64 /* n */], result: S },
-  lte_swiglu_forward: { parameters: [P, I32, P, /* gate */ P, /* up */ P, /* y */ I64 /* n */], result: S },
-  lte_swiglu_backward: {
-    parameters: [P, I32, P, /* dy */ P, /* gate */ P, /* up */ P, /* dgate */ P, /* dup */ I64 /* n */],
-    result: S,
+  lte_gelu_forward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *y
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
   },
-  lte_threshold: { parameters: [P, I32, P, /* x */ P, /* mask */ I64, /* n */ F32 /* threshold */], result: S },
+  lte_gelu_backward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *x
+      P, // void *dx
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_silu_forward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *y
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_silu_backward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *x
+      P, // void *dx
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_sigmoid_forward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *y
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_sigmoid_backward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *y
+      P, // void *dx
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_swiglu_forward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *gate
+      P, // const void *up
+      P, // void *y
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_swiglu_backward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *gate
+      P, // const void *up
+      P, // void *dgate
+      P, // void *dup
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_threshold: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *mask
+      I64, // int64_t n
+      F32, // float threshold
+    ],
+    result: S, // lte_status
+  },
   // ------------------------------------------------------------ LTE routing
   lte_expert_scale_forward: {
-    parameters: [P, I32, P, /* h */ P, /* g */ P, /* y */ I64, /* rows */ I32, /* n_experts */ I32 /* expert_size */],
-    result: S,
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *h
+      P, // const void *g
+      P, // void *y
+      I64, // int64_t rows
+      I32, // int32_t n_experts
+      I32, // int32_t expert_size
+    ],
+    result: S, // lte_status
   },
   lte_expert_scale_backward: {
-    parameters: [P, I32, P, /* dy */ P, /* h */ P, /* g */ P, /* dh */ P, /* dg */ I64, /* rows */ I32, I32],
-    result: S,
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *h
+      P, // const void *g
+      P, // void *dh
+      P, // void *dg
+      I64, // int64_t rows
+      I32, // int32_t n_experts
+      I32, // int32_t expert_size
+    ],
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ normalisation
   lte_layernorm_forward: {
     parameters: [
-      P,
-      I32,
-      P, /* x */
-      P, /* w */
-      P, /* b */
-      P, /* y */
-      P, /* mean */
-      P, /* rstd */
-      I64, /* rows */
-      I32, /* cols */
-      F32, /* eps */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // const void *w
+      P, // const void *b
+      P, // void *y
+      P, // void *mean
+      P, // void *rstd
+      I64, // int64_t rows
+      I32, // int32_t cols
+      F32, // float eps
     ],
-    result: S,
+    result: S, // lte_status
   },
   lte_layernorm_backward: {
     parameters: [
-      P,
-      I32,
-      P, /* dy */
-      P, /* x */
-      P, /* w */
-      P, /* mean */
-      P, /* rstd */
-      P, /* dx */
-      P, /* dw */
-      P, /* db */
-      I64, /* rows */
-      I32, /* cols */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *x
+      P, // const void *w
+      P, // const void *mean
+      P, // const void *rstd
+      P, // void *dx
+      P, // void *dw
+      P, // void *db
+      I64, // int64_t rows
+      I32, // int32_t cols
     ],
-    result: S,
+    result: S, // lte_status
   },
   lte_rmsnorm_forward: {
-    parameters: [P, I32, P, /* x */ P, /* w */ P, /* y */ P, /* rstd */ I64, /* rows */ I32, /* cols */ F32 /* eps */],
-    result: S,
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // const void *w
+      P, // void *y
+      P, // void *rstd
+      I64, // int64_t rows
+      I32, // int32_t cols
+      F32, // float eps
+    ],
+    result: S, // lte_status
   },
   lte_rmsnorm_backward: {
     parameters: [
-      P,
-      I32,
-      P, /* dy */
-      P, /* x */
-      P, /* w */
-      P, /* rstd */
-      P, /* dx */
-      P, /* dw */
-      I64, /* rows */
-      I32, /* cols */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *x
+      P, // const void *w
+      P, // const void *rstd
+      P, // void *dx
+      P, // void *dw
+      I64, // int64_t rows
+      I32, // int32_t cols
     ],
-    result: S,
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ matmul
   lte_matmul: {
     parameters: [
-      P,
-      I32,
-      P, /* a */
-      P, /* b */
-      P, /* c */
-      I32, /* batch */
-      I32, /* m */
-      I32, /* n */
-      I32, /* k */
-      I32, /* trans_a */
-      I32, /* trans_b */
-      I64, /* stride_a */
-      I64, /* stride_b */
-      I64, /* stride_c */
-      F32, /* alpha */
-      F32, /* beta */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *a
+      P, // const void *b
+      P, // void *c
+      I32, // int32_t batch
+      I32, // int32_t m
+      I32, // int32_t n
+      I32, // int32_t k
+      I32, // int32_t trans_a
+      I32, // int32_t trans_b
+      I64, // int64_t stride_a
+      I64, // int64_t stride_b
+      I64, // int64_t stride_c
+      F32, // float alpha
+      F32, // float beta
     ],
-    result: S,
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ embedding
   lte_embedding_forward: {
     parameters: [
-      P,
-      I32,
-      P, /* const int32_t *ids */
-      P, /* weight */
-      P, /* out */
-      I64, /* n_tokens */
-      I32, /* vocab */
-      I32, /* dim */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const int32_t *ids
+      P, // const void *weight
+      P, // void *out
+      I64, // int64_t n_tokens
+      I32, // int32_t vocab
+      I32, // int32_t dim
     ],
-    result: S,
+    result: S, // lte_status
   },
   lte_embedding_backward: {
     parameters: [
-      P,
-      I32,
-      P, /* ids */
-      P, /* dout */
-      P, /* dweight */
-      I64, /* n_tokens */
-      I32, /* vocab */
-      I32, /* dim */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const int32_t *ids
+      P, // const void *dout
+      P, // void *dweight
+      I64, // int64_t n_tokens
+      I32, // int32_t vocab
+      I32, // int32_t dim
     ],
-    result: S,
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ rotary position embedding
   lte_rope_forward: {
     parameters: [
-      P,
-      I32,
-      P, /* x */
-      P, /* y */
-      I32, /* batch */
-      I32, /* seq */
-      I32, /* heads */
-      I32, /* head_dim */
-      I32, /* pos_offset */
-      F32, /* theta */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *y
+      I32, // int32_t batch
+      I32, // int32_t seq
+      I32, // int32_t heads
+      I32, // int32_t head_dim
+      I32, // int32_t pos_offset
+      F32, // float theta
     ],
-    result: S,
+    result: S, // lte_status
   },
   lte_rope_backward: {
-    parameters: [P, I32, P, /* dy */ P, /* dx */ I32, I32, I32, I32, I32, F32],
-    result: S,
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // void *dx
+      I32, // int32_t batch
+      I32, // int32_t seq
+      I32, // int32_t heads
+      I32, // int32_t head_dim
+      I32, // int32_t pos_offset
+      F32, // float theta
+    ],
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ attention
   lte_attention_forward: {
     parameters: [
-      P,
-      I32,
-      P, /* q */
-      P, /* k */
-      P, /* v */
-      P, /* out */
-      P, /* probs */
-      I32, /* batch */
-      I32, /* seq */
-      I32, /* heads */
-      I32, /* kv_heads */
-      I32, /* head_dim */
-      F32, /* scale */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *q
+      P, // const void *k
+      P, // const void *v
+      P, // void *out
+      P, // void *probs
+      I32, // int32_t batch
+      I32, // int32_t seq
+      I32, // int32_t heads
+      I32, // int32_t kv_heads
+      I32, // int32_t head_dim
+      F32, // float scale
     ],
-    result: S,
+    result: S, // lte_status
   },
   lte_attention_backward: {
     parameters: [
-      P,
-      I32,
-      P, /* dout */
-      P, /* q */
-      P, /* k */
-      P, /* v */
-      P, /* probs */
-      P, /* dq */
-      P, /* dk */
-      P, /* dv */
-      I32, /* batch */
-      I32, /* seq */
-      I32, /* heads */
-      I32, /* kv_heads */
-      I32, /* head_dim */
-      F32, /* scale */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dout
+      P, // const void *q
+      P, // const void *k
+      P, // const void *v
+      P, // const void *probs
+      P, // void *dq
+      P, // void *dk
+      P, // void *dv
+      I32, // int32_t batch
+      I32, // int32_t seq
+      I32, // int32_t heads
+      I32, // int32_t kv_heads
+      I32, // int32_t head_dim
+      F32, // float scale
     ],
-    result: S,
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ loss
   lte_cross_entropy_forward: {
     parameters: [
-      P,
-      I32,
-      P, /* logits */
-      P, /* const int32_t *targets */
-      P, /* losses */
-      I64, /* rows */
-      I32, /* vocab */
-      I32, /* ignore_index */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *logits
+      P, // const int32_t *targets
+      P, // void *losses
+      I64, // int64_t rows
+      I32, // int32_t vocab
+      I32, // int32_t ignore_index
     ],
-    result: S,
+    result: S, // lte_status
   },
   lte_cross_entropy_backward: {
     parameters: [
-      P,
-      I32,
-      P, /* logits */
-      P, /* targets */
-      P, /* dlosses */
-      P, /* dlogits */
-      I64, /* rows */
-      I32, /* vocab */
-      I32, /* ignore_index */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *logits
+      P, // const int32_t *targets
+      P, // const void *dlosses
+      P, // void *dlogits
+      I64, // int64_t rows
+      I32, // int32_t vocab
+      I32, // int32_t ignore_index
     ],
-    result: S,
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ optimizer
   lte_adamw_step: {
     parameters: [
-      P,
-      I32,
-      P, /* param */
-      P, /* grad */
-      P, /* m */
-      P, /* v */
-      I64, /* n */
-      F32, /* lr */
-      F32, /* beta1 */
-      F32, /* beta2 */
-      F32, /* eps */
-      F32, /* weight_decay */
-      F32, /* bias_correction1 */
-      F32, /* bias_correction2 */
-      F32, /* grad_scale */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // void *param
+      P, // const void *grad
+      P, // void *m
+      P, // void *v
+      I64, // int64_t n
+      F32, // float lr
+      F32, // float beta1
+      F32, // float beta2
+      F32, // float eps
+      F32, // float weight_decay
+      F32, // float bias_correction1
+      F32, // float bias_correction2
+      F32, // float grad_scale
     ],
-    result: S,
+    result: S, // lte_status
   },
   // ------------------------------------------------------------ sampling
-  lte_argmax: { parameters: [P, I32, P, /* x */ P, /* int32_t *out */ I64, /* rows */ I32 /* cols */], result: S },
+  lte_argmax: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // int32_t *out
+      I64, // int64_t rows
+      I32, // int32_t cols
+    ],
+    result: S, // lte_status
+  },
   lte_sample_top_p: {
     parameters: [
-      P,
-      I32,
-      P, /* logits */
-      P, /* int32_t *out */
-      I64, /* rows */
-      I32, /* vocab */
-      F32, /* temperature */
-      F32, /* top_p */
-      "u64", /* uint64_t seed */
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *logits
+      P, // int32_t *out
+      I64, // int64_t rows
+      I32, // int32_t vocab
+      F32, // float temperature
+      F32, // float top_p
+      U64, // uint64_t seed
     ],
-    result: S,
+    result: S, // lte_status
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /**
  * The loaded library's typed symbols. Deno types 64-bit integer parameters as `bigint`, but also
- * accepts JS numbers at run time (the conversion costs ~0.2 µs, see docs/ffi.md); element counts
+ * accepts JS numbers at run time (the conversion costs ~0.2 µs, see docs/compute-core.md); element counts
  * are passed as numbers, so the parameter types are widened here.
  */
 export type LteSymbols = Loosen<Deno.DynamicLibrary<typeof SYMBOLS>["symbols"]>;
