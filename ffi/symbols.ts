@@ -458,6 +458,31 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  lte_sep_penalty_forward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *g
+      P, // void *y
+      I64, // int64_t n
+      F32, // float tau
+      F32, // float eps
+    ],
+    result: S, // lte_status
+  },
+  lte_sep_penalty_backward: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *dy
+      P, // const void *g
+      P, // void *dg
+      I64, // int64_t n
+      F32, // float tau
+      F32, // float eps
+    ],
+    result: S, // lte_status
+  },
   // ------------------------------------------------------------ normalisation
   lte_layernorm_forward: {
     parameters: [

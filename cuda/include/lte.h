@@ -4,7 +4,12 @@
  * Two shared libraries implement this header with identical semantics:
  *   build/liblte_cpu.so   the CPU reference backend (C files in cuda/cpu/, readable loops, OpenMP)
  *   build/liblte_cuda.so  the CUDA backend (.cu files in cuda/cuda/; cuBLAS loaded at run time)
- * The Deno side (ffi/symbols.ts) mirrors every declaration below, C names unchanged.
+ * The Deno side (ffi/symbols.ts) mirrors every declaration below, C names unchanged, one parameter
+ * per line with its C declaration as the comment; tests/ffi_symbols_test.ts parses this header and
+ * checks each parameter and result type (it prints the entry to add for a new function). Pointer
+ * parameters are FFI "pointer" (device memory, the context) except where JS owns the host memory
+ * for the call, FFI "buffer": a name starting with host_, a T ** out-parameter, char *, or a pointer
+ * to one of the structs below (lte_*_t * other than lte_ctx_t *). Name new host arrays host_*.
  *
  * Conventions (read these before adding an op):
  *   - Every function except the four info getters returns lte_status. Nothing here ever calls
@@ -194,6 +199,12 @@ LTE_API lte_status lte_expert_scale_forward(lte_ctx_t *ctx, lte_dtype dtype, con
 LTE_API lte_status lte_expert_scale_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *h,
                                              const void *g, void *dh, void *dg, int64_t rows, int32_t n_experts,
                                              int32_t expert_size);
+/* LTE separability penalty (stage 1), elementwise over router scores g (eps > 0):
+     y[i] = 1 / ((g[i] - tau)^2 + eps);   dg[i] += dy[i] * -2 (g[i] - tau) / ((g[i] - tau)^2 + eps)^2 */
+LTE_API lte_status lte_sep_penalty_forward(lte_ctx_t *ctx, lte_dtype dtype, const void *g, void *y, int64_t n,
+                                           float tau, float eps);
+LTE_API lte_status lte_sep_penalty_backward(lte_ctx_t *ctx, lte_dtype dtype, const void *dy, const void *g, void *dg,
+                                            int64_t n, float tau, float eps);
 
 /* ---------------------------------------------------------------- normalisation */
 
