@@ -62,3 +62,54 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array | Ui
   }
   fsyncDir(dirname(path));
 }
+
+/**
+ * Asynchronous {@linkcode writeFileAtomicSync} for text or bytes: readers see either the old file
+ * or the complete new one, never a torn write. The temporary file is removed if anything fails.
+ *
+ * @param path Destination file; its folder must exist.
+ * @param data Text (written as UTF-8) or bytes.
+ *
+ * @example
+ * ```ts
+ * await writeFileAtomic(`${ctx.dir}/experts.json`, JSON.stringify(groups));
+ * ```
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const tmp = tempPathFor(path);
+  try {
+    const file = await Deno.open(tmp, { write: true, createNew: true });
+    try {
+      let off = 0;
+      while (off < bytes.length) off += await file.write(bytes.subarray(off));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
+  fsyncDir(dirname(path)); // make the rename itself durable
+}
+
+/**
+ * {@linkcode writeFileAtomic} for a JSON value: pretty-printed with two spaces and a final newline.
+ *
+ * @param path Destination file; its folder must exist.
+ * @param value Any JSON-serialisable value.
+ */
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  await writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
+}
+
+/**
+ * Whether `name` is a temporary name made by {@linkcode tempPathFor} (`.<name>.tmp-<pid>-<8 hex>`)
+ * or by a folder swap (`.<name>.tmp-<pid>`, models/checkpoint.ts), and the pid that made it.
+ */
+export function parseTempName(name: string): { pid: number } | undefined {
+  const m = /^\..+\.tmp-(\d+)(?:-[0-9a-f]{8})?$/.exec(name);
+  return m ? { pid: Number(m[1]) } : undefined;
+}

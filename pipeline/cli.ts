@@ -1,5 +1,7 @@
 /**
- * `deno task pipeline`: validate and run a pipeline YAML.
+ * The command line of `deno task pipeline`: validate and run a pipeline YAML. The program itself is
+ * `cli.ts` at the repository root, which registers the stage types (`stages/mod.ts`) and calls
+ * {@linkcode main}; the pipeline never imports `stages/`.
  *
  * ```
  * deno task pipeline [file.yaml] [validate|stages] [key.path=value ...] [--only a,b] [--force] [--resume] [--run-dir DIR]
@@ -9,10 +11,9 @@
  *
  * @module
  */
-import "../stages/mod.ts";
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { listStages } from "../stages/registry.ts";
+import { listStages } from "./registry.ts";
 import { ConfigError, ConfigSyntaxError, loadConfig, resolvedConfigYaml } from "./config.ts";
 import { type PlanEntry, PlanError, planPipeline, runPipeline } from "./runner.ts";
 import { didYouMean } from "./_suggest.ts";
@@ -250,4 +251,7 @@ function defaultIO(): CliIO {
   return { stdout: writeStdout, stderr: writeStderr, isTerminal: stderrIsTerminal() };
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  writeStderr("pipeline/cli.ts registers no stage types: run `deno task pipeline` (or `deno run -A cli.ts`)\n");
+  Deno.exit(2);
+}

@@ -15,7 +15,7 @@
 import { isMap, isScalar, isSeq, LineCounter, parse as parseYamlValue, parseDocument, stringify } from "yaml";
 import type { Document } from "yaml";
 import { z } from "zod";
-import { getStage, listStages } from "../stages/registry.ts";
+import { getStage, listStages } from "./registry.ts";
 import { closest, didYouMean } from "./_suggest.ts";
 import { dirname, resolve } from "node:path";
 import {

@@ -11,7 +11,7 @@
  * @example
  * ```ts
  * import { loadConfig, runPipeline } from "./pipeline/mod.ts";
- * import "./stages/mod.ts"; // registers the stage types
+ * import "./stages/mod.ts"; // the stage types register themselves into pipeline/registry.ts
  *
  * const config = await loadConfig("examples/quickstart.yaml", { overrides: ["seed=1"] });
  * const result = await runPipeline(config);
@@ -24,4 +24,5 @@ export * from "./stage.ts";
 export * from "./config.ts";
 export * from "./runner.ts";
 export * from "./progress.ts";
-export { getStage, listStages, registerStage } from "../stages/registry.ts";
+export { getStage, listStages, registerStage } from "./registry.ts";
+export { canonicalJson, hashConfig } from "./hash.ts";

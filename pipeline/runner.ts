@@ -16,100 +16,29 @@
  *
  * @module
  */
-import { getBackend, resolveDevice } from "../ffi/backend.ts";
-import { dirname, join, resolve } from "node:path";
-import { stringify } from "yaml";
-import { hashConfig, writeFileAtomic, writeFileAtomicSync, writeJsonAtomic } from "./atomic.ts";
-import { configDirOf, type PipelineConfig, resolvedConfigYaml } from "./config.ts";
+import { join } from "node:path";
+import { writeJsonAtomic } from "../io/atomic.ts";
+import { configDirOf, type PipelineConfig } from "./config.ts";
 import { createProgress } from "./progress.ts";
 import { stderrOutput } from "./_io.ts";
-import { didYouMean } from "./_suggest.ts";
-import type { DeviceSetting, StageContext, StageOutput } from "./stage.ts";
+import { exists, freeName, mkdirTracked, timestamp } from "./_fs.ts";
+import { acquireLock, type RunLock } from "./lock.ts";
+import { type PlanEntry, type PlanOptions, planPipeline } from "./plan.ts";
+import {
+  type ActiveStage,
+  markExited,
+  removeOldFolders,
+  type StageManifest,
+  type StageStatus,
+  writeRunRecord,
+} from "./records.ts";
+import { installSignals } from "./signals.ts";
+import type { StageContext, StageOutput } from "./stage.ts";
 
-/** Status recorded in a stage's `stage.json`. */
-export type StageStatus = "running" | "complete" | "failed" | "interrupted";
-
-/** Contents of `stages/<name>/stage.json`. */
-export interface StageManifest {
-  type: string;
-  /**
-   * Cache hash: sha256 of type, resolved stage config, upstream hashes, pipeline seed and device,
-   * and the stage definition's `version` and `fingerprint()` when it has them.
-   */
-  hash: string;
-  status: StageStatus;
-  /** ISO time the latest attempt started. */
-  started: string;
-  /** ISO time it ended (absent while running). */
-  finished?: string;
-  duration_s?: number;
-  /** What `run()` returned. */
-  summary?: Record<string, unknown>;
-  /** Error message, for failed and (sometimes) interrupted stages. */
-  error?: string;
-  /** Error stack, for debugging a failure without re-running. */
-  error_stack?: string;
-  /** Whether the attempt continued the previous one (`--resume` with the same hash). */
-  resumed: boolean;
-  /** The resolved stage config that was run. */
-  config: unknown;
-  /** The stage definition's `version`, if it has one. */
-  version?: string;
-  /** What the stage definition's `fingerprint()` returned, if it has one. */
-  fingerprint?: string;
-  /** Upstream stage hashes, by name. */
-  inputs: Record<string, string>;
-  /** `started` of the upstream runs whose outputs this run consumed, by name. */
-  input_runs: Record<string, string>;
-}
-
-/** A stage in the plan. */
-export interface PlanEntry {
-  name: string;
-  type: string;
-  inputs: string[];
-  hash: string;
-  /**
-   * A complete result with this hash exists in the run directory, made from the current outputs of
-   * its inputs (none of which will re-run now).
-   */
-  cached: boolean;
-  /** Status in the existing `stage.json`, if any. */
-  previous?: StageStatus;
-  /** The existing `stage.json`, if any (read once, while planning). */
-  manifest?: StageManifest;
-  /** What the runner will do: run it, skip it (cached), or leave it alone (not in `--only`). */
-  action: "run" | "skip" | "not-selected";
-  /** `started` of the existing complete result, if any (identifies the run consumers used). */
-  started?: string;
-  /**
-   * The existing attempt did not complete, has this hash, and consumed the current outputs of its
-   * inputs (none of which will re-run now): `--resume` can continue it.
-   */
-  resumable: boolean;
-  /** The runner will continue the existing attempt (`--resume` and {@linkcode resumable}). */
-  resume: boolean;
-  /** Under `--resume`, why an existing incomplete attempt is not continued but started over. */
-  restart?: string;
-  /** What the stage definition's `fingerprint()` returned, if it has one. */
-  fingerprint?: string;
-}
-
-/** Options of {@linkcode planPipeline}. */
-export interface PlanOptions {
-  /** Run only these stages; their inputs must already be complete. */
-  only?: string[];
-  /** Re-run the selected stages even if cached. */
-  force?: boolean;
-  /** Run directory. @default {config.settings.run_dir} */
-  runDir?: string;
-  /**
-   * Continue stages whose previous attempt of the same config did not complete (same hash, status
-   * interrupted, failed or running): keep their folders and pass `resume: true`. Other stages
-   * that run start over, as without it.
-   */
-  resume?: boolean;
-}
+export { LOCK_FILE } from "./lock.ts";
+export { type PlanEntry, PlanError, type PlanOptions, planPipeline, stageHashes } from "./plan.ts";
+export { readManifest, type StageManifest, type StageStatus } from "./records.ts";
+export { yieldToSignals } from "./signals.ts";
 
 /** Options of {@linkcode runPipeline}. */
 export interface RunOptions extends PlanOptions {
@@ -152,161 +81,6 @@ export interface RunResult {
   status: "complete" | "failed" | "interrupted";
   runDir: string;
   stages: StageResult[];
-}
-
-/**
- * The stage selection cannot run: unknown `--only` names, inputs without a complete result, a
- * failed preflight check, or a run directory in use by another run.
- */
-export class PlanError extends Error {
-  override name = "PlanError";
-  /** One line per problem. */
-  readonly problems: string[];
-  /** @param problems One line per problem. */
-  constructor(problems: string[]) {
-    super(problems.length === 1 ? problems[0]! : `Cannot plan the run:\n${problems.map((p) => `  ${p}`).join("\n")}`);
-    this.problems = problems;
-  }
-}
-
-/** Name of the lock file a run keeps in its run directory. */
-export const LOCK_FILE = ".lock";
-
-/** What goes into a stage's hash besides its inputs' hashes. */
-interface StageIdentity {
-  hash: string;
-  version?: string;
-  fingerprint?: string;
-}
-
-function stageIdentities(config: PipelineConfig): Map<string, StageIdentity> {
-  const ids = new Map<string, StageIdentity>();
-  const configDir = configDirOf(config);
-  const { seed, device } = config.settings;
-  for (const st of config.stages) {
-    const inputs = Object.fromEntries(st.inputs.map((n) => [n, ids.get(n)!.hash]));
-    const def = st.definition;
-    let fingerprint: string | undefined;
-    if (def.fingerprint) {
-      try {
-        fingerprint = String(def.fingerprint(st.config, { configDir }));
-      } catch (err) {
-        fingerprint = `error: ${err instanceof Error ? err.message : String(err)}`;
-      }
-    }
-    // undefined entries are dropped by the canonical JSON: stages without them keep their hash.
-    const hash = hashConfig({
-      type: st.type,
-      config: st.config,
-      inputs,
-      seed,
-      device,
-      version: def.version,
-      fingerprint,
-    });
-    const id: StageIdentity = { hash };
-    if (def.version !== undefined) id.version = def.version;
-    if (fingerprint !== undefined) id.fingerprint = fingerprint;
-    ids.set(st.name, id);
-  }
-  return ids;
-}
-
-/**
- * Cache hash of every stage, in order: sha256 of the canonical JSON of type, resolved stage config,
- * upstream stage hashes, the pipeline's seed and device, and (when the stage definition has them)
- * its `version` and what its `fingerprint()` returns for the config.
- */
-export function stageHashes(config: PipelineConfig): Map<string, string> {
-  return new Map([...stageIdentities(config)].map(([name, id]) => [name, id.hash]));
-}
-
-/** Read `<runDir>/stages/<name>/stage.json`, or undefined if absent or unreadable. */
-export async function readManifest(runDir: string, name: string): Promise<StageManifest | undefined> {
-  try {
-    return JSON.parse(await Deno.readTextFile(join(runDir, "stages", name, "stage.json")));
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Decide what a run would do, reading (never writing) the run directory.
- *
- * @throws {PlanError} If `only` names an unknown stage, or a selected stage's input is outside the
- * selection and has no complete result with the current hash.
- */
-export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {}): Promise<PlanEntry[]> {
-  const runDir = opts.runDir ?? config.settings.run_dir;
-  const ids = stageIdentities(config);
-  const names = config.stages.map((s) => s.name);
-  const only = opts.only && opts.only.length > 0 ? new Set(opts.only) : undefined;
-  const problems: string[] = [];
-  for (const n of only ?? []) {
-    if (!names.includes(n)) {
-      problems.push(`--only: no stage named "${n}"${didYouMean(n, names)}; stages: ${names.join(", ")}`);
-    }
-  }
-  const plan: PlanEntry[] = [];
-  for (const st of config.stages) {
-    const { hash, fingerprint } = ids.get(st.name)!;
-    const m = await readManifest(runDir, st.name);
-    const inputsFresh = st.inputs.every((n) => {
-      const up = plan.find((p) => p.name === n)!;
-      return up.action !== "run" && up.started !== undefined && m?.input_runs?.[n] === up.started;
-    });
-    const cached = m?.status === "complete" && m.hash === hash && inputsFresh;
-    const selected = !only || only.has(st.name);
-    const action = !selected ? "not-selected" : cached && !opts.force ? "skip" : "run";
-    const incomplete = m !== undefined && m.status !== "complete";
-    const resumable = incomplete && m.hash === hash && inputsFresh;
-    const entry: PlanEntry = {
-      name: st.name,
-      type: st.type,
-      inputs: st.inputs,
-      hash,
-      cached,
-      action,
-      resumable,
-      resume: resumable && action === "run" && opts.resume === true,
-    };
-    if (m) entry.manifest = m;
-    if (m?.status) entry.previous = m.status;
-    if (m?.status === "complete") entry.started = m.started;
-    if (fingerprint !== undefined) entry.fingerprint = fingerprint;
-    if (opts.resume && action === "run" && incomplete && !resumable) {
-      const attempt = `the ${m.status ?? "previous"} attempt`;
-      entry.restart = m.hash !== hash
-        ? `config changed since ${attempt} (hash ${String(m.hash).slice(0, 12)} -> ${hash.slice(0, 12)}); starting over`
-        : `its input stages have re-run since ${attempt}; starting over`;
-    }
-    plan.push(entry);
-  }
-  if (only) {
-    for (const e of plan.filter((p) => p.action !== "not-selected")) {
-      for (const input of e.inputs) {
-        const up = plan.find((p) => p.name === input)!;
-        if (up.action !== "not-selected" || up.cached) continue;
-        const why = up.previous === undefined
-          ? "has not run"
-          : up.previous === "complete"
-          ? "is stale (its config or inputs changed since it ran)"
-          : `is ${up.previous}`;
-        problems.push(
-          `--only ${e.name}: input stage "${input}" ${why}; run it too: --only ${[input, ...only].join(",")}`,
-        );
-      }
-    }
-  }
-  const configDir = configDirOf(config);
-  for (const st of config.stages) {
-    if (plan.find((p) => p.name === st.name)?.action !== "run" || !st.definition.preflight) continue;
-    for (const msg of st.definition.preflight(st.config, { configDir })) {
-      problems.push(`stages[${st.index}] (stage ${st.name}) ${msg}`);
-    }
-  }
-  if (problems.length > 0) throw new PlanError(problems);
-  return plan;
 }
 
 /**
@@ -452,7 +226,7 @@ async function runLocked(
       });
       active = undefined;
       results.push(r);
-      if (r.status === "complete") {
+      if (r.status === "complete" || r.status === "ended") {
         outputs.set(entry.name, { dir: stageDir, summary: r.summary ?? {}, hash: entry.hash });
         runIds.set(entry.name, r.started!);
       } else status = r.status === "interrupted" ? "interrupted" : "failed";
@@ -463,27 +237,6 @@ async function runLocked(
   }
   say(`pipeline ${settings.name}: ${status}`);
   return { status, runDir, stages: results };
-}
-
-/** The stage being run, for the second-signal handler. */
-interface ActiveStage {
-  name: string;
-  manifestPath: string;
-  manifest: StageManifest;
-  started: Date;
-}
-
-/** Rewrite the active stage's stage.json as interrupted, synchronously (the process exits next). */
-function markExited(a: ActiveStage, error: string): void {
-  const finished = new Date();
-  const m: StageManifest = {
-    ...a.manifest,
-    status: "interrupted",
-    finished: finished.toISOString(),
-    duration_s: (finished.getTime() - a.started.getTime()) / 1000,
-    error,
-  };
-  writeFileAtomicSync(a.manifestPath, JSON.stringify(m, null, 2) + "\n");
 }
 
 interface RunStageArgs {
@@ -587,7 +340,7 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   // The stage decides: a summary means it finished unless it says it stopped early; an exception
   // while the signal is aborted is an interruption, any other exception a failure.
   manifest.status = error === undefined
-    ? summary?.interrupted === true ? "interrupted" : "complete"
+    ? summary?.interrupted === true ? "interrupted" : st.definition.cache === false ? "ended" : "complete"
     : a.signal.aborted
     ? "interrupted"
     : "failed";
@@ -599,9 +352,9 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   a.setActive(undefined);
 
   const took = `${manifest.duration_s.toFixed(1)}s`;
-  if (manifest.status === "complete") {
+  if (manifest.status === "complete" || manifest.status === "ended") {
     await removeOldFolders(a.stagesDir, st.name);
-    a.say(`stage ${st.name}: complete in ${took}`);
+    a.say(`stage ${st.name}: ${manifest.status} in ${took}`);
   } else {
     if (manifest.status === "interrupted") {
       const how = a.resumeCommand !== undefined
@@ -623,227 +376,4 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   if (summary !== undefined) r.summary = summary;
   if (manifest.error !== undefined) r.error = manifest.error;
   return r;
-}
-
-/** Delete every `.<name>.old-*` folder (earlier results moved aside) once `<name>` has completed. */
-async function removeOldFolders(stagesDir: string, name: string): Promise<void> {
-  const prefix = `.${name}.old-`; // stage names have no dots: no other stage's folders match
-  for await (const e of Deno.readDir(stagesDir)) {
-    if (e.name.startsWith(prefix)) await Deno.remove(join(stagesDir, e.name), { recursive: true });
-  }
-}
-
-/** Write config.yaml, overrides.yaml and env.json for this invocation. */
-async function writeRunRecord(config: PipelineConfig, runDir: string, opts: RunOptions): Promise<void> {
-  const overrides = opts.overrides ?? config.overrides;
-  const configPath = opts.configPath ?? config.file;
-  // Stages resolve relative paths against the config's folder: record it, so the run can be redone.
-  const configDir = configDirOf(config);
-  await writeFileAtomic(
-    join(runDir, "config.yaml"),
-    `# Resolved config of the latest run (defaults and overrides applied), from ${configPath}\n` +
-      resolvedConfigYaml(config),
-  );
-  await writeFileAtomic(
-    join(runDir, "overrides.yaml"),
-    stringify({ config: configPath, config_dir: configDir, overrides }),
-  );
-  await writeJsonAtomic(join(runDir, "env.json"), {
-    time: new Date().toISOString(),
-    deno: Deno.version,
-    os: Deno.build.os,
-    arch: Deno.build.arch,
-    cpus: navigator.hardwareConcurrency,
-    git: await gitInfo(),
-    device_requested: config.settings.device,
-    backend: backendInfo(config.settings.device),
-    config: configPath,
-    config_dir: configDir,
-    cwd: Deno.cwd(),
-    overrides,
-    args: Deno.args,
-    options: { only: opts.only ?? null, force: opts.force ?? false, resume: opts.resume ?? false },
-  });
-}
-
-/** The compute backend a run will use (library, build id, device name/memory), or why none loads. */
-function backendInfo(device: DeviceSetting): Record<string, unknown> {
-  try {
-    const kind = resolveDevice(device);
-    const b = getBackend(kind);
-    return { kind, library: b.path, build_id: b.buildId, ...b.deviceInfo() };
-  } catch (e) {
-    return { error: (e as Error).message };
-  }
-}
-
-async function gitInfo(): Promise<{ revision: string; dirty: boolean } | null> {
-  const git = async (...args: string[]) => {
-    const r = await new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output();
-    if (!r.success) throw new Error("git failed");
-    return new TextDecoder().decode(r.stdout).trim();
-  };
-  try {
-    const revision = await git("rev-parse", "HEAD");
-    const dirty = (await git("status", "--porcelain", "--untracked-files=no")) !== "";
-    return { revision, dirty };
-  } catch {
-    return null;
-  }
-}
-
-function installSignals(handler: (sig: Deno.Signal) => void): () => void {
-  const removers: (() => void)[] = [];
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    const h = () => handler(sig);
-    try {
-      Deno.addSignalListener(sig, h);
-      removers.push(() => Deno.removeSignalListener(sig, h));
-    } catch { /* SIGTERM is not available on Windows */ }
-  }
-  return () => removers.forEach((r) => r());
-}
-
-// ---------------------------------------------------------------------------------------------
-// Run directory lock
-
-interface RunLock {
-  /** A log line when a stale lock was taken over. */
-  tookOver?: string;
-  /** Remove the lock (if it is still ours); idempotent and synchronous (signal handlers call it). */
-  release(): void;
-}
-
-interface LockInfo {
-  pid?: number;
-  started?: string;
-  hostname?: string;
-}
-
-/**
- * Create `<runDir>/.lock` (exclusively) holding this process's pid and start time. An existing lock
- * of a live process fails the run with a {@linkcode PlanError}; the lock of a process that is gone
- * (or one left half-written long ago) is taken over.
- */
-function acquireLock(runDir: string): RunLock {
-  const path = join(runDir, LOCK_FILE);
-  const me: LockInfo = { pid: Deno.pid, started: new Date().toISOString(), hostname: hostname() };
-  const text = JSON.stringify(me) + "\n";
-  let tookOver: string | undefined;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const file = Deno.openSync(path, { write: true, createNew: true });
-      try {
-        const bytes = new TextEncoder().encode(text);
-        for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
-      } finally {
-        file.close();
-      }
-      let released = false;
-      const lock: RunLock = {
-        release() {
-          if (released) return;
-          released = true;
-          try {
-            if (Deno.readTextFileSync(path) === text) Deno.removeSync(path);
-          } catch { /* already gone */ }
-        },
-      };
-      if (tookOver !== undefined) lock.tookOver = tookOver;
-      return lock;
-    } catch (err) {
-      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-    }
-    const holder = readLock(path);
-    if (holder === "gone") continue;
-    const who = holder.pid !== undefined ? `process ${holder.pid}` : "another process";
-    const since = holder.started ? `, started ${holder.started}` : "";
-    const host = holder.hostname && holder.hostname !== me.hostname ? ` on ${holder.hostname}` : "";
-    if (holder.alive) {
-      throw new PlanError([
-        `run dir ${runDir} is in use by ${who}${host}${since} (lock file ${path}); wait for that run to end, ` +
-        `use another --run-dir, or delete the lock file if no pipeline run is using the directory`,
-      ]);
-    }
-    tookOver = `run dir lock: took over the stale lock of ${who}${since}, which is no longer running (${path})`;
-    try {
-      Deno.removeSync(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-  }
-  throw new PlanError([`run dir ${runDir}: could not create the lock file ${path} (another run keeps taking it)`]);
-}
-
-function readLock(path: string): (LockInfo & { alive: boolean }) | "gone" {
-  let text: string;
-  let mtime: number;
-  try {
-    text = Deno.readTextFileSync(path);
-    mtime = Deno.statSync(path).mtime?.getTime() ?? 0;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return "gone";
-    throw err;
-  }
-  let info: LockInfo | undefined;
-  try {
-    const v = JSON.parse(text);
-    if (v && typeof v === "object" && Number.isInteger(v.pid)) info = v;
-  } catch { /* half-written, or not ours */ }
-  // A lock without a readable pid is being written right now, or was abandoned mid-write.
-  if (!info) return { alive: Date.now() - mtime < 10_000 };
-  const remote = info.hostname !== undefined && info.hostname !== hostname();
-  return { ...info, alive: remote || pidAlive(info.pid!) };
-}
-
-/** Whether a process exists: /proc on Linux; elsewhere we cannot tell cheaply, so assume it does. */
-function pidAlive(pid: number): boolean {
-  if (pid === Deno.pid) return true;
-  if (pid <= 0) return false;
-  if (Deno.build.os !== "linux") return true;
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch (err) {
-    return !(err instanceof Deno.errors.NotFound);
-  }
-}
-
-function hostname(): string | undefined {
-  try {
-    return Deno.hostname();
-  } catch {
-    return undefined;
-  }
-}
-
-/** `mkdir -p`, returning the folders it created, deepest first. */
-async function mkdirTracked(dir: string): Promise<string[]> {
-  const missing: string[] = [];
-  for (let d = resolve(dir); !(await exists(d)); d = dirname(d)) {
-    missing.push(d);
-    if (dirname(d) === d) break;
-  }
-  await Deno.mkdir(dir, { recursive: true });
-  return missing;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
-async function freeName(path: string): Promise<string> {
-  let candidate = path;
-  for (let i = 1; await exists(candidate); i++) candidate = `${path}-${i}`;
-  return candidate;
-}
-
-function timestamp(): string {
-  return new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }

@@ -3,14 +3,14 @@
  * implements and what the runner hands it.
  *
  * A stage type is a plain object registered once with `registerStage()` from
- * `stages/registry.ts`. The runner validates the stage's YAML keys with {@linkcode StageDefinition.schema}
+ * `pipeline/registry.ts` (re-exported by `stages/mod.ts` and `stages/registry.ts`). The runner validates the stage's YAML keys with {@linkcode StageDefinition.schema}
  * before anything runs, orders stages by {@linkcode StageDefinition.inputs}, creates an artifact
  * folder, and calls {@linkcode StageDefinition.run} with a {@linkcode StageContext}.
  *
  * @example A minimal stage
  * ```ts
  * import { z } from "zod";
- * import { registerStage } from "../stages/registry.ts";
+ * import { registerStage } from "../pipeline/registry.ts";
  * import { writeJsonAtomic, type StageDefinition } from "../pipeline/stage.ts";
  *
  * const Config = z.strictObject({
@@ -45,11 +45,12 @@
 import type { z } from "zod";
 import type { Progress, ProgressOptions } from "./progress.ts";
 
-export { canonicalJson, hashConfig, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
+export { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
+export { canonicalJson, hashConfig } from "./hash.ts";
 export type { Progress, ProgressOptions } from "./progress.ts";
 
 /** Keys of a stage item that belong to the pipeline, not to the stage type's schema. */
-export const RESERVED_STAGE_KEYS: readonly string[] = ["name", "type"];
+export const RESERVED_STAGE_KEYS: readonly string[] = ["name", "type", "sweep"];
 
 /** Compute device requested at the top of the YAML. */
 export type DeviceSetting = "cpu" | "cuda" | "auto";
@@ -76,6 +77,13 @@ export interface StageOutput {
   summary: Record<string, unknown>;
   /** The upstream stage's cache hash. */
   hash: string;
+  /**
+   * For a variant of a swept stage (`sweep:`): the values it was made with, by shortened key
+   * (e.g. `{ lr: 0.001, seed: 1 }`). Absent for a stage that is not swept.
+   */
+  variant?: Record<string, unknown>;
+  /** For a variant of a swept stage: the unexpanded stage name (e.g. `train` for `train@lr=0.001`). */
+  base?: string;
 }
 
 /**
@@ -138,6 +146,18 @@ export interface StageDefinition<C = any> {
    * changes its results, so cached results made by the old code re-run. Absent means no version.
    */
   version?: string;
+  /**
+   * `false` for a stage whose result is never a cacheable product (a server that runs until it is
+   * stopped): it is never recorded `complete` (a returned summary is recorded as `ended`), never
+   * skipped as cached, and never asks for `--resume`. @default {true}
+   */
+  cache?: false;
+  /**
+   * `true` for a stage that consumes every variant of a swept input at once (an evaluation report):
+   * it does not expand along with its swept inputs; `ctx.inputs` holds each variant under its full
+   * name (`train@lr=0.001`), each {@linkcode StageOutput} with `variant` and `base`.
+   */
+  gathers?: true;
 }
 
 /** What the runner hands to {@linkcode StageDefinition.run}. */

@@ -42,7 +42,7 @@ import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/token
 import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema, OptimizerSchema, TokenizerSchema, TrainingSchema } from "./_schemas.ts";
 import { train } from "./_train.ts";
-import { registerStage } from "./registry.ts";
+import { registerStage } from "../pipeline/registry.ts";
 
 /** The fine-tune stage's config. */
 export const FineTuneSchema = z.strictObject({

@@ -5,22 +5,20 @@ import { z } from "zod";
 import { formatPlan, main, parseArgs, resumeCommand } from "../pipeline/cli.ts";
 import { LOCK_FILE, type PlanEntry } from "../pipeline/runner.ts";
 import { writeFileAtomic } from "../pipeline/stage.ts";
-import { getStage, registerStage } from "../stages/registry.ts";
+import { registerStage } from "../pipeline/registry.ts";
 
 const Echo = z.strictObject({ text: z.string(), fail: z.boolean().default(false), from: z.string().optional() });
-if (!getStage("cli-echo")) {
-  registerStage({
-    type: "cli-echo",
-    description: "Writes its text to echo.txt",
-    schema: Echo,
-    inputs: (c: z.infer<typeof Echo>) => (c.from ? [c.from] : []),
-    async run(c: z.infer<typeof Echo>, ctx) {
-      if (c.fail) throw new Error("echo refused");
-      await writeFileAtomic(join(ctx.dir, "echo.txt"), c.text);
-      return { length: c.text.length };
-    },
-  });
-}
+registerStage({
+  type: "cli-echo",
+  description: "Writes its text to echo.txt",
+  schema: Echo,
+  inputs: (c: z.infer<typeof Echo>) => (c.from ? [c.from] : []),
+  async run(c: z.infer<typeof Echo>, ctx) {
+    if (c.fail) throw new Error("echo refused");
+    await writeFileAtomic(join(ctx.dir, "echo.txt"), c.text);
+    return { length: c.text.length };
+  },
+});
 
 const YAML_TEXT = `# CLI test pipeline
 name: cli
@@ -124,12 +122,12 @@ Deno.test("main() exits 0 on success, 1 on stage failure, 2 on config and usage 
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("pipeline/cli.ts as a process exits 2 on malformed YAML without a stack trace", async () => {
+Deno.test("cli.ts as a process exits 2 on malformed YAML without a stack trace", async () => {
   const dir = await Deno.makeTempDir();
   const file = join(dir, "bad.yaml");
   await Deno.writeTextFile(file, "name: x\nstages:\n  - name: [a\n");
   const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../pipeline/cli.ts", import.meta.url).pathname, file, "validate"],
+    args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, file, "validate"],
     stdout: "piped",
     stderr: "piped",
     env: { LTE_DEBUG: "0", NO_COLOR: "1" },

@@ -12,36 +12,32 @@ import {
   parseConfig,
   resolvedConfigYaml,
 } from "../pipeline/config.ts";
-import { getStage, registerStage } from "../stages/registry.ts";
+import { registerStage } from "../pipeline/registry.ts";
 import { TokenizerSchema } from "../stages/_schemas.ts";
 
 // Two small real stage types, registered through the public plugin point.
-if (!getStage("cfg-train")) {
-  registerStage({
-    type: "cfg-train",
-    description: "Config-test training stage",
-    schema: z.strictObject({
-      steps: z.number().int().positive().default(100),
-      optimizer: z.strictObject({
-        lr: z.number().positive(),
-        betas: z.array(z.number()).default([0.9, 0.999]),
-      }),
-      schedule: z.enum(["constant", "cosine"]).default("cosine"),
-      tag: z.string().optional(),
+registerStage({
+  type: "cfg-train",
+  description: "Config-test training stage",
+  schema: z.strictObject({
+    steps: z.number().int().positive().default(100),
+    optimizer: z.strictObject({
+      lr: z.number().positive(),
+      betas: z.array(z.number()).default([0.9, 0.999]),
     }),
-    inputs: () => [],
-    run: () => Promise.resolve({}),
-  });
-}
-if (!getStage("cfg-eval")) {
-  registerStage({
-    type: "cfg-eval",
-    description: "Config-test eval stage",
-    schema: z.strictObject({ from: z.string(), batches: z.number().int().default(4) }),
-    inputs: (c: { from: string }) => [c.from],
-    run: () => Promise.resolve({}),
-  });
-}
+    schedule: z.enum(["constant", "cosine"]).default("cosine"),
+    tag: z.string().optional(),
+  }),
+  inputs: () => [],
+  run: () => Promise.resolve({}),
+});
+registerStage({
+  type: "cfg-eval",
+  description: "Config-test eval stage",
+  schema: z.strictObject({ from: z.string(), batches: z.number().int().default(4) }),
+  inputs: (c: { from: string }) => [c.from],
+  run: () => Promise.resolve({}),
+});
 
 function issuesOf(fn: () => unknown): ConfigIssue[] {
   try {
@@ -135,7 +131,7 @@ stages:
   assert.deepEqual(issues.map((i) => [i.location, i.path, i.message]), [
     ["k.yaml:5:5", "stages[0].stpes", 'unknown key "stpes" (did you mean "steps"?)'],
     ["k.yaml:8:7", "stages[0].optimizer.beta", 'unknown key "beta" (did you mean "betas"?)'],
-    ["k.yaml:9:5", "stages[0].zzz", 'unknown key "zzz"; allowed keys: name, type, steps, optimizer, schedule, tag'],
+    ["k.yaml:9:5", "stages[0].zzz", 'unknown key "zzz"; allowed keys: name, type, sweep, steps, optimizer, schedule, tag'],
   ]);
 });
 
@@ -270,18 +266,16 @@ Deno.test("ConfigError message lists every issue like a compiler", () => {
 });
 
 // A stage with the fine-tune stage's tokenizer block (a z.discriminatedUnion) and a tuple.
-if (!getStage("cfg-union")) {
-  registerStage({
-    type: "cfg-union",
-    description: "Config-test stage with a discriminated union",
-    schema: z.strictObject({
-      tokenizer: TokenizerSchema.optional(),
-      pair: z.tuple([z.strictObject({ lr: z.number() })]).optional(),
-    }),
-    inputs: () => [],
-    run: () => Promise.resolve({}),
-  });
-}
+registerStage({
+  type: "cfg-union",
+  description: "Config-test stage with a discriminated union",
+  schema: z.strictObject({
+    tokenizer: TokenizerSchema.optional(),
+    pair: z.tuple([z.strictObject({ lr: z.number() })]).optional(),
+  }),
+  inputs: () => [],
+  run: () => Promise.resolve({}),
+});
 
 const TOK = (tok: string) => `name: q\nstages:\n  - name: train\n    type: cfg-union\n    tokenizer: ${tok}\n`;
 

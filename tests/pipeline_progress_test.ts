@@ -1,8 +1,6 @@
-/** Progress lines (terminal and plain), atomic writes and config hashing. */
+/** Progress lines (terminal and plain) and complete console writes. */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { createProgress, formatDuration, formatNumber, formatProgressLine } from "../pipeline/progress.ts";
-import { canonicalJson, hashConfig, writeFileAtomic, writeJsonAtomic } from "../pipeline/stage.ts";
 import { writeAllSync } from "../pipeline/_io.ts";
 
 function fakeClock(start = 0) {
@@ -72,32 +70,6 @@ Deno.test("formatProgressLine() shows counter, fields, rate and ETA", () => {
   assert.equal(formatNumber(1_250_000), "1.25M");
   assert.equal(formatDuration(72), "1m12s");
   assert.equal(formatDuration(7300), "2h01m");
-});
-
-Deno.test("writeFileAtomic() replaces the file and leaves no temp files", async () => {
-  const dir = await Deno.makeTempDir();
-  const path = join(dir, "a.json");
-  await writeFileAtomic(path, "old");
-  await writeJsonAtomic(path, { b: 1 });
-  await writeFileAtomic(join(dir, "bytes.bin"), new Uint8Array([1, 2, 3]));
-  assert.equal(await Deno.readTextFile(path), '{\n  "b": 1\n}\n');
-  assert.deepEqual(await Deno.readFile(join(dir, "bytes.bin")), new Uint8Array([1, 2, 3]));
-  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["a.json", "bytes.bin"]);
-  // A failed write (missing folder) leaves nothing behind either.
-  await assert.rejects(() => writeFileAtomic(join(dir, "missing", "x.txt"), "x"), Deno.errors.NotFound);
-  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["a.json", "bytes.bin"]);
-  await Deno.remove(dir, { recursive: true });
-});
-
-Deno.test("canonicalJson() sorts keys so hashConfig() ignores key order", () => {
-  assert.equal(
-    canonicalJson({ b: 1, a: { d: [1, { z: 0, y: null }], c: "x" }, u: undefined }),
-    '{"a":{"c":"x","d":[1,{"y":null,"z":0}]},"b":1}',
-  );
-  assert.equal(hashConfig({ a: 1, b: 2 }), hashConfig({ b: 2, a: 1 }));
-  assert.notEqual(hashConfig({ a: 1 }), hashConfig({ a: 2 }));
-  assert.match(hashConfig({}), /^[0-9a-f]{64}$/);
-  assert.throws(() => canonicalJson({ lr: NaN }), (e: unknown) => e instanceof TypeError && /\$\.lr/.test(e.message));
 });
 
 Deno.test("createProgress() measures the rate from the first update, not from step 0 (resume)", () => {

@@ -16,7 +16,7 @@ import {
   stageHashes,
 } from "../pipeline/runner.ts";
 import { hashConfig, writeFileAtomic, writeJsonAtomic } from "../pipeline/stage.ts";
-import { getStage, registerStage } from "../stages/registry.ts";
+import { getStage, registerStage } from "../pipeline/registry.ts";
 
 /** How often each stage name's run() was called, and with which resume flag. */
 const calls: { name: string; resume: boolean; dirFiles: string[] }[] = [];
@@ -30,53 +30,49 @@ const WriteText = z.strictObject({
   steps: z.number().int().nonnegative().default(0),
 });
 
-if (!getStage("write-text")) {
-  registerStage({
-    type: "write-text",
-    description: "Writes text (repeated) to out.txt",
-    schema: WriteText,
-    inputs: () => [],
-    async run(c: z.infer<typeof WriteText>, ctx) {
-      calls.push({
-        name: ctx.name,
-        resume: ctx.resume,
-        dirFiles: [...Deno.readDirSync(ctx.dir)].map((e) => e.name).sort(),
-      });
-      if (failOnce.delete(ctx.name)) throw new Error("write-text failed once on purpose");
-      const bar = ctx.progress({ total: c.steps, label: ctx.name });
-      let step = 0;
-      for (; step < c.steps && !ctx.signal.aborted; step++) {
-        bar.update(step + 1, { loss: 1 / (step + 1) });
-        ctx.metric({ step, loss: 1 / (step + 1) });
-        await new Promise((r) => setTimeout(r, 1));
-      }
-      bar.done();
-      if (c.fail) throw new Error(`write-text failed on purpose`);
-      await writeFileAtomic(join(ctx.dir, "out.txt"), c.text.repeat(c.repeat));
-      ctx.log(`wrote ${c.text.length * c.repeat} chars`);
-      // Like fine-tune: a stage that stopped early because of the signal says so.
-      const stopped = step < c.steps ? { interrupted: true } : {};
-      return { chars: c.text.length * c.repeat, steps: step, resumed: ctx.resume, ...stopped };
-    },
-  });
-}
+registerStage({
+  type: "write-text",
+  description: "Writes text (repeated) to out.txt",
+  schema: WriteText,
+  inputs: () => [],
+  async run(c: z.infer<typeof WriteText>, ctx) {
+    calls.push({
+      name: ctx.name,
+      resume: ctx.resume,
+      dirFiles: [...Deno.readDirSync(ctx.dir)].map((e) => e.name).sort(),
+    });
+    if (failOnce.delete(ctx.name)) throw new Error("write-text failed once on purpose");
+    const bar = ctx.progress({ total: c.steps, label: ctx.name });
+    let step = 0;
+    for (; step < c.steps && !ctx.signal.aborted; step++) {
+      bar.update(step + 1, { loss: 1 / (step + 1) });
+      ctx.metric({ step, loss: 1 / (step + 1) });
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    bar.done();
+    if (c.fail) throw new Error(`write-text failed on purpose`);
+    await writeFileAtomic(join(ctx.dir, "out.txt"), c.text.repeat(c.repeat));
+    ctx.log(`wrote ${c.text.length * c.repeat} chars`);
+    // Like fine-tune: a stage that stopped early because of the signal says so.
+    const stopped = step < c.steps ? { interrupted: true } : {};
+    return { chars: c.text.length * c.repeat, steps: step, resumed: ctx.resume, ...stopped };
+  },
+});
 
 const Count = z.strictObject({ from: z.string() });
-if (!getStage("count")) {
-  registerStage({
-    type: "count",
-    description: "Counts the characters of an upstream stage's out.txt",
-    schema: Count,
-    inputs: (c: z.infer<typeof Count>) => [c.from],
-    async run(c: z.infer<typeof Count>, ctx) {
-      calls.push({ name: ctx.name, resume: ctx.resume, dirFiles: [] });
-      const up = ctx.inputs[c.from]!;
-      const text = await Deno.readTextFile(join(up.dir, "out.txt"));
-      await writeJsonAtomic(join(ctx.dir, "count.json"), { n: text.length, upstream: up.summary });
-      return { n: text.length };
-    },
-  });
-}
+registerStage({
+  type: "count",
+  description: "Counts the characters of an upstream stage's out.txt",
+  schema: Count,
+  inputs: (c: z.infer<typeof Count>) => [c.from],
+  async run(c: z.infer<typeof Count>, ctx) {
+    calls.push({ name: ctx.name, resume: ctx.resume, dirFiles: [] });
+    const up = ctx.inputs[c.from]!;
+    const text = await Deno.readTextFile(join(up.dir, "out.txt"));
+    await writeJsonAtomic(join(ctx.dir, "count.json"), { n: text.length, upstream: up.summary });
+    return { n: text.length };
+  },
+});
 
 const YAML_TEXT = `name: rt
 seed: 0
@@ -345,20 +341,18 @@ Deno.test("runPipeline() removes every moved-aside folder once the stage complet
 /** Called by the status-probe stage when it starts (the test aborts the run from it). */
 let onProbe: () => void = () => {};
 const Probe = z.strictObject({ mode: z.enum(["return", "return-interrupted", "throw"]) });
-if (!getStage("status-probe")) {
-  registerStage({
-    type: "status-probe",
-    description: "Returns or throws after the run is aborted",
-    schema: Probe,
-    inputs: () => [],
-    run(c: z.infer<typeof Probe>, ctx) {
-      onProbe();
-      if (!ctx.signal.aborted) throw new Error("expected an aborted signal");
-      if (c.mode === "throw") return Promise.reject(new Error("stopped by the abort"));
-      return Promise.resolve(c.mode === "return" ? { done: true } : { interrupted: true });
-    },
-  });
-}
+registerStage({
+  type: "status-probe",
+  description: "Returns or throws after the run is aborted",
+  schema: Probe,
+  inputs: () => [],
+  run(c: z.infer<typeof Probe>, ctx) {
+    onProbe();
+    if (!ctx.signal.aborted) throw new Error("expected an aborted signal");
+    if (c.mode === "throw") return Promise.reject(new Error("stopped by the abort"));
+    return Promise.resolve(c.mode === "return" ? { done: true } : { interrupted: true });
+  },
+});
 
 Deno.test("runPipeline() takes the status from the stage, not from the signal", async () => {
   const expect = { "return": "complete", "return-interrupted": "interrupted", "throw": "interrupted" } as const;
@@ -402,17 +396,15 @@ Deno.test("runPipeline() prints the resume command it is given when a stage is i
 
 /** A stage whose hash depends on a data file (fingerprint) and on its code version. */
 const Fp = z.strictObject({ file: z.string() });
-if (!getStage("fp-read")) {
-  registerStage({
-    type: "fp-read",
-    description: "Reads a data file",
-    schema: Fp,
-    inputs: () => [],
-    version: "1",
-    fingerprint: (c: z.infer<typeof Fp>, env) => Deno.readTextFileSync(join(env.configDir, c.file)),
-    run: (c: z.infer<typeof Fp>, ctx) => Promise.resolve({ text: Deno.readTextFileSync(join(ctx.configDir, c.file)) }),
-  });
-}
+registerStage({
+  type: "fp-read",
+  description: "Reads a data file",
+  schema: Fp,
+  inputs: () => [],
+  version: "1",
+  fingerprint: (c: z.infer<typeof Fp>, env) => Deno.readTextFileSync(join(env.configDir, c.file)),
+  run: (c: z.infer<typeof Fp>, ctx) => Promise.resolve({ text: Deno.readTextFileSync(join(ctx.configDir, c.file)) }),
+});
 
 Deno.test("stageHashes() folds a stage's fingerprint and version into its hash", async () => {
   const dir = await Deno.makeTempDir();
@@ -449,18 +441,16 @@ Deno.test("stageHashes() folds a stage's fingerprint and version into its hash",
 });
 
 const Spoof = z.strictObject({});
-if (!getStage("metric-spoof")) {
-  registerStage({
-    type: "metric-spoof",
-    description: "Logs a metric with the runner's own field names",
-    schema: Spoof,
-    inputs: () => [],
-    run(_c, ctx) {
-      ctx.metric({ stage: "other", time: "never", hash: "x", attempt: "y", loss: 1.5 });
-      return Promise.resolve({});
-    },
-  });
-}
+registerStage({
+  type: "metric-spoof",
+  description: "Logs a metric with the runner's own field names",
+  schema: Spoof,
+  inputs: () => [],
+  run(_c, ctx) {
+    ctx.metric({ stage: "other", time: "never", hash: "x", attempt: "y", loss: 1.5 });
+    return Promise.resolve({});
+  },
+});
 
 Deno.test("ctx.metric() records attempt and hash, and a record cannot overwrite the runner's fields", async () => {
   const dir = await Deno.makeTempDir();

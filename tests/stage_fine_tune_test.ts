@@ -273,7 +273,7 @@ Deno.test("pipeline: a run killed with SIGKILL mid-way and resumed reproduces th
   const args = (runDir: string) => [
     "run",
     "-A",
-    join(ROOT, "pipeline/cli.ts"),
+    join(ROOT, "cli.ts"),
     join(ROOT, "examples/quickstart.yaml"),
     "stages.train.model.n_layer=1",
     "stages.train.model.d_model=32",
