@@ -1,0 +1,113 @@
+/**
+ * Argument checks of the native backends, over every op of cuda/include/lte.h (cases generated
+ * from the header by tests/_arg_cases.ts, so new ops are covered automatically).
+ *
+ * Here (no GPU needed): the CPU backend answers every bad-argument case with a status and a
+ * message that names its function (and the NULL pointer, where one is NULL); the CUDA library,
+ * which loads without a GPU, answers a NULL context exactly as the CPU library does for every
+ * function, and a context request with LTE_STATUS_NO_DEVICE and the cause. That the CUDA backend
+ * answers every other case exactly as the CPU backend is tests/gpu/arg_checks_test.ts.
+ */
+import assert from "node:assert/strict";
+import { getBackend } from "../ffi/backend.ts";
+import { cString, libraryExists, type LoadedLibrary, loadLibrary } from "../ffi/library.ts";
+import { Status } from "../ffi/symbols.ts";
+import { argCases, HEADER, headerOps, runCase } from "./_arg_cases.ts";
+import { expectedParamType } from "./_lte_header.ts";
+
+Deno.test("CPU backend: every bad argument gets a status and a message naming the function", () => {
+  const be = getBackend("cpu");
+  const cases = argCases();
+  assert.ok(cases.length > 500, `only ${cases.length} cases`);
+  const plausibleOk = new Set<string>();
+  const failures: string[] = [];
+  for (const c of cases) {
+    const o = runCase(be, c);
+    const where = `${c.fn} (${c.label}): status ${o.status}, '${o.message}'`;
+    if (c.label.endsWith("dtype 99")) {
+      if (o.status !== Status.INVALID_ARGUMENT || o.message !== `${c.fn}: unknown dtype 99`) failures.push(where);
+      continue;
+    }
+    if (c.label.endsWith("dtype f16")) {
+      const want = `${c.fn}: dtype f16 is not supported by the cpu backend`;
+      if (o.status !== Status.UNSUPPORTED || o.message !== want) failures.push(where);
+      continue;
+    }
+    if (c.label.endsWith("plausible arguments") && o.status === Status.OK) plausibleOk.add(c.fn);
+    if (o.status === Status.OK) continue;
+    if (o.status !== Status.INVALID_ARGUMENT && o.status !== Status.UNSUPPORTED) {
+      failures.push(`${where}: wrong status`);
+    }
+    if (!o.message.startsWith(`${c.fn}: `)) failures.push(`${where}: the message must start with '${c.fn}: '`);
+    const nulled = /, (\w+) = NULL$/.exec(c.label)?.[1];
+    if (nulled && plausibleOk.has(c.fn) && !o.message.includes(nulled)) {
+      failures.push(`${where}: the message must name ${nulled}`);
+    }
+  }
+  for (const f of headerOps()) {
+    if (!plausibleOk.has(f.name)) {
+      failures.push(
+        `${f.name}: no plausible argument set of tests/_arg_cases.ts succeeds, so its pointer checks are untested`,
+      );
+    }
+  }
+  assert.deepEqual(failures, [], "\n" + failures.join("\n"));
+});
+
+/** Calls every status-returning function that takes a context with ctx = NULL. */
+function nullContextAnswers(lib: LoadedLibrary): Map<string, { status: number; message: string }> {
+  const out = new Map<string, { status: number; message: string }>();
+  for (const f of HEADER.functions.values()) {
+    if (f.params[0]?.type !== "lte_ctx_t *" || f.result !== "lte_status") continue;
+    const args = f.params.map((p, i) => {
+      if (i === 0) return null;
+      const t = expectedParamType(p, HEADER.typedefs);
+      if (t === "pointer") return null;
+      if (t === "buffer") return new Uint8Array(64);
+      if (t === "i64" || t === "u64") return 1n;
+      return 1;
+    });
+    const call = (lib.symbols as unknown as Record<string, (...a: unknown[]) => number>)[f.name]!;
+    const status = call(...args);
+    out.set(f.name, { status, message: status === Status.OK ? "" : cString(lib.symbols.lte_last_error()) });
+  }
+  return out;
+}
+
+const haveCudaLib = libraryExists("cuda");
+
+Deno.test({
+  name: "CUDA and CPU libraries answer a NULL context identically for every function",
+  ignore: !haveCudaLib,
+  fn() {
+    const cpu = nullContextAnswers(loadLibrary("cpu"));
+    const cuda = nullContextAnswers(loadLibrary("cuda"));
+    assert.ok(cpu.size > 50);
+    const diffs: string[] = [];
+    for (const [fn, a] of cpu) {
+      const b = cuda.get(fn)!;
+      if (a.status !== b.status || a.message !== b.message) {
+        diffs.push(`${fn}: cpu ${a.status} '${a.message}', cuda ${b.status} '${b.message}'`);
+      }
+      if (fn !== "lte_ctx_free" && a.status !== Status.INVALID_ARGUMENT) diffs.push(`${fn}: NULL ctx accepted`);
+    }
+    assert.deepEqual(diffs, [], "\n" + diffs.join("\n"));
+  },
+});
+
+Deno.test({
+  name: "without a GPU the CUDA library loads and refuses a context with NO_DEVICE and the cause",
+  ignore: !haveCudaLib,
+  fn() {
+    const lib = loadLibrary("cuda");
+    const out = new BigUint64Array(1);
+    const status = lib.symbols.lte_ctx_create(0, out);
+    if (status === Status.OK) {
+      // A GPU is present: the context works; the full comparison is tests/gpu/arg_checks_test.ts.
+      assert.equal(lib.symbols.lte_ctx_free(Deno.UnsafePointer.create(out[0]!)), Status.OK);
+      return;
+    }
+    assert.equal(status, Status.NO_DEVICE);
+    assert.match(cString(lib.symbols.lte_last_error()), /^lte_ctx_create: no usable CUDA device: \S/);
+  },
+});
