@@ -9,9 +9,13 @@
  *          post_attention_layernorm/mlp.{gate,up,down}_proj, model.norm, lm_head; Linear weights
  *          are (out, in).
  *
- * The FFN is the module LTE changes: `ffnHidden` computes the (R, d_ff) intermediate activations
- * and `ffnRouting` (when set) rescales them per expert — soft sigmoid scores in LTE stage 1, a
- * hard 0/1 mask in stage 2 — before the down projection. Dense models leave it unset.
+ * The FFN is the module LTE changes. With `routing` set (models/routing.ts), each FFN layer runs
+ * in the routing state's mode: `dense`, `soft` (stage 1: the intermediate activations of each
+ * expert scaled by its sigmoid router score) or `hard` (stage 2 / inference: a 0/1 mask, score > τ).
+ * The router reads the FFN input and is computed before gate/up. `forward(ids, { collectScores:
+ * true })` also returns every layer's router scores (R, N) from the same pass. Two generic hooks
+ * stay for baselines: `ffnMask` (an expert (R, N) or neuron (R, F) mask) and `ffnRouting`
+ * (rescales the (R, F) activations); both run after the routing mode.
  *
  * Shape legend: B batch, T sequence, C d_model, H heads, HKV kv heads, D head dim, F d_ff, V vocab.
  * @module
@@ -23,10 +27,12 @@ import {
   attention,
   type Device,
   embedding,
+  expertScale,
   gelu,
   layerNorm,
   linear,
   matmul,
+  mul,
   rmsNorm,
   Rng,
   rope,
@@ -35,9 +41,32 @@ import {
   Tensor,
 } from "../tensor/mod.ts";
 import type { ModelConfig } from "./config.ts";
+import { type FfnRoutingState, hardMask, routerScores } from "./routing.ts";
 
-/** Hook that LTE routing installs on the FFN: rescales (R, F) activations given the FFN input (R, C). */
+export type { FfnMode, FfnRoutingState } from "./routing.ts";
+
+/** Generic FFN hook (baselines): rescales (R, F) activations given the FFN input (R, C). */
 export type FfnRouting = (layer: number, ffnInput: Tensor, hidden: Tensor) => Tensor;
+
+/**
+ * Generic FFN mask hook (baselines: oracle top-k, predictors, magnitude thresholds, random
+ * routers): returns an expert mask (R, N) — applied per expert block of d_ff / N neurons — or a
+ * neuron mask (R, F), multiplied into the (R, F) activations given the FFN input (R, C).
+ */
+export type FfnMask = (layer: number, ffnInput: Tensor, hidden: Tensor) => Tensor;
+
+/** Options of `DecoderLM.forward`. */
+export interface ForwardOptions {
+  /** Also return each layer's router scores (R, N), R = B*T (needs `routing`). */
+  collectScores?: boolean;
+}
+
+/** Logits plus per-layer router scores (`forward(ids, { collectScores: true })`). */
+export interface ForwardResult {
+  logits: Tensor;
+  /** Per layer (R, N) sigmoid router scores, R = B*T rows in (b, t) order. */
+  scores: Tensor[];
+}
 
 /** Shape and init of one parameter. */
 export interface ParamSpec {
@@ -96,7 +125,11 @@ export class DecoderLM {
   readonly config: ModelConfig;
   /** Parameters by Hugging Face name, in `paramSpecs` order. */
   readonly params: Map<string, Tensor>;
-  /** LTE routing hook on the FFN (unset: dense). */
+  /** LTE routing (router tensors, mode, expert size, τ); null: a dense model. */
+  routing: FfnRoutingState | null = null;
+  /** Generic mask hook on the FFN (baselines); null: unset. */
+  ffnMask: FfnMask | null = null;
+  /** Generic rescaling hook on the FFN (baselines); null: unset. */
   ffnRouting: FfnRouting | null = null;
 
   private constructor(config: ModelConfig, params: Map<string, Tensor>) {
@@ -183,13 +216,24 @@ export class DecoderLM {
     return n;
   }
 
-  /** Logits (B, T, V) for token ids (B, T) i32. */
-  forward(ids: Tensor): Tensor {
+  /**
+   * Logits (B, T, V) for token ids (B, T) i32; with `collectScores`, also the router scores of
+   * every layer from the same pass (for the LTE losses and sparsity metrics).
+   */
+  forward(ids: Tensor): Tensor;
+  forward(ids: Tensor, opts: ForwardOptions & { collectScores: true }): ForwardResult;
+  forward(ids: Tensor, opts?: ForwardOptions): Tensor | ForwardResult;
+  forward(ids: Tensor, opts: ForwardOptions = {}): Tensor | ForwardResult {
     const c = this.config;
     if (ids.shape.length !== 2) throw new ShapeError("DecoderLM.forward", `ids must be (B, T), got ${ids.describe()}`);
     const t = ids.shape[1]!;
     if (t > c.max_seq) throw new ShapeError("DecoderLM.forward", `sequence length ${t} exceeds max_seq ${c.max_seq}`);
-    return c.family === "gpt2" ? this.#gpt2(ids) : this.#llama(ids);
+    if (opts.collectScores && !this.routing) {
+      throw new ShapeError("DecoderLM.forward", "collectScores needs routers (model.routing is null: a dense model)");
+    }
+    const scores: Tensor[] | null = opts.collectScores ? [] : null;
+    const logits = c.family === "gpt2" ? this.#gpt2(ids, scores) : this.#llama(ids, scores);
+    return scores ? { logits, scores } : logits;
   }
 
   /** FFN intermediate activations (R, F) for FFN input h (R, C): act(h W1 + b1) or silu(h Wg) * (h Wu). */
@@ -211,13 +255,34 @@ export class DecoderLM {
     return linear(a, this.param(`model.layers.${layer}.mlp.down_proj.weight`));
   }
 
-  #ffn(layer: number, h: Tensor): Tensor {
+  #ffn(layer: number, h: Tensor, scores: Tensor[] | null): Tensor {
+    const r = this.routing;
+    // The router reads the FFN input and runs before gate/up (sparse kernels pick experts first).
+    const g = r && (r.mode !== "dense" || scores) ? routerScores(r, layer, h) : null;
+    if (g && scores) scores.push(g.reshape([g.size / r!.nExperts, r!.nExperts]));
     let a = this.ffnHidden(layer, h);
+    if (g && r!.mode === "soft") a = expertScale(a, g, r!.expertSize);
+    else if (g && r!.mode === "hard") a = expertScale(a, hardMask(g, r!.tau), r!.expertSize);
+    if (this.ffnMask) a = this.#applyMask(layer, this.ffnMask(layer, h, a), a);
     if (this.ffnRouting) a = this.ffnRouting(layer, h, a);
     return this.ffnOut(layer, a);
   }
 
-  #gpt2(ids: Tensor): Tensor {
+  #applyMask(layer: number, m: Tensor, a: Tensor): Tensor {
+    const f = this.config.d_ff;
+    const last = m.shape[m.shape.length - 1] ?? 1;
+    if (m.size === a.size && last === f) return mul(a, m.reshape(a.shape));
+    const n = last, rows = a.size / f;
+    if (f % n !== 0 || m.size !== rows * n) {
+      throw new ShapeError(
+        "DecoderLM.ffnMask",
+        `layer ${layer}: mask ${m.describe()} must be (R, N) experts with N dividing d_ff ${f}, or (R, ${f}) neurons, R = ${rows}`,
+      );
+    }
+    return expertScale(a, m, f / n);
+  }
+
+  #gpt2(ids: Tensor, scores: Tensor[] | null): Tensor {
     const c = this.config;
     const [b, t] = ids.shape as [number, number];
     const d = c.d_model, hd = d / c.n_head;
@@ -236,13 +301,13 @@ export class DecoderLM {
       const a = attention(q, k, v).reshape([b, t, d]);
       x = add(x, addBias(matmul(a, this.param(`${p}.attn.c_proj.weight`)), this.param(`${p}.attn.c_proj.bias`)));
       const h2 = layerNorm(x, this.param(`${p}.ln_2.weight`), this.param(`${p}.ln_2.bias`), c.norm_eps);
-      x = add(x, this.#ffn(i, h2));
+      x = add(x, this.#ffn(i, h2, scores));
     }
     x = layerNorm(x, this.param("transformer.ln_f.weight"), this.param("transformer.ln_f.bias"), c.norm_eps);
     return linear(x, this.param("transformer.wte.weight"));
   }
 
-  #llama(ids: Tensor): Tensor {
+  #llama(ids: Tensor, scores: Tensor[] | null): Tensor {
     const c = this.config;
     const [b, t] = ids.shape as [number, number];
     const d = c.d_model, hd = d / c.n_head;
@@ -260,7 +325,7 @@ export class DecoderLM {
       const a = attention(q, k, v).reshape([b, t, d]);
       x = add(x, linear(a, this.param(`${p}.self_attn.o_proj.weight`)));
       const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.norm_eps);
-      x = add(x, this.#ffn(i, h2));
+      x = add(x, this.#ffn(i, h2, scores));
     }
     x = rmsNorm(x, this.param("model.norm.weight"), c.norm_eps);
     const head = c.tie_embeddings ? this.param("model.embed_tokens.weight") : this.param("lm_head.weight");
@@ -274,8 +339,12 @@ export class DecoderLM {
     return out;
   }
 
-  /** Frees parameters and their gradients. */
+  /** Frees parameters, routers and their gradients. */
   dispose(): void {
     for (const t of this.params.values()) t.dispose();
+    if (this.routing) {
+      for (const t of [...this.routing.weights, ...(this.routing.biases ?? [])]) t.dispose();
+      this.routing = null;
+    }
   }
 }

@@ -244,6 +244,26 @@ export function expertScale(h: Tensor, g: Tensor, expertSize: number): Tensor {
   });
 }
 
+/**
+ * LTE separability penalty, elementwise over router scores g: 1 / ((g - tau)^2 + eps), eps > 0
+ * (the paper's Eq. 5 with a guard that keeps it finite at g = tau). Differentiable in g.
+ */
+export function sepPenalty(g: Tensor, tau: number, eps: number): Tensor {
+  needF32("sepPenalty", g);
+  if (!(eps > 0) || !Number.isFinite(tau)) {
+    throw new ShapeError("sepPenalty", `needs eps > 0 and a finite tau, got eps ${eps}, tau ${tau}`);
+  }
+  const be = g.backend;
+  const y = out(g.shape, g);
+  be.check(be.sym.lte_sep_penalty_forward(be.ctx, F32, g.ptr, y.ptr, g.size, tau, eps), "lte_sep_penalty_forward");
+  return record(y, "sepPenalty", [g], (gy, gradOf) => {
+    be.check(
+      be.sym.lte_sep_penalty_backward(be.ctx, F32, gy.ptr, g.ptr, gradOf(g).ptr, g.size, tau, eps),
+      "lte_sep_penalty_backward",
+    );
+  });
+}
+
 // ---------------------------------------------------------------- reductions
 
 /** Sum of all elements, as a scalar tensor. */

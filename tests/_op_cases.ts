@@ -25,6 +25,7 @@ import {
   rope,
   sampleTopP,
   scale,
+  sepPenalty,
   sigmoid,
   silu,
   sliceLast,
@@ -105,6 +106,14 @@ export const OP_CASES: OpCase[] = [
     name: "expertScale/hard mask",
     inputs: [{ shape: [7, 5 * 4] }, { shape: [7, 5], lo: -1, hi: 1, grad: false }],
     fn: ([h, r]) => expertScale(h!, threshold(r!, 0), 4),
+  },
+  {
+    // Scores in (0, 1) away from tau = 0.5 (the penalty's curvature near tau needs a tiny fd step).
+    name: "sepPenalty",
+    inputs: [{ shape: [9, 13], values: Array.from({ length: 117 }, (_, i) => (i % 2 ? 0.6 : 0.05) + (i % 7) * 0.05) }],
+    fn: ([g]) => sepPenalty(g!, 0.5, 1e-4),
+    fd: { h: 1e-3, atol: 1e-2, rtol: 2e-2 },
+    agree: { atol: 1e-4, rtol: 1e-5 },
   },
   {
     name: "layerNorm",
