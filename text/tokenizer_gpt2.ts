@@ -7,7 +7,7 @@
  * decode them as UTF-8, so decode(encode(s)) === s for any well-formed string.
  */
 
-import type { DecodeOptions, EncodeOptions, Gpt2Spec, Tokenizer } from "./tokenizer.ts";
+import type { DecodeOptions, EncodeOptions, Gpt2Spec, Tokenizer } from "./types.ts";
 import { checkId, readJsonFile, readTextFile, requireId, show, TokenizerError } from "./_errors.ts";
 import { bpeMerge, MergeTable, utf8Bytes, WordCache } from "./_bpe.ts";
 import { BYTE_TO_CHAR, byteLevelToBytes, GPT2_PATTERN, utf8Decode } from "./_byte_level.ts";

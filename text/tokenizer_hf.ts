@@ -25,7 +25,7 @@
 
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import type { DecodeOptions, EncodeOptions, HfSpec, Tokenizer } from "./tokenizer.ts";
+import type { DecodeOptions, EncodeOptions, HfSpec, Tokenizer } from "./types.ts";
 import { checkId, readJsonFile, requireId, show, TokenizerError } from "./_errors.ts";
 import { bpeMerge, MergeTable, utf8Bytes, WordCache } from "./_bpe.ts";
 import { BYTE_TO_CHAR, byteLevelToBytes, GPT2_PATTERN, utf8Decode } from "./_byte_level.ts";
