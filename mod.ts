@@ -1,6 +1,11 @@
 /**
  * LTE Pipeline: declare LLM-efficiency experiments (Learn-To-be-Efficient) as YAML and run them, or
- * use the pieces from scripts. This is the one public entry point.
+ * use the pieces from scripts. This is the one public entry point; it exports a deliberate API,
+ * grouped by layer from the top down. Modules whose names start with `_` are private and never
+ * exported from here (tests/layers_test.ts checks that and the layer order).
+ *
+ * To extend: add a named export under the heading of the module's layer (one `export { ... }`
+ * line per module, names listed explicitly).
  *
  * @example Reuse the fine-tune stage without YAML (see examples/train_without_yaml.ts)
  * ```ts
@@ -11,23 +16,48 @@
  * @module
  */
 
-// Pipeline: config parsing/validation, runner, stage contract.
+// ---- Pipeline: config parsing/validation, planning and running, the stage contract, the registry
+// (pipeline/mod.ts is itself the pipeline's curated API).
 export * from "./pipeline/mod.ts";
-// Stage types (importing registers them).
-export { getStage, listStages, registerStage } from "./stages/mod.ts";
+
+// ---- Stages: importing stages/mod.ts registers every stage type.
+import "./stages/mod.ts";
 export { type FineTuneConfig, FineTuneSchema, fineTuneStage, runFineTune } from "./stages/fine_tune.ts";
-export { evaluate, train, type TrainResult } from "./stages/_train.ts";
-// Models and checkpoints.
+
+// ---- LTE algorithms (lte/)
+
+// ---- Inference engine (engine/) and serving (serve/)
+
+// ---- Models and checkpoints
 export * from "./models/config.ts";
 export { DecoderLM, type FfnRouting, paramSpecs } from "./models/decoder.ts";
 export { CheckpointError, loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "./models/checkpoint.ts";
 export { readSafetensors, readSafetensorsHeader, SafetensorsError, writeSafetensors } from "./models/safetensors.ts";
-// Text: tokenizers, corpora, datasets.
-export { loadTokenizer, type Tokenizer, TokenizerError, type TokenizerSpec } from "./text/tokenizer.ts";
+
+// ---- Text: tokenizers, corpora, datasets
+export {
+  type DecodeOptions,
+  type EncodeOptions,
+  loadTokenizer,
+  type Tokenizer,
+  TokenizerError,
+  type TokenizerSpec,
+} from "./text/tokenizer.ts";
 export { type CorpusSpec, loadCorpus } from "./text/corpus.ts";
 export { TokenDataset, unigramPerplexity } from "./text/dataset.ts";
-// Compute core.
+
+// ---- Compute core: tensors, autograd, ops, optimizers, errors (tensor/mod.ts is the tensor
+// layer's API), and the backend handles of the native binding.
 export * from "./tensor/mod.ts";
-export * from "./ffi/mod.ts";
-// Reports.
+export {
+  Backend,
+  backendAvailable,
+  type BackendKind,
+  getBackend,
+  type MemStats,
+  resolveDevice,
+} from "./ffi/backend.ts";
+export { Option } from "./ffi/symbols.ts";
+
+// ---- Reports
 export { linePlot } from "./report/svg_plot.ts";
