@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { ShapeError } from "./errors.ts";
+import { GraphError, ShapeError } from "./errors.ts";
 import { noGrad, Tensor } from "./tensor.ts";
 
 function topoOrder(root: Tensor): Tensor[] {
@@ -37,13 +37,13 @@ function topoOrder(root: Tensor): Tensor[] {
  */
 export function backward(loss: Tensor, gradOutput?: Tensor): void {
   if (!loss.requiresGrad) {
-    throw new ShapeError("backward", `${loss.describe()} does not require grad (no parameter reached it, or noGrad)`);
+    throw new GraphError("backward", `${loss.describe()} does not require grad (no parameter reached it, or noGrad)`);
   }
   if (loss.size !== 1 && !gradOutput) {
     throw new ShapeError("backward", `needs a scalar loss or an explicit gradient, got ${loss.describe()}`);
   }
   if (loss.node === null) {
-    throw new ShapeError(
+    throw new GraphError(
       "backward",
       `${loss.describe()} has no recorded graph (it is a leaf, or a previous backward released its graph)`,
     );
@@ -54,7 +54,7 @@ export function backward(loss: Tensor, gradOutput?: Tensor): void {
   // unreachable now, and treating it as a leaf would silently drop their gradients.
   const released = order.find((t) => t.node === null && t.computed);
   if (released) {
-    throw new ShapeError(
+    throw new GraphError(
       "backward",
       `${released.describe()} is part of a graph that a previous backward released; ` +
         `sum the losses and call backward once`,

@@ -251,7 +251,7 @@ export function expertScale(h: Tensor, g: Tensor, expertSize: number): Tensor {
 export function sepPenalty(g: Tensor, tau: number, eps: number): Tensor {
   needF32("sepPenalty", g);
   if (!(eps > 0) || !Number.isFinite(tau)) {
-    throw new ShapeError("sepPenalty", `needs eps > 0 and a finite tau, got eps ${eps}, tau ${tau}`);
+    throw new RangeError(`sepPenalty: needs eps > 0 and a finite tau, got eps ${eps}, tau ${tau}`);
   }
   const be = g.backend;
   const y = out(g.shape, g);
@@ -302,7 +302,7 @@ export function sliceLast(x: Tensor, start: number, width: number): Tensor {
   needF32("sliceLast", x);
   const c = lastDim(x);
   if (start < 0 || width <= 0 || start + width > c) {
-    throw new ShapeError("sliceLast", `columns [${start}, ${start + width}) out of range for ${x.describe()}`);
+    throw new RangeError(`sliceLast: columns [${start}, ${start + width}) out of range for ${x.describe()}`);
   }
   const be = x.backend;
   const rows = rowsOf(x);
@@ -506,7 +506,7 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
     for (let i = 0; i < host.length; i++) {
       const id = host[i]!;
       if (!(id >= 0 && id < v)) {
-        throw new ShapeError("embedding", `ids[${i}] = ${id} is outside [0, ${v}) for weight ${weight.describe()}`);
+        throw new RangeError(`embedding: ids[${i}] = ${id} is outside [0, ${v}) for weight ${weight.describe()}`);
       }
     }
   }
@@ -627,9 +627,8 @@ export function crossEntropyRows(logits: Tensor, targets: Tensor, ignoreIndex = 
     for (let i = 0; i < host.length; i++) {
       const id = host[i]!;
       if (id !== ignoreIndex && !(id >= 0 && id < v)) {
-        throw new ShapeError(
-          "crossEntropy",
-          `targets[${i}] = ${id} is outside [0, ${v}) and is not ignore_index ${ignoreIndex}`,
+        throw new RangeError(
+          `crossEntropy: targets[${i}] = ${id} is outside [0, ${v}) and is not ignore_index ${ignoreIndex}`,
         );
       }
     }
@@ -695,7 +694,7 @@ export function sampleTopP(logits: Tensor, opts: SampleOptions): Tensor {
   needF32("sampleTopP", logits);
   const temperature = opts.temperature ?? 1, topP = opts.topP ?? 1;
   if (!(temperature > 0) || !(topP > 0 && topP <= 1)) {
-    throw new ShapeError("sampleTopP", `temperature must be > 0 and top_p in (0, 1], got ${temperature} and ${topP}`);
+    throw new RangeError(`sampleTopP: temperature must be > 0 and top_p in (0, 1], got ${temperature} and ${topP}`);
   }
   const be = logits.backend;
   const y = out(logits.shape.slice(0, -1), logits, "i32");

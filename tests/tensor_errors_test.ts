@@ -4,12 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { Backend, getBackend } from "../ffi/backend.ts";
-import { DisposedTensorError, LteNativeError, LteOutOfMemoryError, ShapeError } from "../tensor/errors.ts";
+import { DisposedTensorError, GraphError, LteNativeError, LteOutOfMemoryError, ShapeError } from "../tensor/errors.ts";
 import { loadLibrary } from "../ffi/library.ts";
 import { Option, Status } from "../ffi/symbols.ts";
 import {
   add,
   attention,
+  backward,
   crossEntropy,
   embedding,
   linear,
@@ -17,6 +18,7 @@ import {
   rope,
   sampleTopP,
   scope,
+  sum,
   Tensor,
 } from "../tensor/mod.ts";
 
@@ -31,27 +33,42 @@ Deno.test("matmul() with mismatched inner dims names the op and both shapes", ()
   });
 });
 
-Deno.test("shape, dtype and index errors are ShapeErrors naming the op", () => {
+Deno.test("shape and dtype errors are ShapeErrors naming the op", () => {
   scope(() => {
     assert.throws(() => add(Tensor.zeros([2, 3]), Tensor.zeros([3, 2])), /^ShapeError: add: shapes differ/);
     assert.throws(() => linear(Tensor.zeros([2, 3]), Tensor.zeros([4, 5])), /linear: x f32\[2, 3\]@cpu does not fit/);
     assert.throws(() => embedding(Tensor.zeros([2]), Tensor.zeros([4, 5])), /embedding: expected i32 indices/);
     assert.throws(
-      () => embedding(Tensor.fromArray(new Int32Array([1, 9]), [2]), Tensor.zeros([4, 5])),
-      /embedding: ids\[1\] = 9 is outside \[0, 4\)/,
-    );
-    assert.throws(
-      () => crossEntropy(Tensor.zeros([2, 5]), Tensor.fromArray(new Int32Array([1, 5]), [2])),
-      /crossEntropy: targets\[1\] = 5 is outside \[0, 5\)/,
-    );
-    assert.throws(
       () => attention(Tensor.zeros([1, 4, 3, 8]), Tensor.zeros([1, 4, 2, 8]), Tensor.zeros([1, 4, 2, 8])),
       /attention: .* H % HKV == 0/,
     );
     assert.throws(() => rope(Tensor.zeros([1, 2, 3, 5])), /rope: x must be \(B, T, H, D\) with even D/);
-    assert.throws(() => sampleTopP(Tensor.zeros([1, 5]), { seed: 1, topP: 0 }), /sampleTopP: temperature must be > 0/);
     assert.throws(() => Tensor.fromArray([1, 2, 3], [2, 2]), /3 values do not fill shape \[2, 2\]/);
     assert.throws(() => Tensor.zeros([2, 3]).reshape([4, 2]), /reshape: cannot reshape 6 elements/);
+  });
+});
+
+Deno.test("out-of-range values are RangeErrors, graph misuse GraphErrors, both naming the op", () => {
+  scope(() => {
+    const range = (re: RegExp) => (e: unknown) =>
+      e instanceof RangeError && !(e instanceof ShapeError) && re.test(e.message);
+    assert.throws(
+      () => embedding(Tensor.fromArray(new Int32Array([1, 9]), [2]), Tensor.zeros([4, 5])),
+      range(/^embedding: ids\[1\] = 9 is outside \[0, 4\)/),
+    );
+    assert.throws(
+      () => crossEntropy(Tensor.zeros([2, 5]), Tensor.fromArray(new Int32Array([1, 5]), [2])),
+      range(/^crossEntropy: targets\[1\] = 5 is outside \[0, 5\)/),
+    );
+    assert.throws(
+      () => sampleTopP(Tensor.zeros([1, 5]), { seed: 1, topP: 0 }),
+      range(/^sampleTopP: temperature must be > 0/),
+    );
+    const graph = (re: RegExp) => (e: unknown) => e instanceof GraphError && e.op === "backward" && re.test(e.message);
+    assert.throws(() => backward(sum(Tensor.zeros([3]))), graph(/does not require grad/));
+    const leaf = Tensor.zeros([1]);
+    leaf.requiresGrad = true;
+    assert.throws(() => backward(leaf), graph(/has no recorded graph/));
   });
 });
 
