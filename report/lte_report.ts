@@ -67,6 +67,7 @@ export interface AggregateRow {
   target: number | null;
   quality: { mean: number; std: number };
   ppl: { mean: number; std: number };
+  loss: { mean: number; std: number };
   gflops: number;
   delta_vs_control: number | null;
 }
@@ -131,6 +132,7 @@ export function aggregate(r: LteReport): AggregateRow[] {
       target: es[0]!.target_sparsity,
       quality: q,
       ppl,
+      loss: meanStd(es.map((e) => e.quality.val_loss)),
       gflops: meanStd(es.map((e) => e.flops.total)).mean,
       delta_vs_control: control ? ppl.mean / control.quality.val_ppl - 1 : null,
     });
@@ -184,24 +186,38 @@ function f(x: number | null | undefined, d = 3): string {
   return x === null || x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(d);
 }
 
+/** 4 significant digits (GFLOPs of tiny models are small). */
+function g(x: number): string {
+  return Number.isFinite(x) ? (x >= 1 ? x.toFixed(3) : x.toPrecision(4)) : "–";
+}
+
 function pm(m: { mean: number; std: number }, n: number, d = 3): string {
   return n > 1 ? `${f(m.mean, d)} ± ${f(m.std, d)}` : f(m.mean, d);
+}
+
+// The table's first quality column: the primary metric, or the validation loss when that is perplexity
+// (perplexity has its own column).
+function firstCol(p: { name: string }): string {
+  return p.name === "val ppl" ? "val loss" : p.name;
+}
+function firstVal(p: { name: string }, x: AggregateRow): { mean: number; std: number } {
+  return p.name === "val ppl" ? x.loss : x.quality;
 }
 
 /** The comparison table in markdown. */
 export function renderMarkdownTable(r: LteReport): string {
   const p = primaryMetric(r);
   const lines = [
-    `| method | sweep point | n | FFN sparsity | target | ${p.name} | val ppl | Δppl vs control | GFLOPs/token |`,
+    `| method | sweep point | n | FFN sparsity | target | ${firstCol(p)} | val ppl | Δppl vs control | GFLOPs/token |`,
     "|---|---|---|---|---|---|---|---|---|",
   ];
   for (const x of aggregate(r)) {
     lines.push(
       `| ${METHOD_LABEL[x.method] ?? x.method} | ${x.key || "–"} | ${x.n} | ${
         x.sparsity ? pm(x.sparsity, x.n) : "0 (dense)"
-      } | ${f(x.target, 2)} | ${pm(x.quality, x.n)} | ${pm(x.ppl, x.n, 2)} | ${
+      } | ${f(x.target, 2)} | ${pm(firstVal(p, x), x.n)} | ${pm(x.ppl, x.n, 2)} | ${
         x.delta_vs_control === null ? "–" : `${(100 * x.delta_vs_control).toFixed(1)}%`
-      } | ${f(x.gflops, 4)} |`,
+      } | ${g(x.gflops)} |`,
     );
   }
   const checks = barChecks(r);
@@ -265,6 +281,19 @@ function inline(svg: string): string {
   return svg.replace(/ xmlns="http:\/\/www\.w3\.org\/2000\/svg"/g, "");
 }
 
+function hardware(h: Record<string, unknown>): string {
+  const info = (h.device_info ?? {}) as Record<string, unknown>;
+  const parts = [
+    `${h.device}`,
+    info.name ? String(info.name) : "",
+    info.memory_total ? `${(Number(info.memory_total) / 2 ** 30).toFixed(0)} GiB device memory` : "",
+    h.cpu_model ? String(h.cpu_model) : "",
+    h.cpus ? `${h.cpus} CPUs` : "",
+    typeof h.mem_gb === "number" ? `${h.mem_gb.toFixed(0)} GiB RAM` : "",
+  ];
+  return parts.filter(Boolean).join(" · ");
+}
+
 /** The self-contained HTML page. */
 export function renderLteReport(r: LteReport): string {
   const p = primaryMetric(r);
@@ -282,8 +311,7 @@ export function renderLteReport(r: LteReport): string {
   for (const method of ["control", "dense"]) {
     const row = rows.find((x) => x.method === method);
     if (row && xs.length) {
-      const lo = Math.min(0, ...xs), hi = Math.max(...xs);
-      series.push({ name: `${method} (dense)`, points: [[lo, row.quality.mean], [hi, row.quality.mean]] });
+      series.push({ name: `${method} (dense)`, points: [[0, row.quality.mean], [1, row.quality.mean]] });
     }
   }
   if (series.length) {
@@ -356,14 +384,13 @@ export function renderLteReport(r: LteReport): string {
       }));
     }
     if (tgtPts.length) {
-      const lo = Math.min(...tgtPts.map((q) => q[0])), hi = Math.max(...tgtPts.map((q) => q[0]));
       html += inline(linePlot({
         title: "target vs measured sparsity",
         xLabel: "target sparsity",
         yLabel: "measured FFN sparsity",
         series: [
           { name: "LTE models", points: tgtPts.sort((a, b) => a[0] - b[0]), markers: true },
-          { name: "measured = target", points: [[lo, lo], [hi, hi]] },
+          { name: "measured = target", points: [[0, 0], [1, 1]] },
         ],
       }));
     }
@@ -384,9 +411,9 @@ export function renderLteReport(r: LteReport): string {
   const tableRows = rows.map((x) =>
     `<tr><td>${esc(METHOD_LABEL[x.method] ?? x.method)}</td><td>${esc(x.key || "–")}</td><td>${x.n}</td><td>${
       x.sparsity ? pm(x.sparsity, x.n) : "0 (dense)"
-    }</td><td>${f(x.target, 2)}</td><td>${pm(x.quality, x.n)}</td><td>${pm(x.ppl, x.n, 2)}</td><td>${
+    }</td><td>${f(x.target, 2)}</td><td>${pm(firstVal(p, x), x.n)}</td><td>${pm(x.ppl, x.n, 2)}</td><td>${
       x.delta_vs_control === null ? "–" : (100 * x.delta_vs_control).toFixed(1) + "%"
-    }</td><td>${f(x.gflops, 4)}</td></tr>`
+    }</td><td>${g(x.gflops)}</td></tr>`
   ).join("\n");
   const checkRows = checks.map((c) =>
     `<tr><td>${esc(c.point)}</td><td>${f(c.sparsity)}</td><td>${
@@ -417,7 +444,7 @@ svg{max-width:100%;height:auto;display:block;margin:6px 0 14px}
 <tr><td>created</td><td>${esc(r.created)}</td></tr>
 <tr><td>config hash</td><td><code>${esc(r.config_hash)}</code></td></tr>
 <tr><td>git revision</td><td><code>${esc(git)}</code></td></tr>
-<tr><td>hardware</td><td>${esc(JSON.stringify(r.hardware))}</td></tr>
+<tr><td>hardware</td><td>${esc(hardware(r.hardware))}</td></tr>
 <tr><td>model</td><td>${esc(JSON.stringify(r.model))}</td></tr>
 <tr><td>data</td><td>${esc(JSON.stringify(r.data))}</td></tr>
 <tr><td>eval wall time</td><td>${f(r.eval_wall_s, 1)} s</td></tr>
@@ -427,7 +454,7 @@ svg{max-width:100%;height:auto;display:block;margin:6px 0 14px}
     p.higher ? "higher" : "lower"
   } is better). Mean ± spread (population std) over seeds where several ran. GFLOPs per token in 2^30 units, router included (lte-spec §6).</p>
 <table><tr><th>method</th><th>sweep point</th><th>n</th><th>FFN sparsity</th><th>target</th><th>${
-    esc(p.name)
+    esc(firstCol(p))
   }</th><th>val ppl</th><th>Δppl vs control</th><th>GFLOPs/token</th></tr>
 ${tableRows}</table>
 ${

@@ -123,6 +123,8 @@ Deno.test("eval: report.json/md/html with every baseline at LTE's sparsity; html
     assert.equal(lte.samples.length, 1);
     assert.ok(lte.histogram && lte.histogram.counts.reduce((a, b) => a + b) > 0);
     const html = readFileSync(join(dir, "report.html"), "utf8");
+    const keep = Deno.env.get("LTE_KEEP_REPORT"); // a folder to copy the report into, for a look
+    if (keep) cpSync(dir, keep, { recursive: true });
     assert.ok(!/https?:\/\//.test(html), "report.html must not reference the network");
     assert.ok(html.includes("<svg") && html.includes("Union sparsity") && html.includes("testhash"));
     assert.ok(readFileSync(join(dir, "report.md"), "utf8").includes("| LTE |"));
