@@ -23,8 +23,21 @@ export * from "./pipeline/mod.ts";
 // ---- Stages: importing stages/mod.ts registers every stage type.
 import "./stages/mod.ts";
 export { type FineTuneConfig, FineTuneSchema, fineTuneStage, runFineTune } from "./stages/fine_tune.ts";
+export { type EvalConfig, EvalSchema, evalStage, runEval } from "./stages/eval.ts";
 
 // ---- LTE algorithms (lte/)
+export {
+  BASELINES,
+  type Budget,
+  LtePolicy,
+  MagnitudePolicy,
+  OraclePolicy,
+  type PolicyKind,
+  PredictorPolicy,
+  RandomRouterPolicy,
+  type RoutingPolicy,
+} from "./lte/baselines.ts";
+export { flopsPerToken, type FlopsPerToken, rougeL, SparsityMeter, unionSparsity } from "./lte/metrics.ts";
 
 // ---- Inference engine (engine/) and serving (serve/)
 
@@ -61,3 +74,4 @@ export { Option } from "./ffi/symbols.ts";
 
 // ---- Reports
 export { linePlot } from "./report/svg_plot.ts";
+export { type LteReport, renderLteReport } from "./report/lte_report.ts";
