@@ -37,7 +37,7 @@ export {
   RandomRouterPolicy,
   type RoutingPolicy,
 } from "./lte/baselines.ts";
-export { flopsPerToken, type FlopsPerToken, rougeL, SparsityMeter, unionSparsity } from "./lte/metrics.ts";
+export { type FlopsPerToken, flopsPerToken, rougeL, SparsityMeter, unionSparsity } from "./lte/metrics.ts";
 
 // ---- Inference engine (engine/) and serving (serve/)
 

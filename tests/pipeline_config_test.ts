@@ -131,7 +131,11 @@ stages:
   assert.deepEqual(issues.map((i) => [i.location, i.path, i.message]), [
     ["k.yaml:5:5", "stages[0].stpes", 'unknown key "stpes" (did you mean "steps"?)'],
     ["k.yaml:8:7", "stages[0].optimizer.beta", 'unknown key "beta" (did you mean "betas"?)'],
-    ["k.yaml:9:5", "stages[0].zzz", 'unknown key "zzz"; allowed keys: name, type, sweep, steps, optimizer, schedule, tag'],
+    [
+      "k.yaml:9:5",
+      "stages[0].zzz",
+      'unknown key "zzz"; allowed keys: name, type, sweep, steps, optimizer, schedule, tag',
+    ],
   ]);
 });
 
