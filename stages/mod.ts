@@ -14,3 +14,4 @@ export { getStage, listStages, registerStage } from "./registry.ts";
 // Stage modules register themselves; add one import per stage module below.
 import "./fine_tune.ts";
 import "./eval.ts";
+import "./serve.ts";
