@@ -42,7 +42,7 @@ export const CompletionRequest = z.object({
       message: "a list of prompts must hold exactly one prompt (n batching is not supported)",
     }),
     z.array(z.number().int().min(0)).min(1),
-  ]),
+  ], { message: "prompt must be a string, a list of one string, or a non-empty list of token ids" }),
   echo: z.literal(false, { message: "echo is not supported" }).nullish(),
   suffix: z.null({ message: "suffix is not supported" }).optional(),
   logprobs: z.null({ message: "logprobs is not supported" }).optional(),

@@ -171,6 +171,7 @@ export class LteServer {
         "GET",
         async () => new Response(await pageScript(), { headers: { "content-type": "text/javascript; charset=utf-8" } }),
       ],
+      "/favicon.ico": ["GET", () => new Response(null, { status: 204 })],
       "/health": ["GET", () => this.#health()],
       "/metrics": ["GET", () =>
         new Response(this.#ready?.metrics.render() ?? "", {
