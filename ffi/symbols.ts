@@ -741,6 +741,146 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  // ------------------------------------------------------------ KERNELS: half precision and sparse FFN
+  lte_convert: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype src_dtype
+      P, // const void *src
+      I32, // lte_dtype dst_dtype
+      P, // void *dst
+      I64, // int64_t rows
+      I64, // int64_t cols
+      I32, // int32_t transpose
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_workspace_size: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // int32_t batch
+      I32, // int32_t d_model
+      I32, // int32_t n_experts
+      I32, // int32_t expert_size
+      B, // uint64_t *host_bytes
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_route: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // const void *w_router
+      P, // const void *b_router
+      P, // float *logits
+      P, // uint32_t *bits
+      P, // int32_t *list
+      P, // int32_t *counts
+      P, // void *ws
+      I32, // int32_t batch
+      I32, // int32_t d_model
+      I32, // int32_t n_experts
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_gate_up: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      I32, // int32_t act
+      P, // const void *x
+      P, // const void *w_gate
+      P, // const void *w_in
+      P, // const void *b_in
+      P, // const uint32_t *bits
+      P, // const int32_t *list
+      P, // const int32_t *counts
+      P, // void *h
+      P, // void *ws
+      I32, // int32_t batch
+      I32, // int32_t d_model
+      I32, // int32_t n_experts
+      I32, // int32_t expert_size
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_down: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *h
+      P, // const void *w_down_t
+      P, // const void *b_down
+      P, // const int32_t *list
+      P, // const int32_t *counts
+      P, // const void *residual
+      P, // void *y
+      P, // void *ws
+      I32, // int32_t batch
+      I32, // int32_t d_model
+      I32, // int32_t n_experts
+      I32, // int32_t expert_size
+      I32, // int32_t variant
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_dense_gemv: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // const void *w
+      P, // void *y
+      I32, // int32_t batch
+      I32, // int32_t rows
+      I32, // int32_t cols
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_dense_act: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      I32, // int32_t act
+      P, // const void *gate
+      P, // const void *up
+      P, // void *h
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_graph_begin: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_graph_end: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      B, // void **out_graph
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_graph_time: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *graph
+      I32, // int32_t warmup
+      I32, // int32_t reps
+      I32, // int32_t inner
+      B, // float *host_us
+    ],
+    result: S, // lte_status
+  },
+  lte_sffn_graph_free: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *graph
+    ],
+    result: S, // lte_status
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /**

@@ -311,6 +311,96 @@ LTE_API lte_status lte_argmax(lte_ctx_t *ctx, lte_dtype dtype, const void *x, in
 LTE_API lte_status lte_sample_top_p(lte_ctx_t *ctx, lte_dtype dtype, const void *logits, int32_t *out,
                                     int64_t rows, int32_t vocab, float temperature, float top_p, uint64_t seed);
 
+/* ================================================================ KERNELS: half precision and sparse FFN
+ * (owner: KERNELS, issue 9; CPU reference cuda/cpu/half.c + sparse_ffn.c, CUDA cuda/cuda/half.cu +
+ * sparse_ffn.cu; TS wrapper engine/ffn_kernels.ts; design and numbers in docs/engine.md.)
+ *
+ * Inference-only ops on half-precision weights. dtype is the storage type of weights, x, y and h:
+ * LTE_DTYPE_F16, LTE_DTYPE_BF16 or LTE_DTYPE_F32; every product is accumulated in fp32.
+ * Legend: B = tokens in the step (1..16), C = d_model, N = experts per layer, S = expert size,
+ * F = N * S = d_ff, P = |union of the B tokens' active experts| (a device value, never read back).
+ * Shape rules (both backends): C % 64 == 0, S % 16 == 0, 1 <= B <= LTE_SFFN_MAX_BATCH.
+ * Expert e owns neurons [e*S, (e+1)*S): rows of w_gate / w_in (F, C) as stored by HF (GPT-2 c_fc
+ * transposed once at load) and rows of w_down_t (F, C) = HF down_proj (C, F) transposed once.
+ *
+ * One FFN block = lte_sffn_route -> lte_sffn_gate_up -> lte_sffn_down, all on the device: no host
+ * sync, no allocation, launch sizes fixed by (B, C, N, S) (kernels launched for all N experts exit
+ * early past P), so the three calls can be captured in a CUDA graph. `ws` is a workspace of
+ * lte_sffn_workspace_size bytes that must be ZERO-FILLED ONCE after allocation (lte_fill with
+ * LTE_DTYPE_I32, value 0); the kernels leave it zeroed again. One ws serves every layer of a
+ * stream (calls are ordered); two streams need two. */
+#define LTE_SFFN_MAX_BATCH 16
+enum {
+  LTE_SFFN_ACT_SILU_MUL = 0, /* LLaMA: h = silu(x W_gate^T) * (x W_in^T + b_in) */
+  LTE_SFFN_ACT_GELU = 1      /* GPT-2: h = gelu_tanh(x W_in^T + b_in); w_gate unused (NULL) */
+};
+enum {
+  LTE_SFFN_DOWN_AUTO = 0,   /* the measured default (docs/engine.md "Sparse FFN kernels") */
+  LTE_SFFN_DOWN_ATOMIC = 1, /* row chunks x column tiles, fp32 atomics into ws, last block finishes */
+  LTE_SFFN_DOWN_SPLITK = 2  /* row chunks write fp32 partials into ws, last block per tile sums them */
+};
+
+/* f32 <-> f16 <-> bf16 conversion (round to nearest even; NaN stays NaN), optionally transposed:
+     dst = transpose ? src^T : src       src: (rows, cols), dst: (rows, cols) or (cols, rows)
+   Used once at load time (HF down_proj (C, F) -> w_down_t (F, C); GPT-2 c_fc (C, F) -> w_in). */
+LTE_API lte_status lte_convert(lte_ctx_t *ctx, lte_dtype src_dtype, const void *src, lte_dtype dst_dtype, void *dst,
+                               int64_t rows, int64_t cols, int32_t transpose);
+
+/* Bytes of workspace for these sizes on this context's device (host_bytes[0]). */
+LTE_API lte_status lte_sffn_workspace_size(lte_ctx_t *ctx, int32_t batch, int32_t d_model, int32_t n_experts,
+                                           int32_t expert_size, uint64_t *host_bytes);
+
+/* Router GEMV + strict threshold + compaction.
+     logits[b, e] = x[b, :] . w_router[e, :] + (b_router ? b_router[e] : 0)      (f32, (B, N))
+     token b selects expert e  <=>  logits[b, e] > 0   (sigmoid > 0.5; strict)
+     bits[e]  = sum over b of (selected(b, e) << b)                               (u32, (N))
+     list[0..P) = the experts with bits != 0 in increasing order (the union)      (i32, (N); rest -1)
+     counts[b] = experts selected by token b, counts[B] = P                       (i32, (B + 1))
+   w_router == NULL: dense (every expert selected by every token, logits = 0). b_router may be NULL.
+   x, w_router, b_router: dtype. */
+LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w_router,
+                                  const void *b_router, float *logits, uint32_t *bits, int32_t *list, int32_t *counts,
+                                  void *ws, int32_t batch, int32_t d_model, int32_t n_experts);
+
+/* Fused gather-GEMV over the union's experts, activation and per-token mask:
+     for p < P, e = list[p], j < S, n = e*S + j:
+       h[b, p*S + j] = selected(b, e) ? act(x[b, :] . w_gate[n, :], x[b, :] . w_in[n, :] + b_in[n]) : 0
+   h: (B, F) dtype, only the first P*S columns of each row are written. w_gate: (F, C) (NULL for
+   GELU); w_in: (F, C); b_in: (F) or NULL. Reads only the rows of the P listed experts. */
+LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *x, const void *w_gate,
+                                    const void *w_in, const void *b_in, const uint32_t *bits, const int32_t *list,
+                                    const int32_t *counts, void *h, void *ws, int32_t batch, int32_t d_model,
+                                    int32_t n_experts, int32_t expert_size);
+
+/* Down projection over the union's rows of the transposed down weight, plus bias and residual:
+     y[b, :] = (residual ? residual[b, :] : 0) + (b_down ? b_down : 0)
+               + sum_{p < P} sum_{j < S} h[b, p*S + j] * w_down_t[list[p]*S + j, :]
+   h: (B, F) from lte_sffn_gate_up; w_down_t: (F, C); b_down: (C) or NULL; residual, y: (B, C)
+   (residual may equal y). variant: LTE_SFFN_DOWN_*. */
+LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h, const void *w_down_t,
+                                 const void *b_down, const int32_t *list, const int32_t *counts, const void *residual,
+                                 void *y, void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
+                                 int32_t expert_size, int32_t variant);
+
+/* Dense baseline GEMV(s) for benchmarks and checks: y (B, rows) = x (B, cols) . w^T, w (rows, cols).
+   CUDA: cuBLAS GemmEx (fp32 compute) when cuBLAS is loaded, else LTE_STATUS_UNSUPPORTED. */
+LTE_API lte_status lte_sffn_dense_gemv(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w, void *y,
+                                       int32_t batch, int32_t rows, int32_t cols);
+/* Dense baseline activation: h = act(gate, up) elementwise over n (silu(gate) * up, or gelu(up)). */
+LTE_API lte_status lte_sffn_dense_act(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *gate, const void *up,
+                                      void *h, int64_t n);
+
+/* CUDA graph helpers for benchmarks (CPU backend: LTE_STATUS_UNSUPPORTED). Capture the calls made
+   on this context between begin and end (nothing may synchronize in between) into an executable
+   graph; time it: host_us[r] = (time of `inner` back-to-back launches) / inner, r < reps, after
+   `warmup` launches. */
+LTE_API lte_status lte_sffn_graph_begin(lte_ctx_t *ctx);
+LTE_API lte_status lte_sffn_graph_end(lte_ctx_t *ctx, void **out_graph);
+LTE_API lte_status lte_sffn_graph_time(lte_ctx_t *ctx, void *graph, int32_t warmup, int32_t reps, int32_t inner,
+                                       float *host_us);
+LTE_API lte_status lte_sffn_graph_free(lte_ctx_t *ctx, void *graph);
+/* ================================================================ end KERNELS section */
+
 #ifdef __cplusplus
 }
 #endif

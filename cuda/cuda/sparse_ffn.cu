@@ -1,0 +1,861 @@
+/*
+ * sparse_ffn.cu: LTE sparse FFN inference kernels (lte.h, KERNELS section). Design, measurements
+ * and the choice of defaults: docs/engine.md "Sparse FFN kernels".
+ *
+ * One FFN block, three launches, no host round trip, fixed launch sizes (graph-capturable):
+ *
+ *   route_kernel       router GEMV split over (8 experts per block) x (RSPLIT column slices); f32
+ *                      atomics into a zeroed workspace row; the last block to finish (a counter in
+ *                      the workspace) adds the bias, writes logits, applies the strict threshold,
+ *                      builds the per-expert token bits, the ascending union list and the counts,
+ *                      and zeroes what it used (the workspace stays zeroed between calls).
+ *   gate_up_mma        one block per tile of 8 union neurons (SiLU-mul: gate rows and up rows form
+ *                      the 16 rows of one m16n8k16 tensor-core tile) or 16 neurons (GELU); its 8 warps
+ *                      split d_model, a shared-memory sum joins them, the epilogue applies bias,
+ *                      activation and the per-token mask and writes h (dtype). Launched for every
+ *                      tile of all N experts; tiles past P*S exit at once.
+ *   down_mma           grid (column tiles of 512) x (KS row chunks of the P*S union rows): each warp
+ *                      owns 64 output columns and runs m16n8k16 with the 64 columns as M, the union
+ *                      rows as K and the tokens as N. w_down_t rows are contiguous along the
+ *                      columns, so each lane loads 16 bytes from 4 consecutive rows and builds the
+ *                      row-pair fragments with byte permutes. Partial sums are finished either by
+ *                      fp32 atomics (float4) into a zeroed workspace row (ATOMIC) or written as
+ *                      partials (SPLITK); in both cases the last block of a column tile adds
+ *                      bias and residual, rounds to dtype and re-zeroes what it used.
+ *
+ * The k index of a tensor-core product may be permuted freely as long as both operands use the
+ * same permutation: gate/up use it to load 16 contiguous bytes per lane for both the weights and
+ * x (lane (g, t) of a 32-column chunk takes columns 8t..8t+7), down uses it to take rows 4t..4t+3.
+ *
+ * f16 and bf16 use the tensor-core kernels; f32 (not a serving dtype) uses plain CUDA-core
+ * kernels with the same contract (route is shared). Weights are read with non-coherent,
+ * L1-no-allocate 16-byte loads (streamed once); x and h through the normal cached path.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <dlfcn.h>
+
+#include "reduce.cuh"
+
+namespace lte {
+namespace sffn {
+
+constexpr int kBlock = 256; /* threads of every kernel here (8 warps) */
+constexpr int kRouteSplit = 4;
+constexpr int kDownColsPerBlock = 512; /* 8 warps x 64 columns */
+
+/* ------------------------------------------------------------------ workspace layout */
+
+struct Layout {
+  int cb;             /* column blocks of the down kernel */
+  int ks;             /* row chunks (grid.y) of the down kernel */
+  size_t ctr_off;     /* int32[64]: [0] route counter, [1 + i] down counter of column block i */
+  size_t racc_off;    /* f32[B * N] router accumulators */
+  size_t dacc_off;    /* f32[B * C] down accumulators (ATOMIC) */
+  size_t part_off;    /* f32[KS * B * C] down partials (SPLITK) */
+  size_t bytes;
+};
+
+inline size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
+
+inline Layout layout(const lte_ctx *ctx, int B, int C, int N) {
+  Layout L;
+  L.cb = (C + kDownColsPerBlock - 1) / kDownColsPerBlock;
+  const int sms = ctx->sm_count > 0 ? ctx->sm_count : 132;
+  L.ks = (sms * 4 + L.cb - 1) / L.cb;
+  if (L.ks < 1) L.ks = 1;
+  size_t off = 0;
+  L.ctr_off = off;
+  off = align256(off + sizeof(int) * (1 + (size_t)L.cb));
+  L.racc_off = off;
+  off = align256(off + sizeof(float) * (size_t)B * N);
+  L.dacc_off = off;
+  off = align256(off + sizeof(float) * (size_t)B * C);
+  L.part_off = off;
+  off = align256(off + sizeof(float) * (size_t)L.ks * B * C);
+  L.bytes = off;
+  return L;
+}
+
+/* ------------------------------------------------------------------ small device helpers */
+
+template <class T>
+__device__ __forceinline__ float to_f(T v);
+template <>
+__device__ __forceinline__ float to_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <class T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+/* 16-byte streaming load (weights: read once, keep them out of L1). */
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ uint4 ld_cached(const void *p) { return __ldg(static_cast<const uint4 *>(p)); }
+
+template <class T>
+__device__ __forceinline__ void mma16816(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1);
+template <>
+__device__ __forceinline__ void mma16816<__half>(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                 uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float d[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                                        uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float gelu_f(float x) {
+  const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+  return 0.5f * x * (1.0f + tanhf(k0 * (x + k1 * x * x * x)));
+}
+
+/* Last-block-done protocol: every block calls this once after its global writes; returns true in
+   exactly one block (the last to arrive), which then sees every other block's writes. Resets the
+   counter for the next call. Must be called by all threads of the block. */
+__device__ __forceinline__ bool last_block_arrived(int *counter, int expected) {
+  __shared__ int s_last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const int prev = atomicAdd(counter, 1);
+    s_last = prev == expected - 1;
+    if (s_last) *counter = 0; /* nobody else touches it again in this launch */
+  }
+  __syncthreads();
+  if (s_last) __threadfence();
+  return s_last != 0;
+}
+
+/* ------------------------------------------------------------------ route */
+
+/* grid (ceil(N / 8), RSPLIT): warp w of block x handles expert 8x + w over column slice y.
+   dense (w == nullptr): grid (1, 1), the last-block part alone. */
+template <class T>
+__global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, const T *__restrict__ w,
+                                                       const T *__restrict__ bias, float *__restrict__ logits,
+                                                       uint32_t *__restrict__ bits, int32_t *__restrict__ list,
+                                                       int32_t *__restrict__ counts, float *__restrict__ racc,
+                                                       int *__restrict__ counter, int B, int C, int N) {
+  constexpr int V = 16 / sizeof(T);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (w != nullptr) {
+    const int e = blockIdx.x * 8 + warp;
+    const int slice = C / gridDim.y; /* C % (64 * RSPLIT) handled by the host choosing gridDim.y */
+    const int c0 = blockIdx.y * slice;
+    if (e < N) {
+      float acc[LTE_SFFN_MAX_BATCH];
+#pragma unroll
+      for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) acc[b] = 0.f;
+      const T *wr = w + (int64_t)e * C;
+      for (int c = c0 + lane * V; c < c0 + slice; c += 32 * V) {
+        const uint4 wv = ld_stream(wr + c);
+        const T *wt = reinterpret_cast<const T *>(&wv);
+#pragma unroll
+        for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+          if (b < B) {
+            const uint4 xv = ld_cached(x + (int64_t)b * C + c);
+            const T *xt = reinterpret_cast<const T *>(&xv);
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < V; i++) s += to_f(wt[i]) * to_f(xt[i]);
+            acc[b] += s;
+          }
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+        if (b < B) {
+          const float s = warp_sum(acc[b]);
+          if (lane == 0) atomicAdd(&racc[(int64_t)b * N + e], s);
+        }
+      }
+    }
+    if (!last_block_arrived(counter, gridDim.x * gridDim.y)) return;
+  }
+  /* the last block: logits, threshold, bits, union list, counts */
+  __shared__ int s_warp[8];
+  __shared__ int s_tok[LTE_SFFN_MAX_BATCH];
+  __shared__ int s_base;
+  if (threadIdx.x < LTE_SFFN_MAX_BATCH) s_tok[threadIdx.x] = 0;
+  if (threadIdx.x == 0) s_base = 0;
+  __syncthreads();
+  const uint32_t full = B >= 32 ? 0xffffffffu : ((1u << B) - 1u);
+  for (int e0 = 0; e0 < N; e0 += kBlock) {
+    const int e = e0 + threadIdx.x;
+    uint32_t m = 0;
+    if (e < N) {
+      if (w == nullptr) {
+        m = full;
+        for (int b = 0; b < B; b++) logits[(int64_t)b * N + e] = 0.f;
+      } else {
+        const float bv = bias ? to_f(bias[e]) : 0.f;
+        for (int b = 0; b < B; b++) {
+          float *a = &racc[(int64_t)b * N + e];
+          const float l = __ldcg(a) + bv;
+          *a = 0.f;
+          logits[(int64_t)b * N + e] = l;
+          if (l > 0.f) m |= 1u << b;
+        }
+      }
+      bits[e] = m;
+    }
+    const uint32_t ballot = __ballot_sync(0xffffffffu, m != 0);
+    const int prefix = __popc(ballot & ((1u << lane) - 1u));
+    if (lane == 0) s_warp[warp] = __popc(ballot);
+    for (int b = 0; b < B; b++) {
+      const int cnt = __popc(__ballot_sync(0xffffffffu, (m >> b) & 1u));
+      if (lane == 0 && cnt) atomicAdd(&s_tok[b], cnt);
+    }
+    __syncthreads();
+    int off = s_base;
+    for (int i = 0; i < warp; i++) off += s_warp[i];
+    if (m != 0) list[off + prefix] = e;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int tot = 0;
+      for (int i = 0; i < 8; i++) tot += s_warp[i];
+      s_base += tot;
+    }
+    __syncthreads();
+  }
+  for (int e = s_base + threadIdx.x; e < N; e += kBlock) list[e] = -1;
+  if (threadIdx.x < B) counts[threadIdx.x] = s_tok[threadIdx.x];
+  if (threadIdx.x == 0) counts[B] = s_base;
+}
+
+/* ------------------------------------------------------------------ gate/up (tensor cores) */
+
+/* GLU: tile = 8 neurons (A rows 0-7: gate rows, 8-15: up rows); GELU: 16 neurons of w_in.
+   NT n-tiles of 8 tokens (B <= 8: 1, else 2). U: 32-column chunks in flight per warp. */
+template <class T, bool GLU, int NT, int U>
+__global__ void __launch_bounds__(kBlock, 2)
+    gate_up_mma(const T *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
+                const T *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
+                const int32_t *__restrict__ counts, T *__restrict__ h, int B, int C, int S, int F) {
+  constexpr int TN = GLU ? 8 : 16;
+  const int P = counts[B];
+  const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
+  if (kk0 >= P * S) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int p = kk0 / S, e = list[p];
+  const int n0 = e * S + (kk0 - p * S);
+  const T *ra = GLU ? w_gate + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g) * C;
+  const T *rb = GLU ? w_in + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g + 8) * C;
+  const T *xr[NT];
+  bool xok[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) {
+    xok[nt] = nt * 8 + g < B;
+    xr[nt] = x + (int64_t)(xok[nt] ? nt * 8 + g : 0) * C;
+  }
+  float d[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
+
+  for (int kb = warp * 32; kb < C; kb += 8 * 32 * U) {
+    uint4 av[U], bv[U], xv[U][NT];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int col = kb + u * 256 + 8 * t;
+      if (kb + u * 256 < C) {
+        av[u] = ld_stream(ra + col);
+        bv[u] = ld_stream(rb + col);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? ld_cached(xr[nt] + col) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (kb + u * 256 < C) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+          mma16816<T>(d[nt], av[u].x, bv[u].x, av[u].y, bv[u].y, xv[u][nt].x, xv[u][nt].y);
+          mma16816<T>(d[nt], av[u].z, bv[u].z, av[u].w, bv[u].w, xv[u][nt].z, xv[u][nt].w);
+        }
+      }
+    }
+  }
+  /* join the 8 warps' partial sums */
+  __shared__ float red[8][NT * 4][32];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) red[warp][nt * 4 + i][lane] = d[nt][i];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float s = 0.f;
+#pragma unroll
+      for (int wi = 0; wi < 8; wi++) s += red[wi][nt * 4 + i][lane];
+      d[nt][i] = s;
+    }
+  const uint32_t m = bits[e];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+      const int tok = nt * 8 + 2 * t + q;
+      if (tok >= B) continue;
+      const bool on = (m >> tok) & 1u;
+      if (GLU) {
+        float up = d[nt][2 + q];
+        if (b_in) up += to_f(b_in[n0 + g]);
+        const float v = on ? silu_f(d[nt][q]) * up : 0.f;
+        h[(int64_t)tok * F + kk0 + g] = from_f<T>(v);
+      } else {
+        float v0 = d[nt][q], v1 = d[nt][2 + q];
+        if (b_in) {
+          v0 += to_f(b_in[n0 + g]);
+          v1 += to_f(b_in[n0 + g + 8]);
+        }
+        h[(int64_t)tok * F + kk0 + g] = from_f<T>(on ? gelu_f(v0) : 0.f);
+        h[(int64_t)tok * F + kk0 + g + 8] = from_f<T>(on ? gelu_f(v1) : 0.f);
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ down (tensor cores) */
+
+/* Finishes one 512-column tile: y = residual + bias + (sum of partials or the atomic row). */
+template <class T, bool ATOMIC>
+__device__ void down_finish(const T *__restrict__ bias, const T *residual, T *y, float *__restrict__ dacc,
+                            const float *__restrict__ part, int nparts, int B, int C) {
+  const int c0 = blockIdx.x * kDownColsPerBlock;
+  const int ncols = min(kDownColsPerBlock, C - c0);
+  for (int i = threadIdx.x; i < B * ncols; i += kBlock) {
+    const int b = i / ncols, c = c0 + i % ncols;
+    const int64_t o = (int64_t)b * C + c;
+    float v;
+    if (ATOMIC) {
+      v = __ldcg(&dacc[o]);
+      dacc[o] = 0.f;
+    } else {
+      v = 0.f;
+      for (int k = 0; k < nparts; k++) v += __ldcg(&part[((int64_t)k * B + b) * C + c]);
+    }
+    if (bias) v += to_f(bias[c]);
+    if (residual) v += to_f(residual[o]);
+    y[o] = from_f<T>(v);
+  }
+}
+
+template <class T, int NT, int U, bool ATOMIC>
+__global__ void __launch_bounds__(kBlock, 2)
+    down_mma(const T *__restrict__ hbuf, const T *__restrict__ wdt, const T *__restrict__ bias,
+             const int32_t *__restrict__ list, const int32_t *__restrict__ counts, const T *residual, T *y,
+             float *__restrict__ dacc, float *__restrict__ part, int *__restrict__ counters, int B, int C, int S,
+             int F) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int K = counts[B] * S;           /* union rows */
+  const int chunks = K / 16;             /* 16-row steps */
+  const int per = (chunks + gridDim.y - 1) / gridDim.y;
+  const int nparts = per > 0 ? (chunks + per - 1) / per : 0;
+  const int s_begin = blockIdx.y * per, s_end = min(chunks, s_begin + per);
+  const int c0 = (blockIdx.x * 8 + warp) * 64;
+  const bool active = s_begin < s_end && c0 < C;
+  if (active) {
+    const int cg = c0 + 8 * g;
+    const T *hr[NT];
+    bool hok[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+      hok[nt] = nt * 8 + g < B;
+      hr[nt] = hbuf + (int64_t)(hok[nt] ? nt * 8 + g : 0) * F + 4 * t;
+    }
+    float d[NT][4][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) d[nt][i][0] = d[nt][i][1] = d[nt][i][2] = d[nt][i][3] = 0.f;
+    for (int s0 = s_begin; s0 < s_end; s0 += U) {
+      uint4 wv[U][4];
+      uint2 hv[U][NT];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int s = s0 + u;
+        if (s < s_end) {
+          const int kk = s * 16;
+          const int p = kk / S;
+          const int64_t row = (int64_t)__ldg(&list[p]) * S + (kk - p * S) + 4 * t;
+          const T *wr = wdt + row * C + cg;
+#pragma unroll
+          for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
+#pragma unroll
+          for (int nt = 0; nt < NT; nt++)
+            hv[u][nt] = hok[nt] ? __ldg(reinterpret_cast<const uint2 *>(hr[nt] + kk)) : make_uint2(0, 0);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        if (s0 + u < s_end) {
+          const uint32_t *w0 = &wv[u][0].x, *w1 = &wv[u][1].x, *w2 = &wv[u][2].x, *w3 = &wv[u][3].x;
+#pragma unroll
+          for (int i = 0; i < 4; i++) {
+            const uint32_t a0 = __byte_perm(w0[i], w1[i], 0x5410), a1 = __byte_perm(w0[i], w1[i], 0x7632);
+            const uint32_t a2 = __byte_perm(w2[i], w3[i], 0x5410), a3 = __byte_perm(w2[i], w3[i], 0x7632);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) mma16816<T>(d[nt][i], a0, a1, a2, a3, hv[u][nt].x, hv[u][nt].y);
+          }
+        }
+      }
+    }
+    /* lane holds, for tokens nt*8 + 2t + q, the 8 columns cg .. cg + 7:
+       column cg + 2i <- d[nt][i][q], column cg + 2i + 1 <- d[nt][i][2 + q] */
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int tok = nt * 8 + 2 * t + q;
+        if (tok >= B) continue;
+        const float4 lo = make_float4(d[nt][0][q], d[nt][0][2 + q], d[nt][1][q], d[nt][1][2 + q]);
+        const float4 hi = make_float4(d[nt][2][q], d[nt][2][2 + q], d[nt][3][q], d[nt][3][2 + q]);
+        if (ATOMIC) {
+          float *dst = dacc + (int64_t)tok * C + cg;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          atomicAdd(reinterpret_cast<float4 *>(dst), lo);
+          atomicAdd(reinterpret_cast<float4 *>(dst + 4), hi);
+#else
+          atomicAdd(dst + 0, lo.x), atomicAdd(dst + 1, lo.y), atomicAdd(dst + 2, lo.z), atomicAdd(dst + 3, lo.w);
+          atomicAdd(dst + 4, hi.x), atomicAdd(dst + 5, hi.y), atomicAdd(dst + 6, hi.z), atomicAdd(dst + 7, hi.w);
+#endif
+        } else {
+          float *dst = part + ((int64_t)blockIdx.y * B + tok) * C + cg;
+          __stcg(reinterpret_cast<float4 *>(dst), lo);
+          __stcg(reinterpret_cast<float4 *>(dst + 4), hi);
+        }
+      }
+    }
+  }
+  if (!last_block_arrived(&counters[blockIdx.x], gridDim.y)) return;
+  down_finish<T, ATOMIC>(bias, residual, y, dacc, part, nparts, B, C);
+}
+
+/* ------------------------------------------------------------------ f32 (CUDA-core) versions */
+
+/* one warp per union neuron; grid N*S/8 blocks of 8 warps */
+__global__ void __launch_bounds__(kBlock)
+    gate_up_f32(const float *__restrict__ x, const float *__restrict__ w_gate, const float *__restrict__ w_in,
+                const float *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
+                const int32_t *__restrict__ counts, float *__restrict__ h, int act, int B, int C, int S, int F) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int kk = blockIdx.x * 8 + warp;
+  if (kk >= counts[B] * S) return;
+  const int e = list[kk / S];
+  const int64_t n = (int64_t)e * S + kk % S;
+  const uint32_t m = bits[e];
+  for (int b = 0; b < B; b++) {
+    float gs = 0.f, us = 0.f;
+    for (int c = lane; c < C; c += 32) {
+      const float xv = x[(int64_t)b * C + c];
+      if (act == LTE_SFFN_ACT_SILU_MUL) gs += xv * w_gate[n * C + c];
+      us += xv * w_in[n * C + c];
+    }
+    gs = warp_sum(gs);
+    us = warp_sum(us);
+    if (lane == 0) {
+      if (b_in) us += b_in[n];
+      const float v = act == LTE_SFFN_ACT_SILU_MUL ? silu_f(gs) * us : gelu_f(us);
+      h[(int64_t)b * F + kk] = ((m >> b) & 1u) ? v : 0.f;
+    }
+  }
+}
+
+/* one thread per output column; grid ceil(C / 256) */
+__global__ void __launch_bounds__(kBlock)
+    down_f32(const float *__restrict__ hbuf, const float *__restrict__ wdt, const float *__restrict__ bias,
+             const int32_t *__restrict__ list, const int32_t *__restrict__ counts, const float *residual, float *y,
+             int B, int C, int S, int F) {
+  const int c = blockIdx.x * kBlock + threadIdx.x;
+  if (c >= C) return;
+  const int K = counts[B] * S;
+  float acc[LTE_SFFN_MAX_BATCH];
+#pragma unroll
+  for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) acc[b] = 0.f;
+  for (int k = 0; k < K; k++) {
+    const float wv = wdt[((int64_t)list[k / S] * S + k % S) * C + c];
+#pragma unroll
+    for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++)
+      if (b < B) acc[b] += hbuf[(int64_t)b * F + k] * wv;
+  }
+#pragma unroll
+  for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+    if (b < B) {
+      float v = acc[b];
+      if (bias) v += bias[c];
+      if (residual) v += residual[(int64_t)b * C + c];
+      y[(int64_t)b * C + c] = v;
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ dense baseline activation */
+
+template <class T>
+__global__ void dense_act_kernel(int act, const T *gate, const T *up, T *h, int64_t n) {
+  LTE_GRID_STRIDE(i, n) {
+    const float u = to_f(up[i]);
+    h[i] = from_f<T>(act == LTE_SFFN_ACT_SILU_MUL ? silu_f(to_f(gate[i])) * u : gelu_f(u));
+  }
+}
+
+/* ------------------------------------------------------------------ cuBLAS GemmEx (baseline) */
+
+typedef int (*PFN_cublasGemmEx)(void *handle, int transa, int transb, int m, int n, int k, const void *alpha,
+                                const void *A, int Atype, int lda, const void *B, int Btype, int ldb,
+                                const void *beta, void *C, int Ctype, int ldc, int computeType, int algo);
+
+PFN_cublasGemmEx gemm_ex() {
+  static PFN_cublasGemmEx fn = [] {
+    const char *name = blas_library_name();
+    if (!name) return (PFN_cublasGemmEx) nullptr;
+    void *h = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
+    if (!h) return (PFN_cublasGemmEx) nullptr;
+    return (PFN_cublasGemmEx)dlsym(h, "cublasGemmEx");
+  }();
+  return fn;
+}
+
+}  // namespace sffn
+}  // namespace lte
+
+using namespace lte;
+using namespace lte::sffn;
+
+/* ------------------------------------------------------------------ validation (mirrors cpu/sparse_ffn.c) */
+
+#define SFFN_CHECK_DTYPE(dt)                                                                   \
+  do {                                                                                         \
+    if ((dt) != LTE_DTYPE_F32 && (dt) != LTE_DTYPE_F16 && (dt) != LTE_DTYPE_BF16) {            \
+      if ((dt) == LTE_DTYPE_I32)                                                               \
+        return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "dtype i32 is not a float dtype");   \
+      return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, "unknown dtype %d", (int)(dt));   \
+    }                                                                                          \
+  } while (0)
+
+#define SFFN_CHECK_BATCH(b) \
+  LTE_REQUIRE((b) >= 1 && (b) <= LTE_SFFN_MAX_BATCH, "batch = %d must be in [1, %d]", (int)(b), LTE_SFFN_MAX_BATCH)
+
+#define SFFN_CHECK_MODEL(C, N, S)                                                                               \
+  do {                                                                                                          \
+    LTE_REQUIRE((C) > 0 && (C) % 64 == 0, "d_model = %d must be a positive multiple of 64", (int)(C));         \
+    LTE_REQUIRE((N) > 0, "n_experts = %d must be > 0", (int)(N));                                               \
+    LTE_REQUIRE((S) > 0 && (S) % 16 == 0, "expert_size = %d must be a positive multiple of 16", (int)(S));     \
+  } while (0)
+
+#define SFFN_CHECK_ACT(a)                                                                                     \
+  LTE_REQUIRE((a) == LTE_SFFN_ACT_SILU_MUL || (a) == LTE_SFFN_ACT_GELU, "act = %d is not an LTE_SFFN_ACT_* value", \
+              (int)(a))
+
+extern "C" LTE_API lte_status lte_sffn_workspace_size(lte_ctx_t *ctx, int32_t batch, int32_t d_model,
+                                                      int32_t n_experts, int32_t expert_size, uint64_t *host_bytes) {
+  LTE_ENTER("lte_sffn_workspace_size");
+  SFFN_CHECK_BATCH(batch);
+  SFFN_CHECK_MODEL(d_model, n_experts, expert_size);
+  LTE_REQUIRE_PTR(host_bytes);
+  host_bytes[0] = layout(ctx, batch, d_model, n_experts).bytes;
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w_router,
+                                             const void *b_router, float *logits, uint32_t *bits, int32_t *list,
+                                             int32_t *counts, void *ws, int32_t batch, int32_t d_model,
+                                             int32_t n_experts) {
+  LTE_ENTER("lte_sffn_route");
+  SFFN_CHECK_DTYPE(dtype);
+  SFFN_CHECK_BATCH(batch);
+  SFFN_CHECK_MODEL(d_model, n_experts, 16);
+  LTE_REQUIRE_PTR(x);
+  LTE_REQUIRE_PTR(logits);
+  LTE_REQUIRE_PTR(bits);
+  LTE_REQUIRE_PTR(list);
+  LTE_REQUIRE_PTR(counts);
+  LTE_REQUIRE_PTR(ws);
+  const Layout L = layout(ctx, batch, d_model, n_experts);
+  char *w8 = static_cast<char *>(ws);
+  int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off);
+  float *racc = reinterpret_cast<float *>(w8 + L.racc_off);
+  int split = kRouteSplit;
+  while (split > 1 && d_model % (split * 64) != 0) split--;
+  dim3 grid(w_router ? (n_experts + 7) / 8 : 1, w_router ? split : 1);
+#define ROUTE(T)                                                                                             \
+  route_kernel<T><<<grid, kBlock, 0, ctx->stream>>>(static_cast<const T *>(x), static_cast<const T *>(w_router), \
+                                                    static_cast<const T *>(b_router), logits, bits, list, counts, \
+                                                    racc, ctr, batch, d_model, n_experts)
+  if (dtype == LTE_DTYPE_F16)
+    ROUTE(__half);
+  else if (dtype == LTE_DTYPE_BF16)
+    ROUTE(__nv_bfloat16);
+  else
+    ROUTE(float);
+#undef ROUTE
+  LTE_LAUNCH_CHECK("route_kernel");
+  return LTE_STATUS_OK;
+}
+
+template <class T, bool GLU>
+static void launch_gate_up(lte_ctx *ctx, unsigned grid, const void *x, const void *w_gate, const void *w_in,
+                           const void *b_in, const uint32_t *bits, const int32_t *list, const int32_t *counts,
+                           void *h, int B, int C, int S, int F) {
+  const T *xx = static_cast<const T *>(x), *wg = static_cast<const T *>(w_gate), *wi = static_cast<const T *>(w_in),
+          *bi = static_cast<const T *>(b_in);
+  T *hh = static_cast<T *>(h);
+  if (B <= 8)
+    gate_up_mma<T, GLU, 1, 8><<<grid, kBlock, 0, ctx->stream>>>(xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  else
+    gate_up_mma<T, GLU, 2, 4><<<grid, kBlock, 0, ctx->stream>>>(xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+}
+
+extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *x,
+                                               const void *w_gate, const void *w_in, const void *b_in,
+                                               const uint32_t *bits, const int32_t *list, const int32_t *counts,
+                                               void *h, void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
+                                               int32_t expert_size) {
+  LTE_ENTER("lte_sffn_gate_up");
+  SFFN_CHECK_DTYPE(dtype);
+  SFFN_CHECK_ACT(act);
+  SFFN_CHECK_BATCH(batch);
+  SFFN_CHECK_MODEL(d_model, n_experts, expert_size);
+  LTE_REQUIRE_PTR(x);
+  if (act == LTE_SFFN_ACT_SILU_MUL) LTE_REQUIRE_PTR(w_gate);
+  LTE_REQUIRE_PTR(w_in);
+  LTE_REQUIRE_PTR(bits);
+  LTE_REQUIRE_PTR(list);
+  LTE_REQUIRE_PTR(counts);
+  LTE_REQUIRE_PTR(h);
+  LTE_REQUIRE_PTR(ws);
+  const int S = expert_size, F = n_experts * expert_size;
+  const bool glu = act == LTE_SFFN_ACT_SILU_MUL;
+  if (dtype == LTE_DTYPE_F32) {
+    gate_up_f32<<<(F + 7) / 8, kBlock, 0, ctx->stream>>>(
+        static_cast<const float *>(x), static_cast<const float *>(w_gate), static_cast<const float *>(w_in),
+        static_cast<const float *>(b_in), bits, list, counts, static_cast<float *>(h), act, batch, d_model, S, F);
+    LTE_LAUNCH_CHECK("gate_up_f32");
+    return LTE_STATUS_OK;
+  }
+  const unsigned grid = glu ? F / 8 : F / 16;
+  if (dtype == LTE_DTYPE_F16) {
+    if (glu)
+      launch_gate_up<__half, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S, F);
+    else
+      launch_gate_up<__half, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S, F);
+  } else {
+    if (glu)
+      launch_gate_up<__nv_bfloat16, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S,
+                                          F);
+    else
+      launch_gate_up<__nv_bfloat16, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model,
+                                           S, F);
+  }
+  LTE_LAUNCH_CHECK("gate_up_mma");
+  return LTE_STATUS_OK;
+}
+
+/* The default down variant (docs/engine.md "Sparse FFN kernels": the faster one on the H200). */
+static constexpr int kDefaultDown = LTE_SFFN_DOWN_ATOMIC;
+
+template <class T, bool ATOMIC>
+static void launch_down(lte_ctx *ctx, const Layout &L, const void *h, const void *wdt, const void *bias,
+                        const int32_t *list, const int32_t *counts, const void *residual, void *y, void *ws, int B,
+                        int C, int S, int F) {
+  char *w8 = static_cast<char *>(ws);
+  int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off) + 1;
+  float *dacc = reinterpret_cast<float *>(w8 + L.dacc_off);
+  float *part = reinterpret_cast<float *>(w8 + L.part_off);
+  dim3 grid(L.cb, L.ks);
+  const T *hh = static_cast<const T *>(h), *ww = static_cast<const T *>(wdt), *bb = static_cast<const T *>(bias),
+          *rr = static_cast<const T *>(residual);
+  T *yy = static_cast<T *>(y);
+  if (B <= 8)
+    down_mma<T, 1, 4, ATOMIC><<<grid, kBlock, 0, ctx->stream>>>(hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B,
+                                                                C, S, F);
+  else
+    down_mma<T, 2, 2, ATOMIC><<<grid, kBlock, 0, ctx->stream>>>(hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B,
+                                                                C, S, F);
+}
+
+extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h, const void *w_down_t,
+                                            const void *b_down, const int32_t *list, const int32_t *counts,
+                                            const void *residual, void *y, void *ws, int32_t batch, int32_t d_model,
+                                            int32_t n_experts, int32_t expert_size, int32_t variant) {
+  LTE_ENTER("lte_sffn_down");
+  SFFN_CHECK_DTYPE(dtype);
+  SFFN_CHECK_BATCH(batch);
+  SFFN_CHECK_MODEL(d_model, n_experts, expert_size);
+  LTE_REQUIRE(variant >= LTE_SFFN_DOWN_AUTO && variant <= LTE_SFFN_DOWN_SPLITK,
+              "variant = %d is not an LTE_SFFN_DOWN_* value", (int)variant);
+  LTE_REQUIRE_PTR(h);
+  LTE_REQUIRE_PTR(w_down_t);
+  LTE_REQUIRE_PTR(list);
+  LTE_REQUIRE_PTR(counts);
+  LTE_REQUIRE_PTR(y);
+  LTE_REQUIRE_PTR(ws);
+  const int S = expert_size, F = n_experts * expert_size;
+  if (dtype == LTE_DTYPE_F32) {
+    down_f32<<<(d_model + kBlock - 1) / kBlock, kBlock, 0, ctx->stream>>>(
+        static_cast<const float *>(h), static_cast<const float *>(w_down_t), static_cast<const float *>(b_down), list,
+        counts, static_cast<const float *>(residual), static_cast<float *>(y), batch, d_model, S, F);
+    LTE_LAUNCH_CHECK("down_f32");
+    return LTE_STATUS_OK;
+  }
+  const Layout L = layout(ctx, batch, d_model, n_experts);
+  const bool atomic = (variant == LTE_SFFN_DOWN_AUTO ? kDefaultDown : variant) == LTE_SFFN_DOWN_ATOMIC;
+  if (dtype == LTE_DTYPE_F16) {
+    if (atomic)
+      launch_down<__half, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S, F);
+    else
+      launch_down<__half, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S, F);
+  } else {
+    if (atomic)
+      launch_down<__nv_bfloat16, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S,
+                                       F);
+    else
+      launch_down<__nv_bfloat16, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S,
+                                        F);
+  }
+  LTE_LAUNCH_CHECK("down_mma");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_sffn_dense_gemv(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w,
+                                                  void *y, int32_t batch, int32_t rows, int32_t cols) {
+  LTE_ENTER("lte_sffn_dense_gemv");
+  SFFN_CHECK_DTYPE(dtype);
+  LTE_CHECK_POS(batch);
+  LTE_CHECK_POS(rows);
+  LTE_CHECK_POS(cols);
+  LTE_REQUIRE_PTR(x);
+  LTE_REQUIRE_PTR(w);
+  LTE_REQUIRE_PTR(y);
+  PFN_cublasGemmEx fn = ctx->cublas ? gemm_ex() : nullptr;
+  if (!fn) return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "cuBLAS (cublasGemmEx) is not available");
+  /* row-major y (B, rows) = x (B, cols) w^T  <=>  column-major y^T (rows, B) = w^T^T . x^T */
+  const int dt = dtype == LTE_DTYPE_F16 ? 2 /* CUDA_R_16F */ : dtype == LTE_DTYPE_BF16 ? 14 /* CUDA_R_16BF */ : 0;
+  const float alpha = 1.f, beta = 0.f;
+  const int st = fn(ctx->cublas, 1 /* T */, 0 /* N */, rows, batch, cols, &alpha, w, dt, cols, x, dt, cols, &beta, y,
+                    dt, rows, 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */);
+  if (st != 0) return lte::fail(ctx, LTE_STATUS_BLAS_ERROR, FN, "cublasGemmEx failed with status %d", st);
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_sffn_dense_act(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *gate,
+                                                 const void *up, void *h, int64_t n) {
+  LTE_ENTER("lte_sffn_dense_act");
+  SFFN_CHECK_DTYPE(dtype);
+  SFFN_CHECK_ACT(act);
+  LTE_CHECK_NONNEG(n);
+  if (n == 0) return LTE_STATUS_OK;
+  if (act == LTE_SFFN_ACT_SILU_MUL) LTE_REQUIRE_PTR(gate);
+  LTE_REQUIRE_PTR(up);
+  LTE_REQUIRE_PTR(h);
+#define DACT(T)                                                                                                  \
+  dense_act_kernel<T><<<grid_for(ctx, n), kThreads, 0, ctx->stream>>>(act, static_cast<const T *>(gate),         \
+                                                                      static_cast<const T *>(up), static_cast<T *>(h), n)
+  if (dtype == LTE_DTYPE_F16)
+    DACT(__half);
+  else if (dtype == LTE_DTYPE_BF16)
+    DACT(__nv_bfloat16);
+  else
+    DACT(float);
+#undef DACT
+  LTE_LAUNCH_CHECK("dense_act_kernel");
+  return LTE_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------ CUDA graph helpers */
+
+extern "C" LTE_API lte_status lte_sffn_graph_begin(lte_ctx_t *ctx) {
+  LTE_ENTER("lte_sffn_graph_begin");
+  LTE_CUDA_TRY(cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal));
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_sffn_graph_end(lte_ctx_t *ctx, void **out_graph) {
+  LTE_ENTER("lte_sffn_graph_end");
+  LTE_REQUIRE_PTR(out_graph);
+  cudaGraph_t graph = nullptr;
+  LTE_CUDA_TRY(cudaStreamEndCapture(ctx->stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "cudaGraphInstantiate", e, __FILE__, __LINE__);
+  *out_graph = exec;
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_sffn_graph_time(lte_ctx_t *ctx, void *graph, int32_t warmup, int32_t reps,
+                                                  int32_t inner, float *host_us) {
+  LTE_ENTER("lte_sffn_graph_time");
+  LTE_REQUIRE_PTR(graph);
+  LTE_REQUIRE_PTR(host_us);
+  LTE_CHECK_NONNEG(warmup);
+  LTE_CHECK_POS(reps);
+  LTE_CHECK_POS(inner);
+  cudaGraphExec_t exec = static_cast<cudaGraphExec_t>(graph);
+  for (int i = 0; i < warmup; i++) LTE_CUDA_TRY(cudaGraphLaunch(exec, ctx->stream));
+  cudaEvent_t ev[2];
+  LTE_CUDA_TRY(cudaEventCreate(&ev[0]));
+  LTE_CUDA_TRY(cudaEventCreate(&ev[1]));
+  lte_status st = LTE_STATUS_OK;
+  for (int r = 0; r < reps && st == LTE_STATUS_OK; r++) {
+    cudaError_t e = cudaEventRecord(ev[0], ctx->stream);
+    for (int i = 0; i < inner && e == cudaSuccess; i++) e = cudaGraphLaunch(exec, ctx->stream);
+    if (e == cudaSuccess) e = cudaEventRecord(ev[1], ctx->stream);
+    if (e == cudaSuccess) e = cudaEventSynchronize(ev[1]);
+    float ms = 0.f;
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, ev[0], ev[1]);
+    if (e != cudaSuccess) st = lte::cuda_fail(ctx, FN, "timing a graph replay", e, __FILE__, __LINE__);
+    host_us[r] = ms * 1000.f / (float)inner;
+  }
+  cudaEventDestroy(ev[0]);
+  cudaEventDestroy(ev[1]);
+  return st;
+}
+
+extern "C" LTE_API lte_status lte_sffn_graph_free(lte_ctx_t *ctx, void *graph) {
+  LTE_ENTER("lte_sffn_graph_free");
+  if (graph) LTE_CUDA_TRY(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph)));
+  return LTE_STATUS_OK;
+}
