@@ -15,3 +15,6 @@ export { getStage, listStages, registerStage } from "./registry.ts";
 import "./fine_tune.ts";
 import "./eval.ts";
 import "./serve.ts";
+import "./router_train.ts";
+import "./adapt.ts";
+import "./group.ts";
