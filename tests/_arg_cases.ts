@@ -6,8 +6,8 @@
  * CPU backend does: same status, same message (the backend's own name aside).
  *
  * An op is an `LTE_API` function whose first two parameters are `lte_ctx_t *ctx, lte_dtype dtype`.
- * Its "plausible" arguments: device pointers to 4 KiB of zeros (valid token ids, targets, data),
- * host buffers of 4 KiB, every integer 2 (even, so head_dim passes) except 0/1 flags (trans_*, accumulate) at 1, every float 1. The cases then break one thing at a time:
+ * Its "plausible" arguments: device pointers to 64 KiB of zeros (valid token ids, targets, data),
+ * host buffers of 64 KiB, every integer 2 (even, so head_dim passes) except 0/1 flags (trans_*, accumulate) at 1, every float 1. The cases then break one thing at a time:
  * an unknown dtype, a reserved dtype (f16), all floats 0, each integer at -1 and 0, each float at
  * 0 and -1, each pointer NULL. A case may legitimately succeed; what matters is that both backends
  * agree and that every message names its function.
@@ -32,7 +32,18 @@ export interface Outcome {
   message: string;
 }
 
-const BYTES = 4096;
+const BYTES = 65536;
+
+/**
+ * Parameters whose plausible value is not 1 or 2 (an op's documented shape rules). When a new op
+ * fails "no plausible argument set succeeds" in tests/ffi_arg_checks_test.ts, add its rule here.
+ */
+export const PLAUSIBLE: Record<string, number> = {
+  d_model: 64, // sparse FFN: C % 64 == 0
+  expert_size: 16, // sparse FFN: S % 16 == 0 (also fine for lte_expert_scale_*)
+  act: 0, // LTE_SFFN_ACT_SILU_MUL
+  variant: 0, // LTE_SFFN_DOWN_AUTO
+};
 
 export const HEADER = parseHeader(readFileSync(new URL("../cuda/include/lte.h", import.meta.url), "utf8"));
 
@@ -58,7 +69,7 @@ export function argCases(): ArgCase[] {
         if (t === "pointer") return "DEV";
         if (t === "buffer") return "HOST";
         if (isFloat(i) || /^(trans_|accumulate)/.test(p.name)) return 1; // floats 1, 0/1 flags 1
-        return n;
+        return PLAUSIBLE[p.name] ?? n;
       });
       const isInt = (i: number) => i > 1 && !isFloat(i) && typeof base[i] === "number";
       const with_ = (label: string, edit: (a: Arg[]) => void) => {
