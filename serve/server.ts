@@ -400,8 +400,10 @@ export class LteServer {
       if (ev.type === "text") text += ev.text;
       else if (ev.type === "error") throw engineError(ev.error);
       else {
+        // A cancelled sequence whose client is still here was cut off by a shutdown.
+        if (ev.finishReason === "cancelled") throw cancelledError();
         text += ev.text;
-        const finish = ev.finishReason === "cancelled" ? "stop" : ev.finishReason;
+        const finish = ev.finishReason;
         const choice = kind === "chat"
           ? { index: 0, message: { role: "assistant", content: text }, logprobs: null, finish_reason: finish }
           : { index: 0, text, logprobs: null, finish_reason: finish };
@@ -444,7 +446,9 @@ export class LteServer {
               send(chunk(content(ev.text), { lte: { active_experts: ev.activeExperts } }));
             } else if (ev.type === "error") {
               send(engineError(ev.error).body());
-            } else if (ev.finishReason !== "cancelled") {
+            } else if (ev.finishReason === "cancelled") {
+              if (!abort.signal.aborted) send(cancelledError().body());
+            } else {
               const finish = ev.finishReason;
               const last = kind === "chat" ? { delta: ev.text ? { content: ev.text } : {} } : { text: ev.text };
               send(chunk({ ...last, finish_reason: finish }, {
@@ -473,6 +477,15 @@ export class LteServer {
       headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" },
     });
   }
+}
+
+function cancelledError(): ApiError {
+  return new ApiError(
+    503,
+    "Generation was cancelled: the server is shutting down",
+    "unavailable_error",
+    "shutting_down",
+  );
 }
 
 /** An engine failure as an API error: engine input errors are the client's (400), others 500. */
