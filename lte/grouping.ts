@@ -269,7 +269,7 @@ export interface BalancedKmeansOptions {
   device: Device;
   /** Where the assignment runs (default: inline). */
   assigner?: Assigner;
-  /** Stop when the best inertia improved by less than this fraction over 2 iterations. @default {1e-4} */
+  /** Stop when at most this fraction of the items changed cluster in an iteration. @default {1e-3} */
   tol?: number;
   /** Auction options. */
   assign?: AssignOptions;
@@ -382,7 +382,7 @@ export async function balancedKmeans(
   const K = expertsPerLayer(n, size);
   if (x.length !== n * d) throw new GroupingError(`balancedKmeans: ${x.length} values for ${n} x ${d}`);
   const assigner = opts.assigner ?? inlineAssigner();
-  const tol = opts.tol ?? 1e-4;
+  const tol = opts.tol ?? 1e-3;
   const df = opts.features ?? new DeviceFeatures(x, n, d, opts.device);
   try {
     const sq = rowSquares(x, n, d);
@@ -392,7 +392,8 @@ export async function balancedKmeans(
     const initMs = performance.now() - t0;
     let best: Int32Array | null = null, bestInertia = Infinity, bids = 0, assignMs = 0, it = 0;
     let prev: Int32Array | null = null;
-    const history: number[] = [], bestAt: number[] = [];
+    const history: number[] = [];
+    let sinceBest = 0;
     for (; it < Math.max(1, opts.iterations); it++) {
       const dots = df.dots(centres, K);
       const cn = new Float64Array(K);
@@ -406,7 +407,12 @@ export async function balancedKmeans(
       assignMs += performance.now() - ta;
       bids += r.bids;
       const labels = r.labels;
-      if (prev && labels.every((v, i) => v === prev![i])) {
+      let moved = n;
+      if (prev) {
+        moved = 0;
+        for (let i = 0; i < n; i++) if (labels[i] !== prev[i]) moved++;
+      }
+      if (moved === 0) {
         it++;
         break;
       }
@@ -425,10 +431,11 @@ export async function balancedKmeans(
         bestInertia = inertia;
         best = labels;
       }
-      bestAt.push(bestInertia);
+      if (inertia <= bestInertia) sinceBest = 0;
+      else sinceBest++;
       centres = sums;
-      const back = bestAt[bestAt.length - 3];
-      if (back !== undefined && back - bestInertia <= tol * Math.abs(back)) {
+      // Converged: few neurons still move, or no better labelling for 3 iterations (oscillation).
+      if (moved <= tol * n || sinceBest >= 3) {
         it++;
         break;
       }
