@@ -24,6 +24,14 @@ export * from "./pipeline/mod.ts";
 import "./stages/mod.ts";
 export { type FineTuneConfig, FineTuneSchema, fineTuneStage, runFineTune } from "./stages/fine_tune.ts";
 export { type EvalConfig, EvalSchema, evalStage, runEval } from "./stages/eval.ts";
+export {
+  measureRouting,
+  type RouterTrainConfig,
+  RouterTrainSchema,
+  routerTrainStage,
+  runRouterTrain,
+} from "./stages/router_train.ts";
+export { type AdaptConfig, AdaptSchema, adaptStage, runAdapt } from "./stages/adapt.ts";
 
 // ---- LTE algorithms (lte/)
 export {
@@ -38,12 +46,38 @@ export {
   type RoutingPolicy,
 } from "./lte/baselines.ts";
 export { type FlopsPerToken, flopsPerToken, rougeL, SparsityMeter, unionSparsity } from "./lte/metrics.ts";
+export { DEFAULT_SEP_EPS, type RouterLosses, routerLosses, scoreHistogram, tokenMask } from "./lte/losses.ts";
+export { type Actuator, calibrateOffset, SparsityController } from "./lte/controller.ts";
 
 // ---- Inference engine (engine/) and serving (serve/)
 
 // ---- Models and checkpoints
 export * from "./models/config.ts";
-export { DecoderLM, type FfnRouting, paramSpecs } from "./models/decoder.ts";
+export {
+  DecoderLM,
+  type FfnMask,
+  type FfnRouting,
+  type ForwardOptions,
+  type ForwardResult,
+  paramSpecs,
+} from "./models/decoder.ts";
+export {
+  activeFraction,
+  createRouting,
+  disposeRouting,
+  FFN_MODES,
+  type FfnMode,
+  type FfnRoutingState,
+  hardMask,
+  initRouterArrays,
+  readLteRouting,
+  type RouterInit,
+  routerParams,
+  routerScores,
+  routingArrays,
+  RoutingError,
+  setRoutersTrainable,
+} from "./models/routing.ts";
 export { CheckpointError, loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "./models/checkpoint.ts";
 export { readSafetensors, readSafetensorsHeader, SafetensorsError, writeSafetensors } from "./models/safetensors.ts";
 
