@@ -78,6 +78,7 @@ export {
   RoutingError,
   setRoutersTrainable,
 } from "./models/routing.ts";
+export { loadLteModel, routerMasks } from "./models/lte_model.ts";
 export { CheckpointError, loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "./models/checkpoint.ts";
 export { readSafetensors, readSafetensorsHeader, SafetensorsError, writeSafetensors } from "./models/safetensors.ts";
 

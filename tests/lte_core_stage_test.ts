@@ -6,14 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import { loadCheckpoint } from "../models/checkpoint.ts";
 import { readLteMeta } from "../models/lte_artifacts.ts";
-import { createRouting, readLteRouting } from "../models/routing.ts";
+import { readLteRouting } from "../models/routing.ts";
+import { loadLteModel, routerMasks } from "../models/lte_model.ts";
 import { parseConfig } from "../pipeline/config.ts";
 import "../stages/mod.ts";
 import { AdaptSchema, runAdapt } from "../stages/adapt.ts";
 import { RouterTrainSchema, runRouterTrain } from "../stages/router_train.ts";
-import { noGrad, scope, Tensor } from "../tensor/mod.ts";
+import { scope, Tensor } from "../tensor/mod.ts";
 import { CORPUS, join, makeCtx, writeGroupedModel } from "./_lte_fixture.ts";
 
 const DATA = { corpus: CORPUS, seq_len: 32, val_fraction: 0.01 };
@@ -164,23 +164,19 @@ Deno.test("router-train: the controller lands on the target sparsity; adapt keep
     assert.equal(meta.routers!.trained_by, "router-train");
     assert.equal(meta.routers!.file, "routers.safetensors");
     assert.equal(meta.provenance.at(-1)!.type, "router-train");
-    const { arrays } = readLteRouting(out);
-    const m = loadCheckpoint(out, { device: "cpu" });
+    const { model: m, meta: lm } = loadLteModel(out, { device: "cpu" });
     try {
-      m.routing = createRouting(m.config, arrays, {
-        mode: "hard",
-        expertSize: meta.expert_size,
-        tau: meta.tau,
-        trainable: false,
-        device: "cpu",
-      });
-      scope(() =>
-        noGrad(() => {
-          const ids = Tensor.fromArray(Int32Array.from({ length: 64 }, (_, i) => 97 + (i % 26)), [2, 32]);
-          const f = m.forward(ids, { collectScores: true });
-          assert.deepEqual(f.scores.map((s) => s.shape), [[64, 8], [64, 8]]);
-        })
-      );
+      assert.equal(m.routing!.mode, "hard");
+      assert.equal(lm.experts_per_layer, 8);
+      const idArr = Int32Array.from({ length: 64 }, (_, i) => 97 + (i % 26));
+      const { masks, logits } = scope(() => routerMasks(m, Tensor.fromArray(idArr, [2, 32])));
+      assert.equal(logits.length, 64 * 258);
+      assert.deepEqual(masks.map((x) => x.length), [64 * 8, 64 * 8]);
+      const on = masks.reduce((a, x) => a + x.reduce((p, v) => p + v, 0), 0) / (2 * 64 * 8);
+      assert.ok(on > 0 && on < 1, `active fraction ${on}`);
+      // The routers saved with the model reproduce the stage's sparsity class (calibrated to 0.4).
+      const { arrays } = readLteRouting(out);
+      assert.equal(arrays.size, meta.routers!.bias ? 4 : 2);
     } finally {
       m.dispose();
     }
