@@ -495,8 +495,14 @@ export interface LayerGrouping {
   labels: Int32Array;
   /** New neuron i = old neuron permutation[i]. */
   permutation: Int32Array;
-  /** Mean intra-expert cosine of the chosen grouping and of a random balanced grouping. */
+  /**
+   * Mean intra-expert cosine of the neuron input vectors (or of the grouping features when no
+   * separate report features were given) for the chosen grouping and a random balanced grouping.
+   */
   intraCosine: number;
+  /** With report features: the same on the grouping's own features (coactivation: activation profiles). */
+  groupingFeatureIntraCosine?: number;
+  groupingFeatureRandomIntraCosine?: number;
   randomIntraCosine: number;
   /** k-means details (kmeans / coactivation). */
   inertia: number | null;
@@ -534,6 +540,7 @@ export async function groupLayer(
   n: number,
   d: number,
   o: GroupOptions,
+  report?: { data: Float32Array; d: number },
 ): Promise<LayerGrouping> {
   const t0 = performance.now();
   const K = expertsPerLayer(n, o.expertSize);
@@ -562,8 +569,25 @@ export async function groupLayer(
   } finally {
     df.dispose();
   }
+  let groupingIntra: [number, number] | undefined;
+  if (report) {
+    // Report the cosine on other features (the weights, for a grouping made from activations).
+    groupingIntra = [intra, rnd];
+    const xr = normalizeRows(report.data, n, report.d);
+    const dr = new DeviceFeatures(xr, n, report.d, o.device);
+    try {
+      const sq = rowSquares(xr, n, report.d);
+      intra = meanIntraCosine(dr, sq, labels, o.expertSize);
+      rnd = meanIntraCosine(dr, sq, random, o.expertSize);
+    } finally {
+      dr.dispose();
+    }
+  }
   return {
     layer,
+    ...(groupingIntra
+      ? { groupingFeatureIntraCosine: groupingIntra[0], groupingFeatureRandomIntraCosine: groupingIntra[1] }
+      : {}),
     method: o.method,
     labels,
     permutation: permutationFromLabels(labels, K, o.expertSize),
@@ -577,6 +601,14 @@ export async function groupLayer(
   };
 }
 
+/** One layer's grouping features (n x d) and, optionally, other features to report the cosine on. */
+export interface LayerFeatures {
+  data: Float32Array;
+  n: number;
+  d: number;
+  report?: { data: Float32Array; d: number };
+}
+
 /**
  * Groups `count` layers, up to `concurrency` at once (their GEMMs interleave on the device while
  * their assignments run on the assigner's threads). `features(l)` is called when layer l starts;
@@ -584,9 +616,7 @@ export async function groupLayer(
  */
 export async function groupLayers(
   count: number,
-  features: (
-    l: number,
-  ) => { data: Float32Array; n: number; d: number } | Promise<{ data: Float32Array; n: number; d: number }>,
+  features: (l: number) => LayerFeatures | Promise<LayerFeatures>,
   o: GroupOptions & { concurrency?: number; onLayer?: (r: LayerGrouping) => void; signal?: AbortSignal },
 ): Promise<LayerGrouping[]> {
   const out: LayerGrouping[] = new Array(count);
@@ -597,7 +627,7 @@ export async function groupLayers(
       if (o.signal?.aborted) throw o.signal.reason ?? new Error("aborted");
       const l = next++;
       const f = await features(l);
-      const r = await groupLayer(l, f.data, f.n, f.d, o);
+      const r = await groupLayer(l, f.data, f.n, f.d, o, f.report);
       out[l] = r;
       o.onLayer?.(r);
     }

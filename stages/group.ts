@@ -214,12 +214,14 @@ export async function runGroup(c: GroupConfig, ctx: StageContext): Promise<Recor
   let calib: { profiles: Float32Array[]; tokens: number } | null = null;
   if (c.method === "coactivation") calib = activationProfiles(c, ctx, src, cfg, device);
   const features = (l: number) => {
+    const weights = neuronFeatures(cfg, l, (n) => st.getF32(resolveName(n)));
     if (calib) {
       const data = calib.profiles[l]!;
       calib.profiles[l] = new Float32Array(0); // handed over
-      return { data, n: cfg.d_ff, d: calib.tokens };
+      // Grouped by activation profiles; the cosine is reported on the weights, as for kmeans.
+      return { data, n: cfg.d_ff, d: calib.tokens, report: { data: weights, d: cfg.d_model } };
     }
-    return { data: neuronFeatures(cfg, l, (n) => st.getF32(resolveName(n))), n: cfg.d_ff, d: cfg.d_model };
+    return { data: weights, n: cfg.d_ff, d: cfg.d_model };
   };
 
   const threads = c.threads > 0
@@ -316,6 +318,7 @@ export async function runGroup(c: GroupConfig, ctx: StageContext): Promise<Recor
       random_intra_cosine: mean(rnd),
       per_layer_intra_cosine: intra,
       per_layer_random_intra_cosine: rnd,
+      cosine_of: "L2-normalised neuron input weights (LLaMA gate_proj rows, GPT-2 c_fc columns)",
       iterations: c.iterations,
       ...(calib ? { calibration_tokens: calib.tokens } : {}),
     },
@@ -361,6 +364,12 @@ export async function runGroup(c: GroupConfig, ctx: StageContext): Promise<Recor
       layer: r.layer,
       intra_cosine: r.intraCosine,
       random_intra_cosine: r.randomIntraCosine,
+      ...(r.groupingFeatureIntraCosine !== undefined
+        ? {
+          activation_profile_intra_cosine: r.groupingFeatureIntraCosine,
+          activation_profile_random_intra_cosine: r.groupingFeatureRandomIntraCosine,
+        }
+        : {}),
       inertia: r.inertia,
       iterations: r.iterations,
       ms: Math.round(r.ms),
