@@ -41,7 +41,7 @@ import {
   Tensor,
 } from "../tensor/mod.ts";
 import type { ModelConfig } from "./config.ts";
-import { type FfnRoutingState, hardMask, routerScores } from "./routing.ts";
+import { type FfnRoutingState, hardMask, routerScores, RoutingError } from "./routing.ts";
 
 export type { FfnMode, FfnRoutingState } from "./routing.ts";
 
@@ -200,7 +200,7 @@ export class DecoderLM {
   /** Parameter by name. */
   param(name: string): Tensor {
     const t = this.params.get(name);
-    if (!t) throw new ShapeError("DecoderLM", `no parameter named ${name}`);
+    if (!t) throw new Error(`DecoderLM: no parameter named ${name}`);
     return t;
   }
 
@@ -227,9 +227,9 @@ export class DecoderLM {
     const c = this.config;
     if (ids.shape.length !== 2) throw new ShapeError("DecoderLM.forward", `ids must be (B, T), got ${ids.describe()}`);
     const t = ids.shape[1]!;
-    if (t > c.max_seq) throw new ShapeError("DecoderLM.forward", `sequence length ${t} exceeds max_seq ${c.max_seq}`);
+    if (t > c.max_seq) throw new RangeError(`DecoderLM.forward: sequence length ${t} exceeds max_seq ${c.max_seq}`);
     if (opts.collectScores && !this.routing) {
-      throw new ShapeError("DecoderLM.forward", "collectScores needs routers (model.routing is null: a dense model)");
+      throw new RoutingError("DecoderLM.forward: collectScores needs routers (model.routing is null: a dense model)");
     }
     const scores: Tensor[] | null = opts.collectScores ? [] : null;
     const logits = c.family === "gpt2" ? this.#gpt2(ids, scores) : this.#llama(ids, scores);
