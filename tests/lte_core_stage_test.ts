@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
+import { loadCheckpoint } from "../models/checkpoint.ts";
 import { readLteMeta } from "../models/lte_artifacts.ts";
 import { readLteRouting } from "../models/routing.ts";
 import { loadLteModel, routerMasks } from "../models/lte_model.ts";
@@ -215,6 +216,37 @@ Deno.test("router-train: the controller lands on the target sparsity; adapt keep
       readFileSync(join(tmp, "a1", "model", "model.safetensors")),
       readFileSync(join(out, "model.safetensors")),
     );
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("router-train: trainable: routers trains the routers only (model weights unchanged)", async () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const g = join(tmp, "g");
+    writeGroupedModel(g);
+    const c = RouterTrainSchema.parse({
+      checkpoint: g,
+      trainable: "routers",
+      router: { lr: 0.05, init: "linear" },
+      data: DATA,
+      training: { steps: 3, batch_size: 2, final_eval_batches: 1 },
+      controller: { batches: 1 },
+    });
+    await runRouterTrain(c, makeCtx(join(tmp, "s")));
+    const before = loadCheckpoint(g, { device: "cpu" }),
+      after = loadLteModel(join(tmp, "s", "model"), {
+        device: "cpu",
+      });
+    try {
+      assert.deepEqual(after.model.toArrays(), before.toArrays());
+      assert.equal(after.meta.routers!.init, "linear");
+      assert.equal(after.meta.routers!.bias, false, "no target_sparsity: no offset, no bias");
+    } finally {
+      before.dispose();
+      after.model.dispose();
+    }
   } finally {
     Deno.removeSync(tmp, { recursive: true });
   }
