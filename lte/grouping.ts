@@ -135,6 +135,46 @@ function permuteCols<T extends ElemArray>(w: T, rows: number, cols: number, perm
   return out;
 }
 
+/** How each FFN tensor of a layer is permuted: along its rows ([d_ff, x]) or columns ([x, d_ff]). */
+export function ffnLayout(
+  config: ModelConfig,
+  l: number,
+): Map<string, { axis: "rows" | "cols"; rows: number; cols: number }> {
+  const f = config.d_ff, d = config.d_model;
+  const names = ffnNames(config, l);
+  const out = new Map<string, { axis: "rows" | "cols"; rows: number; cols: number }>();
+  if (config.family === "llama") {
+    for (const n of names.in) out.set(n, { axis: "rows", rows: f, cols: d }); // gate/up [d_ff, d]
+    out.set(names.out, { axis: "cols", rows: d, cols: f }); // down_proj [d, d_ff]
+  } else {
+    out.set(names.in[0]!, { axis: "cols", rows: d, cols: f }); // c_fc [d, d_ff]
+    out.set(names.bias!, { axis: "rows", rows: f, cols: 1 }); // c_fc.bias [d_ff]
+    out.set(names.out, { axis: "rows", rows: f, cols: d }); // c_proj [d_ff, d]
+  }
+  return out;
+}
+
+/** One FFN tensor of layer `l` (HF name without aliases) permuted by `perm` (new i = old perm[i]). */
+export function permuteFfnTensor<T extends ElemArray>(
+  config: ModelConfig,
+  l: number,
+  name: string,
+  perm: Int32Array,
+  data: T,
+): T {
+  const how = ffnLayout(config, l).get(name);
+  if (!how) throw new GroupingError(`${name} is not an FFN tensor of layer ${l}`);
+  if (perm.length !== config.d_ff) {
+    throw new GroupingError(`permutation of layer ${l} has ${perm.length} entries, d_ff is ${config.d_ff}`);
+  }
+  if (data.length !== how.rows * how.cols) {
+    throw new GroupingError(`${name}: ${data.length} values, expected ${how.rows} x ${how.cols}`);
+  }
+  return how.axis === "rows"
+    ? permuteRows(data, how.rows, how.cols, perm)
+    : permuteCols(data, how.rows, how.cols, perm);
+}
+
 /**
  * Permutes layer `l`'s FFN neurons (function-preserving): LLaMA gate/up rows and down_proj
  * columns; GPT-2 c_fc columns, c_fc.bias and c_proj rows. `get` returns a tensor's elements
@@ -146,18 +186,8 @@ export function permuteFfn<T extends ElemArray>(
   perm: Int32Array,
   get: (name: string) => T,
 ): Map<string, T> {
-  const f = config.d_ff, d = config.d_model;
-  if (perm.length !== f) throw new GroupingError(`permutation of layer ${l} has ${perm.length} entries, d_ff is ${f}`);
-  const names = ffnNames(config, l);
   const out = new Map<string, T>();
-  if (config.family === "llama") {
-    for (const n of names.in) out.set(n, permuteRows(get(n), f, d, perm));
-    out.set(names.out, permuteCols(get(names.out), d, f, perm)); // down_proj [d, d_ff]
-  } else {
-    out.set(names.in[0]!, permuteCols(get(names.in[0]!), d, f, perm)); // c_fc [d, d_ff]
-    out.set(names.bias!, permuteRows(get(names.bias!), f, 1, perm));
-    out.set(names.out, permuteRows(get(names.out), f, d, perm)); // c_proj [d_ff, d]
-  }
+  for (const name of ffnLayout(config, l).keys()) out.set(name, permuteFfnTensor(config, l, name, perm, get(name)));
   return out;
 }
 

@@ -20,7 +20,18 @@
  * @module
  */
 import { z } from "zod";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { resolveDevice } from "../ffi/backend.ts";
@@ -34,20 +45,20 @@ import {
   ROUTERS_FILE,
   writeLteMeta,
 } from "../models/lte_artifacts.ts";
-import { readSafetensors, writeSafetensors, type WriteTensor } from "../models/safetensors.ts";
+import { buildSafetensorsHeader, readSafetensors, type SafetensorsFile } from "../models/safetensors.ts";
 import {
   type Assigner,
   type ElemArray,
   expertsPerLayer,
-  ffnNames,
+  ffnLayout,
   groupLayers,
   inlineAssigner,
   type LayerGrouping,
   neuronFeatures,
-  permuteFfn,
+  permuteFfnTensor,
   WorkerAssigner,
 } from "../lte/grouping.ts";
-import { fsyncDir } from "../io/atomic.ts";
+import { fsyncDir, writeAll } from "../io/atomic.ts";
 import { type StageContext, type StageDefinition, writeJsonAtomic } from "../pipeline/stage.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import { resolveCorpusFiles } from "../text/corpus.ts";
@@ -179,6 +190,64 @@ function activationProfiles(
   return { profiles, tokens };
 }
 
+/** Dtypes copied byte for byte; any other is converted to F32. */
+const KEPT_DTYPES = new Set(["F32", "F16", "BF16", "I32", "I64", "U8"]);
+
+/**
+ * Writes `st`'s tensors to `path` with every FFN tensor permuted (elements moved bit-exactly in
+ * their stored dtype), streaming one tensor at a time: the header first (laid out as
+ * `writeSafetensors` lays it out), then each tensor's bytes, so a 7B model never sits in memory.
+ */
+function writePermuted(
+  path: string,
+  st: SafetensorsFile,
+  cfg: ModelConfig,
+  perms: Int32Array[],
+  resolveName: (name: string) => string,
+): void {
+  const ffn = new Map<string, { layer: number; hf: string }>();
+  for (let l = 0; l < cfg.n_layer; l++) {
+    for (const hf of ffnLayout(cfg, l).keys()) ffn.set(resolveName(hf), { layer: l, hf });
+  }
+  const infos: Record<string, { dtype: string; shape: number[]; byteLength: number }> = {};
+  for (const name of st.names()) {
+    const info = st.info(name);
+    const kept = KEPT_DTYPES.has(info.dtype);
+    if (ffn.has(name) && !["F32", "F16", "BF16"].includes(info.dtype)) {
+      throw new GroupStageError(
+        `${st.path}: tensor ${name} has dtype ${info.dtype}; FFN weights must be F32, F16 or BF16`,
+      );
+    }
+    const numel = info.shape.reduce((x, y) => x * y, 1);
+    infos[name] = {
+      dtype: kept ? info.dtype : "F32",
+      shape: info.shape,
+      byteLength: kept ? info.byteLength : numel * 4,
+    };
+  }
+  const { bytes: header, order } = buildSafetensorsHeader(infos, { ...st.metadata, format: "pt", lte_stage: "group" });
+  const fd = openSync(path, "wx");
+  try {
+    writeAll(fd, header);
+    for (const name of order) {
+      const info = st.info(name);
+      let out: ArrayBufferView;
+      const f = ffn.get(name);
+      if (f) {
+        const raw = st.getRaw(name);
+        const elems: ElemArray = info.dtype === "F32"
+          ? new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4)
+          : new Uint16Array(raw.buffer, raw.byteOffset, raw.length / 2);
+        out = permuteFfnTensor(cfg, f.layer, f.hf, perms[f.layer]!, elems);
+      } else out = KEPT_DTYPES.has(info.dtype) ? st.getRaw(name) : st.getF32(name);
+      writeAll(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Runs the stage (also usable from scripts). */
 export async function runGroup(c: GroupConfig, ctx: StageContext): Promise<Record<string, unknown>> {
   const t0 = performance.now();
@@ -259,42 +328,6 @@ export async function runGroup(c: GroupConfig, ctx: StageContext): Promise<Recor
   }
   const groupMs = performance.now() - t0;
 
-  // Permute the FFN tensors (any float dtype, bit-exact) and copy everything else.
-  const ffn = new Map<string, number>();
-  for (let l = 0; l < cfg.n_layer; l++) {
-    const n = ffnNames(cfg, l);
-    for (const name of [...n.in, n.out, ...(n.bias ? [n.bias] : [])]) ffn.set(resolveName(name), l);
-  }
-  const elems = (name: string): ElemArray => {
-    const info = st.info(name), raw = st.getRaw(name);
-    if (info.dtype === "F32") return new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
-    if (info.dtype === "F16" || info.dtype === "BF16") {
-      return new Uint16Array(raw.buffer, raw.byteOffset, raw.length / 2);
-    }
-    throw new GroupStageError(
-      `${st.path}: tensor ${name} has dtype ${info.dtype}; FFN weights must be F32, F16 or BF16`,
-    );
-  };
-  const tensors: Record<string, WriteTensor> = {};
-  for (let l = 0; l < cfg.n_layer; l++) {
-    const moved = permuteFfn(cfg, l, layers[l]!.permutation, (n) => elems(resolveName(n)));
-    for (const [name, data] of moved) {
-      const real = resolveName(name), info = st.info(real);
-      tensors[real] = { dtype: info.dtype as "F32" | "F16" | "BF16", shape: info.shape, data };
-    }
-  }
-  for (const name of st.names()) {
-    if (ffn.has(name)) continue;
-    const info = st.info(name);
-    if (info.dtype === "F32" || info.dtype === "F16" || info.dtype === "BF16") {
-      tensors[name] = { dtype: info.dtype, shape: info.shape, data: elems(name) };
-    } else if (info.dtype === "I32" || info.dtype === "I64" || info.dtype === "U8") {
-      tensors[name] = { dtype: info.dtype, shape: info.shape, data: st.getI32(name) };
-    } else {
-      tensors[name] = { dtype: "F32", shape: info.shape, data: st.getF32(name) };
-    }
-  }
-
   // Permutations compose with an upstream grouping: new i = upstream neuron perm[i].
   const permutation = layers.map((r, l) => {
     const p = Array.from(r.permutation);
@@ -339,7 +372,7 @@ export async function runGroup(c: GroupConfig, ctx: StageContext): Promise<Recor
       if (NOT_COPIED.has(f) || f.startsWith(".") || !statSync(join(src, f)).isFile()) continue;
       copyFileSync(join(src, f), join(tmp, f));
     }
-    writeSafetensors(join(tmp, "model.safetensors"), tensors, { ...st.metadata, format: "pt", lte_stage: "group" });
+    writePermuted(join(tmp, "model.safetensors"), st, cfg, layers.map((r) => r.permutation), resolveName);
     writeLteMeta(tmp, meta, cfg);
     rmSync(out, { recursive: true, force: true });
     renameSync(tmp, out);

@@ -12,6 +12,7 @@ import { LTE_FORMAT, type LteMeta, readLteMeta, writeLteMeta } from "../models/l
 import { createProgress } from "../pipeline/progress.ts";
 import type { StageContext } from "../pipeline/stage.ts";
 import { getStage } from "../pipeline/registry.ts";
+import { readSafetensors, writeSafetensors } from "../models/safetensors.ts";
 import { GroupSchema, runGroup } from "../stages/group.ts";
 import { tokenizerFiles } from "../stages/_model_io.ts";
 import { noGrad, scope, Tensor } from "../tensor/mod.ts";
@@ -200,6 +201,36 @@ Deno.test("group: bad input fails before any compute with the key named", async 
     const again = readLteMeta(join(tmp, "g4", "model"))!;
     assert.equal(again.provenance.length, 1);
     assert.notDeepEqual(again.permutation[0], again.permutation[1]);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("group keeps a BF16 checkpoint in BF16, bit for bit permuted (streamed write)", async () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const up = upstream(join(tmp, "train"), "llama");
+    const file = join(up, "model", "model.safetensors");
+    const st = readSafetensors(file);
+    const tensors = Object.fromEntries(
+      st.names().map((n) => [n, { dtype: "BF16" as const, shape: st.info(n).shape, data: st.getF32(n) }]),
+    );
+    Deno.removeSync(file);
+    writeSafetensors(file, tensors, { format: "pt" });
+    await runGroup(
+      GroupSchema.parse({ from: "train", expert_size: 16, threads: 1 }),
+      makeCtx(join(tmp, "g"), { train: up }),
+    );
+    const out = readSafetensors(join(tmp, "g", "model", "model.safetensors"));
+    assert.deepEqual(out.names().sort(), st.names().sort());
+    for (const n of out.names()) assert.equal(out.info(n).dtype, "BF16", n);
+    const meta = readLteMeta(join(tmp, "g", "model"))!;
+    // down_proj column i of the output is column permutation[i] of the input, bit for bit.
+    const before = new Uint16Array(readSafetensors(file).getRaw("model.layers.1.mlp.down_proj.weight").buffer);
+    const after = new Uint16Array(out.getRaw("model.layers.1.mlp.down_proj.weight").buffer);
+    const p = meta.permutation[1]!;
+    for (let r = 0; r < 16; r++) for (let i = 0; i < 64; i++) assert.equal(after[r * 64 + i], before[r * 64 + p[i]!]);
+    assert.ok(maxDiff(logits(join(up, "model")), logits(join(tmp, "g", "model"))) < 1e-4);
   } finally {
     Deno.removeSync(tmp, { recursive: true });
   }
