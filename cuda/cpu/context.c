@@ -58,33 +58,33 @@ int lte_nthreads(const lte_ctx_t *ctx) {
 }
 
 lte_status lte_check_ctx(const lte_ctx_t *ctx, const char *fn) {
-  if (!ctx) return lte_fail(NULL, LTE_STATUS_INVALID_ARGUMENT, "%s: ctx is NULL", fn);
+  if (!ctx) return lte_fail(NULL, LTE_STATUS_INVALID_ARGUMENT, "%s: " LTE_MSG_CTX_NULL, fn);
   return LTE_STATUS_OK;
 }
 
 lte_status lte_check_f32(lte_ctx_t *ctx, const char *fn, lte_dtype dtype) {
-  if (dtype == LTE_DTYPE_F32) return LTE_STATUS_OK;
+  const lte_status st = lte_f32_dtype_status(dtype);
+  if (st == LTE_STATUS_OK) return LTE_STATUS_OK;
   char buf[32];
-  if (dtype == LTE_DTYPE_F16 || dtype == LTE_DTYPE_BF16 || dtype == LTE_DTYPE_I32) {
-    return lte_fail(ctx, LTE_STATUS_UNSUPPORTED, "%s: dtype %s is not supported by the cpu backend", fn,
-                    lte_dtype_name(dtype, buf, sizeof buf));
+  if (st == LTE_STATUS_UNSUPPORTED) {
+    return lte_fail(ctx, st, "%s: " LTE_MSG_DTYPE_UNSUPPORTED, fn, lte_dtype_name(dtype, buf, sizeof buf), "cpu");
   }
-  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: unknown dtype %d", fn, (int)dtype);
+  return lte_fail(ctx, st, "%s: " LTE_MSG_DTYPE_UNKNOWN, fn, (int)dtype);
 }
 
 lte_status lte_check_ptr(lte_ctx_t *ctx, const char *fn, const void *p, const char *name) {
   if (p) return LTE_STATUS_OK;
-  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", fn, name);
+  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: " LTE_MSG_PTR_NULL, fn, name);
 }
 
 lte_status lte_check_nonneg(lte_ctx_t *ctx, const char *fn, int64_t v, const char *name) {
   if (v >= 0) return LTE_STATUS_OK;
-  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: %s = %lld must be >= 0", fn, name, (long long)v);
+  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: " LTE_MSG_NONNEG, fn, name, (long long)v);
 }
 
 lte_status lte_check_pos(lte_ctx_t *ctx, const char *fn, int64_t v, const char *name) {
   if (v > 0) return LTE_STATUS_OK;
-  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: %s = %lld must be > 0", fn, name, (long long)v);
+  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: " LTE_MSG_POS, fn, name, (long long)v);
 }
 
 /* ---------------------------------------------------------------- context */

@@ -4,7 +4,8 @@
  *   struct lte_ctx     thread count, memory limit, allocation table, last error
  *   lte_fail()         records an error message (per context and per thread) and returns a status
  *   CHECK_* macros     argument validation; each returns early with the failing status, and every
- *                      message starts with the public function name (__func__)
+ *                      message starts with the public function name (__func__); the message
+ *                      formats are shared with the CUDA backend (cuda/include/lte_checks.h)
  *   lte_nthreads()     OpenMP thread count of a context (LTE_OPTION_NUM_THREADS, 0 = all cores)
  *
  * Determinism rule for every op in this backend: each output element is produced by exactly one
@@ -26,6 +27,7 @@
 #include <string.h>
 
 #include "lte.h"
+#include "lte_checks.h"
 #include "lte_names.h"
 
 #define LTE_ERROR_LEN 1024

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "lte.h"
+#include "lte_checks.h"
 #include "lte_names.h"
 
 /* ------------------------------------------------------------------ device error flag */
@@ -168,7 +169,7 @@ const char *dtype_name(lte_dtype dtype);
    context's device. */
 #define LTE_ENTER(name)                                                                 \
   static constexpr const char *FN = name;                                               \
-  if (ctx == nullptr) return lte::fail(nullptr, LTE_STATUS_INVALID_ARGUMENT, FN, "ctx is NULL"); \
+  if (ctx == nullptr) return lte::fail(nullptr, LTE_STATUS_INVALID_ARGUMENT, FN, LTE_MSG_CTX_NULL); \
   LTE_CUDA_TRY(cudaSetDevice(ctx->device))
 
 #define LTE_REQUIRE(cond, ...)                                                    \
@@ -176,25 +177,24 @@ const char *dtype_name(lte_dtype dtype);
     if (!(cond)) return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, __VA_ARGS__); \
   } while (0)
 
-#define LTE_REQUIRE_PTR(p) LTE_REQUIRE((p) != nullptr, "%s is NULL", #p)
+#define LTE_REQUIRE_PTR(p) LTE_REQUIRE((p) != nullptr, LTE_MSG_PTR_NULL, #p)
 
 /* Validation mirrors the CPU backend (cuda/cpu/) check for check, in the same order, with the
-   same messages: ctx, dtype, sizes, op-specific values, early return when there is no work, then
-   pointers. f16/bf16/i32 are LTE_STATUS_UNSUPPORTED; any other dtype value is invalid. */
-#define LTE_REQUIRE_F32(dtype)                                                                         \
-  do {                                                                                                 \
-    if ((dtype) != LTE_DTYPE_F32) {                                                                    \
-      if ((dtype) == LTE_DTYPE_F16 || (dtype) == LTE_DTYPE_BF16 || (dtype) == LTE_DTYPE_I32)           \
-        return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "dtype %s is not supported by the cuda backend", \
-                         lte::dtype_name(dtype));                                                      \
-      return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, "unknown dtype %d", (int)(dtype));        \
-    }                                                                                                  \
+   same messages (formats shared in cuda/include/lte_checks.h): ctx, dtype, sizes, op-specific
+   values, early return when there is no work, then pointers. f16/bf16/i32 are
+   LTE_STATUS_UNSUPPORTED; any other dtype value is invalid. */
+#define LTE_REQUIRE_F32(dtype)                                                                        \
+  do {                                                                                                \
+    const lte_status lte_dt_ = lte_f32_dtype_status(dtype);                                           \
+    if (lte_dt_ == LTE_STATUS_UNSUPPORTED)                                                            \
+      return lte::fail(ctx, lte_dt_, FN, LTE_MSG_DTYPE_UNSUPPORTED, lte::dtype_name(dtype), "cuda");  \
+    if (lte_dt_ != LTE_STATUS_OK) return lte::fail(ctx, lte_dt_, FN, LTE_MSG_DTYPE_UNKNOWN, (int)(dtype)); \
   } while (0)
 
 #define LTE_CHECK_NONNEG(v) \
-  LTE_REQUIRE((int64_t)(v) >= 0, "%s = %lld must be >= 0", #v, (long long)(v))
+  LTE_REQUIRE((int64_t)(v) >= 0, LTE_MSG_NONNEG, #v, (long long)(v))
 #define LTE_CHECK_POS(v) \
-  LTE_REQUIRE((int64_t)(v) > 0, "%s = %lld must be > 0", #v, (long long)(v))
+  LTE_REQUIRE((int64_t)(v) > 0, LTE_MSG_POS, #v, (long long)(v))
 
 /* The ABI passes tensors as void pointers; every op here works on f32. */
 #define F32(p) static_cast<const float *>(p)
