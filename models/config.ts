@@ -52,7 +52,18 @@ export interface ModelConfig {
 
 /** Fills defaults and checks cross-field constraints. Throws RangeError naming the key. */
 export function resolveModelConfig(input: ModelConfigInput): ModelConfig {
-  const c = ModelConfigSchema.parse(input);
+  const parsed = ModelConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    // One line per problem, named by key (not zod's JSON dump of its issues).
+    throw new RangeError(
+      parsed.error.issues.map((i) => {
+        const key = i.path.map(String).join(".");
+        const got = i.path.reduce((v: any, k) => (v == null ? v : v[k as any]), input as any);
+        return `model.${key}: ${i.message}${got !== undefined ? ` (got ${JSON.stringify(got)})` : ""}`;
+      }).join("; "),
+    );
+  }
+  const c = parsed.data;
   const nKv = c.n_kv_head ?? c.n_head;
   if (c.d_model % c.n_head !== 0) {
     throw new RangeError(`model.d_model (${c.d_model}) must be divisible by model.n_head (${c.n_head})`);

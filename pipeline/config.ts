@@ -12,7 +12,16 @@
  *
  * @module
  */
-import { isMap, isScalar, isSeq, LineCounter, parse as parseYamlValue, parseDocument, stringify } from "yaml";
+import {
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parse as parseYamlValue,
+  parseDocument,
+  stringify,
+  YAMLParseError,
+} from "yaml";
 import type { Document } from "yaml";
 import { z } from "zod";
 import { getStage, listStages } from "./registry.ts";
@@ -140,9 +149,46 @@ export interface ParseConfigOptions {
 
 const NAME_RE = /^[a-z0-9_-]+$/;
 
+/** Longest stage / pipeline name: names become folder names (with `.old-<time>` suffixes). */
+export const MAX_NAME_LENGTH = 100;
+
+/** Largest config file accepted (real pipelines are a few kB; a huge file is a mistake or an attack). */
+export const MAX_CONFIG_BYTES = 1 << 20;
+
+function tooLarge(file: string, size: number): ConfigSyntaxError {
+  return new ConfigSyntaxError(
+    `Config file too large: ${file} is ${(size / 1048576).toFixed(1)} MiB; pipeline configs are limited to ` +
+      `${MAX_CONFIG_BYTES / 1048576} MiB (use sweep: for many similar stages)`,
+    { file, line: 1, col: 1, code: "TOO_LARGE" },
+  );
+}
+
+/** Report duplicate keys of every mapping as `DUPLICATE_KEY` errors, in one linear pass. */
+function findDuplicateKeys(doc: Document): void {
+  const stack: unknown[] = [doc.contents];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (isMap(node)) {
+      const seen = new Set<unknown>();
+      for (const pair of node.items as any[]) {
+        const key = isScalar(pair.key) ? pair.key.value : pair.key;
+        if (isScalar(pair.key) && seen.has(key)) {
+          doc.errors.push(
+            new YAMLParseError([pair.key.range[0], pair.key.range[1]], "DUPLICATE_KEY", `Map keys must be unique`),
+          );
+        }
+        seen.add(key);
+        stack.push(pair.value);
+      }
+    } else if (isSeq(node)) {
+      for (const item of node.items) stack.push(item);
+    }
+  }
+}
+
 /** Top-level keys. Stage items are checked one by one against their type's schema. */
 const PipelineSchema = z.strictObject({
-  name: z.string().regex(NAME_RE),
+  name: z.string().regex(NAME_RE).max(MAX_NAME_LENGTH),
   description: z.string().optional(),
   seed: z.number().int().nonnegative().default(0),
   device: z.enum(["cpu", "cuda", "auto"]).default("cpu"),
@@ -150,7 +196,10 @@ const PipelineSchema = z.strictObject({
   stages: z.array(z.unknown()).min(1),
 });
 
-const StageHeaderSchema = z.looseObject({ name: z.string().regex(NAME_RE), type: z.string().min(1) });
+const StageHeaderSchema = z.looseObject({
+  name: z.string().regex(NAME_RE).max(MAX_NAME_LENGTH),
+  type: z.string().min(1),
+});
 
 /**
  * Read and validate a pipeline file. See {@linkcode parseConfig}.
@@ -158,6 +207,8 @@ const StageHeaderSchema = z.looseObject({ name: z.string().regex(NAME_RE), type:
  * @throws {Deno.errors.NotFound} If the file does not exist.
  */
 export async function loadConfig(path: string, opts: Omit<ParseConfigOptions, "file"> = {}): Promise<PipelineConfig> {
+  const size = (await Deno.stat(path)).size;
+  if (size > MAX_CONFIG_BYTES) throw tooLarge(path, size);
   const text = await Deno.readTextFile(path);
   return parseConfig(text, { ...opts, file: path });
 }
@@ -177,8 +228,11 @@ export async function loadConfig(path: string, opts: Omit<ParseConfigOptions, "f
 export function parseConfig(text: string, opts: ParseConfigOptions = {}): PipelineConfig {
   const file = opts.file ?? "<string>";
   const overrides = opts.overrides ?? [];
+  if (text.length > MAX_CONFIG_BYTES) throw tooLarge(file, new TextEncoder().encode(text).length);
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // Duplicate keys are found by our own linear pass (the yaml library's check is quadratic per map).
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
+  if (doc.errors.length === 0) findDuplicateKeys(doc);
   if (doc.errors.length > 0) throw syntaxError(file, doc, lineCounter);
 
   const v = new Validator(doc, lineCounter, file);
@@ -376,7 +430,16 @@ class Validator {
   }
 
   validate(): Omit<PipelineConfig, "file" | "overrides"> | undefined {
-    const js = this.doc.toJS({ maxAliasCount: 1000 }) ?? {};
+    let js: any;
+    try {
+      js = this.doc.toJS({ maxAliasCount: 1000 }) ?? {};
+    } catch (err) {
+      // The yaml library refuses alias bombs ("Excessive alias count ...") with a bare ReferenceError.
+      throw new ConfigSyntaxError(
+        `Malformed YAML: ${this.file}: ${(err as Error).message} (too many or too deeply nested *aliases)`,
+        { file: this.file, line: 1, col: 1, code: "ALIAS_LIMIT" },
+      );
+    }
     this.#js = js;
     const top = this.#check(PipelineSchema, js, []);
 

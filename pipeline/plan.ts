@@ -6,7 +6,7 @@
  */
 import { configDirOf, type PipelineConfig } from "./config.ts";
 import { hashConfig } from "./hash.ts";
-import { readManifest, type StageManifest, type StageStatus } from "./records.ts";
+import { readManifest, runDirProblem, type StageManifest, type StageStatus } from "./records.ts";
 import { didYouMean } from "./_suggest.ts";
 
 /** A stage in the plan. */
@@ -133,6 +133,8 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
   const names = config.stages.map((s) => s.name);
   const only = opts.only && opts.only.length > 0 ? new Set(opts.only) : undefined;
   const problems: string[] = [];
+  const dirProblem = runDirProblem(runDir, config);
+  if (dirProblem !== undefined) problems.push(dirProblem);
   for (const n of only ?? []) {
     if (!names.includes(n)) {
       problems.push(`--only: no stage named "${n}"${didYouMean(n, names)}; stages: ${names.join(", ")}`);
@@ -194,7 +196,13 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
   const configDir = configDirOf(config);
   for (const st of config.stages) {
     if (plan.find((p) => p.name === st.name)?.action !== "run" || !st.definition.preflight) continue;
-    for (const msg of st.definition.preflight(st.config, { configDir })) {
+    let messages: string[];
+    try {
+      messages = st.definition.preflight(st.config, { configDir, device: config.settings.device });
+    } catch (err) {
+      messages = [`preflight check failed: ${err instanceof Error ? err.message : String(err)}`];
+    }
+    for (const msg of messages) {
       problems.push(`stages[${st.index}] (stage ${st.name}) ${msg}`);
     }
   }

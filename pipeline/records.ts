@@ -4,9 +4,10 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { stringify } from "yaml";
-import { writeFileAtomic, writeFileAtomicSync, writeJsonAtomic } from "../io/atomic.ts";
+import { parseTempName, writeFileAtomic, writeFileAtomicSync, writeJsonAtomic } from "../io/atomic.ts";
+import { pidAlive } from "./_fs.ts";
 import { configDirOf, type PipelineConfig, resolvedConfigYaml } from "./config.ts";
 
 /**
@@ -143,4 +144,178 @@ async function gitInfo(): Promise<{ revision: string; dirty: boolean } | null> {
   } catch {
     return null;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run-directory marker: only folders the pipeline made are ever cleaned or overwritten.
+
+/** Marker file every run directory holds; a folder without it is not ours. */
+export const RUN_MARKER = ".lte-run.json";
+
+/** Contents of {@linkcode RUN_MARKER}. */
+export interface RunMarker {
+  format: "lte-pipeline/run@1";
+  /** Pipeline name (`name:` in the YAML). */
+  name: string;
+  /** Absolute path of the config file that made the folder (null for a config parsed from a string). */
+  config: string | null;
+  created: string;
+}
+
+function configIdentity(config: Pick<PipelineConfig, "file">): string | null {
+  return config.file === "<string>" ? null : resolve(config.file);
+}
+
+/**
+ * Why `runDir` must not be used by this pipeline, or undefined when it may: it is missing or empty,
+ * holds our marker for the same pipeline name and config file, or is a run directory made before
+ * markers existed (`env.json` and `stages/`). Reads only.
+ */
+export function runDirProblem(runDir: string, config: PipelineConfig): string | undefined {
+  let entries: string[];
+  try {
+    if (!Deno.statSync(runDir).isDirectory) return `run dir ${runDir} exists and is not a folder`;
+    // (Our own lock file, taken just before planning, does not make the folder non-empty.)
+    entries = [...Deno.readDirSync(runDir)].map((e) => e.name).filter((n) => n !== ".lock");
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    return `run dir ${runDir}: ${(err as Error).message}`;
+  }
+  if (entries.length === 0) return undefined;
+  let marker: Partial<RunMarker> | undefined;
+  try {
+    marker = JSON.parse(Deno.readTextFileSync(join(runDir, RUN_MARKER)));
+  } catch { /* absent or unreadable */ }
+  if (marker?.format !== "lte-pipeline/run@1") {
+    if (entries.includes("env.json") && entries.includes("stages")) return undefined; // made before markers
+    return `run dir ${runDir} already exists, is not empty and is not a pipeline run directory (no ${RUN_MARKER}); ` +
+      `refusing to write into it (its files could be overwritten or cleaned up): choose a new or empty folder ` +
+      `with --run-dir or run_dir`;
+  }
+  const file = configIdentity(config);
+  if (marker.name !== config.settings.name) {
+    return `run dir ${runDir} holds the results of pipeline "${marker.name}", not "${config.settings.name}": ` +
+      `give this pipeline its own folder with --run-dir or run_dir`;
+  }
+  if (file !== null && typeof marker.config === "string" && marker.config !== file) {
+    return `run dir ${runDir} holds the results of ${marker.config} (pipeline "${marker.name}"); ${file} has the ` +
+      `same name and would replace them: give one of them another run_dir (or --run-dir), or delete ` +
+      `${join(runDir, RUN_MARKER)} if the first file was moved here`;
+  }
+  return undefined;
+}
+
+/** Write (or keep) the run directory's marker. */
+export function writeRunMarker(runDir: string, config: PipelineConfig): void {
+  const path = join(runDir, RUN_MARKER);
+  try {
+    const m = JSON.parse(Deno.readTextFileSync(path));
+    if (m?.format === "lte-pipeline/run@1" && (m.config !== null || configIdentity(config) === null)) return;
+  } catch { /* absent: write it */ }
+  const marker: RunMarker = {
+    format: "lte-pipeline/run@1",
+    name: config.settings.name,
+    config: configIdentity(config),
+    created: new Date().toISOString(),
+  };
+  writeFileAtomicSync(path, JSON.stringify(marker, null, 2) + "\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// metrics.jsonl: whole lines only.
+
+/**
+ * Cut a torn last line (a crash or a full disk in the middle of an append) off `path`, so the next
+ * record does not glue onto it. Returns a log line when it cut something.
+ */
+export function repairJsonl(path: string): string | undefined {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true, write: true });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`cannot open ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const size = file.statSync().size;
+    if (size === 0) return undefined;
+    // Scan back from the end for the last newline, in chunks.
+    const chunk = new Uint8Array(64 * 1024);
+    let end = size;
+    let keep = 0;
+    while (end > 0) {
+      const start = Math.max(0, end - chunk.length);
+      const buf = chunk.subarray(0, end - start);
+      file.seekSync(start, Deno.SeekMode.Start);
+      for (let off = 0; off < buf.length;) {
+        const n = file.readSync(buf.subarray(off));
+        if (n === null) break;
+        off += n;
+      }
+      if (end === size && buf[buf.length - 1] === 0x0a) return undefined; // ends with a whole line
+      const nl = buf.lastIndexOf(0x0a);
+      if (nl >= 0) {
+        keep = start + nl + 1;
+        break;
+      }
+      end = start;
+    }
+    file.truncateSync(keep);
+    return `${path}: removed a torn last line (${size - keep} bytes) left by an earlier crash or write error`;
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Append one line to a JSONL file as a whole: on a write error (a full disk) the file is cut back to
+ * its previous size, so no torn line is left, and the error names the file.
+ */
+export function appendJsonLine(path: string, line: string): void {
+  const bytes = new TextEncoder().encode(line + "\n");
+  let file: Deno.FsFile | undefined;
+  let size = 0;
+  try {
+    file = Deno.openSync(path, { append: true, create: true });
+    size = file.statSync().size;
+    for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
+  } catch (err) {
+    try {
+      file?.truncateSync(size);
+    } catch { /* best effort (e.g. not a regular file) */ }
+    throw new Error(`cannot append to ${path}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    file?.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stale temporary files and folders
+
+/**
+ * Remove temporary files and folders under `dir` that are provably ours and stale: named by our
+ * atomic writers (`.<name>.tmp-<pid>[-<8 hex>]`, see io/atomic.ts and models/checkpoint.ts) and
+ * made by a process that no longer runs. Called with the run directory locked. Returns the paths
+ * removed.
+ */
+export function removeStaleTemps(dir: string, maxDepth = 4): string[] {
+  const removed: string[] = [];
+  const walk = (d: string, depth: number) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(d)];
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const path = join(d, e.name);
+      const t = parseTempName(e.name);
+      if (t && t.pid !== Deno.pid && !pidAlive(t.pid)) {
+        Deno.removeSync(path, { recursive: true });
+        removed.push(path);
+      } else if (e.isDirectory && !e.isSymlink && depth < maxDepth) walk(path, depth + 1);
+    }
+  };
+  walk(dir, 0);
+  return removed;
 }

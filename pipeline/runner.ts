@@ -23,13 +23,18 @@ import { createProgress } from "./progress.ts";
 import { stderrOutput } from "./_io.ts";
 import { exists, freeName, mkdirTracked, timestamp } from "./_fs.ts";
 import { acquireLock, type RunLock } from "./lock.ts";
-import { type PlanEntry, type PlanOptions, planPipeline } from "./plan.ts";
+import { type PlanEntry, PlanError, type PlanOptions, planPipeline } from "./plan.ts";
 import {
   type ActiveStage,
+  appendJsonLine,
   markExited,
   removeOldFolders,
+  removeStaleTemps,
+  repairJsonl,
+  runDirProblem,
   type StageManifest,
   type StageStatus,
+  writeRunMarker,
   writeRunRecord,
 } from "./records.ts";
 import { installSignals } from "./signals.ts";
@@ -38,7 +43,6 @@ import type { StageContext, StageOutput } from "./stage.ts";
 export { LOCK_FILE } from "./lock.ts";
 export { type PlanEntry, PlanError, type PlanOptions, planPipeline, stageHashes } from "./plan.ts";
 export { readManifest, type StageManifest, type StageStatus } from "./records.ts";
-export { yieldToSignals } from "./signals.ts";
 
 /** Options of {@linkcode runPipeline}. */
 export interface RunOptions extends PlanOptions {
@@ -102,6 +106,9 @@ export async function runPipeline(config: PipelineConfig, opts: RunOptions = {})
   const runDir = opts.runDir ?? config.settings.run_dir;
   const settings = { ...config.settings, run_dir: runDir };
   const resolved = { ...config, settings };
+  // Never write into (or clean) a folder that is not ours, nor another pipeline file's results.
+  const problem = runDirProblem(runDir, resolved);
+  if (problem !== undefined) throw new PlanError([problem]);
   const created = await mkdirTracked(runDir);
   let lock: RunLock | undefined;
   try {
@@ -128,6 +135,17 @@ async function runLocked(
 ): Promise<RunResult> {
   const settings = resolved.settings;
   const plan = await planPipeline(resolved, opts);
+  // A crashed or interrupted attempt of the same config is never discarded silently.
+  const unresumed = plan.filter((p) => p.action === "run" && p.resumable && !opts.resume && !opts.force);
+  if (unresumed.length > 0) {
+    throw new PlanError(
+      unresumed.map((p) =>
+        `stage ${p.name}: its previous attempt (${p.previous}, started ${p.manifest?.started}) has the same config ` +
+        `and can be continued: add --resume to continue it, or --force to discard it and start over`
+      ),
+    );
+  }
+  writeRunMarker(runDir, resolved);
   const out = opts.output ?? stderrOutput();
   const stagesDir = join(runDir, "stages");
   await Deno.mkdir(stagesDir, { recursive: true });
@@ -142,6 +160,9 @@ async function runLocked(
     appendLog(line);
   };
   if (lock.tookOver) say(lock.tookOver);
+  const repaired = repairJsonl(metricsPath);
+  if (repaired) say(repaired);
+  for (const p of removeStaleTemps(runDir)) say(`removed ${p}: a temporary file of a process that no longer runs`);
 
   const controller = new AbortController();
   const onExternalAbort = () => controller.abort(opts.signal?.reason);
@@ -289,6 +310,7 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   a.setActive({ name: st.name, manifestPath, manifest, started });
   a.say(`stage ${st.name}: running ${st.type} (hash ${hash.slice(0, 12)}${resume ? ", resume" : ""})`);
 
+  let metricError: Error | undefined;
   const ctx: StageContext = {
     name: st.name,
     type: st.type,
@@ -310,7 +332,12 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
         attempt: manifest.started,
         hash: hash.slice(0, 12),
       });
-      Deno.writeTextFileSync(a.metricsPath, line + "\n", { append: true });
+      try {
+        appendJsonLine(a.metricsPath, line); // whole lines only, even on a full disk
+      } catch (err) {
+        metricError ??= err as Error; // the stage fails even if it swallows the error
+        throw err;
+      }
     },
     progress: (opts) =>
       createProgress(opts, {
@@ -324,6 +351,7 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   let error: unknown;
   try {
     const ret = await st.definition.run(st.config, ctx);
+    if (metricError) throw metricError;
     if (ret === null || typeof ret !== "object" || Array.isArray(ret)) {
       throw new TypeError(
         `Stage type "${st.type}" returned ${ret === null ? "null" : typeof ret}: expected a summary object`,

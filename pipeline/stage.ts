@@ -47,6 +47,7 @@ import type { Progress, ProgressOptions } from "./progress.ts";
 
 export { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 export { canonicalJson, hashConfig } from "./hash.ts";
+export { yieldToSignals } from "./signals.ts";
 export type { Progress, ProgressOptions } from "./progress.ts";
 
 /** Keys of a stage item that belong to the pipeline, not to the stage type's schema. */
@@ -130,7 +131,7 @@ export interface StageDefinition<C = any> {
    * seconds rather than after hours of earlier stages. Return one message per problem, each
    * starting with the key path (e.g. `data.tokens_file: file not found: /x/y.tok`).
    */
-  preflight?(config: C, env: { configDir: string }): string[];
+  preflight?(config: C, env: PreflightEnv): string[];
   /**
    * Optional identity of the files the stage reads that the YAML only names (data files, a starting
    * checkpoint, tokenizer files): a string that changes when they change, e.g. their sizes and
@@ -158,6 +159,14 @@ export interface StageDefinition<C = any> {
    * name (`train@lr=0.001`), each {@linkcode StageOutput} with `variant` and `base`.
    */
   gathers?: true;
+}
+
+/** What {@linkcode StageDefinition.preflight} gets besides the config. */
+export interface PreflightEnv {
+  /** Absolute folder of the YAML file (relative paths in the config resolve against it). */
+  configDir: string;
+  /** The pipeline's requested device (`auto` unresolved), e.g. to check a model fits in memory. */
+  device: DeviceSetting;
 }
 
 /** What the runner hands to {@linkcode StageDefinition.run}. */

@@ -28,8 +28,10 @@ import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import { countParams, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";
+import { yieldToSignals } from "../pipeline/signals.ts";
 import {
   canonicalJson,
+  type PreflightEnv,
   type StageContext,
   type StageDefinition,
   writeFileAtomic,
@@ -41,6 +43,7 @@ import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
 import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema, OptimizerSchema, TokenizerSchema, TrainingSchema } from "./_schemas.ts";
+import { checkTrainingMemory } from "./_memory.ts";
 import { train } from "./_train.ts";
 import { registerStage } from "../pipeline/registry.ts";
 
@@ -79,10 +82,34 @@ export const FineTuneSchema = z.strictObject({
     // are checked here too, so `validate` reports them before anything runs.
     const { pad_vocab_multiple: _pad, ...arch } = c.model;
     try {
-      resolveModelConfig({ ...arch, vocab_size: arch.vocab_size ?? 1 });
+      const cfg = resolveModelConfig({ ...arch, vocab_size: arch.vocab_size ?? 1 });
+      if (c.data.seq_len > cfg.max_seq) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["data", "seq_len"],
+          message: `data.seq_len ${c.data.seq_len} exceeds model.max_seq ${cfg.max_seq}`,
+        });
+      }
     } catch (e) {
       ctx.addIssue({ code: "custom", path: ["model"], message: (e as Error).message.replace(/^model\./, "") });
     }
+  }
+  const o = c.optimizer;
+  if (o.schedule !== "constant" && o.min_lr > o.lr) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["optimizer", "min_lr"],
+      message: `optimizer.min_lr ${o.min_lr} is above optimizer.lr ${o.lr}: the ${o.schedule} decay would raise ` +
+        `the learning rate (set min_lr <= lr; the default min_lr is 3e-5)`,
+    });
+  }
+  if (o.warmup_steps > c.training.steps) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["optimizer", "warmup_steps"],
+      message: `optimizer.warmup_steps ${o.warmup_steps} exceeds training.steps ${c.training.steps}: ` +
+        `the warmup would never end`,
+    });
   }
   if (c.model && !c.tokenizer) {
     ctx.addIssue({ code: "custom", path: ["tokenizer"], message: "a randomly initialised model needs a tokenizer" });
@@ -118,6 +145,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
   const device = resolveDevice(ctx.pipeline.device);
   const base = ctx.configDir;
   const { tokenizer, spec, baseDir: tokBase } = resolveTokenizer(c, ctx);
+  await yieldToSignals(ctx.signal);
   const t0 = performance.now();
   const deviceInfo = getBackend(device).deviceInfo();
   ctx.log(`backend: ${JSON.stringify(deviceInfo)}`);
@@ -153,6 +181,8 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     );
   }
   ctx.log(`data: ${data.trainTokens} train tokens, ${data.valTokens} validation tokens (${data.info.mode} split)`);
+  data.requireSequences(c.data.seq_len);
+  await yieldToSignals(ctx.signal); // setup can be long: let SIGINT/SIGTERM in between phases
   const unigram = unigramPerplexity(data.train.tokens, data.val.tokens, tokenizer.vocabSize);
 
   // Model.
@@ -194,6 +224,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
   if (c.data.seq_len > seqLimit) {
     throw new RangeError(`data.seq_len ${c.data.seq_len} exceeds the model's max_seq ${seqLimit}`);
   }
+  await yieldToSignals(ctx.signal);
 
   const result = await train({
     ctx,
@@ -275,7 +306,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
 }
 
 /** Files and folders the config names must exist before anything runs. */
-export function preflightFineTune(c: FineTuneConfig, env: { configDir: string }): string[] {
+export function preflightFineTune(c: FineTuneConfig, env: PreflightEnv): string[] {
   const problems: string[] = [];
   const at = (p: string) => resolve(env.configDir, p);
   if (c.data.tokens_file && !existsSync(at(c.data.tokens_file))) {
@@ -291,9 +322,48 @@ export function preflightFineTune(c: FineTuneConfig, env: { configDir: string })
     }
   }
   if (c.checkpoint) {
+    let found = true;
     for (const f of ["config.json", "model.safetensors"]) {
-      if (!existsSync(join(at(c.checkpoint), f))) problems.push(`checkpoint: ${join(at(c.checkpoint), f)} not found`);
+      if (!existsSync(join(at(c.checkpoint), f))) {
+        problems.push(`checkpoint: ${join(at(c.checkpoint), f)} not found`);
+        found = false;
+      }
     }
+    if (found) {
+      try {
+        const cfg = readCheckpointConfig(at(c.checkpoint));
+        if (c.data.seq_len > cfg.max_seq) {
+          problems.push(`data.seq_len: ${c.data.seq_len} exceeds the checkpoint's max_seq ${cfg.max_seq}`);
+        }
+        const mem = checkTrainingMemory(cfg, c.training.batch_size, c.data.seq_len, env.device);
+        if (mem) problems.push(mem);
+      } catch (e) {
+        problems.push(`checkpoint: ${(e as Error).message}`);
+      }
+    }
+  }
+  const tok = c.tokenizer;
+  const tokFiles = tok?.type === "gpt2"
+    ? [["tokenizer.encoder", tok.encoder], ["tokenizer.merges", tok.merges]]
+    : tok?.type === "hf"
+    ? [["tokenizer.path", tok.path]]
+    : [];
+  for (const [key, file] of tokFiles) {
+    if (file !== undefined && !existsSync(at(file))) problems.push(`${key}: file not found: ${at(file)}`);
+  }
+  if (c.model) {
+    // Refuse what cannot fit before anything runs (a typo such as max_seq: 100000000).
+    const { pad_vocab_multiple: pad, ...arch } = c.model;
+    const vocab = arch.vocab_size ?? Math.ceil((tok?.type === "bytes" ? 256 + 8 : 50257) / pad) * pad;
+    try {
+      const mem = checkTrainingMemory(
+        resolveModelConfig({ ...arch, vocab_size: vocab }),
+        c.training.batch_size,
+        c.data.seq_len,
+        env.device,
+      );
+      if (mem) problems.push(mem);
+    } catch { /* the schema reports architecture errors */ }
   }
   return problems;
 }

@@ -256,7 +256,7 @@ Deno.test("pipeline: a missing tokens_file fails before any stage runs, naming t
 Deno.test("fine-tune: model.pad_vocab_multiple rounds the vocabulary up (257 bytes + eos -> 320)", async () => {
   const tmp = Deno.makeTempDirSync();
   try {
-    const c = tinyConfig(1);
+    const c = tinyConfig(2); // (warmup_steps 2 may not exceed steps)
     c.model!.pad_vocab_multiple = 64;
     await runFineTune(c, makeCtx(tmp));
     const hf = JSON.parse(readFileSync(join(tmp, "model/config.json"), "utf8"));

@@ -158,13 +158,60 @@ export function resolveCorpusFiles(spec: CorpusSpec, baseDir: string): CorpusFil
 
 /** Reads a text file as UTF-8, dropping a BOM and normalising CRLF/CR to LF. */
 export function readText(path: string): string {
-  let s: string;
+  let bytes: Uint8Array;
   try {
-    s = readFileSync(path, "utf8");
+    bytes = readFileSync(path);
   } catch (e) {
     throw new CorpusError(`${path}: cannot read: ${(e as Error).message}`, { cause: e });
   }
-  return normalizeText(s);
+  return normalizeText(decodeUtf8(bytes, path));
+}
+
+/**
+ * Decodes UTF-8 strictly: a file with bytes that are not valid UTF-8 (Latin-1, UTF-16, binary) is
+ * an error naming the file, the count of bad bytes and the first offset, instead of text silently
+ * full of U+FFFD replacement characters.
+ *
+ * @throws {CorpusError} If `bytes` is not valid UTF-8.
+ */
+export function decodeUtf8(bytes: Uint8Array, file: string): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    const { bad, first } = invalidUtf8(bytes);
+    const utf16 = (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff);
+    throw new CorpusError(
+      `${file}: not UTF-8 text: ${bad} of ${bytes.length} bytes are not valid UTF-8 (first at byte ${first})` +
+        `${utf16 ? "; it starts with a UTF-16 byte-order mark" : ""}. Convert it to UTF-8 ` +
+        `(e.g. iconv -f latin1 -t utf-8 or -f utf-16 -t utf-8), or leave it out of data.corpus.files`,
+    );
+  }
+}
+
+/** Count of bytes that are not part of a valid UTF-8 sequence, and the offset of the first. */
+function invalidUtf8(b: Uint8Array): { bad: number; first: number } {
+  let bad = 0, first = -1;
+  for (let i = 0; i < b.length;) {
+    const c = b[i]!;
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    let ok = n > 0 && i + n <= b.length;
+    for (let k = 1; ok && k < n; k++) ok = (b[i + k]! & 0xc0) === 0x80;
+    if (ok && n === 3) {
+      const v = ((c & 0x0f) << 12) | ((b[i + 1]! & 0x3f) << 6);
+      ok = v >= 0x800 && (v < 0xd800 || v > 0xdfff);
+    }
+    if (ok && n === 4) {
+      const v = ((c & 0x07) << 18) | ((b[i + 1]! & 0x3f) << 12);
+      ok = v >= 0x10000 && v <= 0x10ffff;
+    }
+    if (ok) i += n;
+    else {
+      if (first < 0) first = i;
+      bad++;
+      i++;
+    }
+  }
+  return { bad, first };
 }
 
 /** Drops a byte-order mark and turns CRLF / CR line ends into LF. */
@@ -256,7 +303,7 @@ export function readDocuments(files: CorpusFile[], spec: CorpusSpec, contents?: 
   const documents: Document[] = [];
   for (const f of files) {
     const bytes = contents?.get(f.path);
-    const content = bytes ? normalizeText(new TextDecoder().decode(bytes)) : readText(f.path);
+    const content = bytes ? normalizeText(decodeUtf8(bytes, f.id)) : readText(f.path);
     if (f.format === "jsonl") {
       const docs = parseJsonl(content, f.id, spec.jsonl_fields);
       if (docs.length === 0) throw new CorpusError(`${f.id}: JSONL file has no records`);

@@ -263,6 +263,8 @@ export interface DatasetInfo {
   numDocs: number;
   cachePath?: string;
   cacheHit?: boolean;
+  /** The corpus files it was made from (ids as in error messages), when known. */
+  sources?: string[];
 }
 
 /** Train/validation token streams with deterministic batch iterators. */
@@ -298,10 +300,10 @@ export class TokenDataset {
    * a valid cache file is used as is; a missing, stale or corrupt one is rebuilt (logged).
    */
   static fromCorpus(opts: FromCorpusOptions): TokenDataset {
-    const { data, path, hit } = loadOrBuildTokens(opts);
+    const { data, path, hit, sources } = loadOrBuildTokens(opts);
     return TokenDataset.fromTokenized(data, {
       padId: opts.tokenizer.eosId ?? 0,
-      info: { cachePath: path, cacheHit: hit },
+      info: { cachePath: path, cacheHit: hit, sources },
     });
   }
 
@@ -318,6 +320,25 @@ export class TokenDataset {
   }
   get valTokens(): number {
     return this.val.tokens.length;
+  }
+
+  /**
+   * Refuses a dataset too small to train and validate on at sequence length `seqLen`: the train
+   * split needs `seqLen + 1` tokens (one full sequence) and the validation split 2 (one target), or
+   * the run would "complete" with a NaN validation loss.
+   *
+   * @throws {RangeError} Naming the corpus files (or token file) and the sizes.
+   */
+  requireSequences(seqLen: number): void {
+    if (this.trainTokens >= seqLen + 1 && this.valTokens >= 2) return;
+    const src = this.info.sources?.length
+      ? `corpus ${this.info.sources.slice(0, 5).join(", ")}${this.info.sources.length > 5 ? ", ..." : ""}`
+      : this.info.cachePath ?? "the corpus";
+    throw new RangeError(
+      `data: ${src} is too short: ${this.trainTokens} train + ${this.valTokens} validation tokens, but one ` +
+        `training sequence needs data.seq_len + 1 = ${seqLen + 1} tokens and validation at least 2; ` +
+        `use a longer corpus, a smaller data.seq_len, or a larger data.val_fraction`,
+    );
   }
 
   /** Sequences per epoch of a split at sequence length T. */
@@ -454,7 +475,9 @@ function readBytes(path: string): Uint8Array {
   }
 }
 
-function loadOrBuildTokens(opts: FromCorpusOptions): { data: TokenizedCorpus; path?: string; hit: boolean } {
+function loadOrBuildTokens(
+  opts: FromCorpusOptions,
+): { data: TokenizedCorpus; path?: string; hit: boolean; sources: string[] } {
   const log = opts.log ?? ((m: string) => console.error(m));
   checkFraction(opts.valFraction);
   const files = resolveCorpusFiles(opts.spec, opts.baseDir);
@@ -470,7 +493,8 @@ function loadOrBuildTokens(opts: FromCorpusOptions): { data: TokenizedCorpus; pa
       addBos: opts.addBos,
     });
   };
-  if (opts.cacheDir === false) return { data: build(), hit: false };
+  const sources = files.map((f) => f.id);
+  if (opts.cacheDir === false) return { data: build(), hit: false, sources };
   const contents = new Map(files.map((f) => [f.path, readBytes(f.path)]));
   const key = tokenCacheKey({ files }, contents, opts);
   const dir = opts.cacheDir ?? DEFAULT_CACHE_DIR;
@@ -478,7 +502,7 @@ function loadOrBuildTokens(opts: FromCorpusOptions): { data: TokenizedCorpus; pa
   const r = readTokenCache(path, { key, vocabSize: opts.tokenizer.vocabSize });
   if (r.ok) {
     log(`token cache: hit ${path} (${r.data.train.tokens.length} train + ${r.data.val.tokens.length} val tokens)`);
-    return { data: r.data, path, hit: true };
+    return { data: r.data, path, hit: true, sources };
   }
   if (r.reason !== "missing") log(`token cache: ${path} is unusable (${r.reason}); rebuilding`);
   const data = build(contents, r.reason === "missing" ? path : undefined);
@@ -488,7 +512,7 @@ function loadOrBuildTokens(opts: FromCorpusOptions): { data: TokenizedCorpus; pa
   } catch (e) {
     log(`token cache: could not write ${path} (${(e as Error).message}); continuing without a cache`);
   }
-  return { data, path, hit: false };
+  return { data, path, hit: false, sources };
 }
 
 /** Writes a token file atomically (temp file in the same directory, fsync, rename). */
