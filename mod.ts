@@ -32,8 +32,21 @@ export {
   runRouterTrain,
 } from "./stages/router_train.ts";
 export { type AdaptConfig, AdaptSchema, adaptStage, runAdapt } from "./stages/adapt.ts";
+export { type GroupConfig, GroupSchema, groupStage, runGroup } from "./stages/group.ts";
 
 // ---- LTE algorithms (lte/)
+export {
+  balancedAssign,
+  balancedKmeans,
+  expertsPerLayer,
+  GroupingError,
+  groupLayer,
+  groupLayers,
+  type LayerGrouping,
+  neuronFeatures,
+  permuteFfn,
+  randomLabels,
+} from "./lte/grouping.ts";
 export {
   BASELINES,
   type Budget,
@@ -52,6 +65,19 @@ export { type Actuator, calibrateOffset, SparsityController } from "./lte/contro
 // ---- Inference engine (engine/) and serving (serve/)
 
 // ---- Models and checkpoints
+export {
+  LTE_FORMAT,
+  LTE_META_FILE,
+  LteArtifactError,
+  type LteMeta,
+  readLteMeta,
+  readRouters,
+  routerBiasName,
+  ROUTERS_FILE,
+  routerWeightName,
+  writeLteMeta,
+  writeRouters,
+} from "./models/lte_artifacts.ts";
 export * from "./models/config.ts";
 export {
   DecoderLM,
