@@ -42,13 +42,7 @@ import {
   writeLteMeta,
   writeRouters,
 } from "../models/lte_artifacts.ts";
-import {
-  activeFraction,
-  createRouting,
-  gateParamName,
-  initRouterArrays,
-  routingArrays,
-} from "../models/routing.ts";
+import { activeFraction, createRouting, gateParamName, initRouterArrays, routingArrays } from "../models/routing.ts";
 import { readSafetensors } from "../models/safetensors.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import {
