@@ -305,6 +305,8 @@ export interface BalancedKmeansOptions {
   assign?: AssignOptions;
   /** A device copy of `x` to use (not disposed here); made and disposed here when absent. */
   features?: DeviceFeatures;
+  /** Squared row norms of `x`, if the caller has them. */
+  rowSquares?: Float64Array;
 }
 
 /** Result of {@linkcode balancedKmeans}. */
@@ -415,7 +417,7 @@ export async function balancedKmeans(
   const tol = opts.tol ?? 1e-3;
   const df = opts.features ?? new DeviceFeatures(x, n, d, opts.device);
   try {
-    const sq = rowSquares(x, n, d);
+    const sq = opts.rowSquares ?? rowSquares(x, n, d);
     let rowSq = 0;
     for (let i = 0; i < n; i++) rowSq += sq[i]!;
     let centres = kmeansPlusPlus(df, x, sq, K, new Rng(opts.seed));
@@ -577,6 +579,7 @@ export async function groupLayer(
   const x = normalizeRows(features, n, d);
   const random = randomLabels(n, o.expertSize, layerSeed(o.seed, layer, 0x51ed));
   const df = new DeviceFeatures(x, n, d, o.device);
+  const sq = rowSquares(x, n, d);
   let km: BalancedKmeansResult | null = null;
   let labels: Int32Array, intra: number, rnd: number;
   try {
@@ -590,10 +593,10 @@ export async function groupLayer(
         tol: o.tol,
         assign: o.assign,
         features: df,
+        rowSquares: sq,
       });
     }
     labels = km ? km.labels : random;
-    const sq = rowSquares(x, n, d);
     intra = meanIntraCosine(df, sq, labels, o.expertSize);
     rnd = o.method === "random" ? intra : meanIntraCosine(df, sq, random, o.expertSize);
   } finally {
