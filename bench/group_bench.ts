@@ -7,7 +7,10 @@
  *
  * The weights are made on the device: two N(0, 1) base matrices are drawn once on the host, and
  * layer l is `a_l·A[p_l] + b_l·B[q_l]` (random row gathers, a² + b² = 1), so every layer is a
- * different Gaussian matrix without drawing 45M normals per layer on the host. The grouping is the
+ * different Gaussian matrix without drawing 45M normals per layer on the host. Unstructured
+ * Gaussian rows are a fixed point of k-means after one or two rounds; `--latent s` adds to each
+ * row one of d_ff/expert_size latent N(0, s²) vectors (chosen unevenly), so rows share directions
+ * as trained gate weights do and k-means runs more rounds (s = 0.5: cosine 0.2 within a latent). The grouping is the
  * group stage's code path (lte/grouping.ts groupLayers with the worker-thread assigner).
  *
  * @module
@@ -30,6 +33,7 @@ const { values: a } = parseArgs({
     threads: { type: "string" },
     method: { type: "string", default: "kmeans" },
     seed: { type: "string", default: "0" },
+    latent: { type: "string", default: "0" },
     json: { type: "string" },
   },
 });
@@ -38,6 +42,7 @@ const L = Number(a.layers ?? (device === "cuda" ? 32 : 2));
 const F = Number(a["d-ff"]), D = Number(a["d-model"]), size = Number(a["expert-size"]);
 const iterations = Number(a.iterations), seed = Number(a.seed);
 const method = a.method as "kmeans" | "random";
+const latent = Number(a.latent);
 const cores = navigator.hardwareConcurrency ?? 2;
 const threads = Number(a.threads ?? Math.max(1, Math.min(L, cores - 1)));
 const be = getBackend(device);
@@ -46,6 +51,7 @@ if (device === "cuda") be.setAllowTf32(false);
 const t0 = performance.now();
 const rng = new Rng(seed);
 const bases = [rng.normals(F * D), rng.normals(F * D)].map((h) => Tensor.fromArray(h, [F, D], { device }).keep());
+const latents = Tensor.fromArray(rng.normals((F / size) * D, latent), [F / size, D], { device }).keep();
 const genMs0 = performance.now() - t0;
 let genMs = genMs0;
 
@@ -59,7 +65,11 @@ function layerWeights(l: number): { data: Float32Array; n: number; d: number } {
     noGrad(() => {
       const x = embedding(Tensor.fromArray(perm(), [F], { device }), bases[0]!);
       const y = embedding(Tensor.fromArray(perm(), [F], { device }), bases[1]!);
-      return add(scale(x, Math.cos(th)), scale(y, Math.sin(th))).toArray() as Float32Array;
+      const w = add(scale(x, Math.cos(th)), scale(y, Math.sin(th)));
+      if (latent === 0) return w.toArray() as Float32Array;
+      // Uneven cluster sizes: latent index = floor(K·u²).
+      const z = Int32Array.from({ length: F }, () => Math.floor((F / size) * r.uniform() ** 2));
+      return add(w, embedding(Tensor.fromArray(z, [F], { device }), latents)).toArray() as Float32Array;
     })
   );
   genMs += performance.now() - t;
@@ -104,6 +114,7 @@ const result = {
   threads: assigner.threads,
   shape: { layers: L, d_ff: F, d_model: D, expert_size: size, experts_per_layer: F / size },
   method,
+  latent,
   iterations_max: iterations,
   seed,
   total_s: totalS,
@@ -132,4 +143,4 @@ console.log(
     }`,
 );
 if (a.json) writeFileSync(a.json, JSON.stringify(result, null, 2) + "\n");
-for (const b of bases) b.dispose();
+for (const b of [...bases, latents]) b.dispose();
