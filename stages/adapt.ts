@@ -40,6 +40,7 @@ import { tokenMask } from "../lte/losses.ts";
 import { DataSchema, OptimizerSchema, TrainingSchema } from "./_schemas.ts";
 import { train } from "./_train.ts";
 import {
+  fingerprintLte,
   loadLteData,
   lteSourceDir,
   measureRouting,
@@ -232,6 +233,7 @@ export const adaptStage: StageDefinition<AdaptConfig> = {
   inputs: (c) => (c.from ? [c.from] : []),
   run: runAdapt,
   preflight: (c, env) => preflightLte(c, env, "routers"),
+  fingerprint: fingerprintLte,
   version: "1",
 };
 

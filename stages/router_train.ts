@@ -27,7 +27,7 @@
  * @module
  */
 import { z } from "zod";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { getBackend, resolveDevice } from "../ffi/backend.ts";
@@ -753,6 +753,36 @@ export function preflightLte(
   return problems;
 }
 
+/**
+ * Identity of the files an LTE stage reads that the YAML only names (data files; the checkpoint
+ * folder's weights, lte.json and routers), so editing one re-runs the stage.
+ */
+export function fingerprintLte(c: { checkpoint?: string; data: DataConfig }, env: { configDir: string }): string {
+  const files: string[] = [];
+  const at = (p: string) => resolve(env.configDir, p);
+  if (c.data.tokens_file) files.push(at(c.data.tokens_file));
+  if (c.data.corpus) {
+    try {
+      files.push(...resolveCorpusFiles(c.data.corpus, env.configDir).map((f) => f.path));
+    } catch (e) {
+      return `unresolved corpus: ${(e as Error).message}`;
+    }
+  }
+  if (c.checkpoint) {
+    for (const f of ["config.json", "model.safetensors", LTE_META_FILE, "routers.safetensors"]) {
+      files.push(join(at(c.checkpoint), f));
+    }
+  }
+  return files.map((f) => {
+    try {
+      const st = statSync(f);
+      return `${f}:${st.size}:${st.mtime?.getTime() ?? 0}`;
+    } catch {
+      return `${f}:missing`;
+    }
+  }).join("|");
+}
+
 /** The registered stage definition. */
 export const routerTrainStage: StageDefinition<RouterTrainConfig> = {
   type: "router-train",
@@ -761,6 +791,7 @@ export const routerTrainStage: StageDefinition<RouterTrainConfig> = {
   inputs: (c) => (c.from ? [c.from] : []),
   run: runRouterTrain,
   preflight: (c, env) => preflightLte(c, env, "grouped"),
+  fingerprint: fingerprintLte,
   version: "1",
 };
 
