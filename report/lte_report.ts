@@ -90,10 +90,16 @@ function meanStd(xs: number[]): { mean: number; std: number } {
   return { mean: m, std: Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / v.length) };
 }
 
-/** The sweep point of an entry without its seed (entries with the same key are seeds of one point). */
+/**
+ * The sweep point of an entry without its seed (entries with the same key are seeds of one point):
+ * the target sparsity when known (so a seed sweep at one target, made by another stage, joins the
+ * target sweep's point), plus the other swept values.
+ */
 export function pointKey(e: ReportEntry): string {
-  const v = Object.entries(e.variant).filter(([k]) => k !== "seed").sort(([a], [b]) => a.localeCompare(b));
-  return v.map(([k, x]) => `${k}=${x}`).join(",");
+  const v = Object.entries(e.variant).filter(([k]) => k !== "seed" && k !== "target_sparsity")
+    .sort(([a], [b]) => a.localeCompare(b)).map(([k, x]) => `${k}=${x}`);
+  if (e.target_sparsity !== null) v.unshift(`target=${e.target_sparsity}`);
+  return v.join(",");
 }
 
 /** The primary quality metric of the report's data kind and whether higher is better. */
@@ -164,7 +170,7 @@ export function barChecks(r: LteReport): BarCheck[] {
   const better = (a: number, b: number) => (pm.higher ? a > b : a < b);
   return rows.filter((x) => x.method === "lte").map((l) => {
     const s = l.sparsity!.mean;
-    const allowed = Math.abs(s - 0.5) <= 0.05 ? 0.03 : Math.abs(s - 0.75) <= 0.05 ? 0.10 : null;
+    const allowed = Math.abs(s - 0.5) <= 0.05 + 1e-9 ? 0.03 : Math.abs(s - 0.75) <= 0.05 + 1e-9 ? 0.10 : null;
     const beats: Record<string, boolean> = {};
     for (const b of rows.filter((x) => x.key === l.key && x.method !== "lte" && x.sparsity)) {
       beats[b.method] = better(l.quality.mean, b.quality.mean);
@@ -204,6 +210,12 @@ function firstVal(p: { name: string }, x: AggregateRow): { mean: number; std: nu
   return p.name === "val ppl" ? x.loss : x.quality;
 }
 
+function okText(c: BarCheck, no: string): string {
+  if (c.allowed_delta === null) return "";
+  const verdict = c.ppl_ok === null ? "no control run" : c.ppl_ok ? "yes" : no;
+  return ` (bar ≤ ${100 * c.allowed_delta}%: ${verdict})`;
+}
+
 /** The comparison table in markdown. */
 export function renderMarkdownTable(r: LteReport): string {
   const p = primaryMetric(r);
@@ -227,7 +239,7 @@ export function renderMarkdownTable(r: LteReport): string {
       lines.push(
         `| ${c.point} | ${f(c.sparsity)} | ${c.target_ok === null ? "–" : c.target_ok ? "yes" : "NO"} | ${
           c.delta_vs_control === null ? "–" : `${(100 * c.delta_vs_control).toFixed(1)}%`
-        }${c.allowed_delta === null ? "" : ` (≤ ${100 * c.allowed_delta}%: ${c.ppl_ok ? "yes" : "NO"})`} | ${
+        }${okText(c, "NO")} | ${
           Object.entries(c.beats).map(([k, v]) => `${k} ${v ? "yes" : "NO"}`).join(", ") || "–"
         } |`,
       );
@@ -419,7 +431,7 @@ export function renderLteReport(r: LteReport): string {
     `<tr><td>${esc(c.point)}</td><td>${f(c.sparsity)}</td><td>${
       c.target === null ? "–" : `${f(c.target, 2)}: ${c.target_ok ? "yes" : "<b>no</b>"}`
     }</td><td>${c.delta_vs_control === null ? "–" : (100 * c.delta_vs_control).toFixed(1) + "%"}${
-      c.allowed_delta === null ? "" : ` (bar ≤ ${100 * c.allowed_delta}%: ${c.ppl_ok ? "yes" : "<b>no</b>"})`
+      okText(c, "<b>no</b>")
     }</td><td>${
       Object.entries(c.beats).map(([k, v]) => `${esc(k)}: ${v ? "yes" : "<b>no</b>"}`).join(", ") || "–"
     }</td></tr>`

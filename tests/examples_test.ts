@@ -22,8 +22,8 @@ Deno.test("every examples/**/*.yaml validates against the registered stage schem
   const files = yamlFiles(join(ROOT, "examples"));
   assert.equal(
     files.length,
-    2,
-    `expected 2 example pipelines, found: ${files.map((f) => relative(ROOT, f)).join(", ")}`,
+    3,
+    `expected 3 example pipelines, found: ${files.map((f) => relative(ROOT, f)).join(", ")}`,
   );
   for (const f of files) {
     const config = await loadConfig(f);
