@@ -825,6 +825,14 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  lte_sffn_set_tuning: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // int32_t key
+      I32, // int32_t value
+    ],
+    result: S, // lte_status
+  },
   lte_sffn_dense_gemv: {
     parameters: [
       P, // lte_ctx_t *ctx

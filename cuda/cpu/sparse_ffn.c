@@ -252,6 +252,25 @@ LTE_API lte_status lte_sffn_dense_act(lte_ctx_t *ctx, lte_dtype dtype, int32_t a
   return LTE_STATUS_OK;
 }
 
+LTE_API lte_status lte_sffn_set_tuning(lte_ctx_t *ctx, int32_t key, int32_t value) {
+  CHECK_CTX();
+  switch (key) {
+    case LTE_SFFN_TUNE_PDL:
+      if (value == 0 || value == 1) return LTE_STATUS_OK;
+      return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: LTE_SFFN_TUNE_PDL value = %d must be 0 or 1", __func__, (int)value);
+    case LTE_SFFN_TUNE_GATE_UP_UNROLL:
+      if (value == 4 || value == 8) return LTE_STATUS_OK;
+      return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: LTE_SFFN_TUNE_GATE_UP_UNROLL value = %d must be 4 or 8", __func__,
+                  (int)value);
+    case LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM:
+      if (value >= 1 && value <= 8) return LTE_STATUS_OK;
+      return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM value = %d must be in [1, 8]",
+                  __func__, (int)value);
+    default:
+      return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: unknown tuning key %d", __func__, (int)key);
+  }
+}
+
 LTE_API lte_status lte_sffn_graph_begin(lte_ctx_t *ctx) {
   CHECK_CTX();
   return FAIL(LTE_STATUS_UNSUPPORTED, "%s: CUDA graphs need the cuda backend", __func__);

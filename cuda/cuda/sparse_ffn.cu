@@ -43,6 +43,32 @@ namespace sffn {
 constexpr int kBlock = 256; /* threads of every kernel here (8 warps) */
 constexpr int kRouteSplit = 4;
 constexpr int kDownColsPerBlock = 512; /* 8 warps x 64 columns */
+constexpr int kMaxDownBlocksPerSm = 8;
+
+/* Process-wide tuning knobs (lte_sffn_set_tuning; benchmarks sweep them). */
+struct Tuning {
+  int pdl = 1;              /* programmatic dependent launch between the three kernels */
+  int gate_up_unroll = 8;   /* 32-column chunks in flight per warp (4 or 8) */
+  int down_blocks_per_sm = 4; /* target blocks of the down grid per multiprocessor (1..8) */
+};
+Tuning g_tune;
+
+/* Programmatic dependent launch (sm_90): `wait` blocks until the previous kernel in the stream has
+   completed and its writes are visible; `trigger` lets the next kernel's blocks be scheduled as
+   this grid's blocks retire. Both are no-ops for a kernel launched without the PDL attribute.
+   Rule used below: nothing produced or consumed by a neighbouring kernel is touched before
+   `wait`, except the union list and counts in down (written by route, which completed before
+   gate_up passed its own `wait` and triggered). */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
 
 /* ------------------------------------------------------------------ workspace layout */
 
@@ -62,7 +88,8 @@ inline Layout layout(const lte_ctx *ctx, int B, int C, int N) {
   Layout L;
   L.cb = (C + kDownColsPerBlock - 1) / kDownColsPerBlock;
   const int sms = ctx->sm_count > 0 ? ctx->sm_count : 132;
-  L.ks = (sms * 4 + L.cb - 1) / L.cb;
+  L.ks = (sms * g_tune.down_blocks_per_sm + L.cb - 1) / L.cb;
+  const int ks_max = (sms * kMaxDownBlocksPerSm + L.cb - 1) / L.cb; /* workspace sized for any knob */
   if (L.ks < 1) L.ks = 1;
   size_t off = 0;
   L.ctr_off = off;
@@ -72,7 +99,7 @@ inline Layout layout(const lte_ctx *ctx, int B, int C, int N) {
   L.dacc_off = off;
   off = align256(off + sizeof(float) * (size_t)B * C);
   L.part_off = off;
-  off = align256(off + sizeof(float) * (size_t)L.ks * B * C);
+  off = align256(off + sizeof(float) * (size_t)ks_max * B * C);
   L.bytes = off;
   return L;
 }
@@ -118,7 +145,9 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
   return r;
 }
 
-__device__ __forceinline__ uint4 ld_cached(const void *p) { return __ldg(static_cast<const uint4 *>(p)); }
+/* 16-byte load of an activation (x, h) through L2 only: with PDL a kernel may start before its
+   predecessor finished, so nothing written by another kernel is read through the incoherent L1. */
+__device__ __forceinline__ uint4 ld_cached(const void *p) { return __ldcg(static_cast<const uint4 *>(p)); }
 
 template <class T>
 __device__ __forceinline__ void mma16816(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -177,6 +206,8 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
                                                        int *__restrict__ counter, int B, int C, int N) {
   constexpr int V = 16 / sizeof(T);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  pdl_wait();
+  pdl_trigger();
   if (w != nullptr) {
     const int e = blockIdx.x * 8 + warp;
     const int slice = C / gridDim.y; /* C % (64 * RSPLIT) handled by the host choosing gridDim.y */
@@ -272,11 +303,13 @@ __global__ void __launch_bounds__(kBlock, 2)
                 const T *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
                 const int32_t *__restrict__ counts, T *__restrict__ h, int B, int C, int S, int F) {
   constexpr int TN = GLU ? 8 : 16;
-  const int P = counts[B];
+  pdl_wait();
+  pdl_trigger();
+  const int P = __ldcg(&counts[B]);
   const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
   if (kk0 >= P * S) return;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int p = kk0 / S, e = list[p];
+  const int p = kk0 / S, e = __ldcg(&list[p]);
   const int n0 = e * S + (kk0 - p * S);
   const T *ra = GLU ? w_gate + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g) * C;
   const T *rb = GLU ? w_in + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g + 8) * C;
@@ -331,7 +364,7 @@ __global__ void __launch_bounds__(kBlock, 2)
       for (int wi = 0; wi < 8; wi++) s += red[wi][nt * 4 + i][lane];
       d[nt][i] = s;
     }
-  const uint32_t m = bits[e];
+  const uint32_t m = __ldcg(&bits[e]);
 #pragma unroll
   for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
@@ -377,7 +410,7 @@ __device__ void down_finish(const T *__restrict__ bias, const T *residual, T *y,
       for (int k = 0; k < nparts; k++) v += __ldcg(&part[((int64_t)k * B + b) * C + c]);
     }
     if (bias) v += to_f(bias[c]);
-    if (residual) v += to_f(residual[o]);
+    if (residual) v += to_f(__ldcg(&residual[o]));
     y[o] = from_f<T>(v);
   }
 }
@@ -389,7 +422,8 @@ __global__ void __launch_bounds__(kBlock, 2)
              float *__restrict__ dacc, float *__restrict__ part, int *__restrict__ counters, int B, int C, int S,
              int F) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int K = counts[B] * S;           /* union rows */
+  pdl_trigger();
+  const int K = __ldcg(&counts[B]) * S; /* union rows (route's output: complete, see pdl_wait) */
   const int chunks = K / 16;             /* 16-row steps */
   const int per = (chunks + gridDim.y - 1) / gridDim.y;
   const int nparts = per > 0 ? (chunks + per - 1) / per : 0;
@@ -419,13 +453,21 @@ __global__ void __launch_bounds__(kBlock, 2)
         if (s < s_end) {
           const int kk = s * 16;
           const int p = kk / S;
-          const int64_t row = (int64_t)__ldg(&list[p]) * S + (kk - p * S) + 4 * t;
+          const int64_t row = (int64_t)__ldcg(&list[p]) * S + (kk - p * S) + 4 * t;
           const T *wr = wdt + row * C + cg;
 #pragma unroll
           for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
+        }
+      }
+      if (s0 == s_begin) pdl_wait(); /* h comes from gate_up: the weights above were already in flight */
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int s = s0 + u;
+        if (s < s_end) {
+          const int kk = s * 16;
 #pragma unroll
           for (int nt = 0; nt < NT; nt++)
-            hv[u][nt] = hok[nt] ? __ldg(reinterpret_cast<const uint2 *>(hr[nt] + kk)) : make_uint2(0, 0);
+            hv[u][nt] = hok[nt] ? __ldcg(reinterpret_cast<const uint2 *>(hr[nt] + kk)) : make_uint2(0, 0);
         }
       }
 #pragma unroll
@@ -469,6 +511,7 @@ __global__ void __launch_bounds__(kBlock, 2)
       }
     }
   }
+  pdl_wait();
   if (!last_block_arrived(&counters[blockIdx.x], gridDim.y)) return;
   down_finish<T, ATOMIC>(bias, residual, y, dacc, part, nparts, B, C);
 }
@@ -558,6 +601,24 @@ PFN_cublasGemmEx gemm_ex() {
   return fn;
 }
 
+
+/* Launches kernel on ctx->stream, with the programmatic-dependent-launch attribute when the PDL
+   knob is on. Returns the launch error (LTE_LAUNCH_CHECK reports it). */
+template <typename... KArgs, typename... Args>
+cudaError_t launch(lte_ctx *ctx, void (*kernel)(KArgs...), dim3 grid, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kBlock);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = ctx->stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = g_tune.pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+
 }  // namespace sffn
 }  // namespace lte
 
@@ -620,32 +681,33 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   int split = kRouteSplit;
   while (split > 1 && d_model % (split * 64) != 0) split--;
   dim3 grid(w_router ? (n_experts + 7) / 8 : 1, w_router ? split : 1);
-#define ROUTE(T)                                                                                             \
-  route_kernel<T><<<grid, kBlock, 0, ctx->stream>>>(static_cast<const T *>(x), static_cast<const T *>(w_router), \
-                                                    static_cast<const T *>(b_router), logits, bits, list, counts, \
-                                                    racc, ctr, batch, d_model, n_experts)
+#define ROUTE(T)                                                                                              \
+  launch(ctx, route_kernel<T>, grid, static_cast<const T *>(x), static_cast<const T *>(w_router),              \
+         static_cast<const T *>(b_router), logits, bits, list, counts, racc, ctr, (int)batch, (int)d_model,     \
+         (int)n_experts)
+  cudaError_t le;
   if (dtype == LTE_DTYPE_F16)
-    ROUTE(__half);
+    le = ROUTE(__half);
   else if (dtype == LTE_DTYPE_BF16)
-    ROUTE(__nv_bfloat16);
+    le = ROUTE(__nv_bfloat16);
   else
-    ROUTE(float);
+    le = ROUTE(float);
 #undef ROUTE
-  LTE_LAUNCH_CHECK("route_kernel");
+  if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of route_kernel", le, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }
 
 template <class T, bool GLU>
-static void launch_gate_up(lte_ctx *ctx, unsigned grid, const void *x, const void *w_gate, const void *w_in,
-                           const void *b_in, const uint32_t *bits, const int32_t *list, const int32_t *counts,
-                           void *h, int B, int C, int S, int F) {
+static cudaError_t launch_gate_up(lte_ctx *ctx, unsigned grid, const void *x, const void *w_gate, const void *w_in,
+                                  const void *b_in, const uint32_t *bits, const int32_t *list, const int32_t *counts,
+                                  void *h, int B, int C, int S, int F) {
   const T *xx = static_cast<const T *>(x), *wg = static_cast<const T *>(w_gate), *wi = static_cast<const T *>(w_in),
           *bi = static_cast<const T *>(b_in);
   T *hh = static_cast<T *>(h);
-  if (B <= 8)
-    gate_up_mma<T, GLU, 1, 8><<<grid, kBlock, 0, ctx->stream>>>(xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
-  else
-    gate_up_mma<T, GLU, 2, 4><<<grid, kBlock, 0, ctx->stream>>>(xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  if (B > 8) return launch(ctx, gate_up_mma<T, GLU, 2, 4>, dim3(grid), xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  if (g_tune.gate_up_unroll == 4)
+    return launch(ctx, gate_up_mma<T, GLU, 1, 4>, dim3(grid), xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  return launch(ctx, gate_up_mma<T, GLU, 1, 8>, dim3(grid), xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
 }
 
 extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *x,
@@ -676,20 +738,18 @@ extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, 
     return LTE_STATUS_OK;
   }
   const unsigned grid = glu ? F / 8 : F / 16;
+  cudaError_t le;
   if (dtype == LTE_DTYPE_F16) {
-    if (glu)
-      launch_gate_up<__half, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S, F);
-    else
-      launch_gate_up<__half, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S, F);
+    le = glu ? launch_gate_up<__half, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S, F)
+             : launch_gate_up<__half, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S,
+                                             F);
   } else {
-    if (glu)
-      launch_gate_up<__nv_bfloat16, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S,
-                                          F);
-    else
-      launch_gate_up<__nv_bfloat16, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model,
-                                           S, F);
+    le = glu ? launch_gate_up<__nv_bfloat16, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch,
+                                                   d_model, S, F)
+             : launch_gate_up<__nv_bfloat16, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch,
+                                                    d_model, S, F);
   }
-  LTE_LAUNCH_CHECK("gate_up_mma");
+  if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gate_up_mma", le, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }
 
@@ -697,7 +757,7 @@ extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, 
 static constexpr int kDefaultDown = LTE_SFFN_DOWN_ATOMIC;
 
 template <class T, bool ATOMIC>
-static void launch_down(lte_ctx *ctx, const Layout &L, const void *h, const void *wdt, const void *bias,
+static cudaError_t launch_down(lte_ctx *ctx, const Layout &L, const void *h, const void *wdt, const void *bias,
                         const int32_t *list, const int32_t *counts, const void *residual, void *y, void *ws, int B,
                         int C, int S, int F) {
   char *w8 = static_cast<char *>(ws);
@@ -708,12 +768,8 @@ static void launch_down(lte_ctx *ctx, const Layout &L, const void *h, const void
   const T *hh = static_cast<const T *>(h), *ww = static_cast<const T *>(wdt), *bb = static_cast<const T *>(bias),
           *rr = static_cast<const T *>(residual);
   T *yy = static_cast<T *>(y);
-  if (B <= 8)
-    down_mma<T, 1, 4, ATOMIC><<<grid, kBlock, 0, ctx->stream>>>(hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B,
-                                                                C, S, F);
-  else
-    down_mma<T, 2, 2, ATOMIC><<<grid, kBlock, 0, ctx->stream>>>(hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B,
-                                                                C, S, F);
+  if (B <= 8) return launch(ctx, down_mma<T, 1, 4, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S, F);
+  return launch(ctx, down_mma<T, 2, 2, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S, F);
 }
 
 extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h, const void *w_down_t,
@@ -742,20 +798,19 @@ extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, con
   }
   const Layout L = layout(ctx, batch, d_model, n_experts);
   const bool atomic = (variant == LTE_SFFN_DOWN_AUTO ? kDefaultDown : variant) == LTE_SFFN_DOWN_ATOMIC;
+  cudaError_t le;
   if (dtype == LTE_DTYPE_F16) {
-    if (atomic)
-      launch_down<__half, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S, F);
-    else
-      launch_down<__half, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S, F);
+    le = atomic ? launch_down<__half, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model,
+                                            S, F)
+                : launch_down<__half, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model,
+                                             S, F);
   } else {
-    if (atomic)
-      launch_down<__nv_bfloat16, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S,
-                                       F);
-    else
-      launch_down<__nv_bfloat16, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model, S,
-                                        F);
+    le = atomic ? launch_down<__nv_bfloat16, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
+                                                   d_model, S, F)
+                : launch_down<__nv_bfloat16, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
+                                                    d_model, S, F);
   }
-  LTE_LAUNCH_CHECK("down_mma");
+  if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of down_mma", le, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }
 
@@ -802,6 +857,27 @@ extern "C" LTE_API lte_status lte_sffn_dense_act(lte_ctx_t *ctx, lte_dtype dtype
 #undef DACT
   LTE_LAUNCH_CHECK("dense_act_kernel");
   return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_sffn_set_tuning(lte_ctx_t *ctx, int32_t key, int32_t value) {
+  LTE_ENTER("lte_sffn_set_tuning");
+  switch (key) {
+    case LTE_SFFN_TUNE_PDL:
+      LTE_REQUIRE(value == 0 || value == 1, "LTE_SFFN_TUNE_PDL value = %d must be 0 or 1", (int)value);
+      g_tune.pdl = value;
+      return LTE_STATUS_OK;
+    case LTE_SFFN_TUNE_GATE_UP_UNROLL:
+      LTE_REQUIRE(value == 4 || value == 8, "LTE_SFFN_TUNE_GATE_UP_UNROLL value = %d must be 4 or 8", (int)value);
+      g_tune.gate_up_unroll = value;
+      return LTE_STATUS_OK;
+    case LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM:
+      LTE_REQUIRE(value >= 1 && value <= kMaxDownBlocksPerSm, "LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM value = %d must be in [1, %d]",
+                  (int)value, kMaxDownBlocksPerSm);
+      g_tune.down_blocks_per_sm = value;
+      return LTE_STATUS_OK;
+    default:
+      return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, "unknown tuning key %d", (int)key);
+  }
 }
 
 /* ------------------------------------------------------------------ CUDA graph helpers */

@@ -382,6 +382,16 @@ LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h,
                                  void *y, void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
                                  int32_t expert_size, int32_t variant);
 
+/* Process-wide tuning knobs of the CUDA kernels (benchmarks sweep them; defaults are the measured
+   best, docs/engine.md). The CPU backend validates and ignores them. Set them before capturing a
+   graph: a captured graph keeps the launch configuration it was captured with. */
+enum {
+  LTE_SFFN_TUNE_PDL = 1,                /* 0/1: programmatic dependent launch between the kernels */
+  LTE_SFFN_TUNE_GATE_UP_UNROLL = 2,     /* 4 or 8: column chunks in flight per warp (batch <= 8) */
+  LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM = 3  /* 1..8: row chunks of the down grid per multiprocessor */
+};
+LTE_API lte_status lte_sffn_set_tuning(lte_ctx_t *ctx, int32_t key, int32_t value);
+
 /* Dense baseline GEMV(s) for benchmarks and checks: y (B, rows) = x (B, cols) . w^T, w (rows, cols).
    CUDA: cuBLAS GemmEx (fp32 compute) when cuBLAS is loaded, else LTE_STATUS_UNSUPPORTED. */
 LTE_API lte_status lte_sffn_dense_gemv(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w, void *y,
