@@ -235,6 +235,45 @@ function main(): void {
     return cnt[batch]!;
   };
 
+  // ---- tuning sweep (B = 1, 50% and 90%): PDL x gate/up unroll x down grid size x down variant
+  const setTune = (key: number, value: number) => be.check(be.sym.lte_sffn_set_tuning(be.ctx, key, value), "tune");
+  const sweep: { pdl: number; unroll: number; bps: number; variant: string; us50: number; us90: number }[] = [];
+  const masks50 = () => setMasks(0.5, 1), masks90 = () => setMasks(0.9, 1);
+  const combos: [number, number, number][] = [];
+  for (const pdl of [0, 1]) for (const unroll of [4, 8]) for (const bps of [2, 4, 8]) combos.push([pdl, unroll, bps]);
+  const timed: Record<string, number> = {};
+  for (const [sp, setter] of [[0.5, masks50], [0.9, masks90]] as const) {
+    setter();
+    for (const [pdl, unroll, bps] of quick ? combos.slice(0, 4) : combos) {
+      setTune(1, pdl);
+      setTune(2, unroll);
+      setTune(3, bps);
+      for (const variant of ["atomic", "splitk"] as const) {
+        timed[`${pdl},${unroll},${bps},${variant},${sp}`] = median(timeGraph(sffn(1, variant)));
+      }
+    }
+  }
+  let best = { key: "", score: Infinity };
+  for (const [pdl, unroll, bps] of quick ? combos.slice(0, 4) : combos) {
+    for (const variant of ["atomic", "splitk"]) {
+      const us50 = timed[`${pdl},${unroll},${bps},${variant},0.5`]!,
+        us90 = timed[`${pdl},${unroll},${bps},${variant},0.9`]!;
+      sweep.push({ pdl, unroll, bps, variant, us50: +us50.toFixed(2), us90: +us90.toFixed(2) });
+      if (us50 / 38 + us90 / 14 < best.score) {
+        best = { key: `${pdl},${unroll},${bps},${variant}`, score: us50 / 38 + us90 / 14 };
+      }
+    }
+  }
+  const [bPdl, bUnroll, bBps, bVariant] = best.key.split(",");
+  setTune(1, Number(bPdl));
+  setTune(2, Number(bUnroll));
+  setTune(3, Number(bBps));
+  console.log(`tuning sweep (us at 50% / 90%):`);
+  for (const r of sweep) {
+    console.log(`  pdl=${r.pdl} unroll=${r.unroll} bps=${r.bps} ${r.variant.padEnd(6)} ${r.us50} / ${r.us90}`);
+  }
+  console.log(`best: pdl=${bPdl} unroll=${bUnroll} down_blocks_per_sm=${bBps} down=${bVariant}`);
+
   // ---- batch 1: sparsity sweep, both down variants, dense references
   record("cublas_dense_graph", 1, 0, N, timeGraph(cublasDense(1)));
   record("ours_dense(no router)", 1, 0, N, timeGraph(sffn(1, "auto", true)));
@@ -297,6 +336,10 @@ function main(): void {
     method: `CUDA graph of ${L} layers (distinct weights), ${REPS} samples x ${INNER} replays after ${WARM} warm-up ` +
       "replays, CUDA events; median per FFN block = median sample / layers",
     copy_bandwidth_tb_s: +(copyBw / 1e12).toFixed(3),
+    tuning: {
+      chosen: { pdl: Number(bPdl), gate_up_unroll: Number(bUnroll), down_blocks_per_sm: Number(bBps), down: bVariant },
+      sweep,
+    },
     kernel_split_us_at_50: { ...split, union_experts: un50 },
     rows,
     torch,

@@ -155,24 +155,47 @@ function checkCase(name: string, cpu: DeviceFfn, gpu: DeviceFfn): void {
   down(cpu);
   const yc = readAs(cpu, cpu.y, B * p.C);
   gpu.be.write(gpu.h, encode(p.dtype, hc));
-  for (const variant of ["atomic", "splitk", "atomic", "auto"] as const) {
-    poison(gpu.be, gpu.y, eb * B * p.C);
-    down(gpu, variant);
-    agree(`${name} y (${variant})`, p.dtype, readAs(gpu, gpu.y, B * p.C), yc);
+  for (const bps of [4, 1, 8]) {
+    tune(gpu, 3, bps); // down grid size: other row chunkings of the same rows
+    for (const variant of ["atomic", "splitk", "atomic", "auto"] as const) {
+      poison(gpu.be, gpu.y, eb * B * p.C);
+      down(gpu, variant);
+      agree(`${name} y (${variant}, ${bps} blocks/SM)`, p.dtype, readAs(gpu, gpu.y, B * p.C), yc);
+    }
   }
-  // --- the whole chain on the GPU, direct and as a replayed CUDA graph (not for f32: same kernels)
+  tune(gpu, 3, 4);
+  // --- the whole chain on the GPU, direct and as a replayed CUDA graph, with and without PDL
+  for (const pdl of [0, 1]) {
+    tune(gpu, 1, pdl);
+    for (const unroll of B <= 8 && p.dtype !== "f32" ? [4, 8] : [8]) {
+      tune(gpu, 2, unroll);
+      chain(`${name} pdl=${pdl} unroll=${unroll}`, gpu, yc);
+    }
+  }
+  tune(gpu, 2, 8);
+}
+
+function tune(d: DeviceFfn, key: number, value: number): void {
+  d.be.check(d.be.sym.lte_sffn_set_tuning(d.be.ctx, key, value), "lte_sffn_set_tuning");
+}
+
+function chain(name: string, gpu: DeviceFfn, yc: Float32Array): void {
+  const p = gpu.p, B = p.batch, eb = p.dtype === "f32" ? 4 : 2;
   poison(gpu.be, gpu.y, eb * B * p.C);
   route(gpu);
   gateUp(gpu);
   down(gpu);
   const yChain = readAs(gpu, gpu.y, B * p.C);
   agree(`${name} chain`, p.dtype, yChain, yc);
-  if (p.residual === null) {
-    // (with a residual in place the graph would need fresh inputs per replay; covered above)
+  {
+    // two layers back to back in one graph: with PDL, layer 2's route/gate_up must not overwrite
+    // the list / h that layer 1's down is still reading (y and residual are separate buffers)
     const g = CapturedGraph.capture(gpu.be, () => {
-      route(gpu);
-      gateUp(gpu);
-      down(gpu);
+      for (let layer = 0; layer < 2; layer++) {
+        route(gpu);
+        gateUp(gpu);
+        down(gpu);
+      }
     });
     try {
       for (let r = 0; r < 3; r++) {
