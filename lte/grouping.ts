@@ -305,6 +305,8 @@ export interface BalancedKmeansOptions {
   assign?: AssignOptions;
   /** A device copy of `x` to use (not disposed here); made and disposed here when absent. */
   features?: DeviceFeatures;
+  /** Start each round's auction from the previous round's prices. @default {true} */
+  warmStart?: boolean;
   /** Squared row norms of `x`, if the caller has them. */
   rowSquares?: Float64Array;
 }
@@ -423,7 +425,7 @@ export async function balancedKmeans(
     let centres = kmeansPlusPlus(df, x, sq, K, new Rng(opts.seed));
     const initMs = performance.now() - t0;
     let best: Int32Array | null = null, bestInertia = Infinity, bids = 0, assignMs = 0, it = 0;
-    let prev: Int32Array | null = null;
+    let prev: Int32Array | null = null, prices: Float64Array | undefined;
     const history: number[] = [];
     let sinceBest = 0;
     for (; it < Math.max(1, opts.iterations); it++) {
@@ -435,7 +437,11 @@ export async function balancedKmeans(
         cn[c] = s;
       }
       const ta = performance.now();
-      const r = await assigner.assign(dots, n, K, size, cn, opts.assign);
+      const r = await assigner.assign(dots, n, K, size, cn, {
+        ...opts.assign,
+        ...(prices && (opts.warmStart ?? true) ? { prices } : {}),
+      });
+      prices = r.prices;
       assignMs += performance.now() - ta;
       bids += r.bids;
       const labels = r.labels;

@@ -24,7 +24,7 @@ self.onmessage = (e: MessageEvent<Job>) => {
   const { id, dots, n, K, capacity, centreSq, opts } = e.data;
   try {
     const result = balancedAssign(kmeansScores(dots, n, K, centreSq), n, K, capacity, opts);
-    self.postMessage({ id, result }, [result.labels.buffer as ArrayBuffer]);
+    self.postMessage({ id, result }, [result.labels.buffer as ArrayBuffer, result.prices.buffer as ArrayBuffer]);
   } catch (err) {
     self.postMessage({ id, error: err instanceof Error ? err.message : String(err) });
   }

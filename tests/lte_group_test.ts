@@ -58,6 +58,12 @@ Deno.test("balancedAssign() reaches the optimum of small problems (brute force) 
     assertBalanced(r.labels, K, cap);
     const best = bruteForceBest(score, n, K, cap);
     assert.ok(r.total >= best - 1e-4, `trial ${trial}: auction ${r.total} < optimum ${best}`);
+    // Warm start from these prices on a perturbed problem: still balanced and optimal.
+    const next = Float32Array.from(score, (v) => v + 0.3 * rng.normal());
+    const w = balancedAssign(next, n, K, cap, { epsFinal: 1e-7, candidates: 2, prices: r.prices });
+    assertBalanced(w.labels, K, cap);
+    const bestNext = bruteForceBest(next, n, K, cap);
+    assert.ok(w.total >= bestNext - 1e-4, `trial ${trial} warm: auction ${w.total} < optimum ${bestNext}`);
   }
 });
 
