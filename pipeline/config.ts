@@ -37,6 +37,16 @@ import {
   schemaAt,
 } from "./_zod.ts";
 import { type PipelineSettings, RESERVED_STAGE_KEYS, type StageDefinition } from "./stage.ts";
+import {
+  type Expanded,
+  joinVariants,
+  renameRefs,
+  setPath,
+  type SweepCombo,
+  sweepCombos,
+  variantName,
+  type VariantValues,
+} from "./sweep.ts";
 
 export type { KeyPath } from "./_zod.ts";
 
@@ -125,6 +135,12 @@ export interface ResolvedStage<C = unknown> {
   inputs: string[];
   /** The registered stage type. */
   definition: StageDefinition<C>;
+  /** For a sweep variant (or a stage fanned out along one): the unexpanded name, e.g. `train`. */
+  base?: string;
+  /** For a sweep variant: its values by shortened key, e.g. `{ lr: 0.001, seed: 1 }`. */
+  variant?: Record<string, unknown>;
+  /** The seed this stage runs with when a sweep sets it (else the pipeline's `seed`). */
+  seed?: number;
 }
 
 /** A validated pipeline: what {@linkcode parseConfig} returns and the runner consumes. */
@@ -264,7 +280,12 @@ export function resolvedConfigYaml(config: PipelineConfig): string {
     seed: s.seed,
     device: s.device,
     run_dir: s.run_dir,
-    stages: config.stages.map((st) => ({ name: st.name, type: st.type, ...(st.config as object) })),
+    stages: config.stages.map((st) => ({
+      name: st.name,
+      type: st.type,
+      ...(st.base !== undefined ? { variant: { of: st.base, ...st.variant } } : {}),
+      ...(st.config as object),
+    })),
   };
   return stringify(doc, { lineWidth: 0 });
 }
@@ -295,10 +316,18 @@ class Validator {
   #js: any;
   /** Stages that failed schema validation, with the references found in their raw keys. */
   #partial: { name: string; index: number; inputs: string[] }[] = [];
+  /** The sweep variant being validated (issues inside it name the variant). */
+  #variant: { index: number; name: string } | undefined;
 
   constructor(readonly doc: Document, readonly lc: LineCounter, readonly file: string) {}
 
   error(): ConfigError {
+    // Sweep variants of one stage share most of their config: report each problem once.
+    const seen = new Set<string>();
+    this.issues = this.issues.filter((i) => {
+      const key = `${i.location}|${i.path}|${i.message}`;
+      return seen.has(key) ? false : (seen.add(key), true);
+    });
     const fileIssues = this.issues.filter((i) => i.override === undefined);
     fileIssues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
     const overrideIssues = this.issues.filter((i) => i.override !== undefined);
@@ -311,8 +340,9 @@ class Validator {
     const issue: ConfigIssue = { path: formatPath(path), message, location: "" };
     if (extra.expected !== undefined) issue.expected = extra.expected;
     if (extra.received !== undefined) issue.received = extra.received;
+    const variant = this.#variant !== undefined && path[1] === this.#variant.index ? this.#variant.name : undefined;
     const stageName = path[0] === "stages" && typeof path[1] === "number"
-      ? this.#js?.stages?.[path[1]]?.name ?? this.#docStageName(path[1])
+      ? variant ?? this.#js?.stages?.[path[1]]?.name ?? this.#docStageName(path[1])
       : undefined;
     if (typeof stageName === "string") issue.stage = stageName;
     const ov = [...this.#overrides].reverse().find((o) => isPrefix(o.root, path));
@@ -446,7 +476,8 @@ class Validator {
     const items: unknown[] = Array.isArray(js.stages) ? js.stages : [];
     const stages: (ResolvedStage | undefined)[] = [];
     const firstIndex = new Map<string, number>();
-    items.forEach((item, i) => stages.push(this.#validateStage(item, i, firstIndex)));
+    const expandedOf = new Map<string, Expanded[]>();
+    items.forEach((item, i) => stages.push(...this.#expandStage(item, i, firstIndex, expandedOf)));
 
     // References: inputs must name stages that run earlier.
     const names = [...firstIndex.keys()];
@@ -486,7 +517,119 @@ class Validator {
     return { settings, stages: stages as ResolvedStage[] };
   }
 
-  #validateStage(item: unknown, i: number, firstIndex: Map<string, number>): ResolvedStage | undefined {
+  /**
+   * Validate stage item `i`, expanded into its sweep variants and into the variants of the swept
+   * stages it consumes (fan-out; a `gathers` stage type instead consumes every variant).
+   */
+  #expandStage(
+    item: unknown,
+    i: number,
+    firstIndex: Map<string, number>,
+    expandedOf: Map<string, Expanded[]>,
+  ): (ResolvedStage | undefined)[] {
+    const def = isPlainObject(item) && typeof item.type === "string" ? getStage(item.type) : undefined;
+    if (!isPlainObject(item) || !def || typeof item.name !== "string") {
+      return [this.#validateStage(item, i, firstIndex)];
+    }
+    const base = item.name;
+    const { sweep, ...plain } = item;
+    const rest = Object.fromEntries(Object.entries(plain).filter(([k]) => !RESERVED_STAGE_KEYS.includes(k)));
+    let combos: SweepCombo[] = [{ values: {}, assignments: [] }];
+    if (Object.hasOwn(item, "sweep")) {
+      const r = sweepCombos(sweep, (path) => this.#sweepPathProblem(def, path, rest));
+      for (const p of r.problems) {
+        const at: KeyPath = ["stages", i, "sweep"];
+        if (p.key !== undefined) at.push(p.key);
+        if (p.index !== undefined) at.push(p.index);
+        this.add(at, p.message, { atKey: p.index === undefined && p.key !== undefined });
+      }
+      if (r.problems.length > 0) return [this.#validateStage(plain, i, firstIndex)];
+      combos = r.combos;
+    }
+    // The stage's references (from its first variant's config) decide whether it fans out.
+    let refs: string[] = [];
+    try {
+      const probe = structuredClone(rest);
+      for (const a of combos[0]!.assignments) setPath(probe, a.path, a.value);
+      const parsed = def.schema.safeParse(probe);
+      if (parsed.success) refs = def.inputs(parsed.data).filter((r) => typeof r === "string");
+    } catch { /* validation below reports it */ }
+    const swept = [...new Set(refs)].filter((r) => expandedOf.has(r));
+    const rows = def.gathers || swept.length === 0
+      ? [{ values: {} as VariantValues, pick: new Map<string, string>(), seed: undefined as number | undefined }]
+      : joinVariants(swept.map((r) => ({ base: r, variants: expandedOf.get(r)! })));
+    const out: (ResolvedStage | undefined)[] = [];
+    const variants: Expanded[] = [];
+    for (const row of rows) {
+      for (const combo of combos) {
+        const clash = Object.keys(combo.values).find((k) => k in row.values);
+        if (clash !== undefined) {
+          this.add(
+            ["stages", i, "sweep"],
+            `sweep key "${clash}" is already a variant key of the swept stages "${base}" consumes (${
+              swept.join(", ")
+            })`,
+          );
+          return [this.#validateStage(plain, i, firstIndex)];
+        }
+        const values = { ...row.values, ...combo.values };
+        const name = variantName(base, values);
+        const clone: Record<string, unknown> = { ...plain, ...(renameRefs(rest, row.pick) as object) };
+        for (const a of combo.assignments) setPath(clone, a.path, a.value);
+        const seed = combo.seed ?? row.seed;
+        const expanded = Object.keys(values).length > 0;
+        this.#variant = expanded ? { index: i, name } : undefined;
+        const before = this.issues.length;
+        const st = this.#validateStage(
+          clone,
+          i,
+          firstIndex,
+          expanded ? { name, base, variant: values, seed } : undefined,
+        );
+        this.#variant = undefined;
+        // A problem with a swept value points at that value in the sweep list.
+        for (const issue of this.issues.slice(before)) {
+          const a = combo.assignments.find((a) => {
+            const p = formatPath(["stages", i, ...a.path]);
+            return issue.path === p || issue.path.startsWith(`${p}.`) || issue.path.startsWith(`${p}[`);
+          });
+          if (!a || issue.override !== undefined) continue;
+          const { line, col } = this.#position(["stages", i, "sweep", a.key, a.index], false);
+          Object.assign(issue, { line, col, location: `${this.file}:${line}:${col}` });
+        }
+        if (st && def.gathers) {
+          st.inputs = [...new Set(st.inputs.flatMap((r) => expandedOf.get(r)?.map((v) => v.name) ?? [r]))];
+        }
+        out.push(st);
+        if (expanded) variants.push(seed !== undefined ? { name, values, seed } : { name, values });
+      }
+    }
+    if (variants.length > 0) expandedOf.set(base, variants);
+    return out;
+  }
+
+  /** Why a sweep key path does not name a key of the stage's schema, or undefined when it does. */
+  #sweepPathProblem(def: StageDefinition, path: string[], rest: Record<string, unknown>): string | undefined {
+    if (RESERVED_STAGE_KEYS.includes(path[0]!)) return `sweep cannot vary "${path[0]}"`;
+    if (schemaAt(def.schema, path, rest) !== undefined) return undefined;
+    for (let n = path.length - 1; n >= 0; n--) {
+      const parent = n === 0 ? def.schema : schemaAt(def.schema, path.slice(0, n), rest);
+      if (parent === undefined) continue;
+      const keys = objectKeysAt(parent, getAt(rest, path.slice(0, n))) ?? [];
+      const seg = path[n]!;
+      return `sweep key "${path.join(".")}": stage type "${def.type}" has no key "${
+        [...path.slice(0, n), seg].join(".")
+      }"${didYouMean(seg, keys)}`;
+    }
+    return `sweep key "${path.join(".")}": no such key in stage type "${def.type}"`;
+  }
+
+  #validateStage(
+    item: unknown,
+    i: number,
+    firstIndex: Map<string, number>,
+    as?: { name: string; base: string; variant: VariantValues; seed: number | undefined },
+  ): ResolvedStage | undefined {
     const at: KeyPath = ["stages", i];
     const issuesBefore = this.issues.length;
     if (!isPlainObject(item)) {
@@ -498,7 +641,7 @@ class Validator {
     }
     const header = StageHeaderSchema.safeParse(item, { reportInput: true });
     if (!header.success) this.#addZodIssues(header.error.issues, at, item);
-    const name = typeof item.name === "string" ? item.name : undefined;
+    const name = as?.name ?? (typeof item.name === "string" ? item.name : undefined);
     if (name !== undefined) {
       const first = firstIndex.get(name);
       if (first !== undefined) {
@@ -543,7 +686,7 @@ class Validator {
       this.add(at, `stage type "${def.type}" could not list its inputs: ${(err as Error).message}`);
       return undefined;
     }
-    return {
+    const resolved: ResolvedStage = {
       name: name!,
       type: def.type,
       index: i,
@@ -551,6 +694,12 @@ class Validator {
       inputs: [...new Set(inputs)],
       definition: def,
     };
+    if (as) {
+      resolved.base = as.base;
+      resolved.variant = as.variant;
+      if (as.seed !== undefined) resolved.seed = as.seed;
+    }
+    return resolved;
   }
 
   /** Path of the first scalar equal to `value` under `base` (where a reference was written), else `base`. */

@@ -82,8 +82,9 @@ interface StageIdentity {
 function stageIdentities(config: PipelineConfig): Map<string, StageIdentity> {
   const ids = new Map<string, StageIdentity>();
   const configDir = configDirOf(config);
-  const { seed, device } = config.settings;
+  const { device } = config.settings;
   for (const st of config.stages) {
+    const seed = st.seed ?? config.settings.seed; // a sweep may set a stage's seed
     const inputs = Object.fromEntries(st.inputs.map((n) => [n, ids.get(n)!.hash]));
     const def = st.definition;
     let fingerprint: string | undefined;

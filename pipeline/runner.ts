@@ -210,7 +210,7 @@ async function runLocked(
       if (entry.action !== "run") {
         const m = entry.manifest;
         if (m?.status === "complete") {
-          outputs.set(entry.name, { dir: stageDir, summary: m.summary ?? {}, hash: m.hash });
+          outputs.set(entry.name, { dir: stageDir, summary: m.summary ?? {}, hash: m.hash, ...variantOf(st) });
           runIds.set(entry.name, m.started);
         }
         if (entry.action === "skip") say(`stage ${entry.name}: unchanged (hash ${entry.hash.slice(0, 12)}), skipped`);
@@ -236,7 +236,7 @@ async function runLocked(
         stageDir,
         stagesDir,
         runDir,
-        settings,
+        settings: st.seed !== undefined ? { ...settings, seed: st.seed } : settings,
         signal: controller.signal,
         say,
         appendLog,
@@ -248,7 +248,7 @@ async function runLocked(
       active = undefined;
       results.push(r);
       if (r.status === "complete" || r.status === "ended") {
-        outputs.set(entry.name, { dir: stageDir, summary: r.summary ?? {}, hash: entry.hash });
+        outputs.set(entry.name, { dir: stageDir, summary: r.summary ?? {}, hash: entry.hash, ...variantOf(st) });
         runIds.set(entry.name, r.started!);
       } else status = r.status === "interrupted" ? "interrupted" : "failed";
     }
@@ -404,4 +404,9 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
   if (summary !== undefined) r.summary = summary;
   if (manifest.error !== undefined) r.error = manifest.error;
   return r;
+}
+
+/** `variant` and `base` of a swept stage's output (nothing for a stage that is not a variant). */
+function variantOf(st: PipelineConfig["stages"][number]): Pick<StageOutput, "variant" | "base"> {
+  return st.base !== undefined ? { variant: { ...st.variant }, base: st.base } : {};
 }
