@@ -196,8 +196,9 @@ __device__ __forceinline__ bool last_block_arrived(int *counter, int expected) {
 
 /* ------------------------------------------------------------------ route */
 
-/* grid (ceil(N / 8), RSPLIT): warp w of block x handles expert 8x + w over column slice y.
-   dense (w == nullptr): grid (1, 1), the last-block part alone. */
+/* grid (ceil(N / 8), RSPLIT): warp w of block x handles expert 8x + w over column slice y. The
+   first RU 16-byte weight loads per lane are issued before the PDL wait (weights are constant), so
+   they overlap the previous kernel's tail. dense (w == nullptr): grid (1, 1), the last-block part. */
 template <class T>
 __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, const T *__restrict__ w,
                                                        const T *__restrict__ bias, float *__restrict__ logits,
@@ -205,33 +206,42 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
                                                        int32_t *__restrict__ counts, float *__restrict__ racc,
                                                        int *__restrict__ counter, int B, int C, int N) {
   constexpr int V = 16 / sizeof(T);
+  constexpr int RU = 4;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  pdl_wait();
-  pdl_trigger();
   if (w != nullptr) {
     const int e = blockIdx.x * 8 + warp;
-    const int slice = C / gridDim.y; /* C % (64 * RSPLIT) handled by the host choosing gridDim.y */
+    const int slice = C / gridDim.y; /* C % (64 * RSPLIT) == 0: the host chooses gridDim.y */
     const int c0 = blockIdx.y * slice;
     if (e < N) {
       float acc[LTE_SFFN_MAX_BATCH];
 #pragma unroll
       for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) acc[b] = 0.f;
       const T *wr = w + (int64_t)e * C;
-      for (int c = c0 + lane * V; c < c0 + slice; c += 32 * V) {
-        const uint4 wv = ld_stream(wr + c);
-        const T *wt = reinterpret_cast<const T *>(&wv);
+      for (int cb = c0 + lane * V; cb < c0 + slice; cb += 32 * V * RU) {
+        uint4 wv[RU];
 #pragma unroll
-        for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
-          if (b < B) {
-            const uint4 xv = ld_cached(x + (int64_t)b * C + c);
-            const T *xt = reinterpret_cast<const T *>(&xv);
-            float s = 0.f;
+        for (int u = 0; u < RU; u++)
+          if (cb + u * 32 * V < c0 + slice) wv[u] = ld_stream(wr + cb + u * 32 * V);
+        if (cb == c0 + lane * V) pdl_wait();
 #pragma unroll
-            for (int i = 0; i < V; i++) s += to_f(wt[i]) * to_f(xt[i]);
-            acc[b] += s;
+        for (int u = 0; u < RU; u++) {
+          const int c = cb + u * 32 * V;
+          if (c >= c0 + slice) break;
+          const T *wt = reinterpret_cast<const T *>(&wv[u]);
+#pragma unroll
+          for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+            if (b < B) {
+              const uint4 xv = ld_cached(x + (int64_t)b * C + c);
+              const T *xt = reinterpret_cast<const T *>(&xv);
+              float s = 0.f;
+#pragma unroll
+              for (int i = 0; i < V; i++) s += to_f(wt[i]) * to_f(xt[i]);
+              acc[b] += s;
+            }
           }
         }
       }
+      pdl_wait();
 #pragma unroll
       for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
         if (b < B) {
@@ -240,9 +250,16 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
         }
       }
     }
+    pdl_wait();
+    pdl_trigger();
     if (!last_block_arrived(counter, gridDim.x * gridDim.y)) return;
+  } else {
+    pdl_wait();
+    pdl_trigger();
   }
-  /* the last block: logits, threshold, bits, union list, counts */
+  /* the last block: logits, threshold, bits, union list, counts. The masks of up to
+     kBlock * CH experts are formed first (independent L2 loads, one round trip), then compacted. */
+  constexpr int CH = 4;
   __shared__ int s_warp[8];
   __shared__ int s_tok[LTE_SFFN_MAX_BATCH];
   __shared__ int s_base;
@@ -250,43 +267,57 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
   if (threadIdx.x == 0) s_base = 0;
   __syncthreads();
   const uint32_t full = B >= 32 ? 0xffffffffu : ((1u << B) - 1u);
-  for (int e0 = 0; e0 < N; e0 += kBlock) {
-    const int e = e0 + threadIdx.x;
-    uint32_t m = 0;
-    if (e < N) {
-      if (w == nullptr) {
-        m = full;
-        for (int b = 0; b < B; b++) logits[(int64_t)b * N + e] = 0.f;
-      } else {
-        const float bv = bias ? to_f(bias[e]) : 0.f;
-        for (int b = 0; b < B; b++) {
-          float *a = &racc[(int64_t)b * N + e];
-          const float l = __ldcg(a) + bv;
-          *a = 0.f;
-          logits[(int64_t)b * N + e] = l;
-          if (l > 0.f) m |= 1u << b;
+  for (int e00 = 0; e00 < N; e00 += kBlock * CH) {
+    uint32_t mm[CH];
+#pragma unroll
+    for (int ch = 0; ch < CH; ch++) {
+      const int e = e00 + ch * kBlock + threadIdx.x;
+      uint32_t m = 0;
+      if (e < N) {
+        if (w == nullptr) {
+          m = full;
+          for (int b = 0; b < B; b++) logits[(int64_t)b * N + e] = 0.f;
+        } else {
+          const float bv = bias ? to_f(bias[e]) : 0.f;
+#pragma unroll
+          for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+            if (b < B) {
+              float *a = &racc[(int64_t)b * N + e];
+              const float l = __ldcg(a) + bv;
+              *a = 0.f;
+              logits[(int64_t)b * N + e] = l;
+              if (l > 0.f) m |= 1u << b;
+            }
+          }
         }
+        bits[e] = m;
       }
-      bits[e] = m;
+      mm[ch] = m;
     }
-    const uint32_t ballot = __ballot_sync(0xffffffffu, m != 0);
-    const int prefix = __popc(ballot & ((1u << lane) - 1u));
-    if (lane == 0) s_warp[warp] = __popc(ballot);
-    for (int b = 0; b < B; b++) {
-      const int cnt = __popc(__ballot_sync(0xffffffffu, (m >> b) & 1u));
-      if (lane == 0 && cnt) atomicAdd(&s_tok[b], cnt);
+#pragma unroll
+    for (int ch = 0; ch < CH; ch++) {
+      if (e00 + ch * kBlock >= N) break; /* uniform across the block */
+      const int e = e00 + ch * kBlock + threadIdx.x;
+      const uint32_t m = mm[ch];
+      const uint32_t ballot = __ballot_sync(0xffffffffu, m != 0);
+      const int prefix = __popc(ballot & ((1u << lane) - 1u));
+      if (lane == 0) s_warp[warp] = __popc(ballot);
+      for (int b = 0; b < B; b++) {
+        const int cnt = __popc(__ballot_sync(0xffffffffu, (m >> b) & 1u));
+        if (lane == 0 && cnt) atomicAdd(&s_tok[b], cnt);
+      }
+      __syncthreads();
+      int off = s_base;
+      for (int i = 0; i < warp; i++) off += s_warp[i];
+      if (m != 0) list[off + prefix] = e;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        int tot = 0;
+        for (int i = 0; i < 8; i++) tot += s_warp[i];
+        s_base += tot;
+      }
+      __syncthreads();
     }
-    __syncthreads();
-    int off = s_base;
-    for (int i = 0; i < warp; i++) off += s_warp[i];
-    if (m != 0) list[off + prefix] = e;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int tot = 0;
-      for (int i = 0; i < 8; i++) tot += s_warp[i];
-      s_base += tot;
-    }
-    __syncthreads();
   }
   for (int e = s_base + threadIdx.x; e < N; e += kBlock) list[e] = -1;
   if (threadIdx.x < B) counts[threadIdx.x] = s_tok[threadIdx.x];
