@@ -376,7 +376,22 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
     manifest.error = error instanceof Error ? error.message : String(error);
     if (error instanceof Error && error.stack) manifest.error_stack = error.stack;
   }
-  await writeJsonAtomic(manifestPath, manifest);
+  try {
+    await writeJsonAtomic(manifestPath, manifest);
+  } catch (err) {
+    // A full disk refuses the temporary file; overwriting in place usually still fits. Never leave
+    // "running" behind, and never record "complete" for an attempt whose record could not be saved.
+    const why = `cannot write ${manifestPath}: ${(err as Error).message}`;
+    const status = manifest.status === "complete" || manifest.status === "ended" ? "failed" : manifest.status;
+    try {
+      Deno.writeTextFileSync(
+        manifestPath,
+        JSON.stringify({ ...manifest, status, error: manifest.error ?? why }) + "\n",
+      );
+    } catch { /* nothing more to do: the error below names the file */ }
+    a.setActive(undefined);
+    throw new Error(why, { cause: err });
+  }
   a.setActive(undefined);
 
   const took = `${manifest.duration_s.toFixed(1)}s`;

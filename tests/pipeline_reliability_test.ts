@@ -42,6 +42,18 @@ registerStage({
   },
 });
 
+registerStage({
+  type: "rel-break-record",
+  description: "Makes its own stage.json unwritable (a folder), as a broken disk would",
+  schema: z.strictObject({}),
+  inputs: () => [],
+  async run(_c, ctx) {
+    await Deno.remove(join(ctx.dir, "stage.json"));
+    await Deno.mkdir(join(ctx.dir, "stage.json", "x"), { recursive: true });
+    return {};
+  },
+});
+
 let serveRuns = 0;
 registerStage({
   type: "rel-serve",
@@ -289,4 +301,14 @@ Deno.test({
     assert.match(m.error!, /SIGTERM/);
     await Deno.remove(dir, { recursive: true });
   },
+});
+
+Deno.test("a stage record that cannot be written is an error naming stage.json, not a silent success", async () => {
+  const dir = await Deno.makeTempDir();
+  await assert.rejects(
+    () => run(cfg(dir, `name: rel\nstages:\n  - { name: b, type: rel-break-record }\n`)),
+    (e: unknown) => (e as Error).message.startsWith(`cannot write ${join(dir, "stages", "b", "stage.json")}`),
+  );
+  await assert.rejects(() => Deno.stat(join(dir, ".lock")), Deno.errors.NotFound); // the lock is released
+  await Deno.remove(dir, { recursive: true });
 });
