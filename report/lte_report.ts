@@ -36,6 +36,8 @@ export interface ReportEntry {
   } | null;
   flops: { attention: number; ffn: number; router: number; total: number; dense: number };
   histogram?: { lo: number; hi: number; counts: number[]; mass_near_ends: number };
+  /** LTE: what router-train reported (final η, global router-logit offset, landed sparsity after stage 1). */
+  stage1?: { eta_final: unknown; logit_offset: unknown; sparsity: unknown } | null;
   samples: { prompt: string; output: string }[];
   wall_s: number;
 }
@@ -386,7 +388,19 @@ export function renderLteReport(r: LteReport): string {
     [e.target_sparsity!, e.sparsity!.overall] as [number, number]
   );
   if (etaPts.length || tgtPts.length) {
-    let html = `<h2>η → sparsity calibration</h2>`;
+    let html = `<h2>η → sparsity calibration</h2><p>What stage 1 ended with (η, the controller's global ` +
+      `router-logit offset, the sparsity it landed on) and the sparsity measured here after stage 2.</p>` +
+      `<table><tr><th>LTE model</th><th>target</th><th>final η</th><th>logit offset</th>` +
+      `<th>sparsity after stage 1</th><th>sparsity (eval)</th><th>|eval − target|</th></tr>` +
+      ltes.map((e) => {
+        const n = (v: unknown, d = 3) => (typeof v === "number" ? f(v, d) : "–");
+        const miss = e.target_sparsity === null ? null : Math.abs(e.sparsity!.overall - e.target_sparsity);
+        return `<tr><td>${esc(e.id)}</td><td>${f(e.target_sparsity, 2)}</td><td>${
+          n(e.stage1?.eta_final ?? e.eta)
+        }</td>` +
+          `<td>${n(e.stage1?.logit_offset)}</td><td>${n(e.stage1?.sparsity)}</td><td>${f(e.sparsity!.overall)}</td>` +
+          `<td>${miss === null ? "–" : `${(100 * miss).toFixed(1)} pts`}</td></tr>`;
+      }).join("\n") + `</table>`;
     if (etaPts.length) {
       html += inline(linePlot({
         title: "final η vs measured sparsity",

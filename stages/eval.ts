@@ -81,6 +81,11 @@ export const EvalSchema = z.strictObject({
   control: z.string().min(1).optional(),
   /** Baselines at each LTE model's per-layer expert budget. */
   baselines: z.array(z.enum(BASELINES as unknown as [string, ...string[]])).default([...BASELINES]),
+  /**
+   * Baselines at every LTE model (`all`) or only at the first seed of each sweep point (`first`:
+   * seeds of one target share one set of baseline runs, to save time).
+   */
+  baseline_seeds: z.enum(["all", "first"]).default("all"),
   /** Evaluation data (the same keys as fine-tune's `data:`). */
   data: DataSchema,
   /** Validation batches per model (LM loss and sparsity). */
@@ -119,6 +124,8 @@ interface LteModelRef {
   routers: { weight: Float32Array; bias: Float32Array | null }[];
   config: ModelConfig;
   summary: Record<string, unknown>;
+  /** The router-train stage's results.json (found through lte.json's provenance), if present. */
+  stage1: Record<string, unknown> | null;
 }
 
 /** Every LTE model named by `lte:` (all variants), validated before any compute. */
@@ -136,7 +143,9 @@ function collectLteModels(c: EvalConfig, ctx: StageContext): LteModelRef[] {
       weight: arrays.get(routerWeightName(l))!,
       bias: arrays.get(routerBiasName(l)) ?? null,
     }));
-    out.push({ name, stage: base, dir, variant: o.variant ?? {}, meta, routers, config, summary: o.summary });
+    const rt = meta.provenance.slice().reverse().find((p) => p.type === "router-train");
+    const stage1 = rt ? readJson(join(ctx.runDir, "stages", rt.stage, "results.json")) : null;
+    out.push({ name, stage: base, dir, variant: o.variant ?? {}, meta, routers, config, summary: o.summary, stage1 });
   }
   if (out.length === 0) throw new Error(`lte: no input stage named ${c.lte.join(", ")}`);
   return out;
@@ -194,12 +203,26 @@ function readJson(path: string): Record<string, unknown> | null {
 function lteKnobs(m: LteModelRef): { eta: number | null; target: number | null; seed: number | null } {
   const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : null);
   let eta: number | null = null, target: number | null = null;
-  const sources: Record<string, unknown>[] = [m.variant, m.summary, ...m.meta.provenance.slice().reverse(), m.meta];
+  const sources: Record<string, unknown>[] = [
+    m.variant,
+    m.stage1 ?? {},
+    m.summary,
+    ...m.meta.provenance.slice().reverse(),
+    m.meta,
+  ];
   for (const s of sources) {
     eta ??= num(s.final_eta) ?? num(s.eta_final) ?? num(s.eta);
     target ??= num(s.target_sparsity) ?? num(s.target);
   }
   return { eta, target, seed: num(m.variant.seed) };
+}
+
+/** The sweep point of an LTE model without its seed (target sparsity and the other swept values). */
+function basePoint(m: LteModelRef): string {
+  const k = lteKnobs(m);
+  const rest = Object.entries(m.variant).filter(([x]) => x !== "seed" && x !== "target_sparsity")
+    .sort(([a], [b]) => a.localeCompare(b));
+  return JSON.stringify([k.target, rest]);
 }
 
 /** Runs the stage (also usable from scripts; see examples/lte_without_yaml.ts). */
@@ -271,7 +294,8 @@ export async function runEval(c: EvalConfig, ctx: StageContext): Promise<Record<
 
   // ---- The plan: LTE models, then per LTE model the baselines, then dense models.
   const baselineRuns = c.baselines as Exclude<PolicyKind, "lte">[];
-  const total = ltes.length * (1 + baselineRuns.length) + (denseDir ? 1 : 0) + (controlDir ? 1 : 0);
+  const total = ltes.length + (denseDir ? 1 : 0) + (controlDir ? 1 : 0) +
+    baselineRuns.length * (c.baseline_seeds === "all" ? ltes.length : new Set(ltes.map(basePoint)).size);
   const bar = ctx.progress({ total, label: ctx.name, unit: "model" });
   let done = 0;
   const entries: ReportEntry[] = [];
@@ -386,6 +410,13 @@ export async function runEval(c: EvalConfig, ctx: StageContext): Promise<Record<
           sparsity: r.sparsity,
           flops: flopsFor(m.config, "lte", r.sparsity, m.meta.experts_per_layer),
           histogram: hist.toJSON(),
+          stage1: m.stage1
+            ? {
+              eta_final: m.stage1.eta_final ?? null,
+              logit_offset: m.stage1.logit_offset ?? null,
+              sparsity: m.stage1.sparsity ?? null,
+            }
+            : null,
           samples: r.samples,
           wall_s: (performance.now() - tm) / 1000,
         });
@@ -435,7 +466,12 @@ export async function runEval(c: EvalConfig, ctx: StageContext): Promise<Record<
         magnitude.finishCalibration();
       }
       try {
+        const seen = new Set<string>();
         for (const { ref: m, budget, sparsity, knobs } of budgets) {
+          if (c.baseline_seeds === "first") {
+            if (seen.has(basePoint(m))) continue;
+            seen.add(basePoint(m));
+          }
           for (const kindName of baselineRuns) {
             if (ctx.signal.aborted) break;
             const tm = performance.now();
