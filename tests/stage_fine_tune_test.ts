@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadCheckpoint } from "../models/checkpoint.ts";
-import { main as cli } from "../pipeline/cli.ts";
+import { main as cli } from "../cli.ts"; // the program: every stage type registered
 import { createProgress } from "../pipeline/progress.ts";
 import type { StageContext } from "../pipeline/stage.ts";
 import { FineTuneSchema, runFineTune } from "../stages/fine_tune.ts";
@@ -143,8 +143,11 @@ Deno.test("pipeline CLI runs the quickstart (shrunk by overrides), then skips it
       "stages.train.model.n_layer=1",
       "stages.train.model.d_model=32",
       "stages.train.training.steps=3",
+      "stages.train.optimizer.warmup_steps=1", // (warmup_steps may not exceed steps)
       "stages.train.training.batch_size=2",
       "stages.train.training.final_eval_batches=2",
+      "--only", // the fine-tune stage only: the LTE stages after it have their own tests
+      "train",
       "--run-dir",
       tmp,
     ];
