@@ -26,7 +26,7 @@ import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
-import { countParams, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
+import { countParams, type ModelConfig, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";
 import { yieldToSignals } from "../pipeline/signals.ts";
 import {
@@ -43,7 +43,7 @@ import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
 import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema, OptimizerSchema, TokenizerSchema, TrainingSchema } from "./_schemas.ts";
-import { checkTrainingMemory } from "./_memory.ts";
+import { checkTrainingMemory, formatBytes } from "./_memory.ts";
 import { train } from "./_train.ts";
 import { registerStage } from "../pipeline/registry.ts";
 
@@ -207,7 +207,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     );
     makeModel = () => {
       ctx.log(`random initialisation (seed ${ctx.pipeline.seed})`);
-      return DecoderLM.init(cfg, { device, seed: ctx.pipeline.seed });
+      return allocating(cfg, () => DecoderLM.init(cfg, { device, seed: ctx.pipeline.seed }));
     };
   } else {
     const dir = sourceModelDir(c, ctx);
@@ -219,7 +219,7 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     }
     seqLimit = cfg.max_seq;
     ctx.log(`model: ${cfg.family} from ${dir} (${(countParams(cfg) / 1e6).toFixed(2)}M parameters) on ${device}`);
-    makeModel = () => loadCheckpoint(dir, { device });
+    makeModel = () => allocating(cfg, () => loadCheckpoint(dir, { device }));
   }
   if (c.data.seq_len > seqLimit) {
     throw new RangeError(`data.seq_len ${c.data.seq_len} exceeds the model's max_seq ${seqLimit}`);
@@ -302,6 +302,21 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
     return summary;
   } finally {
     model.dispose();
+  }
+}
+
+/** Runs `make`, turning V8's bare "Array buffer allocation failed" into a message with the sizes. */
+function allocating<T>(cfg: ModelConfig, make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    if (!(e instanceof RangeError) || !/allocation failed|Invalid typed array length/i.test(e.message)) throw e;
+    const n = countParams(cfg);
+    throw new RangeError(
+      `model: out of memory allocating ${(n / 1e6).toFixed(1)}M parameters (${formatBytes(n * 4)} of weights; ` +
+        `training needs about 4x that plus activations): make the model smaller (${e.message})`,
+      { cause: e },
+    );
   }
 }
 
