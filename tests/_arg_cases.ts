@@ -60,18 +60,19 @@ export function argCases(): ArgCase[] {
   for (const f of headerOps()) {
     const types = f.params.map((p) => expectedParamType(p, HEADER.typedefs));
     const isFloat = (i: number) => types[i] === "f32" || types[i] === "f64";
+    const isDtype = (i: number) => f.params[i]!.type === "lte_dtype";
     // Two plausible bases: every integer 1 (matmul strides fit), every integer 2 (head_dim even).
     for (const n of [1, 2]) {
       const base: Arg[] = f.params.map((p, i) => {
         if (i === 0) return "NULL"; // the context; the runner passes the backend's
-        if (i === 1) return 0; // LTE_DTYPE_F32
+        if (isDtype(i)) return 0; // LTE_DTYPE_F32 (the op's dtype and any other lte_dtype parameter)
         const t = types[i]!;
         if (t === "pointer") return "DEV";
         if (t === "buffer") return "HOST";
         if (isFloat(i) || /^(trans_|accumulate)/.test(p.name)) return 1; // floats 1, 0/1 flags 1
         return PLAUSIBLE[p.name] ?? n;
       });
-      const isInt = (i: number) => i > 1 && !isFloat(i) && typeof base[i] === "number";
+      const isInt = (i: number) => i > 1 && !isFloat(i) && !isDtype(i) && typeof base[i] === "number";
       const with_ = (label: string, edit: (a: Arg[]) => void) => {
         const args = [...base];
         edit(args);
@@ -84,7 +85,9 @@ export function argCases(): ArgCase[] {
       with_("plausible arguments", () => {});
       if (base.some((_, i) => isFloat(i))) with_("all floats 0", (a) => a.forEach((_, i) => isFloat(i) && (a[i] = 0)));
       f.params.forEach((p, i) => {
-        if (isInt(i)) {
+        if (i > 1 && isDtype(i)) {
+          if (n === 1) with_(`${p.name} = 99`, (a) => a[i] = 99);
+        } else if (isInt(i)) {
           with_(`${p.name} = -1`, (a) => a[i] = -1);
           if (n === 1) with_(`${p.name} = 0`, (a) => a[i] = 0);
         } else if (isFloat(i)) {
