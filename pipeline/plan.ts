@@ -6,7 +6,8 @@
  */
 import { configDirOf, type PipelineConfig } from "./config.ts";
 import { hashConfig } from "./hash.ts";
-import { readManifest, runDirProblem, type StageManifest, type StageStatus } from "./records.ts";
+import { readManifest, type StageManifest, type StageStatus } from "./records.ts";
+import { runDirProblem } from "./rundir.ts";
 import { didYouMean } from "./_suggest.ts";
 
 /** A stage in the plan. */

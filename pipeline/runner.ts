@@ -29,20 +29,19 @@ import {
   appendJsonLine,
   markExited,
   removeOldFolders,
-  removeStaleTemps,
   repairJsonl,
-  runDirProblem,
   type StageManifest,
   type StageStatus,
-  writeRunMarker,
   writeRunRecord,
 } from "./records.ts";
+import { removeStaleTemps, runDirProblem, writeRunMarker } from "./rundir.ts";
 import { installSignals } from "./signals.ts";
 import type { StageContext, StageOutput } from "./stage.ts";
 
 export { LOCK_FILE } from "./lock.ts";
 export { type PlanEntry, PlanError, type PlanOptions, planPipeline, stageHashes } from "./plan.ts";
 export { readManifest, type StageManifest, type StageStatus } from "./records.ts";
+export { RUN_MARKER } from "./rundir.ts";
 
 /** Options of {@linkcode runPipeline}. */
 export interface RunOptions extends PlanOptions {

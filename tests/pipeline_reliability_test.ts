@@ -15,7 +15,7 @@ import {
   runPipeline,
   type StageManifest,
 } from "../pipeline/runner.ts";
-import { RUN_MARKER } from "../pipeline/records.ts";
+import { RUN_MARKER } from "../pipeline/rundir.ts";
 import { writeFileAtomic, yieldToSignals } from "../pipeline/stage.ts";
 
 const Rel = z.strictObject({
