@@ -77,11 +77,11 @@ export interface AggregateRow {
 const METHOD_ORDER = ["lte", "oracle", "predictor", "magnitude", "random", "control", "dense"];
 const METHOD_LABEL: Record<string, string> = {
   lte: "LTE",
-  oracle: "oracle top-k (MoEfication GT)",
-  predictor: "trained predictor top-k (Deja Vu style)",
-  magnitude: "magnitude threshold (CATS/TEAL style)",
-  random: "random routers top-k",
-  control: "dense, matched-training control",
+  oracle: "oracle top-k",
+  predictor: "predictor top-k",
+  magnitude: "magnitude threshold",
+  random: "random routers",
+  control: "dense control",
   dense: "dense (fine-tuned)",
 };
 
@@ -146,9 +146,9 @@ export function aggregate(r: LteReport): AggregateRow[] {
     });
   }
   const rank = (m: string) => (METHOD_ORDER.indexOf(m) + 1 || 99);
-  rows.sort((a, b) =>
-    (a.sparsity?.mean ?? -1) - (b.sparsity?.mean ?? -1) || a.key.localeCompare(b.key) || rank(a.method) - rank(b.method)
-  );
+  // Dense rows first, then one block per sweep point (by target, else by sparsity), LTE first.
+  const order = (x: AggregateRow) => (x.sparsity ? x.target ?? x.sparsity.mean : -1);
+  rows.sort((a, b) => order(a) - order(b) || a.key.localeCompare(b.key) || rank(a.method) - rank(b.method));
   return rows;
 }
 
@@ -322,11 +322,10 @@ export function renderLteReport(r: LteReport): string {
     if (pts.length) series.push({ name: method, points: pts, markers: "with-line" });
   }
   const xs = series.flatMap((s) => s.points.map((q) => q[0]));
-  for (const method of ["control", "dense"]) {
-    const row = rows.find((x) => x.method === method);
-    if (row && xs.length) {
-      series.push({ name: `${method} (dense)`, points: [[0, row.quality.mean], [1, row.quality.mean]] });
-    }
+  // One horizontal line: the matched-training control, else the dense model (the plot has 6 colours).
+  const flat = rows.find((x) => x.method === "control") ?? rows.find((x) => x.method === "dense");
+  if (flat && xs.length) {
+    series.push({ name: `${flat.method} (dense)`, points: [[0, flat.quality.mean], [1, flat.quality.mean]] });
   }
   if (series.length) {
     figs.push(
@@ -401,7 +400,7 @@ export function renderLteReport(r: LteReport): string {
           `<td>${n(e.stage1?.logit_offset)}</td><td>${n(e.stage1?.sparsity)}</td><td>${f(e.sparsity!.overall)}</td>` +
           `<td>${miss === null ? "–" : `${(100 * miss).toFixed(1)} pts`}</td></tr>`;
       }).join("\n") + `</table>`;
-    if (etaPts.length) {
+    if (new Set(etaPts.map((q) => q[0])).size > 1) {
       html += inline(linePlot({
         title: "final η vs measured sparsity",
         xLabel: "η (efficiency-loss weight)",
@@ -429,15 +428,19 @@ export function renderLteReport(r: LteReport): string {
   prompts.forEach((prompt, i) => {
     samples += `<h3>Prompt: <code>${esc(prompt)}</code></h3><table><tr><th>model</th><th>greedy continuation</th></tr>`;
     for (const e of sampleRows) {
-      samples += `<tr><td>${esc(e.id)}</td><td class="sample">${esc(e.samples[i]?.output ?? "")}</td></tr>`;
+      samples += `<tr><td>${esc(e.id)}</td><td class="sample">${
+        esc(JSON.stringify(e.samples[i]?.output ?? ""))
+      }</td></tr>`;
     }
     samples += "</table>";
   });
   const checks = barChecks(r);
   const tableRows = rows.map((x) =>
-    `<tr><td>${esc(METHOD_LABEL[x.method] ?? x.method)}</td><td>${esc(x.key || "–")}</td><td>${x.n}</td><td>${
-      x.sparsity ? pm(x.sparsity, x.n) : "0 (dense)"
-    }</td><td>${f(x.target, 2)}</td><td>${pm(firstVal(p, x), x.n)}</td><td>${pm(x.ppl, x.n, 2)}</td><td>${
+    `<tr${x.method === "lte" ? ' class="lte"' : ""}><td>${esc(METHOD_LABEL[x.method] ?? x.method)}</td><td>${
+      esc(x.key || "–")
+    }</td><td>${x.n}</td><td>${x.sparsity ? pm(x.sparsity, x.n) : "0 (dense)"}</td><td>${f(x.target, 2)}</td><td>${
+      pm(firstVal(p, x), x.n)
+    }</td><td>${pm(x.ppl, x.n, 2)}</td><td>${
       x.delta_vs_control === null ? "–" : (100 * x.delta_vs_control).toFixed(1) + "%"
     }</td><td>${g(x.gflops)}</td></tr>`
   ).join("\n");
@@ -457,10 +460,12 @@ export function renderLteReport(r: LteReport): string {
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(r.title)}</title>
 <style>
-body{font-family:sans-serif;max-width:980px;margin:24px auto;padding:0 12px;color:#222}
+body{font-family:sans-serif;max-width:1100px;margin:24px auto;padding:0 12px;color:#222}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
-td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top;white-space:nowrap}
+tr.lte td{font-weight:bold;background:#eef5ff}
 th{background:#f3f3f3} code{background:#f6f6f6;padding:0 3px} td.sample{font-family:monospace;white-space:pre-wrap}
+td.wrap{white-space:normal}
 svg{max-width:100%;height:auto;display:block;margin:6px 0 14px}
 .meta td:first-child{font-weight:bold}
 </style></head><body>
@@ -478,7 +483,11 @@ svg{max-width:100%;height:auto;display:block;margin:6px 0 14px}
 <h2>Comparison at matched sparsity</h2>
 <p>Primary metric: <b>${esc(p.name)}</b> (${
     p.higher ? "higher" : "lower"
-  } is better). Mean ± spread (population std) over seeds where several ran. GFLOPs per token in 2^30 units, router included (lte-spec §6).</p>
+  } is better). Mean ± spread (population std) over seeds where several ran. GFLOPs per token in 2^30 units, router included (lte-spec §6).
+Baselines run on the grouped dense model at each LTE model's own per-layer expert budget: oracle top-k = MoEfication's
+ground-truth selection (true expert activation norms); predictor top-k = a Deja Vu-style linear predictor fit on the
+model's activations; magnitude threshold = CATS/TEAL-style per-neuron threshold calibrated per layer; random routers +
+top-k. The dense control was fine-tuned as many steps as LTE's two stages, on the same data.</p>
 <table><tr><th>method</th><th>sweep point</th><th>n</th><th>FFN sparsity</th><th>target</th><th>${
     esc(firstCol(p))
   }</th><th>val ppl</th><th>Δppl vs control</th><th>GFLOPs/token</th></tr>
