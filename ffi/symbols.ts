@@ -889,6 +889,181 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  // ------------------------------------------------------------ ENGINE: decode engine (engine/mod.ts)
+  lte_dec_linear: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype wdtype
+      P, // const void *w
+      P, // const void *x
+      I32, // int32_t ldx
+      I32, // int32_t x_mode
+      P, // const void *norm_w
+      P, // const void *norm_b
+      F32, // float eps
+      P, // const void *in_mask
+      P, // const void *out_mask
+      I32, // int32_t out_period
+      I32, // int32_t expert_size
+      P, // const void *bias
+      P, // void *y
+      I32, // int32_t rows
+      I32, // int32_t n
+      I32, // int32_t k
+      I32, // int32_t accumulate
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_norm: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // const void *x
+      P, // const void *w
+      P, // const void *b
+      P, // void *y
+      I32, // int32_t rows
+      I32, // int32_t cols
+      F32, // float eps
+      I32, // int32_t kind
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_embed: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype wdtype
+      P, // const int32_t *ids
+      P, // const int32_t *pos
+      P, // const void *tok
+      P, // const void *pos_table
+      P, // void *out
+      I32, // int32_t rows
+      I32, // int32_t vocab
+      I32, // int32_t n_pos
+      I32, // int32_t dim
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_rope_append: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype kvdtype
+      P, // void *qkv
+      I32, // int32_t ld
+      P, // void *k_cache
+      P, // void *v_cache
+      P, // const int32_t *slots
+      P, // const int32_t *pos
+      I32, // int32_t rows
+      I32, // int32_t heads
+      I32, // int32_t kv_heads
+      I32, // int32_t head_dim
+      I32, // int32_t n_slots
+      I32, // int32_t max_t
+      F32, // float theta
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_attention: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype kvdtype
+      P, // const void *qkv
+      I32, // int32_t ld
+      P, // const void *k_cache
+      P, // const void *v_cache
+      P, // const int32_t *slots
+      P, // const int32_t *pos
+      P, // void *out
+      I32, // int32_t rows
+      I32, // int32_t heads
+      I32, // int32_t kv_heads
+      I32, // int32_t head_dim
+      I32, // int32_t n_slots
+      I32, // int32_t max_t
+      F32, // float scale
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_router_mask: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // const void *logits
+      P, // void *mask
+      P, // int32_t *counts
+      I32, // int32_t count_ld
+      I32, // int32_t rows
+      I32, // int32_t n_experts
+      F32, // float threshold
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_sample: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // const void *logits
+      P, // const void *temperature
+      P, // const int32_t *top_k
+      P, // const void *top_p
+      P, // const uint64_t *seeds
+      P, // int32_t *pos
+      P, // int32_t *ids
+      P, // int32_t *out
+      P, // void *scratch
+      I32, // int32_t rows
+      I32, // int32_t vocab
+      I32, // int32_t advance
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_fill_random: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // void *x
+      I64, // int64_t n
+      U64, // uint64_t seed
+      F32, // float scale
+    ],
+    result: S, // lte_status
+  },
+  lte_dec_convert: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *y
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
+  lte_graph_begin: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+    ],
+    result: S, // lte_status
+  },
+  lte_graph_end: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      B, // void **graph_out
+    ],
+    result: S, // lte_status
+  },
+  lte_graph_launch: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *graph
+    ],
+    result: S, // lte_status
+  },
+  lte_graph_free: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *graph
+    ],
+    result: S, // lte_status
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /**

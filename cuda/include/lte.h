@@ -411,6 +411,90 @@ LTE_API lte_status lte_sffn_graph_time(lte_ctx_t *ctx, void *graph, int32_t warm
 LTE_API lte_status lte_sffn_graph_free(lte_ctx_t *ctx, void *graph);
 /* ================================================================ end KERNELS section */
 
+/* ================================================================ decode engine (ENGINE, issue 9)
+ * Kernels of the inference engine (engine/mod.ts): one decode step for R tokens (R slots, or R
+ * prompt tokens of one slot in a prefill chunk) over a preallocated KV cache. Weights are in
+ * wdtype/kvdtype = F32, F16 or BF16 (converted once at load); activations, norm weights, biases,
+ * router weights and logits are always f32, and every sum accumulates in f32. Nothing here
+ * allocates or reads the host, so a whole step can be captured as a CUDA graph and replayed:
+ * positions, slots and token ids are read from device arrays (int32, R entries).
+ * Legend: R rows, N outputs, K inputs, H heads, HKV kv heads, D head dim, T max context, E experts. */
+
+/* x-loader modes of lte_dec_linear (how row r of the input x' is formed from x). */
+enum {
+  LTE_DEC_X_PLAIN = 0,     /* x'[k] = x[r*ldx + k] */
+  LTE_DEC_X_RMSNORM = 1,   /* x'[k] = x[k] * rstd_r * norm_w[k],  rstd_r = 1/sqrt(mean_k x^2 + eps) */
+  LTE_DEC_X_LAYERNORM = 2, /* x'[k] = (x[k] - mean_r) * rstd_r * norm_w[k] + norm_b[k] */
+  LTE_DEC_X_SWIGLU = 3,    /* x'[k] = silu(x[k]) * x[K + k] * m[k]   (row holds [gate | up], ldx >= 2K) */
+  LTE_DEC_X_GELU = 4       /* x'[k] = gelu_tanh(x[k]) * m[k] */
+};
+
+/* GEMV / skinny GEMM:  y[r, n] = (accumulate ? y[r, n] : 0) + bias[n] + sum_k w[n, k] * x'[r, k]
+     w: (N, K) in wdtype, row-major (nn.Linear layout); x: rows of stride ldx; y: (R, N); bias: (N) or NULL.
+     m[k] = in_mask ? in_mask[r * (K / S) + k / S] : 1       (f32 0/1 expert mask, S = expert_size)
+     out_mask (optional, f32 (R, out_period / S)): where out_mask[r, (n % out_period) / S] == 0 the
+       output gets no contribution (y = accumulate ? y : 0, no bias) and, when no row of the batch
+       needs row n, its weights are not read (output-side expert sparsity for gate/up/c_fc). */
+LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x, int32_t ldx,
+                                  int32_t x_mode, const void *norm_w, const void *norm_b, float eps,
+                                  const void *in_mask, const void *out_mask, int32_t out_period,
+                                  int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
+                                  int32_t k, int32_t accumulate);
+/* y = rmsnorm(x) * w (kind 0) or layernorm(x) * w + b (kind 1), no saved statistics.  x, y: (R, C) */
+LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const void *w, const void *b, void *y, int32_t rows,
+                                int32_t cols, float eps, int32_t kind);
+/* out[r, :] = tok[ids[r], :] + (pos_table ? pos_table[pos[r], :] : 0)   tables: (V, C) / (P, C) in wdtype.
+   CPU: an id or position out of range is LTE_STATUS_INVALID_ARGUMENT; CUDA writes a zero row
+   (the engine range-checks ids on the host). */
+LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, const int32_t *ids, const int32_t *pos,
+                                 const void *tok, const void *pos_table, void *out, int32_t rows, int32_t vocab,
+                                 int32_t n_pos, int32_t dim);
+/* RoPE (theta > 0; Hugging Face rotate_half pairs (i, i + D/2), position pos[r]) on the q and k
+   parts of qkv in place, then K/V append: cache[slot[r], g, pos[r], :] = k / v of row r.
+     qkv: (R, ld) f32 with q at [0, H*D), k at [H*D, (H+HKV)*D), v at [(H+HKV)*D, (H+2HKV)*D)
+     k_cache, v_cache: (n_slots, HKV, T, D) in kvdtype. theta = 0: no rotation (GPT-2). */
+LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld, void *k_cache,
+                                       void *v_cache, const int32_t *slots, const int32_t *pos, int32_t rows,
+                                       int32_t heads, int32_t kv_heads, int32_t head_dim, int32_t n_slots,
+                                       int32_t max_t, float theta);
+/* Attention of each row's query over its slot's cache positions 0..pos[r] (GQA: head h reads kv
+   head h / (H / HKV)): out[r, h*D + d] = sum_t softmax_t(scale * q . k_t) v_t[d].  out: (R, H*D).
+   Rows of one slot with increasing pos (a prefill chunk) are causal by construction. */
+LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const void *qkv, int32_t ld,
+                                     const void *k_cache, const void *v_cache, const int32_t *slots,
+                                     const int32_t *pos, void *out, int32_t rows, int32_t heads, int32_t kv_heads,
+                                     int32_t head_dim, int32_t n_slots, int32_t max_t, float scale);
+/* Hard routing: mask[r, e] = logits[r, e] > threshold ? 1 : 0 (strict); counts[r * count_ld] =
+   number of active experts of row r (int32; skipped when counts is NULL).  logits, mask: (R, E) */
+LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void *mask, int32_t *counts,
+                                       int32_t count_ld, int32_t rows, int32_t n_experts, float threshold);
+/* Sampling, parameters per row from device arrays:
+     temperature[r] <= 0: out[r] = argmax (lowest index among ties)
+     else z = logits[r] / temperature[r];
+          top_k[r] in (0, V): keep z_i >= the top_k-th largest z (all ties kept), else keep all;
+          p = softmax over the kept set; top_p[r] < 1: keep p_i >= p_cut (definition of
+          lte_sample_top_p) ; u = lte_uniform(seeds[r], pos[r]) * kept mass;
+          out[r] = first kept index (increasing order) whose running mass exceeds u (else the last kept).
+   advance != 0: ids[r] = out[r] and pos[r] += 1 (the next step's input, without the host).
+   scratch: (R, V) f32.  Deterministic for (seed, position). */
+LTE_API lte_status lte_dec_sample(lte_ctx_t *ctx, const void *logits, const void *temperature, const int32_t *top_k,
+                                  const void *top_p, const uint64_t *seeds, int32_t *pos, int32_t *ids,
+                                  int32_t *out, void *scratch, int32_t rows, int32_t vocab, int32_t advance);
+/* x[i] = scale * (2 * lte_uniform(seed, i) - 1) in dtype (F32/F16/BF16): random weights for benchmarks. */
+LTE_API lte_status lte_dec_fill_random(lte_ctx_t *ctx, lte_dtype dtype, void *x, int64_t n, uint64_t seed,
+                                       float scale);
+/* y[i] = x[i] converted from f32 to dtype (F32/F16/BF16, round to nearest even).  n elements. */
+LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n);
+/* Graph capture of everything queued on the context between begin and end (CUDA graphs);
+   launch replays it on the context's stream; free releases it. The CPU backend returns
+   LTE_STATUS_UNSUPPORTED from lte_graph_begin (callers then run the ops eagerly). No allocation
+   and no host read may happen between begin and end. */
+LTE_API lte_status lte_graph_begin(lte_ctx_t *ctx);
+LTE_API lte_status lte_graph_end(lte_ctx_t *ctx, void **graph_out);
+LTE_API lte_status lte_graph_launch(lte_ctx_t *ctx, void *graph);
+LTE_API lte_status lte_graph_free(lte_ctx_t *ctx, void *graph);
+/* ================================================================ end of decode engine section */
+
 #ifdef __cplusplus
 }
 #endif

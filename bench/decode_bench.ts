@@ -1,0 +1,165 @@
+/**
+ * End-to-end decode benchmark of the engine (GPU machine): a LLaMA-2-7B-shaped model with RANDOM
+ * fp16 weights generated on the device (32 layers, d 4096, 32 heads, d_ff 11008, vocab 32000),
+ * batch 1, a 16-token prompt then 128 greedy decode steps, median of 5 runs:
+ *   - dense; sparse at ~50% and ~90% FFN sparsity (random routers whose bias sets the active
+ *     fraction; the measured fraction is printed);
+ *   - batch 8 (one step decodes 8 sequences; sparse skips only experts no sequence needs);
+ *   - device memory of the model with a 4,096-token cache at batch 1.
+ * Prints tokens/s and achieved GB/s (weight bytes read per step x steps/s, as gpt-fast prints),
+ * and writes JSON to $OUT/decode_bench.json (or --out FILE).
+ *
+ *   deno run -A bench/decode_bench.ts [--reps 5] [--new 128] [--out file.json] [--small]
+ *
+ * @module
+ */
+import { Engine, type EngineOptions, GREEDY } from "../engine/mod.ts";
+import { getBackend } from "../ffi/backend.ts";
+import { resolveModelConfig } from "../models/config.ts";
+import { loadTokenizer } from "../text/tokenizer.ts";
+
+const args = Deno.args;
+const flag = (name: string, def: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1]! : def;
+};
+const REPS = Number(flag("--reps", "5"));
+const NEW = Number(flag("--new", "128"));
+const PROMPT = 16;
+const small = args.includes("--small");
+const device = (flag("--device", "cuda")) as "cuda" | "cpu";
+const config = resolveModelConfig(
+  small
+    ? { family: "llama", vocab_size: 1000, n_layer: 2, d_model: 256, n_head: 4, d_ff: 512, max_seq: 4096 }
+    : { family: "llama", vocab_size: 32000, n_layer: 32, d_model: 4096, n_head: 32, d_ff: 11008, max_seq: 4096 },
+);
+const tokenizer = loadTokenizer({ type: "bytes" });
+const results: Record<string, unknown> = {
+  model: small ? "small llama (smoke test)" : "LLaMA-2-7B shape, random fp16 weights generated on the device",
+  config,
+  prompt_tokens: PROMPT,
+  new_tokens: NEW,
+  reps: REPS,
+  sampling: "greedy",
+};
+
+function median(a: number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+interface RunStats {
+  tok_s: number;
+  tok_s_runs: number[];
+  ms_per_token: number;
+  prefill_ms: number;
+  gb_s: number;
+  active_fraction: number | null;
+  bytes_per_token: number;
+}
+
+async function run(opts: EngineOptions, activeFraction: number | null, batch: number): Promise<RunStats> {
+  const eng = Engine.random(config, opts, { seed: 1, tokenizer, activeFraction: activeFraction ?? 0.5 });
+  try {
+    const rates: number[] = [], prefills: number[] = [];
+    let activeSum = 0, activeN = 0;
+    for (let rep = 0; rep < REPS + 1; rep++) {
+      const slots = Array.from({ length: batch }, () => eng.allocSlot()!);
+      const t0 = performance.now();
+      for (const [i, s] of slots.entries()) {
+        const prompt = Array.from({ length: PROMPT }, (_, j) => (i * 97 + j * 31 + rep) % config.vocab_size);
+        await eng.prefill(s, prompt, GREEDY);
+      }
+      const t1 = performance.now();
+      const sp = slots.map(() => GREEDY);
+      for (let n = 0; n < NEW; n++) {
+        const r = await eng.step(slots, sp);
+        if (rep > 0 && eng.expertsPerLayer) {
+          for (const a of r.activeExperts) for (const c of a) activeSum += c / eng.expertsPerLayer, activeN++;
+        }
+      }
+      const t2 = performance.now();
+      for (const s of slots) eng.freeSlot(s);
+      if (rep === 0) continue; // warm-up: graph capture, first launches
+      rates.push((NEW * batch) / ((t2 - t1) / 1000));
+      prefills.push(t1 - t0);
+    }
+    const active = activeN ? activeSum / activeN : null;
+    const wb = eng.weightBytes;
+    // bytes read per step: all weights but the FFN, plus the active share of the FFN (batch 1)
+    const bytes = active === null ? wb.total : wb.total - wb.ffnDense + wb.ffnDense * (batch === 1 ? active : 1);
+    const tok = median(rates);
+    return {
+      tok_s: tok,
+      tok_s_runs: rates,
+      ms_per_token: 1000 / tok * batch,
+      prefill_ms: median(prefills),
+      gb_s: (bytes * tok / batch) / 1e9,
+      active_fraction: active,
+      bytes_per_token: bytes,
+    };
+  } finally {
+    eng.dispose();
+  }
+}
+
+const base: EngineOptions = { device, dtype: "f16", sparse: false, maxBatch: 1, maxContext: PROMPT + NEW + 8 };
+const be = getBackend(device);
+results.device = be.deviceInfo();
+const rows: string[] = [];
+const line = (name: string, r: RunStats, ref?: RunStats) => {
+  const s = `${name.padEnd(28)} ${r.tok_s.toFixed(1).padStart(8)} tok/s  ${r.ms_per_token.toFixed(3)} ms/tok  ` +
+    `${r.gb_s.toFixed(0).padStart(5)} GB/s` +
+    (r.active_fraction !== null ? `  active ${(100 * r.active_fraction).toFixed(1)}%` : "") +
+    (ref ? `  ${(r.tok_s / ref.tok_s).toFixed(2)}x dense` : "");
+  rows.push(s);
+  console.log(s);
+};
+
+const dense = await run(base, null, 1);
+line("dense batch 1", dense);
+results.dense = dense;
+const s50 = await run({ ...base, sparse: true }, 0.5, 1);
+line("sparse ~50% batch 1", s50, dense);
+results.sparse50 = { ...s50, speedup: s50.tok_s / dense.tok_s };
+const s90 = await run({ ...base, sparse: true }, 0.1, 1);
+line("sparse ~90% batch 1", s90, dense);
+results.sparse90 = { ...s90, speedup: s90.tok_s / dense.tok_s };
+const d8 = await run({ ...base, maxBatch: 8 }, null, 8);
+line("dense batch 8", d8);
+results.dense_batch8 = d8;
+const s8 = await run({ ...base, maxBatch: 8, sparse: true }, 0.1, 8);
+line("sparse ~90% batch 8 (union)", s8, d8);
+results.sparse90_batch8 = {
+  ...s8,
+  speedup: s8.tok_s / d8.tok_s,
+  expected_union_active_fraction: 1 - Math.pow(1 - (s8.active_fraction ?? 0), 8),
+};
+
+// device memory: the model + a 4,096-token cache at batch 1
+{
+  be.emptyCache();
+  const before = be.memStats();
+  const eng = Engine.random(config, { ...base, maxContext: Math.min(4096, config.max_seq) }, { seed: 2, tokenizer });
+  const after = be.memStats();
+  const held = eng.deviceBytes;
+  const used = before.deviceFree - after.deviceFree;
+  results.memory_7b_4k = {
+    engine_bytes: held,
+    engine_gib: held / 2 ** 30,
+    engine_gb: held / 1e9,
+    device_free_drop_bytes: used,
+    weights_gb: eng.weightBytes.total / 1e9,
+  };
+  const s = `memory: model + 4k cache ${(held / 1e9).toFixed(2)} GB (${(held / 2 ** 30).toFixed(2)} GiB); ` +
+    `device free dropped by ${(used / 2 ** 30).toFixed(2)} GiB`;
+  rows.push(s);
+  console.log(s);
+  eng.dispose();
+}
+
+results.roofline_tok_s = 4.27e12 / dense.bytes_per_token;
+console.log(`\nroofline (4.27 TB/s copy ceiling): ${(results.roofline_tok_s as number).toFixed(0)} tok/s dense`);
+console.log(rows.join("\n"));
+const outFile = flag("--out", Deno.env.get("OUT") ? `${Deno.env.get("OUT")}/decode_bench.json` : "");
+if (outFile) Deno.writeTextFileSync(outFile, JSON.stringify(results, null, 2) + "\n");

@@ -1,0 +1,584 @@
+/*
+ * decode.c: CPU reference of the decode-engine kernels (lte.h section "decode engine").
+ *
+ * Readable loops, one output element per thread (bit-identical for any thread count). Half
+ * weights (F16/BF16) are widened to f32 element by element; every sum is an f32 sum in index
+ * order, as the CUDA kernels do per lane (their order differs, hence the written tolerances of
+ * tests/gpu/engine_test.ts). Graph capture is a CUDA feature: lte_graph_begin returns
+ * LTE_STATUS_UNSUPPORTED here and the engine runs its steps eagerly.
+ */
+#include "cpu_common.h"
+
+/* ---------------------------------------------------------------- half conversions */
+
+static inline float dec_f16_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else { /* subnormal: normalise */
+      int e = -1;
+      uint32_t m = man;
+      do {
+        e++;
+        m <<= 1;
+      } while ((m & 0x400u) == 0);
+      bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((m & 0x3ffu) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static inline uint16_t dec_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0)); /* inf/nan */
+  if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
+  if (absx < 0x38800000u) { /* subnormal or zero in f16 */
+    if (absx < 0x33000000u) return (uint16_t)sign; /* < 2^-25: rounds to 0 */
+    const uint32_t e = absx >> 23;                    /* biased exponent, in [102, 112] */
+    const uint32_t m = (absx & 0x7fffffu) | 0x800000u; /* value = m * 2^(e - 150) */
+    const uint32_t drop = 126 - e;                    /* f16 subnormal unit 2^-24: q = m >> drop */
+    uint32_t q = m >> drop;
+    const uint32_t rem = m & ((1u << drop) - 1u), half = 1u << (drop - 1);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+  }
+  /* normal: rebias exponent, round mantissa to 10 bits (nearest even; carry may bump exponent) */
+  uint32_t h = ((absx >> 13) - ((127 - 15) << 10));
+  const uint32_t rem = absx & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+  return (uint16_t)(sign | h);
+}
+
+static inline float dec_bf16_to_f32(uint16_t h) {
+  const uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static inline uint16_t dec_f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet nan */
+  const uint32_t lsb = (x >> 16) & 1u;
+  x += 0x7fffu + lsb;
+  return (uint16_t)(x >> 16);
+}
+
+/* Element i of a weight/cache array of dtype dt, as f32. */
+static inline float dec_load(lte_dtype dt, const void *p, int64_t i) {
+  if (dt == LTE_DTYPE_F32) return ((const float *)p)[i];
+  if (dt == LTE_DTYPE_F16) return dec_f16_to_f32(((const uint16_t *)p)[i]);
+  return dec_bf16_to_f32(((const uint16_t *)p)[i]);
+}
+
+static inline void dec_store(lte_dtype dt, void *p, int64_t i, float v) {
+  if (dt == LTE_DTYPE_F32) ((float *)p)[i] = v;
+  else if (dt == LTE_DTYPE_F16) ((uint16_t *)p)[i] = dec_f32_to_f16(v);
+  else ((uint16_t *)p)[i] = dec_f32_to_bf16(v);
+}
+
+static lte_status dec_check_dtype(lte_ctx_t *ctx, const char *fn, lte_dtype dt, const char *what) {
+  if (dt == LTE_DTYPE_F32 || dt == LTE_DTYPE_F16 || dt == LTE_DTYPE_BF16) return LTE_STATUS_OK;
+  if (dt == LTE_DTYPE_I32) {
+    return lte_fail(ctx, LTE_STATUS_UNSUPPORTED, "%s: %s i32 is not supported (f32, f16, bf16)", fn, what);
+  }
+  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: unknown %s %d", fn, what, (int)dt);
+}
+#define CHECK_DT(dt) LTE_TRY(dec_check_dtype(ctx, __func__, (dt), #dt))
+
+static inline float dec_silu(float x) { return x / (1.0f + expf(-x)); }
+static inline float dec_gelu(float x) {
+  const float c = 0.7978845608028654f; /* sqrt(2/pi) */
+  return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+/* ---------------------------------------------------------------- linear */
+
+LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x, int32_t ldx,
+                                  int32_t x_mode, const void *norm_w, const void *norm_b, float eps,
+                                  const void *in_mask, const void *out_mask, int32_t out_period,
+                                  int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
+                                  int32_t k, int32_t accumulate) {
+  CHECK_CTX();
+  CHECK_DT(wdtype);
+  CHECK_NONNEG(rows);
+  CHECK_POS(n);
+  CHECK_POS(k);
+  if (x_mode < LTE_DEC_X_PLAIN || x_mode > LTE_DEC_X_GELU) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: x_mode = %d is not a LTE_DEC_X_* value", __func__, (int)x_mode);
+  }
+  const int64_t need = x_mode == LTE_DEC_X_SWIGLU ? 2 * (int64_t)k : k;
+  if (ldx < need) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ldx = %d < %lld (row width the x_mode reads)", __func__, (int)ldx,
+                (long long)need);
+  }
+  if ((in_mask || out_mask) && (expert_size <= 0)) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: expert_size = %d must be > 0 with a mask", __func__,
+                (int)expert_size);
+  }
+  if (in_mask && k % expert_size != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: k = %d is not a multiple of expert_size %d", __func__, (int)k,
+                (int)expert_size);
+  }
+  if (out_mask && (out_period <= 0 || out_period % expert_size != 0 || n % out_period != 0)) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT,
+                "%s: out_period = %d must be > 0, a multiple of expert_size %d and divide n = %d", __func__,
+                (int)out_period, (int)expert_size, (int)n);
+  }
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(w);
+  CHECK_PTR(x);
+  CHECK_PTR(y);
+  if (x_mode == LTE_DEC_X_RMSNORM || x_mode == LTE_DEC_X_LAYERNORM) CHECK_PTR(norm_w);
+  if (x_mode == LTE_DEC_X_LAYERNORM) CHECK_PTR(norm_b);
+  const float *X = x, *NW = norm_w, *NB = norm_b, *IM = in_mask, *OM = out_mask, *BI = bias;
+  float *Y = y;
+  const int64_t K = k, N = n;
+  float *xp = malloc((size_t)rows * (size_t)K * sizeof(float));
+  if (!xp) return FAIL(LTE_STATUS_OUT_OF_MEMORY, "%s: cannot allocate %lld floats", __func__, (long long)rows * K);
+  for (int32_t r = 0; r < rows; r++) {
+    const float *xr = X + (int64_t)r * ldx;
+    float *o = xp + (int64_t)r * K;
+    float mean = 0.0f, rstd = 1.0f;
+    if (x_mode == LTE_DEC_X_RMSNORM) {
+      float ss = 0.0f;
+      for (int64_t i = 0; i < K; i++) ss += xr[i] * xr[i];
+      rstd = 1.0f / sqrtf(ss / (float)K + eps);
+    } else if (x_mode == LTE_DEC_X_LAYERNORM) {
+      float s = 0.0f, ss = 0.0f;
+      for (int64_t i = 0; i < K; i++) {
+        s += xr[i];
+        ss += xr[i] * xr[i];
+      }
+      mean = s / (float)K;
+      float var = ss / (float)K - mean * mean;
+      if (var < 0.0f) var = 0.0f;
+      rstd = 1.0f / sqrtf(var + eps);
+    }
+    for (int64_t i = 0; i < K; i++) {
+      float v;
+      switch (x_mode) {
+        case LTE_DEC_X_RMSNORM: v = xr[i] * rstd * NW[i]; break;
+        case LTE_DEC_X_LAYERNORM: v = (xr[i] - mean) * rstd * NW[i] + NB[i]; break;
+        case LTE_DEC_X_SWIGLU: v = dec_silu(xr[i]) * xr[K + i]; break;
+        case LTE_DEC_X_GELU: v = dec_gelu(xr[i]); break;
+        default: v = xr[i];
+      }
+      if (IM) v *= IM[(int64_t)r * (K / expert_size) + i / expert_size];
+      o[i] = v;
+    }
+  }
+  const int nt = lte_nthreads(ctx);
+  const int64_t per = out_mask ? out_period / expert_size : 0;
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * N * K > LTE_PAR_MIN)
+  for (int64_t j = 0; j < N; j++) {
+    for (int32_t r = 0; r < rows; r++) {
+      float *yo = Y + (int64_t)r * N + j;
+      if (OM && OM[(int64_t)r * per + (j % out_period) / expert_size] == 0.0f) {
+        if (!accumulate) *yo = 0.0f;
+        continue;
+      }
+      const float *xr = xp + (int64_t)r * K;
+      float acc = 0.0f;
+      for (int64_t i = 0; i < K; i++) acc += dec_load(wdtype, w, j * K + i) * xr[i];
+      if (BI) acc += BI[j];
+      *yo = accumulate ? *yo + acc : acc;
+    }
+  }
+  free(xp);
+  return LTE_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- norm */
+
+LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const void *w, const void *b, void *y, int32_t rows,
+                                int32_t cols, float eps, int32_t kind) {
+  CHECK_CTX();
+  CHECK_NONNEG(rows);
+  CHECK_POS(cols);
+  if (kind != 0 && kind != 1) return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: kind = %d (0 rms, 1 layer)", __func__, kind);
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(x);
+  CHECK_PTR(w);
+  CHECK_PTR(y);
+  if (kind == 1) CHECK_PTR(b);
+  const float *X = x, *W = w, *Bb = b;
+  float *Y = y;
+  for (int32_t r = 0; r < rows; r++) {
+    const float *xr = X + (int64_t)r * cols;
+    float *yr = Y + (int64_t)r * cols;
+    if (kind == 0) {
+      float ss = 0.0f;
+      for (int32_t i = 0; i < cols; i++) ss += xr[i] * xr[i];
+      const float rstd = 1.0f / sqrtf(ss / (float)cols + eps);
+      for (int32_t i = 0; i < cols; i++) yr[i] = xr[i] * rstd * W[i];
+    } else {
+      float s = 0.0f, ss = 0.0f;
+      for (int32_t i = 0; i < cols; i++) {
+        s += xr[i];
+        ss += xr[i] * xr[i];
+      }
+      const float mean = s / (float)cols;
+      float var = ss / (float)cols - mean * mean;
+      if (var < 0.0f) var = 0.0f;
+      const float rstd = 1.0f / sqrtf(var + eps);
+      for (int32_t i = 0; i < cols; i++) yr[i] = (xr[i] - mean) * rstd * W[i] + Bb[i];
+    }
+  }
+  return LTE_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- embedding */
+
+LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, const int32_t *ids, const int32_t *pos,
+                                 const void *tok, const void *pos_table, void *out, int32_t rows, int32_t vocab,
+                                 int32_t n_pos, int32_t dim) {
+  CHECK_CTX();
+  CHECK_DT(wdtype);
+  CHECK_NONNEG(rows);
+  CHECK_POS(vocab);
+  CHECK_POS(dim);
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(ids);
+  CHECK_PTR(tok);
+  CHECK_PTR(out);
+  if (pos_table) CHECK_PTR(pos);
+  float *O = out;
+  for (int32_t r = 0; r < rows; r++) {
+    if (ids[r] < 0 || ids[r] >= vocab) {
+      return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ids[%d] = %d is outside [0, %d)", __func__, r, ids[r], vocab);
+    }
+    if (pos_table && (pos[r] < 0 || pos[r] >= n_pos)) {
+      return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: pos[%d] = %d is outside [0, %d)", __func__, r, pos[r], n_pos);
+    }
+    for (int32_t i = 0; i < dim; i++) {
+      float v = dec_load(wdtype, tok, (int64_t)ids[r] * dim + i);
+      if (pos_table) v += dec_load(wdtype, pos_table, (int64_t)pos[r] * dim + i);
+      O[(int64_t)r * dim + i] = v;
+    }
+  }
+  return LTE_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- rope + kv append */
+
+static lte_status dec_check_rows(lte_ctx_t *ctx, const char *fn, const int32_t *slots, const int32_t *pos,
+                                 int32_t rows, int32_t n_slots, int32_t max_t) {
+  for (int32_t r = 0; r < rows; r++) {
+    if (slots[r] < 0 || slots[r] >= n_slots) {
+      return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: slots[%d] = %d is outside [0, %d)", fn, r, slots[r],
+                      n_slots);
+    }
+    if (pos[r] < 0 || pos[r] >= max_t) {
+      return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: pos[%d] = %d is outside [0, %d)", fn, r, pos[r], max_t);
+    }
+  }
+  return LTE_STATUS_OK;
+}
+
+LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld, void *k_cache,
+                                       void *v_cache, const int32_t *slots, const int32_t *pos, int32_t rows,
+                                       int32_t heads, int32_t kv_heads, int32_t head_dim, int32_t n_slots,
+                                       int32_t max_t, float theta) {
+  CHECK_CTX();
+  CHECK_DT(kvdtype);
+  CHECK_NONNEG(rows);
+  CHECK_POS(heads);
+  CHECK_POS(kv_heads);
+  CHECK_POS(head_dim);
+  CHECK_POS(n_slots);
+  CHECK_POS(max_t);
+  if (heads % kv_heads != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: heads %d not divisible by kv_heads %d", __func__, heads, kv_heads);
+  }
+  if (theta > 0.0f && head_dim % 2 != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: head_dim %d must be even for RoPE", __func__, head_dim);
+  }
+  if ((int64_t)ld < (int64_t)(heads + 2 * kv_heads) * head_dim) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ld = %d < (H + 2 HKV) D", __func__, ld);
+  }
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(qkv);
+  CHECK_PTR(k_cache);
+  CHECK_PTR(v_cache);
+  CHECK_PTR(slots);
+  CHECK_PTR(pos);
+  LTE_TRY(dec_check_rows(ctx, __func__, slots, pos, rows, n_slots, max_t));
+  float *Q = qkv;
+  const int32_t D = head_dim, half = D / 2;
+  for (int32_t r = 0; r < rows; r++) {
+    float *row = Q + (int64_t)r * ld;
+    if (theta > 0.0f) {
+      for (int32_t h = 0; h < heads + kv_heads; h++) {
+        float *v = row + (int64_t)h * D;
+        for (int32_t i = 0; i < half; i++) {
+          const double ang = (double)pos[r] * pow((double)theta, -2.0 * (double)i / (double)D);
+          const float c = (float)cos(ang), s = (float)sin(ang);
+          const float a = v[i], b = v[i + half];
+          v[i] = a * c - b * s;
+          v[i + half] = b * c + a * s;
+        }
+      }
+    }
+    for (int32_t g = 0; g < kv_heads; g++) {
+      const int64_t base = (((int64_t)slots[r] * kv_heads + g) * max_t + pos[r]) * D;
+      const float *kr = row + (int64_t)(heads + g) * D;
+      const float *vr = row + (int64_t)(heads + kv_heads + g) * D;
+      for (int32_t d = 0; d < D; d++) {
+        dec_store(kvdtype, k_cache, base + d, kr[d]);
+        dec_store(kvdtype, v_cache, base + d, vr[d]);
+      }
+    }
+  }
+  return LTE_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- attention over the cache */
+
+LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const void *qkv, int32_t ld,
+                                     const void *k_cache, const void *v_cache, const int32_t *slots,
+                                     const int32_t *pos, void *out, int32_t rows, int32_t heads, int32_t kv_heads,
+                                     int32_t head_dim, int32_t n_slots, int32_t max_t, float scale) {
+  CHECK_CTX();
+  CHECK_DT(kvdtype);
+  CHECK_NONNEG(rows);
+  CHECK_POS(heads);
+  CHECK_POS(kv_heads);
+  CHECK_POS(head_dim);
+  CHECK_POS(n_slots);
+  CHECK_POS(max_t);
+  if (heads % kv_heads != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: heads %d not divisible by kv_heads %d", __func__, heads, kv_heads);
+  }
+  if ((int64_t)ld < (int64_t)heads * head_dim) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ld = %d < H * D", __func__, ld);
+  }
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(qkv);
+  CHECK_PTR(k_cache);
+  CHECK_PTR(v_cache);
+  CHECK_PTR(slots);
+  CHECK_PTR(pos);
+  CHECK_PTR(out);
+  LTE_TRY(dec_check_rows(ctx, __func__, slots, pos, rows, n_slots, max_t));
+  const float *Q = qkv;
+  float *O = out;
+  const int32_t D = head_dim, group = heads / kv_heads;
+  float *s = malloc((size_t)max_t * sizeof(float));
+  if (!s) return FAIL(LTE_STATUS_OUT_OF_MEMORY, "%s: cannot allocate scratch", __func__);
+  for (int32_t r = 0; r < rows; r++) {
+    const int32_t len = pos[r] + 1;
+    for (int32_t h = 0; h < heads; h++) {
+      const float *q = Q + (int64_t)r * ld + (int64_t)h * D;
+      const int64_t base = ((int64_t)slots[r] * kv_heads + h / group) * max_t * D;
+      float mx = -INFINITY;
+      for (int32_t t = 0; t < len; t++) {
+        float dot = 0.0f;
+        for (int32_t d = 0; d < D; d++) dot += q[d] * dec_load(kvdtype, k_cache, base + (int64_t)t * D + d);
+        s[t] = dot * scale;
+        if (s[t] > mx) mx = s[t];
+      }
+      float sum = 0.0f;
+      for (int32_t t = 0; t < len; t++) {
+        s[t] = expf(s[t] - mx);
+        sum += s[t];
+      }
+      float *o = O + (int64_t)r * heads * D + (int64_t)h * D;
+      for (int32_t d = 0; d < D; d++) {
+        float acc = 0.0f;
+        for (int32_t t = 0; t < len; t++) acc += s[t] * dec_load(kvdtype, v_cache, base + (int64_t)t * D + d);
+        o[d] = acc / sum;
+      }
+    }
+  }
+  free(s);
+  return LTE_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- router mask */
+
+LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void *mask, int32_t *counts,
+                                       int32_t count_ld, int32_t rows, int32_t n_experts, float threshold) {
+  CHECK_CTX();
+  CHECK_NONNEG(rows);
+  CHECK_POS(n_experts);
+  if (counts) CHECK_POS(count_ld);
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(logits);
+  CHECK_PTR(mask);
+  const float *L = logits;
+  float *M = mask;
+  for (int32_t r = 0; r < rows; r++) {
+    int32_t c = 0;
+    for (int32_t e = 0; e < n_experts; e++) {
+      const int on = L[(int64_t)r * n_experts + e] > threshold;
+      M[(int64_t)r * n_experts + e] = on ? 1.0f : 0.0f;
+      c += on;
+    }
+    if (counts) counts[(int64_t)r * count_ld] = c;
+  }
+  return LTE_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- sampling */
+
+static int dec_cmp_desc_f(const void *pa, const void *pb) {
+  const float a = *(const float *)pa, b = *(const float *)pb;
+  return (a < b) - (a > b);
+}
+
+LTE_API lte_status lte_dec_sample(lte_ctx_t *ctx, const void *logits, const void *temperature, const int32_t *top_k,
+                                  const void *top_p, const uint64_t *seeds, int32_t *pos, int32_t *ids,
+                                  int32_t *out, void *scratch, int32_t rows, int32_t vocab, int32_t advance) {
+  CHECK_CTX();
+  CHECK_NONNEG(rows);
+  CHECK_POS(vocab);
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(logits);
+  CHECK_PTR(temperature);
+  CHECK_PTR(top_k);
+  CHECK_PTR(top_p);
+  CHECK_PTR(seeds);
+  CHECK_PTR(pos);
+  CHECK_PTR(out);
+  CHECK_PTR(scratch);
+  if (advance) CHECK_PTR(ids);
+  const float *X = logits, *TEMP = temperature, *TP = top_p;
+  float *SC = scratch;
+  const int64_t V = vocab;
+  for (int32_t r = 0; r < rows; r++) {
+    const float *xr = X + (int64_t)r * V;
+    int64_t chosen = 0;
+    if (!(TEMP[r] > 0.0f)) {
+      for (int64_t c = 1; c < V; c++) {
+        if (xr[c] > xr[chosen]) chosen = c;
+      }
+    } else {
+      float *e = SC + (int64_t)r * V;
+      const float inv_t = 1.0f / TEMP[r];
+      float mx = -INFINITY;
+      for (int64_t i = 0; i < V; i++) {
+        e[i] = xr[i] * inv_t;
+        if (e[i] > mx) mx = e[i];
+      }
+      float kth = -INFINITY;
+      if (top_k[r] > 0 && top_k[r] < V) {
+        float *sorted = malloc((size_t)V * sizeof(float));
+        if (!sorted) return FAIL(LTE_STATUS_OUT_OF_MEMORY, "%s: cannot allocate scratch", __func__);
+        memcpy(sorted, e, (size_t)V * sizeof(float));
+        qsort(sorted, (size_t)V, sizeof(float), dec_cmp_desc_f);
+        kth = sorted[top_k[r] - 1];
+        free(sorted);
+      }
+      float z = 0.0f;
+      for (int64_t i = 0; i < V; i++) {
+        e[i] = e[i] >= kth ? expf(e[i] - mx) : 0.0f;
+        z += e[i];
+      }
+      float cut = 0.0f; /* keep e_i >= cut (and e_i > 0) */
+      if (TP[r] < 1.0f) {
+        float *sorted = malloc((size_t)V * sizeof(float));
+        if (!sorted) return FAIL(LTE_STATUS_OUT_OF_MEMORY, "%s: cannot allocate scratch", __func__);
+        memcpy(sorted, e, (size_t)V * sizeof(float));
+        qsort(sorted, (size_t)V, sizeof(float), dec_cmp_desc_f);
+        const float target = TP[r] * z;
+        float above = 0.0f;
+        for (int64_t i = 0; i < V;) {
+          const float value = sorted[i];
+          while (i < V && sorted[i] == value) above += sorted[i++];
+          if (above >= target) {
+            cut = value;
+            break;
+          }
+        }
+        free(sorted);
+      }
+      float kept = 0.0f;
+      for (int64_t i = 0; i < V; i++) {
+        if (e[i] > 0.0f && e[i] >= cut) kept += e[i];
+      }
+      const float u = lte_uniform(seeds[r], pos[r]) * kept;
+      float running = 0.0f;
+      int64_t last = -1;
+      chosen = -1;
+      for (int64_t i = 0; i < V; i++) {
+        if (!(e[i] > 0.0f && e[i] >= cut)) continue;
+        last = i;
+        running += e[i];
+        if (running > u) {
+          chosen = i;
+          break;
+        }
+      }
+      if (chosen < 0) chosen = last >= 0 ? last : 0;
+    }
+    out[r] = (int32_t)chosen;
+    if (advance) {
+      ids[r] = (int32_t)chosen;
+      pos[r] += 1;
+    }
+  }
+  return LTE_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- utilities */
+
+LTE_API lte_status lte_dec_fill_random(lte_ctx_t *ctx, lte_dtype dtype, void *x, int64_t n, uint64_t seed,
+                                       float scale) {
+  CHECK_CTX();
+  CHECK_DT(dtype);
+  CHECK_NONNEG(n);
+  if (n == 0) return LTE_STATUS_OK;
+  CHECK_PTR(x);
+  for (int64_t i = 0; i < n; i++) dec_store(dtype, x, i, scale * (2.0f * lte_uniform(seed, i) - 1.0f));
+  return LTE_STATUS_OK;
+}
+
+LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n) {
+  CHECK_CTX();
+  CHECK_DT(dtype);
+  CHECK_NONNEG(n);
+  if (n == 0) return LTE_STATUS_OK;
+  CHECK_PTR(x);
+  CHECK_PTR(y);
+  const float *X = x;
+  for (int64_t i = 0; i < n; i++) dec_store(dtype, y, i, X[i]);
+  return LTE_STATUS_OK;
+}
+
+LTE_API lte_status lte_graph_begin(lte_ctx_t *ctx) {
+  CHECK_CTX();
+  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: graph capture needs the cuda backend (run the steps eagerly)", __func__);
+}
+
+LTE_API lte_status lte_graph_end(lte_ctx_t *ctx, void **graph_out) {
+  CHECK_CTX();
+  CHECK_PTR(graph_out);
+  *graph_out = NULL;
+  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: graph capture needs the cuda backend", __func__);
+}
+
+LTE_API lte_status lte_graph_launch(lte_ctx_t *ctx, void *graph) {
+  CHECK_CTX();
+  (void)graph;
+  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: graph capture needs the cuda backend", __func__);
+}
+
+LTE_API lte_status lte_graph_free(lte_ctx_t *ctx, void *graph) {
+  CHECK_CTX();
+  if (graph == NULL) return LTE_STATUS_OK;
+  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: graph capture needs the cuda backend", __func__);
+}

@@ -1,0 +1,944 @@
+/*
+ * decode.cu: CUDA kernels of the decode engine (lte.h section "decode engine"); the CPU
+ * reference is cuda/cpu/decode.c.
+ *
+ *   lte_dec_linear       GEMV / skinny GEMM for up to 8 rows per launch (more rows: several
+ *                        launches). One warp per output row; each lane streams 16-byte weight
+ *                        vectors (8 halves) with 4 loads in flight, widens to f32 and keeps f32
+ *                        partial sums; the row's norm (RMS/Layer) or activation (SwiGLU/GELU,
+ *                        expert mask) is applied while x is read, so no separate prologue kernel
+ *                        runs: the norm statistics are accumulated in the same pass and applied to
+ *                        the warp's final sums (rstd * sum w x nw - rstd mean sum w nw + sum w nb).
+ *                        An out_mask lets a warp skip the weight rows of experts no row needs; an
+ *                        in_mask lets a lane skip 8-element weight chunks of inactive experts.
+ *   lte_dec_norm         one block per row.
+ *   lte_dec_rope_append  one thread per rotated pair / appended value (angles in double as the
+ *                        training op and the CPU reference).
+ *   lte_dec_attention    one block per (row, head): scores in shared memory (pos + 1 floats),
+ *                        block max/sum, then one thread per output element walks the positions.
+ *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
+ *                        top-p definition of lte.h found by bisection over float bit patterns
+ *                        (no sort), then an ordered walk (chunk sums, block exclusive scan).
+ *   lte_graph_*          cudaStreamBeginCapture / EndCapture / Instantiate / GraphLaunch on the
+ *                        context stream.
+ * Nothing here allocates, synchronises or reads the host, so every op is graph-capturable.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <climits>
+
+#include "reduce.cuh"
+
+namespace lte {
+namespace {
+
+/* ------------------------------------------------------------------ loads */
+
+template <class T>
+struct W8;  // 8 consecutive weights widened to f32
+
+template <>
+struct W8<float> {
+  static __device__ __forceinline__ void load(const float *p, float *o) {
+    const float4 a = __ldg(reinterpret_cast<const float4 *>(p));
+    const float4 b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+  }
+  static __device__ __forceinline__ float one(const float *p) { return __ldg(p); }
+};
+
+template <>
+struct W8<__half> {
+  static __device__ __forceinline__ void load(const __half *p, float *o) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 f = __half22float2(h[i]);
+      o[2 * i] = f.x;
+      o[2 * i + 1] = f.y;
+    }
+  }
+  static __device__ __forceinline__ float one(const __half *p) { return __half2float(p[0]); }
+};
+
+template <>
+struct W8<__nv_bfloat16> {
+  static __device__ __forceinline__ void load(const __nv_bfloat16 *p, float *o) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 f = __bfloat1622float2(h[i]);
+      o[2 * i] = f.x;
+      o[2 * i + 1] = f.y;
+    }
+  }
+  static __device__ __forceinline__ float one(const __nv_bfloat16 *p) { return __bfloat162float(p[0]); }
+};
+
+template <class T>
+__device__ __forceinline__ float to_f(T v);
+template <>
+__device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float dsilu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float dgelu(float x) {
+  const float c = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+/* ------------------------------------------------------------------ linear */
+
+constexpr int kLinWarps = 8;
+constexpr int kUnroll = 4;
+
+struct LinArgs {
+  const void *w;
+  const float *x;
+  int ldx;
+  int mode;
+  const float *nw;
+  const float *nb;
+  float eps;
+  const float *in_mask;
+  const float *out_mask;
+  int out_period;
+  int S;
+  const float *bias;
+  float *y;
+  int n;
+  int k;
+  int accumulate;
+};
+
+/* x'[k] for one element (before the norm scaling, which is applied to the sums). */
+__device__ __forceinline__ float xload(const LinArgs &a, const float *xr, int k, float *xraw) {
+  const float v = xr[k];
+  *xraw = v;
+  switch (a.mode) {
+    case LTE_DEC_X_RMSNORM: return v * a.nw[k];
+    case LTE_DEC_X_LAYERNORM: return v * a.nw[k];
+    case LTE_DEC_X_SWIGLU: return dsilu(v) * xr[a.k + k];
+    case LTE_DEC_X_GELU: return dgelu(v);
+    default: return v;
+  }
+}
+
+/* VEC = 8 (vector path: k % 8 == 0, S % 8 == 0 with an in_mask) or 1 (scalar path). */
+template <class T, int RB, int VEC>
+__global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int rows) {
+  const int lane = threadIdx.x & 31;
+  const int n = blockIdx.x * kLinWarps + (threadIdx.x >> 5);
+  if (n >= a.n) return;
+  const int K = a.k;
+  bool act[RB];
+  bool any = false;
+#pragma unroll
+  for (int r = 0; r < RB; r++) {
+    act[r] = r < rows;
+    if (act[r] && a.out_mask) {
+      const int per = a.out_period / a.S;
+      act[r] = a.out_mask[(size_t)r * per + (n % a.out_period) / a.S] != 0.0f;
+    }
+    any = any || act[r];
+  }
+  if (!any) {
+    if (lane == 0 && !a.accumulate) {
+#pragma unroll
+      for (int r = 0; r < RB; r++)
+        if (r < rows) a.y[(size_t)r * a.n + n] = 0.0f;
+    }
+    return;
+  }
+  const T *wr = static_cast<const T *>(a.w) + (size_t)n * K;
+  const bool norm = a.mode == LTE_DEC_X_RMSNORM || a.mode == LTE_DEC_X_LAYERNORM;
+  const bool ln = a.mode == LTE_DEC_X_LAYERNORM;
+  const int nexp = a.in_mask ? K / a.S : 0;
+  float acc[RB], s1[RB], s2[RB];
+  float accw = 0.0f, accb = 0.0f;
+#pragma unroll
+  for (int r = 0; r < RB; r++) acc[r] = s1[r] = s2[r] = 0.0f;
+  constexpr int STEP = 32 * VEC;
+  for (int k0 = lane * VEC; k0 < K; k0 += STEP * kUnroll) {
+    float wv[kUnroll][VEC];
+    bool live[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; u++) {
+      const int kk = k0 + u * STEP;
+      live[u] = kk < K;
+      if (live[u] && a.in_mask) {
+        bool need = false;
+#pragma unroll
+        for (int r = 0; r < RB; r++)
+          if (r < rows) need = need || a.in_mask[(size_t)r * nexp + kk / a.S] != 0.0f;
+        live[u] = need || norm;  // norms need every x (only used without masks in practice)
+        if (!need) {
+#pragma unroll
+          for (int j = 0; j < VEC; j++) wv[u][j] = 0.0f;
+        }
+        if (!need) continue;
+      }
+      if (live[u]) {
+        if (VEC == 8) W8<T>::load(wr + kk, wv[u]);
+        else wv[u][0] = W8<T>::one(wr + kk);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; u++) {
+      const int kk = k0 + u * STEP;
+      if (kk >= K) continue;
+#pragma unroll
+      for (int r = 0; r < RB; r++) {
+        if (r >= rows) continue;
+        const float *xr = a.x + (size_t)r * a.ldx;
+        const float m = a.in_mask ? a.in_mask[(size_t)r * nexp + kk / a.S] : 1.0f;
+        if (m == 0.0f && !norm) continue;
+#pragma unroll
+        for (int j = 0; j < VEC; j++) {
+          float raw;
+          const float xv = xload(a, xr, kk + j, &raw) * m;
+          acc[r] = fmaf(wv[u][j], xv, acc[r]);
+          if (norm) {
+            s1[r] += raw;
+            s2[r] = fmaf(raw, raw, s2[r]);
+          }
+        }
+      }
+      if (ln) {
+#pragma unroll
+        for (int j = 0; j < VEC; j++) {
+          accw = fmaf(wv[u][j], a.nw[kk + j], accw);
+          accb = fmaf(wv[u][j], a.nb[kk + j], accb);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < RB; r++) {
+    acc[r] = warp_sum(acc[r]);
+    if (norm) {
+      s1[r] = warp_sum(s1[r]);
+      s2[r] = warp_sum(s2[r]);
+    }
+  }
+  if (ln) {
+    accw = warp_sum(accw);
+    accb = warp_sum(accb);
+  }
+  if (lane == 0) {
+    const float bias = a.bias ? a.bias[n] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+      if (r >= rows) continue;
+      float* yo = a.y + (size_t)r * a.n + n;
+      if (!act[r]) {
+        if (!a.accumulate) *yo = 0.0f;
+        continue;
+      }
+      float v = acc[r];
+      if (a.mode == LTE_DEC_X_RMSNORM) {
+        v *= rsqrtf(s2[r] / (float)K + a.eps);
+      } else if (ln) {
+        const float mean = s1[r] / (float)K;
+        const float var = fmaxf(s2[r] / (float)K - mean * mean, 0.0f);
+        const float rstd = rsqrtf(var + a.eps);
+        v = rstd * (v - mean * accw) + accb;
+      }
+      v += bias;
+      *yo = a.accumulate ? *yo + v : v;
+    }
+  }
+}
+
+/* Vector path: up to 8 rows per launch (RB = 1..8 instantiated). Scalar path (k % 8 != 0 or an
+   unaligned weight): one row per launch. */
+template <class T>
+cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec) {
+  const unsigned blocks = (unsigned)((a.n + kLinWarps - 1) / kLinWarps);
+  const int chunk = vec ? 8 : 1;
+  for (int r0 = 0; r0 < rows; r0 += chunk) {
+    LinArgs b = a;
+    const int rb = rows - r0 < chunk ? rows - r0 : chunk;
+    b.x = a.x + (size_t)r0 * a.ldx;
+    b.y = a.y + (size_t)r0 * a.n;
+    if (a.in_mask) b.in_mask = a.in_mask + (size_t)r0 * (a.k / a.S);
+    if (a.out_mask) b.out_mask = a.out_mask + (size_t)r0 * (a.out_period / a.S);
+    if (!vec) {
+      linear_kernel<T, 1, 1><<<blocks, kLinWarps * 32, 0, st>>>(b, 1);
+    } else {
+      switch (rb) {
+#define LTE_LIN_CASE(R) \
+  case R: linear_kernel<T, R, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb); break;
+        LTE_LIN_CASE(1)
+        LTE_LIN_CASE(2)
+        LTE_LIN_CASE(3)
+        LTE_LIN_CASE(4)
+        LTE_LIN_CASE(5)
+        LTE_LIN_CASE(6)
+        LTE_LIN_CASE(7)
+        LTE_LIN_CASE(8)
+#undef LTE_LIN_CASE
+      }
+    }
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+/* ------------------------------------------------------------------ norm */
+
+__global__ void norm_kernel(const float *x, const float *w, const float *b, float *y, int cols, float eps, int kind) {
+  __shared__ float sm[32];
+  const float *xr = x + (size_t)blockIdx.x * cols;
+  float *yr = y + (size_t)blockIdx.x * cols;
+  float s = 0.0f, ss = 0.0f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    s += xr[i];
+    ss += xr[i] * xr[i];
+  }
+  ss = block_sum(ss, sm);
+  if (kind == 0) {
+    const float rstd = rsqrtf(ss / (float)cols + eps);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = xr[i] * rstd * w[i];
+  } else {
+    s = block_sum(s, sm);
+    const float mean = s / (float)cols;
+    const float rstd = rsqrtf(fmaxf(ss / (float)cols - mean * mean, 0.0f) + eps);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+  }
+}
+
+/* ------------------------------------------------------------------ embedding */
+
+template <class T>
+__global__ void embed_kernel(const int32_t *ids, const int32_t *pos, const T *tok, const T *pt, float *out, int rows,
+                             int vocab, int n_pos, int dim) {
+  LTE_GRID_STRIDE(i, (int64_t)rows * dim) {
+    const int r = (int)(i / dim), c = (int)(i % dim);
+    const int id = ids[r];
+    float v = 0.0f;
+    if (id >= 0 && id < vocab) v = to_f(tok[(size_t)id * dim + c]);
+    if (pt) {
+      const int p = pos[r];
+      if (p >= 0 && p < n_pos) v += to_f(pt[(size_t)p * dim + c]);
+    }
+    out[i] = v;
+  }
+}
+
+/* ------------------------------------------------------------------ rope + append */
+
+template <class T>
+__global__ void rope_append_kernel(float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
+                                   int rows, int H, int HKV, int D, int max_t, float theta) {
+  const int half = D / 2;
+  const int64_t per_row = (int64_t)(H + HKV) * half + (int64_t)HKV * D;
+  LTE_GRID_STRIDE(i, (int64_t)rows * per_row) {
+    const int r = (int)(i / per_row);
+    int64_t j = i % per_row;
+    float *row = qkv + (size_t)r * ld;
+    const int p = pos[r], slot = slots[r];
+    if (j < (int64_t)(H + HKV) * half) {
+      const int h = (int)(j / half), e = (int)(j % half);
+      float *v = row + (size_t)h * D;
+      float a0 = v[e], a1 = v[e + half];
+      if (theta > 0.0f) {
+        const double ang = (double)p * pow((double)theta, -2.0 * (double)e / (double)D);
+        const float c = (float)cos(ang), s = (float)sin(ang);
+        const float b0 = a0 * c - a1 * s, b1 = a1 * c + a0 * s;
+        a0 = b0;
+        a1 = b1;
+        v[e] = a0;
+        v[e + half] = a1;
+      }
+      if (h >= H) {
+        const int g = h - H;
+        const size_t base = (((size_t)slot * HKV + g) * max_t + p) * D;
+        kc[base + e] = from_f<T>(a0);
+        kc[base + e + half] = from_f<T>(a1);
+      }
+    } else {
+      j -= (int64_t)(H + HKV) * half;
+      const int g = (int)(j / D), d = (int)(j % D);
+      const size_t base = (((size_t)slot * HKV + g) * max_t + p) * D;
+      vc[base + d] = from_f<T>(row[(size_t)(H + HKV + g) * D + d]);
+    }
+  }
+}
+
+/* D odd (no rope possible): plain append of k and v. */
+template <class T>
+__global__ void append_odd_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
+                                  int rows, int H, int HKV, int D, int max_t) {
+  LTE_GRID_STRIDE(i, (int64_t)rows * HKV * D) {
+    const int r = (int)(i / ((int64_t)HKV * D));
+    const int g = (int)((i / D) % HKV), d = (int)(i % D);
+    const float *row = qkv + (size_t)r * ld;
+    const size_t base = (((size_t)slots[r] * HKV + g) * max_t + pos[r]) * D;
+    kc[base + d] = from_f<T>(row[(size_t)(H + g) * D + d]);
+    vc[base + d] = from_f<T>(row[(size_t)(H + HKV + g) * D + d]);
+  }
+}
+
+/* ------------------------------------------------------------------ attention */
+
+constexpr int kAttnThreads = 256;
+
+template <class T>
+__global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qkv, int ld, const T *kc, const T *vc,
+                                                                 const int32_t *slots, const int32_t *pos, float *out,
+                                                                 int H, int HKV, int D, int max_t, float scale) {
+  extern __shared__ float sm_dyn[];
+  __shared__ float red[32];
+  const int r = blockIdx.x / H, h = blockIdx.x % H;
+  const int len = pos[r] + 1;
+  const int g = h / (H / HKV);
+  const float *q = qkv + (size_t)r * ld + (size_t)h * D;
+  const size_t base = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D;
+  float *qs = sm_dyn;      // D
+  float *sc = sm_dyn + D;  // len
+  for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = q[d];
+  __syncthreads();
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  float mx = -INFINITY;
+  for (int t = wid; t < len; t += nw) {
+    const T *kr = kc + base + (size_t)t * D;
+    float dot = 0.0f;
+    for (int d = lane; d < D; d += 32) dot = fmaf(qs[d], to_f(kr[d]), dot);
+    dot = warp_sum(dot) * scale;
+    if (lane == 0) sc[t] = dot;
+    mx = fmaxf(mx, dot);
+  }
+  mx = block_max(mx, red);
+  float sum = 0.0f;
+  for (int t = threadIdx.x; t < len; t += blockDim.x) {
+    const float e = expf(sc[t] - mx);
+    sc[t] = e;
+    sum += e;
+  }
+  sum = block_sum(sum, red);  // leading __syncthreads orders the sc writes
+  const float inv = 1.0f / sum;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const T *vr = vc + base + d;
+    float acc = 0.0f;
+    for (int t = 0; t < len; t++) acc = fmaf(sc[t], to_f(vr[(size_t)t * D]), acc);
+    out[(size_t)r * H * D + (size_t)h * D + d] = acc * inv;
+  }
+}
+
+/* ------------------------------------------------------------------ router mask */
+
+__global__ void router_mask_kernel(const float *logits, float *mask, int32_t *counts, int count_ld, int E,
+                                   float threshold) {
+  __shared__ int sm[32];
+  const int r = blockIdx.x;
+  int c = 0;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    const bool on = logits[(size_t)r * E + e] > threshold;
+    mask[(size_t)r * E + e] = on ? 1.0f : 0.0f;
+    c += on ? 1 : 0;
+  }
+  c = block_sum(c, sm);
+  if (counts && threadIdx.x == 0) counts[(size_t)r * count_ld] = c;
+}
+
+/* ------------------------------------------------------------------ sampling */
+
+constexpr int kSampleThreads = 1024;
+
+__device__ __forceinline__ uint32_t fkey(float f) {
+  const uint32_t b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float unkey(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+__device__ int block_sum_int(int v, int *smem) { return block_sum(v, smem); }
+
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float *logits, const float *temperature,
+                                                                 const int32_t *top_k, const float *top_p,
+                                                                 const uint64_t *seeds, int32_t *pos, int32_t *ids,
+                                                                 int32_t *out, float *scratch, int V, int advance) {
+  __shared__ float fsm[32];
+  __shared__ int ism[32];
+  __shared__ float chunk_prefix[kSampleThreads];
+  const int r = blockIdx.x;
+  const float *x = logits + (size_t)r * V;
+  float *e = scratch + (size_t)r * V;
+  const float temp = temperature[r];
+  int chosen = 0;
+  if (!(temp > 0.0f)) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int c = threadIdx.x; c < V; c += blockDim.x) {
+      const float v = x[c];
+      if (v > bv || (v == bv && c < bi)) {
+        bv = v;
+        bi = c;
+      }
+    }
+    // (value, index) reduction: larger value, then lower index
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > bv || (ov == bv && oi < bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    __shared__ float wv[32];
+    __shared__ int wi[32];
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    if (lane == 0) {
+      wv[wid] = bv;
+      wi[wid] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float v = wv[0];
+      int i = wi[0];
+      for (int w = 1; w < (int)(blockDim.x >> 5); w++) {
+        if (wv[w] > v || (wv[w] == v && wi[w] < i)) {
+          v = wv[w];
+          i = wi[w];
+        }
+      }
+      chosen = i == INT_MAX ? 0 : i;
+    }
+  } else {
+    const float inv_t = 1.0f / temp;
+    float mx = -INFINITY;
+    for (int c = threadIdx.x; c < V; c += blockDim.x) mx = fmaxf(mx, x[c] * inv_t);
+    mx = block_max(mx, fsm);
+    const int k = top_k[r];
+    float kth = -INFINITY;
+    if (k > 0 && k < V) {
+      // largest key t with count{key(z) >= t} >= k, built bit by bit from the top
+      uint32_t t = 0;
+      for (int b = 31; b >= 0; b--) {
+        const uint32_t cand = t | (1u << b);
+        int cnt = 0;
+        for (int c = threadIdx.x; c < V; c += blockDim.x) cnt += fkey(x[c] * inv_t) >= cand ? 1 : 0;
+        cnt = block_sum_int(cnt, ism);
+        if (cnt >= k) t = cand;
+      }
+      kth = unkey(t);
+    }
+    float z = 0.0f;
+    for (int c = threadIdx.x; c < V; c += blockDim.x) {
+      const float zz = x[c] * inv_t;
+      const float ev = zz >= kth ? expf(zz - mx) : 0.0f;
+      e[c] = ev;
+      z += ev;
+    }
+    z = block_sum(z, fsm);
+    float cut = 0.0f;
+    const float tp = top_p[r];
+    if (tp < 1.0f) {
+      // largest v (bit pattern of a non-negative float) with sum{e >= v} >= tp * z
+      const float target = tp * z;
+      uint32_t t = 0;
+      for (int b = 30; b >= 0; b--) {
+        const uint32_t cand = t | (1u << b);
+        const float v = __uint_as_float(cand);
+        float m = 0.0f;
+        for (int c = threadIdx.x; c < V; c += blockDim.x) m += e[c] >= v ? e[c] : 0.0f;
+        m = block_sum(m, fsm);
+        if (m >= target) t = cand;
+      }
+      cut = __uint_as_float(t);
+    }
+    // ordered walk: thread i owns the contiguous chunk [i*C, (i+1)*C)
+    const int C = (V + blockDim.x - 1) / blockDim.x;
+    const int c0 = threadIdx.x * C, c1 = min(V, c0 + C);
+    float mass = 0.0f;
+    int last = -1;
+    for (int c = c0; c < c1; c++) {
+      const float ev = e[c];
+      if (ev > 0.0f && ev >= cut) {
+        mass += ev;
+        last = c;
+      }
+    }
+    chunk_prefix[threadIdx.x] = mass;
+    __syncthreads();
+    if (threadIdx.x == 0) {  // sequential exclusive scan over 1024 chunk sums (index order)
+      float run = 0.0f;
+      for (int i = 0; i < (int)blockDim.x; i++) {
+        const float m = chunk_prefix[i];
+        chunk_prefix[i] = run;
+        run += m;
+      }
+      fsm[0] = run;
+    }
+    __syncthreads();
+    const float kept = fsm[0];
+    const float u = lte_uniform(seeds[r], pos[r]) * kept;
+    int found = INT_MAX;
+    float run = chunk_prefix[threadIdx.x];
+    if (run <= u || threadIdx.x == 0) {
+      for (int c = c0; c < c1; c++) {
+        const float ev = e[c];
+        if (!(ev > 0.0f && ev >= cut)) continue;
+        run += ev;
+        if (run > u) {
+          found = c;
+          break;
+        }
+      }
+    }
+    // first crossing in index order; fall back to the last kept index
+    int f = found;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) f = min(f, __shfl_xor_sync(0xffffffffu, f, o));
+    int l = last;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) l = max(l, __shfl_xor_sync(0xffffffffu, l, o));
+    __shared__ int wf[32], wl[32];
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) {
+      wf[wid] = f;
+      wl[wid] = l;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int ff = INT_MAX, ll = -1;
+      for (int w = 0; w < (int)(blockDim.x >> 5); w++) {
+        ff = min(ff, wf[w]);
+        ll = max(ll, wl[w]);
+      }
+      chosen = ff != INT_MAX ? ff : (ll >= 0 ? ll : 0);
+    }
+  }
+  if (threadIdx.x == 0) {
+    out[r] = chosen;
+    if (advance) {
+      ids[r] = chosen;
+      pos[r] += 1;
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ utilities */
+
+template <class T>
+__global__ void fill_random_kernel(T *x, int64_t n, uint64_t seed, float scale) {
+  LTE_GRID_STRIDE(i, n) x[i] = from_f<T>(scale * (2.0f * lte_uniform(seed, i) - 1.0f));
+}
+
+template <class T>
+__global__ void convert_kernel(const float *x, T *y, int64_t n) {
+  LTE_GRID_STRIDE(i, n) y[i] = from_f<T>(x[i]);
+}
+
+}  // namespace
+}  // namespace lte
+
+using namespace lte;
+
+#define LTE_REQUIRE_WDT(dt)                                                                                 \
+  do {                                                                                                      \
+    if ((dt) != LTE_DTYPE_F32 && (dt) != LTE_DTYPE_F16 && (dt) != LTE_DTYPE_BF16) {                         \
+      if ((dt) == LTE_DTYPE_I32)                                                                            \
+        return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "%s i32 is not supported (f32, f16, bf16)", #dt); \
+      return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, "unknown %s %d", #dt, (int)(dt));              \
+    }                                                                                                       \
+  } while (0)
+
+extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x,
+                                             int32_t ldx, int32_t x_mode, const void *norm_w, const void *norm_b,
+                                             float eps, const void *in_mask, const void *out_mask, int32_t out_period,
+                                             int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
+                                             int32_t k, int32_t accumulate) {
+  LTE_ENTER("lte_dec_linear");
+  LTE_REQUIRE_WDT(wdtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(n);
+  LTE_CHECK_POS(k);
+  LTE_REQUIRE(x_mode >= LTE_DEC_X_PLAIN && x_mode <= LTE_DEC_X_GELU, "x_mode = %d is not a LTE_DEC_X_* value",
+              (int)x_mode);
+  const int64_t need = x_mode == LTE_DEC_X_SWIGLU ? 2 * (int64_t)k : k;
+  LTE_REQUIRE(ldx >= need, "ldx = %d < %lld (row width the x_mode reads)", (int)ldx, (long long)need);
+  LTE_REQUIRE(!(in_mask || out_mask) || expert_size > 0, "expert_size = %d must be > 0 with a mask",
+              (int)expert_size);
+  LTE_REQUIRE(!in_mask || k % expert_size == 0, "k = %d is not a multiple of expert_size %d", (int)k,
+              (int)expert_size);
+  LTE_REQUIRE(!out_mask || (out_period > 0 && out_period % expert_size == 0 && n % out_period == 0),
+              "out_period = %d must be > 0, a multiple of expert_size %d and divide n = %d", (int)out_period,
+              (int)expert_size, (int)n);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(w);
+  LTE_REQUIRE_PTR(x);
+  LTE_REQUIRE_PTR(y);
+  if (x_mode == LTE_DEC_X_RMSNORM || x_mode == LTE_DEC_X_LAYERNORM) LTE_REQUIRE_PTR(norm_w);
+  if (x_mode == LTE_DEC_X_LAYERNORM) LTE_REQUIRE_PTR(norm_b);
+  LinArgs a{w,    F32(x),   ldx,          x_mode,       F32(norm_w), F32(norm_b), eps, F32(in_mask),
+            F32(out_mask), out_period, expert_size, F32(bias), F32W(y), n, k, accumulate};
+  const size_t wb = wdtype == LTE_DTYPE_F32 ? 4 : 2;
+  const bool vec = k % 8 == 0 && (!in_mask || expert_size % 8 == 0) && ((uintptr_t)w % 16 == 0) &&
+                   ((size_t)k * wb) % 16 == 0;
+  cudaError_t e;
+  if (wdtype == LTE_DTYPE_F32) e = launch_linear<float>(a, rows, ctx->stream, vec);
+  else if (wdtype == LTE_DTYPE_F16) e = launch_linear<__half>(a, rows, ctx->stream, vec);
+  else e = launch_linear<__nv_bfloat16>(a, rows, ctx->stream, vec);
+  if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of linear_kernel", e, __FILE__, __LINE__);
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const void *w, const void *b, void *y,
+                                           int32_t rows, int32_t cols, float eps, int32_t kind) {
+  LTE_ENTER("lte_dec_norm");
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(cols);
+  LTE_REQUIRE(kind == 0 || kind == 1, "kind = %d (0 rms, 1 layer)", (int)kind);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(x);
+  LTE_REQUIRE_PTR(w);
+  LTE_REQUIRE_PTR(y);
+  if (kind == 1) LTE_REQUIRE_PTR(b);
+  norm_kernel<<<rows, 256, 0, ctx->stream>>>(F32(x), F32(w), F32(b), F32W(y), cols, eps, kind);
+  LTE_LAUNCH_CHECK("norm_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, const int32_t *ids, const int32_t *pos,
+                                            const void *tok, const void *pos_table, void *out, int32_t rows,
+                                            int32_t vocab, int32_t n_pos, int32_t dim) {
+  LTE_ENTER("lte_dec_embed");
+  LTE_REQUIRE_WDT(wdtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(vocab);
+  LTE_CHECK_POS(dim);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(ids);
+  LTE_REQUIRE_PTR(tok);
+  LTE_REQUIRE_PTR(out);
+  if (pos_table) LTE_REQUIRE_PTR(pos);
+  const int64_t n = (int64_t)rows * dim;
+  const unsigned g = grid_for(ctx, n);
+  if (wdtype == LTE_DTYPE_F32)
+    embed_kernel<float><<<g, kThreads, 0, ctx->stream>>>(ids, pos, F32(tok), F32(pos_table), F32W(out), rows, vocab,
+                                                         n_pos, dim);
+  else if (wdtype == LTE_DTYPE_F16)
+    embed_kernel<__half><<<g, kThreads, 0, ctx->stream>>>(ids, pos, static_cast<const __half *>(tok),
+                                                          static_cast<const __half *>(pos_table), F32W(out), rows,
+                                                          vocab, n_pos, dim);
+  else
+    embed_kernel<__nv_bfloat16><<<g, kThreads, 0, ctx->stream>>>(
+        ids, pos, static_cast<const __nv_bfloat16 *>(tok), static_cast<const __nv_bfloat16 *>(pos_table), F32W(out),
+        rows, vocab, n_pos, dim);
+  LTE_LAUNCH_CHECK("embed_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld,
+                                                  void *k_cache, void *v_cache, const int32_t *slots,
+                                                  const int32_t *pos, int32_t rows, int32_t heads, int32_t kv_heads,
+                                                  int32_t head_dim, int32_t n_slots, int32_t max_t, float theta) {
+  LTE_ENTER("lte_dec_rope_append");
+  LTE_REQUIRE_WDT(kvdtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(heads);
+  LTE_CHECK_POS(kv_heads);
+  LTE_CHECK_POS(head_dim);
+  LTE_CHECK_POS(n_slots);
+  LTE_CHECK_POS(max_t);
+  LTE_REQUIRE(heads % kv_heads == 0, "heads %d not divisible by kv_heads %d", (int)heads, (int)kv_heads);
+  LTE_REQUIRE(!(theta > 0.0f) || head_dim % 2 == 0, "head_dim %d must be even for RoPE", (int)head_dim);
+  LTE_REQUIRE((int64_t)ld >= (int64_t)(heads + 2 * kv_heads) * head_dim, "ld = %d < (H + 2 HKV) D", (int)ld);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(qkv);
+  LTE_REQUIRE_PTR(k_cache);
+  LTE_REQUIRE_PTR(v_cache);
+  LTE_REQUIRE_PTR(slots);
+  LTE_REQUIRE_PTR(pos);
+  const bool odd = head_dim % 2 != 0;
+  const int64_t n = odd ? (int64_t)rows * kv_heads * head_dim
+                        : (int64_t)rows * ((int64_t)(heads + kv_heads) * (head_dim / 2) + (int64_t)kv_heads * head_dim);
+  const unsigned g = grid_for(ctx, n);
+#define LTE_RA(T)                                                                                               \
+  if (odd)                                                                                                      \
+    append_odd_kernel<T><<<g, kThreads, 0, ctx->stream>>>(F32(qkv), ld, static_cast<T *>(k_cache),              \
+                                                          static_cast<T *>(v_cache), slots, pos, rows, heads,  \
+                                                          kv_heads, head_dim, max_t);                          \
+  else                                                                                                          \
+    rope_append_kernel<T><<<g, kThreads, 0, ctx->stream>>>(F32W(qkv), ld, static_cast<T *>(k_cache),            \
+                                                           static_cast<T *>(v_cache), slots, pos, rows, heads, \
+                                                           kv_heads, head_dim, max_t, theta)
+  if (kvdtype == LTE_DTYPE_F32) LTE_RA(float);
+  else if (kvdtype == LTE_DTYPE_F16) LTE_RA(__half);
+  else LTE_RA(__nv_bfloat16);
+#undef LTE_RA
+  LTE_LAUNCH_CHECK("rope_append_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const void *qkv, int32_t ld,
+                                                const void *k_cache, const void *v_cache, const int32_t *slots,
+                                                const int32_t *pos, void *out, int32_t rows, int32_t heads,
+                                                int32_t kv_heads, int32_t head_dim, int32_t n_slots, int32_t max_t,
+                                                float scale) {
+  LTE_ENTER("lte_dec_attention");
+  LTE_REQUIRE_WDT(kvdtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(heads);
+  LTE_CHECK_POS(kv_heads);
+  LTE_CHECK_POS(head_dim);
+  LTE_CHECK_POS(n_slots);
+  LTE_CHECK_POS(max_t);
+  LTE_REQUIRE(heads % kv_heads == 0, "heads %d not divisible by kv_heads %d", (int)heads, (int)kv_heads);
+  LTE_REQUIRE((int64_t)ld >= (int64_t)heads * head_dim, "ld = %d < H * D", (int)ld);
+  const size_t smem = (size_t)(head_dim + max_t) * sizeof(float);
+  LTE_REQUIRE(smem <= 200 * 1024, "max_t = %d needs %zu bytes of shared memory (limit 200 KiB)", (int)max_t, smem);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(qkv);
+  LTE_REQUIRE_PTR(k_cache);
+  LTE_REQUIRE_PTR(v_cache);
+  LTE_REQUIRE_PTR(slots);
+  LTE_REQUIRE_PTR(pos);
+  LTE_REQUIRE_PTR(out);
+  const unsigned blocks = (unsigned)rows * (unsigned)heads;
+#define LTE_ATT(T)                                                                                                  \
+  do {                                                                                                              \
+    if (smem > 48 * 1024)                                                                                           \
+      LTE_CUDA_TRY(cudaFuncSetAttribute(attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+                                        200 * 1024));                                                               \
+    attention_kernel<T><<<blocks, kAttnThreads, smem, ctx->stream>>>(                                               \
+        F32(qkv), ld, static_cast<const T *>(k_cache), static_cast<const T *>(v_cache), slots, pos, F32W(out), heads, \
+        kv_heads, head_dim, max_t, scale);                                                                          \
+  } while (0)
+  if (kvdtype == LTE_DTYPE_F32) LTE_ATT(float);
+  else if (kvdtype == LTE_DTYPE_F16) LTE_ATT(__half);
+  else LTE_ATT(__nv_bfloat16);
+#undef LTE_ATT
+  LTE_LAUNCH_CHECK("attention_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void *mask, int32_t *counts,
+                                                  int32_t count_ld, int32_t rows, int32_t n_experts,
+                                                  float threshold) {
+  LTE_ENTER("lte_dec_router_mask");
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(n_experts);
+  if (counts) LTE_CHECK_POS(count_ld);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(logits);
+  LTE_REQUIRE_PTR(mask);
+  router_mask_kernel<<<rows, 256, 0, ctx->stream>>>(F32(logits), F32W(mask), counts, count_ld, n_experts, threshold);
+  LTE_LAUNCH_CHECK("router_mask_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_sample(lte_ctx_t *ctx, const void *logits, const void *temperature,
+                                             const int32_t *top_k, const void *top_p, const uint64_t *seeds,
+                                             int32_t *pos, int32_t *ids, int32_t *out, void *scratch, int32_t rows,
+                                             int32_t vocab, int32_t advance) {
+  LTE_ENTER("lte_dec_sample");
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(vocab);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(logits);
+  LTE_REQUIRE_PTR(temperature);
+  LTE_REQUIRE_PTR(top_k);
+  LTE_REQUIRE_PTR(top_p);
+  LTE_REQUIRE_PTR(seeds);
+  LTE_REQUIRE_PTR(pos);
+  LTE_REQUIRE_PTR(out);
+  LTE_REQUIRE_PTR(scratch);
+  if (advance) LTE_REQUIRE_PTR(ids);
+  sample_kernel<<<rows, kSampleThreads, 0, ctx->stream>>>(F32(logits), F32(temperature), top_k, F32(top_p), seeds,
+                                                          pos, ids, out, F32W(scratch), vocab, advance);
+  LTE_LAUNCH_CHECK("sample_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_fill_random(lte_ctx_t *ctx, lte_dtype dtype, void *x, int64_t n, uint64_t seed,
+                                                  float scale) {
+  LTE_ENTER("lte_dec_fill_random");
+  LTE_REQUIRE_WDT(dtype);
+  LTE_CHECK_NONNEG(n);
+  if (n == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(x);
+  const unsigned g = grid_for(ctx, n);
+  if (dtype == LTE_DTYPE_F32) fill_random_kernel<float><<<g, kThreads, 0, ctx->stream>>>(F32W(x), n, seed, scale);
+  else if (dtype == LTE_DTYPE_F16)
+    fill_random_kernel<__half><<<g, kThreads, 0, ctx->stream>>>(static_cast<__half *>(x), n, seed, scale);
+  else
+    fill_random_kernel<__nv_bfloat16><<<g, kThreads, 0, ctx->stream>>>(static_cast<__nv_bfloat16 *>(x), n, seed,
+                                                                        scale);
+  LTE_LAUNCH_CHECK("fill_random_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n) {
+  LTE_ENTER("lte_dec_convert");
+  LTE_REQUIRE_WDT(dtype);
+  LTE_CHECK_NONNEG(n);
+  if (n == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(x);
+  LTE_REQUIRE_PTR(y);
+  const unsigned g = grid_for(ctx, n);
+  if (dtype == LTE_DTYPE_F32) convert_kernel<float><<<g, kThreads, 0, ctx->stream>>>(F32(x), F32W(y), n);
+  else if (dtype == LTE_DTYPE_F16)
+    convert_kernel<__half><<<g, kThreads, 0, ctx->stream>>>(F32(x), static_cast<__half *>(y), n);
+  else convert_kernel<__nv_bfloat16><<<g, kThreads, 0, ctx->stream>>>(F32(x), static_cast<__nv_bfloat16 *>(y), n);
+  LTE_LAUNCH_CHECK("convert_kernel");
+  return LTE_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------ graphs */
+
+extern "C" LTE_API lte_status lte_graph_begin(lte_ctx_t *ctx) {
+  LTE_ENTER("lte_graph_begin");
+  LTE_CUDA_TRY(cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeRelaxed));
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_graph_end(lte_ctx_t *ctx, void **graph_out) {
+  LTE_ENTER("lte_graph_end");
+  LTE_REQUIRE_PTR(graph_out);
+  *graph_out = nullptr;
+  cudaGraph_t graph = nullptr;
+  LTE_CUDA_TRY(cudaStreamEndCapture(ctx->stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "cudaGraphInstantiate", e, __FILE__, __LINE__);
+  *graph_out = (void *)exec;
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_graph_launch(lte_ctx_t *ctx, void *graph) {
+  LTE_ENTER("lte_graph_launch");
+  LTE_REQUIRE_PTR(graph);
+  LTE_CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)graph, ctx->stream));
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_graph_free(lte_ctx_t *ctx, void *graph) {
+  LTE_ENTER("lte_graph_free");
+  if (graph == nullptr) return LTE_STATUS_OK;
+  LTE_CUDA_TRY(cudaGraphExecDestroy((cudaGraphExec_t)graph));
+  return LTE_STATUS_OK;
+}

@@ -1,0 +1,1155 @@
+/**
+ * The decode engine: loads a GPT-2 or LLaMA checkpoint folder (dense, or LTE with `lte.json` +
+ * routers applied in hard mode), keeps a preallocated KV cache of `maxBatch` slots ×
+ * `maxContext` positions, and decodes with the native decode kernels (cuda/include/lte.h,
+ * section "decode engine"; CPU reference cuda/cpu/decode.c, CUDA cuda/cuda/decode.cu).
+ *
+ * - Weights are converted once at load to `dtype` (f32, f16 or bf16); activations, norms, router
+ *   weights and logits stay f32 and every sum accumulates in f32. The KV cache has the weight dtype.
+ * - One step = embed → per layer (fused norm+QKV GEMV, RoPE + KV append, attention over the
+ *   cache, O GEMV + residual, [router GEMV + hard mask], fused norm+gate/up GEMV, fused act+down
+ *   GEMV + residual) → final norm + head GEMV → sampling on the device. Token ids, positions,
+ *   slots and sampling parameters live in device arrays; sampling writes the next input id and
+ *   advances the position on the device, so on CUDA a step is captured once per batch size as a
+ *   CUDA graph and replayed, with one asynchronous read of the sampled tokens per step.
+ * - Sparse (LTE) models: the router logits are computed from the FFN input, an expert is active iff
+ *   sigmoid(logit) > tau (strict), the gate/up GEMV skips the weight rows of experts no row in the
+ *   batch needs (the union) and the down GEMV skips the inactive experts' weight chunks.
+ *
+ * Errors that come from the caller's input are `EngineError`s, raised before any device work, so
+ * they never disturb the other slots.
+ *
+ * @module
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type Backend, getBackend } from "../ffi/backend.ts";
+import { DTypeCode } from "../ffi/symbols.ts";
+import { readCheckpointConfig } from "../models/checkpoint.ts";
+import type { ModelConfig } from "../models/config.ts";
+import { paramSpecs } from "../models/decoder.ts";
+import { readLteMeta, readRouters, routerBiasName, routerWeightName } from "../models/lte_artifacts.ts";
+import { f32ToBf16, f32ToF16, readSafetensors } from "../models/safetensors.ts";
+import { loadTokenizer, type Tokenizer } from "../text/tokenizer.ts";
+
+/** Sampling parameters of one sequence. temperature 0 = greedy; topK 0 = off; topP 1 = off. */
+export interface SamplingParams {
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+}
+/** How to build an engine. */
+export interface EngineOptions {
+  device: "cpu" | "cuda";
+  dtype: "f32" | "f16" | "bf16";
+  /** Apply the LTE routers (hard mode) and skip inactive experts; needs an LTE folder. */
+  sparse: boolean;
+  /** KV-cache slots (sequences decoded together). */
+  maxBatch: number;
+  /** Positions per slot (prompt + generated tokens). */
+  maxContext: number;
+}
+/** Result of one decode step. */
+export interface StepResult {
+  /** Sampled token per slot, in the order of the `slots` argument. */
+  tokens: number[];
+  /** Per slot: per layer the number of active experts; [] when dense. */
+  activeExperts: number[][];
+}
+/** One generated token. */
+export interface GeneratedToken {
+  id: number;
+  /** Text released with this token (stop-sequence prefixes and partial UTF-8 are held back). */
+  text: string;
+  activeExperts: number[];
+}
+/** Options of `generate`. */
+export type GenerateOptions = { maxTokens: number; stop?: string[]; signal?: AbortSignal } & Partial<SamplingParams>;
+
+/** Bad input to the engine (prompt too long, no free slot, router mismatch, dtype...). */
+export class EngineError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "EngineError";
+  }
+}
+
+/** Default sampling: greedy. */
+export const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+const X = { PLAIN: 0, RMS: 1, LN: 2, SWIGLU: 3, GELU: 4 } as const;
+const PREFILL_CHUNK = 16;
+
+type Ptr = Deno.PointerObject;
+type WDtype = "f32" | "f16" | "bf16";
+
+interface LayerWeights {
+  qkv: Ptr;
+  qkvB: Ptr | null;
+  o: Ptr;
+  oB: Ptr | null;
+  ln1: Ptr;
+  ln1b: Ptr | null;
+  ln2: Ptr;
+  ln2b: Ptr | null;
+  /** LLaMA: [gate; up] (2F, C); GPT-2: c_fc transposed (F, C). */
+  fc: Ptr;
+  fcB: Ptr | null;
+  /** (C, F): HF down_proj as stored / GPT-2 c_proj transposed. */
+  down: Ptr;
+  downB: Ptr | null;
+  router: Ptr | null;
+  routerB: Ptr | null;
+}
+
+/** Host-side weights for `Engine.fromArrays` (HF names and layouts, f32). */
+export type WeightArrays = Map<string, Float32Array>;
+
+/** Routers for a sparse engine built from arrays. */
+export interface RouterSpec {
+  expertSize: number;
+  tau: number;
+  /** `layers.{i}.router.weight` [E, C] and optional `layers.{i}.router.bias` [E]. */
+  arrays: Map<string, Float32Array>;
+}
+
+function logit(tau: number): number {
+  return Math.log(tau / (1 - tau));
+}
+
+function checkOptions(opts: EngineOptions, config: ModelConfig): void {
+  if (opts.device !== "cpu" && opts.device !== "cuda") {
+    throw new EngineError(`engine option device: "${opts.device}" is not supported (cpu, cuda)`);
+  }
+  if (opts.dtype !== "f32" && opts.dtype !== "f16" && opts.dtype !== "bf16") {
+    throw new EngineError(`engine option dtype: "${opts.dtype}" is not supported (f32, f16, bf16)`);
+  }
+  if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1 || opts.maxBatch > 256) {
+    throw new EngineError(`engine option maxBatch: ${opts.maxBatch} must be an integer in [1, 256]`);
+  }
+  if (!Number.isInteger(opts.maxContext) || opts.maxContext < 1) {
+    throw new EngineError(`engine option maxContext: ${opts.maxContext} must be a positive integer`);
+  }
+  if (opts.maxContext > config.max_seq) {
+    throw new EngineError(
+      `engine option maxContext: ${opts.maxContext} exceeds the model's context ${config.max_seq} (config.json)`,
+    );
+  }
+}
+
+/** The decode engine (see the module doc). */
+export class Engine {
+  readonly tokenizer: Tokenizer;
+  readonly contextSize: number;
+  readonly maxBatch: number;
+  readonly nLayer: number;
+  readonly expertsPerLayer: number | null;
+  readonly modelName: string;
+  readonly config: ModelConfig;
+  readonly options: EngineOptions;
+  /** Bytes of device memory held (weights + cache + scratch). */
+  deviceBytes = 0;
+  /** Bytes of weights read by one batch-1 decode step (dense: all; sparse: all but the FFN). */
+  readonly weightBytes: { total: number; ffnPerExpert: number; ffnDense: number };
+
+  #be: Backend;
+  #wdt: number;
+  #allocs: Ptr[] = [];
+  #layers: LayerWeights[] = [];
+  #embed!: Ptr;
+  #posEmbed: Ptr | null = null;
+  #lnf!: Ptr;
+  #lnfb: Ptr | null = null;
+  #head!: Ptr;
+  #kc: Ptr[] = [];
+  #vc: Ptr[] = [];
+  #expertSize = 0;
+  #threshold = 0;
+  #rows: number;
+  // scratch
+  #x!: Ptr;
+  #qkv!: Ptr;
+  #att!: Ptr;
+  #gu!: Ptr;
+  #rlog: Ptr | null = null;
+  #mask: Ptr | null = null;
+  #logits!: Ptr;
+  #sscratch!: Ptr;
+  // io block: ids, pos, slots (i32), temp (f32), topk (i32), topp (f32), seeds (u64) | out (i32), counts (i32)
+  #io!: Ptr;
+  #ioHost: ArrayBuffer;
+  #inBytes: number;
+  #outOff: number;
+  #outBytes: number;
+  #off: Record<"ids" | "pos" | "slots" | "temp" | "topk" | "topp" | "seeds" | "out" | "counts", number>;
+  #graphs = new Map<number, Ptr>();
+  #graphOk: boolean;
+  #lastKey: string | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
+  #slots: { used: boolean; pos: number; next: number }[];
+  #disposed = false;
+
+  private constructor(
+    config: ModelConfig,
+    opts: EngineOptions,
+    tokenizer: Tokenizer,
+    name: string,
+    routers: { expertSize: number; tau: number; n: number } | null,
+  ) {
+    this.config = config;
+    this.options = opts;
+    this.tokenizer = tokenizer;
+    this.modelName = name;
+    this.contextSize = opts.maxContext;
+    this.maxBatch = opts.maxBatch;
+    this.nLayer = config.n_layer;
+    this.expertsPerLayer = routers ? routers.n : null;
+    this.#expertSize = routers?.expertSize ?? 0;
+    this.#threshold = routers ? logit(routers.tau) : 0;
+    try {
+      this.#be = getBackend(opts.device);
+    } catch (e) {
+      throw new EngineError(
+        `engine option device: the ${opts.device} backend is not available: ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
+    }
+    this.#wdt = DTypeCode[opts.dtype];
+    this.#graphOk = opts.device === "cuda";
+    this.#rows = Math.max(opts.maxBatch, PREFILL_CHUNK);
+    this.#slots = Array.from({ length: opts.maxBatch }, () => ({ used: false, pos: 0, next: 0 }));
+    const R = this.#rows, L = config.n_layer;
+    this.#off = {
+      ids: 0,
+      pos: 4 * R,
+      slots: 8 * R,
+      temp: 12 * R,
+      topk: 16 * R,
+      topp: 20 * R,
+      seeds: 24 * R,
+      out: 32 * R,
+      counts: 36 * R,
+    };
+    this.#inBytes = 32 * R;
+    this.#outOff = 32 * R;
+    this.#outBytes = 4 * R + 4 * R * L;
+    this.#ioHost = new ArrayBuffer(this.#inBytes + this.#outBytes);
+    const c = config, bpe = opts.dtype === "f32" ? 4 : 2;
+    const hd = c.d_model / c.n_head, qkvW = (c.n_head + 2 * c.n_kv_head) * hd;
+    const fcRows = c.family === "llama" ? 2 * c.d_ff : c.d_ff;
+    const perLayer = (qkvW * c.d_model + c.d_model * c.d_model) * bpe;
+    const ffn = (fcRows + c.d_ff) * c.d_model * bpe;
+    const head = c.vocab_size * c.d_model * bpe;
+    this.weightBytes = {
+      total: L * (perLayer + ffn) + head,
+      ffnDense: L * ffn,
+      ffnPerExpert: routers ? ((fcRows / c.d_ff + 1) * routers.expertSize * c.d_model * bpe) : 0,
+    };
+  }
+
+  // ------------------------------------------------------------------ loading
+
+  /** Loads a model folder (config.json + model.safetensors + tokenizer; lte.json + routers when sparse). */
+  static load(modelDir: string, opts: EngineOptions): Promise<Engine> {
+    return Promise.resolve().then(() => Engine.#loadSync(modelDir, opts));
+  }
+
+  static #loadSync(dir: string, opts: EngineOptions): Engine {
+    let config: ModelConfig;
+    try {
+      config = readCheckpointConfig(dir);
+    } catch (e) {
+      throw new EngineError((e as Error).message, { cause: e });
+    }
+    checkOptions(opts, config);
+    const file = join(dir, "model.safetensors");
+    if (!existsSync(file)) throw new EngineError(`${file}: not found`);
+    const st = readSafetensors(file);
+    const names = new Set(st.names());
+    const arrays: WeightArrays = new Map();
+    for (const s of paramSpecs(config)) {
+      const alias = [s.name, s.name.startsWith("transformer.") ? s.name.slice("transformer.".length) : s.name].find((
+        n,
+      ) => names.has(n));
+      if (!alias) {
+        throw new EngineError(`${file}: missing tensor ${s.name} (config.json describes a ${config.family} model)`);
+      }
+      const info = st.info(alias);
+      if (info.shape.join(",") !== s.shape.join(",")) {
+        throw new EngineError(
+          `${file}: tensor ${alias} has shape [${info.shape.join(", ")}], expected [${s.shape.join(", ")}]`,
+        );
+      }
+      arrays.set(s.name, st.getF32(alias));
+    }
+    let routers: RouterSpec | null = null;
+    if (opts.sparse) {
+      let meta;
+      try {
+        meta = readLteMeta(dir, config);
+      } catch (e) {
+        throw new EngineError(`routers do not match the model: ${(e as Error).message}`, { cause: e });
+      }
+      if (!meta) throw new EngineError(`${join(dir, "lte.json")}: not found; sparse: true needs an LTE model folder`);
+      if (meta.routers === null) {
+        throw new EngineError(
+          `${join(dir, "lte.json")}: key "routers" is null; run router-train before sparse decoding`,
+        );
+      }
+      try {
+        routers = { expertSize: meta.expert_size, tau: meta.tau, arrays: readRouters(dir, meta) };
+      } catch (e) {
+        throw new EngineError(`routers do not match the model: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    const tokenizer = Engine.#tokenizerOf(dir);
+    const name = dir.replace(/\/+$/, "").split("/").pop() ?? dir;
+    return Engine.fromArrays(config, arrays, opts, { tokenizer, name, routers });
+  }
+
+  static #tokenizerOf(dir: string): Tokenizer {
+    const spec = join(dir, "lte_tokenizer.json");
+    try {
+      if (existsSync(spec)) {
+        return loadTokenizer(JSON.parse(readFileSync(spec, "utf8")), { baseDir: dir, source: spec });
+      }
+      if (existsSync(join(dir, "tokenizer.json"))) {
+        return loadTokenizer({ type: "hf", path: "tokenizer.json" }, { baseDir: dir });
+      }
+      if (existsSync(join(dir, "vocab.json")) && existsSync(join(dir, "merges.txt"))) {
+        return loadTokenizer({ type: "gpt2", encoder: "vocab.json", merges: "merges.txt" }, { baseDir: dir });
+      }
+    } catch (e) {
+      throw new EngineError(`${dir}: cannot load the tokenizer: ${(e as Error).message}`, { cause: e });
+    }
+    throw new EngineError(`${dir}: no tokenizer (lte_tokenizer.json, tokenizer.json or vocab.json + merges.txt)`);
+  }
+
+  /** An engine from host weights (HF names/layouts, f32), e.g. a model held in memory by a test. */
+  static fromArrays(
+    config: ModelConfig,
+    arrays: WeightArrays,
+    opts: EngineOptions,
+    extra: { tokenizer: Tokenizer; name?: string; routers?: RouterSpec | null },
+  ): Engine {
+    checkOptions(opts, config);
+    const r = extra.routers ?? null;
+    let nExp = 0;
+    if (opts.sparse && !r) throw new EngineError("sparse: true needs routers (an LTE model folder)");
+    if (r && opts.sparse) {
+      if (!(r.expertSize > 0) || config.d_ff % r.expertSize !== 0) {
+        throw new EngineError(
+          `routers do not match the model: expert_size ${r.expertSize} does not divide d_ff ${config.d_ff}`,
+        );
+      }
+      if (!(r.tau > 0 && r.tau < 1)) throw new EngineError(`routers: tau ${r.tau} must be in (0, 1)`);
+      nExp = config.d_ff / r.expertSize;
+      for (let i = 0; i < config.n_layer; i++) {
+        const w = r.arrays.get(routerWeightName(i));
+        if (!w || w.length !== nExp * config.d_model) {
+          throw new EngineError(
+            `routers do not match the model: ${routerWeightName(i)} needs [${nExp}, ${config.d_model}] values ` +
+              `(d_ff ${config.d_ff} / expert_size ${r.expertSize}), got ${w ? w.length : "none"}`,
+          );
+        }
+        const b = r.arrays.get(routerBiasName(i));
+        if (b && b.length !== nExp) {
+          throw new EngineError(`routers do not match the model: ${routerBiasName(i)} needs ${nExp} values`);
+        }
+      }
+    }
+    const eng = new Engine(
+      config,
+      opts,
+      extra.tokenizer,
+      extra.name ?? "model",
+      opts.sparse && r ? { expertSize: r.expertSize, tau: r.tau, n: nExp } : null,
+    );
+    try {
+      eng.#upload(arrays, opts.sparse ? r : null);
+      eng.#allocState();
+    } catch (e) {
+      eng.dispose();
+      throw e;
+    }
+    return eng;
+  }
+
+  /**
+   * An engine with random weights generated on the device (benchmarks: no host transfer of a
+   * 7B-sized model). Norm weights are 1. `sparse`: random routers whose bias makes about
+   * `activeFraction` of the experts active per token (the measured fraction is reported by steps).
+   */
+  static random(
+    config: ModelConfig,
+    opts: EngineOptions,
+    extra: { seed: number; tokenizer: Tokenizer; expertSize?: number; activeFraction?: number; scale?: number },
+  ): Engine {
+    checkOptions(opts, config);
+    const es = extra.expertSize ?? 32;
+    const nExp = config.d_ff / es;
+    const eng = new Engine(
+      config,
+      opts,
+      extra.tokenizer,
+      "random",
+      opts.sparse ? { expertSize: es, tau: 0.5, n: nExp } : null,
+    );
+    try {
+      eng.#randomWeights(extra.seed, extra.scale ?? 0.02, extra.activeFraction ?? 0.5);
+      eng.#allocState();
+    } catch (e) {
+      eng.dispose();
+      throw e;
+    }
+    return eng;
+  }
+
+  #alloc(bytes: number): Ptr {
+    const p = this.#be.alloc(bytes);
+    this.#allocs.push(p);
+    this.deviceBytes += bytes;
+    return p;
+  }
+
+  #check(status: number, op: string): void {
+    this.#be.check(status, op);
+  }
+
+  /** f32 vector on the device (norm weights, biases, routers). */
+  #f32(a: Float32Array): Ptr {
+    const p = this.#alloc(a.byteLength);
+    this.#be.write(p, a);
+    return p;
+  }
+
+  /** A weight matrix in the engine dtype. */
+  #w(a: Float32Array): Ptr {
+    const dt = this.options.dtype as WDtype;
+    const host = dt === "f32" ? a : dt === "f16" ? f32ToF16(a) : f32ToBf16(a);
+    const p = this.#alloc(host.byteLength);
+    this.#be.write(p, host);
+    return p;
+  }
+
+  #upload(a: WeightArrays, routers: RouterSpec | null): void {
+    const c = this.config, d = c.d_model, f = c.d_ff;
+    const get = (n: string) => {
+      const v = a.get(n);
+      if (!v) throw new EngineError(`weights: missing tensor ${n}`);
+      return v;
+    };
+    const tr = (m: Float32Array, rows: number, cols: number) => {
+      const out = new Float32Array(m.length);
+      for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j]!;
+      return out;
+    };
+    for (let i = 0; i < c.n_layer; i++) {
+      let lw: LayerWeights;
+      if (c.family === "gpt2") {
+        const p = `transformer.h.${i}`;
+        lw = {
+          qkv: this.#w(tr(get(`${p}.attn.c_attn.weight`), d, 3 * d)),
+          qkvB: this.#f32(get(`${p}.attn.c_attn.bias`)),
+          o: this.#w(tr(get(`${p}.attn.c_proj.weight`), d, d)),
+          oB: this.#f32(get(`${p}.attn.c_proj.bias`)),
+          ln1: this.#f32(get(`${p}.ln_1.weight`)),
+          ln1b: this.#f32(get(`${p}.ln_1.bias`)),
+          ln2: this.#f32(get(`${p}.ln_2.weight`)),
+          ln2b: this.#f32(get(`${p}.ln_2.bias`)),
+          fc: this.#w(tr(get(`${p}.mlp.c_fc.weight`), d, f)),
+          fcB: this.#f32(get(`${p}.mlp.c_fc.bias`)),
+          down: this.#w(tr(get(`${p}.mlp.c_proj.weight`), f, d)),
+          downB: this.#f32(get(`${p}.mlp.c_proj.bias`)),
+          router: null,
+          routerB: null,
+        };
+      } else {
+        const p = `model.layers.${i}`;
+        const q = get(`${p}.self_attn.q_proj.weight`), k = get(`${p}.self_attn.k_proj.weight`);
+        const v = get(`${p}.self_attn.v_proj.weight`);
+        const qkv = new Float32Array(q.length + k.length + v.length);
+        qkv.set(q, 0);
+        qkv.set(k, q.length);
+        qkv.set(v, q.length + k.length);
+        const g = get(`${p}.mlp.gate_proj.weight`), u = get(`${p}.mlp.up_proj.weight`);
+        const gu = new Float32Array(g.length + u.length);
+        gu.set(g, 0);
+        gu.set(u, g.length);
+        lw = {
+          qkv: this.#w(qkv),
+          qkvB: null,
+          o: this.#w(get(`${p}.self_attn.o_proj.weight`)),
+          oB: null,
+          ln1: this.#f32(get(`${p}.input_layernorm.weight`)),
+          ln1b: null,
+          ln2: this.#f32(get(`${p}.post_attention_layernorm.weight`)),
+          ln2b: null,
+          fc: this.#w(gu),
+          fcB: null,
+          down: this.#w(get(`${p}.mlp.down_proj.weight`)),
+          downB: null,
+          router: null,
+          routerB: null,
+        };
+      }
+      if (routers) {
+        lw.router = this.#f32(routers.arrays.get(routerWeightName(i))!);
+        const b = routers.arrays.get(routerBiasName(i));
+        lw.routerB = b ? this.#f32(b) : null;
+      }
+      this.#layers.push(lw);
+    }
+    if (c.family === "gpt2") {
+      this.#embed = this.#w(get("transformer.wte.weight"));
+      this.#posEmbed = this.#w(get("transformer.wpe.weight"));
+      this.#lnf = this.#f32(get("transformer.ln_f.weight"));
+      this.#lnfb = this.#f32(get("transformer.ln_f.bias"));
+      this.#head = this.#embed;
+    } else {
+      this.#embed = this.#w(get("model.embed_tokens.weight"));
+      this.#lnf = this.#f32(get("model.norm.weight"));
+      this.#head = c.tie_embeddings ? this.#embed : this.#w(get("lm_head.weight"));
+    }
+  }
+
+  #randomWeights(seed: number, scale: number, active: number): void {
+    const c = this.config, d = c.d_model, f = c.d_ff, hd = d / c.n_head;
+    const bpe = this.options.dtype === "f32" ? 4 : 2;
+    let s = BigInt(seed) * 1000003n;
+    const rnd = (n: number, sc = scale, dt = this.#wdt, bytes = bpe): Ptr => {
+      const p = this.#alloc(n * bytes);
+      s += 1n;
+      this.#check(this.#be.sym.lte_dec_fill_random(this.#be.ctx, dt, p, n, s, sc), "lte_dec_fill_random");
+      return p;
+    };
+    const ones = (n: number): Ptr => this.#f32(new Float32Array(n).fill(1));
+    const zeros = (n: number): Ptr => this.#f32(new Float32Array(n));
+    const qkvW = (c.n_head + 2 * c.n_kv_head) * hd;
+    const g2 = c.family === "gpt2";
+    // router: logits ~ N(b, 1)-ish for a normalised x (|x|^2 ~ d); bias sets the active fraction
+    const nExp = this.expertsPerLayer ?? 0;
+    const rScale = Math.sqrt(3 / d);
+    const bias = probit(active);
+    for (let i = 0; i < c.n_layer; i++) {
+      this.#layers.push({
+        qkv: rnd(qkvW * d),
+        qkvB: g2 ? zeros(qkvW) : null,
+        o: rnd(d * d),
+        oB: g2 ? zeros(d) : null,
+        ln1: ones(d),
+        ln1b: g2 ? zeros(d) : null,
+        ln2: ones(d),
+        ln2b: g2 ? zeros(d) : null,
+        fc: rnd((g2 ? 1 : 2) * f * d),
+        fcB: g2 ? zeros(f) : null,
+        down: rnd(d * f),
+        downB: g2 ? zeros(d) : null,
+        router: nExp ? rnd(nExp * d, rScale, DTypeCode.f32, 4) : null,
+        routerB: nExp ? this.#f32(new Float32Array(nExp).fill(bias)) : null,
+      });
+    }
+    this.#embed = rnd(c.vocab_size * d, 1);
+    if (g2) this.#posEmbed = rnd(c.max_seq * d, 0.1);
+    this.#lnf = ones(d);
+    this.#lnfb = g2 ? zeros(d) : null;
+    this.#head = c.tie_embeddings ? this.#embed : rnd(c.vocab_size * d);
+  }
+
+  #allocState(): void {
+    const c = this.config, R = this.#rows, d = c.d_model, hd = d / c.n_head;
+    const kvBytes = this.maxBatch * c.n_kv_head * this.contextSize * hd * (this.options.dtype === "f32" ? 4 : 2);
+    for (let i = 0; i < c.n_layer; i++) {
+      this.#kc.push(this.#alloc(kvBytes));
+      this.#vc.push(this.#alloc(kvBytes));
+    }
+    const qkvW = (c.n_head + 2 * c.n_kv_head) * hd;
+    this.#x = this.#alloc(4 * R * d);
+    this.#qkv = this.#alloc(4 * R * qkvW);
+    this.#att = this.#alloc(4 * R * d);
+    this.#gu = this.#alloc(4 * R * (c.family === "llama" ? 2 : 1) * c.d_ff);
+    if (this.expertsPerLayer) {
+      this.#rlog = this.#alloc(4 * R * this.expertsPerLayer);
+      this.#mask = this.#alloc(4 * R * this.expertsPerLayer);
+    }
+    this.#logits = this.#alloc(4 * R * c.vocab_size);
+    this.#sscratch = this.#alloc(4 * R * c.vocab_size);
+    this.#io = this.#alloc(this.#inBytes + this.#outBytes);
+    this.#be.write(this.#io, new Uint8Array(this.#inBytes + this.#outBytes));
+  }
+
+  // ------------------------------------------------------------------ the step
+
+  #at(p: Ptr, bytes: number): Ptr {
+    return Deno.UnsafePointer.offset(p, bytes) as Ptr;
+  }
+
+  /** Enqueues one pass over `rows` io rows; logits/sampling for rows [headRow, headRow + headRows). */
+  #enqueue(rows: number, headRow: number, headRows: number, advance: boolean): void {
+    const s = this.#be.sym, ctx = this.#be.ctx, c = this.config, o = this.#off;
+    const d = c.d_model, hd = d / c.n_head, f = c.d_ff, wdt = this.#wdt;
+    const qkvW = (c.n_head + 2 * c.n_kv_head) * hd;
+    const g2 = c.family === "gpt2";
+    const normMode = g2 ? X.LN : X.RMS;
+    const io = this.#io;
+    const ids = this.#at(io, o.ids), pos = this.#at(io, o.pos), slots = this.#at(io, o.slots);
+    const ck = (st: number, op: string) => {
+      if (st !== 0) this.#check(st, op);
+    };
+    ck(
+      s.lte_dec_embed(ctx, wdt, ids, pos, this.#embed, this.#posEmbed, this.#x, rows, c.vocab_size, c.max_seq, d),
+      "lte_dec_embed",
+    );
+    const E = this.expertsPerLayer ?? 0, S = this.#expertSize;
+    const fcN = g2 ? f : 2 * f;
+    for (let l = 0; l < c.n_layer; l++) {
+      const w = this.#layers[l]!;
+      ck(
+        s.lte_dec_linear(
+          ctx,
+          wdt,
+          w.qkv,
+          this.#x,
+          d,
+          normMode,
+          w.ln1,
+          w.ln1b,
+          c.norm_eps,
+          null,
+          null,
+          0,
+          0,
+          w.qkvB,
+          this.#qkv,
+          rows,
+          qkvW,
+          d,
+          0,
+        ),
+        "lte_dec_linear",
+      );
+      ck(
+        s.lte_dec_rope_append(
+          ctx,
+          wdt,
+          this.#qkv,
+          qkvW,
+          this.#kc[l]!,
+          this.#vc[l]!,
+          slots,
+          pos,
+          rows,
+          c.n_head,
+          c.n_kv_head,
+          hd,
+          this.maxBatch,
+          this.contextSize,
+          g2 ? 0 : c.rope_theta,
+        ),
+        "lte_dec_rope_append",
+      );
+      ck(
+        s.lte_dec_attention(
+          ctx,
+          wdt,
+          this.#qkv,
+          qkvW,
+          this.#kc[l]!,
+          this.#vc[l]!,
+          slots,
+          pos,
+          this.#att,
+          rows,
+          c.n_head,
+          c.n_kv_head,
+          hd,
+          this.maxBatch,
+          this.contextSize,
+          1 / Math.sqrt(hd),
+        ),
+        "lte_dec_attention",
+      );
+      ck(
+        s.lte_dec_linear(
+          ctx,
+          wdt,
+          w.o,
+          this.#att,
+          d,
+          X.PLAIN,
+          null,
+          null,
+          0,
+          null,
+          null,
+          0,
+          0,
+          w.oB,
+          this.#x,
+          rows,
+          d,
+          d,
+          1,
+        ),
+        "lte_dec_linear",
+      );
+      let mask: Ptr | null = null;
+      if (E > 0) {
+        ck(
+          s.lte_dec_linear(
+            ctx,
+            DTypeCode.f32,
+            w.router!,
+            this.#x,
+            d,
+            normMode,
+            w.ln2,
+            w.ln2b,
+            c.norm_eps,
+            null,
+            null,
+            0,
+            0,
+            w.routerB,
+            this.#rlog!,
+            rows,
+            E,
+            d,
+            0,
+          ),
+          "lte_dec_linear",
+        );
+        ck(
+          s.lte_dec_router_mask(
+            ctx,
+            this.#rlog!,
+            this.#mask!,
+            this.#at(io, o.counts + 4 * l),
+            c.n_layer,
+            rows,
+            E,
+            this.#threshold,
+          ),
+          "lte_dec_router_mask",
+        );
+        mask = this.#mask;
+      }
+      ck(
+        s.lte_dec_linear(
+          ctx,
+          wdt,
+          w.fc,
+          this.#x,
+          d,
+          normMode,
+          w.ln2,
+          w.ln2b,
+          c.norm_eps,
+          null,
+          mask,
+          f,
+          S,
+          w.fcB,
+          this.#gu,
+          rows,
+          fcN,
+          d,
+          0,
+        ),
+        "lte_dec_linear",
+      );
+      ck(
+        s.lte_dec_linear(
+          ctx,
+          wdt,
+          w.down,
+          this.#gu,
+          fcN,
+          g2 ? X.GELU : X.SWIGLU,
+          null,
+          null,
+          0,
+          mask,
+          null,
+          0,
+          S,
+          w.downB,
+          this.#x,
+          rows,
+          d,
+          f,
+          1,
+        ),
+        "lte_dec_linear",
+      );
+    }
+    ck(
+      s.lte_dec_linear(
+        ctx,
+        wdt,
+        this.#head,
+        this.#at(this.#x, 4 * d * headRow),
+        d,
+        normMode,
+        this.#lnf,
+        this.#lnfb,
+        c.norm_eps,
+        null,
+        null,
+        0,
+        0,
+        null,
+        this.#logits,
+        headRows,
+        c.vocab_size,
+        d,
+        0,
+      ),
+      "lte_dec_linear",
+    );
+    ck(
+      s.lte_dec_sample(
+        ctx,
+        this.#logits,
+        this.#at(io, o.temp + 4 * headRow),
+        this.#at(io, o.topk + 4 * headRow),
+        this.#at(io, o.topp + 4 * headRow),
+        this.#at(io, o.seeds + 8 * headRow),
+        this.#at(io, o.pos + 4 * headRow),
+        this.#at(io, o.ids + 4 * headRow),
+        this.#at(io, o.out + 4 * headRow),
+        this.#sscratch,
+        headRows,
+        c.vocab_size,
+        advance ? 1 : 0,
+      ),
+      "lte_dec_sample",
+    );
+  }
+
+  /** Writes the io input block for rows. */
+  #writeRows(rows: { id: number; pos: number; slot: number; sp: SamplingParams }[]): void {
+    const o = this.#off;
+    const i32 = new Int32Array(this.#ioHost),
+      f32 = new Float32Array(this.#ioHost),
+      u64 = new BigUint64Array(this.#ioHost);
+    rows.forEach((r, i) => {
+      i32[o.ids / 4 + i] = r.id;
+      i32[o.pos / 4 + i] = r.pos;
+      i32[o.slots / 4 + i] = r.slot;
+      f32[o.temp / 4 + i] = r.sp.temperature;
+      i32[o.topk / 4 + i] = r.sp.topK;
+      f32[o.topp / 4 + i] = r.sp.topP;
+      u64[o.seeds / 8 + i] = BigInt.asUintN(64, BigInt(Math.trunc(r.sp.seed)));
+    });
+    this.#be.write(this.#io, new Uint8Array(this.#ioHost, 0, this.#inBytes));
+  }
+
+  async #readOut(rows: number): Promise<{ out: Int32Array; counts: Int32Array }> {
+    const buf = new Uint8Array(this.#outBytes);
+    await this.#be.readAsync(buf, this.#at(this.#io, this.#outOff));
+    const all = new Int32Array(buf.buffer);
+    return { out: all.slice(0, rows), counts: all.slice(this.#rows, this.#rows + rows * this.nLayer) };
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  #checkSampling(sp: SamplingParams, where: string): SamplingParams {
+    const t = sp.temperature ?? 0, k = sp.topK ?? 0, p = sp.topP ?? 1, seed = sp.seed ?? 0;
+    if (!Number.isFinite(t) || t < 0) throw new EngineError(`${where}: temperature ${t} must be >= 0 (0 = greedy)`);
+    if (!Number.isInteger(k) || k < 0) throw new EngineError(`${where}: topK ${k} must be an integer >= 0 (0 = off)`);
+    if (!(p > 0 && p <= 1)) throw new EngineError(`${where}: topP ${p} must be in (0, 1]`);
+    if (!Number.isSafeInteger(seed)) throw new EngineError(`${where}: seed ${seed} must be an integer`);
+    return { temperature: t, topK: k, topP: p, seed };
+  }
+
+  #checkSlot(slot: number, where: string): void {
+    if (this.#disposed) throw new EngineError(`${where}: the engine has been disposed`);
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.maxBatch || !this.#slots[slot]!.used) {
+      throw new EngineError(`${where}: slot ${slot} is not an allocated slot (allocSlot() first)`);
+    }
+  }
+
+  // ------------------------------------------------------------------ public API
+
+  /** A free KV-cache slot, or null when all `maxBatch` are in use. */
+  allocSlot(): number | null {
+    const i = this.#slots.findIndex((s) => !s.used);
+    if (i < 0) return null;
+    this.#slots[i] = { used: true, pos: 0, next: 0 };
+    return i;
+  }
+
+  /** Returns a slot (its cache contents are simply overwritten by the next user). */
+  freeSlot(slot: number): void {
+    if (Number.isInteger(slot) && slot >= 0 && slot < this.maxBatch) this.#slots[slot]!.used = false;
+  }
+
+  /** Tokens in the slot's cache (the next token's position). */
+  position(slot: number): number {
+    this.#checkSlot(slot, "position");
+    return this.#slots[slot]!.pos;
+  }
+
+  /** Runs the prompt through the model into the slot's cache; returns the first sampled token. */
+  prefill(slot: number, ids: number[], sampling: SamplingParams): Promise<{ token: number; activeExperts: number[] }> {
+    this.#checkSlot(slot, "prefill");
+    const sp = this.#checkSampling(sampling, "prefill sampling");
+    if (ids.length === 0) throw new EngineError("prefill: the prompt has no tokens");
+    if (ids.length >= this.contextSize) {
+      throw new EngineError(
+        `prefill: the prompt has ${ids.length} tokens; the context holds ${this.contextSize} (prompt + at least one generated token)`,
+      );
+    }
+    for (const [i, t] of ids.entries()) {
+      if (!Number.isInteger(t) || t < 0 || t >= this.config.vocab_size) {
+        throw new EngineError(`prefill: token ${i} = ${t} is outside the vocabulary [0, ${this.config.vocab_size})`);
+      }
+    }
+    return this.#serial(async () => {
+      this.#lastKey = null;
+      let res: { out: Int32Array; counts: Int32Array } | null = null;
+      for (let start = 0; start < ids.length; start += this.#rows) {
+        const chunk = ids.slice(start, start + this.#rows);
+        const last = start + chunk.length === ids.length;
+        this.#writeRows(chunk.map((id, i) => ({ id, pos: start + i, slot, sp })));
+        this.#enqueue(chunk.length, last ? chunk.length - 1 : 0, last ? 1 : 0, false);
+        if (last) {
+          const r = await this.#readOut(chunk.length);
+          res = r;
+        }
+      }
+      const row = (ids.length - 1) % this.#rows;
+      const token = res!.out[row]!;
+      const st = this.#slots[slot]!;
+      st.pos = ids.length;
+      st.next = token;
+      const ae = this.expertsPerLayer
+        ? Array.from(res!.counts.subarray(row * this.nLayer, (row + 1) * this.nLayer))
+        : [];
+      return { token, activeExperts: ae };
+    });
+  }
+
+  /** One decode step for these slots (each feeds its last sampled token). */
+  step(slots: number[], sampling: SamplingParams[]): Promise<StepResult> {
+    if (slots.length === 0) return Promise.resolve({ tokens: [], activeExperts: [] });
+    if (slots.length > this.maxBatch) {
+      throw new EngineError(
+        `step: ${slots.length} slots exceed the batch the cache was built for (maxBatch ${this.maxBatch})`,
+      );
+    }
+    if (sampling.length !== slots.length) {
+      throw new EngineError(`step: ${sampling.length} sampling entries for ${slots.length} slots`);
+    }
+    if (new Set(slots).size !== slots.length) throw new EngineError(`step: slots ${slots.join(", ")} repeat a slot`);
+    const sps = sampling.map((s, i) => this.#checkSampling(s, `step sampling[${i}]`));
+    for (const slot of slots) {
+      this.#checkSlot(slot, "step");
+      const st = this.#slots[slot]!;
+      if (st.pos === 0) throw new EngineError(`step: slot ${slot} has no prompt (prefill first)`);
+      if (st.pos >= this.contextSize) {
+        throw new EngineError(`step: slot ${slot} is full (${st.pos} of ${this.contextSize} positions)`);
+      }
+    }
+    return this.#serial(async () => {
+      const R = slots.length;
+      const rows = slots.map((slot, i) => ({
+        id: this.#slots[slot]!.next,
+        pos: this.#slots[slot]!.pos,
+        slot,
+        sp: sps[i]!,
+      }));
+      const key = JSON.stringify(rows);
+      if (key !== this.#lastKey) this.#writeRows(rows);
+      this.#launch(R);
+      const r = await this.#readOut(R);
+      const tokens = Array.from(r.out);
+      slots.forEach((slot, i) => {
+        const st = this.#slots[slot]!;
+        st.pos += 1;
+        st.next = tokens[i]!;
+      });
+      // the device advanced ids/pos itself: the next step with the same slots needs no write
+      this.#lastKey = JSON.stringify(
+        slots.map((slot, i) => ({ id: this.#slots[slot]!.next, pos: this.#slots[slot]!.pos, slot, sp: sps[i]! })),
+      );
+      const activeExperts = this.expertsPerLayer
+        ? slots.map((_, i) => Array.from(r.counts.subarray(i * this.nLayer, (i + 1) * this.nLayer)))
+        : slots.map(() => []);
+      return { tokens, activeExperts };
+    });
+  }
+
+  /** Runs one step over R rows: the captured graph on CUDA, the ops eagerly otherwise. */
+  #launch(R: number): void {
+    const s = this.#be.sym, ctx = this.#be.ctx;
+    if (this.#graphOk) {
+      let g = this.#graphs.get(R);
+      if (!g) {
+        const st = s.lte_graph_begin(ctx);
+        if (st !== 0) {
+          this.#graphOk = false;
+        } else {
+          try {
+            this.#enqueue(R, 0, R, true);
+          } catch (e) {
+            const out = new BigUint64Array(1);
+            s.lte_graph_end(ctx, out);
+            throw e;
+          }
+          const out = new BigUint64Array(1);
+          this.#check(s.lte_graph_end(ctx, out), "lte_graph_end");
+          g = Deno.UnsafePointer.create(out[0]!) as Ptr;
+          this.#graphs.set(R, g);
+        }
+      }
+      if (g) {
+        this.#check(s.lte_graph_launch(ctx, g), "lte_graph_launch");
+        return;
+      }
+    }
+    this.#enqueue(R, 0, R, true);
+  }
+
+  /** Prompt in, tokens out (async iterator), in a slot of its own; the slot is freed at the end. */
+  async *generate(prompt: string | number[], opts: GenerateOptions): AsyncIterable<GeneratedToken> {
+    if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 0) {
+      throw new EngineError(`generate: maxTokens ${opts.maxTokens} must be an integer >= 0`);
+    }
+    const sp = this.#checkSampling({ ...GREEDY, ...stripUndefined(opts) }, "generate");
+    const tk = this.tokenizer;
+    const ids = typeof prompt === "string"
+      ? tk.encode(prompt, { addBos: tk.kind === "hf-bpe" && tk.bosId !== undefined, allowSpecial: false })
+      : prompt;
+    if (ids.length === 0) {
+      if (tk.bosId === undefined) throw new EngineError("generate: the prompt is empty");
+      ids.push(tk.bosId);
+    }
+    if (ids.length >= this.contextSize) {
+      throw new EngineError(
+        `generate: the prompt has ${ids.length} tokens; the context holds ${this.contextSize} (prompt + at least one generated token)`,
+      );
+    }
+    if (opts.maxTokens === 0) return;
+    const slot = this.allocSlot();
+    if (slot === null) throw new EngineError(`generate: all ${this.maxBatch} slots are in use`);
+    const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+    const out: number[] = [];
+    let emitted = 0; // characters of the decoded text already released
+    try {
+      let r = await this.prefill(slot, ids, sp);
+      for (let n = 0; n < opts.maxTokens; n++) {
+        if (opts.signal?.aborted) return;
+        const id = r.token;
+        if (tk.eosId !== undefined && id === tk.eosId) return;
+        out.push(id);
+        const text = tk.decode(out, { skipSpecial: true });
+        // stop sequences: end at the first occurrence, releasing the text before it
+        let stopAt = -1;
+        for (const s of stops) {
+          const i = text.indexOf(s, Math.max(0, emitted - s.length + 1));
+          if (i >= 0 && (stopAt < 0 || i < stopAt)) stopAt = i;
+        }
+        if (stopAt >= 0) {
+          yield { id, text: text.slice(emitted, Math.max(emitted, stopAt)), activeExperts: r.activeExperts };
+          return;
+        }
+        // hold back a trailing partial character and any suffix that could start a stop sequence
+        let safe = text.endsWith("\uFFFD") ? text.length - 1 : text.length;
+        for (const s of stops) {
+          for (let k = Math.min(s.length - 1, safe - emitted); k > 0; k--) {
+            if (text.slice(safe - k, safe) === s.slice(0, k)) {
+              safe -= k;
+              break;
+            }
+          }
+        }
+        const piece = safe > emitted ? text.slice(emitted, safe) : "";
+        emitted = Math.max(emitted, safe);
+        const last = n + 1 >= opts.maxTokens || this.#slots[slot]!.pos >= this.contextSize;
+        yield { id, text: last ? text.slice(emitted - piece.length) : piece, activeExperts: r.activeExperts };
+        if (last) return;
+        const s = await this.step([slot], [sp]);
+        r = { token: s.tokens[0]!, activeExperts: s.activeExperts[0]! };
+      }
+    } finally {
+      this.freeSlot(slot);
+    }
+  }
+
+  /**
+   * Logits (rows x V, f32) of the last step (row i = the i-th slot) or of the last prefill (row 0).
+   * For tests and debugging; waits for the device.
+   */
+  async lastLogits(rows: number): Promise<Float32Array> {
+    const out = new Float32Array(rows * this.config.vocab_size);
+    await this.#serial(() => this.#be.readAsync(out, this.#logits));
+    return out;
+  }
+
+  /** Frees the device memory and graphs. Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const be = this.#be;
+    if (!be || be.closed) return;
+    for (const g of this.#graphs.values()) be.sym.lte_graph_free(be.ctx, g);
+    this.#graphs.clear();
+    for (const p of this.#allocs) be.free(p);
+    this.#allocs = [];
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Inverse of the standard normal CDF (Acklam's approximation; |error| < 1.2e-9). */
+function probit(p: number): number {
+  const a = [
+    -3.969683028665376e1,
+    2.209460984245205e2,
+    -2.759285104469687e2,
+    1.38357751867269e2,
+    -3.066479806614716e1,
+    2.506628277459239,
+  ];
+  const b = [
+    -5.447609879822406e1,
+    1.615858368580409e2,
+    -1.556989798598866e2,
+    6.680131188771972e1,
+    -1.328068155288572e1,
+  ];
+  const c = [
+    -7.784894002430293e-3,
+    -3.223964580411365e-1,
+    -2.400758277161838,
+    -2.549732539343734,
+    4.374664141464968,
+    2.938163982698783,
+  ];
+  const d = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+  const q0 = Math.min(Math.max(p, 1e-9), 1 - 1e-9);
+  if (q0 < 0.02425) {
+    const q = Math.sqrt(-2 * Math.log(q0));
+    return (((((c[0]! * q + c[1]!) * q + c[2]!) * q + c[3]!) * q + c[4]!) * q + c[5]!) /
+      ((((d[0]! * q + d[1]!) * q + d[2]!) * q + d[3]!) * q + 1);
+  }
+  if (q0 > 1 - 0.02425) return -probit(1 - q0);
+  const q = q0 - 0.5, r = q * q;
+  return (((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q /
+    (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1);
+}

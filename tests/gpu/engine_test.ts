@@ -1,0 +1,416 @@
+/**
+ * Decode engine, CPU <-> CUDA agreement (GPU machine: `deno test -A tests/gpu/engine_test.ts`;
+ * skipped without a usable CUDA backend).
+ *
+ * Written tolerances (relative: max |cuda - cpu| / max |cpu| over the output):
+ *   - op level, identical inputs on both sides (the same f16/bf16 bit patterns are written to
+ *     both backends): only the f32 summation order differs  ->  1e-5 (attention, linear, norm),
+ *     exact for embedding gathers, conversions and hard masks (compared as sets of experts);
+ *   - sampling: greedy exact; seeded top-k/top-p identical on >= 95% of rows (a row may differ
+ *     only when the uniform lands within f32 rounding of a cumulative-mass boundary);
+ *   - engine level, same dtype on both backends (f32, f16 or bf16 weights and KV cache):
+ *     logits 1e-4 (f32) / 2e-3 (f16, bf16: KV values rounded from slightly different f32 sums),
+ *     greedy tokens identical over 12 steps (tiny models with well separated logits);
+ *   - half vs f32 reference: CUDA f16 logits within 2e-2 and bf16 within 6e-2 of the CPU f32 engine.
+ */
+import nodeAssert from "node:assert/strict";
+
+function assert(cond: unknown, msg?: string): asserts cond {
+  nodeAssert.ok(cond, msg);
+}
+function assertEquals(a: unknown, b: unknown, msg?: string): void {
+  nodeAssert.deepStrictEqual(a, b, msg);
+}
+import { Engine, type EngineOptions, GREEDY } from "../../engine/mod.ts";
+import { backendAvailable, getBackend } from "../../ffi/backend.ts";
+import { DTypeCode } from "../../ffi/symbols.ts";
+import { type ModelConfig, resolveModelConfig } from "../../models/config.ts";
+import { DecoderLM } from "../../models/decoder.ts";
+import { routerBiasName, routerWeightName } from "../../models/lte_artifacts.ts";
+import { f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
+import { Rng } from "../../tensor/mod.ts";
+import { loadTokenizer } from "../../text/tokenizer.ts";
+
+const hasCuda = backendAvailable("cuda");
+const tokenizer = loadTokenizer({ type: "bytes" });
+const report: Record<string, number> = {};
+
+function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return den === 0 ? num : num / den;
+}
+
+type Kind = "cpu" | "cuda";
+type Dt = "f32" | "f16" | "bf16";
+
+/** Device buffers with the same contents on both backends. */
+class Pair {
+  readonly p: Record<Kind, Deno.PointerObject>;
+  constructor(readonly bytes: number) {
+    this.p = { cpu: getBackend("cpu").alloc(bytes), cuda: getBackend("cuda").alloc(bytes) };
+  }
+  static of(data: ArrayBufferView): Pair {
+    const pr = new Pair(data.byteLength);
+    getBackend("cpu").write(pr.p.cpu, data);
+    getBackend("cuda").write(pr.p.cuda, data);
+    return pr;
+  }
+  static weights(a: Float32Array, dt: Dt): Pair {
+    return Pair.of(dt === "f32" ? a : dt === "f16" ? f32ToF16(a) : f32ToBf16(a));
+  }
+  f32(kind: Kind): Float32Array {
+    const out = new Float32Array(this.bytes / 4);
+    getBackend(kind).read(out, this.p[kind]);
+    return out;
+  }
+  i32(kind: Kind): Int32Array {
+    const out = new Int32Array(this.bytes / 4);
+    getBackend(kind).read(out, this.p[kind]);
+    return out;
+  }
+  free(): void {
+    getBackend("cpu").free(this.p.cpu);
+    getBackend("cuda").free(this.p.cuda);
+  }
+}
+
+function both(fn: (kind: Kind) => number, op: string): void {
+  for (const k of ["cpu", "cuda"] as const) getBackend(k).check(fn(k), op);
+  getBackend("cuda").synchronize();
+}
+
+Deno.test({
+  name: "engine ops: lte_dec_linear every x-mode, masks, batch sizes and dtypes agree CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(1);
+    for (const dt of ["f32", "f16", "bf16"] as const) {
+      for (const [rows, n, k] of [[1, 96, 256], [3, 64, 512], [11, 40, 200], [8, 33, 100]] as const) {
+        for (const mode of [0, 1, 2, 3, 4]) {
+          const S = 8;
+          const w = Pair.weights(rng.normals(n * k, 0.1), dt);
+          const ldx = mode === 3 ? 2 * k : k;
+          const x = Pair.of(rng.normals(rows * ldx, 1));
+          const nw = Pair.of(rng.normals(k, 1)), nb = Pair.of(rng.normals(k, 0.5)), bias = Pair.of(rng.normals(n, 1));
+          const inMask = Pair.of(Float32Array.from({ length: rows * (k / S) }, () => (rng.uniform() < 0.5 ? 1 : 0)));
+          const outMask = n % S === 0
+            ? Pair.of(Float32Array.from({ length: rows * (n / S) }, () => (rng.uniform() < 0.5 ? 1 : 0)))
+            : null;
+          const y = Pair.of(rng.normals(rows * n, 1));
+          const useIn = mode >= 3 && k % S === 0;
+          both(
+            (kd) =>
+              getBackend(kd).sym.lte_dec_linear(
+                getBackend(kd).ctx,
+                DTypeCode[dt],
+                w.p[kd],
+                x.p[kd],
+                ldx,
+                mode,
+                nw.p[kd],
+                nb.p[kd],
+                1e-5,
+                useIn ? inMask.p[kd] : null,
+                outMask ? outMask.p[kd] : null,
+                n,
+                S,
+                bias.p[kd],
+                y.p[kd],
+                rows,
+                n,
+                k,
+                1,
+              ),
+            "lte_dec_linear",
+          );
+          const e = rel(y.f32("cuda"), y.f32("cpu"));
+          const key = `linear_${dt}`;
+          report[key] = Math.max(report[key] ?? 0, e);
+          assert(e < 1e-5, `linear ${dt} rows ${rows} n ${n} k ${k} mode ${mode}: ${e}`);
+          for (const p of [w, x, nw, nb, bias, inMask, y]) p.free();
+          outMask?.free();
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "engine ops: norm, embedding, rope+append, attention, router mask, sampling agree CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(2);
+    // norm
+    for (const kind of [0, 1]) {
+      const x = Pair.of(rng.normals(5 * 300, 2)), w = Pair.of(rng.normals(300, 1)), b = Pair.of(rng.normals(300, 1));
+      const y = new Pair(5 * 300 * 4);
+      both(
+        (kd) =>
+          getBackend(kd).sym.lte_dec_norm(getBackend(kd).ctx, x.p[kd], w.p[kd], b.p[kd], y.p[kd], 5, 300, 1e-5, kind),
+        "lte_dec_norm",
+      );
+      const e = rel(y.f32("cuda"), y.f32("cpu"));
+      assert(e < 1e-5, `norm kind ${kind}: ${e}`);
+      for (const p of [x, w, b, y]) p.free();
+    }
+    for (const dt of ["f32", "f16", "bf16"] as const) {
+      // embedding (+ positions): exact
+      const V = 50, C = 24, P = 16, R = 4;
+      const tok = Pair.weights(rng.normals(V * C, 1), dt), pt = Pair.weights(rng.normals(P * C, 1), dt);
+      const ids = Pair.of(Int32Array.from([3, 49, 0, 17])), pos = Pair.of(Int32Array.from([0, 5, 15, 2]));
+      const out = new Pair(R * C * 4);
+      both(
+        (kd) =>
+          getBackend(kd).sym.lte_dec_embed(
+            getBackend(kd).ctx,
+            DTypeCode[dt],
+            ids.p[kd],
+            pos.p[kd],
+            tok.p[kd],
+            pt.p[kd],
+            out.p[kd],
+            R,
+            V,
+            P,
+            C,
+          ),
+        "lte_dec_embed",
+      );
+      assertEquals(Array.from(out.f32("cuda")), Array.from(out.f32("cpu")));
+      for (const p of [tok, pt, ids, pos, out]) p.free();
+      // rope + append, then attention over a cache with earlier positions filled identically
+      const H = 4, HKV = 2, D = 16, T = 20, NS = 3, rows = 3, ld = (H + 2 * HKV) * D;
+      const eb = dt === "f32" ? 4 : 2;
+      const cacheInit = rng.normals(NS * HKV * T * D, 1);
+      const kc = Pair.weights(cacheInit, dt), vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
+      const qkv = Pair.of(rng.normals(rows * ld, 1));
+      const slots = Pair.of(Int32Array.from([2, 0, 2])), ps = Pair.of(Int32Array.from([7, 19, 8]));
+      both(
+        (kd) =>
+          getBackend(kd).sym.lte_dec_rope_append(
+            getBackend(kd).ctx,
+            DTypeCode[dt],
+            qkv.p[kd],
+            ld,
+            kc.p[kd],
+            vc.p[kd],
+            slots.p[kd],
+            ps.p[kd],
+            rows,
+            H,
+            HKV,
+            D,
+            NS,
+            T,
+            10000,
+          ),
+        "lte_dec_rope_append",
+      );
+      const eq = rel(qkv.f32("cuda"), qkv.f32("cpu"));
+      assert(eq < 1e-5, `rope ${dt}: ${eq}`);
+      const kcu = new Uint8Array(NS * HKV * T * D * eb), kcp = new Uint8Array(kcu.length);
+      getBackend("cuda").read(kcu, kc.p.cuda);
+      getBackend("cpu").read(kcp, kc.p.cpu);
+      let diffBytes = 0;
+      for (let i = 0; i < kcu.length; i++) diffBytes += kcu[i] !== kcp[i] ? 1 : 0;
+      assert(diffBytes <= kcu.length * 0.01, `${dt} k cache: ${diffBytes} bytes differ`); // rounding ties of rotated values
+      getBackend("cuda").write(kc.p.cuda, kcp); // identical caches for the attention check
+      const att = new Pair(rows * H * D * 4);
+      both(
+        (kd) =>
+          getBackend(kd).sym.lte_dec_attention(
+            getBackend(kd).ctx,
+            DTypeCode[dt],
+            qkv.p[kd],
+            ld,
+            kc.p[kd],
+            vc.p[kd],
+            slots.p[kd],
+            ps.p[kd],
+            att.p[kd],
+            rows,
+            H,
+            HKV,
+            D,
+            NS,
+            T,
+            0.25,
+          ),
+        "lte_dec_attention",
+      );
+      const ea = rel(att.f32("cuda"), att.f32("cpu"));
+      report[`attention_${dt}`] = ea;
+      assert(ea < 1e-5, `attention ${dt}: ${ea}`);
+      for (const p of [kc, vc, qkv, slots, ps, att]) p.free();
+      // conversion: round to nearest even on both
+      const src = Pair.of(rng.normals(1000, 3));
+      const dst = new Pair(1000 * eb + 8);
+      both(
+        (kd) => getBackend(kd).sym.lte_dec_convert(getBackend(kd).ctx, DTypeCode[dt], src.p[kd], dst.p[kd], 1000),
+        "lte_dec_convert",
+      );
+      assertEquals(
+        Array.from(dst.i32("cuda").slice(0, 1000 * eb / 4)),
+        Array.from(dst.i32("cpu").slice(0, 1000 * eb / 4)),
+      );
+      src.free();
+      dst.free();
+    }
+    // router mask: the active experts as sets, and the counts
+    {
+      const R = 6, E = 40;
+      const lg = Pair.of(rng.normals(R * E, 1)), m = new Pair(R * E * 4), cnt = Pair.of(new Int32Array(R * 3));
+      both(
+        (kd) => getBackend(kd).sym.lte_dec_router_mask(getBackend(kd).ctx, lg.p[kd], m.p[kd], cnt.p[kd], 3, R, E, 0.1),
+        "lte_dec_router_mask",
+      );
+      assertEquals(Array.from(m.f32("cuda")), Array.from(m.f32("cpu")));
+      assertEquals(Array.from(cnt.i32("cuda")), Array.from(cnt.i32("cpu")));
+      for (const p of [lg, m, cnt]) p.free();
+    }
+    // sampling
+    {
+      const R = 64, V = 3000;
+      const logits = Pair.of(rng.normals(R * V, 3));
+      const temp = Pair.of(Float32Array.from({ length: R }, (_, i) => (i % 4 === 0 ? 0 : 0.5 + (i % 3) * 0.4)));
+      const topk = Pair.of(Int32Array.from({ length: R }, (_, i) => [0, 1, 50, 2999][i % 4]!));
+      const topp = Pair.of(Float32Array.from({ length: R }, (_, i) => [1, 0.9, 0.5, 0.99][(i >> 2) % 4]!));
+      const seeds = Pair.of(BigUint64Array.from({ length: R }, (_, i) => BigInt(i * 7919 + 1)));
+      const pos = Pair.of(Int32Array.from({ length: R }, (_, i) => i * 3));
+      const ids = Pair.of(new Int32Array(R)), out = Pair.of(new Int32Array(R)), scratch = new Pair(R * V * 4);
+      both(
+        (kd) =>
+          getBackend(kd).sym.lte_dec_sample(
+            getBackend(kd).ctx,
+            logits.p[kd],
+            temp.p[kd],
+            topk.p[kd],
+            topp.p[kd],
+            seeds.p[kd],
+            pos.p[kd],
+            ids.p[kd],
+            out.p[kd],
+            scratch.p[kd],
+            R,
+            V,
+            1,
+          ),
+        "lte_dec_sample",
+      );
+      const a = out.i32("cuda"), b = out.i32("cpu");
+      let same = 0;
+      for (let i = 0; i < R; i++) {
+        if (i % 4 === 0) assertEquals(a[i], b[i], `greedy row ${i}`);
+        if (a[i] === b[i]) same++;
+      }
+      report.sample_agreement = same / R;
+      assert(same / R >= 0.95, `sampled rows agree on ${same}/${R}`);
+      assertEquals(Array.from(ids.i32("cuda")), Array.from(a));
+      assertEquals(Array.from(pos.i32("cuda")), Array.from(pos.i32("cpu")));
+      for (const p of [logits, temp, topk, topp, seeds, pos, ids, out, scratch]) p.free();
+    }
+  },
+});
+
+function tiny(family: "llama" | "gpt2"): ModelConfig {
+  return resolveModelConfig({
+    family,
+    vocab_size: 256,
+    n_layer: 2,
+    d_model: 128,
+    n_head: 4,
+    n_kv_head: family === "llama" ? 2 : undefined,
+    d_ff: 256,
+    max_seq: 128,
+    init_std: 0.1,
+  });
+}
+
+async function decode(eng: Engine, prompts: number[][], steps: number) {
+  const slots = prompts.map(() => eng.allocSlot()!);
+  const first: number[] = [];
+  for (const [i, p] of prompts.entries()) first.push((await eng.prefill(slots[i]!, p, GREEDY)).token);
+  const tokens: number[][] = [first];
+  const logits: Float32Array[] = [];
+  const active: number[][][] = [];
+  for (let s = 0; s < steps; s++) {
+    const r = await eng.step(slots, slots.map(() => GREEDY));
+    tokens.push(r.tokens);
+    active.push(r.activeExperts);
+    logits.push(await eng.lastLogits(slots.length));
+  }
+  for (const s of slots) eng.freeSlot(s);
+  return { tokens, logits, active };
+}
+
+for (const family of ["llama", "gpt2"] as const) {
+  Deno.test({
+    name:
+      `engine: ${family} decoding on CUDA (graphs, batch 3, f32/f16/bf16, dense and sparse) agrees with the CPU engine`,
+    ignore: !hasCuda,
+    async fn() {
+      const config = tiny(family);
+      const model = DecoderLM.init(config, { device: "cpu", seed: 12 });
+      const arrays = model.toArrays();
+      model.dispose();
+      const rng = new Rng(5);
+      const S = 32, E = config.d_ff / S;
+      const routerArrays = new Map<string, Float32Array>();
+      for (let i = 0; i < config.n_layer; i++) {
+        routerArrays.set(routerWeightName(i), rng.normals(E * config.d_model, 0.1));
+        routerArrays.set(routerBiasName(i), rng.normals(E, 0.3));
+      }
+      const prompts = [[1, 50, 99, 3, 200], [7, 8], [250, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 9]];
+      const base: EngineOptions = { device: "cpu", dtype: "f32", sparse: false, maxBatch: 3, maxContext: 64 };
+      const ref32 = Engine.fromArrays(config, arrays, base, { tokenizer });
+      const want32 = await decode(ref32, prompts, 12);
+      ref32.dispose();
+      for (const sparse of [false, true]) {
+        for (const dt of ["f32", "f16", "bf16"] as const) {
+          const opts = { ...base, dtype: dt, sparse };
+          const routers = sparse ? { expertSize: S, tau: 0.5, arrays: routerArrays } : null;
+          const cpu = Engine.fromArrays(config, arrays, opts, { tokenizer, routers });
+          const gpu = Engine.fromArrays(config, arrays, { ...opts, device: "cuda" }, { tokenizer, routers });
+          try {
+            const a = await decode(gpu, prompts, 12), b = await decode(cpu, prompts, 12);
+            const tag = `${family}_${dt}${sparse ? "_sparse" : ""}`;
+            let worst = 0;
+            for (let s = 0; s < b.logits.length; s++) worst = Math.max(worst, rel(a.logits[s]!, b.logits[s]!));
+            report[`engine_${tag}`] = worst;
+            assert(worst < (dt === "f32" ? 1e-4 : 2e-3), `${tag}: logits differ by ${worst}`);
+            assertEquals(a.tokens, b.tokens, `${tag}: tokens`);
+            if (sparse) {
+              assertEquals(a.active, b.active, `${tag}: active experts`);
+            }
+            if (!sparse && dt !== "f32") {
+              let vs32 = 0;
+              for (let s = 0; s < 4; s++) vs32 = Math.max(vs32, rel(a.logits[s]!, want32.logits[s]!));
+              report[`engine_${tag}_vs_f32`] = vs32;
+              assert(vs32 < (dt === "f16" ? 2e-2 : 6e-2), `${tag} vs f32: ${vs32}`);
+            }
+            // a second run replays the captured graphs: same tokens
+            const again = await decode(gpu, prompts, 12);
+            assertEquals(again.tokens, a.tokens, `${tag}: graph replay`);
+          } finally {
+            cpu.dispose();
+            gpu.dispose();
+          }
+        }
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "engine GPU agreement report",
+  ignore: !hasCuda,
+  fn() {
+    console.log("ENGINE_AGREEMENT " + JSON.stringify(report));
+    const out = Deno.env.get("OUT");
+    if (out) Deno.writeTextFileSync(`${out}/engine_agreement.json`, JSON.stringify(report, null, 2));
+  },
+});
