@@ -356,6 +356,13 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
         `Stage type "${st.type}" returned ${ret === null ? "null" : typeof ret}: expected a summary object`,
       );
     }
+    // JSON would turn NaN/inf into null and the stage would be "complete": a non-finite result fails.
+    const bad = nonFinite(ret, "summary");
+    if (bad !== undefined) {
+      throw new RangeError(
+        `stage returned a non-finite number at ${bad.path} (${bad.value}): a NaN or infinite result is a failure`,
+      );
+    }
     summary = JSON.parse(JSON.stringify(ret));
   } catch (err) {
     error = err;
@@ -423,4 +430,22 @@ async function runStage(a: RunStageArgs): Promise<StageResult> {
 /** `variant` and `base` of a swept stage's output (nothing for a stage that is not a variant). */
 function variantOf(st: PipelineConfig["stages"][number]): Pick<StageOutput, "variant" | "base"> {
   return st.base !== undefined ? { variant: { ...st.variant }, base: st.base } : {};
+}
+
+/** The first NaN/±Infinity in a JSON-like value, with its path. */
+function nonFinite(v: unknown, path: string, depth = 0): { path: string; value: number } | undefined {
+  if (typeof v === "number") return Number.isFinite(v) ? undefined : { path, value: v };
+  if (v === null || typeof v !== "object" || depth > 20) return undefined;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const r = nonFinite(v[i], `${path}[${i}]`, depth + 1);
+      if (r) return r;
+    }
+    return undefined;
+  }
+  for (const [k, x] of Object.entries(v)) {
+    const r = nonFinite(x, `${path}.${k}`, depth + 1);
+    if (r) return r;
+  }
+  return undefined;
 }

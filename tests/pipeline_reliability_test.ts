@@ -54,6 +54,14 @@ registerStage({
   },
 });
 
+registerStage({
+  type: "rel-nan",
+  description: "Returns a NaN result, as a diverged evaluation would",
+  schema: z.strictObject({}),
+  inputs: () => [],
+  run: () => Promise.resolve({ val_ppl: NaN, per_layer: [1, Infinity] }),
+});
+
 let serveRuns = 0;
 registerStage({
   type: "rel-serve",
@@ -310,5 +318,17 @@ Deno.test("a stage record that cannot be written is an error naming stage.json, 
     (e: unknown) => (e as Error).message.startsWith(`cannot write ${join(dir, "stages", "b", "stage.json")}`),
   );
   await assert.rejects(() => Deno.stat(join(dir, ".lock")), Deno.errors.NotFound); // the lock is released
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a stage that returns NaN or inf in its summary is failed, not complete (and never cached)", async () => {
+  const dir = await Deno.makeTempDir();
+  const c = cfg(dir, `name: rel\nstages:\n  - { name: n, type: rel-nan }\n`);
+  const r = await run(c);
+  assert.equal(r.result.status, "failed");
+  const m = (await readManifest(dir, "n"))!;
+  assert.equal(m.status, "failed");
+  assert.match(m.error!, /non-finite number at summary\.val_ppl \(NaN\)/);
+  assert.equal((await planPipeline(c))[0]!.cached, false);
   await Deno.remove(dir, { recursive: true });
 });
