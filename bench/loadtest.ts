@@ -17,7 +17,7 @@
  * d 32; medium = 8 layers, d 1024, d_ff 4096, 128 experts of 32 per layer), --tau (router
  * threshold of the generated model), --compare (dense, then sparse, same model), --out FILE.
  *
- * The server runs as its own process (`deno run -A stages/serve.ts ... --port 0`), so client and
+ * The server runs as its own process (`deno run -A stages/serve_cli.ts ... --port 0`), so client and
  * server do not share an event loop. Latency is client-side, request sent to last byte; TTFT is
  * client-side for streaming requests (request sent to the first content chunk) and the server's
  * `timings.ttft_ms` for all.
@@ -194,12 +194,12 @@ async function oneRequest(url: string, i: number, o: Opts, signal: AbortSignal):
   return res;
 }
 
-/** Spawns `stages/serve.ts` on a free port; resolves when the model is loaded. */
+/** Spawns `stages/serve_cli.ts` on a free port; resolves when the model is loaded. */
 async function spawnServer(model: string, mode: string, o: Opts): Promise<{ url: string; stop(): Promise<number> }> {
   const args = [
     "run",
     "-A",
-    "stages/serve.ts",
+    "stages/serve_cli.ts",
     model,
     "--port",
     "0",

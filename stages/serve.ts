@@ -4,9 +4,7 @@
  * `shutdown_grace_s`, the rest are cancelled). It is never cached (`cache: false`): each run serves
  * anew, and its end is recorded as `ended`, not `complete`.
  *
- * Also the program behind `deno task serve <model dir | pipeline.yaml> [--host H] [--port N] ...`
- * (serve/args.ts): a model folder is served directly; a pipeline YAML is run up to and including its
- * serve stage, with the command-line flags applied to that stage as overrides.
+ * `deno task serve <model dir | pipeline.yaml>` is stages/serve_cli.ts.
  *
  * @example
  * ```yaml
@@ -25,7 +23,6 @@ import { resolveDevice } from "../ffi/backend.ts";
 import type { StageDefinition } from "../pipeline/stage.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import { SERVE_DEFAULTS, type ServeConfig, startServing } from "../serve/app.ts";
-import { parseServeArgs, SERVE_USAGE, ServeUsageError } from "../serve/args.ts";
 
 const Config = z.strictObject({
   from: z.string().describe("upstream stage whose folder holds the model"),
@@ -90,94 +87,3 @@ export const serveStage: StageDefinition<Config> = {
   },
 };
 registerStage(serveStage);
-
-/** `deno task serve`: returns the exit code. */
-export async function serveMain(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseServeArgs(argv);
-  } catch (e) {
-    if (!(e instanceof ServeUsageError)) throw e;
-    console.error(`error: ${e.message}\n\n${SERVE_USAGE}`);
-    return 2;
-  }
-  if (args.help) {
-    console.log(SERVE_USAGE);
-    return 0;
-  }
-  if (args.target === null) {
-    console.error(`error: give a model folder or a pipeline YAML\n\n${SERVE_USAGE}`);
-    return 2;
-  }
-  const { resolveUserPath, main } = await import("../pipeline/cli.ts");
-  const target = resolveUserPath(args.target);
-  if (/\.ya?ml$/i.test(target)) return await servePipeline(target, args, main);
-  const serving = (() => {
-    try {
-      return startServing({ ...args, modelDir: target, device: resolveDevice(args.device) });
-    } catch (e) {
-      console.error(`error: ${(e as Error).message}`);
-      return null;
-    }
-  })();
-  if (!serving) return 2;
-  let signals = 0;
-  const onSignal = () => {
-    if (++signals > 1) Deno.exit(130); // a second Ctrl-C: leave at once
-    void serving.stop();
-  };
-  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, onSignal);
-  try {
-    await serving.ready;
-  } catch (e) {
-    console.error(`error: cannot load ${target}: ${(e as Error).message}`);
-    await serving.stop();
-    return 1;
-  }
-  await serving.finished;
-  return 0;
-}
-
-/** Runs a pipeline YAML up to and including its serve stage, with the flags as overrides of that stage. */
-async function servePipeline(
-  file: string,
-  args: ReturnType<typeof parseServeArgs>,
-  main: (args: string[]) => Promise<number>,
-): Promise<number> {
-  await import("./mod.ts"); // every stage type, for the YAML's upstream stages
-  const { loadConfig } = await import("../pipeline/config.ts");
-  let stageName: string | undefined;
-  try {
-    stageName = (await loadConfig(file)).stages.filter((s) => s.type === "serve").at(-1)?.name;
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    return 2;
-  }
-  if (!stageName) {
-    console.error(
-      `error: ${file} has no stage of type serve; add one (type: serve, from: <stage>) or pass a model folder`,
-    );
-    return 2;
-  }
-  const keys: Record<string, [string, unknown]> = {
-    "--host": ["host", args.host],
-    "--port": ["port", args.port],
-    "--device": ["device", args.device],
-    "--dtype": ["dtype", args.dtype],
-    "--sparse": ["sparse", args.sparse],
-    "--dense": ["sparse", args.sparse],
-    "--max-batch": ["max_batch", args.maxBatch],
-    "--max-context": ["max_context", args.maxContext],
-    "--max-queue": ["max_queue", args.maxQueue],
-    "--max-tokens": ["default_max_tokens", args.defaultMaxTokens],
-    "--max-body": ["max_body_bytes", args.maxBodyBytes],
-    "--grace": ["shutdown_grace_s", args.shutdownGraceS],
-  };
-  const overrides = [...args.given].filter((f) => f in keys).map((f) => {
-    const [k, v] = keys[f]!;
-    return `stages.${stageName}.${k}=${typeof v === "string" ? JSON.stringify(v) : v}`;
-  });
-  return await main([file, ...overrides]);
-}
-
-if (import.meta.main) Deno.exit(await serveMain(Deno.args));

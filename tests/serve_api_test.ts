@@ -352,7 +352,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "stages/serve.ts", sparseDir, "--port", "0", "--grace", "2"],
+      args: ["run", "-A", "stages/serve_cli.ts", sparseDir, "--port", "0", "--grace", "2"],
       stdout: "piped",
       stderr: "piped",
       env: { OMP_NUM_THREADS: "1", OMP_WAIT_POLICY: "passive" },

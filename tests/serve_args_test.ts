@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { parseServeArgs, ServeUsageError } from "../serve/args.ts";
-import { modelFolderOf, serveMain, serveStage } from "../stages/serve.ts";
+import { modelFolderOf, serveStage } from "../stages/serve.ts";
+import { serveMain } from "../stages/serve_cli.ts";
 
 Deno.test("parseServeArgs() reads every flag and keeps the defaults otherwise", () => {
   const d = parseServeArgs(["runs/x/model"]);
