@@ -6,6 +6,7 @@
  */
 import { existsSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { Engine } from "../engine/mod.ts";
 import { readCheckpointConfig } from "../models/checkpoint.ts";
 import { readLteMeta } from "../models/lte_artifacts.ts";
 import { loadChatTemplate } from "./chat_template.ts";
@@ -153,9 +154,8 @@ export function startServing(
   const t0 = performance.now();
   const ready = (async () => {
     try {
-      // TEMPORARY until engine/mod.ts lands (ENGINE): a non-literal specifier keeps `deno check .` green.
-      const engineModule = "../engine/mod.ts";
-      const { Engine } = await import(engineModule);
+      // Engine.load reads and uploads synchronously: give probes already connected their 503 first.
+      await new Promise((r) => setTimeout(r, 10));
       const engine: ServeEngine = await Engine.load(dir, opts);
       app.setEngine(engine, loadChatTemplate(dir));
       log(
