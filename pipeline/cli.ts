@@ -87,7 +87,7 @@ export function parseArgs(args: string[]): CliArgs {
     if (flag === "-h" || flag === "--help") out.command = "help";
     else if (flag === "--force") out.force = true;
     else if (flag === "--resume") out.resume = true;
-    else if (flag === "--only") out.only.push(...value().split(",").map((s) => s.trim()).filter(Boolean));
+    else if (flag === "--only") out.only.push(...splitStageList(value()));
     else if (flag === "--run-dir") out.runDir = value();
     else if (arg.startsWith("-")) throw new UsageError(`Unknown option "${flag}"${didYouMean(flag, FLAGS)}`);
     else if (arg === "validate" || arg === "stages" || arg === "run") {
@@ -103,6 +103,20 @@ export function parseArgs(args: string[]): CliArgs {
         }: expected a .yaml file, validate, stages, or key.path=value`,
       );
     }
+  }
+  return out;
+}
+
+/**
+ * `a,b` -> `["a", "b"]`, keeping sweep variant names whole: in `train@lr=0.1,seed=0` the piece
+ * `seed=0` (a `=` without an `@`; stage names have neither) continues the variant name before it.
+ */
+export function splitStageList(text: string): string[] {
+  const out: string[] = [];
+  for (const piece of text.split(",").map((s) => s.trim()).filter(Boolean)) {
+    if (piece.includes("=") && !piece.includes("@") && out.length > 0 && out.at(-1)!.includes("@")) {
+      out[out.length - 1] += `,${piece}`;
+    } else out.push(piece);
   }
   return out;
 }

@@ -133,13 +133,18 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
   const runDir = opts.runDir ?? config.settings.run_dir;
   const ids = stageIdentities(config);
   const names = config.stages.map((s) => s.name);
-  const only = opts.only && opts.only.length > 0 ? new Set(opts.only) : undefined;
   const problems: string[] = [];
   const dirProblem = runDirProblem(runDir, config);
   if (dirProblem !== undefined) problems.push(dirProblem);
-  for (const n of only ?? []) {
-    if (!names.includes(n)) {
-      problems.push(`--only: no stage named "${n}"${didYouMean(n, names)}; stages: ${names.join(", ")}`);
+  let only: Set<string> | undefined;
+  if (opts.only && opts.only.length > 0) {
+    only = new Set();
+    for (const n of opts.only) {
+      // A swept stage's unexpanded name selects all its variants.
+      const variants = config.stages.filter((s) => s.base === n).map((s) => s.name);
+      if (names.includes(n)) only.add(n);
+      else if (variants.length > 0) variants.forEach((v) => only!.add(v));
+      else problems.push(`--only: no stage named "${n}"${didYouMean(n, names)}; stages: ${names.join(", ")}`);
     }
   }
   const plan: PlanEntry[] = [];

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { z } from "zod";
-import { formatPlan } from "../pipeline/cli.ts";
+import { formatPlan, parseArgs } from "../pipeline/cli.ts";
 import { ConfigError, parseConfig } from "../pipeline/config.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import { planPipeline, runPipeline } from "../pipeline/runner.ts";
@@ -194,4 +194,17 @@ Deno.test("sweep: unknown key path, empty list, name collisions and bad values a
     errs("{ optimizer.lr: [0.1, -1] }").join("\n"),
     /^e\.yaml:5:\d+ stages\[0\]\.optimizer\.lr \(stage t@lr=-1\): expected number > 0/m,
   );
+});
+
+Deno.test("sweep: --only takes variant names (commas inside them kept) or a base name for all variants", async () => {
+  assert.deepEqual(parseArgs(["--only", "base,train@lr=0.001,seed=1,eval@lr=0.003,seed=0"]).only, [
+    "base",
+    "train@lr=0.001,seed=1",
+    "eval@lr=0.003,seed=0",
+  ]);
+  const c = parseConfig(YAML, { overrides: ["run_dir=/nonexistent/sw"] });
+  const one = await planPipeline(c, { only: ["base", "train@lr=0.001,seed=1"] });
+  assert.deepEqual(one.filter((p) => p.action === "run").map((p) => p.name), ["base", "train@lr=0.001,seed=1"]);
+  const all = await planPipeline(c, { only: ["base", "train"] });
+  assert.equal(all.filter((p) => p.action === "run").length, 5);
 });
