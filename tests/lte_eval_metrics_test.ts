@@ -220,3 +220,29 @@ Deno.test("LtePolicy: all-on routers equal dense; mismatched routers are refused
     model.dispose();
   }
 });
+
+Deno.test("continuationLogProb() adds up token by token; labelAccuracy/generationRougeL run on a tiny model", async () => {
+  const { continuationLogProb, generationRougeL, labelAccuracy } = await import("../lte/metrics.ts");
+  const model = DecoderLM.init(cfg, { device: "cpu", seed: 5 });
+  try {
+    const ctx = [1, 2, 3], opts = { device: "cpu" as const };
+    const both = continuationLogProb(model, ctx, [4, 5], opts);
+    const parts = continuationLogProb(model, ctx, [4], opts) + continuationLogProb(model, [...ctx, 4], [5], opts);
+    assert.ok(both < 0 && Math.abs(both - parts) < 1e-4, `${both} vs ${parts}`);
+    // A codec over ids 0..39: characters a.. map to ids.
+    const codec = {
+      encode: (s: string) => [...s].map((c) => (((c.charCodeAt(0) - 97) % 40) + 40) % 40),
+      decode: (ids: ArrayLike<number>) => Array.from(ids, (i) => String.fromCharCode(97 + i)).join(""),
+    };
+    const acc = labelAccuracy(model, codec, [{ text: "abc", label: "x" }, { text: "abd", label: "y" }], opts);
+    assert.equal(acc.n, 2);
+    assert.deepEqual(acc.labels, ["x", "y"]);
+    assert.ok([0, 0.5, 1].includes(acc.accuracy));
+    const gen = generationRougeL(model, codec, [{ prompt: "ab", completion: "cd ef" }], { ...opts, maxNew: 3 });
+    assert.equal(gen.n, 1);
+    assert.equal(gen.examples[0]!.output.length, 3);
+    assert.ok(gen.rouge_l >= 0 && gen.rouge_l <= 1);
+  } finally {
+    model.dispose();
+  }
+});
