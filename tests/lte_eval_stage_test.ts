@@ -173,3 +173,37 @@ Deno.test("eval: routers that do not match the model fail before any compute, na
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+Deno.test("eval: text/label data is scored by label accuracy, prompt/completion data by ROUGE-L", async () => {
+  const { root, inputs } = makeRun();
+  try {
+    const label = Array.from(
+      { length: 30 },
+      (_, i) =>
+        JSON.stringify({ text: `review ${i}: ${i % 2 ? "great fun" : "dull and slow"}`, label: i % 2 ? "pos" : "neg" }),
+    );
+    Deno.writeTextFileSync(join(root, "label.jsonl"), label.join("\n") + "\n");
+    const pc = Array.from({ length: 30 }, (_, i) => JSON.stringify({ prompt: `Q${i}: `, completion: `answer ${i}` }));
+    Deno.writeTextFileSync(join(root, "pc.jsonl"), pc.join("\n") + "\n");
+    for (const [file, key] of [["label.jsonl", "accuracy"], ["pc.jsonl", "rouge_l"]] as const) {
+      const c = EvalSchema.parse({
+        lte: ["adapt"],
+        baselines: [],
+        data: { corpus: { files: [file] }, seq_len: 32, val_fraction: 0.3 },
+        batches: 1,
+        batch_size: 4,
+        max_examples: 4,
+        samples: { prompts: ["a"], max_new_tokens: 2 },
+      });
+      const ctx = { ...ctxFor(root, inputs), configDir: root };
+      const s = await runEval(c, ctx);
+      assert.equal(s.data_kind, key === "accuracy" ? "label" : "prompt_completion");
+      const report = JSON.parse(readFileSync(join(root, "stages", "eval", "report.json"), "utf8")) as LteReport;
+      const q = report.entries[0]!.quality[key];
+      assert.ok(typeof q === "number" && q >= 0 && q <= 1, `${key} ${q}`);
+      assert.ok(report.data.examples > 0 && report.data.examples <= 4);
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
