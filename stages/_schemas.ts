@@ -37,6 +37,8 @@ export const DataSchema = z.strictObject({
     files: z.array(z.string().min(1)).min(1),
     package: z.string().min(1).optional(),
     format: z.enum(["text", "jsonl"]).optional(),
+    /** `bytes`: read text files as raw bytes (bytes tokenizer only); default: UTF-8, checked. */
+    encoding: z.enum(["utf-8", "bytes"]).optional(),
     jsonl_fields: z.strictObject({
       text: z.string().optional(),
       prompt: z.string().optional(),

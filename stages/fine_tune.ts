@@ -94,6 +94,14 @@ export const FineTuneSchema = z.strictObject({
       ctx.addIssue({ code: "custom", path: ["model"], message: (e as Error).message.replace(/^model\./, "") });
     }
   }
+  if (c.data.corpus?.encoding === "bytes" && c.tokenizer && c.tokenizer.type !== "bytes") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["data", "corpus", "encoding"],
+      message:
+        `encoding: bytes reads raw bytes, which only the bytes tokenizer takes (tokenizer.type is ${c.tokenizer.type})`,
+    });
+  }
   const o = c.optimizer;
   if (o.schedule !== "constant" && o.min_lr > o.lr) {
     ctx.addIssue({

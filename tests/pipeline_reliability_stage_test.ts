@@ -14,6 +14,8 @@ import { checkTrainingMemory } from "../stages/_memory.ts";
 import { resolveModelConfig } from "../models/config.ts";
 import { readCheckpointConfig } from "../models/checkpoint.ts";
 import { CorpusError, loadCorpus } from "../text/corpus.ts";
+import { tokenizeDocument } from "../text/dataset.ts";
+import { BytesTokenizer } from "../text/tokenizer.ts";
 
 const TEXT = "Call me Ishmael. Some years ago, never mind how long precisely, having little money. ".repeat(40);
 
@@ -94,6 +96,18 @@ Deno.test("a non-UTF-8 corpus (Latin-1, UTF-16) fails with the file name and the
     () => loadCorpus({ files: ["u16.txt"] }, { baseDir: dir }),
     /u16\.txt: not UTF-8 .*UTF-16 byte-order mark/,
   );
+  // With the bytes tokenizer, encoding: bytes trains on the raw bytes instead (ids = bytes).
+  const raw = loadCorpus({ files: ["latin1.txt", "u16.txt"], encoding: "bytes" }, { baseDir: dir }).documents;
+  const tok = new BytesTokenizer({ type: "bytes", eos: "<|endoftext|>" });
+  assert.deepEqual(tokenizeDocument(raw[0]!, tok).tokens, [...latin1, tok.eosId]);
+  assert.deepEqual(tokenizeDocument(raw[1]!, tok).tokens, [...utf16, tok.eosId]);
+  assert.throws(() =>
+    FineTuneSchema.parse({
+      model: { family: "gpt2", n_layer: 1, d_model: 16, n_head: 2, max_seq: 16 },
+      tokenizer: { type: "gpt2" },
+      data: { corpus: { files: ["latin1.txt"], encoding: "bytes" }, seq_len: 16 },
+      training: { steps: 2 },
+    }), /only the bytes tokenizer/);
   // Valid UTF-8 (with a BOM and multi-byte characters) still reads.
   await Deno.writeTextFile(join(dir, "ok.txt"), "\ufeffnaïve café ✓ 𝄞");
   assert.equal(loadCorpus({ files: ["ok.txt"] }, { baseDir: dir }).documents[0]!.text, "naïve café ✓ 𝄞");

@@ -47,6 +47,11 @@ export interface CorpusSpec {
   /** Default: `jsonl` for *.jsonl / *.ndjson, `text` otherwise. */
   format?: "text" | "jsonl";
   jsonl_fields?: JsonlFields;
+  /**
+   * `utf-8` (default): text files must be valid UTF-8. `bytes`: read text files as raw bytes, one
+   * document character per byte (for the bytes tokenizer: Latin-1, binary, any encoding).
+   */
+  encoding?: "utf-8" | "bytes";
 }
 
 /** One document. `prompt`/`completion` are set for prompt/completion records (then `text` = prompt + completion). */
@@ -56,6 +61,8 @@ export interface Document {
   prompt?: string;
   completion?: string;
   label?: string | number;
+  /** Read with `encoding: bytes`: `text` holds one character (U+0000..U+00FF) per byte of the file. */
+  bytes?: true;
 }
 
 /** A resolved corpus file: absolute path and the stable id used in document ids. */
@@ -183,7 +190,8 @@ export function decodeUtf8(bytes: Uint8Array, file: string): string {
     throw new CorpusError(
       `${file}: not UTF-8 text: ${bad} of ${bytes.length} bytes are not valid UTF-8 (first at byte ${first})` +
         `${utf16 ? "; it starts with a UTF-16 byte-order mark" : ""}. Convert it to UTF-8 ` +
-        `(e.g. iconv -f latin1 -t utf-8 or -f utf-16 -t utf-8), or leave it out of data.corpus.files`,
+        `(e.g. iconv -f latin1 -t utf-8 or -f utf-16 -t utf-8), leave it out of data.corpus.files, or (bytes ` +
+        `tokenizer) set data.corpus.encoding: bytes to train on its raw bytes`,
     );
   }
 }
@@ -212,6 +220,24 @@ function invalidUtf8(b: Uint8Array): { bad: number; first: number } {
     }
   }
   return { bad, first };
+}
+
+/** One character per byte, unchanged (no BOM or line-end handling): `encoding: bytes`. */
+function latin1(bytes: Uint8Array): string {
+  // (TextDecoder("latin1") is windows-1252: it would map 0x80..0x9f elsewhere.)
+  const parts: string[] = [];
+  for (let i = 0; i < bytes.length; i += 8192) {
+    parts.push(String.fromCharCode(...bytes.subarray(i, Math.min(bytes.length, i + 8192))));
+  }
+  return parts.join("");
+}
+
+function readBytesOf(path: string): Uint8Array {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new CorpusError(`${path}: cannot read: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 /** Drops a byte-order mark and turns CRLF / CR line ends into LF. */
@@ -303,6 +329,11 @@ export function readDocuments(files: CorpusFile[], spec: CorpusSpec, contents?: 
   const documents: Document[] = [];
   for (const f of files) {
     const bytes = contents?.get(f.path);
+    if (spec.encoding === "bytes") {
+      if (f.format === "jsonl") throw new CorpusError(`${f.id}: encoding: bytes reads text files only, not JSONL`);
+      documents.push({ id: f.id, text: latin1(bytes ?? readBytesOf(f.path)), bytes: true });
+      continue;
+    }
     const content = bytes ? normalizeText(decodeUtf8(bytes, f.id)) : readText(f.path);
     if (f.format === "jsonl") {
       const docs = parseJsonl(content, f.id, spec.jsonl_fields);

@@ -98,6 +98,16 @@ export function tokenizeDocument(
 ): { tokens: number[]; mask: number[] | null } {
   const head = opts.addBos && tok.bosId !== undefined ? [tok.bosId] : [];
   const tail = tok.eosId !== undefined ? [tok.eosId] : [];
+  if (doc.bytes) {
+    // Raw bytes (encoding: bytes): ids 0..255 are the bytes themselves, only for the bytes tokenizer.
+    if ((tok as { kind?: string }).kind !== "bytes") {
+      throw new RangeError(`${doc.id}: data.corpus.encoding: bytes needs the bytes tokenizer`);
+    }
+    const tokens = [...head];
+    for (let i = 0; i < doc.text.length; i++) tokens.push(doc.text.charCodeAt(i));
+    tokens.push(...tail);
+    return { tokens, mask: head.length > 0 ? tokens.map((_, i) => (i < head.length ? 0 : 1)) : null };
+  }
   if (doc.prompt !== undefined && doc.completion !== undefined) {
     const p = tok.encode(doc.prompt, { addBos: false, addEos: false, allowSpecial: false });
     const c = tok.encode(doc.completion, { addBos: false, addEos: false, allowSpecial: false });
@@ -452,6 +462,7 @@ export function tokenCacheKey(
     seed: opts.seed ?? 0,
     addBos: opts.addBos ?? false,
     docSplitMin: DOC_SPLIT_MIN_DOCS,
+    ...(opts.spec.encoding === "bytes" ? { encoding: "bytes" } : {}), // (absent: earlier keys stay valid)
   }));
 }
 
