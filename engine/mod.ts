@@ -78,7 +78,8 @@ export class EngineError extends Error {
 /** Default sampling: greedy. */
 export const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
-const X = { PLAIN: 0, RMS: 1, LN: 2, SWIGLU: 3, GELU: 4 } as const;
+const X = { PLAIN: 0, RMS: 1, LN: 2 } as const;
+const ACT = { NONE: 0, SWIGLU: 1, GELU: 2 } as const;
 const PREFILL_CHUNK = 16;
 
 type Ptr = Deno.PointerObject;
@@ -171,7 +172,7 @@ export class Engine {
   #x!: Ptr;
   #qkv!: Ptr;
   #att!: Ptr;
-  #gu!: Ptr;
+  #h!: Ptr;
   #rlog: Ptr | null = null;
   #mask: Ptr | null = null;
   #logits!: Ptr;
@@ -570,7 +571,7 @@ export class Engine {
     this.#x = this.#alloc(4 * R * d);
     this.#qkv = this.#alloc(4 * R * qkvW);
     this.#att = this.#alloc(4 * R * d);
-    this.#gu = this.#alloc(4 * R * (c.family === "llama" ? 2 : 1) * c.d_ff);
+    this.#h = this.#alloc(4 * R * c.d_ff);
     if (this.expertsPerLayer) {
       this.#rlog = this.#alloc(4 * R * this.expertsPerLayer);
       this.#mask = this.#alloc(4 * R * this.expertsPerLayer);
@@ -604,33 +605,50 @@ export class Engine {
       "lte_dec_embed",
     );
     const E = this.expertsPerLayer ?? 0, S = this.#expertSize;
-    const fcN = g2 ? f : 2 * f;
-    for (let l = 0; l < c.n_layer; l++) {
-      const w = this.#layers[l]!;
+    const lin = (
+      wd: number,
+      w: Ptr,
+      x: Ptr,
+      mode: number,
+      nw: Ptr | null,
+      nb: Ptr | null,
+      masks: [Ptr | null, Ptr | null],
+      bias: Ptr | null,
+      y: Ptr,
+      n: number,
+      k: number,
+      acc: number,
+      act: number,
+    ) =>
       ck(
         s.lte_dec_linear(
           ctx,
-          wdt,
-          w.qkv,
-          this.#x,
-          d,
-          normMode,
-          w.ln1,
-          w.ln1b,
+          wd,
+          w,
+          x,
+          k,
+          mode,
+          nw,
+          nb,
           c.norm_eps,
-          null,
-          null,
-          0,
-          0,
-          w.qkvB,
-          this.#qkv,
+          masks[0],
+          masks[1],
+          f,
+          S,
+          bias,
+          y,
           rows,
-          qkvW,
-          d,
-          0,
+          n,
+          k,
+          acc,
+          act,
         ),
         "lte_dec_linear",
       );
+    const none: [null, null] = [null, null];
+    for (let l = 0; l < c.n_layer; l++) {
+      const w = this.#layers[l]!;
+      lin(wdt, w.qkv, this.#x, normMode, w.ln1, w.ln1b, none, w.qkvB, this.#qkv, qkvW, d, 0, ACT.NONE);
       ck(
         s.lte_dec_rope_append(
           ctx,
@@ -672,55 +690,23 @@ export class Engine {
         ),
         "lte_dec_attention",
       );
-      ck(
-        s.lte_dec_linear(
-          ctx,
-          wdt,
-          w.o,
-          this.#att,
-          d,
-          X.PLAIN,
-          null,
-          null,
-          0,
-          null,
-          null,
-          0,
-          0,
-          w.oB,
-          this.#x,
-          rows,
-          d,
-          d,
-          1,
-        ),
-        "lte_dec_linear",
-      );
+      lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
       let mask: Ptr | null = null;
       if (E > 0) {
-        ck(
-          s.lte_dec_linear(
-            ctx,
-            DTypeCode.f32,
-            w.router!,
-            this.#x,
-            d,
-            normMode,
-            w.ln2,
-            w.ln2b,
-            c.norm_eps,
-            null,
-            null,
-            0,
-            0,
-            w.routerB,
-            this.#rlog!,
-            rows,
-            E,
-            d,
-            0,
-          ),
-          "lte_dec_linear",
+        lin(
+          DTypeCode.f32,
+          w.router!,
+          this.#x,
+          normMode,
+          w.ln2,
+          w.ln2b,
+          none,
+          w.routerB,
+          this.#rlog!,
+          E,
+          d,
+          0,
+          ACT.NONE,
         );
         ck(
           s.lte_dec_router_mask(
@@ -737,54 +723,25 @@ export class Engine {
         );
         mask = this.#mask;
       }
-      ck(
-        s.lte_dec_linear(
-          ctx,
-          wdt,
-          w.fc,
-          this.#x,
-          d,
-          normMode,
-          w.ln2,
-          w.ln2b,
-          c.norm_eps,
-          null,
-          mask,
-          f,
-          S,
-          w.fcB,
-          this.#gu,
-          rows,
-          fcN,
-          d,
-          0,
-        ),
-        "lte_dec_linear",
+      // h = act(norm(x) W_fc^T): SwiGLU over the [gate; up] rows, or GELU(c_fc + bias); rows of
+      // experts no token needs are skipped
+      lin(
+        wdt,
+        w.fc,
+        this.#x,
+        normMode,
+        w.ln2,
+        w.ln2b,
+        [null, mask],
+        w.fcB,
+        this.#h,
+        f,
+        d,
+        0,
+        g2 ? ACT.GELU : ACT.SWIGLU,
       );
-      ck(
-        s.lte_dec_linear(
-          ctx,
-          wdt,
-          w.down,
-          this.#gu,
-          fcN,
-          g2 ? X.GELU : X.SWIGLU,
-          null,
-          null,
-          0,
-          mask,
-          null,
-          0,
-          S,
-          w.downB,
-          this.#x,
-          rows,
-          d,
-          f,
-          1,
-        ),
-        "lte_dec_linear",
-      );
+      // x += h W_down^T (+ bias): weight chunks of inactive experts are skipped
+      lin(wdt, w.down, this.#h, X.PLAIN, null, null, [mask, null], w.downB, this.#x, d, f, 1, ACT.NONE);
     }
     ck(
       s.lte_dec_linear(
@@ -807,6 +764,7 @@ export class Engine {
         c.vocab_size,
         d,
         0,
+        ACT.NONE,
       ),
       "lte_dec_linear",
     );

@@ -911,6 +911,7 @@ export const SYMBOLS = {
       I32, // int32_t n
       I32, // int32_t k
       I32, // int32_t accumulate
+      I32, // int32_t act
     ],
     result: S, // lte_status
   },

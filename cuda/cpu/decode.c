@@ -111,20 +111,22 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
                                   int32_t x_mode, const void *norm_w, const void *norm_b, float eps,
                                   const void *in_mask, const void *out_mask, int32_t out_period,
                                   int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
-                                  int32_t k, int32_t accumulate) {
+                                  int32_t k, int32_t accumulate, int32_t act) {
   CHECK_CTX();
   CHECK_DT(wdtype);
   CHECK_NONNEG(rows);
   CHECK_POS(n);
   CHECK_POS(k);
-  if (x_mode < LTE_DEC_X_PLAIN || x_mode > LTE_DEC_X_GELU) {
+  if (x_mode < LTE_DEC_X_PLAIN || x_mode > LTE_DEC_X_LAYERNORM) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: x_mode = %d is not a LTE_DEC_X_* value", __func__, (int)x_mode);
   }
-  const int64_t need = x_mode == LTE_DEC_X_SWIGLU ? 2 * (int64_t)k : k;
-  if (ldx < need) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ldx = %d < %lld (row width the x_mode reads)", __func__, (int)ldx,
-                (long long)need);
+  if (act < LTE_DEC_ACT_NONE || act > LTE_DEC_ACT_GELU) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: act = %d is not a LTE_DEC_ACT_* value", __func__, (int)act);
   }
+  if (act != LTE_DEC_ACT_NONE && accumulate) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: accumulate needs act = LTE_DEC_ACT_NONE", __func__);
+  }
+  if (ldx < k) return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ldx = %d < k = %d", __func__, (int)ldx, (int)k);
   if ((in_mask || out_mask) && (expert_size <= 0)) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: expert_size = %d must be > 0 with a mask", __func__,
                 (int)expert_size);
@@ -142,7 +144,7 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
   CHECK_PTR(w);
   CHECK_PTR(x);
   CHECK_PTR(y);
-  if (x_mode == LTE_DEC_X_RMSNORM || x_mode == LTE_DEC_X_LAYERNORM) CHECK_PTR(norm_w);
+  if (x_mode != LTE_DEC_X_PLAIN) CHECK_PTR(norm_w);
   if (x_mode == LTE_DEC_X_LAYERNORM) CHECK_PTR(norm_b);
   const float *X = x, *NW = norm_w, *NB = norm_b, *IM = in_mask, *OM = out_mask, *BI = bias;
   float *Y = y;
@@ -153,30 +155,25 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
     const float *xr = X + (int64_t)r * ldx;
     float *o = xp + (int64_t)r * K;
     float mean = 0.0f, rstd = 1.0f;
-    if (x_mode == LTE_DEC_X_RMSNORM) {
-      float ss = 0.0f;
-      for (int64_t i = 0; i < K; i++) ss += xr[i] * xr[i];
-      rstd = 1.0f / sqrtf(ss / (float)K + eps);
-    } else if (x_mode == LTE_DEC_X_LAYERNORM) {
+    if (x_mode != LTE_DEC_X_PLAIN) {
       float s = 0.0f, ss = 0.0f;
       for (int64_t i = 0; i < K; i++) {
         s += xr[i];
         ss += xr[i] * xr[i];
       }
-      mean = s / (float)K;
-      float var = ss / (float)K - mean * mean;
-      if (var < 0.0f) var = 0.0f;
-      rstd = 1.0f / sqrtf(var + eps);
+      if (x_mode == LTE_DEC_X_RMSNORM) {
+        rstd = 1.0f / sqrtf(ss / (float)K + eps);
+      } else {
+        mean = s / (float)K;
+        float var = ss / (float)K - mean * mean;
+        if (var < 0.0f) var = 0.0f;
+        rstd = 1.0f / sqrtf(var + eps);
+      }
     }
     for (int64_t i = 0; i < K; i++) {
-      float v;
-      switch (x_mode) {
-        case LTE_DEC_X_RMSNORM: v = xr[i] * rstd * NW[i]; break;
-        case LTE_DEC_X_LAYERNORM: v = (xr[i] - mean) * rstd * NW[i] + NB[i]; break;
-        case LTE_DEC_X_SWIGLU: v = dec_silu(xr[i]) * xr[K + i]; break;
-        case LTE_DEC_X_GELU: v = dec_gelu(xr[i]); break;
-        default: v = xr[i];
-      }
+      float v = xr[i];
+      if (x_mode == LTE_DEC_X_RMSNORM) v = v * rstd * NW[i];
+      else if (x_mode == LTE_DEC_X_LAYERNORM) v = (v - mean) * rstd * NW[i] + NB[i];
       if (IM) v *= IM[(int64_t)r * (K / expert_size) + i / expert_size];
       o[i] = v;
     }
@@ -194,7 +191,14 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
       const float *xr = xp + (int64_t)r * K;
       float acc = 0.0f;
       for (int64_t i = 0; i < K; i++) acc += dec_load(wdtype, w, j * K + i) * xr[i];
+      if (act == LTE_DEC_ACT_SWIGLU) {
+        float up = 0.0f;
+        for (int64_t i = 0; i < K; i++) up += dec_load(wdtype, w, (N + j) * K + i) * xr[i];
+        *yo = dec_silu(acc) * up;
+        continue;
+      }
       if (BI) acc += BI[j];
+      if (act == LTE_DEC_ACT_GELU) acc = dec_gelu(acc);
       *yo = accumulate ? *yo + acc : acc;
     }
   }

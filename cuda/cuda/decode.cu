@@ -3,12 +3,14 @@
  * reference is cuda/cpu/decode.c.
  *
  *   lte_dec_linear       GEMV / skinny GEMM for up to 8 rows per launch (more rows: several
- *                        launches). One warp per output row; each lane streams 16-byte weight
- *                        vectors (8 halves) with 4 loads in flight, widens to f32 and keeps f32
- *                        partial sums; the row's norm (RMS/Layer) or activation (SwiGLU/GELU,
- *                        expert mask) is applied while x is read, so no separate prologue kernel
- *                        runs: the norm statistics are accumulated in the same pass and applied to
- *                        the warp's final sums (rstd * sum w x nw - rstd mean sum w nw + sum w nb).
+ *                        launches). One warp per two weight rows (two outputs, or the gate and up
+ *                        rows of one SwiGLU output); each lane streams 16-byte weight vectors (8
+ *                        halves) of both rows, 2 chunks in flight, widens to f32 and keeps f32
+ *                        partial sums; x is loaded once per chunk for both rows. The row's norm
+ *                        (RMS/Layer) is applied while x is read: its statistics are accumulated in
+ *                        the same pass and applied to the warp's final sums (rstd * sum w x nw -
+ *                        rstd mean sum w nw + sum w nb), so no norm kernel runs; the activation
+ *                        (SwiGLU, GELU) is applied in the epilogue, so h is written once.
  *                        An out_mask lets a warp skip the weight rows of experts no row needs; an
  *                        in_mask lets a lane skip 8-element weight chunks of inactive experts.
  *   lte_dec_norm         one block per row.
@@ -106,7 +108,7 @@ __device__ __forceinline__ float dgelu(float x) {
 /* ------------------------------------------------------------------ linear */
 
 constexpr int kLinWarps = 8;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 2;
 
 struct LinArgs {
   const void *w;
@@ -125,152 +127,198 @@ struct LinArgs {
   int n;
   int k;
   int accumulate;
+  int act;
 };
 
-/* x'[k] for one element (before the norm scaling, which is applied to the sums). */
-__device__ __forceinline__ float xload(const LinArgs &a, const float *xr, int k, float *xraw) {
-  const float v = xr[k];
-  *xraw = v;
-  switch (a.mode) {
-    case LTE_DEC_X_RMSNORM: return v * a.nw[k];
-    case LTE_DEC_X_LAYERNORM: return v * a.nw[k];
-    case LTE_DEC_X_SWIGLU: return dsilu(v) * xr[a.k + k];
-    case LTE_DEC_X_GELU: return dgelu(v);
-    default: return v;
+template <int VEC>
+__device__ __forceinline__ void ldx_f32(const float *p, float *o) {
+  if (VEC == 8) {
+    const float4 a = *reinterpret_cast<const float4 *>(p);
+    const float4 b = *(reinterpret_cast<const float4 *>(p) + 1);
+    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+  } else {
+    o[0] = p[0];
   }
 }
 
-/* VEC = 8 (vector path: k % 8 == 0, S % 8 == 0 with an in_mask) or 1 (scalar path). */
+/* One warp computes two weight rows: output j and j + 1 (act NONE / GELU), or the gate row j and
+   the up row n + j of one SwiGLU output (act SWIGLU). Lane l reads VEC consecutive weights of
+   both rows per chunk, kUnroll chunks in flight; the x chunk (and norm weights) are loaded once
+   for both rows. VEC = 8 needs k % 8 == 0, ldx % 4 == 0 and 16-byte aligned rows. */
 template <class T, int RB, int VEC>
 __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int rows) {
   const int lane = threadIdx.x & 31;
-  const int n = blockIdx.x * kLinWarps + (threadIdx.x >> 5);
-  if (n >= a.n) return;
+  const int wg = blockIdx.x * kLinWarps + (threadIdx.x >> 5);
+  const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
+  const int j0 = swi ? wg : 2 * wg;
+  if (j0 >= a.n) return;
+  const int j1 = swi ? -1 : (j0 + 1 < a.n ? j0 + 1 : -1);
   const int K = a.k;
-  bool act[RB];
-  bool any = false;
+  bool on0[RB], on1[RB];
+  bool need0 = false, need1 = false;
+  const int per = a.out_mask ? a.out_period / a.S : 0;
 #pragma unroll
   for (int r = 0; r < RB; r++) {
-    act[r] = r < rows;
-    if (act[r] && a.out_mask) {
-      const int per = a.out_period / a.S;
-      act[r] = a.out_mask[(size_t)r * per + (n % a.out_period) / a.S] != 0.0f;
+    on0[r] = r < rows;
+    on1[r] = r < rows && j1 >= 0;
+    if (a.out_mask) {
+      if (on0[r]) on0[r] = a.out_mask[(size_t)r * per + (j0 % a.out_period) / a.S] != 0.0f;
+      if (on1[r]) on1[r] = a.out_mask[(size_t)r * per + (j1 % a.out_period) / a.S] != 0.0f;
     }
-    any = any || act[r];
+    need0 = need0 || on0[r];
+    need1 = need1 || on1[r];
   }
-  if (!any) {
+  // weight rows actually read
+  const int ra = need0 ? j0 : -1;
+  const int rb = swi ? (need0 ? a.n + j0 : -1) : (need1 ? j1 : -1);
+  if (ra < 0 && rb < 0) {
     if (lane == 0 && !a.accumulate) {
 #pragma unroll
-      for (int r = 0; r < RB; r++)
-        if (r < rows) a.y[(size_t)r * a.n + n] = 0.0f;
+      for (int r = 0; r < RB; r++) {
+        if (r >= rows) continue;
+        a.y[(size_t)r * a.n + j0] = 0.0f;
+        if (j1 >= 0) a.y[(size_t)r * a.n + j1] = 0.0f;
+      }
     }
     return;
   }
-  const T *wr = static_cast<const T *>(a.w) + (size_t)n * K;
-  const bool norm = a.mode == LTE_DEC_X_RMSNORM || a.mode == LTE_DEC_X_LAYERNORM;
+  const T *W = static_cast<const T *>(a.w);
+  const T *wa = W + (size_t)(ra >= 0 ? ra : 0) * K;
+  const T *wb = W + (size_t)(rb >= 0 ? rb : 0) * K;
+  const bool norm = a.mode != LTE_DEC_X_PLAIN;
   const bool ln = a.mode == LTE_DEC_X_LAYERNORM;
   const int nexp = a.in_mask ? K / a.S : 0;
-  float acc[RB], s1[RB], s2[RB];
-  float accw = 0.0f, accb = 0.0f;
+  float acca[RB], accb[RB], s1[RB], s2[RB];
+  float lwa = 0.0f, lba = 0.0f, lwb = 0.0f, lbb = 0.0f;
 #pragma unroll
-  for (int r = 0; r < RB; r++) acc[r] = s1[r] = s2[r] = 0.0f;
+  for (int r = 0; r < RB; r++) acca[r] = accb[r] = s1[r] = s2[r] = 0.0f;
   constexpr int STEP = 32 * VEC;
   for (int k0 = lane * VEC; k0 < K; k0 += STEP * kUnroll) {
-    float wv[kUnroll][VEC];
-    bool live[kUnroll];
+    float wva[kUnroll][VEC], wvb[kUnroll][VEC];
 #pragma unroll
     for (int u = 0; u < kUnroll; u++) {
       const int kk = k0 + u * STEP;
-      live[u] = kk < K;
-      if (live[u] && a.in_mask) {
-        bool need = false;
+      bool live = kk < K;
+      if (live && a.in_mask) {
+        bool any = false;
 #pragma unroll
         for (int r = 0; r < RB; r++)
-          if (r < rows) need = need || a.in_mask[(size_t)r * nexp + kk / a.S] != 0.0f;
-        live[u] = need || norm;  // norms need every x (only used without masks in practice)
-        if (!need) {
-#pragma unroll
-          for (int j = 0; j < VEC; j++) wv[u][j] = 0.0f;
-        }
-        if (!need) continue;
+          if (r < rows) any = any || a.in_mask[(size_t)r * nexp + kk / a.S] != 0.0f;
+        live = any;
       }
-      if (live[u]) {
-        if (VEC == 8) W8<T>::load(wr + kk, wv[u]);
-        else wv[u][0] = W8<T>::one(wr + kk);
+      if (live && ra >= 0) {
+        if (VEC == 8) W8<T>::load(wa + kk, wva[u]);
+        else wva[u][0] = W8<T>::one(wa + kk);
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; j++) wva[u][j] = 0.0f;
+      }
+      if (live && rb >= 0) {
+        if (VEC == 8) W8<T>::load(wb + kk, wvb[u]);
+        else wvb[u][0] = W8<T>::one(wb + kk);
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; j++) wvb[u][j] = 0.0f;
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; u++) {
       const int kk = k0 + u * STEP;
       if (kk >= K) continue;
+      float nwv[VEC], nbv[VEC];
+      if (norm) ldx_f32<VEC>(a.nw + kk, nwv);
+      if (ln) {
+        ldx_f32<VEC>(a.nb + kk, nbv);
+#pragma unroll
+        for (int j = 0; j < VEC; j++) {
+          lwa = fmaf(wva[u][j], nwv[j], lwa);
+          lba = fmaf(wva[u][j], nbv[j], lba);
+          lwb = fmaf(wvb[u][j], nwv[j], lwb);
+          lbb = fmaf(wvb[u][j], nbv[j], lbb);
+        }
+      }
 #pragma unroll
       for (int r = 0; r < RB; r++) {
         if (r >= rows) continue;
-        const float *xr = a.x + (size_t)r * a.ldx;
+        float xv[VEC];
+        ldx_f32<VEC>(a.x + (size_t)r * a.ldx + kk, xv);
         const float m = a.in_mask ? a.in_mask[(size_t)r * nexp + kk / a.S] : 1.0f;
-        if (m == 0.0f && !norm) continue;
 #pragma unroll
         for (int j = 0; j < VEC; j++) {
-          float raw;
-          const float xv = xload(a, xr, kk + j, &raw) * m;
-          acc[r] = fmaf(wv[u][j], xv, acc[r]);
           if (norm) {
-            s1[r] += raw;
-            s2[r] = fmaf(raw, raw, s2[r]);
+            s1[r] += xv[j];
+            s2[r] = fmaf(xv[j], xv[j], s2[r]);
+            xv[j] *= nwv[j];
           }
-        }
-      }
-      if (ln) {
-#pragma unroll
-        for (int j = 0; j < VEC; j++) {
-          accw = fmaf(wv[u][j], a.nw[kk + j], accw);
-          accb = fmaf(wv[u][j], a.nb[kk + j], accb);
+          xv[j] *= m;
+          acca[r] = fmaf(wva[u][j], xv[j], acca[r]);
+          accb[r] = fmaf(wvb[u][j], xv[j], accb[r]);
         }
       }
     }
   }
 #pragma unroll
   for (int r = 0; r < RB; r++) {
-    acc[r] = warp_sum(acc[r]);
+    acca[r] = warp_sum(acca[r]);
+    accb[r] = warp_sum(accb[r]);
     if (norm) {
       s1[r] = warp_sum(s1[r]);
       s2[r] = warp_sum(s2[r]);
     }
   }
   if (ln) {
-    accw = warp_sum(accw);
-    accb = warp_sum(accb);
+    lwa = warp_sum(lwa);
+    lba = warp_sum(lba);
+    lwb = warp_sum(lwb);
+    lbb = warp_sum(lbb);
   }
-  if (lane == 0) {
-    const float bias = a.bias ? a.bias[n] : 0.0f;
+  if (lane != 0) return;
 #pragma unroll
-    for (int r = 0; r < RB; r++) {
-      if (r >= rows) continue;
-      float* yo = a.y + (size_t)r * a.n + n;
-      if (!act[r]) {
-        if (!a.accumulate) *yo = 0.0f;
-        continue;
+  for (int r = 0; r < RB; r++) {
+    if (r >= rows) continue;
+    float va = acca[r], vb = accb[r];
+    if (a.mode == LTE_DEC_X_RMSNORM) {
+      const float rstd = rsqrtf(s2[r] / (float)K + a.eps);
+      va *= rstd;
+      vb *= rstd;
+    } else if (ln) {
+      const float mean = s1[r] / (float)K;
+      const float rstd = rsqrtf(fmaxf(s2[r] / (float)K - mean * mean, 0.0f) + a.eps);
+      va = rstd * (va - mean * lwa) + lba;
+      vb = rstd * (vb - mean * lwb) + lbb;
+    }
+    float *y0 = a.y + (size_t)r * a.n + j0;
+    if (swi) {
+      *y0 = on0[r] ? dsilu(va) * vb : 0.0f;
+      continue;
+    }
+    if (on0[r]) {
+      float v = va + (a.bias ? a.bias[j0] : 0.0f);
+      if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
+      *y0 = a.accumulate ? *y0 + v : v;
+    } else if (!a.accumulate) {
+      *y0 = 0.0f;
+    }
+    if (j1 >= 0) {
+      float *y1 = y0 + 1;
+      if (on1[r]) {
+        float v = vb + (a.bias ? a.bias[j1] : 0.0f);
+        if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
+        *y1 = a.accumulate ? *y1 + v : v;
+      } else if (!a.accumulate) {
+        *y1 = 0.0f;
       }
-      float v = acc[r];
-      if (a.mode == LTE_DEC_X_RMSNORM) {
-        v *= rsqrtf(s2[r] / (float)K + a.eps);
-      } else if (ln) {
-        const float mean = s1[r] / (float)K;
-        const float var = fmaxf(s2[r] / (float)K - mean * mean, 0.0f);
-        const float rstd = rsqrtf(var + a.eps);
-        v = rstd * (v - mean * accw) + accb;
-      }
-      v += bias;
-      *yo = a.accumulate ? *yo + v : v;
     }
   }
 }
 
-/* Vector path: up to 8 rows per launch (RB = 1..8 instantiated). Scalar path (k % 8 != 0 or an
-   unaligned weight): one row per launch. */
+/* Vector path: rows in chunks of up to 8 (RB = 1, 2, 4, 8 instantiated, the smallest that holds
+   the chunk). Scalar path (odd shapes): one row per launch. */
 template <class T>
 cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec) {
-  const unsigned blocks = (unsigned)((a.n + kLinWarps - 1) / kLinWarps);
+  const int warps = a.act == LTE_DEC_ACT_SWIGLU ? a.n : (a.n + 1) / 2;
+  const unsigned blocks = (unsigned)((warps + kLinWarps - 1) / kLinWarps);
   const int chunk = vec ? 8 : 1;
   for (int r0 = 0; r0 < rows; r0 += chunk) {
     LinArgs b = a;
@@ -279,23 +327,11 @@ cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec)
     b.y = a.y + (size_t)r0 * a.n;
     if (a.in_mask) b.in_mask = a.in_mask + (size_t)r0 * (a.k / a.S);
     if (a.out_mask) b.out_mask = a.out_mask + (size_t)r0 * (a.out_period / a.S);
-    if (!vec) {
-      linear_kernel<T, 1, 1><<<blocks, kLinWarps * 32, 0, st>>>(b, 1);
-    } else {
-      switch (rb) {
-#define LTE_LIN_CASE(R) \
-  case R: linear_kernel<T, R, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb); break;
-        LTE_LIN_CASE(1)
-        LTE_LIN_CASE(2)
-        LTE_LIN_CASE(3)
-        LTE_LIN_CASE(4)
-        LTE_LIN_CASE(5)
-        LTE_LIN_CASE(6)
-        LTE_LIN_CASE(7)
-        LTE_LIN_CASE(8)
-#undef LTE_LIN_CASE
-      }
-    }
+    if (!vec) linear_kernel<T, 1, 1><<<blocks, kLinWarps * 32, 0, st>>>(b, 1);
+    else if (rb == 1) linear_kernel<T, 1, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
+    else if (rb == 2) linear_kernel<T, 2, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
+    else if (rb <= 4) linear_kernel<T, 4, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
+    else linear_kernel<T, 8, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
@@ -669,16 +705,17 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
                                              int32_t ldx, int32_t x_mode, const void *norm_w, const void *norm_b,
                                              float eps, const void *in_mask, const void *out_mask, int32_t out_period,
                                              int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
-                                             int32_t k, int32_t accumulate) {
+                                             int32_t k, int32_t accumulate, int32_t act) {
   LTE_ENTER("lte_dec_linear");
   LTE_REQUIRE_WDT(wdtype);
   LTE_CHECK_NONNEG(rows);
   LTE_CHECK_POS(n);
   LTE_CHECK_POS(k);
-  LTE_REQUIRE(x_mode >= LTE_DEC_X_PLAIN && x_mode <= LTE_DEC_X_GELU, "x_mode = %d is not a LTE_DEC_X_* value",
+  LTE_REQUIRE(x_mode >= LTE_DEC_X_PLAIN && x_mode <= LTE_DEC_X_LAYERNORM, "x_mode = %d is not a LTE_DEC_X_* value",
               (int)x_mode);
-  const int64_t need = x_mode == LTE_DEC_X_SWIGLU ? 2 * (int64_t)k : k;
-  LTE_REQUIRE(ldx >= need, "ldx = %d < %lld (row width the x_mode reads)", (int)ldx, (long long)need);
+  LTE_REQUIRE(act >= LTE_DEC_ACT_NONE && act <= LTE_DEC_ACT_GELU, "act = %d is not a LTE_DEC_ACT_* value", (int)act);
+  LTE_REQUIRE(act == LTE_DEC_ACT_NONE || !accumulate, "accumulate needs act = LTE_DEC_ACT_NONE");
+  LTE_REQUIRE(ldx >= k, "ldx = %d < k = %d", (int)ldx, (int)k);
   LTE_REQUIRE(!(in_mask || out_mask) || expert_size > 0, "expert_size = %d must be > 0 with a mask",
               (int)expert_size);
   LTE_REQUIRE(!in_mask || k % expert_size == 0, "k = %d is not a multiple of expert_size %d", (int)k,
@@ -690,13 +727,15 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
   LTE_REQUIRE_PTR(w);
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(y);
-  if (x_mode == LTE_DEC_X_RMSNORM || x_mode == LTE_DEC_X_LAYERNORM) LTE_REQUIRE_PTR(norm_w);
+  if (x_mode != LTE_DEC_X_PLAIN) LTE_REQUIRE_PTR(norm_w);
   if (x_mode == LTE_DEC_X_LAYERNORM) LTE_REQUIRE_PTR(norm_b);
-  LinArgs a{w,    F32(x),   ldx,          x_mode,       F32(norm_w), F32(norm_b), eps, F32(in_mask),
-            F32(out_mask), out_period, expert_size, F32(bias), F32W(y), n, k, accumulate};
+  LinArgs a{w,          F32(x),      ldx,   x_mode,      F32(norm_w), F32(norm_b), eps, F32(in_mask), F32(out_mask),
+            out_period, expert_size, F32(bias), F32W(y), n,          k,           accumulate, act};
   const size_t wb = wdtype == LTE_DTYPE_F32 ? 4 : 2;
-  const bool vec = k % 8 == 0 && (!in_mask || expert_size % 8 == 0) && ((uintptr_t)w % 16 == 0) &&
-                   ((size_t)k * wb) % 16 == 0;
+  const bool vec = k % 8 == 0 && ldx % 4 == 0 && (!in_mask || expert_size % 8 == 0) && ((uintptr_t)w % 16 == 0) &&
+                   ((uintptr_t)x % 16 == 0) && ((size_t)k * wb) % 16 == 0 &&
+                   (x_mode == LTE_DEC_X_PLAIN || (uintptr_t)norm_w % 16 == 0) &&
+                   (x_mode != LTE_DEC_X_LAYERNORM || (uintptr_t)norm_b % 16 == 0);
   cudaError_t e;
   if (wdtype == LTE_DTYPE_F32) e = launch_linear<float>(a, rows, ctx->stream, vec);
   else if (wdtype == LTE_DTYPE_F16) e = launch_linear<__half>(a, rows, ctx->stream, vec);

@@ -422,24 +422,30 @@ LTE_API lte_status lte_sffn_graph_free(lte_ctx_t *ctx, void *graph);
 
 /* x-loader modes of lte_dec_linear (how row r of the input x' is formed from x). */
 enum {
-  LTE_DEC_X_PLAIN = 0,     /* x'[k] = x[r*ldx + k] */
-  LTE_DEC_X_RMSNORM = 1,   /* x'[k] = x[k] * rstd_r * norm_w[k],  rstd_r = 1/sqrt(mean_k x^2 + eps) */
-  LTE_DEC_X_LAYERNORM = 2, /* x'[k] = (x[k] - mean_r) * rstd_r * norm_w[k] + norm_b[k] */
-  LTE_DEC_X_SWIGLU = 3,    /* x'[k] = silu(x[k]) * x[K + k] * m[k]   (row holds [gate | up], ldx >= 2K) */
-  LTE_DEC_X_GELU = 4       /* x'[k] = gelu_tanh(x[k]) * m[k] */
+  LTE_DEC_X_PLAIN = 0,    /* x'[k] = x[r*ldx + k] */
+  LTE_DEC_X_RMSNORM = 1,  /* x'[k] = x[k] * rstd_r * norm_w[k],  rstd_r = 1/sqrt(mean_k x^2 + eps) */
+  LTE_DEC_X_LAYERNORM = 2 /* x'[k] = (x[k] - mean_r) * rstd_r * norm_w[k] + norm_b[k] */
+};
+/* Output activations of lte_dec_linear. */
+enum {
+  LTE_DEC_ACT_NONE = 0,
+  LTE_DEC_ACT_SWIGLU = 1, /* w has 2N rows [gate; up]: y[r, j] = silu(w[j] . x') * (w[N + j] . x') */
+  LTE_DEC_ACT_GELU = 2    /* y[r, j] = gelu_tanh(w[j] . x' + bias[j]) */
 };
 
-/* GEMV / skinny GEMM:  y[r, n] = (accumulate ? y[r, n] : 0) + bias[n] + sum_k w[n, k] * x'[r, k]
-     w: (N, K) in wdtype, row-major (nn.Linear layout); x: rows of stride ldx; y: (R, N); bias: (N) or NULL.
-     m[k] = in_mask ? in_mask[r * (K / S) + k / S] : 1       (f32 0/1 expert mask, S = expert_size)
+/* GEMV / skinny GEMM:  y[r, n] = act((accumulate ? y[r, n] : 0) + bias[n] + sum_k w[n, k] * x'[r, k] * m[r, k])
+     w: (N, K) (2N rows for SWIGLU) in wdtype, row-major (nn.Linear layout); x: rows of stride ldx;
+     y: (R, N); bias: (N) or NULL; accumulate only with act NONE.
+     m[r, k] = in_mask ? in_mask[r * (K / S) + k / S] : 1   (f32 0/1 expert mask, S = expert_size;
+       input-side sparsity: weight chunks of experts no row needs are not read — down projections)
      out_mask (optional, f32 (R, out_period / S)): where out_mask[r, (n % out_period) / S] == 0 the
-       output gets no contribution (y = accumulate ? y : 0, no bias) and, when no row of the batch
-       needs row n, its weights are not read (output-side expert sparsity for gate/up/c_fc). */
+       output is 0 (or left unchanged when accumulating) and, when no row of the batch needs output
+       n, its weight row(s) are not read (output-side expert sparsity: gate/up, c_fc). */
 LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x, int32_t ldx,
                                   int32_t x_mode, const void *norm_w, const void *norm_b, float eps,
                                   const void *in_mask, const void *out_mask, int32_t out_period,
                                   int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
-                                  int32_t k, int32_t accumulate);
+                                  int32_t k, int32_t accumulate, int32_t act);
 /* y = rmsnorm(x) * w (kind 0) or layernorm(x) * w + b (kind 1), no saved statistics.  x, y: (R, C) */
 LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const void *w, const void *b, void *y, int32_t rows,
                                 int32_t cols, float eps, int32_t kind);
