@@ -129,8 +129,11 @@ export class SparsityMeter {
   #tokens: Float64Array;
   #union: Map<number, { sum: Float64Array; n: Float64Array }> = new Map();
   #shape: { b: number; t: number; valid: Uint8Array | null } = { b: 0, t: 0, valid: null };
+  #unionCalls: Uint32Array;
+  /** Forward passes per layer that feed the union statistic (it costs rows × units per batch size). */
+  readonly unionPasses: number;
 
-  constructor(opts: { nLayer: number; units: number; unitSize: number; dFf: number }) {
+  constructor(opts: { nLayer: number; units: number; unitSize: number; dFf: number; unionPasses?: number }) {
     if (opts.units * opts.unitSize !== opts.dFf) {
       throw new RangeError(`SparsityMeter: ${opts.units} units of ${opts.unitSize} neurons != d_ff ${opts.dFf}`);
     }
@@ -140,6 +143,8 @@ export class SparsityMeter {
     this.dFf = opts.dFf;
     this.#active = new Float64Array(opts.nLayer);
     this.#tokens = new Float64Array(opts.nLayer);
+    this.#unionCalls = new Uint32Array(opts.nLayer);
+    this.unionPasses = opts.unionPasses ?? Infinity;
     for (const b of UNION_BATCHES) {
       this.#union.set(b, { sum: new Float64Array(opts.nLayer), n: new Float64Array(opts.nLayer) });
     }
@@ -165,6 +170,8 @@ export class SparsityMeter {
       this.#active[layer]! += n;
       this.#tokens[layer]! += 1;
     }
+    if (this.#unionCalls[layer]! >= this.unionPasses) return;
+    this.#unionCalls[layer]! += 1;
     for (const [bs, acc] of this.#union) {
       let groups = decodeBatchGroups(b, t, bs);
       if (valid) groups = groups.filter((g) => g.every((r) => valid[r] !== 0));

@@ -92,6 +92,8 @@ export const EvalSchema = z.strictObject({
   batches: z.number().int().positive().default(20),
   /** Sequences per batch (union sparsity needs ≥ 16 for batch 16). */
   batch_size: z.number().int().positive().default(16),
+  /** Validation batches (of `batches`) whose masks feed the union-sparsity statistic (it is costly). */
+  union_batches: z.number().int().positive().default(4),
   /** Training batches of the dense model used to calibrate the predictor and magnitude thresholds. */
   calibration_batches: z.number().int().positive().default(4),
   /** Examples scored for label accuracy / ROUGE-L (text/label and prompt/completion data). */
@@ -309,6 +311,7 @@ export async function runEval(c: EvalConfig, ctx: StageContext): Promise<Record<
         units: policy.units,
         unitSize: policy.unitSize,
         dFf: model.config.d_ff,
+        unionPasses: c.union_batches,
       })
       : null;
     let counting = true;
