@@ -13,7 +13,7 @@
  *
  * Options: --clients 64, --requests 192 (total), --max-tokens 16, --timeout 300 (seconds: requests
  * still running then are aborted and counted as failed), --max-batch 16 (server slots),
- * --device cpu|cuda, --init tiny|medium (a random model written to a temp folder: tiny = 2 layers,
+ * --device cpu|cuda, --dtype f32|f16|bf16, --init tiny|medium (a random model written to a temp folder: tiny = 2 layers,
  * d 32; medium = 8 layers, d 1024, d_ff 4096, 128 experts of 32 per layer), --tau (router
  * threshold of the generated model), --compare (dense, then sparse, same model), --out FILE.
  *
@@ -36,6 +36,7 @@ interface Opts {
   timeoutS: number;
   maxBatch: number;
   device: string;
+  dtype: string;
   model: string | null;
   url: string | null;
   init: "tiny" | "medium";
@@ -52,6 +53,7 @@ function parse(args: string[]): Opts {
     timeoutS: 300,
     maxBatch: 16,
     device: "cpu",
+    dtype: "f32",
     model: null,
     url: null,
     init: "tiny",
@@ -77,6 +79,7 @@ function parse(args: string[]): Opts {
     else if (a === "--timeout") o.timeoutS = n(1);
     else if (a === "--max-batch") o.maxBatch = n(1);
     else if (a === "--device") o.device = v();
+    else if (a === "--dtype") o.dtype = v();
     else if (a === "--model") o.model = v();
     else if (a === "--url") o.url = v();
     else if (a === "--init") {
@@ -205,6 +208,8 @@ async function spawnServer(model: string, mode: string, o: Opts): Promise<{ url:
     "0",
     "--device",
     o.device,
+    "--dtype",
+    o.dtype,
     "--max-batch",
     String(o.maxBatch),
   ];
@@ -278,19 +283,21 @@ async function run(url: string, o: Opts): Promise<Record<string, unknown>> {
     latency_ms: { p50: r2(pct(lat, 50)), p99: r2(pct(lat, 99)), max: r2(Math.max(...lat)) },
     ttft_ms_streaming_client: { p50: r2(pct(ttft, 50)), p99: r2(pct(ttft, 99)) },
     ttft_ms_server: { p50: r2(pct(sttft, 50)), p99: r2(pct(sttft, 99)) },
-    ffn_sparsity_mean: sp.length ? r2((100 * sp.reduce((a, b) => a + b, 0)) / sp.length) / 100 : null,
+    ffn_sparsity_mean: sp.length ? Math.round((1e4 * sp.reduce((a, b) => a + b, 0)) / sp.length) / 1e4 : null,
     decode_batch_size_mean: r2(metric("lte_decode_batch_size_mean")),
   };
 }
 
 function table(rows: Record<string, any>[]): string {
   const line = (r: Record<string, any>) =>
-    `${r.sparse ? "sparse" : "dense "} ${r.device} ${r.completed}/${r.requests} ok, failed ${r.failed}; ` +
-    `${r.tokens_per_second} tok/s, ${r.requests_per_second} req/s; latency p50 ${r.latency_ms.p50} ms p99 ` +
-    `${r.latency_ms.p99} ms; TTFT (stream) p50 ${r.ttft_ms_streaming_client.p50} ms p99 ` +
-    `${r.ttft_ms_streaming_client.p99} ms; batch ${r.decode_batch_size_mean}; FFN sparsity ${
-      r.ffn_sparsity_mean ?? "-"
-    }`;
+    r.error
+      ? `${r.mode} ${r.device}: the server did not start (${r.error}); failed ${r.failed}`
+      : `${r.sparse ? "sparse" : "dense "} ${r.device} ${r.completed}/${r.requests} ok, failed ${r.failed}; ` +
+        `${r.tokens_per_second} tok/s, ${r.requests_per_second} req/s; latency p50 ${r.latency_ms.p50} ms p99 ` +
+        `${r.latency_ms.p99} ms; TTFT (stream) p50 ${r.ttft_ms_streaming_client.p50} ms p99 ` +
+        `${r.ttft_ms_streaming_client.p99} ms; batch ${r.decode_batch_size_mean}; FFN sparsity ${
+          r.ffn_sparsity_mean ?? "-"
+        }`;
   return rows.map(line).join("\n");
 }
 
@@ -330,9 +337,22 @@ if (import.meta.main) {
       }
       for (const mode of o.modes) {
         console.error(`loadtest: ${mode} server on ${o.device}, ${o.clients} clients, ${o.requests} requests`);
-        const server = await spawnServer(model, mode, o);
+        let server;
         try {
-          rows.push(await run(server.url, o));
+          server = await spawnServer(model, mode, o);
+        } catch (e) {
+          console.error(`loadtest: ${(e as Error).message}`);
+          rows.push({
+            mode,
+            device: o.device,
+            error: (e as Error).message.split("\n")[0],
+            requests: o.requests,
+            failed: o.requests,
+          });
+          continue;
+        }
+        try {
+          rows.push({ mode, ...(await run(server.url, o)) });
         } finally {
           const code = await server.stop();
           if (code !== 0) console.error(`loadtest: the server exited with code ${code} on SIGTERM`);
