@@ -243,7 +243,8 @@ function planStatus(p: PlanEntry): string {
   if (p.cached) return "will run (forced)";
   if (p.previous === undefined) return "will run";
   if (p.previous === "complete") return "will run (was complete, config changed)";
-  if (p.resumable) return `will run (was ${p.previous}; --resume continues it)`;
+  if (p.needsResume) return `needs --resume (continue the ${p.previous} attempt) or --force (discard it)`;
+  if (p.resumable) return `will run (was ${p.previous}; started over: --force)`;
   const why = p.manifest?.hash === p.hash ? "inputs re-ran" : "config changed";
   return `will run (was ${p.previous}, ${why}; starts over)`;
 }

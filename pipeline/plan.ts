@@ -36,6 +36,11 @@ export interface PlanEntry {
   resumable: boolean;
   /** The runner will continue the existing attempt (`--resume` and {@linkcode resumable}). */
   resume: boolean;
+  /**
+   * The stage would run, its last attempt is {@linkcode resumable}, and neither `--resume` nor
+   * `--force` was given: the runner refuses rather than discard the attempt silently.
+   */
+  needsResume: boolean;
   /** Under `--resume`, why an existing incomplete attempt is not continued but started over. */
   restart?: string;
   /** What the stage definition's `fingerprint()` returned, if it has one. */
@@ -171,6 +176,7 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
       action,
       resumable,
       resume: resumable && action === "run" && opts.resume === true,
+      needsResume: resumable && action === "run" && !opts.resume && !opts.force,
     };
     if (m) entry.manifest = m;
     if (m?.status) entry.previous = m.status;

@@ -135,7 +135,7 @@ async function runLocked(
   const settings = resolved.settings;
   const plan = await planPipeline(resolved, opts);
   // A crashed or interrupted attempt of the same config is never discarded silently.
-  const unresumed = plan.filter((p) => p.action === "run" && p.resumable && !opts.resume && !opts.force);
+  const unresumed = plan.filter((p) => p.needsResume);
   if (unresumed.length > 0) {
     throw new PlanError(
       unresumed.map((p) =>

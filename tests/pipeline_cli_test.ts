@@ -180,14 +180,19 @@ Deno.test("formatPlan() says whether --resume continues a stage; help shows a re
     action: "run",
     resumable: false,
     resume: false,
+    needsResume: false,
     ...p,
   });
   const m = (hash: string) => ({ hash, status: "interrupted" }) as PlanEntry["manifest"];
   const status = (p: Partial<PlanEntry>) =>
     formatPlan([entry(p)], "r").split("\n")[2]!.replace(/^.*fine-tune\s+-\s+/, "");
   assert.equal(
-    status({ previous: "interrupted", resumable: true, manifest: m("a".repeat(64)) }),
-    "will run (was interrupted; --resume continues it)",
+    status({ previous: "interrupted", resumable: true, needsResume: true, manifest: m("a".repeat(64)) }),
+    "needs --resume (continue the interrupted attempt) or --force (discard it)",
+  );
+  assert.equal(
+    status({ previous: "interrupted", resumable: true, manifest: m("a".repeat(64)) }), // with --force
+    "will run (was interrupted; started over: --force)",
   );
   assert.equal(
     status({ previous: "interrupted", resumable: true, resume: true, manifest: m("a".repeat(64)) }),
