@@ -37,8 +37,9 @@ export interface PlanEntry {
   /** The runner will continue the existing attempt (`--resume` and {@linkcode resumable}). */
   resume: boolean;
   /**
-   * The stage would run, its last attempt is {@linkcode resumable}, and neither `--resume` nor
-   * `--force` was given: the runner refuses rather than discard the attempt silently.
+   * The stage would run, its last attempt is {@linkcode resumable} and was cut short (interrupted,
+   * or left running by a crash), and neither `--resume` nor `--force` was given: the runner refuses
+   * rather than discard the attempt silently.
    */
   needsResume: boolean;
   /** Under `--resume`, why an existing incomplete attempt is not continued but started over. */
@@ -176,7 +177,8 @@ export async function planPipeline(config: PipelineConfig, opts: PlanOptions = {
       action,
       resumable,
       resume: resumable && action === "run" && opts.resume === true,
-      needsResume: resumable && action === "run" && !opts.resume && !opts.force,
+      // (A failed attempt is started over: it usually fails again where it stopped.)
+      needsResume: resumable && action === "run" && !opts.resume && !opts.force && m?.status !== "failed",
     };
     if (m) entry.manifest = m;
     if (m?.status) entry.previous = m.status;

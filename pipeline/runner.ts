@@ -224,6 +224,9 @@ async function runLocked(
         continue;
       }
       if (entry.restart) say(`stage ${entry.name}: ${entry.restart}`);
+      if (entry.resumable && !entry.resume && entry.previous === "failed") {
+        say(`stage ${entry.name}: starting its failed attempt over (--resume would continue it instead)`);
+      }
       const inputs = Object.fromEntries(st.inputs.map((n) => [n, outputs.get(n)!]));
       const r = await runStage({
         st,

@@ -151,6 +151,11 @@ Deno.test("a resumable attempt is never discarded silently: --resume continues i
   const resumed = await run(c, { resume: true });
   assert.equal(resumed.result.stages[0]!.status, "complete");
   assert.equal((await readManifest(dir, "a"))!.resumed, true);
+  // A failed attempt is started over (it would usually fail again), with a log line.
+  await Deno.writeTextFile(path, JSON.stringify({ ...m, status: "failed" }));
+  const again = await run(c);
+  assert.equal(again.result.status, "complete");
+  assert.match(again.text, /stage a: starting its failed attempt over \(--resume would continue it instead\)/);
   await Deno.writeTextFile(path, JSON.stringify({ ...m, status: "interrupted" }));
   const forced = await run(c, { force: true });
   assert.equal(forced.result.status, "complete");
