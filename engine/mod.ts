@@ -438,6 +438,7 @@ export class Engine {
 
   #upload(a: WeightArrays, routers: RouterSpec | null): void {
     const c = this.config, d = c.d_model, f = c.d_ff;
+    const sparse = routers !== null;
     const get = (n: string) => {
       const v = a.get(n);
       if (!v) throw new EngineError(`weights: missing tensor ${n}`);
@@ -463,7 +464,8 @@ export class Engine {
           ln2b: this.#f32(get(`${p}.ln_2.bias`)),
           fc: this.#w(tr(get(`${p}.mlp.c_fc.weight`), d, f)),
           fcB: this.#f32(get(`${p}.mlp.c_fc.bias`)),
-          down: this.#w(tr(get(`${p}.mlp.c_proj.weight`), f, d)),
+          // c_proj is stored (F, C): the sparse path reads it as is, the dense GEMV wants (C, F)
+          down: this.#w(sparse ? get(`${p}.mlp.c_proj.weight`) : tr(get(`${p}.mlp.c_proj.weight`), f, d)),
           downB: this.#f32(get(`${p}.mlp.c_proj.bias`)),
           router: null,
           routerB: null,
@@ -491,7 +493,8 @@ export class Engine {
           ln2b: null,
           fc: this.#w(gu),
           fcB: null,
-          down: this.#w(get(`${p}.mlp.down_proj.weight`)),
+          // down_proj is stored (C, F): the sparse path wants it transposed once to (F, C)
+          down: this.#w(sparse ? tr(get(`${p}.mlp.down_proj.weight`), d, f) : get(`${p}.mlp.down_proj.weight`)),
           downB: null,
           router: null,
           routerB: null,
@@ -740,8 +743,15 @@ export class Engine {
         0,
         g2 ? ACT.GELU : ACT.SWIGLU,
       );
-      // x += h W_down^T (+ bias): weight chunks of inactive experts are skipped
-      lin(wdt, w.down, this.#h, X.PLAIN, null, null, [mask, null], w.downB, this.#x, d, f, 1, ACT.NONE);
+      if (mask) {
+        // x += h W_down^T (+ bias) over the union's expert blocks of the transposed weight
+        ck(
+          s.lte_dec_linear_t_sparse(ctx, wdt, w.down, this.#h, mask, w.downB, this.#x, rows, d, f, S),
+          "lte_dec_linear_t_sparse",
+        );
+      } else {
+        lin(wdt, w.down, this.#h, X.PLAIN, null, null, none, w.downB, this.#x, d, f, 1, ACT.NONE);
+      }
     }
     ck(
       s.lte_dec_linear(

@@ -915,6 +915,22 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  lte_dec_linear_t_sparse: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype wdtype
+      P, // const void *wt
+      P, // const void *h
+      P, // const void *mask
+      P, // const void *bias
+      P, // void *y
+      I32, // int32_t rows
+      I32, // int32_t n
+      I32, // int32_t k
+      I32, // int32_t expert_size
+    ],
+    result: S, // lte_status
+  },
   lte_dec_norm: {
     parameters: [
       P, // lte_ctx_t *ctx

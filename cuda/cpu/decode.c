@@ -206,6 +206,50 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
   return LTE_STATUS_OK;
 }
 
+/* ---------------------------------------------------------------- sparse transposed projection */
+
+LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype wdtype, const void *wt, const void *h,
+                                           const void *mask, const void *bias, void *y, int32_t rows, int32_t n,
+                                           int32_t k, int32_t expert_size) {
+  CHECK_CTX();
+  CHECK_DT(wdtype);
+  CHECK_NONNEG(rows);
+  CHECK_POS(n);
+  CHECK_POS(k);
+  CHECK_POS(expert_size);
+  if (k % expert_size != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: k = %d is not a multiple of expert_size %d", __func__, (int)k,
+                (int)expert_size);
+  }
+  if (n % 8 != 0) return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: n = %d must be a multiple of 8", __func__, (int)n);
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(wt);
+  CHECK_PTR(h);
+  CHECK_PTR(mask);
+  CHECK_PTR(y);
+  const float *H = h, *M = mask, *BI = bias;
+  float *Y = y;
+  const int32_t E = k / expert_size;
+  const int nt = lte_nthreads(ctx);
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * n * k > LTE_PAR_MIN)
+  for (int64_t c = 0; c < n; c++) {
+    for (int32_t r = 0; r < rows; r++) {
+      float acc = BI ? BI[c] : 0.0f;
+      for (int32_t e = 0; e < E; e++) {
+        int on = 0;
+        for (int32_t q = 0; q < rows; q++) on |= M[(int64_t)q * E + e] != 0.0f;
+        if (!on) continue;
+        for (int32_t j = 0; j < expert_size; j++) {
+          const int64_t kk = (int64_t)e * expert_size + j;
+          acc += H[(int64_t)r * k + kk] * dec_load(wdtype, wt, kk * n + c);
+        }
+      }
+      Y[(int64_t)r * n + c] += acc;
+    }
+  }
+  return LTE_STATUS_OK;
+}
+
 /* ---------------------------------------------------------------- norm */
 
 LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const void *w, const void *b, void *y, int32_t rows,

@@ -338,6 +338,72 @@ cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec)
   return cudaSuccess;
 }
 
+/* ------------------------------------------------------------------ sparse transposed projection */
+
+constexpr int kTsThreads = 128;  // 8 columns per thread: 1024 columns per block
+constexpr int kTsExperts = 2;    // experts per block
+
+/* grid (ceil(E / kTsExperts), ceil(N / 1024)). A block walks the rows of its experts that some
+   row of the batch needs, 16-byte weight loads (4 rows in flight), and adds its partial sums into
+   y with atomics (y already holds the residual). */
+template <class T, int RB>
+__global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt, const float *h, const float *mask,
+                                                                     const float *bias, float *y, int rows, int N,
+                                                                     int K, int S) {
+  const int E = K / S;
+  const int c0 = (blockIdx.y * kTsThreads + threadIdx.x) * 8;
+  float acc[RB][8];
+#pragma unroll
+  for (int r = 0; r < RB; r++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[r][j] = 0.0f;
+  bool any_work = false;
+  for (int ee = 0; ee < kTsExperts; ee++) {
+    const int e = blockIdx.x * kTsExperts + ee;
+    if (e >= E) break;
+    bool on = false;
+    for (int r = 0; r < rows; r++) on = on || mask[(size_t)r * E + e] != 0.0f;
+    if (!on) continue;
+    any_work = true;
+    if (c0 >= N) continue;
+    for (int j0 = 0; j0 < S; j0 += 4) {
+      float w[4][8];
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        if (j0 + u < S) W8<T>::load(wt + (size_t)(e * S + j0 + u) * N + c0, w[u]);
+        else
+#pragma unroll
+          for (int j = 0; j < 8; j++) w[u][j] = 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        if (j0 + u >= S) continue;
+        const int kk = e * S + j0 + u;
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+          if (r >= rows) continue;
+          const float hv = h[(size_t)r * K + kk];
+#pragma unroll
+          for (int j = 0; j < 8; j++) acc[r][j] = fmaf(hv, w[u][j], acc[r][j]);
+        }
+      }
+    }
+  }
+  if (c0 >= N) return;
+  const bool add_bias = bias != nullptr && blockIdx.x == 0;
+  if (!any_work && !add_bias) return;
+#pragma unroll
+  for (int r = 0; r < RB; r++) {
+    if (r >= rows) continue;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      float v = acc[r][j];
+      if (add_bias) v += bias[c0 + j];
+      if (any_work || add_bias) atomicAdd(&y[(size_t)r * N + c0 + j], v);
+    }
+  }
+}
+
 /* ------------------------------------------------------------------ norm */
 
 __global__ void norm_kernel(const float *x, const float *w, const float *b, float *y, int cols, float eps, int kind) {
@@ -741,6 +807,47 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
   else if (wdtype == LTE_DTYPE_F16) e = launch_linear<__half>(a, rows, ctx->stream, vec);
   else e = launch_linear<__nv_bfloat16>(a, rows, ctx->stream, vec);
   if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of linear_kernel", e, __FILE__, __LINE__);
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype wdtype, const void *wt, const void *h,
+                                                      const void *mask, const void *bias, void *y, int32_t rows,
+                                                      int32_t n, int32_t k, int32_t expert_size) {
+  LTE_ENTER("lte_dec_linear_t_sparse");
+  LTE_REQUIRE_WDT(wdtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(n);
+  LTE_CHECK_POS(k);
+  LTE_CHECK_POS(expert_size);
+  LTE_REQUIRE(k % expert_size == 0, "k = %d is not a multiple of expert_size %d", (int)k, (int)expert_size);
+  LTE_REQUIRE(n % 8 == 0, "n = %d must be a multiple of 8", (int)n);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(wt);
+  LTE_REQUIRE_PTR(h);
+  LTE_REQUIRE_PTR(mask);
+  LTE_REQUIRE_PTR(y);
+  LTE_REQUIRE((uintptr_t)wt % 16 == 0, "wt must be 16-byte aligned");
+  const int E = k / expert_size;
+  const dim3 grid((unsigned)((E + kTsExperts - 1) / kTsExperts), (unsigned)((n + 8 * kTsThreads - 1) / (8 * kTsThreads)));
+  for (int r0 = 0; r0 < rows; r0 += 8) {
+    const int rb = rows - r0 < 8 ? rows - r0 : 8;
+    const float *hb = F32(h) + (size_t)r0 * k;
+    const float *mb = F32(mask) + (size_t)r0 * E;
+    float *yb = F32W(y) + (size_t)r0 * n;
+    const float *bb = r0 == 0 ? F32(bias) : nullptr;
+#define LTE_TS(T)                                                                                              \
+  if (rb == 1)                                                                                                 \
+    linear_t_sparse_kernel<T, 1><<<grid, kTsThreads, 0, ctx->stream>>>(static_cast<const T *>(wt), hb, mb, bb, yb, \
+                                                                        rb, n, k, expert_size);                \
+  else                                                                                                         \
+    linear_t_sparse_kernel<T, 8><<<grid, kTsThreads, 0, ctx->stream>>>(static_cast<const T *>(wt), hb, mb, bb, yb, \
+                                                                        rb, n, k, expert_size)
+    if (wdtype == LTE_DTYPE_F32) LTE_TS(float);
+    else if (wdtype == LTE_DTYPE_F16) LTE_TS(__half);
+    else LTE_TS(__nv_bfloat16);
+#undef LTE_TS
+    LTE_LAUNCH_CHECK("linear_t_sparse_kernel");
+  }
   return LTE_STATUS_OK;
 }
 

@@ -446,6 +446,15 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
                                   const void *in_mask, const void *out_mask, int32_t out_period,
                                   int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
                                   int32_t k, int32_t accumulate, int32_t act);
+/* Input-side sparse projection over expert blocks of a transposed weight (the down projection):
+     y[r, n] += bias[n] + sum over experts e active for ANY row (mask[r', e] != 0)
+                          sum_{j < S} h[r, e*S + j] * wt[e*S + j, n]
+   wt: (K, N) in wdtype (HF down_proj (N, K) transposed once: an expert's S rows are contiguous);
+   h: (R, K) f32 (a row's inactive experts hold zeros), mask: (R, K / S) f32 0/1, bias: (N) or NULL,
+   y: (R, N) f32, accumulated (the residual). Only the weight rows of the union are read. */
+LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype wdtype, const void *wt, const void *h,
+                                           const void *mask, const void *bias, void *y, int32_t rows, int32_t n,
+                                           int32_t k, int32_t expert_size);
 /* y = rmsnorm(x) * w (kind 0) or layernorm(x) * w + b (kind 1), no saved statistics.  x, y: (R, C) */
 LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const void *w, const void *b, void *y, int32_t rows,
                                 int32_t cols, float eps, int32_t kind);

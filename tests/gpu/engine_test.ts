@@ -141,6 +141,49 @@ Deno.test({
 });
 
 Deno.test({
+  name: "engine ops: lte_dec_linear_t_sparse (union of expert blocks, atomics) agrees CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(3);
+    for (const dt of ["f32", "f16", "bf16"] as const) {
+      for (
+        const [rows, n, k, S] of [[1, 1024, 512, 32], [3, 2056, 256, 32], [8, 64, 96, 16], [11, 48, 64, 8]] as const
+      ) {
+        const E = k / S;
+        const mask = Float32Array.from({ length: rows * E }, () => (rng.uniform() < 0.3 ? 1 : 0));
+        const hh = rng.normals(rows * k, 1);
+        for (let r = 0; r < rows; r++) {
+          for (let i = 0; i < k; i++) if (!mask[r * E + Math.floor(i / S)]) hh[r * k + i] = 0;
+        }
+        const wt = Pair.weights(rng.normals(k * n, 0.1), dt), h = Pair.of(hh), m = Pair.of(mask);
+        const bias = Pair.of(rng.normals(n, 1)), y = Pair.of(rng.normals(rows * n, 1));
+        both(
+          (kd) =>
+            getBackend(kd).sym.lte_dec_linear_t_sparse(
+              getBackend(kd).ctx,
+              DTypeCode[dt],
+              wt.p[kd],
+              h.p[kd],
+              m.p[kd],
+              bias.p[kd],
+              y.p[kd],
+              rows,
+              n,
+              k,
+              S,
+            ),
+          "lte_dec_linear_t_sparse",
+        );
+        const e = rel(y.f32("cuda"), y.f32("cpu"));
+        report[`linear_t_sparse_${dt}`] = Math.max(report[`linear_t_sparse_${dt}`] ?? 0, e);
+        assert(e < 1e-5, `linear_t_sparse ${dt} rows ${rows} n ${n} k ${k}: ${e}`);
+        for (const p of [wt, h, m, bias, y]) p.free();
+      }
+    }
+  },
+});
+
+Deno.test({
   name: "engine ops: norm, embedding, rope+append, attention, router mask, sampling agree CPU<->CUDA",
   ignore: !hasCuda,
   fn() {
