@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { setImmediate } from "node:timers";
 import type { SamplingParams, ServeEngine } from "./engine_api.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -253,8 +254,9 @@ export class Scheduler {
   async #run(): Promise<void> {
     const engine = this.#engine;
     while (true) {
-      // Leave the event loop a turn so that requests arriving meanwhile can join the next step.
-      await new Promise((r) => setTimeout(r, 0));
+      // Leave the event loop a turn so that requests arriving meanwhile can join the next step
+      // (setImmediate: one I/O turn, ~0.05 ms; setTimeout(0) costs ~2.5 ms per step).
+      await new Promise((r) => setImmediate(r));
       if (this.#cancelAll) {
         for (const s of this.#running) if (!s.finished) this.#finish(s, "cancelled");
         for (const s of this.#waiting.splice(0)) this.#finish(s, "cancelled");
