@@ -16,8 +16,10 @@
  *   lte_dec_norm         one block per row.
  *   lte_dec_rope_append  one thread per rotated pair / appended value (angles in double as the
  *                        training op and the CPU reference).
- *   lte_dec_attention    one block per (row, head): scores in shared memory (pos + 1 floats),
- *                        block max/sum, then one thread per output element walks the positions.
+ *   lte_dec_attention    one block per (row, head): one thread per cached position computes its
+ *                        score (16-byte loads of the key), scores in shared memory, block max/sum,
+ *                        then (8-dim chunk x position group) threads accumulate the values with
+ *                        16-byte loads and the groups are summed in shared memory.
  *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
  *                        top-p definition of lte.h found by bisection over float bit patterns
  *                        (no sort), then an ordered walk (chunk sums, block exclusive scan).
@@ -502,8 +504,14 @@ __global__ void append_odd_kernel(const float *qkv, int ld, T *kc, T *vc, const 
 /* ------------------------------------------------------------------ attention */
 
 constexpr int kAttnThreads = 256;
+constexpr int kAttnPart = 2048; /* floats of shared memory for the V partial sums */
 
-template <class T>
+/* One block per (row, head). Scores: one thread per cached position (a full q.k over D with
+   16-byte loads: many independent loads in flight), kept in shared memory. Softmax: block max and
+   sum. Values: thread (dc, tg) accumulates the 8 dims dc*8.. over the positions t = tg (mod TG),
+   16-byte loads, then the TG partial sums are added in shared memory. VEC path: D % 8 == 0 and
+   D <= 2048; otherwise one element per load. */
+template <class T, bool VEC>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qkv, int ld, const T *kc, const T *vc,
                                                                  const int32_t *slots, const int32_t *pos, float *out,
                                                                  int H, int HKV, int D, int max_t, float scale) {
@@ -514,18 +522,27 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
   const int g = h / (H / HKV);
   const float *q = qkv + (size_t)r * ld + (size_t)h * D;
   const size_t base = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D;
-  float *qs = sm_dyn;      // D
-  float *sc = sm_dyn + D;  // len
+  float *qs = sm_dyn;              // D
+  float *sc = sm_dyn + D;          // max_t
+  float *part = sc + max_t;        // kAttnPart
   for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = q[d];
   __syncthreads();
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
   float mx = -INFINITY;
-  for (int t = wid; t < len; t += nw) {
+  for (int t = threadIdx.x; t < len; t += blockDim.x) {
     const T *kr = kc + base + (size_t)t * D;
     float dot = 0.0f;
-    for (int d = lane; d < D; d += 32) dot = fmaf(qs[d], to_f(kr[d]), dot);
-    dot = warp_sum(dot) * scale;
-    if (lane == 0) sc[t] = dot;
+    if (VEC) {
+      for (int d0 = 0; d0 < D; d0 += 8) {
+        float kv[8];
+        W8<T>::load(kr + d0, kv);
+#pragma unroll
+        for (int j = 0; j < 8; j++) dot = fmaf(qs[d0 + j], kv[j], dot);
+      }
+    } else {
+      for (int d = 0; d < D; d++) dot = fmaf(qs[d], to_f(kr[d]), dot);
+    }
+    dot *= scale;
+    sc[t] = dot;
     mx = fmaxf(mx, dot);
   }
   mx = block_max(mx, red);
@@ -535,13 +552,50 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
     sc[t] = e;
     sum += e;
   }
-  sum = block_sum(sum, red);  // leading __syncthreads orders the sc writes
+  sum = block_sum(sum, red);  // its leading __syncthreads orders the sc writes
   const float inv = 1.0f / sum;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    const T *vr = vc + base + d;
-    float acc = 0.0f;
-    for (int t = 0; t < len; t++) acc = fmaf(sc[t], to_f(vr[(size_t)t * D]), acc);
-    out[(size_t)r * H * D + (size_t)h * D + d] = acc * inv;
+  float *o = out + (size_t)r * H * D + (size_t)h * D;
+  if (VEC) {
+    const int DC = D / 8;                       // 8-wide chunks per row
+    const int TG = blockDim.x / DC > 0 ? blockDim.x / DC : 1;  // position groups
+    const int dc = threadIdx.x % DC, tg = threadIdx.x / DC;
+    float acc[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+    if (tg < TG && (int)threadIdx.x < TG * DC) {
+      for (int t = tg; t < len; t += TG) {
+        float vv[8];
+        W8<T>::load(vc + base + (size_t)t * D + dc * 8, vv);
+        const float p = sc[t];
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[j] = fmaf(p, vv[j], acc[j]);
+      }
+    }
+    // reduce the TG partial sums, kAttnPart / D groups at a time
+    const int G = kAttnPart / D;
+    for (int g0 = 0; g0 < TG; g0 += G) {
+      __syncthreads();
+      if ((int)threadIdx.x < TG * DC && tg >= g0 && tg < g0 + G) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) part[(tg - g0) * D + dc * 8 + j] = acc[j];
+      }
+      __syncthreads();
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float s = g0 == 0 ? 0.0f : o[d];
+        const int gn = min(G, TG - g0);
+        for (int q2 = 0; q2 < gn; q2++) s += part[q2 * D + d];
+        o[d] = s;
+      }
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < D; d += blockDim.x) o[d] *= inv;
+  } else {
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      const T *vr = vc + base + d;
+      float acc = 0.0f;
+      for (int t = 0; t < len; t++) acc = fmaf(sc[t], to_f(vr[(size_t)t * D]), acc);
+      o[d] = acc * inv;
+    }
   }
 }
 
@@ -954,7 +1008,7 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
   LTE_CHECK_POS(max_t);
   LTE_REQUIRE(heads % kv_heads == 0, "heads %d not divisible by kv_heads %d", (int)heads, (int)kv_heads);
   LTE_REQUIRE((int64_t)ld >= (int64_t)heads * head_dim, "ld = %d < H * D", (int)ld);
-  const size_t smem = (size_t)(head_dim + max_t) * sizeof(float);
+  const size_t smem = (size_t)(head_dim + max_t + kAttnPart) * sizeof(float);
   LTE_REQUIRE(smem <= 200 * 1024, "max_t = %d needs %zu bytes of shared memory (limit 200 KiB)", (int)max_t, smem);
   if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(qkv);
@@ -963,19 +1017,26 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
   LTE_REQUIRE_PTR(slots);
   LTE_REQUIRE_PTR(pos);
   LTE_REQUIRE_PTR(out);
+  const size_t eb = kvdtype == LTE_DTYPE_F32 ? 4 : 2;
+  const bool vec = head_dim % 8 == 0 && head_dim <= kAttnPart && ((size_t)head_dim * eb) % 16 == 0 &&
+                   (uintptr_t)k_cache % 16 == 0 && (uintptr_t)v_cache % 16 == 0;
   const unsigned blocks = (unsigned)rows * (unsigned)heads;
-#define LTE_ATT(T)                                                                                                  \
-  do {                                                                                                              \
-    if (smem > 48 * 1024)                                                                                           \
-      LTE_CUDA_TRY(cudaFuncSetAttribute(attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
-                                        200 * 1024));                                                               \
-    attention_kernel<T><<<blocks, kAttnThreads, smem, ctx->stream>>>(                                               \
+#define LTE_ATT(T, V)                                                                                              \
+  do {                                                                                                             \
+    if (smem > 48 * 1024)                                                                                          \
+      LTE_CUDA_TRY(cudaFuncSetAttribute(attention_kernel<T, V>, cudaFuncAttributeMaxDynamicSharedMemorySize,      \
+                                        200 * 1024));                                                              \
+    attention_kernel<T, V><<<blocks, kAttnThreads, smem, ctx->stream>>>(                                           \
         F32(qkv), ld, static_cast<const T *>(k_cache), static_cast<const T *>(v_cache), slots, pos, F32W(out), heads, \
-        kv_heads, head_dim, max_t, scale);                                                                          \
+        kv_heads, head_dim, max_t, scale);                                                                         \
   } while (0)
-  if (kvdtype == LTE_DTYPE_F32) LTE_ATT(float);
-  else if (kvdtype == LTE_DTYPE_F16) LTE_ATT(__half);
-  else LTE_ATT(__nv_bfloat16);
+  if (kvdtype == LTE_DTYPE_F32) {
+    if (vec) LTE_ATT(float, true); else LTE_ATT(float, false);
+  } else if (kvdtype == LTE_DTYPE_F16) {
+    if (vec) LTE_ATT(__half, true); else LTE_ATT(__half, false);
+  } else {
+    if (vec) LTE_ATT(__nv_bfloat16, true); else LTE_ATT(__nv_bfloat16, false);
+  }
 #undef LTE_ATT
   LTE_LAUNCH_CHECK("attention_kernel");
   return LTE_STATUS_OK;

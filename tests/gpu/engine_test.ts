@@ -27,7 +27,7 @@ import { DTypeCode } from "../../ffi/symbols.ts";
 import { type ModelConfig, resolveModelConfig } from "../../models/config.ts";
 import { DecoderLM } from "../../models/decoder.ts";
 import { routerBiasName, routerWeightName } from "../../models/lte_artifacts.ts";
-import { f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
 import { Rng } from "../../tensor/mod.ts";
 import { loadTokenizer } from "../../text/tokenizer.ts";
 
@@ -259,9 +259,14 @@ Deno.test({
       const kcu = new Uint8Array(NS * HKV * T * D * eb), kcp = new Uint8Array(kcu.length);
       getBackend("cuda").read(kcu, kc.p.cuda);
       getBackend("cpu").read(kcp, kc.p.cpu);
-      let diffBytes = 0;
-      for (let i = 0; i < kcu.length; i++) diffBytes += kcu[i] !== kcp[i] ? 1 : 0;
-      assert(diffBytes <= kcu.length * 0.01, `${dt} k cache: ${diffBytes} bytes differ`); // rounding ties of rotated values
+      const widen = (b: Uint8Array) =>
+        dt === "f32"
+          ? new Float32Array(b.buffer)
+          : dt === "f16"
+          ? f16ToF32(new Uint16Array(b.buffer))
+          : bf16ToF32(new Uint16Array(b.buffer));
+      const ek = rel(widen(kcu), widen(kcp));
+      assert(ek < (dt === "f32" ? 1e-5 : dt === "f16" ? 2e-3 : 1e-2), `${dt} k cache after rope+append: ${ek}`);
       getBackend("cuda").write(kc.p.cuda, kcp); // identical caches for the attention check
       const att = new Pair(rows * H * D * 4);
       both(
@@ -374,21 +379,80 @@ function tiny(family: "llama" | "gpt2"): ModelConfig {
   });
 }
 
-async function decode(eng: Engine, prompts: number[][], steps: number) {
+interface Run {
+  /** tokens[s][i]: token of slot i sampled at step s (s = 0: prefill). */
+  tokens: number[][];
+  /** logits[s][i]: the logits that token came from. */
+  logits: Float32Array[][];
+  active: number[][][];
+}
+
+async function decode(eng: Engine, prompts: number[][], steps: number): Promise<Run> {
+  const V = eng.config.vocab_size;
   const slots = prompts.map(() => eng.allocSlot()!);
-  const first: number[] = [];
-  for (const [i, p] of prompts.entries()) first.push((await eng.prefill(slots[i]!, p, GREEDY)).token);
-  const tokens: number[][] = [first];
-  const logits: Float32Array[] = [];
-  const active: number[][][] = [];
+  const first: number[] = [], firstLogits: Float32Array[] = [], firstActive: number[][] = [];
+  for (const [i, p] of prompts.entries()) {
+    const r = await eng.prefill(slots[i]!, p, GREEDY);
+    first.push(r.token);
+    firstActive.push(r.activeExperts);
+    firstLogits.push(await eng.lastLogits(1));
+  }
+  const run: Run = { tokens: [first], logits: [firstLogits], active: [firstActive] };
   for (let s = 0; s < steps; s++) {
     const r = await eng.step(slots, slots.map(() => GREEDY));
-    tokens.push(r.tokens);
-    active.push(r.activeExperts);
-    logits.push(await eng.lastLogits(slots.length));
+    const all = await eng.lastLogits(slots.length);
+    run.tokens.push(r.tokens);
+    run.active.push(r.activeExperts);
+    run.logits.push(slots.map((_, i) => all.slice(i * V, (i + 1) * V)));
   }
   for (const s of slots) eng.freeSlot(s);
-  return { tokens, logits, active };
+  return run;
+}
+
+/** Gap between the two largest logits, relative to the largest magnitude. */
+function top2Gap(l: Float32Array): number {
+  let a = -Infinity, b = -Infinity, m = 0;
+  for (const v of l) {
+    m = Math.max(m, Math.abs(v));
+    if (v > a) {
+      b = a;
+      a = v;
+    } else if (v > b) b = v;
+  }
+  return (a - b) / m;
+}
+
+/**
+ * Compares run `a` with reference run `b` slot by slot, step by step, until the first token that
+ * differs; a difference is accepted only at a near-tie of the reference (top-2 gap below
+ * 4 x tol), after which the sequences are different and comparing stops. Returns the worst
+ * relative logit difference over the compared steps (and checks active experts, when given).
+ */
+function agree(a: Run, b: Run, tol: number, tag: string): number {
+  let worst = 0, activeDiff = 0, activeN = 0;
+  for (let i = 0; i < b.tokens[0]!.length; i++) {
+    for (let s = 0; s < b.tokens.length; s++) {
+      worst = Math.max(worst, rel(a.logits[s]![i]!, b.logits[s]![i]!));
+      const aa = a.active[s]![i]!, bb = b.active[s]![i]!;
+      for (let l = 0; l < bb.length; l++) {
+        activeN++;
+        if (aa[l] !== bb[l]) {
+          activeDiff++;
+          assert(Math.abs(aa[l]! - bb[l]!) <= 1, `${tag}: slot ${i} step ${s} layer ${l}: active ${aa[l]} vs ${bb[l]}`);
+        }
+      }
+      if (a.tokens[s]![i] !== b.tokens[s]![i]) {
+        const gap = top2Gap(b.logits[s]![i]!);
+        assert(
+          gap < 4 * tol,
+          `${tag}: slot ${i} step ${s}: token ${a.tokens[s]![i]} vs ${b.tokens[s]![i]} (top-2 gap ${gap})`,
+        );
+        break;
+      }
+    }
+  }
+  assert(activeDiff <= Math.max(1, 0.01 * activeN), `${tag}: ${activeDiff} of ${activeN} active-expert counts differ`);
+  return worst;
 }
 
 for (const family of ["llama", "gpt2"] as const) {
@@ -422,23 +486,19 @@ for (const family of ["llama", "gpt2"] as const) {
           try {
             const a = await decode(gpu, prompts, 12), b = await decode(cpu, prompts, 12);
             const tag = `${family}_${dt}${sparse ? "_sparse" : ""}`;
-            let worst = 0;
-            for (let s = 0; s < b.logits.length; s++) worst = Math.max(worst, rel(a.logits[s]!, b.logits[s]!));
+            const tol = dt === "f32" ? 1e-4 : 2e-3;
+            const worst = agree(a, b, tol, tag);
             report[`engine_${tag}`] = worst;
-            assert(worst < (dt === "f32" ? 1e-4 : 2e-3), `${tag}: logits differ by ${worst}`);
-            assertEquals(a.tokens, b.tokens, `${tag}: tokens`);
-            if (sparse) {
-              assertEquals(a.active, b.active, `${tag}: active experts`);
-            }
+            assert(worst < tol, `${tag}: logits differ by ${worst}`);
             if (!sparse && dt !== "f32") {
-              let vs32 = 0;
-              for (let s = 0; s < 4; s++) vs32 = Math.max(vs32, rel(a.logits[s]!, want32.logits[s]!));
+              const tol32 = dt === "f16" ? 2e-2 : 6e-2;
+              const vs32 = agree(a, want32, tol32, `${tag} vs f32`);
               report[`engine_${tag}_vs_f32`] = vs32;
-              assert(vs32 < (dt === "f16" ? 2e-2 : 6e-2), `${tag} vs f32: ${vs32}`);
+              assert(vs32 < tol32, `${tag} vs f32: ${vs32}`);
             }
-            // a second run replays the captured graphs: same tokens
+            // a second run replays the captured graphs: the same results
             const again = await decode(gpu, prompts, 12);
-            assertEquals(again.tokens, a.tokens, `${tag}: graph replay`);
+            agree(again, a, sparse ? 1e-5 : 1e-7, `${tag}: graph replay`);
           } finally {
             cpu.dispose();
             gpu.dispose();
