@@ -888,7 +888,7 @@ extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype 
     const float *hb = F32(h) + (size_t)r0 * k;
     const float *mb = F32(mask) + (size_t)r0 * E;
     float *yb = F32W(y) + (size_t)r0 * n;
-    const float *bb = r0 == 0 ? F32(bias) : nullptr;
+    const float *bb = F32(bias);  // every chunk of rows gets the bias once
 #define LTE_TS(T)                                                                                              \
   if (rb == 1)                                                                                                 \
     linear_t_sparse_kernel<T, 1><<<grid, kTsThreads, 0, ctx->stream>>>(static_cast<const T *>(wt), hb, mb, bb, yb, \
