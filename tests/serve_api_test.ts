@@ -187,6 +187,14 @@ Deno.test({
         assertError(await post(ch, { messages: [] }), 400, "invalid_type", /at least one/);
         assertError(await post(ch, { messages: [{ role: "wizard", content: "x" }] }), 400, "invalid_type", /role/);
         assertError(await post(c, { prompt: "x".repeat(5000) }), 413, "request_too_large", /4096/);
+        // a chunked upload (no Content-Length) is cut off at the limit too
+        const chunked = await fetch(c, {
+          method: "POST",
+          body: new Blob([JSON.stringify({ prompt: "z".repeat(6000) })]).stream(),
+          // @ts-ignore: duplex is required by fetch for a stream body but missing from Deno's RequestInit type
+          duplex: "half",
+        });
+        assertError({ status: chunked.status, json: await chunked.json() }, 413, "request_too_large");
         assertError(await post(c, { prompt: "x", model: "gpt-9" }), 404, "model_not_found", /gpt-9/);
         const long = await post(c, { prompt: "y".repeat(300) });
         assertError(long, 400, "context_length_exceeded", /300 tokens.*256 tokens/);
