@@ -211,11 +211,11 @@ function main(): void {
         "route",
       );
       be.check(
-        be.sym.lte_sffn_gate_up(be.ctx, DT, 0, x, ly.gate, ly.up, null, bits, list, counts, h, ws, batch, C, N, S),
+        be.sym.lte_sffn_gate_up(be.ctx, DT, DT, 0, x, ly.gate, ly.up, null, bits, list, counts, h, ws, batch, C, N, S),
         "gate_up",
       );
       be.check(
-        be.sym.lte_sffn_down(be.ctx, DT, h, ly.downT, null, list, counts, null, y, ws, batch, C, N, S, vcode),
+        be.sym.lte_sffn_down(be.ctx, DT, DT, h, ly.downT, null, list, counts, null, y, ws, batch, C, N, S, vcode),
         "down",
       );
     }
@@ -296,12 +296,15 @@ function main(): void {
         be.check(be.sym.lte_sffn_route(be.ctx, DT, x, ly.router, null, logits, bits, list, counts, ws, 1, C, N), "r");
       } else if (which === "gate_up") {
         be.check(
-          be.sym.lte_sffn_gate_up(be.ctx, DT, 0, x, ly.gate, ly.up, null, bits, list, counts, h, ws, 1, C, N, S),
+          be.sym.lte_sffn_gate_up(be.ctx, DT, DT, 0, x, ly.gate, ly.up, null, bits, list, counts, h, ws, 1, C, N, S),
           "gu",
         );
       } else {
         const v = which === "down_atomic" ? 1 : 2;
-        be.check(be.sym.lte_sffn_down(be.ctx, DT, h, ly.downT, null, list, counts, null, y, ws, 1, C, N, S, v), "d");
+        be.check(
+          be.sym.lte_sffn_down(be.ctx, DT, DT, h, ly.downT, null, list, counts, null, y, ws, 1, C, N, S, v),
+          "d",
+        );
       }
     }
   };

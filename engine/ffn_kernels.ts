@@ -16,8 +16,10 @@
  *   c_proj (F, C) as stored, `downBias` (C) | null. `router === null` means dense: every expert.
  * - `forward(layer, x, y, { batch, residual })` runs route -> gate/up -> down on the device: no
  *   host round trip, no allocation, fixed launch sizes, so it can be captured in a CUDA graph
- *   (`captureGraph`). x, y, residual: (batch, C) device buffers of `dtype`; residual may be y
- *   (y = residual + FFN(x), the decoder's residual add fused in).
+ *   (`CapturedGraph.capture`). x, y, residual: (batch, C) device buffers of the activation dtype
+ *   (`opts.activations`: the weight dtype, or "f32" for an engine that keeps f32 activations; the
+ *   router weights and bias are then in that dtype too); residual may be y (y = residual +
+ *   FFN(x), the decoder's residual add fused in).
  * - Results that are per step and stay on the device until asked for: `logits` (batch, N) f32,
  *   `bits` (N) u32 (bit b = token b chose the expert), `list` (N) i32 (the union, ascending),
  *   `counts` (batch + 1) i32 (per-token active experts, then the union size). `readCounts` reads
@@ -94,11 +96,18 @@ export class SparseFfn {
   /** (maxBatch, F) activations h in `dtype`. */
   readonly h: Deno.PointerObject;
   readonly workspace: Deno.PointerObject;
+  /** dtype of x, y and residual: the weight dtype (default) or "f32" (an engine with f32 activations). */
+  readonly activations: FfnDtype;
   #code: number;
   #disposed = false;
 
-  constructor(backend: Backend, dtype: FfnDtype, shape: FfnShape) {
+  constructor(backend: Backend, dtype: FfnDtype, shape: FfnShape, opts: { activations?: FfnDtype } = {}) {
     const { dModel, nExperts, expertSize, maxBatch } = shape;
+    const activations = opts.activations ?? dtype;
+    if (activations !== dtype && activations !== "f32") {
+      throw new RangeError(`SparseFfn: activations '${activations}' must be the weight dtype '${dtype}' or 'f32'`);
+    }
+    this.activations = activations;
     if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > SFFN_MAX_BATCH) {
       throw new RangeError(`SparseFfn: maxBatch = ${maxBatch} must be an integer in [1, ${SFFN_MAX_BATCH}]`);
     }
@@ -171,6 +180,7 @@ export class SparseFfn {
       be.sym.lte_sffn_gate_up(
         be.ctx,
         this.#code,
+        DTypeCode[this.activations],
         ACT[s.act],
         x,
         layer.gate,
@@ -204,6 +214,7 @@ export class SparseFfn {
       be.sym.lte_sffn_down(
         be.ctx,
         this.#code,
+        DTypeCode[this.activations],
         this.h,
         layer.downT,
         layer.downBias,

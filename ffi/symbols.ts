@@ -788,6 +788,7 @@ export const SYMBOLS = {
     parameters: [
       P, // lte_ctx_t *ctx
       I32, // lte_dtype dtype
+      I32, // lte_dtype x_dtype
       I32, // int32_t act
       P, // const void *x
       P, // const void *w_gate
@@ -809,6 +810,7 @@ export const SYMBOLS = {
     parameters: [
       P, // lte_ctx_t *ctx
       I32, // lte_dtype dtype
+      I32, // lte_dtype y_dtype
       P, // const void *h
       P, // const void *w_down_t
       P, // const void *b_down

@@ -80,7 +80,8 @@ export function decode(dtype: FfnDtype, bytes: Uint8Array): Float32Array {
 
 /** One FFN problem (weights already rounded to `dtype`, all f32 arrays on the host). */
 export interface FfnProblem {
-  dtype: FfnDtype;
+  dtype: FfnDtype; // weights and h
+  adtype: FfnDtype; // activations x, residual, y, and the router weights / bias: dtype or f32
   act: FfnAct;
   batch: number;
   C: number;
@@ -106,6 +107,7 @@ export function makeProblem(
   seed: number,
   o: {
     dtype: FfnDtype;
+    adtype?: FfnDtype;
     act: FfnAct;
     batch: number;
     C: number;
@@ -121,17 +123,19 @@ export function makeProblem(
   const { dtype, batch: B, C, N, S } = o;
   const F = N * S;
   const sc = 1 / Math.sqrt(C);
+  const adtype = o.adtype ?? dtype;
   const r = (a: Float32Array) => roundAll(dtype, a);
-  const x = r(rng.uniform(B * C, -1, 1));
+  const ra = (a: Float32Array) => roundAll(adtype, a);
+  const x = ra(rng.uniform(B * C, -1, 1));
   let router: Float32Array | null = null;
   let routerBias: Float32Array | null = null;
   if (!o.dense) {
     router = new Float32Array(N * C);
-    routerBias = o.bias ? r(rng.uniform(N, -0.1, 0.1)) : null;
+    routerBias = o.bias ? ra(rng.uniform(N, -0.1, 0.1)) : null;
     const margin = o.margin ?? 0.02;
     for (let e = 0; e < N; e++) {
       for (let attempt = 0;; attempt++) {
-        const row = r(rng.uniform(C, -sc, sc));
+        const row = ra(rng.uniform(C, -sc, sc));
         let ok = true;
         for (let b = 0; b < B && ok; b++) {
           let l = routerBias ? routerBias[e]! : 0;
@@ -147,6 +151,7 @@ export function makeProblem(
   }
   return {
     dtype,
+    adtype,
     act: o.act,
     batch: B,
     C,
@@ -160,7 +165,7 @@ export function makeProblem(
     inBias: o.bias ? r(rng.uniform(F, -0.5, 0.5)) : null,
     downT: r(rng.uniform(F * C, -1 / Math.sqrt(F), 1 / Math.sqrt(F))),
     downBias: o.bias ? r(rng.uniform(C, -0.5, 0.5)) : null,
-    residual: o.residual ? r(rng.uniform(B * C, -1, 1)) : null,
+    residual: o.residual ? ra(rng.uniform(B * C, -1, 1)) : null,
   };
 }
 
@@ -188,13 +193,14 @@ export function referenceFfn(p: FfnProblem, mask?: boolean[][]): {
     }
     selected.push(row);
   }
+  const xw = roundAll(dtype, p.x); // x as the gate/up products see it (rounded to the weight dtype)
   const h = new Float32Array(B * F);
   for (let b = 0; b < B; b++) {
     for (let n = 0; n < F; n++) {
       if (!selected[b]![Math.floor(n / S)]) continue;
       let up = 0, gate = 0;
       for (let k = 0; k < C; k++) {
-        const xv = p.x[b * C + k]!;
+        const xv = xw[b * C + k]!;
         up += p.inW[n * C + k]! * xv;
         if (p.gate) gate += p.gate[n * C + k]! * xv;
       }
@@ -218,7 +224,7 @@ export function referenceFfn(p: FfnProblem, mask?: boolean[][]): {
       let v = Math.fround(acc);
       if (p.downBias) v += p.downBias[c]!;
       if (p.residual) v += p.residual[b * C + c]!;
-      y[b * C + c] = roundTo(dtype, v);
+      y[b * C + c] = roundTo(p.adtype, v);
     }
   }
   return { logits, selected, h, y };
@@ -277,21 +283,21 @@ export function upload(be: Backend, p: FfnProblem): DeviceFfn {
   return {
     be,
     p,
-    x: put(p.x)!,
-    router: put(p.router),
-    routerBias: put(p.routerBias),
+    x: put(p.x, p.adtype)!,
+    router: put(p.router, p.adtype),
+    routerBias: put(p.routerBias, p.adtype),
     gate: put(p.gate),
     inW: put(p.inW)!,
     inBias: put(p.inBias),
     downT: put(p.downT)!,
     downBias: put(p.downBias),
-    residual: put(p.residual),
+    residual: put(p.residual, p.adtype),
     logits: alloc(4 * B * N),
     bits: alloc(4 * N),
     list: alloc(4 * N),
     counts: alloc(4 * (B + 1)),
     h: alloc(eb * B * F),
-    y: alloc(eb * B * C),
+    y: alloc(dtypeBytes(p.adtype) * B * C),
     ws,
     free() {
       for (const q of owned) be.free(q);
@@ -307,7 +313,7 @@ export function route(d: DeviceFfn): void {
   be.check(
     be.sym.lte_sffn_route(
       be.ctx,
-      DTypeCode[p.dtype],
+      DTypeCode[p.adtype],
       d.x,
       d.router,
       d.routerBias,
@@ -330,6 +336,7 @@ export function gateUp(d: DeviceFfn): void {
     be.sym.lte_sffn_gate_up(
       be.ctx,
       DTypeCode[p.dtype],
+      DTypeCode[p.adtype],
       ACT_CODE[p.act],
       d.x,
       d.gate,
@@ -355,6 +362,7 @@ export function down(d: DeviceFfn, variant: keyof typeof VARIANT_CODE = "auto"):
     be.sym.lte_sffn_down(
       be.ctx,
       DTypeCode[p.dtype],
+      DTypeCode[p.adtype],
       d.h,
       d.downT,
       d.downBias,
@@ -390,11 +398,11 @@ export function readRoute(d: DeviceFfn): {
   return { logits, bits, list, counts };
 }
 
-/** Reads a dtype buffer of n elements as f32. */
-export function readAs(d: DeviceFfn, ptr: Deno.PointerObject, n: number): Float32Array {
-  const bytes = new Uint8Array(n * dtypeBytes(d.p.dtype));
+/** Reads a buffer of n elements of `dtype` (default: the weight dtype) as f32. */
+export function readAs(d: DeviceFfn, ptr: Deno.PointerObject, n: number, dtype: FfnDtype = d.p.dtype): Float32Array {
+  const bytes = new Uint8Array(n * dtypeBytes(dtype));
   d.be.read(bytes, ptr);
-  return decode(d.p.dtype, bytes);
+  return decode(dtype, bytes);
 }
 
 /** Writes route results (bits, list, counts) computed elsewhere, to feed gate_up/down directly. */

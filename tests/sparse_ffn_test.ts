@@ -27,6 +27,7 @@ import {
   readAs,
   readRoute,
   referenceFfn,
+  roundAll,
   route,
   upload,
 } from "./_sparse_ffn_cases.ts";
@@ -153,7 +154,7 @@ for (const dtype of ["f32", "f16", "bf16"] as const) {
         const h = expandH(p, readAs(d, d.h, p.batch * p.N * p.S), r.list, P);
         const ch = compare(h, ref.h, tol.atol, tol.rtol);
         assert.ok(ch.worst <= 1, `h: worst ${ch.worst} at ${ch.at}`);
-        const y = readAs(d, d.y, p.batch * p.C);
+        const y = readAs(d, d.y, p.batch * p.C, p.adtype);
         const cy = compare(y, ref.y, tol.atol, tol.rtol);
         assert.ok(cy.worst <= 1 && cy.nan === 0, `y: worst ${cy.worst} at ${cy.at}, nan ${cy.nan}`);
         if (!dense) {
@@ -167,6 +168,34 @@ for (const dtype of ["f32", "f16", "bf16"] as const) {
   }
 }
 
+for (const dtype of ["f16", "bf16"] as const) {
+  Deno.test(`sparse FFN ${dtype} weights with f32 activations (x, routers, residual, y) matches the reference`, () => {
+    const tol = TOL[dtype];
+    const p = makeProblem(50, {
+      dtype,
+      adtype: "f32",
+      act: "silu_mul",
+      batch: 3,
+      C: 128,
+      N: 12,
+      S: 32,
+      bias: true,
+      residual: true,
+    });
+    const ref = referenceFfn(p);
+    const d = upload(be, p);
+    route(d);
+    gateUp(d);
+    down(d);
+    const y = readAs(d, d.y, p.batch * p.C, "f32");
+    const c = compare(y, ref.y, tol.atol, tol.rtol);
+    assert.ok(c.worst <= 1 && c.nan === 0, `y: worst ${c.worst} at ${c.at}`);
+    // y is f32 here: not rounded to the weight dtype
+    assert.ok(y.some((v) => roundAll(dtype, new Float32Array([v]))[0] !== v), "f32 output keeps f32 precision");
+    d.free();
+  });
+}
+
 Deno.test("batch over the union: each token's row equals that token run alone (bit-identical), both variants", () => {
   const B = 4;
   const p = makeProblem(20, { dtype: "bf16", act: "silu_mul", batch: B, C: 128, N: 16, S: 16, residual: true });
@@ -174,9 +203,9 @@ Deno.test("batch over the union: each token's row equals that token run alone (b
   route(d);
   gateUp(d);
   down(d, "splitk");
-  const yAll = readAs(d, d.y, B * p.C);
+  const yAll = readAs(d, d.y, B * p.C, p.adtype);
   down(d, "atomic");
-  assert.deepEqual(readAs(d, d.y, B * p.C), yAll);
+  assert.deepEqual(readAs(d, d.y, B * p.C, p.adtype), yAll);
   const counts = readRoute(d).counts;
   assert.ok(counts[B]! > Math.max(...counts.subarray(0, B)), "the union is larger than any token's set");
   d.free();
@@ -191,7 +220,7 @@ Deno.test("batch over the union: each token's row equals that token run alone (b
     route(d1);
     gateUp(d1);
     down(d1);
-    assert.deepEqual(readAs(d1, d1.y, p.C), yAll.slice(b * p.C, (b + 1) * p.C), `token ${b}`);
+    assert.deepEqual(readAs(d1, d1.y, p.C, p.adtype), yAll.slice(b * p.C, (b + 1) * p.C), `token ${b}`);
     d1.free();
   }
 });
@@ -263,6 +292,7 @@ Deno.test("bad input: INVALID_ARGUMENT naming the parameter; graphs are CUDA-onl
     be.sym.lte_sffn_gate_up(
       be.ctx,
       DTypeCode.f16,
+      DTypeCode.f16,
       act,
       d.x,
       d.gate,
@@ -295,7 +325,24 @@ Deno.test("bad input: INVALID_ARGUMENT naming the parameter; graphs are CUDA-onl
   assert.equal(call(1, 64, 16), Status.INVALID_ARGUMENT);
   assert.match(msg(), /list\[0\] = 9 is outside \[0, 4\)/);
   assert.equal(
-    be.sym.lte_sffn_down(be.ctx, DTypeCode.f16, d.h, d.downT, null, d.list, d.counts, null, d.y, d.ws, 1, 64, 4, 16, 5),
+    be.sym.lte_sffn_down(
+      be.ctx,
+      DTypeCode.f16,
+      DTypeCode.f16,
+      d.h,
+      d.downT,
+      null,
+      d.list,
+      d.counts,
+      null,
+      d.y,
+      d.ws,
+      1,
+      64,
+      4,
+      16,
+      5,
+    ),
     Status.INVALID_ARGUMENT,
   );
   assert.match(msg(), /variant = 5/);

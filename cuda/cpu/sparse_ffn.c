@@ -53,6 +53,26 @@ static float dot_row(lte_dtype dtype, const void *a, int64_t ao, const void *b, 
   return (float)acc;
 }
 
+/* x (activation dtype adt) . w (weight dtype wdt), x rounded to wdt first as the CUDA tensor-core
+   kernels do (a no-op when adt == wdt). */
+static float dot_row2(lte_dtype adt, const void *a, int64_t ao, lte_dtype wdt, const void *b, int64_t bo, int64_t n) {
+  double acc = 0.0;
+  for (int64_t k = 0; k < n; k++) {
+    float xv = lte_load_elem(adt, a, ao + k);
+    if (wdt == LTE_DTYPE_F16) xv = lte_f16_to_f32(lte_f32_to_f16(xv));
+    if (wdt == LTE_DTYPE_BF16) xv = lte_bf16_to_f32(lte_f32_to_bf16(xv));
+    acc += (double)xv * (double)lte_load_elem(wdt, b, bo + k);
+  }
+  return (float)acc;
+}
+
+/* The activation dtype (x of gate_up, y and residual of down) is the weight dtype or F32. */
+static lte_status check_act_dtype(lte_ctx_t *ctx, const char *fn, lte_dtype dtype, lte_dtype adt, const char *name) {
+  if (adt == dtype || adt == LTE_DTYPE_F32) return LTE_STATUS_OK;
+  return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: %s = %d must be the weight dtype (%d) or f32 (0)", fn, name,
+                  (int)adt, (int)dtype);
+}
+
 static float silu_f(float g) { return g / (1.0f + expf(-g)); }
 
 static float gelu_f(float x) {
@@ -129,12 +149,13 @@ static lte_status check_union(lte_ctx_t *ctx, const char *fn, const int32_t *lis
   return LTE_STATUS_OK;
 }
 
-LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *x, const void *w_gate,
-                                    const void *w_in, const void *b_in, const uint32_t *bits, const int32_t *list,
-                                    const int32_t *counts, void *h, void *ws, int32_t batch, int32_t d_model,
-                                    int32_t n_experts, int32_t expert_size) {
+LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype x_dtype, int32_t act, const void *x,
+                                    const void *w_gate, const void *w_in, const void *b_in, const uint32_t *bits,
+                                    const int32_t *list, const int32_t *counts, void *h, void *ws, int32_t batch,
+                                    int32_t d_model, int32_t n_experts, int32_t expert_size) {
   CHECK_CTX();
   LTE_TRY(check_dtype(ctx, __func__, dtype));
+  LTE_TRY(check_act_dtype(ctx, __func__, dtype, x_dtype, "x_dtype"));
   LTE_TRY(check_act(ctx, __func__, act));
   LTE_TRY(check_batch(ctx, __func__, batch));
   LTE_TRY(check_model(ctx, __func__, d_model, n_experts, expert_size));
@@ -155,8 +176,8 @@ LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act
     for (int64_t b = 0; b < B; b++) {
       float v = 0.f;
       if ((bits[e] >> b) & 1u) {
-        const float gate = act == LTE_SFFN_ACT_SILU_MUL ? dot_row(dtype, x, b * C, w_gate, n * C, C) : 0.f;
-        float up = dot_row(dtype, x, b * C, w_in, n * C, C);
+        const float gate = act == LTE_SFFN_ACT_SILU_MUL ? dot_row2(x_dtype, x, b * C, dtype, w_gate, n * C, C) : 0.f;
+        float up = dot_row2(x_dtype, x, b * C, dtype, w_in, n * C, C);
         if (b_in) up += lte_load_elem(dtype, b_in, n);
         v = act_f(act, gate, up);
       }
@@ -166,12 +187,13 @@ LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act
   return LTE_STATUS_OK;
 }
 
-LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h, const void *w_down_t,
-                                 const void *b_down, const int32_t *list, const int32_t *counts, const void *residual,
-                                 void *y, void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
-                                 int32_t expert_size, int32_t variant) {
+LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dtype, const void *h,
+                                 const void *w_down_t, const void *b_down, const int32_t *list, const int32_t *counts,
+                                 const void *residual, void *y, void *ws, int32_t batch, int32_t d_model,
+                                 int32_t n_experts, int32_t expert_size, int32_t variant) {
   CHECK_CTX();
   LTE_TRY(check_dtype(ctx, __func__, dtype));
+  LTE_TRY(check_act_dtype(ctx, __func__, dtype, y_dtype, "y_dtype"));
   LTE_TRY(check_batch(ctx, __func__, batch));
   LTE_TRY(check_model(ctx, __func__, d_model, n_experts, expert_size));
   if (variant < LTE_SFFN_DOWN_AUTO || variant > LTE_SFFN_DOWN_SPLITK)
@@ -205,8 +227,8 @@ LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h,
     for (int64_t c = 0; c < 64; c++) {
       float v = (float)a[c];
       if (b_down) v += lte_load_elem(dtype, b_down, c0 + c);
-      if (residual) v += lte_load_elem(dtype, residual, b * C + c0 + c);
-      lte_store_elem(dtype, y, b * C + c0 + c, v);
+      if (residual) v += lte_load_elem(y_dtype, residual, b * C + c0 + c);
+      lte_store_elem(y_dtype, y, b * C + c0 + c, v);
     }
   }
   free(acc);

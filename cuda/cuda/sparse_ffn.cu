@@ -35,6 +35,8 @@
 #include <cuda_fp16.h>
 #include <dlfcn.h>
 
+#include <type_traits>
+
 #include "reduce.cuh"
 
 namespace lte {
@@ -148,6 +150,31 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
 /* 16-byte load of an activation (x, h) through L2 only: with PDL a kernel may start before its
    predecessor finished, so nothing written by another kernel is read through the incoherent L1. */
 __device__ __forceinline__ uint4 ld_cached(const void *p) { return __ldcg(static_cast<const uint4 *>(p)); }
+
+/* 8 consecutive activations as 8 packed T (16 bytes): a plain load when x is already T, two
+   float4 loads and round-to-nearest packing when x is f32. */
+template <class T, class XT>
+__device__ __forceinline__ uint4 load_x8(const XT *p) {
+  if constexpr (std::is_same<T, XT>::value) {
+    return ld_cached(p);
+  } else {
+    const float4 a = __ldcg(reinterpret_cast<const float4 *>(p));
+    const float4 b = __ldcg(reinterpret_cast<const float4 *>(p) + 1);
+    uint4 r;
+    if constexpr (std::is_same<T, __half>::value) {
+      __half2 h0 = __floats2half2_rn(a.x, a.y), h1 = __floats2half2_rn(a.z, a.w);
+      __half2 h2 = __floats2half2_rn(b.x, b.y), h3 = __floats2half2_rn(b.z, b.w);
+      r.x = *reinterpret_cast<uint32_t *>(&h0), r.y = *reinterpret_cast<uint32_t *>(&h1);
+      r.z = *reinterpret_cast<uint32_t *>(&h2), r.w = *reinterpret_cast<uint32_t *>(&h3);
+    } else {
+      __nv_bfloat162 h0 = __floats2bfloat162_rn(a.x, a.y), h1 = __floats2bfloat162_rn(a.z, a.w);
+      __nv_bfloat162 h2 = __floats2bfloat162_rn(b.x, b.y), h3 = __floats2bfloat162_rn(b.z, b.w);
+      r.x = *reinterpret_cast<uint32_t *>(&h0), r.y = *reinterpret_cast<uint32_t *>(&h1);
+      r.z = *reinterpret_cast<uint32_t *>(&h2), r.w = *reinterpret_cast<uint32_t *>(&h3);
+    }
+    return r;
+  }
+}
 
 template <class T>
 __device__ __forceinline__ void mma16816(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -328,9 +355,9 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
 
 /* GLU: tile = 8 neurons (A rows 0-7: gate rows, 8-15: up rows); GELU: 16 neurons of w_in.
    NT n-tiles of 8 tokens (B <= 8: 1, else 2). U: 32-column chunks in flight per warp. */
-template <class T, bool GLU, int NT, int U>
+template <class T, class XT, bool GLU, int NT, int U>
 __global__ void __launch_bounds__(kBlock, 2)
-    gate_up_mma(const T *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
+    gate_up_mma(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
                 const T *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
                 const int32_t *__restrict__ counts, T *__restrict__ h, int B, int C, int S, int F) {
   constexpr int TN = GLU ? 8 : 16;
@@ -344,7 +371,7 @@ __global__ void __launch_bounds__(kBlock, 2)
   const int n0 = e * S + (kk0 - p * S);
   const T *ra = GLU ? w_gate + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g) * C;
   const T *rb = GLU ? w_in + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g + 8) * C;
-  const T *xr[NT];
+  const XT *xr[NT];
   bool xok[NT];
 #pragma unroll
   for (int nt = 0; nt < NT; nt++) {
@@ -364,7 +391,7 @@ __global__ void __launch_bounds__(kBlock, 2)
         av[u] = ld_stream(ra + col);
         bv[u] = ld_stream(rb + col);
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? ld_cached(xr[nt] + col) : make_uint4(0, 0, 0, 0);
+        for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
       }
     }
 #pragma unroll
@@ -424,8 +451,8 @@ __global__ void __launch_bounds__(kBlock, 2)
 /* ------------------------------------------------------------------ down (tensor cores) */
 
 /* Finishes one 512-column tile: y = residual + bias + (sum of partials or the atomic row). */
-template <class T, bool ATOMIC>
-__device__ void down_finish(const T *__restrict__ bias, const T *residual, T *y, float *__restrict__ dacc,
+template <class T, class YT, bool ATOMIC>
+__device__ void down_finish(const T *__restrict__ bias, const YT *residual, YT *y, float *__restrict__ dacc,
                             const float *__restrict__ part, int nparts, int B, int C) {
   const int c0 = blockIdx.x * kDownColsPerBlock;
   const int ncols = min(kDownColsPerBlock, C - c0);
@@ -442,14 +469,14 @@ __device__ void down_finish(const T *__restrict__ bias, const T *residual, T *y,
     }
     if (bias) v += to_f(bias[c]);
     if (residual) v += to_f(__ldcg(&residual[o]));
-    y[o] = from_f<T>(v);
+    y[o] = from_f<YT>(v);
   }
 }
 
-template <class T, int NT, int U, bool ATOMIC>
+template <class T, class YT, int NT, int U, bool ATOMIC>
 __global__ void __launch_bounds__(kBlock, 2)
     down_mma(const T *__restrict__ hbuf, const T *__restrict__ wdt, const T *__restrict__ bias,
-             const int32_t *__restrict__ list, const int32_t *__restrict__ counts, const T *residual, T *y,
+             const int32_t *__restrict__ list, const int32_t *__restrict__ counts, const YT *residual, YT *y,
              float *__restrict__ dacc, float *__restrict__ part, int *__restrict__ counters, int B, int C, int S,
              int F) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -544,7 +571,7 @@ __global__ void __launch_bounds__(kBlock, 2)
   }
   pdl_wait();
   if (!last_block_arrived(&counters[blockIdx.x], gridDim.y)) return;
-  down_finish<T, ATOMIC>(bias, residual, y, dacc, part, nparts, B, C);
+  down_finish<T, YT, ATOMIC>(bias, residual, y, dacc, part, nparts, B, C);
 }
 
 /* ------------------------------------------------------------------ f32 (CUDA-core) versions */
@@ -728,26 +755,46 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   return LTE_STATUS_OK;
 }
 
-template <class T, bool GLU>
-static cudaError_t launch_gate_up(lte_ctx *ctx, unsigned grid, const void *x, const void *w_gate, const void *w_in,
-                                  const void *b_in, const uint32_t *bits, const int32_t *list, const int32_t *counts,
-                                  void *h, int B, int C, int S, int F) {
-  const T *xx = static_cast<const T *>(x), *wg = static_cast<const T *>(w_gate), *wi = static_cast<const T *>(w_in),
-          *bi = static_cast<const T *>(b_in);
+template <class T, class XT, bool GLU>
+static cudaError_t launch_gate_up2(lte_ctx *ctx, unsigned grid, const void *x, const void *w_gate, const void *w_in,
+                                   const void *b_in, const uint32_t *bits, const int32_t *list, const int32_t *counts,
+                                   void *h, int B, int C, int S, int F) {
+  const XT *xx = static_cast<const XT *>(x);
+  const T *wg = static_cast<const T *>(w_gate), *wi = static_cast<const T *>(w_in), *bi = static_cast<const T *>(b_in);
   T *hh = static_cast<T *>(h);
-  if (B > 8) return launch(ctx, gate_up_mma<T, GLU, 2, 4>, dim3(grid), xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
-  if (g_tune.gate_up_unroll == 4)
-    return launch(ctx, gate_up_mma<T, GLU, 1, 4>, dim3(grid), xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
-  return launch(ctx, gate_up_mma<T, GLU, 1, 8>, dim3(grid), xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  const dim3 g(grid);
+  if (B > 8) return launch(ctx, gate_up_mma<T, XT, GLU, 2, 4>, g, xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  /* f32 x doubles the x registers: 4 chunks in flight */
+  if (g_tune.gate_up_unroll == 4 || !std::is_same<T, XT>::value)
+    return launch(ctx, gate_up_mma<T, XT, GLU, 1, 4>, g, xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  return launch(ctx, gate_up_mma<T, T, GLU, 1, 8>, g, static_cast<const T *>(x), wg, wi, bi, bits, list, counts, hh, B,
+                C, S, F);
 }
 
-extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *x,
-                                               const void *w_gate, const void *w_in, const void *b_in,
+template <class T>
+static cudaError_t launch_gate_up(lte_ctx *ctx, bool glu, bool xf32, unsigned grid, const void *x, const void *w_gate,
+                                  const void *w_in, const void *b_in, const uint32_t *bits, const int32_t *list,
+                                  const int32_t *counts, void *h, int B, int C, int S, int F) {
+  if (xf32) {
+    return glu ? launch_gate_up2<T, float, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F)
+               : launch_gate_up2<T, float, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F);
+  }
+  return glu ? launch_gate_up2<T, T, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F)
+             : launch_gate_up2<T, T, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F);
+}
+
+#define SFFN_CHECK_ACT_DTYPE(dt, adt, name)                                                                     \
+  LTE_REQUIRE((adt) == (dt) || (adt) == LTE_DTYPE_F32, "%s = %d must be the weight dtype (%d) or f32 (0)", name, \
+              (int)(adt), (int)(dt))
+
+extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype x_dtype, int32_t act,
+                                               const void *x, const void *w_gate, const void *w_in, const void *b_in,
                                                const uint32_t *bits, const int32_t *list, const int32_t *counts,
                                                void *h, void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
                                                int32_t expert_size) {
   LTE_ENTER("lte_sffn_gate_up");
   SFFN_CHECK_DTYPE(dtype);
+  SFFN_CHECK_ACT_DTYPE(dtype, x_dtype, "x_dtype");
   SFFN_CHECK_ACT(act);
   SFFN_CHECK_BATCH(batch);
   SFFN_CHECK_MODEL(d_model, n_experts, expert_size);
@@ -769,17 +816,13 @@ extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, 
     return LTE_STATUS_OK;
   }
   const unsigned grid = glu ? F / 8 : F / 16;
-  cudaError_t le;
-  if (dtype == LTE_DTYPE_F16) {
-    le = glu ? launch_gate_up<__half, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S, F)
-             : launch_gate_up<__half, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model, S,
-                                             F);
-  } else {
-    le = glu ? launch_gate_up<__nv_bfloat16, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch,
-                                                   d_model, S, F)
-             : launch_gate_up<__nv_bfloat16, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch,
-                                                    d_model, S, F);
-  }
+  const bool xf32 = x_dtype == LTE_DTYPE_F32;
+  const cudaError_t le =
+      dtype == LTE_DTYPE_F16
+          ? launch_gate_up<__half>(ctx, glu, xf32, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model,
+                                   S, F)
+          : launch_gate_up<__nv_bfloat16>(ctx, glu, xf32, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch,
+                                          d_model, S, F);
   if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gate_up_mma", le, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }
@@ -787,28 +830,44 @@ extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, 
 /* The default down variant (docs/engine.md "Sparse FFN kernels": the faster one on the H200). */
 static constexpr int kDefaultDown = LTE_SFFN_DOWN_ATOMIC;
 
-template <class T, bool ATOMIC>
-static cudaError_t launch_down(lte_ctx *ctx, const Layout &L, const void *h, const void *wdt, const void *bias,
-                        const int32_t *list, const int32_t *counts, const void *residual, void *y, void *ws, int B,
-                        int C, int S, int F) {
+template <class T, class YT, bool ATOMIC>
+static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, const void *wdt, const void *bias,
+                                const int32_t *list, const int32_t *counts, const void *residual, void *y, void *ws,
+                                int B, int C, int S, int F) {
   char *w8 = static_cast<char *>(ws);
   int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off) + 1;
   float *dacc = reinterpret_cast<float *>(w8 + L.dacc_off);
   float *part = reinterpret_cast<float *>(w8 + L.part_off);
-  dim3 grid(L.cb, L.ks);
-  const T *hh = static_cast<const T *>(h), *ww = static_cast<const T *>(wdt), *bb = static_cast<const T *>(bias),
-          *rr = static_cast<const T *>(residual);
-  T *yy = static_cast<T *>(y);
-  if (B <= 8) return launch(ctx, down_mma<T, 1, 4, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S, F);
-  return launch(ctx, down_mma<T, 2, 2, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S, F);
+  const dim3 grid(L.cb, L.ks);
+  const T *hh = static_cast<const T *>(h), *ww = static_cast<const T *>(wdt), *bb = static_cast<const T *>(bias);
+  const YT *rr = static_cast<const YT *>(residual);
+  YT *yy = static_cast<YT *>(y);
+  if (B <= 8)
+    return launch(ctx, down_mma<T, YT, 1, 4, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S,
+                  F);
+  return launch(ctx, down_mma<T, YT, 2, 2, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S, F);
 }
 
-extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h, const void *w_down_t,
-                                            const void *b_down, const int32_t *list, const int32_t *counts,
-                                            const void *residual, void *y, void *ws, int32_t batch, int32_t d_model,
-                                            int32_t n_experts, int32_t expert_size, int32_t variant) {
+template <class T>
+static cudaError_t launch_down(lte_ctx *ctx, bool atomic, bool yf32, const Layout &L, const void *h, const void *wdt,
+                               const void *bias, const int32_t *list, const int32_t *counts, const void *residual,
+                               void *y, void *ws, int B, int C, int S, int F) {
+  if (yf32) {
+    return atomic ? launch_down2<T, float, true>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F)
+                  : launch_down2<T, float, false>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F);
+  }
+  return atomic ? launch_down2<T, T, true>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F)
+                : launch_down2<T, T, false>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F);
+}
+
+extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dtype, const void *h,
+                                            const void *w_down_t, const void *b_down, const int32_t *list,
+                                            const int32_t *counts, const void *residual, void *y, void *ws,
+                                            int32_t batch, int32_t d_model, int32_t n_experts, int32_t expert_size,
+                                            int32_t variant) {
   LTE_ENTER("lte_sffn_down");
   SFFN_CHECK_DTYPE(dtype);
+  SFFN_CHECK_ACT_DTYPE(dtype, y_dtype, "y_dtype");
   SFFN_CHECK_BATCH(batch);
   SFFN_CHECK_MODEL(d_model, n_experts, expert_size);
   LTE_REQUIRE(variant >= LTE_SFFN_DOWN_AUTO && variant <= LTE_SFFN_DOWN_SPLITK,
@@ -829,18 +888,13 @@ extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, con
   }
   const Layout L = layout(ctx, batch, d_model, n_experts);
   const bool atomic = (variant == LTE_SFFN_DOWN_AUTO ? kDefaultDown : variant) == LTE_SFFN_DOWN_ATOMIC;
-  cudaError_t le;
-  if (dtype == LTE_DTYPE_F16) {
-    le = atomic ? launch_down<__half, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model,
-                                            S, F)
-                : launch_down<__half, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch, d_model,
-                                             S, F);
-  } else {
-    le = atomic ? launch_down<__nv_bfloat16, true>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
-                                                   d_model, S, F)
-                : launch_down<__nv_bfloat16, false>(ctx, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
-                                                    d_model, S, F);
-  }
+  const bool yf32 = y_dtype == LTE_DTYPE_F32;
+  const cudaError_t le =
+      dtype == LTE_DTYPE_F16
+          ? launch_down<__half>(ctx, atomic, yf32, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
+                                d_model, S, F)
+          : launch_down<__nv_bfloat16>(ctx, atomic, yf32, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
+                                       d_model, S, F);
   if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of down_mma", le, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }

@@ -357,7 +357,7 @@ LTE_API lte_status lte_sffn_workspace_size(lte_ctx_t *ctx, int32_t batch, int32_
      list[0..P) = the experts with bits != 0 in increasing order (the union)      (i32, (N); rest -1)
      counts[b] = experts selected by token b, counts[B] = P                       (i32, (B + 1))
    w_router == NULL: dense (every expert selected by every token, logits = 0). b_router may be NULL.
-   x, w_router, b_router: dtype. */
+   x, w_router, b_router: dtype (the activation dtype: F32 keeps the routers exact). */
 LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, const void *x, const void *w_router,
                                   const void *b_router, float *logits, uint32_t *bits, int32_t *list, int32_t *counts,
                                   void *ws, int32_t batch, int32_t d_model, int32_t n_experts);
@@ -366,21 +366,23 @@ LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, const void *x
      for p < P, e = list[p], j < S, n = e*S + j:
        h[b, p*S + j] = selected(b, e) ? act(x[b, :] . w_gate[n, :], x[b, :] . w_in[n, :] + b_in[n]) : 0
    h: (B, F) dtype, only the first P*S columns of each row are written. w_gate: (F, C) (NULL for
-   GELU); w_in: (F, C); b_in: (F) or NULL. Reads only the rows of the P listed experts. */
-LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *x, const void *w_gate,
-                                    const void *w_in, const void *b_in, const uint32_t *bits, const int32_t *list,
-                                    const int32_t *counts, void *h, void *ws, int32_t batch, int32_t d_model,
-                                    int32_t n_experts, int32_t expert_size);
+   GELU); w_in: (F, C); b_in: (F) or NULL, all dtype. x: (B, C) in x_dtype = dtype or F32 (an
+   engine that keeps f32 activations passes them as they are; they are rounded to dtype before the
+   products, the tensor cores' input). Reads only the rows of the P listed experts. */
+LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype x_dtype, int32_t act, const void *x,
+                                    const void *w_gate, const void *w_in, const void *b_in, const uint32_t *bits,
+                                    const int32_t *list, const int32_t *counts, void *h, void *ws, int32_t batch,
+                                    int32_t d_model, int32_t n_experts, int32_t expert_size);
 
 /* Down projection over the union's rows of the transposed down weight, plus bias and residual:
      y[b, :] = (residual ? residual[b, :] : 0) + (b_down ? b_down : 0)
                + sum_{p < P} sum_{j < S} h[b, p*S + j] * w_down_t[list[p]*S + j, :]
-   h: (B, F) from lte_sffn_gate_up; w_down_t: (F, C); b_down: (C) or NULL; residual, y: (B, C)
-   (residual may equal y). variant: LTE_SFFN_DOWN_*. */
-LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, const void *h, const void *w_down_t,
-                                 const void *b_down, const int32_t *list, const int32_t *counts, const void *residual,
-                                 void *y, void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
-                                 int32_t expert_size, int32_t variant);
+   h: (B, F) from lte_sffn_gate_up; w_down_t: (F, C); b_down: (C) or NULL, all dtype; residual, y:
+   (B, C) in y_dtype = dtype or F32 (residual may equal y: y += FFN(x)). variant: LTE_SFFN_DOWN_*. */
+LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dtype, const void *h,
+                                 const void *w_down_t, const void *b_down, const int32_t *list, const int32_t *counts,
+                                 const void *residual, void *y, void *ws, int32_t batch, int32_t d_model,
+                                 int32_t n_experts, int32_t expert_size, int32_t variant);
 
 /* Process-wide tuning knobs of the CUDA kernels (benchmarks sweep them; defaults are the measured
    best, docs/engine.md). The CPU backend validates and ignores them. Set them before capturing a

@@ -68,6 +68,7 @@ function agree(name: string, dtype: FfnDtype, got: Float32Array, ref: Float32Arr
 
 interface Case {
   dtype: FfnDtype;
+  adtype?: FfnDtype;
   act: "silu_mul" | "gelu";
   batch: number;
   C: number;
@@ -91,12 +92,18 @@ const CASES: Case[] = [
   { dtype: "f16", act: "silu_mul", batch: 4, C: 1024, N: 64, S: 32, dense: true },
   { dtype: "f16", act: "silu_mul", batch: 1, C: 2048, N: 86, S: 32, residual: true },
   { dtype: "bf16", act: "silu_mul", batch: 2, C: 4096, N: 64, S: 32 },
+  // f32 activations (x, residual, y, routers) with half weights: an engine that keeps f32 activations
+  { dtype: "f16", adtype: "f32", act: "silu_mul", batch: 1, C: 1024, N: 32, S: 32, bias: true, residual: true },
+  { dtype: "bf16", adtype: "f32", act: "gelu", batch: 3, C: 768, N: 24, S: 32, bias: true, residual: true },
+  { dtype: "f16", adtype: "f32", act: "silu_mul", batch: 12, C: 512, N: 16, S: 32, residual: true },
 ];
 
 for (const [i, cs] of CASES.entries()) {
-  const name = `${cs.dtype} ${cs.act} B=${cs.batch} C=${cs.C} N=${cs.N} S=${cs.S}${cs.dense ? " dense" : ""}${
-    cs.bias ? " +bias" : ""
-  }${cs.residual ? " +residual" : ""}`;
+  const name = `${cs.dtype}${
+    cs.adtype ? `/${cs.adtype} activations` : ""
+  } ${cs.act} B=${cs.batch} C=${cs.C} N=${cs.N} S=${cs.S}${cs.dense ? " dense" : ""}${cs.bias ? " +bias" : ""}${
+    cs.residual ? " +residual" : ""
+  }`;
   Deno.test({
     name: `sparse FFN CPU<->CUDA: ${name}`,
     ignore: !haveCuda,
@@ -115,7 +122,7 @@ for (const [i, cs] of CASES.entries()) {
 }
 
 function checkCase(name: string, cpu: DeviceFfn, gpu: DeviceFfn): void {
-  const p = cpu.p, B = p.batch, F = p.N * p.S, eb = p.dtype === "f32" ? 4 : 2;
+  const p = cpu.p, B = p.batch, F = p.N * p.S, eb = p.dtype === "f32" ? 4 : 2, yb = p.adtype === "f32" ? 4 : 2;
   // --- route
   route(cpu);
   poison(gpu.be, gpu.bits, 4 * p.N);
@@ -153,14 +160,14 @@ function checkCase(name: string, cpu: DeviceFfn, gpu: DeviceFfn): void {
   agree(`${name} h`, p.dtype, used(hg), used(hc));
   // --- down on identical h, both variants, each twice (the workspace must come back zeroed)
   down(cpu);
-  const yc = readAs(cpu, cpu.y, B * p.C);
+  const yc = readAs(cpu, cpu.y, B * p.C, p.adtype);
   gpu.be.write(gpu.h, encode(p.dtype, hc));
   for (const bps of [4, 1, 8]) {
     tune(gpu, 3, bps); // down grid size: other row chunkings of the same rows
     for (const variant of ["atomic", "splitk", "atomic", "auto"] as const) {
-      poison(gpu.be, gpu.y, eb * B * p.C);
+      poison(gpu.be, gpu.y, yb * B * p.C);
       down(gpu, variant);
-      agree(`${name} y (${variant}, ${bps} blocks/SM)`, p.dtype, readAs(gpu, gpu.y, B * p.C), yc);
+      agree(`${name} y (${variant}, ${bps} blocks/SM)`, p.dtype, readAs(gpu, gpu.y, B * p.C, p.adtype), yc);
     }
   }
   tune(gpu, 3, 4);
@@ -180,12 +187,12 @@ function tune(d: DeviceFfn, key: number, value: number): void {
 }
 
 function chain(name: string, gpu: DeviceFfn, yc: Float32Array): void {
-  const p = gpu.p, B = p.batch, eb = p.dtype === "f32" ? 4 : 2;
-  poison(gpu.be, gpu.y, eb * B * p.C);
+  const p = gpu.p, B = p.batch, yb = p.adtype === "f32" ? 4 : 2;
+  poison(gpu.be, gpu.y, yb * B * p.C);
   route(gpu);
   gateUp(gpu);
   down(gpu);
-  const yChain = readAs(gpu, gpu.y, B * p.C);
+  const yChain = readAs(gpu, gpu.y, B * p.C, p.adtype);
   agree(`${name} chain`, p.dtype, yChain, yc);
   {
     // two layers back to back in one graph: with PDL, layer 2's route/gate_up must not overwrite
@@ -199,9 +206,9 @@ function chain(name: string, gpu: DeviceFfn, yc: Float32Array): void {
     });
     try {
       for (let r = 0; r < 3; r++) {
-        poison(gpu.be, gpu.y, eb * B * p.C);
+        poison(gpu.be, gpu.y, yb * B * p.C);
         g.replay();
-        agree(`${name} graph replay ${r}`, p.dtype, readAs(gpu, gpu.y, B * p.C), yc);
+        agree(`${name} graph replay ${r}`, p.dtype, readAs(gpu, gpu.y, B * p.C, p.adtype), yc);
       }
     } finally {
       g.free();
