@@ -15,7 +15,8 @@
  * still running then are aborted and counted as failed), --max-batch 16 (server slots),
  * --device cpu|cuda, --dtype f32|f16|bf16, --init tiny|medium (a random model written to a temp folder: tiny = 2 layers,
  * d 32; medium = 8 layers, d 1024, d_ff 4096, 128 experts of 32 per layer), --tau (router
- * threshold of the generated model), --compare (dense, then sparse, same model), --out FILE.
+ * threshold of the generated model), --compare (dense, then sparse, same model), --save-model DIR (keep the --init model in
+ * DIR/<tiny|medium> for a later --model run), --out FILE.
  *
  * The server runs as its own process (`deno run -A stages/serve_cli.ts ... --port 0`), so client and
  * server do not share an event loop. Latency is client-side, request sent to last byte; TTFT is
@@ -40,6 +41,7 @@ interface Opts {
   model: string | null;
   url: string | null;
   init: "tiny" | "medium";
+  saveModel: string | null;
   tau: number | null;
   modes: ("dense" | "sparse" | "auto")[];
   out: string | null;
@@ -57,6 +59,7 @@ function parse(args: string[]): Opts {
     model: null,
     url: null,
     init: "tiny",
+    saveModel: null,
     tau: null,
     modes: ["auto"],
     out: null,
@@ -86,7 +89,8 @@ function parse(args: string[]): Opts {
       const x = v();
       if (x !== "tiny" && x !== "medium") throw new Error(`--init: expected tiny or medium, got "${x}"`);
       o.init = x;
-    } else if (a === "--tau") o.tau = n(0);
+    } else if (a === "--save-model") o.saveModel = v();
+    else if (a === "--tau") o.tau = n(0);
     else if (a === "--dense") o.modes = ["dense"];
     else if (a === "--sparse") o.modes = ["sparse"];
     else if (a === "--compare") o.modes = ["dense", "sparse"];
@@ -316,11 +320,11 @@ if (import.meta.main) {
     else {
       let model = o.model;
       if (!model) {
-        tmp = mkdtempSync(join(tmpdir(), "lte-loadtest-"));
+        const base = o.saveModel ?? (tmp = mkdtempSync(join(tmpdir(), "lte-loadtest-")));
         const t0 = performance.now();
         model = o.init === "tiny"
-          ? makeTinyModel(join(tmp, "tiny"), { sparse: true, seed: 0, maxSeq: 128, tau: o.tau ?? 0.5 })
-          : makeTinyModel(join(tmp, "medium"), {
+          ? makeTinyModel(join(base, "tiny"), { sparse: true, seed: 0, maxSeq: 128, tau: o.tau ?? 0.5 })
+          : makeTinyModel(join(base, "medium"), {
             sparse: true,
             seed: 0,
             maxSeq: 512,
@@ -363,7 +367,11 @@ if (import.meta.main) {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   }
   console.log(table(rows));
-  const report = { time: new Date().toISOString(), runs: rows };
+  const report = {
+    time: new Date().toISOString(),
+    command: ["deno task loadtest", ...Deno.args].join(" "),
+    runs: rows,
+  };
   if (o.out) {
     writeFileSync(o.out, JSON.stringify(report, null, 2) + "\n");
     console.error(`loadtest: wrote ${o.out}`);
