@@ -92,6 +92,9 @@ const CASES: Case[] = [
   { dtype: "f16", act: "silu_mul", batch: 4, C: 1024, N: 64, S: 32, dense: true },
   { dtype: "f16", act: "silu_mul", batch: 1, C: 2048, N: 86, S: 32, residual: true },
   { dtype: "bf16", act: "silu_mul", batch: 2, C: 4096, N: 64, S: 32 },
+  // many experts: the route kernel's compaction over several 256-expert chunks and outer passes
+  { dtype: "f16", act: "silu_mul", batch: 2, C: 256, N: 300, S: 16, bias: true },
+  { dtype: "bf16", act: "silu_mul", batch: 1, C: 64, N: 1100, S: 16 },
   // f32 activations (x, residual, y, routers) with half weights: an engine that keeps f32 activations
   { dtype: "f16", adtype: "f32", act: "silu_mul", batch: 1, C: 1024, N: 32, S: 32, bias: true, residual: true },
   { dtype: "bf16", adtype: "f32", act: "gelu", batch: 3, C: 768, N: 24, S: 32, bias: true, residual: true },
