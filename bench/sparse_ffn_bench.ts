@@ -286,6 +286,39 @@ function main(): void {
     const last = readUnion(1);
     if (last !== unions[L - 1]) throw new Error(`union size ${last} != expected ${unions[L - 1]} (mask construction)`);
   }
+  // ---- f32 activations (x, routers, y f32; f16 weights): the path an f32-activation engine calls
+  {
+    setMasks(0.5, 1);
+    const F32 = DTypeCode.f32;
+    const x32 = be.alloc(4 * MAXB * C), y32 = be.alloc(4 * MAXB * C);
+    be.check(be.sym.lte_convert(be.ctx, DT, x, F32, x32, MAXB, C, 0), "convert x");
+    const r32 = layers.map((ly) => {
+      const r = be.alloc(4 * N * C);
+      be.check(be.sym.lte_convert(be.ctx, DT, ly.router, F32, r, N, C, 0), "convert router");
+      return r;
+    });
+    const f32act = () => {
+      layers.forEach((ly, i) => {
+        be.check(
+          be.sym.lte_sffn_route(be.ctx, F32, x32, r32[i]!, null, logits, bits, list, counts, ws, 1, C, N),
+          "route",
+        );
+        be.check(
+          be.sym.lte_sffn_gate_up(be.ctx, DT, F32, 0, x32, ly.gate, ly.up, null, bits, list, counts, h, ws, 1, C, N, S),
+          "gate_up",
+        );
+        be.check(
+          be.sym.lte_sffn_down(be.ctx, DT, F32, h, ly.downT, null, list, counts, y32, y32, ws, 1, C, N, S, 0),
+          "down",
+        );
+      });
+    };
+    record("ours_f32_activations", 1, 0.5, Math.round(N / 2), timeGraph(f32act));
+    for (const r of r32) be.free(r);
+    be.free(x32);
+    be.free(y32);
+  }
+
   // ---- per-kernel split at 50% (route / gate_up / down separately, graphs of L layers)
   setMasks(0.5, 1);
   sffn(1, "auto")();
