@@ -249,7 +249,12 @@ function main(): void {
       setTune(2, unroll);
       setTune(3, bps);
       for (const variant of ["atomic", "splitk"] as const) {
-        timed[`${pdl},${unroll},${bps},${variant},${sp}`] = median(timeGraph(sffn(1, variant)));
+        try {
+          timed[`${pdl},${unroll},${bps},${variant},${sp}`] = median(timeGraph(sffn(1, variant)));
+        } catch (e) {
+          console.log(`tuning pdl=${pdl} unroll=${unroll} bps=${bps} ${variant} failed: ${(e as Error).message}`);
+          timed[`${pdl},${unroll},${bps},${variant},${sp}`] = Infinity;
+        }
       }
     }
   }
