@@ -138,6 +138,18 @@ async function attempt(
 const dense = await attempt("dense", "dense batch 1", () => run(base, null, 1));
 await attempt("sparse50", "sparse ~50% batch 1", () => run({ ...base, sparse: true }, 0.5, 1), dense ?? undefined);
 await attempt("sparse90", "sparse ~90% batch 1", () => run({ ...base, sparse: true }, 0.1, 1), dense ?? undefined);
+await attempt(
+  "sparse50_kernels",
+  "sparse ~50% (KERNELS ffn)",
+  () => run({ ...base, sparse: true, ffnKernels: true }, 0.5, 1),
+  dense ?? undefined,
+);
+await attempt(
+  "sparse90_kernels",
+  "sparse ~90% (KERNELS ffn)",
+  () => run({ ...base, sparse: true, ffnKernels: true }, 0.1, 1),
+  dense ?? undefined,
+);
 const d8 = await attempt("dense_batch8", "dense batch 8", () => run({ ...base, maxBatch: 8 }, null, 8));
 const s8 = await attempt(
   "sparse90_batch8",

@@ -31,6 +31,7 @@ import { paramSpecs } from "../models/decoder.ts";
 import { readLteMeta, readRouters, routerBiasName, routerWeightName } from "../models/lte_artifacts.ts";
 import { f32ToBf16, f32ToF16, readSafetensors } from "../models/safetensors.ts";
 import { loadTokenizer, type Tokenizer } from "../text/tokenizer.ts";
+import { SFFN_MAX_BATCH, SparseFfn } from "./ffn_kernels.ts";
 
 /** Sampling parameters of one sequence. temperature 0 = greedy; topK 0 = off; topP 1 = off. */
 export interface SamplingParams {
@@ -49,6 +50,12 @@ export interface EngineOptions {
   maxBatch: number;
   /** Positions per slot (prompt + generated tokens). */
   maxContext: number;
+  /**
+   * Sparse FFN through KERNELS' gather kernels (`lte_sffn_*`, engine/ffn_kernels.ts: tensor cores,
+   * PDL) instead of the engine's own masked GEMVs. LLaMA only; d_model % 64 == 0, expert_size % 16
+   * == 0, maxBatch <= 16. Default false.
+   */
+  ffnKernels?: boolean;
 }
 /** Result of one decode step. */
 export interface StepResult {
@@ -137,6 +144,15 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
       `engine option maxContext: ${opts.maxContext} exceeds the model's context ${config.max_seq} (config.json)`,
     );
   }
+  if (opts.ffnKernels && opts.sparse) {
+    if (config.family !== "llama") throw new EngineError("engine option ffnKernels: supported for LLaMA models only");
+    if (config.d_model % 64 !== 0) {
+      throw new EngineError(`engine option ffnKernels: d_model ${config.d_model} % 64 != 0`);
+    }
+    if (opts.maxBatch > SFFN_MAX_BATCH) {
+      throw new EngineError(`engine option ffnKernels: maxBatch ${opts.maxBatch} > ${SFFN_MAX_BATCH}`);
+    }
+  }
 }
 
 /** The decode engine (see the module doc). */
@@ -174,6 +190,8 @@ export class Engine {
   #att!: Ptr;
   #h!: Ptr;
   #rlog: Ptr | null = null;
+  #xn: Ptr | null = null;
+  #sffn: SparseFfn | null = null;
   #mask: Ptr | null = null;
   #logits!: Ptr;
   #sscratch!: Ptr;
@@ -575,6 +593,19 @@ export class Engine {
     this.#qkv = this.#alloc(4 * R * qkvW);
     this.#att = this.#alloc(4 * R * d);
     this.#h = this.#alloc(4 * R * c.d_ff);
+    if (this.expertsPerLayer && this.options.ffnKernels) {
+      if (this.#expertSize % 16 !== 0) {
+        throw new EngineError(`engine option ffnKernels: expert_size ${this.#expertSize} % 16 != 0`);
+      }
+      this.#xn = this.#alloc(4 * R * d);
+      this.#sffn = new SparseFfn(this.#be, this.options.dtype, {
+        dModel: d,
+        nExperts: this.expertsPerLayer,
+        expertSize: this.#expertSize,
+        act: "silu_mul",
+        maxBatch: R,
+      }, { activations: "f32" });
+    }
     if (this.expertsPerLayer) {
       this.#rlog = this.#alloc(4 * R * this.expertsPerLayer);
       this.#mask = this.#alloc(4 * R * this.expertsPerLayer);
@@ -694,6 +725,78 @@ export class Engine {
         "lte_dec_attention",
       );
       lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
+      const k = this.#sffn;
+      if (k) {
+        // KERNELS' sparse FFN: norm -> route (f32 routers) -> gather gate/up -> down into x
+        const bpe = this.options.dtype === "f32" ? 4 : 2;
+        ck(s.lte_dec_norm(ctx, this.#x, w.ln2, w.ln2b, this.#xn!, rows, d, c.norm_eps, g2 ? 1 : 0), "lte_dec_norm");
+        ck(
+          s.lte_sffn_route(
+            ctx,
+            DTypeCode.f32,
+            this.#xn!,
+            w.router,
+            w.routerB,
+            k.logits,
+            k.bits,
+            k.list,
+            k.counts,
+            k.workspace,
+            rows,
+            d,
+            E,
+          ),
+          "lte_sffn_route",
+        );
+        ck(
+          s.lte_sffn_gate_up(
+            ctx,
+            wdt,
+            DTypeCode.f32,
+            0,
+            this.#xn!,
+            w.fc,
+            this.#at(w.fc, f * d * bpe),
+            null,
+            k.bits,
+            k.list,
+            k.counts,
+            k.h,
+            k.workspace,
+            rows,
+            d,
+            E,
+            S,
+          ),
+          "lte_sffn_gate_up",
+        );
+        ck(
+          s.lte_sffn_down(
+            ctx,
+            wdt,
+            DTypeCode.f32,
+            k.h,
+            w.down,
+            null,
+            k.list,
+            k.counts,
+            this.#x,
+            this.#x,
+            k.workspace,
+            rows,
+            d,
+            E,
+            S,
+            0,
+          ),
+          "lte_sffn_down",
+        );
+        ck(
+          s.lte_mem_copy(ctx, this.#at(io, o.counts + 4 * l * this.#rows), k.counts, BigInt(4 * rows)),
+          "lte_mem_copy",
+        );
+        continue;
+      }
       let mask: Ptr | null = null;
       if (E > 0) {
         lin(
@@ -716,8 +819,8 @@ export class Engine {
             ctx,
             this.#rlog!,
             this.#mask!,
-            this.#at(io, o.counts + 4 * l),
-            c.n_layer,
+            this.#at(io, o.counts + 4 * l * this.#rows),
+            1,
             rows,
             E,
             this.#threshold,
@@ -820,7 +923,12 @@ export class Engine {
     const buf = new Uint8Array(this.#outBytes);
     await this.#be.readAsync(buf, this.#at(this.#io, this.#outOff));
     const all = new Int32Array(buf.buffer);
-    return { out: all.slice(0, rows), counts: all.slice(this.#rows, this.#rows + rows * this.nLayer) };
+    return { out: all.slice(0, rows), counts: all.slice(this.#rows) };
+  }
+
+  /** Per-layer active experts of io row `row` (counts are stored layer-major: [l * rows + r]). */
+  #active(counts: Int32Array, row: number): number[] {
+    return Array.from({ length: this.nLayer }, (_, l) => counts[l * this.#rows + row]!);
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -899,9 +1007,7 @@ export class Engine {
       const st = this.#slots[slot]!;
       st.pos = ids.length;
       st.next = token;
-      const ae = this.expertsPerLayer
-        ? Array.from(res!.counts.subarray(row * this.nLayer, (row + 1) * this.nLayer))
-        : [];
+      const ae = this.expertsPerLayer ? this.#active(res!.counts, row) : [];
       return { token, activeExperts: ae };
     });
   }
@@ -949,9 +1055,7 @@ export class Engine {
       this.#lastKey = JSON.stringify(
         slots.map((slot, i) => ({ id: this.#slots[slot]!.next, pos: this.#slots[slot]!.pos, slot, sp: sps[i]! })),
       );
-      const activeExperts = this.expertsPerLayer
-        ? slots.map((_, i) => Array.from(r.counts.subarray(i * this.nLayer, (i + 1) * this.nLayer)))
-        : slots.map(() => []);
+      const activeExperts = this.expertsPerLayer ? slots.map((_, i) => this.#active(r.counts, i)) : slots.map(() => []);
       return { tokens, activeExperts };
     });
   }
@@ -1070,6 +1174,7 @@ export class Engine {
     const be = this.#be;
     if (!be || be.closed) return;
     for (const g of this.#graphs.values()) be.sym.lte_graph_free(be.ctx, g);
+    this.#sffn?.dispose();
     this.#graphs.clear();
     for (const p of this.#allocs) be.free(p);
     this.#allocs = [];

@@ -347,3 +347,39 @@ Deno.test("engine: sparse greedy decoding (LTE folder, hard routers) equals the 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+Deno.test("engine: KERNELS' sparse FFN path (ffnKernels) decodes like the engine's own sparse path", async () => {
+  const config = llamaConfig();
+  const S = 32, E = config.d_ff / S;
+  const model = DecoderLM.init(config, { device: "cpu", seed: 8 });
+  const arrays = model.toArrays();
+  model.dispose();
+  const rng = new Rng(11);
+  const routers = new Map<string, Float32Array>();
+  for (let i = 0; i < config.n_layer; i++) {
+    routers.set(routerWeightName(i), rng.normals(E * config.d_model, 0.15));
+    routers.set(routerBiasName(i), rng.normals(E, 0.5));
+  }
+  const runs: { tokens: number[]; active: number[][] }[] = [];
+  for (const ffnKernels of [false, true]) {
+    const eng = Engine.fromArrays(config, arrays, { ...CPU, sparse: true, ffnKernels }, {
+      tokenizer,
+      routers: { expertSize: S, tau: 0.5, arrays: routers },
+    });
+    try {
+      const a = eng.allocSlot()!, b = eng.allocSlot()!;
+      const ra = await eng.prefill(a, [3, 141, 59, 26], GREEDY), rb = await eng.prefill(b, [9, 9], GREEDY);
+      const run = { tokens: [ra.token, rb.token], active: [ra.activeExperts, rb.activeExperts] };
+      for (let i = 0; i < 5; i++) {
+        const st = await eng.step([a, b], [GREEDY, GREEDY]);
+        run.tokens.push(...st.tokens);
+        run.active.push(...st.activeExperts);
+      }
+      runs.push(run);
+    } finally {
+      eng.dispose();
+    }
+  }
+  assertEquals(runs[1], runs[0]);
+  assert(runs[0]!.active.flat().some((n) => n < E), "some experts are off");
+});

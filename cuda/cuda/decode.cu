@@ -315,6 +315,95 @@ __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int r
   }
 }
 
+/* Small N (the router GEMV: 344 rows at LLaMA-7B shape; the tiny models of the tests): one block
+   per output row, the 256 threads split K (16-byte loads), so the weights are streamed by N * 8
+   warps instead of N / 2. act NONE, no masks, VEC path only. */
+constexpr int kRowThreads = 256;
+constexpr int kRowBlockMaxN = 2048; /* below this many outputs a block per row beats a warp per two rows */
+
+template <class T, int RB>
+__global__ void __launch_bounds__(kRowThreads) linear_rowblock_kernel(LinArgs a, int rows) {
+  __shared__ float red[kRowThreads / 32][3 * 8 + 2];
+  __shared__ float tot[3 * 8 + 2];
+  const int n = blockIdx.x;
+  const int K = a.k;
+  const T *wr = static_cast<const T *>(a.w) + (size_t)n * K;
+  const bool norm = a.mode != LTE_DEC_X_PLAIN;
+  const bool ln = a.mode == LTE_DEC_X_LAYERNORM;
+  float acc[RB], s1[RB], s2[RB];
+  float lw = 0.0f, lb = 0.0f;
+#pragma unroll
+  for (int r = 0; r < RB; r++) acc[r] = s1[r] = s2[r] = 0.0f;
+  for (int k0 = threadIdx.x * 8; k0 < K; k0 += kRowThreads * 8) {
+    float wv[8], nwv[8], nbv[8];
+    W8<T>::load(wr + k0, wv);
+    if (norm) ldx_f32<8>(a.nw + k0, nwv);
+    if (ln) {
+      ldx_f32<8>(a.nb + k0, nbv);
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        lw = fmaf(wv[j], nwv[j], lw);
+        lb = fmaf(wv[j], nbv[j], lb);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+      if (r >= rows) continue;
+      float xv[8];
+      ldx_f32<8>(a.x + (size_t)r * a.ldx + k0, xv);
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        if (norm) {
+          s1[r] += xv[j];
+          s2[r] = fmaf(xv[j], xv[j], s2[r]);
+          xv[j] *= nwv[j];
+        }
+        acc[r] = fmaf(wv[j], xv[j], acc[r]);
+      }
+    }
+  }
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+#pragma unroll
+  for (int r = 0; r < RB; r++) {
+    acc[r] = warp_sum(acc[r]);
+    s1[r] = warp_sum(s1[r]);
+    s2[r] = warp_sum(s2[r]);
+  }
+  lw = warp_sum(lw);
+  lb = warp_sum(lb);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+      red[wid][3 * r] = acc[r];
+      red[wid][3 * r + 1] = s1[r];
+      red[wid][3 * r + 2] = s2[r];
+    }
+    red[wid][3 * RB] = lw;
+    red[wid][3 * RB + 1] = lb;
+  }
+  __syncthreads();
+  if ((int)threadIdx.x < 3 * RB + 2) {
+    float t = 0.0f;
+    for (int w = 0; w < kRowThreads / 32; w++) t += red[w][threadIdx.x];
+    tot[threadIdx.x] = t;
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  for (int r = 0; r < rows && r < RB; r++) {
+    float v = tot[3 * r];
+    if (a.mode == LTE_DEC_X_RMSNORM) {
+      v *= rsqrtf(tot[3 * r + 2] / (float)K + a.eps);
+    } else if (ln) {
+      const float mean = tot[3 * r + 1] / (float)K;
+      const float rstd = rsqrtf(fmaxf(tot[3 * r + 2] / (float)K - mean * mean, 0.0f) + a.eps);
+      v = rstd * (v - mean * tot[3 * RB]) + tot[3 * RB + 1];
+    }
+    v += a.bias ? a.bias[n] : 0.0f;
+    float *yo = a.y + (size_t)r * a.n + n;
+    *yo = a.accumulate ? *yo + v : v;
+  }
+}
+
 /* Vector path: rows in chunks of up to 8 (RB = 1, 2, 4, 8 instantiated, the smallest that holds
    the chunk). Scalar path (odd shapes): one row per launch. */
 template <class T>
@@ -322,6 +411,7 @@ cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec)
   const int warps = a.act == LTE_DEC_ACT_SWIGLU ? a.n : (a.n + 1) / 2;
   const unsigned blocks = (unsigned)((warps + kLinWarps - 1) / kLinWarps);
   const int chunk = vec ? 8 : 1;
+  const bool rowblock = vec && a.act == LTE_DEC_ACT_NONE && !a.in_mask && !a.out_mask && a.n < kRowBlockMaxN;
   for (int r0 = 0; r0 < rows; r0 += chunk) {
     LinArgs b = a;
     const int rb = rows - r0 < chunk ? rows - r0 : chunk;
@@ -329,7 +419,12 @@ cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec)
     b.y = a.y + (size_t)r0 * a.n;
     if (a.in_mask) b.in_mask = a.in_mask + (size_t)r0 * (a.k / a.S);
     if (a.out_mask) b.out_mask = a.out_mask + (size_t)r0 * (a.out_period / a.S);
-    if (!vec) linear_kernel<T, 1, 1><<<blocks, kLinWarps * 32, 0, st>>>(b, 1);
+    if (rowblock) {
+      if (rb == 1) linear_rowblock_kernel<T, 1><<<a.n, kRowThreads, 0, st>>>(b, rb);
+      else if (rb == 2) linear_rowblock_kernel<T, 2><<<a.n, kRowThreads, 0, st>>>(b, rb);
+      else if (rb <= 4) linear_rowblock_kernel<T, 4><<<a.n, kRowThreads, 0, st>>>(b, rb);
+      else linear_rowblock_kernel<T, 8><<<a.n, kRowThreads, 0, st>>>(b, rb);
+    } else if (!vec) linear_kernel<T, 1, 1><<<blocks, kLinWarps * 32, 0, st>>>(b, 1);
     else if (rb == 1) linear_kernel<T, 1, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
     else if (rb == 2) linear_kernel<T, 2, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
     else if (rb <= 4) linear_kernel<T, 4, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);

@@ -477,15 +477,17 @@ for (const family of ["llama", "gpt2"] as const) {
       const ref32 = Engine.fromArrays(config, arrays, base, { tokenizer });
       const want32 = await decode(ref32, prompts, 12);
       ref32.dispose();
-      for (const sparse of [false, true]) {
+      const variants: [boolean, boolean][] = [[false, false], [true, false]];
+      if (family === "llama") variants.push([true, true]); // KERNELS' sparse FFN kernels
+      for (const [sparse, ffnKernels] of variants) {
         for (const dt of ["f32", "f16", "bf16"] as const) {
-          const opts = { ...base, dtype: dt, sparse };
+          const opts = { ...base, dtype: dt, sparse, ffnKernels };
           const routers = sparse ? { expertSize: S, tau: 0.5, arrays: routerArrays } : null;
           const cpu = Engine.fromArrays(config, arrays, opts, { tokenizer, routers });
           const gpu = Engine.fromArrays(config, arrays, { ...opts, device: "cuda" }, { tokenizer, routers });
           try {
             const a = await decode(gpu, prompts, 12), b = await decode(cpu, prompts, 12);
-            const tag = `${family}_${dt}${sparse ? "_sparse" : ""}`;
+            const tag = `${family}_${dt}${sparse ? "_sparse" : ""}${ffnKernels ? "_kernels" : ""}`;
             const tol = dt === "f32" ? 1e-4 : 2e-3;
             const worst = agree(a, b, tol, tag);
             report[`engine_${tag}`] = worst;
