@@ -35,14 +35,26 @@ export interface Outcome {
 const BYTES = 65536;
 
 /**
- * Parameters whose plausible value is not 1 or 2 (an op's documented shape rules). When a new op
- * fails "no plausible argument set succeeds" in tests/ffi_arg_checks_test.ts, add its rule here.
+ * Parameters whose plausible value is not 1 or 2 (an op's documented shape rules), by parameter
+ * name or by "function.parameter". When tests/ffi_arg_checks_test.ts lists an op whose pointer
+ * checks the generated cases do not reach, add its rule here.
  */
 export const PLAUSIBLE: Record<string, number> = {
   d_model: 64, // sparse FFN: C % 64 == 0
   expert_size: 16, // sparse FFN: S % 16 == 0 (also fine for lte_expert_scale_*)
   act: 0, // LTE_SFFN_ACT_SILU_MUL
   variant: 0, // LTE_SFFN_DOWN_AUTO
+  // Decode ops (key "function.parameter" for a rule of one function):
+  "lte_dec_linear.k": 16, // K % expert_size == 0
+  "lte_dec_linear.ldx": 16, // ldx >= K
+  "lte_dec_linear.x_mode": 0, // LTE_DEC_X_PLAIN
+  "lte_dec_linear.act": 0, // LTE_DEC_ACT_NONE
+  "lte_dec_linear.n": 16, // out_period divides N
+  "lte_dec_linear.out_period": 16, // a multiple of expert_size
+  "lte_dec_linear_t_sparse.k": 16,
+  "lte_dec_linear_t_sparse.n": 8, // N % 8 == 0
+  "lte_dec_rope_append.ld": 64, // ld >= (H + 2 HKV) D
+  "lte_dec_attention.ld": 64, // ld >= H D
 };
 
 export const HEADER = parseHeader(readFileSync(new URL("../cuda/include/lte.h", import.meta.url), "utf8"));
@@ -70,7 +82,7 @@ export function argCases(): ArgCase[] {
         if (t === "pointer") return "DEV";
         if (t === "buffer") return "HOST";
         if (isFloat(i) || /^(trans_|accumulate)/.test(p.name)) return 1; // floats 1, 0/1 flags 1
-        return PLAUSIBLE[p.name] ?? n;
+        return PLAUSIBLE[`${f.name}.${p.name}`] ?? PLAUSIBLE[p.name] ?? n;
       });
       const isInt = (i: number) => i > 1 && !isFloat(i) && !isDtype(i) && typeof base[i] === "number";
       const with_ = (label: string, edit: (a: Arg[]) => void) => {
