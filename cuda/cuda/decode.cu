@@ -39,14 +39,16 @@ namespace {
 
 /* ------------------------------------------------------------------ loads */
 
+/* 8 consecutive weights widened to f32. Weights are read once per step: streaming loads
+   (ld.global.cs, evict-first) keep them from evicting the activations that every warp re-reads. */
 template <class T>
-struct W8;  // 8 consecutive weights widened to f32
+struct W8;
 
 template <>
 struct W8<float> {
   static __device__ __forceinline__ void load(const float *p, float *o) {
-    const float4 a = __ldg(reinterpret_cast<const float4 *>(p));
-    const float4 b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+    const float4 a = __ldcs(reinterpret_cast<const float4 *>(p));
+    const float4 b = __ldcs(reinterpret_cast<const float4 *>(p) + 1);
     o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
     o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
   }
@@ -56,7 +58,7 @@ struct W8<float> {
 template <>
 struct W8<__half> {
   static __device__ __forceinline__ void load(const __half *p, float *o) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+    const uint4 u = __ldcs(reinterpret_cast<const uint4 *>(p));
     const __half2 *h = reinterpret_cast<const __half2 *>(&u);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -71,7 +73,7 @@ struct W8<__half> {
 template <>
 struct W8<__nv_bfloat16> {
   static __device__ __forceinline__ void load(const __nv_bfloat16 *p, float *o) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+    const uint4 u = __ldcs(reinterpret_cast<const uint4 *>(p));
     const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
