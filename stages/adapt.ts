@@ -26,7 +26,11 @@ import { join } from "node:path";
 import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig } from "../models/checkpoint.ts";
 import { LTE_META_FILE, LteArtifactError } from "../models/lte_artifacts.ts";
+import type { DecoderLM } from "../models/decoder.ts";
+import { routerBiasName } from "../models/lte_artifacts.ts";
 import { activeFraction, createRouting, readLteRouting } from "../models/routing.ts";
+import { calibrateOffset, SparsityController } from "../lte/controller.ts";
+import { Tensor } from "../tensor/mod.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import {
   canonicalJson,
@@ -40,6 +44,7 @@ import { tokenMask } from "../lte/losses.ts";
 import { DataSchema, OptimizerSchema, TrainingSchema } from "./_schemas.ts";
 import { train } from "./_train.ts";
 import {
+  activeCount,
   fingerprintLte,
   loadLteData,
   lteSourceDir,
@@ -49,6 +54,7 @@ import {
   requireGrouped,
   routerTensors,
   saveLteModel,
+  setRouterOffset,
 } from "./router_train.ts";
 
 /** The adapt stage's config. */
@@ -61,6 +67,19 @@ export const AdaptSchema = z.strictObject({
   log_every: z.number().int().positive().default(10),
   /** Validation batches for the final sparsity measurement. */
   measure_batches: z.number().int().positive().default(8),
+  /**
+   * Hold the FFN sparsity during stage 2 (the model otherwise learns to switch frozen routers on:
+   * docs/lte.md "Adaptation"): true = the stage-1 target (or its landed sparsity), a number = that
+   * sparsity, false = off (the paper: nothing but frozen routers). Only a global router-logit
+   * offset moves; the router weights stay frozen.
+   */
+  hold_sparsity: z.union([
+    z.boolean(),
+    z.number().min(0, "hold_sparsity must be in [0, 1)").lt(1, "hold_sparsity must be in [0, 1)"),
+  ])
+    .default(true),
+  /** Gain of the hold controller (logit offset per step per unit sparsity error). */
+  hold_gain: z.number().positive().default(0.5),
   /** Learning-rate warm-up as a fraction of the steps (paper: 0.06), used when optimizer.warmup_steps is 0. */
   warmup_ratio: z.number().min(0).lt(1).default(0.06),
   data: DataSchema,
@@ -111,6 +130,33 @@ export async function runAdapt(c: AdaptConfig, ctx: StageContext): Promise<Recor
   const routing = (a: Map<string, Float32Array>, source: string) =>
     createRouting(cfg, a, { mode: "hard", expertSize: meta.expert_size, tau, trainable: false, device, source });
 
+  // Sparsity hold: one global logit offset δ added to the input routers' biases (weights frozen).
+  const info = meta.routers! as Record<string, unknown>;
+  const recorded = typeof info.target_sparsity === "number"
+    ? info.target_sparsity
+    : typeof info.landed_sparsity === "number"
+    ? info.landed_sparsity
+    : null;
+  const holdTarget = c.hold_sparsity === false ? null : c.hold_sparsity === true ? recorded : c.hold_sparsity;
+  if (c.hold_sparsity === true && recorded === null) {
+    ctx.log("hold_sparsity: the input records no stage-1 sparsity (lte.json routers.target_sparsity); not holding");
+  }
+  const controller = holdTarget === null ? null : new SparsityController({
+    target: holdTarget,
+    eta0: 1,
+    actuator: "offset",
+    gain: c.hold_gain,
+    ema: 0.5,
+    startStep: 0,
+    offsetMax: 4,
+  });
+  if (controller) ctx.log(`holding FFN sparsity at ${holdTarget} with a router-logit offset (weights frozen)`);
+  const baseBias = (l: number) => arrays.get(routerBiasName(l)) ?? new Float32Array(n);
+  const setDelta = (m: DecoderLM, d: number) => {
+    setRouterOffset(m, 0); // creates zero biases when the routers have none
+    m.routing!.biases!.forEach((b, l) => b.write(baseBias(l).map((v) => v + d)));
+  };
+  let active = 0, slots = 0;
   let logged: number[] | null = null;
   const result = await train({
     ctx,
@@ -118,11 +164,18 @@ export async function runAdapt(c: AdaptConfig, ctx: StageContext): Promise<Recor
       const m = loadCheckpoint(src, { device });
       try {
         m.routing = routing(arrays, join(src, meta.routers!.file));
+        if (controller) setDelta(m, 0);
       } catch (e) {
         m.dispose();
         throw e;
       }
       return m;
+    },
+    hookState: {
+      save: () => controller?.state() ?? null,
+      load: (v) => {
+        if (controller && v) controller.load(v as ReturnType<SparsityController["state"]>);
+      },
     },
     loadModel: (dir) => {
       const m = loadCheckpoint(dir, { device });
@@ -134,18 +187,34 @@ export async function runAdapt(c: AdaptConfig, ctx: StageContext): Promise<Recor
     paramGroups: (m) => [{ name: "model", params: m.parameters(), lr: c.optimizer.lr }],
     collectScores: true,
     extraLoss: (_m, pass) => {
+      const { mask, count } = tokenMask(pass.inputs, pass.targets, pass.batchSize, pass.seqLen, data.padId);
+      if (controller) {
+        const rowMask = mask ? Tensor.fromArray(mask, [pass.batchSize * pass.seqLen, 1], { device }) : null;
+        active += activeCount(pass.forward.scores, tau, rowMask);
+        slots += count * n * cfg.n_layer;
+      }
       if (pass.micro === 0 && (pass.step === 0 || (pass.step + 1) % c.log_every === 0)) {
-        const { mask } = tokenMask(pass.inputs, pass.targets, pass.batchSize, pass.seqLen, data.padId);
         logged = pass.forward.scores.map((g) => 1 - activeFraction(g.toArray() as Float32Array, n, tau, mask));
       }
       return null; // task loss only
     },
-    afterStep: (step) => {
-      if (!logged) return;
-      const sparsity = logged.reduce((a, v) => a + v, 0) / logged.length;
-      ctx.metric({ kind: "router", step, sparsity, sparsity_per_layer: logged });
-      logged = null;
-      return { sparsity };
+    afterStep: (step, m) => {
+      const fields: Record<string, unknown> = {};
+      if (controller) {
+        const sparsity = slots > 0 ? 1 - active / slots : NaN;
+        controller.update(sparsity);
+        setDelta(m, controller.offset);
+        fields.sparsity = sparsity;
+        fields.offset = controller.offset;
+        active = slots = 0;
+      }
+      if (logged) {
+        const sparsity = logged.reduce((a, v) => a + v, 0) / logged.length;
+        ctx.metric({ kind: "router", step, sparsity, sparsity_per_layer: logged });
+        fields.sparsity ??= sparsity;
+        logged = null;
+      }
+      return fields;
     },
     data,
     seqLen: T,
@@ -179,19 +248,38 @@ export async function runAdapt(c: AdaptConfig, ctx: StageContext): Promise<Recor
       }),
     );
     if (result.interrupted) return { interrupted: true, steps: result.steps, state: "state/" };
-    const hard = measureRouting(model, data, {
-      batchSize: B,
-      seqLen: T,
-      batches: c.measure_batches,
-      device,
-      bins: 20,
-      lossToo: false,
-    });
+    const measure = (lossToo: boolean) =>
+      measureRouting(model, data, { batchSize: B, seqLen: T, batches: c.measure_batches, device, bins: 20, lossToo });
+    let hold: Record<string, unknown> | null = null;
+    let delta = 0;
+    if (controller && holdTarget !== null) {
+      const trained = controller.offset;
+      const cal = calibrateOffset((d) => {
+        setDelta(model, trained + d);
+        return measure(false).sparsity;
+      }, { target: holdTarget, tol: 0.005 });
+      delta = trained + cal.offset;
+      setDelta(model, delta);
+      hold = { target: holdTarget, offset_delta: delta, before_calibration: cal.before, after: cal.sparsity };
+      ctx.log(`hold: sparsity ${cal.before.toFixed(4)} -> ${cal.sparsity.toFixed(4)} (target ${holdTarget})`);
+    }
+    const hard = measure(true);
     saveLteModel(join(ctx.dir, "model"), model, meta, {
       tokFiles,
       tokenizer,
       stage: "adapt",
-      routers: { ...meta.routers!, init: meta.routers!.init, trained_by: meta.routers!.trained_by },
+      routers: {
+        ...meta.routers!,
+        init: meta.routers!.init,
+        trained_by: meta.routers!.trained_by,
+        ...(hold
+          ? {
+            logit_offset: (typeof info.logit_offset === "number" ? info.logit_offset : 0) + delta,
+            adapt_offset: delta,
+          }
+          : {}),
+        landed_sparsity: hard.sparsity,
+      },
       provenance: { stage: ctx.name, type: "adapt", hash: ctx.hash, time: new Date().toISOString(), mode: "hard" },
     });
     const final = result.evals.at(-1);
@@ -206,6 +294,9 @@ export async function runAdapt(c: AdaptConfig, ctx: StageContext): Promise<Recor
       val_ppl: final?.val_ppl ?? null,
       /** FFN sparsity, hard mode, validation data. */
       sparsity: hard.sparsity,
+      hold,
+      val_loss_final_hard: hard.val_loss,
+      val_ppl_final_hard: hard.val_ppl,
       sparsity_per_layer: hard.sparsity_per_layer,
       score_histogram: hard.histogram,
       measured_tokens: hard.tokens,

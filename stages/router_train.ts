@@ -265,6 +265,22 @@ export function measureRouting(
   };
 }
 
+/**
+ * Number of (token, expert) pairs switched on (score > τ) in one pass, over non-padding rows
+ * (`rowMask` (R, 1) or null): device reductions, one read.
+ */
+export function activeCount(scores: Tensor[], tau: number, rowMask: Tensor | null): number {
+  return noGrad(() => {
+    let active: Tensor | null = null;
+    for (const g of scores) {
+      let m = threshold(g, tau);
+      if (rowMask) m = expertScale(m, rowMask, g.shape[g.shape.length - 1]!);
+      active = active ? add(active, sum(m)) : sum(m);
+    }
+    return active!.item();
+  });
+}
+
 /** Sets every router bias to `offset` (creating zero biases first when the routers have none). */
 export function setRouterOffset(model: DecoderLM, offset: number): void {
   const r = model.routing!;
@@ -501,16 +517,8 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       const { mask, count } = tokenMask(pass.inputs, pass.targets, pass.batchSize, pass.seqLen, data.padId);
       const rowMask = mask ? Tensor.fromArray(mask, [pass.batchSize * pass.seqLen, 1], { device }) : null;
       const l = routerLosses(scores, { tau, eps: c.eps, rowMask, count });
-      // Measurements of this very pass (no gradient): hard-mode active count for the controller.
-      noGrad(() => {
-        let active: Tensor | null = null;
-        for (const g of scores) {
-          let m = threshold(g, tau);
-          if (rowMask) m = expertScale(m, rowMask, n);
-          active = active ? add(active, sum(m)) : sum(m);
-        }
-        acc.active += active!.item();
-      });
+      // Measurement of this very pass (no gradient): hard-mode active count for the controller.
+      acc.active += activeCount(scores, tau, rowMask);
       acc.slots += count * n * L;
       acc.eff += l.eff.item();
       acc.sep += l.sep.item();
@@ -662,6 +670,8 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
         trained_by: "router-train",
         eta_final: eta,
         logit_offset: offset,
+        ...(c.target_sparsity !== undefined ? { target_sparsity: c.target_sparsity } : {}),
+        landed_sparsity: hard.sparsity,
       },
       provenance: {
         stage: ctx.name,
