@@ -138,6 +138,24 @@ async function attempt(
 const dense = await attempt("dense", "dense batch 1", () => run(base, null, 1));
 await attempt("sparse50", "sparse ~50% batch 1", () => run({ ...base, sparse: true }, 0.5, 1), dense ?? undefined);
 await attempt("sparse90", "sparse ~90% batch 1", () => run({ ...base, sparse: true }, 0.1, 1), dense ?? undefined);
+const pdl = await attempt(
+  "dense_pdl",
+  "dense batch 1, PDL",
+  () => run({ ...base, pdl: true }, null, 1),
+  dense ?? undefined,
+);
+await attempt(
+  "sparse50_pdl",
+  "sparse ~50% batch 1, PDL",
+  () => run({ ...base, sparse: true, pdl: true }, 0.5, 1),
+  pdl ?? undefined,
+);
+await attempt(
+  "sparse90_pdl",
+  "sparse ~90% batch 1, PDL",
+  () => run({ ...base, sparse: true, pdl: true }, 0.1, 1),
+  pdl ?? undefined,
+);
 await attempt(
   "sparse50_kernels",
   "sparse ~50% (KERNELS ffn)",

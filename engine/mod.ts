@@ -56,6 +56,11 @@ export interface EngineOptions {
    * == 0, maxBatch <= 16. Default false.
    */
   ffnKernels?: boolean;
+  /**
+   * CUDA: capture the step with programmatic dependent launch between the engine's kernels (each
+   * kernel is scheduled while its predecessor finishes and waits for it on the device). Default false.
+   */
+  pdl?: boolean;
 }
 /** Result of one decode step. */
 export interface StepResult {
@@ -1066,21 +1071,29 @@ export class Engine {
     if (this.#graphOk) {
       let g = this.#graphs.get(R);
       if (!g) {
-        const st = s.lte_graph_begin(ctx);
-        if (st !== 0) {
-          this.#graphOk = false;
-        } else {
-          try {
-            this.#enqueue(R, 0, R, true);
-          } catch (e) {
+        const prev = Deno.env.get("LTE_DEC_PDL");
+        if (this.options.pdl) Deno.env.set("LTE_DEC_PDL", "1");
+        else Deno.env.delete("LTE_DEC_PDL");
+        try {
+          const st = s.lte_graph_begin(ctx);
+          if (st !== 0) {
+            this.#graphOk = false;
+          } else {
+            try {
+              this.#enqueue(R, 0, R, true);
+            } catch (e) {
+              const out = new BigUint64Array(1);
+              s.lte_graph_end(ctx, out);
+              throw e;
+            }
             const out = new BigUint64Array(1);
-            s.lte_graph_end(ctx, out);
-            throw e;
+            this.#check(s.lte_graph_end(ctx, out), "lte_graph_end");
+            g = Deno.UnsafePointer.create(out[0]!) as Ptr;
+            this.#graphs.set(R, g);
           }
-          const out = new BigUint64Array(1);
-          this.#check(s.lte_graph_end(ctx, out), "lte_graph_end");
-          g = Deno.UnsafePointer.create(out[0]!) as Ptr;
-          this.#graphs.set(R, g);
+        } finally {
+          if (prev === undefined) Deno.env.delete("LTE_DEC_PDL");
+          else Deno.env.set("LTE_DEC_PDL", prev);
         }
       }
       if (g) {

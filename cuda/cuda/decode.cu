@@ -31,6 +31,8 @@
 #include <cuda_fp16.h>
 
 #include <climits>
+#include <cstdlib>
+#include <utility>
 
 #include "reduce.cuh"
 
@@ -103,6 +105,38 @@ __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+/* Programmatic dependent launch (LTE_DEC_PDL=1 when the step is captured): every step kernel
+   first lets its successor be scheduled (its blocks then wait at griddepcontrol.wait), then waits
+   for its predecessor to complete and flush. Launched without the attribute both are no-ops. */
+__device__ __forceinline__ void pdl_prologue() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+bool pdl_enabled() {
+  const char *e = getenv("LTE_DEC_PDL");
+  return e != nullptr && e[0] == '1';
+}
+
+template <class... KArgs, class... Args>
+cudaError_t dlaunch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  if (pdl_enabled()) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, k, std::forward<Args>(args)...);
+}
+
 __device__ __forceinline__ float dsilu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float dgelu(float x) {
   const float c = 0.7978845608028654f;
@@ -152,6 +186,7 @@ __device__ __forceinline__ void ldx_f32(const float *p, float *o) {
    for both rows. VEC = 8 needs k % 8 == 0, ldx % 4 == 0 and 16-byte aligned rows. */
 template <class T, int RB, int VEC>
 __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int rows) {
+  pdl_prologue();
   const int lane = threadIdx.x & 31;
   const int wg = blockIdx.x * kLinWarps + (threadIdx.x >> 5);
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
@@ -325,6 +360,7 @@ constexpr int kRowBlockMaxN = 2048; /* below this many outputs a block per row b
 
 template <class T, int RB>
 __global__ void __launch_bounds__(kRowThreads) linear_rowblock_kernel(LinArgs a, int rows) {
+  pdl_prologue();
   __shared__ float red[kRowThreads / 32][3 * 8 + 2];
   __shared__ float tot[3 * 8 + 2];
   const int n = blockIdx.x;
@@ -421,16 +457,18 @@ cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec)
     b.y = a.y + (size_t)r0 * a.n;
     if (a.in_mask) b.in_mask = a.in_mask + (size_t)r0 * (a.k / a.S);
     if (a.out_mask) b.out_mask = a.out_mask + (size_t)r0 * (a.out_period / a.S);
+    cudaError_t e0 = cudaSuccess;
     if (rowblock) {
-      if (rb == 1) linear_rowblock_kernel<T, 1><<<a.n, kRowThreads, 0, st>>>(b, rb);
-      else if (rb == 2) linear_rowblock_kernel<T, 2><<<a.n, kRowThreads, 0, st>>>(b, rb);
-      else if (rb <= 4) linear_rowblock_kernel<T, 4><<<a.n, kRowThreads, 0, st>>>(b, rb);
-      else linear_rowblock_kernel<T, 8><<<a.n, kRowThreads, 0, st>>>(b, rb);
-    } else if (!vec) linear_kernel<T, 1, 1><<<blocks, kLinWarps * 32, 0, st>>>(b, 1);
-    else if (rb == 1) linear_kernel<T, 1, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
-    else if (rb == 2) linear_kernel<T, 2, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
-    else if (rb <= 4) linear_kernel<T, 4, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
-    else linear_kernel<T, 8, 8><<<blocks, kLinWarps * 32, 0, st>>>(b, rb);
+      if (rb == 1) e0 = dlaunch(linear_rowblock_kernel<T, 1>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
+      else if (rb == 2) e0 = dlaunch(linear_rowblock_kernel<T, 2>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
+      else if (rb <= 4) e0 = dlaunch(linear_rowblock_kernel<T, 4>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
+      else e0 = dlaunch(linear_rowblock_kernel<T, 8>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
+    } else if (!vec) e0 = dlaunch(linear_kernel<T, 1, 1>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, 1);
+    else if (rb == 1) e0 = dlaunch(linear_kernel<T, 1, 8>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, rb);
+    else if (rb == 2) e0 = dlaunch(linear_kernel<T, 2, 8>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, rb);
+    else if (rb <= 4) e0 = dlaunch(linear_kernel<T, 4, 8>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, rb);
+    else e0 = dlaunch(linear_kernel<T, 8, 8>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, rb);
+    if (e0 != cudaSuccess) return e0;
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
@@ -449,6 +487,7 @@ template <class T, int RB>
 __global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt, const float *h, const float *mask,
                                                                      const float *bias, float *y, int rows, int N,
                                                                      int K, int S) {
+  pdl_prologue();
   const int E = K / S;
   const int c0 = (blockIdx.y * kTsThreads + threadIdx.x) * 8;
   float acc[RB][8];
@@ -506,6 +545,7 @@ __global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt
 /* ------------------------------------------------------------------ norm */
 
 __global__ void norm_kernel(const float *x, const float *w, const float *b, float *y, int cols, float eps, int kind) {
+  pdl_prologue();
   __shared__ float sm[32];
   const float *xr = x + (size_t)blockIdx.x * cols;
   float *yr = y + (size_t)blockIdx.x * cols;
@@ -531,6 +571,7 @@ __global__ void norm_kernel(const float *x, const float *w, const float *b, floa
 template <class T>
 __global__ void embed_kernel(const int32_t *ids, const int32_t *pos, const T *tok, const T *pt, float *out, int rows,
                              int vocab, int n_pos, int dim) {
+  pdl_prologue();
   LTE_GRID_STRIDE(i, (int64_t)rows * dim) {
     const int r = (int)(i / dim), c = (int)(i % dim);
     const int id = ids[r];
@@ -549,6 +590,7 @@ __global__ void embed_kernel(const int32_t *ids, const int32_t *pos, const T *to
 template <class T>
 __global__ void rope_append_kernel(float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                                    int rows, int H, int HKV, int D, int max_t, float theta) {
+  pdl_prologue();
   const int half = D / 2;
   const int64_t per_row = (int64_t)(H + HKV) * half + (int64_t)HKV * D;
   LTE_GRID_STRIDE(i, (int64_t)rows * per_row) {
@@ -588,6 +630,7 @@ __global__ void rope_append_kernel(float *qkv, int ld, T *kc, T *vc, const int32
 template <class T>
 __global__ void append_odd_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                                   int rows, int H, int HKV, int D, int max_t) {
+  pdl_prologue();
   LTE_GRID_STRIDE(i, (int64_t)rows * HKV * D) {
     const int r = (int)(i / ((int64_t)HKV * D));
     const int g = (int)((i / D) % HKV), d = (int)(i % D);
@@ -612,6 +655,7 @@ template <class T, bool VEC>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qkv, int ld, const T *kc, const T *vc,
                                                                  const int32_t *slots, const int32_t *pos, float *out,
                                                                  int H, int HKV, int D, int max_t, float scale) {
+  pdl_prologue();
   extern __shared__ float sm_dyn[];
   __shared__ float red[32];
   const int r = blockIdx.x / H, h = blockIdx.x % H;
@@ -700,6 +744,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
 
 __global__ void router_mask_kernel(const float *logits, float *mask, int32_t *counts, int count_ld, int E,
                                    float threshold) {
+  pdl_prologue();
   __shared__ int sm[32];
   const int r = blockIdx.x;
   int c = 0;
@@ -730,6 +775,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float *log
                                                                  const int32_t *top_k, const float *top_p,
                                                                  const uint64_t *seeds, int32_t *pos, int32_t *ids,
                                                                  int32_t *out, float *scratch, int V, int advance) {
+  pdl_prologue();
   __shared__ float fsm[32];
   __shared__ int ism[32];
   __shared__ float chunk_prefix[kSampleThreads];
@@ -988,11 +1034,11 @@ extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype 
     const float *bb = F32(bias);  // every chunk of rows gets the bias once
 #define LTE_TS(T)                                                                                              \
   if (rb == 1)                                                                                                 \
-    linear_t_sparse_kernel<T, 1><<<grid, kTsThreads, 0, ctx->stream>>>(static_cast<const T *>(wt), hb, mb, bb, yb, \
-                                                                        rb, n, k, expert_size);                \
+    LTE_CUDA_TRY(dlaunch(linear_t_sparse_kernel<T, 1>, dim3(grid), dim3(kTsThreads), 0, ctx->stream, static_cast<const T *>(wt), hb, mb, bb, yb, \
+                                                                        rb, n, k, expert_size));                \
   else                                                                                                         \
-    linear_t_sparse_kernel<T, 8><<<grid, kTsThreads, 0, ctx->stream>>>(static_cast<const T *>(wt), hb, mb, bb, yb, \
-                                                                        rb, n, k, expert_size)
+    LTE_CUDA_TRY(dlaunch(linear_t_sparse_kernel<T, 8>, dim3(grid), dim3(kTsThreads), 0, ctx->stream, static_cast<const T *>(wt), hb, mb, bb, yb, \
+                                                                        rb, n, k, expert_size))
     if (wdtype == LTE_DTYPE_F32) LTE_TS(float);
     else if (wdtype == LTE_DTYPE_F16) LTE_TS(__half);
     else LTE_TS(__nv_bfloat16);
@@ -1013,7 +1059,7 @@ extern "C" LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const 
   LTE_REQUIRE_PTR(w);
   LTE_REQUIRE_PTR(y);
   if (kind == 1) LTE_REQUIRE_PTR(b);
-  norm_kernel<<<rows, 256, 0, ctx->stream>>>(F32(x), F32(w), F32(b), F32W(y), cols, eps, kind);
+  LTE_CUDA_TRY(dlaunch(norm_kernel, dim3(rows), dim3(256), 0, ctx->stream, F32(x), F32(w), F32(b), F32W(y), cols, eps, kind));
   LTE_LAUNCH_CHECK("norm_kernel");
   return LTE_STATUS_OK;
 }
@@ -1034,16 +1080,16 @@ extern "C" LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, co
   const int64_t n = (int64_t)rows * dim;
   const unsigned g = grid_for(ctx, n);
   if (wdtype == LTE_DTYPE_F32)
-    embed_kernel<float><<<g, kThreads, 0, ctx->stream>>>(ids, pos, F32(tok), F32(pos_table), F32W(out), rows, vocab,
-                                                         n_pos, dim);
+    LTE_CUDA_TRY(dlaunch(embed_kernel<float>, dim3(g), dim3(kThreads), 0, ctx->stream, ids, pos, F32(tok), F32(pos_table), F32W(out), rows, vocab,
+                                                         n_pos, dim));
   else if (wdtype == LTE_DTYPE_F16)
-    embed_kernel<__half><<<g, kThreads, 0, ctx->stream>>>(ids, pos, static_cast<const __half *>(tok),
+    LTE_CUDA_TRY(dlaunch(embed_kernel<__half>, dim3(g), dim3(kThreads), 0, ctx->stream, ids, pos, static_cast<const __half *>(tok),
                                                           static_cast<const __half *>(pos_table), F32W(out), rows,
-                                                          vocab, n_pos, dim);
+                                                          vocab, n_pos, dim));
   else
-    embed_kernel<__nv_bfloat16><<<g, kThreads, 0, ctx->stream>>>(
+    LTE_CUDA_TRY(dlaunch(embed_kernel<__nv_bfloat16>, dim3(g), dim3(kThreads), 0, ctx->stream, 
         ids, pos, static_cast<const __nv_bfloat16 *>(tok), static_cast<const __nv_bfloat16 *>(pos_table), F32W(out),
-        rows, vocab, n_pos, dim);
+        rows, vocab, n_pos, dim));
   LTE_LAUNCH_CHECK("embed_kernel");
   return LTE_STATUS_OK;
 }
@@ -1075,13 +1121,13 @@ extern "C" LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdt
   const unsigned g = grid_for(ctx, n);
 #define LTE_RA(T)                                                                                               \
   if (odd)                                                                                                      \
-    append_odd_kernel<T><<<g, kThreads, 0, ctx->stream>>>(F32(qkv), ld, static_cast<T *>(k_cache),              \
+    LTE_CUDA_TRY(dlaunch(append_odd_kernel<T>, dim3(g), dim3(kThreads), 0, ctx->stream, F32(qkv), ld, static_cast<T *>(k_cache),              \
                                                           static_cast<T *>(v_cache), slots, pos, rows, heads,  \
-                                                          kv_heads, head_dim, max_t);                          \
+                                                          kv_heads, head_dim, max_t));                          \
   else                                                                                                          \
-    rope_append_kernel<T><<<g, kThreads, 0, ctx->stream>>>(F32W(qkv), ld, static_cast<T *>(k_cache),            \
+    LTE_CUDA_TRY(dlaunch(rope_append_kernel<T>, dim3(g), dim3(kThreads), 0, ctx->stream, F32W(qkv), ld, static_cast<T *>(k_cache),            \
                                                            static_cast<T *>(v_cache), slots, pos, rows, heads, \
-                                                           kv_heads, head_dim, max_t, theta)
+                                                           kv_heads, head_dim, max_t, theta))
   if (kvdtype == LTE_DTYPE_F32) LTE_RA(float);
   else if (kvdtype == LTE_DTYPE_F16) LTE_RA(__half);
   else LTE_RA(__nv_bfloat16);
@@ -1123,9 +1169,9 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
     if (smem > 48 * 1024)                                                                                          \
       LTE_CUDA_TRY(cudaFuncSetAttribute(attention_kernel<T, V>, cudaFuncAttributeMaxDynamicSharedMemorySize,      \
                                         200 * 1024));                                                              \
-    attention_kernel<T, V><<<blocks, kAttnThreads, smem, ctx->stream>>>(                                           \
+    LTE_CUDA_TRY(dlaunch(attention_kernel<T, V>, dim3(blocks), dim3(kAttnThreads), smem, ctx->stream,                                            \
         F32(qkv), ld, static_cast<const T *>(k_cache), static_cast<const T *>(v_cache), slots, pos, F32W(out), heads, \
-        kv_heads, head_dim, max_t, scale);                                                                         \
+        kv_heads, head_dim, max_t, scale));                                                                         \
   } while (0)
   if (kvdtype == LTE_DTYPE_F32) {
     if (vec) LTE_ATT(float, true); else LTE_ATT(float, false);
@@ -1149,7 +1195,7 @@ extern "C" LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *lo
   if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(logits);
   LTE_REQUIRE_PTR(mask);
-  router_mask_kernel<<<rows, 256, 0, ctx->stream>>>(F32(logits), F32W(mask), counts, count_ld, n_experts, threshold);
+  LTE_CUDA_TRY(dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, ctx->stream, F32(logits), F32W(mask), counts, count_ld, n_experts, threshold));
   LTE_LAUNCH_CHECK("router_mask_kernel");
   return LTE_STATUS_OK;
 }
@@ -1171,8 +1217,8 @@ extern "C" LTE_API lte_status lte_dec_sample(lte_ctx_t *ctx, const void *logits,
   LTE_REQUIRE_PTR(out);
   LTE_REQUIRE_PTR(scratch);
   if (advance) LTE_REQUIRE_PTR(ids);
-  sample_kernel<<<rows, kSampleThreads, 0, ctx->stream>>>(F32(logits), F32(temperature), top_k, F32(top_p), seeds,
-                                                          pos, ids, out, F32W(scratch), vocab, advance);
+  LTE_CUDA_TRY(dlaunch(sample_kernel, dim3(rows), dim3(kSampleThreads), 0, ctx->stream, F32(logits), F32(temperature), top_k, F32(top_p), seeds,
+                                                          pos, ids, out, F32W(scratch), vocab, advance));
   LTE_LAUNCH_CHECK("sample_kernel");
   return LTE_STATUS_OK;
 }

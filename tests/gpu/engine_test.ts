@@ -498,6 +498,21 @@ for (const family of ["llama", "gpt2"] as const) {
               report[`engine_${tag}_vs_f32`] = vs32;
               assert(vs32 < tol32, `${tag} vs f32: ${vs32}`);
             }
+            if (dt !== "f32") {
+              // programmatic dependent launch between the step's kernels: the same results
+              const gp = Engine.fromArrays(config, arrays, { ...opts, device: "cuda", pdl: true }, {
+                tokenizer,
+                routers,
+              });
+              try {
+                const c = await decode(gp, prompts, 12);
+                const e = agree(c, a, 1e-5, `${tag}: pdl`);
+                report[`engine_${tag}_pdl`] = e;
+                assert(e < 1e-5, `${tag}: pdl logits differ by ${e}`);
+              } finally {
+                gp.dispose();
+              }
+            }
             // a second run replays the captured graphs: the same results
             const again = await decode(gpu, prompts, 12);
             agree(again, a, sparse ? 1e-5 : 1e-7, `${tag}: graph replay`);
