@@ -33,7 +33,7 @@ deno run -A --no-check bench/decode_bench.ts ${BENCH_ARGS:-} --out "$OUT/decode_
 echo "== bench rc=$? ($(($(date +%s) - t0)) s)"
 sed 's/\x1b\[[0-9;]*m//g' "$OUT/bench.log" | tail -22
 if [ "${SKIP_TORCH:-0}" != 1 ]; then
-  timeout 150 python3 bench/torch_decode.py --new 32 --reps 2 --out "$OUT/torch_decode.json" >"$OUT/torch.log" 2>&1
+  timeout 100 python3 bench/torch_decode.py --new 32 --reps 2 --out "$OUT/torch_decode.json" >"$OUT/torch.log" 2>&1
   echo "== torch rc=$? ($(($(date +%s) - t0)) s)"
   tail -4 "$OUT/torch.log"
 fi
