@@ -186,14 +186,28 @@ __device__ __forceinline__ void ldx_f32(const float *p, float *o) {
    for both rows. VEC = 8 needs k % 8 == 0, ldx % 4 == 0 and 16-byte aligned rows. */
 template <class T, int RB, int VEC>
 __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int rows) {
-  pdl_prologue();
   const int lane = threadIdx.x & 31;
   const int wg = blockIdx.x * kLinWarps + (threadIdx.x >> 5);
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
   const int j0 = swi ? wg : 2 * wg;
+  const int K = a.k;
+  if (j0 < a.n && !a.out_mask && !a.in_mask) {
+    // weights do not depend on the previous kernel: start pulling this warp's first chunks into
+    // L2 while (with PDL) the previous kernel finishes
+    const T *W = static_cast<const T *>(a.w);
+    const int rb0 = swi ? a.n + j0 : (j0 + 1 < a.n ? j0 + 1 : j0);
+#pragma unroll
+    for (int u = 0; u < kUnroll; u++) {
+      const int kk = lane * VEC + u * 32 * VEC;
+      if (kk < K) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(W + (size_t)j0 * K + kk));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(W + (size_t)rb0 * K + kk));
+      }
+    }
+  }
+  pdl_prologue();
   if (j0 >= a.n) return;
   const int j1 = swi ? -1 : (j0 + 1 < a.n ? j0 + 1 : -1);
-  const int K = a.k;
   bool on0[RB], on1[RB];
   bool need0 = false, need1 = false;
   const int per = a.out_mask ? a.out_period / a.S : 0;
