@@ -89,8 +89,11 @@ export const RouterSchema = z.strictObject({
 
 /** The sparsity controller's settings (used with target_sparsity). */
 export const ControllerSchema = z.strictObject({
-  /** What the controller moves during training: a global router-logit offset (default) or η. */
-  actuator: z.enum(["offset", "eta"]).default("offset"),
+  /**
+   * What the controller moves during training: η (default) or a global router-logit offset. The
+   * offset fights the separability barrier and damaged the quickstart model (docs/lte.md).
+   */
+  actuator: z.enum(["eta", "offset"]).default("eta"),
   /** Per step per unit sparsity error: logit offset change (default 1.0) or log η change (default 0.3). */
   gain: z.number().positive().optional(),
   /** Smoothing of the measured training sparsity (EMA factor in [0, 1)). */
@@ -101,7 +104,7 @@ export const ControllerSchema = z.strictObject({
   tolerance: z.number().positive().lt(0.02).default(0.005),
   /** Validation batches used to measure sparsity (calibration and the landed value). */
   batches: z.number().int().positive().default(8),
-}).default({ actuator: "offset", ema: 0.8, calibrate: true, tolerance: 0.005, batches: 8 });
+}).default({ actuator: "eta", ema: 0.8, calibrate: true, tolerance: 0.005, batches: 8 });
 
 /** Where an LTE stage's input model comes from: an upstream stage or a folder. */
 const sourceKeys = {

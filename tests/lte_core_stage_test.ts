@@ -27,7 +27,7 @@ function stage1(dir: string, steps: number, extra: Record<string, unknown> = {})
     data: DATA,
     optimizer: { lr: 0.003 },
     log_every: 2,
-    controller: { batches: 2 },
+    controller: { batches: 2, actuator: "offset" },
     training: { steps, batch_size: 4, checkpoint_every: 3, eval_every: 4, eval_batches: 1, final_eval_batches: 2 },
     ...extra,
   });
@@ -144,7 +144,11 @@ Deno.test("router-train: the controller lands on the target sparsity; adapt keep
     };
     // Controller alone (no final calibration): within 3 points on validation data, hard mode.
     const alone = await runRouterTrain(
-      RouterTrainSchema.parse({ ...base, target_sparsity: 0.7, controller: { calibrate: false } }),
+      RouterTrainSchema.parse({
+        ...base,
+        target_sparsity: 0.7,
+        controller: { actuator: "offset", calibrate: false },
+      }),
       makeCtx(join(tmp, "s1")),
     );
     assert.ok(Math.abs((alone.sparsity as number) - 0.7) <= 0.03, `controller only: ${alone.sparsity}`);
