@@ -218,6 +218,7 @@ export class SparseFfn {
         this.h,
         layer.downT,
         layer.downBias,
+        this.bits,
         this.list,
         this.counts,
         residual,

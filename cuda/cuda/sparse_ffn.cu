@@ -52,6 +52,7 @@ struct Tuning {
   int pdl = 1;              /* programmatic dependent launch between the three kernels */
   int gate_up_unroll = 8;   /* 32-column chunks in flight per warp (4 or 8) */
   int down_blocks_per_sm = 4; /* target blocks of the down grid per multiprocessor (1..8) */
+  int local_list = 0;         /* per-block union compaction instead of route's grid-wide step */
 };
 Tuning g_tune;
 
@@ -351,23 +352,76 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
   if (threadIdx.x == 0) counts[B] = s_base;
 }
 
+/* Local-list scheme: warp per expert over all of d_model, no grid-wide step: writes logits and bits
+   only (list and counts come from gate_up). All 16 weight loads per lane (C = 4096, f16) are issued
+   before the PDL wait. grid ceil(N / 8); w == nullptr: dense. */
+template <class T>
+__global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w,
+                                                            const T *__restrict__ bias, float *__restrict__ logits,
+                                                            uint32_t *__restrict__ bits, int B, int C, int N) {
+  constexpr int V = 16 / sizeof(T);
+  constexpr int RU = 16;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int e = blockIdx.x * 8 + warp;
+  float acc[LTE_SFFN_MAX_BATCH];
+#pragma unroll
+  for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) acc[b] = 0.f;
+  if (w != nullptr && e < N) {
+    const T *wr = w + (int64_t)e * C;
+    for (int cb = lane * V; cb < C; cb += 32 * V * RU) {
+      uint4 wv[RU];
+#pragma unroll
+      for (int u = 0; u < RU; u++)
+        if (cb + u * 32 * V < C) wv[u] = ld_stream(wr + cb + u * 32 * V);
+      if (cb == lane * V) pdl_wait();
+#pragma unroll
+      for (int u = 0; u < RU; u++) {
+        const int c = cb + u * 32 * V;
+        if (c >= C) break;
+        const T *wt = reinterpret_cast<const T *>(&wv[u]);
+#pragma unroll
+        for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+          if (b < B) {
+            const uint4 xv = ld_cached(x + (int64_t)b * C + c);
+            const T *xt = reinterpret_cast<const T *>(&xv);
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < V; i++) s += to_f(wt[i]) * to_f(xt[i]);
+            acc[b] += s;
+          }
+        }
+      }
+    }
+  }
+  pdl_wait();
+  pdl_trigger();
+  if (e >= N) return;
+  uint32_t m = 0;
+  const float bv = (w != nullptr && bias) ? to_f(bias[e]) : 0.f;
+#pragma unroll
+  for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+    if (b < B) {
+      const float l = w != nullptr ? warp_sum(acc[b]) + bv : 0.f;
+      if (w == nullptr || l > 0.f) m |= 1u << b;
+      if (lane == 0) logits[(int64_t)b * N + e] = l;
+    }
+  }
+  if (lane == 0) bits[e] = m;
+}
+
 /* ------------------------------------------------------------------ gate/up (tensor cores) */
 
 /* GLU: tile = 8 neurons (A rows 0-7: gate rows, 8-15: up rows); GELU: 16 neurons of w_in.
    NT n-tiles of 8 tokens (B <= 8: 1, else 2). U: 32-column chunks in flight per warp. */
+/* One tile (TN union neurons starting at compact index kk0, expert e) by the whole block; warp 0
+   writes h. Ends with every warp past its last use of `red` only after the caller's barrier. */
 template <class T, class XT, bool GLU, int NT, int U>
-__global__ void __launch_bounds__(kBlock, 2)
-    gate_up_mma(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
-                const T *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
-                const int32_t *__restrict__ counts, T *__restrict__ h, int B, int C, int S, int F) {
-  constexpr int TN = GLU ? 8 : 16;
-  pdl_wait();
-  pdl_trigger();
-  const int P = __ldcg(&counts[B]);
-  const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
-  if (kk0 >= P * S) return;
+__device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *__restrict__ w_gate,
+                                             const T *__restrict__ w_in, const T *__restrict__ b_in, uint32_t m,
+                                             int e, int kk0, T *__restrict__ h, int B, int C, int S, int F,
+                                             float (*red)[NT * 4][32]) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int p = kk0 / S, e = __ldcg(&list[p]);
+  const int p = kk0 / S;
   const int n0 = e * S + (kk0 - p * S);
   const T *ra = GLU ? w_gate + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g) * C;
   const T *rb = GLU ? w_in + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g + 8) * C;
@@ -406,7 +460,6 @@ __global__ void __launch_bounds__(kBlock, 2)
     }
   }
   /* join the 8 warps' partial sums */
-  __shared__ float red[8][NT * 4][32];
 #pragma unroll
   for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -422,7 +475,6 @@ __global__ void __launch_bounds__(kBlock, 2)
       for (int wi = 0; wi < 8; wi++) s += red[wi][nt * 4 + i][lane];
       d[nt][i] = s;
     }
-  const uint32_t m = __ldcg(&bits[e]);
 #pragma unroll
   for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
@@ -445,6 +497,108 @@ __global__ void __launch_bounds__(kBlock, 2)
         h[(int64_t)tok * F + kk0 + g + 8] = from_f<T>(on ? gelu_f(v1) : 0.f);
       }
     }
+  }
+}
+
+/* Compacts {e < N : bits[e] != 0} (ascending) into s_list (shared, N <= kMaxLocalExperts) and
+   returns its size in every thread; s_tok (optional) gets per-token counts added. One L2 round
+   trip for all bits, then a ballot scan per 256-expert chunk. Called by all threads. */
+constexpr int kMaxLocalExperts = 2048;
+__device__ int block_compact(const uint32_t *__restrict__ bits, int N, int B, int *s_list, int *s_warp,
+                             int *s_tok) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int CH = kMaxLocalExperts / kBlock;
+  uint32_t mm[CH];
+#pragma unroll
+  for (int c = 0; c < CH; c++) {
+    const int e = c * kBlock + threadIdx.x;
+    mm[c] = e < N ? __ldcg(&bits[e]) : 0u;
+  }
+  int base = 0;
+#pragma unroll
+  for (int c = 0; c < CH; c++) {
+    if (c * kBlock >= N) break; /* uniform */
+    const uint32_t ballot = __ballot_sync(0xffffffffu, mm[c] != 0);
+    if (s_tok) {
+      for (int b = 0; b < B; b++) {
+        const int cnt = __popc(__ballot_sync(0xffffffffu, (mm[c] >> b) & 1u));
+        if (lane == 0 && cnt) atomicAdd(&s_tok[b], cnt);
+      }
+    }
+    if (lane == 0) s_warp[warp] = __popc(ballot);
+    __syncthreads();
+    int off = base, tot = 0;
+#pragma unroll
+    for (int i = 0; i < kBlock / 32; i++) {
+      const int v = s_warp[i];
+      off += i < warp ? v : 0;
+      tot += v;
+    }
+    if (mm[c]) s_list[off + __popc(ballot & ((1u << lane) - 1u))] = c * kBlock + threadIdx.x;
+    base += tot;
+    __syncthreads();
+  }
+  return base;
+}
+
+/* One block: list and counts from the bits (local-list mode before the f32-weight kernels). */
+__global__ void __launch_bounds__(kBlock) compact_kernel(const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
+                                                         int32_t *__restrict__ counts, int N, int B) {
+  __shared__ int s_list[kMaxLocalExperts];
+  __shared__ int s_warp[kBlock / 32];
+  __shared__ int s_tok[LTE_SFFN_MAX_BATCH];
+  if (threadIdx.x < LTE_SFFN_MAX_BATCH) s_tok[threadIdx.x] = 0;
+  __syncthreads();
+  const int P = block_compact(bits, N, B, s_list, s_warp, s_tok);
+  for (int i = threadIdx.x; i < N; i += kBlock) list[i] = i < P ? s_list[i] : -1;
+  if (threadIdx.x < B) counts[threadIdx.x] = s_tok[threadIdx.x];
+  if (threadIdx.x == 0) counts[B] = P;
+}
+
+/* One block per tile of the union (list and counts from route). */
+template <class T, class XT, bool GLU, int NT, int U>
+__global__ void __launch_bounds__(kBlock, 2)
+    gate_up_mma(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
+                const T *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
+                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
+  constexpr int TN = GLU ? 8 : 16;
+  __shared__ float red[8][NT * 4][32];
+  pdl_wait();
+  pdl_trigger();
+  const int P = __ldcg(&counts[B]);
+  const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
+  if (kk0 >= P * S) return;
+  const int e = __ldcg(&list[kk0 / S]);
+  gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red);
+}
+
+/* Local-list scheme: a persistent grid; each block compacts the union from the bits itself (no
+   grid-wide step after route) and loops over tiles; block 0 also writes list and counts. */
+template <class T, class XT, bool GLU, int NT, int U>
+__global__ void __launch_bounds__(kBlock, 2)
+    gate_up_local(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
+                  const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
+                  int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
+  constexpr int TN = GLU ? 8 : 16;
+  __shared__ float red[8][NT * 4][32];
+  __shared__ int s_list[kMaxLocalExperts];
+  __shared__ int s_warp[kBlock / 32];
+  __shared__ int s_tok[LTE_SFFN_MAX_BATCH];
+  pdl_wait();
+  pdl_trigger();
+  const bool first = blockIdx.x == 0;
+  if (first && threadIdx.x < LTE_SFFN_MAX_BATCH) s_tok[threadIdx.x] = 0;
+  if (first) __syncthreads();
+  const int P = block_compact(bits, N, B, s_list, s_warp, first ? s_tok : nullptr);
+  if (first) {
+    for (int i = threadIdx.x; i < N; i += kBlock) list[i] = i < P ? s_list[i] : -1;
+    if (threadIdx.x < B) counts[threadIdx.x] = s_tok[threadIdx.x];
+    if (threadIdx.x == 0) counts[B] = P;
+  }
+  for (int tile = blockIdx.x; tile * TN < P * S; tile += gridDim.x) {
+    const int kk0 = tile * TN, e = s_list[kk0 / S];
+    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red);
+    __syncthreads(); /* red is reused by the next tile */
   }
 }
 
@@ -473,15 +627,27 @@ __device__ void down_finish(const T *__restrict__ bias, const YT *residual, YT *
   }
 }
 
-template <class T, class YT, int NT, int U, bool ATOMIC>
+template <class T, class YT, int NT, int U, bool ATOMIC, bool LOCAL>
 __global__ void __launch_bounds__(kBlock, 2)
     down_mma(const T *__restrict__ hbuf, const T *__restrict__ wdt, const T *__restrict__ bias,
-             const int32_t *__restrict__ list, const int32_t *__restrict__ counts, const YT *residual, YT *y,
+             const uint32_t *__restrict__ bits, const int32_t *__restrict__ list_g,
+             const int32_t *__restrict__ counts, int N, const YT *residual, YT *y,
              float *__restrict__ dacc, float *__restrict__ part, int *__restrict__ counters, int B, int C, int S,
              int F) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   pdl_trigger();
-  const int K = __ldcg(&counts[B]) * S; /* union rows (route's output: complete, see pdl_wait) */
+  /* the union (route's output: complete, see pdl_wait): from route's list, or compacted here */
+  int K;
+  const int32_t *list;
+  if constexpr (LOCAL) {
+    __shared__ int s_list[kMaxLocalExperts];
+    __shared__ int s_warp[kBlock / 32];
+    K = block_compact(bits, N, B, s_list, s_warp, nullptr) * S;
+    list = s_list;
+  } else {
+    K = __ldcg(&counts[B]) * S;
+    list = list_g;
+  }
   const int chunks = K / 16;             /* 16-row steps */
   const int per = (chunks + gridDim.y - 1) / gridDim.y;
   const int nparts = per > 0 ? (chunks + per - 1) / per : 0;
@@ -511,7 +677,7 @@ __global__ void __launch_bounds__(kBlock, 2)
         if (s < s_end) {
           const int kk = s * 16;
           const int p = kk / S;
-          const int64_t row = (int64_t)__ldcg(&list[p]) * S + (kk - p * S) + 4 * t;
+          const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (kk - p * S) + 4 * t;
           const T *wr = wdt + row * C + cg;
 #pragma unroll
           for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
@@ -736,6 +902,18 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   char *w8 = static_cast<char *>(ws);
   int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off);
   float *racc = reinterpret_cast<float *>(w8 + L.racc_off);
+  if (g_tune.local_list && n_experts <= kMaxLocalExperts) {
+    const dim3 g((n_experts + 7) / 8);
+#define ROUTE_BITS(T)                                                                                             \
+  launch(ctx, route_bits_kernel<T>, g, static_cast<const T *>(x), static_cast<const T *>(w_router),                \
+         static_cast<const T *>(b_router), logits, bits, (int)batch, (int)d_model, (int)n_experts)
+    const cudaError_t le = dtype == LTE_DTYPE_F16    ? ROUTE_BITS(__half)
+                           : dtype == LTE_DTYPE_BF16 ? ROUTE_BITS(__nv_bfloat16)
+                                                     : ROUTE_BITS(float);
+#undef ROUTE_BITS
+    if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of route_bits_kernel", le, __FILE__, __LINE__);
+    return LTE_STATUS_OK;
+  }
   int split = kRouteSplit;
   while (split > 1 && d_model % (split * 64) != 0) split--;
   dim3 grid(w_router ? (n_experts + 7) / 8 : 1, w_router ? split : 1);
@@ -755,32 +933,47 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   return LTE_STATUS_OK;
 }
 
+template <class T, class XT, bool GLU, int NT, int U>
+static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, const T *wg, const T *wi, const T *bi,
+                                   const uint32_t *bits, int32_t *list, int32_t *counts, T *h, int N, int B, int C,
+                                   int S, int F) {
+  if (g_tune.local_list && N <= kMaxLocalExperts) {
+    const unsigned sms = ctx->sm_count > 0 ? ctx->sm_count : 132;
+    const unsigned g = grid < 2 * sms ? grid : 2 * sms; /* persistent: 2 blocks per SM (launch bounds) */
+    return launch(ctx, gate_up_local<T, XT, GLU, NT, U>, dim3(g), x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F);
+  }
+  return launch(ctx, gate_up_mma<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, (const int32_t *)list, counts,
+                h, N, B, C, S, F);
+}
+
 template <class T, class XT, bool GLU>
 static cudaError_t launch_gate_up2(lte_ctx *ctx, unsigned grid, const void *x, const void *w_gate, const void *w_in,
                                    const void *b_in, const uint32_t *bits, const int32_t *list, const int32_t *counts,
-                                   void *h, int B, int C, int S, int F) {
+                                   void *h, int N, int B, int C, int S, int F) {
   const XT *xx = static_cast<const XT *>(x);
   const T *wg = static_cast<const T *>(w_gate), *wi = static_cast<const T *>(w_in), *bi = static_cast<const T *>(b_in);
   T *hh = static_cast<T *>(h);
-  const dim3 g(grid);
-  if (B > 8) return launch(ctx, gate_up_mma<T, XT, GLU, 2, 4>, g, xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
+  /* local-list mode writes list and counts (documented in lte.h) */
+  int32_t *ll = const_cast<int32_t *>(list), *cc = const_cast<int32_t *>(counts);
+  if (B > 8) return launch_gate_up3<T, XT, GLU, 2, 4>(ctx, grid, xx, wg, wi, bi, bits, ll, cc, hh, N, B, C, S, F);
   /* f32 x doubles the x registers: 4 chunks in flight */
   if (g_tune.gate_up_unroll == 4 || !std::is_same<T, XT>::value)
-    return launch(ctx, gate_up_mma<T, XT, GLU, 1, 4>, g, xx, wg, wi, bi, bits, list, counts, hh, B, C, S, F);
-  return launch(ctx, gate_up_mma<T, T, GLU, 1, 8>, g, static_cast<const T *>(x), wg, wi, bi, bits, list, counts, hh, B,
-                C, S, F);
+    return launch_gate_up3<T, XT, GLU, 1, 4>(ctx, grid, xx, wg, wi, bi, bits, ll, cc, hh, N, B, C, S, F);
+  return launch_gate_up3<T, T, GLU, 1, 8>(ctx, grid, static_cast<const T *>(x), wg, wi, bi, bits, ll, cc, hh, N, B, C,
+                                          S, F);
 }
 
 template <class T>
 static cudaError_t launch_gate_up(lte_ctx *ctx, bool glu, bool xf32, unsigned grid, const void *x, const void *w_gate,
                                   const void *w_in, const void *b_in, const uint32_t *bits, const int32_t *list,
-                                  const int32_t *counts, void *h, int B, int C, int S, int F) {
+                                  const int32_t *counts, void *h, int N, int B, int C, int S, int F) {
   if (xf32) {
-    return glu ? launch_gate_up2<T, float, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F)
-               : launch_gate_up2<T, float, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F);
+    return glu ? launch_gate_up2<T, float, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, N, B, C, S, F)
+               : launch_gate_up2<T, float, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, N, B, C, S,
+                                                  F);
   }
-  return glu ? launch_gate_up2<T, T, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F)
-             : launch_gate_up2<T, T, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, B, C, S, F);
+  return glu ? launch_gate_up2<T, T, true>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, N, B, C, S, F)
+             : launch_gate_up2<T, T, false>(ctx, grid, x, w_gate, w_in, b_in, bits, list, counts, h, N, B, C, S, F);
 }
 
 #define SFFN_CHECK_ACT_DTYPE(dt, adt, name)                                                                     \
@@ -809,6 +1002,11 @@ extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, 
   const int S = expert_size, F = n_experts * expert_size;
   const bool glu = act == LTE_SFFN_ACT_SILU_MUL;
   if (dtype == LTE_DTYPE_F32) {
+    if (g_tune.local_list && n_experts <= kMaxLocalExperts) { /* route wrote only the bits */
+      compact_kernel<<<1, kBlock, 0, ctx->stream>>>(bits, const_cast<int32_t *>(list), const_cast<int32_t *>(counts),
+                                                    n_experts, batch);
+      LTE_LAUNCH_CHECK("compact_kernel");
+    }
     gate_up_f32<<<(F + 7) / 8, kBlock, 0, ctx->stream>>>(
         static_cast<const float *>(x), static_cast<const float *>(w_gate), static_cast<const float *>(w_in),
         static_cast<const float *>(b_in), bits, list, counts, static_cast<float *>(h), act, batch, d_model, S, F);
@@ -819,10 +1017,10 @@ extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, 
   const bool xf32 = x_dtype == LTE_DTYPE_F32;
   const cudaError_t le =
       dtype == LTE_DTYPE_F16
-          ? launch_gate_up<__half>(ctx, glu, xf32, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch, d_model,
-                                   S, F)
-          : launch_gate_up<__nv_bfloat16>(ctx, glu, xf32, grid, x, w_gate, w_in, b_in, bits, list, counts, h, batch,
-                                          d_model, S, F);
+          ? launch_gate_up<__half>(ctx, glu, xf32, grid, x, w_gate, w_in, b_in, bits, list, counts, h, n_experts,
+                                   batch, d_model, S, F)
+          : launch_gate_up<__nv_bfloat16>(ctx, glu, xf32, grid, x, w_gate, w_in, b_in, bits, list, counts, h,
+                                          n_experts, batch, d_model, S, F);
   if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gate_up_mma", le, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }
@@ -832,8 +1030,8 @@ static constexpr int kDefaultDown = LTE_SFFN_DOWN_ATOMIC;
 
 template <class T, class YT, bool ATOMIC>
 static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, const void *wdt, const void *bias,
-                                const int32_t *list, const int32_t *counts, const void *residual, void *y, void *ws,
-                                int B, int C, int S, int F) {
+                                const uint32_t *bits, const int32_t *list, const int32_t *counts, const void *residual,
+                                void *y, void *ws, int N, int B, int C, int S, int F) {
   char *w8 = static_cast<char *>(ws);
   int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off) + 1;
   float *dacc = reinterpret_cast<float *>(w8 + L.dacc_off);
@@ -842,29 +1040,32 @@ static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, co
   const T *hh = static_cast<const T *>(h), *ww = static_cast<const T *>(wdt), *bb = static_cast<const T *>(bias);
   const YT *rr = static_cast<const YT *>(residual);
   YT *yy = static_cast<YT *>(y);
-  if (B <= 8)
-    return launch(ctx, down_mma<T, YT, 1, 4, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S,
-                  F);
-  return launch(ctx, down_mma<T, YT, 2, 2, ATOMIC>, grid, hh, ww, bb, list, counts, rr, yy, dacc, part, ctr, B, C, S, F);
+  const bool local = g_tune.local_list && N <= kMaxLocalExperts;
+#define DOWN(NT, U, LOC) \
+  launch(ctx, down_mma<T, YT, NT, U, ATOMIC, LOC>, grid, hh, ww, bb, bits, list, counts, N, rr, yy, dacc, part, ctr, B, C, S, F)
+  if (B <= 8) return local ? DOWN(1, 4, true) : DOWN(1, 4, false);
+  return local ? DOWN(2, 2, true) : DOWN(2, 2, false);
+#undef DOWN
 }
 
 template <class T>
 static cudaError_t launch_down(lte_ctx *ctx, bool atomic, bool yf32, const Layout &L, const void *h, const void *wdt,
-                               const void *bias, const int32_t *list, const int32_t *counts, const void *residual,
-                               void *y, void *ws, int B, int C, int S, int F) {
+                               const void *bias, const uint32_t *bits, const int32_t *list, const int32_t *counts,
+                               const void *residual, void *y, void *ws, int N, int B, int C, int S, int F) {
   if (yf32) {
-    return atomic ? launch_down2<T, float, true>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F)
-                  : launch_down2<T, float, false>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F);
+    return atomic ? launch_down2<T, float, true>(ctx, L, h, wdt, bias, bits, list, counts, residual, y, ws, N, B, C, S, F)
+                  : launch_down2<T, float, false>(ctx, L, h, wdt, bias, bits, list, counts, residual, y, ws, N, B, C, S,
+                                                  F);
   }
-  return atomic ? launch_down2<T, T, true>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F)
-                : launch_down2<T, T, false>(ctx, L, h, wdt, bias, list, counts, residual, y, ws, B, C, S, F);
+  return atomic ? launch_down2<T, T, true>(ctx, L, h, wdt, bias, bits, list, counts, residual, y, ws, N, B, C, S, F)
+                : launch_down2<T, T, false>(ctx, L, h, wdt, bias, bits, list, counts, residual, y, ws, N, B, C, S, F);
 }
 
 extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dtype, const void *h,
-                                            const void *w_down_t, const void *b_down, const int32_t *list,
-                                            const int32_t *counts, const void *residual, void *y, void *ws,
-                                            int32_t batch, int32_t d_model, int32_t n_experts, int32_t expert_size,
-                                            int32_t variant) {
+                                            const void *w_down_t, const void *b_down, const uint32_t *bits,
+                                            const int32_t *list, const int32_t *counts, const void *residual, void *y,
+                                            void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
+                                            int32_t expert_size, int32_t variant) {
   LTE_ENTER("lte_sffn_down");
   SFFN_CHECK_DTYPE(dtype);
   SFFN_CHECK_ACT_DTYPE(dtype, y_dtype, "y_dtype");
@@ -874,6 +1075,7 @@ extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte
               "variant = %d is not an LTE_SFFN_DOWN_* value", (int)variant);
   LTE_REQUIRE_PTR(h);
   LTE_REQUIRE_PTR(w_down_t);
+  LTE_REQUIRE_PTR(bits);
   LTE_REQUIRE_PTR(list);
   LTE_REQUIRE_PTR(counts);
   LTE_REQUIRE_PTR(y);
@@ -891,10 +1093,10 @@ extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte
   const bool yf32 = y_dtype == LTE_DTYPE_F32;
   const cudaError_t le =
       dtype == LTE_DTYPE_F16
-          ? launch_down<__half>(ctx, atomic, yf32, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
-                                d_model, S, F)
-          : launch_down<__nv_bfloat16>(ctx, atomic, yf32, L, h, w_down_t, b_down, list, counts, residual, y, ws, batch,
-                                       d_model, S, F);
+          ? launch_down<__half>(ctx, atomic, yf32, L, h, w_down_t, b_down, bits, list, counts, residual, y, ws,
+                                n_experts, batch, d_model, S, F)
+          : launch_down<__nv_bfloat16>(ctx, atomic, yf32, L, h, w_down_t, b_down, bits, list, counts, residual, y, ws,
+                                       n_experts, batch, d_model, S, F);
   if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of down_mma", le, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }
@@ -954,6 +1156,10 @@ extern "C" LTE_API lte_status lte_sffn_set_tuning(lte_ctx_t *ctx, int32_t key, i
     case LTE_SFFN_TUNE_GATE_UP_UNROLL:
       LTE_REQUIRE(value == 4 || value == 8, "LTE_SFFN_TUNE_GATE_UP_UNROLL value = %d must be 4 or 8", (int)value);
       g_tune.gate_up_unroll = value;
+      return LTE_STATUS_OK;
+    case LTE_SFFN_TUNE_LOCAL_LIST:
+      LTE_REQUIRE(value == 0 || value == 1, "LTE_SFFN_TUNE_LOCAL_LIST value = %d must be 0 or 1", (int)value);
+      g_tune.local_list = value;
       return LTE_STATUS_OK;
     case LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM:
       LTE_REQUIRE(value >= 1 && value <= kMaxDownBlocksPerSm, "LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM value = %d must be in [1, %d]",

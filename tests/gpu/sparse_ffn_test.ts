@@ -124,7 +124,19 @@ for (const [i, cs] of CASES.entries()) {
   });
 }
 
-function checkCase(name: string, cpu: DeviceFfn, gpu: DeviceFfn): void {
+function checkCase(name0: string, cpu: DeviceFfn, gpu: DeviceFfn): void {
+  // both union schemes: route's grid-wide list (0) and per-block compaction (LTE_SFFN_TUNE_LOCAL_LIST = 1)
+  for (const local of [0, 1]) {
+    tune(gpu, 4, local);
+    try {
+      checkScheme(`${name0}${local ? " local-list" : ""}`, cpu, gpu, local === 1);
+    } finally {
+      tune(gpu, 4, 0);
+    }
+  }
+}
+
+function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolean): void {
   const p = cpu.p, B = p.batch, F = p.N * p.S, eb = p.dtype === "f32" ? 4 : 2, yb = p.adtype === "f32" ? 4 : 2;
   // --- route
   route(cpu);
@@ -138,22 +150,29 @@ function checkCase(name: string, cpu: DeviceFfn, gpu: DeviceFfn): void {
   assert.ok(lc.worst <= 1 && lc.nan === 0, `${name} logits: worst ${lc.worst}, nan ${lc.nan}`);
   report[`${name} logits`] = { worst: lc.worst, rel: lc.rel };
   assert.deepEqual([...rg.bits], [...rc.bits], `${name}: expert bits differ`);
-  assert.deepEqual([...rg.list], [...rc.list], `${name}: union lists differ`);
-  assert.deepEqual([...rg.counts], [...rc.counts], `${name}: counts differ`);
-  // the GPU's own list is exactly {e : its logit > 0 for some token}
-  const own: number[] = [];
+  // the GPU's own bits are exactly {b : its logit > 0}
   for (let e = 0; e < p.N; e++) {
-    let any = p.router === null;
-    for (let b = 0; b < B; b++) if (rg.logits[b * p.N + e]! > 0) any = true;
-    if (any) own.push(e);
+    let m = 0;
+    for (let b = 0; b < B; b++) if (p.router === null || rg.logits[b * p.N + e]! > 0) m |= 1 << b;
+    assert.equal(rg.bits[e], m >>> 0, `${name}: bits[${e}] vs its own logits`);
   }
-  assert.deepEqual([...rg.list.subarray(0, own.length)], own);
+  if (!local) {
+    assert.deepEqual([...rg.list], [...rc.list], `${name}: union lists differ`);
+    assert.deepEqual([...rg.counts], [...rc.counts], `${name}: counts differ`);
+  }
   const P = rc.counts[B]!;
   // --- gate/up on identical route inputs (compact h: the first P*S columns of each row)
   gateUp(cpu);
   poison(gpu.be, gpu.h, eb * B * F);
   writeRoute(gpu, rc);
+  if (local) {
+    poison(gpu.be, gpu.list, 4 * p.N);
+    poison(gpu.be, gpu.counts, 4 * (B + 1));
+  }
   gateUp(gpu);
+  const after = readRoute(gpu); // local-list mode: gate_up wrote list and counts
+  assert.deepEqual([...after.list], [...rc.list], `${name}: union lists differ (after gate_up)`);
+  assert.deepEqual([...after.counts], [...rc.counts], `${name}: counts differ (after gate_up)`);
   const hc = readAs(cpu, cpu.h, B * F), hg = readAs(gpu, gpu.h, B * F);
   const used = (a: Float32Array) => {
     const out = new Float32Array(B * P * p.S);
