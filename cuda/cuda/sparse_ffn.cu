@@ -48,10 +48,13 @@ constexpr int kDownColsPerBlock = 512; /* 8 warps x 64 columns */
 constexpr int kMaxDownBlocksPerSm = 8;
 
 /* Process-wide tuning knobs (lte_sffn_set_tuning; benchmarks sweep them). */
+/* Defaults = the best of the sweep on the H200 (docs/results/sparse_ffn_h200.json "tuning"):
+   PDL on, unroll 4 (8 within noise), 2 down blocks per SM, route's grid-wide list (the local-list
+   scheme measured 62.6 / 35.0 us at 50 / 90 % against 51.0 / 22.2). */
 struct Tuning {
-  int pdl = 1;              /* programmatic dependent launch between the three kernels */
-  int gate_up_unroll = 8;   /* 32-column chunks in flight per warp (4 or 8) */
-  int down_blocks_per_sm = 4; /* target blocks of the down grid per multiprocessor (1..8) */
+  int pdl = 1;                /* programmatic dependent launch between the three kernels */
+  int gate_up_unroll = 4;     /* 32-column chunks in flight per warp (4 or 8) */
+  int down_blocks_per_sm = 2; /* target blocks of the down grid per multiprocessor (1..8) */
   int local_list = 0;         /* per-block union compaction instead of route's grid-wide step */
 };
 Tuning g_tune;
