@@ -215,7 +215,7 @@ function main(): void {
         "gate_up",
       );
       be.check(
-        be.sym.lte_sffn_down(be.ctx, DT, DT, h, ly.downT, null, bits, list, counts, null, y, ws, batch, C, N, S, vcode),
+        be.sym.lte_sffn_down(be.ctx, DT, DT, h, ly.downT, null, list, counts, null, y, ws, batch, C, N, S, vcode),
         "down",
       );
     }
@@ -335,7 +335,7 @@ function main(): void {
           "gate_up",
         );
         be.check(
-          be.sym.lte_sffn_down(be.ctx, DT, F32, h, ly.downT, null, bits, list, counts, y32, y32, ws, 1, C, N, S, 0),
+          be.sym.lte_sffn_down(be.ctx, DT, F32, h, ly.downT, null, list, counts, y32, y32, ws, 1, C, N, S, 0),
           "down",
         );
       });
@@ -362,7 +362,7 @@ function main(): void {
       } else {
         const v = which === "down_atomic" ? 1 : 2;
         be.check(
-          be.sym.lte_sffn_down(be.ctx, DT, DT, h, ly.downT, null, bits, list, counts, null, y, ws, 1, C, N, S, v),
+          be.sym.lte_sffn_down(be.ctx, DT, DT, h, ly.downT, null, list, counts, null, y, ws, 1, C, N, S, v),
           "d",
         );
       }

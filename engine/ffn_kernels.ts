@@ -218,7 +218,6 @@ export class SparseFfn {
         this.h,
         layer.downT,
         layer.downBias,
-        this.bits,
         this.list,
         this.counts,
         residual,

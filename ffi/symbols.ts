@@ -814,7 +814,6 @@ export const SYMBOLS = {
       P, // const void *h
       P, // const void *w_down_t
       P, // const void *b_down
-      P, // const uint32_t *bits
       P, // const int32_t *list
       P, // const int32_t *counts
       P, // const void *residual

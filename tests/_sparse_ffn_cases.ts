@@ -366,7 +366,6 @@ export function down(d: DeviceFfn, variant: keyof typeof VARIANT_CODE = "auto"):
       d.h,
       d.downT,
       d.downBias,
-      d.bits,
       d.list,
       d.counts,
       d.residual,

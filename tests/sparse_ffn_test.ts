@@ -332,7 +332,6 @@ Deno.test("bad input: INVALID_ARGUMENT naming the parameter; graphs are CUDA-onl
       d.h,
       d.downT,
       null,
-      d.bits,
       d.list,
       d.counts,
       null,

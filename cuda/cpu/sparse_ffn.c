@@ -188,9 +188,9 @@ LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype x
 }
 
 LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dtype, const void *h,
-                                 const void *w_down_t, const void *b_down, const uint32_t *bits, const int32_t *list,
-                                 const int32_t *counts, const void *residual, void *y, void *ws, int32_t batch,
-                                 int32_t d_model, int32_t n_experts, int32_t expert_size, int32_t variant) {
+                                 const void *w_down_t, const void *b_down, const int32_t *list, const int32_t *counts,
+                                 const void *residual, void *y, void *ws, int32_t batch, int32_t d_model,
+                                 int32_t n_experts, int32_t expert_size, int32_t variant) {
   CHECK_CTX();
   LTE_TRY(check_dtype(ctx, __func__, dtype));
   LTE_TRY(check_act_dtype(ctx, __func__, dtype, y_dtype, "y_dtype"));
@@ -201,7 +201,6 @@ LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dt
                 (int)variant);
   CHECK_PTR(h);
   CHECK_PTR(w_down_t);
-  CHECK_PTR(bits);
   CHECK_PTR(list);
   CHECK_PTR(counts);
   CHECK_PTR(y);

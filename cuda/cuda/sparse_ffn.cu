@@ -82,6 +82,7 @@ struct Layout {
   int cb;             /* column blocks of the down kernel */
   int ks;             /* row chunks (grid.y) of the down kernel */
   size_t ctr_off;     /* int32[64]: [0] route counter, [1 + i] down counter of column block i */
+  size_t bits_off;    /* u32[N] copy of the bits (local-list scheme: down reads them here) */
   size_t racc_off;    /* f32[B * N] router accumulators */
   size_t dacc_off;    /* f32[B * C] down accumulators (ATOMIC) */
   size_t part_off;    /* f32[KS * B * C] down partials (SPLITK) */
@@ -100,6 +101,8 @@ inline Layout layout(const lte_ctx *ctx, int B, int C, int N) {
   size_t off = 0;
   L.ctr_off = off;
   off = align256(off + sizeof(int) * (1 + (size_t)L.cb));
+  L.bits_off = off;
+  off = align256(off + sizeof(uint32_t) * (size_t)N);
   L.racc_off = off;
   off = align256(off + sizeof(float) * (size_t)B * N);
   L.dacc_off = off;
@@ -361,7 +364,8 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
 template <class T>
 __global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w,
                                                             const T *__restrict__ bias, float *__restrict__ logits,
-                                                            uint32_t *__restrict__ bits, int B, int C, int N) {
+                                                            uint32_t *__restrict__ bits,
+                                                            uint32_t *__restrict__ ws_bits, int B, int C, int N) {
   constexpr int V = 16 / sizeof(T);
   constexpr int RU = 16;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -409,7 +413,7 @@ __global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict_
       if (lane == 0) logits[(int64_t)b * N + e] = l;
     }
   }
-  if (lane == 0) bits[e] = m;
+  if (lane == 0) bits[e] = m, ws_bits[e] = m;
 }
 
 /* ------------------------------------------------------------------ gate/up (tensor cores) */
@@ -907,9 +911,10 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   float *racc = reinterpret_cast<float *>(w8 + L.racc_off);
   if (g_tune.local_list && n_experts <= kMaxLocalExperts) {
     const dim3 g((n_experts + 7) / 8);
+    uint32_t *ws_bits = reinterpret_cast<uint32_t *>(static_cast<char *>(ws) + L.bits_off);
 #define ROUTE_BITS(T)                                                                                             \
   launch(ctx, route_bits_kernel<T>, g, static_cast<const T *>(x), static_cast<const T *>(w_router),                \
-         static_cast<const T *>(b_router), logits, bits, (int)batch, (int)d_model, (int)n_experts)
+         static_cast<const T *>(b_router), logits, bits, ws_bits, (int)batch, (int)d_model, (int)n_experts)
     const cudaError_t le = dtype == LTE_DTYPE_F16    ? ROUTE_BITS(__half)
                            : dtype == LTE_DTYPE_BF16 ? ROUTE_BITS(__nv_bfloat16)
                                                      : ROUTE_BITS(float);
@@ -1065,10 +1070,10 @@ static cudaError_t launch_down(lte_ctx *ctx, bool atomic, bool yf32, const Layou
 }
 
 extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dtype, const void *h,
-                                            const void *w_down_t, const void *b_down, const uint32_t *bits,
-                                            const int32_t *list, const int32_t *counts, const void *residual, void *y,
-                                            void *ws, int32_t batch, int32_t d_model, int32_t n_experts,
-                                            int32_t expert_size, int32_t variant) {
+                                            const void *w_down_t, const void *b_down, const int32_t *list,
+                                            const int32_t *counts, const void *residual, void *y, void *ws,
+                                            int32_t batch, int32_t d_model, int32_t n_experts, int32_t expert_size,
+                                            int32_t variant) {
   LTE_ENTER("lte_sffn_down");
   SFFN_CHECK_DTYPE(dtype);
   SFFN_CHECK_ACT_DTYPE(dtype, y_dtype, "y_dtype");
@@ -1078,7 +1083,6 @@ extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte
               "variant = %d is not an LTE_SFFN_DOWN_* value", (int)variant);
   LTE_REQUIRE_PTR(h);
   LTE_REQUIRE_PTR(w_down_t);
-  LTE_REQUIRE_PTR(bits);
   LTE_REQUIRE_PTR(list);
   LTE_REQUIRE_PTR(counts);
   LTE_REQUIRE_PTR(y);
@@ -1092,6 +1096,7 @@ extern "C" LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte
     return LTE_STATUS_OK;
   }
   const Layout L = layout(ctx, batch, d_model, n_experts);
+  const uint32_t *bits = reinterpret_cast<const uint32_t *>(static_cast<const char *>(ws) + L.bits_off);
   const bool atomic = (variant == LTE_SFFN_DOWN_AUTO ? kDefaultDown : variant) == LTE_SFFN_DOWN_ATOMIC;
   const bool yf32 = y_dtype == LTE_DTYPE_F32;
   const cudaError_t le =

@@ -381,9 +381,9 @@ LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype x
    h: (B, F) from lte_sffn_gate_up; w_down_t: (F, C); b_down: (C) or NULL, all dtype; residual, y:
    (B, C) in y_dtype = dtype or F32 (residual may equal y: y += FFN(x)). variant: LTE_SFFN_DOWN_*. */
 LTE_API lte_status lte_sffn_down(lte_ctx_t *ctx, lte_dtype dtype, lte_dtype y_dtype, const void *h,
-                                 const void *w_down_t, const void *b_down, const uint32_t *bits, const int32_t *list,
-                                 const int32_t *counts, const void *residual, void *y, void *ws, int32_t batch,
-                                 int32_t d_model, int32_t n_experts, int32_t expert_size, int32_t variant);
+                                 const void *w_down_t, const void *b_down, const int32_t *list, const int32_t *counts,
+                                 const void *residual, void *y, void *ws, int32_t batch, int32_t d_model,
+                                 int32_t n_experts, int32_t expert_size, int32_t variant);
 
 /* Process-wide tuning knobs of the CUDA kernels (benchmarks sweep them; defaults are the measured
    best, docs/engine.md). The CPU backend validates and ignores them. Set them before capturing a
@@ -392,9 +392,10 @@ enum {
   LTE_SFFN_TUNE_PDL = 1,                /* 0/1: programmatic dependent launch between the kernels */
   LTE_SFFN_TUNE_GATE_UP_UNROLL = 2,     /* 4 or 8: column chunks in flight per warp (batch <= 8) */
   LTE_SFFN_TUNE_DOWN_BLOCKS_PER_SM = 3, /* 1..8: row chunks of the down grid per multiprocessor */
-  LTE_SFFN_TUNE_LOCAL_LIST = 4          /* 0/1: route writes only logits + bits; gate_up and down compact
-                                           the union per block (no grid-wide step); gate_up writes list
-                                           and counts. Needs n_experts <= 2048 (else ignored) */
+  LTE_SFFN_TUNE_LOCAL_LIST = 4          /* 0/1: route writes only logits + bits (and a copy of the bits
+                                           in ws); gate_up and down compact the union per block (no
+                                           grid-wide step); gate_up writes list and counts. Needs
+                                           n_experts <= 2048 (else ignored). Measured slower: off */
 };
 LTE_API lte_status lte_sffn_set_tuning(lte_ctx_t *ctx, int32_t key, int32_t value);
 
