@@ -60,7 +60,8 @@ Deno.test("CPU backend: every bad argument gets a status and a message naming th
   if (unreached.length > 0) {
     console.log(`pointer checks not reached by the generated cases: ${unreached.map((f) => f.name).join(", ")}`);
   }
-  assert.ok(plausibleOk.size >= headerOps().length / 2, `only ${plausibleOk.size} ops ran with plausible arguments`);
+  const ran = headerOps().filter((f) => plausibleOk.has(f.name)).length;
+  assert.ok(ran >= headerOps().length / 2, `only ${ran} of ${headerOps().length} ops ran with plausible arguments`);
   assert.deepEqual(failures, [], "\n" + failures.join("\n"));
 });
 
