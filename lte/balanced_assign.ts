@@ -89,6 +89,8 @@ export function balancedAssign(
   // Candidate lists: the T best raw scores of each row, and the (T+1)-th score ("outside").
   const T = Math.min(K, Math.max(2, opts.candidates ?? 16));
   const cand = new Int32Array(n * T);
+  // Their scores side by side (T = 16 floats: one cache line per bid instead of T scattered reads).
+  const candS = new Float32Array(n * T);
   const outside = new Float64Array(n).fill(-Infinity);
   {
     const topV = new Float64Array(T + 1), topJ = new Int32Array(T + 1);
@@ -107,7 +109,10 @@ export function balancedAssign(
         topV[p] = v;
         topJ[p] = j;
       }
-      for (let t = 0; t < T; t++) cand[i * T + t] = topJ[t]!;
+      for (let t = 0; t < T; t++) {
+        cand[i * T + t] = topJ[t]!;
+        candS[i * T + t] = topV[t]!;
+      }
       if (T < K) outside[i] = topV[T]!;
     }
   }
@@ -129,14 +134,15 @@ export function balancedAssign(
     while (top > 0) {
       const i = stack[--top]!;
       const row = i * K, co = i * T;
-      let b1 = -1, v1 = -Infinity, v2 = -Infinity;
+      let b1 = -1, v1 = -Infinity, v2 = -Infinity, s1 = 0;
       for (let t = 0; t < T; t++) {
-        const j = cand[co + t]!;
-        const v = score[row + j]! - heapP[j * cap]!;
+        const j = cand[co + t]!, sc = candS[co + t]!;
+        const v = sc - heapP[j * cap]!;
         if (v > v1) {
           v2 = v1;
           v1 = v;
           b1 = j;
+          s1 = sc;
         } else if (v > v2) v2 = v;
       }
       if (v2 < outside[i]! - gmin) {
@@ -151,12 +157,13 @@ export function balancedAssign(
             b1 = j;
           } else if (v > v2) v2 = v;
         }
+        s1 = score[row + b1]!;
       }
       const o = b1 * cap;
       if (cap > 1) {
         // The next-cheapest slot of the same cluster (a child of the heap root).
         const p2 = cap > 2 ? Math.min(heapP[o + 1]!, heapP[o + 2]!) : heapP[o + 1]!;
-        const alt = score[row + b1]! - p2;
+        const alt = s1 - p2;
         if (alt > v2) v2 = alt;
       }
       const newPrice = heapP[o]! + (v1 - v2) + eps;
