@@ -730,6 +730,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
     const T *kr = kc + base + (size_t)t * D;
     float dot = 0.0f;
     if (VEC) {
+#pragma unroll 8
       for (int d0 = 0; d0 < D; d0 += 8) {
         float kv[8];
         W8<T>::load(kr + d0, kv);
@@ -761,6 +762,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
 #pragma unroll
     for (int j = 0; j < 8; j++) acc[j] = 0.0f;
     if (tg < TG && (int)threadIdx.x < TG * DC) {
+#pragma unroll 4
       for (int t = tg; t < len; t += TG) {
         float vv[8];
         W8<T>::load(vc + base + (size_t)t * D + dc * 8, vv);
