@@ -55,16 +55,6 @@ struct W8<float> {
     o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
   }
   static __device__ __forceinline__ float one(const float *p) { return __ldg(p); }
-  static constexpr int kRaw = 2; /* uint4 per 8 weights */
-  static __device__ __forceinline__ void raw(const float *p, uint4 *r) {
-    r[0] = __ldcs(reinterpret_cast<const uint4 *>(p));
-    r[1] = __ldcs(reinterpret_cast<const uint4 *>(p) + 1);
-  }
-  static __device__ __forceinline__ void cvt(const uint4 *r, float *o) {
-    const float *f = reinterpret_cast<const float *>(r);
-#pragma unroll
-    for (int i = 0; i < 8; i++) o[i] = f[i];
-  }
 };
 
 template <>
@@ -80,19 +70,6 @@ struct W8<__half> {
     }
   }
   static __device__ __forceinline__ float one(const __half *p) { return __half2float(p[0]); }
-  static constexpr int kRaw = 1;
-  static __device__ __forceinline__ void raw(const __half *p, uint4 *r) {
-    r[0] = __ldcs(reinterpret_cast<const uint4 *>(p));
-  }
-  static __device__ __forceinline__ void cvt(const uint4 *r, float *o) {
-    const __half2 *h = reinterpret_cast<const __half2 *>(r);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 f = __half22float2(h[i]);
-      o[2 * i] = f.x;
-      o[2 * i + 1] = f.y;
-    }
-  }
 };
 
 template <>
@@ -108,19 +85,6 @@ struct W8<__nv_bfloat16> {
     }
   }
   static __device__ __forceinline__ float one(const __nv_bfloat16 *p) { return __bfloat162float(p[0]); }
-  static constexpr int kRaw = 1;
-  static __device__ __forceinline__ void raw(const __nv_bfloat16 *p, uint4 *r) {
-    r[0] = __ldcs(reinterpret_cast<const uint4 *>(p));
-  }
-  static __device__ __forceinline__ void cvt(const uint4 *r, float *o) {
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(r);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 f = __bfloat1622float2(h[i]);
-      o[2 * i] = f.x;
-      o[2 * i + 1] = f.y;
-    }
-  }
 };
 
 template <class T>
@@ -182,7 +146,7 @@ __device__ __forceinline__ float dgelu(float x) {
 /* ------------------------------------------------------------------ linear */
 
 constexpr int kLinWarps = 8;
-constexpr int kUnroll = 4; /* 16-byte chunks per row in flight per lane (raw, converted at use) */
+constexpr int kUnroll = 2;
 
 struct LinArgs {
   const void *w;
@@ -284,9 +248,7 @@ __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int r
   for (int r = 0; r < RB; r++) acca[r] = accb[r] = s1[r] = s2[r] = 0.0f;
   constexpr int STEP = 32 * VEC;
   for (int k0 = lane * VEC; k0 < K; k0 += STEP * kUnroll) {
-    constexpr int NR = VEC == 8 ? W8<T>::kRaw : 1;
-    uint4 rwa[kUnroll][NR], rwb[kUnroll][NR];
-    float swa[kUnroll], swb[kUnroll];  // VEC == 1
+    float wva[kUnroll][VEC], wvb[kUnroll][VEC];
 #pragma unroll
     for (int u = 0; u < kUnroll; u++) {
       const int kk = k0 + u * STEP;
@@ -298,40 +260,35 @@ __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int r
           if (r < rows) any = any || a.in_mask[(size_t)r * nexp + kk / a.S] != 0.0f;
         live = any;
       }
-#pragma unroll
-      for (int q = 0; q < NR; q++) rwa[u][q] = rwb[u][q] = make_uint4(0u, 0u, 0u, 0u);
-      swa[u] = swb[u] = 0.0f;
       if (live && ra >= 0) {
-        if constexpr (VEC == 8) W8<T>::raw(wa + kk, rwa[u]);
-        else swa[u] = W8<T>::one(wa + kk);
+        if (VEC == 8) W8<T>::load(wa + kk, wva[u]);
+        else wva[u][0] = W8<T>::one(wa + kk);
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; j++) wva[u][j] = 0.0f;
       }
       if (live && rb >= 0) {
-        if constexpr (VEC == 8) W8<T>::raw(wb + kk, rwb[u]);
-        else swb[u] = W8<T>::one(wb + kk);
+        if (VEC == 8) W8<T>::load(wb + kk, wvb[u]);
+        else wvb[u][0] = W8<T>::one(wb + kk);
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; j++) wvb[u][j] = 0.0f;
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; u++) {
       const int kk = k0 + u * STEP;
       if (kk >= K) continue;
-      float wva[1][VEC], wvb[1][VEC];
-      if constexpr (VEC == 8) {
-        W8<T>::cvt(rwa[u], wva[0]);
-        W8<T>::cvt(rwb[u], wvb[0]);
-      } else {
-        wva[0][0] = swa[u];
-        wvb[0][0] = swb[u];
-      }
       float nwv[VEC], nbv[VEC];
       if (norm) ldx_f32<VEC>(a.nw + kk, nwv);
       if (ln) {
         ldx_f32<VEC>(a.nb + kk, nbv);
 #pragma unroll
         for (int j = 0; j < VEC; j++) {
-          lwa = fmaf(wva[0][j], nwv[j], lwa);
-          lba = fmaf(wva[0][j], nbv[j], lba);
-          lwb = fmaf(wvb[0][j], nwv[j], lwb);
-          lbb = fmaf(wvb[0][j], nbv[j], lbb);
+          lwa = fmaf(wva[u][j], nwv[j], lwa);
+          lba = fmaf(wva[u][j], nbv[j], lba);
+          lwb = fmaf(wvb[u][j], nwv[j], lwb);
+          lbb = fmaf(wvb[u][j], nbv[j], lbb);
         }
       }
 #pragma unroll
@@ -348,8 +305,8 @@ __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int r
             xv[j] *= nwv[j];
           }
           xv[j] *= m;
-          acca[r] = fmaf(wva[0][j], xv[j], acca[r]);
-          accb[r] = fmaf(wvb[0][j], xv[j], accb[r]);
+          acca[r] = fmaf(wva[u][j], xv[j], acca[r]);
+          accb[r] = fmaf(wvb[u][j], xv[j], accb[r]);
         }
       }
     }
@@ -730,7 +687,6 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
     const T *kr = kc + base + (size_t)t * D;
     float dot = 0.0f;
     if (VEC) {
-#pragma unroll 8
       for (int d0 = 0; d0 < D; d0 += 8) {
         float kv[8];
         W8<T>::load(kr + d0, kv);
@@ -762,7 +718,6 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
 #pragma unroll
     for (int j = 0; j < 8; j++) acc[j] = 0.0f;
     if (tg < TG && (int)threadIdx.x < TG * DC) {
-#pragma unroll 4
       for (int t = tg; t < len; t += TG) {
         float vv[8];
         W8<T>::load(vc + base + (size_t)t * D + dc * 8, vv);

@@ -9,7 +9,9 @@
  *   - sampling: greedy exact; seeded top-k/top-p identical on >= 95% of rows (a row may differ
  *     only when the uniform lands within f32 rounding of a cumulative-mass boundary);
  *   - engine level, same dtype on both backends (f32, f16 or bf16 weights and KV cache):
- *     logits 1e-4 (f32) / 2e-3 (f16, bf16: KV values rounded from slightly different f32 sums),
+ *     logits 1e-4 (f32) / 2e-3 (f16) / 1e-2 (bf16): KV values (and, on the KERNELS path, x) are
+ *     rounded from slightly different f32 sums, one bf16 ulp is 3.9e-3 (measured: 2.7e-3 for bf16
+ *     on the KERNELS path, <= 4e-4 on the engine's own kernels),
  *     greedy tokens identical over 12 steps (tiny models with well separated logits);
  *   - half vs f32 reference: CUDA f16 logits within 2e-2 and bf16 within 6e-2 of the CPU f32 engine.
  */
@@ -488,7 +490,7 @@ for (const family of ["llama", "gpt2"] as const) {
           try {
             const a = await decode(gpu, prompts, 12), b = await decode(cpu, prompts, 12);
             const tag = `${family}_${dt}${sparse ? "_sparse" : ""}${ffnKernels ? "_kernels" : ""}`;
-            const tol = dt === "f32" ? 1e-4 : 2e-3;
+            const tol = dt === "f32" ? 1e-4 : dt === "f16" ? 2e-3 : 1e-2;
             const worst = agree(a, b, tol, tag);
             report[`engine_${tag}`] = worst;
             assert(worst < tol, `${tag}: logits differ by ${worst}`);
