@@ -136,8 +136,18 @@ async function attempt(
 }
 
 const dense = await attempt("dense", "dense batch 1", () => run(base, null, 1));
-await attempt("sparse50", "sparse ~50% batch 1", () => run({ ...base, sparse: true }, 0.5, 1), dense ?? undefined);
-await attempt("sparse90", "sparse ~90% batch 1", () => run({ ...base, sparse: true }, 0.1, 1), dense ?? undefined);
+await attempt(
+  "sparse50",
+  "sparse ~50% batch 1",
+  () => run({ ...base, sparse: true, ffnKernels: false }, 0.5, 1),
+  dense ?? undefined,
+);
+await attempt(
+  "sparse90",
+  "sparse ~90% batch 1",
+  () => run({ ...base, sparse: true, ffnKernels: false }, 0.1, 1),
+  dense ?? undefined,
+);
 const pdl = await attempt(
   "dense_pdl",
   "dense batch 1, PDL",
@@ -147,13 +157,13 @@ const pdl = await attempt(
 await attempt(
   "sparse50_pdl",
   "sparse ~50% batch 1, PDL",
-  () => run({ ...base, sparse: true, pdl: true }, 0.5, 1),
+  () => run({ ...base, sparse: true, ffnKernels: false, pdl: true }, 0.5, 1),
   pdl ?? undefined,
 );
 await attempt(
   "sparse90_pdl",
   "sparse ~90% batch 1, PDL",
-  () => run({ ...base, sparse: true, pdl: true }, 0.1, 1),
+  () => run({ ...base, sparse: true, ffnKernels: false, pdl: true }, 0.1, 1),
   pdl ?? undefined,
 );
 await attempt(
@@ -172,7 +182,7 @@ const d8 = await attempt("dense_batch8", "dense batch 8", () => run({ ...base, m
 const s8 = await attempt(
   "sparse90_batch8",
   "sparse ~90% batch 8 (union)",
-  () => run({ ...base, maxBatch: 8, sparse: true }, 0.1, 8),
+  () => run({ ...base, maxBatch: 8, sparse: true, ffnKernels: false }, 0.1, 8),
   d8 ?? undefined,
 );
 if (s8) {

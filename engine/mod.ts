@@ -53,7 +53,8 @@ export interface EngineOptions {
   /**
    * Sparse FFN through KERNELS' gather kernels (`lte_sffn_*`, engine/ffn_kernels.ts: tensor cores,
    * PDL) instead of the engine's own masked GEMVs. LLaMA only; d_model % 64 == 0, expert_size % 16
-   * == 0, maxBatch <= 16. Default false.
+   * == 0, maxBatch <= 16. Default: on for CUDA when the model fits those rules (faster on the
+   * H200), off on the CPU; false forces the engine's own sparse kernels.
    */
   ffnKernels?: boolean;
   /**
@@ -598,10 +599,15 @@ export class Engine {
     this.#qkv = this.#alloc(4 * R * qkvW);
     this.#att = this.#alloc(4 * R * d);
     this.#h = this.#alloc(4 * R * c.d_ff);
-    if (this.expertsPerLayer && this.options.ffnKernels) {
-      if (this.#expertSize % 16 !== 0) {
-        throw new EngineError(`engine option ffnKernels: expert_size ${this.#expertSize} % 16 != 0`);
-      }
+    // KERNELS' sparse FFN: explicit (ffnKernels: true) or, by default, on CUDA whenever the model
+    // fits its shape rules (it measured faster on the H200: docs/engine.md)
+    const c0 = this.config, o0 = this.options;
+    const fits = c0.family === "llama" && c0.d_model % 64 === 0 && this.#expertSize % 16 === 0 &&
+      o0.maxBatch <= SFFN_MAX_BATCH;
+    if (o0.ffnKernels && this.expertsPerLayer && this.#expertSize % 16 !== 0) {
+      throw new EngineError(`engine option ffnKernels: expert_size ${this.#expertSize} % 16 != 0`);
+    }
+    if (this.expertsPerLayer && (o0.ffnKernels ?? (o0.device === "cuda" && fits))) {
       this.#xn = this.#alloc(4 * R * d);
       this.#sffn = new SparseFfn(this.#be, this.options.dtype, {
         dModel: d,
