@@ -299,6 +299,7 @@ LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, const int32_t
   CHECK_NONNEG(rows);
   CHECK_POS(vocab);
   CHECK_POS(dim);
+  if (pos_table) CHECK_POS(n_pos); /* checked here, not per row, so the CUDA backend (which cannot read device positions) answers alike */
   if (rows == 0) return LTE_STATUS_OK;
   CHECK_PTR(ids);
   CHECK_PTR(tok);

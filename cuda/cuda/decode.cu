@@ -1086,6 +1086,7 @@ extern "C" LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, co
   LTE_CHECK_NONNEG(rows);
   LTE_CHECK_POS(vocab);
   LTE_CHECK_POS(dim);
+  if (pos_table) LTE_CHECK_POS(n_pos);
   if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(ids);
   LTE_REQUIRE_PTR(tok);
