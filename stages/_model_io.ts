@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   DEFAULT_HF_PACKAGE,
@@ -59,4 +59,19 @@ export function loadTokenizerFrom(dir: string): { tokenizer: Tokenizer; spec: To
   }
   const spec = JSON.parse(readFileSync(file, "utf8")) as TokenizerSpec;
   return { tokenizer: loadTokenizer(spec, { baseDir: dir, source: file }), spec };
+}
+
+/**
+ * Identity of files a stage reads but only names (sizes and modification times), for
+ * `StageDefinition.fingerprint`: a missing file hashes as missing (preflight reports it).
+ */
+export function statFingerprint(files: string[]): string {
+  return files.map((f) => {
+    try {
+      const st = statSync(f);
+      return `${f}:${st.size}:${st.mtime?.getTime() ?? 0}`;
+    } catch {
+      return `${f}:missing`;
+    }
+  }).join("|");
 }

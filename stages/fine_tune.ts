@@ -20,7 +20,7 @@
  * @module
  */
 import { z } from "zod";
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
@@ -41,7 +41,7 @@ import { linePlot } from "../report/svg_plot.ts";
 import { resolveCorpusFiles } from "../text/corpus.ts";
 import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
-import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
+import { loadTokenizerFrom, statFingerprint, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema, OptimizerSchema, TokenizerSchema, TrainingSchema } from "./_schemas.ts";
 import { checkTrainingMemory, formatBytes } from "./_memory.ts";
 import { train } from "./_train.ts";
@@ -412,14 +412,7 @@ export function fingerprintFineTune(c: FineTuneConfig, env: { configDir: string 
     files.push(...[c.tokenizer.encoder, c.tokenizer.merges].filter((f) => f).map((f) => at(f!)));
   }
   if (c.tokenizer?.type === "hf" && c.tokenizer.path) files.push(at(c.tokenizer.path));
-  return files.map((f) => {
-    try {
-      const st = statSync(f);
-      return `${f}:${st.size}:${st.mtime?.getTime() ?? 0}`;
-    } catch {
-      return `${f}:missing`;
-    }
-  }).join("|");
+  return statFingerprint(files);
 }
 
 /** The registered stage definition. */

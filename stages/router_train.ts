@@ -27,7 +27,7 @@
  * @module
  */
 import { z } from "zod";
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { getBackend, resolveDevice } from "../ffi/backend.ts";
@@ -71,7 +71,7 @@ import {
 import { resolveCorpusFiles } from "../text/corpus.ts";
 import { TokenDataset } from "../text/dataset.ts";
 import type { Tokenizer, TokenizerSpec } from "../text/tokenizer.ts";
-import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
+import { loadTokenizerFrom, statFingerprint, tokenizerFiles } from "./_model_io.ts";
 import { type DataConfig, DataSchema, OptimizerSchema, TrainingSchema } from "./_schemas.ts";
 import { train } from "./_train.ts";
 
@@ -786,14 +786,7 @@ export function fingerprintLte(c: { checkpoint?: string; data: DataConfig }, env
       files.push(join(at(c.checkpoint), f));
     }
   }
-  return files.map((f) => {
-    try {
-      const st = statSync(f);
-      return `${f}:${st.size}:${st.mtime?.getTime() ?? 0}`;
-    } catch {
-      return `${f}:missing`;
-    }
-  }).join("|");
+  return statFingerprint(files);
 }
 
 /** The registered stage definition. */
