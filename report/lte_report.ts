@@ -456,7 +456,7 @@ export function renderLteReport(r: LteReport): string {
   const times = r.stage_times.map((t) =>
     `<tr><td>${esc(t.stage)}</td><td>${esc(t.type)}</td><td>${f(t.duration_s, 1)}</td><td>${esc(t.status)}</td></tr>`
   ).join("\n");
-  const git = typeof r.git === "object" && r.git ? JSON.stringify(r.git) : String(r.git ?? "unknown");
+  const git = gitLine(r.git);
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(r.title)}</title>
 <style>
@@ -476,8 +476,8 @@ svg{max-width:100%;height:auto;display:block;margin:6px 0 14px}
 <tr><td>config hash</td><td><code>${esc(r.config_hash)}</code></td></tr>
 <tr><td>git revision</td><td><code>${esc(git)}</code></td></tr>
 <tr><td>hardware</td><td>${esc(hardware(r.hardware))}</td></tr>
-<tr><td>model</td><td>${esc(JSON.stringify(r.model))}</td></tr>
-<tr><td>data</td><td>${esc(JSON.stringify(r.data))}</td></tr>
+<tr><td>model</td><td>${esc(keyValues(r.model))}</td></tr>
+<tr><td>data</td><td>${esc(keyValues(r.data))}</td></tr>
 <tr><td>eval wall time</td><td>${f(r.eval_wall_s, 1)} s</td></tr>
 </table>
 <h2>Comparison at matched sparsity</h2>
@@ -505,4 +505,22 @@ ${samples || "<p>none</p>"}
 ${times}</table>
 </body></html>
 `;
+}
+
+/** `revision` (plus "+ uncommitted changes" when dirty) from the run's env.json git record. */
+function gitLine(g: unknown): string {
+  if (g && typeof g === "object") {
+    const { revision, dirty } = g as { revision?: unknown; dirty?: unknown };
+    if (typeof revision === "string") return revision + (dirty ? " + uncommitted changes" : "");
+    return JSON.stringify(g);
+  }
+  return String(g ?? "unknown");
+}
+
+/** A flat record as "key value · key value" for the header table (nested values as JSON). */
+function keyValues(o: unknown): string {
+  if (!o || typeof o !== "object") return String(o ?? "–");
+  return Object.entries(o as Record<string, unknown>)
+    .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`)
+    .join(" · ");
 }
