@@ -14,7 +14,7 @@
  * @module
  */
 import { Engine, type EngineOptions, GREEDY } from "../engine/mod.ts";
-import { getBackend } from "../ffi/backend.ts";
+import { backendAvailable, getBackend } from "../ffi/backend.ts";
 import { resolveModelConfig } from "../models/config.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 
@@ -28,6 +28,12 @@ const NEW = Number(flag("--new", "128"));
 const PROMPT = 16;
 const small = args.includes("--small");
 const device = (flag("--device", "cuda")) as "cuda" | "cpu";
+if (device === "cuda" && !backendAvailable("cuda")) {
+  console.log(
+    "decode_bench: no CUDA backend/GPU here; skipped (run it on the GPU machine, or pass --device cpu --small)",
+  );
+  Deno.exit(0);
+}
 const config = resolveModelConfig(
   small
     ? { family: "llama", vocab_size: 1000, n_layer: 2, d_model: 256, n_head: 4, d_ff: 512, max_seq: 4096 }
