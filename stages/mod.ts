@@ -12,9 +12,10 @@
 export { getStage, listStages, registerStage } from "./registry.ts";
 
 // Stage modules register themselves; add one import per stage module below.
+// In pipeline order: fine-tune -> group -> router-train -> adapt -> eval -> serve.
 import "./fine_tune.ts";
-import "./eval.ts";
-import "./serve.ts";
+import "./group.ts";
 import "./router_train.ts";
 import "./adapt.ts";
-import "./group.ts";
+import "./eval.ts";
+import "./serve.ts";
