@@ -26,7 +26,7 @@
  * @module
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { tmpdir } from "node:os";
 import { makeTinyModel } from "../tests/_serve_fixture.ts";
 
@@ -369,7 +369,10 @@ if (import.meta.main) {
   console.log(table(rows));
   const report = {
     time: new Date().toISOString(),
-    command: ["deno task loadtest", ...Deno.args].join(" "),
+    // The output path is where this machine wrote the file, not part of what was measured.
+    command: ["deno task loadtest", ...Deno.args.map((a, i) => Deno.args[i - 1] === "--out" ? basename(a) : a)].join(
+      " ",
+    ),
     runs: rows,
   };
   if (o.out) {
