@@ -39,6 +39,8 @@ import {
   zeroGrad,
 } from "../tensor/mod.ts";
 import { learningRate, type OptimizerConfig, type TrainingConfig } from "./_schemas.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { linePlot, type Series } from "../report/svg_plot.ts";
 
 /** One logged training step (`extra`: fields a stage's `afterStep` hook added, e.g. η, L_eff). */
 export interface StepRecord {
@@ -463,4 +465,33 @@ export async function train(opts: {
     history: state.history,
     evals: state.evals,
   };
+}
+
+/**
+ * Writes `<dir>/loss.svg`: train loss and validation loss vs step (the plot every training stage
+ * writes), plus any extra series (e.g. a baseline line).
+ */
+export async function writeLossPlot(
+  dir: string,
+  title: string,
+  result: Pick<TrainResult, "history" | "evals">,
+  opts: { validationName?: string; extra?: Series[] } = {},
+): Promise<void> {
+  await writeFileAtomic(
+    join(dir, "loss.svg"),
+    linePlot({
+      title,
+      xLabel: "step",
+      yLabel: "cross-entropy (nats/token)",
+      series: [
+        { name: "train", points: result.history.map((h) => [h.step, h.loss]) },
+        {
+          name: opts.validationName ?? "validation",
+          points: result.evals.map((e) => [e.step, e.val_loss]),
+          markers: "with-line",
+        },
+        ...(opts.extra ?? []),
+      ],
+    }),
+  );
 }

@@ -32,17 +32,10 @@ import { activeFraction, createRouting, readLteRouting } from "../models/routing
 import { calibrateOffset, SparsityController } from "../lte/controller.ts";
 import { Tensor } from "../tensor/mod.ts";
 import { registerStage } from "../pipeline/registry.ts";
-import {
-  canonicalJson,
-  type StageContext,
-  type StageDefinition,
-  writeFileAtomic,
-  writeJsonAtomic,
-} from "../pipeline/stage.ts";
-import { linePlot } from "../report/svg_plot.ts";
+import { canonicalJson, type StageContext, type StageDefinition, writeJsonAtomic } from "../pipeline/stage.ts";
 import { tokenMask } from "../lte/losses.ts";
 import { DataSchema, OptimizerSchema, TrainingSchema } from "./_schemas.ts";
-import { train } from "./_train.ts";
+import { train, writeLossPlot } from "./_train.ts";
 import {
   activeCount,
   fingerprintLte,
@@ -235,18 +228,7 @@ export async function runAdapt(c: AdaptConfig, ctx: StageContext): Promise<Recor
   });
   const model = result.model;
   try {
-    await writeFileAtomic(
-      join(ctx.dir, "loss.svg"),
-      linePlot({
-        title: `${ctx.name}: stage-2 task loss (hard routing, τ = ${tau})`,
-        xLabel: "step",
-        yLabel: "cross-entropy (nats/token)",
-        series: [
-          { name: "train", points: result.history.map((h) => [h.step, h.loss]) },
-          { name: "validation", points: result.evals.map((e) => [e.step, e.val_loss]), markers: "with-line" },
-        ],
-      }),
-    );
+    await writeLossPlot(ctx.dir, `${ctx.name}: stage-2 task loss (hard routing, τ = ${tau})`, result);
     if (result.interrupted) return { interrupted: true, steps: result.steps, state: "state/" };
     const measure = (lossToo: boolean) =>
       measureRouting(model, data, { batchSize: B, seqLen: T, batches: c.measure_batches, device, bins: 20, lossToo });

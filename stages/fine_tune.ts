@@ -34,17 +34,15 @@ import {
   type PreflightEnv,
   type StageContext,
   type StageDefinition,
-  writeFileAtomic,
   writeJsonAtomic,
 } from "../pipeline/stage.ts";
-import { linePlot } from "../report/svg_plot.ts";
 import { resolveCorpusFiles } from "../text/corpus.ts";
 import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
 import { loadTokenizerFrom, statFingerprint, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema, OptimizerSchema, TokenizerSchema, TrainingSchema } from "./_schemas.ts";
 import { checkTrainingMemory, formatBytes } from "./_memory.ts";
-import { train } from "./_train.ts";
+import { train, writeLossPlot } from "./_train.ts";
 import { registerStage } from "../pipeline/registry.ts";
 
 /** The fine-tune stage's config. */
@@ -260,22 +258,12 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
   try {
     const final = result.evals.at(-1);
     const history = result.history;
-    await writeFileAtomic(
-      join(ctx.dir, "loss.svg"),
-      linePlot({
-        title: `${ctx.name}: loss (unigram baseline ppl ${unigram.toFixed(1)})`,
-        xLabel: "step",
-        yLabel: "cross-entropy (nats/token)",
-        series: [
-          { name: "train", points: history.map((h) => [h.step, h.loss]) },
-          { name: "validation", points: result.evals.map((e) => [e.step, e.val_loss]), markers: "with-line" },
-          {
-            name: "unigram baseline",
-            points: [[0, Math.log(unigram)], [Math.max(1, result.steps), Math.log(unigram)]],
-          },
-        ],
-      }),
-    );
+    await writeLossPlot(ctx.dir, `${ctx.name}: loss (unigram baseline ppl ${unigram.toFixed(1)})`, result, {
+      extra: [{
+        name: "unigram baseline",
+        points: [[0, Math.log(unigram)], [Math.max(1, result.steps), Math.log(unigram)]],
+      }],
+    });
     if (result.interrupted) {
       return { interrupted: true, steps: result.steps, state: "state/" };
     }

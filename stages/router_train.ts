@@ -73,7 +73,7 @@ import { TokenDataset } from "../text/dataset.ts";
 import type { Tokenizer, TokenizerSpec } from "../text/tokenizer.ts";
 import { loadTokenizerFrom, statFingerprint, tokenizerFiles } from "./_model_io.ts";
 import { type DataConfig, DataSchema, OptimizerSchema, TrainingSchema } from "./_schemas.ts";
-import { train } from "./_train.ts";
+import { train, writeLossPlot } from "./_train.ts";
 
 /** Router settings of stage 1. */
 export const RouterSchema = z.strictObject({
@@ -582,18 +582,9 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
   const model = result.model;
   try {
     const history = result.history;
-    await writeFileAtomic(
-      join(ctx.dir, "loss.svg"),
-      linePlot({
-        title: `${ctx.name}: stage-1 task loss (soft routing)`,
-        xLabel: "step",
-        yLabel: "cross-entropy (nats/token)",
-        series: [
-          { name: "train", points: history.map((h) => [h.step, h.loss]) },
-          { name: "validation (soft)", points: result.evals.map((e) => [e.step, e.val_loss]), markers: "with-line" },
-        ],
-      }),
-    );
+    await writeLossPlot(ctx.dir, `${ctx.name}: stage-1 task loss (soft routing)`, result, {
+      validationName: "validation (soft)",
+    });
     const curve = history.map((h) => [h.step, h.sparsity as number] as [number, number]);
     await writeFileAtomic(
       join(ctx.dir, "sparsity.svg"),
