@@ -8,87 +8,7 @@
  * LTE_STATUS_UNSUPPORTED here and the engine runs its steps eagerly.
  */
 #include "cpu_common.h"
-
-/* ---------------------------------------------------------------- half conversions */
-
-static inline float dec_f16_to_f32(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else { /* subnormal: normalise */
-      int e = -1;
-      uint32_t m = man;
-      do {
-        e++;
-        m <<= 1;
-      } while ((m & 0x400u) == 0);
-      bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((m & 0x3ffu) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-static inline uint16_t dec_f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t absx = x & 0x7fffffffu;
-  if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0)); /* inf/nan */
-  if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
-  if (absx < 0x38800000u) { /* subnormal or zero in f16 */
-    if (absx < 0x33000000u) return (uint16_t)sign; /* < 2^-25: rounds to 0 */
-    const uint32_t e = absx >> 23;                    /* biased exponent, in [102, 112] */
-    const uint32_t m = (absx & 0x7fffffu) | 0x800000u; /* value = m * 2^(e - 150) */
-    const uint32_t drop = 126 - e;                    /* f16 subnormal unit 2^-24: q = m >> drop */
-    uint32_t q = m >> drop;
-    const uint32_t rem = m & ((1u << drop) - 1u), half = 1u << (drop - 1);
-    if (rem > half || (rem == half && (q & 1u))) q++;
-    return (uint16_t)(sign | q);
-  }
-  /* normal: rebias exponent, round mantissa to 10 bits (nearest even; carry may bump exponent) */
-  uint32_t h = ((absx >> 13) - ((127 - 15) << 10));
-  const uint32_t rem = absx & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-  return (uint16_t)(sign | h);
-}
-
-static inline float dec_bf16_to_f32(uint16_t h) {
-  const uint32_t bits = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-static inline uint16_t dec_f32_to_bf16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet nan */
-  const uint32_t lsb = (x >> 16) & 1u;
-  x += 0x7fffu + lsb;
-  return (uint16_t)(x >> 16);
-}
-
-/* Element i of a weight/cache array of dtype dt, as f32. */
-static inline float dec_load(lte_dtype dt, const void *p, int64_t i) {
-  if (dt == LTE_DTYPE_F32) return ((const float *)p)[i];
-  if (dt == LTE_DTYPE_F16) return dec_f16_to_f32(((const uint16_t *)p)[i]);
-  return dec_bf16_to_f32(((const uint16_t *)p)[i]);
-}
-
-static inline void dec_store(lte_dtype dt, void *p, int64_t i, float v) {
-  if (dt == LTE_DTYPE_F32) ((float *)p)[i] = v;
-  else if (dt == LTE_DTYPE_F16) ((uint16_t *)p)[i] = dec_f32_to_f16(v);
-  else ((uint16_t *)p)[i] = dec_f32_to_bf16(v);
-}
+#include "half.h" /* lte_load_elem / lte_store_elem: half weights and caches, shared with sparse_ffn.c */
 
 static lte_status dec_check_dtype(lte_ctx_t *ctx, const char *fn, lte_dtype dt, const char *what) {
   if (dt == LTE_DTYPE_F32 || dt == LTE_DTYPE_F16 || dt == LTE_DTYPE_BF16) return LTE_STATUS_OK;
@@ -190,10 +110,10 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
       }
       const float *xr = xp + (int64_t)r * K;
       float acc = 0.0f;
-      for (int64_t i = 0; i < K; i++) acc += dec_load(wdtype, w, j * K + i) * xr[i];
+      for (int64_t i = 0; i < K; i++) acc += lte_load_elem(wdtype, w, j * K + i) * xr[i];
       if (act == LTE_DEC_ACT_SWIGLU) {
         float up = 0.0f;
-        for (int64_t i = 0; i < K; i++) up += dec_load(wdtype, w, (N + j) * K + i) * xr[i];
+        for (int64_t i = 0; i < K; i++) up += lte_load_elem(wdtype, w, (N + j) * K + i) * xr[i];
         *yo = dec_silu(acc) * up;
         continue;
       }
@@ -241,7 +161,7 @@ LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype wdtype, con
         if (!on) continue;
         for (int32_t j = 0; j < expert_size; j++) {
           const int64_t kk = (int64_t)e * expert_size + j;
-          acc += H[(int64_t)r * k + kk] * dec_load(wdtype, wt, kk * n + c);
+          acc += H[(int64_t)r * k + kk] * lte_load_elem(wdtype, wt, kk * n + c);
         }
       }
       Y[(int64_t)r * n + c] += acc;
@@ -314,8 +234,8 @@ LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, const int32_t
       return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: pos[%d] = %d is outside [0, %d)", __func__, r, pos[r], n_pos);
     }
     for (int32_t i = 0; i < dim; i++) {
-      float v = dec_load(wdtype, tok, (int64_t)ids[r] * dim + i);
-      if (pos_table) v += dec_load(wdtype, pos_table, (int64_t)pos[r] * dim + i);
+      float v = lte_load_elem(wdtype, tok, (int64_t)ids[r] * dim + i);
+      if (pos_table) v += lte_load_elem(wdtype, pos_table, (int64_t)pos[r] * dim + i);
       O[(int64_t)r * dim + i] = v;
     }
   }
@@ -387,8 +307,8 @@ LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *
       const float *kr = row + (int64_t)(heads + g) * D;
       const float *vr = row + (int64_t)(heads + kv_heads + g) * D;
       for (int32_t d = 0; d < D; d++) {
-        dec_store(kvdtype, k_cache, base + d, kr[d]);
-        dec_store(kvdtype, v_cache, base + d, vr[d]);
+        lte_store_elem(kvdtype, k_cache, base + d, kr[d]);
+        lte_store_elem(kvdtype, v_cache, base + d, vr[d]);
       }
     }
   }
@@ -436,7 +356,7 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
       float mx = -INFINITY;
       for (int32_t t = 0; t < len; t++) {
         float dot = 0.0f;
-        for (int32_t d = 0; d < D; d++) dot += q[d] * dec_load(kvdtype, k_cache, base + (int64_t)t * D + d);
+        for (int32_t d = 0; d < D; d++) dot += q[d] * lte_load_elem(kvdtype, k_cache, base + (int64_t)t * D + d);
         s[t] = dot * scale;
         if (s[t] > mx) mx = s[t];
       }
@@ -448,7 +368,7 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
       float *o = O + (int64_t)r * heads * D + (int64_t)h * D;
       for (int32_t d = 0; d < D; d++) {
         float acc = 0.0f;
-        for (int32_t t = 0; t < len; t++) acc += s[t] * dec_load(kvdtype, v_cache, base + (int64_t)t * D + d);
+        for (int32_t t = 0; t < len; t++) acc += s[t] * lte_load_elem(kvdtype, v_cache, base + (int64_t)t * D + d);
         o[d] = acc / sum;
       }
     }
@@ -592,7 +512,7 @@ LTE_API lte_status lte_dec_fill_random(lte_ctx_t *ctx, lte_dtype dtype, void *x,
   CHECK_NONNEG(n);
   if (n == 0) return LTE_STATUS_OK;
   CHECK_PTR(x);
-  for (int64_t i = 0; i < n; i++) dec_store(dtype, x, i, scale * (2.0f * lte_uniform(seed, i) - 1.0f));
+  for (int64_t i = 0; i < n; i++) lte_store_elem(dtype, x, i, scale * (2.0f * lte_uniform(seed, i) - 1.0f));
   return LTE_STATUS_OK;
 }
 
@@ -604,7 +524,7 @@ LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, const void *
   CHECK_PTR(x);
   CHECK_PTR(y);
   const float *X = x;
-  for (int64_t i = 0; i < n; i++) dec_store(dtype, y, i, X[i]);
+  for (int64_t i = 0; i < n; i++) lte_store_elem(dtype, y, i, X[i]);
   return LTE_STATUS_OK;
 }
 
