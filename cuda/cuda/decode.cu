@@ -19,7 +19,7 @@
  *   lte_dec_attention    one block per (row, head), single pass with an online softmax: D/8 lanes
  *                        own a cached position (16-byte K and V loads, 4 positions in flight per
  *                        lane), each (warp, lane group) keeps its running max/sum/values, merged in
- *                        shared memory (attention_flash_kernel; D = 32/64/128/256). Other head
+ *                        shared memory (attention_flash_kernel; D = 8, 16, ..., 256). Other head
  *                        sizes, or LTE_DEC_ATTN=old: scores in shared memory, block max/sum, then
  *                        (8-dim chunk x position group) threads accumulate the values.
  *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
@@ -1331,14 +1331,16 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
         kv_heads, head_dim, max_t, scale));                                                                         \
   } while (0)
   const int lp = head_dim / 8;
-  if (vec && (lp == 4 || lp == 8 || lp == 16 || lp == 32) && flash_attention_enabled()) {
+  if (vec && (lp == 1 || lp == 2 || lp == 4 || lp == 8 || lp == 16 || lp == 32) && flash_attention_enabled()) {
 #define LTE_FLASH(T, LP)                                                                                           \
   LTE_CUDA_TRY(dlaunch(attention_flash_kernel<T, LP>, dim3(blocks), dim3(kFlashWarps * 32), 0, ctx->stream, F32(qkv), \
                        ld, static_cast<const T *>(k_cache), static_cast<const T *>(v_cache), slots, pos, F32W(out),  \
                        heads, kv_heads, max_t, scale))
 #define LTE_FLASH_D(T)                                                                                             \
   do {                                                                                                             \
-    if (lp == 4) LTE_FLASH(T, 4);                                                                                  \
+    if (lp == 1) LTE_FLASH(T, 1);                                                                                  \
+    else if (lp == 2) LTE_FLASH(T, 2);                                                                             \
+    else if (lp == 4) LTE_FLASH(T, 4);                                                                             \
     else if (lp == 8) LTE_FLASH(T, 8);                                                                             \
     else if (lp == 16) LTE_FLASH(T, 16);                                                                           \
     else LTE_FLASH(T, 32);                                                                                         \

@@ -228,75 +228,88 @@ Deno.test({
       );
       assertEquals(Array.from(out.f32("cuda")), Array.from(out.f32("cpu")));
       for (const p of [tok, pt, ids, pos, out]) p.free();
-      // rope + append, then attention over a cache with earlier positions filled identically
-      const H = 4, HKV = 2, D = 16, T = 20, NS = 3, rows = 3, ld = (H + 2 * HKV) * D;
+      // rope + append, then attention over a cache with earlier positions filled identically;
+      // head sizes 16/64/128 (2, 8, 16 lanes per position) and a context longer than one block's
+      // positions per pass
+      for (const [H, HKV, D, T] of [[4, 2, 16, 20], [4, 4, 64, 70], [2, 1, 128, 300]] as const) {
+        const NS = 3, rows = 3, ld = (H + 2 * HKV) * D;
+        const eb = dt === "f32" ? 4 : 2;
+        const cacheInit = rng.normals(NS * HKV * T * D, 1);
+        const kc = Pair.weights(cacheInit, dt), vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
+        const qkv = Pair.of(rng.normals(rows * ld, 1));
+        const slots = Pair.of(Int32Array.from([2, 0, 2])), ps = Pair.of(Int32Array.from([7, T - 1, 8]));
+        both(
+          (kd) =>
+            getBackend(kd).sym.lte_dec_rope_append(
+              getBackend(kd).ctx,
+              DTypeCode[dt],
+              qkv.p[kd],
+              ld,
+              kc.p[kd],
+              vc.p[kd],
+              slots.p[kd],
+              ps.p[kd],
+              rows,
+              H,
+              HKV,
+              D,
+              NS,
+              T,
+              10000,
+            ),
+          "lte_dec_rope_append",
+        );
+        const eq = rel(qkv.f32("cuda"), qkv.f32("cpu"));
+        assert(eq < 1e-5, `rope ${dt}: ${eq}`);
+        const kcu = new Uint8Array(NS * HKV * T * D * eb), kcp = new Uint8Array(kcu.length);
+        getBackend("cuda").read(kcu, kc.p.cuda);
+        getBackend("cpu").read(kcp, kc.p.cpu);
+        const widen = (b: Uint8Array) =>
+          dt === "f32"
+            ? new Float32Array(b.buffer)
+            : dt === "f16"
+            ? f16ToF32(new Uint16Array(b.buffer))
+            : bf16ToF32(new Uint16Array(b.buffer));
+        const ek = rel(widen(kcu), widen(kcp));
+        assert(ek < (dt === "f32" ? 1e-5 : dt === "f16" ? 2e-3 : 1e-2), `${dt} k cache after rope+append: ${ek}`);
+        getBackend("cuda").write(kc.p.cuda, kcp); // identical caches for the attention check
+        const att = new Pair(rows * H * D * 4);
+        // the single-pass kernel (default) and the two-pass one (LTE_DEC_ATTN=old) against the CPU
+        for (const kernel of ["flash", "old"]) {
+          if (kernel === "old") Deno.env.set("LTE_DEC_ATTN", "old");
+          try {
+            both(
+              (kd) =>
+                getBackend(kd).sym.lte_dec_attention(
+                  getBackend(kd).ctx,
+                  DTypeCode[dt],
+                  qkv.p[kd],
+                  ld,
+                  kc.p[kd],
+                  vc.p[kd],
+                  slots.p[kd],
+                  ps.p[kd],
+                  att.p[kd],
+                  rows,
+                  H,
+                  HKV,
+                  D,
+                  NS,
+                  T,
+                  0.25,
+                ),
+              "lte_dec_attention",
+            );
+            const ea = rel(att.f32("cuda"), att.f32("cpu"));
+            report[`attention_${dt}_D${D}_${kernel}`] = ea;
+            assert(ea < 1e-5, `attention ${dt} D=${D} T=${T} (${kernel}): ${ea}`);
+          } finally {
+            Deno.env.delete("LTE_DEC_ATTN");
+          }
+        }
+        for (const p of [kc, vc, qkv, slots, ps, att]) p.free();
+      }
       const eb = dt === "f32" ? 4 : 2;
-      const cacheInit = rng.normals(NS * HKV * T * D, 1);
-      const kc = Pair.weights(cacheInit, dt), vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
-      const qkv = Pair.of(rng.normals(rows * ld, 1));
-      const slots = Pair.of(Int32Array.from([2, 0, 2])), ps = Pair.of(Int32Array.from([7, 19, 8]));
-      both(
-        (kd) =>
-          getBackend(kd).sym.lte_dec_rope_append(
-            getBackend(kd).ctx,
-            DTypeCode[dt],
-            qkv.p[kd],
-            ld,
-            kc.p[kd],
-            vc.p[kd],
-            slots.p[kd],
-            ps.p[kd],
-            rows,
-            H,
-            HKV,
-            D,
-            NS,
-            T,
-            10000,
-          ),
-        "lte_dec_rope_append",
-      );
-      const eq = rel(qkv.f32("cuda"), qkv.f32("cpu"));
-      assert(eq < 1e-5, `rope ${dt}: ${eq}`);
-      const kcu = new Uint8Array(NS * HKV * T * D * eb), kcp = new Uint8Array(kcu.length);
-      getBackend("cuda").read(kcu, kc.p.cuda);
-      getBackend("cpu").read(kcp, kc.p.cpu);
-      const widen = (b: Uint8Array) =>
-        dt === "f32"
-          ? new Float32Array(b.buffer)
-          : dt === "f16"
-          ? f16ToF32(new Uint16Array(b.buffer))
-          : bf16ToF32(new Uint16Array(b.buffer));
-      const ek = rel(widen(kcu), widen(kcp));
-      assert(ek < (dt === "f32" ? 1e-5 : dt === "f16" ? 2e-3 : 1e-2), `${dt} k cache after rope+append: ${ek}`);
-      getBackend("cuda").write(kc.p.cuda, kcp); // identical caches for the attention check
-      const att = new Pair(rows * H * D * 4);
-      both(
-        (kd) =>
-          getBackend(kd).sym.lte_dec_attention(
-            getBackend(kd).ctx,
-            DTypeCode[dt],
-            qkv.p[kd],
-            ld,
-            kc.p[kd],
-            vc.p[kd],
-            slots.p[kd],
-            ps.p[kd],
-            att.p[kd],
-            rows,
-            H,
-            HKV,
-            D,
-            NS,
-            T,
-            0.25,
-          ),
-        "lte_dec_attention",
-      );
-      const ea = rel(att.f32("cuda"), att.f32("cpu"));
-      report[`attention_${dt}`] = ea;
-      assert(ea < 1e-5, `attention ${dt}: ${ea}`);
-      for (const p of [kc, vc, qkv, slots, ps, att]) p.free();
       // conversion: round to nearest even on both
       const src = Pair.of(rng.normals(1000, 3));
       const dst = new Pair(1000 * eb + 8);
