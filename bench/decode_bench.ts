@@ -62,6 +62,8 @@ interface RunStats {
   gb_s: number;
   active_fraction: number | null;
   bytes_per_token: number;
+  /** Median device time per step with steps launched back to back (no host turnaround). */
+  device_ms_per_step: number;
 }
 
 async function run(opts: EngineOptions, activeFraction: number | null, batch: number): Promise<RunStats> {
@@ -90,6 +92,20 @@ async function run(opts: EngineOptions, activeFraction: number | null, batch: nu
       rates.push((NEW * batch) / ((t2 - t1) / 1000));
       prefills.push(t1 - t0);
     }
+    // device time per step without the host's per-token turnaround (steps launched back to back)
+    const devMs: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      const slots = Array.from({ length: batch }, () => eng.allocSlot()!);
+      for (const [i, s] of slots.entries()) {
+        await eng.prefill(
+          s,
+          Array.from({ length: PROMPT }, (_, j) => (i * 89 + j * 13 + rep) % config.vocab_size),
+          GREEDY,
+        );
+      }
+      devMs.push(await eng.timeSteps(slots, slots.map(() => GREEDY), NEW));
+      for (const s of slots) eng.freeSlot(s);
+    }
     const active = activeN ? activeSum / activeN : null;
     const wb = eng.weightBytes;
     // bytes read per step: all weights but the FFN, plus the active share of the FFN (batch 1)
@@ -103,6 +119,7 @@ async function run(opts: EngineOptions, activeFraction: number | null, batch: nu
       gb_s: (bytes * tok / batch) / 1e9,
       active_fraction: active,
       bytes_per_token: bytes,
+      device_ms_per_step: median(devMs),
     };
   } finally {
     eng.dispose();
@@ -115,7 +132,7 @@ results.device = be.deviceInfo();
 const rows: string[] = [];
 const line = (name: string, r: RunStats, ref?: RunStats) => {
   const s = `${name.padEnd(28)} ${r.tok_s.toFixed(1).padStart(8)} tok/s  ${r.ms_per_token.toFixed(3)} ms/step  ` +
-    `${r.gb_s.toFixed(0).padStart(5)} GB/s` +
+    `${r.gb_s.toFixed(0).padStart(5)} GB/s  device ${r.device_ms_per_step.toFixed(3)} ms/step` +
     (r.active_fraction !== null ? `  active ${(100 * r.active_fraction).toFixed(1)}%` : "") +
     (ref ? `  ${(r.tok_s / ref.tok_s).toFixed(2)}x dense` : "");
   rows.push(s);

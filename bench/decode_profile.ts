@@ -32,7 +32,7 @@ const opts: EngineOptions = {
   device: "cuda",
   dtype: "f16",
   sparse: sparseFrac > 0,
-  maxBatch: 1,
+  maxBatch: 2,
   maxContext: 16 + steps + 8,
   ...(sparseFrac > 0 ? { ffnKernels: kernels } : {}),
 };
@@ -51,4 +51,9 @@ console.log(
   `decode_profile sparse=${sparseFrac} kernels=${kernels} layers=${config.n_layer}: ${ms.toFixed(3)} ms/token ` +
     `(${(1000 / ms).toFixed(1)} tok/s)`,
 );
+const slot2 = eng.allocSlot() ?? slot;
+if (slot2 !== slot) await eng.prefill(slot2, Array.from({ length: 16 }, (_, j) => (j * 7) % 32000), GREEDY);
+else eng.freeSlot(slot);
+const dev = slot2 === slot ? null : await eng.timeSteps([slot2], [GREEDY], steps - 8);
+if (dev !== null) console.log(`  device time per step (steps back to back, no host turnaround): ${dev.toFixed(3)} ms`);
 eng.dispose();

@@ -1071,6 +1071,51 @@ export class Engine {
     });
   }
 
+  /**
+   * Benchmarks only: `n` decode steps of these slots launched back to back (the device advances
+   * ids and positions itself, so no host work happens between them) and one read at the end.
+   * Returns milliseconds per step of device time without the host's per-token turnaround; the
+   * slots advance by `n` positions and only the last step's tokens are kept.
+   */
+  timeSteps(slots: number[], sampling: SamplingParams[], n: number): Promise<number> {
+    if (!Number.isInteger(n) || n < 1) throw new EngineError(`timeSteps: n ${n} must be an integer >= 1`);
+    for (const slot of slots) {
+      this.#checkSlot(slot, "timeSteps");
+      const st = this.#slots[slot]!;
+      if (st.pos === 0) throw new EngineError(`timeSteps: slot ${slot} has no prompt (prefill first)`);
+      if (st.pos + n > this.contextSize) {
+        throw new EngineError(`timeSteps: slot ${slot} at ${st.pos} has no room for ${n} more positions`);
+      }
+    }
+    if (slots.length === 0 || slots.length > this.maxBatch || sampling.length !== slots.length) {
+      throw new EngineError(`timeSteps: ${slots.length} slots / ${sampling.length} sampling entries`);
+    }
+    const sps = sampling.map((s, i) => this.#checkSampling(s, `timeSteps sampling[${i}]`));
+    return this.#serial(async () => {
+      const R = slots.length;
+      const rows = slots.map((slot, i) => ({
+        id: this.#slots[slot]!.next,
+        pos: this.#slots[slot]!.pos,
+        slot,
+        sp: sps[i]!,
+      }));
+      this.#writeRows(rows);
+      this.#launch(R); // warm (captures the graph on first use)
+      await this.#readOut(R);
+      const t0 = performance.now();
+      for (let i = 1; i < n; i++) this.#launch(R);
+      const r = await this.#readOut(R);
+      const ms = (performance.now() - t0) / Math.max(1, n - 1);
+      slots.forEach((slot, i) => {
+        const st = this.#slots[slot]!;
+        st.pos += n;
+        st.next = r.out[i]!;
+      });
+      this.#lastKey = null;
+      return ms;
+    });
+  }
+
   /** Runs one step over R rows: the captured graph on CUDA, the ops eagerly otherwise. */
   #launch(R: number): void {
     const s = this.#be.sym, ctx = this.#be.ctx;

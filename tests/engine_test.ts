@@ -172,6 +172,38 @@ Deno.test("engine: greedy is deterministic, seeded sampling reproducible, top-k 
   }
 });
 
+Deno.test("engine: timeSteps runs n steps on the device and lands where n single steps land", async () => {
+  const config = llamaConfig();
+  const model = DecoderLM.init(config, { device: "cpu", seed: 4 });
+  const eng = Engine.fromArrays(config, model.toArrays(), CPU, { tokenizer });
+  model.dispose();
+  try {
+    const prompt = [5, 9, 2, 7];
+    const a = eng.allocSlot()!;
+    await eng.prefill(a, prompt, GREEDY);
+    let last = -1;
+    for (let i = 0; i < 6; i++) last = (await eng.step([a], [GREEDY])).tokens[0]!;
+    const posA = eng.position(a);
+    eng.freeSlot(a);
+    const b = eng.allocSlot()!;
+    await eng.prefill(b, prompt, GREEDY);
+    const ms = await eng.timeSteps([b], [GREEDY], 6);
+    assert(ms > 0 && Number.isFinite(ms), `ms per step ${ms}`);
+    assertEquals(eng.position(b), posA);
+    // the next step feeds the last token of the six: same continuation as the single steps
+    const next = (await eng.step([b], [GREEDY])).tokens[0]!;
+    const c = eng.allocSlot()!;
+    await eng.prefill(c, prompt, GREEDY);
+    let ref = -1;
+    for (let i = 0; i < 7; i++) ref = (await eng.step([c], [GREEDY])).tokens[0]!;
+    assert(last >= 0);
+    assertEquals(next, ref);
+    assertThrows(() => eng.timeSteps([b], [GREEDY], 0), EngineError, "n 0");
+  } finally {
+    eng.dispose();
+  }
+});
+
 Deno.test("engine: stop sequences end generation before the stop text; maxTokens caps it", async () => {
   const config = llamaConfig();
   const model = DecoderLM.init(config, { device: "cpu", seed: 5 });
