@@ -1004,6 +1004,28 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  lte_dec_rope_attention: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype kvdtype
+      P, // void *qkv
+      I32, // int32_t ld
+      P, // void *k_cache
+      P, // void *v_cache
+      P, // const int32_t *slots
+      P, // const int32_t *pos
+      P, // void *out
+      I32, // int32_t rows
+      I32, // int32_t heads
+      I32, // int32_t kv_heads
+      I32, // int32_t head_dim
+      I32, // int32_t n_slots
+      I32, // int32_t max_t
+      F32, // float theta
+      F32, // float scale
+    ],
+    result: S, // lte_status
+  },
   lte_dec_router_mask: {
     parameters: [
       P, // lte_ctx_t *ctx

@@ -55,6 +55,7 @@ export const PLAUSIBLE: Record<string, number> = {
   "lte_dec_linear_t_sparse.n": 8, // N % 8 == 0
   "lte_dec_rope_append.ld": 64, // ld >= (H + 2 HKV) D
   "lte_dec_attention.ld": 64, // ld >= H D
+  "lte_dec_rope_attention.ld": 64, // ld >= (H + 2 HKV) D
 };
 
 export const HEADER = parseHeader(readFileSync(new URL("../cuda/include/lte.h", import.meta.url), "utf8"));

@@ -377,6 +377,42 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
   return LTE_STATUS_OK;
 }
 
+LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld, void *k_cache,
+                                          void *v_cache, const int32_t *slots, const int32_t *pos, void *out,
+                                          int32_t rows, int32_t heads, int32_t kv_heads, int32_t head_dim,
+                                          int32_t n_slots, int32_t max_t, float theta, float scale) {
+  /* the same checks, in the same order, as the CUDA backend (one launch there) */
+  CHECK_CTX();
+  CHECK_DT(kvdtype);
+  CHECK_NONNEG(rows);
+  CHECK_POS(heads);
+  CHECK_POS(kv_heads);
+  CHECK_POS(head_dim);
+  CHECK_POS(n_slots);
+  CHECK_POS(max_t);
+  if (heads % kv_heads != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: heads %d not divisible by kv_heads %d", __func__, heads, kv_heads);
+  }
+  if (theta > 0.0f && head_dim % 2 != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: head_dim %d must be even for RoPE", __func__, head_dim);
+  }
+  if ((int64_t)ld < (int64_t)(heads + 2 * kv_heads) * head_dim) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ld = %d < (H + 2 HKV) D", __func__, ld);
+  }
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(qkv);
+  CHECK_PTR(k_cache);
+  CHECK_PTR(v_cache);
+  CHECK_PTR(slots);
+  CHECK_PTR(pos);
+  CHECK_PTR(out);
+  LTE_TRY(dec_check_rows(ctx, __func__, slots, pos, rows, n_slots, max_t));
+  LTE_TRY(lte_dec_rope_append(ctx, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, rows, heads, kv_heads, head_dim,
+                              n_slots, max_t, theta));
+  return lte_dec_attention(ctx, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, out, rows, heads, kv_heads, head_dim,
+                           n_slots, max_t, scale);
+}
+
 /* ---------------------------------------------------------------- router mask */
 
 LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void *mask, int32_t *counts,

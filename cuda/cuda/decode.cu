@@ -757,144 +757,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
   }
 }
 
-/* Decode attention, one block per (row, head), single pass with an online softmax (flash-decoding
-   inside the block). LP = D / 8 lanes own one cached position (lane group g holds dims
-   [8 (lane % LP), +8)), so a warp covers 32 / LP positions per load and each lane keeps kAttnU
-   positions' K and V vectors in flight; every (warp, group) keeps its own running max, sum and
-   8-dim value accumulator, merged in shared memory at the end. No shared memory grows with the
-   context. Same result as attention_kernel up to f32 rounding (the order of the sums differs). */
-constexpr int kFlashWarps = 8;
-constexpr int kAttnU = 4;
-
-template <class T>
-struct Raw8;  // 8 consecutive cache elements as raw registers, widened on use
-template <>
-struct Raw8<float> {
-  float4 a, b;
-  __device__ __forceinline__ void load(const float *p) {
-    a = __ldg(reinterpret_cast<const float4 *>(p));
-    b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
-  }
-  __device__ __forceinline__ void get(float *o) const {
-    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
-    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
-  }
-};
-template <>
-struct Raw8<__half> {
-  uint4 u;
-  __device__ __forceinline__ void load(const __half *p) { u = __ldg(reinterpret_cast<const uint4 *>(p)); }
-  __device__ __forceinline__ void get(float *o) const {
-    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 f = __half22float2(h[i]);
-      o[2 * i] = f.x;
-      o[2 * i + 1] = f.y;
-    }
-  }
-};
-template <>
-struct Raw8<__nv_bfloat16> {
-  uint4 u;
-  __device__ __forceinline__ void load(const __nv_bfloat16 *p) { u = __ldg(reinterpret_cast<const uint4 *>(p)); }
-  __device__ __forceinline__ void get(float *o) const {
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 f = __bfloat1622float2(h[i]);
-      o[2 * i] = f.x;
-      o[2 * i + 1] = f.y;
-    }
-  }
-};
-
-template <class T, int LP>
-__global__ void __launch_bounds__(kFlashWarps * 32) attention_flash_kernel(const float *qkv, int ld, const T *kc,
-                                                                            const T *vc, const int32_t *slots,
-                                                                            const int32_t *pos, float *out, int H,
-                                                                            int HKV, int max_t, float scale) {
-  constexpr int D = LP * 8;
-  constexpr int PPW = 32 / LP;               // positions per warp per load
-  constexpr int G = kFlashWarps * PPW;       // (warp, group) partial states per block
-  constexpr int STRIDE = G;                  // position stride between a group's consecutive loads
-  __shared__ float s_m[G], s_l[G];
-  __shared__ float s_acc[G * D];             // G * D = kFlashWarps * 256 floats (8 KiB)
-  pdl_prologue();
-  const int r = blockIdx.x / H, h = blockIdx.x % H;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / LP, lg = lane % LP;  // group within the warp, 8-dim chunk within D
-  const int gid = warp * PPW + sub;
-  const int len = pos[r] + 1;
-  const int g = h / (H / HKV);
-  const size_t base = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D + (size_t)lg * 8;
-  float q[8];
-  {
-    const float *qp = qkv + (size_t)r * ld + (size_t)h * D + lg * 8;
-#pragma unroll
-    for (int j = 0; j < 8; j++) q[j] = qp[j];
-  }
-  float m = -INFINITY, l = 0.0f, acc[8];
-#pragma unroll
-  for (int j = 0; j < 8; j++) acc[j] = 0.0f;
-  for (int t0 = gid; t0 < len; t0 += STRIDE * kAttnU) {
-    Raw8<T> kr[kAttnU], vr[kAttnU];
-#pragma unroll
-    for (int u = 0; u < kAttnU; u++) {
-      const int t = t0 + u * STRIDE;
-      if (t < len) {
-        kr[u].load(kc + base + (size_t)t * D);
-        vr[u].load(vc + base + (size_t)t * D);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kAttnU; u++) {
-      const int t = t0 + u * STRIDE;
-      float kv[8];
-      kr[u].get(kv);
-      float s = 0.0f;
-#pragma unroll
-      for (int j = 0; j < 8; j++) s = fmaf(q[j], kv[j], s);
-#pragma unroll
-      for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
-      if (t >= len) continue;  // uniform within the group (same t for its LP lanes)
-      s *= scale;
-      const float mn = fmaxf(m, s);
-      const float c = expf(m - mn), p = expf(s - mn);
-      float vv[8];
-      vr[u].get(vv);
-      l = fmaf(l, c, p);
-#pragma unroll
-      for (int j = 0; j < 8; j++) acc[j] = fmaf(acc[j], c, p * vv[j]);
-      m = mn;
-    }
-  }
-  if (lg == 0) {
-    s_m[gid] = m;
-    s_l[gid] = l;
-  }
-#pragma unroll
-  for (int j = 0; j < 8; j++) s_acc[gid * D + lg * 8 + j] = acc[j];
-  __syncthreads();
-  float M = -INFINITY;
-#pragma unroll 4
-  for (int i = 0; i < G; i++) M = fmaxf(M, s_m[i]);
-  float L = 0.0f;
-#pragma unroll 4
-  for (int i = 0; i < G; i++) L += s_l[i] * expf(s_m[i] - M);  // empty groups: l = 0, exp(-inf) = 0
-  const float inv = 1.0f / L;
-  float *o = out + (size_t)r * H * D + (size_t)h * D;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float v = 0.0f;
-    for (int i = 0; i < G; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
-    o[d] = v * inv;
-  }
-}
-
-bool flash_attention_enabled() {
-  const char *e = getenv("LTE_DEC_ATTN");
-  return e == nullptr || std::strcmp(e, "old") != 0;
-}
+#include "decode_attention.cuh"
 
 /* ------------------------------------------------------------------ router mask */
 
@@ -1330,28 +1193,13 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
         F32(qkv), ld, static_cast<const T *>(k_cache), static_cast<const T *>(v_cache), slots, pos, F32W(out), heads, \
         kv_heads, head_dim, max_t, scale));                                                                         \
   } while (0)
-  const int lp = head_dim / 8;
-  if (vec && (lp == 1 || lp == 2 || lp == 4 || lp == 8 || lp == 16 || lp == 32) && flash_attention_enabled()) {
-#define LTE_FLASH(T, LP)                                                                                           \
-  LTE_CUDA_TRY(dlaunch(attention_flash_kernel<T, LP>, dim3(blocks), dim3(kFlashWarps * 32), 0, ctx->stream, F32(qkv), \
-                       ld, static_cast<const T *>(k_cache), static_cast<const T *>(v_cache), slots, pos, F32W(out),  \
-                       heads, kv_heads, max_t, scale))
-#define LTE_FLASH_D(T)                                                                                             \
-  do {                                                                                                             \
-    if (lp == 1) LTE_FLASH(T, 1);                                                                                  \
-    else if (lp == 2) LTE_FLASH(T, 2);                                                                             \
-    else if (lp == 4) LTE_FLASH(T, 4);                                                                             \
-    else if (lp == 8) LTE_FLASH(T, 8);                                                                             \
-    else if (lp == 16) LTE_FLASH(T, 16);                                                                           \
-    else LTE_FLASH(T, 32);                                                                                         \
-  } while (0)
-    if (kvdtype == LTE_DTYPE_F32) LTE_FLASH_D(float);
-    else if (kvdtype == LTE_DTYPE_F16) LTE_FLASH_D(__half);
-    else LTE_FLASH_D(__nv_bfloat16);
-#undef LTE_FLASH_D
-#undef LTE_FLASH
-    LTE_LAUNCH_CHECK("attention_flash_kernel");
-    return LTE_STATUS_OK;
+  {
+    cudaError_t e = cudaSuccess;
+    if (launch_flash<false>(kvdtype, F32(qkv), ld, const_cast<void *>(k_cache), const_cast<void *>(v_cache), slots,
+                            pos, F32W(out), rows, heads, kv_heads, head_dim, max_t, scale, 0.0f, ctx->stream, &e)) {
+      LTE_CUDA_TRY(e);
+      return LTE_STATUS_OK;
+    }
   }
   if (kvdtype == LTE_DTYPE_F32) {
     if (vec) LTE_ATT(float, true); else LTE_ATT(float, false);
@@ -1363,6 +1211,43 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
 #undef LTE_ATT
   LTE_LAUNCH_CHECK("attention_kernel");
   return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld,
+                                                     void *k_cache, void *v_cache, const int32_t *slots,
+                                                     const int32_t *pos, void *out, int32_t rows, int32_t heads,
+                                                     int32_t kv_heads, int32_t head_dim, int32_t n_slots,
+                                                     int32_t max_t, float theta, float scale) {
+  LTE_ENTER("lte_dec_rope_attention");
+  LTE_REQUIRE_WDT(kvdtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(heads);
+  LTE_CHECK_POS(kv_heads);
+  LTE_CHECK_POS(head_dim);
+  LTE_CHECK_POS(n_slots);
+  LTE_CHECK_POS(max_t);
+  LTE_REQUIRE(heads % kv_heads == 0, "heads %d not divisible by kv_heads %d", (int)heads, (int)kv_heads);
+  LTE_REQUIRE(!(theta > 0.0f) || head_dim % 2 == 0, "head_dim %d must be even for RoPE", (int)head_dim);
+  LTE_REQUIRE((int64_t)ld >= (int64_t)(heads + 2 * kv_heads) * head_dim, "ld = %d < (H + 2 HKV) D", (int)ld);
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(qkv);
+  LTE_REQUIRE_PTR(k_cache);
+  LTE_REQUIRE_PTR(v_cache);
+  LTE_REQUIRE_PTR(slots);
+  LTE_REQUIRE_PTR(pos);
+  LTE_REQUIRE_PTR(out);
+  cudaError_t e = cudaSuccess;
+  if (launch_flash<true>(kvdtype, F32(qkv), ld, k_cache, v_cache, slots, pos, F32W(out), rows, heads, kv_heads,
+                         head_dim, max_t, scale, theta, ctx->stream, &e)) {
+    LTE_CUDA_TRY(e);
+    return LTE_STATUS_OK;
+  }
+  // other head sizes (or LTE_DEC_ATTN=old): the two ops
+  const lte_status st = lte_dec_rope_append(ctx, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, rows, heads,
+                                            kv_heads, head_dim, n_slots, max_t, theta);
+  if (st != LTE_STATUS_OK) return st;
+  return lte_dec_attention(ctx, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, out, rows, heads, kv_heads,
+                           head_dim, n_slots, max_t, scale);
 }
 
 extern "C" LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void *mask, int32_t *counts,

@@ -1,0 +1,222 @@
+/*
+ * decode_attention.cuh: decode attention kernels of the decode engine (issue 9), included by
+ * decode.cu inside its anonymous namespace (they use its pdl_prologue / to_f / from_f).
+ *
+ * attention_flash_kernel<T, LP, FUSED>   lte_dec_attention (FUSED = false) and
+ *   lte_dec_rope_attention (FUSED = true): one block (8 warps) per (row, head), a single pass with
+ *   an online softmax (flash-decoding inside the block). LP = D / 8 lanes own one cached position
+ *   (lane lg of the group holds dims [8 lg, 8 lg + 8)), so a warp covers 32 / LP positions per load
+ *   and each lane keeps kAttnU positions' K and V vectors (16-byte loads) in flight. Every
+ *   (warp, group) keeps its own running max, sum and 8-dim value accumulator; they are merged in
+ *   shared memory at the end. No shared memory grows with the context.
+ *   FUSED: the block also does lte_dec_rope_append's work for its row: RoPE of its q head and of
+ *   its kv head's k at pos[r] (angles in double, as the CPU reference), and the first q head of
+ *   each kv group appends k and v to the cache. The new position's k and v are taken from shared
+ *   memory, rounded through the cache dtype exactly as the cache would hold them, so the result is
+ *   the two-op result; only positions < pos[r] are read from the cache. Needs distinct slots
+ *   across rows (a decode step; a prefill chunk appends positions other rows attend to).
+ *   Shapes: qkv (R, ld) f32 [q | k | v], caches (n_slots, HKV, T, D), out (R, H * D) f32.
+ */
+
+constexpr int kFlashWarps = 8;
+constexpr int kAttnU = 4;
+
+template <class T>
+struct Raw8;  // 8 consecutive cache elements as raw registers, widened on use
+template <>
+struct Raw8<float> {
+  float4 a, b;
+  __device__ __forceinline__ void load(const float *p) {
+    a = __ldg(reinterpret_cast<const float4 *>(p));
+    b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+  }
+  __device__ __forceinline__ void get(float *o) const {
+    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+  }
+};
+template <>
+struct Raw8<__half> {
+  uint4 u;
+  __device__ __forceinline__ void load(const __half *p) { u = __ldg(reinterpret_cast<const uint4 *>(p)); }
+  __device__ __forceinline__ void get(float *o) const {
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 f = __half22float2(h[i]);
+      o[2 * i] = f.x;
+      o[2 * i + 1] = f.y;
+    }
+  }
+};
+template <>
+struct Raw8<__nv_bfloat16> {
+  uint4 u;
+  __device__ __forceinline__ void load(const __nv_bfloat16 *p) { u = __ldg(reinterpret_cast<const uint4 *>(p)); }
+  __device__ __forceinline__ void get(float *o) const {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 f = __bfloat1622float2(h[i]);
+      o[2 * i] = f.x;
+      o[2 * i + 1] = f.y;
+    }
+  }
+};
+
+/* One online-softmax update of a group's state with score s (already scaled) and value v. */
+__device__ __forceinline__ void flash_update(float s, const float *v, float &m, float &l, float *acc) {
+  const float mn = fmaxf(m, s);
+  const float c = expf(m - mn), p = expf(s - mn);
+  l = fmaf(l, c, p);
+#pragma unroll
+  for (int j = 0; j < 8; j++) acc[j] = fmaf(acc[j], c, p * v[j]);
+  m = mn;
+}
+
+template <class T, int LP, bool FUSED>
+__global__ void __launch_bounds__(kFlashWarps * 32)
+    attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
+                           float *out, int H, int HKV, int max_t, float scale, float theta) {
+  constexpr int D = LP * 8;
+  constexpr int PPW = 32 / LP;          // positions per warp per load
+  constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
+  __shared__ float s_m[G], s_l[G];
+  __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
+  __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
+  pdl_prologue();
+  const int r = blockIdx.x / H, h = blockIdx.x % H;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane / LP, lg = lane % LP;  // group within the warp, 8-dim chunk within D
+  const int gid = warp * PPW + sub;
+  const int p = pos[r];
+  const int g = h / (H / HKV);
+  const size_t head0 = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D;
+  const float *row = qkv + (size_t)r * ld;
+  float q[8];
+  if (FUSED) {
+    constexpr int half = D / 2;
+    for (int e = threadIdx.x; e < half; e += blockDim.x) {
+      float c = 1.0f, s = 0.0f;
+      if (theta > 0.0f) {
+        const double ang = (double)p * pow((double)theta, -2.0 * (double)e / (double)D);
+        c = (float)cos(ang);
+        s = (float)sin(ang);
+      }
+      const float qa = row[(size_t)h * D + e], qb = row[(size_t)h * D + e + half];
+      const float ka = row[(size_t)(H + g) * D + e], kb = row[(size_t)(H + g) * D + e + half];
+      s_q[e] = qa * c - qb * s;
+      s_q[e + half] = qb * c + qa * s;
+      // the cache holds k in T: the new position is used exactly as a cached one would be
+      s_k[e] = to_f(from_f<T>(ka * c - kb * s));
+      s_k[e + half] = to_f(from_f<T>(kb * c + ka * s));
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) s_v[d] = to_f(from_f<T>(row[(size_t)(H + HKV + g) * D + d]));
+    __syncthreads();
+    if (h % (H / HKV) == 0) {  // the kv group's first q head appends
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        kc[head0 + (size_t)p * D + d] = from_f<T>(s_k[d]);
+        vc[head0 + (size_t)p * D + d] = from_f<T>(s_v[d]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) q[j] = s_q[lg * 8 + j];
+  } else {
+    const float *qp = row + (size_t)h * D + lg * 8;
+#pragma unroll
+    for (int j = 0; j < 8; j++) q[j] = qp[j];
+  }
+  const int n_cached = FUSED ? p : p + 1;  // positions read from the cache
+  const size_t base = head0 + (size_t)lg * 8;
+  float m = -INFINITY, l = 0.0f, acc[8];
+#pragma unroll
+  for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+  for (int t0 = gid; t0 < n_cached; t0 += G * kAttnU) {
+    Raw8<T> kr[kAttnU], vr[kAttnU];
+#pragma unroll
+    for (int u = 0; u < kAttnU; u++) {
+      const int t = t0 + u * G;
+      if (t < n_cached) {
+        kr[u].load(kc + base + (size_t)t * D);
+        vr[u].load(vc + base + (size_t)t * D);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kAttnU; u++) {
+      const int t = t0 + u * G;
+      float kv[8];
+      kr[u].get(kv);
+      float s = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 8; j++) s = fmaf(q[j], kv[j], s);
+#pragma unroll
+      for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
+      if (t >= n_cached) continue;  // uniform within the group (same t for its LP lanes)
+      float vv[8];
+      vr[u].get(vv);
+      flash_update(s * scale, vv, m, l, acc);
+    }
+  }
+  if (FUSED && warp == 0) {  // the new position, from shared memory, in group 0
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) s = fmaf(q[j], s_k[lg * 8 + j], s);
+#pragma unroll
+    for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
+    if (sub == 0) flash_update(s * scale, s_v + lg * 8, m, l, acc);
+  }
+  if (lg == 0) {
+    s_m[gid] = m;
+    s_l[gid] = l;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; j++) s_acc[gid * D + lg * 8 + j] = acc[j];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int i = 0; i < G; i++) M = fmaxf(M, s_m[i]);
+  float L = 0.0f;
+  for (int i = 0; i < G; i++) L += s_l[i] * expf(s_m[i] - M);  // empty groups: l = 0, exp(-inf) = 0
+  const float inv = 1.0f / L;
+  float *o = out + (size_t)r * H * D + (size_t)h * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float v = 0.0f;
+    for (int i = 0; i < G; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
+    o[d] = v * inv;
+  }
+}
+
+/* LTE_DEC_ATTN=old selects the two-pass kernel (and, for lte_dec_rope_attention, the two ops). */
+bool flash_attention_enabled() {
+  const char *e = getenv("LTE_DEC_ATTN");
+  return e == nullptr || std::strcmp(e, "old") != 0;
+}
+
+/* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */
+template <bool FUSED>
+bool launch_flash(lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *vc, const int32_t *slots,
+                  const int32_t *pos, float *out, int rows, int H, int HKV, int D, int max_t, float scale,
+                  float theta, cudaStream_t st, cudaError_t *err) {
+  const int lp = D / 8;
+  if (D % 8 != 0 || (lp & (lp - 1)) != 0 || lp > 32 || !flash_attention_enabled()) return false;
+  if ((uintptr_t)kc % 16 != 0 || (uintptr_t)vc % 16 != 0) return false;
+  const dim3 grid((unsigned)rows * (unsigned)H), block(kFlashWarps * 32);
+#define LTE_FLASH(T, LP)                                                                                      \
+  *err = dlaunch(attention_flash_kernel<T, LP, FUSED>, grid, block, 0, st, qkv, ld, static_cast<T *>(kc),      \
+                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta)
+#define LTE_FLASH_D(T)                        \
+  do {                                        \
+    if (lp == 1) LTE_FLASH(T, 1);             \
+    else if (lp == 2) LTE_FLASH(T, 2);        \
+    else if (lp == 4) LTE_FLASH(T, 4);        \
+    else if (lp == 8) LTE_FLASH(T, 8);        \
+    else if (lp == 16) LTE_FLASH(T, 16);      \
+    else LTE_FLASH(T, 32);                    \
+  } while (0)
+  if (kvdtype == LTE_DTYPE_F32) LTE_FLASH_D(float);
+  else if (kvdtype == LTE_DTYPE_F16) LTE_FLASH_D(__half);
+  else LTE_FLASH_D(__nv_bfloat16);
+#undef LTE_FLASH_D
+#undef LTE_FLASH
+  if (*err == cudaSuccess) *err = cudaGetLastError();
+  return true;
+}
