@@ -694,47 +694,74 @@ export class Engine {
     for (let l = 0; l < c.n_layer; l++) {
       const w = this.#layers[l]!;
       lin(wdt, w.qkv, this.#x, normMode, w.ln1, w.ln1b, none, w.qkvB, this.#qkv, qkvW, d, 0, ACT.NONE);
-      ck(
-        s.lte_dec_rope_append(
-          ctx,
-          wdt,
-          this.#qkv,
-          qkvW,
-          this.#kc[l]!,
-          this.#vc[l]!,
-          slots,
-          pos,
-          rows,
-          c.n_head,
-          c.n_kv_head,
-          hd,
-          this.maxBatch,
-          this.contextSize,
-          g2 ? 0 : c.rope_theta,
-        ),
-        "lte_dec_rope_append",
-      );
-      ck(
-        s.lte_dec_attention(
-          ctx,
-          wdt,
-          this.#qkv,
-          qkvW,
-          this.#kc[l]!,
-          this.#vc[l]!,
-          slots,
-          pos,
-          this.#att,
-          rows,
-          c.n_head,
-          c.n_kv_head,
-          hd,
-          this.maxBatch,
-          this.contextSize,
-          1 / Math.sqrt(hd),
-        ),
-        "lte_dec_attention",
-      );
+      const theta = g2 ? 0 : c.rope_theta, scale = 1 / Math.sqrt(hd);
+      if (advance) {
+        // a decode step: every row is its own slot, so RoPE + append + attention is one launch
+        ck(
+          s.lte_dec_rope_attention(
+            ctx,
+            wdt,
+            this.#qkv,
+            qkvW,
+            this.#kc[l]!,
+            this.#vc[l]!,
+            slots,
+            pos,
+            this.#att,
+            rows,
+            c.n_head,
+            c.n_kv_head,
+            hd,
+            this.maxBatch,
+            this.contextSize,
+            theta,
+            scale,
+          ),
+          "lte_dec_rope_attention",
+        );
+      } else {
+        ck(
+          s.lte_dec_rope_append(
+            ctx,
+            wdt,
+            this.#qkv,
+            qkvW,
+            this.#kc[l]!,
+            this.#vc[l]!,
+            slots,
+            pos,
+            rows,
+            c.n_head,
+            c.n_kv_head,
+            hd,
+            this.maxBatch,
+            this.contextSize,
+            theta,
+          ),
+          "lte_dec_rope_append",
+        );
+        ck(
+          s.lte_dec_attention(
+            ctx,
+            wdt,
+            this.#qkv,
+            qkvW,
+            this.#kc[l]!,
+            this.#vc[l]!,
+            slots,
+            pos,
+            this.#att,
+            rows,
+            c.n_head,
+            c.n_kv_head,
+            hd,
+            this.maxBatch,
+            this.contextSize,
+            scale,
+          ),
+          "lte_dec_attention",
+        );
+      }
       lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
       const k = this.#sffn;
       if (k) {
@@ -1087,7 +1114,10 @@ export class Engine {
         throw new EngineError(`timeSteps: slot ${slot} at ${st.pos} has no room for ${n} more positions`);
       }
     }
-    if (slots.length === 0 || slots.length > this.maxBatch || sampling.length !== slots.length) {
+    if (
+      slots.length === 0 || slots.length > this.maxBatch || sampling.length !== slots.length ||
+      new Set(slots).size !== slots.length
+    ) {
       throw new EngineError(`timeSteps: ${slots.length} slots / ${sampling.length} sampling entries`);
     }
     const sps = sampling.map((s, i) => this.#checkSampling(s, `timeSteps sampling[${i}]`));

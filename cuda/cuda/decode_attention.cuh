@@ -105,11 +105,12 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
       }
       const float qa = row[(size_t)h * D + e], qb = row[(size_t)h * D + e + half];
       const float ka = row[(size_t)(H + g) * D + e], kb = row[(size_t)(H + g) * D + e + half];
-      s_q[e] = qa * c - qb * s;
-      s_q[e + half] = qb * c + qa * s;
+      // products rounded separately (no FMA contraction), as the CPU reference evaluates them
+      s_q[e] = __fsub_rn(__fmul_rn(qa, c), __fmul_rn(qb, s));
+      s_q[e + half] = __fadd_rn(__fmul_rn(qb, c), __fmul_rn(qa, s));
       // the cache holds k in T: the new position is used exactly as a cached one would be
-      s_k[e] = to_f(from_f<T>(ka * c - kb * s));
-      s_k[e + half] = to_f(from_f<T>(kb * c + ka * s));
+      s_k[e] = to_f(from_f<T>(__fsub_rn(__fmul_rn(ka, c), __fmul_rn(kb, s))));
+      s_k[e + half] = to_f(from_f<T>(__fadd_rn(__fmul_rn(kb, c), __fmul_rn(ka, s))));
     }
     for (int d = threadIdx.x; d < D; d += blockDim.x) s_v[d] = to_f(from_f<T>(row[(size_t)(H + HKV + g) * D + d]));
     __syncthreads();

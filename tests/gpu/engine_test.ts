@@ -186,6 +186,83 @@ Deno.test({
 });
 
 Deno.test({
+  name: "engine ops: lte_dec_rope_attention (one launch per decode step) agrees CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(12);
+    const widen = (b: Uint8Array, dt: Dt) =>
+      dt === "f32"
+        ? new Float32Array(b.buffer)
+        : dt === "f16"
+        ? f16ToF32(new Uint16Array(b.buffer))
+        : bf16ToF32(new Uint16Array(b.buffer));
+    // head sizes with a flash kernel (16, 64, 128) and without (96: the two ops), GQA, RoPE and not
+    for (const dt of ["f32", "f16", "bf16"] as const) {
+      for (
+        const [H, HKV, D, T, theta] of [
+          [4, 2, 16, 20, 10000],
+          [4, 4, 64, 70, 10000],
+          [2, 1, 128, 300, 500000],
+          [4, 2, 64, 40, 0],
+          [2, 2, 96, 30, 10000],
+        ] as const
+      ) {
+        for (const kernel of ["flash", "old"]) {
+          if (kernel === "old") Deno.env.set("LTE_DEC_ATTN", "old");
+          try {
+            const NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8, eb = dt === "f32" ? 4 : 2;
+            const kc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
+            const vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
+            const qkv = Pair.of(rng.normals(rows * ld, 1));
+            // distinct slots (a decode step); one row at position 0, one at the last position
+            const slots = Pair.of(Int32Array.from([3, 0, 1])), ps = Pair.of(Int32Array.from([T - 1, 0, 9]));
+            const out = new Pair(rows * H * D * 4);
+            both(
+              (kd) =>
+                getBackend(kd).sym.lte_dec_rope_attention(
+                  getBackend(kd).ctx,
+                  DTypeCode[dt],
+                  qkv.p[kd],
+                  ld,
+                  kc.p[kd],
+                  vc.p[kd],
+                  slots.p[kd],
+                  ps.p[kd],
+                  out.p[kd],
+                  rows,
+                  H,
+                  HKV,
+                  D,
+                  NS,
+                  T,
+                  theta,
+                  1 / Math.sqrt(D),
+                ),
+              "lte_dec_rope_attention",
+            );
+            const eo = rel(out.f32("cuda"), out.f32("cpu"));
+            report[`rope_attention_${dt}_D${D}_${kernel}`] = eo;
+            // f16/bf16: a rotated k that rounds to the neighbouring half value on one backend (cos/sin
+            // in double differ in the last bits) moves one score by about an ulp of k
+            assert(eo < (dt === "f32" ? 1e-5 : 1e-3), `rope_attention ${dt} D=${D} theta=${theta} (${kernel}): ${eo}`);
+            for (const c of [kc, vc]) {
+              const cu = new Uint8Array(NS * HKV * T * D * eb), cp = new Uint8Array(cu.length);
+              getBackend("cuda").read(cu, c.p.cuda);
+              getBackend("cpu").read(cp, c.p.cpu);
+              const ec = rel(widen(cu, dt), widen(cp, dt));
+              assert(ec < (dt === "f32" ? 1e-5 : dt === "f16" ? 2e-3 : 1e-2), `${dt} D=${D} cache after append: ${ec}`);
+            }
+            for (const p of [kc, vc, qkv, slots, ps, out]) p.free();
+          } finally {
+            Deno.env.delete("LTE_DEC_ATTN");
+          }
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
   name: "engine ops: norm, embedding, rope+append, attention, router mask, sampling agree CPU<->CUDA",
   ignore: !hasCuda,
   fn() {
