@@ -235,10 +235,13 @@ function main(): void {
     return cnt[batch]!;
   };
 
-  // ---- tuning sweep (B = 1, 50% and 90%): PDL x gate/up unroll x down grid size x down variant
+  // ---- tuning sweep (B = 1, 50% and 90%): union scheme x gate/up column split (env
+  // LTE_SFFN_GU_SPLIT, read at launch) at the defaults, then PDL / unroll / down grid size around them
   const setTune = (key: number, value: number) => be.check(be.sym.lte_sffn_set_tuning(be.ctx, key, value), "tune");
+  const setSplit = (v: number) => Deno.env.set("LTE_SFFN_GU_SPLIT", String(v));
   const sweep: {
     local: number;
+    split: number;
     pdl: number;
     unroll: number;
     bps: number;
@@ -247,27 +250,26 @@ function main(): void {
     us90: number;
   }[] = [];
   const masks50 = () => setMasks(0.5, 1), masks90 = () => setMasks(0.9, 1);
-  const combos: [number, number, number, number][] = [];
+  // [local, split, pdl, unroll, bps]
+  const combos: [number, number, number, number, number][] = [];
   for (const local of [1, 0]) {
-    for (const pdl of [1, 0]) {
-      for (const unroll of [4, 8]) {
-        for (const bps of [1, 2, 4]) {
-          if (pdl === 1 || (unroll === 4 && bps === 2)) combos.push([local, pdl, unroll, bps]);
-        }
-      }
-    }
+    for (const split of [1, 2, 4]) combos.push([local, split, 1, 4, 2]);
+    combos.push([local, 1, 0, 4, 2], [local, 1, 1, 8, 2], [local, 1, 1, 4, 1], [local, 1, 1, 4, 4]);
   }
   const timed: Record<string, number> = {};
   const use = quick ? combos.slice(0, 4) : combos;
+  const variants = ["atomic", "splitk"] as const;
   for (const [sp, setter] of [[0.5, masks50], [0.9, masks90]] as const) {
     setter();
-    for (const [local, pdl, unroll, bps] of use) {
+    for (const [local, split, pdl, unroll, bps] of use) {
       setTune(4, local);
+      setSplit(split);
       setTune(1, pdl);
       setTune(2, unroll);
       setTune(3, bps);
-      for (const variant of ["atomic", "splitk"] as const) {
-        const key = `${local},${pdl},${unroll},${bps},${variant},${sp}`;
+      // split-K only at the defaults (it lost everywhere on the first H200 run)
+      for (const variant of split === 1 && pdl === 1 && unroll === 4 && bps === 2 ? variants : variants.slice(0, 1)) {
+        const key = `${local},${split},${pdl},${unroll},${bps},${variant},${sp}`;
         try {
           timed[key] = median(timeGraph(sffn(1, variant)));
         } catch (e) {
@@ -278,27 +280,31 @@ function main(): void {
     }
   }
   let best = { key: "", score: Infinity };
-  for (const [local, pdl, unroll, bps] of use) {
-    for (const variant of ["atomic", "splitk"]) {
-      const k = `${local},${pdl},${unroll},${bps},${variant}`;
+  for (const [local, split, pdl, unroll, bps] of use) {
+    for (const variant of variants) {
+      const k = `${local},${split},${pdl},${unroll},${bps},${variant}`;
+      if (timed[`${k},0.5`] === undefined) continue;
       const us50 = timed[`${k},0.5`]!, us90 = timed[`${k},0.9`]!;
-      sweep.push({ local, pdl, unroll, bps, variant, us50: +us50.toFixed(2), us90: +us90.toFixed(2) });
+      sweep.push({ local, split, pdl, unroll, bps, variant, us50: +us50.toFixed(2), us90: +us90.toFixed(2) });
       if (us50 / 38 + us90 / 14 < best.score) best = { key: k, score: us50 / 38 + us90 / 14 };
     }
   }
-  const [bLocal, bPdl, bUnroll, bBps, bVariant] = best.key.split(",");
+  const [bLocal, bSplit, bPdl, bUnroll, bBps, bVariant] = best.key.split(",");
   setTune(4, Number(bLocal));
+  setSplit(Number(bSplit));
   setTune(1, Number(bPdl));
   setTune(2, Number(bUnroll));
   setTune(3, Number(bBps));
   console.log(`tuning sweep (us at 50% / 90%):`);
   for (const r of sweep) {
     console.log(
-      `  local=${r.local} pdl=${r.pdl} unroll=${r.unroll} bps=${r.bps} ${r.variant.padEnd(6)} ${r.us50} / ${r.us90}`,
+      `  local=${r.local} split=${r.split} pdl=${r.pdl} unroll=${r.unroll} bps=${r.bps} ${
+        r.variant.padEnd(6)
+      } ${r.us50} / ${r.us90}`,
     );
   }
   console.log(
-    `best: local_list=${bLocal} pdl=${bPdl} unroll=${bUnroll} down_blocks_per_sm=${bBps} down=${bVariant}`,
+    `best: local_list=${bLocal} gu_split=${bSplit} pdl=${bPdl} unroll=${bUnroll} down_blocks_per_sm=${bBps} down=${bVariant}`,
   );
 
   // ---- batch 1: sparsity sweep, both down variants, dense references
@@ -413,6 +419,7 @@ function main(): void {
     tuning: {
       chosen: {
         local_list: Number(bLocal),
+        gu_split: Number(bSplit),
         pdl: Number(bPdl),
         gate_up_unroll: Number(bUnroll),
         down_blocks_per_sm: Number(bBps),
@@ -430,6 +437,13 @@ function main(): void {
     console.log(`wrote ${jsonAt}`);
   }
   printSummary(rows, torch);
+  const pick = (local: number, split: number) =>
+    sweep.find((r) => r.local === local && r.split === split && r.pdl === 1 && r.unroll === 4 && r.bps === 2);
+  for (const [local, split] of [[0, 1], [1, 1], [0, 2], [1, 2], [0, 4], [1, 4]]) {
+    const r = pick(local!, split!);
+    if (r) console.log(`sweep B=1 local=${local} split=${split} atomic: ${r.us50} us @50% / ${r.us90} us @90%`);
+  }
+  console.log(`chosen: ${best.key} (50 / 90 % rows above use it)`);
   console.log(`total ${(performance.now() - t0) / 1000} s`);
 }
 

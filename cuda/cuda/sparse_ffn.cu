@@ -32,9 +32,12 @@
  * L1-no-allocate 16-byte loads (streamed once); x and h through the normal cached path.
  */
 #include <cuda_bf16.h>
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <dlfcn.h>
+#include <stdlib.h>
 
+#include <initializer_list>
 #include <type_traits>
 
 #include "reduce.cuh"
@@ -358,33 +361,41 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
   if (threadIdx.x == 0) counts[B] = s_base;
 }
 
-/* Local-list scheme: warp per expert over all of d_model, no grid-wide step: writes logits and bits
-   only (list and counts come from gate_up). All 16 weight loads per lane (C = 4096, f16) are issued
-   before the PDL wait. grid ceil(N / 8); w == nullptr: dense. */
+/* Local-list scheme, route: no grid-wide step at all. One block per expert (grid N, all resident
+   at once for LLaMA shapes: 344 blocks over 132 SMs, ~21 KB of router rows in flight per SM); its 8
+   warps each take C/8 columns of the row (f16, C = 4096: 2 x 16-byte loads per lane, all issued
+   before the PDL wait since the router weights are constant), a shared-memory join, then warp 0
+   adds the bias and writes the B logits and the expert's bit word (also into ws_bits, where down
+   reads it). No atomics, no fence, no counter: the kernel's end is the only synchronisation.
+   (The earlier warp-per-expert version used 43 blocks, i.e. 43 SMs, for N = 344.)
+   w == nullptr: dense (all bits set, logits 0). */
 template <class T>
 __global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w,
                                                             const T *__restrict__ bias, float *__restrict__ logits,
                                                             uint32_t *__restrict__ bits,
                                                             uint32_t *__restrict__ ws_bits, int B, int C, int N) {
   constexpr int V = 16 / sizeof(T);
-  constexpr int RU = 16;
+  constexpr int RU = 8; /* 16-byte loads per lane in flight (covers C/8 <= 32 * V * RU columns at once) */
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int e = blockIdx.x * 8 + warp;
-  float acc[LTE_SFFN_MAX_BATCH];
+  const int e = blockIdx.x;
+  __shared__ float s_part[kBlock / 32][LTE_SFFN_MAX_BATCH];
+  if (w != nullptr) {
+    float acc[LTE_SFFN_MAX_BATCH];
 #pragma unroll
-  for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) acc[b] = 0.f;
-  if (w != nullptr && e < N) {
+    for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) acc[b] = 0.f;
+    const int slice = C / (kBlock / 32); /* C % 64 == 0: a multiple of V */
+    const int c0 = warp * slice, c1 = c0 + slice;
     const T *wr = w + (int64_t)e * C;
-    for (int cb = lane * V; cb < C; cb += 32 * V * RU) {
+    for (int cb = c0 + lane * V; cb < c1; cb += 32 * V * RU) {
       uint4 wv[RU];
 #pragma unroll
       for (int u = 0; u < RU; u++)
-        if (cb + u * 32 * V < C) wv[u] = ld_stream(wr + cb + u * 32 * V);
-      if (cb == lane * V) pdl_wait();
+        if (cb + u * 32 * V < c1) wv[u] = ld_stream(wr + cb + u * 32 * V);
+      if (cb == c0 + lane * V) pdl_wait();
 #pragma unroll
       for (int u = 0; u < RU; u++) {
         const int c = cb + u * 32 * V;
-        if (c >= C) break;
+        if (c >= c1) break;
         const T *wt = reinterpret_cast<const T *>(&wv[u]);
 #pragma unroll
         for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
@@ -399,20 +410,27 @@ __global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict_
         }
       }
     }
-  }
-  pdl_wait();
-  pdl_trigger();
-  if (e >= N) return;
-  uint32_t m = 0;
-  const float bv = (w != nullptr && bias) ? to_f(bias[e]) : 0.f;
 #pragma unroll
-  for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
-    if (b < B) {
-      const float l = w != nullptr ? warp_sum(acc[b]) + bv : 0.f;
-      if (w == nullptr || l > 0.f) m |= 1u << b;
-      if (lane == 0) logits[(int64_t)b * N + e] = l;
+    for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) {
+      if (b < B) {
+        const float s = warp_sum(acc[b]);
+        if (lane == 0) s_part[warp][b] = s;
+      }
     }
   }
+  pdl_wait(); /* nothing below may be written before the previous kernel (a down reading ws_bits) ended */
+  pdl_trigger();
+  __syncthreads();
+  if (warp != 0) return;
+  float l = 0.f;
+  if (w != nullptr && lane < B) {
+#pragma unroll
+    for (int i = 0; i < kBlock / 32; i++) l += s_part[i][lane];
+    if (bias) l += to_f(bias[e]);
+  }
+  const bool sel = lane < B && (w == nullptr || l > 0.f);
+  const uint32_t m = __ballot_sync(0xffffffffu, sel);
+  if (lane < B) logits[(int64_t)lane * N + e] = l;
   if (lane == 0) bits[e] = m, ws_bits[e] = m;
 }
 
@@ -579,34 +597,221 @@ __global__ void __launch_bounds__(kBlock, 2)
   gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red);
 }
 
-/* Local-list scheme: a persistent grid; each block compacts the union from the bits itself (no
-   grid-wide step after route) and loops over tiles; block 0 also writes list and counts. */
+/* Local-list scheme, gate/up: one block per tile of the union as in gate_up_mma, but the tile's
+   expert is found from route's bits instead of a list: every warp (redundantly, so no barrier sits
+   between route's end and the first weight load) loads the bit words, 256 per step with all 8
+   loads per lane in flight (N = 344: 2 steps, one L2 round trip each), and selects the expert of
+   compact index kk0 / S with ballot + popc + __fns. The block holding an expert's first tile writes
+   its list entry; the grid's last block (past the union unless it is dense) writes counts and the
+   -1 tail of the list. */
+__device__ __forceinline__ void select_expert(const uint32_t *__restrict__ bits, int N, int target, int *e_out,
+                                              uint32_t *m_out) {
+  const int lane = threadIdx.x & 31;
+  int e = -1, seen = 0;
+  uint32_t m = 0;
+  for (int c0 = 0; c0 < N && e < 0; c0 += 256) { /* e is warp-uniform */
+    uint32_t v[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      const int i = c0 + k * 32 + lane;
+      v[k] = i < N ? __ldcg(&bits[i]) : 0u;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      const uint32_t bal = __ballot_sync(0xffffffffu, v[k] != 0);
+      const int n = __popc(bal);
+      if (e < 0 && seen + n > target) {
+        const int pos = (int)__fns(bal, 0, target - seen + 1);
+        e = c0 + k * 32 + pos;
+        m = __shfl_sync(0xffffffffu, v[k], pos);
+      }
+      seen += n;
+    }
+  }
+  *e_out = e;
+  *m_out = m;
+}
+
+/* counts[b] (tokens' expert counts), counts[B] = P and list[P..N) = -1, by one warp. */
+__device__ void write_counts(const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
+                             int32_t *__restrict__ counts, int N, int B) {
+  const int lane = threadIdx.x & 31;
+  int tok = 0, P = 0; /* lane b < B counts token b */
+  for (int c0 = 0; c0 < N; c0 += 256) {
+    uint32_t v[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      const int i = c0 + k * 32 + lane;
+      v[k] = i < N ? __ldcg(&bits[i]) : 0u;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      P += __popc(__ballot_sync(0xffffffffu, v[k] != 0));
+      for (int b = 0; b < B; b++) {
+        const int n = __popc(__ballot_sync(0xffffffffu, (v[k] >> b) & 1u));
+        if (lane == b) tok += n;
+      }
+    }
+  }
+  if (lane < B) counts[lane] = tok;
+  if (lane == 0) counts[B] = P;
+  for (int i = P + lane; i < N; i += 32) list[i] = -1;
+}
+
 template <class T, class XT, bool GLU, int NT, int U>
 __global__ void __launch_bounds__(kBlock, 2)
-    gate_up_local(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
-                  const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
-                  int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
+    gate_up_sel(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
+                const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
+                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
   constexpr int TN = GLU ? 8 : 16;
   __shared__ float red[8][NT * 4][32];
-  __shared__ int s_list[kMaxLocalExperts];
-  __shared__ int s_warp[kBlock / 32];
-  __shared__ int s_tok[LTE_SFFN_MAX_BATCH];
   pdl_wait();
   pdl_trigger();
-  const bool first = blockIdx.x == 0;
-  if (first && threadIdx.x < LTE_SFFN_MAX_BATCH) s_tok[threadIdx.x] = 0;
-  if (first) __syncthreads();
-  const int P = block_compact(bits, N, B, s_list, s_warp, first ? s_tok : nullptr);
-  if (first) {
-    for (int i = threadIdx.x; i < N; i += kBlock) list[i] = i < P ? s_list[i] : -1;
-    if (threadIdx.x < B) counts[threadIdx.x] = s_tok[threadIdx.x];
-    if (threadIdx.x == 0) counts[B] = P;
+  const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
+  int e;
+  uint32_t m;
+  select_expert(bits, N, kk0 / S, &e, &m);
+  const bool last = blockIdx.x == gridDim.x - 1;
+  if (e >= 0) {
+    if (threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
+    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, m, e, kk0, h, B, C, S, F, red);
+    if (last && threadIdx.x < 32) write_counts(bits, list, counts, N, B);
+  } else if (last && threadIdx.x < 32) {
+    write_counts(bits, list, counts, N, B);
   }
-  for (int tile = blockIdx.x; tile * TN < P * S; tile += gridDim.x) {
-    const int kk0 = tile * TN, e = s_list[kk0 / S];
-    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red);
-    __syncthreads(); /* red is reused by the next tile */
+}
+
+/* Column-split gate/up (LTE_SFFN_GU_SPLIT = CS in {2, 4}, env, read at launch): the CS blocks of a
+   thread-block cluster share one tile, block rank r reading columns [r C/CS, (r+1) C/CS) of its 16
+   rows (8 warps split that range as in gate_up_tile). Each block sums its warps in shared memory;
+   rank 0 adds the other ranks' sums through distributed shared memory (cluster barriers: hardware,
+   no spin) and runs the epilogue. Why: a tile is 128 KB of weights, so at 50 % (688 tiles) the
+   one-block-per-tile grid is ~1.7 waves of 3 blocks per SM and its last tiles run at low occupancy;
+   CS blocks per tile make the unit CS times smaller (finer tail, and at 90 % (136 tiles) CS blocks
+   per SM stream instead of one). SEL: find the expert from the bits (local-list scheme) instead of
+   the list. Grid = tiles * CS, cluster (CS, 1, 1). */
+template <class T, class XT, bool GLU, int NT, int U, int CS, bool SEL>
+__global__ void __launch_bounds__(kBlock, 2)
+    gate_up_split(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
+                  const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
+                  int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
+  namespace cg = cooperative_groups;
+  constexpr int TN = GLU ? 8 : 16;
+  __shared__ float red[8][NT * 4][32];
+  __shared__ float sum[NT * 4][32];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int rank = (int)cluster.block_rank();
+  pdl_wait();
+  pdl_trigger();
+  const int tile = blockIdx.x / CS;
+  const int kk0 = tile * TN; /* compact neuron index of the tile */
+  int e;
+  uint32_t m;
+  if constexpr (SEL) {
+    select_expert(bits, N, kk0 / S, &e, &m);
+  } else {
+    const int P = __ldcg(&counts[B]);
+    e = kk0 < P * S ? __ldcg(&list[kk0 / S]) : -1;
+    m = e >= 0 ? __ldcg(&bits[e]) : 0u;
   }
+  const bool last = blockIdx.x == gridDim.x - 1;
+  if (e < 0) { /* uniform over the cluster: every rank exits, none touches another's memory */
+    if (SEL && last && warp == 0) write_counts(bits, list, counts, N, B);
+    return;
+  }
+  if (SEL && rank == 0 && threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
+  const int p = kk0 / S;
+  const int n0 = e * S + (kk0 - p * S);
+  const T *ra = GLU ? w_gate + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g) * C;
+  const T *rb = GLU ? w_in + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g + 8) * C;
+  const XT *xr[NT];
+  bool xok[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) {
+    xok[nt] = nt * 8 + g < B;
+    xr[nt] = x + (int64_t)(xok[nt] ? nt * 8 + g : 0) * C;
+  }
+  float d[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
+  const int cw = C / CS, cbeg = rank * cw, cend = cbeg + cw; /* host: C % (32 * CS) == 0 */
+  for (int kb = cbeg + warp * 32; kb < cend; kb += 8 * 32 * U) {
+    uint4 av[U], bv[U], xv[U][NT];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int col = kb + u * 256 + 8 * t;
+      if (kb + u * 256 < cend) {
+        av[u] = ld_stream(ra + col);
+        bv[u] = ld_stream(rb + col);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (kb + u * 256 < cend) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+          mma16816<T>(d[nt], av[u].x, bv[u].x, av[u].y, bv[u].y, xv[u][nt].x, xv[u][nt].y);
+          mma16816<T>(d[nt], av[u].z, bv[u].z, av[u].w, bv[u].w, xv[u][nt].z, xv[u][nt].w);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) red[warp][nt * 4 + i][lane] = d[nt][i];
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        float v = 0.f;
+#pragma unroll
+        for (int wi = 0; wi < 8; wi++) v += red[wi][nt * 4 + i][lane];
+        sum[nt * 4 + i][lane] = v;
+      }
+  }
+  cluster.sync(); /* every rank's sum is complete and visible cluster-wide */
+  if (rank == 0 && warp == 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        float v = sum[nt * 4 + i][lane];
+#pragma unroll
+        for (int r = 1; r < CS; r++) v += cluster.map_shared_rank(&sum[0][0], r)[(nt * 4 + i) * 32 + lane];
+        d[nt][i] = v;
+      }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int tok = nt * 8 + 2 * t + q;
+        if (tok >= B) continue;
+        const bool on = (m >> tok) & 1u;
+        if (GLU) {
+          float up = d[nt][2 + q];
+          if (b_in) up += to_f(b_in[n0 + g]);
+          const float v = on ? silu_f(d[nt][q]) * up : 0.f;
+          h[(int64_t)tok * F + kk0 + g] = from_f<T>(v);
+        } else {
+          float v0 = d[nt][q], v1 = d[nt][2 + q];
+          if (b_in) {
+            v0 += to_f(b_in[n0 + g]);
+            v1 += to_f(b_in[n0 + g + 8]);
+          }
+          h[(int64_t)tok * F + kk0 + g] = from_f<T>(on ? gelu_f(v0) : 0.f);
+          h[(int64_t)tok * F + kk0 + g + 8] = from_f<T>(on ? gelu_f(v1) : 0.f);
+        }
+      }
+    }
+  }
+  cluster.sync(); /* rank 0 has read the other ranks' shared memory: they may exit now */
+  if (SEL && last && warp == 0) write_counts(bits, list, counts, N, B);
 }
 
 /* ------------------------------------------------------------------ down (tensor cores) */
@@ -850,6 +1055,37 @@ cudaError_t launch(lte_ctx *ctx, void (*kernel)(KArgs...), dim3 grid, Args... ar
   return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
 }
 
+/* launch() with a thread-block cluster of `cs` blocks along x (grid.x % cs == 0). */
+template <typename... KArgs, typename... Args>
+cudaError_t launch_cluster(lte_ctx *ctx, void (*kernel)(KArgs...), dim3 grid, int cs, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kBlock);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = ctx->stream;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cs;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = g_tune.pdl ? 2 : 1;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+
+/* Experimental variants selected by environment variables read at every launch (so one process
+   can A/B them; a captured graph keeps what it was captured with). Unset or invalid = default. */
+inline int env_choice(const char *name, int def, std::initializer_list<int> allowed) {
+  const char *v = getenv(name);
+  if (!v || !*v) return def;
+  const int x = atoi(v);
+  for (int a : allowed)
+    if (a == x) return x;
+  return def;
+}
+
 }  // namespace sffn
 }  // namespace lte
 
@@ -910,7 +1146,7 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off);
   float *racc = reinterpret_cast<float *>(w8 + L.racc_off);
   if (g_tune.local_list && n_experts <= kMaxLocalExperts) {
-    const dim3 g((n_experts + 7) / 8);
+    const dim3 g(n_experts);
     uint32_t *ws_bits = reinterpret_cast<uint32_t *>(static_cast<char *>(ws) + L.bits_off);
 #define ROUTE_BITS(T)                                                                                             \
   launch(ctx, route_bits_kernel<T>, g, static_cast<const T *>(x), static_cast<const T *>(w_router),                \
@@ -945,11 +1181,22 @@ template <class T, class XT, bool GLU, int NT, int U>
 static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, const T *wg, const T *wi, const T *bi,
                                    const uint32_t *bits, int32_t *list, int32_t *counts, T *h, int N, int B, int C,
                                    int S, int F) {
-  if (g_tune.local_list && N <= kMaxLocalExperts) {
-    const unsigned sms = ctx->sm_count > 0 ? ctx->sm_count : 132;
-    const unsigned g = grid < 2 * sms ? grid : 2 * sms; /* persistent: 2 blocks per SM (launch bounds) */
-    return launch(ctx, gate_up_local<T, XT, GLU, NT, U>, dim3(g), x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F);
+  const bool local = g_tune.local_list && N <= kMaxLocalExperts;
+  if constexpr (NT == 1 && U == 4) {
+    /* column split over a cluster (batch <= 8): LTE_SFFN_GU_SPLIT = 2 or 4 */
+    int cs = env_choice("LTE_SFFN_GU_SPLIT", 1, {1, 2, 4});
+    while (cs > 1 && C % (32 * cs) != 0) cs /= 2;
+    if (cs > 1) {
+      const dim3 g(grid * cs);
+#define GU_SPLIT(CS, SEL) \
+  launch_cluster(ctx, gate_up_split<T, XT, GLU, 1, 4, CS, SEL>, g, CS, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F)
+      if (cs == 2) return local ? GU_SPLIT(2, true) : GU_SPLIT(2, false);
+      return local ? GU_SPLIT(4, true) : GU_SPLIT(4, false);
+#undef GU_SPLIT
+    }
   }
+  if (local)
+    return launch(ctx, gate_up_sel<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F);
   return launch(ctx, gate_up_mma<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, (const int32_t *)list, counts,
                 h, N, B, C, S, F);
 }

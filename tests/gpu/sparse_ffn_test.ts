@@ -99,6 +99,9 @@ const CASES: Case[] = [
   { dtype: "f16", adtype: "f32", act: "silu_mul", batch: 1, C: 1024, N: 32, S: 32, bias: true, residual: true },
   { dtype: "bf16", adtype: "f32", act: "gelu", batch: 3, C: 768, N: 24, S: 32, bias: true, residual: true },
   { dtype: "f16", adtype: "f32", act: "silu_mul", batch: 12, C: 512, N: 16, S: 32, residual: true },
+  // the benchmark's LLaMA-2-7B shape (route: 344 one-block experts; gate/up splits of 4096 columns)
+  { dtype: "f16", act: "silu_mul", batch: 1, C: 4096, N: 344, S: 32, residual: true },
+  { dtype: "bf16", act: "silu_mul", batch: 5, C: 1088, N: 344, S: 32, bias: true },
 ];
 
 for (const [i, cs] of CASES.entries()) {
@@ -161,25 +164,30 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
     assert.deepEqual([...rg.counts], [...rc.counts], `${name}: counts differ`);
   }
   const P = rc.counts[B]!;
-  // --- gate/up on identical route inputs (compact h: the first P*S columns of each row)
+  // --- gate/up on identical route inputs (compact h: the first P*S columns of each row), for every
+  // column split of the cluster variant (LTE_SFFN_GU_SPLIT; 2 and 4 apply to batch <= 8 at unroll 4)
   gateUp(cpu);
-  poison(gpu.be, gpu.h, eb * B * F);
-  writeRoute(gpu, rc);
-  if (local) {
-    poison(gpu.be, gpu.list, 4 * p.N);
-    poison(gpu.be, gpu.counts, 4 * (B + 1));
-  }
-  gateUp(gpu);
-  const after = readRoute(gpu); // local-list mode: gate_up wrote list and counts
-  assert.deepEqual([...after.list], [...rc.list], `${name}: union lists differ (after gate_up)`);
-  assert.deepEqual([...after.counts], [...rc.counts], `${name}: counts differ (after gate_up)`);
-  const hc = readAs(cpu, cpu.h, B * F), hg = readAs(gpu, gpu.h, B * F);
+  const hc = readAs(cpu, cpu.h, B * F);
   const used = (a: Float32Array) => {
     const out = new Float32Array(B * P * p.S);
     for (let b = 0; b < B; b++) out.set(a.subarray(b * F, b * F + P * p.S), b * P * p.S);
     return out;
   };
-  agree(`${name} h`, p.dtype, used(hg), used(hc));
+  for (const split of SPLITS) {
+    withSplit(split, () => {
+      poison(gpu.be, gpu.h, eb * B * F);
+      writeRoute(gpu, rc);
+      if (local) {
+        poison(gpu.be, gpu.list, 4 * p.N);
+        poison(gpu.be, gpu.counts, 4 * (B + 1));
+      }
+      gateUp(gpu);
+      const after = readRoute(gpu); // local-list mode: gate_up wrote list and counts
+      assert.deepEqual([...after.list], [...rc.list], `${name} split=${split}: union lists differ (after gate_up)`);
+      assert.deepEqual([...after.counts], [...rc.counts], `${name} split=${split}: counts differ (after gate_up)`);
+      agree(`${name} h split=${split}`, p.dtype, used(readAs(gpu, gpu.h, B * F)), used(hc));
+    });
+  }
   // --- down on identical h, both variants, each twice (the workspace must come back zeroed)
   down(cpu);
   const yc = readAs(cpu, cpu.y, B * p.C, p.adtype);
@@ -202,6 +210,21 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
     }
   }
   tune(gpu, 2, 4);
+  for (const split of SPLITS.slice(1)) {
+    tune(gpu, 1, 1);
+    withSplit(split, () => chain(`${name} pdl=1 split=${split}`, gpu, yc));
+  }
+}
+
+/** Column splits of the cluster gate/up variant (env LTE_SFFN_GU_SPLIT, read at every launch). */
+const SPLITS = [1, 2, 4];
+function withSplit(split: number, fn: () => void): void {
+  Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
+  try {
+    fn();
+  } finally {
+    Deno.env.delete("LTE_SFFN_GU_SPLIT");
+  }
 }
 
 function tune(d: DeviceFfn, key: number, value: number): void {
