@@ -13,6 +13,9 @@
  *                        (SwiGLU, GELU) is applied in the epilogue, so h is written once.
  *                        An out_mask lets a warp skip the weight rows of experts no row needs; an
  *                        in_mask lets a lane skip 8-element weight chunks of inactive experts.
+ *                        Since issue 9 the persistent kernels of decode_gemv.cuh (gemv_kernel,
+ *                        ts_kernel) take lte_dec_linear / lte_dec_linear_t_sparse for f16/bf16
+ *                        weights and 1..4 rows (LTE_DEC_GEMV=old forces the kernels below).
  *   lte_dec_norm         one block per row.
  *   lte_dec_rope_append  one thread per rotated pair / appended value (angles in double as the
  *                        training op and the CPU reference).
@@ -559,6 +562,9 @@ __global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt
   }
 }
 
+/* persistent weight-streaming kernels (gemv_kernel, ts_kernel) and their launchers */
+#include "decode_gemv.cuh"
+
 /* ------------------------------------------------------------------ norm */
 
 __global__ void norm_kernel(const float *x, const float *w, const float *b, float *y, int cols, float eps, int kind) {
@@ -1019,6 +1025,13 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
                    (x_mode == LTE_DEC_X_PLAIN || (uintptr_t)norm_w % 16 == 0) &&
                    (x_mode != LTE_DEC_X_LAYERNORM || (uintptr_t)norm_b % 16 == 0);
   cudaError_t e;
+  const GemvTune tune = gemv_tune();
+  if (gemv_applies(tune, wdtype, a, rows, vec)) {
+    if (wdtype == LTE_DTYPE_F16) e = launch_gemv<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
+    else e = launch_gemv<__nv_bfloat16>(a, rows, tune, sm_count_of(ctx), ctx->stream);
+    if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_kernel", e, __FILE__, __LINE__);
+    return LTE_STATUS_OK;
+  }
   if (wdtype == LTE_DTYPE_F32) e = launch_linear<float>(a, rows, ctx->stream, vec);
   else if (wdtype == LTE_DTYPE_F16) e = launch_linear<__half>(a, rows, ctx->stream, vec);
   else e = launch_linear<__nv_bfloat16>(a, rows, ctx->stream, vec);
@@ -1043,6 +1056,18 @@ extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype 
   LTE_REQUIRE_PTR(mask);
   LTE_REQUIRE_PTR(y);
   LTE_REQUIRE((uintptr_t)wt % 16 == 0, "wt must be 16-byte aligned");
+  const GemvTune tune = gemv_tune();
+  if (ts_applies(tune, wdtype, rows, k, expert_size)) {
+    cudaError_t e;
+    if (wdtype == LTE_DTYPE_F16)
+      e = launch_ts<__half>(static_cast<const __half *>(wt), F32(h), F32(mask), F32(bias), F32W(y), rows, n, k,
+                            expert_size, tune, sm_count_of(ctx), ctx->stream);
+    else
+      e = launch_ts<__nv_bfloat16>(static_cast<const __nv_bfloat16 *>(wt), F32(h), F32(mask), F32(bias), F32W(y),
+                                   rows, n, k, expert_size, tune, sm_count_of(ctx), ctx->stream);
+    if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of ts_kernel", e, __FILE__, __LINE__);
+    return LTE_STATUS_OK;
+  }
   const int E = k / expert_size;
   const dim3 grid((unsigned)((E + kTsExperts - 1) / kTsExperts), (unsigned)((n + 8 * kTsThreads - 1) / (8 * kTsThreads)));
   for (int r0 = 0; r0 < rows; r0 += 8) {

@@ -1,0 +1,348 @@
+/**
+ * Weight-streaming GEMVs of one LLaMA-2-7B decode step, one kernel at a time (GPU machine):
+ * the older kernels (LTE_DEC_GEMV=old) against the persistent ones of cuda/cuda/decode_gemv.cuh
+ * and their tuning variants, in the same process.
+ *
+ * Shapes (fp16 weights, f32 activations, batch 1 unless said):
+ *   qkv    N 12288, K 4096, RMSNorm x          o     N 4096, K 4096, accumulate + no bias
+ *   gu     SwiGLU 2 x 11008 rows, K 4096, RMSNorm; masked 50 % / 90 % (expert size 32, 344 experts)
+ *   down   N 4096, K 11008, accumulate (dense engine path)
+ *   ts     lte_dec_linear_t_sparse, (11008, 4096) transposed, dense mask / 50 % / 90 %
+ *   head   N 32000, K 4096, RMSNorm
+ * Each measurement is one CUDA graph of 8 calls on 8 DISTINCT weight copies (far beyond the 60 MB
+ * L2), captured with the variant's environment (the launchers read it at capture time): 3 warm-up
+ * replays, then 7 samples of `--iters` replays each timed with performance.now() around the
+ * launches and a final synchronize; us per call = median / (iters * 8). TB/s = weight bytes read
+ * per call / time (the ideal is ~4.1-4.3 TB/s, PyTorch's device-to-device copy on this GPU).
+ *
+ *   deno run -A bench/gemv_bench.ts [--iters 20] [--out file.json] [--quick]
+ *
+ * @module
+ */
+import { backendAvailable, getBackend } from "../ffi/backend.ts";
+import { DTypeCode } from "../ffi/symbols.ts";
+
+const args = Deno.args;
+const flag = (name: string, def: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1]! : def;
+};
+const ITERS = Number(flag("--iters", "20"));
+const OUT = flag("--out", "");
+const quick = args.includes("--quick");
+if (!backendAvailable("cuda")) {
+  console.log("gemv_bench: no CUDA backend/GPU here; skipped (run it on the GPU machine)");
+  Deno.exit(0);
+}
+const be = getBackend("cuda");
+const s = be.sym;
+const ctx = be.ctx;
+type Ptr = Deno.PointerObject;
+const COPIES = 8;
+const D = 4096, F = 11008, V = 32000, S = 32, E = F / S;
+
+function ck(st: number, op: string): void {
+  be.check(st, op);
+}
+
+let seed = 1n;
+function randomBuf(dt: number, n: number, scale: number): Ptr {
+  const p = be.alloc(n * (dt === DTypeCode.f32 ? 4 : 2));
+  ck(s.lte_dec_fill_random(ctx, dt, p, BigInt(n), seed++, scale), "lte_dec_fill_random");
+  return p;
+}
+function f32Buf(a: Float32Array): Ptr {
+  const p = be.alloc(a.byteLength);
+  be.write(p, a);
+  return p;
+}
+/** Expert mask with exactly round(active * E) experts on (random subset, fixed seed). */
+function expertMask(rows: number, active: number, salt: number): Float32Array {
+  const m = new Float32Array(rows * E);
+  let st = 12345 + salt;
+  const rnd = () => {
+    st = (st * 1103515245 + 12345) % 2147483648;
+    return st / 2147483648;
+  };
+  for (let r = 0; r < rows; r++) {
+    const idx = Array.from({ length: E }, (_, i) => i);
+    for (let i = E - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+    }
+    for (let i = 0; i < Math.round(active * E); i++) m[r * E + idx[i]!] = 1;
+  }
+  return m;
+}
+function unionCount(m: Float32Array, rows: number): number {
+  let c = 0;
+  for (let e = 0; e < E; e++) {
+    let on = false;
+    for (let r = 0; r < rows; r++) on ||= m[r * E + e] !== 0;
+    if (on) c++;
+  }
+  return c;
+}
+
+interface Case {
+  name: string;
+  rows: number;
+  bytes: number; // weight bytes read per call
+  /** Enqueues call number i (weights copy i). */
+  enqueue: (i: number) => void;
+  free: () => void;
+}
+
+function linearCase(
+  name: string,
+  rows: number,
+  n: number,
+  k: number,
+  mode: number,
+  act: number,
+  acc: boolean,
+  active = 1,
+): Case {
+  const wrows = act === 1 ? 2 * n : n;
+  const ws = Array.from({ length: COPIES }, () => randomBuf(DTypeCode.f16, wrows * k, 0.02));
+  const x = randomBuf(DTypeCode.f32, rows * k, 1);
+  const nw = randomBuf(DTypeCode.f32, k, 1);
+  const y = be.alloc(rows * n * 4);
+  const maskArr = active < 1 ? expertMask(rows, active, n + rows) : null;
+  const mask = maskArr ? f32Buf(maskArr) : null;
+  const frac = maskArr ? unionCount(maskArr, rows) / E : 1;
+  return {
+    name,
+    rows,
+    bytes: wrows * k * 2 * frac,
+    enqueue: (i) =>
+      ck(
+        s.lte_dec_linear(
+          ctx,
+          DTypeCode.f16,
+          ws[i]!,
+          x,
+          k,
+          mode,
+          nw,
+          null,
+          1e-5,
+          null,
+          mask,
+          mask ? n : 0,
+          mask ? S : 0,
+          null,
+          y,
+          rows,
+          n,
+          k,
+          acc ? 1 : 0,
+          act,
+        ),
+        "lte_dec_linear",
+      ),
+    free: () => {
+      for (const p of [...ws, x, nw, y]) be.free(p);
+      if (mask) be.free(mask);
+    },
+  };
+}
+
+function tsCase(name: string, rows: number, active: number): Case {
+  const ws = Array.from({ length: COPIES }, () => randomBuf(DTypeCode.f16, F * D, 0.02));
+  const h = randomBuf(DTypeCode.f32, rows * F, 1);
+  const maskArr = expertMask(rows, active, 7 + rows);
+  const mask = f32Buf(maskArr);
+  const y = be.alloc(rows * D * 4);
+  return {
+    name,
+    rows,
+    bytes: (unionCount(maskArr, rows) / E) * F * D * 2,
+    enqueue: (i) =>
+      ck(
+        s.lte_dec_linear_t_sparse(ctx, DTypeCode.f16, ws[i]!, h, mask, null, y, rows, D, F, S),
+        "lte_dec_linear_t_sparse",
+      ),
+    free: () => {
+      for (const p of [...ws, h, mask, y]) be.free(p);
+    },
+  };
+}
+
+function withEnv<T>(env: Record<string, string>, fn: () => T): T {
+  const keys = [
+    "LTE_DEC_GEMV",
+    "LTE_DEC_GEMV_BPS",
+    "LTE_DEC_GEMV_CH",
+    "LTE_DEC_GEMV_ORDER",
+    "LTE_DEC_TS_BPS",
+    "LTE_DEC_TS_U",
+    "LTE_DEC_TS_MINROWS",
+    "LTE_DEC_PDL",
+  ];
+  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
+  for (const k of keys) Deno.env.delete(k);
+  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  try {
+    return fn();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) Deno.env.delete(k);
+      else Deno.env.set(k, v);
+    }
+  }
+}
+
+function median(a: number[]): number {
+  const t = [...a].sort((x, y) => x - y);
+  return t[Math.floor(t.length / 2)]!;
+}
+
+/** us per call of the case under the environment env. */
+function time(c: Case, env: Record<string, string>): number {
+  const out = new BigUint64Array(1);
+  withEnv(env, () => {
+    ck(s.lte_graph_begin(ctx), "lte_graph_begin");
+    try {
+      for (let i = 0; i < COPIES; i++) c.enqueue(i);
+    } finally {
+      ck(s.lte_graph_end(ctx, out), "lte_graph_end");
+    }
+  });
+  const g = Deno.UnsafePointer.create(out[0]!)!;
+  try {
+    for (let i = 0; i < 3; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
+    be.synchronize();
+    const samples: number[] = [];
+    for (let r = 0; r < 7; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < ITERS; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
+      be.synchronize();
+      samples.push((performance.now() - t0) * 1000 / (ITERS * COPIES));
+    }
+    return median(samples);
+  } finally {
+    ck(s.lte_graph_free(ctx, g), "lte_graph_free");
+  }
+}
+
+const GEMV_VARIANTS: [string, Record<string, string>][] = [
+  ["old", { LTE_DEC_GEMV: "old" }],
+  ["new", { LTE_DEC_GEMV: "new" }],
+  ["new bps1", { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_BPS: "1" }],
+  ["new ch8", { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_CH: "8" }],
+  ["new strided", { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided" }],
+  ["old pdl", { LTE_DEC_GEMV: "old", LTE_DEC_PDL: "1" }],
+  ["new pdl", { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" }],
+];
+const TS_VARIANTS: [string, Record<string, string>][] = [
+  ["old", { LTE_DEC_GEMV: "old" }],
+  ["new", { LTE_DEC_GEMV: "new" }],
+  ["new u4", { LTE_DEC_GEMV: "new", LTE_DEC_TS_U: "4" }],
+  ["new bps1", { LTE_DEC_GEMV: "new", LTE_DEC_TS_BPS: "1" }],
+  ["new minrows1", { LTE_DEC_GEMV: "new", LTE_DEC_TS_MINROWS: "1" }],
+  ["new minrows32", { LTE_DEC_GEMV: "new", LTE_DEC_TS_MINROWS: "32" }],
+  ["new pdl", { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" }],
+];
+
+type Maker = () => Case;
+const gemvCases: Maker[] = [
+  () => linearCase("qkv rms", 1, 3 * D, D, 1, 0, false),
+  () => linearCase("o acc", 1, D, D, 0, 0, true),
+  () => linearCase("gate/up swiglu", 1, F, D, 1, 1, false),
+  () => linearCase("gate/up 50%", 1, F, D, 1, 1, false, 0.5),
+  () => linearCase("gate/up 90%", 1, F, D, 1, 1, false, 0.1),
+  () => linearCase("down K=11008 acc", 1, D, F, 0, 0, true),
+  () => linearCase("head rms", 1, V, D, 1, 0, false),
+];
+const batchCases: Maker[] = quick ? [] : [
+  () => linearCase("qkv rms", 2, 3 * D, D, 1, 0, false),
+  () => linearCase("qkv rms", 4, 3 * D, D, 1, 0, false),
+  () => linearCase("gate/up swiglu", 2, F, D, 1, 1, false),
+  () => linearCase("gate/up swiglu", 4, F, D, 1, 1, false),
+  () => linearCase("down K=11008 acc", 2, D, F, 0, 0, true),
+];
+const tsCases: Maker[] = [
+  () => tsCase("t_sparse dense", 1, 1),
+  () => tsCase("t_sparse 50%", 1, 0.5),
+  () => tsCase("t_sparse 90%", 1, 0.1),
+  ...(quick ? [] : [() => tsCase("t_sparse 50%", 2, 0.5), () => tsCase("t_sparse 90%", 4, 0.1)]),
+];
+
+interface Row {
+  case: string;
+  rows: number;
+  variant: string;
+  us: number;
+  tb_s: number;
+  bytes: number;
+}
+const rows: Row[] = [];
+function run(makers: Maker[], variants: [string, Record<string, string>][]): void {
+  for (const mk of makers) {
+    const c = mk();
+    try {
+      for (const [vn, env] of variants) {
+        const us = time(c, env);
+        rows.push({ case: c.name, rows: c.rows, variant: vn, us, tb_s: c.bytes / (us * 1e-6) / 1e12, bytes: c.bytes });
+        console.log(`  ${c.name} R=${c.rows} ${vn}: ${us.toFixed(2)} us ${(c.bytes / us / 1e6).toFixed(2)} TB/s`);
+      }
+    } finally {
+      c.free();
+    }
+  }
+}
+const info = be.deviceInfo();
+run(gemvCases, quick ? GEMV_VARIANTS.slice(0, 2) : GEMV_VARIANTS);
+run(batchCases, GEMV_VARIANTS.slice(0, 2));
+run(tsCases, quick ? TS_VARIANTS.slice(0, 2) : TS_VARIANTS);
+
+// per-token estimate of the dense 7B GEMVs: 32 x (qkv + o + gate/up + down) + head
+const pick = (name: string, v: string, r = 1) =>
+  rows.find((x) => x.case === name && x.variant === v && x.rows === r)?.us;
+const step: Record<string, number> = {};
+for (const v of ["old", "new", "new pdl", "old pdl"]) {
+  const parts = ["qkv rms", "o acc", "gate/up swiglu", "down K=11008 acc"].map((n) => pick(n, v));
+  const head = pick("head rms", v);
+  if (parts.every((p) => p !== undefined) && head !== undefined) {
+    step[v] = (32 * parts.reduce((a, b) => a! + b!, 0)! + head) / 1000;
+  }
+}
+
+if (OUT) {
+  Deno.writeTextFileSync(
+    OUT,
+    JSON.stringify(
+      {
+        bench: "gemv_bench",
+        device: info,
+        dtype: "f16 weights, f32 activations",
+        method: `graph of ${COPIES} calls on distinct weights, median of 7 x ${ITERS} replays`,
+        rows,
+        dense_step_gemv_ms: step,
+      },
+      null,
+      1,
+    ),
+  );
+}
+
+// the table, last
+const variantsOf = (cs: string, r: number) => rows.filter((x) => x.case === cs && x.rows === r);
+const keys = [...new Set(rows.map((x) => `${x.case}|${x.rows}`))];
+console.log("\n=== GEMV bench (H200 expected; f16 weights; us per call / TB/s; same run) ===");
+for (const key of keys) {
+  const [cs, r] = key.split("|");
+  const vs = variantsOf(cs!, Number(r));
+  const old = vs.find((x) => x.variant === "old")?.us;
+  const cells = vs.map((x) =>
+    `${x.variant} ${x.us.toFixed(1)}/${x.tb_s.toFixed(2)}${
+      old && x.variant !== "old" ? ` (${(old / x.us).toFixed(2)}x)` : ""
+    }`
+  );
+  console.log(`${cs!.padEnd(18)} R=${r} ${(vs[0]!.bytes / 1e6).toFixed(1).padStart(6)} MB | ${cells.join(" | ")}`);
+}
+console.log(
+  `dense 7B step, GEMVs only (32 x (qkv+o+gate/up+down) + head): ` +
+    Object.entries(step).map(([k, v]) => `${k} ${v.toFixed(3)} ms`).join(", "),
+);

@@ -1,0 +1,612 @@
+/*
+ * decode_gemv.cuh: the persistent weight-streaming kernels of the decode engine (issue 9), included
+ * by decode.cu inside its anonymous namespace (they use its W8 / pdl / dsilu / dgelu / LinArgs).
+ * Same functions and semantics as the older kernels there (lte_dec_linear, lte_dec_linear_t_sparse,
+ * lte.h); decode.cu picks these when the shape fits (gemv_tune(), env LTE_DEC_GEMV=old forces the
+ * older ones).
+ *
+ * gemv_kernel<T, R, C>   lte_dec_linear, f16/bf16 weights, 1..R rows (R = 1, 2, 4), no in_mask.
+ *   Shapes: w (N, K) or (2N, K) for SwiGLU, x (rows, ldx) f32, y (rows, N) f32.
+ *   grid = SMs x blocks-per-SM (persistent, balanced), 8 warps per block.
+ *   Work item = two weight rows that share x': SwiGLU gate row j and up row N + j (output j), or
+ *   rows (2i, 2i + 1) (outputs 2i, 2i + 1). With an out_mask the items run over the ACTIVE outputs
+ *   only (the block compacts the union of active expert groups in shared memory), so the work stays
+ *   balanced at any sparsity. Warp numbering is interleaved across blocks (gw = warp * grid + block)
+ *   so the warps with one item more than the others are spread over all SMs.
+ *   A piece = C 16-byte chunks per lane of each of the two rows (C * 512 B per row per warp);
+ *   pieces are double-buffered in registers across row AND item boundaries: the buffer of piece p
+ *   is refilled with piece p + 2 right after its FMAs, so while a warp waits for piece p, piece
+ *   p + 1 is in flight too (2 x 2 x C x 512 B per warp; 8 KiB at C = 4).
+ *   x' (the normed / plain input rows) is built once per block in shared memory, f32, split into
+ *   two planes (elements 8c..8c+3 and 8c+4..8c+7 of chunk c) so the per-lane float4 reads are
+ *   conflict-free; rows are zero-padded to whole pieces so the last partial piece needs no branch
+ *   (its weight loads are predicated to zero).
+ *   PDL: without an out_mask a warp issues its first two pieces (and L1 prefetches of the norm
+ *   weights) before griddepcontrol.wait (they do not depend on the previous kernel), then reads x.
+ *
+ * ts_kernel<T, R, U>     lte_dec_linear_t_sparse, f16/bf16, 1..R rows (R = 1, 2, 4).
+ *   Shapes: wt (K, N) (an expert's S rows contiguous), h (rows, K) f32, mask (rows, K/S), y += .
+ *   grid = SMs x blocks-per-SM; each block compacts the union of active experts, takes a
+ *   contiguous balanced range of the active rows (at least min_rows), stages h of its rows in
+ *   shared memory, and thread t owns columns [8t, 8t + 8) (+ 8 * blockDim strides): U rows in
+ *   flight, double-buffered, then ONE float4 atomicAdd per 4 columns per row (y holds the
+ *   residual). Block 0 adds the bias.
+ */
+
+constexpr int kGWarps = 8;        // warps per block of gemv_kernel
+constexpr int kTs2Threads = 256;  // threads per block of ts_kernel
+
+/* Streamed weights: read once per step, keep them out of L1. */
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+template <class T>
+__device__ __forceinline__ void cvt8(const uint4 &u, float (&f)[8]);
+template <>
+__device__ __forceinline__ void cvt8<__half>(const uint4 &u, float (&f)[8]) {
+  const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const float2 v = __half22float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+template <>
+__device__ __forceinline__ void cvt8<__nv_bfloat16>(const uint4 &u, float (&f)[8]) {
+  const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Warp 0 turns flags[0..n) (0/1 ints in shared memory) into the ascending list of the set
+   indices, in place, and stores the count in *count. Caller syncs before and after. */
+__device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  int base = 0;
+  for (int i0 = 0; i0 < n; i0 += 32) {
+    const int i = i0 + lane;
+    const bool on = i < n && flags[i] != 0;
+    const unsigned b = __ballot_sync(0xffffffffu, on);
+    __syncwarp();
+    if (on) flags[base + __popc(b & ((1u << lane) - 1u))] = i;
+    base += __popc(b);
+    __syncwarp();
+  }
+  if (lane == 0) *count = base;
+}
+
+/* Position of a warp in its stream of pieces: item, piece, and the item's two weight rows. */
+struct GPos {
+  int it;
+  int p;
+  int ra;
+  int rb;
+};
+
+template <class T, int R, int C>
+__global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
+    gemv_kernel(LinArgs a, int rows, int KP, int P, int contig) {
+  extern __shared__ float4 gsm4[];
+  float *xs = reinterpret_cast<float *>(gsm4);      // R rows x KP, two planes per row
+  int *glist = reinterpret_cast<int *>(xs + R * KP);  // out_mask: G flags, then the active-group list
+  __shared__ float sred[kGWarps][2 * R];
+  __shared__ int scount;
+  const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+  const int W = gridDim.x * kGWarps;
+  const int gw = wib * gridDim.x + blockIdx.x;
+  const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
+  const int N = a.n, K = a.k;
+  const int KC = K / 8;
+  const int S = a.S > 0 ? a.S : 1;
+  const int G = a.out_mask ? N / S : 0;
+  const T *Wt = static_cast<const T *>(a.w);
+  const float4 *xs4 = reinterpret_cast<const float4 *>(xs);
+
+  // item i -> its two weight rows (-1: none). v = virtual output index over the active outputs.
+  auto vout = [&](int v) { return a.out_mask ? glist[v / S] * S + v % S : v; };
+  int nv = N;  // number of (active) outputs
+  auto rows_of = [&](GPos &q) {
+    if (swi) {
+      q.ra = vout(q.it);
+      q.rb = N + q.ra;
+    } else {
+      q.ra = vout(2 * q.it);
+      q.rb = 2 * q.it + 1 < nv ? vout(2 * q.it + 1) : -1;
+    }
+  };
+  int iend = 0, istep = 1;
+  GPos cur{0, 0, -1, -1};
+  auto start = [&]() {
+    const int I = swi ? nv : (nv + 1) / 2;
+    if (contig) {
+      cur.it = (int)(((long long)gw * I) / W);
+      iend = (int)(((long long)(gw + 1) * I) / W);
+      istep = 1;
+    } else {
+      cur.it = gw;
+      iend = I;
+      istep = W;
+    }
+    cur.p = 0;
+    if (cur.it < iend) rows_of(cur);
+  };
+  auto advance = [&](GPos &q) {
+    if (++q.p == P) {
+      q.p = 0;
+      q.it += istep;
+      if (q.it < iend) rows_of(q);
+    }
+  };
+  auto load = [&](uint4 (&wa)[C], uint4 (&wb)[C], const GPos &q) {
+    const T *pa = Wt + (size_t)q.ra * K;
+    const T *pb = Wt + (size_t)(q.rb >= 0 ? q.rb : 0) * K;
+#pragma unroll
+    for (int u = 0; u < C; u++) {
+      const int c = q.p * 32 * C + u * 32 + lane;
+      const uint4 z = make_uint4(0u, 0u, 0u, 0u);
+      wa[u] = c < KC ? ld_stream(pa + (size_t)c * 8) : z;
+      wb[u] = c < KC && q.rb >= 0 ? ld_stream(pb + (size_t)c * 8) : z;
+    }
+  };
+  float acca[R], accb[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) acca[r] = accb[r] = 0.0f;
+  auto compute = [&](const uint4 (&wa)[C], const uint4 (&wb)[C], const GPos &q) {
+#pragma unroll
+    for (int u = 0; u < C; u++) {
+      const int c = q.p * 32 * C + u * 32 + lane;  // < KP / 8: rows are zero-padded
+      float fa[8], fb[8];
+      cvt8<T>(wa[u], fa);
+      cvt8<T>(wb[u], fb);
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        const float4 lo = xs4[(r * KP) / 4 + c];
+        const float4 hi = xs4[(r * KP + KP / 2) / 4 + c];
+        float sa = acca[r], sb = accb[r];
+        sa = fmaf(fa[0], lo.x, sa); sa = fmaf(fa[1], lo.y, sa); sa = fmaf(fa[2], lo.z, sa); sa = fmaf(fa[3], lo.w, sa);
+        sa = fmaf(fa[4], hi.x, sa); sa = fmaf(fa[5], hi.y, sa); sa = fmaf(fa[6], hi.z, sa); sa = fmaf(fa[7], hi.w, sa);
+        sb = fmaf(fb[0], lo.x, sb); sb = fmaf(fb[1], lo.y, sb); sb = fmaf(fb[2], lo.z, sb); sb = fmaf(fb[3], lo.w, sb);
+        sb = fmaf(fb[4], hi.x, sb); sb = fmaf(fb[5], hi.y, sb); sb = fmaf(fb[6], hi.z, sb); sb = fmaf(fb[7], hi.w, sb);
+        acca[r] = sa;
+        accb[r] = sb;
+      }
+    }
+    if (q.p != P - 1) return;
+    // last piece of the item: reduce over the warp and write the outputs (lane r: row r)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      acca[r] = warp_sum(acca[r]);
+      accb[r] = warp_sum(accb[r]);
+    }
+    const int per = a.out_mask ? a.out_period / S : 0;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r < rows && lane == r) {
+        float *yr = a.y + (size_t)r * N;
+        if (swi) {
+          const bool on = !a.out_mask || a.out_mask[(size_t)r * per + (q.ra % a.out_period) / S] != 0.0f;
+          yr[q.ra] = on ? dsilu(acca[r]) * accb[r] : 0.0f;
+        } else {
+#pragma unroll
+          for (int h = 0; h < 2; h++) {
+            const int n = h ? q.rb : q.ra;
+            if (n < 0) continue;
+            const bool on = !a.out_mask || a.out_mask[(size_t)r * per + (n % a.out_period) / S] != 0.0f;
+            if (on) {
+              float v = (h ? accb[r] : acca[r]) + (a.bias ? a.bias[n] : 0.0f);
+              if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
+              yr[n] = a.accumulate ? yr[n] + v : v;
+            } else if (!a.accumulate) {
+              yr[n] = 0.0f;
+            }
+          }
+        }
+      }
+      acca[r] = accb[r] = 0.0f;
+    }
+  };
+
+  uint4 a0[C], b0[C], a1[C], b1[C];
+  GPos nx{0, 0, -1, -1};
+  pdl_launch_dependents();
+  const bool norm = a.mode != LTE_DEC_X_PLAIN;
+  if (!a.out_mask) {
+    // weights do not depend on the previous kernel: the first two pieces go out before the wait
+    // (with PDL they overlap the previous kernel's tail; without, the x' set-up below)
+    start();
+    nx = cur;
+    advance(nx);
+    if (cur.it < iend) load(a0, b0, cur);
+    if (nx.it < iend) load(a1, b1, nx);
+  }
+  if (norm) {
+    // norm weights are constants too: pull this thread's lines into L1 for the x' transform
+    for (int k = threadIdx.x * 4; k < K; k += kGWarps * 32 * 4) {
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(a.nw + k));
+      if (a.mode == LTE_DEC_X_LAYERNORM) asm volatile("prefetch.global.L1 [%0];" ::"l"(a.nb + k));
+    }
+  }
+  pdl_wait();
+
+  // x' rows in shared memory (raw x first, with the row statistics accumulated on the way)
+  float s1[R], s2[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    s1[r] = s2[r] = 0.0f;
+    for (int k = threadIdx.x * 4; k < KP; k += kGWarps * 32 * 4) {
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (r < rows && k < K) {
+        v = *reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k);
+        s1[r] += (v.x + v.y) + (v.z + v.w);
+        s2[r] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, s2[r]))));
+      }
+      reinterpret_cast<float4 *>(xs)[(r * KP + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v;
+    }
+  }
+  if (a.out_mask) {
+    const int per = a.out_period / S;
+    for (int g = threadIdx.x; g < G; g += blockDim.x) {
+      bool on = false;
+      for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + g % per] != 0.0f;
+      glist[g] = on ? 1 : 0;
+    }
+  }
+  if (norm) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      s1[r] = warp_sum(s1[r]);
+      s2[r] = warp_sum(s2[r]);
+      if (lane == 0) {
+        sred[wib][2 * r] = s1[r];
+        sred[wib][2 * r + 1] = s2[r];
+      }
+    }
+  }
+  __syncthreads();
+  if (norm) {
+    const bool ln = a.mode == LTE_DEC_X_LAYERNORM;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) continue;
+      float t1 = 0.0f, t2 = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kGWarps; w++) {
+        t1 += sred[w][2 * r];
+        t2 += sred[w][2 * r + 1];
+      }
+      float mean = 0.0f, rstd;
+      if (ln) {
+        mean = t1 / (float)K;
+        rstd = rsqrtf(fmaxf(t2 / (float)K - mean * mean, 0.0f) + a.eps);
+      } else {
+        rstd = rsqrtf(t2 / (float)K + a.eps);
+      }
+      // each thread transforms the entries it wrote itself: no barrier between
+      for (int k = threadIdx.x * 4; k < K; k += kGWarps * 32 * 4) {
+        float4 &v = reinterpret_cast<float4 *>(xs)[(r * KP + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)];
+        const float4 w = *reinterpret_cast<const float4 *>(a.nw + k);
+        if (ln) {
+          const float4 b = *reinterpret_cast<const float4 *>(a.nb + k);
+          v.x = (v.x - mean) * rstd * w.x + b.x;
+          v.y = (v.y - mean) * rstd * w.y + b.y;
+          v.z = (v.z - mean) * rstd * w.z + b.z;
+          v.w = (v.w - mean) * rstd * w.w + b.w;
+        } else {
+          v.x = v.x * rstd * w.x;
+          v.y = v.y * rstd * w.y;
+          v.z = v.z * rstd * w.z;
+          v.w = v.w * rstd * w.w;
+        }
+      }
+    }
+  }
+  if (a.out_mask) {
+    // inactive groups (no row needs them): zero their outputs (grid-wide stride) before the
+    // flags become the list
+    if (!a.accumulate) {
+      const int per = a.out_period / S;
+      for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x) {
+        bool on = false;
+        for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + (n / S) % per] != 0.0f;
+        if (!on)
+          for (int r = 0; r < rows; r++) a.y[(size_t)r * N + n] = 0.0f;
+      }
+    }
+    compact_flags(glist, G, &scount);
+  }
+  __syncthreads();
+  if (a.out_mask) {
+    nv = scount * S;
+    start();
+    nx = cur;
+    advance(nx);
+    if (cur.it < iend) load(a0, b0, cur);
+    if (nx.it < iend) load(a1, b1, nx);
+  }
+
+  // the stream: pieces s + 1 and s + 2 in flight while piece s is computed
+  while (cur.it < iend) {
+    compute(a0, b0, cur);
+    GPos n2 = nx;
+    advance(n2);
+    if (n2.it < iend) load(a0, b0, n2);
+    cur = nx;
+    nx = n2;
+    if (cur.it >= iend) break;
+    compute(a1, b1, cur);
+    n2 = nx;
+    advance(n2);
+    if (n2.it < iend) load(a1, b1, n2);
+    cur = nx;
+    nx = n2;
+  }
+}
+
+template <class T, int R, int U>
+__global__ void __launch_bounds__(kTs2Threads, 2)
+    ts_kernel(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int N, int K,
+              int S, int min_rows, int qmax, int vec4) {
+  extern __shared__ int tsm[];
+  int *list = tsm;                                   // E flags, then the active-expert list
+  float *hs = reinterpret_cast<float *>(tsm + K / S);  // R x qmax: h of the block's rows
+  __shared__ int scount;
+  const int E = K / S;
+  pdl_launch_dependents();
+  pdl_wait();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    bool on = false;
+    for (int r = 0; r < rows; r++) on = on || mask[(size_t)r * E + e] != 0.0f;
+    list[e] = on ? 1 : 0;
+  }
+  __syncthreads();
+  compact_flags(list, E, &scount);
+  __syncthreads();
+  const int AR = scount * S;
+  int q = (AR + (int)gridDim.x - 1) / (int)gridDim.x;
+  if (q < min_rows) q = min_rows;
+  if (q > qmax) q = qmax;  // host: qmax >= ceil(K / grid), so the blocks still cover AR
+  const int lo = (int)blockIdx.x * q;
+  const int hi = lo + q < AR ? lo + q : AR;
+  const bool add_bias = bias != nullptr && blockIdx.x == 0;
+  if (lo >= hi && !add_bias) return;
+  auto row_of = [&](int j) { return list[j / S] * S + j % S; };
+  for (int i = threadIdx.x; i < (hi - lo) * R; i += blockDim.x) {
+    const int r = i / (hi - lo), j = i % (hi - lo);
+    hs[r * qmax + j] = r < rows ? h[(size_t)r * K + row_of(lo + j)] : 0.0f;
+  }
+  __syncthreads();
+  for (int cg = threadIdx.x * 8; cg < N; cg += blockDim.x * 8) {
+    float acc[R][8];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int i = 0; i < 8; i++) acc[r][i] = 0.0f;
+    uint4 b0[U], b1[U];
+    auto load = [&](uint4 (&b)[U], int j0) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int j = j0 + u;
+        b[u] = j < hi ? ld_stream(wt + (size_t)row_of(j) * N + cg) : make_uint4(0u, 0u, 0u, 0u);
+      }
+    };
+    auto compute = [&](const uint4 (&b)[U], int j0) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int j = j0 + u;
+        if (j >= hi) break;
+        float w[8];
+        cvt8<T>(b[u], w);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          const float hv = hs[r * qmax + (j - lo)];
+#pragma unroll
+          for (int i = 0; i < 8; i++) acc[r][i] = fmaf(hv, w[i], acc[r][i]);
+        }
+      }
+    };
+    int j = lo;
+    if (j < hi) load(b0, j);
+    while (j < hi) {
+      if (j + U < hi) load(b1, j + U);
+      compute(b0, j);
+      j += U;
+      if (j >= hi) break;
+      if (j + U < hi) load(b0, j + U);
+      compute(b1, j);
+      j += U;
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) continue;
+      if (add_bias)
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[r][i] += bias[cg + i];
+      float *yo = y + (size_t)r * N + cg;
+      if (vec4) {
+        atomicAdd(reinterpret_cast<float4 *>(yo), make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+        atomicAdd(reinterpret_cast<float4 *>(yo) + 1, make_float4(acc[r][4], acc[r][5], acc[r][6], acc[r][7]));
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) atomicAdd(yo + i, acc[r][i]);
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ host side */
+
+/* Run-time selection, read at every launch (like LTE_DEC_PDL), so one process can A/B:
+     LTE_DEC_GEMV        old | new | auto (default: the new kernels where they apply; the older
+                         block-per-row kernel for small dense N)
+     LTE_DEC_GEMV_BPS    blocks per SM of gemv_kernel (default 2 for C = 4, 1 for C = 8)
+     LTE_DEC_GEMV_CH     C: chunks per lane per row per piece, 4 or 8 (default 4)
+     LTE_DEC_GEMV_ORDER  contig | strided item assignment (default contig)
+     LTE_DEC_TS_BPS      blocks per SM of ts_kernel (default 2)
+     LTE_DEC_TS_U        rows in flight per thread of ts_kernel, 4 or 8 (default 8)
+     LTE_DEC_TS_MINROWS  fewest active rows per ts_kernel block (default 8) */
+struct GemvTune {
+  int mode;  // 0 old, 1 auto, 2 new
+  int bps;
+  int ch;
+  int contig;
+  int ts_bps;
+  int ts_u;
+  int ts_min_rows;
+};
+
+inline int env_int(const char *name, int def, int lo, int hi) {
+  const char *e = getenv(name);
+  if (e == nullptr || e[0] == 0) return def;
+  const int v = atoi(e);
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+inline GemvTune gemv_tune() {
+  GemvTune t;
+  const char *m = getenv("LTE_DEC_GEMV");
+  t.mode = m == nullptr ? 1 : strcmp(m, "old") == 0 ? 0 : strcmp(m, "new") == 0 ? 2 : 1;
+  t.ch = env_int("LTE_DEC_GEMV_CH", 4, 4, 8) > 4 ? 8 : 4;
+  t.bps = env_int("LTE_DEC_GEMV_BPS", t.ch == 4 ? 2 : 1, 1, 8);
+  const char *o = getenv("LTE_DEC_GEMV_ORDER");
+  t.contig = !(o != nullptr && strcmp(o, "strided") == 0);
+  t.ts_bps = env_int("LTE_DEC_TS_BPS", 2, 1, 8);
+  t.ts_u = env_int("LTE_DEC_TS_U", 8, 4, 8) > 4 ? 8 : 4;
+  t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
+  return t;
+}
+
+constexpr size_t kGemvSmemMax = 112 * 1024;  // two blocks of 8 warps per SM still fit (228 KiB)
+
+inline int sm_count_of(const lte_ctx *ctx) { return ctx->sm_count > 0 ? ctx->sm_count : 132; }
+
+/* Persistent grid: SMs x min(requested, resident) blocks. */
+template <class K>
+cudaError_t persistent_grid(K kernel, int threads, size_t smem, int sms, int bps, unsigned *grid) {
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  int occ = 0;
+  const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, threads, smem);
+  if (e != cudaSuccess) return e;
+  if (occ < 1) occ = 1;
+  *grid = (unsigned)(sms * (bps < occ ? bps : occ));
+  return cudaSuccess;
+}
+
+/* Padded row length of x' for C chunks per lane per piece, and the piece count. */
+inline void gemv_geometry(int k, int ch, int *kp, int *pieces) {
+  const int per = 32 * ch * 8;  // elements per piece of one row
+  *pieces = (k + per - 1) / per;
+  *kp = *pieces * per;
+}
+
+inline size_t gemv_smem(const LinArgs &a, int R, int kp) {
+  size_t s = (size_t)R * kp * sizeof(float);
+  if (a.out_mask) s += (size_t)(a.n / a.S) * sizeof(int);
+  return s;
+}
+
+/* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
+inline bool gemv_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec) {
+  if (t.mode == 0 || !vec || rows < 1 || rows > 4 || a.in_mask) return false;
+  if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
+  if (t.mode == 1 && a.act == LTE_DEC_ACT_NONE && !a.out_mask && a.n < kRowBlockMaxN) return false;
+  int kp, pieces;
+  gemv_geometry(a.k, t.ch, &kp, &pieces);
+  const int R = rows == 1 ? 1 : rows == 2 ? 2 : 4;
+  return gemv_smem(a, R, kp) <= kGemvSmemMax;
+}
+
+template <class T, int R, int C>
+cudaError_t launch_gemv_rc(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
+  int kp, pieces;
+  gemv_geometry(a.k, C, &kp, &pieces);
+  const size_t smem = gemv_smem(a, R, kp);
+  unsigned grid = 0;
+  cudaError_t e = persistent_grid(gemv_kernel<T, R, C>, kGWarps * 32, smem, sms, t.bps, &grid);
+  if (e != cudaSuccess) return e;
+  e = dlaunch(gemv_kernel<T, R, C>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, kp, pieces, t.contig);
+  if (e != cudaSuccess) return e;
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t launch_gemv(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
+  if (t.ch == 8) {
+    if (rows == 1) return launch_gemv_rc<T, 1, 8>(a, rows, t, sms, st);
+    if (rows == 2) return launch_gemv_rc<T, 2, 8>(a, rows, t, sms, st);
+    return launch_gemv_rc<T, 4, 8>(a, rows, t, sms, st);
+  }
+  if (rows == 1) return launch_gemv_rc<T, 1, 4>(a, rows, t, sms, st);
+  if (rows == 2) return launch_gemv_rc<T, 2, 4>(a, rows, t, sms, st);
+  return launch_gemv_rc<T, 4, 4>(a, rows, t, sms, st);
+}
+
+inline bool ts_applies(const GemvTune &t, lte_dtype wdtype, int rows, int k, int S) {
+  if (t.mode == 0 || rows < 1 || rows > 4) return false;
+  if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
+  return k / S <= 16384;
+}
+
+template <class T, int R, int U>
+cudaError_t launch_ts_ru(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int n,
+                         int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
+  // qmax bounds a block's row range; the grid is fixed before qmax is known, so size for the
+  // largest grid the occupancy allows and clamp min_rows to it
+  const unsigned gmax = (unsigned)(sms * t.ts_bps);
+  int qmax = (int)((k + gmax - 1) / gmax);
+  if (t.ts_min_rows > qmax) qmax = t.ts_min_rows < k ? t.ts_min_rows : k;
+  size_t smem = (size_t)(k / S) * sizeof(int) + (size_t)R * qmax * sizeof(float);
+  unsigned grid = 0;
+  cudaError_t e = persistent_grid(ts_kernel<T, R, U>, kTs2Threads, smem, sms, t.ts_bps, &grid);
+  if (e != cudaSuccess) return e;
+  if (grid < gmax) {  // fewer resident blocks than asked: each must cover more rows
+    qmax = (int)((k + grid - 1) / grid);
+    if (t.ts_min_rows > qmax) qmax = t.ts_min_rows < k ? t.ts_min_rows : k;
+    smem = (size_t)(k / S) * sizeof(int) + (size_t)R * qmax * sizeof(float);
+    if (smem > 48 * 1024) {
+      e = cudaFuncSetAttribute(ts_kernel<T, R, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+      if (e != cudaSuccess) return e;
+    }
+  }
+  const int vec4 = (uintptr_t)y % 16 == 0 ? 1 : 0;
+  e = dlaunch(ts_kernel<T, R, U>, dim3(grid), dim3(kTs2Threads), smem, st, wt, h, mask, bias, y, rows, n, k, S,
+              t.ts_min_rows, qmax, vec4);
+  if (e != cudaSuccess) return e;
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t launch_ts(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int n,
+                      int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
+  if (t.ts_u == 4) {
+    if (rows == 1) return launch_ts_ru<T, 1, 4>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+    if (rows == 2) return launch_ts_ru<T, 2, 4>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+    return launch_ts_ru<T, 4, 4>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  }
+  if (rows == 1) return launch_ts_ru<T, 1, 8>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  if (rows == 2) return launch_ts_ru<T, 2, 8>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  return launch_ts_ru<T, 4, 8>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+}

@@ -1,0 +1,398 @@
+/**
+ * Decode-engine weight-streaming kernels (issue 9), CPU <-> CUDA agreement on the GPU machine:
+ * `deno test -A tests/gpu/gemv_test.ts` (skipped without a usable CUDA backend).
+ *
+ * Every branch of the persistent kernels in cuda/cuda/decode_gemv.cuh (gemv_kernel for
+ * lte_dec_linear, ts_kernel for lte_dec_linear_t_sparse) against the CPU reference, under each
+ * run-time selection: LTE_DEC_GEMV = new (forced, even for small N), auto (default), old (the older
+ * kernels), and the tuning variants (chunks per piece 4/8, blocks per SM, contiguous / strided
+ * items, rows in flight, minimum rows per block), with and without PDL launches.
+ * Cases: rows 1..4 (5: the fallback), K a multiple of a piece and not (1048 = 1024 + 24, 344),
+ * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
+ * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
+ *
+ * Written tolerance (as tests/gpu/engine_test.ts): identical inputs on both sides (same half bit
+ * patterns), only the f32 summation order differs -> max |cuda - cpu| / max |cpu| < 1e-5.
+ */
+import nodeAssert from "node:assert/strict";
+import { backendAvailable, getBackend } from "../../ffi/backend.ts";
+import { DTypeCode } from "../../ffi/symbols.ts";
+import { f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
+import { Rng } from "../../tensor/mod.ts";
+
+const hasCuda = backendAvailable("cuda");
+const report: Record<string, number> = {};
+
+function assert(cond: unknown, msg?: string): asserts cond {
+  nodeAssert.ok(cond, msg);
+}
+
+function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return den === 0 ? num : num / den;
+}
+
+type Kind = "cpu" | "cuda";
+type Dt = "f32" | "f16" | "bf16";
+
+/** Device buffers with the same contents on both backends. */
+class Pair {
+  readonly p: Record<Kind, Deno.PointerObject>;
+  constructor(readonly bytes: number) {
+    this.p = { cpu: getBackend("cpu").alloc(bytes), cuda: getBackend("cuda").alloc(bytes) };
+  }
+  static of(data: ArrayBufferView): Pair {
+    const pr = new Pair(data.byteLength);
+    getBackend("cpu").write(pr.p.cpu, data);
+    getBackend("cuda").write(pr.p.cuda, data);
+    return pr;
+  }
+  static weights(a: Float32Array, dt: Dt): Pair {
+    return Pair.of(dt === "f32" ? a : dt === "f16" ? f32ToF16(a) : f32ToBf16(a));
+  }
+  f32(kind: Kind): Float32Array {
+    const out = new Float32Array(this.bytes / 4);
+    getBackend(kind).read(out, this.p[kind]);
+    return out;
+  }
+  free(): void {
+    getBackend("cpu").free(this.p.cpu);
+    getBackend("cuda").free(this.p.cuda);
+  }
+}
+
+function both(fn: (kind: Kind) => number, op: string): void {
+  for (const k of ["cpu", "cuda"] as const) getBackend(k).check(fn(k), op);
+  getBackend("cuda").synchronize();
+}
+
+/** Runs fn with the given environment (read by the native launchers at each launch). */
+function withEnv(env: Record<string, string>, fn: () => void): void {
+  const prev: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(env)) {
+    prev[k] = Deno.env.get(k);
+    Deno.env.set(k, v);
+  }
+  try {
+    fn();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) Deno.env.delete(k);
+      else Deno.env.set(k, v);
+    }
+  }
+}
+
+const VARIANTS: Record<string, string>[] = [
+  { LTE_DEC_GEMV: "new" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_CH: "8" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided", LTE_DEC_GEMV_BPS: "1" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
+  { LTE_DEC_GEMV: "auto" },
+  { LTE_DEC_GEMV: "old" },
+];
+
+function maskOf(rng: Rng, len: number, kind: "rand" | "off" | "on" | "sparse"): Float32Array {
+  return Float32Array.from({ length: len }, () => {
+    if (kind === "off") return 0;
+    if (kind === "on") return 1;
+    return rng.uniform() < (kind === "sparse" ? 0.1 : 0.5) ? 1 : 0;
+  });
+}
+
+interface LinCase {
+  dt: Dt;
+  rows: number;
+  n: number;
+  k: number;
+  mode: number;
+  act: number;
+  acc: boolean;
+  bias: boolean;
+  mask?: "rand" | "off" | "on" | "sparse";
+  period?: number;
+  S?: number;
+}
+
+function runLinear(rng: Rng, c: LinCase, tag: string): void {
+  const S = c.S ?? 8;
+  const { rows, n, k } = c;
+  const w = Pair.weights(rng.normals((c.act === 1 ? 2 : 1) * n * k, 0.1), c.dt);
+  const ldx = k + 8;
+  const x = Pair.of(rng.normals(rows * ldx, 1));
+  const nw = Pair.of(rng.normals(k, 1)), nb = Pair.of(rng.normals(k, 0.5)), bias = Pair.of(rng.normals(n, 1));
+  const period = c.period ?? n;
+  const outMask = c.mask ? Pair.of(maskOf(rng, rows * (period / S), c.mask)) : null;
+  const y = Pair.of(rng.normals(rows * n, 1));
+  both(
+    (kd) =>
+      getBackend(kd).sym.lte_dec_linear(
+        getBackend(kd).ctx,
+        DTypeCode[c.dt],
+        w.p[kd],
+        x.p[kd],
+        ldx,
+        c.mode,
+        nw.p[kd],
+        nb.p[kd],
+        1e-5,
+        null,
+        outMask ? outMask.p[kd] : null,
+        outMask ? period : 0,
+        outMask ? S : 0,
+        c.bias ? bias.p[kd] : null,
+        y.p[kd],
+        rows,
+        n,
+        k,
+        c.acc ? 1 : 0,
+        c.act,
+      ),
+    "lte_dec_linear",
+  );
+  const e = rel(y.f32("cuda"), y.f32("cpu"));
+  const key = `linear_${c.dt}`;
+  report[key] = Math.max(report[key] ?? 0, e);
+  assert(e < 1e-5, `linear [${tag}] ${JSON.stringify(c)}: ${e}`);
+  for (const p of [w, x, nw, nb, bias, y]) p.free();
+  outMask?.free();
+}
+
+Deno.test({
+  name: "gemv: lte_dec_linear persistent kernel (every branch, every variant) agrees CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(11);
+    const cases: LinCase[] = [];
+    for (const dt of ["f16", "bf16"] as const) {
+      for (const rows of [1, 2, 3, 4]) {
+        // QKV-like: RMSNorm, whole pieces; O-like: plain + accumulate + bias; LayerNorm + GELU
+        cases.push({ dt, rows, n: 96, k: 4096, mode: 1, act: 0, acc: false, bias: false });
+        cases.push({ dt, rows, n: 33, k: 1048, mode: 0, act: 0, acc: true, bias: true });
+        cases.push({ dt, rows, n: 40, k: 344, mode: 2, act: 2, acc: false, bias: true });
+        // SwiGLU, dense and masked (partial last piece)
+        cases.push({ dt, rows, n: 64, k: 1048, mode: 1, act: 1, acc: false, bias: false });
+        for (const mask of ["rand", "off", "on", "sparse"] as const) {
+          cases.push({ dt, rows, n: 96, k: 344, mode: 1, act: 1, acc: false, bias: false, mask, S: 8 });
+        }
+        // masked GELU (c_fc) with period N / 2, masked accumulate (outputs left unchanged)
+        cases.push({ dt, rows, n: 96, k: 200, mode: 2, act: 2, acc: false, bias: true, mask: "rand", period: 48 });
+        cases.push({ dt, rows, n: 64, k: 200, mode: 0, act: 0, acc: true, bias: true, mask: "rand", S: 16 });
+        cases.push({
+          dt,
+          rows,
+          n: 33,
+          k: 1048,
+          mode: 0,
+          act: 0,
+          acc: false,
+          bias: true,
+          mask: "rand",
+          S: 11,
+          period: 33,
+        });
+      }
+      // large enough N for the default (auto) selection; the 5-row fallback
+      cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
+      cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
+      cases.push({ dt, rows: 5, n: 2050, k: 512, mode: 1, act: 1, acc: false, bias: false, mask: "rand" });
+    }
+    cases.push({ dt: "f32", rows: 2, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: true });
+    for (const v of VARIANTS) {
+      withEnv(v, () => {
+        for (const c of cases) runLinear(rng, c, JSON.stringify(v));
+      });
+    }
+    console.log("GEMV_AGREEMENT", JSON.stringify(report));
+  },
+});
+
+interface TsCase {
+  dt: Dt;
+  rows: number;
+  n: number;
+  k: number;
+  S: number;
+  mask: "rand" | "off" | "on" | "sparse";
+  bias: boolean;
+}
+
+function runTs(rng: Rng, c: TsCase, tag: string): void {
+  const { rows, n, k, S } = c;
+  const E = k / S;
+  const mask = maskOf(rng, rows * E, c.mask);
+  const hh = rng.normals(rows * k, 1);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < k; i++) if (!mask[r * E + Math.floor(i / S)]) hh[r * k + i] = 0;
+  }
+  const wt = Pair.weights(rng.normals(k * n, 0.1), c.dt), h = Pair.of(hh), m = Pair.of(mask);
+  const bias = Pair.of(rng.normals(n, 1)), y = Pair.of(rng.normals(rows * n, 1));
+  both(
+    (kd) =>
+      getBackend(kd).sym.lte_dec_linear_t_sparse(
+        getBackend(kd).ctx,
+        DTypeCode[c.dt],
+        wt.p[kd],
+        h.p[kd],
+        m.p[kd],
+        c.bias ? bias.p[kd] : null,
+        y.p[kd],
+        rows,
+        n,
+        k,
+        S,
+      ),
+    "lte_dec_linear_t_sparse",
+  );
+  const e = rel(y.f32("cuda"), y.f32("cpu"));
+  const key = `linear_t_sparse_${c.dt}`;
+  report[key] = Math.max(report[key] ?? 0, e);
+  assert(e < 1e-5, `linear_t_sparse [${tag}] ${JSON.stringify(c)}: ${e}`);
+  for (const p of [wt, h, m, bias, y]) p.free();
+}
+
+Deno.test({
+  name: "gemv: lte_dec_linear_t_sparse persistent kernel (every variant) agrees CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(12);
+    const cases: TsCase[] = [];
+    for (const dt of ["f16", "bf16"] as const) {
+      for (const rows of [1, 2, 3, 4, 5]) {
+        for (const mask of ["rand", "off", "on", "sparse"] as const) {
+          cases.push({ dt, rows, n: 1024, k: 2752, S: 32, mask, bias: true });
+        }
+        cases.push({ dt, rows, n: 4104, k: 256, S: 8, mask: "rand", bias: false });
+        cases.push({ dt, rows, n: 64, k: 96, S: 16, mask: "rand", bias: true });
+        cases.push({ dt, rows, n: 2056, k: 330, S: 11, mask: "sparse", bias: true });
+      }
+    }
+    cases.push({ dt: "f32", rows: 3, n: 1024, k: 2752, S: 32, mask: "rand", bias: true });
+    const variants: Record<string, string>[] = [
+      { LTE_DEC_GEMV: "new" },
+      { LTE_DEC_GEMV: "new", LTE_DEC_TS_U: "4", LTE_DEC_TS_MINROWS: "1" },
+      { LTE_DEC_GEMV: "new", LTE_DEC_TS_BPS: "1", LTE_DEC_TS_MINROWS: "64" },
+      { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
+      { LTE_DEC_GEMV: "old" },
+    ];
+    for (const v of variants) {
+      withEnv(v, () => {
+        for (const c of cases) runTs(rng, c, JSON.stringify(v));
+      });
+    }
+    console.log("GEMV_AGREEMENT", JSON.stringify(report));
+  },
+});
+
+Deno.test({
+  name: "gemv: a captured graph of the new kernels replays to the same result (PDL on)",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(13);
+    const be = getBackend("cuda");
+    const s = be.sym;
+    withEnv({ LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" }, () => {
+      const n = 3000, k = 1048, f = 2048, S = 32, E = f / S;
+      const w = Pair.weights(rng.normals(n * k, 0.1), "f16");
+      const fc = Pair.weights(rng.normals(2 * f * k, 0.1), "f16");
+      const down = Pair.weights(rng.normals(f * k, 0.1), "f16");
+      const x0 = rng.normals(k, 1);
+      const x = Pair.of(x0), nw = Pair.of(rng.normals(k, 1));
+      const y = Pair.of(new Float32Array(n)), hbuf = Pair.of(new Float32Array(f));
+      const mask = Pair.of(maskOf(rng, E, "rand"));
+      // x -> y = rms(x) W ; h = swiglu(rms(x) Fc) masked ; x += h Down^T (sparse)
+      const enqueue = (kd: Kind) => {
+        const b = getBackend(kd), c = b.ctx;
+        b.check(
+          b.sym.lte_dec_linear(
+            c,
+            DTypeCode.f16,
+            w.p[kd],
+            x.p[kd],
+            k,
+            1,
+            nw.p[kd],
+            null,
+            1e-5,
+            null,
+            null,
+            0,
+            0,
+            null,
+            y.p[kd],
+            1,
+            n,
+            k,
+            0,
+            0,
+          ),
+          "lte_dec_linear",
+        );
+        b.check(
+          b.sym.lte_dec_linear(
+            c,
+            DTypeCode.f16,
+            fc.p[kd],
+            x.p[kd],
+            k,
+            1,
+            nw.p[kd],
+            null,
+            1e-5,
+            null,
+            mask.p[kd],
+            f,
+            S,
+            null,
+            hbuf.p[kd],
+            1,
+            f,
+            k,
+            0,
+            1,
+          ),
+          "lte_dec_linear",
+        );
+        b.check(
+          b.sym.lte_dec_linear_t_sparse(
+            c,
+            DTypeCode.f16,
+            down.p[kd],
+            hbuf.p[kd],
+            mask.p[kd],
+            null,
+            x.p[kd],
+            1,
+            k,
+            f,
+            S,
+          ),
+          "lte_dec_linear_t_sparse",
+        );
+      };
+      const out = new BigUint64Array(1);
+      be.check(s.lte_graph_begin(be.ctx), "lte_graph_begin");
+      enqueue("cuda");
+      be.check(s.lte_graph_end(be.ctx, out), "lte_graph_end");
+      const g = Deno.UnsafePointer.create(out[0]!);
+      try {
+        for (let rep = 0; rep < 3; rep++) {
+          be.check(s.lte_graph_launch(be.ctx, g), "lte_graph_launch");
+          enqueue("cpu");
+          be.synchronize();
+          for (const [name, p] of [["y", y], ["h", hbuf], ["x", x]] as const) {
+            const e = rel(p.f32("cuda"), p.f32("cpu"));
+            assert(e < 1e-5, `graph replay ${rep} ${name}: ${e}`);
+          }
+        }
+      } finally {
+        s.lte_graph_free(be.ctx, g);
+      }
+      for (const p of [w, fc, down, x, nw, y, hbuf, mask]) p.free();
+    });
+  },
+});
