@@ -100,8 +100,6 @@ __device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
 struct GPos {
   int it;
   int p;
-  int ra;
-  int rb;
 };
 
 template <class T, int R, int C>
@@ -126,17 +124,17 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
   // item i -> its two weight rows (-1: none). v = virtual output index over the active outputs.
   auto vout = [&](int v) { return a.out_mask ? glist[v / S] * S + v % S : v; };
   int nv = N;  // number of (active) outputs
-  auto rows_of = [&](GPos &q) {
+  auto rows_of = [&](const GPos &q, int &ra, int &rb) {
     if (swi) {
-      q.ra = vout(q.it);
-      q.rb = N + q.ra;
+      ra = vout(q.it);
+      rb = N + ra;
     } else {
-      q.ra = vout(2 * q.it);
-      q.rb = 2 * q.it + 1 < nv ? vout(2 * q.it + 1) : -1;
+      ra = vout(2 * q.it);
+      rb = 2 * q.it + 1 < nv ? vout(2 * q.it + 1) : -1;
     }
   };
   int iend = 0, istep = 1;
-  GPos cur{0, 0, -1, -1};
+  GPos cur{0, 0};
   auto start = [&]() {
     const int I = swi ? nv : (nv + 1) / 2;
     if (contig) {
@@ -149,24 +147,24 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
       istep = W;
     }
     cur.p = 0;
-    if (cur.it < iend) rows_of(cur);
   };
   auto advance = [&](GPos &q) {
     if (++q.p == P) {
       q.p = 0;
       q.it += istep;
-      if (q.it < iend) rows_of(q);
     }
   };
   auto load = [&](uint4 (&wa)[C], uint4 (&wb)[C], const GPos &q) {
-    const T *pa = Wt + (size_t)q.ra * K;
-    const T *pb = Wt + (size_t)(q.rb >= 0 ? q.rb : 0) * K;
+    int ra, rb;
+    rows_of(q, ra, rb);
+    const T *pa = Wt + (size_t)ra * K;
+    const T *pb = Wt + (size_t)(rb >= 0 ? rb : 0) * K;
 #pragma unroll
     for (int u = 0; u < C; u++) {
       const int c = q.p * 32 * C + u * 32 + lane;
       const uint4 z = make_uint4(0u, 0u, 0u, 0u);
       wa[u] = c < KC ? ld_stream(pa + (size_t)c * 8) : z;
-      wb[u] = c < KC && q.rb >= 0 ? ld_stream(pb + (size_t)c * 8) : z;
+      wb[u] = c < KC && rb >= 0 ? ld_stream(pb + (size_t)c * 8) : z;
     }
   };
   float acca[R], accb[R];
@@ -200,17 +198,19 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
       accb[r] = warp_sum(accb[r]);
     }
     const int per = a.out_mask ? a.out_period / S : 0;
+    int ra, rb;
+    rows_of(q, ra, rb);
 #pragma unroll
     for (int r = 0; r < R; r++) {
       if (r < rows && lane == r) {
         float *yr = a.y + (size_t)r * N;
         if (swi) {
-          const bool on = !a.out_mask || a.out_mask[(size_t)r * per + (q.ra % a.out_period) / S] != 0.0f;
-          yr[q.ra] = on ? dsilu(acca[r]) * accb[r] : 0.0f;
+          const bool on = !a.out_mask || a.out_mask[(size_t)r * per + (ra % a.out_period) / S] != 0.0f;
+          yr[ra] = on ? dsilu(acca[r]) * accb[r] : 0.0f;
         } else {
 #pragma unroll
           for (int h = 0; h < 2; h++) {
-            const int n = h ? q.rb : q.ra;
+            const int n = h ? rb : ra;
             if (n < 0) continue;
             const bool on = !a.out_mask || a.out_mask[(size_t)r * per + (n % a.out_period) / S] != 0.0f;
             if (on) {
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
   };
 
   uint4 a0[C], b0[C], a1[C], b1[C];
-  GPos nx{0, 0, -1, -1};
+  GPos nx{0, 0};
   pdl_launch_dependents();
   const bool norm = a.mode != LTE_DEC_X_PLAIN;
   if (!a.out_mask) {
