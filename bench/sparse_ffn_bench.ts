@@ -235,41 +235,56 @@ function main(): void {
     return cnt[batch]!;
   };
 
-  // ---- tuning sweep (B = 1, 50% and 90%): union scheme x gate/up column split (env
-  // LTE_SFFN_GU_SPLIT, read at launch) at the defaults, then PDL / unroll / down grid size around them
+  // ---- tuning sweep (B = 1, 50% and 90%): union scheme (LTE_SFFN_TUNE_LOCAL_LIST) x gate/up column
+  // split (env LTE_SFFN_GU_SPLIT) x L2 prefetch (env LTE_SFFN_L2PF bits: 1 gate/up next window, 2
+  // gate/up whole tile, 4 down rows) at the defaults, then PDL / unroll / down grid size around them
   const setTune = (key: number, value: number) => be.check(be.sym.lte_sffn_set_tuning(be.ctx, key, value), "tune");
-  const setSplit = (v: number) => Deno.env.set("LTE_SFFN_GU_SPLIT", String(v));
-  const sweep: {
+  const setEnv = (split: number, pf: number) => {
+    Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
+    Deno.env.set("LTE_SFFN_L2PF", String(pf));
+  };
+  interface Combo {
     local: number;
     split: number;
+    pf: number;
     pdl: number;
     unroll: number;
     bps: number;
-    variant: string;
-    us50: number;
-    us90: number;
-  }[] = [];
-  const masks50 = () => setMasks(0.5, 1), masks90 = () => setMasks(0.9, 1);
-  // [local, split, pdl, unroll, bps]
-  const combos: [number, number, number, number, number][] = [];
-  for (const local of [1, 0]) {
-    for (const split of [1, 2, 4]) combos.push([local, split, 1, 4, 2]);
-    combos.push([local, 1, 0, 4, 2], [local, 1, 1, 8, 2], [local, 1, 1, 4, 1], [local, 1, 1, 4, 4]);
   }
+  const sweep: (Combo & { variant: string; us50: number; us90: number })[] = [];
+  const masks50 = () => setMasks(0.5, 1), masks90 = () => setMasks(0.9, 1);
+  const combos: Combo[] = [];
+  const base = { pdl: 1, unroll: 4, bps: 2 };
+  for (const local of [1, 0]) {
+    for (const split of [1, 2, 4]) {
+      for (const pf of [0, 1, 2, 4, 5, 6]) combos.push({ local, split, pf, ...base });
+    }
+    combos.push(
+      { local, split: 1, pf: 0, pdl: 0, unroll: 4, bps: 2 },
+      { local, split: 1, pf: 0, pdl: 1, unroll: 8, bps: 2 },
+      { local, split: 1, pf: 0, pdl: 1, unroll: 4, bps: 1 },
+      { local, split: 1, pf: 0, pdl: 1, unroll: 4, bps: 4 },
+    );
+  }
+  const keyOf = (c: Combo) => `${c.local},${c.split},${c.pf},${c.pdl},${c.unroll},${c.bps}`;
+  const isBase = (c: Combo) => c.split === 1 && c.pf === 0 && c.pdl === 1 && c.unroll === 4 && c.bps === 2;
+  const apply = (c: Combo) => {
+    setTune(4, c.local);
+    setEnv(c.split, c.pf);
+    setTune(1, c.pdl);
+    setTune(2, c.unroll);
+    setTune(3, c.bps);
+  };
   const timed: Record<string, number> = {};
   const use = quick ? combos.slice(0, 4) : combos;
   const variants = ["atomic", "splitk"] as const;
   for (const [sp, setter] of [[0.5, masks50], [0.9, masks90]] as const) {
     setter();
-    for (const [local, split, pdl, unroll, bps] of use) {
-      setTune(4, local);
-      setSplit(split);
-      setTune(1, pdl);
-      setTune(2, unroll);
-      setTune(3, bps);
-      // split-K only at the defaults (it lost everywhere on the first H200 run)
-      for (const variant of split === 1 && pdl === 1 && unroll === 4 && bps === 2 ? variants : variants.slice(0, 1)) {
-        const key = `${local},${split},${pdl},${unroll},${bps},${variant},${sp}`;
+    for (const c of use) {
+      apply(c);
+      // split-K only at the old defaults (it lost everywhere on the first H200 run)
+      for (const variant of isBase(c) ? variants : variants.slice(0, 1)) {
+        const key = `${keyOf(c)},${variant},${sp}`;
         try {
           timed[key] = median(timeGraph(sffn(1, variant)));
         } catch (e) {
@@ -279,33 +294,27 @@ function main(): void {
       }
     }
   }
-  let best = { key: "", score: Infinity };
-  for (const [local, split, pdl, unroll, bps] of use) {
+  let best = { combo: use[0]!, variant: "atomic", score: Infinity };
+  for (const c of use) {
     for (const variant of variants) {
-      const k = `${local},${split},${pdl},${unroll},${bps},${variant}`;
+      const k = `${keyOf(c)},${variant}`;
       if (timed[`${k},0.5`] === undefined) continue;
       const us50 = timed[`${k},0.5`]!, us90 = timed[`${k},0.9`]!;
-      sweep.push({ local, split, pdl, unroll, bps, variant, us50: +us50.toFixed(2), us90: +us90.toFixed(2) });
-      if (us50 / 38 + us90 / 14 < best.score) best = { key: k, score: us50 / 38 + us90 / 14 };
+      sweep.push({ ...c, variant, us50: +us50.toFixed(2), us90: +us90.toFixed(2) });
+      if (us50 / 38 + us90 / 14 < best.score) best = { combo: c, variant, score: us50 / 38 + us90 / 14 };
     }
   }
-  const [bLocal, bSplit, bPdl, bUnroll, bBps, bVariant] = best.key.split(",");
-  setTune(4, Number(bLocal));
-  setSplit(Number(bSplit));
-  setTune(1, Number(bPdl));
-  setTune(2, Number(bUnroll));
-  setTune(3, Number(bBps));
+  apply(best.combo);
+  const bVariant = best.variant;
   console.log(`tuning sweep (us at 50% / 90%):`);
   for (const r of sweep) {
     console.log(
-      `  local=${r.local} split=${r.split} pdl=${r.pdl} unroll=${r.unroll} bps=${r.bps} ${
+      `  local=${r.local} split=${r.split} l2pf=${r.pf} pdl=${r.pdl} unroll=${r.unroll} bps=${r.bps} ${
         r.variant.padEnd(6)
       } ${r.us50} / ${r.us90}`,
     );
   }
-  console.log(
-    `best: local_list=${bLocal} gu_split=${bSplit} pdl=${bPdl} unroll=${bUnroll} down_blocks_per_sm=${bBps} down=${bVariant}`,
-  );
+  console.log(`best: ${JSON.stringify(best.combo)} down=${bVariant}`);
 
   // ---- batch 1: sparsity sweep, both down variants, dense references
   record("cublas_dense_graph", 1, 0, N, timeGraph(cublasDense(1)));
@@ -418,11 +427,12 @@ function main(): void {
     ideal_bandwidth_tb_s: +(idealBw / 1e12).toFixed(3),
     tuning: {
       chosen: {
-        local_list: Number(bLocal),
-        gu_split: Number(bSplit),
-        pdl: Number(bPdl),
-        gate_up_unroll: Number(bUnroll),
-        down_blocks_per_sm: Number(bBps),
+        local_list: best.combo.local,
+        gu_split: best.combo.split,
+        l2_prefetch: best.combo.pf,
+        pdl: best.combo.pdl,
+        gate_up_unroll: best.combo.unroll,
+        down_blocks_per_sm: best.combo.bps,
         down: bVariant,
       },
       sweep,
@@ -437,13 +447,22 @@ function main(): void {
     console.log(`wrote ${jsonAt}`);
   }
   printSummary(rows, torch);
-  const pick = (local: number, split: number) =>
-    sweep.find((r) => r.local === local && r.split === split && r.pdl === 1 && r.unroll === 4 && r.bps === 2);
-  for (const [local, split] of [[0, 1], [1, 1], [0, 2], [1, 2], [0, 4], [1, 4]]) {
-    const r = pick(local!, split!);
-    if (r) console.log(`sweep B=1 local=${local} split=${split} atomic: ${r.us50} us @50% / ${r.us90} us @90%`);
+  console.log(
+    "\nB=1 sweep, atomic down, pdl=1 unroll=4 bps=2 (us at 50% / 90%; old defaults: local=0 split=1 l2pf=0):",
+  );
+  for (const local of [0, 1]) {
+    for (const split of [1, 2, 4]) {
+      const cells = [0, 1, 2, 4, 5, 6].map((pf) => {
+        const r = sweep.find((r) =>
+          r.local === local && r.split === split && r.pf === pf && r.pdl === 1 && r.unroll === 4 && r.bps === 2 &&
+          r.variant === "atomic"
+        );
+        return r ? `${r.us50}/${r.us90}` : "-";
+      });
+      console.log(`  local=${local} split=${split}  l2pf 0,1,2,4,5,6: ${cells.join("  ")}`);
+    }
   }
-  console.log(`chosen: ${best.key} (50 / 90 % rows above use it)`);
+  console.log(`chosen for the rows above: ${JSON.stringify(best.combo)} down=${bVariant}`);
   console.log(`total ${(performance.now() - t0) / 1000} s`);
 }
 

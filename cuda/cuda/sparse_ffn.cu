@@ -161,6 +161,21 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
    predecessor finished, so nothing written by another kernel is read through the incoherent L1. */
 __device__ __forceinline__ uint4 ld_cached(const void *p) { return __ldcg(static_cast<const uint4 *>(p)); }
 
+/* L2 prefetch of `bytes` (multiple of 16, 16-byte aligned) starting at p: fire-and-forget, no
+   registers, no completion to wait for; a hint only (the data is read normally later). */
+__device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+/* LTE_SFFN_L2PF bits (env, read at launch; default 0): kPfGateUpNext = gate/up prefetches the next
+   column window of its tile's 16 rows one iteration ahead (twice the bytes in flight without
+   registers); kPfGateUpTile = the whole tile (its column range) at the tile's start; kPfDown = a
+   down block prefetches all of its rows before the PDL wait (the DRAM keeps streaming through
+   gate/up's tail). */
+constexpr int kPfGateUpNext = 1, kPfGateUpTile = 2, kPfDown = 4;
+
 /* 8 consecutive activations as 8 packed T (16 bytes): a plain load when x is already T, two
    float4 loads and round-to-nearest packing when x is f32. */
 template <class T, class XT>
@@ -361,29 +376,32 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
   if (threadIdx.x == 0) counts[B] = s_base;
 }
 
-/* Local-list scheme, route: no grid-wide step at all. One block per expert (grid N, all resident
-   at once for LLaMA shapes: 344 blocks over 132 SMs, ~21 KB of router rows in flight per SM); its 8
-   warps each take C/8 columns of the row (f16, C = 4096: 2 x 16-byte loads per lane, all issued
-   before the PDL wait since the router weights are constant), a shared-memory join, then warp 0
-   adds the bias and writes the B logits and the expert's bit word (also into ws_bits, where down
-   reads it). No atomics, no fence, no counter: the kernel's end is the only synchronisation.
+/* Local-list scheme, route: no grid-wide step at all. One block of 4 warps per expert (grid N: 344
+   blocks for LLaMA shapes, ~2.6 per SM, ~21 KB of router rows in flight per SM); each warp takes
+   C/4 columns of the row (f16, C = 4096: 4 x 16-byte loads per lane, all issued before the PDL wait
+   since the router weights are constant), a shared-memory join, then warp 0 adds the bias and
+   writes the B logits and the expert's bit word (also into ws_bits, where down reads it). No
+   atomics, no fence, no counter: the kernel's end is the only synchronisation. Small blocks (128
+   threads, <= 64 registers: 8 K registers) fit next to the previous layer's down blocks (2 x 27 K
+   registers per SM), so with PDL the router rows stream while that down kernel drains.
    (The earlier warp-per-expert version used 43 blocks, i.e. 43 SMs, for N = 344.)
    w == nullptr: dense (all bits set, logits 0). */
+constexpr int kRouteWarps = 4;
 template <class T>
-__global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w,
+__global__ void __launch_bounds__(kRouteWarps * 32, 8) route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w,
                                                             const T *__restrict__ bias, float *__restrict__ logits,
                                                             uint32_t *__restrict__ bits,
                                                             uint32_t *__restrict__ ws_bits, int B, int C, int N) {
   constexpr int V = 16 / sizeof(T);
-  constexpr int RU = 8; /* 16-byte loads per lane in flight (covers C/8 <= 32 * V * RU columns at once) */
+  constexpr int RU = 4; /* 16-byte loads per lane in flight (f16 / f32, C = 4096: the whole slice) */
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int e = blockIdx.x;
-  __shared__ float s_part[kBlock / 32][LTE_SFFN_MAX_BATCH];
+  __shared__ float s_part[kRouteWarps][LTE_SFFN_MAX_BATCH];
   if (w != nullptr) {
     float acc[LTE_SFFN_MAX_BATCH];
 #pragma unroll
     for (int b = 0; b < LTE_SFFN_MAX_BATCH; b++) acc[b] = 0.f;
-    const int slice = C / (kBlock / 32); /* C % 64 == 0: a multiple of V */
+    const int slice = C / kRouteWarps; /* C % 64 == 0: a multiple of V */
     const int c0 = warp * slice, c1 = c0 + slice;
     const T *wr = w + (int64_t)e * C;
     for (int cb = c0 + lane * V; cb < c1; cb += 32 * V * RU) {
@@ -425,7 +443,7 @@ __global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict_
   float l = 0.f;
   if (w != nullptr && lane < B) {
 #pragma unroll
-    for (int i = 0; i < kBlock / 32; i++) l += s_part[i][lane];
+    for (int i = 0; i < kRouteWarps; i++) l += s_part[i][lane];
     if (bias) l += to_f(bias[e]);
   }
   const bool sel = lane < B && (w == nullptr || l > 0.f);
@@ -436,6 +454,31 @@ __global__ void __launch_bounds__(kBlock) route_bits_kernel(const T *__restrict_
 
 /* ------------------------------------------------------------------ gate/up (tensor cores) */
 
+/* L2 prefetch for a gate/up tile (neurons n0.., 16 weight rows) by lanes 0-15 of warp 0:
+   whole = the column range [cbeg, cend) now (kPfGateUpTile), else the block's window of the
+   iteration starting at column `next` (kPfGateUpNext; 8 warps x 32 x U columns). */
+template <class T, bool GLU, int U>
+__device__ __forceinline__ void gate_up_prefetch(int pf, bool whole, const T *w_gate, const T *w_in, int n0, int C,
+                                                 int cbeg, int cend, int next) {
+  if (threadIdx.x >= 16) return;
+  int c0, c1;
+  if (whole) {
+    c0 = cbeg, c1 = cend;
+  } else {
+    if (!(pf & kPfGateUpNext) || (pf & kPfGateUpTile)) return;
+    c0 = cbeg + next, c1 = min(cend, c0 + 8 * 32 * U);
+  }
+  if (c0 >= c1) return;
+  const int r = threadIdx.x;
+  const T *row = GLU ? (r < 8 ? w_gate : w_in) + (int64_t)(n0 + (r & 7)) * C : w_in + (int64_t)(n0 + r) * C;
+  prefetch_l2(row + c0, (uint32_t)((c1 - c0) * sizeof(T)));
+}
+
+/* Resident blocks per SM the gate/up kernels are compiled for: 3 (<= 80 registers: 3 x 256 x 80 =
+   61440 of 65536; at 84 the allocation rounds to 88 and only 2 fit) for the batch <= 8, unroll-4
+   kernels; 2 for the others (NT = 2 or U = 8 hold ~105-128 live registers). */
+constexpr int gate_up_min_blocks(int NT, int U) { return NT == 1 && U == 4 ? 3 : 2; }
+
 /* GLU: tile = 8 neurons (A rows 0-7: gate rows, 8-15: up rows); GELU: 16 neurons of w_in.
    NT n-tiles of 8 tokens (B <= 8: 1, else 2). U: 32-column chunks in flight per warp. */
 /* One tile (TN union neurons starting at compact index kk0, expert e) by the whole block; warp 0
@@ -444,7 +487,7 @@ template <class T, class XT, bool GLU, int NT, int U>
 __device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *__restrict__ w_gate,
                                              const T *__restrict__ w_in, const T *__restrict__ b_in, uint32_t m,
                                              int e, int kk0, T *__restrict__ h, int B, int C, int S, int F,
-                                             float (*red)[NT * 4][32]) {
+                                             float (*red)[NT * 4][32], int pf) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int p = kk0 / S;
   const int n0 = e * S + (kk0 - p * S);
@@ -460,8 +503,10 @@ __device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *
   float d[NT][4];
 #pragma unroll
   for (int nt = 0; nt < NT; nt++) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
+  gate_up_prefetch<T, GLU, U>(pf, pf & kPfGateUpTile, w_gate, w_in, n0, C, 0, C, 0);
 
   for (int kb = warp * 32; kb < C; kb += 8 * 32 * U) {
+    gate_up_prefetch<T, GLU, U>(pf, false, w_gate, w_in, n0, C, 0, C, kb - warp * 32 + 8 * 32 * U);
     uint4 av[U], bv[U], xv[U][NT];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -582,25 +627,26 @@ __global__ void __launch_bounds__(kBlock) compact_kernel(const uint32_t *__restr
 
 /* One block per tile of the union (list and counts from route). */
 template <class T, class XT, bool GLU, int NT, int U>
-__global__ void __launch_bounds__(kBlock, 2)
+__global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     gate_up_mma(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
                 const T *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
-                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
+                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf) {
   constexpr int TN = GLU ? 8 : 16;
   __shared__ float red[8][NT * 4][32];
   pdl_wait();
   pdl_trigger();
-  const int P = __ldcg(&counts[B]);
+  /* the list is -1 past the union (lte.h), so one dependent L2 round trip (not counts, then list)
+     stands between route's end and this block's first weight load */
   const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
-  if (kk0 >= P * S) return;
   const int e = __ldcg(&list[kk0 / S]);
-  gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red);
+  if (e < 0 || e >= N) return;
+  gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red, pf);
 }
 
 /* Local-list scheme, gate/up: one block per tile of the union as in gate_up_mma, but the tile's
    expert is found from route's bits instead of a list: every warp (redundantly, so no barrier sits
-   between route's end and the first weight load) loads the bit words, 256 per step with all 8
-   loads per lane in flight (N = 344: 2 steps, one L2 round trip each), and selects the expert of
+   between route's end and the first weight load) loads the bit words, 512 per step with all 16
+   loads per lane in flight (N = 344: one step, one L2 round trip), and selects the expert of
    compact index kk0 / S with ballot + popc + __fns. The block holding an expert's first tile writes
    its list entry; the grid's last block (past the union unless it is dense) writes counts and the
    -1 tail of the list. */
@@ -609,15 +655,15 @@ __device__ __forceinline__ void select_expert(const uint32_t *__restrict__ bits,
   const int lane = threadIdx.x & 31;
   int e = -1, seen = 0;
   uint32_t m = 0;
-  for (int c0 = 0; c0 < N && e < 0; c0 += 256) { /* e is warp-uniform */
-    uint32_t v[8];
+  for (int c0 = 0; c0 < N && e < 0; c0 += 512) { /* e is warp-uniform */
+    uint32_t v[16];
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
+    for (int k = 0; k < 16; k++) {
       const int i = c0 + k * 32 + lane;
       v[k] = i < N ? __ldcg(&bits[i]) : 0u;
     }
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
+    for (int k = 0; k < 16; k++) {
       const uint32_t bal = __ballot_sync(0xffffffffu, v[k] != 0);
       const int n = __popc(bal);
       if (e < 0 && seen + n > target) {
@@ -659,10 +705,10 @@ __device__ void write_counts(const uint32_t *__restrict__ bits, int32_t *__restr
 }
 
 template <class T, class XT, bool GLU, int NT, int U>
-__global__ void __launch_bounds__(kBlock, 2)
+__global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     gate_up_sel(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
                 const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
-                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
+                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf) {
   constexpr int TN = GLU ? 8 : 16;
   __shared__ float red[8][NT * 4][32];
   pdl_wait();
@@ -674,7 +720,7 @@ __global__ void __launch_bounds__(kBlock, 2)
   const bool last = blockIdx.x == gridDim.x - 1;
   if (e >= 0) {
     if (threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
-    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, m, e, kk0, h, B, C, S, F, red);
+    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, m, e, kk0, h, B, C, S, F, red, pf);
     if (last && threadIdx.x < 32) write_counts(bits, list, counts, N, B);
   } else if (last && threadIdx.x < 32) {
     write_counts(bits, list, counts, N, B);
@@ -691,10 +737,10 @@ __global__ void __launch_bounds__(kBlock, 2)
    per SM stream instead of one). SEL: find the expert from the bits (local-list scheme) instead of
    the list. Grid = tiles * CS, cluster (CS, 1, 1). */
 template <class T, class XT, bool GLU, int NT, int U, int CS, bool SEL>
-__global__ void __launch_bounds__(kBlock, 2)
+__global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     gate_up_split(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
                   const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
-                  int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F) {
+                  int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf) {
   namespace cg = cooperative_groups;
   constexpr int TN = GLU ? 8 : 16;
   __shared__ float red[8][NT * 4][32];
@@ -711,8 +757,8 @@ __global__ void __launch_bounds__(kBlock, 2)
   if constexpr (SEL) {
     select_expert(bits, N, kk0 / S, &e, &m);
   } else {
-    const int P = __ldcg(&counts[B]);
-    e = kk0 < P * S ? __ldcg(&list[kk0 / S]) : -1;
+    e = __ldcg(&list[kk0 / S]); /* -1 past the union */
+    if (e >= N) e = -1;
     m = e >= 0 ? __ldcg(&bits[e]) : 0u;
   }
   const bool last = blockIdx.x == gridDim.x - 1;
@@ -736,7 +782,9 @@ __global__ void __launch_bounds__(kBlock, 2)
 #pragma unroll
   for (int nt = 0; nt < NT; nt++) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
   const int cw = C / CS, cbeg = rank * cw, cend = cbeg + cw; /* host: C % (32 * CS) == 0 */
+  gate_up_prefetch<T, GLU, U>(pf, pf & kPfGateUpTile, w_gate, w_in, n0, C, cbeg, cend, 0);
   for (int kb = cbeg + warp * 32; kb < cend; kb += 8 * 32 * U) {
+    gate_up_prefetch<T, GLU, U>(pf, false, w_gate, w_in, n0, C, cbeg, cend, kb - cbeg - warp * 32 + 8 * 32 * U);
     uint4 av[U], bv[U], xv[U][NT];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -845,7 +893,7 @@ __global__ void __launch_bounds__(kBlock, 2)
              const uint32_t *__restrict__ bits, const int32_t *__restrict__ list_g,
              const int32_t *__restrict__ counts, int N, const YT *residual, YT *y,
              float *__restrict__ dacc, float *__restrict__ part, int *__restrict__ counters, int B, int C, int S,
-             int F) {
+             int F, int pf) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   pdl_trigger();
   /* the union (route's output: complete, see pdl_wait): from route's list, or compacted here */
@@ -866,6 +914,15 @@ __global__ void __launch_bounds__(kBlock, 2)
   const int s_begin = blockIdx.y * per, s_end = min(chunks, s_begin + per);
   const int c0 = (blockIdx.x * 8 + warp) * 64;
   const bool active = s_begin < s_end && c0 < C;
+  if (pf & kPfDown) { /* this block's rows past the first U steps (those are loaded below), 1 KB each */
+    const int cb0 = blockIdx.x * kDownColsPerBlock;
+    const uint32_t bytes = (uint32_t)(min(kDownColsPerBlock, C - cb0) * sizeof(T));
+    for (int r = (s_begin + U) * 16 + threadIdx.x; r < s_end * 16; r += kBlock) {
+      const int p = r / S;
+      const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (r - p * S);
+      prefetch_l2(wdt + row * C + cb0, bytes);
+    }
+  }
   if (active) {
     const int cg = c0 + 8 * g;
     const T *hr[NT];
@@ -1041,10 +1098,10 @@ PFN_cublasGemmEx gemm_ex() {
 /* Launches kernel on ctx->stream, with the programmatic-dependent-launch attribute when the PDL
    knob is on. Returns the launch error (LTE_LAUNCH_CHECK reports it). */
 template <typename... KArgs, typename... Args>
-cudaError_t launch(lte_ctx *ctx, void (*kernel)(KArgs...), dim3 grid, Args... args) {
+cudaError_t launch_b(lte_ctx *ctx, void (*kernel)(KArgs...), dim3 grid, unsigned block, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
-  cfg.blockDim = dim3(kBlock);
+  cfg.blockDim = dim3(block);
   cfg.dynamicSmemBytes = 0;
   cfg.stream = ctx->stream;
   cudaLaunchAttribute attr[1];
@@ -1053,6 +1110,11 @@ cudaError_t launch(lte_ctx *ctx, void (*kernel)(KArgs...), dim3 grid, Args... ar
   cfg.attrs = attr;
   cfg.numAttrs = g_tune.pdl ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+
+template <typename... KArgs, typename... Args>
+cudaError_t launch(lte_ctx *ctx, void (*kernel)(KArgs...), dim3 grid, Args... args) {
+  return launch_b(ctx, kernel, grid, kBlock, args...);
 }
 
 /* launch() with a thread-block cluster of `cs` blocks along x (grid.x % cs == 0). */
@@ -1149,7 +1211,7 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
     const dim3 g(n_experts);
     uint32_t *ws_bits = reinterpret_cast<uint32_t *>(static_cast<char *>(ws) + L.bits_off);
 #define ROUTE_BITS(T)                                                                                             \
-  launch(ctx, route_bits_kernel<T>, g, static_cast<const T *>(x), static_cast<const T *>(w_router),                \
+  launch_b(ctx, route_bits_kernel<T>, g, kRouteWarps * 32, static_cast<const T *>(x), static_cast<const T *>(w_router),                \
          static_cast<const T *>(b_router), logits, bits, ws_bits, (int)batch, (int)d_model, (int)n_experts)
     const cudaError_t le = dtype == LTE_DTYPE_F16    ? ROUTE_BITS(__half)
                            : dtype == LTE_DTYPE_BF16 ? ROUTE_BITS(__nv_bfloat16)
@@ -1182,6 +1244,7 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
                                    const uint32_t *bits, int32_t *list, int32_t *counts, T *h, int N, int B, int C,
                                    int S, int F) {
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
+  const int pf = env_choice("LTE_SFFN_L2PF", 0, {0, 1, 2, 3, 4, 5, 6, 7});
   if constexpr (NT == 1 && U == 4) {
     /* column split over a cluster (batch <= 8): LTE_SFFN_GU_SPLIT = 2 or 4 */
     int cs = env_choice("LTE_SFFN_GU_SPLIT", 1, {1, 2, 4});
@@ -1189,16 +1252,18 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
     if (cs > 1) {
       const dim3 g(grid * cs);
 #define GU_SPLIT(CS, SEL) \
-  launch_cluster(ctx, gate_up_split<T, XT, GLU, 1, 4, CS, SEL>, g, CS, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F)
+  launch_cluster(ctx, gate_up_split<T, XT, GLU, 1, 4, CS, SEL>, g, CS, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F, \
+                 pf)
       if (cs == 2) return local ? GU_SPLIT(2, true) : GU_SPLIT(2, false);
       return local ? GU_SPLIT(4, true) : GU_SPLIT(4, false);
 #undef GU_SPLIT
     }
   }
   if (local)
-    return launch(ctx, gate_up_sel<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F);
+    return launch(ctx, gate_up_sel<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F,
+                  pf);
   return launch(ctx, gate_up_mma<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, (const int32_t *)list, counts,
-                h, N, B, C, S, F);
+                h, N, B, C, S, F, pf);
 }
 
 template <class T, class XT, bool GLU>
@@ -1296,8 +1361,10 @@ static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, co
   const YT *rr = static_cast<const YT *>(residual);
   YT *yy = static_cast<YT *>(y);
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
+  const int pf = env_choice("LTE_SFFN_L2PF", 0, {0, 1, 2, 3, 4, 5, 6, 7});
 #define DOWN(NT, U, LOC) \
-  launch(ctx, down_mma<T, YT, NT, U, ATOMIC, LOC>, grid, hh, ww, bb, bits, list, counts, N, rr, yy, dacc, part, ctr, B, C, S, F)
+  launch(ctx, down_mma<T, YT, NT, U, ATOMIC, LOC>, grid, hh, ww, bb, bits, list, counts, N, rr, yy, dacc, part, ctr, B, C, S, \
+         F, pf)
   if (B <= 8) return local ? DOWN(1, 4, true) : DOWN(1, 4, false);
   return local ? DOWN(2, 2, true) : DOWN(2, 2, false);
 #undef DOWN

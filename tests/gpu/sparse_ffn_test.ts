@@ -210,20 +210,24 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
     }
   }
   tune(gpu, 2, 4);
-  for (const split of SPLITS.slice(1)) {
-    tune(gpu, 1, 1);
-    withSplit(split, () => chain(`${name} pdl=1 split=${split}`, gpu, yc));
+  // env-selected variants: gate/up column split (LTE_SFFN_GU_SPLIT) and L2 prefetch (LTE_SFFN_L2PF
+  // bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows; hints only, results unchanged)
+  tune(gpu, 1, 1);
+  for (const [split, pf] of [[2, 0], [4, 0], [1, 1], [1, 6], [2, 5], [4, 6]] as const) {
+    withSplit(split, () => chain(`${name} pdl=1 split=${split} l2pf=${pf}`, gpu, yc), pf);
   }
 }
 
 /** Column splits of the cluster gate/up variant (env LTE_SFFN_GU_SPLIT, read at every launch). */
 const SPLITS = [1, 2, 4];
-function withSplit(split: number, fn: () => void): void {
+function withSplit(split: number, fn: () => void, pf = 0): void {
   Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
+  Deno.env.set("LTE_SFFN_L2PF", String(pf));
   try {
     fn();
   } finally {
     Deno.env.delete("LTE_SFFN_GU_SPLIT");
+    Deno.env.delete("LTE_SFFN_L2PF");
   }
 }
 
