@@ -26,7 +26,7 @@ strip <"$OUT/gemv_test.log" | grep -E "^gemv|ok \||FAILED|passed|failed|GEMV_AGR
 strip <"$OUT/gemv_test.log" | grep -A12 "ERRORS" | head -30
 
 if [ "${SKIP_ENGINE_TEST:-0}" != 1 ]; then
-  timeout 150 deno test -A --no-check tests/gpu/engine_test.ts >"$OUT/engine_test.log" 2>&1
+  timeout 200 deno test -A --no-check tests/gpu/engine_test.ts >"$OUT/engine_test.log" 2>&1
   echo "== engine_test rc=$? ($(($(date +%s) - t0)) s)"
   strip <"$OUT/engine_test.log" | grep -E "passed|failed|ENGINE_AGREEMENT" | tail -4
   strip <"$OUT/engine_test.log" | grep -A12 "ERRORS" | head -30
