@@ -249,6 +249,35 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
   }
   pdl_wait();
 
+  if (a.out_mask) {
+    // the active expert groups (union over the rows) -> compact list; then this warp's first two
+    // pieces go out before the x' set-up
+    const int per = a.out_period / S;
+    for (int g = threadIdx.x; g < G; g += blockDim.x) {
+      bool on = false;
+      for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + g % per] != 0.0f;
+      glist[g] = on ? 1 : 0;
+    }
+    __syncthreads();
+    compact_flags(glist, G, &scount);
+    __syncthreads();
+    nv = scount * S;
+    start();
+    nx = cur;
+    advance(nx);
+    if (cur.it < iend) load(a0, b0, cur);
+    if (nx.it < iend) load(a1, b1, nx);
+    // inactive groups (no row needs them): zero their outputs (grid-wide stride)
+    if (!a.accumulate) {
+      for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x) {
+        bool on = false;
+        for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + (n / S) % per] != 0.0f;
+        if (!on)
+          for (int r = 0; r < rows; r++) a.y[(size_t)r * N + n] = 0.0f;
+      }
+    }
+  }
+
   // x' rows in shared memory (raw x first, with the row statistics accumulated on the way)
   float s1[R], s2[R];
 #pragma unroll
@@ -262,14 +291,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
         s2[r] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, s2[r]))));
       }
       reinterpret_cast<float4 *>(xs)[(r * KP + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v;
-    }
-  }
-  if (a.out_mask) {
-    const int per = a.out_period / S;
-    for (int g = threadIdx.x; g < G; g += blockDim.x) {
-      bool on = false;
-      for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + g % per] != 0.0f;
-      glist[g] = on ? 1 : 0;
     }
   }
   if (norm) {
@@ -321,29 +342,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
       }
     }
   }
-  if (a.out_mask) {
-    // inactive groups (no row needs them): zero their outputs (grid-wide stride) before the
-    // flags become the list
-    if (!a.accumulate) {
-      const int per = a.out_period / S;
-      for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x) {
-        bool on = false;
-        for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + (n / S) % per] != 0.0f;
-        if (!on)
-          for (int r = 0; r < rows; r++) a.y[(size_t)r * N + n] = 0.0f;
-      }
-    }
-    compact_flags(glist, G, &scount);
-  }
   __syncthreads();
-  if (a.out_mask) {
-    nv = scount * S;
-    start();
-    nx = cur;
-    advance(nx);
-    if (cur.it < iend) load(a0, b0, cur);
-    if (nx.it < iend) load(a1, b1, nx);
-  }
 
   // the stream: pieces s + 1 and s + 2 in flight while piece s is computed
   while (cur.it < iend) {
