@@ -914,6 +914,12 @@ __global__ void __launch_bounds__(kBlock, 2)
   const int s_begin = blockIdx.y * per, s_end = min(chunks, s_begin + per);
   const int c0 = (blockIdx.x * 8 + warp) * 64;
   const bool active = s_begin < s_end && c0 < C;
+  /* f32 y updated in place (residual == y, the f32-activation engine's residual add): the partial
+     sums go straight into y with atomics (row chunk 0 adds the bias), so there is no finishing
+     block, no threadfence / counter chain and no workspace row to re-zero. */
+  constexpr bool kYF32 = std::is_same<YT, float>::value;
+  const bool inplace = ATOMIC && kYF32 && residual != nullptr &&
+                       static_cast<const void *>(residual) == static_cast<const void *>(y);
   if (pf & kPfDown) { /* this block's rows past the first U steps (those are loaded below), 1 KB each */
     const int cb0 = blockIdx.x * kDownColsPerBlock;
     const uint32_t bytes = (uint32_t)(min(kDownColsPerBlock, C - cb0) * sizeof(T));
@@ -985,10 +991,20 @@ __global__ void __launch_bounds__(kBlock, 2)
       for (int q = 0; q < 2; q++) {
         const int tok = nt * 8 + 2 * t + q;
         if (tok >= B) continue;
-        const float4 lo = make_float4(d[nt][0][q], d[nt][0][2 + q], d[nt][1][q], d[nt][1][2 + q]);
-        const float4 hi = make_float4(d[nt][2][q], d[nt][2][2 + q], d[nt][3][q], d[nt][3][2 + q]);
+        float4 lo = make_float4(d[nt][0][q], d[nt][0][2 + q], d[nt][1][q], d[nt][1][2 + q]);
+        float4 hi = make_float4(d[nt][2][q], d[nt][2][2 + q], d[nt][3][q], d[nt][3][2 + q]);
         if (ATOMIC) {
           float *dst = dacc + (int64_t)tok * C + cg;
+          if constexpr (kYF32) {
+            if (inplace) {
+              dst = reinterpret_cast<float *>(y) + (int64_t)tok * C + cg;
+              if (bias != nullptr && blockIdx.y == 0) {
+                lo.x += to_f(bias[cg + 0]), lo.y += to_f(bias[cg + 1]), lo.z += to_f(bias[cg + 2]);
+                lo.w += to_f(bias[cg + 3]), hi.x += to_f(bias[cg + 4]), hi.y += to_f(bias[cg + 5]);
+                hi.z += to_f(bias[cg + 6]), hi.w += to_f(bias[cg + 7]);
+              }
+            }
+          }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
           atomicAdd(reinterpret_cast<float4 *>(dst), lo);
           atomicAdd(reinterpret_cast<float4 *>(dst + 4), hi);
@@ -1003,6 +1019,16 @@ __global__ void __launch_bounds__(kBlock, 2)
         }
       }
     }
+  }
+  if (inplace) {
+    if (!active && blockIdx.y == 0 && c0 < C && bias != nullptr) { /* empty union: y += bias */
+      pdl_wait();
+      for (int i = lane; i < B * 64; i += 32) {
+        const int tok = i / 64, c = c0 + i % 64;
+        atomicAdd(reinterpret_cast<float *>(y) + (int64_t)tok * C + c, to_f(bias[c]));
+      }
+    }
+    return;
   }
   pdl_wait();
   if (!last_block_arrived(&counters[blockIdx.x], gridDim.y)) return;

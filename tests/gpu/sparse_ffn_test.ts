@@ -201,6 +201,17 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
     }
   }
   tune(gpu, 3, 2);
+  // --- y updated in place (residual === y, the f32-activation engine's residual add): f32 y takes
+  // the atomic path without a finishing block; every variant and local scheme must agree
+  if (p.residual !== null) {
+    for (const variant of ["atomic", "splitk", "auto"] as const) {
+      for (const pf of [0, 4]) {
+        gpu.be.write(gpu.y, encode(p.adtype, p.residual));
+        withSplit(1, () => downInPlace(gpu, variant), pf);
+        agree(`${name} y in place (${variant}, l2pf=${pf})`, p.dtype, readAs(gpu, gpu.y, B * p.C, p.adtype), yc);
+      }
+    }
+  }
   // --- the whole chain on the GPU, direct and as a replayed CUDA graph, with and without PDL
   for (const pdl of [0, 1]) {
     tune(gpu, 1, pdl);
@@ -229,6 +240,33 @@ function withSplit(split: number, fn: () => void, pf = 0): void {
     Deno.env.delete("LTE_SFFN_GU_SPLIT");
     Deno.env.delete("LTE_SFFN_L2PF");
   }
+}
+
+/** lte_sffn_down with residual = y (y += FFN(x)). */
+function downInPlace(d: DeviceFfn, variant: "auto" | "atomic" | "splitk"): void {
+  const { be, p } = d;
+  const code = { auto: 0, atomic: 1, splitk: 2 }[variant];
+  be.check(
+    be.sym.lte_sffn_down(
+      be.ctx,
+      DTypeCode[p.dtype],
+      DTypeCode[p.adtype],
+      d.h,
+      d.downT,
+      d.downBias,
+      d.list,
+      d.counts,
+      d.y,
+      d.y,
+      d.ws,
+      p.batch,
+      p.C,
+      p.N,
+      p.S,
+      code,
+    ),
+    "lte_sffn_down (in place)",
+  );
 }
 
 function tune(d: DeviceFfn, key: number, value: number): void {
