@@ -23,6 +23,12 @@
  *                      partials (SPLITK); in both cases the last block of a column tile adds
  *                      bias and residual, rounds to dtype and re-zeroes what it used.
  *
+ * Local-list scheme (LTE_SFFN_TUNE_LOCAL_LIST): route_bits_kernel (one 128-thread block per expert,
+ * logits + bits only, no grid-wide step), gate_up_sel (each warp selects its tile's expert from the
+ * bits; gate_up writes list and counts), down_mma<LOCAL> (per-block compaction of the bits).
+ * Variants read from the environment at launch (benchmark A/B): LTE_SFFN_GU_SPLIT (gate_up_split,
+ * a tile's columns split over a thread-block cluster), LTE_SFFN_L2PF (L2 prefetch hints).
+ *
  * The k index of a tensor-core product may be permuted freely as long as both operands use the
  * same permutation: gate/up use it to load 16 contiguous bytes per lane for both the weights and
  * x (lane (g, t) of a 32-column chunk takes columns 8t..8t+7), down uses it to take rows 4t..4t+3.
