@@ -178,6 +178,7 @@ function withEnv<T>(env: Record<string, string>, fn: () => T): T {
     "LTE_DEC_TS_BPS",
     "LTE_DEC_TS_U",
     "LTE_DEC_TS_MINROWS",
+    "LTE_DEC_TS_THREADS",
     "LTE_DEC_PDL",
   ];
   const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
@@ -242,6 +243,8 @@ const TS_VARIANTS: [string, Record<string, string>][] = [
   ["new bps1", { LTE_DEC_GEMV: "new", LTE_DEC_TS_BPS: "1" }],
   ["new minrows1", { LTE_DEC_GEMV: "new", LTE_DEC_TS_MINROWS: "1" }],
   ["new minrows32", { LTE_DEC_GEMV: "new", LTE_DEC_TS_MINROWS: "32" }],
+  ["new t512", { LTE_DEC_GEMV: "new", LTE_DEC_TS_THREADS: "512" }],
+  ["new t512 minrows16", { LTE_DEC_GEMV: "new", LTE_DEC_TS_THREADS: "512", LTE_DEC_TS_MINROWS: "16" }],
   ["new pdl", { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" }],
 ];
 

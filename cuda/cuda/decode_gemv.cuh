@@ -34,7 +34,6 @@
  */
 
 constexpr int kGWarps = 8;        // warps per block of gemv_kernel
-constexpr int kTs2Threads = 256;  // threads per block of ts_kernel
 
 /* Streamed weights: read once per step, keep them out of L1. */
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
@@ -362,8 +361,8 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
   }
 }
 
-template <class T, int R, int U>
-__global__ void __launch_bounds__(kTs2Threads, 2)
+template <class T, int R, int U, int TPB>
+__global__ void __launch_bounds__(TPB, 512 / TPB)
     ts_kernel(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int N, int K,
               int S, int min_rows, int qmax, int vec4) {
   extern __shared__ int tsm[];
@@ -463,7 +462,9 @@ __global__ void __launch_bounds__(kTs2Threads, 2)
      LTE_DEC_GEMV_ORDER  contig | strided item assignment (default contig)
      LTE_DEC_TS_BPS      blocks per SM of ts_kernel (default 2)
      LTE_DEC_TS_U        rows in flight per thread of ts_kernel, 4 or 8 (default 8)
-     LTE_DEC_TS_MINROWS  fewest active rows per ts_kernel block (default 8) */
+     LTE_DEC_TS_MINROWS  fewest active rows per ts_kernel block (default 8)
+     LTE_DEC_TS_THREADS  threads per ts_kernel block, 256 (2 blocks per SM) or 512 (1; LTE_DEC_TS_BPS
+                         still multiplies) (default 256) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -471,6 +472,7 @@ struct GemvTune {
   int contig;
   int ts_bps;
   int ts_u;
+  int ts_threads;
   int ts_min_rows;
 };
 
@@ -491,6 +493,7 @@ inline GemvTune gemv_tune() {
   t.contig = !(o != nullptr && strcmp(o, "strided") == 0);
   t.ts_bps = env_int("LTE_DEC_TS_BPS", 2, 1, 8);
   t.ts_u = env_int("LTE_DEC_TS_U", 8, 4, 8) > 4 ? 8 : 4;
+  t.ts_threads = env_int("LTE_DEC_TS_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
   return t;
 }
@@ -569,7 +572,7 @@ inline bool ts_applies(const GemvTune &t, lte_dtype wdtype, int rows, int k, int
   return k / S <= 16384;
 }
 
-template <class T, int R, int U>
+template <class T, int R, int U, int TPB>
 cudaError_t launch_ts_ru(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int n,
                          int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
   // qmax bounds a block's row range; the grid is fixed before qmax is known, so size for the
@@ -579,19 +582,19 @@ cudaError_t launch_ts_ru(const T *wt, const float *h, const float *mask, const f
   if (t.ts_min_rows > qmax) qmax = t.ts_min_rows < k ? t.ts_min_rows : k;
   size_t smem = (size_t)(k / S) * sizeof(int) + (size_t)R * qmax * sizeof(float);
   unsigned grid = 0;
-  cudaError_t e = persistent_grid(ts_kernel<T, R, U>, kTs2Threads, smem, sms, t.ts_bps, &grid);
+  cudaError_t e = persistent_grid(ts_kernel<T, R, U, TPB>, TPB, smem, sms, t.ts_bps, &grid);
   if (e != cudaSuccess) return e;
   if (grid < gmax) {  // fewer resident blocks than asked: each must cover more rows
     qmax = (int)((k + grid - 1) / grid);
     if (t.ts_min_rows > qmax) qmax = t.ts_min_rows < k ? t.ts_min_rows : k;
     smem = (size_t)(k / S) * sizeof(int) + (size_t)R * qmax * sizeof(float);
     if (smem > 48 * 1024) {
-      e = cudaFuncSetAttribute(ts_kernel<T, R, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+      e = cudaFuncSetAttribute(ts_kernel<T, R, U, TPB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
       if (e != cudaSuccess) return e;
     }
   }
   const int vec4 = (uintptr_t)y % 16 == 0 ? 1 : 0;
-  e = dlaunch(ts_kernel<T, R, U>, dim3(grid), dim3(kTs2Threads), smem, st, wt, h, mask, bias, y, rows, n, k, S,
+  e = dlaunch(ts_kernel<T, R, U, TPB>, dim3(grid), dim3(TPB), smem, st, wt, h, mask, bias, y, rows, n, k, S,
               t.ts_min_rows, qmax, vec4);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
@@ -600,12 +603,17 @@ cudaError_t launch_ts_ru(const T *wt, const float *h, const float *mask, const f
 template <class T>
 cudaError_t launch_ts(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int n,
                       int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
-  if (t.ts_u == 4) {
-    if (rows == 1) return launch_ts_ru<T, 1, 4>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
-    if (rows == 2) return launch_ts_ru<T, 2, 4>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
-    return launch_ts_ru<T, 4, 4>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  if (t.ts_threads == 512) {  // one pass over 4096 columns, 1 block per SM by default
+    if (rows == 1) return launch_ts_ru<T, 1, 8, 512>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+    if (rows == 2) return launch_ts_ru<T, 2, 8, 512>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+    return launch_ts_ru<T, 4, 8, 512>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
   }
-  if (rows == 1) return launch_ts_ru<T, 1, 8>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
-  if (rows == 2) return launch_ts_ru<T, 2, 8>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
-  return launch_ts_ru<T, 4, 8>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  if (t.ts_u == 4) {
+    if (rows == 1) return launch_ts_ru<T, 1, 4, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+    if (rows == 2) return launch_ts_ru<T, 2, 4, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+    return launch_ts_ru<T, 4, 4, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  }
+  if (rows == 1) return launch_ts_ru<T, 1, 8, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  if (rows == 2) return launch_ts_ru<T, 2, 8, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+  return launch_ts_ru<T, 4, 8, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
 }

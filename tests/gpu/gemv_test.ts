@@ -6,7 +6,7 @@
  * lte_dec_linear, ts_kernel for lte_dec_linear_t_sparse) against the CPU reference, under each
  * run-time selection: LTE_DEC_GEMV = new (forced, even for small N), auto (default), old (the older
  * kernels), and the tuning variants (chunks per piece 4/8, blocks per SM, contiguous / strided
- * items, rows in flight, minimum rows per block), with and without PDL launches.
+ * items, rows in flight, minimum rows per block, 256/512 threads), with and without PDL launches.
  * Cases: rows 1..4 (5: the fallback), K a multiple of a piece and not (1048 = 1024 + 24, 344),
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
@@ -276,6 +276,7 @@ Deno.test({
       { LTE_DEC_GEMV: "new" },
       { LTE_DEC_GEMV: "new", LTE_DEC_TS_U: "4", LTE_DEC_TS_MINROWS: "1" },
       { LTE_DEC_GEMV: "new", LTE_DEC_TS_BPS: "1", LTE_DEC_TS_MINROWS: "64" },
+      { LTE_DEC_GEMV: "new", LTE_DEC_TS_THREADS: "512", LTE_DEC_TS_MINROWS: "16" },
       { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
       { LTE_DEC_GEMV: "old" },
     ];
