@@ -1057,7 +1057,7 @@ extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype 
   LTE_REQUIRE_PTR(y);
   LTE_REQUIRE((uintptr_t)wt % 16 == 0, "wt must be 16-byte aligned");
   const GemvTune tune = gemv_tune();
-  if (ts_applies(tune, wdtype, rows, k, expert_size)) {
+  if (ts_applies(tune, wdtype, rows, k, expert_size, sm_count_of(ctx))) {
     cudaError_t e;
     if (wdtype == LTE_DTYPE_F16)
       e = launch_ts<__half>(static_cast<const __half *>(wt), F32(h), F32(mask), F32(bias), F32W(y), rows, n, k,

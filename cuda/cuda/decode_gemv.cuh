@@ -506,7 +506,10 @@ inline int sm_count_of(const lte_ctx *ctx) { return ctx->sm_count > 0 ? ctx->sm_
 template <class K>
 cudaError_t persistent_grid(K kernel, int threads, size_t smem, int sms, int bps, unsigned *grid) {
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    // always the same cap (never lowered): a node captured earlier with more shared memory must
+    // still launch when the graph replays
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kGemvSmemMax);
     if (e != cudaSuccess) return e;
   }
   int occ = 0;
@@ -566,33 +569,31 @@ cudaError_t launch_gemv(const LinArgs &a, int rows, const GemvTune &t, int sms, 
   return launch_gemv_rc<T, 4, 4>(a, rows, t, sms, st);
 }
 
-inline bool ts_applies(const GemvTune &t, lte_dtype wdtype, int rows, int k, int S) {
+/* Rows of one ts_kernel block at most: the grid is >= sms blocks (each covers ceil(AR / grid) <=
+   ceil(K / sms) rows, or min_rows), so this bounds the staged h for any occupancy. */
+inline int ts_qmax(const GemvTune &t, int k, int sms) {
+  const int q = (k + sms - 1) / sms;
+  const int m = t.ts_min_rows < k ? t.ts_min_rows : k;
+  return q > m ? q : m;
+}
+inline size_t ts_smem(int R, int k, int S, int qmax) {
+  return (size_t)(k / S) * sizeof(int) + (size_t)R * qmax * sizeof(float);
+}
+
+inline bool ts_applies(const GemvTune &t, lte_dtype wdtype, int rows, int k, int S, int sms) {
   if (t.mode == 0 || rows < 1 || rows > 4) return false;
   if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
-  return k / S <= 16384;
+  return ts_smem(4, k, S, ts_qmax(t, k, sms)) <= kGemvSmemMax;
 }
 
 template <class T, int R, int U, int TPB>
 cudaError_t launch_ts_ru(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int n,
                          int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
-  // qmax bounds a block's row range; the grid is fixed before qmax is known, so size for the
-  // largest grid the occupancy allows and clamp min_rows to it
-  const unsigned gmax = (unsigned)(sms * t.ts_bps);
-  int qmax = (int)((k + gmax - 1) / gmax);
-  if (t.ts_min_rows > qmax) qmax = t.ts_min_rows < k ? t.ts_min_rows : k;
-  size_t smem = (size_t)(k / S) * sizeof(int) + (size_t)R * qmax * sizeof(float);
+  const int qmax = ts_qmax(t, k, sms);
+  const size_t smem = ts_smem(R, k, S, qmax);
   unsigned grid = 0;
   cudaError_t e = persistent_grid(ts_kernel<T, R, U, TPB>, TPB, smem, sms, t.ts_bps, &grid);
   if (e != cudaSuccess) return e;
-  if (grid < gmax) {  // fewer resident blocks than asked: each must cover more rows
-    qmax = (int)((k + grid - 1) / grid);
-    if (t.ts_min_rows > qmax) qmax = t.ts_min_rows < k ? t.ts_min_rows : k;
-    smem = (size_t)(k / S) * sizeof(int) + (size_t)R * qmax * sizeof(float);
-    if (smem > 48 * 1024) {
-      e = cudaFuncSetAttribute(ts_kernel<T, R, U, TPB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-      if (e != cudaSuccess) return e;
-    }
-  }
   const int vec4 = (uintptr_t)y % 16 == 0 ? 1 : 0;
   e = dlaunch(ts_kernel<T, R, U, TPB>, dim3(grid), dim3(TPB), smem, st, wt, h, mask, bias, y, rows, n, k, S,
               t.ts_min_rows, qmax, vec4);
