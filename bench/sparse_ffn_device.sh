@@ -8,7 +8,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/sffn_out}
 mkdir -p "$OUT"
 export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=8 PYTHONUNBUFFERED=1
-unset LTE_SFFN_GU_SPLIT
+unset LTE_SFFN_GU_SPLIT LTE_SFFN_L2PF LTE_SFFN_DOWN_CL
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 LTE_SFFN_AGREEMENT_REPORT="$OUT/agreement.json" timeout 150 deno test -A --no-check tests/gpu/sparse_ffn_test.ts >"$OUT/test.log" 2>&1
@@ -19,5 +19,5 @@ grep -A12 "ERRORS" "$OUT/test.log" | sed 's/\x1b\[[0-9;]*m//g' | head -40
 timeout 200 deno run -A --no-check bench/sparse_ffn_bench.ts ${BENCH_ARGS:---torch} --json "$OUT/sparse_ffn_h200.json" 2>&1 |
   sed 's/\x1b\[[0-9;]*m//g' >"$OUT/bench.log"
 echo "== bench rc=$? ($(($(date +%s) - t0)) s)"
-grep -E "^(tuning|kernel split|best:|  local=)" "$OUT/bench.log" | head -40
+grep -E "^(tuning .* failed|kernel split|best:|copy bandwidth)" "$OUT/bench.log" | head -20
 grep -A60 "^| B |" "$OUT/bench.log"

@@ -1041,6 +1041,122 @@ __global__ void __launch_bounds__(kBlock, 2)
   down_finish<T, YT, ATOMIC>(bias, residual, y, dacc, part, nparts, B, C);
 }
 
+/* Cluster down (env LTE_SFFN_DOWN_CL = 1, batch <= 8, atomic/auto variants): no atomics, no
+   workspace, no finishing block. A cluster of CS blocks owns 64 output columns; block rank r takes
+   the r-th of CS contiguous shares of the union's 16-row steps and its 8 warps interleave those
+   steps (warp w: steps w, w + 8, ...), each running the down_mma inner loop (m16n8k16, 64 columns
+   as M, 4 rows per lane from one 16-byte load each). The warps' sums meet in shared memory, the
+   ranks' through distributed shared memory at rank 0, which adds bias and residual and writes y.
+   Why: down_mma's atomics -> threadfence -> counter -> last-block finish is a serial chain at the
+   end of every FFN block (and the fp32 row must be re-zeroed). Grid (C / 64) * CS, cluster (CS);
+   CS = 4 at C = 4096 (256 blocks, 2 per SM, all resident: the weight loads before the PDL wait
+   overlap gate_up's tail). */
+template <class T, class YT, int U, bool LOCAL>
+__global__ void __launch_bounds__(kBlock, 2)
+    down_cl(const T *__restrict__ hbuf, const T *__restrict__ wdt, const T *__restrict__ bias,
+            const uint32_t *__restrict__ bits, const int32_t *__restrict__ list_g, const int32_t *__restrict__ counts,
+            int N, const YT *residual, YT *y, int B, int C, int S, int F, int pf) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int rank = (int)cluster.block_rank(), CS = (int)cluster.num_blocks();
+  __shared__ float red[8][16][32];
+  __shared__ float sum[16 * 32];
+  pdl_trigger();
+  int K;
+  const int32_t *list;
+  if constexpr (LOCAL) {
+    __shared__ int s_list[kMaxLocalExperts];
+    __shared__ int s_warp[kBlock / 32];
+    K = block_compact(bits, N, B, s_list, s_warp, nullptr) * S;
+    list = s_list;
+  } else {
+    K = __ldcg(&counts[B]) * S;
+    list = list_g;
+  }
+  const int steps = K / 16;
+  const int per = (steps + CS - 1) / CS;
+  const int sb = rank * per, se = min(steps, sb + per);
+  const int c0 = (blockIdx.x / CS) * 64; /* the cluster's 64 columns */
+  const int cg0 = c0 + 8 * g;
+  if (pf & kPfDown) { /* this block's rows past the first 8 * U steps, 128 bytes each */
+    for (int r = (sb + 8 * U) * 16 + threadIdx.x; r < se * 16; r += kBlock) {
+      const int p = r / S;
+      const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (r - p * S);
+      prefetch_l2(wdt + row * C + c0, 64 * sizeof(T));
+    }
+  }
+  const bool hok = g < B;
+  const T *hr = hbuf + (int64_t)(hok ? g : 0) * F + 4 * t;
+  float d[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++) d[i][0] = d[i][1] = d[i][2] = d[i][3] = 0.f;
+  bool waited = false;
+  for (int s0 = sb + warp; s0 < se; s0 += 8 * U) {
+    uint4 wv[U][4];
+    uint2 hv[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int s = s0 + 8 * u;
+      if (s < se) {
+        const int kk = s * 16;
+        const int p = kk / S;
+        const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (kk - p * S) + 4 * t;
+        const T *wr = wdt + row * C + cg0;
+#pragma unroll
+        for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
+      }
+    }
+    if (!waited) pdl_wait(), waited = true; /* h comes from gate_up */
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int s = s0 + 8 * u;
+      if (s < se) hv[u] = hok ? __ldcg(reinterpret_cast<const uint2 *>(hr + s * 16)) : make_uint2(0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (s0 + 8 * u < se) {
+        const uint32_t *w0 = &wv[u][0].x, *w1 = &wv[u][1].x, *w2 = &wv[u][2].x, *w3 = &wv[u][3].x;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          const uint32_t a0 = __byte_perm(w0[i], w1[i], 0x5410), a1 = __byte_perm(w0[i], w1[i], 0x7632);
+          const uint32_t a2 = __byte_perm(w2[i], w3[i], 0x5410), a3 = __byte_perm(w2[i], w3[i], 0x7632);
+          mma16816<T>(d[i], a0, a1, a2, a3, hv[u].x, hv[u].y);
+        }
+      }
+    }
+  }
+  if (!waited) pdl_wait(); /* residual and y: nothing is written before the predecessors finished */
+  /* d[i][j]: column cg0 + 2i + (j >> 1), token 2t + (j & 1) */
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) red[warp][i * 4 + j][lane] = d[i][j];
+  __syncthreads();
+  for (int v = threadIdx.x; v < 16 * 32; v += kBlock) {
+    float a = 0.f;
+#pragma unroll
+    for (int w = 0; w < 8; w++) a += red[w][v >> 5][v & 31];
+    sum[v] = a;
+  }
+  cluster.sync(); /* every rank's sum is complete and visible cluster-wide */
+  if (rank == 0) {
+    for (int v = threadIdx.x; v < 16 * 32; v += kBlock) {
+      float a = sum[v];
+      for (int r = 1; r < CS; r++) a += cluster.map_shared_rank(sum, r)[v];
+      const int ij = v >> 5, ln = v & 31, i = ij >> 2, j = ij & 3;
+      const int tok = 2 * (ln & 3) + (j & 1), col = c0 + 8 * (ln >> 2) + 2 * i + (j >> 1);
+      if (tok < B && col < C) {
+        const int64_t o = (int64_t)tok * C + col;
+        if (bias) a += to_f(bias[col]);
+        if (residual) a += to_f(__ldcg(&residual[o]));
+        y[o] = from_f<YT>(a);
+      }
+    }
+  }
+  cluster.sync(); /* rank 0 has read the other ranks' shared memory: they may exit now */
+}
+
 /* ------------------------------------------------------------------ f32 (CUDA-core) versions */
 
 /* one warp per union neuron; grid N*S/8 blocks of 8 warps */
@@ -1394,6 +1510,16 @@ static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, co
   YT *yy = static_cast<YT *>(y);
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
   const int pf = env_choice("LTE_SFFN_L2PF", 0, {0, 1, 2, 3, 4, 5, 6, 7});
+  if (ATOMIC && B <= 8 && env_choice("LTE_SFFN_DOWN_CL", 0, {0, 1}) == 1) {
+    const int sms = ctx->sm_count > 0 ? ctx->sm_count : 132, tiles = C / 64;
+    int cs = 1;
+    while (cs < 8 && tiles * cs * 2 <= 2 * sms) cs *= 2; /* ~2 blocks per SM, all resident */
+    const dim3 g(tiles * cs);
+    return local ? launch_cluster(ctx, down_cl<T, YT, 4, true>, g, cs, hh, ww, bb, bits, list, counts, N, rr, yy, B, C,
+                                  S, F, pf)
+                 : launch_cluster(ctx, down_cl<T, YT, 4, false>, g, cs, hh, ww, bb, bits, list, counts, N, rr, yy, B, C,
+                                  S, F, pf);
+  }
 #define DOWN(NT, U, LOC) \
   launch(ctx, down_mma<T, YT, NT, U, ATOMIC, LOC>, grid, hh, ww, bb, bits, list, counts, N, rr, yy, dacc, part, ctr, B, C, S, \
          F, pf)

@@ -201,14 +201,28 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
     }
   }
   tune(gpu, 3, 2);
+  // cluster down (LTE_SFFN_DOWN_CL = 1: batch <= 8, atomic / auto; else the variants above), each
+  // twice, with and without its L2 prefetch
+  for (const pf of [0, 4]) {
+    for (const variant of ["atomic", "auto", "atomic", "splitk"] as const) {
+      poison(gpu.be, gpu.y, yb * B * p.C);
+      withSplit(1, () => down(gpu, variant), pf, 1);
+      agree(`${name} y (${variant}, down_cl, l2pf=${pf})`, p.dtype, readAs(gpu, gpu.y, B * p.C, p.adtype), yc);
+    }
+  }
   // --- y updated in place (residual === y, the f32-activation engine's residual add): f32 y takes
   // the atomic path without a finishing block; every variant and local scheme must agree
   if (p.residual !== null) {
     for (const variant of ["atomic", "splitk", "auto"] as const) {
-      for (const pf of [0, 4]) {
+      for (const [pf, downCl] of [[0, 0], [4, 0], [0, 1]]) {
         gpu.be.write(gpu.y, encode(p.adtype, p.residual));
-        withSplit(1, () => downInPlace(gpu, variant), pf);
-        agree(`${name} y in place (${variant}, l2pf=${pf})`, p.dtype, readAs(gpu, gpu.y, B * p.C, p.adtype), yc);
+        withSplit(1, () => downInPlace(gpu, variant), pf, downCl);
+        agree(
+          `${name} y in place (${variant}, l2pf=${pf}, down_cl=${downCl})`,
+          p.dtype,
+          readAs(gpu, gpu.y, B * p.C, p.adtype),
+          yc,
+        );
       }
     }
   }
@@ -221,24 +235,31 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
     }
   }
   tune(gpu, 2, 4);
-  // env-selected variants: gate/up column split (LTE_SFFN_GU_SPLIT) and L2 prefetch (LTE_SFFN_L2PF
+  // env-selected variants: gate/up column split (LTE_SFFN_GU_SPLIT), L2 prefetch (LTE_SFFN_L2PF
   // bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows; hints only, results unchanged)
+  // and the cluster down (LTE_SFFN_DOWN_CL)
   tune(gpu, 1, 1);
-  for (const [split, pf] of [[2, 0], [4, 0], [1, 1], [1, 6], [2, 5], [4, 6]] as const) {
-    withSplit(split, () => chain(`${name} pdl=1 split=${split} l2pf=${pf}`, gpu, yc), pf);
+  for (const [split, pf, dcl] of [[2, 0, 0], [4, 0, 0], [1, 1, 0], [1, 6, 0], [2, 5, 1], [4, 6, 1], [1, 0, 1]]) {
+    withSplit(split!, () => chain(`${name} pdl=1 split=${split} l2pf=${pf} down_cl=${dcl}`, gpu, yc), pf, dcl);
   }
+  tune(gpu, 1, 0);
+  withSplit(2, () => chain(`${name} pdl=0 split=2 l2pf=7 down_cl=1`, gpu, yc), 7, 1);
+  tune(gpu, 1, 1);
 }
 
 /** Column splits of the cluster gate/up variant (env LTE_SFFN_GU_SPLIT, read at every launch). */
 const SPLITS = [1, 2, 4];
-function withSplit(split: number, fn: () => void, pf = 0): void {
+/** Runs fn with the env-selected variants: gate/up split, L2 prefetch bits, cluster down (0/1). */
+function withSplit(split: number, fn: () => void, pf = 0, downCl = 0): void {
   Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
   Deno.env.set("LTE_SFFN_L2PF", String(pf));
+  Deno.env.set("LTE_SFFN_DOWN_CL", String(downCl));
   try {
     fn();
   } finally {
     Deno.env.delete("LTE_SFFN_GU_SPLIT");
     Deno.env.delete("LTE_SFFN_L2PF");
+    Deno.env.delete("LTE_SFFN_DOWN_CL");
   }
 }
 
