@@ -650,10 +650,10 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
 }
 
 /* Local-list scheme, gate/up: one block per tile of the union as in gate_up_mma, but the tile's
-   expert is found from route's bits instead of a list: every warp (redundantly, so no barrier sits
-   between route's end and the first weight load) loads the bit words, 512 per step with all 16
-   loads per lane in flight (N = 344: one step, one L2 round trip), and selects the expert of
-   compact index kk0 / S with ballot + popc + __fns. The block holding an expert's first tile writes
+   expert is found from route's bits instead of a list: warp 0 loads the bit words, 512 per step
+   with all 16 loads per lane in flight (N = 344: one step, one L2 round trip), selects the expert
+   of compact index kk0 / S with ballot + popc + __fns and hands it to the other warps through
+   shared memory (one barrier, ~0.1 us, instead of 8x the L2 reads). The block holding an expert's first tile writes
    its list entry; the grid's last block (past the union unless it is dense) writes counts and the
    -1 tail of the list. */
 __device__ __forceinline__ void select_expert(const uint32_t *__restrict__ bits, int N, int target, int *e_out,
@@ -682,6 +682,24 @@ __device__ __forceinline__ void select_expert(const uint32_t *__restrict__ bits,
   }
   *e_out = e;
   *m_out = m;
+}
+
+/* select_expert by warp 0 only, broadcast through shared memory (one barrier): the other 7 warps
+   would re-read the same bit words from L2 (N = 344: 1.4 KB per warp; x 8 warps x 1376..5504
+   blocks = 15..60 MB of L2 reads per call, competing with the weight stream). Called by all threads. */
+__device__ __forceinline__ void block_select_expert(const uint32_t *__restrict__ bits, int N, int target, int *e_out,
+                                                    uint32_t *m_out) {
+  __shared__ int s_e;
+  __shared__ uint32_t s_m;
+  if (threadIdx.x < 32) {
+    int e;
+    uint32_t m;
+    select_expert(bits, N, target, &e, &m);
+    if (threadIdx.x == 0) s_e = e, s_m = m;
+  }
+  __syncthreads();
+  *e_out = s_e;
+  *m_out = s_m;
 }
 
 /* counts[b] (tokens' expert counts), counts[B] = P and list[P..N) = -1, by one warp. */
@@ -722,7 +740,7 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
   const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
   int e;
   uint32_t m;
-  select_expert(bits, N, kk0 / S, &e, &m);
+  block_select_expert(bits, N, kk0 / S, &e, &m);
   const bool last = blockIdx.x == gridDim.x - 1;
   if (e >= 0) {
     if (threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
@@ -761,7 +779,7 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
   int e;
   uint32_t m;
   if constexpr (SEL) {
-    select_expert(bits, N, kk0 / S, &e, &m);
+    block_select_expert(bits, N, kk0 / S, &e, &m);
   } else {
     e = __ldcg(&list[kk0 / S]); /* -1 past the union */
     if (e >= N) e = -1;
