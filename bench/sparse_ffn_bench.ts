@@ -29,10 +29,11 @@ const opt = (n: string, d: string) => (args.indexOf(n) >= 0 ? args[args.indexOf(
 const quick = flag("--quick");
 const L = Number(opt("--layers", quick ? "4" : "8"));
 const REPS = quick ? 10 : 40, INNER = quick ? 2 : 4, WARM = 5;
+const SWEEP_REPS = quick ? 5 : 15; // the tuning sweep's samples (~200 graphs)
 
 const C = 4096, N = 344, S = 32, F = N * S, MAXB = 16;
 /** LTE_SFFN_L2PF values swept (bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows). */
-const PFS = [0, 1, 2, 4, 5, 6];
+const PFS = [0, 1, 2, 6];
 const DT = DTypeCode.f16;
 
 interface Row {
@@ -157,11 +158,11 @@ function main(): void {
   }
 
   const rows: Row[] = [];
-  function timeGraph(fn: () => void): number[] {
+  function timeGraph(fn: () => void, reps = REPS): number[] {
     fn(); // warm (cuBLAS workspace, module load) outside the capture
     be.synchronize();
     const graph = CapturedGraph.capture(be, fn);
-    const us = graph.time(WARM, REPS, INNER);
+    const us = graph.time(WARM, reps, INNER);
     graph.free();
     return [...us].map((v) => v / L);
   }
@@ -241,7 +242,8 @@ function main(): void {
   // split (env LTE_SFFN_GU_SPLIT) x L2 prefetch (env LTE_SFFN_L2PF bits: 1 gate/up next window, 2
   // gate/up whole tile, 4 down rows) at the defaults, then PDL / unroll / down grid size around them
   const setTune = (key: number, value: number) => be.check(be.sym.lte_sffn_set_tuning(be.ctx, key, value), "tune");
-  const setEnv = (split: number, pf: number, dcl: number) => {
+  const setEnv = (split: number, pf: number, dcl: number, persist: number) => {
+    Deno.env.set("LTE_SFFN_GU_PERSIST", String(persist));
     Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
     Deno.env.set("LTE_SFFN_L2PF", String(pf));
     Deno.env.set("LTE_SFFN_DOWN_CL", String(dcl));
@@ -251,6 +253,7 @@ function main(): void {
     split: number;
     pf: number;
     dcl: number;
+    persist: number;
     pdl: number;
     unroll: number;
     bps: number;
@@ -261,23 +264,26 @@ function main(): void {
   const base = { pdl: 1, unroll: 4, bps: 2 };
   for (const local of [1, 0]) {
     for (const dcl of [0, 1]) {
-      for (const split of [1, 2, 4]) {
-        for (const pf of PFS) combos.push({ local, split, pf, dcl, ...base });
+      for (const persist of [0, 1]) {
+        for (const split of [1, 2, 4]) {
+          for (const pf of PFS) combos.push({ local, split, pf, dcl, persist, ...base });
+        }
       }
     }
+    const old = { split: 1, pf: 0, dcl: 0, persist: 0 };
     combos.push(
-      { local, split: 1, pf: 0, dcl: 0, pdl: 0, unroll: 4, bps: 2 },
-      { local, split: 1, pf: 0, dcl: 0, pdl: 1, unroll: 8, bps: 2 },
-      { local, split: 1, pf: 0, dcl: 0, pdl: 1, unroll: 4, bps: 1 },
-      { local, split: 1, pf: 0, dcl: 0, pdl: 1, unroll: 4, bps: 4 },
+      { local, ...old, pdl: 0, unroll: 4, bps: 2 },
+      { local, ...old, pdl: 1, unroll: 8, bps: 2 },
+      { local, ...old, pdl: 1, unroll: 4, bps: 1 },
+      { local, ...old, pdl: 1, unroll: 4, bps: 4 },
     );
   }
-  const keyOf = (c: Combo) => `${c.local},${c.split},${c.pf},${c.dcl},${c.pdl},${c.unroll},${c.bps}`;
+  const keyOf = (c: Combo) => `${c.local},${c.split},${c.pf},${c.dcl},${c.persist},${c.pdl},${c.unroll},${c.bps}`;
   const isBase = (c: Combo) =>
-    c.split === 1 && c.pf === 0 && c.dcl === 0 && c.pdl === 1 && c.unroll === 4 && c.bps === 2;
+    c.split === 1 && c.pf === 0 && c.dcl === 0 && c.persist === 0 && c.pdl === 1 && c.unroll === 4 && c.bps === 2;
   const apply = (c: Combo) => {
     setTune(4, c.local);
-    setEnv(c.split, c.pf, c.dcl);
+    setEnv(c.split, c.pf, c.dcl, c.persist);
     setTune(1, c.pdl);
     setTune(2, c.unroll);
     setTune(3, c.bps);
@@ -293,7 +299,7 @@ function main(): void {
       for (const variant of isBase(c) ? variants : variants.slice(0, 1)) {
         const key = `${keyOf(c)},${variant},${sp}`;
         try {
-          timed[key] = median(timeGraph(sffn(1, variant)));
+          timed[key] = median(timeGraph(sffn(1, variant), SWEEP_REPS));
         } catch (e) {
           console.log(`tuning ${key} failed: ${(e as Error).message}`);
           timed[key] = Infinity;
@@ -316,7 +322,7 @@ function main(): void {
   console.log(`tuning sweep (us at 50% / 90%):`);
   for (const r of sweep) {
     console.log(
-      `  local=${r.local} split=${r.split} l2pf=${r.pf} down_cl=${r.dcl} pdl=${r.pdl} unroll=${r.unroll} bps=${r.bps} ${
+      `  local=${r.local} split=${r.split} l2pf=${r.pf} down_cl=${r.dcl} persist=${r.persist} pdl=${r.pdl} unroll=${r.unroll} bps=${r.bps} ${
         r.variant.padEnd(6)
       } ${r.us50} / ${r.us90}`,
     );
@@ -438,6 +444,7 @@ function main(): void {
         gu_split: best.combo.split,
         l2_prefetch: best.combo.pf,
         down_cluster: best.combo.dcl,
+        gate_up_persistent: best.combo.persist,
         pdl: best.combo.pdl,
         gate_up_unroll: best.combo.unroll,
         down_blocks_per_sm: best.combo.bps,
@@ -456,19 +463,23 @@ function main(): void {
   }
   printSummary(rows, torch);
   console.log(
-    "\nB=1 sweep, atomic down, pdl=1 unroll=4 bps=2, us at 50% / 90% (old defaults: local=0 split=1 cl=0 l2pf=0):",
+    "\nB=1 sweep, atomic down, pdl=1 unroll=4 bps=2, us at 50% / 90% (old defaults: local=0 cl=0 persist=0 split=1 l2pf=0):",
   );
   for (const local of [0, 1]) {
     for (const dcl of [0, 1]) {
-      for (const split of [1, 2, 4]) {
-        const cells = PFS.map((pf) => {
-          const r = sweep.find((r) =>
-            r.local === local && r.split === split && r.pf === pf && r.dcl === dcl && r.pdl === 1 && r.unroll === 4 &&
-            r.bps === 2 && r.variant === "atomic"
+      for (const persist of [0, 1]) {
+        for (const split of [1, 2, 4]) {
+          const cells = PFS.map((pf) => {
+            const r = sweep.find((r) =>
+              r.local === local && r.split === split && r.pf === pf && r.dcl === dcl && r.persist === persist &&
+              r.pdl === 1 && r.unroll === 4 && r.bps === 2 && r.variant === "atomic"
+            );
+            return r ? `${r.us50}/${r.us90}` : "-";
+          });
+          console.log(
+            `  local=${local} cl=${dcl} persist=${persist} split=${split} | l2pf ${PFS.join(",")}: ${cells.join("  ")}`,
           );
-          return r ? `${r.us50}/${r.us90}` : "-";
-        });
-        console.log(`  local=${local} split=${split} cl=${dcl} | l2pf ${PFS.join(",")}: ${cells.join("  ")}`);
+        }
       }
     }
   }

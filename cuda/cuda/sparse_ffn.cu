@@ -642,11 +642,16 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
   pdl_wait();
   pdl_trigger();
   /* the list is -1 past the union (lte.h), so one dependent L2 round trip (not counts, then list)
-     stands between route's end and this block's first weight load */
-  const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
-  const int e = __ldcg(&list[kk0 / S]);
-  if (e < 0 || e >= N) return;
-  gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red, pf);
+     stands between route's end and this block's first weight load. Grid = all F / TN tiles (one
+     per block) or fewer (LTE_SFFN_GU_PERSIST: blocks loop over tiles, the grid is resident at once,
+     so no stream of blocks past the union delays the dependent down launch). */
+  for (int tile = blockIdx.x; tile < F / TN; tile += gridDim.x) {
+    const int kk0 = tile * TN; /* compact neuron index of the tile */
+    const int e = __ldcg(&list[kk0 / S]);
+    if (e < 0 || e >= N) break; /* ascending tiles: every later one is past the union too */
+    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red, pf);
+    __syncthreads(); /* red is reused by the next tile */
+  }
 }
 
 /* Local-list scheme, gate/up: one block per tile of the union as in gate_up_mma, but the tile's
@@ -737,18 +742,16 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
   __shared__ float red[8][NT * 4][32];
   pdl_wait();
   pdl_trigger();
-  const int kk0 = blockIdx.x * TN; /* compact neuron index of the tile */
-  int e;
-  uint32_t m;
-  block_select_expert(bits, N, kk0 / S, &e, &m);
-  const bool last = blockIdx.x == gridDim.x - 1;
-  if (e >= 0) {
+  for (int tile = blockIdx.x; tile < F / TN; tile += gridDim.x) { /* see gate_up_mma */
+    const int kk0 = tile * TN; /* compact neuron index of the tile */
+    int e;
+    uint32_t m;
+    block_select_expert(bits, N, kk0 / S, &e, &m); /* its barrier also guards red's reuse */
+    if (e < 0) break;
     if (threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
     gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, m, e, kk0, h, B, C, S, F, red, pf);
-    if (last && threadIdx.x < 32) write_counts(bits, list, counts, N, B);
-  } else if (last && threadIdx.x < 32) {
-    write_counts(bits, list, counts, N, B);
   }
+  if (blockIdx.x == gridDim.x - 1 && threadIdx.x < 32) write_counts(bits, list, counts, N, B);
 }
 
 /* Column-split gate/up (LTE_SFFN_GU_SPLIT = CS in {2, 4}, env, read at launch): the CS blocks of a
@@ -774,116 +777,114 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
   const int rank = (int)cluster.block_rank();
   pdl_wait();
   pdl_trigger();
-  const int tile = blockIdx.x / CS;
-  const int kk0 = tile * TN; /* compact neuron index of the tile */
-  int e;
-  uint32_t m;
-  if constexpr (SEL) {
-    block_select_expert(bits, N, kk0 / S, &e, &m);
-  } else {
-    e = __ldcg(&list[kk0 / S]); /* -1 past the union */
-    if (e >= N) e = -1;
-    m = e >= 0 ? __ldcg(&bits[e]) : 0u;
-  }
-  const bool last = blockIdx.x == gridDim.x - 1;
-  if (e < 0) { /* uniform over the cluster: every rank exits, none touches another's memory */
-    if (SEL && last && warp == 0) write_counts(bits, list, counts, N, B);
-    return;
-  }
-  if (SEL && rank == 0 && threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
-  const int p = kk0 / S;
-  const int n0 = e * S + (kk0 - p * S);
-  const T *ra = GLU ? w_gate + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g) * C;
-  const T *rb = GLU ? w_in + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g + 8) * C;
-  const XT *xr[NT];
-  bool xok[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; nt++) {
-    xok[nt] = nt * 8 + g < B;
-    xr[nt] = x + (int64_t)(xok[nt] ? nt * 8 + g : 0) * C;
-  }
-  float d[NT][4];
-#pragma unroll
-  for (int nt = 0; nt < NT; nt++) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
-  const int cw = C / CS, cbeg = rank * cw, cend = cbeg + cw; /* host: C % (32 * CS) == 0 */
-  gate_up_prefetch<T, GLU, U>(pf, pf & kPfGateUpTile, w_gate, w_in, n0, C, cbeg, cend, 0);
-  for (int kb = cbeg + warp * 32; kb < cend; kb += 8 * 32 * U) {
-    gate_up_prefetch<T, GLU, U>(pf, false, w_gate, w_in, n0, C, cbeg, cend, kb - cbeg - warp * 32 + 8 * 32 * U);
-    uint4 av[U], bv[U], xv[U][NT];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int col = kb + u * 256 + 8 * t;
-      if (kb + u * 256 < cend) {
-        av[u] = ld_stream(ra + col);
-        bv[u] = ld_stream(rb + col);
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
-      }
+  /* clusters loop over tiles (grid = all tiles, or fewer with LTE_SFFN_GU_PERSIST) */
+  for (int tile = blockIdx.x / CS; tile < F / TN; tile += gridDim.x / CS) {
+    const int kk0 = tile * TN; /* compact neuron index of the tile */
+    int e;
+    uint32_t m;
+    if constexpr (SEL) {
+      block_select_expert(bits, N, kk0 / S, &e, &m);
+    } else {
+      e = __ldcg(&list[kk0 / S]); /* -1 past the union */
+      if (e >= N) e = -1;
+      m = e >= 0 ? __ldcg(&bits[e]) : 0u;
     }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      if (kb + u * 256 < cend) {
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-          mma16816<T>(d[nt], av[u].x, bv[u].x, av[u].y, bv[u].y, xv[u][nt].x, xv[u][nt].y);
-          mma16816<T>(d[nt], av[u].z, bv[u].z, av[u].w, bv[u].w, xv[u][nt].z, xv[u][nt].w);
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) red[warp][nt * 4 + i][lane] = d[nt][i];
-  __syncthreads();
-  if (warp == 0) {
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        float v = 0.f;
-#pragma unroll
-        for (int wi = 0; wi < 8; wi++) v += red[wi][nt * 4 + i][lane];
-        sum[nt * 4 + i][lane] = v;
-      }
-  }
-  cluster.sync(); /* every rank's sum is complete and visible cluster-wide */
-  if (rank == 0 && warp == 0) {
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        float v = sum[nt * 4 + i][lane];
-#pragma unroll
-        for (int r = 1; r < CS; r++) v += cluster.map_shared_rank(&sum[0][0], r)[(nt * 4 + i) * 32 + lane];
-        d[nt][i] = v;
-      }
+    if (e < 0) break; /* uniform over the cluster: every rank leaves, none touches another's memory */
+    if (SEL && rank == 0 && threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
+    const int p = kk0 / S;
+    const int n0 = e * S + (kk0 - p * S);
+    const T *ra = GLU ? w_gate + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g) * C;
+    const T *rb = GLU ? w_in + (int64_t)(n0 + g) * C : w_in + (int64_t)(n0 + g + 8) * C;
+    const XT *xr[NT];
+    bool xok[NT];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
+      xok[nt] = nt * 8 + g < B;
+      xr[nt] = x + (int64_t)(xok[nt] ? nt * 8 + g : 0) * C;
+    }
+    float d[NT][4];
 #pragma unroll
-      for (int q = 0; q < 2; q++) {
-        const int tok = nt * 8 + 2 * t + q;
-        if (tok >= B) continue;
-        const bool on = (m >> tok) & 1u;
-        if (GLU) {
-          float up = d[nt][2 + q];
-          if (b_in) up += to_f(b_in[n0 + g]);
-          const float v = on ? silu_f(d[nt][q]) * up : 0.f;
-          h[(int64_t)tok * F + kk0 + g] = from_f<T>(v);
-        } else {
-          float v0 = d[nt][q], v1 = d[nt][2 + q];
-          if (b_in) {
-            v0 += to_f(b_in[n0 + g]);
-            v1 += to_f(b_in[n0 + g + 8]);
+    for (int nt = 0; nt < NT; nt++) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
+    const int cw = C / CS, cbeg = rank * cw, cend = cbeg + cw; /* host: C % (32 * CS) == 0 */
+    gate_up_prefetch<T, GLU, U>(pf, pf & kPfGateUpTile, w_gate, w_in, n0, C, cbeg, cend, 0);
+    for (int kb = cbeg + warp * 32; kb < cend; kb += 8 * 32 * U) {
+      gate_up_prefetch<T, GLU, U>(pf, false, w_gate, w_in, n0, C, cbeg, cend, kb - cbeg - warp * 32 + 8 * 32 * U);
+      uint4 av[U], bv[U], xv[U][NT];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int col = kb + u * 256 + 8 * t;
+        if (kb + u * 256 < cend) {
+          av[u] = ld_stream(ra + col);
+          bv[u] = ld_stream(rb + col);
+#pragma unroll
+          for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        if (kb + u * 256 < cend) {
+#pragma unroll
+          for (int nt = 0; nt < NT; nt++) {
+            mma16816<T>(d[nt], av[u].x, bv[u].x, av[u].y, bv[u].y, xv[u][nt].x, xv[u][nt].y);
+            mma16816<T>(d[nt], av[u].z, bv[u].z, av[u].w, bv[u].w, xv[u][nt].z, xv[u][nt].w);
           }
-          h[(int64_t)tok * F + kk0 + g] = from_f<T>(on ? gelu_f(v0) : 0.f);
-          h[(int64_t)tok * F + kk0 + g + 8] = from_f<T>(on ? gelu_f(v1) : 0.f);
         }
       }
     }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) red[warp][nt * 4 + i][lane] = d[nt][i];
+    __syncthreads();
+    if (warp == 0) {
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          float v = 0.f;
+#pragma unroll
+          for (int wi = 0; wi < 8; wi++) v += red[wi][nt * 4 + i][lane];
+          sum[nt * 4 + i][lane] = v;
+        }
+    }
+    cluster.sync(); /* every rank's sum is complete and visible cluster-wide */
+    if (rank == 0 && warp == 0) {
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          float v = sum[nt * 4 + i][lane];
+#pragma unroll
+          for (int r = 1; r < CS; r++) v += cluster.map_shared_rank(&sum[0][0], r)[(nt * 4 + i) * 32 + lane];
+          d[nt][i] = v;
+        }
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+          const int tok = nt * 8 + 2 * t + q;
+          if (tok >= B) continue;
+          const bool on = (m >> tok) & 1u;
+          if (GLU) {
+            float up = d[nt][2 + q];
+            if (b_in) up += to_f(b_in[n0 + g]);
+            const float v = on ? silu_f(d[nt][q]) * up : 0.f;
+            h[(int64_t)tok * F + kk0 + g] = from_f<T>(v);
+          } else {
+            float v0 = d[nt][q], v1 = d[nt][2 + q];
+            if (b_in) {
+              v0 += to_f(b_in[n0 + g]);
+              v1 += to_f(b_in[n0 + g + 8]);
+            }
+            h[(int64_t)tok * F + kk0 + g] = from_f<T>(on ? gelu_f(v0) : 0.f);
+            h[(int64_t)tok * F + kk0 + g + 8] = from_f<T>(on ? gelu_f(v1) : 0.f);
+          }
+        }
+      }
+    }
+    cluster.sync(); /* rank 0 has read the other ranks' shared memory (sum, red reuse is safe) */
   }
-  cluster.sync(); /* rank 0 has read the other ranks' shared memory: they may exit now */
-  if (SEL && last && warp == 0) write_counts(bits, list, counts, N, B);
+  if (SEL && blockIdx.x == gridDim.x - 1 && warp == 0) write_counts(bits, list, counts, N, B);
 }
 
 /* ------------------------------------------------------------------ down (tensor cores) */
@@ -1411,12 +1412,20 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
                                    int S, int F) {
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
   const int pf = env_choice("LTE_SFFN_L2PF", 0, {0, 1, 2, 3, 4, 5, 6, 7});
+  /* LTE_SFFN_GU_PERSIST = 1: as many blocks as are resident at once (they loop over the tiles);
+     2: 3 blocks (x split), a test of the loop with many tiles per block */
+  const int pmode = env_choice("LTE_SFFN_GU_PERSIST", 0, {0, 1, 2});
+  const unsigned slots = pmode == 2 ? 3u : (ctx->sm_count > 0 ? ctx->sm_count : 132) * gate_up_min_blocks(NT, U);
+  const bool persist = pmode != 0;
   if constexpr (NT == 1 && U == 4) {
     /* column split over a cluster (batch <= 8): LTE_SFFN_GU_SPLIT = 2 or 4 */
     int cs = env_choice("LTE_SFFN_GU_SPLIT", 1, {1, 2, 4});
     while (cs > 1 && C % (32 * cs) != 0) cs /= 2;
     if (cs > 1) {
-      const dim3 g(grid * cs);
+      unsigned gx = grid * cs;
+      const unsigned cap = pmode == 2 ? 3u * cs : slots / cs * cs; /* whole clusters */
+      if (persist && gx > cap) gx = cap;
+      const dim3 g(gx);
 #define GU_SPLIT(CS, SEL) \
   launch_cluster(ctx, gate_up_split<T, XT, GLU, 1, 4, CS, SEL>, g, CS, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F, \
                  pf)
@@ -1425,11 +1434,11 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
 #undef GU_SPLIT
     }
   }
+  const dim3 g1(persist && grid > slots ? slots : grid);
   if (local)
-    return launch(ctx, gate_up_sel<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F,
-                  pf);
-  return launch(ctx, gate_up_mma<T, XT, GLU, NT, U>, dim3(grid), x, wg, wi, bi, bits, (const int32_t *)list, counts,
-                h, N, B, C, S, F, pf);
+    return launch(ctx, gate_up_sel<T, XT, GLU, NT, U>, g1, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F, pf);
+  return launch(ctx, gate_up_mma<T, XT, GLU, NT, U>, g1, x, wg, wi, bi, bits, (const int32_t *)list, counts, h, N, B,
+                C, S, F, pf);
 }
 
 template <class T, class XT, bool GLU>

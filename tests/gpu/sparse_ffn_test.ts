@@ -173,20 +173,28 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
     for (let b = 0; b < B; b++) out.set(a.subarray(b * F, b * F + P * p.S), b * P * p.S);
     return out;
   };
-  for (const split of SPLITS) {
-    withSplit(split, () => {
-      poison(gpu.be, gpu.h, eb * B * F);
-      writeRoute(gpu, rc);
-      if (local) {
-        poison(gpu.be, gpu.list, 4 * p.N);
-        poison(gpu.be, gpu.counts, 4 * (B + 1));
-      }
-      gateUp(gpu);
-      const after = readRoute(gpu); // local-list mode: gate_up wrote list and counts
-      assert.deepEqual([...after.list], [...rc.list], `${name} split=${split}: union lists differ (after gate_up)`);
-      assert.deepEqual([...after.counts], [...rc.counts], `${name} split=${split}: counts differ (after gate_up)`);
-      agree(`${name} h split=${split}`, p.dtype, used(readAs(gpu, gpu.h, B * F)), used(hc));
-    });
+  // persist: 1 = a resident grid looping over tiles, 2 = a 3-block (x split) grid (many tiles per block)
+  for (const [split, persist] of [...SPLITS.map((v) => [v, 0]), ...SPLITS.map((v) => [v, 1]), [1, 2], [2, 2]]) {
+    withSplit(
+      split!,
+      () => {
+        poison(gpu.be, gpu.h, eb * B * F);
+        writeRoute(gpu, rc);
+        if (local) {
+          poison(gpu.be, gpu.list, 4 * p.N);
+          poison(gpu.be, gpu.counts, 4 * (B + 1));
+        }
+        gateUp(gpu);
+        const after = readRoute(gpu); // local-list mode: gate_up wrote list and counts
+        const at = `${name} split=${split} persist=${persist}`;
+        assert.deepEqual([...after.list], [...rc.list], `${at}: union lists differ (after gate_up)`);
+        assert.deepEqual([...after.counts], [...rc.counts], `${at}: counts differ (after gate_up)`);
+        agree(`${at} h`, p.dtype, used(readAs(gpu, gpu.h, B * F)), used(hc));
+      },
+      0,
+      0,
+      persist,
+    );
   }
   // --- down on identical h, both variants, each twice (the workspace must come back zeroed)
   down(cpu);
@@ -239,18 +247,21 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
   // bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows; hints only, results unchanged)
   // and the cluster down (LTE_SFFN_DOWN_CL)
   tune(gpu, 1, 1);
-  for (const [split, pf, dcl] of [[2, 0, 0], [4, 0, 0], [1, 1, 0], [1, 6, 0], [2, 5, 1], [4, 6, 1], [1, 0, 1]]) {
-    withSplit(split!, () => chain(`${name} pdl=1 split=${split} l2pf=${pf} down_cl=${dcl}`, gpu, yc), pf, dcl);
+  const envs = [[2, 0, 0, 0], [4, 0, 0, 1], [1, 1, 0, 2], [1, 6, 0, 1], [2, 5, 1, 2], [4, 6, 1, 0], [1, 0, 1, 1]];
+  for (const [split, pf, dcl, persist] of envs) {
+    const at = `${name} pdl=1 split=${split} l2pf=${pf} down_cl=${dcl} persist=${persist}`;
+    withSplit(split!, () => chain(at, gpu, yc), pf, dcl, persist);
   }
   tune(gpu, 1, 0);
-  withSplit(2, () => chain(`${name} pdl=0 split=2 l2pf=7 down_cl=1`, gpu, yc), 7, 1);
+  withSplit(2, () => chain(`${name} pdl=0 split=2 l2pf=7 down_cl=1 persist=2`, gpu, yc), 7, 1, 2);
   tune(gpu, 1, 1);
 }
 
 /** Column splits of the cluster gate/up variant (env LTE_SFFN_GU_SPLIT, read at every launch). */
 const SPLITS = [1, 2, 4];
 /** Runs fn with the env-selected variants: gate/up split, L2 prefetch bits, cluster down (0/1). */
-function withSplit(split: number, fn: () => void, pf = 0, downCl = 0): void {
+function withSplit(split: number, fn: () => void, pf = 0, downCl = 0, persist = 0): void {
+  Deno.env.set("LTE_SFFN_GU_PERSIST", String(persist));
   Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
   Deno.env.set("LTE_SFFN_L2PF", String(pf));
   Deno.env.set("LTE_SFFN_DOWN_CL", String(downCl));
@@ -260,6 +271,7 @@ function withSplit(split: number, fn: () => void, pf = 0, downCl = 0): void {
     Deno.env.delete("LTE_SFFN_GU_SPLIT");
     Deno.env.delete("LTE_SFFN_L2PF");
     Deno.env.delete("LTE_SFFN_DOWN_CL");
+    Deno.env.delete("LTE_SFFN_GU_PERSIST");
   }
 }
 
