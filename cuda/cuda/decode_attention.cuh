@@ -132,7 +132,10 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   float m = -INFINITY, l = 0.0f, acc[8];
 #pragma unroll
   for (int j = 0; j < 8; j++) acc[j] = 0.0f;
-  for (int t0 = gid; t0 < n_cached; t0 += G * kAttnU) {
+  // The trip count must be the same for the whole warp (its groups hold different positions and
+  // the shuffles below need all 32 lanes): loop on the warp's first position, mask per lane.
+  for (int tb = warp * PPW; tb < n_cached; tb += G * kAttnU) {
+    const int t0 = tb + sub;  // = gid + k G * kAttnU
     Raw8<T> kr[kAttnU], vr[kAttnU];
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
