@@ -204,6 +204,22 @@ Deno.test("engine: timeSteps runs n steps on the device and lands where n single
   }
 });
 
+Deno.test("engine: syncRead (blocking token reads) decodes the same tokens as the default", async () => {
+  const config = llamaConfig();
+  const model = DecoderLM.init(config, { device: "cpu", seed: 4 });
+  const arrays = model.toArrays();
+  model.dispose();
+  const a = Engine.fromArrays(config, arrays, CPU, { tokenizer });
+  const b = Engine.fromArrays(config, arrays, { ...CPU, syncRead: true }, { tokenizer });
+  try {
+    const sp = { maxTokens: 12, temperature: 0.9, topK: 20, seed: 5 };
+    assertEquals((await collect(b, "Hello", sp)).ids, (await collect(a, "Hello", sp)).ids);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+});
+
 Deno.test("engine: stop sequences end generation before the stop text; maxTokens caps it", async () => {
   const config = llamaConfig();
   const model = DecoderLM.init(config, { device: "cpu", seed: 5 });
