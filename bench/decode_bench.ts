@@ -158,61 +158,120 @@ async function attempt(
   }
 }
 
-const dense = await attempt("dense", "dense batch 1", () => run(base, null, 1));
-await attempt(
-  "sparse50",
-  "sparse ~50% batch 1",
-  () => run({ ...base, sparse: true, ffnKernels: false }, 0.5, 1),
-  dense ?? undefined,
-);
-await attempt(
-  "sparse90",
-  "sparse ~90% batch 1",
-  () => run({ ...base, sparse: true, ffnKernels: false }, 0.1, 1),
-  dense ?? undefined,
-);
-const pdl = await attempt(
-  "dense_pdl",
-  "dense batch 1, PDL",
-  () => run({ ...base, pdl: true }, null, 1),
-  dense ?? undefined,
-);
-await attempt(
-  "sparse50_pdl",
-  "sparse ~50% batch 1, PDL",
-  () => run({ ...base, sparse: true, ffnKernels: false, pdl: true }, 0.5, 1),
-  pdl ?? undefined,
-);
-await attempt(
-  "sparse90_pdl",
-  "sparse ~90% batch 1, PDL",
-  () => run({ ...base, sparse: true, ffnKernels: false, pdl: true }, 0.1, 1),
-  pdl ?? undefined,
-);
-await attempt(
-  "sparse50_kernels",
-  "sparse ~50% (KERNELS ffn)",
-  () => run({ ...base, sparse: true, ffnKernels: true }, 0.5, 1),
-  dense ?? undefined,
-);
-await attempt(
-  "sparse90_kernels",
-  "sparse ~90% (KERNELS ffn)",
-  () => run({ ...base, sparse: true, ffnKernels: true }, 0.1, 1),
-  dense ?? undefined,
-);
-const d8 = await attempt("dense_batch8", "dense batch 8", () => run({ ...base, maxBatch: 8 }, null, 8));
-const s8 = await attempt(
-  "sparse90_batch8",
-  "sparse ~90% batch 8 (union)",
-  () => run({ ...base, maxBatch: 8, sparse: true, ffnKernels: false }, 0.1, 8),
-  d8 ?? undefined,
-);
+/** Kernel variants are chosen by environment variables read when the step graph is captured. */
+async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const prev = Object.fromEntries(Object.keys(env).map((k) => [k, Deno.env.get(k)]));
+  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+  }
+}
+interface Variant {
+  key: string;
+  name: string;
+  opts: Partial<EngineOptions>;
+  active: number | null;
+  batch: number;
+  env?: Record<string, string>;
+  /** Key of the dense run this one is compared with. */
+  ref?: string;
+}
+const sync = { syncRead: true };
+const VARIANTS: Variant[] = [
+  { key: "dense", name: "dense batch 1", opts: {}, active: null, batch: 1 },
+  { key: "dense_sync", name: "dense, blocking read", opts: sync, active: null, batch: 1 },
+  { key: "sparse50", name: "sparse ~50% (default path)", opts: { sparse: true }, active: 0.5, batch: 1, ref: "dense" },
+  {
+    key: "sparse50_sync",
+    name: "sparse ~50%, blocking read",
+    opts: { sparse: true, ...sync },
+    active: 0.5,
+    batch: 1,
+    ref: "dense_sync",
+  },
+  { key: "sparse90", name: "sparse ~90% (default path)", opts: { sparse: true }, active: 0.1, batch: 1, ref: "dense" },
+  {
+    key: "sparse90_sync",
+    name: "sparse ~90%, blocking read",
+    opts: { sparse: true, ...sync },
+    active: 0.1,
+    batch: 1,
+    ref: "dense_sync",
+  },
+  {
+    key: "sparse50_engine",
+    name: "sparse ~50%, engine's kernels",
+    opts: { sparse: true, ffnKernels: false },
+    active: 0.5,
+    batch: 1,
+    ref: "dense",
+  },
+  {
+    key: "sparse90_engine",
+    name: "sparse ~90%, engine's kernels",
+    opts: { sparse: true, ffnKernels: false },
+    active: 0.1,
+    batch: 1,
+    ref: "dense",
+  },
+  { key: "dense_pdl", name: "dense, PDL", opts: { pdl: true }, active: null, batch: 1, ref: "dense" },
+  {
+    key: "dense_old_gemv",
+    name: "dense, previous GEMV kernels",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_GEMV: "old" },
+    ref: "dense",
+  },
+  {
+    key: "dense_old_attn",
+    name: "dense, previous attention (2 ops)",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN: "old" },
+    ref: "dense",
+  },
+  { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
+  {
+    key: "sparse90_batch8",
+    name: "sparse ~90% batch 8 (union)",
+    opts: { maxBatch: 8, sparse: true, ffnKernels: false },
+    active: 0.1,
+    batch: 8,
+    ref: "dense_batch8",
+  },
+  {
+    key: "sparse90_batch8_kernels",
+    name: "sparse ~90% batch 8, KERNELS ffn",
+    opts: { maxBatch: 8, sparse: true, ffnKernels: true },
+    active: 0.1,
+    batch: 8,
+    ref: "dense_batch8",
+  },
+];
+const only = flag("--only", "").split(",").filter(Boolean);
+const done = new Map<string, RunStats>();
+for (const v of VARIANTS) {
+  if (only.length && !only.includes(v.key)) continue;
+  const ref = v.ref ? done.get(v.ref) : undefined;
+  const r = await attempt(
+    v.key,
+    v.name,
+    () => withEnv(v.env ?? {}, () => run({ ...base, ...v.opts }, v.active, v.batch)),
+    ref,
+  );
+  if (r) done.set(v.key, r);
+}
+const dense = done.get("dense") ?? null;
+const s8 = done.get("sparse90_batch8");
 if (s8) {
   (results.sparse90_batch8 as Record<string, unknown>).expected_union_active_fraction = 1 -
     Math.pow(1 - (s8.active_fraction ?? 0), 8);
 }
-
 // device memory: the model + a 4,096-token cache at batch 1
 try {
   be.emptyCache();
