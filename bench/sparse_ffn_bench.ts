@@ -249,7 +249,7 @@ function main(): void {
     Deno.env.set("LTE_SFFN_DOWN_CL", String(dcl));
   };
   interface Combo {
-    local: number;
+    local: number; // union scheme: 0 route's list (route_kernel), 1 local list, 2 route's list by route v2
     split: number;
     pf: number;
     dcl: number;
@@ -262,7 +262,7 @@ function main(): void {
   const masks50 = () => setMasks(0.5, 1), masks90 = () => setMasks(0.9, 1);
   const combos: Combo[] = [];
   const base = { pdl: 1, unroll: 4, bps: 2 };
-  for (const local of [1, 0]) {
+  for (const local of [1, 0, 2]) {
     for (const dcl of [0, 1]) {
       for (const persist of [0, 1]) {
         for (const split of [1, 2, 4]) {
@@ -282,7 +282,8 @@ function main(): void {
   const isBase = (c: Combo) =>
     c.split === 1 && c.pf === 0 && c.dcl === 0 && c.persist === 0 && c.pdl === 1 && c.unroll === 4 && c.bps === 2;
   const apply = (c: Combo) => {
-    setTune(4, c.local);
+    setTune(4, c.local === 1 ? 1 : 0);
+    Deno.env.set("LTE_SFFN_ROUTE_V2", c.local === 2 ? "1" : "0");
     setEnv(c.split, c.pf, c.dcl, c.persist);
     setTune(1, c.pdl);
     setTune(2, c.unroll);
@@ -440,7 +441,8 @@ function main(): void {
     ideal_bandwidth_tb_s: +(idealBw / 1e12).toFixed(3),
     tuning: {
       chosen: {
-        local_list: best.combo.local,
+        local_list: best.combo.local === 1 ? 1 : 0,
+        route_v2: best.combo.local === 2 ? 1 : 0,
         gu_split: best.combo.split,
         l2_prefetch: best.combo.pf,
         down_cluster: best.combo.dcl,
@@ -463,9 +465,9 @@ function main(): void {
   }
   printSummary(rows, torch);
   console.log(
-    "\nB=1 sweep, atomic down, pdl=1 unroll=4 bps=2, us at 50% / 90% (old defaults: local=0 cl=0 persist=0 split=1 l2pf=0):",
+    "\nB=1 sweep, atomic down, pdl=1 unroll=4 bps=2, us at 50% / 90% (old defaults: local=0 cl=0 persist=0 split=1 l2pf=0; local=2: route v2):",
   );
-  for (const local of [0, 1]) {
+  for (const local of [0, 1, 2]) {
     for (const dcl of [0, 1]) {
       for (const persist of [0, 1]) {
         for (const split of [1, 2, 4]) {

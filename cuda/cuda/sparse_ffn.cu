@@ -55,6 +55,7 @@ constexpr int kBlock = 256; /* threads of every kernel here (8 warps) */
 constexpr int kRouteSplit = 4;
 constexpr int kDownColsPerBlock = 512; /* 8 warps x 64 columns */
 constexpr int kMaxDownBlocksPerSm = 8;
+constexpr int kMaxLocalExperts = 2048; /* bits-based schemes (local list, route v2): N <= this */
 
 /* Process-wide tuning knobs (lte_sffn_set_tuning; benchmarks sweep them). */
 /* Defaults = the best of the sweep on the H200 (docs/results/sparse_ffn_h200.json "tuning"):
@@ -393,11 +394,16 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
    (The earlier warp-per-expert version used 43 blocks, i.e. 43 SMs, for N = 344.)
    w == nullptr: dense (all bits set, logits 0). */
 constexpr int kRouteWarps = 4;
-template <class T>
-__global__ void __launch_bounds__(kRouteWarps * 32, 8) route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w,
-                                                            const T *__restrict__ bias, float *__restrict__ logits,
-                                                            uint32_t *__restrict__ bits,
-                                                            uint32_t *__restrict__ ws_bits, int B, int C, int N) {
+/* LIST (env LTE_SFFN_ROUTE_V2 = 1, route's grid-wide list scheme): the same kernel, then the last
+   block to finish (threadfence + counter) compacts the bits into list and counts (route's
+   contract). Shorter than route_kernel's chain: no split-K atomics into a workspace row, no
+   re-zeroing, the bits (1.4 KB for N = 344) loaded in one round trip. */
+template <class T, bool LIST>
+__global__ void __launch_bounds__(kRouteWarps * 32, 8)
+    route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias,
+                      float *__restrict__ logits, uint32_t *__restrict__ bits, uint32_t *__restrict__ ws_bits,
+                      int32_t *__restrict__ list, int32_t *__restrict__ counts, int *__restrict__ counter, int B,
+                      int C, int N) {
   constexpr int V = 16 / sizeof(T);
   constexpr int RU = 4; /* 16-byte loads per lane in flight (f16 / f32, C = 4096: the whole slice) */
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -445,17 +451,58 @@ __global__ void __launch_bounds__(kRouteWarps * 32, 8) route_bits_kernel(const T
   pdl_wait(); /* nothing below may be written before the previous kernel (a down reading ws_bits) ended */
   pdl_trigger();
   __syncthreads();
-  if (warp != 0) return;
-  float l = 0.f;
-  if (w != nullptr && lane < B) {
+  if (warp == 0) {
+    float l = 0.f;
+    if (w != nullptr && lane < B) {
 #pragma unroll
-    for (int i = 0; i < kRouteWarps; i++) l += s_part[i][lane];
-    if (bias) l += to_f(bias[e]);
+      for (int i = 0; i < kRouteWarps; i++) l += s_part[i][lane];
+      if (bias) l += to_f(bias[e]);
+    }
+    const bool sel = lane < B && (w == nullptr || l > 0.f);
+    const uint32_t m = __ballot_sync(0xffffffffu, sel);
+    if (lane < B) logits[(int64_t)lane * N + e] = l;
+    if (lane == 0) bits[e] = m, ws_bits[e] = m; /* thread 0: the one that fences below */
   }
-  const bool sel = lane < B && (w == nullptr || l > 0.f);
-  const uint32_t m = __ballot_sync(0xffffffffu, sel);
-  if (lane < B) logits[(int64_t)lane * N + e] = l;
-  if (lane == 0) bits[e] = m, ws_bits[e] = m;
+  if constexpr (LIST) {
+    if (!last_block_arrived(counter, gridDim.x)) return;
+    /* the last block: every bit word is visible; compact them (N <= kMaxLocalExperts: one round trip) */
+    constexpr int NTH = kRouteWarps * 32, CH = kMaxLocalExperts / NTH;
+    __shared__ int s_w[kRouteWarps];
+    __shared__ int s_tok[LTE_SFFN_MAX_BATCH];
+    if (threadIdx.x < LTE_SFFN_MAX_BATCH) s_tok[threadIdx.x] = 0;
+    uint32_t mm[CH];
+#pragma unroll
+    for (int c = 0; c < CH; c++) {
+      const int i = c * NTH + threadIdx.x;
+      mm[c] = i < N ? __ldcg(&bits[i]) : 0u;
+    }
+    __syncthreads();
+    int base = 0;
+#pragma unroll
+    for (int c = 0; c < CH; c++) {
+      if (c * NTH >= N) break; /* uniform */
+      const uint32_t bal = __ballot_sync(0xffffffffu, mm[c] != 0);
+      for (int b = 0; b < B; b++) {
+        const int n = __popc(__ballot_sync(0xffffffffu, (mm[c] >> b) & 1u));
+        if (lane == 0 && n) atomicAdd(&s_tok[b], n);
+      }
+      if (lane == 0) s_w[warp] = __popc(bal);
+      __syncthreads();
+      int off = base, tot = 0;
+#pragma unroll
+      for (int i = 0; i < kRouteWarps; i++) {
+        const int v = s_w[i];
+        off += i < warp ? v : 0;
+        tot += v;
+      }
+      if (mm[c]) list[off + __popc(bal & ((1u << lane) - 1u))] = c * NTH + threadIdx.x;
+      base += tot;
+      __syncthreads();
+    }
+    for (int i = base + threadIdx.x; i < N; i += NTH) list[i] = -1;
+    if (threadIdx.x < B) counts[threadIdx.x] = s_tok[threadIdx.x];
+    if (threadIdx.x == 0) counts[B] = base;
+  }
 }
 
 /* ------------------------------------------------------------------ gate/up (tensor cores) */
@@ -579,7 +626,6 @@ __device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *
 /* Compacts {e < N : bits[e] != 0} (ascending) into s_list (shared, N <= kMaxLocalExperts) and
    returns its size in every thread; s_tok (optional) gets per-token counts added. One L2 round
    trip for all bits, then a ballot scan per 256-expert chunk. Called by all threads. */
-constexpr int kMaxLocalExperts = 2048;
 __device__ int block_compact(const uint32_t *__restrict__ bits, int N, int B, int *s_list, int *s_warp,
                              int *s_tok) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -1374,15 +1420,18 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   char *w8 = static_cast<char *>(ws);
   int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off);
   float *racc = reinterpret_cast<float *>(w8 + L.racc_off);
-  if (g_tune.local_list && n_experts <= kMaxLocalExperts) {
+  const bool local = g_tune.local_list && n_experts <= kMaxLocalExperts;
+  if (local || (n_experts <= kMaxLocalExperts && env_choice("LTE_SFFN_ROUTE_V2", 0, {0, 1}) == 1)) {
     const dim3 g(n_experts);
     uint32_t *ws_bits = reinterpret_cast<uint32_t *>(static_cast<char *>(ws) + L.bits_off);
-#define ROUTE_BITS(T)                                                                                             \
-  launch_b(ctx, route_bits_kernel<T>, g, kRouteWarps * 32, static_cast<const T *>(x), static_cast<const T *>(w_router),                \
-         static_cast<const T *>(b_router), logits, bits, ws_bits, (int)batch, (int)d_model, (int)n_experts)
-    const cudaError_t le = dtype == LTE_DTYPE_F16    ? ROUTE_BITS(__half)
-                           : dtype == LTE_DTYPE_BF16 ? ROUTE_BITS(__nv_bfloat16)
-                                                     : ROUTE_BITS(float);
+#define ROUTE_BITS(T, LIST)                                                                                          \
+  launch_b(ctx, route_bits_kernel<T, LIST>, g, kRouteWarps * 32, static_cast<const T *>(x),                         \
+           static_cast<const T *>(w_router), static_cast<const T *>(b_router), logits, bits, ws_bits, list, counts, ctr, \
+           (int)batch, (int)d_model, (int)n_experts)
+    const cudaError_t le = dtype == LTE_DTYPE_F16    ? (local ? ROUTE_BITS(__half, false) : ROUTE_BITS(__half, true))
+                           : dtype == LTE_DTYPE_BF16 ? (local ? ROUTE_BITS(__nv_bfloat16, false)
+                                                              : ROUTE_BITS(__nv_bfloat16, true))
+                                                     : (local ? ROUTE_BITS(float, false) : ROUTE_BITS(float, true));
 #undef ROUTE_BITS
     if (le != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of route_bits_kernel", le, __FILE__, __LINE__);
     return LTE_STATUS_OK;

@@ -143,25 +143,30 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
   const p = cpu.p, B = p.batch, F = p.N * p.S, eb = p.dtype === "f32" ? 4 : 2, yb = p.adtype === "f32" ? 4 : 2;
   // --- route
   route(cpu);
-  poison(gpu.be, gpu.bits, 4 * p.N);
-  poison(gpu.be, gpu.list, 4 * p.N);
-  poison(gpu.be, gpu.logits, 4 * B * p.N);
-  poison(gpu.be, gpu.counts, 4 * (B + 1));
-  route(gpu);
-  const rc = readRoute(cpu), rg = readRoute(gpu);
-  const lc = compare(rg.logits, rc.logits, 1e-4, 1e-4);
-  assert.ok(lc.worst <= 1 && lc.nan === 0, `${name} logits: worst ${lc.worst}, nan ${lc.nan}`);
-  report[`${name} logits`] = { worst: lc.worst, rel: lc.rel };
-  assert.deepEqual([...rg.bits], [...rc.bits], `${name}: expert bits differ`);
-  // the GPU's own bits are exactly {b : its logit > 0}
-  for (let e = 0; e < p.N; e++) {
-    let m = 0;
-    for (let b = 0; b < B; b++) if (p.router === null || rg.logits[b * p.N + e]! > 0) m |= 1 << b;
-    assert.equal(rg.bits[e], m >>> 0, `${name}: bits[${e}] vs its own logits`);
-  }
-  if (!local) {
-    assert.deepEqual([...rg.list], [...rc.list], `${name}: union lists differ`);
-    assert.deepEqual([...rg.counts], [...rc.counts], `${name}: counts differ`);
+  const rc = readRoute(cpu);
+  // route v2 (LTE_SFFN_ROUTE_V2 = 1: one block per expert + last-block compaction) only matters
+  // for route's grid-wide list scheme; the local scheme runs its own bits-only kernel either way
+  for (const v2 of local ? [0] : [0, 1, 0]) {
+    poison(gpu.be, gpu.bits, 4 * p.N);
+    poison(gpu.be, gpu.list, 4 * p.N);
+    poison(gpu.be, gpu.logits, 4 * B * p.N);
+    poison(gpu.be, gpu.counts, 4 * (B + 1));
+    withSplit(1, () => route(gpu), 0, 0, 0, v2);
+    const rg = readRoute(gpu), at = `${name}${v2 ? " route_v2" : ""}`;
+    const lc = compare(rg.logits, rc.logits, 1e-4, 1e-4);
+    assert.ok(lc.worst <= 1 && lc.nan === 0, `${at} logits: worst ${lc.worst}, nan ${lc.nan}`);
+    report[`${at} logits`] = { worst: lc.worst, rel: lc.rel };
+    assert.deepEqual([...rg.bits], [...rc.bits], `${at}: expert bits differ`);
+    // the GPU's own bits are exactly {b : its logit > 0}
+    for (let e = 0; e < p.N; e++) {
+      let m = 0;
+      for (let b = 0; b < B; b++) if (p.router === null || rg.logits[b * p.N + e]! > 0) m |= 1 << b;
+      assert.equal(rg.bits[e], m >>> 0, `${at}: bits[${e}] vs its own logits`);
+    }
+    if (!local) {
+      assert.deepEqual([...rg.list], [...rc.list], `${at}: union lists differ`);
+      assert.deepEqual([...rg.counts], [...rc.counts], `${at}: counts differ`);
+    }
   }
   const P = rc.counts[B]!;
   // --- gate/up on identical route inputs (compact h: the first P*S columns of each row), for every
@@ -247,20 +252,29 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
   // bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows; hints only, results unchanged)
   // and the cluster down (LTE_SFFN_DOWN_CL)
   tune(gpu, 1, 1);
-  const envs = [[2, 0, 0, 0], [4, 0, 0, 1], [1, 1, 0, 2], [1, 6, 0, 1], [2, 5, 1, 2], [4, 6, 1, 0], [1, 0, 1, 1]];
-  for (const [split, pf, dcl, persist] of envs) {
-    const at = `${name} pdl=1 split=${split} l2pf=${pf} down_cl=${dcl} persist=${persist}`;
-    withSplit(split!, () => chain(at, gpu, yc), pf, dcl, persist);
+  const envs = [
+    [2, 0, 0, 0, 0],
+    [4, 0, 0, 1, 1],
+    [1, 1, 0, 2, 0],
+    [1, 6, 0, 1, 1],
+    [2, 5, 1, 2, 1],
+    [4, 6, 1, 0, 0],
+    [1, 0, 1, 1, 1],
+  ];
+  for (const [split, pf, dcl, persist, v2] of envs) {
+    const at = `${name} pdl=1 split=${split} l2pf=${pf} down_cl=${dcl} persist=${persist} route_v2=${v2}`;
+    withSplit(split!, () => chain(at, gpu, yc), pf, dcl, persist, v2);
   }
   tune(gpu, 1, 0);
-  withSplit(2, () => chain(`${name} pdl=0 split=2 l2pf=7 down_cl=1 persist=2`, gpu, yc), 7, 1, 2);
+  withSplit(2, () => chain(`${name} pdl=0 split=2 l2pf=7 down_cl=1 persist=2 route_v2=1`, gpu, yc), 7, 1, 2, 1);
   tune(gpu, 1, 1);
 }
 
 /** Column splits of the cluster gate/up variant (env LTE_SFFN_GU_SPLIT, read at every launch). */
 const SPLITS = [1, 2, 4];
 /** Runs fn with the env-selected variants: gate/up split, L2 prefetch bits, cluster down (0/1). */
-function withSplit(split: number, fn: () => void, pf = 0, downCl = 0, persist = 0): void {
+function withSplit(split: number, fn: () => void, pf = 0, downCl = 0, persist = 0, routeV2 = 0): void {
+  Deno.env.set("LTE_SFFN_ROUTE_V2", String(routeV2));
   Deno.env.set("LTE_SFFN_GU_PERSIST", String(persist));
   Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
   Deno.env.set("LTE_SFFN_L2PF", String(pf));
@@ -272,6 +286,7 @@ function withSplit(split: number, fn: () => void, pf = 0, downCl = 0, persist = 
     Deno.env.delete("LTE_SFFN_L2PF");
     Deno.env.delete("LTE_SFFN_DOWN_CL");
     Deno.env.delete("LTE_SFFN_GU_PERSIST");
+    Deno.env.delete("LTE_SFFN_ROUTE_V2");
   }
 }
 
