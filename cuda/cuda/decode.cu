@@ -589,6 +589,59 @@ __global__ void norm_kernel(const float *x, const float *w, const float *b, floa
   }
 }
 
+/* Rows of up to kNormVecThreads * 4 * kNormVec floats with cols % 4 == 0: every value is loaded
+   once (all of a thread's float4 loads in flight together) and kept in registers for the second
+   pass, so a row costs one round trip instead of a serial loop over two passes. */
+constexpr int kNormVecThreads = 1024;
+constexpr int kNormVec = 4;
+
+__global__ void __launch_bounds__(kNormVecThreads)
+    norm_vec_kernel(const float *x, const float *w, const float *b, float *y, int cols, float eps, int kind) {
+  pdl_prologue();
+  __shared__ float sm[32];
+  const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)blockIdx.x * cols);
+  float4 *yr = reinterpret_cast<float4 *>(y + (size_t)blockIdx.x * cols);
+  const int n4 = cols / 4;
+  float4 v[kNormVec];
+  float s = 0.0f, ss = 0.0f;
+#pragma unroll
+  for (int u = 0; u < kNormVec; u++) {
+    const int i = threadIdx.x + u * kNormVecThreads;
+    v[u] = i < n4 ? xr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+#pragma unroll
+  for (int u = 0; u < kNormVec; u++) {
+    s += (v[u].x + v[u].y) + (v[u].z + v[u].w);
+    ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
+  }
+  ss = block_sum(ss, sm);
+  float mean = 0.0f, rstd;
+  if (kind == 0) {
+    rstd = rsqrtf(ss / (float)cols + eps);
+  } else {
+    s = block_sum(s, sm);
+    mean = s / (float)cols;
+    rstd = rsqrtf(fmaxf(ss / (float)cols - mean * mean, 0.0f) + eps);
+  }
+  const float4 *w4 = reinterpret_cast<const float4 *>(w);
+  const float4 *b4 = reinterpret_cast<const float4 *>(b);
+#pragma unroll
+  for (int u = 0; u < kNormVec; u++) {
+    const int i = threadIdx.x + u * kNormVecThreads;
+    if (i >= n4) break;
+    const float4 wv = w4[i];
+    float4 o;
+    if (kind == 0) {
+      o = make_float4(v[u].x * rstd * wv.x, v[u].y * rstd * wv.y, v[u].z * rstd * wv.z, v[u].w * rstd * wv.w);
+    } else {
+      const float4 bv = b4[i];
+      o = make_float4((v[u].x - mean) * rstd * wv.x + bv.x, (v[u].y - mean) * rstd * wv.y + bv.y,
+                      (v[u].z - mean) * rstd * wv.z + bv.z, (v[u].w - mean) * rstd * wv.w + bv.w);
+    }
+    yr[i] = o;
+  }
+}
+
 /* ------------------------------------------------------------------ embedding */
 
 template <class T>
@@ -1103,6 +1156,14 @@ extern "C" LTE_API lte_status lte_dec_norm(lte_ctx_t *ctx, const void *x, const 
   LTE_REQUIRE_PTR(w);
   LTE_REQUIRE_PTR(y);
   if (kind == 1) LTE_REQUIRE_PTR(b);
+  const bool vec4 = cols % 4 == 0 && cols <= kNormVecThreads * 4 * kNormVec && (uintptr_t)x % 16 == 0 &&
+                    (uintptr_t)y % 16 == 0 && (uintptr_t)w % 16 == 0 && (kind == 0 || (uintptr_t)b % 16 == 0);
+  if (vec4) {
+    LTE_CUDA_TRY(dlaunch(norm_vec_kernel, dim3(rows), dim3(kNormVecThreads), 0, ctx->stream, F32(x), F32(w), F32(b),
+                         F32W(y), cols, eps, kind));
+    LTE_LAUNCH_CHECK("norm_vec_kernel");
+    return LTE_STATUS_OK;
+  }
   LTE_CUDA_TRY(dlaunch(norm_kernel, dim3(rows), dim3(256), 0, ctx->stream, F32(x), F32(w), F32(b), F32W(y), cols, eps, kind));
   LTE_LAUNCH_CHECK("norm_kernel");
   return LTE_STATUS_OK;
