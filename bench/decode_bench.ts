@@ -218,6 +218,22 @@ const VARIANTS: Variant[] = [
   },
   { key: "dense_pdl", name: "dense, PDL", opts: { pdl: true }, active: null, batch: 1, ref: "dense" },
   {
+    key: "sparse50_pdl",
+    name: "sparse ~50%, PDL",
+    opts: { sparse: true, pdl: true },
+    active: 0.5,
+    batch: 1,
+    ref: "dense_pdl",
+  },
+  {
+    key: "sparse90_pdl",
+    name: "sparse ~90%, PDL",
+    opts: { sparse: true, pdl: true },
+    active: 0.1,
+    batch: 1,
+    ref: "dense_pdl",
+  },
+  {
     key: "dense_old_gemv",
     name: "dense, previous GEMV kernels",
     opts: {},
