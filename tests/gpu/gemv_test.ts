@@ -116,6 +116,8 @@ interface LinCase {
   mask?: "rand" | "off" | "on" | "sparse";
   period?: number;
   S?: number;
+  /** input-side expert mask (the new kernel leaves it to the older one: checks the fallback) */
+  inMask?: boolean;
 }
 
 function runLinear(rng: Rng, c: LinCase, tag: string): void {
@@ -127,6 +129,7 @@ function runLinear(rng: Rng, c: LinCase, tag: string): void {
   const nw = Pair.of(rng.normals(k, 1)), nb = Pair.of(rng.normals(k, 0.5)), bias = Pair.of(rng.normals(n, 1));
   const period = c.period ?? n;
   const outMask = c.mask ? Pair.of(maskOf(rng, rows * (period / S), c.mask)) : null;
+  const inMask = c.inMask ? Pair.of(maskOf(rng, rows * (k / S), "rand")) : null;
   const y = Pair.of(rng.normals(rows * n, 1));
   both(
     (kd) =>
@@ -140,10 +143,10 @@ function runLinear(rng: Rng, c: LinCase, tag: string): void {
         nw.p[kd],
         nb.p[kd],
         1e-5,
-        null,
+        inMask ? inMask.p[kd] : null,
         outMask ? outMask.p[kd] : null,
         outMask ? period : 0,
-        outMask ? S : 0,
+        outMask || inMask ? S : 0,
         c.bias ? bias.p[kd] : null,
         y.p[kd],
         rows,
@@ -160,6 +163,7 @@ function runLinear(rng: Rng, c: LinCase, tag: string): void {
   assert(e < 1e-5, `linear [${tag}] ${JSON.stringify(c)}: ${e}`);
   for (const p of [w, x, nw, nb, bias, y]) p.free();
   outMask?.free();
+  inMask?.free();
 }
 
 Deno.test({
@@ -200,6 +204,7 @@ Deno.test({
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
       cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 5, n: 2050, k: 512, mode: 1, act: 1, acc: false, bias: false, mask: "rand" });
+      cases.push({ dt, rows: 2, n: 2050, k: 512, mode: 0, act: 0, acc: true, bias: true, inMask: true, S: 32 });
     }
     cases.push({ dt: "f32", rows: 2, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: true });
     for (const v of VARIANTS) {
