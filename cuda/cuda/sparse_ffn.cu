@@ -69,6 +69,14 @@ struct Tuning {
 };
 Tuning g_tune;
 
+/* Defaults of the environment-selected variants (env_choice below; unset = these). Kept at the
+   2026-12-01 behaviour until a device run shows a winner (docs/engine.md "Changes of 2026-12-02"). */
+constexpr int kDefRouteV2 = 0;   /* LTE_SFFN_ROUTE_V2 */
+constexpr int kDefL2Pf = 0;      /* LTE_SFFN_L2PF */
+constexpr int kDefGuPersist = 0; /* LTE_SFFN_GU_PERSIST */
+constexpr int kDefGuSplit = 1;   /* LTE_SFFN_GU_SPLIT */
+constexpr int kDefDownCl = 0;    /* LTE_SFFN_DOWN_CL */
+
 /* Programmatic dependent launch (sm_90): `wait` blocks until the previous kernel in the stream has
    completed and its writes are visible; `trigger` lets the next kernel's blocks be scheduled as
    this grid's blocks retire. Both are no-ops for a kernel launched without the PDL attribute.
@@ -1421,7 +1429,7 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off);
   float *racc = reinterpret_cast<float *>(w8 + L.racc_off);
   const bool local = g_tune.local_list && n_experts <= kMaxLocalExperts;
-  if (local || (n_experts <= kMaxLocalExperts && env_choice("LTE_SFFN_ROUTE_V2", 0, {0, 1}) == 1)) {
+  if (local || (n_experts <= kMaxLocalExperts && env_choice("LTE_SFFN_ROUTE_V2", kDefRouteV2, {0, 1}) == 1)) {
     const dim3 g(n_experts);
     uint32_t *ws_bits = reinterpret_cast<uint32_t *>(static_cast<char *>(ws) + L.bits_off);
 #define ROUTE_BITS(T, LIST)                                                                                          \
@@ -1460,15 +1468,15 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
                                    const uint32_t *bits, int32_t *list, int32_t *counts, T *h, int N, int B, int C,
                                    int S, int F) {
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
-  const int pf = env_choice("LTE_SFFN_L2PF", 0, {0, 1, 2, 3, 4, 5, 6, 7});
+  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7});
   /* LTE_SFFN_GU_PERSIST = 1: as many blocks as are resident at once (they loop over the tiles);
      2: 3 blocks (x split), a test of the loop with many tiles per block */
-  const int pmode = env_choice("LTE_SFFN_GU_PERSIST", 0, {0, 1, 2});
+  const int pmode = env_choice("LTE_SFFN_GU_PERSIST", kDefGuPersist, {0, 1, 2});
   const unsigned slots = pmode == 2 ? 3u : (ctx->sm_count > 0 ? ctx->sm_count : 132) * gate_up_min_blocks(NT, U);
   const bool persist = pmode != 0;
   if constexpr (NT == 1 && U == 4) {
     /* column split over a cluster (batch <= 8): LTE_SFFN_GU_SPLIT = 2 or 4 */
-    int cs = env_choice("LTE_SFFN_GU_SPLIT", 1, {1, 2, 4});
+    int cs = env_choice("LTE_SFFN_GU_SPLIT", kDefGuSplit, {1, 2, 4});
     while (cs > 1 && C % (32 * cs) != 0) cs /= 2;
     if (cs > 1) {
       unsigned gx = grid * cs;
@@ -1585,8 +1593,8 @@ static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, co
   const YT *rr = static_cast<const YT *>(residual);
   YT *yy = static_cast<YT *>(y);
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
-  const int pf = env_choice("LTE_SFFN_L2PF", 0, {0, 1, 2, 3, 4, 5, 6, 7});
-  if (ATOMIC && B <= 8 && env_choice("LTE_SFFN_DOWN_CL", 0, {0, 1}) == 1) {
+  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7});
+  if (ATOMIC && B <= 8 && env_choice("LTE_SFFN_DOWN_CL", kDefDownCl, {0, 1}) == 1) {
     const int sms = ctx->sm_count > 0 ? ctx->sm_count : 132, tiles = C / 64;
     int cs = 1;
     while (cs < 8 && tiles * cs * 2 <= 2 * sms) cs *= 2; /* ~2 blocks per SM, all resident */
