@@ -370,6 +370,10 @@ function main(): void {
       });
     };
     record("ours_f32_activations", 1, 0.5, Math.round(N / 2), timeGraph(f32act));
+    // the same without the in-place f32 y path of down (its finishing block instead), same run
+    Deno.env.set("LTE_SFFN_DOWN_INPLACE", "0");
+    record("ours_f32_act_no_inplace", 1, 0.5, Math.round(N / 2), timeGraph(f32act));
+    Deno.env.delete("LTE_SFFN_DOWN_INPLACE");
     for (const r of r32) be.free(r);
     be.free(x32);
     be.free(y32);

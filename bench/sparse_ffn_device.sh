@@ -8,7 +8,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/sffn_out}
 mkdir -p "$OUT"
 export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=8 PYTHONUNBUFFERED=1
-unset LTE_SFFN_GU_SPLIT LTE_SFFN_L2PF LTE_SFFN_DOWN_CL LTE_SFFN_GU_PERSIST LTE_SFFN_ROUTE_V2
+unset LTE_SFFN_GU_SPLIT LTE_SFFN_L2PF LTE_SFFN_DOWN_CL LTE_SFFN_GU_PERSIST LTE_SFFN_ROUTE_V2 LTE_SFFN_DOWN_INPLACE
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 LTE_SFFN_AGREEMENT_REPORT="$OUT/agreement.json" timeout 150 deno test -A --no-check tests/gpu/sparse_ffn_test.ts >"$OUT/test.log" 2>&1

@@ -76,6 +76,7 @@ constexpr int kDefL2Pf = 0;      /* LTE_SFFN_L2PF */
 constexpr int kDefGuPersist = 0; /* LTE_SFFN_GU_PERSIST */
 constexpr int kDefGuSplit = 1;   /* LTE_SFFN_GU_SPLIT */
 constexpr int kDefDownCl = 0;    /* LTE_SFFN_DOWN_CL */
+constexpr int kDefInPlace = 1;   /* LTE_SFFN_DOWN_INPLACE (f32 y += FFN(x) without a finishing block) */
 
 /* Programmatic dependent launch (sm_90): `wait` blocks until the previous kernel in the stream has
    completed and its writes are visible; `trigger` lets the next kernel's blocks be scheduled as
@@ -190,6 +191,9 @@ __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
    down block prefetches all of its rows before the PDL wait (the DRAM keeps streaming through
    gate/up's tail). */
 constexpr int kPfGateUpNext = 1, kPfGateUpTile = 2, kPfDown = 4;
+/* Not an env bit: set by the host in down's `pf` argument when f32 y may be updated in place
+   (LTE_SFFN_DOWN_INPLACE, default 1). */
+constexpr int kInPlaceFlag = 1 << 8;
 
 /* 8 consecutive activations as 8 packed T (16 bytes): a plain load when x is already T, two
    float4 loads and round-to-nearest packing when x is f32. */
@@ -997,7 +1001,7 @@ __global__ void __launch_bounds__(kBlock, 2)
      sums go straight into y with atomics (row chunk 0 adds the bias), so there is no finishing
      block, no threadfence / counter chain and no workspace row to re-zero. */
   constexpr bool kYF32 = std::is_same<YT, float>::value;
-  const bool inplace = ATOMIC && kYF32 && residual != nullptr &&
+  const bool inplace = ATOMIC && kYF32 && (pf & kInPlaceFlag) && residual != nullptr &&
                        static_cast<const void *>(residual) == static_cast<const void *>(y);
   if (pf & kPfDown) { /* this block's rows past the first U steps (those are loaded below), 1 KB each */
     const int cb0 = blockIdx.x * kDownColsPerBlock;
@@ -1593,7 +1597,8 @@ static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, co
   const YT *rr = static_cast<const YT *>(residual);
   YT *yy = static_cast<YT *>(y);
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
-  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7});
+  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7}) |
+                 (env_choice("LTE_SFFN_DOWN_INPLACE", kDefInPlace, {0, 1}) ? kInPlaceFlag : 0);
   if (ATOMIC && B <= 8 && env_choice("LTE_SFFN_DOWN_CL", kDefDownCl, {0, 1}) == 1) {
     const int sms = ctx->sm_count > 0 ? ctx->sm_count : 132, tiles = C / 64;
     int cs = 1;

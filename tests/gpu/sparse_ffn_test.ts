@@ -227,11 +227,16 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
   // the atomic path without a finishing block; every variant and local scheme must agree
   if (p.residual !== null) {
     for (const variant of ["atomic", "splitk", "auto"] as const) {
-      for (const [pf, downCl] of [[0, 0], [4, 0], [0, 1]]) {
+      for (const [pf, downCl, inPlace] of [[0, 0, 1], [4, 0, 1], [0, 1, 1], [0, 0, 0]]) {
         gpu.be.write(gpu.y, encode(p.adtype, p.residual));
-        withSplit(1, () => downInPlace(gpu, variant), pf, downCl);
+        Deno.env.set("LTE_SFFN_DOWN_INPLACE", String(inPlace));
+        try {
+          withSplit(1, () => downInPlace(gpu, variant), pf, downCl);
+        } finally {
+          Deno.env.delete("LTE_SFFN_DOWN_INPLACE");
+        }
         agree(
-          `${name} y in place (${variant}, l2pf=${pf}, down_cl=${downCl})`,
+          `${name} y in place (${variant}, l2pf=${pf}, down_cl=${downCl}, inplace_path=${inPlace})`,
           p.dtype,
           readAs(gpu, gpu.y, B * p.C, p.adtype),
           yc,
