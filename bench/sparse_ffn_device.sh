@@ -19,5 +19,5 @@ grep -A12 "ERRORS" "$OUT/test.log" | sed 's/\x1b\[[0-9;]*m//g' | head -40
 timeout 200 deno run -A --no-check bench/sparse_ffn_bench.ts ${BENCH_ARGS:---torch} --json "$OUT/sparse_ffn_h200.json" 2>&1 |
   sed 's/\x1b\[[0-9;]*m//g' >"$OUT/bench.log"
 echo "== bench rc=$? ($(($(date +%s) - t0)) s)"
-grep -E "^(tuning .* failed|kernel split|best:|copy bandwidth)" "$OUT/bench.log" | head -20
+grep -E "^(tuning .* failed|kernel split|best:|copy bandwidth|ours_f32|ours_dense)" "$OUT/bench.log" | head -20
 grep -A60 "^| B |" "$OUT/bench.log"
