@@ -204,18 +204,18 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
       if (r < rows && lane == r) {
         float *yr = a.y + (size_t)r * N;
         if (swi) {
-          const bool on = !a.out_mask || a.out_mask[(size_t)r * per + (ra % a.out_period) / S] != 0.0f;
+          const bool on = !a.out_mask || __ldcg(a.out_mask + (size_t)r * per + (ra % a.out_period) / S) != 0.0f;
           yr[ra] = on ? dsilu(acca[r]) * accb[r] : 0.0f;
         } else {
 #pragma unroll
           for (int h = 0; h < 2; h++) {
             const int n = h ? rb : ra;
             if (n < 0) continue;
-            const bool on = !a.out_mask || a.out_mask[(size_t)r * per + (n % a.out_period) / S] != 0.0f;
+            const bool on = !a.out_mask || __ldcg(a.out_mask + (size_t)r * per + (n % a.out_period) / S) != 0.0f;
             if (on) {
               float v = (h ? accb[r] : acca[r]) + (a.bias ? a.bias[n] : 0.0f);
               if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
-              yr[n] = a.accumulate ? yr[n] + v : v;
+              yr[n] = a.accumulate ? __ldcg(yr + n) + v : v;
             } else if (!a.accumulate) {
               yr[n] = 0.0f;
             }
@@ -254,7 +254,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
     const int per = a.out_period / S;
     for (int g = threadIdx.x; g < G; g += blockDim.x) {
       bool on = false;
-      for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + g % per] != 0.0f;
+      for (int r = 0; r < rows; r++) on |= __ldcg(a.out_mask + (size_t)r * per + g % per) != 0.0f;
       glist[g] = on ? 1 : 0;
     }
     __syncthreads();
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
     if (!a.accumulate) {
       for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x) {
         bool on = false;
-        for (int r = 0; r < rows; r++) on = on || a.out_mask[(size_t)r * per + (n / S) % per] != 0.0f;
+        for (int r = 0; r < rows; r++) on |= __ldcg(a.out_mask + (size_t)r * per + (n / S) % per) != 0.0f;
         if (!on)
           for (int r = 0; r < rows; r++) a.y[(size_t)r * N + n] = 0.0f;
       }
@@ -278,18 +278,29 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
   }
 
   // x' rows in shared memory (raw x first, with the row statistics accumulated on the way)
+  // (x is read through L2 (.cg): with PDL it was written by a grid that finished after this one
+  // started; XB float4 loads per thread in flight at once)
+  constexpr int XB = 4, XS = kGWarps * 32 * 4;
   float s1[R], s2[R];
 #pragma unroll
   for (int r = 0; r < R; r++) {
     s1[r] = s2[r] = 0.0f;
-    for (int k = threadIdx.x * 4; k < KP; k += kGWarps * 32 * 4) {
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (r < rows && k < K) {
-        v = *reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k);
-        s1[r] += (v.x + v.y) + (v.z + v.w);
-        s2[r] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, s2[r]))));
+    for (int k0 = threadIdx.x * 4; k0 < KP; k0 += XB * XS) {
+      float4 v[XB];
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int k = k0 + j * XS;
+        v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < rows && k < K) v[j] = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k));
       }
-      reinterpret_cast<float4 *>(xs)[(r * KP + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v;
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int k = k0 + j * XS;
+        if (k >= KP) break;
+        s1[r] += (v[j].x + v[j].y) + (v[j].z + v[j].w);
+        s2[r] = fmaf(v[j].x, v[j].x, fmaf(v[j].y, v[j].y, fmaf(v[j].z, v[j].z, fmaf(v[j].w, v[j].w, s2[r]))));
+        reinterpret_cast<float4 *>(xs)[(r * KP + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v[j];
+      }
     }
   }
   if (norm) {
@@ -374,7 +385,7 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
   pdl_wait();
   for (int e = threadIdx.x; e < E; e += blockDim.x) {
     bool on = false;
-    for (int r = 0; r < rows; r++) on = on || mask[(size_t)r * E + e] != 0.0f;
+    for (int r = 0; r < rows; r++) on |= __ldcg(mask + (size_t)r * E + e) != 0.0f;
     list[e] = on ? 1 : 0;
   }
   __syncthreads();
@@ -391,7 +402,7 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
   auto row_of = [&](int j) { return list[j / S] * S + j % S; };
   for (int i = threadIdx.x; i < (hi - lo) * R; i += blockDim.x) {
     const int r = i / (hi - lo), j = i % (hi - lo);
-    hs[r * qmax + j] = r < rows ? h[(size_t)r * K + row_of(lo + j)] : 0.0f;
+    hs[r * qmax + j] = r < rows ? __ldcg(h + (size_t)r * K + row_of(lo + j)) : 0.0f;
   }
   __syncthreads();
   for (int cg = threadIdx.x * 8; cg < N; cg += blockDim.x * 8) {
