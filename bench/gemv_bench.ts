@@ -179,6 +179,7 @@ function withEnv<T>(env: Record<string, string>, fn: () => T): T {
     "LTE_DEC_TS_U",
     "LTE_DEC_TS_MINROWS",
     "LTE_DEC_TS_THREADS",
+    "LTE_DEC_GEMV_SPLIT",
     "LTE_DEC_PDL",
   ];
   const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
@@ -265,6 +266,17 @@ const batchCases: Maker[] = quick ? [] : [
   () => linearCase("gate/up swiglu", 4, F, D, 1, 1, false),
   () => linearCase("down K=11008 acc", 2, D, F, 0, 0, true),
 ];
+// batch 8: the older 8-row kernel vs split launches of the new one (weights re-read per launch)
+const splitCases: Maker[] = quick ? [] : [
+  () => linearCase("qkv rms", 8, 3 * D, D, 1, 0, false),
+  () => linearCase("gate/up swiglu", 8, F, D, 1, 1, false),
+  () => linearCase("down K=11008 acc", 8, D, F, 0, 0, true),
+  () => tsCase("t_sparse 90%", 8, 0.1),
+];
+const SPLIT_VARIANTS: [string, Record<string, string>][] = [
+  ["old", { LTE_DEC_GEMV: "old" }],
+  ["new split", { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" }],
+];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),
   () => tsCase("t_sparse 50%", 1, 0.5),
@@ -298,6 +310,7 @@ function run(makers: Maker[], variants: [string, Record<string, string>][]): voi
 const info = be.deviceInfo();
 run(gemvCases, quick ? GEMV_VARIANTS.slice(0, 2) : GEMV_VARIANTS);
 run(batchCases, GEMV_VARIANTS.slice(0, 2));
+run(splitCases, SPLIT_VARIANTS);
 run(tsCases, quick ? TS_VARIANTS.slice(0, 2) : TS_VARIANTS);
 
 // per-token estimate of the dense 7B GEMVs: 32 x (qkv + o + gate/up + down) + head

@@ -5,7 +5,8 @@
  * lte.h); decode.cu picks these when the shape fits (gemv_tune(), env LTE_DEC_GEMV=old forces the
  * older ones).
  *
- * gemv_kernel<T, R, C>   lte_dec_linear, f16/bf16 weights, 1..R rows (R = 1, 2, 4), no in_mask.
+ * gemv_kernel<T, R, C>   lte_dec_linear, f16/bf16 weights, 1..R rows (R = 1, 2, 4), no in_mask
+ *   (LTE_DEC_GEMV_SPLIT=1: more rows as several launches).
  *   Shapes: w (N, K) or (2N, K) for SwiGLU, x (rows, ldx) f32, y (rows, N) f32.
  *   grid = SMs x blocks-per-SM (persistent, balanced), 8 warps per block.
  *   Work item = two weight rows that share x': SwiGLU gate row j and up row N + j (output j), or
@@ -475,7 +476,10 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
      LTE_DEC_TS_U        rows in flight per thread of ts_kernel, 4 or 8 (default 8)
      LTE_DEC_TS_MINROWS  fewest active rows per ts_kernel block (default 8)
      LTE_DEC_TS_THREADS  threads per ts_kernel block, 256 (2 blocks per SM) or 512 (1; LTE_DEC_TS_BPS
-                         still multiplies) (default 256) */
+                         still multiplies) (default 256)
+     LTE_DEC_GEMV_SPLIT  1: more rows than one launch of the new kernels holds (5..16, or 3..4 at
+                         K = 11008) run as several launches of <= 4 (2) rows each, re-reading the
+                         weights per launch, instead of the older 8-row kernels (default 0) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -484,6 +488,7 @@ struct GemvTune {
   int ts_bps;
   int ts_u;
   int ts_threads;
+  int split;
   int ts_min_rows;
 };
 
@@ -505,6 +510,7 @@ inline GemvTune gemv_tune() {
   t.ts_bps = env_int("LTE_DEC_TS_BPS", 2, 1, 8);
   t.ts_u = env_int("LTE_DEC_TS_U", 8, 4, 8) > 4 ? 8 : 4;
   t.ts_threads = env_int("LTE_DEC_TS_THREADS", 256, 256, 512) > 256 ? 512 : 256;
+  t.split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
   return t;
 }
@@ -545,14 +551,26 @@ inline size_t gemv_smem(const LinArgs &a, int R, int kp) {
 }
 
 /* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
-inline bool gemv_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec) {
-  if (t.mode == 0 || !vec || rows < 1 || rows > 4 || a.in_mask) return false;
-  if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
-  if (t.mode == 1 && a.act == LTE_DEC_ACT_NONE && !a.out_mask && a.n < kRowBlockMaxN) return false;
+/* Rows one launch of gemv_kernel takes: the template R (1, 2, 4) for `rows`, or with split the
+   largest of 4, 2, 1 whose x' fits (0: the older kernels). */
+inline int gemv_chunk(const GemvTune &t, const LinArgs &a, int rows) {
   int kp, pieces;
   gemv_geometry(a.k, t.ch, &kp, &pieces);
   const int R = rows == 1 ? 1 : rows == 2 ? 2 : 4;
-  return gemv_smem(a, R, kp) <= kGemvSmemMax;
+  if (rows <= 4 && gemv_smem(a, R, kp) <= kGemvSmemMax) return rows;
+  if (!t.split) return 0;
+  for (int c = 4; c >= 1; c /= 2)
+    if (gemv_smem(a, c, kp) <= kGemvSmemMax) return c;
+  return 0;
+}
+
+/* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
+inline bool gemv_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec) {
+  if (t.mode == 0 || !vec || rows < 1 || a.in_mask) return false;
+  if (rows > 16 || (rows > 4 && !t.split)) return false;
+  if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
+  if (t.mode == 1 && a.act == LTE_DEC_ACT_NONE && !a.out_mask && a.n < kRowBlockMaxN) return false;
+  return gemv_chunk(t, a, rows) > 0;
 }
 
 template <class T, int R, int C>
@@ -569,7 +587,7 @@ cudaError_t launch_gemv_rc(const LinArgs &a, int rows, const GemvTune &t, int sm
 }
 
 template <class T>
-cudaError_t launch_gemv(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
+cudaError_t launch_gemv_one(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
   if (t.ch == 8) {
     if (rows == 1) return launch_gemv_rc<T, 1, 8>(a, rows, t, sms, st);
     if (rows == 2) return launch_gemv_rc<T, 2, 8>(a, rows, t, sms, st);
@@ -578,6 +596,23 @@ cudaError_t launch_gemv(const LinArgs &a, int rows, const GemvTune &t, int sms, 
   if (rows == 1) return launch_gemv_rc<T, 1, 4>(a, rows, t, sms, st);
   if (rows == 2) return launch_gemv_rc<T, 2, 4>(a, rows, t, sms, st);
   return launch_gemv_rc<T, 4, 4>(a, rows, t, sms, st);
+}
+
+/* All rows: one launch, or (split) launches of gemv_chunk rows each. */
+template <class T>
+cudaError_t launch_gemv(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
+  const int chunk = gemv_chunk(t, a, rows);
+  if (chunk >= rows) return launch_gemv_one<T>(a, rows, t, sms, st);
+  for (int r0 = 0; r0 < rows; r0 += chunk) {
+    LinArgs b = a;
+    const int rb = rows - r0 < chunk ? rows - r0 : chunk;
+    b.x = a.x + (size_t)r0 * a.ldx;
+    b.y = a.y + (size_t)r0 * a.n;
+    if (a.out_mask) b.out_mask = a.out_mask + (size_t)r0 * (a.out_period / a.S);
+    const cudaError_t e = launch_gemv_one<T>(b, rb, t, sms, st);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 /* Rows of one ts_kernel block at most: the grid is >= sms blocks (each covers ceil(AR / grid) <=
@@ -592,7 +627,7 @@ inline size_t ts_smem(int R, int k, int S, int qmax) {
 }
 
 inline bool ts_applies(const GemvTune &t, lte_dtype wdtype, int rows, int k, int S, int sms) {
-  if (t.mode == 0 || rows < 1 || rows > 4) return false;
+  if (t.mode == 0 || rows < 1 || rows > 16 || (rows > 4 && !t.split)) return false;
   if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
   return ts_smem(4, k, S, ts_qmax(t, k, sms)) <= kGemvSmemMax;
 }
@@ -613,8 +648,8 @@ cudaError_t launch_ts_ru(const T *wt, const float *h, const float *mask, const f
 }
 
 template <class T>
-cudaError_t launch_ts(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int n,
-                      int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
+cudaError_t launch_ts_one(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows,
+                          int n, int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
   if (t.ts_threads == 512) {  // one pass over 4096 columns, 1 block per SM by default
     if (rows == 1) return launch_ts_ru<T, 1, 8, 512>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
     if (rows == 2) return launch_ts_ru<T, 2, 8, 512>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
@@ -628,4 +663,18 @@ cudaError_t launch_ts(const T *wt, const float *h, const float *mask, const floa
   if (rows == 1) return launch_ts_ru<T, 1, 8, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
   if (rows == 2) return launch_ts_ru<T, 2, 8, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
   return launch_ts_ru<T, 4, 8, 256>(wt, h, mask, bias, y, rows, n, k, S, t, sms, st);
+}
+
+/* All rows: chunks of <= 4 (more than 4 only with split); each chunk adds the bias to its rows. */
+template <class T>
+cudaError_t launch_ts(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int n,
+                      int k, int S, const GemvTune &t, int sms, cudaStream_t st) {
+  const int E = k / S;
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    const int rb = rows - r0 < 4 ? rows - r0 : 4;
+    const cudaError_t e = launch_ts_one<T>(wt, h + (size_t)r0 * k, mask + (size_t)r0 * E, bias, y + (size_t)r0 * n,
+                                           rb, n, k, S, t, sms, st);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }

@@ -6,8 +6,9 @@
  * lte_dec_linear, ts_kernel for lte_dec_linear_t_sparse) against the CPU reference, under each
  * run-time selection: LTE_DEC_GEMV = new (forced, even for small N), auto (default), old (the older
  * kernels), and the tuning variants (chunks per piece 4/8, blocks per SM, contiguous / strided
- * items, rows in flight, minimum rows per block, 256/512 threads), with and without PDL launches.
- * Cases: rows 1..4 (5: the fallback), K a multiple of a piece and not (1048 = 1024 + 24, 344),
+ * items, rows in flight, minimum rows per block, 256/512 threads, split launches for 5..16 rows),
+ * with and without PDL launches.
+ * Cases: rows 1..4 (5..16: the fallback, or split launches), K a multiple of a piece and not (1048 = 1024 + 24, 344),
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
  *
@@ -92,6 +93,7 @@ const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_CH: "8" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided", LTE_DEC_GEMV_BPS: "1" },
   { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
 ];
@@ -205,6 +207,11 @@ Deno.test({
       cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 5, n: 2050, k: 512, mode: 1, act: 1, acc: false, bias: false, mask: "rand" });
       cases.push({ dt, rows: 2, n: 2050, k: 512, mode: 0, act: 0, acc: true, bias: true, inMask: true, S: 32 });
+      // more rows than one launch holds (split: chunks of 4, or of 2 when 4 rows of x' do not fit)
+      cases.push({ dt, rows: 8, n: 200, k: 1048, mode: 1, act: 1, acc: false, bias: false, mask: "rand", S: 8 });
+      cases.push({ dt, rows: 16, n: 72, k: 512, mode: 2, act: 0, acc: true, bias: true });
+      cases.push({ dt, rows: 3, n: 40, k: 8200, mode: 0, act: 0, acc: true, bias: true });
+      cases.push({ dt, rows: 7, n: 40, k: 8200, mode: 1, act: 2, acc: false, bias: true });
     }
     cases.push({ dt: "f32", rows: 2, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: true });
     for (const v of VARIANTS) {
@@ -275,6 +282,8 @@ Deno.test({
         cases.push({ dt, rows, n: 64, k: 96, S: 16, mask: "rand", bias: true });
         cases.push({ dt, rows, n: 2056, k: 330, S: 11, mask: "sparse", bias: true });
       }
+      cases.push({ dt, rows: 8, n: 1024, k: 2752, S: 32, mask: "rand", bias: true });
+      cases.push({ dt, rows: 13, n: 264, k: 96, S: 16, mask: "sparse", bias: true });
     }
     cases.push({ dt: "f32", rows: 3, n: 1024, k: 2752, S: 32, mask: "rand", bias: true });
     const variants: Record<string, string>[] = [
@@ -283,6 +292,7 @@ Deno.test({
       { LTE_DEC_GEMV: "new", LTE_DEC_TS_BPS: "1", LTE_DEC_TS_MINROWS: "64" },
       { LTE_DEC_GEMV: "new", LTE_DEC_TS_THREADS: "512", LTE_DEC_TS_MINROWS: "16" },
       { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
+      { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" },
       { LTE_DEC_GEMV: "old" },
     ];
     for (const v of variants) {
