@@ -395,7 +395,8 @@ enum {
   LTE_SFFN_TUNE_LOCAL_LIST = 4          /* 0/1: route writes only logits + bits (and a copy of the bits
                                            in ws); gate_up and down compact the union per block (no
                                            grid-wide step); gate_up writes list and counts. Needs
-                                           n_experts <= 2048 (else ignored). Measured slower: off */
+                                           n_experts <= 2048 (else ignored). Rebuilt 2026-12-02
+                                           (docs/engine.md); off until measured faster */
 };
 LTE_API lte_status lte_sffn_set_tuning(lte_ctx_t *ctx, int32_t key, int32_t value);
 
