@@ -290,7 +290,30 @@ function main(): void {
     setTune(3, c.bps);
   };
   const timed: Record<string, number> = {};
-  const use = quick ? combos.slice(0, 4) : combos;
+  // --quick (the combined issue-9 device call): the old defaults, then the new pieces added one at a time
+  const q = (local: number, dcl: number, persist: number, split: number, pf: number): Combo => ({
+    local,
+    dcl,
+    persist,
+    split,
+    pf,
+    ...base,
+  });
+  const quickCombos = [
+    q(0, 0, 0, 1, 0),
+    q(2, 0, 0, 1, 0),
+    q(1, 0, 0, 1, 0),
+    q(1, 1, 0, 1, 0),
+    q(1, 1, 1, 1, 0),
+    q(1, 1, 1, 2, 0),
+    q(1, 1, 1, 4, 0),
+    q(1, 1, 1, 1, 1),
+    q(1, 1, 1, 1, 2),
+    q(1, 1, 1, 1, 6),
+    q(1, 1, 1, 2, 6),
+    q(2, 1, 1, 2, 6),
+  ];
+  const use = quick ? quickCombos : combos;
   const variants = ["atomic", "splitk"] as const;
   for (const [sp, setter] of [[0.5, masks50], [0.9, masks90]] as const) {
     setter();
@@ -468,6 +491,17 @@ function main(): void {
     console.log(`wrote ${jsonAt}`);
   }
   printSummary(rows, torch);
+  // the sweep as a table (lines starting with "| ": the combined device script's summary keeps them)
+  const scheme = ["route list", "local list", "route v2 list"];
+  console.log("\n| sweep B=1 (atomic down) | down_cl | gu_persist | gu_split | l2pf | us 50% | us 90% |");
+  console.log("|---|---|---|---|---|---|---|");
+  for (const r of sweep) {
+    if (r.variant !== "atomic" || r.pdl !== 1 || r.unroll !== 4 || r.bps !== 2) continue;
+    if (!quick && !(r.split === 1 && r.pf === 0) && !(r.local === 1 && r.dcl === 1)) continue;
+    console.log(
+      `| ${scheme[r.local]} | ${r.dcl} | ${r.persist} | ${r.split} | ${r.pf} | ${r.us50} | ${r.us90} |`,
+    );
+  }
   console.log(
     "\nB=1 sweep, atomic down, pdl=1 unroll=4 bps=2, us at 50% / 90% (old defaults: local=0 cl=0 persist=0 split=1 l2pf=0; local=2: route v2):",
   );
