@@ -298,7 +298,15 @@ function run(makers: Maker[], variants: [string, Record<string, string>][]): voi
     const c = mk();
     try {
       for (const [vn, env] of variants) {
-        const us = time(c, env);
+        let us: number;
+        try {
+          us = time(c, env);
+        } catch (e) {
+          // a variant that cannot launch at this shape is a result too; the others still run
+          console.log(`  ${c.name} R=${c.rows} ${vn}: FAILED ${(e as Error).message.split("\n")[0]}`);
+          rows.push({ case: c.name, rows: c.rows, variant: vn, us: NaN, tb_s: NaN, bytes: c.bytes });
+          continue;
+        }
         rows.push({ case: c.name, rows: c.rows, variant: vn, us, tb_s: c.bytes / (us * 1e-6) / 1e12, bytes: c.bytes });
         console.log(`  ${c.name} R=${c.rows} ${vn}: ${us.toFixed(2)} us ${(c.bytes / us / 1e6).toFixed(2)} TB/s`);
       }

@@ -205,7 +205,7 @@ Deno.test({
       // large enough N for the default (auto) selection; the 5-row fallback
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
       cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
-      cases.push({ dt, rows: 5, n: 2050, k: 512, mode: 1, act: 1, acc: false, bias: false, mask: "rand" });
+      cases.push({ dt, rows: 5, n: 2050, k: 512, mode: 1, act: 1, acc: false, bias: false, mask: "rand", S: 10 });
       cases.push({ dt, rows: 2, n: 2050, k: 512, mode: 0, act: 0, acc: true, bias: true, inMask: true, S: 32 });
       // more rows than one launch holds (split: chunks of 4, or of 2 when 4 rows of x' do not fit)
       cases.push({ dt, rows: 8, n: 200, k: 1048, mode: 1, act: 1, acc: false, bias: false, mask: "rand", S: 8 });
