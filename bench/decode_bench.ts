@@ -180,7 +180,7 @@ interface Variant {
 }
 const sync = { syncRead: true };
 const VARIANTS: Variant[] = [
-  { key: "dense", name: "dense batch 1", opts: {}, active: null, batch: 1 },
+  { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },
   { key: "dense_sync", name: "dense, blocking read", opts: sync, active: null, batch: 1 },
   { key: "sparse50", name: "sparse ~50% (default path)", opts: { sparse: true }, active: 0.5, batch: 1, ref: "dense" },
   {
@@ -216,14 +216,14 @@ const VARIANTS: Variant[] = [
     batch: 1,
     ref: "dense",
   },
-  { key: "dense_pdl", name: "dense, PDL", opts: { pdl: true }, active: null, batch: 1, ref: "dense" },
+  { key: "dense_no_pdl", name: "dense, without PDL", opts: { pdl: false }, active: null, batch: 1, ref: "dense" },
   {
     key: "sparse50_pdl",
     name: "sparse ~50%, PDL",
     opts: { sparse: true, pdl: true },
     active: 0.5,
     batch: 1,
-    ref: "dense_pdl",
+    ref: "dense",
   },
   {
     key: "sparse90_pdl",
@@ -231,7 +231,7 @@ const VARIANTS: Variant[] = [
     opts: { sparse: true, pdl: true },
     active: 0.1,
     batch: 1,
-    ref: "dense_pdl",
+    ref: "dense",
   },
   {
     key: "dense_old_gemv",

@@ -591,8 +591,9 @@ for (const family of ["llama", "gpt2"] as const) {
               assert(vs32 < tol32, `${tag} vs f32: ${vs32}`);
             }
             if (dt !== "f32") {
-              // programmatic dependent launch between the step's kernels: the same results
-              const gp = Engine.fromArrays(config, arrays, { ...opts, device: "cuda", pdl: true }, {
+              // programmatic dependent launch between the step's kernels: the same results with it
+              // toggled against the default (on for dense, off for sparse)
+              const gp = Engine.fromArrays(config, arrays, { ...opts, device: "cuda", pdl: sparse }, {
                 tokenizer,
                 routers,
               });
