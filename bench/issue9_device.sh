@@ -13,6 +13,7 @@
 #   (the CUDA library built here runs there: same nvcc 13.0, static cudart, glibc 2.34 symbols;
 #    when it does not load, the script builds it there, ~45 s)
 # Then: run with carry [".device"]:  bash bench/issue9_device.sh
+# A shorter call: TESTS="engine gemv" DECODE_ONLY=dense,sparse50 SKIP="sffn lte gemv torch" bash bench/issue9_device.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/issue9_out}
 W=/tmp/issue9_work
@@ -50,31 +51,39 @@ runt() { # name file [env...]
   env "$@" timeout 170 deno test -A --no-check "$f" >"$W/t_$n.log" 2>&1
   echo "$n rc=$? $(strip <"$W/t_$n.log" | grep -E '^(ok|FAILED) \|' | tail -1)" >"$W/t_$n.rc"
 }
-runt engine tests/gpu/engine_test.ts &
-runt gemv tests/gpu/gemv_test.ts &
-runt sffn tests/gpu/sparse_ffn_test.ts LTE_SFFN_AGREEMENT_REPORT="$W/sffn_agreement.json" &
-runt args tests/gpu/arg_checks_test.ts &
+TESTS=${TESTS:-engine gemv sffn args}
+skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
+for n in $TESTS; do
+  case $n in
+  engine) runt engine tests/gpu/engine_test.ts & ;;
+  gemv) runt gemv tests/gpu/gemv_test.ts & ;;
+  sffn) runt sffn tests/gpu/sparse_ffn_test.ts LTE_SFFN_AGREEMENT_REPORT="$W/sffn_agreement.json" & ;;
+  args) runt args tests/gpu/arg_checks_test.ts & ;;
+  esac
+done
 wait
-for n in engine gemv sffn args; do say "test $(cat "$W/t_$n.rc")"; done
-for n in engine gemv sffn args; do strip <"$W/t_$n.log" | grep -A10 "ERRORS" | head -24; done
+for n in $TESTS; do say "test $(cat "$W/t_$n.rc")"; done
+for n in $TESTS; do strip <"$W/t_$n.log" | grep -A10 "ERRORS" | head -24; done
 say "== tests ($(el))"
 pack
 
 # ---- end-to-end decode, 7B shape, random f16 weights, batch 1 (and 8)
-timeout 200 deno run -A --no-check bench/decode_bench.ts --reps 3 --out "$OUT/decode_h200.json" >"$W/decode.log" 2>&1
+timeout 200 deno run -A --no-check bench/decode_bench.ts --reps 3 ${DECODE_ONLY:+--only $DECODE_ONLY} --out "$OUT/decode_h200.json" >"$W/decode.log" 2>&1
 say "== decode bench rc=$? ($(el))"
 strip <"$W/decode.log" | grep -E "tok/s|memory|FAILED" | tail -24 | tee -a "$OUT/summary.txt"
 pack
 
 # ---- sparse FFN block (batch 1 sparsity sweep, PyTorch peers)
-timeout 150 deno run -A --no-check bench/sparse_ffn_bench.ts --quick --torch --json "$OUT/sparse_ffn_h200.json" \
-  >"$W/sffn_bench.log" 2>&1
-say "== sparse FFN bench rc=$? ($(el))"
-strip <"$W/sffn_bench.log" | grep -E "^\| |best:|copy bandwidth" | head -40 | tee -a "$OUT/summary.txt"
+if ! skip sffn; then
+  timeout 150 deno run -A --no-check bench/sparse_ffn_bench.ts --quick --torch --json "$OUT/sparse_ffn_h200.json" \
+    >"$W/sffn_bench.log" 2>&1
+  say "== sparse FFN bench rc=$? ($(el))"
+  strip <"$W/sffn_bench.log" | grep -E "^\| |best:|copy bandwidth" | head -40 | tee -a "$OUT/summary.txt"
+fi
 pack
 
 # ---- a real LTE model (quickstart adapt output), dense vs sparse
-if [ -d .device/lte_model ]; then
+if [ -d .device/lte_model ] && ! skip lte; then
   timeout 60 deno run -A --no-check bench/lte_model_decode.ts .device/lte_model --reps 3 --new 64 \
     --out "$OUT/lte_model_decode.json" >"$W/lte_model.log" 2>&1
   say "== real LTE model rc=$? ($(el))"
@@ -83,13 +92,17 @@ fi
 pack
 
 # ---- each decode GEMV alone, old vs new kernels
-timeout 90 deno run -A --no-check bench/gemv_bench.ts --out "$OUT/gemv_bench.json" >"$W/gemv_bench.log" 2>&1
-say "== gemv bench rc=$? ($(el))"
-strip <"$W/gemv_bench.log" | sed -n '/=== GEMV bench/,$p' | head -40 | tee -a "$OUT/summary.txt"
+if ! skip gemv; then
+  timeout 90 deno run -A --no-check bench/gemv_bench.ts --out "$OUT/gemv_bench.json" >"$W/gemv_bench.log" 2>&1
+  say "== gemv bench rc=$? ($(el))"
+  strip <"$W/gemv_bench.log" | sed -n '/=== GEMV bench/,$p' | head -40 | tee -a "$OUT/summary.txt"
+fi
 pack
 
 # ---- PyTorch peers of the decode step (cuBLAS GEMV chain in a graph, HF eager generate)
-timeout 80 python3 bench/torch_decode.py --new 32 --reps 2 --out "$OUT/torch_decode.json" >"$W/torch.log" 2>&1
-say "== torch decode rc=$? ($(el))"
-tail -4 "$W/torch.log" | tee -a "$OUT/summary.txt"
+if ! skip torch; then
+  timeout 80 python3 bench/torch_decode.py --new 32 --reps 2 --out "$OUT/torch_decode.json" >"$W/torch.log" 2>&1
+  say "== torch decode rc=$? ($(el))"
+  tail -4 "$W/torch.log" | tee -a "$OUT/summary.txt"
+fi
 pack
