@@ -32,8 +32,9 @@ const REPS = quick ? 10 : 40, INNER = quick ? 2 : 4, WARM = 5;
 const SWEEP_REPS = quick ? 5 : 15; // the tuning sweep's samples (~200 graphs)
 
 const C = 4096, N = 344, S = 32, F = N * S, MAXB = 16;
-/** LTE_SFFN_L2PF values swept (bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows). */
-const PFS = [0, 1, 2, 6];
+/** LTE_SFFN_L2PF values swept (bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows, 8 the
+ * .L2::256B fetch-size hint on the weight loads of gate/up and down). */
+const PFS = [0, 1, 2, 6, 8];
 const DT = DTypeCode.f16;
 
 interface Row {
@@ -301,17 +302,18 @@ function main(): void {
   });
   const quickCombos = [
     q(0, 0, 0, 1, 0),
+    q(0, 0, 0, 1, 8),
     q(2, 0, 0, 1, 0),
     q(1, 0, 0, 1, 0),
+    q(1, 0, 0, 1, 8),
     q(1, 1, 0, 1, 0),
     q(1, 1, 1, 1, 0),
+    q(1, 1, 1, 1, 8),
     q(1, 1, 1, 2, 0),
     q(1, 1, 1, 4, 0),
-    q(1, 1, 1, 1, 1),
-    q(1, 1, 1, 1, 2),
+    q(1, 1, 1, 2, 8),
     q(1, 1, 1, 1, 6),
-    q(1, 1, 1, 2, 6),
-    q(2, 1, 1, 2, 6),
+    q(2, 1, 1, 1, 8),
   ];
   const use = quick ? quickCombos : combos;
   const variants = ["atomic", "splitk"] as const;
@@ -402,10 +404,8 @@ function main(): void {
     be.free(y32);
   }
 
-  // ---- per-kernel split at 50% (route / gate_up / down separately, graphs of L layers)
-  setMasks(0.5, 1);
-  sffn(1, "auto")();
-  const un50 = readUnion(1);
+  // ---- per-kernel split at 50% and 90% (route / gate_up / down separately, graphs of L layers, the
+  // chosen tuning)
   const only = (which: "route" | "gate_up" | "down_atomic" | "down_splitk") => () => {
     for (const ly of layers) {
       if (which === "route") {
@@ -424,11 +424,18 @@ function main(): void {
       }
     }
   };
-  const split: Record<string, number> = {};
-  for (const which of ["route", "gate_up", "down_atomic", "down_splitk"] as const) {
-    split[which] = +median(timeGraph(only(which))).toFixed(2);
+  const splits: Record<number, Record<string, number>> = {};
+  for (const sp of [0.5, 0.9]) {
+    setMasks(sp, 1);
+    sffn(1, "auto")();
+    const un = readUnion(1);
+    const split: Record<string, number> = {};
+    for (const which of ["route", "gate_up", "down_atomic", "down_splitk"] as const) {
+      split[which] = +median(timeGraph(only(which))).toFixed(2);
+    }
+    splits[sp] = { ...split, union_experts: un };
+    console.log(`kernel split at ${sp * 100}% (union ${un}/${N}), us per layer: ${JSON.stringify(split)}`);
   }
-  console.log(`kernel split at 50% (union ${un50}/${N}), us per layer: ${JSON.stringify(split)}`);
 
   // ---- small batches over the union
   for (const batch of quick ? [4] : [2, 4, 8, 16]) {
@@ -481,7 +488,8 @@ function main(): void {
       },
       sweep,
     },
-    kernel_split_us_at_50: { ...split, union_experts: un50 },
+    kernel_split_us_at_50: splits[0.5],
+    kernel_split_us_at_90: splits[0.9],
     rows,
     torch,
   };
@@ -491,6 +499,14 @@ function main(): void {
     console.log(`wrote ${jsonAt}`);
   }
   printSummary(rows, torch);
+  for (const sp of [0.5, 0.9]) {
+    const k = splits[sp]!;
+    console.log(
+      `| kernel split ${
+        sp * 100
+      }% (each alone, chosen tuning) | route ${k.route} | gate_up ${k.gate_up} | down ${k.down_atomic} | down split-K ${k.down_splitk} | union ${k.union_experts} |`,
+    );
+  }
   // the sweep as a table (lines starting with "| ": the combined device script's summary keeps them)
   const scheme = ["route list", "local list", "route v2 list"];
   console.log("\n| sweep B=1 (atomic down) | down_cl | gu_persist | gu_split | l2pf | us 50% | us 90% |");

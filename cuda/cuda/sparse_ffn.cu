@@ -173,6 +173,24 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
   return r;
 }
 
+/* ld_stream with the L2 fetch-size hint .L2::256B when `big` (LTE_SFFN_L2PF bit 8): the L2 asks
+   DRAM for the whole 256-byte block on a miss instead of the touched 32-byte sectors. Every
+   weight access here reads whole 256-byte blocks within one iteration of the same block (gate/up:
+   2 KB per row per iteration; down: 1 KB per row per block, 128 B per cluster), so nothing is
+   fetched in vain; the hope is fewer, longer DRAM bursts. `big` is uniform (a predicate). */
+__device__ __forceinline__ uint4 ld_stream_pf(const void *p, bool big) {
+  uint4 r;
+  if (big)
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+  else
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+  return r;
+}
+
 /* 16-byte load of an activation (x, h) through L2 only: with PDL a kernel may start before its
    predecessor finished, so nothing written by another kernel is read through the incoherent L1. */
 __device__ __forceinline__ uint4 ld_cached(const void *p) { return __ldcg(static_cast<const uint4 *>(p)); }
@@ -190,7 +208,7 @@ __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
    registers); kPfGateUpTile = the whole tile (its column range) at the tile's start; kPfDown = a
    down block prefetches all of its rows before the PDL wait (the DRAM keeps streaming through
    gate/up's tail). */
-constexpr int kPfGateUpNext = 1, kPfGateUpTile = 2, kPfDown = 4;
+constexpr int kPfGateUpNext = 1, kPfGateUpTile = 2, kPfDown = 4, kPfHint256 = 8;
 /* Not an env bit: set by the host in down's `pf` argument when f32 y may be updated in place
    (LTE_SFFN_DOWN_INPLACE, default 1). */
 constexpr int kInPlaceFlag = 1 << 8;
@@ -577,8 +595,8 @@ __device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *
     for (int u = 0; u < U; u++) {
       const int col = kb + u * 256 + 8 * t;
       if (kb + u * 256 < C) {
-        av[u] = ld_stream(ra + col);
-        bv[u] = ld_stream(rb + col);
+        av[u] = ld_stream_pf(ra + col, pf & kPfHint256);
+        bv[u] = ld_stream_pf(rb + col, pf & kPfHint256);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
       }
@@ -872,8 +890,8 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
       for (int u = 0; u < U; u++) {
         const int col = kb + u * 256 + 8 * t;
         if (kb + u * 256 < cend) {
-          av[u] = ld_stream(ra + col);
-          bv[u] = ld_stream(rb + col);
+          av[u] = ld_stream_pf(ra + col, pf & kPfHint256);
+          bv[u] = ld_stream_pf(rb + col, pf & kPfHint256);
 #pragma unroll
           for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
         }
@@ -1038,7 +1056,7 @@ __global__ void __launch_bounds__(kBlock, 2)
           const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (kk - p * S) + 4 * t;
           const T *wr = wdt + row * C + cg;
 #pragma unroll
-          for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
+          for (int q = 0; q < 4; q++) wv[u][q] = ld_stream_pf(wr + (int64_t)q * C, pf & kPfHint256);
         }
       }
       if (s0 == s_begin) pdl_wait(); /* h comes from gate_up: the weights above were already in flight */
@@ -1181,7 +1199,7 @@ __global__ void __launch_bounds__(kBlock, 2)
         const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (kk - p * S) + 4 * t;
         const T *wr = wdt + row * C + cg0;
 #pragma unroll
-        for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
+        for (int q = 0; q < 4; q++) wv[u][q] = ld_stream_pf(wr + (int64_t)q * C, pf & kPfHint256);
       }
     }
     if (!waited) pdl_wait(), waited = true; /* h comes from gate_up */
@@ -1472,7 +1490,7 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
                                    const uint32_t *bits, int32_t *list, int32_t *counts, T *h, int N, int B, int C,
                                    int S, int F) {
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
-  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7});
+  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15});
   /* LTE_SFFN_GU_PERSIST = 1: as many blocks as are resident at once (they loop over the tiles);
      2: 3 blocks (x split), a test of the loop with many tiles per block */
   const int pmode = env_choice("LTE_SFFN_GU_PERSIST", kDefGuPersist, {0, 1, 2});
@@ -1597,7 +1615,7 @@ static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, co
   const YT *rr = static_cast<const YT *>(residual);
   YT *yy = static_cast<YT *>(y);
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
-  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7}) |
+  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}) |
                  (env_choice("LTE_SFFN_DOWN_INPLACE", kDefInPlace, {0, 1}) ? kInPlaceFlag : 0);
   if (ATOMIC && B <= 8 && env_choice("LTE_SFFN_DOWN_CL", kDefDownCl, {0, 1}) == 1) {
     const int sms = ctx->sm_count > 0 ? ctx->sm_count : 132, tiles = C / 64;

@@ -216,7 +216,7 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
   tune(gpu, 3, 2);
   // cluster down (LTE_SFFN_DOWN_CL = 1: batch <= 8, atomic / auto; else the variants above), each
   // twice, with and without its L2 prefetch
-  for (const pf of [0, 4]) {
+  for (const pf of [0, 12]) {
     for (const variant of ["atomic", "auto", "atomic", "splitk"] as const) {
       poison(gpu.be, gpu.y, yb * B * p.C);
       withSplit(1, () => down(gpu, variant), pf, 1);
@@ -254,16 +254,17 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
   }
   tune(gpu, 2, 4);
   // env-selected variants: gate/up column split (LTE_SFFN_GU_SPLIT), L2 prefetch (LTE_SFFN_L2PF
-  // bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows; hints only, results unchanged)
+  // bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows, 8 the .L2::256B load hint;
+  // hints only, results unchanged)
   // and the cluster down (LTE_SFFN_DOWN_CL)
   tune(gpu, 1, 1);
   const envs = [
     [2, 0, 0, 0, 0],
     [4, 0, 0, 1, 1],
-    [1, 1, 0, 2, 0],
+    [1, 9, 0, 2, 0],
     [1, 6, 0, 1, 1],
-    [2, 5, 1, 2, 1],
-    [4, 6, 1, 0, 0],
+    [2, 13, 1, 2, 1],
+    [4, 14, 1, 0, 0],
     [1, 0, 1, 1, 1],
   ];
   for (const [split, pf, dcl, persist, v2] of envs) {
