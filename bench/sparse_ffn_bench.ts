@@ -243,7 +243,8 @@ function main(): void {
   // split (env LTE_SFFN_GU_SPLIT) x L2 prefetch (env LTE_SFFN_L2PF bits: 1 gate/up next window, 2
   // gate/up whole tile, 4 down rows) at the defaults, then PDL / unroll / down grid size around them
   const setTune = (key: number, value: number) => be.check(be.sym.lte_sffn_set_tuning(be.ctx, key, value), "tune");
-  const setEnv = (split: number, pf: number, dcl: number, persist: number) => {
+  const setEnv = (split: number, pf: number, dcl: number, persist: number, flags: number) => {
+    Deno.env.set("LTE_SFFN_DOWN_FLAGS", String(flags));
     Deno.env.set("LTE_SFFN_GU_PERSIST", String(persist));
     Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
     Deno.env.set("LTE_SFFN_L2PF", String(pf));
@@ -255,6 +256,7 @@ function main(): void {
     pf: number;
     dcl: number;
     persist: number;
+    flags: number; // LTE_SFFN_DOWN_FLAGS: gate_up -> down ready flags
     pdl: number;
     unroll: number;
     bps: number;
@@ -267,11 +269,12 @@ function main(): void {
     for (const dcl of [0, 1]) {
       for (const persist of [0, 1]) {
         for (const split of [1, 2, 4]) {
-          for (const pf of PFS) combos.push({ local, split, pf, dcl, persist, ...base });
+          for (const pf of PFS) combos.push({ local, split, pf, dcl, persist, flags: 0, ...base });
         }
       }
     }
-    const old = { split: 1, pf: 0, dcl: 0, persist: 0 };
+    for (const dcl of [0, 1]) combos.push({ local, split: 1, pf: 0, dcl, persist: 1, flags: 1, ...base });
+    const old = { split: 1, pf: 0, dcl: 0, persist: 0, flags: 0 };
     combos.push(
       { local, ...old, pdl: 0, unroll: 4, bps: 2 },
       { local, ...old, pdl: 1, unroll: 8, bps: 2 },
@@ -279,25 +282,28 @@ function main(): void {
       { local, ...old, pdl: 1, unroll: 4, bps: 4 },
     );
   }
-  const keyOf = (c: Combo) => `${c.local},${c.split},${c.pf},${c.dcl},${c.persist},${c.pdl},${c.unroll},${c.bps}`;
+  const keyOf = (c: Combo) =>
+    `${c.local},${c.split},${c.pf},${c.dcl},${c.persist},${c.flags},${c.pdl},${c.unroll},${c.bps}`;
   const isBase = (c: Combo) =>
-    c.split === 1 && c.pf === 0 && c.dcl === 0 && c.persist === 0 && c.pdl === 1 && c.unroll === 4 && c.bps === 2;
+    c.split === 1 && c.pf === 0 && c.dcl === 0 && c.persist === 0 && c.flags === 0 && c.pdl === 1 && c.unroll === 4 &&
+    c.bps === 2;
   const apply = (c: Combo) => {
     setTune(4, c.local === 1 ? 1 : 0);
     Deno.env.set("LTE_SFFN_ROUTE_V2", c.local === 2 ? "1" : "0");
-    setEnv(c.split, c.pf, c.dcl, c.persist);
+    setEnv(c.split, c.pf, c.dcl, c.persist, c.flags);
     setTune(1, c.pdl);
     setTune(2, c.unroll);
     setTune(3, c.bps);
   };
   const timed: Record<string, number> = {};
   // --quick (the combined issue-9 device call): the old defaults, then the new pieces added one at a time
-  const q = (local: number, dcl: number, persist: number, split: number, pf: number): Combo => ({
+  const q = (local: number, dcl: number, persist: number, split: number, pf: number, flags = 0): Combo => ({
     local,
     dcl,
     persist,
     split,
     pf,
+    flags,
     ...base,
   });
   const quickCombos = [
@@ -314,6 +320,10 @@ function main(): void {
     q(1, 1, 1, 2, 8),
     q(1, 1, 1, 1, 6),
     q(2, 1, 1, 1, 8),
+    q(1, 0, 1, 1, 0, 1),
+    q(1, 1, 1, 1, 0, 1),
+    q(1, 1, 1, 1, 8, 1),
+    q(0, 0, 0, 1, 0, 1),
   ];
   const use = quick ? quickCombos : combos;
   const variants = ["atomic", "splitk"] as const;
@@ -481,6 +491,7 @@ function main(): void {
         l2_prefetch: best.combo.pf,
         down_cluster: best.combo.dcl,
         gate_up_persistent: best.combo.persist,
+        down_ready_flags: best.combo.flags,
         pdl: best.combo.pdl,
         gate_up_unroll: best.combo.unroll,
         down_blocks_per_sm: best.combo.bps,
@@ -509,13 +520,13 @@ function main(): void {
   }
   // the sweep as a table (lines starting with "| ": the combined device script's summary keeps them)
   const scheme = ["route list", "local list", "route v2 list"];
-  console.log("\n| sweep B=1 (atomic down) | down_cl | gu_persist | gu_split | l2pf | us 50% | us 90% |");
-  console.log("|---|---|---|---|---|---|---|");
+  console.log("\n| sweep B=1 (atomic down) | down_cl | gu_persist | gu_split | l2pf | flags | us 50% | us 90% |");
+  console.log("|---|---|---|---|---|---|---|---|");
   for (const r of sweep) {
     if (r.variant !== "atomic" || r.pdl !== 1 || r.unroll !== 4 || r.bps !== 2) continue;
     if (!quick && !(r.split === 1 && r.pf === 0) && !(r.local === 1 && r.dcl === 1)) continue;
     console.log(
-      `| ${scheme[r.local]} | ${r.dcl} | ${r.persist} | ${r.split} | ${r.pf} | ${r.us50} | ${r.us90} |`,
+      `| ${scheme[r.local]} | ${r.dcl} | ${r.persist} | ${r.split} | ${r.pf} | ${r.flags} | ${r.us50} | ${r.us90} |`,
     );
   }
   console.log(

@@ -258,28 +258,40 @@ function checkScheme(name: string, cpu: DeviceFfn, gpu: DeviceFfn, local: boolea
   // hints only, results unchanged)
   // and the cluster down (LTE_SFFN_DOWN_CL)
   tune(gpu, 1, 1);
+  // [split, l2pf, down_cl, persist, route_v2, ready flags]
   const envs = [
-    [2, 0, 0, 0, 0],
-    [4, 0, 0, 1, 1],
-    [1, 9, 0, 2, 0],
-    [1, 6, 0, 1, 1],
-    [2, 13, 1, 2, 1],
-    [4, 14, 1, 0, 0],
-    [1, 0, 1, 1, 1],
+    [2, 0, 0, 0, 0, 0],
+    [4, 0, 0, 1, 1, 1],
+    [1, 9, 0, 2, 0, 1],
+    [1, 6, 0, 1, 1, 0],
+    [2, 13, 1, 2, 1, 1],
+    [4, 14, 1, 0, 0, 0],
+    [1, 0, 1, 1, 1, 1],
+    [1, 0, 0, 0, 0, 1],
+    [1, 0, 1, 0, 0, 1],
   ];
-  for (const [split, pf, dcl, persist, v2] of envs) {
-    const at = `${name} pdl=1 split=${split} l2pf=${pf} down_cl=${dcl} persist=${persist} route_v2=${v2}`;
-    withSplit(split!, () => chain(at, gpu, yc), pf, dcl, persist, v2);
+  for (const [split, pf, dcl, persist, v2, fl] of envs) {
+    const at = `${name} pdl=1 split=${split} l2pf=${pf} down_cl=${dcl} persist=${persist} route_v2=${v2} flags=${fl}`;
+    withSplit(split!, () => chain(at, gpu, yc), pf, dcl, persist, v2, fl);
   }
   tune(gpu, 1, 0);
-  withSplit(2, () => chain(`${name} pdl=0 split=2 l2pf=7 down_cl=1 persist=2 route_v2=1`, gpu, yc), 7, 1, 2, 1);
+  withSplit(
+    2,
+    () => chain(`${name} pdl=0 split=2 l2pf=7 down_cl=1 persist=2 route_v2=1 flags=1`, gpu, yc),
+    7,
+    1,
+    2,
+    1,
+    1,
+  );
   tune(gpu, 1, 1);
 }
 
 /** Column splits of the cluster gate/up variant (env LTE_SFFN_GU_SPLIT, read at every launch). */
 const SPLITS = [1, 2, 4];
 /** Runs fn with the env-selected variants: gate/up split, L2 prefetch bits, cluster down (0/1). */
-function withSplit(split: number, fn: () => void, pf = 0, downCl = 0, persist = 0, routeV2 = 0): void {
+function withSplit(split: number, fn: () => void, pf = 0, downCl = 0, persist = 0, routeV2 = 0, flags = 0): void {
+  Deno.env.set("LTE_SFFN_DOWN_FLAGS", String(flags));
   Deno.env.set("LTE_SFFN_ROUTE_V2", String(routeV2));
   Deno.env.set("LTE_SFFN_GU_PERSIST", String(persist));
   Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
@@ -293,6 +305,7 @@ function withSplit(split: number, fn: () => void, pf = 0, downCl = 0, persist = 
     Deno.env.delete("LTE_SFFN_DOWN_CL");
     Deno.env.delete("LTE_SFFN_GU_PERSIST");
     Deno.env.delete("LTE_SFFN_ROUTE_V2");
+    Deno.env.delete("LTE_SFFN_DOWN_FLAGS");
   }
 }
 
