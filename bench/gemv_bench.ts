@@ -180,7 +180,6 @@ function withEnv<T>(env: Record<string, string>, fn: () => T): T {
     "LTE_DEC_TS_MINROWS",
     "LTE_DEC_TS_THREADS",
     "LTE_DEC_GEMV_SPLIT",
-    "LTE_DEC_GEMV_L2PF",
     "LTE_DEC_PDL",
   ];
   const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
@@ -237,9 +236,6 @@ const GEMV_VARIANTS: [string, Record<string, string>][] = [
   ["new strided", { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided" }],
   ["old pdl", { LTE_DEC_GEMV: "old", LTE_DEC_PDL: "1" }],
   ["new pdl", { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" }],
-  ["new pdl l2pf2", { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1", LTE_DEC_GEMV_L2PF: "2" }],
-  ["new pdl l2pf6", { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1", LTE_DEC_GEMV_L2PF: "6" }],
-  ["new pdl ch8", { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1", LTE_DEC_GEMV_CH: "8" }],
 ];
 const TS_VARIANTS: [string, Record<string, string>][] = [
   ["old", { LTE_DEC_GEMV: "old" }],

@@ -32,9 +32,8 @@ const REPS = quick ? 10 : 40, INNER = quick ? 2 : 4, WARM = 5;
 const SWEEP_REPS = quick ? 5 : 15; // the tuning sweep's samples (~200 graphs)
 
 const C = 4096, N = 344, S = 32, F = N * S, MAXB = 16;
-/** LTE_SFFN_L2PF values swept (bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows, 8 the
- * .L2::256B fetch-size hint on the weight loads of gate/up and down). */
-const PFS = [0, 1, 2, 6, 8];
+/** LTE_SFFN_L2PF values swept (bits: 1 gate/up next window, 2 gate/up whole tile, 4 down rows). */
+const PFS = [0, 1, 2, 6];
 const DT = DTypeCode.f16;
 
 interface Row {
@@ -243,8 +242,7 @@ function main(): void {
   // split (env LTE_SFFN_GU_SPLIT) x L2 prefetch (env LTE_SFFN_L2PF bits: 1 gate/up next window, 2
   // gate/up whole tile, 4 down rows) at the defaults, then PDL / unroll / down grid size around them
   const setTune = (key: number, value: number) => be.check(be.sym.lte_sffn_set_tuning(be.ctx, key, value), "tune");
-  const setEnv = (split: number, pf: number, dcl: number, persist: number, flags: number) => {
-    Deno.env.set("LTE_SFFN_DOWN_FLAGS", String(flags));
+  const setEnv = (split: number, pf: number, dcl: number, persist: number) => {
     Deno.env.set("LTE_SFFN_GU_PERSIST", String(persist));
     Deno.env.set("LTE_SFFN_GU_SPLIT", String(split));
     Deno.env.set("LTE_SFFN_L2PF", String(pf));
@@ -256,7 +254,6 @@ function main(): void {
     pf: number;
     dcl: number;
     persist: number;
-    flags: number; // LTE_SFFN_DOWN_FLAGS: gate_up -> down ready flags
     pdl: number;
     unroll: number;
     bps: number;
@@ -269,12 +266,11 @@ function main(): void {
     for (const dcl of [0, 1]) {
       for (const persist of [0, 1]) {
         for (const split of [1, 2, 4]) {
-          for (const pf of PFS) combos.push({ local, split, pf, dcl, persist, flags: 0, ...base });
+          for (const pf of PFS) combos.push({ local, split, pf, dcl, persist, ...base });
         }
       }
     }
-    for (const dcl of [0, 1]) combos.push({ local, split: 1, pf: 0, dcl, persist: 1, flags: 1, ...base });
-    const old = { split: 1, pf: 0, dcl: 0, persist: 0, flags: 0 };
+    const old = { split: 1, pf: 0, dcl: 0, persist: 0 };
     combos.push(
       { local, ...old, pdl: 0, unroll: 4, bps: 2 },
       { local, ...old, pdl: 1, unroll: 8, bps: 2 },
@@ -282,50 +278,19 @@ function main(): void {
       { local, ...old, pdl: 1, unroll: 4, bps: 4 },
     );
   }
-  const keyOf = (c: Combo) =>
-    `${c.local},${c.split},${c.pf},${c.dcl},${c.persist},${c.flags},${c.pdl},${c.unroll},${c.bps}`;
+  const keyOf = (c: Combo) => `${c.local},${c.split},${c.pf},${c.dcl},${c.persist},${c.pdl},${c.unroll},${c.bps}`;
   const isBase = (c: Combo) =>
-    c.split === 1 && c.pf === 0 && c.dcl === 0 && c.persist === 0 && c.flags === 0 && c.pdl === 1 && c.unroll === 4 &&
-    c.bps === 2;
+    c.split === 1 && c.pf === 0 && c.dcl === 0 && c.persist === 0 && c.pdl === 1 && c.unroll === 4 && c.bps === 2;
   const apply = (c: Combo) => {
     setTune(4, c.local === 1 ? 1 : 0);
     Deno.env.set("LTE_SFFN_ROUTE_V2", c.local === 2 ? "1" : "0");
-    setEnv(c.split, c.pf, c.dcl, c.persist, c.flags);
+    setEnv(c.split, c.pf, c.dcl, c.persist);
     setTune(1, c.pdl);
     setTune(2, c.unroll);
     setTune(3, c.bps);
   };
   const timed: Record<string, number> = {};
-  // --quick (the combined issue-9 device call): the old defaults, then the new pieces added one at a time
-  const q = (local: number, dcl: number, persist: number, split: number, pf: number, flags = 0): Combo => ({
-    local,
-    dcl,
-    persist,
-    split,
-    pf,
-    flags,
-    ...base,
-  });
-  const quickCombos = [
-    q(0, 0, 0, 1, 0),
-    q(0, 0, 0, 1, 8),
-    q(2, 0, 0, 1, 0),
-    q(1, 0, 0, 1, 0),
-    q(1, 0, 0, 1, 8),
-    q(1, 1, 0, 1, 0),
-    q(1, 1, 1, 1, 0),
-    q(1, 1, 1, 1, 8),
-    q(1, 1, 1, 2, 0),
-    q(1, 1, 1, 4, 0),
-    q(1, 1, 1, 2, 8),
-    q(1, 1, 1, 1, 6),
-    q(2, 1, 1, 1, 8),
-    q(1, 0, 1, 1, 0, 1),
-    q(1, 1, 1, 1, 0, 1),
-    q(1, 1, 1, 1, 8, 1),
-    q(0, 0, 0, 1, 0, 1),
-  ];
-  const use = quick ? quickCombos : combos;
+  const use = quick ? combos.slice(0, 4) : combos;
   const variants = ["atomic", "splitk"] as const;
   for (const [sp, setter] of [[0.5, masks50], [0.9, masks90]] as const) {
     setter();
@@ -414,8 +379,10 @@ function main(): void {
     be.free(y32);
   }
 
-  // ---- per-kernel split at 50% and 90% (route / gate_up / down separately, graphs of L layers, the
-  // chosen tuning)
+  // ---- per-kernel split at 50% (route / gate_up / down separately, graphs of L layers)
+  setMasks(0.5, 1);
+  sffn(1, "auto")();
+  const un50 = readUnion(1);
   const only = (which: "route" | "gate_up" | "down_atomic" | "down_splitk") => () => {
     for (const ly of layers) {
       if (which === "route") {
@@ -434,18 +401,11 @@ function main(): void {
       }
     }
   };
-  const splits: Record<number, Record<string, number>> = {};
-  for (const sp of [0.5, 0.9]) {
-    setMasks(sp, 1);
-    sffn(1, "auto")();
-    const un = readUnion(1);
-    const split: Record<string, number> = {};
-    for (const which of ["route", "gate_up", "down_atomic", "down_splitk"] as const) {
-      split[which] = +median(timeGraph(only(which))).toFixed(2);
-    }
-    splits[sp] = { ...split, union_experts: un };
-    console.log(`kernel split at ${sp * 100}% (union ${un}/${N}), us per layer: ${JSON.stringify(split)}`);
+  const split: Record<string, number> = {};
+  for (const which of ["route", "gate_up", "down_atomic", "down_splitk"] as const) {
+    split[which] = +median(timeGraph(only(which))).toFixed(2);
   }
+  console.log(`kernel split at 50% (union ${un50}/${N}), us per layer: ${JSON.stringify(split)}`);
 
   // ---- small batches over the union
   for (const batch of quick ? [4] : [2, 4, 8, 16]) {
@@ -491,7 +451,6 @@ function main(): void {
         l2_prefetch: best.combo.pf,
         down_cluster: best.combo.dcl,
         gate_up_persistent: best.combo.persist,
-        down_ready_flags: best.combo.flags,
         pdl: best.combo.pdl,
         gate_up_unroll: best.combo.unroll,
         down_blocks_per_sm: best.combo.bps,
@@ -499,8 +458,7 @@ function main(): void {
       },
       sweep,
     },
-    kernel_split_us_at_50: splits[0.5],
-    kernel_split_us_at_90: splits[0.9],
+    kernel_split_us_at_50: { ...split, union_experts: un50 },
     rows,
     torch,
   };
@@ -510,25 +468,6 @@ function main(): void {
     console.log(`wrote ${jsonAt}`);
   }
   printSummary(rows, torch);
-  for (const sp of [0.5, 0.9]) {
-    const k = splits[sp]!;
-    console.log(
-      `| kernel split ${
-        sp * 100
-      }% (each alone, chosen tuning) | route ${k.route} | gate_up ${k.gate_up} | down ${k.down_atomic} | down split-K ${k.down_splitk} | union ${k.union_experts} |`,
-    );
-  }
-  // the sweep as a table (lines starting with "| ": the combined device script's summary keeps them)
-  const scheme = ["route list", "local list", "route v2 list"];
-  console.log("\n| sweep B=1 (atomic down) | down_cl | gu_persist | gu_split | l2pf | flags | us 50% | us 90% |");
-  console.log("|---|---|---|---|---|---|---|---|");
-  for (const r of sweep) {
-    if (r.variant !== "atomic" || r.pdl !== 1 || r.unroll !== 4 || r.bps !== 2) continue;
-    if (!quick && !(r.split === 1 && r.pf === 0) && !(r.local === 1 && r.dcl === 1)) continue;
-    console.log(
-      `| ${scheme[r.local]} | ${r.dcl} | ${r.persist} | ${r.split} | ${r.pf} | ${r.flags} | ${r.us50} | ${r.us90} |`,
-    );
-  }
   console.log(
     "\nB=1 sweep, atomic down, pdl=1 unroll=4 bps=2, us at 50% / 90% (old defaults: local=0 cl=0 persist=0 split=1 l2pf=0; local=2: route v2):",
   );

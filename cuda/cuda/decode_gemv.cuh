@@ -104,7 +104,7 @@ struct GPos {
 
 template <class T, int R, int C>
 __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
-    gemv_kernel(LinArgs a, int rows, int KP, int P, int contig, int l2pf) {
+    gemv_kernel(LinArgs a, int rows, int KP, int P, int contig) {
   extern __shared__ float4 gsm4[];
   float *xs = reinterpret_cast<float *>(gsm4);      // R rows x KP, two planes per row
   int *glist = reinterpret_cast<int *>(xs + R * KP);  // out_mask: G flags, then the active-group list
@@ -170,17 +170,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
   float acca[R], accb[R];
 #pragma unroll
   for (int r = 0; r < R; r++) acca[r] = accb[r] = 0.0f;
-  // accumulate: lane r < rows reads its row's two old outputs at the item's first piece, so the
-  // read is long done when the sum is written (otherwise an L2 round trip at the end of the kernel)
-  float ypa = 0.0f, ypb = 0.0f;
   auto compute = [&](const uint4 (&wa)[C], const uint4 (&wb)[C], const GPos &q) {
-    if (a.accumulate && q.p == 0 && lane < rows) {
-      int ra, rb;
-      rows_of(q, ra, rb);
-      const float *yl = a.y + (size_t)lane * N;
-      ypa = __ldcg(yl + ra);
-      ypb = rb >= 0 ? __ldcg(yl + rb) : 0.0f;
-    }
 #pragma unroll
     for (int u = 0; u < C; u++) {
       const int c = q.p * 32 * C + u * 32 + lane;  // < KP / 8: rows are zero-padded
@@ -200,12 +190,8 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
         accb[r] = sb;
       }
     }
-  };
-  // after the last piece of an item (called once the next piece's loads are out, so the shuffles
-  // and the dependent mask / y reads below do not delay them): reduce over the warp and write the
-  // outputs (lane r: row r)
-  auto finish = [&](const GPos &q) {
     if (q.p != P - 1) return;
+    // last piece of the item: reduce over the warp and write the outputs (lane r: row r)
 #pragma unroll
     for (int r = 0; r < R; r++) {
       acca[r] = warp_sum(acca[r]);
@@ -230,7 +216,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
             if (on) {
               float v = (h ? accb[r] : acca[r]) + (a.bias ? a.bias[n] : 0.0f);
               if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
-              yr[n] = a.accumulate ? (h ? ypb : ypa) + v : v;
+              yr[n] = a.accumulate ? __ldcg(yr + n) + v : v;
             } else if (!a.accumulate) {
               yr[n] = 0.0f;
             }
@@ -253,23 +239,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
     advance(nx);
     if (cur.it < iend) load(a0, b0, cur);
     if (nx.it < iend) load(a1, b1, nx);
-    // optionally the next l2pf pieces into L2 as well (LTE_DEC_GEMV_L2PF): with PDL the whole
-    // of a small matrix can be requested while the previous kernel finishes
-    GPos q = nx;
-    for (int i = 0; i < l2pf; i++) {
-      advance(q);
-      if (q.it >= iend) break;
-      int ra, rb;
-      rows_of(q, ra, rb);
-      const char *pa = reinterpret_cast<const char *>(Wt + (size_t)ra * K);
-      const char *pb = reinterpret_cast<const char *>(Wt + (size_t)(rb >= 0 ? rb : ra) * K);
-      const int off = q.p * C * 512 + (lane & 15) * 128 * (C / 4);  // 16 lanes x C/4 lines per row
-#pragma unroll
-      for (int j = 0; j < C / 4; j++) {
-        const int o = off + j * 128;
-        if (o < K * (int)sizeof(T)) asm volatile("prefetch.global.L2 [%0];" ::"l"((lane < 16 ? pa : pb) + o));
-      }
-    }
   }
   if (norm) {
     // norm weights are constants too: pull this thread's lines into L1 for the x' transform
@@ -392,7 +361,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
     GPos n2 = nx;
     advance(n2);
     if (n2.it < iend) load(a0, b0, n2);
-    finish(cur);
     cur = nx;
     nx = n2;
     if (cur.it >= iend) break;
@@ -400,7 +368,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
     n2 = nx;
     advance(n2);
     if (n2.it < iend) load(a1, b1, n2);
-    finish(cur);
     cur = nx;
     nx = n2;
   }
@@ -512,9 +479,7 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          still multiplies) (default 256)
      LTE_DEC_GEMV_SPLIT  1: more rows than one launch of the new kernels holds (5..16, or 3..4 at
                          K = 11008) run as several launches of <= 4 (2) rows each, re-reading the
-                         weights per launch, instead of the older 8-row kernels (default 0)
-     LTE_DEC_GEMV_L2PF   pieces per warp prefetched into L2 before the PDL wait, beyond the two
-                         loaded into registers (default 0) */
+                         weights per launch, instead of the older 8-row kernels (default 0) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -524,7 +489,6 @@ struct GemvTune {
   int ts_u;
   int ts_threads;
   int split;
-  int l2pf;
   int ts_min_rows;
 };
 
@@ -547,7 +511,6 @@ inline GemvTune gemv_tune() {
   t.ts_u = env_int("LTE_DEC_TS_U", 8, 4, 8) > 4 ? 8 : 4;
   t.ts_threads = env_int("LTE_DEC_TS_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   t.split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
-  t.l2pf = env_int("LTE_DEC_GEMV_L2PF", 0, 0, 64);
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
   return t;
 }
@@ -559,7 +522,7 @@ inline int sm_count_of(const lte_ctx *ctx) { return ctx->sm_count > 0 ? ctx->sm_
 /* Persistent grid: SMs x min(requested, resident) blocks. */
 template <class K>
 cudaError_t persistent_grid(K kernel, int threads, size_t smem, int sms, int bps, unsigned *grid) {
-  if (smem > 40 * 1024) {  // (the 48 KiB default counts the static shared memory too)
+  if (smem > 48 * 1024) {
     // always the same cap (never lowered): a node captured earlier with more shared memory must
     // still launch when the graph replays
     const cudaError_t e =
@@ -618,8 +581,7 @@ cudaError_t launch_gemv_rc(const LinArgs &a, int rows, const GemvTune &t, int sm
   unsigned grid = 0;
   cudaError_t e = persistent_grid(gemv_kernel<T, R, C>, kGWarps * 32, smem, sms, t.bps, &grid);
   if (e != cudaSuccess) return e;
-  e = dlaunch(gemv_kernel<T, R, C>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, kp, pieces, t.contig,
-              t.l2pf);
+  e = dlaunch(gemv_kernel<T, R, C>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, kp, pieces, t.contig);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }

@@ -77,7 +77,6 @@ constexpr int kDefGuPersist = 0; /* LTE_SFFN_GU_PERSIST */
 constexpr int kDefGuSplit = 1;   /* LTE_SFFN_GU_SPLIT */
 constexpr int kDefDownCl = 0;    /* LTE_SFFN_DOWN_CL */
 constexpr int kDefInPlace = 1;   /* LTE_SFFN_DOWN_INPLACE (f32 y += FFN(x) without a finishing block) */
-constexpr int kDefDownFlags = 0; /* LTE_SFFN_DOWN_FLAGS (gate_up -> down ready flags) */
 
 /* Programmatic dependent launch (sm_90): `wait` blocks until the previous kernel in the stream has
    completed and its writes are visible; `trigger` lets the next kernel's blocks be scheduled as
@@ -98,20 +97,11 @@ __device__ __forceinline__ void pdl_trigger() {
 
 /* ------------------------------------------------------------------ workspace layout */
 
-/* Ready flags per expert: S / 8 groups of 8 neurons; larger experts (S > 256) run without flags. */
-constexpr int kFlagsPerExpertMax = 32;
-
-/* Every offset that route, gate_up and down share is independent of the batch and of S (one ws
-   serves every batch size of an engine, calls with different B must not see each other's
-   counters, epoch or flags inside their zeroed accumulators). */
 struct Layout {
   int cb;             /* column blocks of the down kernel */
   int ks;             /* row chunks (grid.y) of the down kernel */
-  size_t ctr_off;     /* int32[2 + cb]: [0] route counter, [1 + i] down counter of column block i, */
-  size_t epoch_off;   /*   [1 + cb] the epoch: route adds 1 per call, gate_up's ready flags carry it */
+  size_t ctr_off;     /* int32[64]: [0] route counter, [1 + i] down counter of column block i */
   size_t bits_off;    /* u32[N] copy of the bits (local-list scheme: down reads them here) */
-  size_t flags_off;   /* int32[N * kFlagsPerExpertMax]: flags[t] = epoch once h of compact neurons
-                         [8t, 8t + 8) is written (LTE_SFFN_DOWN_FLAGS) */
   size_t racc_off;    /* f32[B * N] router accumulators */
   size_t dacc_off;    /* f32[B * C] down accumulators (ATOMIC) */
   size_t part_off;    /* f32[KS * B * C] down partials (SPLITK) */
@@ -129,12 +119,9 @@ inline Layout layout(const lte_ctx *ctx, int B, int C, int N) {
   if (L.ks < 1) L.ks = 1;
   size_t off = 0;
   L.ctr_off = off;
-  L.epoch_off = off + sizeof(int) * (1 + (size_t)L.cb);
-  off = align256(off + sizeof(int) * (2 + (size_t)L.cb));
+  off = align256(off + sizeof(int) * (1 + (size_t)L.cb));
   L.bits_off = off;
   off = align256(off + sizeof(uint32_t) * (size_t)N);
-  L.flags_off = off;
-  off = align256(off + sizeof(int) * (size_t)N * kFlagsPerExpertMax);
   L.racc_off = off;
   off = align256(off + sizeof(float) * (size_t)B * N);
   L.dacc_off = off;
@@ -186,24 +173,6 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
   return r;
 }
 
-/* ld_stream with the L2 fetch-size hint .L2::256B when `big` (LTE_SFFN_L2PF bit 8): the L2 asks
-   DRAM for the whole 256-byte block on a miss instead of the touched 32-byte sectors. Every
-   weight access here reads whole 256-byte blocks within one iteration of the same block (gate/up:
-   2 KB per row per iteration; down: 1 KB per row per block, 128 B per cluster), so nothing is
-   fetched in vain; the hope is fewer, longer DRAM bursts. `big` is uniform (a predicate). */
-__device__ __forceinline__ uint4 ld_stream_pf(const void *p, bool big) {
-  uint4 r;
-  if (big)
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
-  else
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
-  return r;
-}
-
 /* 16-byte load of an activation (x, h) through L2 only: with PDL a kernel may start before its
    predecessor finished, so nothing written by another kernel is read through the incoherent L1. */
 __device__ __forceinline__ uint4 ld_cached(const void *p) { return __ldcg(static_cast<const uint4 *>(p)); }
@@ -221,69 +190,10 @@ __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
    registers); kPfGateUpTile = the whole tile (its column range) at the tile's start; kPfDown = a
    down block prefetches all of its rows before the PDL wait (the DRAM keeps streaming through
    gate/up's tail). */
-constexpr int kPfGateUpNext = 1, kPfGateUpTile = 2, kPfDown = 4, kPfHint256 = 8;
+constexpr int kPfGateUpNext = 1, kPfGateUpTile = 2, kPfDown = 4;
 /* Not an env bit: set by the host in down's `pf` argument when f32 y may be updated in place
    (LTE_SFFN_DOWN_INPLACE, default 1). */
 constexpr int kInPlaceFlag = 1 << 8;
-
-/* Ready flags between gate_up and down (env LTE_SFFN_DOWN_FLAGS = 1): gate_up publishes, per 8 compact
-   neurons, flags[t] = epoch after writing h (fence, then a release store); down waits for the flags
-   of the 16-row steps it is about to read instead of for the whole gate_up grid (griddepcontrol.wait):
-   its first h loads no longer wait for gate_up's last tile, its grid-completion flush and the
-   dependency resolution. Bounded: after kSpinLimit polls it falls back to griddepcontrol.wait. route
-   adds 1 to the epoch each call, so flags never need resetting; down still executes
-   griddepcontrol.wait before it finishes (its completion then implies gate_up's, which the next
-   kernels rely on). flags == nullptr: off. */
-struct Sync {
-  const int *epoch;
-  int *flags;
-};
-constexpr int kSpinLimit = 4096; /* x ~0.1 us */
-
-__device__ __forceinline__ int ld_acquire(const int *p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_release(int *p, int v) {
-  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-/* Called by all lanes of warp 0 after they stored h of the 8-neuron groups [g0, g0 + n). */
-__device__ __forceinline__ void publish_ready(const Sync &sy, int ep, int g0, int n) {
-  if (sy.flags == nullptr) return;
-  __threadfence();
-  __syncwarp();
-  const int lane = threadIdx.x & 31;
-  if (lane < n) st_release(sy.flags + g0 + lane, ep);
-}
-
-/* Waits (one warp, all lanes) until h of the 16-row steps s_first + i * s_stride (i < n_steps,
-   < s_end) is published. Returns true when it fell back to griddepcontrol.wait (then everything is
-   visible and no further waits are needed). */
-__device__ __forceinline__ bool wait_ready(const Sync &sy, int ep, int s_first, int s_stride, int n_steps,
-                                           int s_end) {
-  if (sy.flags == nullptr) {
-    pdl_wait();
-    return true;
-  }
-  const int lane = threadIdx.x & 31;
-  int idx = -1;
-  if (lane < 2 * n_steps) {
-    const int st = s_first + (lane >> 1) * s_stride;
-    if (st < s_end) idx = 2 * st + (lane & 1);
-  }
-  for (int it = 0; it < kSpinLimit; it++) {
-    const bool ok = idx < 0 || ld_acquire(sy.flags + idx) == ep;
-    if (__all_sync(0xffffffffu, ok)) {
-      __syncwarp(); /* memory ordering: one lane's acquire covers the others' h loads */
-      return false;
-    }
-    __nanosleep(64);
-  }
-  pdl_wait();
-  return true;
-}
 
 /* 8 consecutive activations as 8 packed T (16 bytes): a plain load when x is already T, two
    float4 loads and round-to-nearest packing when x is f32. */
@@ -365,8 +275,7 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
                                                        const T *__restrict__ bias, float *__restrict__ logits,
                                                        uint32_t *__restrict__ bits, int32_t *__restrict__ list,
                                                        int32_t *__restrict__ counts, float *__restrict__ racc,
-                                                       int *__restrict__ counter, int *__restrict__ epoch, int B,
-                                                       int C, int N) {
+                                                       int *__restrict__ counter, int B, int C, int N) {
   constexpr int V = 16 / sizeof(T);
   constexpr int RU = 4;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -414,12 +323,10 @@ __global__ void __launch_bounds__(kBlock) route_kernel(const T *__restrict__ x, 
     }
     pdl_wait();
     pdl_trigger();
-    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *epoch += 1; /* see Sync */
     if (!last_block_arrived(counter, gridDim.x * gridDim.y)) return;
   } else {
     pdl_wait();
     pdl_trigger();
-    if (threadIdx.x == 0) *epoch += 1;
   }
   /* the last block: logits, threshold, bits, union list, counts. The masks of up to
      kBlock * CH experts are formed first (independent L2 loads, one round trip), then compacted. */
@@ -507,8 +414,8 @@ template <class T, bool LIST>
 __global__ void __launch_bounds__(kRouteWarps * 32, 8)
     route_bits_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias,
                       float *__restrict__ logits, uint32_t *__restrict__ bits, uint32_t *__restrict__ ws_bits,
-                      int32_t *__restrict__ list, int32_t *__restrict__ counts, int *__restrict__ counter,
-                      int *__restrict__ epoch, int B, int C, int N) {
+                      int32_t *__restrict__ list, int32_t *__restrict__ counts, int *__restrict__ counter, int B,
+                      int C, int N) {
   constexpr int V = 16 / sizeof(T);
   constexpr int RU = 4; /* 16-byte loads per lane in flight (f16 / f32, C = 4096: the whole slice) */
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -555,7 +462,6 @@ __global__ void __launch_bounds__(kRouteWarps * 32, 8)
   }
   pdl_wait(); /* nothing below may be written before the previous kernel (a down reading ws_bits) ended */
   pdl_trigger();
-  if (blockIdx.x == 0 && threadIdx.x == 0) *epoch += 1; /* see Sync */
   __syncthreads();
   if (warp == 0) {
     float l = 0.f;
@@ -646,7 +552,7 @@ template <class T, class XT, bool GLU, int NT, int U>
 __device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *__restrict__ w_gate,
                                              const T *__restrict__ w_in, const T *__restrict__ b_in, uint32_t m,
                                              int e, int kk0, T *__restrict__ h, int B, int C, int S, int F,
-                                             float (*red)[NT * 4][32], int pf, Sync sy, int ep) {
+                                             float (*red)[NT * 4][32], int pf) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int p = kk0 / S;
   const int n0 = e * S + (kk0 - p * S);
@@ -671,8 +577,8 @@ __device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *
     for (int u = 0; u < U; u++) {
       const int col = kb + u * 256 + 8 * t;
       if (kb + u * 256 < C) {
-        av[u] = ld_stream_pf(ra + col, pf & kPfHint256);
-        bv[u] = ld_stream_pf(rb + col, pf & kPfHint256);
+        av[u] = ld_stream(ra + col);
+        bv[u] = ld_stream(rb + col);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
       }
@@ -727,7 +633,6 @@ __device__ __forceinline__ void gate_up_tile(const XT *__restrict__ x, const T *
       }
     }
   }
-  publish_ready(sy, ep, kk0 / 8, GLU ? 1 : 2);
 }
 
 /* Compacts {e < N : bits[e] != 0} (ascending) into s_list (shared, N <= kMaxLocalExperts) and
@@ -789,12 +694,11 @@ template <class T, class XT, bool GLU, int NT, int U>
 __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     gate_up_mma(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
                 const T *__restrict__ b_in, const uint32_t *__restrict__ bits, const int32_t *__restrict__ list,
-                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf, Sync sy) {
+                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf) {
   constexpr int TN = GLU ? 8 : 16;
   __shared__ float red[8][NT * 4][32];
   pdl_wait();
   pdl_trigger();
-  const int ep = sy.flags ? __ldcg(sy.epoch) : 0;
   /* the list is -1 past the union (lte.h), so one dependent L2 round trip (not counts, then list)
      stands between route's end and this block's first weight load. Grid = all F / TN tiles (one
      per block) or fewer (LTE_SFFN_GU_PERSIST: blocks loop over tiles, the grid is resident at once,
@@ -803,8 +707,7 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     const int kk0 = tile * TN; /* compact neuron index of the tile */
     const int e = __ldcg(&list[kk0 / S]);
     if (e < 0 || e >= N) break; /* ascending tiles: every later one is past the union too */
-    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red, pf, sy,
-                                    ep);
+    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, __ldcg(&bits[e]), e, kk0, h, B, C, S, F, red, pf);
     __syncthreads(); /* red is reused by the next tile */
   }
 }
@@ -892,12 +795,11 @@ template <class T, class XT, bool GLU, int NT, int U>
 __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     gate_up_sel(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
                 const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
-                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf, Sync sy) {
+                int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf) {
   constexpr int TN = GLU ? 8 : 16;
   __shared__ float red[8][NT * 4][32];
   pdl_wait();
   pdl_trigger();
-  const int ep = sy.flags ? __ldcg(sy.epoch) : 0;
   for (int tile = blockIdx.x; tile < F / TN; tile += gridDim.x) { /* see gate_up_mma */
     const int kk0 = tile * TN; /* compact neuron index of the tile */
     int e;
@@ -905,7 +807,7 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     block_select_expert(bits, N, kk0 / S, &e, &m); /* its barrier also guards red's reuse */
     if (e < 0) break;
     if (threadIdx.x == 0 && kk0 % S == 0) list[kk0 / S] = e;
-    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, m, e, kk0, h, B, C, S, F, red, pf, sy, ep);
+    gate_up_tile<T, XT, GLU, NT, U>(x, w_gate, w_in, b_in, m, e, kk0, h, B, C, S, F, red, pf);
   }
   if (blockIdx.x == gridDim.x - 1 && threadIdx.x < 32) write_counts(bits, list, counts, N, B);
 }
@@ -923,8 +825,7 @@ template <class T, class XT, bool GLU, int NT, int U, int CS, bool SEL>
 __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
     gate_up_split(const XT *__restrict__ x, const T *__restrict__ w_gate, const T *__restrict__ w_in,
                   const T *__restrict__ b_in, const uint32_t *__restrict__ bits, int32_t *__restrict__ list,
-                  int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf,
-                  Sync sy) {
+                  int32_t *__restrict__ counts, T *__restrict__ h, int N, int B, int C, int S, int F, int pf) {
   namespace cg = cooperative_groups;
   constexpr int TN = GLU ? 8 : 16;
   __shared__ float red[8][NT * 4][32];
@@ -934,7 +835,6 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
   const int rank = (int)cluster.block_rank();
   pdl_wait();
   pdl_trigger();
-  const int ep = sy.flags ? __ldcg(sy.epoch) : 0;
   /* clusters loop over tiles (grid = all tiles, or fewer with LTE_SFFN_GU_PERSIST) */
   for (int tile = blockIdx.x / CS; tile < F / TN; tile += gridDim.x / CS) {
     const int kk0 = tile * TN; /* compact neuron index of the tile */
@@ -972,8 +872,8 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
       for (int u = 0; u < U; u++) {
         const int col = kb + u * 256 + 8 * t;
         if (kb + u * 256 < cend) {
-          av[u] = ld_stream_pf(ra + col, pf & kPfHint256);
-          bv[u] = ld_stream_pf(rb + col, pf & kPfHint256);
+          av[u] = ld_stream(ra + col);
+          bv[u] = ld_stream(rb + col);
 #pragma unroll
           for (int nt = 0; nt < NT; nt++) xv[u][nt] = xok[nt] ? load_x8<T>(xr[nt] + col) : make_uint4(0, 0, 0, 0);
         }
@@ -1039,7 +939,6 @@ __global__ void __launch_bounds__(kBlock, gate_up_min_blocks(NT, U))
           }
         }
       }
-      publish_ready(sy, ep, kk0 / 8, GLU ? 1 : 2);
     }
     cluster.sync(); /* rank 0 has read the other ranks' shared memory (sum, red reuse is safe) */
   }
@@ -1077,7 +976,7 @@ __global__ void __launch_bounds__(kBlock, 2)
              const uint32_t *__restrict__ bits, const int32_t *__restrict__ list_g,
              const int32_t *__restrict__ counts, int N, const YT *residual, YT *y,
              float *__restrict__ dacc, float *__restrict__ part, int *__restrict__ counters, int B, int C, int S,
-             int F, int pf, Sync sy) {
+             int F, int pf) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   pdl_trigger();
   /* the union (route's output: complete, see pdl_wait): from route's list, or compacted here */
@@ -1098,8 +997,6 @@ __global__ void __launch_bounds__(kBlock, 2)
   const int s_begin = blockIdx.y * per, s_end = min(chunks, s_begin + per);
   const int c0 = (blockIdx.x * 8 + warp) * 64;
   const bool active = s_begin < s_end && c0 < C;
-  const int ep = sy.flags ? __ldcg(sy.epoch) : 0; /* route (which set it) is complete here */
-  bool h_ready = false;
   /* f32 y updated in place (residual == y, the f32-activation engine's residual add): the partial
      sums go straight into y with atomics (row chunk 0 adds the bias), so there is no finishing
      block, no threadfence / counter chain and no workspace row to re-zero. */
@@ -1141,12 +1038,10 @@ __global__ void __launch_bounds__(kBlock, 2)
           const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (kk - p * S) + 4 * t;
           const T *wr = wdt + row * C + cg;
 #pragma unroll
-          for (int q = 0; q < 4; q++) wv[u][q] = ld_stream_pf(wr + (int64_t)q * C, pf & kPfHint256);
+          for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
         }
       }
-      /* h comes from gate_up (the weights above were already in flight): wait for the whole grid, or
-         with ready flags for these steps only */
-      if (!h_ready) h_ready = wait_ready(sy, ep, s0, 1, U, s_end);
+      if (s0 == s_begin) pdl_wait(); /* h comes from gate_up: the weights above were already in flight */
 #pragma unroll
       for (int u = 0; u < U; u++) {
         const int s = s0 + u;
@@ -1209,8 +1104,8 @@ __global__ void __launch_bounds__(kBlock, 2)
     }
   }
   if (inplace) {
-    pdl_wait(); /* with ready flags the loop may not have waited: this grid ends after gate_up's */
     if (!active && blockIdx.y == 0 && c0 < C && bias != nullptr) { /* empty union: y += bias */
+      pdl_wait();
       for (int i = lane; i < B * 64; i += 32) {
         const int tok = i / 64, c = c0 + i % 64;
         atomicAdd(reinterpret_cast<float *>(y) + (int64_t)tok * C + c, to_f(bias[c]));
@@ -1237,7 +1132,7 @@ template <class T, class YT, int U, bool LOCAL>
 __global__ void __launch_bounds__(kBlock, 2)
     down_cl(const T *__restrict__ hbuf, const T *__restrict__ wdt, const T *__restrict__ bias,
             const uint32_t *__restrict__ bits, const int32_t *__restrict__ list_g, const int32_t *__restrict__ counts,
-            int N, const YT *residual, YT *y, int B, int C, int S, int F, int pf, Sync sy) {
+            int N, const YT *residual, YT *y, int B, int C, int S, int F, int pf) {
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -1270,7 +1165,6 @@ __global__ void __launch_bounds__(kBlock, 2)
   }
   const bool hok = g < B;
   const T *hr = hbuf + (int64_t)(hok ? g : 0) * F + 4 * t;
-  const int ep = sy.flags ? __ldcg(sy.epoch) : 0;
   float d[4][4];
 #pragma unroll
   for (int i = 0; i < 4; i++) d[i][0] = d[i][1] = d[i][2] = d[i][3] = 0.f;
@@ -1287,10 +1181,10 @@ __global__ void __launch_bounds__(kBlock, 2)
         const int64_t row = (int64_t)(LOCAL ? list[p] : __ldcg(&list[p])) * S + (kk - p * S) + 4 * t;
         const T *wr = wdt + row * C + cg0;
 #pragma unroll
-        for (int q = 0; q < 4; q++) wv[u][q] = ld_stream_pf(wr + (int64_t)q * C, pf & kPfHint256);
+        for (int q = 0; q < 4; q++) wv[u][q] = ld_stream(wr + (int64_t)q * C);
       }
     }
-    if (!waited) waited = wait_ready(sy, ep, s0, 8, U, se); /* h comes from gate_up */
+    if (!waited) pdl_wait(), waited = true; /* h comes from gate_up */
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int s = s0 + 8 * u;
@@ -1309,7 +1203,7 @@ __global__ void __launch_bounds__(kBlock, 2)
       }
     }
   }
-  pdl_wait(); /* residual and y: nothing is written before the predecessors finished */
+  if (!waited) pdl_wait(); /* residual and y: nothing is written before the predecessors finished */
   /* d[i][j]: column cg0 + 2i + (j >> 1), token 2t + (j & 1) */
 #pragma unroll
   for (int i = 0; i < 4; i++)
@@ -1537,7 +1431,6 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   const Layout L = layout(ctx, batch, d_model, n_experts);
   char *w8 = static_cast<char *>(ws);
   int *ctr = reinterpret_cast<int *>(w8 + L.ctr_off);
-  int *epoch = reinterpret_cast<int *>(w8 + L.epoch_off);
   float *racc = reinterpret_cast<float *>(w8 + L.racc_off);
   const bool local = g_tune.local_list && n_experts <= kMaxLocalExperts;
   if (local || (n_experts <= kMaxLocalExperts && env_choice("LTE_SFFN_ROUTE_V2", kDefRouteV2, {0, 1}) == 1)) {
@@ -1546,7 +1439,7 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
 #define ROUTE_BITS(T, LIST)                                                                                          \
   launch_b(ctx, route_bits_kernel<T, LIST>, g, kRouteWarps * 32, static_cast<const T *>(x),                         \
            static_cast<const T *>(w_router), static_cast<const T *>(b_router), logits, bits, ws_bits, list, counts, ctr, \
-           epoch, (int)batch, (int)d_model, (int)n_experts)
+           (int)batch, (int)d_model, (int)n_experts)
     const cudaError_t le = dtype == LTE_DTYPE_F16    ? (local ? ROUTE_BITS(__half, false) : ROUTE_BITS(__half, true))
                            : dtype == LTE_DTYPE_BF16 ? (local ? ROUTE_BITS(__nv_bfloat16, false)
                                                               : ROUTE_BITS(__nv_bfloat16, true))
@@ -1560,7 +1453,7 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   dim3 grid(w_router ? (n_experts + 7) / 8 : 1, w_router ? split : 1);
 #define ROUTE(T)                                                                                              \
   launch(ctx, route_kernel<T>, grid, static_cast<const T *>(x), static_cast<const T *>(w_router),              \
-         static_cast<const T *>(b_router), logits, bits, list, counts, racc, ctr, epoch, (int)batch, (int)d_model, \
+         static_cast<const T *>(b_router), logits, bits, list, counts, racc, ctr, (int)batch, (int)d_model,     \
          (int)n_experts)
   cudaError_t le;
   if (dtype == LTE_DTYPE_F16)
@@ -1574,23 +1467,12 @@ extern "C" LTE_API lte_status lte_sffn_route(lte_ctx_t *ctx, lte_dtype dtype, co
   return LTE_STATUS_OK;
 }
 
-/* The gate_up -> down ready flags (LTE_SFFN_DOWN_FLAGS = 1; see Sync), or none. */
-static Sync ready_flags(const lte_ctx *ctx, void *ws, int B, int C, int N, int S) {
-  if (env_choice("LTE_SFFN_DOWN_FLAGS", kDefDownFlags, {0, 1}) != 1 || S / 8 > kFlagsPerExpertMax)
-    return Sync{nullptr, nullptr};
-  const Layout L = layout(ctx, B, C, N);
-  char *w8 = static_cast<char *>(ws);
-  return Sync{reinterpret_cast<const int *>(w8 + L.epoch_off), reinterpret_cast<int *>(w8 + L.flags_off)};
-}
-/* gate_up's flags for the launch helpers below (set by lte_sffn_gate_up on the calling thread) */
-static thread_local Sync t_gu_sync{nullptr, nullptr};
-
 template <class T, class XT, bool GLU, int NT, int U>
 static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, const T *wg, const T *wi, const T *bi,
                                    const uint32_t *bits, int32_t *list, int32_t *counts, T *h, int N, int B, int C,
                                    int S, int F) {
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
-  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15});
+  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7});
   /* LTE_SFFN_GU_PERSIST = 1: as many blocks as are resident at once (they loop over the tiles);
      2: 3 blocks (x split), a test of the loop with many tiles per block */
   const int pmode = env_choice("LTE_SFFN_GU_PERSIST", kDefGuPersist, {0, 1, 2});
@@ -1607,7 +1489,7 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
       const dim3 g(gx);
 #define GU_SPLIT(CS, SEL) \
   launch_cluster(ctx, gate_up_split<T, XT, GLU, 1, 4, CS, SEL>, g, CS, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F, \
-                 pf, t_gu_sync)
+                 pf)
       if (cs == 2) return local ? GU_SPLIT(2, true) : GU_SPLIT(2, false);
       return local ? GU_SPLIT(4, true) : GU_SPLIT(4, false);
 #undef GU_SPLIT
@@ -1615,10 +1497,9 @@ static cudaError_t launch_gate_up3(lte_ctx *ctx, unsigned grid, const XT *x, con
   }
   const dim3 g1(persist && grid > slots ? slots : grid);
   if (local)
-    return launch(ctx, gate_up_sel<T, XT, GLU, NT, U>, g1, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F, pf,
-                  t_gu_sync);
+    return launch(ctx, gate_up_sel<T, XT, GLU, NT, U>, g1, x, wg, wi, bi, bits, list, counts, h, N, B, C, S, F, pf);
   return launch(ctx, gate_up_mma<T, XT, GLU, NT, U>, g1, x, wg, wi, bi, bits, (const int32_t *)list, counts, h, N, B,
-                C, S, F, pf, t_gu_sync);
+                C, S, F, pf);
 }
 
 template <class T, class XT, bool GLU>
@@ -1690,7 +1571,6 @@ extern "C" LTE_API lte_status lte_sffn_gate_up(lte_ctx_t *ctx, lte_dtype dtype, 
   }
   const unsigned grid = glu ? F / 8 : F / 16;
   const bool xf32 = x_dtype == LTE_DTYPE_F32;
-  t_gu_sync = ready_flags(ctx, ws, batch, d_model, n_experts, S);
   const cudaError_t le =
       dtype == LTE_DTYPE_F16
           ? launch_gate_up<__half>(ctx, glu, xf32, grid, x, w_gate, w_in, b_in, bits, list, counts, h, n_experts,
@@ -1717,22 +1597,21 @@ static cudaError_t launch_down2(lte_ctx *ctx, const Layout &L, const void *h, co
   const YT *rr = static_cast<const YT *>(residual);
   YT *yy = static_cast<YT *>(y);
   const bool local = g_tune.local_list && N <= kMaxLocalExperts;
-  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}) |
+  const int pf = env_choice("LTE_SFFN_L2PF", kDefL2Pf, {0, 1, 2, 3, 4, 5, 6, 7}) |
                  (env_choice("LTE_SFFN_DOWN_INPLACE", kDefInPlace, {0, 1}) ? kInPlaceFlag : 0);
-  const Sync sy = ready_flags(ctx, ws, B, C, N, S);
   if (ATOMIC && B <= 8 && env_choice("LTE_SFFN_DOWN_CL", kDefDownCl, {0, 1}) == 1) {
     const int sms = ctx->sm_count > 0 ? ctx->sm_count : 132, tiles = C / 64;
     int cs = 1;
     while (cs < 8 && tiles * cs * 2 <= 2 * sms) cs *= 2; /* ~2 blocks per SM, all resident */
     const dim3 g(tiles * cs);
     return local ? launch_cluster(ctx, down_cl<T, YT, 4, true>, g, cs, hh, ww, bb, bits, list, counts, N, rr, yy, B, C,
-                                  S, F, pf, sy)
+                                  S, F, pf)
                  : launch_cluster(ctx, down_cl<T, YT, 4, false>, g, cs, hh, ww, bb, bits, list, counts, N, rr, yy, B, C,
-                                  S, F, pf, sy);
+                                  S, F, pf);
   }
 #define DOWN(NT, U, LOC) \
   launch(ctx, down_mma<T, YT, NT, U, ATOMIC, LOC>, grid, hh, ww, bb, bits, list, counts, N, rr, yy, dacc, part, ctr, B, C, S, \
-         F, pf, sy)
+         F, pf)
   if (B <= 8) return local ? DOWN(1, 4, true) : DOWN(1, 4, false);
   return local ? DOWN(2, 2, true) : DOWN(2, 2, false);
 #undef DOWN

@@ -92,8 +92,8 @@ const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_CH: "8" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided", LTE_DEC_GEMV_BPS: "1" },
-  { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1", LTE_DEC_GEMV_L2PF: "3" },
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1", LTE_DEC_GEMV_CH: "8", LTE_DEC_GEMV_L2PF: "2" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
 ];
