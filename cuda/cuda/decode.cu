@@ -16,7 +16,8 @@
  *                        Since issue 9 the persistent kernels of decode_gemv.cuh (gemv_kernel,
  *                        ts_kernel) take lte_dec_linear / lte_dec_linear_t_sparse for f16/bf16
  *                        weights and 1..4 rows (LTE_DEC_GEMV=old forces the kernels below).
- *   lte_dec_norm         one block per row.
+ *   lte_dec_norm         one block per row; rows of <= 16384 floats (cols % 4 == 0) keep their values
+ *                        in registers between the two passes (norm_vec_kernel: one round trip).
  *   lte_dec_rope_append  one thread per rotated pair / appended value (angles in double as the
  *                        training op and the CPU reference).
  *   lte_dec_attention    one block per (row, head), single pass with an online softmax: D/8 lanes
@@ -25,6 +26,9 @@
  *                        shared memory (attention_flash_kernel; D = 8, 16, ..., 256). Other head
  *                        sizes, or LTE_DEC_ATTN=old: scores in shared memory, block max/sum, then
  *                        (8-dim chunk x position group) threads accumulate the values.
+ *   lte_dec_rope_attention  decode steps (distinct slots): the same kernel also rotates its q head
+ *                        and kv head at pos[r] and appends k/v (decode_attention.cuh); other head
+ *                        sizes run lte_dec_rope_append then lte_dec_attention.
  *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
  *                        top-p definition of lte.h found by bisection over float bit patterns
  *                        (no sort), then an ordered walk (chunk sums, block exclusive scan).
