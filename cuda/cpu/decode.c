@@ -258,34 +258,52 @@ static lte_status dec_check_rows(lte_ctx_t *ctx, const char *fn, const int32_t *
   return LTE_STATUS_OK;
 }
 
+/* Argument checks of lte_dec_rope_append and lte_dec_rope_attention, in the CUDA backend's order
+   and with its messages; fn is the caller's name, out is checked when with_out (the attention's
+   output). *done = 1 when rows == 0 (nothing to do, pointers unchecked). */
+static lte_status dec_check_rope(lte_ctx_t *ctx, const char *fn, lte_dtype kvdtype, const void *qkv, int32_t ld,
+                                 const void *k_cache, const void *v_cache, const int32_t *slots, const int32_t *pos,
+                                 const void *out, int with_out, int32_t rows, int32_t heads, int32_t kv_heads,
+                                 int32_t head_dim, int32_t n_slots, int32_t max_t, float theta, int *done) {
+  *done = 0;
+  LTE_TRY(lte_check_ctx(ctx, fn));
+  LTE_TRY(dec_check_dtype(ctx, fn, kvdtype, "kvdtype"));
+  LTE_TRY(lte_check_nonneg(ctx, fn, rows, "rows"));
+  LTE_TRY(lte_check_pos(ctx, fn, heads, "heads"));
+  LTE_TRY(lte_check_pos(ctx, fn, kv_heads, "kv_heads"));
+  LTE_TRY(lte_check_pos(ctx, fn, head_dim, "head_dim"));
+  LTE_TRY(lte_check_pos(ctx, fn, n_slots, "n_slots"));
+  LTE_TRY(lte_check_pos(ctx, fn, max_t, "max_t"));
+  if (heads % kv_heads != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: heads %d not divisible by kv_heads %d", fn, heads, kv_heads);
+  }
+  if (theta > 0.0f && head_dim % 2 != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: head_dim %d must be even for RoPE", fn, head_dim);
+  }
+  if ((int64_t)ld < (int64_t)(heads + 2 * kv_heads) * head_dim) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ld = %d < (H + 2 HKV) D", fn, ld);
+  }
+  if (rows == 0) {
+    *done = 1;
+    return LTE_STATUS_OK;
+  }
+  LTE_TRY(lte_check_ptr(ctx, fn, qkv, "qkv"));
+  LTE_TRY(lte_check_ptr(ctx, fn, k_cache, "k_cache"));
+  LTE_TRY(lte_check_ptr(ctx, fn, v_cache, "v_cache"));
+  LTE_TRY(lte_check_ptr(ctx, fn, slots, "slots"));
+  LTE_TRY(lte_check_ptr(ctx, fn, pos, "pos"));
+  if (with_out) LTE_TRY(lte_check_ptr(ctx, fn, out, "out"));
+  return dec_check_rows(ctx, fn, slots, pos, rows, n_slots, max_t);
+}
+
 LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld, void *k_cache,
                                        void *v_cache, const int32_t *slots, const int32_t *pos, int32_t rows,
                                        int32_t heads, int32_t kv_heads, int32_t head_dim, int32_t n_slots,
                                        int32_t max_t, float theta) {
-  CHECK_CTX();
-  CHECK_DT(kvdtype);
-  CHECK_NONNEG(rows);
-  CHECK_POS(heads);
-  CHECK_POS(kv_heads);
-  CHECK_POS(head_dim);
-  CHECK_POS(n_slots);
-  CHECK_POS(max_t);
-  if (heads % kv_heads != 0) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: heads %d not divisible by kv_heads %d", __func__, heads, kv_heads);
-  }
-  if (theta > 0.0f && head_dim % 2 != 0) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: head_dim %d must be even for RoPE", __func__, head_dim);
-  }
-  if ((int64_t)ld < (int64_t)(heads + 2 * kv_heads) * head_dim) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ld = %d < (H + 2 HKV) D", __func__, ld);
-  }
-  if (rows == 0) return LTE_STATUS_OK;
-  CHECK_PTR(qkv);
-  CHECK_PTR(k_cache);
-  CHECK_PTR(v_cache);
-  CHECK_PTR(slots);
-  CHECK_PTR(pos);
-  LTE_TRY(dec_check_rows(ctx, __func__, slots, pos, rows, n_slots, max_t));
+  int done;
+  LTE_TRY(dec_check_rope(ctx, __func__, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, NULL, 0, rows, heads,
+                         kv_heads, head_dim, n_slots, max_t, theta, &done));
+  if (done) return LTE_STATUS_OK;
   float *Q = qkv;
   const int32_t D = head_dim, half = D / 2;
   for (int32_t r = 0; r < rows; r++) {
@@ -381,32 +399,10 @@ LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype kvdtype, voi
                                           void *v_cache, const int32_t *slots, const int32_t *pos, void *out,
                                           int32_t rows, int32_t heads, int32_t kv_heads, int32_t head_dim,
                                           int32_t n_slots, int32_t max_t, float theta, float scale) {
-  /* the same checks, in the same order, as the CUDA backend (one launch there) */
-  CHECK_CTX();
-  CHECK_DT(kvdtype);
-  CHECK_NONNEG(rows);
-  CHECK_POS(heads);
-  CHECK_POS(kv_heads);
-  CHECK_POS(head_dim);
-  CHECK_POS(n_slots);
-  CHECK_POS(max_t);
-  if (heads % kv_heads != 0) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: heads %d not divisible by kv_heads %d", __func__, heads, kv_heads);
-  }
-  if (theta > 0.0f && head_dim % 2 != 0) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: head_dim %d must be even for RoPE", __func__, head_dim);
-  }
-  if ((int64_t)ld < (int64_t)(heads + 2 * kv_heads) * head_dim) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ld = %d < (H + 2 HKV) D", __func__, ld);
-  }
-  if (rows == 0) return LTE_STATUS_OK;
-  CHECK_PTR(qkv);
-  CHECK_PTR(k_cache);
-  CHECK_PTR(v_cache);
-  CHECK_PTR(slots);
-  CHECK_PTR(pos);
-  CHECK_PTR(out);
-  LTE_TRY(dec_check_rows(ctx, __func__, slots, pos, rows, n_slots, max_t));
+  int done;
+  LTE_TRY(dec_check_rope(ctx, __func__, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, out, 1, rows, heads,
+                         kv_heads, head_dim, n_slots, max_t, theta, &done));
+  if (done) return LTE_STATUS_OK;
   LTE_TRY(lte_dec_rope_append(ctx, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, rows, heads, kv_heads, head_dim,
                               n_slots, max_t, theta));
   return lte_dec_attention(ctx, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, out, rows, heads, kv_heads, head_dim,
