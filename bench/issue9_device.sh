@@ -16,8 +16,8 @@
 # A shorter call: TESTS="engine gemv" DECODE_ONLY=dense,sparse50 SKIP="sffn lte gemv torch" bash bench/issue9_device.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/issue9_out}
-W=/tmp/issue9_work
-mkdir -p "$OUT" "$W"
+W=$(mktemp -d)
+mkdir -p "$OUT"
 source scripts/device_unpack.sh
 export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 NO_COLOR=1
 t0=$(date +%s)
