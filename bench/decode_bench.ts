@@ -5,7 +5,10 @@
  *   - dense; sparse at ~50% and ~90% FFN sparsity (random routers whose bias sets the active
  *     fraction; the measured fraction is printed);
  *   - batch 8 (one step decodes 8 sequences; sparse skips only experts no sequence needs);
- *   - device memory of the model with a 4,096-token cache at batch 1.
+ *   - device memory of the model with a 4,096-token cache at batch 1;
+ *   - rows gen_*: the same batch-1 decode through `generate()` (what a caller streams), with
+ *     lookahead (step t+1 launched before token t is read) on and off (`_nola`); tok/s counts
+ *     from the first generated token to the last, prefill_ms is the time to the first token.
  * Prints tokens/s and achieved GB/s (weight bytes read per step x steps/s, as gpt-fast prints),
  * and writes JSON to $OUT/decode_bench.json (or --out FILE).
  *
@@ -39,7 +42,15 @@ const config = resolveModelConfig(
     ? { family: "llama", vocab_size: 1000, n_layer: 2, d_model: 256, n_head: 4, d_ff: 512, max_seq: 4096 }
     : { family: "llama", vocab_size: 32000, n_layer: 32, d_model: 4096, n_head: 32, d_ff: 11008, max_seq: 4096 },
 );
-const tokenizer = loadTokenizer({ type: "bytes" });
+// byte tokenizer whose decode maps any id of the model's vocabulary onto a byte, so generate()
+// can release text for the random model's ids (the gen_* rows)
+const bytes = loadTokenizer({ type: "bytes" });
+const tokenizer = new Proxy(bytes, {
+  get: (t, k) =>
+    k === "decode"
+      ? (ids: number[], o?: { skipSpecial?: boolean }) => t.decode(ids.map((i) => i % 256), o)
+      : Reflect.get(t, k),
+});
 const results: Record<string, unknown> = {
   model: small ? "small llama (smoke test)" : "LLaMA-2-7B shape, random fp16 weights generated on the device",
   config,
@@ -66,12 +77,33 @@ interface RunStats {
   device_ms_per_step: number;
 }
 
-async function run(opts: EngineOptions, activeFraction: number | null, batch: number): Promise<RunStats> {
+async function run(
+  opts: EngineOptions,
+  activeFraction: number | null,
+  batch: number,
+  viaGenerate = false,
+): Promise<RunStats> {
   const eng = Engine.random(config, opts, { seed: 1, tokenizer, activeFraction: activeFraction ?? 0.5 });
   try {
     const rates: number[] = [], prefills: number[] = [];
     let activeSum = 0, activeN = 0;
-    for (let rep = 0; rep < REPS + 1; rep++) {
+    for (let rep = 0; viaGenerate && rep < REPS + 1; rep++) {
+      // generate(): NEW + 1 tokens (the first from the prefill); rate over the NEW decode steps
+      const prompt = Array.from({ length: PROMPT }, (_, j) => (j * 31 + rep) % config.vocab_size);
+      const t0 = performance.now();
+      let t1 = 0, n = 0;
+      for await (const t of eng.generate(prompt, { maxTokens: NEW + 1 })) {
+        if (n++ === 0) t1 = performance.now();
+        else if (rep > 0 && eng.expertsPerLayer) {
+          for (const c of t.activeExperts) activeSum += c / eng.expertsPerLayer, activeN++;
+        }
+      }
+      const t2 = performance.now();
+      if (rep === 0) continue;
+      rates.push((n - 1) / ((t2 - t1) / 1000));
+      prefills.push(t1 - t0);
+    }
+    for (let rep = 0; !viaGenerate && rep < REPS + 1; rep++) {
       const slots = Array.from({ length: batch }, () => eng.allocSlot()!);
       const t0 = performance.now();
       for (const [i, s] of slots.entries()) {
@@ -130,11 +162,11 @@ const base: EngineOptions = { device, dtype: "f16", sparse: false, maxBatch: 1, 
 const be = getBackend(device);
 results.device = be.deviceInfo();
 const rows: string[] = [];
-const line = (name: string, r: RunStats, ref?: RunStats) => {
-  const s = `${name.padEnd(28)} ${r.tok_s.toFixed(1).padStart(8)} tok/s  ${r.ms_per_token.toFixed(3)} ms/step  ` +
+const line = (name: string, r: RunStats, ref?: RunStats, refKey = "dense") => {
+  const s = `${name.padEnd(34)} ${r.tok_s.toFixed(1).padStart(8)} tok/s  ${r.ms_per_token.toFixed(3)} ms/step  ` +
     `${r.gb_s.toFixed(0).padStart(5)} GB/s  device ${r.device_ms_per_step.toFixed(3)} ms/step` +
     (r.active_fraction !== null ? `  active ${(100 * r.active_fraction).toFixed(1)}%` : "") +
-    (ref ? `  ${(r.tok_s / ref.tok_s).toFixed(2)}x dense` : "");
+    (ref ? `  ${(r.tok_s / ref.tok_s).toFixed(2)}x ${refKey.startsWith("dense") ? "dense" : refKey}` : "");
   rows.push(s);
   console.log(s);
 };
@@ -144,10 +176,11 @@ async function attempt(
   name: string,
   fn: () => Promise<RunStats>,
   ref?: RunStats,
+  refKey?: string,
 ): Promise<RunStats | null> {
   try {
     const r = await fn();
-    line(name, r, ref);
+    line(name, r, ref, refKey);
     results[key] = ref ? { ...r, speedup: r.tok_s / ref.tok_s } : r;
     return r;
   } catch (e) {
@@ -177,6 +210,8 @@ interface Variant {
   env?: Record<string, string>;
   /** Key of the dense run this one is compared with. */
   ref?: string;
+  /** Timed through generate() (batch 1) instead of a step() loop. */
+  generate?: boolean;
 }
 const sync = { syncRead: true };
 const VARIANTS: Variant[] = [
@@ -251,6 +286,71 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_ATTN: "old" },
     ref: "dense",
   },
+  // generate(): lookahead (default on CUDA) vs off, nonblocking and blocking reads
+  { key: "gen_dense", name: "gen dense, lookahead", opts: { lookahead: true }, active: null, batch: 1, generate: true },
+  {
+    key: "gen_dense_nola",
+    name: "gen dense, no lookahead",
+    opts: { lookahead: false },
+    active: null,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  },
+  {
+    key: "gen_dense_sync",
+    name: "gen dense, lookahead, blocking",
+    opts: { lookahead: true, ...sync },
+    active: null,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  },
+  {
+    key: "gen_dense_sync_nola",
+    name: "gen dense, blocking, no lookahead",
+    opts: { lookahead: false, ...sync },
+    active: null,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  },
+  {
+    key: "gen_sparse50",
+    name: "gen sparse ~50%, lookahead",
+    opts: { sparse: true, lookahead: true },
+    active: 0.5,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  },
+  {
+    key: "gen_sparse50_nola",
+    name: "gen sparse ~50%, no lookahead",
+    opts: { sparse: true, lookahead: false },
+    active: 0.5,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  },
+  {
+    key: "gen_sparse90",
+    name: "gen sparse ~90%, lookahead",
+    opts: { sparse: true, lookahead: true },
+    active: 0.1,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  },
+  {
+    key: "gen_sparse90_nola",
+    name: "gen sparse ~90%, no lookahead",
+    opts: { sparse: true, lookahead: false },
+    active: 0.1,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  },
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
   {
     key: "sparse90_batch8",
@@ -277,8 +377,9 @@ for (const v of VARIANTS) {
   const r = await attempt(
     v.key,
     v.name,
-    () => withEnv(v.env ?? {}, () => run({ ...base, ...v.opts }, v.active, v.batch)),
+    () => withEnv(v.env ?? {}, () => run({ ...base, ...v.opts }, v.active, v.batch, v.generate)),
     ref,
+    v.ref,
   );
   if (r) done.set(v.key, r);
 }

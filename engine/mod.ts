@@ -12,6 +12,9 @@
  *   slots and sampling parameters live in device arrays; sampling writes the next input id and
  *   advances the position on the device, so on CUDA a step is captured once per batch size as a
  *   CUDA graph and replayed, with one asynchronous read of the sampled tokens per step.
+ * - Lookahead (`generate()`, option `lookahead`, default on for CUDA): step t+1 is launched before
+ *   the host reads token t, whose read (a stream-ordered copy into pinned memory, double-buffered
+ *   per slot, waited for through its own event) then overlaps step t+1 on the device.
  * - Sparse (LTE) models: the router logits are computed from the FFN input, an expert is active iff
  *   sigmoid(logit) > tau (strict), the gate/up GEMV skips the weight rows of experts no row in the
  *   batch needs (the union) and the down GEMV skips the inactive experts' weight chunks.
@@ -71,6 +74,15 @@ export interface EngineOptions {
    * For benchmarks and single-stream scripts; leave it off in servers. Default false.
    */
   syncRead?: boolean;
+  /**
+   * `generate()` decodes one step ahead: step t+1 is launched (the device feeds token t back
+   * itself) before the host has read token t, whose read (into pinned memory, double-buffered per
+   * slot) then overlaps step t+1 on the device, hiding the per-token host turnaround. Tokens are
+   * identical either way; when the sequence ends by EOS, a stop sequence or an abort, one extra
+   * step has run whose KV write lies past the sequence end (never past the context). Default: on
+   * for CUDA, off on the CPU (its ops run synchronously: nothing to overlap).
+   */
+  lookahead?: boolean;
 }
 /** Result of one decode step. */
 export interface StepResult {
@@ -124,6 +136,30 @@ interface LayerWeights {
   downB: Ptr | null;
   router: Ptr | null;
   routerB: Ptr | null;
+}
+
+/**
+ * A lookahead decode of one slot (`generate()` with `lookahead`). Step m produces generated token
+ * m (token 0 comes from the prefill) at position `start + m - 1`; its sampled token is copied into
+ * staging block m % 2 of the slot right behind the step.
+ */
+interface Chain {
+  slot: number;
+  sp: SamplingParams;
+  /** Prompt length: step m writes its KV at position start + m - 1. */
+  start: number;
+  /** Steps allowed: m < limit (maxTokens, and the context). */
+  limit: number;
+  /** Highest step launched (0: none). */
+  launched: number;
+  /** Highest token whose value the host holds (read, or token 0), and that value. */
+  known: number;
+  knownToken: number;
+  /** Tokens read ahead of their turn (the chain was interrupted: see #chainLaunch). */
+  done: Map<number, { token: number; activeExperts: number[] }>;
+  /** `#lastKey` while the io block holds this chain's row as the device advanced it. */
+  marker: string;
+  bufs: { ptr: Ptr; out: Int32Array }[];
 }
 
 /** Host-side weights for `Engine.fromArrays` (HF names and layouts, f32). */
@@ -223,6 +259,9 @@ export class Engine {
   #queue: Promise<unknown> = Promise.resolve();
   #slots: { used: boolean; pos: number; next: number }[];
   #disposed = false;
+  /** Lookahead: per slot two pinned staging blocks for the sampled-token reads (lazily made). */
+  #staging: ({ ptr: Ptr; out: Int32Array }[] | null)[];
+  #chainSerial = 0;
 
   private constructor(
     config: ModelConfig,
@@ -255,6 +294,7 @@ export class Engine {
     this.#graphOk = opts.device === "cuda";
     this.#rows = Math.max(opts.maxBatch, PREFILL_CHUNK);
     this.#slots = Array.from({ length: opts.maxBatch }, () => ({ used: false, pos: 0, next: 0 }));
+    this.#staging = Array.from({ length: opts.maxBatch }, () => null);
     const R = this.#rows, L = config.n_layer;
     this.#off = {
       ids: 0,
@@ -1197,6 +1237,84 @@ export class Engine {
     this.#enqueue(R, 0, R, true);
   }
 
+  // ------------------------------------------------------------------ lookahead decoding
+
+  /** The slot's two staging blocks (pinned on CUDA), allocated on first use. */
+  #stagingOf(slot: number): { ptr: Ptr; out: Int32Array }[] {
+    let st = this.#staging[slot];
+    if (!st) {
+      st = [0, 1].map(() => {
+        const ptr = this.#be.hostAlloc(this.#outBytes) as Ptr;
+        return { ptr, out: new Int32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, this.#outBytes)) };
+      });
+      this.#staging[slot] = st;
+    }
+    return st;
+  }
+
+  #chainStart(slot: number, sp: SamplingParams, start: number, first: number, maxTokens: number): Chain {
+    return {
+      slot,
+      sp,
+      start,
+      // step m needs m < maxTokens and its position start + m - 1 inside the context
+      limit: Math.min(maxTokens, this.contextSize - start + 1),
+      launched: 0,
+      known: 0,
+      knownToken: first,
+      done: new Map(),
+      marker: `lookahead ${++this.#chainSerial}`,
+      bufs: this.#stagingOf(slot),
+    };
+  }
+
+  /**
+   * Launches step m of the chain (unless it is past the limit or already launched) and queues the
+   * read of its token into staging block m % 2 (token m - 2, its previous content, has been
+   * consumed). When the io block still holds this chain's row as the previous step advanced it on
+   * the device, nothing is written; after another caller used the engine in between, the row is
+   * written again from token m - 1, read first if it is still in flight.
+   */
+  #chainLaunch(ch: Chain, m: number): Promise<void> {
+    if (m >= ch.limit || m <= ch.launched) return Promise.resolve();
+    return this.#serial(async () => {
+      if (this.#disposed) throw new EngineError("generate: the engine has been disposed");
+      if (this.#lastKey !== ch.marker) {
+        if (ch.known < m - 1) ch.done.set(m - 1, await this.#chainWait(ch, m - 1));
+        this.#writeRows([{ id: ch.knownToken, pos: ch.start + m - 1, slot: ch.slot, sp: ch.sp }]);
+      }
+      this.#launch(1);
+      const bytes = this.expertsPerLayer ? this.#outBytes : 4;
+      this.#be.readStart(ch.bufs[m % 2]!.ptr, this.#at(this.#io, this.#outOff), bytes);
+      ch.launched = m;
+      this.#lastKey = ch.marker;
+    });
+  }
+
+  /** Waits for the read of token n (step n launched) and returns it. */
+  async #chainWait(ch: Chain, n: number): Promise<{ token: number; activeExperts: number[] }> {
+    if (n > ch.launched) throw new Error(`engine: lookahead token ${n} read before its step was launched`);
+    if (this.#disposed) throw new EngineError("generate: the engine has been disposed");
+    const buf = ch.bufs[n % 2]!;
+    if (this.options.syncRead) this.#be.readWait(buf.ptr);
+    else await this.#be.readWaitAsync(buf.ptr);
+    const token = buf.out[0]!;
+    const activeExperts = this.expertsPerLayer ? this.#active(buf.out.subarray(this.#rows), 0) : [];
+    ch.known = n;
+    ch.knownToken = token;
+    return { token, activeExperts };
+  }
+
+  /** Token n of the chain (n >= 1, step n launched); the slot advances past it, as `step` does. */
+  async #chainRead(ch: Chain, n: number): Promise<{ token: number; activeExperts: number[] }> {
+    const r = ch.done.get(n) ?? await this.#chainWait(ch, n);
+    ch.done.delete(n);
+    const st = this.#slots[ch.slot]!;
+    st.pos = ch.start + n;
+    st.next = r.token;
+    return r;
+  }
+
   /** Prompt in, tokens out (async iterator), in a slot of its own; the slot is freed at the end. */
   async *generate(prompt: string | number[], opts: GenerateOptions): AsyncIterable<GeneratedToken> {
     if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 0) {
@@ -1224,8 +1342,18 @@ export class Engine {
     let emitted = 0; // characters of the decoded text already released
     try {
       let r = await this.prefill(slot, ids, sp);
+      const chain = (this.options.lookahead ?? this.options.device === "cuda")
+        ? this.#chainStart(slot, sp, ids.length, r.token, opts.maxTokens)
+        : null;
       for (let n = 0; n < opts.maxTokens; n++) {
         if (opts.signal?.aborted) return;
+        if (chain && n > 0) {
+          // step n + 1 goes in behind step n before token n is read (speculative: token n may
+          // end the sequence; then step n + 1 wrote past its end, harmlessly)
+          await this.#chainLaunch(chain, n + 1);
+          r = await this.#chainRead(chain, n);
+          if (opts.signal?.aborted) return;
+        }
         const id = r.token;
         if (tk.eosId !== undefined && id === tk.eosId) return;
         out.push(id);
@@ -1253,8 +1381,11 @@ export class Engine {
         const piece = safe > emitted ? text.slice(emitted, safe) : "";
         emitted = Math.max(emitted, safe);
         const last = n + 1 >= opts.maxTokens || this.#slots[slot]!.pos >= this.contextSize;
+        // lookahead: step n + 1 runs while the caller takes token n (for n > 0 it already does)
+        if (chain && !last) await this.#chainLaunch(chain, n + 1);
         yield { id, text: last ? text.slice(emitted - piece.length) : piece, activeExperts: r.activeExperts };
         if (last) return;
+        if (chain) continue;
         const s = await this.step([slot], [sp]);
         r = { token: s.tokens[0]!, activeExperts: s.activeExperts[0]! };
       }
@@ -1282,6 +1413,8 @@ export class Engine {
     for (const g of this.#graphs.values()) be.sym.lte_graph_free(be.ctx, g);
     this.#sffn?.dispose();
     this.#graphs.clear();
+    for (const st of this.#staging) for (const b of st ?? []) be.hostFree(b.ptr);
+    this.#staging = [];
     for (const p of this.#allocs) be.free(p);
     this.#allocs = [];
   }

@@ -140,6 +140,39 @@ export class Backend {
     this.check(await this.sym.lte_mem_read_async(this.ctx, bytes, src, BigInt(bytes.byteLength)), "lte_mem_read");
   }
 
+  /**
+   * Allocates `bytes` of pinned host staging memory (CUDA: page-locked; CPU: plain memory) for
+   * `readStart`; freed by `hostFree` or with the context.
+   */
+  hostAlloc(bytes: number): Deno.PointerObject {
+    this.check(this.sym.lte_host_alloc(this.ctx, BigInt(bytes), this.#out), "lte_host_alloc");
+    return Deno.UnsafePointer.create(this.#out[0]!) as Deno.PointerObject;
+  }
+
+  /** Frees a `hostAlloc` block (waits for a read still writing into it). */
+  hostFree(ptr: Deno.PointerValue): void {
+    if (ptr === null || this.#ctx === null) return;
+    this.check(this.sym.lte_host_free(this.#ctx, ptr), "lte_host_free");
+  }
+
+  /**
+   * Queues a copy of `bytes` from device memory `src` into `dst` (inside a `hostAlloc` block)
+   * behind the work already queued, and returns at once; `readWait(dst)` waits for exactly it.
+   */
+  readStart(dst: Deno.PointerObject, src: Deno.PointerObject, bytes: number): void {
+    this.check(this.sym.lte_mem_read_start(this.ctx, dst, src, BigInt(bytes)), "lte_mem_read_start");
+  }
+
+  /** Waits (blocking the JS thread) for the last `readStart` into `dst`'s block. */
+  readWait(dst: Deno.PointerObject): void {
+    this.check(this.sym.lte_mem_read_wait(this.ctx, dst), "lte_mem_read_wait");
+  }
+
+  /** Like `readWait`, but waits on a worker thread so the event loop keeps running. */
+  async readWaitAsync(dst: Deno.PointerObject): Promise<void> {
+    this.check(await this.sym.lte_mem_read_wait_async(this.ctx, dst), "lte_mem_read_wait");
+  }
+
   /** Waits for queued work; reports asynchronous kernel errors. */
   synchronize(): void {
     this.check(this.sym.lte_ctx_synchronize(this.ctx), "lte_ctx_synchronize");

@@ -190,6 +190,47 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  lte_host_alloc: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      U64, // uint64_t bytes
+      B, // void **out
+    ],
+    result: S, // lte_status
+  },
+  lte_host_free: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *ptr
+    ],
+    result: S, // lte_status
+  },
+  lte_mem_read_start: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *dst
+      P, // const void *src
+      U64, // uint64_t bytes
+    ],
+    result: S, // lte_status
+  },
+  lte_mem_read_wait: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // const void *dst
+    ],
+    result: S, // lte_status
+  },
+  /** Same function, run on a worker thread (`Backend#readWaitAsync`: the event loop keeps running). */
+  lte_mem_read_wait_async: {
+    name: "lte_mem_read_wait",
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // const void *dst
+    ],
+    result: S, // lte_status
+    nonblocking: true,
+  },
   lte_fill: {
     parameters: [
       P, // lte_ctx_t *ctx

@@ -137,6 +137,7 @@ LTE_API lte_status lte_ctx_free(lte_ctx_t *ctx) {
     }
   }
   free(ctx->buckets);
+  lte_staging_free_all(ctx);
   pthread_mutex_destroy(&ctx->mu);
   free(ctx);
   return LTE_STATUS_OK;

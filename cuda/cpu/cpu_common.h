@@ -50,8 +50,12 @@ struct lte_ctx {
   uint64_t num_allocs;
   uint64_t bytes_in_use;
   uint64_t peak_bytes_in_use;
+  struct lte_staging_block *staging; /* lte_host_alloc blocks (staging.c), under mu */
   char last_error[LTE_ERROR_LEN];
 };
+
+/* Frees every lte_host_alloc block of ctx (staging.c; called by lte_ctx_free). */
+void lte_staging_free_all(lte_ctx_t *ctx);
 
 /* Records "<message>" as the last error of ctx (if any) and of the calling thread; returns status. */
 lte_status lte_fail(lte_ctx_t *ctx, lte_status status, const char *fmt, ...)

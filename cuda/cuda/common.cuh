@@ -95,6 +95,16 @@ struct AllocatorState {
 
 }  // namespace lte
 
+namespace lte {
+/* A pinned host block of lte_host_alloc and the event recorded after the last read into it
+   (staging.cu). */
+struct StagingBlock {
+  void *ptr = nullptr;
+  uint64_t bytes = 0;
+  cudaEvent_t event = nullptr;
+};
+}  // namespace lte
+
 struct lte_ctx {
   int device = 0;
   cudaStream_t stream = nullptr;
@@ -112,6 +122,9 @@ struct lte_ctx {
   lte::DeviceError *h_err = nullptr;
   unsigned long long launch_serial = 0; /* last serial handed to a validating kernel (under err_mu) */
   std::string blas_note; /* why cuBLAS is not used, for device_info */
+  /* lte_host_alloc blocks (staging.cu); staging_mu guards the vector, not the memory */
+  std::mutex staging_mu;
+  std::vector<lte::StagingBlock> staging;
 };
 
 /* ------------------------------------------------------------------ error helpers */
@@ -220,6 +233,9 @@ const char *dtype_name(lte_dtype dtype);
 /* ------------------------------------------------------------------ internal services */
 
 namespace lte {
+
+/* Frees every lte_host_alloc block of ctx (staging.cu; lte_ctx_free, after the stream drained). */
+void staging_release_all(lte_ctx *ctx) noexcept;
 
 /* A fresh serial for one launch of a validating kernel (context.cu). */
 unsigned long long next_launch_serial(lte_ctx *ctx);

@@ -210,6 +210,7 @@ extern "C" LTE_API lte_status lte_ctx_free(lte_ctx_t *ctx) {
   if (e != cudaSuccess) st = lte::cuda_fail(nullptr, FN, "cudaStreamSynchronize", e, __FILE__, __LINE__);
   lte::blas_destroy(ctx);
   lte::release_all(ctx);
+  lte::staging_release_all(ctx);
   if (ctx->d_err) cudaFree(ctx->d_err);
   if (ctx->h_err) cudaFreeHost(ctx->h_err);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);

@@ -129,6 +129,24 @@ LTE_API lte_status lte_mem_write(lte_ctx_t *ctx, void *dst, const void *host_src
 LTE_API lte_status lte_mem_read(lte_ctx_t *ctx, void *host_dst, const void *src, uint64_t bytes);
 /* device -> device. */
 LTE_API lte_status lte_mem_copy(lte_ctx_t *ctx, void *dst, const void *src, uint64_t bytes);
+/* Pinned host staging and stream-ordered reads (the decode engine's lookahead: the read of step t's
+   tokens overlaps step t+1 on the device).
+   lte_host_alloc: bytes (> 0) of page-locked host memory (CUDA: cudaHostAlloc; CPU: malloc) with
+     its own completion event; not counted by lte_mem_stats. Freed by lte_host_free or with ctx.
+   lte_mem_read_start: queues a copy of bytes from device memory src to dst, which must lie in a
+     block of lte_host_alloc (dst + bytes inside it), behind the work already queued, and records
+     the block's event after it; returns at once (CPU: copies at once, its ops are synchronous).
+     Not allowed during graph capture.
+   lte_mem_read_wait: waits until the last lte_mem_read_start into dst's block has completed, not
+     for work queued after it (OK at once if none was started). ptr/dst may point anywhere inside a
+     block. Safe from another thread (the engine calls it as a nonblocking FFI call). Device-side
+     index errors are not checked here (lte_ctx_synchronize / lte_mem_read report them).
+   lte_host_free: waits for a pending read into the block, then frees it; NULL is a no-op; ptr
+     must be the pointer lte_host_alloc returned. */
+LTE_API lte_status lte_host_alloc(lte_ctx_t *ctx, uint64_t bytes, void **out);
+LTE_API lte_status lte_host_free(lte_ctx_t *ctx, void *ptr);
+LTE_API lte_status lte_mem_read_start(lte_ctx_t *ctx, void *dst, const void *src, uint64_t bytes);
+LTE_API lte_status lte_mem_read_wait(lte_ctx_t *ctx, const void *dst);
 /* x[0..n) = value (converted to dtype; I32 truncates). */
 LTE_API lte_status lte_fill(lte_ctx_t *ctx, lte_dtype dtype, void *x, int64_t n, float value);
 

@@ -23,6 +23,10 @@
 #define LTE_MSG_POS "%s = %lld must be > 0"                                /* name, (long long) value */
 #define LTE_MSG_DTYPE_UNSUPPORTED "dtype %s is not supported by the %s backend" /* dtype name, backend */
 #define LTE_MSG_DTYPE_UNKNOWN "unknown dtype %d"                           /* (int) dtype */
+/* Staging blocks (lte_host_alloc): parameter name, pointer; then the range rule of lte_mem_read_start. */
+#define LTE_MSG_NOT_STAGING "%s = %p is not in a block of lte_host_alloc on this context"
+#define LTE_MSG_NOT_STAGING_START "%s = %p is not a block returned by lte_host_alloc on this context"
+#define LTE_MSG_STAGING_RANGE "dst + bytes (%llu) runs past the end of its lte_host_alloc block (%llu bytes from dst)"
 
 /* Status for a dtype an f32-only op was given: OK for f32, UNSUPPORTED for another dtype the ABI
    defines (message LTE_MSG_DTYPE_UNSUPPORTED), INVALID_ARGUMENT for any other value

@@ -623,6 +623,84 @@ for (const family of ["llama", "gpt2"] as const) {
 }
 
 Deno.test({
+  name: "engine: lookahead decoding on CUDA (generate) gives the tokens of the plain path",
+  ignore: !hasCuda,
+  async fn() {
+    const config = tiny("llama");
+    const model = DecoderLM.init(config, { device: "cpu", seed: 12 });
+    const arrays = model.toArrays();
+    model.dispose();
+    const rng = new Rng(5);
+    const S = 32, E = config.d_ff / S;
+    const routerArrays = new Map<string, Float32Array>();
+    for (let i = 0; i < config.n_layer; i++) {
+      routerArrays.set(routerWeightName(i), rng.normals(E * config.d_model, 0.1));
+      routerArrays.set(routerBiasName(i), rng.normals(E, 0.3));
+    }
+    const gen = async (eng: Engine, prompt: number[], opts: Parameters<Engine["generate"]>[1]) => {
+      const ids: number[] = [], active: number[][] = [];
+      for await (const t of eng.generate(prompt, opts)) {
+        ids.push(t.id);
+        active.push(t.activeExperts);
+      }
+      return { ids, active };
+    };
+    // sparse: the down projection adds with atomics, so even the plain path may round a KV value
+    // differently from run to run; a difference then counts only if two plain runs agree
+    const same = async (
+      got: { ids: number[]; active: number[][] },
+      want: { ids: number[]; active: number[][] },
+      again: () => Promise<{ ids: number[]; active: number[][] }>,
+      tag: string,
+    ) => {
+      if (JSON.stringify(got) === JSON.stringify(want)) return;
+      const w2 = await again();
+      assert(JSON.stringify(w2) !== JSON.stringify(want), `${tag}: lookahead ${got.ids} vs plain ${want.ids}`);
+      report[`lookahead_nondeterministic_${tag}`] = 1;
+    };
+    const prompt = [1, 50, 99, 3, 200];
+    for (const sparse of [false, true]) {
+      for (const syncRead of [false, true]) {
+        const opts: EngineOptions = {
+          device: "cuda",
+          dtype: "f16",
+          sparse,
+          maxBatch: 3,
+          maxContext: 48,
+          syncRead,
+        };
+        const routers = sparse ? { expertSize: S, tau: 0.5, arrays: routerArrays } : null;
+        const on = Engine.fromArrays(config, arrays, { ...opts, lookahead: true }, { tokenizer, routers });
+        const off = Engine.fromArrays(config, arrays, { ...opts, lookahead: false }, { tokenizer, routers });
+        const tag = `${sparse ? "sparse" : "dense"}${syncRead ? " syncRead" : ""}`;
+        try {
+          for (
+            const o of [
+              { maxTokens: 30 },
+              { maxTokens: 2 },
+              { maxTokens: 1 },
+              { maxTokens: 20, temperature: 0.9, topK: 40, topP: 0.95, seed: 3 },
+              { maxTokens: 60 }, // ends at the context (48)
+            ]
+          ) {
+            const a = await gen(off, prompt, o), b = await gen(on, prompt, o);
+            await same(b, a, () => gen(off, prompt, o), `${tag} ${JSON.stringify(o)}`);
+          }
+          // two generations at once (each one's chain is interrupted by the other's steps)
+          const o1 = { maxTokens: 16, temperature: 0.8, seed: 9 }, o2 = { maxTokens: 12 };
+          const [c1, c2] = await Promise.all([gen(on, prompt, o1), gen(on, [7, 8], o2)]);
+          await same(c1, await gen(off, prompt, o1), () => gen(off, prompt, o1), `${tag}: concurrent 1`);
+          await same(c2, await gen(off, [7, 8], o2), () => gen(off, [7, 8], o2), `${tag}: concurrent 2`);
+        } finally {
+          on.dispose();
+          off.dispose();
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
   name: "engine GPU agreement report",
   ignore: !hasCuda,
   fn() {
