@@ -1080,6 +1080,33 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  lte_dec_sparse_ffn: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype wdtype
+      P, // void *x
+      I32, // int32_t x_mode
+      P, // const void *norm_w
+      P, // const void *norm_b
+      F32, // float eps
+      P, // const void *w_router
+      P, // const void *b_router
+      F32, // float threshold
+      P, // const void *w_fc
+      P, // const void *b_fc
+      P, // const void *w_down_t
+      P, // const void *b_down
+      P, // void *xn
+      P, // void *mask
+      P, // int32_t *counts
+      I32, // int32_t rows
+      I32, // int32_t d_model
+      I32, // int32_t d_ff
+      I32, // int32_t expert_size
+      I32, // int32_t act
+    ],
+    result: S, // lte_status
+  },
   lte_dec_sample: {
     parameters: [
       P, // lte_ctx_t *ctx

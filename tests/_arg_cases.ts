@@ -56,6 +56,9 @@ export const PLAUSIBLE: Record<string, number> = {
   "lte_dec_rope_append.ld": 64, // ld >= (H + 2 HKV) D
   "lte_dec_attention.ld": 64, // ld >= H D
   "lte_dec_rope_attention.ld": 64, // ld >= (H + 2 HKV) D
+  "lte_dec_sparse_ffn.x_mode": 1, // LTE_DEC_X_RMSNORM
+  "lte_dec_sparse_ffn.d_ff": 32, // a multiple of expert_size
+  "lte_dec_sparse_ffn.act": 1, // LTE_DEC_ACT_SWIGLU
 };
 
 export const HEADER = parseHeader(readFileSync(new URL("../cuda/include/lte.h", import.meta.url), "utf8"));

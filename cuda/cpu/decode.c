@@ -434,6 +434,144 @@ LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void 
   return LTE_STATUS_OK;
 }
 
+/* ---------------------------------------------------------------- sparse FFN block */
+
+/* The same sums in the same order as lte_dec_linear (norm, router, gate/up), lte_dec_router_mask
+   and lte_dec_linear_t_sparse (down: bias first, then the union's neurons ascending), so this op
+   equals that chain of ops bit for bit on this backend (tests/engine_test.ts checks it). */
+LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x, int32_t x_mode, const void *norm_w,
+                                      const void *norm_b, float eps, const void *w_router, const void *b_router,
+                                      float threshold, const void *w_fc, const void *b_fc, const void *w_down_t,
+                                      const void *b_down, void *xn, void *mask, int32_t *counts, int32_t rows,
+                                      int32_t d_model, int32_t d_ff, int32_t expert_size, int32_t act) {
+  CHECK_CTX();
+  CHECK_DT(wdtype);
+  CHECK_NONNEG(rows);
+  CHECK_POS(d_model);
+  CHECK_POS(d_ff);
+  CHECK_POS(expert_size);
+  if (x_mode < LTE_DEC_X_PLAIN || x_mode > LTE_DEC_X_LAYERNORM) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: x_mode = %d is not a LTE_DEC_X_* value", __func__, (int)x_mode);
+  }
+  if (act != LTE_DEC_ACT_SWIGLU && act != LTE_DEC_ACT_GELU) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU", __func__,
+                (int)act);
+  }
+  if (d_ff % expert_size != 0) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: d_ff = %d is not a multiple of expert_size %d", __func__, (int)d_ff,
+                (int)expert_size);
+  }
+  if (d_model % 8 != 0 || d_model > 8192) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: d_model = %d must be a multiple of 8 and <= 8192", __func__,
+                (int)d_model);
+  }
+  if (d_ff / expert_size > 4096) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: %d experts per layer exceed 4096", __func__,
+                (int)(d_ff / expert_size));
+  }
+  if (rows == 0) return LTE_STATUS_OK;
+  CHECK_PTR(x);
+  CHECK_PTR(w_router);
+  CHECK_PTR(w_fc);
+  CHECK_PTR(w_down_t);
+  CHECK_PTR(xn);
+  CHECK_PTR(mask);
+  if (x_mode != LTE_DEC_X_PLAIN) CHECK_PTR(norm_w);
+  if (x_mode == LTE_DEC_X_LAYERNORM) CHECK_PTR(norm_b);
+  const int64_t C = d_model, F = d_ff, S = expert_size, E = F / S;
+  const float *WR = w_router, *BR = b_router, *BF = b_fc, *BD = b_down;
+  float *X = x, *XN = xn, *M = mask;
+  const int swi = act == LTE_DEC_ACT_SWIGLU;
+  /* x' (as lte_dec_linear forms it), then the router (f32 weights) and the mask */
+  for (int32_t r = 0; r < rows; r++) {
+    const float *xr = X + (int64_t)r * C;
+    float mean = 0.0f, rstd = 1.0f;
+    if (x_mode != LTE_DEC_X_PLAIN) {
+      float s = 0.0f, ss = 0.0f;
+      for (int64_t i = 0; i < C; i++) {
+        s += xr[i];
+        ss += xr[i] * xr[i];
+      }
+      if (x_mode == LTE_DEC_X_RMSNORM) {
+        rstd = 1.0f / sqrtf(ss / (float)C + eps);
+      } else {
+        mean = s / (float)C;
+        float var = ss / (float)C - mean * mean;
+        if (var < 0.0f) var = 0.0f;
+        rstd = 1.0f / sqrtf(var + eps);
+      }
+    }
+    const float *NW = norm_w, *NB = norm_b;
+    for (int64_t i = 0; i < C; i++) {
+      float v = xr[i];
+      if (x_mode == LTE_DEC_X_RMSNORM) v = v * rstd * NW[i];
+      else if (x_mode == LTE_DEC_X_LAYERNORM) v = (v - mean) * rstd * NW[i] + NB[i];
+      XN[(int64_t)r * C + i] = v;
+    }
+  }
+  const int nt = lte_nthreads(ctx);
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * E * C > LTE_PAR_MIN)
+  for (int64_t e = 0; e < E; e++) {
+    for (int32_t r = 0; r < rows; r++) {
+      float acc = 0.0f;
+      for (int64_t i = 0; i < C; i++) acc += WR[e * C + i] * XN[(int64_t)r * C + i];
+      if (BR) acc += BR[e];
+      M[(int64_t)r * E + e] = acc > threshold ? 1.0f : 0.0f;
+    }
+  }
+  if (counts) {
+    for (int32_t r = 0; r < rows; r++) {
+      int32_t c = 0;
+      for (int64_t e = 0; e < E; e++) c += M[(int64_t)r * E + e] != 0.0f;
+      counts[r] = c;
+    }
+  }
+  /* h over the union's neurons (zeros elsewhere), then the down projection */
+  float *H = calloc((size_t)rows * (size_t)F, sizeof(float));
+  if (!H) return FAIL(LTE_STATUS_OUT_OF_MEMORY, "%s: cannot allocate %lld floats", __func__, (long long)rows * F);
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * F * C > LTE_PAR_MIN)
+  for (int64_t j = 0; j < F; j++) {
+    const int64_t e = j / S;
+    for (int32_t r = 0; r < rows; r++) {
+      if (M[(int64_t)r * E + e] == 0.0f) continue;
+      const float *xr = XN + (int64_t)r * C;
+      float g = 0.0f;
+      for (int64_t i = 0; i < C; i++) g += lte_load_elem(wdtype, w_fc, j * C + i) * xr[i];
+      float h;
+      if (swi) {
+        float u = 0.0f;
+        for (int64_t i = 0; i < C; i++) u += lte_load_elem(wdtype, w_fc, (F + j) * C + i) * xr[i];
+        if (BF) {
+          g += BF[j];
+          u += BF[F + j];
+        }
+        h = dec_silu(g) * u;
+      } else {
+        h = dec_gelu(g + (BF ? BF[j] : 0.0f));
+      }
+      H[(int64_t)r * F + j] = h;
+    }
+  }
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * F * C > LTE_PAR_MIN)
+  for (int64_t c = 0; c < C; c++) {
+    for (int32_t r = 0; r < rows; r++) {
+      float acc = BD ? BD[c] : 0.0f;
+      for (int64_t e = 0; e < E; e++) {
+        int on = 0;
+        for (int32_t q = 0; q < rows; q++) on |= M[(int64_t)q * E + e] != 0.0f;
+        if (!on) continue;
+        for (int64_t j = 0; j < S; j++) {
+          const int64_t kk = e * S + j;
+          acc += H[(int64_t)r * F + kk] * lte_load_elem(wdtype, w_down_t, kk * C + c);
+        }
+      }
+      X[(int64_t)r * C + c] += acc;
+    }
+  }
+  free(H);
+  return LTE_STATUS_OK;
+}
+
 /* ---------------------------------------------------------------- sampling */
 
 static int dec_cmp_desc_f(const void *pa, const void *pb) {

@@ -821,6 +821,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float *qk
 }
 
 #include "decode_attention.cuh"
+#include "decode_sffn.cuh"
 
 /* ------------------------------------------------------------------ router mask */
 
@@ -1352,6 +1353,51 @@ extern "C" LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *lo
   LTE_REQUIRE_PTR(mask);
   LTE_CUDA_TRY(dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, ctx->stream, F32(logits), F32W(mask), counts, count_ld, n_experts, threshold));
   LTE_LAUNCH_CHECK("router_mask_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x, int32_t x_mode,
+                                                 const void *norm_w, const void *norm_b, float eps,
+                                                 const void *w_router, const void *b_router, float threshold,
+                                                 const void *w_fc, const void *b_fc, const void *w_down_t,
+                                                 const void *b_down, void *xn, void *mask, int32_t *counts,
+                                                 int32_t rows, int32_t d_model, int32_t d_ff, int32_t expert_size,
+                                                 int32_t act) {
+  LTE_ENTER("lte_dec_sparse_ffn");
+  LTE_REQUIRE_WDT(wdtype);
+  LTE_CHECK_NONNEG(rows);
+  LTE_CHECK_POS(d_model);
+  LTE_CHECK_POS(d_ff);
+  LTE_CHECK_POS(expert_size);
+  LTE_REQUIRE(x_mode >= LTE_DEC_X_PLAIN && x_mode <= LTE_DEC_X_LAYERNORM, "x_mode = %d is not a LTE_DEC_X_* value",
+              (int)x_mode);
+  LTE_REQUIRE(act == LTE_DEC_ACT_SWIGLU || act == LTE_DEC_ACT_GELU,
+              "act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU", (int)act);
+  LTE_REQUIRE(d_ff % expert_size == 0, "d_ff = %d is not a multiple of expert_size %d", (int)d_ff, (int)expert_size);
+  LTE_REQUIRE(d_model % 8 == 0 && d_model <= kSfMaxC, "d_model = %d must be a multiple of 8 and <= 8192",
+              (int)d_model);
+  LTE_REQUIRE(d_ff / expert_size <= kSfMaxE, "%d experts per layer exceed 4096", (int)(d_ff / expert_size));
+  if (rows == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(x);
+  LTE_REQUIRE_PTR(w_router);
+  LTE_REQUIRE_PTR(w_fc);
+  LTE_REQUIRE_PTR(w_down_t);
+  LTE_REQUIRE_PTR(xn);
+  LTE_REQUIRE_PTR(mask);
+  if (x_mode != LTE_DEC_X_PLAIN) LTE_REQUIRE_PTR(norm_w);
+  if (x_mode == LTE_DEC_X_LAYERNORM) LTE_REQUIRE_PTR(norm_b);
+  LTE_REQUIRE(((uintptr_t)x | (uintptr_t)xn | (uintptr_t)w_router | (uintptr_t)w_fc | (uintptr_t)w_down_t |
+               (uintptr_t)norm_w | (uintptr_t)norm_b) % 16 == 0,
+              "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
+  SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
+             w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
+             d_ff,    expert_size, d_ff / expert_size,       act};
+  cudaError_t e;
+  if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sm_count_of(ctx), ctx->stream);
+  else if (wdtype == LTE_DTYPE_BF16) e = launch_sffn<__nv_bfloat16>(a, rows, sm_count_of(ctx), ctx->stream);
+  else e = launch_sffn<float>(a, rows, sm_count_of(ctx), ctx->stream);
+  if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of sffn_route_kernel / sffn_ffn_kernel", e, __FILE__,
+                                              __LINE__);
   return LTE_STATUS_OK;
 }
 

@@ -517,6 +517,25 @@ LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype kvdtype, voi
    number of active experts of row r (int32; skipped when counts is NULL).  logits, mask: (R, E) */
 LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void *mask, int32_t *counts,
                                        int32_t count_ld, int32_t rows, int32_t n_experts, float threshold);
+/* The whole sparse (LTE hard-routed) FFN block of a decode step, in place on the residual x:
+     x'[r] = x_mode transform of x[r] (plain, RMSNorm(norm_w), LayerNorm(norm_w, norm_b): as
+             lte_dec_linear forms it); stored in xn
+     mask[r, e] = x'[r] . w_router[e] + b_router[e] > threshold ? 1 : 0 (strict); counts[r] = sum_e
+     h[r, j] = mask[r, j / S] ? a_j : 0 with, for SWIGLU (w_fc (2F, C) = [gate; up]),
+               a_j = silu(w_fc[j] . x'[r] + b_fc[j]) * (w_fc[F + j] . x'[r] + b_fc[F + j]),
+               for GELU (w_fc (F, C)), a_j = gelu_tanh(w_fc[j] . x'[r] + b_fc[j])
+     x[r, :] += b_down + sum_j h[r, j] * w_down_t[j, :]
+   Only the weight rows of experts that some row needs are read (the union over the rows).
+   x: (R, C) f32; w_router: (E, C) f32 with E = F / S, b_router (E) f32 or NULL; w_fc, w_down_t
+   (F, C: HF down_proj transposed) in wdtype, b_fc / b_down f32 or NULL; xn: (R, C) f32 out;
+   mask: (R, E) f32 out; counts: (R) int32 or NULL. act: LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU.
+   Limits of the CUDA kernels, checked by both backends: C % 8 == 0, C <= 8192, E <= 4096.
+   CUDA sums h W_down with float atomics: the last bits of x may differ from run to run. */
+LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x, int32_t x_mode, const void *norm_w,
+                                      const void *norm_b, float eps, const void *w_router, const void *b_router,
+                                      float threshold, const void *w_fc, const void *b_fc, const void *w_down_t,
+                                      const void *b_down, void *xn, void *mask, int32_t *counts, int32_t rows,
+                                      int32_t d_model, int32_t d_ff, int32_t expert_size, int32_t act);
 /* Sampling, parameters per row from device arrays:
      temperature[r] <= 0: out[r] = argmax (lowest index among ties)
      else z = logits[r] / temperature[r];

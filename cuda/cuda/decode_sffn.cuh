@@ -1,0 +1,531 @@
+/*
+ * decode_sffn.cuh: lte_dec_sparse_ffn on the GPU (issue 9), included by decode.cu inside its
+ * anonymous namespace after decode_gemv.cuh (uses its cvt8 / pdl helpers / env_int). The whole
+ * sparse FFN block of a decode step in two launches; semantics and CPU reference: lte.h,
+ * cuda/cpu/decode.c.
+ *
+ * sffn_route_kernel<R>   x' = norm(x) and the hard router mask.
+ *   grid = ceil(E / 8) blocks of 8 warps; warp w of block b owns expert e = 8b + w.
+ *   Before griddepcontrol.wait (PDL) each lane loads its part of the expert's f32 router row
+ *   into registers (up to kRoutePF float4 per lane = the whole row at C <= 4096): the router is a
+ *   constant, so its bytes stream while the previous kernel finishes. Then every block loads the
+ *   R rows of x into shared memory, reduces the norm statistics, forms x' in place (each block
+ *   writes its slice of x' to global for the FFN kernel), and each warp reduces its dot products:
+ *   mask[r, e] = x'[r] . w_router[e] + b_router[e] > threshold.
+ *
+ * sffn_ffn_kernel<T, R, CPT>   h and the down projection of every active neuron, fused.
+ *   grid = SMs (persistent, 1 block of 256 threads per SM). Every block reads the mask (R x E),
+ *   compacts the union of the rows' active experts in shared memory (ballots; block 0 writes the
+ *   per-row counts) and takes a contiguous, balanced range of the union's NEURONS (nact * S split
+ *   evenly: blocks differ by at most one neuron = 3 weight rows). Per neuron it needs 3 weight rows
+ *   (SwiGLU: gate row n, up row F + n, down row n of the transposed down weight; GELU: 2), each C
+ *   contiguous values, streamed into a ring of `nstg` shared-memory stages with cp.async (16 B
+ *   per thread-copy, L2 only): while neuron k is computed, neurons k+1 .. k+nstg-1 are in flight.
+ *   Thread t owns the 16-byte column chunks t, t + 256, ... (CPT of them) of every row: it keeps
+ *   x' of those columns in registers, forms its partial gate/up dot products from shared memory
+ *   (warp shuffles, then 8 warp sums in shared memory), and accumulates h[r, n] * down row n into
+ *   CPT * 16 B of f32 registers per row. The down row of neuron k-1 is applied in the same phase
+ *   as the dots of neuron k, so one neuron costs two __syncthreads. At the end each thread adds
+ *   its columns into x with float4 atomics (x is the residual; block 0 adds b_down), so neither h
+ *   nor partial sums ever leave the SM and no second grid-wide pass exists.
+ *   The mask is the previous kernel's output, so nothing is loaded before griddepcontrol.wait;
+ *   the kernel lets its successor launch at once (the next layer's QKV GEMV issues its weight
+ *   loads while this kernel streams).
+ *   Tuning (env, read at launch): LTE_DEC_SFFN_SMEM stage budget in KiB (default 144; the stage
+ *   count is budget / (3 rows x C x sizeof(T)), 2..8), LTE_DEC_SFFN_HINT 0 none / 1 .L2::256B
+ *   prefetch-size hint on the copies (default 1), LTE_DEC_SFFN_BPS blocks per SM (default 1).
+ */
+
+constexpr int kSfThreads = 256;  // threads of sffn_ffn_kernel
+constexpr int kSfWarps = kSfThreads / 32;
+constexpr int kRouteWarps = 8;   // warps (= experts) per block of sffn_route_kernel
+constexpr int kRoutePF = 32;     // float4 of a router row per lane held in registers (C <= 4096)
+constexpr int kSfMaxE = 4096;    // experts per layer (shared-memory list); lte.h documents the limit
+constexpr int kSfMaxC = 8192;    // d_model
+
+/* 16 bytes of weights as f32: 8 halves or 4 floats. */
+template <class T>
+struct V16 {
+  static constexpr int n = 8;
+  static __device__ __forceinline__ void cvt(const uint4 &u, float (&f)[8]) { cvt8<T>(u, f); }
+};
+template <>
+struct V16<float> {
+  static constexpr int n = 4;
+  static __device__ __forceinline__ void cvt(const uint4 &u, float (&f)[4]) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+  }
+};
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int hint) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  if (hint == 1) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+  } else {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+  }
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* cp.async.wait_group takes an immediate: the ring depth is a launch parameter, hence the switch. */
+__device__ __forceinline__ void cp_async_wait(int pending) {
+  switch (pending) {
+    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
+  }
+}
+
+struct SffnArgs {
+  float *x;          // (R, C) residual, += the block's output
+  int mode;          // LTE_DEC_X_*
+  const float *nw;   // norm weight (C) / bias (C)
+  const float *nb;
+  float eps;
+  const float *wr;   // router (E, C) f32, bias (E) or NULL
+  const float *br;
+  float thr;
+  const void *wfc;   // (F or 2F, C) wdtype, bias f32 or NULL
+  const float *bfc;
+  const void *wd;    // (F, C) wdtype: the down projection transposed, bias (C) f32 or NULL
+  const float *bd;
+  float *xn;         // (R, C) f32 out: x'
+  float *mask;       // (R, E) f32 out
+  int32_t *counts;   // (R) or NULL
+  int C, F, S, E, act;
+};
+
+/* ------------------------------------------------------------------ route */
+
+template <int R>
+__global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a, int rows) {
+  extern __shared__ float4 rsm4[];
+  float *xs = reinterpret_cast<float *>(rsm4);  // R x C: x, then x'
+  __shared__ float red[kRouteWarps][2 * R];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int e = blockIdx.x * kRouteWarps + warp;
+  const bool own = e < a.E;
+  const int Q = a.C >> 2;  // float4 per row
+  const float4 *wrow = reinterpret_cast<const float4 *>(a.wr + (size_t)(own ? e : 0) * a.C);
+  float4 wv[kRoutePF];
+#pragma unroll
+  for (int i = 0; i < kRoutePF; i++) {
+    const int q = lane + 32 * i;
+    wv[i] = own && q < Q ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  pdl_launch_dependents();
+  pdl_wait();
+  // x -> shared, norm statistics
+  float s[R], ss[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) s[r] = ss[r] = 0.0f;
+  for (int q = threadIdx.x; q < Q; q += blockDim.x) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) break;
+      const float4 v = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.C) + q);
+      reinterpret_cast<float4 *>(xs + (size_t)r * a.C)[q] = v;
+      s[r] += (v.x + v.y) + (v.z + v.w);
+      ss[r] += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+    }
+  }
+  float mean[R], rstd[R];
+  if (a.mode != LTE_DEC_X_PLAIN) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      s[r] = warp_sum(s[r]);
+      ss[r] = warp_sum(ss[r]);
+      if (lane == 0) {
+        red[warp][2 * r] = s[r];
+        red[warp][2 * r + 1] = ss[r];
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float ts = 0.0f, tss = 0.0f;
+      for (int w = 0; w < kRouteWarps; w++) {
+        ts += red[w][2 * r];
+        tss += red[w][2 * r + 1];
+      }
+      if (a.mode == LTE_DEC_X_RMSNORM) {
+        mean[r] = 0.0f;
+        rstd[r] = 1.0f / sqrtf(tss / (float)a.C + a.eps);
+      } else {
+        mean[r] = ts / (float)a.C;
+        float var = tss / (float)a.C - mean[r] * mean[r];
+        if (var < 0.0f) var = 0.0f;
+        rstd[r] = 1.0f / sqrtf(var + a.eps);
+      }
+    }
+    // x' in place: the thread transforms exactly the float4 it stored above
+    for (int q = threadIdx.x; q < Q; q += blockDim.x) {
+      const float4 w = __ldg(reinterpret_cast<const float4 *>(a.nw) + q);
+      float4 b = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (a.mode == LTE_DEC_X_LAYERNORM) b = __ldg(reinterpret_cast<const float4 *>(a.nb) + q);
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (r >= rows) break;
+        float4 *p = reinterpret_cast<float4 *>(xs + (size_t)r * a.C) + q;
+        float4 v = *p;
+        v.x = (v.x - mean[r]) * rstd[r] * w.x + b.x;
+        v.y = (v.y - mean[r]) * rstd[r] * w.y + b.y;
+        v.z = (v.z - mean[r]) * rstd[r] * w.z + b.z;
+        v.w = (v.w - mean[r]) * rstd[r] * w.w + b.w;
+        *p = v;
+      }
+    }
+  }
+  __syncthreads();
+  // this block's slice of x' to global (every float4 of x' is written by exactly one block)
+  {
+    const int per = (Q + gridDim.x - 1) / gridDim.x;
+    const int q0 = blockIdx.x * per, q1 = min(Q, q0 + per);
+    for (int q = q0 + threadIdx.x; q < q1; q += blockDim.x) {
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (r >= rows) break;
+        reinterpret_cast<float4 *>(a.xn + (size_t)r * a.C)[q] = reinterpret_cast<const float4 *>(xs + (size_t)r * a.C)[q];
+      }
+    }
+  }
+  if (!own) return;
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    if (r >= rows) break;
+    const float4 *xr = reinterpret_cast<const float4 *>(xs + (size_t)r * a.C);
+    float acc = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kRoutePF; i++) {
+      const int q = lane + 32 * i;
+      if (q < Q) {
+        const float4 v = xr[q];
+        acc += (wv[i].x * v.x + wv[i].y * v.y) + (wv[i].z * v.z + wv[i].w * v.w);
+      }
+    }
+    for (int q = lane + 32 * kRoutePF; q < Q; q += 32) {  // C > 4096: the rest of the row
+      const float4 w = __ldcs(wrow + q), v = xr[q];
+      acc += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      const float logit = acc + (a.br ? a.br[e] : 0.0f);
+      a.mask[(size_t)r * a.E + e] = logit > a.thr ? 1.0f : 0.0f;
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ gate/up + act + down */
+
+template <class T, int R, int CPT>
+__global__ void __launch_bounds__(kSfThreads, 1) sffn_ffn_kernel(SffnArgs a, int rows, int nstg, int hint) {
+  constexpr int VPC = V16<T>::n;  // values per 16-byte chunk
+  extern __shared__ float4 fsm4[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
+  const int rpn = swi ? 3 : 2;                        // weight rows per neuron
+  const size_t rowb = (size_t)a.C * sizeof(T);        // bytes per weight row (multiple of 16)
+  const int cpr = (int)(rowb / 16);                   // 16-byte chunks per row
+  const size_t stage_b = (size_t)rpn * rowb;
+  char *stg = reinterpret_cast<char *>(fsm4);         // nstg stages of rpn rows
+  int *list = reinterpret_cast<int *>(stg + (size_t)nstg * stage_b);  // union of active experts
+  unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);  // (R, E): expert on for row r
+  __shared__ float red[2][kSfWarps][R][2];            // per-warp dot sums, double-buffered by parity
+  __shared__ int wtot[kSfWarps];
+  __shared__ int cnt[R];
+
+  // the mask is the previous kernel's output: nothing to load before the wait
+  pdl_launch_dependents();
+  pdl_wait();
+
+  // 1. union of the rows' active experts, ascending (block-wide stream compaction)
+  if (tid < R) cnt[tid] = 0;
+  int mine[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) mine[r] = 0;
+  int base = 0;
+  for (int e0 = 0; e0 < a.E; e0 += kSfThreads) {
+    const int e = e0 + tid;
+    bool any = false;
+    if (e < a.E) {
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (r >= rows) break;
+        const bool o = __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
+        on[r * a.E + e] = o;
+        any |= o;
+        mine[r] += o;
+      }
+    }
+    const unsigned b = __ballot_sync(0xffffffffu, any);
+    if (lane == 0) wtot[warp] = __popc(b);
+    __syncthreads();
+    int off = 0, tot = 0;
+#pragma unroll
+    for (int w = 0; w < kSfWarps; w++) {
+      const int t = wtot[w];
+      off += w < warp ? t : 0;
+      tot += t;
+    }
+    if (any) list[base + off + __popc(b & ((1u << lane) - 1u))] = e;
+    base += tot;
+    __syncthreads();  // wtot is rewritten next round
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int c = warp_sum(mine[r]);
+    if (lane == 0 && c) atomicAdd(&cnt[r], c);
+  }
+  __syncthreads();
+  if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
+  const int nact = base;
+
+  // 2. this block's neurons [u0, u1) of the union's nact * S
+  const long long NN = (long long)nact * a.S;
+  const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
+  const int nmine = u1 - u0;
+  const bool bias_here = blockIdx.x == 0 && a.bd != nullptr;
+  if (nmine == 0 && !bias_here) return;
+
+  const char *wfc = static_cast<const char *>(a.wfc), *wd = static_cast<const char *>(a.wd);
+  auto neuron = [&](int k) {  // global neuron index of this block's k-th neuron
+    const int u = u0 + k;
+    return list[u / a.S] * a.S + u % a.S;
+  };
+  auto issue = [&](int k) {  // neuron k's rows into stage k % nstg
+    if (k < nmine) {
+      const int n = neuron(k);
+      char *dst = stg + (size_t)(k % nstg) * stage_b;
+      const char *src0 = wfc + (size_t)n * rowb;
+      const char *src1 = swi ? wfc + (size_t)(a.F + n) * rowb : wd + (size_t)n * rowb;
+      const char *src2 = wd + (size_t)n * rowb;
+      for (int c = tid; c < cpr; c += kSfThreads) {
+        cp_async16(dst + c * 16, src0 + c * 16, hint);
+        cp_async16(dst + rowb + c * 16, src1 + c * 16, hint);
+        if (swi) cp_async16(dst + 2 * rowb + c * 16, src2 + c * 16, hint);
+      }
+    }
+    cp_async_commit();  // one group per neuron slot, empty past the end: the wait count stays uniform
+  };
+  for (int k = 0; k < nstg - 1; k++) issue(k);
+
+  // x' of this thread's columns, and its output accumulators
+  float xr[R][CPT][VPC], yacc[R][CPT][VPC];
+#pragma unroll
+  for (int j = 0; j < CPT; j++) {
+    const int c = tid + j * kSfThreads;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+#pragma unroll
+      for (int v = 0; v < VPC; v++) {
+        yacc[r][j][v] = 0.0f;
+        xr[r][j][v] = (c < cpr && r < rows) ? __ldcg(a.xn + (size_t)r * a.C + c * VPC + v) : 0.0f;
+      }
+    }
+  }
+
+  float hprev[R];
+  auto down = [&](int k, const float (&h)[R]) {  // y += h * down row of neuron k (in its stage)
+    const char *row = stg + (size_t)(k % nstg) * stage_b + (size_t)(rpn - 1) * rowb;
+#pragma unroll
+    for (int j = 0; j < CPT; j++) {
+      const int c = tid + j * kSfThreads;
+      if (c < cpr) {
+        float w[VPC];
+        V16<T>::cvt(*reinterpret_cast<const uint4 *>(row + c * 16), w);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+          for (int v = 0; v < VPC; v++) yacc[r][j][v] += h[r] * w[v];
+      }
+    }
+  };
+
+  for (int k = 0; k < nmine; k++) {
+    cp_async_wait(nstg - 2);
+    __syncthreads();  // neuron k's rows are in shared memory; every thread is past iteration k - 1
+    const char *buf = stg + (size_t)(k % nstg) * stage_b;
+    float pg[R], pu[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) pg[r] = pu[r] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < CPT; j++) {
+      const int c = tid + j * kSfThreads;
+      if (c < cpr) {
+        float g[VPC], u[VPC];
+        V16<T>::cvt(*reinterpret_cast<const uint4 *>(buf + c * 16), g);
+        if (swi) V16<T>::cvt(*reinterpret_cast<const uint4 *>(buf + rowb + c * 16), u);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+#pragma unroll
+          for (int v = 0; v < VPC; v++) {
+            pg[r] += g[v] * xr[r][j][v];
+            if (swi) pu[r] += u[v] * xr[r][j][v];
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      pg[r] = warp_sum(pg[r]);
+      if (swi) pu[r] = warp_sum(pu[r]);
+      if (lane == 0) {
+        red[k & 1][warp][r][0] = pg[r];
+        red[k & 1][warp][r][1] = pu[r];
+      }
+    }
+    if (k > 0) down(k - 1, hprev);
+    __syncthreads();  // the warp sums of neuron k are complete; stage (k - 1) % nstg is free
+    issue(k + nstg - 1);
+    const int n = neuron(k);
+    const int e = n / a.S;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float g = 0.0f, u = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kSfWarps; w++) {
+        g += red[k & 1][w][r][0];
+        u += red[k & 1][w][r][1];
+      }
+      float h;
+      if (swi) {
+        if (a.bfc) {
+          g += a.bfc[n];
+          u += a.bfc[a.F + n];
+        }
+        h = dsilu(g) * u;
+      } else {
+        h = dgelu(g + (a.bfc ? a.bfc[n] : 0.0f));
+      }
+      hprev[r] = (r < rows && on[r * a.E + e]) ? h : 0.0f;
+    }
+  }
+  if (nmine > 0) down(nmine - 1, hprev);
+  cp_async_wait(0);
+
+  // 3. this block's share of x += h W_down (+ b_down once, by block 0): float4 atomics
+#pragma unroll
+  for (int j = 0; j < CPT; j++) {
+    const int c = tid + j * kSfThreads;
+    if (c >= cpr) continue;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) break;
+#pragma unroll
+      for (int v0 = 0; v0 < VPC; v0 += 4) {
+        const int col = c * VPC + v0;
+        float4 add = make_float4(yacc[r][j][v0], yacc[r][j][v0 + 1], yacc[r][j][v0 + 2], yacc[r][j][v0 + 3]);
+        if (bias_here) {
+          add.x += a.bd[col];
+          add.y += a.bd[col + 1];
+          add.z += a.bd[col + 2];
+          add.w += a.bd[col + 3];
+        }
+        float *dst = a.x + (size_t)r * a.C + col;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float4 *>(dst), add);
+#else
+        atomicAdd(dst, add.x);
+        atomicAdd(dst + 1, add.y);
+        atomicAdd(dst + 2, add.z);
+        atomicAdd(dst + 3, add.w);
+#endif
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ launch */
+
+struct SffnTune {
+  int smem_kib;
+  int hint;
+  int bps;
+};
+
+inline SffnTune sffn_tune() {
+  SffnTune t;
+  t.smem_kib = env_int("LTE_DEC_SFFN_SMEM", 144, 16, 200);
+  t.hint = env_int("LTE_DEC_SFFN_HINT", 1, 0, 1);
+  t.bps = env_int("LTE_DEC_SFFN_BPS", 1, 1, 2);
+  return t;
+}
+
+constexpr size_t kSffnSmemCap = 227 * 1024;  // the H100/H200 opt-in maximum per block
+
+template <class K>
+cudaError_t sffn_smem_attr(K kernel) {
+  // always the same cap (never lowered): a node captured earlier must still launch on replay
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSffnSmemCap);
+}
+
+template <int R>
+cudaError_t launch_sffn_route(const SffnArgs &a, int rows, cudaStream_t st) {
+  const size_t smem = (size_t)R * a.C * sizeof(float);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = sffn_smem_attr(sffn_route_kernel<R>);
+    if (e != cudaSuccess) return e;
+  }
+  const unsigned grid = (unsigned)((a.E + kRouteWarps - 1) / kRouteWarps);
+  return dlaunch(sffn_route_kernel<R>, dim3(grid), dim3(kRouteWarps * 32), smem, st, a, rows);
+}
+
+template <class T, int R, int CPT>
+cudaError_t launch_sffn_ffn_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+  const int rpn = a.act == LTE_DEC_ACT_SWIGLU ? 3 : 2;
+  const size_t stage_b = (size_t)rpn * a.C * sizeof(T);
+  int nstg = (int)((size_t)t.smem_kib * 1024 / stage_b);
+  nstg = nstg < 2 ? 2 : (nstg > 8 ? 8 : nstg);
+  size_t extra = (size_t)a.E * sizeof(int) + (size_t)R * a.E;
+  extra = (extra + 15) & ~(size_t)15;
+  size_t smem = (size_t)nstg * stage_b + extra;
+  while (smem > kSffnSmemCap && nstg > 2) smem = (size_t)(--nstg) * stage_b + extra;
+  cudaError_t e = sffn_smem_attr(sffn_ffn_kernel<T, R, CPT>);
+  if (e != cudaSuccess) return e;
+  // at least ~32 KiB of candidate weights per block: small layers use fewer blocks
+  const long long cand = (long long)a.F * (long long)stage_b / (32 * 1024);
+  long long grid = (long long)sms * t.bps;
+  if (cand < grid) grid = cand < 1 ? 1 : cand;
+  return dlaunch(sffn_ffn_kernel<T, R, CPT>, dim3((unsigned)grid), dim3(kSfThreads), smem, st, a, rows, nstg,
+                 t.hint);
+}
+
+template <class T, int R>
+cudaError_t launch_sffn_ffn_r(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+  const int cpr = (int)((size_t)a.C * sizeof(T) / 16);
+  const int cpt = (cpr + kSfThreads - 1) / kSfThreads;
+  if (cpt <= 1) return launch_sffn_ffn_rc<T, R, 1>(a, rows, t, sms, st);
+  if (cpt <= 2) return launch_sffn_ffn_rc<T, R, 2>(a, rows, t, sms, st);
+  if (cpt <= 4) return launch_sffn_ffn_rc<T, R, 4>(a, rows, t, sms, st);
+  return launch_sffn_ffn_rc<T, R, 8>(a, rows, t, sms, st);
+}
+
+/* rows <= 4 per pair of launches (route, then gate/up + down); more rows: groups of 4. */
+template <class T>
+cudaError_t launch_sffn(const SffnArgs &a0, int rows, int sms, cudaStream_t st) {
+  const SffnTune t = sffn_tune();
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    const int rb = rows - r0 < 4 ? rows - r0 : 4;
+    SffnArgs a = a0;
+    a.x += (size_t)r0 * a.C;
+    a.xn += (size_t)r0 * a.C;
+    a.mask += (size_t)r0 * a.E;
+    if (a.counts) a.counts += r0;
+    cudaError_t e;
+    if (rb == 1) e = launch_sffn_route<1>(a, rb, st);
+    else if (rb == 2) e = launch_sffn_route<2>(a, rb, st);
+    else e = launch_sffn_route<4>(a, rb, st);
+    if (e != cudaSuccess) return e;
+    if (rb == 1) e = launch_sffn_ffn_r<T, 1>(a, rb, t, sms, st);
+    else if (rb == 2) e = launch_sffn_ffn_r<T, 2>(a, rb, t, sms, st);
+    else e = launch_sffn_ffn_r<T, 4>(a, rb, t, sms, st);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaGetLastError();
+}

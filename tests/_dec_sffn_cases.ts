@@ -1,0 +1,277 @@
+/**
+ * Cases of `lte_dec_sparse_ffn` (the fused sparse FFN block of the decode engine) shared by the
+ * CPU test (tests/dec_sparse_ffn_test.ts: the op equals the chain of the older ops bit for bit) and
+ * the GPU test (tests/gpu/dec_sparse_ffn_test.ts: CUDA agrees with the CPU reference).
+ *
+ * The threshold of a case is chosen from the CPU reference's own router logits (computed in f64
+ * from x' and the router), inside the widest gap near the wanted active fraction, so a hard
+ * decision never sits within f32 rounding of the threshold and masks can be compared exactly.
+ */
+import type { Backend } from "../ffi/backend.ts";
+import { DTypeCode } from "../ffi/symbols.ts";
+import { f32ToBf16, f32ToF16 } from "../models/safetensors.ts";
+import { Rng } from "../tensor/mod.ts";
+
+export type Dt = "f32" | "f16" | "bf16";
+/** lte.h LTE_DEC_X_* and LTE_DEC_ACT_* codes. */
+export const X_MODE = { plain: 0, rms: 1, layer: 2 } as const;
+export const ACT = { swiglu: 1, gelu: 2 } as const;
+
+export interface SffnCase {
+  dt: Dt;
+  rows: number;
+  C: number;
+  F: number;
+  S: number;
+  act: 1 | 2;
+  mode: 0 | 1 | 2;
+  /** b_fc / b_down / b_router present. */
+  bias: boolean;
+  /** Wanted fraction of active (row, expert) pairs; 0 = none, 1 = all. */
+  active: number;
+}
+
+export function caseName(c: SffnCase): string {
+  return `${c.dt} rows ${c.rows} C ${c.C} F ${c.F} S ${c.S} ${c.act === 1 ? "swiglu" : "gelu"} mode ${c.mode}` +
+    `${c.bias ? " bias" : ""} active ${c.active}`;
+}
+
+export interface SffnInputs {
+  x: Float32Array;
+  nw: Float32Array;
+  nb: Float32Array;
+  wr: Float32Array;
+  br: Float32Array | null;
+  /** Weights in the case's dtype (bytes) and as f32 values of those bytes. */
+  wfc: Uint8Array;
+  bfc: Float32Array | null;
+  wd: Uint8Array;
+  bd: Float32Array | null;
+  eps: number;
+  thr: number;
+}
+
+export interface SffnOutputs {
+  x: Float32Array;
+  xn: Float32Array;
+  mask: Float32Array;
+  counts: Int32Array;
+}
+
+function toDt(a: Float32Array, dt: Dt): Uint8Array {
+  const v = dt === "f32" ? a : dt === "f16" ? f32ToF16(a) : f32ToBf16(a);
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
+/** Random inputs; `thr` is still 0 (see `withThreshold`). */
+export function makeInputs(c: SffnCase, seed: number): SffnInputs {
+  const rng = new Rng(seed);
+  const E = c.F / c.S, rowsFc = c.act === ACT.swiglu ? 2 * c.F : c.F;
+  return {
+    x: rng.normals(c.rows * c.C, 1),
+    nw: Float32Array.from(rng.normals(c.C, 0.1), (v) => 1 + v),
+    nb: rng.normals(c.C, 0.1),
+    wr: rng.normals(E * c.C, 2 / Math.sqrt(c.C)),
+    br: c.bias ? rng.normals(E, 0.5) : null,
+    wfc: toDt(rng.normals(rowsFc * c.C, 1 / Math.sqrt(c.C)), c.dt),
+    bfc: c.bias ? rng.normals(rowsFc, 0.2) : null,
+    wd: toDt(rng.normals(c.F * c.C, 1 / Math.sqrt(c.F)), c.dt),
+    bd: c.bias ? rng.normals(c.C, 0.2) : null,
+    eps: 1e-5,
+    thr: 0,
+  };
+}
+
+/**
+ * The threshold for the wanted active fraction, from x' (the op's xn output): all logits in f64,
+ * sorted; among the 16 gaps nearest the wanted quantile the widest one, and its midpoint.
+ */
+export function withThreshold(c: SffnCase, inp: SffnInputs, xn: Float32Array): SffnInputs {
+  const E = c.F / c.S;
+  const logits: number[] = [];
+  for (let r = 0; r < c.rows; r++) {
+    for (let e = 0; e < E; e++) {
+      let acc = inp.br ? inp.br[e]! : 0;
+      for (let i = 0; i < c.C; i++) acc += inp.wr[e * c.C + i]! * xn[r * c.C + i]!;
+      logits.push(acc);
+    }
+  }
+  logits.sort((a, b) => a - b);
+  const n = logits.length;
+  if (c.active <= 0) return { ...inp, thr: logits[n - 1]! + 1 };
+  if (c.active >= 1) return { ...inp, thr: logits[0]! - 1 };
+  const q = Math.min(n - 1, Math.max(1, Math.round((1 - c.active) * n)));
+  let best = q, gap = -1;
+  for (let i = Math.max(1, q - 8); i <= Math.min(n - 1, q + 8); i++) {
+    const g = logits[i]! - logits[i - 1]!;
+    if (g > gap) [best, gap] = [i, g];
+  }
+  return { ...inp, thr: (logits[best]! + logits[best - 1]!) / 2 };
+}
+
+/** Minimum distance of a logit (f64, from xn) to the threshold: a guard for exact mask checks. */
+export function thresholdMargin(c: SffnCase, inp: SffnInputs, xn: Float32Array): number {
+  const E = c.F / c.S;
+  let m = Infinity;
+  for (let r = 0; r < c.rows; r++) {
+    for (let e = 0; e < E; e++) {
+      let acc = inp.br ? inp.br[e]! : 0;
+      for (let i = 0; i < c.C; i++) acc += inp.wr[e * c.C + i]! * xn[r * c.C + i]!;
+      m = Math.min(m, Math.abs(acc - inp.thr));
+    }
+  }
+  return m;
+}
+
+class Bufs {
+  #own: Deno.PointerObject[] = [];
+  constructor(readonly be: Backend) {}
+  of(a: ArrayBufferView | null): Deno.PointerObject | null {
+    if (!a) return null;
+    const p = this.be.alloc(Math.max(16, a.byteLength));
+    this.be.write(p, a);
+    this.#own.push(p);
+    return p;
+  }
+  zeros(bytes: number): Deno.PointerObject {
+    return this.of(new Uint8Array(bytes))!;
+  }
+  free(): void {
+    for (const p of this.#own) this.be.free(p);
+  }
+}
+
+function read(be: Backend, p: Deno.PointerObject, out: Float32Array | Int32Array): typeof out {
+  be.read(out, p);
+  return out;
+}
+
+/** One call of lte_dec_sparse_ffn on `be`. */
+export function runOp(be: Backend, c: SffnCase, inp: SffnInputs): SffnOutputs {
+  const b = new Bufs(be);
+  try {
+    const E = c.F / c.S;
+    const x = b.of(inp.x)!, xn = b.zeros(4 * c.rows * c.C), mask = b.zeros(4 * c.rows * E);
+    const counts = b.zeros(4 * c.rows);
+    be.check(
+      be.sym.lte_dec_sparse_ffn(
+        be.ctx,
+        DTypeCode[c.dt],
+        x,
+        c.mode,
+        b.of(inp.nw),
+        b.of(inp.nb),
+        inp.eps,
+        b.of(inp.wr),
+        b.of(inp.br),
+        inp.thr,
+        b.of(inp.wfc),
+        b.of(inp.bfc),
+        b.of(inp.wd),
+        b.of(inp.bd),
+        xn,
+        mask,
+        counts,
+        c.rows,
+        c.C,
+        c.F,
+        c.S,
+        c.act,
+      ),
+      "lte_dec_sparse_ffn",
+    );
+    be.synchronize();
+    return {
+      x: read(be, x, new Float32Array(c.rows * c.C)) as Float32Array,
+      xn: read(be, xn, new Float32Array(c.rows * c.C)) as Float32Array,
+      mask: read(be, mask, new Float32Array(c.rows * E)) as Float32Array,
+      counts: read(be, counts, new Int32Array(c.rows)) as Int32Array,
+    };
+  } finally {
+    b.free();
+  }
+}
+
+/**
+ * The same block as the chain of the older ops: lte_dec_norm (x'), lte_dec_linear (router, f32),
+ * lte_dec_router_mask, lte_dec_linear (gate/up or c_fc with the mask as out_mask) and
+ * lte_dec_linear_t_sparse (down, into x). SwiGLU with b_fc has no chain (lte_dec_linear's SwiGLU
+ * takes no bias).
+ */
+export function runChain(be: Backend, c: SffnCase, inp: SffnInputs): SffnOutputs {
+  if (c.act === ACT.swiglu && inp.bfc) throw new Error("runChain: SwiGLU with b_fc has no older-op chain");
+  const b = new Bufs(be);
+  try {
+    const E = c.F / c.S, s = be.sym, ctx = be.ctx;
+    const x = b.of(inp.x)!, xn = b.zeros(4 * c.rows * c.C), mask = b.zeros(4 * c.rows * E);
+    const counts = b.zeros(4 * c.rows), logits = b.zeros(4 * c.rows * E), h = b.zeros(4 * c.rows * c.F);
+    const nw = b.of(inp.nw), nb = b.of(inp.nb);
+    if (c.mode === X_MODE.plain) be.check(s.lte_mem_copy(ctx, xn, x, BigInt(4 * c.rows * c.C)), "lte_mem_copy");
+    else {
+      be.check(
+        s.lte_dec_norm(ctx, x, nw, nb, xn, c.rows, c.C, inp.eps, c.mode === X_MODE.rms ? 0 : 1),
+        "lte_dec_norm",
+      );
+    }
+    const lin = (
+      dt: number,
+      w: Deno.PointerObject | null,
+      om: Deno.PointerObject | null,
+      bias: unknown,
+      y: unknown,
+      n: number,
+      act: number,
+    ) =>
+      be.check(
+        s.lte_dec_linear(
+          ctx,
+          dt,
+          w,
+          x,
+          c.C,
+          c.mode,
+          nw,
+          nb,
+          inp.eps,
+          null,
+          om,
+          om ? c.F : 0,
+          om ? c.S : 0,
+          bias as Deno.PointerObject | null,
+          y as Deno.PointerObject,
+          c.rows,
+          n,
+          c.C,
+          0,
+          act,
+        ),
+        "lte_dec_linear",
+      );
+    lin(DTypeCode.f32, b.of(inp.wr), null, b.of(inp.br), logits, E, 0);
+    be.check(s.lte_dec_router_mask(ctx, logits, mask, counts, 1, c.rows, E, inp.thr), "lte_dec_router_mask");
+    lin(DTypeCode[c.dt], b.of(inp.wfc), mask, b.of(inp.bfc), h, c.F, c.act);
+    be.check(
+      s.lte_dec_linear_t_sparse(ctx, DTypeCode[c.dt], b.of(inp.wd), h, mask, b.of(inp.bd), x, c.rows, c.C, c.F, c.S),
+      "lte_dec_linear_t_sparse",
+    );
+    be.synchronize();
+    return {
+      x: read(be, x, new Float32Array(c.rows * c.C)) as Float32Array,
+      xn: read(be, xn, new Float32Array(c.rows * c.C)) as Float32Array,
+      mask: read(be, mask, new Float32Array(c.rows * E)) as Float32Array,
+      counts: read(be, counts, new Int32Array(c.rows)) as Int32Array,
+    };
+  } finally {
+    b.free();
+  }
+}
+
+/** Max |a - b| / max |b|. */
+export function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return den === 0 ? num : num / den;
+}

@@ -1,0 +1,95 @@
+/**
+ * lte_dec_sparse_ffn, CPU <-> CUDA agreement (GPU machine: `deno test -A tests/gpu/dec_sparse_ffn_test.ts`;
+ * skipped without a usable CUDA backend).
+ *
+ * Tolerances (identical inputs on both backends; only the f32 summation order differs, and CUDA
+ * adds the down projection with float atomics): xn relative 2e-5, the block's output x - x0 1e-4; masks and counts exact
+ * (the case's threshold sits in a gap of the logits, see tests/_dec_sffn_cases.ts).
+ * Shapes cover the kernel's paths: 1/2/4 rows per launch and 5 rows (two launches), 16-byte
+ * column chunks per thread CPT = 1 (C 136: a partial chunk row), 2 (C 4096 f16), 4 (C 4096 f32,
+ * C 8192 f16) and 8 (C 8192 f32), SwiGLU and GELU, every x-mode, biases, no / all experts, the
+ * LLaMA-2-7B FFN at 50 % and 90 %, and the tuning variants (ring depth, copy hint, blocks per SM,
+ * PDL launch attribute).
+ */
+import nodeAssert from "node:assert/strict";
+import { backendAvailable, getBackend } from "../../ffi/backend.ts";
+import {
+  ACT,
+  caseName,
+  makeInputs,
+  rel,
+  runOp,
+  type SffnCase,
+  thresholdMargin,
+  withThreshold,
+  X_MODE,
+} from "../_dec_sffn_cases.ts";
+
+const hasCuda = backendAvailable("cuda");
+const { swiglu, gelu } = ACT;
+const { plain, rms, layer } = X_MODE;
+
+const CASES: SffnCase[] = [
+  { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
+  { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.1 },
+  { dt: "bf16", rows: 4, C: 4096, F: 2048, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
+  { dt: "f32", rows: 2, C: 4096, F: 1024, S: 32, act: swiglu, mode: layer, bias: true, active: 0.4 },
+  { dt: "f16", rows: 3, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.5 },
+  { dt: "bf16", rows: 5, C: 136, F: 96, S: 16, act: swiglu, mode: rms, bias: true, active: 0.3 },
+  { dt: "f16", rows: 4, C: 8192, F: 512, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
+  { dt: "f32", rows: 4, C: 8192, F: 256, S: 32, act: gelu, mode: plain, bias: true, active: 0.7 },
+  { dt: "f16", rows: 2, C: 128, F: 512, S: 32, act: gelu, mode: layer, bias: true, active: 0 },
+  { dt: "f16", rows: 2, C: 128, F: 512, S: 32, act: swiglu, mode: rms, bias: false, active: 1 },
+];
+
+const VARIANTS: [string, Record<string, string>][] = [
+  ["default", {}],
+  ["2-stage ring, no hint", { LTE_DEC_SFFN_SMEM: "16", LTE_DEC_SFFN_HINT: "0" }],
+  ["2 blocks per SM, big ring", { LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_SMEM: "200" }],
+  ["PDL attribute", { LTE_DEC_PDL: "1" }],
+];
+
+function withEnv<T>(env: Record<string, string>, fn: () => T): T {
+  const keys = ["LTE_DEC_SFFN_SMEM", "LTE_DEC_SFFN_HINT", "LTE_DEC_SFFN_BPS", "LTE_DEC_PDL"];
+  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
+  for (const k of keys) Deno.env.delete(k);
+  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  try {
+    return fn();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) Deno.env.delete(k);
+      else Deno.env.set(k, v);
+    }
+  }
+}
+
+Deno.test({
+  name: "lte_dec_sparse_ffn: CUDA agrees with the CPU reference (shapes, dtypes, rows, tuning variants)",
+  ignore: !hasCuda,
+  fn() {
+    const cpu = getBackend("cpu"), cuda = getBackend("cuda");
+    const worst: Record<string, number> = {};
+    for (const [i, c] of CASES.entries()) {
+      let inp = makeInputs(c, 200 + i);
+      inp = withThreshold(c, inp, runOp(cpu, c, inp).xn);
+      const ref = runOp(cpu, c, inp);
+      nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
+      // the 7B-sized cases run every variant; the others the default and one variant
+      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 3)]!];
+      for (const [vn, env] of variants) {
+        const got = withEnv(env, () => runOp(cuda, c, inp));
+        const tag = `${caseName(c)} [${vn}]`;
+        nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
+        nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
+        // the block's own output (x - x0), so the residual does not hide its error
+        const d = (o: Float32Array) => o.map((v, j) => v - inp.x[j]!);
+        const ex = rel(d(got.x), d(ref.x)), en = rel(got.xn, ref.xn);
+        worst[c.dt] = Math.max(worst[c.dt] ?? 0, ex, en);
+        nodeAssert.ok(en < 2e-5, `${tag}: xn rel ${en}`);
+        nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
+      }
+    }
+    console.log(`lte_dec_sparse_ffn CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
+  },
+});
