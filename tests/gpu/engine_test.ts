@@ -25,6 +25,7 @@ function assertEquals(a: unknown, b: unknown, msg?: string): void {
 }
 import { Engine, type EngineOptions, GREEDY } from "../../engine/mod.ts";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
+import { cString } from "../../ffi/library.ts";
 import { DTypeCode } from "../../ffi/symbols.ts";
 import { type ModelConfig, resolveModelConfig } from "../../models/config.ts";
 import { DecoderLM } from "../../models/decoder.ts";
@@ -697,6 +698,54 @@ Deno.test({
         }
       }
     }
+  },
+});
+
+Deno.test({
+  name: "staging (lte_host_alloc, lte_mem_read_start/wait, lte_host_free) on CUDA: the CPU's data and errors",
+  ignore: !hasCuda,
+  async fn() {
+    const data = Int32Array.from({ length: 16 }, (_, i) => i * 5 - 9);
+    const answers: Record<Kind, string[]> = { cpu: [], cuda: [] };
+    for (const kind of ["cpu", "cuda"] as const) {
+      const be = getBackend(kind), s = be.sym, ctx = be.ctx;
+      const src = be.alloc(64);
+      be.write(src, data);
+      const blk = be.hostAlloc(64);
+      try {
+        const view = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(blk, 64));
+        view.fill(0);
+        be.readWait(blk); // nothing started: at once
+        const mid = Deno.UnsafePointer.offset(blk, 16) as Deno.PointerObject;
+        be.readStart(mid, src, 32);
+        await be.readWaitAsync(mid);
+        assertEquals(Array.from(view), [0, 0, 0, 0, ...data.slice(0, 8), 0, 0, 0, 0], kind);
+        // a read, then more work queued behind it: the wait returns the read's data
+        be.readStart(blk, src, 64);
+        s.lte_dec_fill_random(ctx, DTypeCode.f32, src, 16, 1n, 1);
+        be.readWait(blk);
+        assertEquals(Array.from(view), Array.from(data), kind);
+        const out = new BigUint64Array(1);
+        const at = (st: number) => `${st} ${cString(s.lte_ctx_last_error(ctx))}`.replace(/0x[0-9a-f]+/g, "P");
+        answers[kind].push(
+          at(s.lte_host_alloc(ctx, 0n, out)),
+          at(s.lte_host_alloc(ctx, 8n, null)),
+          at(s.lte_mem_read_start(ctx, src, src, 4n)),
+          at(s.lte_mem_read_start(ctx, blk, src, 65n)),
+          at(s.lte_mem_read_start(ctx, mid, src, 49n)),
+          at(s.lte_mem_read_start(ctx, blk, null, 4n)),
+          at(s.lte_mem_read_start(ctx, blk, src, 0n)),
+          at(s.lte_mem_read_wait(ctx, src)),
+          at(s.lte_mem_read_wait(ctx, null)),
+          at(s.lte_host_free(ctx, mid)),
+        );
+      } finally {
+        be.hostFree(blk);
+        be.free(src);
+      }
+    }
+    assertEquals(answers.cuda, answers.cpu);
+    assert(answers.cpu.every((a) => a.startsWith("1 lte_")), answers.cpu.join("\n"));
   },
 });
 
