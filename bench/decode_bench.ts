@@ -268,6 +268,71 @@ const VARIANTS: Variant[] = [
     batch: 1,
     ref: "dense",
   },
+  // the fused sparse FFN op (lte_dec_sparse_ffn; PDL on by default with it)
+  ...[0.5, 0.1].flatMap((act): Variant[] => {
+    const pct = act === 0.5 ? 50 : 90, f = { sparse: true, fusedFfn: true };
+    return [
+      {
+        key: `sparse${pct}_fused`,
+        name: `sparse ~${pct}%, fused FFN op`,
+        opts: f,
+        active: act,
+        batch: 1,
+        ref: "dense",
+      },
+      {
+        key: `sparse${pct}_fused_sync`,
+        name: `sparse ~${pct}%, fused, blocking read`,
+        opts: { ...f, ...sync },
+        active: act,
+        batch: 1,
+        ref: "dense_sync",
+      },
+      {
+        key: `sparse${pct}_fused_nopdl`,
+        name: `sparse ~${pct}%, fused, no PDL`,
+        opts: { ...f, pdl: false },
+        active: act,
+        batch: 1,
+        ref: "dense",
+      },
+      {
+        key: `sparse${pct}_fused_smem200`,
+        name: `sparse ~${pct}%, fused, 200 KiB ring`,
+        opts: f,
+        active: act,
+        batch: 1,
+        env: { LTE_DEC_SFFN_SMEM: "200" },
+        ref: "dense",
+      },
+      {
+        key: `sparse${pct}_fused_smem72`,
+        name: `sparse ~${pct}%, fused, 72 KiB ring`,
+        opts: f,
+        active: act,
+        batch: 1,
+        env: { LTE_DEC_SFFN_SMEM: "72" },
+        ref: "dense",
+      },
+    ];
+  }),
+  { key: "dense_batch4", name: "dense batch 4", opts: { maxBatch: 4 }, active: null, batch: 4 },
+  {
+    key: "sparse90_batch4_fused",
+    name: "sparse ~90% batch 4, fused (union)",
+    opts: { maxBatch: 4, sparse: true, fusedFfn: true },
+    active: 0.1,
+    batch: 4,
+    ref: "dense_batch4",
+  },
+  {
+    key: "sparse90_batch4_kernels",
+    name: "sparse ~90% batch 4, KERNELS ffn",
+    opts: { maxBatch: 4, sparse: true, ffnKernels: true },
+    active: 0.1,
+    batch: 4,
+    ref: "dense_batch4",
+  },
   {
     key: "dense_old_gemv",
     name: "dense, previous GEMV kernels",
@@ -351,6 +416,15 @@ const VARIANTS: Variant[] = [
     generate: true,
     ref: "gen_dense",
   },
+  ...[0.5, 0.1].map((act): Variant => ({
+    key: `gen_sparse${act === 0.5 ? 50 : 90}_fused`,
+    name: `gen sparse ~${act === 0.5 ? 50 : 90}%, fused FFN op, lookahead`,
+    opts: { sparse: true, fusedFfn: true, lookahead: true },
+    active: act,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  })),
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
   {
     key: "sparse90_batch8",

@@ -59,6 +59,7 @@ for n in $TESTS; do
   gemv) runt gemv tests/gpu/gemv_test.ts & ;;
   sffn) runt sffn tests/gpu/sparse_ffn_test.ts LTE_SFFN_AGREEMENT_REPORT="$W/sffn_agreement.json" & ;;
   args) runt args tests/gpu/arg_checks_test.ts & ;;
+  dsffn) runt dsffn tests/gpu/dec_sparse_ffn_test.ts & ;;
   esac
 done
 wait
@@ -67,8 +68,18 @@ for n in $TESTS; do strip <"$W/t_$n.log" | grep -A10 "ERRORS" | head -24; done
 say "== tests ($(el))"
 pack
 
+# ---- the fused sparse FFN block (lte_dec_sparse_ffn) vs the older chain and dense GEMVs
+if ! skip fused; then
+  timeout 150 deno run -A --no-check bench/fused_ffn_bench.ts ${FUSED_QUICK:+--quick} --out "$OUT/fused_ffn_h200.json" \
+    >"$W/fused_bench.log" 2>&1
+  say "== fused FFN bench rc=$? ($(el))"
+  strip <"$W/fused_bench.log" | sed -n '/^FFN block, LLaMA/,$p' | tee -a "$OUT/summary.txt"
+  strip <"$W/fused_bench.log" | grep FAILED | head -5 | tee -a "$OUT/summary.txt"
+fi
+pack
+
 # ---- end-to-end decode, 7B shape, random f16 weights, batch 1 (and 8)
-timeout 200 deno run -A --no-check bench/decode_bench.ts --reps 3 ${DECODE_ONLY:+--only $DECODE_ONLY} --out "$OUT/decode_h200.json" >"$W/decode.log" 2>&1
+timeout ${DECODE_TIMEOUT:-200} deno run -A --no-check bench/decode_bench.ts --reps 3 ${DECODE_ONLY:+--only $DECODE_ONLY} --out "$OUT/decode_h200.json" >"$W/decode.log" 2>&1
 say "== decode bench rc=$? ($(el))"
 strip <"$W/decode.log" | grep -E "tok/s|memory|FAILED" | tail -24 | tee -a "$OUT/summary.txt"
 pack

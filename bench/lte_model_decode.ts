@@ -42,11 +42,11 @@ interface Run {
   tokens: number[];
 }
 
-async function measure(sparse: boolean): Promise<Run> {
+async function measure(sparse: boolean, extra: Partial<EngineOptions> = {}): Promise<Run> {
   const probe = await Engine.load(dir!, { device, dtype, sparse, maxBatch: 1, maxContext: 8 });
   const ctx = Math.min(probe.config.max_seq, 16 + NEW + 8);
   probe.dispose();
-  const opts: EngineOptions = { device, dtype, sparse, maxBatch: 1, maxContext: ctx };
+  const opts: EngineOptions = { device, dtype, sparse, maxBatch: 1, maxContext: ctx, ...extra };
   const eng = await Engine.load(dir!, opts);
   try {
     const prompt = eng.tokenizer.encode("The history of the city begins with a small settlement on the river", {
@@ -93,6 +93,8 @@ async function measure(sparse: boolean): Promise<Run> {
 
 const dense = await measure(false);
 const sparse = await measure(true);
+// the fused sparse FFN op (lte_dec_sparse_ffn: 2 launches per layer instead of 4)
+const fused = await measure(true, { fusedFfn: true });
 const same = dense.tokens.findIndex((t, i) => t !== sparse.tokens[i]);
 const result = {
   model: dir,
@@ -104,6 +106,10 @@ const result = {
   sparse,
   speedup_end_to_end: dense.us_per_token / sparse.us_per_token,
   speedup_device: dense.device_us_per_step / sparse.device_us_per_step,
+  sparse_fused: fused,
+  speedup_fused_end_to_end: dense.us_per_token / fused.us_per_token,
+  speedup_fused_device: dense.device_us_per_step / fused.device_us_per_step,
+  fused_tokens_equal_sparse: fused.tokens.every((t, i) => t === sparse.tokens[i]),
   greedy_tokens_equal_prefix: same < 0 ? dense.tokens.length : same,
 };
 const f = (r: Run) =>
@@ -114,6 +120,12 @@ const f = (r: Run) =>
 console.log(`real LTE model ${dir} on ${device} ${dtype}, batch 1, ${NEW} new tokens, median of ${REPS}`);
 console.log(`  dense : ${f(dense)}`);
 console.log(`  sparse: ${f(sparse)}`);
+console.log(
+  `  sparse, fused FFN op: ${f(fused)}; ${result.speedup_fused_end_to_end.toFixed(2)}x end to end, ` +
+    `${
+      result.speedup_fused_device.toFixed(2)
+    }x device; tokens equal the sparse run: ${result.fused_tokens_equal_sparse}`,
+);
 console.log(
   `  speedup ${result.speedup_end_to_end.toFixed(2)}x end to end, ${result.speedup_device.toFixed(2)}x device; ` +
     `greedy tokens equal for the first ${result.greedy_tokens_equal_prefix} of ${dense.tokens.length}`,

@@ -61,6 +61,15 @@ export interface EngineOptions {
    */
   ffnKernels?: boolean;
   /**
+   * Sparse FFN block as ONE op, `lte_dec_sparse_ffn` (norm, router, hard mask, gate/up + act and
+   * down of the active experts' neurons straight into the residual; on CUDA a route kernel and one
+   * fused persistent kernel, cuda/cuda/decode_sffn.cuh). On CUDA only for steps of at most
+   * `FUSED_FFN_MAX_ROWS` rows; larger steps take KERNELS' path (when it applies) or the engine's
+   * own masked GEMVs. Default: on for the CPU (equal to the older op chain bit for bit) and on for
+   * CUDA per `FUSED_FFN_CUDA_DEFAULT`; false forces the older paths.
+   */
+  fusedFfn?: boolean;
+  /**
    * CUDA: capture the step with programmatic dependent launch between the engine's kernels (each
    * kernel is scheduled while its predecessor finishes and waits for it on the device, and the
    * GEMVs issue their first weight loads before that wait). Default: on for dense decoding, off
@@ -205,6 +214,11 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
     }
   }
 }
+
+/** Steps of at most this many rows use `lte_dec_sparse_ffn` (its CUDA kernels hold 1, 2 or 4 rows). */
+export const FUSED_FFN_MAX_ROWS = 4;
+/** Whether CUDA engines default to `lte_dec_sparse_ffn` for sparse steps (see EngineOptions.fusedFfn). */
+export const FUSED_FFN_CUDA_DEFAULT = false;
 
 /** The decode engine (see the module doc). */
 export class Engine {
@@ -656,8 +670,8 @@ export class Engine {
     if (o0.ffnKernels && this.expertsPerLayer && this.#expertSize % 16 !== 0) {
       throw new EngineError(`engine option ffnKernels: expert_size ${this.#expertSize} % 16 != 0`);
     }
+    if (this.expertsPerLayer) this.#xn = this.#alloc(4 * R * d);
     if (this.expertsPerLayer && (o0.ffnKernels ?? (o0.device === "cuda" && fits))) {
-      this.#xn = this.#alloc(4 * R * d);
       this.#sffn = new SparseFfn(this.#be, this.options.dtype, {
         dModel: d,
         nExperts: this.expertsPerLayer,
@@ -812,6 +826,37 @@ export class Engine {
         );
       }
       lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
+      if (E > 0 && this.#fusedFor(rows)) {
+        // the whole sparse FFN block in one op: x += down(act(gate/up(norm x))) over active experts
+        ck(
+          s.lte_dec_sparse_ffn(
+            ctx,
+            wdt,
+            this.#x,
+            normMode,
+            w.ln2,
+            w.ln2b,
+            c.norm_eps,
+            w.router,
+            w.routerB,
+            this.#threshold,
+            w.fc,
+            w.fcB,
+            w.down,
+            w.downB,
+            this.#xn!,
+            this.#mask!,
+            this.#at(io, o.counts + 4 * l * this.#rows),
+            rows,
+            d,
+            f,
+            S,
+            g2 ? ACT.GELU : ACT.SWIGLU,
+          ),
+          "lte_dec_sparse_ffn",
+        );
+        continue;
+      }
       const k = this.#sffn;
       if (k) {
         // KERNELS' sparse FFN: norm -> route (f32 routers) -> gather gate/up -> down into x
@@ -1196,6 +1241,15 @@ export class Engine {
     });
   }
 
+  /** Whether a sparse step of `rows` rows runs `lte_dec_sparse_ffn` (EngineOptions.fusedFfn). */
+  #fusedFor(rows: number): boolean {
+    if (!this.expertsPerLayer || this.options.ffnKernels) return false;
+    const on = this.options.fusedFfn ?? (this.options.device === "cpu" || FUSED_FFN_CUDA_DEFAULT);
+    // the CPU reference takes any rows; CUDA steps of more rows read the union's weights once on
+    // the older paths instead of once per group of 4 rows
+    return on && (this.options.device === "cpu" || rows <= FUSED_FFN_MAX_ROWS);
+  }
+
   /** Runs one step over R rows: the captured graph on CUDA, the ops eagerly otherwise. */
   #launch(R: number): void {
     const s = this.#be.sym, ctx = this.#be.ctx;
@@ -1204,8 +1258,9 @@ export class Engine {
       if (!g) {
         const prev = Deno.env.get("LTE_DEC_PDL");
         // PDL by default for dense decoding (measured faster on the H200: 3.69 vs 3.94 ms per 7B
-        // step) but not for sparse, where it measured slower (docs/engine.md)
-        if (this.options.pdl ?? this.expertsPerLayer === null) Deno.env.set("LTE_DEC_PDL", "1");
+        // step) and for the fused sparse FFN (its route kernel loads the router before the wait),
+        // but not for the older sparse paths, where it measured slower (docs/engine.md)
+        if (this.options.pdl ?? (this.expertsPerLayer === null || this.#fusedFor(R))) Deno.env.set("LTE_DEC_PDL", "1");
         else Deno.env.delete("LTE_DEC_PDL");
         try {
           const st = s.lte_graph_begin(ctx);

@@ -396,7 +396,7 @@ Deno.test("engine: sparse greedy decoding (LTE folder, hard routers) equals the 
   }
 });
 
-Deno.test("engine: KERNELS' sparse FFN path (ffnKernels) decodes like the engine's own sparse path", async () => {
+Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own masked GEMVs decode alike", async () => {
   const config = llamaConfig();
   const S = 32, E = config.d_ff / S;
   const model = DecoderLM.init(config, { device: "cpu", seed: 8 });
@@ -408,26 +408,35 @@ Deno.test("engine: KERNELS' sparse FFN path (ffnKernels) decodes like the engine
     routers.set(routerWeightName(i), rng.normals(E * config.d_model, 0.15));
     routers.set(routerBiasName(i), rng.normals(E, 0.5));
   }
-  const runs: { tokens: number[]; active: number[][] }[] = [];
-  for (const ffnKernels of [false, true]) {
-    const eng = Engine.fromArrays(config, arrays, { ...CPU, sparse: true, ffnKernels }, {
+  const runs: { tokens: number[]; active: number[][]; logits: number[] }[] = [];
+  const paths = [{ fusedFfn: true }, { fusedFfn: false, ffnKernels: false }, { ffnKernels: true }];
+  for (const path of paths) {
+    const eng = Engine.fromArrays(config, arrays, { ...CPU, sparse: true, ...path }, {
       tokenizer,
       routers: { expertSize: S, tau: 0.5, arrays: routers },
     });
     try {
       const a = eng.allocSlot()!, b = eng.allocSlot()!;
       const ra = await eng.prefill(a, [3, 141, 59, 26], GREEDY), rb = await eng.prefill(b, [9, 9], GREEDY);
-      const run = { tokens: [ra.token, rb.token], active: [ra.activeExperts, rb.activeExperts] };
+      const run = {
+        tokens: [ra.token, rb.token],
+        active: [ra.activeExperts, rb.activeExperts],
+        logits: [] as number[],
+      };
       for (let i = 0; i < 5; i++) {
         const st = await eng.step([a, b], [GREEDY, GREEDY]);
         run.tokens.push(...st.tokens);
         run.active.push(...st.activeExperts);
       }
+      run.logits = Array.from(await eng.lastLogits(2));
       runs.push(run);
     } finally {
       eng.dispose();
     }
   }
+  // the fused op equals the older op chain bit for bit (same sums in the same order on the CPU)
   assertEquals(runs[1], runs[0]);
+  // KERNELS' path sums in another order: same tokens and expert counts
+  assertEquals({ ...runs[2]!, logits: [] }, { ...runs[0]!, logits: [] });
   assert(runs[0]!.active.flat().some((n) => n < E), "some experts are off");
 });

@@ -570,17 +570,25 @@ for (const family of ["llama", "gpt2"] as const) {
       const ref32 = Engine.fromArrays(config, arrays, base, { tokenizer });
       const want32 = await decode(ref32, prompts, 12);
       ref32.dispose();
-      const variants: [boolean, boolean][] = [[false, false], [true, false]];
-      if (family === "llama") variants.push([true, true]); // KERNELS' sparse FFN kernels
-      for (const [sparse, ffnKernels] of variants) {
+      // [sparse, ffnKernels, fusedFfn]: dense, the engine's own masked GEMVs, the fused op
+      // (lte_dec_sparse_ffn), KERNELS' sparse FFN kernels
+      const variants: [boolean, boolean, boolean][] = [[false, false, false], [true, false, false], [
+        true,
+        false,
+        true,
+      ]];
+      if (family === "llama") variants.push([true, true, false]);
+      for (const [sparse, ffnKernels, fusedFfn] of variants) {
         for (const dt of ["f32", "f16", "bf16"] as const) {
-          const opts = { ...base, dtype: dt, sparse, ffnKernels };
+          const opts = { ...base, dtype: dt, sparse, ffnKernels, fusedFfn };
           const routers = sparse ? { expertSize: S, tau: 0.5, arrays: routerArrays } : null;
           const cpu = Engine.fromArrays(config, arrays, opts, { tokenizer, routers });
           const gpu = Engine.fromArrays(config, arrays, { ...opts, device: "cuda" }, { tokenizer, routers });
           try {
             const a = await decode(gpu, prompts, 12), b = await decode(cpu, prompts, 12);
-            const tag = `${family}_${dt}${sparse ? "_sparse" : ""}${ffnKernels ? "_kernels" : ""}`;
+            const tag = `${family}_${dt}${sparse ? "_sparse" : ""}${ffnKernels ? "_kernels" : ""}${
+              fusedFfn ? "_fused" : ""
+            }`;
             const tol = dt === "f32" ? 1e-4 : dt === "f16" ? 2e-3 : 1e-2;
             const worst = agree(a, b, tol, tag);
             report[`engine_${tag}`] = worst;
@@ -593,8 +601,10 @@ for (const family of ["llama", "gpt2"] as const) {
             }
             if (dt !== "f32") {
               // programmatic dependent launch between the step's kernels: the same results with it
-              // toggled against the default (on for dense, off for sparse)
-              const gp = Engine.fromArrays(config, arrays, { ...opts, device: "cuda", pdl: sparse }, {
+              // toggled against the default (on for dense and the fused sparse op, off for the
+              // older sparse paths)
+              const pdl = sparse && !fusedFfn;
+              const gp = Engine.fromArrays(config, arrays, { ...opts, device: "cuda", pdl }, {
                 tokenizer,
                 routers,
               });
