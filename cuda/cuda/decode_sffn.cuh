@@ -457,7 +457,9 @@ inline SffnTune sffn_tune() {
   return t;
 }
 
-constexpr size_t kSffnSmemCap = 227 * 1024;  // the H100/H200 opt-in maximum per block
+// dynamic shared memory cap: the H100/H200 opt-in maximum per block (227 KiB) counts the static
+// shared memory too (< 1 KiB here); setting the attribute above it fails with invalid argument
+constexpr size_t kSffnSmemCap = 226 * 1024;
 
 template <class K>
 cudaError_t sffn_smem_attr(K kernel) {
@@ -508,7 +510,7 @@ cudaError_t launch_sffn_ffn_r(const SffnArgs &a, int rows, const SffnTune &t, in
 
 /* rows <= 4 per pair of launches (route, then gate/up + down); more rows: groups of 4. */
 template <class T>
-cudaError_t launch_sffn(const SffnArgs &a0, int rows, int sms, cudaStream_t st) {
+cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream_t st) {
   const SffnTune t = sffn_tune();
   for (int r0 = 0; r0 < rows; r0 += 4) {
     const int rb = rows - r0 < 4 ? rows - r0 : 4;
@@ -528,4 +530,13 @@ cudaError_t launch_sffn(const SffnArgs &a0, int rows, int sms, cudaStream_t st) 
     if (e != cudaSuccess) return e;
   }
   return cudaGetLastError();
+}
+
+/* A failed attribute call or launch leaves its (non-sticky) error for cudaGetLastError: clear it so
+   the next op's launch check does not report it. */
+template <class T>
+cudaError_t launch_sffn(const SffnArgs &a, int rows, int sms, cudaStream_t st) {
+  const cudaError_t e = launch_sffn_groups<T>(a, rows, sms, st);
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  return e;
 }
