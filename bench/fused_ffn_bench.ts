@@ -163,7 +163,7 @@ const dense: Enqueue = (L, rows) => {
   lin(rows, L.down, DTypeCode.f16, h, 0, null, null, x, D, F, 1, 0);
 };
 
-const ENV_KEYS = ["LTE_DEC_PDL", "LTE_DEC_SFFN_SMEM", "LTE_DEC_SFFN_HINT", "LTE_DEC_SFFN_BPS"];
+const ENV_KEYS = ["LTE_DEC_PDL", "LTE_DEC_SFFN_SMEM", "LTE_DEC_SFFN_HINT", "LTE_DEC_SFFN_BPS", "LTE_DEC_SFFN_NPS"];
 function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const prev = Object.fromEntries(ENV_KEYS.map((k) => [k, Deno.env.get(k)]));
   for (const k of ENV_KEYS) Deno.env.delete(k);
@@ -207,10 +207,11 @@ const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
   ["fused pdl", fused, { LTE_DEC_PDL: "1" }],
   ...(quick ? [] : [
-    ["fused pdl ring 72K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_SMEM: "72" }],
-    ["fused pdl ring 200K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_SMEM: "200" }],
-    ["fused pdl no hint", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_HINT: "0" }],
-    ["fused pdl 2/SM 96K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_SMEM: "96" }],
+    ["pdl nps1 ring 144K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "1", LTE_DEC_SFFN_SMEM: "144" }],
+    ["pdl nps1 ring 216K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "1", LTE_DEC_SFFN_SMEM: "216" }],
+    ["pdl nps3 ring 216K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_SMEM: "216" }],
+    ["pdl nps4 ring 200K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "4", LTE_DEC_SFFN_SMEM: "200" }],
+    ["pdl no hint", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_HINT: "0" }],
   ] as [string, Enqueue, Record<string, string>][]),
   ["older chain pdl", chain, { LTE_DEC_PDL: "1" }],
   ["dense gemv pdl", dense, { LTE_DEC_PDL: "1" }],

@@ -223,20 +223,25 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
 
 /* ------------------------------------------------------------------ gate/up + act + down */
 
+constexpr int kSfMaxNps = 4;  // neurons per ring stage (LTE_DEC_SFFN_NPS)
+
 template <class T, int R, int CPT>
-__global__ void __launch_bounds__(kSfThreads, 1) sffn_ffn_kernel(SffnArgs a, int rows, int nstg, int hint) {
+__global__ void __launch_bounds__(kSfThreads, 1)
+    sffn_ffn_kernel(SffnArgs a, int rows, int nstg, int hint, int nps) {
   constexpr int VPC = V16<T>::n;  // values per 16-byte chunk
+  constexpr int NPM = R >= 4 ? 2 : kSfMaxNps;  // neurons per stage at most (registers: 4 rows)
   extern __shared__ float4 fsm4[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
   const int rpn = swi ? 3 : 2;                        // weight rows per neuron
   const size_t rowb = (size_t)a.C * sizeof(T);        // bytes per weight row (multiple of 16)
   const int cpr = (int)(rowb / 16);                   // 16-byte chunks per row
-  const size_t stage_b = (size_t)rpn * rowb;
-  char *stg = reinterpret_cast<char *>(fsm4);         // nstg stages of rpn rows
+  const size_t neur_b = (size_t)rpn * rowb;           // one neuron's rows in a stage
+  const size_t stage_b = (size_t)nps * neur_b;
+  char *stg = reinterpret_cast<char *>(fsm4);         // nstg stages of nps neurons
   int *list = reinterpret_cast<int *>(stg + (size_t)nstg * stage_b);  // union of active experts
   unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);  // (R, E): expert on for row r
-  __shared__ float red[2][kSfWarps][R][2];            // per-warp dot sums, double-buffered by parity
+  __shared__ float red[2][kSfWarps][kSfMaxNps][R][2];  // per-warp dot sums, double-buffered by parity
   __shared__ int wtot[kSfWarps];
   __shared__ int cnt[R];
 
@@ -286,34 +291,40 @@ __global__ void __launch_bounds__(kSfThreads, 1) sffn_ffn_kernel(SffnArgs a, int
   if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
   const int nact = base;
 
-  // 2. this block's neurons [u0, u1) of the union's nact * S
+  // 2. this block's neurons [u0, u1) of the union's nact * S, in stages of nps neurons
   const long long NN = (long long)nact * a.S;
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
   const int nmine = u1 - u0;
   const bool bias_here = blockIdx.x == 0 && a.bd != nullptr;
   if (nmine == 0 && !bias_here) return;
+  const int nst = (nmine + nps - 1) / nps;
 
   const char *wfc = static_cast<const char *>(a.wfc), *wd = static_cast<const char *>(a.wd);
   auto neuron = [&](int k) {  // global neuron index of this block's k-th neuron
     const int u = u0 + k;
     return list[u / a.S] * a.S + u % a.S;
   };
-  auto issue = [&](int k) {  // neuron k's rows into stage k % nstg
-    if (k < nmine) {
-      const int n = neuron(k);
-      char *dst = stg + (size_t)(k % nstg) * stage_b;
-      const char *src0 = wfc + (size_t)n * rowb;
-      const char *src1 = swi ? wfc + (size_t)(a.F + n) * rowb : wd + (size_t)n * rowb;
-      const char *src2 = wd + (size_t)n * rowb;
-      for (int c = tid; c < cpr; c += kSfThreads) {
-        cp_async16(dst + c * 16, src0 + c * 16, hint);
-        cp_async16(dst + rowb + c * 16, src1 + c * 16, hint);
-        if (swi) cp_async16(dst + 2 * rowb + c * 16, src2 + c * 16, hint);
+  auto issue = [&](int st) {  // stage st's neurons into ring slot st % nstg
+    if (st < nst) {
+      char *dst0 = stg + (size_t)(st % nstg) * stage_b;
+      for (int i = 0; i < nps; i++) {
+        const int k = st * nps + i;
+        if (k >= nmine) break;
+        const int n = neuron(k);
+        char *dst = dst0 + (size_t)i * neur_b;
+        const char *src0 = wfc + (size_t)n * rowb;
+        const char *src1 = swi ? wfc + (size_t)(a.F + n) * rowb : wd + (size_t)n * rowb;
+        const char *src2 = wd + (size_t)n * rowb;
+        for (int c = tid; c < cpr; c += kSfThreads) {
+          cp_async16(dst + c * 16, src0 + c * 16, hint);
+          cp_async16(dst + rowb + c * 16, src1 + c * 16, hint);
+          if (swi) cp_async16(dst + 2 * rowb + c * 16, src2 + c * 16, hint);
+        }
       }
     }
-    cp_async_commit();  // one group per neuron slot, empty past the end: the wait count stays uniform
+    cp_async_commit();  // one group per stage slot, empty past the end: the wait count stays uniform
   };
-  for (int k = 0; k < nstg - 1; k++) issue(k);
+  for (int st = 0; st < nstg - 1; st++) issue(st);
 
   // x' of this thread's columns, and its output accumulators
   float xr[R][CPT][VPC], yacc[R][CPT][VPC];
@@ -330,83 +341,103 @@ __global__ void __launch_bounds__(kSfThreads, 1) sffn_ffn_kernel(SffnArgs a, int
     }
   }
 
-  float hprev[R];
-  auto down = [&](int k, const float (&h)[R]) {  // y += h * down row of neuron k (in its stage)
-    const char *row = stg + (size_t)(k % nstg) * stage_b + (size_t)(rpn - 1) * rowb;
+  float hprev[NPM][R];
+  // y += h * down rows of stage st's first `cnt` neurons (in their ring slot)
+  auto down = [&](int st, int cnt) {
+    const char *slot = stg + (size_t)(st % nstg) * stage_b + (size_t)(rpn - 1) * rowb;
 #pragma unroll
-    for (int j = 0; j < CPT; j++) {
-      const int c = tid + j * kSfThreads;
-      if (c < cpr) {
-        float w[VPC];
-        V16<T>::cvt(*reinterpret_cast<const uint4 *>(row + c * 16), w);
+    for (int i = 0; i < NPM; i++) {
+      if (i >= cnt) break;
+      const char *row = slot + (size_t)i * neur_b;
 #pragma unroll
-        for (int r = 0; r < R; r++)
+      for (int j = 0; j < CPT; j++) {
+        const int c = tid + j * kSfThreads;
+        if (c < cpr) {
+          float w[VPC];
+          V16<T>::cvt(*reinterpret_cast<const uint4 *>(row + c * 16), w);
 #pragma unroll
-          for (int v = 0; v < VPC; v++) yacc[r][j][v] += h[r] * w[v];
+          for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int v = 0; v < VPC; v++) yacc[r][j][v] += hprev[i][r] * w[v];
+        }
       }
     }
   };
 
-  for (int k = 0; k < nmine; k++) {
+  for (int st = 0; st < nst; st++) {
     cp_async_wait(nstg - 2);
-    __syncthreads();  // neuron k's rows are in shared memory; every thread is past iteration k - 1
-    const char *buf = stg + (size_t)(k % nstg) * stage_b;
-    float pg[R], pu[R];
+    __syncthreads();  // stage st is in shared memory; every thread is past iteration st - 1
+    const int cnt_st = min(nps, nmine - st * nps);
+    const char *slot = stg + (size_t)(st % nstg) * stage_b;
+    float pg[NPM][R], pu[NPM][R];
 #pragma unroll
-    for (int r = 0; r < R; r++) pg[r] = pu[r] = 0.0f;
+    for (int i = 0; i < NPM; i++) {
 #pragma unroll
-    for (int j = 0; j < CPT; j++) {
-      const int c = tid + j * kSfThreads;
-      if (c < cpr) {
-        float g[VPC], u[VPC];
-        V16<T>::cvt(*reinterpret_cast<const uint4 *>(buf + c * 16), g);
-        if (swi) V16<T>::cvt(*reinterpret_cast<const uint4 *>(buf + rowb + c * 16), u);
+      for (int r = 0; r < R; r++) pg[i][r] = pu[i][r] = 0.0f;
+      if (i >= cnt_st) continue;
+      const char *buf = slot + (size_t)i * neur_b;
 #pragma unroll
-        for (int r = 0; r < R; r++) {
+      for (int j = 0; j < CPT; j++) {
+        const int c = tid + j * kSfThreads;
+        if (c < cpr) {
+          float g[VPC], u[VPC];
+          V16<T>::cvt(*reinterpret_cast<const uint4 *>(buf + c * 16), g);
+          if (swi) V16<T>::cvt(*reinterpret_cast<const uint4 *>(buf + rowb + c * 16), u);
 #pragma unroll
-          for (int v = 0; v < VPC; v++) {
-            pg[r] += g[v] * xr[r][j][v];
-            if (swi) pu[r] += u[v] * xr[r][j][v];
+          for (int r = 0; r < R; r++) {
+#pragma unroll
+            for (int v = 0; v < VPC; v++) {
+              pg[i][r] += g[v] * xr[r][j][v];
+              if (swi) pu[i][r] += u[v] * xr[r][j][v];
+            }
           }
         }
       }
     }
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      pg[r] = warp_sum(pg[r]);
-      if (swi) pu[r] = warp_sum(pu[r]);
-      if (lane == 0) {
-        red[k & 1][warp][r][0] = pg[r];
-        red[k & 1][warp][r][1] = pu[r];
+    for (int i = 0; i < NPM; i++) {
+      if (i >= cnt_st) break;
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        pg[i][r] = warp_sum(pg[i][r]);
+        if (swi) pu[i][r] = warp_sum(pu[i][r]);
+        if (lane == 0) {
+          red[st & 1][warp][i][r][0] = pg[i][r];
+          red[st & 1][warp][i][r][1] = pu[i][r];
+        }
       }
     }
-    if (k > 0) down(k - 1, hprev);
-    __syncthreads();  // the warp sums of neuron k are complete; stage (k - 1) % nstg is free
-    issue(k + nstg - 1);
-    const int n = neuron(k);
-    const int e = n / a.S;
+    if (st > 0) down(st - 1, nps);  // stages before the last are full
+    __syncthreads();  // the warp sums of stage st are complete; ring slot (st - 1) % nstg is free
+    issue(st + nstg - 1);
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      float g = 0.0f, u = 0.0f;
+    for (int i = 0; i < NPM; i++) {
+      if (i >= cnt_st) break;
+      const int n = neuron(st * nps + i);
+      const int e = n / a.S;
 #pragma unroll
-      for (int w = 0; w < kSfWarps; w++) {
-        g += red[k & 1][w][r][0];
-        u += red[k & 1][w][r][1];
-      }
-      float h;
-      if (swi) {
-        if (a.bfc) {
-          g += a.bfc[n];
-          u += a.bfc[a.F + n];
+      for (int r = 0; r < R; r++) {
+        float g = 0.0f, u = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kSfWarps; w++) {
+          g += red[st & 1][w][i][r][0];
+          u += red[st & 1][w][i][r][1];
         }
-        h = dsilu(g) * u;
-      } else {
-        h = dgelu(g + (a.bfc ? a.bfc[n] : 0.0f));
+        float h;
+        if (swi) {
+          if (a.bfc) {
+            g += a.bfc[n];
+            u += a.bfc[a.F + n];
+          }
+          h = dsilu(g) * u;
+        } else {
+          h = dgelu(g + (a.bfc ? a.bfc[n] : 0.0f));
+        }
+        hprev[i][r] = (r < rows && on[r * a.E + e]) ? h : 0.0f;
       }
-      hprev[r] = (r < rows && on[r * a.E + e]) ? h : 0.0f;
     }
   }
-  if (nmine > 0) down(nmine - 1, hprev);
+  if (nst > 0) down(nst - 1, nmine - (nst - 1) * nps);
   cp_async_wait(0);
 
   // 3. this block's share of x += h W_down (+ b_down once, by block 0): float4 atomics
@@ -447,13 +478,15 @@ struct SffnTune {
   int smem_kib;
   int hint;
   int bps;
+  int nps;
 };
 
 inline SffnTune sffn_tune() {
   SffnTune t;
-  t.smem_kib = env_int("LTE_DEC_SFFN_SMEM", 144, 16, 200);
+  t.smem_kib = env_int("LTE_DEC_SFFN_SMEM", 192, 16, 220);
   t.hint = env_int("LTE_DEC_SFFN_HINT", 1, 0, 1);
-  t.bps = env_int("LTE_DEC_SFFN_BPS", 1, 1, 2);
+  t.bps = env_int("LTE_DEC_SFFN_BPS", 1, 1, 4);
+  t.nps = env_int("LTE_DEC_SFFN_NPS", 2, 1, kSfMaxNps);
   return t;
 }
 
@@ -481,8 +514,9 @@ cudaError_t launch_sffn_route(const SffnArgs &a, int rows, cudaStream_t st) {
 template <class T, int R, int CPT>
 cudaError_t launch_sffn_ffn_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
   const int rpn = a.act == LTE_DEC_ACT_SWIGLU ? 3 : 2;
-  const size_t stage_b = (size_t)rpn * a.C * sizeof(T);
-  int nstg = (int)((size_t)t.smem_kib * 1024 / stage_b);
+  const int nps = R >= 4 && t.nps > 2 ? 2 : t.nps;  // the kernel's NPM
+  const size_t stage_b = (size_t)nps * rpn * a.C * sizeof(T);
+  int nstg = (int)((size_t)t.smem_kib * 1024 / t.bps / stage_b);
   nstg = nstg < 2 ? 2 : (nstg > 8 ? 8 : nstg);
   size_t extra = (size_t)a.E * sizeof(int) + (size_t)R * a.E;
   extra = (extra + 15) & ~(size_t)15;
@@ -490,12 +524,12 @@ cudaError_t launch_sffn_ffn_rc(const SffnArgs &a, int rows, const SffnTune &t, i
   while (smem > kSffnSmemCap && nstg > 2) smem = (size_t)(--nstg) * stage_b + extra;
   cudaError_t e = sffn_smem_attr(sffn_ffn_kernel<T, R, CPT>);
   if (e != cudaSuccess) return e;
-  // at least ~32 KiB of candidate weights per block: small layers use fewer blocks
-  const long long cand = (long long)a.F * (long long)stage_b / (32 * 1024);
+  // at least one stage of candidate neurons per block: small layers use fewer blocks
+  const long long cand = ((long long)a.F + nps - 1) / nps;
   long long grid = (long long)sms * t.bps;
   if (cand < grid) grid = cand < 1 ? 1 : cand;
   return dlaunch(sffn_ffn_kernel<T, R, CPT>, dim3((unsigned)grid), dim3(kSfThreads), smem, st, a, rows, nstg,
-                 t.hint);
+                 t.hint, nps);
 }
 
 template <class T, int R>

@@ -8,8 +8,8 @@
  * Shapes cover the kernel's paths: 1/2/4 rows per launch and 5 rows (two launches), 16-byte
  * column chunks per thread CPT = 1 (C 136: a partial chunk row), 2 (C 4096 f16), 4 (C 4096 f32,
  * C 8192 f16) and 8 (C 8192 f32), SwiGLU and GELU, every x-mode, biases, no / all experts, the
- * LLaMA-2-7B FFN at 50 % and 90 %, and the tuning variants (ring depth, copy hint, blocks per SM,
- * PDL launch attribute).
+ * LLaMA-2-7B FFN at 50 % and 90 %, and the tuning variants (neurons per stage 1-4, ring depth,
+ * copy hint, blocks per SM, PDL launch attribute).
  */
 import nodeAssert from "node:assert/strict";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
@@ -44,13 +44,17 @@ const CASES: SffnCase[] = [
 
 const VARIANTS: [string, Record<string, string>][] = [
   ["default", {}],
-  ["2-stage ring, no hint", { LTE_DEC_SFFN_SMEM: "16", LTE_DEC_SFFN_HINT: "0" }],
-  ["2 blocks per SM, big ring", { LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_SMEM: "200" }],
-  ["PDL attribute", { LTE_DEC_PDL: "1" }],
+  ["1 neuron per stage, 2-stage ring, no hint", {
+    LTE_DEC_SFFN_NPS: "1",
+    LTE_DEC_SFFN_SMEM: "16",
+    LTE_DEC_SFFN_HINT: "0",
+  }],
+  ["3 neurons per stage, 2 blocks per SM", { LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_SMEM: "200" }],
+  ["4 neurons per stage, PDL attribute", { LTE_DEC_SFFN_NPS: "4", LTE_DEC_PDL: "1" }],
 ];
 
 function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const keys = ["LTE_DEC_SFFN_SMEM", "LTE_DEC_SFFN_HINT", "LTE_DEC_SFFN_BPS", "LTE_DEC_PDL"];
+  const keys = ["LTE_DEC_SFFN_SMEM", "LTE_DEC_SFFN_HINT", "LTE_DEC_SFFN_BPS", "LTE_DEC_SFFN_NPS", "LTE_DEC_PDL"];
   const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
   for (const k of keys) Deno.env.delete(k);
   for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
