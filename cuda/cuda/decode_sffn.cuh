@@ -490,21 +490,43 @@ inline SffnTune sffn_tune() {
   return t;
 }
 
-// dynamic shared memory cap: the H100/H200 opt-in maximum per block (227 KiB) counts the static
-// shared memory too (< 1 KiB here); setting the attribute above it fails with invalid argument
-constexpr size_t kSffnSmemCap = 226 * 1024;
-
+/* The kernel's dynamic shared-memory cap: the device's opt-in maximum per block minus the kernel's
+   static shared memory (the attribute call fails with invalid argument above it). Set once per
+   kernel, always to the same value (never lowered: a graph node captured earlier must still launch
+   on replay). */
 template <class K>
-cudaError_t sffn_smem_attr(K kernel) {
-  // always the same cap (never lowered): a node captured earlier must still launch on replay
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSffnSmemCap);
+cudaError_t sffn_smem_cap(K kernel, size_t *cap) {
+  // kernels already set (all instantiations of one signature share this function: key by pointer)
+  static const void *seen[96];
+  static size_t seen_cap[96];
+  static int nseen = 0;
+  for (int i = 0; i < nseen; i++) {
+    if (seen[i] == reinterpret_cast<const void *>(kernel)) {
+      *cap = seen_cap[i];
+      return cudaSuccess;
+    }
+  }
+  int dev = 0, optin = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  cudaFuncAttributes fa;
+  if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, kernel);
+  if (e != cudaSuccess) return e;
+  *cap = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)*cap);
+  if (e == cudaSuccess && nseen < 96) {
+    seen[nseen] = reinterpret_cast<const void *>(kernel);
+    seen_cap[nseen++] = *cap;
+  }
+  return e;
 }
 
 template <int R>
 cudaError_t launch_sffn_route(const SffnArgs &a, int rows, cudaStream_t st) {
   const size_t smem = (size_t)R * a.C * sizeof(float);
   if (smem > 48 * 1024) {
-    const cudaError_t e = sffn_smem_attr(sffn_route_kernel<R>);
+    size_t cap = 0;
+    const cudaError_t e = sffn_smem_cap(sffn_route_kernel<R>, &cap);
     if (e != cudaSuccess) return e;
   }
   const unsigned grid = (unsigned)((a.E + kRouteWarps - 1) / kRouteWarps);
@@ -514,16 +536,20 @@ cudaError_t launch_sffn_route(const SffnArgs &a, int rows, cudaStream_t st) {
 template <class T, int R, int CPT>
 cudaError_t launch_sffn_ffn_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
   const int rpn = a.act == LTE_DEC_ACT_SWIGLU ? 3 : 2;
-  const int nps = R >= 4 && t.nps > 2 ? 2 : t.nps;  // the kernel's NPM
-  const size_t stage_b = (size_t)nps * rpn * a.C * sizeof(T);
-  int nstg = (int)((size_t)t.smem_kib * 1024 / t.bps / stage_b);
-  nstg = nstg < 2 ? 2 : (nstg > 8 ? 8 : nstg);
+  size_t cap = 0;
+  cudaError_t e = sffn_smem_cap(sffn_ffn_kernel<T, R, CPT>, &cap);
+  if (e != cudaSuccess) return e;
   size_t extra = (size_t)a.E * sizeof(int) + (size_t)R * a.E;
   extra = (extra + 15) & ~(size_t)15;
+  const size_t neur_b = (size_t)rpn * a.C * sizeof(T);
+  // neurons per stage: as asked (the 4-row kernel holds 2), but two stages must fit
+  int nps = R >= 4 && t.nps > 2 ? 2 : t.nps;
+  while (nps > 1 && 2 * nps * neur_b + extra > cap) nps--;
+  const size_t stage_b = (size_t)nps * neur_b;
+  int nstg = (int)((size_t)t.smem_kib * 1024 / t.bps / stage_b);
+  nstg = nstg < 2 ? 2 : (nstg > 8 ? 8 : nstg);
   size_t smem = (size_t)nstg * stage_b + extra;
-  while (smem > kSffnSmemCap && nstg > 2) smem = (size_t)(--nstg) * stage_b + extra;
-  cudaError_t e = sffn_smem_attr(sffn_ffn_kernel<T, R, CPT>);
-  if (e != cudaSuccess) return e;
+  while (smem > cap && nstg > 2) smem = (size_t)(--nstg) * stage_b + extra;
   // at least one stage of candidate neurons per block: small layers use fewer blocks
   const long long cand = ((long long)a.F + nps - 1) / nps;
   long long grid = (long long)sms * t.bps;
