@@ -163,7 +163,14 @@ const dense: Enqueue = (L, rows) => {
   lin(rows, L.down, DTypeCode.f16, h, 0, null, null, x, D, F, 1, 0);
 };
 
-const ENV_KEYS = ["LTE_DEC_PDL", "LTE_DEC_SFFN_SMEM", "LTE_DEC_SFFN_HINT", "LTE_DEC_SFFN_BPS", "LTE_DEC_SFFN_NPS"];
+const ENV_KEYS = [
+  "LTE_DEC_PDL",
+  "LTE_DEC_SFFN_SMEM",
+  "LTE_DEC_SFFN_HINT",
+  "LTE_DEC_SFFN_BPS",
+  "LTE_DEC_SFFN_NPS",
+  "LTE_DEC_SFFN_THREADS",
+];
 function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const prev = Object.fromEntries(ENV_KEYS.map((k) => [k, Deno.env.get(k)]));
   for (const k of ENV_KEYS) Deno.env.delete(k);
@@ -203,18 +210,20 @@ function time(fn: Enqueue, rows: number, env: Record<string, string>): number {
   }
 }
 
+const P = { LTE_DEC_PDL: "1" };
 const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
-  ["fused pdl", fused, { LTE_DEC_PDL: "1" }],
+  ["fused pdl", fused, P],
   ...(quick ? [] : [
-    ["pdl nps1 ring 144K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "1", LTE_DEC_SFFN_SMEM: "144" }],
-    ["pdl nps1 ring 216K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "1", LTE_DEC_SFFN_SMEM: "216" }],
-    ["pdl nps3 ring 216K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_SMEM: "216" }],
-    ["pdl nps4 ring 200K", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_NPS: "4", LTE_DEC_SFFN_SMEM: "200" }],
-    ["pdl no hint", fused, { LTE_DEC_PDL: "1", LTE_DEC_SFFN_HINT: "0" }],
+    ["t512 nps2 192K", fused, { ...P, LTE_DEC_SFFN_THREADS: "512" }],
+    ["t512 nps3 216K", fused, { ...P, LTE_DEC_SFFN_THREADS: "512", LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_SMEM: "216" }],
+    ["t512 nps1 192K", fused, { ...P, LTE_DEC_SFFN_THREADS: "512", LTE_DEC_SFFN_NPS: "1" }],
+    ["2/SM nps1 96K", fused, { ...P, LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_NPS: "1", LTE_DEC_SFFN_SMEM: "192" }],
+    ["2/SM nps2 100K", fused, { ...P, LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_NPS: "2", LTE_DEC_SFFN_SMEM: "200" }],
+    ["nps3 216K", fused, { ...P, LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_SMEM: "216" }],
   ] as [string, Enqueue, Record<string, string>][]),
-  ["older chain pdl", chain, { LTE_DEC_PDL: "1" }],
-  ["dense gemv pdl", dense, { LTE_DEC_PDL: "1" }],
+  ["older chain pdl", chain, P],
+  ["dense gemv pdl", dense, P],
 ];
 const CASES: [number, number][] = quick
   ? [[1, 0.5], [1, 0.1]]

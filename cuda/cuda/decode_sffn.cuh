@@ -36,9 +36,8 @@
  *   prefetch-size hint on the copies (default 1), LTE_DEC_SFFN_BPS blocks per SM (default 1).
  */
 
-constexpr int kSfThreads = 256;  // threads of sffn_ffn_kernel
-constexpr int kSfWarps = kSfThreads / 32;
-constexpr int kRouteWarps = 8;   // warps (= experts) per block of sffn_route_kernel
+constexpr int kRouteWarps = 2;   // warps (= experts) per block of sffn_route_kernel: many blocks, so
+                                 // the router's bytes stream through every SM
 constexpr int kRoutePF = 32;     // float4 of a router row per lane held in registers (C <= 4096)
 constexpr int kSfMaxE = 4096;    // experts per layer (shared-memory list); lte.h documents the limit
 constexpr int kSfMaxC = 8192;    // d_model
@@ -225,9 +224,10 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
 
 constexpr int kSfMaxNps = 4;  // neurons per ring stage (LTE_DEC_SFFN_NPS)
 
-template <class T, int R, int CPT>
-__global__ void __launch_bounds__(kSfThreads, 1)
+template <class T, int R, int CPT, int TH>
+__global__ void __launch_bounds__(TH, TH == 256 && R <= 2 ? 2 : 1)
     sffn_ffn_kernel(SffnArgs a, int rows, int nstg, int hint, int nps) {
+  constexpr int kSfThreads = TH, kSfWarps = TH / 32;
   constexpr int VPC = V16<T>::n;  // values per 16-byte chunk
   constexpr int NPM = R >= 4 ? 2 : kSfMaxNps;  // neurons per stage at most (registers: 4 rows)
   extern __shared__ float4 fsm4[];
@@ -243,6 +243,7 @@ __global__ void __launch_bounds__(kSfThreads, 1)
   unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);  // (R, E): expert on for row r
   __shared__ float red[2][kSfWarps][kSfMaxNps][R][2];  // per-warp dot sums, double-buffered by parity
   __shared__ int wtot[kSfWarps];
+  __shared__ float hbuf[2][kSfMaxNps][R];  // h of a stage (warp 0 forms it), double-buffered by parity
   __shared__ int cnt[R];
 
   // the mask is the previous kernel's output: nothing to load before the wait
@@ -341,9 +342,13 @@ __global__ void __launch_bounds__(kSfThreads, 1)
     }
   }
 
-  float hprev[NPM][R];
   // y += h * down rows of stage st's first `cnt` neurons (in their ring slot)
   auto down = [&](int st, int cnt) {
+    float hs[NPM][R];
+#pragma unroll
+    for (int i = 0; i < NPM; i++)
+#pragma unroll
+      for (int r = 0; r < R; r++) hs[i][r] = hbuf[st & 1][i][r];
     const char *slot = stg + (size_t)(st % nstg) * stage_b + (size_t)(rpn - 1) * rowb;
 #pragma unroll
     for (int i = 0; i < NPM; i++) {
@@ -358,7 +363,7 @@ __global__ void __launch_bounds__(kSfThreads, 1)
 #pragma unroll
           for (int r = 0; r < R; r++)
 #pragma unroll
-            for (int v = 0; v < VPC; v++) yacc[r][j][v] += hprev[i][r] * w[v];
+            for (int v = 0; v < VPC; v++) yacc[r][j][v] += hs[i][r] * w[v];
         }
       }
     }
@@ -410,13 +415,12 @@ __global__ void __launch_bounds__(kSfThreads, 1)
     if (st > 0) down(st - 1, nps);  // stages before the last are full
     __syncthreads();  // the warp sums of stage st are complete; ring slot (st - 1) % nstg is free
     issue(st + nstg - 1);
-#pragma unroll
-    for (int i = 0; i < NPM; i++) {
-      if (i >= cnt_st) break;
-      const int n = neuron(st * nps + i);
-      const int e = n / a.S;
-#pragma unroll
-      for (int r = 0; r < R; r++) {
+    // h of stage st: lane (i, r) of warp 0 sums the 8..16 warp partials (read at the next stage,
+    // after its first barrier)
+    if (warp == 0 && lane < NPM * R) {
+      const int i = lane / R, r = lane % R;
+      if (i < cnt_st) {
+        const int n = neuron(st * nps + i);
         float g = 0.0f, u = 0.0f;
 #pragma unroll
         for (int w = 0; w < kSfWarps; w++) {
@@ -433,10 +437,11 @@ __global__ void __launch_bounds__(kSfThreads, 1)
         } else {
           h = dgelu(g + (a.bfc ? a.bfc[n] : 0.0f));
         }
-        hprev[i][r] = (r < rows && on[r * a.E + e]) ? h : 0.0f;
+        hbuf[st & 1][i][r] = (r < rows && on[r * a.E + n / a.S]) ? h : 0.0f;
       }
     }
   }
+  __syncthreads();  // the last stage's h
   if (nst > 0) down(nst - 1, nmine - (nst - 1) * nps);
   cp_async_wait(0);
 
@@ -479,6 +484,7 @@ struct SffnTune {
   int hint;
   int bps;
   int nps;
+  int threads;
 };
 
 inline SffnTune sffn_tune() {
@@ -487,6 +493,7 @@ inline SffnTune sffn_tune() {
   t.hint = env_int("LTE_DEC_SFFN_HINT", 1, 0, 1);
   t.bps = env_int("LTE_DEC_SFFN_BPS", 1, 1, 4);
   t.nps = env_int("LTE_DEC_SFFN_NPS", 2, 1, kSfMaxNps);
+  t.threads = env_int("LTE_DEC_SFFN_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   return t;
 }
 
@@ -533,11 +540,11 @@ cudaError_t launch_sffn_route(const SffnArgs &a, int rows, cudaStream_t st) {
   return dlaunch(sffn_route_kernel<R>, dim3(grid), dim3(kRouteWarps * 32), smem, st, a, rows);
 }
 
-template <class T, int R, int CPT>
+template <class T, int R, int CPT, int TH>
 cudaError_t launch_sffn_ffn_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
   const int rpn = a.act == LTE_DEC_ACT_SWIGLU ? 3 : 2;
   size_t cap = 0;
-  cudaError_t e = sffn_smem_cap(sffn_ffn_kernel<T, R, CPT>, &cap);
+  cudaError_t e = sffn_smem_cap(sffn_ffn_kernel<T, R, CPT, TH>, &cap);
   if (e != cudaSuccess) return e;
   size_t extra = (size_t)a.E * sizeof(int) + (size_t)R * a.E;
   extra = (extra + 15) & ~(size_t)15;
@@ -554,18 +561,24 @@ cudaError_t launch_sffn_ffn_rc(const SffnArgs &a, int rows, const SffnTune &t, i
   const long long cand = ((long long)a.F + nps - 1) / nps;
   long long grid = (long long)sms * t.bps;
   if (cand < grid) grid = cand < 1 ? 1 : cand;
-  return dlaunch(sffn_ffn_kernel<T, R, CPT>, dim3((unsigned)grid), dim3(kSfThreads), smem, st, a, rows, nstg,
+  return dlaunch(sffn_ffn_kernel<T, R, CPT, TH>, dim3((unsigned)grid), dim3(TH), smem, st, a, rows, nstg,
                  t.hint, nps);
+}
+
+template <class T, int R, int TH>
+cudaError_t launch_sffn_ffn_rt(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+  const int cpr = (int)((size_t)a.C * sizeof(T) / 16);
+  const int cpt = (cpr + TH - 1) / TH;
+  if (cpt <= 1) return launch_sffn_ffn_rc<T, R, 1, TH>(a, rows, t, sms, st);
+  if (cpt <= 2) return launch_sffn_ffn_rc<T, R, 2, TH>(a, rows, t, sms, st);
+  if (TH == 512 || cpt <= 4) return launch_sffn_ffn_rc<T, R, 4, TH>(a, rows, t, sms, st);
+  return launch_sffn_ffn_rc<T, R, 8, TH>(a, rows, t, sms, st);
 }
 
 template <class T, int R>
 cudaError_t launch_sffn_ffn_r(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
-  const int cpr = (int)((size_t)a.C * sizeof(T) / 16);
-  const int cpt = (cpr + kSfThreads - 1) / kSfThreads;
-  if (cpt <= 1) return launch_sffn_ffn_rc<T, R, 1>(a, rows, t, sms, st);
-  if (cpt <= 2) return launch_sffn_ffn_rc<T, R, 2>(a, rows, t, sms, st);
-  if (cpt <= 4) return launch_sffn_ffn_rc<T, R, 4>(a, rows, t, sms, st);
-  return launch_sffn_ffn_rc<T, R, 8>(a, rows, t, sms, st);
+  if (t.threads == 512) return launch_sffn_ffn_rt<T, R, 512>(a, rows, t, sms, st);
+  return launch_sffn_ffn_rt<T, R, 256>(a, rows, t, sms, st);
 }
 
 /* rows <= 4 per pair of launches (route, then gate/up + down); more rows: groups of 4. */

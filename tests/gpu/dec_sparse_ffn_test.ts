@@ -51,10 +51,22 @@ const VARIANTS: [string, Record<string, string>][] = [
   }],
   ["3 neurons per stage, 2 blocks per SM", { LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_SMEM: "200" }],
   ["4 neurons per stage, PDL attribute", { LTE_DEC_SFFN_NPS: "4", LTE_DEC_PDL: "1" }],
+  ["512 threads, 3 neurons per stage", {
+    LTE_DEC_SFFN_THREADS: "512",
+    LTE_DEC_SFFN_NPS: "3",
+    LTE_DEC_SFFN_SMEM: "216",
+  }],
 ];
 
 function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const keys = ["LTE_DEC_SFFN_SMEM", "LTE_DEC_SFFN_HINT", "LTE_DEC_SFFN_BPS", "LTE_DEC_SFFN_NPS", "LTE_DEC_PDL"];
+  const keys = [
+    "LTE_DEC_SFFN_SMEM",
+    "LTE_DEC_SFFN_HINT",
+    "LTE_DEC_SFFN_BPS",
+    "LTE_DEC_SFFN_NPS",
+    "LTE_DEC_SFFN_THREADS",
+    "LTE_DEC_PDL",
+  ];
   const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
   for (const k of keys) Deno.env.delete(k);
   for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
@@ -80,7 +92,7 @@ Deno.test({
       const ref = runOp(cpu, c, inp);
       nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
       // the 7B-sized cases run every variant; the others the default and one variant
-      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 3)]!];
+      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 4)]!];
       for (const [vn, env] of variants) {
         const got = withEnv(env, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
