@@ -316,6 +316,28 @@ const VARIANTS: Variant[] = [
       },
     ];
   }),
+  // the engine's own masked GEMVs (router GEMV, mask, masked gate/up, transposed sparse down) with PDL
+  ...[0.5, 0.1].flatMap((act): Variant[] => {
+    const pct = act === 0.5 ? 50 : 90, o = { sparse: true, ffnKernels: false, fusedFfn: false, pdl: true };
+    return [
+      {
+        key: `sparse${pct}_engine_pdl`,
+        name: `sparse ~${pct}%, engine's kernels, PDL`,
+        opts: o,
+        active: act,
+        batch: 1,
+        ref: "dense",
+      },
+      {
+        key: `sparse${pct}_engine_pdl_sync`,
+        name: `sparse ~${pct}%, engine's kernels, PDL, blocking`,
+        opts: { ...o, ...sync },
+        active: act,
+        batch: 1,
+        ref: "dense_sync",
+      },
+    ];
+  }),
   { key: "dense_batch4", name: "dense batch 4", opts: { maxBatch: 4 }, active: null, batch: 4 },
   {
     key: "sparse90_batch4_fused",
@@ -416,6 +438,15 @@ const VARIANTS: Variant[] = [
     generate: true,
     ref: "gen_dense",
   },
+  ...[0.5, 0.1].map((act): Variant => ({
+    key: `gen_sparse${act === 0.5 ? 50 : 90}_engine_pdl`,
+    name: `gen sparse ~${act === 0.5 ? 50 : 90}%, engine's kernels, PDL, lookahead`,
+    opts: { sparse: true, ffnKernels: false, fusedFfn: false, pdl: true, lookahead: true },
+    active: act,
+    batch: 1,
+    generate: true,
+    ref: "gen_dense",
+  })),
   ...[0.5, 0.1].map((act): Variant => ({
     key: `gen_sparse${act === 0.5 ? 50 : 90}_fused`,
     name: `gen sparse ~${act === 0.5 ? 50 : 90}%, fused FFN op, lookahead`,
