@@ -211,16 +211,15 @@ function time(fn: Enqueue, rows: number, env: Record<string, string>): number {
 }
 
 const P = { LTE_DEC_PDL: "1" };
+const K1 = { ...P, LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
   ["fused pdl", fused, P],
   ...(quick ? [] : [
-    ["t512 nps2 192K", fused, { ...P, LTE_DEC_SFFN_THREADS: "512" }],
-    ["t512 nps3 216K", fused, { ...P, LTE_DEC_SFFN_THREADS: "512", LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_SMEM: "216" }],
-    ["t512 nps1 192K", fused, { ...P, LTE_DEC_SFFN_THREADS: "512", LTE_DEC_SFFN_NPS: "1" }],
-    ["2/SM nps1 96K", fused, { ...P, LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_NPS: "1", LTE_DEC_SFFN_SMEM: "192" }],
-    ["2/SM nps2 100K", fused, { ...P, LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_NPS: "2", LTE_DEC_SFFN_SMEM: "200" }],
-    ["nps3 216K", fused, { ...P, LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_SMEM: "216" }],
+    ["k2 1/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "1" }],
+    ["k2 3/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "3" }],
+    ["ring t512 nps3", fused, { ...K1, LTE_DEC_SFFN_THREADS: "512", LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_SMEM: "216" }],
+    ["ring nps2", fused, K1],
   ] as [string, Enqueue, Record<string, string>][]),
   ["older chain pdl", chain, P],
   ["dense gemv pdl", dense, P],

@@ -477,6 +477,254 @@ __global__ void __launch_bounds__(TH, TH == 256 && R <= 2 ? 2 : 1)
   }
 }
 
+
+/* ------------------------------------------------------------------ gate/up + act + down, two phases */
+
+/* sffn_ffn2_kernel<T, R, CPT> (f16/bf16; LTE_DEC_SFFN_KERNEL=2, the default for them): the same work
+   split as sffn_ffn_kernel (a balanced range of the union's neurons per block, 2 blocks per SM) but
+   streamed like the decode GEMVs, with no barrier per neuron:
+   phase 1 (gate/up): items = (neuron, piece of 1024 columns); the block's 8 warps take items round
+     robin, each lane loads 4 x 16 B of the gate and up rows of its item straight into registers
+     (ld.global.nc, double-buffered: the next item's loads are out while this one is reduced), dots
+     with x' from shared memory, warp-reduces and adds the partial sums into shared memory;
+   phase 2 (down): after one barrier the block forms h of its neurons, then thread t streams its
+     16-byte column chunks of the neurons' down rows (a ring of kSf2Depth neurons in registers; the
+     first loads are issued before that barrier) into f32 accumulators, and adds them into x with
+     float4 atomics as sffn_ffn_kernel does. */
+constexpr int kSf2Threads = 256;
+constexpr int kSf2Warps = kSf2Threads / 32;
+constexpr int kSf2Depth = 8;  // down rows in flight per thread
+
+template <class T, int R, int CPT>
+__global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, int rows, int maxmine) {
+  extern __shared__ float4 f2sm4[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
+  const int C = a.C, cpr = C / 8;                      // 16-byte chunks per row
+  float *xs = reinterpret_cast<float *>(f2sm4);         // (R, C) x'
+  float *hsum = xs + (size_t)R * C;                     // (maxmine, R, 2): gate / up sums, then h
+  int *list = reinterpret_cast<int *>(hsum + (size_t)maxmine * R * 2);  // union of active experts
+  unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);    // (R, E)
+  __shared__ int wtot[kSf2Warps];
+  __shared__ int cnt[R];
+
+  pdl_launch_dependents();
+  pdl_wait();
+
+  // union of the rows' active experts (as sffn_ffn_kernel)
+  if (tid < R) cnt[tid] = 0;
+  int mine[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) mine[r] = 0;
+  int base = 0;
+  for (int e0 = 0; e0 < a.E; e0 += kSf2Threads) {
+    const int e = e0 + tid;
+    bool any = false;
+    if (e < a.E) {
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (r >= rows) break;
+        const bool o = __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
+        on[r * a.E + e] = o;
+        any |= o;
+        mine[r] += o;
+      }
+    }
+    const unsigned b = __ballot_sync(0xffffffffu, any);
+    if (lane == 0) wtot[warp] = __popc(b);
+    __syncthreads();
+    int off = 0, tot = 0;
+#pragma unroll
+    for (int w = 0; w < kSf2Warps; w++) {
+      const int t = wtot[w];
+      off += w < warp ? t : 0;
+      tot += t;
+    }
+    if (any) list[base + off + __popc(b & ((1u << lane) - 1u))] = e;
+    base += tot;
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int c = warp_sum(mine[r]);
+    if (lane == 0 && c) atomicAdd(&cnt[r], c);
+  }
+  const long long NN = (long long)base * a.S;
+  const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
+  const int nmine = u1 - u0;
+  const bool bias_here = blockIdx.x == 0 && a.bd != nullptr;
+  // x' rows into shared memory, sums zeroed
+  for (int q = tid; q < R * (C / 4); q += kSf2Threads) {
+    const int r = q / (C / 4);
+    reinterpret_cast<float4 *>(xs)[q] =
+        r < rows ? __ldcg(reinterpret_cast<const float4 *>(a.xn) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  for (int i = tid; i < nmine * R * 2; i += kSf2Threads) hsum[i] = 0.0f;
+  __syncthreads();
+  if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
+  if (nmine == 0 && !bias_here) return;
+
+  const T *wfc = static_cast<const T *>(a.wfc), *wd = static_cast<const T *>(a.wd);
+  auto neuron = [&](int k) {
+    const int u = u0 + k;
+    return list[u / a.S] * a.S + u % a.S;
+  };
+
+  // phase 1: gate/up partial dots, items (neuron k, piece p of 128 chunks)
+  const int P = (cpr + 127) / 128;
+  const int items = nmine * P;
+  const uint4 z = make_uint4(0u, 0u, 0u, 0u);
+  uint4 ga[4], ua[4], gb[4], ub[4];
+  auto load = [&](int it, uint4 (&g)[4], uint4 (&u)[4]) {
+    const int k = it / P, p = it - k * P;
+    const int n = neuron(k);
+    const T *grow = wfc + (size_t)n * C;
+    const T *urow = wfc + (size_t)(swi ? a.F + n : n) * C;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int q = p * 128 + i * 32 + lane;
+      g[i] = q < cpr ? ld_stream(grow + (size_t)q * 8) : z;
+      u[i] = swi && q < cpr ? ld_stream(urow + (size_t)q * 8) : z;
+    }
+  };
+  auto compute = [&](int it, const uint4 (&g)[4], const uint4 (&u)[4]) {
+    const int k = it / P, p = it - k * P;
+    float sg[R], su[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) sg[r] = su[r] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int q = p * 128 + i * 32 + lane;
+      if (q < cpr) {
+        float gf[8], uf[8];
+        cvt8<T>(g[i], gf);
+        cvt8<T>(u[i], uf);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          const float4 x0 = reinterpret_cast<const float4 *>(xs + (size_t)r * C)[2 * q];
+          const float4 x1 = reinterpret_cast<const float4 *>(xs + (size_t)r * C)[2 * q + 1];
+          sg[r] += (gf[0] * x0.x + gf[1] * x0.y) + (gf[2] * x0.z + gf[3] * x0.w) + (gf[4] * x1.x + gf[5] * x1.y) +
+                   (gf[6] * x1.z + gf[7] * x1.w);
+          su[r] += (uf[0] * x0.x + uf[1] * x0.y) + (uf[2] * x0.z + uf[3] * x0.w) + (uf[4] * x1.x + uf[5] * x1.y) +
+                   (uf[6] * x1.z + uf[7] * x1.w);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      sg[r] = warp_sum(sg[r]);
+      if (swi) su[r] = warp_sum(su[r]);
+      if (lane == 0 && r < rows) {
+        atomicAdd(&hsum[((size_t)k * R + r) * 2], sg[r]);
+        if (swi) atomicAdd(&hsum[((size_t)k * R + r) * 2 + 1], su[r]);
+      }
+    }
+  };
+  {
+    int it = warp;
+    if (it < items) load(it, ga, ua);
+    if (it + kSf2Warps < items) load(it + kSf2Warps, gb, ub);
+    while (it < items) {
+      compute(it, ga, ua);
+      if (it + 2 * kSf2Warps < items) load(it + 2 * kSf2Warps, ga, ua);
+      it += kSf2Warps;
+      if (it >= items) break;
+      compute(it, gb, ub);
+      if (it + 2 * kSf2Warps < items) load(it + 2 * kSf2Warps, gb, ub);
+      it += kSf2Warps;
+    }
+  }
+
+  // phase 2: the first down rows go out before the barrier (they do not depend on h)
+  uint4 ring[kSf2Depth][CPT];
+  auto loadd = [&](int k, uint4 (&w)[CPT]) {
+    const T *row = wd + (size_t)neuron(k) * C;
+#pragma unroll
+    for (int j = 0; j < CPT; j++) {
+      const int c = tid + j * kSf2Threads;
+      w[j] = c < cpr ? ld_stream(row + (size_t)c * 8) : z;
+    }
+  };
+#pragma unroll
+  for (int q = 0; q < kSf2Depth; q++)
+    if (q < nmine) loadd(q, ring[q]);
+  __syncthreads();  // every gate/up partial sum is in hsum
+  for (int i = tid; i < nmine * R; i += kSf2Threads) {
+    const int k = i / R, r = i - k * R;
+    const int n = neuron(k);
+    float g = hsum[2 * i], u = hsum[2 * i + 1];
+    float h;
+    if (swi) {
+      if (a.bfc) {
+        g += a.bfc[n];
+        u += a.bfc[a.F + n];
+      }
+      h = dsilu(g) * u;
+    } else {
+      h = dgelu(g + (a.bfc ? a.bfc[n] : 0.0f));
+    }
+    hsum[2 * i] = (r < rows && on[r * a.E + n / a.S]) ? h : 0.0f;
+  }
+  __syncthreads();
+  float yacc[R][CPT][8];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int j = 0; j < CPT; j++)
+#pragma unroll
+      for (int v = 0; v < 8; v++) yacc[r][j][v] = 0.0f;
+  for (int k0 = 0; k0 < nmine; k0 += kSf2Depth) {
+#pragma unroll
+    for (int q = 0; q < kSf2Depth; q++) {
+      const int k = k0 + q;
+      if (k >= nmine) break;
+      float h[R];
+#pragma unroll
+      for (int r = 0; r < R; r++) h[r] = hsum[((size_t)k * R + r) * 2];
+#pragma unroll
+      for (int j = 0; j < CPT; j++) {
+        float w[8];
+        cvt8<T>(ring[q][j], w);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+          for (int v = 0; v < 8; v++) yacc[r][j][v] += h[r] * w[v];
+      }
+      if (k + kSf2Depth < nmine) loadd(k + kSf2Depth, ring[q]);
+    }
+  }
+  // x += this block's share (+ b_down once, by block 0)
+#pragma unroll
+  for (int j = 0; j < CPT; j++) {
+    const int c = tid + j * kSf2Threads;
+    if (c >= cpr) continue;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) break;
+#pragma unroll
+      for (int v0 = 0; v0 < 8; v0 += 4) {
+        const int col = c * 8 + v0;
+        float4 add = make_float4(yacc[r][j][v0], yacc[r][j][v0 + 1], yacc[r][j][v0 + 2], yacc[r][j][v0 + 3]);
+        if (bias_here) {
+          add.x += a.bd[col];
+          add.y += a.bd[col + 1];
+          add.z += a.bd[col + 2];
+          add.w += a.bd[col + 3];
+        }
+        float *dst = a.x + (size_t)r * C + col;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float4 *>(dst), add);
+#else
+        atomicAdd(dst, add.x);
+        atomicAdd(dst + 1, add.y);
+        atomicAdd(dst + 2, add.z);
+        atomicAdd(dst + 3, add.w);
+#endif
+      }
+    }
+  }
+}
+
 /* ------------------------------------------------------------------ launch */
 
 struct SffnTune {
@@ -485,6 +733,8 @@ struct SffnTune {
   int bps;
   int nps;
   int threads;
+  int kernel;
+  int bps2;
 };
 
 inline SffnTune sffn_tune() {
@@ -494,6 +744,8 @@ inline SffnTune sffn_tune() {
   t.bps = env_int("LTE_DEC_SFFN_BPS", 1, 1, 4);
   t.nps = env_int("LTE_DEC_SFFN_NPS", 2, 1, kSfMaxNps);
   t.threads = env_int("LTE_DEC_SFFN_THREADS", 256, 256, 512) > 256 ? 512 : 256;
+  t.kernel = env_int("LTE_DEC_SFFN_KERNEL", 2, 1, 2);
+  t.bps2 = env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4);
   return t;
 }
 
@@ -575,8 +827,30 @@ cudaError_t launch_sffn_ffn_rt(const SffnArgs &a, int rows, const SffnTune &t, i
   return launch_sffn_ffn_rc<T, R, 8, TH>(a, rows, t, sms, st);
 }
 
+template <class T, int R, int CPT>
+cudaError_t launch_sffn_ffn2_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+  size_t cap = 0;
+  cudaError_t e = sffn_smem_cap(sffn_ffn2_kernel<T, R, CPT>, &cap);
+  if (e != cudaSuccess) return e;
+  long long grid = (long long)sms * t.bps2;
+  const long long cand = ((long long)a.F + 7) / 8;  // at least ~8 candidate neurons per block
+  if (cand < grid) grid = cand < 1 ? 1 : cand;
+  const int maxmine = (int)((a.F + grid - 1) / grid) + 1;
+  const size_t smem = (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
+  if (smem > cap) return cudaErrorInvalidValue;
+  return dlaunch(sffn_ffn2_kernel<T, R, CPT>, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, a, rows, maxmine);
+}
+
 template <class T, int R>
 cudaError_t launch_sffn_ffn_r(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+  if constexpr (sizeof(T) == 2) {
+    if (t.kernel == 2) {
+      const int cpr = a.C / 8;
+      if (cpr <= kSf2Threads) return launch_sffn_ffn2_rc<T, R, 1>(a, rows, t, sms, st);
+      if (cpr <= 2 * kSf2Threads) return launch_sffn_ffn2_rc<T, R, 2>(a, rows, t, sms, st);
+      return launch_sffn_ffn2_rc<T, R, 4>(a, rows, t, sms, st);
+    }
+  }
   if (t.threads == 512) return launch_sffn_ffn_rt<T, R, 512>(a, rows, t, sms, st);
   return launch_sffn_ffn_rt<T, R, 256>(a, rows, t, sms, st);
 }

@@ -42,16 +42,25 @@ const CASES: SffnCase[] = [
   { dt: "f16", rows: 2, C: 128, F: 512, S: 32, act: swiglu, mode: rms, bias: false, active: 1 },
 ];
 
+const K1 = { LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Record<string, string>][] = [
-  ["default", {}],
-  ["1 neuron per stage, 2-stage ring, no hint", {
+  ["default (two-phase kernel, 2 blocks per SM)", {}],
+  ["two-phase kernel, 1 block per SM, PDL attribute", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
+  ["ring kernel, 1 neuron per stage, 2-stage ring, no hint", {
+    ...K1,
     LTE_DEC_SFFN_NPS: "1",
     LTE_DEC_SFFN_SMEM: "16",
     LTE_DEC_SFFN_HINT: "0",
   }],
-  ["3 neurons per stage, 2 blocks per SM", { LTE_DEC_SFFN_NPS: "3", LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_SMEM: "200" }],
-  ["4 neurons per stage, PDL attribute", { LTE_DEC_SFFN_NPS: "4", LTE_DEC_PDL: "1" }],
-  ["512 threads, 3 neurons per stage", {
+  ["ring kernel, 3 neurons per stage, 2 blocks per SM", {
+    ...K1,
+    LTE_DEC_SFFN_NPS: "3",
+    LTE_DEC_SFFN_BPS: "2",
+    LTE_DEC_SFFN_SMEM: "200",
+  }],
+  ["ring kernel, 4 neurons per stage, PDL attribute", { ...K1, LTE_DEC_SFFN_NPS: "4", LTE_DEC_PDL: "1" }],
+  ["ring kernel, 512 threads, 3 neurons per stage", {
+    ...K1,
     LTE_DEC_SFFN_THREADS: "512",
     LTE_DEC_SFFN_NPS: "3",
     LTE_DEC_SFFN_SMEM: "216",
@@ -92,7 +101,7 @@ Deno.test({
       const ref = runOp(cpu, c, inp);
       nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
       // the 7B-sized cases run every variant; the others the default and one variant
-      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 4)]!];
+      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 5)]!];
       for (const [vn, env] of variants) {
         const got = withEnv(env, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
