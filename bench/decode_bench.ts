@@ -338,6 +338,14 @@ const VARIANTS: Variant[] = [
       },
     ];
   }),
+  ...[0.5, 0.1].map((act): Variant => ({
+    key: `sparse${act === 0.5 ? 50 : 90}_kernels`,
+    name: `sparse ~${act === 0.5 ? 50 : 90}%, KERNELS ffn`,
+    opts: { sparse: true, ffnKernels: true },
+    active: act,
+    batch: 1,
+    ref: "dense",
+  })),
   { key: "dense_batch4", name: "dense batch 4", opts: { maxBatch: 4 }, active: null, batch: 4 },
   {
     key: "sparse90_batch4_fused",

@@ -163,17 +163,12 @@ const dense: Enqueue = (L, rows) => {
   lin(rows, L.down, DTypeCode.f16, h, 0, null, null, x, D, F, 1, 0);
 };
 
-const ENV_KEYS = [
-  "LTE_DEC_PDL",
-  "LTE_DEC_SFFN_SMEM",
-  "LTE_DEC_SFFN_HINT",
-  "LTE_DEC_SFFN_BPS",
-  "LTE_DEC_SFFN_NPS",
-  "LTE_DEC_SFFN_THREADS",
-];
+/** Every LTE_DEC_* variable: a variant sets some; all are cleared around each capture. */
+const envKeys = () => Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_"));
 function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const prev = Object.fromEntries(ENV_KEYS.map((k) => [k, Deno.env.get(k)]));
-  for (const k of ENV_KEYS) Deno.env.delete(k);
+  const keys = [...new Set([...envKeys(), ...Object.keys(env)])];
+  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
+  for (const k of envKeys()) Deno.env.delete(k);
   for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
   try {
     return fn();

@@ -54,26 +54,27 @@ export interface EngineOptions {
   /** Positions per slot (prompt + generated tokens). */
   maxContext: number;
   /**
-   * Sparse FFN through KERNELS' gather kernels (`lte_sffn_*`, engine/ffn_kernels.ts: tensor cores,
-   * PDL) instead of the engine's own masked GEMVs. LLaMA only; d_model % 64 == 0, expert_size % 16
-   * == 0, maxBatch <= 16. Default: on for CUDA when the model fits those rules (faster on the
-   * H200), off on the CPU; false forces the engine's own sparse kernels.
+   * Sparse FFN through KERNELS' gather kernels (`lte_sffn_*`, engine/ffn_kernels.ts: tensor cores)
+   * for every step. LLaMA only; d_model % 64 == 0, expert_size % 16 == 0, maxBatch <= 16. Default:
+   * CUDA steps of at least `KERNELS_MIN_ROWS` rows take it when the model fits those rules (the
+   * fastest over a union of experts on the H200); false never uses it.
    */
   ffnKernels?: boolean;
   /**
    * Sparse FFN block as ONE op, `lte_dec_sparse_ffn` (norm, router, hard mask, gate/up + act and
    * down of the active experts' neurons straight into the residual; on CUDA a route kernel and one
-   * fused persistent kernel, cuda/cuda/decode_sffn.cuh). On CUDA only for steps of at most
-   * `FUSED_FFN_MAX_ROWS` rows; larger steps take KERNELS' path (when it applies) or the engine's
-   * own masked GEMVs. Default: on for the CPU (equal to the older op chain bit for bit) and on for
-   * CUDA per `FUSED_FFN_CUDA_DEFAULT`; false forces the older paths.
+   * fused kernel, cuda/cuda/decode_sffn.cuh), for CUDA steps of at most `FUSED_FFN_MAX_ROWS` rows.
+   * Default: on for the CPU (equal to the older op chain bit for bit), and on CUDA for models with
+   * d_model <= `FUSED_FFN_MAX_D_MODEL` (launch-bound layers: 2 launches instead of 4); larger
+   * models take the engine's masked GEMVs (router GEMV, mask, masked gate/up, transposed sparse
+   * down), measured faster at 7B shapes. true / false force it on / off.
    */
   fusedFfn?: boolean;
   /**
    * CUDA: capture the step with programmatic dependent launch between the engine's kernels (each
    * kernel is scheduled while its predecessor finishes and waits for it on the device, and the
-   * GEMVs issue their first weight loads before that wait). Default: on for dense decoding, off
-   * for sparse (measured on the H200, docs/engine.md).
+   * GEMVs issue their first weight loads before that wait). Default: on, except for steps that take
+   * KERNELS' sparse FFN (measured on the H200, docs/engine.md).
    */
   pdl?: boolean;
   /**
@@ -215,10 +216,19 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
   }
 }
 
-/** Steps of at most this many rows use `lte_dec_sparse_ffn` (its CUDA kernels hold 1, 2 or 4 rows). */
+/** CUDA steps of at most this many rows may use `lte_dec_sparse_ffn` (its kernels hold 1, 2 or 4 rows). */
 export const FUSED_FFN_MAX_ROWS = 4;
-/** Whether CUDA engines default to `lte_dec_sparse_ffn` for sparse steps (see EngineOptions.fusedFfn). */
-export const FUSED_FFN_CUDA_DEFAULT = false;
+/**
+ * CUDA default of `lte_dec_sparse_ffn` up to this d_model (H200, 2026-12-02: the quickstart's d 128
+ * model 66.7 vs 94.6 us of device time per token; LLaMA-2-7B shapes 3.29 vs 3.31 ms at 50 % and
+ * 2.54 vs 2.40 ms at 90 % against the masked GEMVs with PDL: docs/engine.md).
+ */
+export const FUSED_FFN_MAX_D_MODEL = 1024;
+/** CUDA steps of at least this many rows take KERNELS' sparse FFN by default (batch 4: 1.55x, 8: 1.98x). */
+export const KERNELS_MIN_ROWS = 3;
+
+/** The three implementations of a sparse FFN block (see EngineOptions.fusedFfn / ffnKernels). */
+export type SparseFfnPath = "fused" | "kernels" | "gemv";
 
 /** The decode engine (see the module doc). */
 export class Engine {
@@ -826,7 +836,8 @@ export class Engine {
         );
       }
       lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
-      if (E > 0 && this.#fusedFor(rows)) {
+      const path = E > 0 ? this.sparseFfnPath(rows) : null;
+      if (path === "fused") {
         // the whole sparse FFN block in one op: x += down(act(gate/up(norm x))) over active experts
         ck(
           s.lte_dec_sparse_ffn(
@@ -857,7 +868,7 @@ export class Engine {
         );
         continue;
       }
-      const k = this.#sffn;
+      const k = path === "kernels" ? this.#sffn : null;
       if (k) {
         // KERNELS' sparse FFN: norm -> route (f32 routers) -> gather gate/up -> down into x
         const bpe = this.options.dtype === "f32" ? 4 : 2;
@@ -1241,13 +1252,16 @@ export class Engine {
     });
   }
 
-  /** Whether a sparse step of `rows` rows runs `lte_dec_sparse_ffn` (EngineOptions.fusedFfn). */
-  #fusedFor(rows: number): boolean {
-    if (!this.expertsPerLayer || this.options.ffnKernels) return false;
-    const on = this.options.fusedFfn ?? (this.options.device === "cpu" || FUSED_FFN_CUDA_DEFAULT);
-    // the CPU reference takes any rows; CUDA steps of more rows read the union's weights once on
-    // the older paths instead of once per group of 4 rows
-    return on && (this.options.device === "cpu" || rows <= FUSED_FFN_MAX_ROWS);
+  /** The sparse FFN implementation a step of `rows` rows runs (null for a dense model). */
+  sparseFfnPath(rows: number): SparseFfnPath | null {
+    if (!this.expertsPerLayer) return null;
+    const o = this.options, cuda = o.device === "cuda";
+    if (this.#sffn && o.ffnKernels) return "kernels";
+    if (o.fusedFfn === true && (!cuda || rows <= FUSED_FFN_MAX_ROWS)) return "fused";
+    if (!cuda) return o.fusedFfn === false ? "gemv" : "fused";
+    if (this.#sffn && rows >= KERNELS_MIN_ROWS) return "kernels";
+    const small = this.config.d_model <= FUSED_FFN_MAX_D_MODEL && rows <= FUSED_FFN_MAX_ROWS;
+    return o.fusedFfn !== false && small ? "fused" : "gemv";
   }
 
   /** Runs one step over R rows: the captured graph on CUDA, the ops eagerly otherwise. */
@@ -1257,10 +1271,10 @@ export class Engine {
       let g = this.#graphs.get(R);
       if (!g) {
         const prev = Deno.env.get("LTE_DEC_PDL");
-        // PDL by default for dense decoding (measured faster on the H200: 3.69 vs 3.94 ms per 7B
-        // step) and for the fused sparse FFN (its route kernel loads the router before the wait),
-        // but not for the older sparse paths, where it measured slower (docs/engine.md)
-        if (this.options.pdl ?? (this.expertsPerLayer === null || this.#fusedFor(R))) Deno.env.set("LTE_DEC_PDL", "1");
+        // PDL by default (measured faster on the H200: dense 3.69 vs 3.94 ms per 7B step; sparse
+        // masked GEMVs 3.31 vs 3.45 ms at 50 %) except for KERNELS' sparse FFN, where it measured
+        // slower (3.44 vs 3.38 ms; docs/engine.md)
+        if (this.options.pdl ?? this.sparseFfnPath(R) !== "kernels") Deno.env.set("LTE_DEC_PDL", "1");
         else Deno.env.delete("LTE_DEC_PDL");
         try {
           const st = s.lte_graph_begin(ctx);

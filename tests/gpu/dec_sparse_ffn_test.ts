@@ -68,13 +68,9 @@ const VARIANTS: [string, Record<string, string>][] = [
 ];
 
 function withEnv<T>(env: Record<string, string>, fn: () => T): T {
+  // every LTE_DEC_* variable is cleared around a variant (one left set would leak into the next)
   const keys = [
-    "LTE_DEC_SFFN_SMEM",
-    "LTE_DEC_SFFN_HINT",
-    "LTE_DEC_SFFN_BPS",
-    "LTE_DEC_SFFN_NPS",
-    "LTE_DEC_SFFN_THREADS",
-    "LTE_DEC_PDL",
+    ...new Set([...Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_")), ...Object.keys(env)]),
   ];
   const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
   for (const k of keys) Deno.env.delete(k);

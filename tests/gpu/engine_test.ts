@@ -601,9 +601,8 @@ for (const family of ["llama", "gpt2"] as const) {
             }
             if (dt !== "f32") {
               // programmatic dependent launch between the step's kernels: the same results with it
-              // toggled against the default (on for dense and the fused sparse op, off for the
-              // older sparse paths)
-              const pdl = sparse && !fusedFfn;
+              // toggled against the default (on, except for KERNELS' sparse FFN)
+              const pdl = sparse && ffnKernels;
               const gp = Engine.fromArrays(config, arrays, { ...opts, device: "cuda", pdl }, {
                 tokenizer,
                 routers,
