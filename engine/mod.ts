@@ -64,10 +64,12 @@ export interface EngineOptions {
    * Sparse FFN block as ONE op, `lte_dec_sparse_ffn` (norm, router, hard mask, gate/up + act and
    * down of the active experts' neurons straight into the residual; on CUDA a route kernel and one
    * fused kernel, cuda/cuda/decode_sffn.cuh), for CUDA steps of at most `FUSED_FFN_MAX_ROWS` rows.
-   * Default: on for the CPU (equal to the older op chain bit for bit), and on CUDA for models with
-   * d_model <= `FUSED_FFN_MAX_D_MODEL` (launch-bound layers: 2 launches instead of 4); larger
-   * models take the engine's masked GEMVs (router GEMV, mask, masked gate/up, transposed sparse
-   * down), measured faster at 7B shapes. true / false force it on / off.
+   * Default: on for the CPU (equal to the older op chain bit for bit); on CUDA for steps of 1-2 rows
+   * of models with d_model >= `FUSED_FFN_MIN_D_MODEL` while the running fraction of active experts
+   * (from the steps' counts) is at least `FUSED_FFN_MIN_ACTIVE`; otherwise the engine's masked
+   * GEMVs (router GEMV, mask, masked gate/up, transposed sparse down), measured faster for small
+   * models and very sparse tokens. Each (rows, path) pair has its own captured graph.
+   * true / false force it on / off.
    */
   fusedFfn?: boolean;
   /**
@@ -219,11 +221,14 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
 /** CUDA steps of at most this many rows may use `lte_dec_sparse_ffn` (its kernels hold 1, 2 or 4 rows). */
 export const FUSED_FFN_MAX_ROWS = 4;
 /**
- * CUDA default of `lte_dec_sparse_ffn` up to this d_model (H200, 2026-12-02: the quickstart's d 128
- * model 66.7 vs 94.6 us of device time per token; LLaMA-2-7B shapes 3.29 vs 3.31 ms at 50 % and
- * 2.54 vs 2.40 ms at 90 % against the masked GEMVs with PDL: docs/engine.md).
+ * CUDA default of `lte_dec_sparse_ffn` for steps of 1-2 rows: from this d_model, while tokens
+ * activate at least `FUSED_FFN_MIN_ACTIVE` of the experts (H200, 2026-12-02, device ms per 7B step
+ * against the masked GEMVs with PDL: 3.03 vs 3.28 at 50 % active, 2.42 vs 2.31 at 10 %; the
+ * quickstart's d 128 model: 68.9 vs 65.4 us per token; docs/engine.md).
  */
-export const FUSED_FFN_MAX_D_MODEL = 1024;
+export const FUSED_FFN_MIN_D_MODEL = 2048;
+/** See FUSED_FFN_MIN_D_MODEL: below this running active fraction the masked GEMVs are faster. */
+export const FUSED_FFN_MIN_ACTIVE = 0.25;
 /** CUDA steps of at least this many rows take KERNELS' sparse FFN by default (batch 4: 1.55x, 8: 1.98x). */
 export const KERNELS_MIN_ROWS = 3;
 
@@ -277,7 +282,10 @@ export class Engine {
   #outOff: number;
   #outBytes: number;
   #off: Record<"ids" | "pos" | "slots" | "temp" | "topk" | "topp" | "seeds" | "out" | "counts", number>;
-  #graphs = new Map<number, Ptr>();
+  /** Captured step graphs by rows and sparse FFN path ("R:path"). */
+  #graphs = new Map<string, Ptr>();
+  /** Running mean of the fraction of experts a token activates (from the steps' counts); null before any. */
+  #activeEst: number | null = null;
   #graphOk: boolean;
   #lastKey: string | null = null;
   #queue: Promise<unknown> = Promise.resolve();
@@ -1072,7 +1080,13 @@ export class Engine {
 
   /** Per-layer active experts of io row `row` (counts are stored layer-major: [l * rows + r]). */
   #active(counts: Int32Array, row: number): number[] {
-    return Array.from({ length: this.nLayer }, (_, l) => counts[l * this.#rows + row]!);
+    const a = Array.from({ length: this.nLayer }, (_, l) => counts[l * this.#rows + row]!);
+    if (this.expertsPerLayer) {
+      // the running activity picks the sparse FFN path of the next steps (sparseFfnPath)
+      const f = a.reduce((s, v) => s + v, 0) / (a.length * this.expertsPerLayer);
+      this.#activeEst = this.#activeEst === null ? f : 0.75 * this.#activeEst + 0.25 * f;
+    }
+    return a;
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -1260,15 +1274,17 @@ export class Engine {
     if (o.fusedFfn === true && (!cuda || rows <= FUSED_FFN_MAX_ROWS)) return "fused";
     if (!cuda) return o.fusedFfn === false ? "gemv" : "fused";
     if (this.#sffn && rows >= KERNELS_MIN_ROWS) return "kernels";
-    const small = this.config.d_model <= FUSED_FFN_MAX_D_MODEL && rows <= FUSED_FFN_MAX_ROWS;
-    return o.fusedFfn !== false && small ? "fused" : "gemv";
+    const fused = o.fusedFfn !== false && this.config.d_model >= FUSED_FFN_MIN_D_MODEL &&
+      rows <= FUSED_FFN_MAX_ROWS && (this.#activeEst ?? 1) >= FUSED_FFN_MIN_ACTIVE;
+    return fused ? "fused" : "gemv";
   }
 
   /** Runs one step over R rows: the captured graph on CUDA, the ops eagerly otherwise. */
   #launch(R: number): void {
     const s = this.#be.sym, ctx = this.#be.ctx;
     if (this.#graphOk) {
-      let g = this.#graphs.get(R);
+      const key = `${R}:${this.sparseFfnPath(R)}`;
+      let g = this.#graphs.get(key);
       if (!g) {
         const prev = Deno.env.get("LTE_DEC_PDL");
         // PDL by default (measured faster on the H200: dense 3.69 vs 3.94 ms per 7B step; sparse
@@ -1291,7 +1307,7 @@ export class Engine {
             const out = new BigUint64Array(1);
             this.#check(s.lte_graph_end(ctx, out), "lte_graph_end");
             g = Deno.UnsafePointer.create(out[0]!) as Ptr;
-            this.#graphs.set(R, g);
+            this.#graphs.set(key, g);
           }
         } finally {
           if (prev === undefined) Deno.env.delete("LTE_DEC_PDL");

@@ -759,6 +759,44 @@ Deno.test({
 });
 
 Deno.test({
+  name: "engine: the sparse FFN path follows the measured activity (fused op while busy, masked GEMVs when sparse)",
+  ignore: !hasCuda,
+  async fn() {
+    const config = resolveModelConfig({
+      family: "llama",
+      vocab_size: 512,
+      n_layer: 2,
+      d_model: 2048,
+      n_head: 16,
+      d_ff: 2048,
+      max_seq: 64,
+    });
+    const opts: EngineOptions = { device: "cuda", dtype: "f16", sparse: true, maxBatch: 1, maxContext: 64 };
+    const paths: Record<string, string[]> = {};
+    for (const active of [0.6, 0.08]) {
+      const eng = Engine.random(config, opts, { seed: 3, tokenizer, activeFraction: active });
+      try {
+        const seen = [eng.sparseFfnPath(1)!];
+        const slot = eng.allocSlot()!;
+        await eng.prefill(slot, [1, 2, 3, 4], GREEDY);
+        for (let i = 0; i < 8; i++) {
+          await eng.step([slot], [GREEDY]);
+          seen.push(eng.sparseFfnPath(1)!);
+        }
+        paths[active] = seen;
+        // steps of 3 or more rows take KERNELS' kernels whatever the activity
+        assertEquals(eng.sparseFfnPath(3), "kernels");
+      } finally {
+        eng.dispose();
+      }
+    }
+    assertEquals(paths["0.6"]!.at(-1), "fused", JSON.stringify(paths));
+    assertEquals(paths["0.08"]![0], "fused", JSON.stringify(paths));
+    assertEquals(paths["0.08"]!.at(-1), "gemv", JSON.stringify(paths));
+  },
+});
+
+Deno.test({
   name: "engine GPU agreement report",
   ignore: !hasCuda,
   fn() {
