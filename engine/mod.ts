@@ -64,12 +64,11 @@ export interface EngineOptions {
    * Sparse FFN block as ONE op, `lte_dec_sparse_ffn` (norm, router, hard mask, gate/up + act and
    * down of the active experts' neurons straight into the residual; on CUDA a route kernel and one
    * fused kernel, cuda/cuda/decode_sffn.cuh), for CUDA steps of at most `FUSED_FFN_MAX_ROWS` rows.
-   * Default: on for the CPU (equal to the older op chain bit for bit); on CUDA for steps of 1-2 rows
-   * of models with d_model >= `FUSED_FFN_MIN_D_MODEL` while the running fraction of active experts
-   * (from the steps' counts) is at least `FUSED_FFN_MIN_ACTIVE`; otherwise the engine's masked
-   * GEMVs (router GEMV, mask, masked gate/up, transposed sparse down), measured faster for small
-   * models and very sparse tokens. Each (rows, path) pair has its own captured graph.
-   * true / false force it on / off.
+   * Default: on for the CPU (equal to the older op chain bit for bit); on CUDA for steps of 1-2 rows,
+   * except that models with d_model >= `FUSED_FFN_ACTIVITY_D_MODEL` whose running fraction of active
+   * experts (from the steps' counts) is below `FUSED_FFN_MIN_ACTIVE` take the engine's masked GEMVs
+   * (router GEMV, mask, masked gate/up, transposed sparse down), measured faster for very sparse
+   * tokens. Each (rows, path) pair has its own captured graph. true / false force it on / off.
    */
   fusedFfn?: boolean;
   /**
@@ -221,13 +220,14 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
 /** CUDA steps of at most this many rows may use `lte_dec_sparse_ffn` (its kernels hold 1, 2 or 4 rows). */
 export const FUSED_FFN_MAX_ROWS = 4;
 /**
- * CUDA default of `lte_dec_sparse_ffn` for steps of 1-2 rows: from this d_model, while tokens
- * activate at least `FUSED_FFN_MIN_ACTIVE` of the experts (H200, 2026-12-02, device ms per 7B step
- * against the masked GEMVs with PDL: 3.03 vs 3.28 at 50 % active, 2.42 vs 2.31 at 10 %; the
- * quickstart's d 128 model: 68.9 vs 65.4 us per token; docs/engine.md).
+ * CUDA default for steps of 1-2 rows: `lte_dec_sparse_ffn`, except for models from this d_model
+ * whose tokens activate less than `FUSED_FFN_MIN_ACTIVE` of the experts (running mean), which take
+ * the masked GEMVs. H200, 2026-12-02, device time per step, fused vs masked GEMVs with PDL:
+ * LLaMA-2-7B shape 3.03 vs 3.28 ms at 50 % active, 2.42 vs 2.31 ms at 10 %; the quickstart's d 128
+ * LTE model 65.0 vs 83.5 us (docs/engine.md).
  */
-export const FUSED_FFN_MIN_D_MODEL = 2048;
-/** See FUSED_FFN_MIN_D_MODEL: below this running active fraction the masked GEMVs are faster. */
+export const FUSED_FFN_ACTIVITY_D_MODEL = 2048;
+/** See FUSED_FFN_ACTIVITY_D_MODEL. */
 export const FUSED_FFN_MIN_ACTIVE = 0.25;
 /** CUDA steps of at least this many rows take KERNELS' sparse FFN by default (batch 4: 1.55x, 8: 1.98x). */
 export const KERNELS_MIN_ROWS = 3;
@@ -1274,8 +1274,9 @@ export class Engine {
     if (o.fusedFfn === true && (!cuda || rows <= FUSED_FFN_MAX_ROWS)) return "fused";
     if (!cuda) return o.fusedFfn === false ? "gemv" : "fused";
     if (this.#sffn && rows >= KERNELS_MIN_ROWS) return "kernels";
-    const fused = o.fusedFfn !== false && this.config.d_model >= FUSED_FFN_MIN_D_MODEL &&
-      rows <= FUSED_FFN_MAX_ROWS && (this.#activeEst ?? 1) >= FUSED_FFN_MIN_ACTIVE;
+    const sparseTokens = this.config.d_model >= FUSED_FFN_ACTIVITY_D_MODEL &&
+      (this.#activeEst ?? 1) < FUSED_FFN_MIN_ACTIVE;
+    const fused = o.fusedFfn !== false && rows <= FUSED_FFN_MAX_ROWS && !sparseTokens;
     return fused ? "fused" : "gemv";
   }
 
