@@ -29,6 +29,8 @@
  *   lte_dec_rope_attention  decode steps (distinct slots): the same kernel also rotates its q head
  *                        and kv head at pos[r] and appends k/v (decode_attention.cuh); other head
  *                        sizes run lte_dec_rope_append then lte_dec_attention.
+ *   lte_dec_sparse_ffn   the whole sparse FFN block (route kernel + one fused gate/up/down kernel,
+ *                        decode_sffn.cuh).
  *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
  *                        top-p definition of lte.h found by bisection over float bit patterns
  *                        (no sort), then an ordered walk (chunk sums, block exclusive scan).

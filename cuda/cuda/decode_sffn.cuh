@@ -13,27 +13,31 @@
  *   writes its slice of x' to global for the FFN kernel), and each warp reduces its dot products:
  *   mask[r, e] = x'[r] . w_router[e] + b_router[e] > threshold.
  *
- * sffn_ffn_kernel<T, R, CPT>   h and the down projection of every active neuron, fused.
- *   grid = SMs (persistent, 1 block of 256 threads per SM). Every block reads the mask (R x E),
- *   compacts the union of the rows' active experts in shared memory (ballots; block 0 writes the
- *   per-row counts) and takes a contiguous, balanced range of the union's NEURONS (nact * S split
- *   evenly: blocks differ by at most one neuron = 3 weight rows). Per neuron it needs 3 weight rows
- *   (SwiGLU: gate row n, up row F + n, down row n of the transposed down weight; GELU: 2), each C
- *   contiguous values, streamed into a ring of `nstg` shared-memory stages with cp.async (16 B
- *   per thread-copy, L2 only): while neuron k is computed, neurons k+1 .. k+nstg-1 are in flight.
- *   Thread t owns the 16-byte column chunks t, t + 256, ... (CPT of them) of every row: it keeps
- *   x' of those columns in registers, forms its partial gate/up dot products from shared memory
- *   (warp shuffles, then 8 warp sums in shared memory), and accumulates h[r, n] * down row n into
- *   CPT * 16 B of f32 registers per row. The down row of neuron k-1 is applied in the same phase
- *   as the dots of neuron k, so one neuron costs two __syncthreads. At the end each thread adds
- *   its columns into x with float4 atomics (x is the residual; block 0 adds b_down), so neither h
- *   nor partial sums ever leave the SM and no second grid-wide pass exists.
- *   The mask is the previous kernel's output, so nothing is loaded before griddepcontrol.wait;
- *   the kernel lets its successor launch at once (the next layer's QKV GEMV issues its weight
- *   loads while this kernel streams).
- *   Tuning (env, read at launch): LTE_DEC_SFFN_SMEM stage budget in KiB (default 144; the stage
- *   count is budget / (3 rows x C x sizeof(T)), 2..8), LTE_DEC_SFFN_HINT 0 none / 1 .L2::256B
- *   prefetch-size hint on the copies (default 1), LTE_DEC_SFFN_BPS blocks per SM (default 1).
+ * Then h and the down projection of every active neuron, in ONE launch. Both kernels below share
+ * the frame: every block reads the mask (R x E), compacts the union of the rows' active experts in
+ * shared memory (ballots; block 0 writes the per-row counts) and takes a contiguous, balanced
+ * range of the union's NEURONS (nact * S split evenly: blocks differ by at most one neuron). A
+ * neuron needs 3 weight rows (SwiGLU: gate row n, up row F + n, down row n of the transposed down
+ * weight; GELU: 2). Each thread ends owning 16-byte column chunks of the output and adds them into
+ * x with float4 atomics (x is the residual; block 0 adds b_down), so neither h nor partial sums
+ * leave the SM. The mask is the previous kernel's output, so no weight load can start before
+ * griddepcontrol.wait; the kernels let their successor launch at once.
+ *
+ * sffn_ffn2_kernel<T, R, CPT>   (f16/bf16; default, LTE_DEC_SFFN_KERNEL=2) two phases, 2 blocks of
+ *   8 warps per SM (LTE_DEC_SFFN_BPS2), described at the kernel: gate/up streamed per warp into
+ *   registers (no barrier per neuron), one barrier, down streamed per thread. 51.3 us per 7B FFN
+ *   block at 50 % on the H200 (docs/engine.md).
+ *
+ * sffn_ffn_kernel<T, R, CPT, TH>   (f32 weights, or LTE_DEC_SFFN_KERNEL=1) the first design: the
+ *   rows of `nps` neurons per stage stream into a ring of `nstg` shared-memory stages with cp.async
+ *   (16 B per thread-copy, L2 only); thread t owns the column chunks t, t + TH, ... of every row,
+ *   keeps x' of them in registers, forms partial gate/up dots from shared memory (warp shuffles,
+ *   then per-warp sums in shared memory, h formed by warp 0), and applies the previous stage's down
+ *   rows in the same phase: two __syncthreads per stage. Measured latency-bound on the H200 (one
+ *   block of 8 warps per SM: 0.28 issued instructions per cycle per scheduler, 1.76 TB/s).
+ *   Tuning (env): LTE_DEC_SFFN_NPS neurons per stage (1..4, default 2), LTE_DEC_SFFN_SMEM ring
+ *   budget in KiB (default 192), LTE_DEC_SFFN_THREADS 256 / 512, LTE_DEC_SFFN_BPS blocks per SM,
+ *   LTE_DEC_SFFN_HINT 0 none / 1 .L2::256B prefetch-size hint (default 1).
  */
 
 constexpr int kRouteWarps = 8;   // warps (= experts) per block of sffn_route_kernel (2 measured slower:
