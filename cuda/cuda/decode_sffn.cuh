@@ -227,6 +227,89 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
 
 /* ------------------------------------------------------------------ gate/up + act + down */
 
+/* ------------------------------------------------------------------ shared by the FFN kernels */
+
+/* Block-wide: the union of the rows' active experts, ascending, into list (shared memory), the
+   per-row flags into on (R, E), and each row's count added into cnt (zeroed here; complete after
+   the caller's next barrier). Returns the union size. TH threads; every thread calls it. */
+template <int R, int TH>
+__device__ int sffn_union(const SffnArgs &a, int rows, int *list, unsigned char *on, int *wtot, int *cnt) {
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  if (tid < R) cnt[tid] = 0;
+  int mine[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) mine[r] = 0;
+  int base = 0;
+  for (int e0 = 0; e0 < a.E; e0 += TH) {
+    const int e = e0 + tid;
+    bool any = false;
+    if (e < a.E) {
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (r >= rows) break;
+        const bool o = __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
+        on[r * a.E + e] = o;
+        any |= o;
+        mine[r] += o;
+      }
+    }
+    const unsigned b = __ballot_sync(0xffffffffu, any);
+    if (lane == 0) wtot[warp] = __popc(b);
+    __syncthreads();
+    int off = 0, tot = 0;
+#pragma unroll
+    for (int w = 0; w < TH / 32; w++) {
+      const int t = wtot[w];
+      off += w < warp ? t : 0;
+      tot += t;
+    }
+    if (any) list[base + off + __popc(b & ((1u << lane) - 1u))] = e;
+    base += tot;
+    __syncthreads();  // wtot is rewritten next round
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int c = warp_sum(mine[r]);
+    if (lane == 0 && c) atomicAdd(&cnt[r], c);
+  }
+  return base;
+}
+
+/* x[r, columns of chunk c = tid + j * TH] += yacc[r][j] (+ b_down once, by block 0): float4 atomics
+   (x is the residual every block adds into). VPC values per 16-byte chunk. */
+template <int R, int CPT, int VPC, int TH>
+__device__ void sffn_add_out(const SffnArgs &a, int rows, int cpr, const float (&yacc)[R][CPT][VPC], bool bias) {
+#pragma unroll
+  for (int j = 0; j < CPT; j++) {
+    const int c = threadIdx.x + j * TH;
+    if (c >= cpr) continue;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) break;
+#pragma unroll
+      for (int v0 = 0; v0 < VPC; v0 += 4) {
+        const int col = c * VPC + v0;
+        float4 add = make_float4(yacc[r][j][v0], yacc[r][j][v0 + 1], yacc[r][j][v0 + 2], yacc[r][j][v0 + 3]);
+        if (bias) {
+          add.x += a.bd[col];
+          add.y += a.bd[col + 1];
+          add.z += a.bd[col + 2];
+          add.w += a.bd[col + 3];
+        }
+        float *dst = a.x + (size_t)r * a.C + col;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float4 *>(dst), add);
+#else
+        atomicAdd(dst, add.x);
+        atomicAdd(dst + 1, add.y);
+        atomicAdd(dst + 2, add.z);
+        atomicAdd(dst + 3, add.w);
+#endif
+      }
+    }
+  }
+}
+
 constexpr int kSfMaxNps = 4;  // neurons per ring stage (LTE_DEC_SFFN_NPS)
 
 template <class T, int R, int CPT, int TH>
@@ -256,46 +339,9 @@ __global__ void __launch_bounds__(TH, TH == 256 && R <= 2 ? 2 : 1)
   pdl_wait();
 
   // 1. union of the rows' active experts, ascending (block-wide stream compaction)
-  if (tid < R) cnt[tid] = 0;
-  int mine[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) mine[r] = 0;
-  int base = 0;
-  for (int e0 = 0; e0 < a.E; e0 += kSfThreads) {
-    const int e = e0 + tid;
-    bool any = false;
-    if (e < a.E) {
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        if (r >= rows) break;
-        const bool o = __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
-        on[r * a.E + e] = o;
-        any |= o;
-        mine[r] += o;
-      }
-    }
-    const unsigned b = __ballot_sync(0xffffffffu, any);
-    if (lane == 0) wtot[warp] = __popc(b);
-    __syncthreads();
-    int off = 0, tot = 0;
-#pragma unroll
-    for (int w = 0; w < kSfWarps; w++) {
-      const int t = wtot[w];
-      off += w < warp ? t : 0;
-      tot += t;
-    }
-    if (any) list[base + off + __popc(b & ((1u << lane) - 1u))] = e;
-    base += tot;
-    __syncthreads();  // wtot is rewritten next round
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    const int c = warp_sum(mine[r]);
-    if (lane == 0 && c) atomicAdd(&cnt[r], c);
-  }
+  const int nact = sffn_union<R, kSfThreads>(a, rows, list, on, wtot, cnt);
   __syncthreads();
   if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
-  const int nact = base;
 
   // 2. this block's neurons [u0, u1) of the union's nact * S, in stages of nps neurons
   const long long NN = (long long)nact * a.S;
@@ -450,36 +496,8 @@ __global__ void __launch_bounds__(TH, TH == 256 && R <= 2 ? 2 : 1)
   if (nst > 0) down(nst - 1, nmine - (nst - 1) * nps);
   cp_async_wait(0);
 
-  // 3. this block's share of x += h W_down (+ b_down once, by block 0): float4 atomics
-#pragma unroll
-  for (int j = 0; j < CPT; j++) {
-    const int c = tid + j * kSfThreads;
-    if (c >= cpr) continue;
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      if (r >= rows) break;
-#pragma unroll
-      for (int v0 = 0; v0 < VPC; v0 += 4) {
-        const int col = c * VPC + v0;
-        float4 add = make_float4(yacc[r][j][v0], yacc[r][j][v0 + 1], yacc[r][j][v0 + 2], yacc[r][j][v0 + 3]);
-        if (bias_here) {
-          add.x += a.bd[col];
-          add.y += a.bd[col + 1];
-          add.z += a.bd[col + 2];
-          add.w += a.bd[col + 3];
-        }
-        float *dst = a.x + (size_t)r * a.C + col;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        atomicAdd(reinterpret_cast<float4 *>(dst), add);
-#else
-        atomicAdd(dst, add.x);
-        atomicAdd(dst + 1, add.y);
-        atomicAdd(dst + 2, add.z);
-        atomicAdd(dst + 3, add.w);
-#endif
-      }
-    }
-  }
+  // 3. this block's share of x += h W_down (+ b_down once, by block 0)
+  sffn_add_out<R, CPT, VPC, kSfThreads>(a, rows, cpr, yacc, bias_here);
 }
 
 
@@ -516,45 +534,8 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   pdl_launch_dependents();
   pdl_wait();
 
-  // union of the rows' active experts (as sffn_ffn_kernel)
-  if (tid < R) cnt[tid] = 0;
-  int mine[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) mine[r] = 0;
-  int base = 0;
-  for (int e0 = 0; e0 < a.E; e0 += kSf2Threads) {
-    const int e = e0 + tid;
-    bool any = false;
-    if (e < a.E) {
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        if (r >= rows) break;
-        const bool o = __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
-        on[r * a.E + e] = o;
-        any |= o;
-        mine[r] += o;
-      }
-    }
-    const unsigned b = __ballot_sync(0xffffffffu, any);
-    if (lane == 0) wtot[warp] = __popc(b);
-    __syncthreads();
-    int off = 0, tot = 0;
-#pragma unroll
-    for (int w = 0; w < kSf2Warps; w++) {
-      const int t = wtot[w];
-      off += w < warp ? t : 0;
-      tot += t;
-    }
-    if (any) list[base + off + __popc(b & ((1u << lane) - 1u))] = e;
-    base += tot;
-    __syncthreads();
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    const int c = warp_sum(mine[r]);
-    if (lane == 0 && c) atomicAdd(&cnt[r], c);
-  }
-  const long long NN = (long long)base * a.S;
+  const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt);
+  const long long NN = (long long)nact * a.S;
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
   const int nmine = u1 - u0;
   const bool bias_here = blockIdx.x == 0 && a.bd != nullptr;
@@ -699,35 +680,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
     }
   }
   // x += this block's share (+ b_down once, by block 0)
-#pragma unroll
-  for (int j = 0; j < CPT; j++) {
-    const int c = tid + j * kSf2Threads;
-    if (c >= cpr) continue;
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      if (r >= rows) break;
-#pragma unroll
-      for (int v0 = 0; v0 < 8; v0 += 4) {
-        const int col = c * 8 + v0;
-        float4 add = make_float4(yacc[r][j][v0], yacc[r][j][v0 + 1], yacc[r][j][v0 + 2], yacc[r][j][v0 + 3]);
-        if (bias_here) {
-          add.x += a.bd[col];
-          add.y += a.bd[col + 1];
-          add.z += a.bd[col + 2];
-          add.w += a.bd[col + 3];
-        }
-        float *dst = a.x + (size_t)r * C + col;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        atomicAdd(reinterpret_cast<float4 *>(dst), add);
-#else
-        atomicAdd(dst, add.x);
-        atomicAdd(dst + 1, add.y);
-        atomicAdd(dst + 2, add.z);
-        atomicAdd(dst + 3, add.w);
-#endif
-      }
-    }
-  }
+  sffn_add_out<R, CPT, 8, kSf2Threads>(a, rows, cpr, yacc, bias_here);
 }
 
 /* ------------------------------------------------------------------ launch */
