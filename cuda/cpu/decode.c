@@ -438,7 +438,8 @@ LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void 
 
 /* The same sums in the same order as lte_dec_linear (norm, router, gate/up), lte_dec_router_mask
    and lte_dec_linear_t_sparse (down: bias first, then the union's neurons ascending), so this op
-   equals that chain of ops bit for bit on this backend (tests/engine_test.ts checks it). */
+   equals that chain of ops bit for bit on this backend (tests/dec_sparse_ffn_test.ts; the engine
+   level in tests/engine_test.ts). */
 LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x, int32_t x_mode, const void *norm_w,
                                       const void *norm_b, float eps, const void *w_router, const void *b_router,
                                       float threshold, const void *w_fc, const void *b_fc, const void *w_down_t,
