@@ -42,7 +42,7 @@ export interface SffnInputs {
   nb: Float32Array;
   wr: Float32Array;
   br: Float32Array | null;
-  /** Weights in the case's dtype (bytes) and as f32 values of those bytes. */
+  /** Weights in the case's dtype, as bytes. */
   wfc: Uint8Array;
   bfc: Float32Array | null;
   wd: Uint8Array;
