@@ -71,6 +71,8 @@ async function metric(url: string, name: string): Promise<number> {
 const dir = mkdtempSync(join(tmpdir(), "lte-serve-"));
 const sparseDir = makeTinyModel(join(dir, "sparse"), { sparse: true, seed: 1, maxSeq: 256 });
 const denseDir = makeTinyModel(join(dir, "dense"), { sparse: false, seed: 2, chatTemplate: CHATML });
+// a long context: a generation that cannot end on its own before a disconnect is seen
+const longDir = makeTinyModel(join(dir, "long"), { sparse: false, seed: 3, maxSeq: 16384 });
 
 Deno.test({
   name: "server: openai client, bad inputs, batching, queue, disconnect, shutdown",
@@ -246,25 +248,32 @@ Deno.test({
       });
 
       await t.step("a client that disconnects cancels its generation", async () => {
-        const cancelled = async () => (await metric(s.url, 'lte_requests_total{outcome="cancelled"}')) || 0; // absent: 0
-        const before = await cancelled();
-        const ac = new AbortController();
-        const res = await fetch(`${s.url}/v1/completions`, {
-          method: "POST",
-          body: JSON.stringify({ prompt: "long", max_tokens: 250, stream: true }),
-          signal: ac.signal,
-        });
-        const reader = res.body!.getReader();
-        await reader.read();
-        ac.abort();
-        await reader.cancel().catch(() => {});
-        let after = before;
-        for (let i = 0; i < 100 && after === before; i++) {
-          await new Promise((r) => setTimeout(r, 50));
-          after = await cancelled();
+        // 16,000 tokens take seconds on the CPU: only the disconnect can end the request in time
+        // (with 250 tokens on the short model, a busy machine could finish first: "length")
+        const sl = await start(longDir);
+        try {
+          const cancelled = async () => (await metric(sl.url, 'lte_requests_total{outcome="cancelled"}')) || 0; // absent: 0
+          const before = await cancelled();
+          const ac = new AbortController();
+          const res = await fetch(`${sl.url}/v1/completions`, {
+            method: "POST",
+            body: JSON.stringify({ prompt: "long", max_tokens: 16000, stream: true }),
+            signal: ac.signal,
+          });
+          const reader = res.body!.getReader();
+          await reader.read();
+          ac.abort();
+          await reader.cancel().catch(() => {});
+          let after = before;
+          for (let i = 0; i < 100 && after === before; i++) {
+            await new Promise((r) => setTimeout(r, 50));
+            after = await cancelled();
+          }
+          assert.equal(after, before + 1);
+          assert.equal(await metric(sl.url, "lte_requests_running"), 0);
+        } finally {
+          await sl.stop();
         }
-        assert.equal(after, before + 1);
-        assert.equal(await metric(s.url, "lte_requests_running"), 0);
       });
     } finally {
       await s.stop();
