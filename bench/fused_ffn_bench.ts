@@ -20,6 +20,7 @@
  */
 import { backendAvailable, getBackend } from "../ffi/backend.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
+import { timeGraph } from "./_graph_timing.ts";
 
 const args = Deno.args;
 const flag = (name: string, def: string) => {
@@ -163,46 +164,17 @@ const dense: Enqueue = (L, rows) => {
   lin(rows, L.down, DTypeCode.f16, h, 0, null, null, x, D, F, 1, 0);
 };
 
-/** Every LTE_DEC_* variable: a variant sets some; all are cleared around each capture. */
-const envKeys = () => Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_"));
-function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const keys = [...new Set([...envKeys(), ...Object.keys(env)])];
-  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
-  for (const k of envKeys()) Deno.env.delete(k);
-  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
-  try {
-    return fn();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
-  }
-}
-const median = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]!;
-
+/** us per FFN block of `fn` over the 8 layers at `rows` rows, under the environment env. */
 function time(fn: Enqueue, rows: number, env: Record<string, string>): number {
-  const out = new BigUint64Array(1);
-  withEnv(env, () => {
-    ck(s.lte_graph_begin(ctx), "lte_graph_begin");
-    try {
+  return timeGraph(
+    be,
+    () => {
       for (const L of layers) fn(L, rows);
-    } finally {
-      ck(s.lte_graph_end(ctx, out), "lte_graph_end");
-    }
-  });
-  const g = Deno.UnsafePointer.create(out[0]!)!;
-  try {
-    for (let i = 0; i < 3; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
-    be.synchronize();
-    const samples: number[] = [];
-    for (let r = 0; r < 7; r++) {
-      const t0 = performance.now();
-      for (let i = 0; i < ITERS; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
-      be.synchronize();
-      samples.push((performance.now() - t0) * 1000 / (ITERS * LAYERS));
-    }
-    return median(samples);
-  } finally {
-    ck(s.lte_graph_free(ctx, g), "lte_graph_free");
-  }
+    },
+    env,
+    ITERS,
+    LAYERS,
+  );
 }
 
 const P = { LTE_DEC_PDL: "1" };

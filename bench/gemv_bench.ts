@@ -21,6 +21,7 @@
  */
 import { backendAvailable, getBackend } from "../ffi/backend.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
+import { timeGraph } from "./_graph_timing.ts";
 
 const args = Deno.args;
 const flag = (name: string, def: string) => {
@@ -169,63 +170,17 @@ function tsCase(name: string, rows: number, active: number): Case {
   };
 }
 
-function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const keys = [
-    "LTE_DEC_GEMV",
-    "LTE_DEC_GEMV_BPS",
-    "LTE_DEC_GEMV_CH",
-    "LTE_DEC_GEMV_ORDER",
-    "LTE_DEC_TS_BPS",
-    "LTE_DEC_TS_U",
-    "LTE_DEC_TS_MINROWS",
-    "LTE_DEC_TS_THREADS",
-    "LTE_DEC_GEMV_SPLIT",
-    "LTE_DEC_PDL",
-  ];
-  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
-  for (const k of keys) Deno.env.delete(k);
-  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
-  try {
-    return fn();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) {
-      if (v === undefined) Deno.env.delete(k);
-      else Deno.env.set(k, v);
-    }
-  }
-}
-
-function median(a: number[]): number {
-  const t = [...a].sort((x, y) => x - y);
-  return t[Math.floor(t.length / 2)]!;
-}
-
-/** us per call of the case under the environment env. */
+/** us per call of the case under the environment env (8 calls per graph replay). */
 function time(c: Case, env: Record<string, string>): number {
-  const out = new BigUint64Array(1);
-  withEnv(env, () => {
-    ck(s.lte_graph_begin(ctx), "lte_graph_begin");
-    try {
+  return timeGraph(
+    be,
+    () => {
       for (let i = 0; i < COPIES; i++) c.enqueue(i);
-    } finally {
-      ck(s.lte_graph_end(ctx, out), "lte_graph_end");
-    }
-  });
-  const g = Deno.UnsafePointer.create(out[0]!)!;
-  try {
-    for (let i = 0; i < 3; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
-    be.synchronize();
-    const samples: number[] = [];
-    for (let r = 0; r < 7; r++) {
-      const t0 = performance.now();
-      for (let i = 0; i < ITERS; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
-      be.synchronize();
-      samples.push((performance.now() - t0) * 1000 / (ITERS * COPIES));
-    }
-    return median(samples);
-  } finally {
-    ck(s.lte_graph_free(ctx, g), "lte_graph_free");
-  }
+    },
+    env,
+    ITERS,
+    COPIES,
+  );
 }
 
 const GEMV_VARIANTS: [string, Record<string, string>][] = [

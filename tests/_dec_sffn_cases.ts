@@ -141,9 +141,27 @@ class Bufs {
   }
 }
 
-function read(be: Backend, p: Deno.PointerObject, out: Float32Array | Int32Array): typeof out {
-  be.read(out, p);
-  return out;
+/** Waits for the backend, then reads the block's four outputs. */
+function outputs(
+  be: Backend,
+  c: SffnCase,
+  x: Deno.PointerObject,
+  xn: Deno.PointerObject,
+  mask: Deno.PointerObject,
+  counts: Deno.PointerObject,
+): SffnOutputs {
+  be.synchronize();
+  const o = {
+    x: new Float32Array(c.rows * c.C),
+    xn: new Float32Array(c.rows * c.C),
+    mask: new Float32Array(c.rows * (c.F / c.S)),
+    counts: new Int32Array(c.rows),
+  };
+  be.read(o.x, x);
+  be.read(o.xn, xn);
+  be.read(o.mask, mask);
+  be.read(o.counts, counts);
+  return o;
 }
 
 /** One call of lte_dec_sparse_ffn on `be`. */
@@ -180,13 +198,7 @@ export function runOp(be: Backend, c: SffnCase, inp: SffnInputs): SffnOutputs {
       ),
       "lte_dec_sparse_ffn",
     );
-    be.synchronize();
-    return {
-      x: read(be, x, new Float32Array(c.rows * c.C)) as Float32Array,
-      xn: read(be, xn, new Float32Array(c.rows * c.C)) as Float32Array,
-      mask: read(be, mask, new Float32Array(c.rows * E)) as Float32Array,
-      counts: read(be, counts, new Int32Array(c.rows)) as Int32Array,
-    };
+    return outputs(be, c, x, xn, mask, counts);
   } finally {
     b.free();
   }
@@ -254,13 +266,7 @@ export function runChain(be: Backend, c: SffnCase, inp: SffnInputs): SffnOutputs
       s.lte_dec_linear_t_sparse(ctx, DTypeCode[c.dt], b.of(inp.wd), h, mask, b.of(inp.bd), x, c.rows, c.C, c.F, c.S),
       "lte_dec_linear_t_sparse",
     );
-    be.synchronize();
-    return {
-      x: read(be, x, new Float32Array(c.rows * c.C)) as Float32Array,
-      xn: read(be, xn, new Float32Array(c.rows * c.C)) as Float32Array,
-      mask: read(be, mask, new Float32Array(c.rows * E)) as Float32Array,
-      counts: read(be, counts, new Int32Array(c.rows)) as Int32Array,
-    };
+    return outputs(be, c, x, xn, mask, counts);
   } finally {
     b.free();
   }

@@ -25,6 +25,34 @@ static inline float dec_gelu(float x) {
   return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
 }
 
+/* x' of one row (x_mode: plain, RMSNorm(nw), LayerNorm(nw, nb)), shared by lte_dec_linear and
+   lte_dec_sparse_ffn so that their sums agree bit for bit. */
+static void dec_xprime_row(const float *xr, int64_t K, int32_t x_mode, const float *NW, const float *NB, float eps,
+                           float *o) {
+  float mean = 0.0f, rstd = 1.0f;
+  if (x_mode != LTE_DEC_X_PLAIN) {
+    float s = 0.0f, ss = 0.0f;
+    for (int64_t i = 0; i < K; i++) {
+      s += xr[i];
+      ss += xr[i] * xr[i];
+    }
+    if (x_mode == LTE_DEC_X_RMSNORM) {
+      rstd = 1.0f / sqrtf(ss / (float)K + eps);
+    } else {
+      mean = s / (float)K;
+      float var = ss / (float)K - mean * mean;
+      if (var < 0.0f) var = 0.0f;
+      rstd = 1.0f / sqrtf(var + eps);
+    }
+  }
+  for (int64_t i = 0; i < K; i++) {
+    float v = xr[i];
+    if (x_mode == LTE_DEC_X_RMSNORM) v = v * rstd * NW[i];
+    else if (x_mode == LTE_DEC_X_LAYERNORM) v = (v - mean) * rstd * NW[i] + NB[i];
+    o[i] = v;
+  }
+}
+
 /* ---------------------------------------------------------------- linear */
 
 LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x, int32_t ldx,
@@ -72,30 +100,10 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
   float *xp = malloc((size_t)rows * (size_t)K * sizeof(float));
   if (!xp) return FAIL(LTE_STATUS_OUT_OF_MEMORY, "%s: cannot allocate %lld floats", __func__, (long long)rows * K);
   for (int32_t r = 0; r < rows; r++) {
-    const float *xr = X + (int64_t)r * ldx;
     float *o = xp + (int64_t)r * K;
-    float mean = 0.0f, rstd = 1.0f;
-    if (x_mode != LTE_DEC_X_PLAIN) {
-      float s = 0.0f, ss = 0.0f;
-      for (int64_t i = 0; i < K; i++) {
-        s += xr[i];
-        ss += xr[i] * xr[i];
-      }
-      if (x_mode == LTE_DEC_X_RMSNORM) {
-        rstd = 1.0f / sqrtf(ss / (float)K + eps);
-      } else {
-        mean = s / (float)K;
-        float var = ss / (float)K - mean * mean;
-        if (var < 0.0f) var = 0.0f;
-        rstd = 1.0f / sqrtf(var + eps);
-      }
-    }
-    for (int64_t i = 0; i < K; i++) {
-      float v = xr[i];
-      if (x_mode == LTE_DEC_X_RMSNORM) v = v * rstd * NW[i];
-      else if (x_mode == LTE_DEC_X_LAYERNORM) v = (v - mean) * rstd * NW[i] + NB[i];
-      if (IM) v *= IM[(int64_t)r * (K / expert_size) + i / expert_size];
-      o[i] = v;
+    dec_xprime_row(X + (int64_t)r * ldx, K, x_mode, NW, NB, eps, o);
+    if (IM) {
+      for (int64_t i = 0; i < K; i++) o[i] *= IM[(int64_t)r * (K / expert_size) + i / expert_size];
     }
   }
   const int nt = lte_nthreads(ctx);
@@ -485,30 +493,7 @@ LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x,
   const int swi = act == LTE_DEC_ACT_SWIGLU;
   /* x' (as lte_dec_linear forms it), then the router (f32 weights) and the mask */
   for (int32_t r = 0; r < rows; r++) {
-    const float *xr = X + (int64_t)r * C;
-    float mean = 0.0f, rstd = 1.0f;
-    if (x_mode != LTE_DEC_X_PLAIN) {
-      float s = 0.0f, ss = 0.0f;
-      for (int64_t i = 0; i < C; i++) {
-        s += xr[i];
-        ss += xr[i] * xr[i];
-      }
-      if (x_mode == LTE_DEC_X_RMSNORM) {
-        rstd = 1.0f / sqrtf(ss / (float)C + eps);
-      } else {
-        mean = s / (float)C;
-        float var = ss / (float)C - mean * mean;
-        if (var < 0.0f) var = 0.0f;
-        rstd = 1.0f / sqrtf(var + eps);
-      }
-    }
-    const float *NW = norm_w, *NB = norm_b;
-    for (int64_t i = 0; i < C; i++) {
-      float v = xr[i];
-      if (x_mode == LTE_DEC_X_RMSNORM) v = v * rstd * NW[i];
-      else if (x_mode == LTE_DEC_X_LAYERNORM) v = (v - mean) * rstd * NW[i] + NB[i];
-      XN[(int64_t)r * C + i] = v;
-    }
+    dec_xprime_row(X + (int64_t)r * C, C, x_mode, norm_w, norm_b, eps, XN + (int64_t)r * C);
   }
   const int nt = lte_nthreads(ctx);
 #pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * E * C > LTE_PAR_MIN)

@@ -1,0 +1,67 @@
+/**
+ * Shared by the kernel benches (bench/gemv_bench.ts, bench/fused_ffn_bench.ts): a variant's
+ * environment around a graph capture (the native launchers read their tuning variables when the
+ * graph is captured), and the time of one captured graph.
+ *
+ * @module
+ */
+import type { Backend } from "../ffi/backend.ts";
+
+/** Runs `fn` with exactly `env` among the LTE_DEC_* variables (the others cleared), then restores them. */
+export function withDecEnv<T>(env: Record<string, string>, fn: () => T): T {
+  const set = () => Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_"));
+  const keys = [...new Set([...set(), ...Object.keys(env)])];
+  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
+  for (const k of set()) Deno.env.delete(k);
+  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  try {
+    return fn();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+  }
+}
+
+export function median(a: number[]): number {
+  const t = [...a].sort((x, y) => x - y);
+  return t[Math.floor(t.length / 2)]!;
+}
+
+/**
+ * Captures `enqueue` once as a CUDA graph under `env`, replays it 3 times to warm up, then takes 7
+ * samples of `iters` replays (performance.now() around the launches and a final synchronize).
+ * Returns the median microseconds per replay divided by `callsPerReplay`.
+ */
+export function timeGraph(
+  be: Backend,
+  enqueue: () => void,
+  env: Record<string, string>,
+  iters: number,
+  callsPerReplay: number,
+): number {
+  const s = be.sym, ctx = be.ctx;
+  const ck = (st: number, op: string) => be.check(st, op);
+  const out = new BigUint64Array(1);
+  withDecEnv(env, () => {
+    ck(s.lte_graph_begin(ctx), "lte_graph_begin");
+    try {
+      enqueue();
+    } finally {
+      ck(s.lte_graph_end(ctx, out), "lte_graph_end");
+    }
+  });
+  const g = Deno.UnsafePointer.create(out[0]!)!;
+  try {
+    for (let i = 0; i < 3; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
+    be.synchronize();
+    const samples: number[] = [];
+    for (let r = 0; r < 7; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < iters; i++) ck(s.lte_graph_launch(ctx, g), "lte_graph_launch");
+      be.synchronize();
+      samples.push((performance.now() - t0) * 1000 / (iters * callsPerReplay));
+    }
+    return median(samples);
+  } finally {
+    ck(s.lte_graph_free(ctx, g), "lte_graph_free");
+  }
+}
