@@ -6,20 +6,7 @@
  * @module
  */
 import type { Backend } from "../ffi/backend.ts";
-
-/** Runs `fn` with exactly `env` among the LTE_DEC_* variables (the others cleared), then restores them. */
-export function withDecEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const set = () => Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_"));
-  const keys = [...new Set([...set(), ...Object.keys(env)])];
-  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
-  for (const k of set()) Deno.env.delete(k);
-  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
-  try {
-    return fn();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
-  }
-}
+import { withDecEnv } from "../ffi/tuning.ts";
 
 export function median(a: number[]): number {
   const t = [...a].sort((x, y) => x - y);

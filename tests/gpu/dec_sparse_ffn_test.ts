@@ -13,6 +13,7 @@
  */
 import nodeAssert from "node:assert/strict";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
+import { withDecEnv } from "../../ffi/tuning.ts";
 import {
   ACT,
   caseName,
@@ -67,24 +68,6 @@ const VARIANTS: [string, Record<string, string>][] = [
   }],
 ];
 
-function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  // every LTE_DEC_* variable is cleared around a variant (one left set would leak into the next)
-  const keys = [
-    ...new Set([...Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_")), ...Object.keys(env)]),
-  ];
-  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
-  for (const k of keys) Deno.env.delete(k);
-  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
-  try {
-    return fn();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) {
-      if (v === undefined) Deno.env.delete(k);
-      else Deno.env.set(k, v);
-    }
-  }
-}
-
 Deno.test({
   name: "lte_dec_sparse_ffn: CUDA agrees with the CPU reference (shapes, dtypes, rows, tuning variants)",
   ignore: !hasCuda,
@@ -99,7 +82,7 @@ Deno.test({
       // the 7B-sized cases run every variant; the others the default and one variant
       const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 5)]!];
       for (const [vn, env] of variants) {
-        const got = withEnv(env, () => runOp(cuda, c, inp));
+        const got = withDecEnv(env, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
         nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
         nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);

@@ -17,6 +17,7 @@
  */
 import nodeAssert from "node:assert/strict";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
+import { withDecEnv } from "../../ffi/tuning.ts";
 import { DTypeCode } from "../../ffi/symbols.ts";
 import { f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
 import { Rng } from "../../tensor/mod.ts";
@@ -72,21 +73,6 @@ function both(fn: (kind: Kind) => number, op: string): void {
 }
 
 /** Runs fn with the given environment (read by the native launchers at each launch). */
-function withEnv(env: Record<string, string>, fn: () => void): void {
-  const prev: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(env)) {
-    prev[k] = Deno.env.get(k);
-    Deno.env.set(k, v);
-  }
-  try {
-    fn();
-  } finally {
-    for (const [k, v] of Object.entries(prev)) {
-      if (v === undefined) Deno.env.delete(k);
-      else Deno.env.set(k, v);
-    }
-  }
-}
 
 const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new" },
@@ -215,7 +201,7 @@ Deno.test({
     }
     cases.push({ dt: "f32", rows: 2, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: true });
     for (const v of VARIANTS) {
-      withEnv(v, () => {
+      withDecEnv(v, () => {
         for (const c of cases) runLinear(rng, c, JSON.stringify(v));
       });
     }
@@ -296,7 +282,7 @@ Deno.test({
       { LTE_DEC_GEMV: "old" },
     ];
     for (const v of variants) {
-      withEnv(v, () => {
+      withDecEnv(v, () => {
         for (const c of cases) runTs(rng, c, JSON.stringify(v));
       });
     }
@@ -311,7 +297,7 @@ Deno.test({
     const rng = new Rng(13);
     const be = getBackend("cuda");
     const s = be.sym;
-    withEnv({ LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" }, () => {
+    withDecEnv({ LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" }, () => {
       const n = 3000, k = 1048, f = 2048, S = 32, E = f / S;
       const w = Pair.weights(rng.normals(n * k, 0.1), "f16");
       const fc = Pair.weights(rng.normals(2 * f * k, 0.1), "f16");
