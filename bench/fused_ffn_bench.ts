@@ -20,7 +20,7 @@
  */
 import { backendAvailable, getBackend } from "../ffi/backend.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
-import { timeGraph } from "./_graph_timing.ts";
+import { deviceBuffers, timeGraph } from "./_kernel_bench.ts";
 
 const args = Deno.args;
 const flag = (name: string, def: string) => {
@@ -40,17 +40,7 @@ const LAYERS = 8, D = 4096, F = 11008, S = 32, E = F / S, R_MAX = 4;
 const COPY_TB_S = 4.11;
 const ck = (st: number, op: string) => be.check(st, op);
 
-let seed = 1n;
-function randomBuf(dt: number, n: number, scale: number): Ptr {
-  const p = be.alloc(n * (dt === DTypeCode.f32 ? 4 : 2));
-  ck(s.lte_dec_fill_random(ctx, dt, p, BigInt(n), seed++, scale), "lte_dec_fill_random");
-  return p;
-}
-function f32Buf(a: Float32Array): Ptr {
-  const p = be.alloc(a.byteLength);
-  be.write(p, a);
-  return p;
-}
+const { random: randomBuf, f32: f32Buf } = deviceBuffers(be);
 
 interface Layer {
   fc: Ptr;

@@ -21,7 +21,7 @@
  */
 import { backendAvailable, getBackend } from "../ffi/backend.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
-import { timeGraph } from "./_graph_timing.ts";
+import { deviceBuffers, timeGraph } from "./_kernel_bench.ts";
 
 const args = Deno.args;
 const flag = (name: string, def: string) => {
@@ -46,17 +46,7 @@ function ck(st: number, op: string): void {
   be.check(st, op);
 }
 
-let seed = 1n;
-function randomBuf(dt: number, n: number, scale: number): Ptr {
-  const p = be.alloc(n * (dt === DTypeCode.f32 ? 4 : 2));
-  ck(s.lte_dec_fill_random(ctx, dt, p, BigInt(n), seed++, scale), "lte_dec_fill_random");
-  return p;
-}
-function f32Buf(a: Float32Array): Ptr {
-  const p = be.alloc(a.byteLength);
-  be.write(p, a);
-  return p;
-}
+const { random: randomBuf, f32: f32Buf } = deviceBuffers(be);
 /** Expert mask with exactly round(active * E) experts on (random subset, fixed seed). */
 function expertMask(rows: number, active: number, salt: number): Float32Array {
   const m = new Float32Array(rows * E);

@@ -87,15 +87,7 @@ export function makeInputs(c: SffnCase, seed: number): SffnInputs {
  * sorted; among the 16 gaps nearest the wanted quantile the widest one, and its midpoint.
  */
 export function withThreshold(c: SffnCase, inp: SffnInputs, xn: Float32Array): SffnInputs {
-  const E = c.F / c.S;
-  const logits: number[] = [];
-  for (let r = 0; r < c.rows; r++) {
-    for (let e = 0; e < E; e++) {
-      let acc = inp.br ? inp.br[e]! : 0;
-      for (let i = 0; i < c.C; i++) acc += inp.wr[e * c.C + i]! * xn[r * c.C + i]!;
-      logits.push(acc);
-    }
-  }
+  const logits = routerLogits(c, inp, xn);
   logits.sort((a, b) => a - b);
   const n = logits.length;
   if (c.active <= 0) return { ...inp, thr: logits[n - 1]! + 1 };
@@ -111,16 +103,21 @@ export function withThreshold(c: SffnCase, inp: SffnInputs, xn: Float32Array): S
 
 /** Minimum distance of a logit (f64, from xn) to the threshold: a guard for exact mask checks. */
 export function thresholdMargin(c: SffnCase, inp: SffnInputs, xn: Float32Array): number {
+  return Math.min(...routerLogits(c, inp, xn).map((l) => Math.abs(l - inp.thr)));
+}
+
+/** Every (row, expert) router logit in f64, from x' and the inputs' router. */
+function routerLogits(c: SffnCase, inp: SffnInputs, xn: Float32Array): number[] {
   const E = c.F / c.S;
-  let m = Infinity;
+  const logits: number[] = [];
   for (let r = 0; r < c.rows; r++) {
     for (let e = 0; e < E; e++) {
       let acc = inp.br ? inp.br[e]! : 0;
       for (let i = 0; i < c.C; i++) acc += inp.wr[e * c.C + i]! * xn[r * c.C + i]!;
-      m = Math.min(m, Math.abs(acc - inp.thr));
+      logits.push(acc);
     }
   }
-  return m;
+  return logits;
 }
 
 class Bufs {

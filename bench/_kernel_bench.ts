@@ -1,12 +1,36 @@
 /**
- * Shared by the kernel benches (bench/gemv_bench.ts, bench/fused_ffn_bench.ts): a variant's
- * environment around a graph capture (the native launchers read their tuning variables when the
- * graph is captured), and the time of one captured graph.
+ * Shared by the kernel benches (bench/gemv_bench.ts, bench/fused_ffn_bench.ts): device buffers
+ * of random or given values, and the time of one captured graph under a variant's environment (the
+ * native launchers read their tuning variables when the graph is captured).
  *
  * @module
  */
 import type { Backend } from "../ffi/backend.ts";
+import { DTypeCode } from "../ffi/symbols.ts";
 import { withDecEnv } from "../ffi/tuning.ts";
+
+/**
+ * Device buffers for a bench: `random(dt, n, scale)` holds n values uniform in [-scale, scale]
+ * (lte_dec_fill_random, a new seed per buffer: 1, 2, ...), `f32(a)` a copy of `a`.
+ */
+export function deviceBuffers(be: Backend): {
+  random: (dt: number, n: number, scale: number) => Deno.PointerObject;
+  f32: (a: Float32Array) => Deno.PointerObject;
+} {
+  let seed = 1n;
+  return {
+    random(dt, n, scale) {
+      const p = be.alloc(n * (dt === DTypeCode.f32 ? 4 : 2));
+      be.check(be.sym.lte_dec_fill_random(be.ctx, dt, p, BigInt(n), seed++, scale), "lte_dec_fill_random");
+      return p;
+    },
+    f32(a) {
+      const p = be.alloc(a.byteLength);
+      be.write(p, a);
+      return p;
+    },
+  };
+}
 
 export function median(a: number[]): number {
   const t = [...a].sort((x, y) => x - y);
