@@ -10,7 +10,7 @@ source scripts/device_unpack.sh >/dev/null 2>&1
 mkdir -p build
 xz -d -c .device/liblte_cuda.so.xz >build/liblte_cuda.so && cp .device/*.buildid .device/liblte_cpu.so build/
 export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=8 NO_COLOR=1
-timeout 120 deno test -A --no-check tests/gpu/dec_sparse_ffn_test.ts >"$OUT/smoke.log" 2>&1
+timeout 150 deno test -A --no-check tests/gpu/dec_sparse_ffn_test.ts >"$OUT/smoke.log" 2>&1
 rc=$?
 echo "smoke (tests/gpu/dec_sparse_ffn_test.ts) rc=$rc" | tee "$OUT/summary.txt"
 sed 's/\x1b\[[0-9;]*m//g' "$OUT/smoke.log" | grep -E "worst|ok|FAILED|error|Error" | head -12 | tee -a "$OUT/summary.txt"
@@ -18,19 +18,25 @@ BASE=dense,dense_sync,sparse50,sparse90,gen_dense,gen_dense_nola,gen_dense_sync
 FUSED=sparse50_fused,sparse50_fused_sync,sparse50_fused_nopdl,sparse50_fused_smem200,sparse50_fused_smem72
 FUSED=$FUSED,sparse90_fused,sparse90_fused_sync,sparse90_fused_nopdl,sparse90_fused_smem200,sparse90_fused_smem72
 FUSED=$FUSED,gen_sparse50_fused,gen_sparse90_fused,dense_batch4,sparse90_batch4_fused,sparse90_batch4_kernels
+FUSED=$FUSED,sparse50_one,sparse90_one,sparse50_one_bps1,sparse90_one_bps1
 export OUT
+if [ $rc = 0 ]; then
+  # phase times of each kernel design (3 blocks printf them), outside a graph
+  timeout 60 deno run -A --no-check bench/fused_ffn_bench.ts --quick --only "one pdl" --iters 2 --trace \
+    >"$OUT/trace.log" 2>&1
+  grep -E "^trace|sffn trace" "$OUT/trace.log" | head -40 >>"$OUT/summary.txt"
+fi
 if [ $rc = 0 ] && [ -n "${NCU:-}" ]; then
-  # where the fused FFN kernel's time goes (each kernel alone, 50 % then 90 % active, no PDL)
-  timeout 200 ncu --clock-control none --graph-profiling node -k regex:sffn_ --launch-skip 16 --launch-count 4 \
-    --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
-    --section Occupancy --section LaunchStats deno run -A --no-check bench/fused_ffn_bench.ts --quick --iters 2 \
-    >"$OUT/ncu_fused.txt" 2>&1
-  echo "ncu rc=$?" | tee -a "$OUT/summary.txt"
-  grep -E "sffn_|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp|Achieved Occupancy|Registers Per|Shared Memory Config" \
-    "$OUT/ncu_fused.txt" | head -60 >>"$OUT/summary.txt"
-  if command -v cuobjdump >/dev/null; then
-    cuobjdump -sass build/liblte_cuda.so 2>/dev/null | awk '/Function : .*sffn_ffn_kernelI6__halfLi1ELi2E/{p=1} p{print} p&&/EXIT/{n++} p&&/\.L_x_[0-9]+:$/&&n>3{exit}' | head -3000 >"$OUT/sass_ffn.txt"
-  fi
+  # where a fused FFN kernel's time goes (each kernel alone: ncu serializes), 50 % then 10 % active
+  for act in 0.5 0.1; do
+    timeout 120 ncu --clock-control none --graph-profiling node -k regex:sffn_ --launch-skip 8 --launch-count 2 \
+      --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+      --section Occupancy --section LaunchStats deno run -A --no-check bench/fused_ffn_bench.ts --quick --iters 1 \
+      --only "${NCU_VARIANT:-one pdl}" --active $act >"$OUT/ncu_fused_$act.txt" 2>&1
+    echo "ncu $act rc=$?" | tee -a "$OUT/summary.txt"
+    grep -E "sffn_|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp|Achieved Occupancy|Registers Per|Local Memory Spilling Requests  " \
+      "$OUT/ncu_fused_$act.txt" | head -30 >>"$OUT/summary.txt"
+  done
 fi
 if [ $rc = 0 ]; then
   TESTS=${TESTS:-"engine args"} SKIP=${SKIP:-"sffn gemv torch"} DECODE_ONLY=${DECODE_ONLY:-$BASE,$FUSED} \
