@@ -106,25 +106,51 @@ struct SffnArgs {
 
 /* ------------------------------------------------------------------ x' (shared by the kernels) */
 
+/* The norm weight / bias float4 a thread of sffn_xprime transforms (q = tid + i * TH). They are
+   constants: kernels load them before the PDL wait, so x' costs one dependent round trip (x). */
+template <int TH>
+struct NormRegs {
+  static constexpr int n = (kSfMaxC / 4 + TH - 1) / TH;
+  float4 w[n], b[n];
+  __device__ __forceinline__ void load(const SffnArgs &a) {
+    const int Q = a.C >> 2;
+#pragma unroll
+    for (int i = 0; i < n; i++) {
+      const int q = threadIdx.x + i * TH;
+      const bool in = q < Q && a.mode != LTE_DEC_X_PLAIN;
+      w[i] = in ? __ldg(reinterpret_cast<const float4 *>(a.nw) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+      b[i] = in && a.mode == LTE_DEC_X_LAYERNORM ? __ldg(reinterpret_cast<const float4 *>(a.nb) + q)
+                                                 : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+};
+
 /* Block-wide: the R rows of x into xs (shared memory, R x C f32), then x' = the x_mode transform in
-   place. TH threads; every thread calls it; xs is complete at return. */
+   place with the norm parameters nr (NormRegs::load). TH threads; every thread calls it; xs is
+   complete at return. */
 template <int R, int TH>
-__device__ void sffn_xprime(const SffnArgs &a, int rows, float *xs) {
+__device__ void sffn_xprime(const SffnArgs &a, int rows, float *xs, const NormRegs<TH> &nr) {
   __shared__ float red[TH / 32][2 * R];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int Q = a.C >> 2;  // float4 per row
   float s[R], ss[R];
 #pragma unroll
-  for (int r = 0; r < R; r++) s[r] = ss[r] = 0.0f;
-#pragma unroll 4
-  for (int q = threadIdx.x; q < Q; q += TH) {
+  for (int r = 0; r < R; r++) {
+    s[r] = ss[r] = 0.0f;
+    if (r >= rows) continue;
+    // a row's loads all issued before its stores: one round trip per row
+    float4 v[NormRegs<TH>::n];
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      if (r >= rows) break;
-      const float4 v = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.C) + q);
-      reinterpret_cast<float4 *>(xs + (size_t)r * a.C)[q] = v;
-      s[r] += (v.x + v.y) + (v.z + v.w);
-      ss[r] += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+    for (int i = 0; i < NormRegs<TH>::n; i++) {
+      const int q = threadIdx.x + i * TH;
+      v[i] = q < Q ? __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.C) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int i = 0; i < NormRegs<TH>::n; i++) {
+      const int q = threadIdx.x + i * TH;
+      if (q < Q) reinterpret_cast<float4 *>(xs + (size_t)r * a.C)[q] = v[i];
+      s[r] += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+      ss[r] += (v[i].x * v[i].x + v[i].y * v[i].y) + (v[i].z * v[i].z + v[i].w * v[i].w);
     }
   }
   if (a.mode != LTE_DEC_X_PLAIN) {
@@ -157,10 +183,11 @@ __device__ void sffn_xprime(const SffnArgs &a, int rows, float *xs) {
       }
     }
     // x' in place: the thread transforms exactly the float4 it stored above
-    for (int q = threadIdx.x; q < Q; q += TH) {
-      const float4 w = __ldg(reinterpret_cast<const float4 *>(a.nw) + q);
-      float4 b = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (a.mode == LTE_DEC_X_LAYERNORM) b = __ldg(reinterpret_cast<const float4 *>(a.nb) + q);
+#pragma unroll
+    for (int i = 0; i < NormRegs<TH>::n; i++) {
+      const int q = threadIdx.x + i * TH;
+      if (q >= Q) break;
+      const float4 w = nr.w[i], b = nr.b[i];
 #pragma unroll
       for (int r = 0; r < R; r++) {
         if (r >= rows) break;
@@ -221,9 +248,11 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
     const int q = lane + 32 * i;
     wv[i] = own && q < Q ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
+  NormRegs<kRouteWarps * 32> nr;
+  nr.load(a);
   pdl_launch_dependents();
   pdl_wait();
-  sffn_xprime<R, kRouteWarps * 32>(a, rows, xs);
+  sffn_xprime<R, kRouteWarps * 32>(a, rows, xs, nr);
   sffn_store_xn<R, kRouteWarps * 32>(a, rows, xs);
   if (!own) return;
 #pragma unroll
@@ -262,6 +291,16 @@ template <int R, int TH>
 __device__ int sffn_union(const SffnArgs &a, int rows, int *list, unsigned char *on, int *wtot, int *cnt) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid < R) cnt[tid] = 0;
+  // the (R, E) mask into `on` first, loads before stores: one L2 round trip per 4 * TH entries
+  for (int i0 = tid; i0 < rows * a.E; i0 += 4 * TH) {
+    float v[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) v[k] = i0 + k * TH < rows * a.E ? __ldcg(a.mask + i0 + k * TH) : 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+      if (i0 + k * TH < rows * a.E) on[i0 + k * TH] = v[k] != 0.0f;
+  }
+  __syncthreads();
   int mine[R];
 #pragma unroll
   for (int r = 0; r < R; r++) mine[r] = 0;
@@ -273,8 +312,7 @@ __device__ int sffn_union(const SffnArgs &a, int rows, int *list, unsigned char 
 #pragma unroll
       for (int r = 0; r < R; r++) {
         if (r >= rows) break;
-        const bool o = __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
-        on[r * a.E + e] = o;
+        const bool o = on[r * a.E + e];
         any |= o;
         mine[r] += o;
       }
@@ -733,11 +771,13 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
         wv[i] = e < a.E && q < q1 ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
       }
     }
+    NormRegs<kSf2Threads> nr;
+    nr.load(a);
     pdl_launch_dependents();  // first: see the kernel comment (co-residency)
     pdl_wait();
     tc[1] = clock64();
     if (tid == 0) gen = ld_acquire_gpu(o.sync + 1);
-    sffn_xprime<R, kSf2Threads>(a, rows, xs);  // ends with a barrier: gen is visible
+    sffn_xprime<R, kSf2Threads>(a, rows, xs, nr);  // ends with a barrier: gen is visible
     const unsigned g = gen;
     unsigned *bits = o.sync + kSyncBitsOff + (g & 1u) * kSyncPlane;
     const int W = (a.E + 31) >> 5;
@@ -756,6 +796,18 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
     pdl_launch_dependents();
     pdl_wait();
     tc[1] = tc[2] = tc[3] = clock64();
+    // x' rows into shared memory, loads before stores (and before the union's mask loads)
+    for (int q0 = tid; q0 < R * (C / 4); q0 += 4 * kSf2Threads) {
+      float4 v[4];
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        const int q = q0 + k * kSf2Threads;
+        v[k] = q < rows * (C / 4) ? __ldcg(reinterpret_cast<const float4 *>(a.xn) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int k = 0; k < 4; k++)
+        if (q0 + k * kSf2Threads < R * (C / 4)) reinterpret_cast<float4 *>(xs)[q0 + k * kSf2Threads] = v[k];
+    }
     nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt);
   }
   auto is_on = [&](int r, int e) -> bool {
@@ -766,13 +818,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
   const int nmine = u1 - u0;
   const bool bias_here = blockIdx.x == 0 && a.bd != nullptr;
-  if constexpr (!ONE) {  // x' rows into shared memory (ONE: already there)
-    for (int q = tid; q < R * (C / 4); q += kSf2Threads) {
-      const int r = q / (C / 4);
-      reinterpret_cast<float4 *>(xs)[q] =
-          r < rows ? __ldcg(reinterpret_cast<const float4 *>(a.xn) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-  }
   for (int i = tid; i < nmine * R * 2; i += kSf2Threads) hsum[i] = 0.0f;
   __syncthreads();
   if (!ONE && blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
