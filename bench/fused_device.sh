@@ -18,11 +18,10 @@ BASE=dense,dense_sync,sparse50,sparse90,gen_dense,gen_dense_nola,gen_dense_sync
 FUSED=sparse50_fused,sparse50_fused_sync,sparse50_fused_nopdl,sparse50_fused_smem200,sparse50_fused_smem72
 FUSED=$FUSED,sparse90_fused,sparse90_fused_sync,sparse90_fused_nopdl,sparse90_fused_smem200,sparse90_fused_smem72
 FUSED=$FUSED,gen_sparse50_fused,gen_sparse90_fused,dense_batch4,sparse90_batch4_fused,sparse90_batch4_kernels
-FUSED=$FUSED,sparse50_one,sparse90_one,sparse50_one_bps1,sparse90_one_bps1
 export OUT
 if [ $rc = 0 ]; then
   # phase times of each kernel design (3 blocks printf them), outside a graph
-  timeout 60 deno run -A --no-check bench/fused_ffn_bench.ts --quick --only "one pdl" --iters 2 --trace \
+  timeout 60 deno run -A --no-check bench/fused_ffn_bench.ts --quick --only "fused pdl" --iters 2 --trace \
     >"$OUT/trace.log" 2>&1
   grep -E "^trace|sffn trace" "$OUT/trace.log" | head -40 >>"$OUT/summary.txt"
 fi
@@ -32,7 +31,7 @@ if [ $rc = 0 ] && [ -n "${NCU:-}" ]; then
     timeout 120 ncu --clock-control none --graph-profiling node -k regex:sffn_ --launch-skip 8 --launch-count 2 \
       --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
       --section Occupancy --section LaunchStats deno run -A --no-check bench/fused_ffn_bench.ts --quick --iters 1 \
-      --only "${NCU_VARIANT:-one pdl}" --active $act >"$OUT/ncu_fused_$act.txt" 2>&1
+      --only "${NCU_VARIANT:-fused pdl}" --active $act >"$OUT/ncu_fused_$act.txt" 2>&1
     echo "ncu $act rc=$?" | tee -a "$OUT/summary.txt"
     grep -E "sffn_|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp|Achieved Occupancy|Registers Per|Local Memory Spilling Requests  " \
       "$OUT/ncu_fused_$act.txt" | head -30 >>"$OUT/summary.txt"

@@ -14,11 +14,11 @@
  * (5.6 MB f32) + 3 x active neurons x 8 KiB; the byte ideal divides them by 4.11 TB/s (PyTorch's
  * device-to-device copy on the H200, docs/engine.md).
  *
- *   deno run -A bench/fused_ffn_bench.ts [--iters 20] [--quick] [--only "one pdl,fused pdl"] [--active 0.1]
+ *   deno run -A bench/fused_ffn_bench.ts [--iters 20] [--quick] [--only "fused pdl,k2 1/SM"] [--active 0.1]
  *     [--trace] [--out file.json]
  *
  * --only keeps the named variants, --active the batch-1 case of that active fraction (for Nsight
- * Compute), --trace adds one traced launch per kernel design (LTE_DEC_SFFN_TRACE).
+ * Compute), --trace adds traced launches of the two-phase kernel at 2 and 1 blocks per SM (LTE_DEC_SFFN_TRACE).
  *
  * @module
  */
@@ -174,12 +174,9 @@ function time(fn: Enqueue, rows: number, env: Record<string, string>): number {
 
 const P = { LTE_DEC_PDL: "1" };
 const K1 = { ...P, LTE_DEC_SFFN_KERNEL: "1" };
-const K3 = { ...P, LTE_DEC_SFFN_KERNEL: "3" };
 const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
   ["fused pdl", fused, P],
-  ["one pdl", fused, K3],
-  ["one 1/SM pdl", fused, { ...K3, LTE_DEC_SFFN_BPS2: "1" }],
   ...(quick ? [] : [
     ["k2 1/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "1" }],
     ["k2 3/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "3" }],
@@ -248,12 +245,12 @@ for (const [rows, active] of CASES) {
   const ideal = results.find((q) => q.rows === rows && q.active === active)?.ideal_us ?? NaN;
   console.log([rows, `${active * 100}%`, ...vnames.map(cell), ideal.toFixed(1)].join(" | "));
 }
-// --trace: one launch per kernel design outside a graph, printing its phase times (in cycles from
+// --trace: launches of the two-phase kernel outside a graph, printing its phase times (in cycles from
 // each block's start: LTE_DEC_SFFN_TRACE, 3 blocks)
 if (args.includes("--trace")) {
   for (const active of [0.5, 0.1]) {
     setActive(active);
-    for (const [vn, env] of [["two-phase", P], ["one", K3], ["one 1/SM", { ...K3, LTE_DEC_SFFN_BPS2: "1" }]] as const) {
+    for (const [vn, env] of [["two-phase", P], ["two-phase 1/SM", { ...P, LTE_DEC_SFFN_BPS2: "1" }]] as const) {
       console.log(`trace: active ${active * 100}% ${vn}`);
       withDecEnv({ ...env, LTE_DEC_SFFN_TRACE: "1" }, () => {
         for (const L of layers.slice(0, 2)) fused(L, 1);

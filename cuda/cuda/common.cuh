@@ -103,8 +103,6 @@ struct StagingBlock {
   uint64_t bytes = 0;
   cudaEvent_t event = nullptr;
 };
-/* Size of lte_ctx::d_grid_sync. */
-constexpr size_t kGridSyncBytes = 8192;
 }  // namespace lte
 
 struct lte_ctx {
@@ -122,10 +120,6 @@ struct lte_ctx {
   /* device error flag (device memory) and its pinned host mirror */
   lte::DeviceError *d_err = nullptr;
   lte::DeviceError *h_err = nullptr;
-  /* state of kernels that synchronize their whole grid (decode_sffn.cuh's one-launch sparse FFN):
-     lte::kGridSyncBytes of device memory, zeroed at creation; every kernel leaves it reusable.
-     One context = one stream, so two such grids never run at once. */
-  unsigned *d_grid_sync = nullptr;
   unsigned long long launch_serial = 0; /* last serial handed to a validating kernel (under err_mu) */
   std::string blas_note; /* why cuBLAS is not used, for device_info */
   /* lte_host_alloc blocks (staging.cu); staging_mu guards the vector, not the memory */

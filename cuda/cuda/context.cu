@@ -182,7 +182,6 @@ extern "C" LTE_API lte_status lte_ctx_create(int32_t device_index, lte_ctx_t **o
     lte_status st = lte::cuda_fail(nullptr, FN, call, err, __FILE__, __LINE__);
     if (ctx->d_err) cudaFree(ctx->d_err);
     if (ctx->h_err) cudaFreeHost(ctx->h_err);
-    if (ctx->d_grid_sync) cudaFree(ctx->d_grid_sync);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     delete ctx;
     return st;
@@ -197,8 +196,6 @@ extern "C" LTE_API lte_status lte_ctx_create(int32_t device_index, lte_ctx_t **o
   if ((e = cudaMallocHost(&ctx->h_err, sizeof(lte::DeviceError))) != cudaSuccess)
     return bail("cudaMallocHost(error flag)", e);
   if ((e = lte::reset_device_error(ctx)) != cudaSuccess) return bail("reset of the device error flag", e);
-  if ((e = cudaMalloc(&ctx->d_grid_sync, lte::kGridSyncBytes)) != cudaSuccess) return bail("cudaMalloc(grid sync)", e);
-  if ((e = cudaMemset(ctx->d_grid_sync, 0, lte::kGridSyncBytes)) != cudaSuccess) return bail("cudaMemset(grid sync)", e);
   lte::blas_init(ctx);
   *out = ctx;
   return LTE_STATUS_OK;
@@ -216,7 +213,6 @@ extern "C" LTE_API lte_status lte_ctx_free(lte_ctx_t *ctx) {
   lte::staging_release_all(ctx);
   if (ctx->d_err) cudaFree(ctx->d_err);
   if (ctx->h_err) cudaFreeHost(ctx->h_err);
-  if (ctx->d_grid_sync) cudaFree(ctx->d_grid_sync);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);
   delete ctx;
   return st;

@@ -1396,9 +1396,9 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
              d_ff,    expert_size, d_ff / expert_size,       act};
   cudaError_t e;
   const int sms = sm_count_of(ctx);
-  if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->d_grid_sync, ctx->stream);
-  else if (wdtype == LTE_DTYPE_BF16) e = launch_sffn<__nv_bfloat16>(a, rows, sms, ctx->d_grid_sync, ctx->stream);
-  else e = launch_sffn<float>(a, rows, sms, ctx->d_grid_sync, ctx->stream);
+  if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->stream);
+  else if (wdtype == LTE_DTYPE_BF16) e = launch_sffn<__nv_bfloat16>(a, rows, sms, ctx->stream);
+  else e = launch_sffn<float>(a, rows, sms, ctx->stream);
   if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of sffn_route_kernel / sffn_ffn_kernel", e, __FILE__,
                                               __LINE__);
   return LTE_STATUS_OK;

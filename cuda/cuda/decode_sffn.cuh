@@ -25,8 +25,11 @@
  *
  * sffn_ffn2_kernel<T, R, CPT>   (f16/bf16; default, LTE_DEC_SFFN_KERNEL=2) two phases, 2 blocks of
  *   8 warps per SM (LTE_DEC_SFFN_BPS2), described at the kernel: gate/up streamed per warp into
- *   registers (no barrier per neuron), one barrier, down streamed per thread. 51.3 us per 7B FFN
+ *   registers (no barrier per neuron), one barrier, down streamed per thread. ~45 us per 7B FFN
  *   block at 50 % on the H200 (docs/engine.md).
+ *
+ * Tried and removed (docs/engine.md, fourth session): the route kernel's work inside the FFN kernel
+ * behind a grid-wide barrier (one launch per block): slower at every sparsity measured.
  *
  * sffn_ffn_kernel<T, R, CPT, TH>   (f32 weights, or LTE_DEC_SFFN_KERNEL=1) the first design: the
  *   rows of `nps` neurons per stage stream into a ring of `nstg` shared-memory stages with cp.async
@@ -557,188 +560,35 @@ __global__ void __launch_bounds__(TH, TH == 256 && R <= 2 ? 2 : 1)
 
 /* ------------------------------------------------------------------ gate/up + act + down, two phases */
 
-/* sffn_ffn2_kernel<T, R, CPT, ONE> (f16/bf16; the default for them): the same work split as
-   sffn_ffn_kernel (a balanced range of the union's neurons per block) but streamed like the decode
-   GEMVs, with no barrier per neuron:
-   phase 1 (gate/up): items = (neuron, piece of 1024 columns); the block's 8 warps take items round
-     robin, each lane loads 4 x 16 B of the gate and up rows of its item straight into registers
-     (ld.global.nc, double-buffered: the next item's loads are out while this one is reduced), dots
-     with x' from shared memory, warp-reduces and adds the partial sums into shared memory;
+/* sffn_ffn2_kernel<T, R, CPT> (f16/bf16; LTE_DEC_SFFN_KERNEL=2, the default for them): the same work
+   split as sffn_ffn_kernel (a balanced range of the union's neurons per block, 2 blocks per SM) but
+   streamed like the decode GEMVs, with no barrier per neuron:
+   phase 1 (gate/up): items = (neuron, piece of 512 columns); the block's 8 warps take items round
+     robin, each lane loads 2 x 16 B of the gate and up rows of its item straight into registers
+     (ld.global.nc, kSf2Items items in flight per warp), dots them with x' from shared memory,
+     warp-reduces and adds the partial sums into shared memory. A 4096-wide row is 8 pieces, so
+     every warp of a block gets the same number of items (with pieces of 1024 columns a block of 5
+     neurons gave half its warps 3 items and the rest 2: the slowest block set the kernel's end);
    phase 2 (down): after one barrier the block forms h of its neurons, then thread t streams its
      16-byte column chunks of the neurons' down rows (a ring of kSf2Depth neurons in registers; the
      first loads are issued before that barrier) into f32 accumulators, and adds them into x with
      float4 atomics as sffn_ffn_kernel does.
-   ONE = false (LTE_DEC_SFFN_KERNEL=2): after sffn_route_kernel; the union from its f32 mask.
-   ONE = true (LTE_DEC_SFFN_KERNEL=3): the whole block in ONE launch. The route kernel's work is
-     spread over the grid (kernel comment at sffn_one_route) and followed by a grid-wide barrier
-     (sffn_grid_sync), which saves a launch, the x' round trip through global memory and the route
-     kernel's 43-SM critical path (8.3 us alone under Nsight Compute). The grid must be co-resident:
-     the launch sizes it by the occupancy calculator, and each block triggers its PDL dependents
-     first, so the next kernel cannot take an SM before every block of this one holds its own. */
+   LTE_DEC_SFFN_TRACE=1 (a diagnostic, never in a graph): blocks 0, grid/2 and grid-1 printf the
+   clock64 cycles from their start to each phase boundary. */
 constexpr int kSf2Threads = 256;
 constexpr int kSf2Warps = kSf2Threads / 32;
 constexpr int kSf2Depth = 8;  // down rows in flight per thread
-constexpr int kOnePF = 16;    // float4 of a router slice per lane loaded before the PDL wait
-constexpr int kSfMaxW = kSfMaxE / 32;  // router bit words per row
-/* lte_ctx::d_grid_sync as the one-launch kernel uses it: [0] arrivals, [1] generation g, then two
-   planes of router bits (4 rows x kSfMaxW words each): launch g ORs into plane g & 1, and its last
-   block to arrive zeroes the other plane for launch g + 1. */
-constexpr int kSyncBitsOff = 2;
-constexpr int kSyncPlane = 4 * kSfMaxW;
-static_assert((kSyncBitsOff + 2 * kSyncPlane) * sizeof(unsigned) <= kGridSyncBytes, "grid sync block too small");
+constexpr int kSf2PL = 2;     // 16-byte loads per lane per row of a phase-1 item (512 f16 columns)
+constexpr int kSf2Items = 4;  // phase-1 items in flight per warp
 
-struct SffnOne {
-  unsigned *sync;  // lte_ctx::d_grid_sync (ONE only)
-  int spl;         // warps per expert in the routing step (ONE only; a power of two <= 8)
-  int trace;       // LTE_DEC_SFFN_TRACE: 3 blocks printf their phase times (a diagnostic, never in a graph)
-};
-
-__device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned *p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_release_gpu(unsigned *p, unsigned v) {
-  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
 
-/* Whole-grid barrier (every block co-resident): arrivals counted in sync[0]; the last block to
-   arrive zeroes `clear` (n words), resets the count and publishes generation g + 1 in sync[1],
-   which the other blocks wait for. g = sync[1] as read by the block before it arrived. The
-   __threadfence before the arrival makes the block's earlier global writes (ordered before it by
-   the barrier) visible to every block that passes. */
-__device__ void sffn_grid_sync(unsigned *sync, unsigned g, unsigned *clear, int n) {
-  __shared__ int last;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    last = atomicAdd(sync, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (last) {
-    for (int i = threadIdx.x; i < n; i += blockDim.x) clear[i] = 0u;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      sync[0] = 0u;
-      __threadfence();
-      st_release_gpu(sync + 1, g + 1u);
-    }
-  } else if (threadIdx.x == 0) {
-    while (ld_acquire_gpu(sync + 1) == g) {
-    }
-  }
-  __syncthreads();
-}
-
-/* Block-wide (ONE): the union of the rows' active experts from the router bit words (R x W in
-   global memory, row stride W), ascending, into list; the rows' words into sb. Warp 0 does it (one
-   L2 round trip for E <= 1024); returns the union size after a barrier. */
-template <int R>
-__device__ int sffn_union_bits(const unsigned *bits, int W, int rows, int *list, unsigned (*sb)[kSfMaxW], int *total) {
-  if (threadIdx.x < 32) {
-    const int lane = threadIdx.x;
-    int base = 0;
-    for (int w0 = 0; w0 < W; w0 += 32) {
-      const int w = w0 + lane;
-      unsigned u = 0u;
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        const unsigned v = w < W && r < rows ? __ldcg(bits + (size_t)r * W + w) : 0u;
-        if (w < W) sb[r][w] = v;
-        u |= v;
-      }
-      const int c = __popc(u);
-      int incl = c;
-#pragma unroll
-      for (int off = 1; off < 32; off <<= 1) {
-        const int t = __shfl_up_sync(0xffffffffu, incl, off);
-        if (lane >= off) incl += t;
-      }
-      int pos = base + incl - c;
-      while (u) {
-        list[pos++] = (w << 5) + (__ffs(u) - 1);
-        u &= u - 1u;
-      }
-      base += __shfl_sync(0xffffffffu, incl, 31);
-    }
-    if (lane == 0) *total = base;
-  }
-  __syncthreads();
-  return *total;
-}
-
-/* Routing inside the one-launch kernel. Warp gw of the grid (blockIdx * 8 + warp) takes slice
-   gw % spl (of spl column slices) of expert gw / spl, then every (TW / spl)-th expert after it
-   when the grid has fewer warps than experts (spl = 1). The slices of an expert are warps of one
-   block, joined through shared memory; the expert's first warp writes mask[r, e] and, when on,
-   sets bit e of row r in `bits`. wv: the warp's first kOnePF float4 per lane of its first
-   expert's slice, loaded before the PDL wait. Every thread calls it (barriers inside). */
-template <int R>
-__device__ void sffn_one_route(const SffnArgs &a, int rows, int spl, const float *xs, const float4 (&wv)[kOnePF],
-                               unsigned *bits, int W) {
-  __shared__ float part[kSf2Warps][R];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int gw = blockIdx.x * kSf2Warps + warp, TW = gridDim.x * kSf2Warps;
-  const int Q = a.C >> 2, s = gw % spl, step = TW / spl;
-  const int q0 = (int)((long long)Q * s / spl), q1 = (int)((long long)Q * (s + 1) / spl);
-  const int kmax = (a.E + step - 1) / step;  // the same for every warp: barriers stay uniform
-  const float4 *xs4 = reinterpret_cast<const float4 *>(xs);
-  const float4 *wr4 = reinterpret_cast<const float4 *>(a.wr);
-  for (int k = 0; k < kmax; k++) {
-    const int e = gw / spl + k * step;
-    const bool own = e < a.E;
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    if (own) {
-      const float4 *wrow = wr4 + (size_t)e * Q;
-#pragma unroll
-      for (int i = 0; i < kOnePF; i++) {
-        const int q = q0 + lane + 32 * i;
-        if (q < q1) {
-          const float4 w = k == 0 ? wv[i] : __ldcs(wrow + q);
-#pragma unroll
-          for (int r = 0; r < R; r++) {
-            const float4 v = xs4[(size_t)r * Q + q];
-            acc[r] += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
-          }
-        }
-      }
-      for (int q = q0 + lane + 32 * kOnePF; q < q1; q += 32) {  // slices longer than the prefetch
-        const float4 w = __ldcs(wrow + q);
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-          const float4 v = xs4[(size_t)r * Q + q];
-          acc[r] += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
-        }
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      acc[r] = warp_sum(acc[r]);
-      if (lane == 0) part[warp][r] = acc[r];
-    }
-    __syncthreads();
-    if (own && s == 0 && lane < rows) {
-      const int r = lane;
-      float logit = 0.0f;
-      for (int j = 0; j < spl; j++) logit += part[warp + j][r];
-      logit += a.br ? a.br[e] : 0.0f;
-      const bool on = logit > a.thr;
-      a.mask[(size_t)r * a.E + e] = on ? 1.0f : 0.0f;
-      if (on) atomicOr(bits + (size_t)r * W + (e >> 5), 1u << (e & 31));
-    }
-    __syncthreads();
-  }
-}
-
-template <class T, int R, int CPT, bool ONE>
-__global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, int rows, int maxmine, SffnOne o) {
+template <class T, int R, int CPT>
+__global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, int rows, int maxmine, int trace) {
   extern __shared__ float4 f2sm4[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
@@ -746,82 +596,36 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   float *xs = reinterpret_cast<float *>(f2sm4);         // (R, C) x'
   float *hsum = xs + (size_t)R * C;                     // (maxmine, R, 2): gate / up sums, then h
   int *list = reinterpret_cast<int *>(hsum + (size_t)maxmine * R * 2);  // union of active experts
-  unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);    // (R, E) (ONE: unused)
+  unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);    // (R, E)
   __shared__ int wtot[kSf2Warps];
   __shared__ int cnt[R];
-  __shared__ unsigned sb[ONE ? R : 1][kSfMaxW];  // ONE: the rows' router bits
-  __shared__ unsigned gen;
-  __shared__ int total;
-  long long tc[8];  // LTE_DEC_SFFN_TRACE: clock64 at the phase boundaries
-  const unsigned long long tg0 = o.trace ? global_ns() : 0ull;
+  long long tc[6];  // LTE_DEC_SFFN_TRACE: clock64 at the phase boundaries
+  const unsigned long long tg0 = trace ? global_ns() : 0ull;
   tc[0] = clock64();
 
-  int nact;
-  if constexpr (ONE) {
-    // the router slice of this warp's first expert, before the wait (a constant: it streams while
-    // the previous kernel finishes)
-    float4 wv[kOnePF];
-    {
-      const int gw = blockIdx.x * kSf2Warps + warp, Q = C >> 2, s = gw % o.spl, e = gw / o.spl;
-      const int q0 = (int)((long long)Q * s / o.spl), q1 = (int)((long long)Q * (s + 1) / o.spl);
-      const float4 *wrow = reinterpret_cast<const float4 *>(a.wr) + (size_t)(e < a.E ? e : 0) * Q;
+  pdl_launch_dependents();
+  pdl_wait();
+  // x' rows into shared memory, loads before stores (and before the union's mask loads)
+  for (int q0 = tid; q0 < R * (C / 4); q0 += 4 * kSf2Threads) {
+    float4 v[4];
 #pragma unroll
-      for (int i = 0; i < kOnePF; i++) {
-        const int q = q0 + lane + 32 * i;
-        wv[i] = e < a.E && q < q1 ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
+    for (int k = 0; k < 4; k++) {
+      const int q = q0 + k * kSf2Threads;
+      v[k] = q < rows * (C / 4) ? __ldcg(reinterpret_cast<const float4 *>(a.xn) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    NormRegs<kSf2Threads> nr;
-    nr.load(a);
-    pdl_launch_dependents();  // first: see the kernel comment (co-residency)
-    pdl_wait();
-    tc[1] = clock64();
-    if (tid == 0) gen = ld_acquire_gpu(o.sync + 1);
-    sffn_xprime<R, kSf2Threads>(a, rows, xs, nr);  // ends with a barrier: gen is visible
-    const unsigned g = gen;
-    unsigned *bits = o.sync + kSyncBitsOff + (g & 1u) * kSyncPlane;
-    const int W = (a.E + 31) >> 5;
-    sffn_store_xn<R, kSf2Threads>(a, rows, xs);
-    sffn_one_route<R>(a, rows, o.spl, xs, wv, bits, W);
-    tc[2] = clock64();
-    sffn_grid_sync(o.sync, g, o.sync + kSyncBitsOff + ((g + 1u) & 1u) * kSyncPlane, kSyncPlane);
-    tc[3] = clock64();
-    nact = sffn_union_bits<R>(bits, W, rows, list, sb, &total);
-    if (blockIdx.x == 0 && a.counts && tid < rows) {
-      int c = 0;
-      for (int w = 0; w < W; w++) c += __popc(sb[tid][w]);
-      a.counts[tid] = c;
-    }
-  } else {
-    pdl_launch_dependents();
-    pdl_wait();
-    tc[1] = tc[2] = tc[3] = clock64();
-    // x' rows into shared memory, loads before stores (and before the union's mask loads)
-    for (int q0 = tid; q0 < R * (C / 4); q0 += 4 * kSf2Threads) {
-      float4 v[4];
 #pragma unroll
-      for (int k = 0; k < 4; k++) {
-        const int q = q0 + k * kSf2Threads;
-        v[k] = q < rows * (C / 4) ? __ldcg(reinterpret_cast<const float4 *>(a.xn) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-#pragma unroll
-      for (int k = 0; k < 4; k++)
-        if (q0 + k * kSf2Threads < R * (C / 4)) reinterpret_cast<float4 *>(xs)[q0 + k * kSf2Threads] = v[k];
-    }
-    nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt);
+    for (int k = 0; k < 4; k++)
+      if (q0 + k * kSf2Threads < R * (C / 4)) reinterpret_cast<float4 *>(xs)[q0 + k * kSf2Threads] = v[k];
   }
-  auto is_on = [&](int r, int e) -> bool {
-    if constexpr (ONE) return (sb[r][e >> 5] >> (e & 31)) & 1u;
-    else return on[r * a.E + e] != 0;
-  };
+  const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt);
   const long long NN = (long long)nact * a.S;
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
   const int nmine = u1 - u0;
   const bool bias_here = blockIdx.x == 0 && a.bd != nullptr;
   for (int i = tid; i < nmine * R * 2; i += kSf2Threads) hsum[i] = 0.0f;
   __syncthreads();
-  if (!ONE && blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
-  tc[4] = clock64();
+  if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
+  tc[1] = clock64();
   if (nmine == 0 && !bias_here) return;
 
   const T *wfc = static_cast<const T *>(a.wfc), *wd = static_cast<const T *>(a.wd);
@@ -830,31 +634,32 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
     return list[u / a.S] * a.S + u % a.S;
   };
 
-  // phase 1: gate/up partial dots, items (neuron k, piece p of 128 chunks)
-  const int P = (cpr + 127) / 128;
+  // phase 1: gate/up partial dots, items (neuron k, piece p of 32 * kSf2PL chunks)
+  constexpr int PC = 32 * kSf2PL;
+  const int P = (cpr + PC - 1) / PC;
   const int items = nmine * P;
   const uint4 z = make_uint4(0u, 0u, 0u, 0u);
-  uint4 ga[4], ua[4], gb[4], ub[4];
-  auto load = [&](int it, uint4 (&g)[4], uint4 (&u)[4]) {
+  uint4 gbuf[kSf2Items][kSf2PL], ubuf[kSf2Items][kSf2PL];
+  auto load = [&](int it, uint4 (&g)[kSf2PL], uint4 (&u)[kSf2PL]) {
     const int k = it / P, p = it - k * P;
     const int n = neuron(k);
     const T *grow = wfc + (size_t)n * C;
     const T *urow = wfc + (size_t)(swi ? a.F + n : n) * C;
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int q = p * 128 + i * 32 + lane;
+    for (int i = 0; i < kSf2PL; i++) {
+      const int q = p * PC + i * 32 + lane;
       g[i] = q < cpr ? ld_stream(grow + (size_t)q * 8) : z;
       u[i] = swi && q < cpr ? ld_stream(urow + (size_t)q * 8) : z;
     }
   };
-  auto compute = [&](int it, const uint4 (&g)[4], const uint4 (&u)[4]) {
+  auto compute = [&](int it, const uint4 (&g)[kSf2PL], const uint4 (&u)[kSf2PL]) {
     const int k = it / P, p = it - k * P;
     float sg[R], su[R];
 #pragma unroll
     for (int r = 0; r < R; r++) sg[r] = su[r] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int q = p * 128 + i * 32 + lane;
+    for (int i = 0; i < kSf2PL; i++) {
+      const int q = p * PC + i * 32 + lane;
       if (q < cpr) {
         float gf[8], uf[8];
         cvt8<T>(g[i], gf);
@@ -880,21 +685,20 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
       }
     }
   };
-  {
-    int it = warp;
-    if (it < items) load(it, ga, ua);
-    if (it + kSf2Warps < items) load(it + kSf2Warps, gb, ub);
-    while (it < items) {
-      compute(it, ga, ua);
-      if (it + 2 * kSf2Warps < items) load(it + 2 * kSf2Warps, ga, ua);
-      it += kSf2Warps;
+  // a ring of kSf2Items items per warp: item it + kSf2Items * 8 loads into the slot it frees
+#pragma unroll
+  for (int d = 0; d < kSf2Items; d++)
+    if (warp + d * kSf2Warps < items) load(warp + d * kSf2Warps, gbuf[d], ubuf[d]);
+  for (int base = warp; base < items; base += kSf2Items * kSf2Warps) {
+#pragma unroll
+    for (int d = 0; d < kSf2Items; d++) {
+      const int it = base + d * kSf2Warps;
       if (it >= items) break;
-      compute(it, gb, ub);
-      if (it + 2 * kSf2Warps < items) load(it + 2 * kSf2Warps, gb, ub);
-      it += kSf2Warps;
+      compute(it, gbuf[d], ubuf[d]);
+      if (it + kSf2Items * kSf2Warps < items) load(it + kSf2Items * kSf2Warps, gbuf[d], ubuf[d]);
     }
   }
-  tc[5] = clock64();
+  tc[2] = clock64();
 
   // phase 2: the first down rows go out before the barrier (they do not depend on h)
   uint4 ring[kSf2Depth][CPT];
@@ -913,10 +717,10 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   for (int i = tid; i < nmine * R; i += kSf2Threads) {
     const int k = i / R, r = i - k * R;
     const int n = neuron(k);
-    hsum[2 * i] = (r < rows && is_on(r, n / a.S)) ? sffn_h(a, n, hsum[2 * i], hsum[2 * i + 1]) : 0.0f;
+    hsum[2 * i] = (r < rows && on[r * a.E + n / a.S]) ? sffn_h(a, n, hsum[2 * i], hsum[2 * i + 1]) : 0.0f;
   }
   __syncthreads();
-  tc[6] = clock64();
+  tc[3] = clock64();
   float yacc[R][CPT][8];
 #pragma unroll
   for (int r = 0; r < R; r++)
@@ -944,15 +748,15 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
       if (k + kSf2Depth < nmine) loadd(k + kSf2Depth, ring[q]);
     }
   }
-  tc[7] = clock64();
+  tc[4] = clock64();
   // x += this block's share (+ b_down once, by block 0)
   sffn_add_out<R, CPT, 8, kSf2Threads>(a, rows, cpr, yacc, bias_here);
-  if (o.trace && tid == 0 && (blockIdx.x == 0 || blockIdx.x == gridDim.x / 2 || blockIdx.x == gridDim.x - 1)) {
-    const long long t8 = clock64();
-    printf("sffn trace one=%d block %d/%d neurons %d: cycles from start: wait %lld route %lld gridsync %lld "
-           "union+x' %lld phase1 %lld h %lld phase2 %lld out %lld; globaltimer start %llu end %llu\n",
-           (int)ONE, blockIdx.x, gridDim.x, nmine, tc[1] - tc[0], tc[2] - tc[0], tc[3] - tc[0], tc[4] - tc[0],
-           tc[5] - tc[0], tc[6] - tc[0], tc[7] - tc[0], t8 - tc[0], tg0, global_ns());
+  if (trace && tid == 0 && (blockIdx.x == 0 || blockIdx.x == gridDim.x / 2 || blockIdx.x == gridDim.x - 1)) {
+    tc[5] = clock64();
+    printf("sffn trace block %d/%d neurons %d: cycles from start: union+x' %lld phase1 %lld h %lld phase2 %lld "
+           "out %lld; globaltimer start %llu end %llu\n",
+           blockIdx.x, gridDim.x, nmine, tc[1] - tc[0], tc[2] - tc[0], tc[3] - tc[0], tc[4] - tc[0], tc[5] - tc[0],
+           tg0, global_ns());
   }
 }
 
@@ -976,7 +780,7 @@ inline SffnTune sffn_tune() {
   t.bps = env_int("LTE_DEC_SFFN_BPS", 1, 1, 4);
   t.nps = env_int("LTE_DEC_SFFN_NPS", 2, 1, kSfMaxNps);
   t.threads = env_int("LTE_DEC_SFFN_THREADS", 256, 256, 512) > 256 ? 512 : 256;
-  t.kernel = env_int("LTE_DEC_SFFN_KERNEL", 2, 1, 3);
+  t.kernel = env_int("LTE_DEC_SFFN_KERNEL", 2, 1, 2);
   t.bps2 = env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   return t;
@@ -1060,66 +864,39 @@ cudaError_t launch_sffn_ffn_rt(const SffnArgs &a, int rows, const SffnTune &t, i
   return launch_sffn_ffn_rc<T, R, 8, TH>(a, rows, t, sms, st);
 }
 
-template <class T, int R, int CPT, bool ONE>
-cudaError_t launch_sffn_ffn2_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, unsigned *sync,
-                                cudaStream_t st) {
-  const auto kernel = sffn_ffn2_kernel<T, R, CPT, ONE>;
+template <class T, int R, int CPT>
+cudaError_t launch_sffn_ffn2_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
   size_t cap = 0;
-  cudaError_t e = sffn_smem_cap(kernel, &cap);
+  cudaError_t e = sffn_smem_cap(sffn_ffn2_kernel<T, R, CPT>, &cap);
   if (e != cudaSuccess) return e;
   long long grid = (long long)sms * t.bps2;
   const long long cand = ((long long)a.F + 7) / 8;  // at least ~8 candidate neurons per block
   if (cand < grid) grid = cand < 1 ? 1 : cand;
-  int maxmine = (int)((a.F + grid - 1) / grid) + 1;
-  auto smem_of = [&](int mm) {
-    return (size_t)R * a.C * 4 + (size_t)mm * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
-  };
-  if (ONE) {  // the grid must be co-resident (grid-wide barrier): at most what the SMs hold at once
-    int occ = 0;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kSf2Threads, smem_of(maxmine));
-    if (e != cudaSuccess) return e;
-    if (occ < 1) return cudaErrorInvalidConfiguration;
-    if (grid > (long long)occ * sms) {
-      grid = (long long)occ * sms;
-      maxmine = (int)((a.F + grid - 1) / grid) + 1;  // more neurons per block: smem grows, occ re-checked
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kSf2Threads, smem_of(maxmine));
-      if (e != cudaSuccess) return e;
-      if ((long long)occ * sms < grid) return cudaErrorInvalidConfiguration;
-    }
-  }
-  const size_t smem = smem_of(maxmine);
+  const int maxmine = (int)((a.F + grid - 1) / grid) + 1;
+  const size_t smem = (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
   if (smem > cap) return cudaErrorInvalidValue;
-  SffnOne o{sync, 8, t.trace};
-  while (o.spl > 1 && (long long)a.E * o.spl > grid * kSf2Warps) o.spl >>= 1;
-  return dlaunch(kernel, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, a, rows, maxmine, o);
+  return dlaunch(sffn_ffn2_kernel<T, R, CPT>, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, a, rows, maxmine,
+                 t.trace);
 }
 
 template <class T, int R>
-cudaError_t launch_sffn_ffn_r(const SffnArgs &a, int rows, const SffnTune &t, int sms, unsigned *sync,
-                              cudaStream_t st) {
+cudaError_t launch_sffn_ffn_r(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
   if constexpr (sizeof(T) == 2) {
-    if (t.kernel >= 2) {
+    if (t.kernel == 2) {
       const int cpr = a.C / 8;
-      if (t.kernel == 3) {
-        if (cpr <= kSf2Threads) return launch_sffn_ffn2_rc<T, R, 1, true>(a, rows, t, sms, sync, st);
-        if (cpr <= 2 * kSf2Threads) return launch_sffn_ffn2_rc<T, R, 2, true>(a, rows, t, sms, sync, st);
-        return launch_sffn_ffn2_rc<T, R, 4, true>(a, rows, t, sms, sync, st);
-      }
-      if (cpr <= kSf2Threads) return launch_sffn_ffn2_rc<T, R, 1, false>(a, rows, t, sms, sync, st);
-      if (cpr <= 2 * kSf2Threads) return launch_sffn_ffn2_rc<T, R, 2, false>(a, rows, t, sms, sync, st);
-      return launch_sffn_ffn2_rc<T, R, 4, false>(a, rows, t, sms, sync, st);
+      if (cpr <= kSf2Threads) return launch_sffn_ffn2_rc<T, R, 1>(a, rows, t, sms, st);
+      if (cpr <= 2 * kSf2Threads) return launch_sffn_ffn2_rc<T, R, 2>(a, rows, t, sms, st);
+      return launch_sffn_ffn2_rc<T, R, 4>(a, rows, t, sms, st);
     }
   }
   if (t.threads == 512) return launch_sffn_ffn_rt<T, R, 512>(a, rows, t, sms, st);
   return launch_sffn_ffn_rt<T, R, 256>(a, rows, t, sms, st);
 }
 
-/* rows <= 4 per launch group (route, then gate/up + down; or the one-launch kernel); more rows:
-   groups of 4. */
+/* rows <= 4 per pair of launches (route, then gate/up + down); more rows: groups of 4. */
 template <class T>
-cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, unsigned *sync, cudaStream_t st) {
+cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream_t st) {
   const SffnTune t = sffn_tune();
-  const bool one = sizeof(T) == 2 && t.kernel == 3;
   for (int r0 = 0; r0 < rows; r0 += 4) {
     const int rb = rows - r0 < 4 ? rows - r0 : 4;
     SffnArgs a = a0;
@@ -1127,16 +904,14 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, unsigned *
     a.xn += (size_t)r0 * a.C;
     a.mask += (size_t)r0 * a.E;
     if (a.counts) a.counts += r0;
-    cudaError_t e = cudaSuccess;
-    if (!one) {
-      if (rb == 1) e = launch_sffn_route<1>(a, rb, st);
-      else if (rb == 2) e = launch_sffn_route<2>(a, rb, st);
-      else e = launch_sffn_route<4>(a, rb, st);
-    }
+    cudaError_t e;
+    if (rb == 1) e = launch_sffn_route<1>(a, rb, st);
+    else if (rb == 2) e = launch_sffn_route<2>(a, rb, st);
+    else e = launch_sffn_route<4>(a, rb, st);
     if (e != cudaSuccess) return e;
-    if (rb == 1) e = launch_sffn_ffn_r<T, 1>(a, rb, t, sms, sync, st);
-    else if (rb == 2) e = launch_sffn_ffn_r<T, 2>(a, rb, t, sms, sync, st);
-    else e = launch_sffn_ffn_r<T, 4>(a, rb, t, sms, sync, st);
+    if (rb == 1) e = launch_sffn_ffn_r<T, 1>(a, rb, t, sms, st);
+    else if (rb == 2) e = launch_sffn_ffn_r<T, 2>(a, rb, t, sms, st);
+    else e = launch_sffn_ffn_r<T, 4>(a, rb, t, sms, st);
     if (e != cudaSuccess) return e;
   }
   return cudaGetLastError();
@@ -1145,8 +920,8 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, unsigned *
 /* A failed attribute call or launch leaves its (non-sticky) error for cudaGetLastError: clear it so
    the next op's launch check does not report it. */
 template <class T>
-cudaError_t launch_sffn(const SffnArgs &a, int rows, int sms, unsigned *sync, cudaStream_t st) {
-  const cudaError_t e = launch_sffn_groups<T>(a, rows, sms, sync, st);
+cudaError_t launch_sffn(const SffnArgs &a, int rows, int sms, cudaStream_t st) {
+  const cudaError_t e = launch_sffn_groups<T>(a, rows, sms, st);
   if (e != cudaSuccess) (void)cudaGetLastError();
   return e;
 }

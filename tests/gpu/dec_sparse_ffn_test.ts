@@ -41,17 +41,14 @@ const CASES: SffnCase[] = [
   { dt: "f32", rows: 4, C: 8192, F: 256, S: 32, act: gelu, mode: plain, bias: true, active: 0.7 },
   { dt: "f16", rows: 2, C: 128, F: 512, S: 32, act: gelu, mode: layer, bias: true, active: 0 },
   { dt: "f16", rows: 2, C: 128, F: 512, S: 32, act: swiglu, mode: rms, bias: false, active: 1 },
-  // 4096 experts of 1 neuron: more experts than the one-launch kernel's grid has warps (each warp
-  // routes several), and all 128 router bit words per row
+  // 4096 experts of 1 neuron: the most experts the kernels take (the union's shared-memory list, 16
+  // rounds of compaction)
   { dt: "f16", rows: 2, C: 128, F: 4096, S: 1, act: swiglu, mode: rms, bias: true, active: 0.5 },
 ];
 
 const K1 = { LTE_DEC_SFFN_KERNEL: "1" };
-const K3 = { LTE_DEC_SFFN_KERNEL: "3" };
 const VARIANTS: [string, Record<string, string>][] = [
   ["default (two-phase kernel, 2 blocks per SM)", {}],
-  ["one-launch kernel (routing and a grid barrier inside)", K3],
-  ["one-launch kernel, 1 block per SM, PDL attribute", { ...K3, LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
   ["two-phase kernel, 1 block per SM, PDL attribute", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
   ["ring kernel, 1 neuron per stage, 2-stage ring, no hint", {
     ...K1,
@@ -86,7 +83,7 @@ Deno.test({
       const ref = runOp(cpu, c, inp);
       nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
       // the 7B-sized cases run every variant; the others the default and one variant
-      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1]!, VARIANTS[3 + (i % 5)]!];
+      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 5)]!];
       for (const [vn, env] of variants) {
         const got = withDecEnv(env, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
@@ -104,30 +101,3 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "lte_dec_sparse_ffn: the one-launch kernel's grid-barrier state survives back-to-back launches of other shapes",
-  ignore: !hasCuda,
-  fn() {
-    // Each launch flips the context's barrier generation and clears the other plane of router bits;
-    // a launch of another row count / expert count in between must not leave stale bits behind.
-    const cpu = getBackend("cpu"), cuda = getBackend("cuda");
-    const picks = [CASES[2]!, CASES[10]!, CASES[4]!, CASES[8]!, CASES[0]!];
-    const prepared = picks.map((c, i) => {
-      let inp = makeInputs(c, 900 + i);
-      inp = withThreshold(c, inp, runOp(cpu, c, inp).xn);
-      return { c, inp, ref: runOp(cpu, c, inp) };
-    });
-    withDecEnv(K3, () => {
-      for (let round = 0; round < 7; round++) {
-        for (const { c, inp, ref } of prepared) {
-          const got = runOp(cuda, c, inp);
-          const tag = `${caseName(c)} round ${round}`;
-          nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
-          nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
-          const d = (o: Float32Array) => o.map((v, j) => v - inp.x[j]!);
-          nodeAssert.ok(rel(d(got.x), d(ref.x)) < 1e-4, `${tag}: (x - x0)`);
-        }
-      }
-    });
-  },
-});
