@@ -191,7 +191,9 @@ if (only) {
   const keep = only.split(",");
   VARIANTS.splice(0, VARIANTS.length, ...VARIANTS.filter(([vn]) => keep.includes(vn)));
 }
-const CASES: [number, number][] = flag("--active", "") ? [[1, Number(flag("--active", ""))]] : quick
+const CASES: [number, number][] = flag("--active", "")
+  ? [[1, Number(flag("--active", ""))]]
+  : quick
   ? [[1, 0.5], [1, 0.1]]
   : [[1, 1], [1, 0.75], [1, 0.5], [1, 0.25], [1, 0.1], [2, 0.5], [2, 0.1], [4, 0.5], [4, 0.1]];
 

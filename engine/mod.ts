@@ -87,12 +87,16 @@ export interface EngineOptions {
    */
   syncRead?: boolean;
   /**
-   * `generate()` decodes one step ahead: step t+1 is launched (the device feeds token t back
-   * itself) before the host has read token t, whose read (into pinned memory, double-buffered per
-   * slot) then overlaps step t+1 on the device, hiding the per-token host turnaround. Tokens are
-   * identical either way; when the sequence ends by EOS, a stop sequence or an abort, one extra
-   * step has run whose KV write lies past the sequence end (never past the context). Default: on
-   * for CUDA, off on the CPU (its ops run synchronously: nothing to overlap).
+   * Decode one step ahead: step t+1 is launched (the device feeds token t back itself) before the
+   * host has read token t, whose read (into pinned memory, double-buffered) then overlaps step t+1
+   * on the device, hiding the per-token host turnaround. `generate()` does it per sequence;
+   * `step()` (the server's batch loop) launches the next step for the same slots and sampling
+   * before it waits for this one, and uses it when the next call asks for exactly those; when the
+   * batch changes, the tokens of that step are kept per slot and returned by the slots' next
+   * `step()` (a slot freed meanwhile drops its token). Tokens are identical either way; when a
+   * sequence ends, one extra step has run whose KV write lies past the sequence end (never past
+   * the context). Default: on for CUDA, off on the CPU (its ops run synchronously: nothing to
+   * overlap).
    */
   lookahead?: boolean;
 }
@@ -148,6 +152,25 @@ interface LayerWeights {
   downB: Ptr | null;
   router: Ptr | null;
   routerB: Ptr | null;
+}
+
+/** A token a launched step decoded for a slot, with the slot's state before it (to undo it). */
+interface Decoded {
+  token: number;
+  activeExperts: number[];
+  sp: SamplingParams;
+  before: { pos: number; next: number };
+}
+
+/** A decode step launched by `step()`: its tokens are copied into a pinned staging block behind it. */
+interface LaunchedStep {
+  slots: number[];
+  sps: SamplingParams[];
+  buf: { ptr: Ptr; out: Int32Array };
+  /** `#lastKey` right after the launch: the io block holds these rows as the device advanced them. */
+  marker: string;
+  /** Slots freed (or prefilled again) since the launch: their tokens are dropped. */
+  dropped: Set<number>;
 }
 
 /**
@@ -299,6 +322,11 @@ export class Engine {
   /** Lookahead: per slot two pinned staging blocks for the sampled-token reads (lazily made). */
   #staging: ({ ptr: Ptr; out: Int32Array }[] | null)[];
   #chainSerial = 0;
+  /** `step()` lookahead: the step launched for the next call, tokens kept for a slot's next call, staging. */
+  #ahead: LaunchedStep | null = null;
+  #stash = new Map<number, Decoded>();
+  #stepBufs: { ptr: Ptr; out: Int32Array }[] | null = null;
+  #stepBufNext = 0;
 
   private constructor(
     config: ModelConfig,
@@ -1128,13 +1156,35 @@ export class Engine {
 
   /** Returns a slot (its cache contents are simply overwritten by the next user). */
   freeSlot(slot: number): void {
-    if (Number.isInteger(slot) && slot >= 0 && slot < this.maxBatch) this.#slots[slot]!.used = false;
+    if (Number.isInteger(slot) && slot >= 0 && slot < this.maxBatch) {
+      this.#slots[slot]!.used = false;
+      this.#forget(slot);
+    }
+  }
+
+  /**
+   * Undoes the slot's kept token: the slot is back where it was before that step, whose KV write
+   * at that position the next step of the slot overwrites.
+   */
+  #undo(slot: number): void {
+    const kept = this.#stash.get(slot);
+    if (!kept) return;
+    Object.assign(this.#slots[slot]!, kept.before);
+    this.#stash.delete(slot);
+    this.#lastKey = null;
+  }
+
+  /** The slot's sequence is over: a token kept for it, or coming from a step in flight, is dropped. */
+  #forget(slot: number): void {
+    this.#stash.delete(slot);
+    if (this.#ahead?.slots.includes(slot)) this.#ahead.dropped.add(slot);
   }
 
   /** Tokens in the slot's cache (the next token's position). */
   position(slot: number): number {
     this.#checkSlot(slot, "position");
-    return this.#slots[slot]!.pos;
+    // a token decoded ahead (step() lookahead) but not yet returned does not count
+    return this.#slots[slot]!.pos - (this.#stash.has(slot) ? 1 : 0);
   }
 
   /** Runs the prompt through the model into the slot's cache; returns the first sampled token. */
@@ -1152,6 +1202,7 @@ export class Engine {
         throw new EngineError(`prefill: token ${i} = ${t} is outside the vocabulary [0, ${this.config.vocab_size})`);
       }
     }
+    this.#forget(slot);
     return this.#serial(async () => {
       this.#lastKey = null;
       let res: { out: Int32Array; counts: Int32Array } | null = null;
@@ -1175,7 +1226,10 @@ export class Engine {
     });
   }
 
-  /** One decode step for these slots (each feeds its last sampled token). */
+  /**
+   * One decode step for these slots (each feeds its last sampled token). With `lookahead` the
+   * next step for the same slots is already running when this returns (see the option).
+   */
   step(slots: number[], sampling: SamplingParams[]): Promise<StepResult> {
     if (slots.length === 0) return Promise.resolve({ tokens: [], activeExperts: [] });
     if (slots.length > this.maxBatch) {
@@ -1192,12 +1246,78 @@ export class Engine {
       this.#checkSlot(slot, "step");
       const st = this.#slots[slot]!;
       if (st.pos === 0) throw new EngineError(`step: slot ${slot} has no prompt (prefill first)`);
-      if (st.pos >= this.contextSize) {
+      // a slot whose token is kept or in flight needs no room: that step has run
+      const inFlight = this.#stash.has(slot) || (this.#ahead?.slots.includes(slot) && !this.#ahead.dropped.has(slot));
+      if (st.pos >= this.contextSize && !inFlight) {
         throw new EngineError(`step: slot ${slot} is full (${st.pos} of ${this.contextSize} positions)`);
       }
     }
     return this.#serial(async () => {
-      const R = slots.length;
+      try {
+        return await this.#stepRun(slots, sps);
+      } catch (e) {
+        this.#ahead = null;
+        this.#lastKey = null;
+        throw e;
+      }
+    });
+  }
+
+  async #stepRun(slots: number[], sps: SamplingParams[]): Promise<StepResult> {
+    const lookahead = this.options.lookahead ?? this.options.device === "cuda";
+    const same = (l: LaunchedStep) =>
+      l.slots.length === slots.length && l.slots.every((s, i) => s === slots[i]) &&
+      l.sps.every((p, i) => JSON.stringify(p) === JSON.stringify(sps[i]));
+    // the next step can go in behind the one in flight when every slot has a position left for it
+    const roomForNext = () => slots.every((slot) => this.#slots[slot]!.pos + 1 < this.contextSize);
+    const got = new Map<number, Decoded>();
+    let next: LaunchedStep | null = null;
+    const ahead = this.#ahead;
+    this.#ahead = null;
+    if (ahead) {
+      const hit = same(ahead) && ahead.dropped.size === 0;
+      // steady state: step t + 1 is queued before token t is awaited (the io block still holds the
+      // rows as step t advanced them: nothing to write)
+      if (hit && lookahead && this.#lastKey === ahead.marker && roomForNext()) {
+        next = this.#launchStep(slots, sps, false);
+      }
+      for (const [slot, r] of await this.#consume(ahead)) (hit ? got : this.#stash).set(slot, r);
+    }
+    if (got.size === 0) {
+      for (const [i, slot] of slots.entries()) {
+        const kept = this.#stash.get(slot);
+        if (!kept) continue;
+        // decoded with the sampling the slot had then: used as is, or undone and decoded again
+        if (JSON.stringify(kept.sp) === JSON.stringify(sps[i])) got.set(slot, kept);
+        else this.#undo(slot);
+        this.#stash.delete(slot);
+      }
+      const rest = slots.filter((slot) => !got.has(slot));
+      if (rest.length > 0) {
+        const now = this.#launchStep(rest, rest.map((slot) => sps[slots.indexOf(slot)]!), true);
+        if (lookahead && rest.length === slots.length && roomForNext()) next = this.#launchStep(slots, sps, false);
+        for (const [slot, r] of await this.#consume(now)) got.set(slot, r);
+      }
+    }
+    if (!next && lookahead && got.size === slots.length && roomForNext()) {
+      // the batch is known again (after a change, or the io block was used by someone else)
+      next = this.#launchStep(slots, sps, true);
+    }
+    this.#ahead = next;
+    return {
+      tokens: slots.map((slot) => got.get(slot)!.token),
+      activeExperts: slots.map((slot) => got.get(slot)!.activeExperts),
+    };
+  }
+
+  /**
+   * Launches one decode step for these slots and queues the copy of its tokens into a pinned
+   * staging block. write = false: the io block already holds the rows as the previous step advanced
+   * them on the device (`#lastKey` is that step's marker); true: the rows are written from the
+   * slots' host state unless the io block holds exactly them.
+   */
+  #launchStep(slots: number[], sps: SamplingParams[], write: boolean): LaunchedStep {
+    if (write) {
       const rows = slots.map((slot, i) => ({
         id: this.#slots[slot]!.next,
         pos: this.#slots[slot]!.pos,
@@ -1206,21 +1326,54 @@ export class Engine {
       }));
       const key = JSON.stringify(rows);
       if (key !== this.#lastKey) this.#writeRows(rows);
-      this.#launch(R);
-      const r = await this.#readOut(R);
-      const tokens = Array.from(r.out);
-      slots.forEach((slot, i) => {
-        const st = this.#slots[slot]!;
-        st.pos += 1;
-        st.next = tokens[i]!;
+    }
+    this.#launch(slots.length);
+    if (!this.#stepBufs) {
+      this.#stepBufs = [0, 1].map(() => {
+        const ptr = this.#be.hostAlloc(this.#outBytes) as Ptr;
+        return { ptr, out: new Int32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, this.#outBytes)) };
       });
-      // the device advanced ids/pos itself: the next step with the same slots needs no write
-      this.#lastKey = JSON.stringify(
-        slots.map((slot, i) => ({ id: this.#slots[slot]!.next, pos: this.#slots[slot]!.pos, slot, sp: sps[i]! })),
-      );
-      const activeExperts = this.expertsPerLayer ? slots.map((_, i) => this.#active(r.counts, i)) : slots.map(() => []);
-      return { tokens, activeExperts };
+    }
+    // two blocks alternate: at most two launched steps are unread at any time
+    const buf = this.#stepBufs[this.#stepBufNext]!;
+    this.#stepBufNext ^= 1;
+    this.#be.readStart(
+      buf.ptr,
+      this.#at(this.#io, this.#outOff),
+      this.expertsPerLayer ? this.#outBytes : 4 * this.#rows,
+    );
+    const marker = `step ${++this.#chainSerial}`;
+    this.#lastKey = marker;
+    return { slots, sps, buf, marker, dropped: new Set() };
+  }
+
+  /** Waits for a launched step's tokens; the slots it still owns advance past them. */
+  async #consume(l: LaunchedStep): Promise<Map<number, Decoded>> {
+    if (this.options.syncRead) this.#be.readWait(l.buf.ptr);
+    else await this.#be.readWaitAsync(l.buf.ptr);
+    const out = new Map<number, Decoded>();
+    const counts = l.buf.out.subarray(this.#rows);
+    l.slots.forEach((slot, i) => {
+      if (l.dropped.has(slot)) return;
+      const token = l.buf.out[i]!;
+      const st = this.#slots[slot]!;
+      const before = { pos: st.pos, next: st.next };
+      st.pos += 1;
+      st.next = token;
+      out.set(slot, {
+        token,
+        activeExperts: this.expertsPerLayer ? this.#active(counts, i) : [],
+        sp: l.sps[i]!,
+        before,
+      });
     });
+    if (this.#lastKey === l.marker) {
+      // nothing launched since: the io block holds the rows as this step advanced them
+      this.#lastKey = JSON.stringify(
+        l.slots.map((slot, i) => ({ id: this.#slots[slot]!.next, pos: this.#slots[slot]!.pos, slot, sp: l.sps[i]! })),
+      );
+    }
+    return out;
   }
 
   /**
@@ -1247,6 +1400,20 @@ export class Engine {
     }
     const sps = sampling.map((s, i) => this.#checkSampling(s, `timeSteps sampling[${i}]`));
     return this.#serial(async () => {
+      // a step() lookahead in flight finishes first; for these slots it is undone (as if it had
+      // not run), the others keep their tokens for their next step()
+      if (this.#ahead) {
+        const a = this.#ahead;
+        this.#ahead = null;
+        for (const [slot, r] of await this.#consume(a)) this.#stash.set(slot, r);
+      }
+      for (const slot of slots) {
+        this.#undo(slot);
+        const st = this.#slots[slot]!;
+        if (st.pos + n > this.contextSize) {
+          throw new EngineError(`timeSteps: slot ${slot} at ${st.pos} has no room for ${n} more positions`);
+        }
+      }
       const R = slots.length;
       const rows = slots.map((slot, i) => ({
         id: this.#slots[slot]!.next,
@@ -1487,11 +1654,19 @@ export class Engine {
 
   /**
    * Logits (rows x V, f32) of the last step (row i = the i-th slot) or of the last prefill (row 0).
-   * For tests and debugging; waits for the device.
+   * For tests and debugging; waits for the device. With `lookahead` a `step()` has already launched
+   * the next step, whose logits replaced them: that is an error (use lookahead: false to inspect).
    */
   async lastLogits(rows: number): Promise<Float32Array> {
     const out = new Float32Array(rows * this.config.vocab_size);
-    await this.#serial(() => this.#be.readAsync(out, this.#logits));
+    await this.#serial(() => {
+      if (this.#ahead) {
+        throw new EngineError(
+          "lastLogits: step() already launched the next step (engine option lookahead), whose logits replaced the last step's; build the engine with lookahead: false to inspect logits",
+        );
+      }
+      return this.#be.readAsync(out, this.#logits);
+    });
     return out;
   }
 
@@ -1506,6 +1681,8 @@ export class Engine {
     this.#graphs.clear();
     for (const st of this.#staging) for (const b of st ?? []) be.hostFree(b.ptr);
     this.#staging = [];
+    for (const b of this.#stepBufs ?? []) be.hostFree(b.ptr);
+    this.#stepBufs = null;
     for (const p of this.#allocs) be.free(p);
     this.#allocs = [];
   }

@@ -100,4 +100,3 @@ Deno.test({
     console.log(`lte_dec_sparse_ffn CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
   },
 });
-

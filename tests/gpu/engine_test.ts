@@ -33,6 +33,7 @@ import { routerBiasName, routerWeightName } from "../../models/lte_artifacts.ts"
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
 import { Rng } from "../../tensor/mod.ts";
 import { loadTokenizer } from "../../text/tokenizer.ts";
+import { batchLoopScript } from "../_step_lookahead_script.ts";
 
 const hasCuda = backendAvailable("cuda");
 const tokenizer = loadTokenizer({ type: "bytes" });
@@ -566,7 +567,15 @@ for (const family of ["llama", "gpt2"] as const) {
         routerArrays.set(routerBiasName(i), rng.normals(E, 0.3));
       }
       const prompts = [[1, 50, 99, 3, 200], [7, 8], [250, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 9]];
-      const base: EngineOptions = { device: "cpu", dtype: "f32", sparse: false, maxBatch: 3, maxContext: 64 };
+      // lookahead off: decode() reads each step's logits (lastLogits refuses with a step in flight)
+      const base: EngineOptions = {
+        device: "cpu",
+        dtype: "f32",
+        sparse: false,
+        maxBatch: 3,
+        maxContext: 64,
+        lookahead: false,
+      };
       const ref32 = Engine.fromArrays(config, arrays, base, { tokenizer });
       const want32 = await decode(ref32, prompts, 12);
       ref32.dispose();
@@ -803,5 +812,30 @@ Deno.test({
     console.log("ENGINE_AGREEMENT " + JSON.stringify(report));
     const out = Deno.env.get("OUT");
     if (out) Deno.writeTextFileSync(`${out}/engine_agreement.json`, JSON.stringify(report, null, 2));
+  },
+});
+
+Deno.test({
+  name: "engine: step() lookahead on CUDA (the server's batch loop) gives the plain path's results",
+  ignore: !hasCuda,
+  async fn() {
+    const config = tiny("llama");
+    const model = DecoderLM.init(config, { device: "cpu", seed: 21 });
+    const arrays = model.toArrays();
+    model.dispose();
+    const tokenizer = loadTokenizer({ type: "bytes" });
+    // dense only: its kernels are deterministic, so on and off must match exactly
+    for (const dtype of ["f16", "bf16"] as const) {
+      const opts: EngineOptions = { device: "cuda", dtype, sparse: false, maxBatch: 3, maxContext: 24 };
+      const on = Engine.fromArrays(config, arrays, { ...opts, lookahead: true }, { tokenizer });
+      const off = Engine.fromArrays(config, arrays, { ...opts, lookahead: false }, { tokenizer });
+      try {
+        const want = await batchLoopScript(off);
+        nodeAssert.deepStrictEqual(await batchLoopScript(on), want, `${dtype}: step() lookahead changed the results`);
+      } finally {
+        on.dispose();
+        off.dispose();
+      }
+    }
   },
 });
