@@ -1,40 +1,56 @@
 #!/usr/bin/env bash
-# Where the decode step's time goes, in ONE GPU-machine call (carry [".device"], as issue9_device.sh):
-#   1. Nsight Systems timelines (graph nodes traced) of the FFN-block bench (--quick: batch 1 at 50 %
-#      and 10 %) and of decode steps (dense and the fused sparse op at 50 % / 90 %, each WITHOUT PDL so
-#      a kernel's duration is its own work), summarized per kernel by bench/kernel_breakdown.py;
-#   2. Nsight Compute of the fused op's kernels (SpeedOfLight, warp states, memory, occupancy).
-# PROFILE_ONLY="nsys ncu" picks parts. Results: $OUT/*.txt.
+# Where the decode step's time goes, in ONE GPU-machine call (carry [".device"], as issue9_device.sh).
+# Nsight Compute, each kernel alone (ncu serializes: no PDL overlap, so the sum of the kernels
+# against the step's device time is the overlap plus the gaps):
+#   step  the kernels of a few decode steps of the 7B-shaped model (bench/decode_bench.ts row
+#         PROFILE_ROW, default dense), after the prefill and warm-up steps: per kernel its duration
+#         and DRAM throughput;
+#   ffn   the fused sparse FFN op's kernels at 50 % and 10 % active (bench/fused_ffn_bench.ts).
+# PROFILE_ONLY="step ffn" picks parts. Results: $OUT/*.txt (keep the files few: a call returns 8).
 set -uo pipefail
 OUT=${OUT:-/tmp/profile_out}
 mkdir -p "$OUT"
 source scripts/device_unpack.sh >/dev/null 2>&1
 mkdir -p build
-xz -d -c .device/liblte_cuda.so.xz >build/liblte_cuda.so && cp .device/*.buildid .device/liblte_cpu.so build/
-export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=8 NO_COLOR=1
-PARTS=${PROFILE_ONLY:-nsys ncu}
-NSYS=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys 2>/dev/null | head -1)
-echo "nsys: ${NSYS:-none}; ncu: $(command -v ncu || echo none)" | tee "$OUT/summary.txt"
-trace() { # name command...
-  local n=$1
-  shift
-  timeout 240 "$NSYS" profile -q -t cuda --cuda-graph-trace=node -o "$OUT/$n" -f true "$@" >"$OUT/$n.log" 2>&1
-  timeout 120 "$NSYS" stats -q -r cuda_gpu_trace -f csv -o "$OUT/$n" "$OUT/$n.nsys-rep" >/dev/null 2>&1
-  python3 bench/kernel_breakdown.py "$OUT/${n}_cuda_gpu_trace.csv" >"$OUT/$n.txt" 2>&1
-  rm -f "$OUT/$n.nsys-rep" "$OUT/$n.sqlite" "$OUT/${n}_cuda_gpu_trace.csv"
-  echo "== $n" >>"$OUT/summary.txt"
-  head -30 "$OUT/$n.txt" >>"$OUT/summary.txt"
-}
-if [[ " $PARTS " == *" nsys "* && -n "$NSYS" ]]; then
-  trace ffn_block deno run -A --no-check bench/fused_ffn_bench.ts --quick --iters 5
-  for row in ${PROFILE_ROWS:-dense_no_pdl sparse50_fused_nopdl sparse90_fused_nopdl}; do
-    trace "step_$row" deno run -A --no-check bench/decode_bench.ts --reps 1 --only "$row"
-  done
+if [ -f .device/liblte_cuda.so.xz ]; then
+  xz -d -c .device/liblte_cuda.so.xz >build/liblte_cuda.so && cp .device/*.buildid .device/liblte_cpu.so build/
 fi
-if [[ " $PARTS " == *" ncu "* ]]; then
-  timeout 200 ncu --clock-control none --graph-profiling node -k regex:sffn_ --launch-skip 16 --launch-count 4 \
-    --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
-    --section Occupancy --section LaunchStats deno run -A --no-check bench/fused_ffn_bench.ts --quick --iters 2 \
-    >"$OUT/ncu_fused.txt" 2>&1
-  echo "ncu rc=$?" >>"$OUT/summary.txt"
+export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=8 NO_COLOR=1
+PARTS=${PROFILE_ONLY:-step ffn}
+SEC="--section SpeedOfLight --section LaunchStats --section Occupancy"
+if [[ " $PARTS " == *" step "* ]]; then
+  # ~5 kernels per layer: skip the model's init kernels, the prefill and the first steps
+  timeout 240 ncu --clock-control none --graph-profiling node -k regex:"gemv_kernel|flash|attention|sample|linear|norm|sffn" \
+    --launch-skip ${PROFILE_SKIP:-600} --launch-count ${PROFILE_COUNT:-24} $SEC \
+    deno run -A --no-check bench/decode_bench.ts --reps 1 --new 24 --only "${PROFILE_ROW:-dense}" >"$OUT/ncu_step.txt" 2>&1
+  echo "ncu step rc=$?" | tee -a "$OUT/profile.txt"
+  python3 - "$OUT/ncu_step.txt" <<'PY' | tee -a "$OUT/profile.txt"
+import re, sys
+name = None
+rows = []
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"\s+(?:void )?(\S.*?)\s+\((\d+), (\d+), (\d+)\)x\((\d+), (\d+), (\d+)\)", line)
+    if m:
+        name = m.group(1).split("(")[0].replace("unnamed>::", "")[:60]
+        grid = m.group(2)
+        continue
+    m = re.match(r"\s+(Duration|DRAM Throughput|Registers Per Thread)\s+(\S+)\s+([\d.,]+)", line)
+    if m and name:
+        if m.group(1) == "Duration":
+            rows.append([name, grid, float(m.group(3).replace(",", "")) * (1000 if m.group(2) == "ms" else 1), None])
+        elif m.group(1) == "DRAM Throughput" and rows:
+            rows[-1][3] = m.group(3)
+for n, g, d, t in rows:
+    print(f"{n:60s} grid {g:>5s} {d:8.2f} us  DRAM {t} %")
+print(f"sum {sum(r[2] for r in rows):.1f} us over {len(rows)} kernels")
+PY
+fi
+if [[ " $PARTS " == *" ffn "* ]]; then
+  for act in 0.5 0.1; do
+    timeout 120 ncu --clock-control none --graph-profiling node -k regex:sffn_ --launch-skip 8 --launch-count 2 \
+      --section SpeedOfLight --section WarpStateStats --section MemoryWorkloadAnalysis --section Occupancy \
+      deno run -A --no-check bench/fused_ffn_bench.ts --quick --iters 1 --only "fused pdl" --active $act \
+      >"$OUT/ncu_ffn_$act.txt" 2>&1
+    echo "ncu ffn $act rc=$?" | tee -a "$OUT/profile.txt"
+  done
 fi
