@@ -12,30 +12,18 @@ import { Engine, type EngineOptions, type GenerateOptions, GREEDY } from "../eng
 import { getBackend } from "../ffi/backend.ts";
 import { cString } from "../ffi/library.ts";
 import { Status } from "../ffi/symbols.ts";
-import { type ModelConfig, resolveModelConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";
 import { routerBiasName, routerWeightName } from "../models/lte_artifacts.ts";
 import { Rng } from "../tensor/mod.ts";
 import { loadTokenizer, type Tokenizer } from "../text/tokenizer.ts";
+import { tinyLlamaConfig } from "./_tiny_llama.ts";
 
 Deno.env.set("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS") ?? "1");
 
 const tokenizer = loadTokenizer({ type: "bytes" });
 const CPU: EngineOptions = { device: "cpu", dtype: "f32", sparse: false, maxBatch: 3, maxContext: 40 };
 
-function llamaConfig(): ModelConfig {
-  return resolveModelConfig({
-    family: "llama",
-    vocab_size: 256,
-    n_layer: 2,
-    d_model: 64,
-    n_head: 4,
-    n_kv_head: 2,
-    d_ff: 256,
-    max_seq: 64,
-    init_std: 0.08,
-  });
-}
+const llamaConfig = tinyLlamaConfig;
 
 const config = llamaConfig();
 const arrays = (() => {

@@ -9,7 +9,7 @@
 import nodeAssert from "node:assert/strict";
 import { Engine, type EngineOptions, GREEDY } from "../engine/mod.ts";
 import { batchLoopScript as script } from "./_step_lookahead_script.ts";
-import { resolveModelConfig } from "../models/config.ts";
+import { tinyLlamaConfig } from "./_tiny_llama.ts";
 import { DecoderLM } from "../models/decoder.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 
@@ -17,17 +17,7 @@ Deno.env.set("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS") ?? "1");
 
 const tokenizer = loadTokenizer({ type: "bytes" });
 const CPU: EngineOptions = { device: "cpu", dtype: "f32", sparse: false, maxBatch: 3, maxContext: 24 };
-const config = resolveModelConfig({
-  family: "llama",
-  vocab_size: 256,
-  n_layer: 2,
-  d_model: 64,
-  n_head: 4,
-  n_kv_head: 2,
-  d_ff: 256,
-  max_seq: 64,
-  init_std: 0.08,
-});
+const config = tinyLlamaConfig();
 const arrays = (() => {
   const m = DecoderLM.init(config, { device: "cpu", seed: 11 });
   const a = m.toArrays();

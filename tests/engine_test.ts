@@ -30,25 +30,14 @@ import { DecoderLM } from "../models/decoder.ts";
 import { routerBiasName, routerWeightName, writeLteMeta, writeRouters } from "../models/lte_artifacts.ts";
 import { expertScale, linear, noGrad, Rng, scope, Tensor, threshold } from "../tensor/mod.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
+import { tinyLlamaConfig } from "./_tiny_llama.ts";
 
 Deno.env.set("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS") ?? "1");
 
 const tokenizer = loadTokenizer({ type: "bytes" });
 const CPU: EngineOptions = { device: "cpu", dtype: "f32", sparse: false, maxBatch: 3, maxContext: 48 };
 
-function llamaConfig(): ModelConfig {
-  return resolveModelConfig({
-    family: "llama",
-    vocab_size: 256,
-    n_layer: 2,
-    d_model: 64,
-    n_head: 4,
-    n_kv_head: 2,
-    d_ff: 256,
-    max_seq: 64,
-    init_std: 0.08,
-  });
-}
+const llamaConfig = tinyLlamaConfig;
 function gpt2Config(): ModelConfig {
   return resolveModelConfig({
     family: "gpt2",
