@@ -16,7 +16,8 @@
  * --device cpu|cuda, --dtype f32|f16|bf16, --init tiny|medium (a random model written to a temp folder: tiny = 2 layers,
  * d 32; medium = 8 layers, d 1024, d_ff 4096, 128 experts of 32 per layer), --tau (router
  * threshold of the generated model), --compare (dense, then sparse, same model), --save-model DIR (keep the --init model in
- * DIR/<tiny|medium> for a later --model run), --out FILE.
+ * DIR/<tiny|medium> for a later --model run), --lookahead / --no-lookahead (the server's batch loop decodes one
+ * step ahead, or not; default: the server's, on for cuda), --out FILE.
  *
  * The server runs as its own process (`deno run -A stages/serve_cli.ts ... --port 0`), so client and
  * server do not share an event loop. Latency is client-side, request sent to last byte; TTFT is
@@ -44,6 +45,8 @@ interface Opts {
   saveModel: string | null;
   tau: number | null;
   modes: ("dense" | "sparse" | "auto")[];
+  /** The server's `--lookahead` / `--no-lookahead`; null: its default. */
+  lookahead: boolean | null;
   out: string | null;
 }
 
@@ -62,6 +65,7 @@ function parse(args: string[]): Opts {
     saveModel: null,
     tau: null,
     modes: ["auto"],
+    lookahead: null,
     out: null,
   };
   for (let i = 0; i < args.length; i++) {
@@ -94,6 +98,8 @@ function parse(args: string[]): Opts {
     else if (a === "--dense") o.modes = ["dense"];
     else if (a === "--sparse") o.modes = ["sparse"];
     else if (a === "--compare") o.modes = ["dense", "sparse"];
+    else if (a === "--lookahead") o.lookahead = true;
+    else if (a === "--no-lookahead") o.lookahead = false;
     else if (a === "--out") o.out = v();
     else throw new Error(`unknown option ${a} (see the header of bench/loadtest.ts)`);
   }
@@ -218,6 +224,7 @@ async function spawnServer(model: string, mode: string, o: Opts): Promise<{ url:
     String(o.maxBatch),
   ];
   args.push("--max-queue", String(Math.max(o.clients, 64)), "--max-tokens", String(o.maxTokens));
+  if (o.lookahead !== null) args.push(o.lookahead ? "--lookahead" : "--no-lookahead");
   if (mode === "dense") args.push("--dense");
   if (mode === "sparse") args.push("--sparse");
   const child = new Deno.Command(Deno.execPath(), { args, stdout: "null", stderr: "piped" }).spawn();

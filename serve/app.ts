@@ -32,6 +32,12 @@ export interface ServeConfig {
   defaultMaxTokens: number;
   /** On SIGINT/SIGTERM, in-flight requests get this long to finish before they are cancelled. */
   shutdownGraceS: number;
+  /**
+   * Decode one step ahead in the batch loop (engine option `lookahead`): the next step runs while
+   * the server handles this step's tokens. "auto": the engine's default (on for CUDA). Optional
+   * here; the CLI and the serve stage always fill it.
+   */
+  lookahead?: boolean | "auto";
 }
 
 /** Defaults of every optional setting. */
@@ -46,6 +52,7 @@ export const SERVE_DEFAULTS = {
   maxBodyBytes: 1 << 20,
   defaultMaxTokens: 256,
   shutdownGraceS: 10,
+  lookahead: "auto",
 } as const;
 
 /** A model folder or settings the server cannot use. */
@@ -88,11 +95,14 @@ export function resolveModel(cfg: ServeConfig): { opts: EngineOptions; props: Re
     throw new ServeConfigError(`max_context ${maxContext} is larger than the model's max_seq ${model.max_seq}`);
   }
   const opts: EngineOptions = { device: cfg.device, dtype: cfg.dtype, sparse, maxBatch: cfg.maxBatch, maxContext };
+  if (typeof cfg.lookahead === "boolean") opts.lookahead = cfg.lookahead;
   const props: Record<string, unknown> = {
     device: cfg.device,
     dtype: cfg.dtype,
     model_dir: dir,
     family: model.family,
+    // the engine's rule when the setting is "auto": on for CUDA
+    lookahead: opts.lookahead ?? cfg.device === "cuda",
     sparsity: sparse && meta
       ? {
         method: meta.method ?? "lte",
@@ -149,7 +159,7 @@ export function startServing(
   log(
     `serve: listening on ${url} (loading ${dir}: ${opts.device}, ${opts.dtype}, ${
       opts.sparse ? "LTE sparse" : "dense"
-    })`,
+    }${props.lookahead ? ", lookahead" : ""})`,
   );
   const t0 = performance.now();
   const ready = (async () => {

@@ -31,6 +31,7 @@ export interface ServeArgs {
   defaultMaxTokens: number;
   maxBodyBytes: number;
   shutdownGraceS: number;
+  lookahead: boolean | "auto";
   /** Flags given explicitly (for the pipeline route: they become overrides of the serve stage). */
   given: Set<string>;
 }
@@ -53,6 +54,8 @@ Options:
   --max-tokens N    max_tokens when a request gives none (default 256)
   --max-body B      largest request body in bytes (default 1048576)
   --grace S         seconds in-flight requests get on SIGINT/SIGTERM (default 10)
+  --lookahead       decode one step ahead (the next step runs while this one's tokens are sent);
+                    --no-lookahead: off (default: on for cuda, off for cpu)
   -h, --help        show this help`;
 
 function int(flag: string, v: string, min: number): number {
@@ -77,6 +80,7 @@ export function parseServeArgs(args: string[]): ServeArgs {
     defaultMaxTokens: SERVE_DEFAULTS.defaultMaxTokens,
     maxBodyBytes: SERVE_DEFAULTS.maxBodyBytes,
     shutdownGraceS: SERVE_DEFAULTS.shutdownGraceS,
+    lookahead: SERVE_DEFAULTS.lookahead,
     given: new Set(),
   };
   for (let i = 0; i < args.length; i++) {
@@ -123,6 +127,12 @@ export function parseServeArgs(args: string[]): ServeArgs {
         break;
       case "--dense":
         out.sparse = false;
+        break;
+      case "--lookahead":
+        out.lookahead = true;
+        break;
+      case "--no-lookahead":
+        out.lookahead = false;
         break;
       case "--max-batch":
         out.maxBatch = int(flag, value(), 1);

@@ -38,6 +38,9 @@ const Config = z.strictObject({
   default_max_tokens: z.number().int().min(1).default(SERVE_DEFAULTS.defaultMaxTokens),
   max_body_bytes: z.number().int().min(64).default(SERVE_DEFAULTS.maxBodyBytes),
   shutdown_grace_s: z.number().min(0).default(SERVE_DEFAULTS.shutdownGraceS),
+  lookahead: z.union([z.boolean(), z.literal("auto")]).default(SERVE_DEFAULTS.lookahead).describe(
+    "decode one step ahead in the batch loop; auto: on for cuda",
+  ),
 });
 type Config = z.infer<typeof Config>;
 
@@ -70,6 +73,7 @@ export const serveStage: StageDefinition<Config> = {
       maxBodyBytes: c.max_body_bytes,
       defaultMaxTokens: c.default_max_tokens,
       shutdownGraceS: c.shutdown_grace_s,
+      lookahead: c.lookahead,
     };
     const serving = startServing(cfg, { log: (m) => ctx.log(m) });
     try {

@@ -91,6 +91,8 @@ async function servePipeline(
     "--max-tokens": ["default_max_tokens", args.defaultMaxTokens],
     "--max-body": ["max_body_bytes", args.maxBodyBytes],
     "--grace": ["shutdown_grace_s", args.shutdownGraceS],
+    "--lookahead": ["lookahead", args.lookahead],
+    "--no-lookahead": ["lookahead", args.lookahead],
   };
   const overrides = [...args.given].filter((f) => f in keys).map((f) => {
     const [k, v] = keys[f]!;

@@ -43,6 +43,11 @@ Deno.test("parseServeArgs() reads every flag and keeps the defaults otherwise", 
   assert.equal(a.maxBodyBytes, 100);
   assert.equal(a.shutdownGraceS, 1);
   assert.ok(a.given.has("--port") && a.given.has("--dense"));
+  assert.equal(d.lookahead, "auto");
+  assert.equal(parseServeArgs(["m", "--lookahead"]).lookahead, true);
+  const n = parseServeArgs(["m", "--no-lookahead"]);
+  assert.equal(n.lookahead, false);
+  assert.ok(n.given.has("--no-lookahead"));
 });
 
 Deno.test("parseServeArgs() names the bad flag", () => {
@@ -63,6 +68,9 @@ Deno.test("serve stage: schema defaults, cache: false, model folder lookup", () 
   assert.equal(serveStage.cache, false);
   assert.deepEqual(serveStage.inputs(c), ["adapt"]);
   assert.throws(() => serveStage.schema.parse({ from: "a", port: 99999 }));
+  assert.equal(c.lookahead, "auto");
+  assert.equal(serveStage.schema.parse({ from: "a", lookahead: false }).lookahead, false);
+  assert.throws(() => serveStage.schema.parse({ from: "a", lookahead: "yes" }));
   const dir = mkdtempSync(join(tmpdir(), "lte-serve-args-"));
   try {
     assert.throws(() => modelFolderOf(dir, "model"), /no model folder/);
