@@ -20,7 +20,7 @@ FUSED=$FUSED,sparse90_fused,sparse90_fused_sync,sparse90_fused_nopdl,sparse90_fu
 FUSED=$FUSED,gen_sparse50_fused,gen_sparse90_fused,dense_batch4,sparse90_batch4_fused,sparse90_batch4_kernels
 export OUT
 if [ $rc = 0 ]; then
-  # phase times of each kernel design (3 blocks printf them), outside a graph
+  # phase times of the two-phase kernel at 2 and 1 blocks per SM (3 blocks printf them), outside a graph
   timeout 60 deno run -A --no-check bench/fused_ffn_bench.ts --quick --only "fused pdl" --iters 2 --trace \
     >"$OUT/trace.log" 2>&1
   grep -E "^trace|sffn trace" "$OUT/trace.log" | head -40 >>"$OUT/summary.txt"
