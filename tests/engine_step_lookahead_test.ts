@@ -1,10 +1,11 @@
 /**
  * `step()` lookahead (engine option `lookahead`, CPU backend): step() launches the next step for
  * the same slots before it waits for this one, as the server's batch loop calls it. A scripted
- * scheduler (steady batches, a batch that shrinks and grows again, a slot freed and reused, a
- * prefill between two steps of the same batch, reordered slots, seeded sampling, a slot running into the end of the
- * context) must see exactly the tokens, experts, positions and errors of the plain path; timeSteps
- * and lastLogits must stay consistent with a step in flight.
+ * scheduler (tests/_step_lookahead_script.ts: steady batches, a batch that shrinks and grows again,
+ * a slot freed and reused, a prefill between two steps of the same batch, reordered slots, changed
+ * sampling, a slot running into the end of the context) must see exactly the tokens, experts,
+ * positions and errors of the plain path; timeSteps and lastLogits must stay consistent with a
+ * step in flight.
  */
 import nodeAssert from "node:assert/strict";
 import { Engine, type EngineOptions, GREEDY } from "../engine/mod.ts";
