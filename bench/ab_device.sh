@@ -13,7 +13,7 @@ source scripts/device_unpack.sh >/dev/null 2>&1
 mkdir -p build
 cp .device/*.buildid .device/liblte_cpu.so build/
 if [ -f .device/liblte_cuda.so.xz ]; then
-  xz -d -c .device/liblte_cuda.so.xz >"$OUT/libA.so"
+  cp build/liblte_cuda.so "$OUT/libA.so" # unpacked by device_unpack.sh
 else
   # a warm machine keeps build/ from the last call (maybe B, with A's build id): build from scratch
   rm -f build/liblte_cuda.so build/liblte_cuda.so.buildid

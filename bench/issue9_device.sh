@@ -30,10 +30,6 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 say "gpu: $(cat "$OUT/gpu.txt")"
 
 # ---- native library: the carried build, or build it here
-mkdir -p build
-if [ -f .device/liblte_cuda.so.xz ]; then
-  xz -d -c .device/liblte_cuda.so.xz >build/liblte_cuda.so && cp .device/*.buildid .device/liblte_cpu.so build/
-fi
 if ! deno eval "import { getBackend } from './ffi/backend.ts'; getBackend('cuda');" >"$W/load.log" 2>&1; then
   say "carried library did not load ($(tail -1 "$W/load.log")); building"
   timeout 200 deno run -A --no-check cuda/build.ts --require-cuda >"$W/build.log" 2>&1 || {

@@ -7,8 +7,6 @@ set -uo pipefail
 OUT=${OUT:-/tmp/loadtest_out}
 mkdir -p "$OUT"
 source scripts/device_unpack.sh >/dev/null 2>&1
-mkdir -p build
-xz -d -c .device/liblte_cuda.so.xz >build/liblte_cuda.so && cp .device/*.buildid .device/liblte_cpu.so build/
 export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=8 NO_COLOR=1
 LT="deno run -A --no-check bench/loadtest.ts --init medium --device cuda --dtype f16 --timeout 60"
 for round in 1 2; do

@@ -11,10 +11,6 @@ set -uo pipefail
 OUT=${OUT:-/tmp/profile_out}
 mkdir -p "$OUT"
 source scripts/device_unpack.sh >/dev/null 2>&1
-mkdir -p build
-if [ -f .device/liblte_cuda.so.xz ]; then
-  xz -d -c .device/liblte_cuda.so.xz >build/liblte_cuda.so && cp .device/*.buildid .device/liblte_cpu.so build/
-fi
 export LTE_REQUIRE_CUDA=1 OMP_NUM_THREADS=8 NO_COLOR=1
 PARTS=${PROFILE_ONLY:-step ffn}
 SEC="--section SpeedOfLight --section LaunchStats --section Occupancy"
