@@ -22,23 +22,19 @@ if [[ " $PARTS " == *" step "* ]]; then
   echo "ncu step rc=$?" | tee -a "$OUT/profile.txt"
   python3 - "$OUT/ncu_step.txt" <<'PY' | tee -a "$OUT/profile.txt"
 import re, sys
-name = None
-rows = []
+rows = []  # one per kernel: its metrics attach to it whatever their order inside its sections
 for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"\s+(?:void )?(\S.*?)\s+\((\d+), (\d+), (\d+)\)x\((\d+), (\d+), (\d+)\)", line)
     if m:
-        name = m.group(1).split("(")[0].replace("unnamed>::", "")[:60]
-        grid = m.group(2)
+        rows.append({"name": m.group(1).split("(")[0].replace("unnamed>::", "")[:60], "grid": m.group(2)})
         continue
-    m = re.match(r"\s+(Duration|DRAM Throughput|Registers Per Thread)\s+(\S+)\s+([\d.,]+)", line)
-    if m and name:
-        if m.group(1) == "Duration":
-            rows.append([name, grid, float(m.group(3).replace(",", "")) * (1000 if m.group(2) == "ms" else 1), None])
-        elif m.group(1) == "DRAM Throughput" and rows:
-            rows[-1][3] = m.group(3)
-for n, g, d, t in rows:
-    print(f"{n:60s} grid {g:>5s} {d:8.2f} us  DRAM {t} %")
-print(f"sum {sum(r[2] for r in rows):.1f} us over {len(rows)} kernels")
+    m = re.match(r"\s+(Duration|DRAM Throughput)\s+(\S+)\s+([\d.,]+)", line)
+    if m and rows:
+        v = float(m.group(3).replace(",", ""))
+        rows[-1][m.group(1)] = v * 1000 if m.group(1) == "Duration" and m.group(2) == "ms" else v
+for r in rows:
+    print(f"{r['name']:60s} grid {r['grid']:>5s} {r.get('Duration', float('nan')):8.2f} us  DRAM {r.get('DRAM Throughput', float('nan')):.2f} %")
+print(f"sum {sum(r.get('Duration', 0) for r in rows):.1f} us over {len(rows)} kernels")
 PY
 fi
 if [[ " $PARTS " == *" ffn "* ]]; then
