@@ -12,11 +12,10 @@ import { Engine, type EngineOptions, type GenerateOptions, GREEDY } from "../eng
 import { getBackend } from "../ffi/backend.ts";
 import { cString } from "../ffi/library.ts";
 import { Status } from "../ffi/symbols.ts";
-import { DecoderLM } from "../models/decoder.ts";
 import { routerBiasName, routerWeightName } from "../models/lte_artifacts.ts";
 import { Rng } from "../tensor/mod.ts";
 import { loadTokenizer, type Tokenizer } from "../text/tokenizer.ts";
-import { tinyLlamaConfig } from "./_tiny_llama.ts";
+import { initArrays, tinyLlamaConfig } from "./_tiny_llama.ts";
 
 Deno.env.set("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS") ?? "1");
 
@@ -26,12 +25,7 @@ const CPU: EngineOptions = { device: "cpu", dtype: "f32", sparse: false, maxBatc
 const llamaConfig = tinyLlamaConfig;
 
 const config = llamaConfig();
-const arrays = (() => {
-  const m = DecoderLM.init(config, { device: "cpu", seed: 4 });
-  const a = m.toArrays();
-  m.dispose();
-  return a;
-})();
+const arrays = initArrays(config, 4);
 
 function engines(opts: Partial<EngineOptions> = {}, tk: Tokenizer = tokenizer): { on: Engine; off: Engine } {
   return {

@@ -10,8 +10,7 @@
 import nodeAssert from "node:assert/strict";
 import { Engine, type EngineOptions, GREEDY } from "../engine/mod.ts";
 import { batchLoopScript as script } from "./_step_lookahead_script.ts";
-import { tinyLlamaConfig } from "./_tiny_llama.ts";
-import { DecoderLM } from "../models/decoder.ts";
+import { initArrays, tinyLlamaConfig } from "./_tiny_llama.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 
 Deno.env.set("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS") ?? "1");
@@ -19,12 +18,7 @@ Deno.env.set("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS") ?? "1");
 const tokenizer = loadTokenizer({ type: "bytes" });
 const CPU: EngineOptions = { device: "cpu", dtype: "f32", sparse: false, maxBatch: 3, maxContext: 24 };
 const config = tinyLlamaConfig();
-const arrays = (() => {
-  const m = DecoderLM.init(config, { device: "cpu", seed: 11 });
-  const a = m.toArrays();
-  m.dispose();
-  return a;
-})();
+const arrays = initArrays(config, 11);
 Deno.test("step() lookahead: a scripted batch loop sees exactly the plain path", async () => {
   const on = Engine.fromArrays(config, arrays, { ...CPU, lookahead: true }, { tokenizer });
   const off = Engine.fromArrays(config, arrays, { ...CPU, lookahead: false }, { tokenizer });

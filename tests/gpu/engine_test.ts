@@ -28,12 +28,12 @@ import { backendAvailable, getBackend } from "../../ffi/backend.ts";
 import { cString } from "../../ffi/library.ts";
 import { DTypeCode } from "../../ffi/symbols.ts";
 import { type ModelConfig, resolveModelConfig } from "../../models/config.ts";
-import { DecoderLM } from "../../models/decoder.ts";
 import { routerBiasName, routerWeightName } from "../../models/lte_artifacts.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
 import { Rng } from "../../tensor/mod.ts";
 import { loadTokenizer } from "../../text/tokenizer.ts";
 import { batchLoopScript } from "../_step_lookahead_script.ts";
+import { initArrays } from "../_tiny_llama.ts";
 
 const hasCuda = backendAvailable("cuda");
 const tokenizer = loadTokenizer({ type: "bytes" });
@@ -473,6 +473,18 @@ function tiny(family: "llama" | "gpt2"): ModelConfig {
   });
 }
 
+/** Seeded random routers (weights N(0, 0.1), biases N(0, 0.3)) for `config` in experts of S neurons. */
+function randomRouters(config: ModelConfig, S: number): Map<string, Float32Array> {
+  const rng = new Rng(5);
+  const E = config.d_ff / S;
+  const out = new Map<string, Float32Array>();
+  for (let i = 0; i < config.n_layer; i++) {
+    out.set(routerWeightName(i), rng.normals(E * config.d_model, 0.1));
+    out.set(routerBiasName(i), rng.normals(E, 0.3));
+  }
+  return out;
+}
+
 interface Run {
   /** tokens[s][i]: token of slot i sampled at step s (s = 0: prefill). */
   tokens: number[][];
@@ -556,16 +568,8 @@ for (const family of ["llama", "gpt2"] as const) {
     ignore: !hasCuda,
     async fn() {
       const config = tiny(family);
-      const model = DecoderLM.init(config, { device: "cpu", seed: 12 });
-      const arrays = model.toArrays();
-      model.dispose();
-      const rng = new Rng(5);
-      const S = 32, E = config.d_ff / S;
-      const routerArrays = new Map<string, Float32Array>();
-      for (let i = 0; i < config.n_layer; i++) {
-        routerArrays.set(routerWeightName(i), rng.normals(E * config.d_model, 0.1));
-        routerArrays.set(routerBiasName(i), rng.normals(E, 0.3));
-      }
+      const arrays = initArrays(config, 12);
+      const S = 32, routerArrays = randomRouters(config, S);
       const prompts = [[1, 50, 99, 3, 200], [7, 8], [250, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 9]];
       // lookahead off: decode() reads each step's logits (lastLogits refuses with a step in flight)
       const base: EngineOptions = {
@@ -646,16 +650,8 @@ Deno.test({
   ignore: !hasCuda,
   async fn() {
     const config = tiny("llama");
-    const model = DecoderLM.init(config, { device: "cpu", seed: 12 });
-    const arrays = model.toArrays();
-    model.dispose();
-    const rng = new Rng(5);
-    const S = 32, E = config.d_ff / S;
-    const routerArrays = new Map<string, Float32Array>();
-    for (let i = 0; i < config.n_layer; i++) {
-      routerArrays.set(routerWeightName(i), rng.normals(E * config.d_model, 0.1));
-      routerArrays.set(routerBiasName(i), rng.normals(E, 0.3));
-    }
+    const arrays = initArrays(config, 12);
+    const S = 32, routerArrays = randomRouters(config, S);
     const gen = async (eng: Engine, prompt: number[], opts: Parameters<Engine["generate"]>[1]) => {
       const ids: number[] = [], active: number[][] = [];
       for await (const t of eng.generate(prompt, opts)) {
@@ -820,9 +816,7 @@ Deno.test({
   ignore: !hasCuda,
   async fn() {
     const config = tiny("llama");
-    const model = DecoderLM.init(config, { device: "cpu", seed: 21 });
-    const arrays = model.toArrays();
-    model.dispose();
+    const arrays = initArrays(config, 21);
     const tokenizer = loadTokenizer({ type: "bytes" });
     // dense only: its kernels are deterministic, so on and off must match exactly
     for (const dtype of ["f16", "bf16"] as const) {
