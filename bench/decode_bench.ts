@@ -214,6 +214,15 @@ interface Variant {
   generate?: boolean;
 }
 const sync = { syncRead: true };
+/** The fused sparse FFN op's tuning knobs compared in the decode rows: [key suffix, label, env]. */
+const FUSED_KNOBS: [string, string, Record<string, string>][] = [
+  ["rsplit4", "route split 4", { LTE_DEC_SFFN_RSPLIT: "4" }],
+  ["route_staged", "staged route kernel", { LTE_DEC_SFFN_ROUTE: "1" }],
+  ["cluster1", "no clusters", { LTE_DEC_SFFN_CLUSTER: "1" }],
+  ["cluster4", "clusters of 4", { LTE_DEC_SFFN_CLUSTER: "4" }],
+  ["cluster8", "clusters of 8", { LTE_DEC_SFFN_CLUSTER: "8" }],
+  ["p1d3", "3 items in flight", { LTE_DEC_SFFN_P1D: "3" }],
+];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },
   { key: "dense_sync", name: "dense, blocking read", opts: sync, active: null, batch: 1 },
@@ -296,24 +305,16 @@ const VARIANTS: Variant[] = [
         batch: 1,
         ref: "dense",
       },
-      {
-        key: `sparse${pct}_fused_t512`,
-        name: `sparse ~${pct}%, fused, 512 threads`,
+      // tuning variants of the fused op (environment, cuda/cuda/decode_sffn.cuh)
+      ...FUSED_KNOBS.map(([suffix, label, env]): Variant => ({
+        key: `sparse${pct}_fused_${suffix}`,
+        name: `sparse ~${pct}%, fused, ${label}`,
         opts: f,
         active: act,
         batch: 1,
-        env: { LTE_DEC_SFFN_THREADS: "512" },
+        env,
         ref: "dense",
-      },
-      {
-        key: `sparse${pct}_fused_bps2`,
-        name: `sparse ~${pct}%, fused, 2 blocks/SM`,
-        opts: f,
-        active: act,
-        batch: 1,
-        env: { LTE_DEC_SFFN_BPS: "2", LTE_DEC_SFFN_NPS: "1" },
-        ref: "dense",
-      },
+      })),
     ];
   }),
   // the engine's own masked GEMVs (router GEMV, mask, masked gate/up, transposed sparse down) with PDL

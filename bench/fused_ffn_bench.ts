@@ -18,7 +18,7 @@
  *     [--trace] [--out file.json]
  *
  * --only keeps the named variants, --active the batch-1 case of that active fraction (for Nsight
- * Compute), --trace adds traced launches of the two-phase kernel at 2 and 1 blocks per SM (LTE_DEC_SFFN_TRACE).
+ * Compute), --trace adds timeline records of traced launches (LTE_DEC_SFFN_TRACE; bench/sffn_timeline.ts).
  *
  * @module
  */
@@ -177,6 +177,18 @@ const K1 = { ...P, LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
   ["fused pdl", fused, P],
+  // tuning variants of the defaults (route1 kernel with 2 warps per expert, clusters of 2, 2 items
+  // in flight per warp in phase 1)
+  ["rsplit4 pdl", fused, { ...P, LTE_DEC_SFFN_RSPLIT: "4" }],
+  ["staged route pdl", fused, { ...P, LTE_DEC_SFFN_ROUTE: "1" }],
+  ...[1, 4, 8].map((n): [string, Enqueue, Record<string, string>] => [
+    `cluster${n} pdl`,
+    fused,
+    { ...P, LTE_DEC_SFFN_CLUSTER: String(n) },
+  ]),
+  ["p1d3 pdl", fused, { ...P, LTE_DEC_SFFN_P1D: "3" }],
+  // a diagnostic, not a result: the block's output never reaches x (what the atomics cost)
+  ["no atomics pdl", fused, { ...P, LTE_DEC_SFFN_ATOM: "2" }],
   ...(quick ? [] : [
     ["k2 1/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "1" }],
     ["k2 3/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "3" }],
@@ -247,15 +259,22 @@ for (const [rows, active] of CASES) {
   const ideal = results.find((q) => q.rows === rows && q.active === active)?.ideal_us ?? NaN;
   console.log([rows, `${active * 100}%`, ...vnames.map(cell), ideal.toFixed(1)].join(" | "));
 }
-// --trace: launches of the two-phase kernel outside a graph, printing its phase times (in cycles from
-// each block's start: LTE_DEC_SFFN_TRACE, 3 blocks)
+// --trace: 16 launches (the 8 layers twice) of the fused op per configuration outside a graph, with
+// LTE_DEC_SFFN_TRACE=1: the native library prints one timeline record per block of both kernels
+// ("sffn tl" lines, in the order of the "trace:" lines); bench/sffn_timeline.ts summarises them.
 if (args.includes("--trace")) {
+  const configs: [string, Record<string, string>][] = [
+    ["two-phase", P],
+    ["two-phase p1d3", { ...P, LTE_DEC_SFFN_P1D: "3" }],
+    ["two-phase staged route", { ...P, LTE_DEC_SFFN_ROUTE: "1" }],
+    ["two-phase cluster4", { ...P, LTE_DEC_SFFN_CLUSTER: "4" }],
+  ];
   for (const active of [0.5, 0.1]) {
     setActive(active);
-    for (const [vn, env] of [["two-phase", P], ["two-phase 1/SM", { ...P, LTE_DEC_SFFN_BPS2: "1" }]] as const) {
+    for (const [vn, env] of configs) {
       console.log(`trace: active ${active * 100}% ${vn}`);
       withDecEnv({ ...env, LTE_DEC_SFFN_TRACE: "1" }, () => {
-        for (const L of layers.slice(0, 2)) fused(L, 1);
+        for (let pass = 0; pass < 2; pass++) for (const L of layers) fused(L, 1);
         be.synchronize();
       });
     }

@@ -38,6 +38,7 @@
  *                        context stream.
  * Nothing here allocates, synchronises or reads the host, so every op is graph-capturable.
  */
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -132,21 +133,36 @@ bool pdl_enabled() {
   return e != nullptr && e[0] == '1';
 }
 
+/* A step kernel's launch: the PDL attribute when enabled, and thread-block clusters of `cluster`
+   blocks along x when cluster > 1 (grid.x a multiple of it). */
 template <class... KArgs, class... Args>
-cudaError_t dlaunch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {
+cudaError_t dlaunch_c(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, int cluster,
+                      Args &&...args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = st;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  int n = 0;
   if (pdl_enabled()) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
   }
+  if (cluster > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = (unsigned)cluster;
+    attr[n].val.clusterDim.y = 1;
+    attr[n++].val.clusterDim.z = 1;
+  }
+  cfg.attrs = n ? attr : nullptr;
+  cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, k, std::forward<Args>(args)...);
+}
+
+template <class... KArgs, class... Args>
+cudaError_t dlaunch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {
+  return dlaunch_c(k, grid, block, smem, st, 1, std::forward<Args>(args)...);
 }
 
 __device__ __forceinline__ float dsilu(float x) { return x / (1.0f + expf(-x)); }

@@ -107,6 +107,63 @@ struct SffnArgs {
   int C, F, S, E, act;
 };
 
+/* ------------------------------------------------------------------ timeline (diagnostic) */
+
+/* LTE_DEC_SFFN_TRACE=1 (a diagnostic, never inside a graph): every block of both kernels records
+   %globaltimer and clock64 at its phase boundaries (and its SM) into a device buffer, one slot per
+   launch pair; after every kTlLaunches pairs a one-thread kernel printfs the records as
+   "sffn tl <launch> <R|F> <block> <sm> <neurons> <ns...> <cycles...>" lines, which
+   bench/sffn_timeline.ts turns into a per-launch timeline (when each phase starts and ends across
+   the grid, and the gaps between the kernels). */
+constexpr int kTlLaunches = 16;  // launch pairs per dump
+constexpr int kTlBlocks = 512;   // blocks recorded per kernel
+constexpr int kTlMarks = 10;     // marks per block
+constexpr int kTlStride = 32;    // u64 per block record: ns[0..16), cycles[16..31), sm at 31
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/* A block's record: null when tracing is off or the block is past kTlBlocks. */
+struct TlRec {
+  unsigned long long *p;
+  __device__ TlRec(unsigned long long *base) {
+    p = base && blockIdx.x < kTlBlocks ? base + (size_t)blockIdx.x * kTlStride : nullptr;
+    if (p && threadIdx.x == 0) {
+      unsigned sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      p[31] = sm;
+    }
+  }
+  __device__ __forceinline__ void mark(int i) const {
+    if (p && threadIdx.x == 0) {
+      p[i] = global_ns();
+      p[16 + i] = (unsigned long long)clock64();
+    }
+  }
+};
+
+/* Prints `launches` recorded launch pairs (route = kind 0, FFN = kind 1) and clears nothing: the
+   host clears the buffer after this kernel. */
+__global__ void sffn_tl_dump_kernel(const unsigned long long *tl, int launches) {
+  for (int L = 0; L < launches; L++) {
+    for (int k = 0; k < 2; k++) {
+      for (int b = 0; b < kTlBlocks; b++) {
+        const unsigned long long *p = tl + (((size_t)L * 2 + k) * kTlBlocks + b) * kTlStride;
+        if (p[0] == 0) continue;
+        const unsigned long long c0 = p[16];
+        auto dc = [&](int i) { return p[i] ? (long long)(p[16 + i] - c0) : -1ll; };
+        printf("sffn tl %d %c %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %lld %lld %lld %lld %lld %lld "
+               "%lld %lld %lld\n",
+               L, k ? 'F' : 'R', b, p[31], p[30], p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], dc(1),
+               dc(2), dc(3), dc(4), dc(5), dc(6), dc(7), dc(8), dc(9));
+      }
+    }
+  }
+}
+
 /* ------------------------------------------------------------------ x' (shared by the kernels) */
 
 /* The norm weight / bias float4 a thread of sffn_xprime transforms (q = tid + i * TH). They are
@@ -236,50 +293,230 @@ __device__ __forceinline__ float sffn_h(const SffnArgs &a, int n, float g, float
 
 /* ------------------------------------------------------------------ route */
 
-template <int R>
-__global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a, int rows) {
+/* SPLIT warps share an expert's router row (each holds 1 / SPLIT of it in registers): kRouteWarps /
+   SPLIT experts per block, so SPLIT times as many blocks (SMs) stream the router weights.
+   LTE_DEC_SFFN_RSPLIT = 1, 2 or 4. */
+template <int R, int SPLIT>
+__global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a, int rows, unsigned long long *tl) {
   extern __shared__ float4 rsm4[];
   float *xs = reinterpret_cast<float *>(rsm4);  // R x C: x, then x'
+  __shared__ float part[kRouteWarps][R];        // SPLIT > 1: the warps' partial dots
+  constexpr int PF = kRoutePF / SPLIT;          // router float4 per lane held in registers
+  const TlRec rec(tl);
+  rec.mark(0);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int e = blockIdx.x * kRouteWarps + warp;
+  const int e = blockIdx.x * (kRouteWarps / SPLIT) + warp / SPLIT, sp = warp % SPLIT;
   const bool own = e < a.E;
   const int Q = a.C >> 2;  // float4 per row
+  const int q0 = Q * sp / SPLIT, q1 = Q * (sp + 1) / SPLIT;  // this warp's slice of the row
   const float4 *wrow = reinterpret_cast<const float4 *>(a.wr + (size_t)(own ? e : 0) * a.C);
-  float4 wv[kRoutePF];
+  float4 wv[PF];
 #pragma unroll
-  for (int i = 0; i < kRoutePF; i++) {
-    const int q = lane + 32 * i;
-    wv[i] = own && q < Q ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int i = 0; i < PF; i++) {
+    const int q = q0 + lane + 32 * i;
+    wv[i] = own && q < q1 ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   NormRegs<kRouteWarps * 32> nr;
   nr.load(a);
   pdl_launch_dependents();
   pdl_wait();
+  rec.mark(1);
   sffn_xprime<R, kRouteWarps * 32>(a, rows, xs, nr);
   sffn_store_xn<R, kRouteWarps * 32>(a, rows, xs);
-  if (!own) return;
+  rec.mark(2);
 #pragma unroll
   for (int r = 0; r < R; r++) {
-    if (r >= rows) break;
+    if (r >= rows || !own) break;
     const float4 *xr = reinterpret_cast<const float4 *>(xs + (size_t)r * a.C);
     float acc = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kRoutePF; i++) {
-      const int q = lane + 32 * i;
-      if (q < Q) {
+    for (int i = 0; i < PF; i++) {
+      const int q = q0 + lane + 32 * i;
+      if (q < q1) {
         const float4 v = xr[q];
         acc += (wv[i].x * v.x + wv[i].y * v.y) + (wv[i].z * v.z + wv[i].w * v.w);
       }
     }
-    for (int q = lane + 32 * kRoutePF; q < Q; q += 32) {  // C > 4096: the rest of the row
+    for (int q = q0 + lane + 32 * PF; q < q1; q += 32) {  // C > 4096: the rest of the slice
       const float4 w = __ldcs(wrow + q), v = xr[q];
       acc += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
     }
     acc = warp_sum(acc);
-    if (lane == 0) {
+    if (SPLIT == 1 && lane == 0) {
       const float logit = acc + (a.br ? a.br[e] : 0.0f);
       a.mask[(size_t)r * a.E + e] = logit > a.thr ? 1.0f : 0.0f;
     }
+    if (SPLIT > 1 && lane == 0) part[warp][r] = acc;
+  }
+  if (SPLIT > 1) {
+    __syncthreads();
+    // the expert's first warp: lane r sums row r's parts in slice order
+    if (own && sp == 0 && lane < rows) {
+      float acc = 0.0f;
+#pragma unroll
+      for (int k = 0; k < SPLIT; k++) acc += part[warp + k][lane];
+      const float logit = acc + (a.br ? a.br[e] : 0.0f);
+      a.mask[(size_t)lane * a.E + e] = logit > a.thr ? 1.0f : 0.0f;
+    }
+  }
+  if (rec.p) {
+    __syncthreads();
+    rec.mark(3);
+  }
+}
+
+/* sffn_route1_kernel<SPLIT>: the route kernel for ONE row without staging x in shared memory (the
+   default for rows == 1, LTE_DEC_SFFN_ROUTE=2). SPLIT warps share expert e's router row: warp part p
+   holds w[e, slice p] (times norm_w: the norm folded into the router, before the PDL wait) and, after
+   the wait, x[slice p] in registers, and reduces w'.x, sum x and sum x^2 over its slice. One barrier
+   joins the parts: rstd (and the mean) follow from the sums, and
+     RMSNorm:   logit = rstd * sum_k w[k] nw[k] x[k]
+     LayerNorm: logit = rstd * (sum_k w[k] nw[k] x[k] - mean * sum_k w[k] nw[k]) + sum_k w[k] nb[k]
+   (+ b_router) > threshold; the same x' as sffn_xprime up to rounding. The warps of the block's first
+   expert write the block's slice of x' from the x they hold. Every warp loads x, so every block has
+   the statistics (also the last block, whose last warps own no expert). */
+template <int SPLIT>
+__global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs a, unsigned long long *tl) {
+  constexpr int PF = kRoutePF / SPLIT;  // float4 of a slice per lane held in registers (C <= 4096)
+  __shared__ float part[kRouteWarps][5];  // per warp: w'.x, sum x, sum x^2, sum w', sum w nb
+  const TlRec rec(tl);
+  rec.mark(0);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int e = blockIdx.x * (kRouteWarps / SPLIT) + warp / SPLIT, sp = warp % SPLIT;
+  const bool own = e < a.E, norm = a.mode != LTE_DEC_X_PLAIN, ln = a.mode == LTE_DEC_X_LAYERNORM;
+  const int Q = a.C >> 2;
+  const int q0 = Q * sp / SPLIT, q1 = Q * (sp + 1) / SPLIT;
+  const float4 *wrow = reinterpret_cast<const float4 *>(a.wr + (size_t)(own ? e : 0) * a.C);
+  const float4 *nw4 = reinterpret_cast<const float4 *>(a.nw), *nb4 = reinterpret_cast<const float4 *>(a.nb);
+  const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
+  // w' = w * nw of the slice, and its sums (constants: before the wait)
+  float4 wv[PF];
+  float kw = 0.0f, kb = 0.0f;
+  auto wprime = [&](int q, float4 &w) {
+    if (norm) {
+      const float4 n = __ldg(nw4 + q);
+      if (ln) {
+        const float4 b = __ldg(nb4 + q);
+        kb += (w.x * b.x + w.y * b.y) + (w.z * b.z + w.w * b.w);
+      }
+      w.x *= n.x;
+      w.y *= n.y;
+      w.z *= n.z;
+      w.w *= n.w;
+    }
+    kw += (w.x + w.y) + (w.z + w.w);
+  };
+#pragma unroll
+  for (int i = 0; i < PF; i++) {
+    const int q = q0 + lane + 32 * i;
+    wv[i] = own && q < q1 ? __ldcs(wrow + q) : z4;
+  }
+#pragma unroll
+  for (int i = 0; i < PF; i++) {
+    const int q = q0 + lane + 32 * i;
+    if (own && q < q1) wprime(q, wv[i]);
+  }
+  pdl_launch_dependents();
+  pdl_wait();
+  rec.mark(1);
+  float4 xv[PF];
+#pragma unroll
+  for (int i = 0; i < PF; i++) {
+    const int q = q0 + lane + 32 * i;
+    xv[i] = q < q1 ? __ldcg(reinterpret_cast<const float4 *>(a.x) + q) : z4;
+  }
+  float dot = 0.0f, sx = 0.0f, sxx = 0.0f;
+#pragma unroll
+  for (int i = 0; i < PF; i++) {
+    const float4 w = wv[i], v = xv[i];
+    dot += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
+    sx += (v.x + v.y) + (v.z + v.w);
+    sxx += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+  }
+  for (int q = q0 + lane + 32 * PF; q < q1; q += 32) {  // C > 4096: the rest of the slice
+    const float4 v = __ldcg(reinterpret_cast<const float4 *>(a.x) + q);
+    float4 w = own ? __ldcs(wrow + q) : z4;
+    if (own) wprime(q, w);
+    dot += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
+    sx += (v.x + v.y) + (v.z + v.w);
+    sxx += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+  }
+  dot = warp_sum(dot);
+  sx = warp_sum(sx);
+  sxx = warp_sum(sxx);
+  kw = warp_sum(kw);
+  kb = warp_sum(kb);
+  if (lane == 0) {
+    part[warp][0] = dot;
+    part[warp][1] = sx;
+    part[warp][2] = sxx;
+    part[warp][3] = kw;
+    part[warp][4] = kb;
+  }
+  __syncthreads();
+  // statistics of x from the block's first expert's parts (every warp loaded its slice of x)
+  float tsx = 0.0f, tsxx = 0.0f;
+#pragma unroll
+  for (int k = 0; k < SPLIT; k++) {
+    tsx += part[k][1];
+    tsxx += part[k][2];
+  }
+  float mean = 0.0f, rstd = 1.0f;
+  if (a.mode == LTE_DEC_X_RMSNORM) {
+    rstd = 1.0f / sqrtf(tsxx / (float)a.C + a.eps);
+  } else if (ln) {
+    mean = tsx / (float)a.C;
+    float var = tsxx / (float)a.C - mean * mean;
+    if (var < 0.0f) var = 0.0f;
+    rstd = 1.0f / sqrtf(var + a.eps);
+  }
+  rec.mark(2);
+  if (own && sp == 0 && lane == 0) {
+    float d = 0.0f, w1 = 0.0f, wb = 0.0f;
+#pragma unroll
+    for (int k = 0; k < SPLIT; k++) {
+      d += part[warp + k][0];
+      w1 += part[warp + k][3];
+      wb += part[warp + k][4];
+    }
+    const float logit = (norm ? rstd * (d - mean * w1) + wb : d) + (a.br ? a.br[e] : 0.0f);
+    a.mask[e] = logit > a.thr ? 1.0f : 0.0f;
+  }
+  // this block's slice of x' (every float4 of x' written by exactly one block), from registers
+  if (warp < SPLIT) {
+    const int per = (Q + gridDim.x - 1) / gridDim.x;
+    const int s0 = blockIdx.x * per, s1 = min(Q, s0 + per);
+#pragma unroll
+    for (int i = 0; i < PF; i++) {
+      const int q = q0 + lane + 32 * i;
+      if (q < q1 && q >= s0 && q < s1) {
+        float4 v = xv[i];
+        if (norm) {
+          const float4 n = __ldg(nw4 + q), b = ln ? __ldg(nb4 + q) : z4;
+          v.x = (v.x - mean) * rstd * n.x + b.x;
+          v.y = (v.y - mean) * rstd * n.y + b.y;
+          v.z = (v.z - mean) * rstd * n.z + b.z;
+          v.w = (v.w - mean) * rstd * n.w + b.w;
+        }
+        reinterpret_cast<float4 *>(a.xn)[q] = v;
+      }
+    }
+    for (int q = q0 + lane + 32 * PF; q < q1; q += 32) {  // C > 4096
+      if (q < s0 || q >= s1) continue;
+      float4 v = __ldcg(reinterpret_cast<const float4 *>(a.x) + q);
+      if (norm) {
+        const float4 n = __ldg(nw4 + q), b = ln ? __ldg(nb4 + q) : z4;
+        v.x = (v.x - mean) * rstd * n.x + b.x;
+        v.y = (v.y - mean) * rstd * n.y + b.y;
+        v.z = (v.z - mean) * rstd * n.z + b.z;
+        v.w = (v.w - mean) * rstd * n.w + b.w;
+      }
+      reinterpret_cast<float4 *>(a.xn)[q] = v;
+    }
+  }
+  if (rec.p) {
+    __syncthreads();
+    rec.mark(3);
   }
 }
 
@@ -288,14 +525,16 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
 /* ------------------------------------------------------------------ shared by the FFN kernels */
 
 /* Block-wide: the union of the rows' active experts, ascending, into list (shared memory), the
-   per-row flags into on (R, E), and each row's count added into cnt (zeroed here; complete after
-   the caller's next barrier). Returns the union size. TH threads; every thread calls it. */
+   per-row flags into on (R, E) (unless the caller stored them: from = rows * E), and each row's count
+   added into cnt (zeroed here; complete after the caller's next barrier). Returns the union size.
+   TH threads; every thread calls it. */
 template <int R, int TH>
-__device__ int sffn_union(const SffnArgs &a, int rows, int *list, unsigned char *on, int *wtot, int *cnt) {
+__device__ int sffn_union(const SffnArgs &a, int rows, int *list, unsigned char *on, int *wtot, int *cnt,
+                          int from = 0) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid < R) cnt[tid] = 0;
   // the (R, E) mask into `on` first, loads before stores: one L2 round trip per 4 * TH entries
-  for (int i0 = tid; i0 < rows * a.E; i0 += 4 * TH) {
+  for (int i0 = from + tid; i0 < rows * a.E; i0 += 4 * TH) {
     float v[4];
 #pragma unroll
     for (int k = 0; k < 4; k++) v[k] = i0 + k * TH < rows * a.E ? __ldcg(a.mask + i0 + k * TH) : 0.0f;
@@ -558,6 +797,62 @@ __global__ void __launch_bounds__(TH, TH == 256 && R <= 2 ? 2 : 1)
 }
 
 
+constexpr int kSf2Threads = 256;
+constexpr int kSf2Warps = kSf2Threads / 32;
+constexpr int kSf2Depth = 8;  // down rows in flight per thread
+
+/* x += the cluster's summed share (+ b_down once, by the first cluster): thread-block clusters of
+   n = csize blocks (sm_90) reduce their partial outputs through distributed shared memory before
+   the float4 atomics, so x receives grid / n adds per element instead of grid. Each block stores
+   its partial (R, C) into part (its own shared memory; x' is dead by now), then block k of the
+   cluster sums column slice k over the n blocks and adds it into x. Every block of the cluster
+   calls it (no early exit). add = false skips the adds (LTE_DEC_SFFN_ATOM=2, a diagnostic). */
+template <int R, int CPT>
+__device__ void sffn_cluster_add_out(const SffnArgs &a, int rows, float *part, const float (&yacc)[R][CPT][8],
+                                     bool add) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  cg::cluster_group cl = cg::this_cluster();
+  const int tid = threadIdx.x, C = a.C, cpr = C / 8, Q = C / 4;
+#pragma unroll
+  for (int j = 0; j < CPT; j++) {
+    const int c = tid + j * kSf2Threads;
+    if (c >= cpr) continue;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) break;
+      float4 *dst = reinterpret_cast<float4 *>(part + (size_t)r * C) + 2 * c;
+      dst[0] = make_float4(yacc[r][j][0], yacc[r][j][1], yacc[r][j][2], yacc[r][j][3]);
+      dst[1] = make_float4(yacc[r][j][4], yacc[r][j][5], yacc[r][j][6], yacc[r][j][7]);
+    }
+  }
+  cl.sync();
+  const int n = (int)cl.num_blocks(), k = (int)cl.block_rank();
+  const int q0 = Q * k / n, q1 = Q * (k + 1) / n, per = q1 - q0;
+  const bool bias = a.bd != nullptr && blockIdx.x < (unsigned)n;  // the first cluster
+  for (int i = tid; add && i < rows * per; i += kSf2Threads) {
+    const int r = i / per, q = q0 + i - r * per;
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int b = 0; b < n; b++) {
+      const float4 v = *(reinterpret_cast<const float4 *>(cl.map_shared_rank(part, b) + (size_t)r * C) + q);
+      s.x += v.x;
+      s.y += v.y;
+      s.z += v.z;
+      s.w += v.w;
+    }
+    if (bias) {
+      const float4 bv = reinterpret_cast<const float4 *>(a.bd)[q];
+      s.x += bv.x;
+      s.y += bv.y;
+      s.z += bv.z;
+      s.w += bv.w;
+    }
+    atomicAdd(reinterpret_cast<float4 *>(a.x + (size_t)r * C) + q, s);
+  }
+  cl.sync();  // no block leaves (freeing its shared memory) while another still reads it
+#endif
+}
+
 /* ------------------------------------------------------------------ gate/up + act + down, two phases */
 
 /* sffn_ffn2_kernel<T, R, CPT> (f16/bf16; LTE_DEC_SFFN_KERNEL=2, the default for them): the same work
@@ -573,20 +868,11 @@ __global__ void __launch_bounds__(TH, TH == 256 && R <= 2 ? 2 : 1)
      16-byte column chunks of the neurons' down rows (a ring of kSf2Depth neurons in registers; the
      first loads are issued before that barrier) into f32 accumulators, and adds them into x with
      float4 atomics as sffn_ffn_kernel does.
-   LTE_DEC_SFFN_TRACE=1 (a diagnostic, never in a graph): blocks 0, grid/2 and grid-1 printf the
-   clock64 cycles from their start to each phase boundary. */
-constexpr int kSf2Threads = 256;
-constexpr int kSf2Warps = kSf2Threads / 32;
-constexpr int kSf2Depth = 8;  // down rows in flight per thread
+   LTE_DEC_SFFN_TRACE=1: the timeline records above (TlRec). */
 
-__device__ __forceinline__ unsigned long long global_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
-template <class T, int R, int CPT>
-__global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, int rows, int maxmine, int trace) {
+template <class T, int R, int CPT, int P1D>
+__global__ void __launch_bounds__(kSf2Threads, 2)
+    sffn_ffn2_kernel(SffnArgs a, int rows, int maxmine, int csize, int atom, unsigned long long *tl) {
   extern __shared__ float4 f2sm4[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
@@ -597,13 +883,17 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);    // (R, E)
   __shared__ int wtot[kSf2Warps];
   __shared__ int cnt[R];
-  long long tc[6];  // LTE_DEC_SFFN_TRACE: clock64 at the phase boundaries
-  const unsigned long long tg0 = trace ? global_ns() : 0ull;
-  tc[0] = clock64();
+  const TlRec rec(tl);  // LTE_DEC_SFFN_TRACE
+  rec.mark(0);
 
   pdl_launch_dependents();
   pdl_wait();
-  // x' rows into shared memory, loads before stores (and before the union's mask loads)
+  rec.mark(1);
+  // the mask's first 4 x 256 entries, then x' rows: every load issued before the first store
+  const int ME = rows * a.E, mfirst = ME < 4 * kSf2Threads ? ME : 4 * kSf2Threads;
+  float mv[4];
+#pragma unroll
+  for (int k = 0; k < 4; k++) mv[k] = tid + k * kSf2Threads < mfirst ? __ldcg(a.mask + tid + k * kSf2Threads) : 0.0f;
   for (int q0 = tid; q0 < R * (C / 4); q0 += 4 * kSf2Threads) {
     float4 v[4];
 #pragma unroll
@@ -615,7 +905,10 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
     for (int k = 0; k < 4; k++)
       if (q0 + k * kSf2Threads < R * (C / 4)) reinterpret_cast<float4 *>(xs)[q0 + k * kSf2Threads] = v[k];
   }
-  const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt);
+#pragma unroll
+  for (int k = 0; k < 4; k++)
+    if (tid + k * kSf2Threads < mfirst) on[tid + k * kSf2Threads] = mv[k] != 0.0f;
+  const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt, mfirst);
   const long long NN = (long long)nact * a.S;
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
   const int nmine = u1 - u0;
@@ -623,8 +916,9 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   for (int i = tid; i < nmine * R * 2; i += kSf2Threads) hsum[i] = 0.0f;
   __syncthreads();
   if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
-  tc[1] = clock64();
-  if (nmine == 0 && !bias_here) return;
+  rec.mark(2);
+  if (rec.p && tid == 0) rec.p[30] = (unsigned long long)nmine;
+  if (nmine == 0 && !bias_here && csize == 1) return;  // (a cluster's blocks all reach its barriers)
 
   const T *wfc = static_cast<const T *>(a.wfc), *wd = static_cast<const T *>(a.wd);
   auto neuron = [&](int k) {
@@ -636,7 +930,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   const int P = (cpr + 127) / 128;
   const int items = nmine * P;
   const uint4 z = make_uint4(0u, 0u, 0u, 0u);
-  uint4 ga[4], ua[4], gb[4], ub[4];
+  uint4 gbuf[P1D][4], ubuf[P1D][4];  // P1D items in flight per warp
   auto load = [&](int it, uint4 (&g)[4], uint4 (&u)[4]) {
     const int k = it / P, p = it - k * P;
     const int n = neuron(k);
@@ -684,19 +978,21 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   };
   {
     int it = warp;
-    if (it < items) load(it, ga, ua);
-    if (it + kSf2Warps < items) load(it + kSf2Warps, gb, ub);
+#pragma unroll
+    for (int d = 0; d < P1D; d++)
+      if (it + d * kSf2Warps < items) load(it + d * kSf2Warps, gbuf[d], ubuf[d]);
     while (it < items) {
-      compute(it, ga, ua);
-      if (it + 2 * kSf2Warps < items) load(it + 2 * kSf2Warps, ga, ua);
-      it += kSf2Warps;
-      if (it >= items) break;
-      compute(it, gb, ub);
-      if (it + 2 * kSf2Warps < items) load(it + 2 * kSf2Warps, gb, ub);
-      it += kSf2Warps;
+#pragma unroll
+      for (int d = 0; d < P1D; d++) {
+        if (it < items) {
+          compute(it, gbuf[d], ubuf[d]);
+          if (it + P1D * kSf2Warps < items) load(it + P1D * kSf2Warps, gbuf[d], ubuf[d]);
+        }
+        it += kSf2Warps;
+      }
     }
   }
-  tc[2] = clock64();
+  rec.mark(3);  // warp 0's phase 1 done
 
   // phase 2: the first down rows go out before the barrier (they do not depend on h)
   uint4 ring[kSf2Depth][CPT];
@@ -712,13 +1008,14 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
   for (int q = 0; q < kSf2Depth; q++)
     if (q < nmine) loadd(q, ring[q]);
   __syncthreads();  // every gate/up partial sum is in hsum
+  rec.mark(4);
   for (int i = tid; i < nmine * R; i += kSf2Threads) {
     const int k = i / R, r = i - k * R;
     const int n = neuron(k);
     hsum[2 * i] = (r < rows && on[r * a.E + n / a.S]) ? sffn_h(a, n, hsum[2 * i], hsum[2 * i + 1]) : 0.0f;
   }
   __syncthreads();
-  tc[3] = clock64();
+  rec.mark(5);
   float yacc[R][CPT][8];
 #pragma unroll
   for (int r = 0; r < R; r++)
@@ -746,15 +1043,14 @@ __global__ void __launch_bounds__(kSf2Threads, 2) sffn_ffn2_kernel(SffnArgs a, i
       if (k + kSf2Depth < nmine) loadd(k + kSf2Depth, ring[q]);
     }
   }
-  tc[4] = clock64();
+  rec.mark(6);  // thread 0's phase 2 done
   // x += this block's share (+ b_down once, by block 0)
-  sffn_add_out<R, CPT, 8, kSf2Threads>(a, rows, cpr, yacc, bias_here);
-  if (trace && tid == 0 && (blockIdx.x == 0 || blockIdx.x == gridDim.x / 2 || blockIdx.x == gridDim.x - 1)) {
-    tc[5] = clock64();
-    printf("sffn trace block %d/%d neurons %d: cycles from start: union+x' %lld phase1 %lld h %lld phase2 %lld "
-           "out %lld; globaltimer start %llu end %llu\n",
-           blockIdx.x, gridDim.x, nmine, tc[1] - tc[0], tc[2] - tc[0], tc[3] - tc[0], tc[4] - tc[0], tc[5] - tc[0],
-           tg0, global_ns());
+  if (csize > 1) sffn_cluster_add_out<R, CPT>(a, rows, xs, yacc, atom != 2);
+  else if (atom != 2) sffn_add_out<R, CPT, 8, kSf2Threads>(a, rows, cpr, yacc, bias_here);
+  rec.mark(7);
+  if (rec.p) {
+    __syncthreads();
+    rec.mark(8);  // every thread's atomics issued
   }
 }
 
@@ -768,7 +1064,13 @@ struct SffnTune {
   int threads;
   int kernel;
   int bps2;
+  int rsplit;
+  int route;
+  int p1d;
+  int cluster;
+  int atom;
   int trace;
+  unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
 inline SffnTune sffn_tune() {
@@ -780,7 +1082,15 @@ inline SffnTune sffn_tune() {
   t.threads = env_int("LTE_DEC_SFFN_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   t.kernel = env_int("LTE_DEC_SFFN_KERNEL", 2, 1, 2);
   t.bps2 = env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4);
+  t.rsplit = env_int("LTE_DEC_SFFN_RSPLIT", 1, 1, 4);
+  t.rsplit = t.rsplit == 3 ? 2 : t.rsplit;
+  t.route = env_int("LTE_DEC_SFFN_ROUTE", 2, 1, 2);
+  t.p1d = env_int("LTE_DEC_SFFN_P1D", 2, 2, 3);
+  t.cluster = env_int("LTE_DEC_SFFN_CLUSTER", 2, 1, 8);
+  t.cluster = t.cluster >= 8 ? 8 : t.cluster >= 4 ? 4 : t.cluster >= 2 ? 2 : 1;
+  t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
+  t.tl = nullptr;
   return t;
 }
 
@@ -815,16 +1125,40 @@ cudaError_t sffn_smem_cap(K kernel, size_t *cap) {
   return e;
 }
 
-template <int R>
-cudaError_t launch_sffn_route(const SffnArgs &a, int rows, cudaStream_t st) {
+/* The current device's compute capability major (clusters need 9). */
+inline int sffn_cc_major() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return major;
+}
+
+template <int R, int SPLIT>
+cudaError_t launch_sffn_route_s(const SffnArgs &a, int rows, const SffnTune &t, cudaStream_t st) {
   const size_t smem = (size_t)R * a.C * sizeof(float);
   if (smem > 48 * 1024) {
     size_t cap = 0;
-    const cudaError_t e = sffn_smem_cap(sffn_route_kernel<R>, &cap);
+    const cudaError_t e = sffn_smem_cap(sffn_route_kernel<R, SPLIT>, &cap);
     if (e != cudaSuccess) return e;
   }
-  const unsigned grid = (unsigned)((a.E + kRouteWarps - 1) / kRouteWarps);
-  return dlaunch(sffn_route_kernel<R>, dim3(grid), dim3(kRouteWarps * 32), smem, st, a, rows);
+  constexpr int epb = kRouteWarps / SPLIT;  // experts per block
+  const unsigned grid = (unsigned)((a.E + epb - 1) / epb);
+  return dlaunch(sffn_route_kernel<R, SPLIT>, dim3(grid), dim3(kRouteWarps * 32), smem, st, a, rows, t.tl);
+}
+
+template <int R>
+cudaError_t launch_sffn_route(const SffnArgs &a, int rows, const SffnTune &t, cudaStream_t st) {
+  if (R == 1 && t.route == 2) {  // one row: sffn_route1_kernel, 2 (or 4) warps per expert
+    const int split = t.rsplit == 4 ? 4 : 2, epb = kRouteWarps / split;
+    const unsigned grid = (unsigned)((a.E + epb - 1) / epb);
+    if (split == 4) return dlaunch(sffn_route1_kernel<4>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
+    return dlaunch(sffn_route1_kernel<2>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
+  }
+  if (t.rsplit == 4) return launch_sffn_route_s<R, 4>(a, rows, t, st);
+  if (t.rsplit == 2) return launch_sffn_route_s<R, 2>(a, rows, t, st);
+  return launch_sffn_route_s<R, 1>(a, rows, t, st);
 }
 
 template <class T, int R, int CPT, int TH>
@@ -862,19 +1196,78 @@ cudaError_t launch_sffn_ffn_rt(const SffnArgs &a, int rows, const SffnTune &t, i
   return launch_sffn_ffn_rc<T, R, 8, TH>(a, rows, t, sms, st);
 }
 
-template <class T, int R, int CPT>
-cudaError_t launch_sffn_ffn2_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+/* How many clusters of csize blocks of `kernel` (256 threads, smem bytes) can be resident at once
+   (cudaOccupancyMaxActiveClusters: whole clusters fit inside one GPC, so at 2 blocks per SM not
+   every GPC's slots divide into clusters of 4 or 8). Cached per (kernel, csize, smem). */
+template <class K>
+int sffn_max_clusters(K kernel, int csize, size_t smem) {
+  struct Entry {
+    const void *k;
+    int csize;
+    size_t smem;
+    int n;
+  };
+  static Entry cache[64];
+  static int ncache = 0;
+  for (int i = 0; i < ncache; i++)
+    if (cache[i].k == reinterpret_cast<const void *>(kernel) && cache[i].csize == csize && cache[i].smem == smem)
+      return cache[i].n;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)csize);
+  cfg.blockDim = dim3(kSf2Threads);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = (unsigned)csize;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();
+    n = 0;
+  }
+  if (ncache < 64) cache[ncache++] = {reinterpret_cast<const void *>(kernel), csize, smem, n};
+  return n;
+}
+
+template <class T, int R, int CPT, int P1D>
+cudaError_t launch_sffn_ffn2_rcd(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+  auto kernel = sffn_ffn2_kernel<T, R, CPT, P1D>;
   size_t cap = 0;
-  cudaError_t e = sffn_smem_cap(sffn_ffn2_kernel<T, R, CPT>, &cap);
+  cudaError_t e = sffn_smem_cap(kernel, &cap);
   if (e != cudaSuccess) return e;
   long long grid = (long long)sms * t.bps2;
   const long long cand = ((long long)a.F + 7) / 8;  // at least ~8 candidate neurons per block
   if (cand < grid) grid = cand < 1 ? 1 : cand;
+  auto smem_for = [&](long long g) {
+    const int maxmine = (int)((a.F + g - 1) / g) + 1;
+    return (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
+  };
+  // clusters (sm_90): a grid of whole clusters that can all be resident at once, else no clusters
+  int csize = t.cluster;
+  if (csize > 1 && (sffn_cc_major() < 9 || grid < csize)) csize = 1;
+  if (csize > 1) {
+    grid -= grid % csize;
+    const int nc = sffn_max_clusters(kernel, csize, smem_for(grid));
+    if (nc < 1) csize = 1;
+    else if ((long long)nc * csize < grid) grid = (long long)nc * csize;
+  }
   const int maxmine = (int)((a.F + grid - 1) / grid) + 1;
-  const size_t smem = (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
+  const size_t smem = smem_for(grid);
   if (smem > cap) return cudaErrorInvalidValue;
-  return dlaunch(sffn_ffn2_kernel<T, R, CPT>, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, a, rows, maxmine,
-                 t.trace);
+  return dlaunch_c(kernel, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, csize, a, rows, maxmine, csize, t.atom,
+                   t.tl ? t.tl + (size_t)kTlBlocks * kTlStride : nullptr);
+}
+
+/* Phase 1 with 3 items in flight per warp (LTE_DEC_SFFN_P1D=3) exists for one row only. */
+template <class T, int R, int CPT>
+cudaError_t launch_sffn_ffn2_rc(const SffnArgs &a, int rows, const SffnTune &t, int sms, cudaStream_t st) {
+  if constexpr (R == 1) {
+    if (t.p1d == 3) return launch_sffn_ffn2_rcd<T, R, CPT, 3>(a, rows, t, sms, st);
+  }
+  return launch_sffn_ffn2_rcd<T, R, CPT, 2>(a, rows, t, sms, st);
 }
 
 template <class T, int R>
@@ -894,7 +1287,19 @@ cudaError_t launch_sffn_ffn_r(const SffnArgs &a, int rows, const SffnTune &t, in
 /* rows <= 4 per pair of launches (route, then gate/up + down); more rows: groups of 4. */
 template <class T>
 cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream_t st) {
-  const SffnTune t = sffn_tune();
+  SffnTune t = sffn_tune();
+  // LTE_DEC_SFFN_TRACE: one record slot per launch pair, printed every kTlLaunches pairs
+  static unsigned long long *tl_buf = nullptr;
+  static int tl_pairs = 0;
+  const size_t tl_bytes = (size_t)kTlLaunches * 2 * kTlBlocks * kTlStride * sizeof(unsigned long long);
+  if (t.trace && !tl_buf) {
+    // a dump prints up to kTlLaunches * 2 * kTlBlocks lines of ~200 B: beyond the default 1 MiB FIFO
+    (void)cudaDeviceSetLimit(cudaLimitPrintfFifoSize, (size_t)64 << 20);
+    (void)cudaGetLastError();
+    cudaError_t e = cudaMalloc(&tl_buf, tl_bytes);
+    if (e == cudaSuccess) e = cudaMemset(tl_buf, 0, tl_bytes);
+    if (e != cudaSuccess) return e;
+  }
   for (int r0 = 0; r0 < rows; r0 += 4) {
     const int rb = rows - r0 < 4 ? rows - r0 : 4;
     SffnArgs a = a0;
@@ -903,14 +1308,20 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     a.mask += (size_t)r0 * a.E;
     if (a.counts) a.counts += r0;
     cudaError_t e;
-    if (rb == 1) e = launch_sffn_route<1>(a, rb, st);
-    else if (rb == 2) e = launch_sffn_route<2>(a, rb, st);
-    else e = launch_sffn_route<4>(a, rb, st);
+    if (t.trace) t.tl = tl_buf + (size_t)(tl_pairs % kTlLaunches) * 2 * kTlBlocks * kTlStride;
+    if (rb == 1) e = launch_sffn_route<1>(a, rb, t, st);
+    else if (rb == 2) e = launch_sffn_route<2>(a, rb, t, st);
+    else e = launch_sffn_route<4>(a, rb, t, st);
     if (e != cudaSuccess) return e;
     if (rb == 1) e = launch_sffn_ffn_r<T, 1>(a, rb, t, sms, st);
     else if (rb == 2) e = launch_sffn_ffn_r<T, 2>(a, rb, t, sms, st);
     else e = launch_sffn_ffn_r<T, 4>(a, rb, t, sms, st);
     if (e != cudaSuccess) return e;
+    if (t.trace && ++tl_pairs % kTlLaunches == 0) {
+      sffn_tl_dump_kernel<<<1, 1, 0, st>>>(tl_buf, kTlLaunches);
+      e = cudaMemsetAsync(tl_buf, 0, tl_bytes, st);
+      if (e != cudaSuccess) return e;
+    }
   }
   return cudaGetLastError();
 }

@@ -33,6 +33,10 @@ const { plain, rms, layer } = X_MODE;
 const CASES: SffnCase[] = [
   { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
   { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.1 },
+  // one row (sffn_route1_kernel): LayerNorm, plain, and C > 4096 (the slices' register-less rest)
+  { dt: "f16", rows: 1, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.5 },
+  { dt: "f32", rows: 1, C: 264, F: 256, S: 32, act: gelu, mode: plain, bias: true, active: 0.6 },
+  { dt: "bf16", rows: 1, C: 8192, F: 512, S: 32, act: swiglu, mode: rms, bias: true, active: 0.5 },
   { dt: "bf16", rows: 4, C: 4096, F: 2048, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
   { dt: "f32", rows: 2, C: 4096, F: 1024, S: 32, act: swiglu, mode: layer, bias: true, active: 0.4 },
   { dt: "f16", rows: 3, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.5 },
@@ -50,6 +54,15 @@ const K1 = { LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Record<string, string>][] = [
   ["default (two-phase kernel, 2 blocks per SM)", {}],
   ["two-phase kernel, 1 block per SM, PDL attribute", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
+  ["one-row route kernel, 4 warps per expert, PDL attribute", { LTE_DEC_SFFN_RSPLIT: "4", LTE_DEC_PDL: "1" }],
+  ["staged route kernel, 2 warps per expert", { LTE_DEC_SFFN_ROUTE: "1", LTE_DEC_SFFN_RSPLIT: "2" }],
+  ["staged route kernel, 4 warps per expert, no clusters", {
+    LTE_DEC_SFFN_ROUTE: "1",
+    LTE_DEC_SFFN_RSPLIT: "4",
+    LTE_DEC_SFFN_CLUSTER: "1",
+  }],
+  ["clusters of 4 blocks, PDL attribute", { LTE_DEC_SFFN_CLUSTER: "4", LTE_DEC_PDL: "1" }],
+  ["clusters of 8 blocks, 3 items in flight", { LTE_DEC_SFFN_CLUSTER: "8", LTE_DEC_SFFN_P1D: "3" }],
   ["ring kernel, 1 neuron per stage, 2-stage ring, no hint", {
     ...K1,
     LTE_DEC_SFFN_NPS: "1",
@@ -83,7 +96,9 @@ Deno.test({
       const ref = runOp(cpu, c, inp);
       nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
       // the 7B-sized cases run every variant; the others the default and one variant
-      const variants = c.C === 4096 && c.F === 11008 ? VARIANTS : [VARIANTS[0]!, VARIANTS[1 + (i % 5)]!];
+      const variants = c.C === 4096 && c.F === 11008
+        ? VARIANTS
+        : [VARIANTS[0]!, VARIANTS[1 + (i % (VARIANTS.length - 1))]!];
       for (const [vn, env] of variants) {
         const got = withDecEnv(env, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
