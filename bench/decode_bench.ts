@@ -217,11 +217,11 @@ const sync = { syncRead: true };
 /** The fused sparse FFN op's tuning knobs compared in the decode rows: [key suffix, label, env]. */
 const FUSED_KNOBS: [string, string, Record<string, string>][] = [
   ["rsplit4", "route split 4", { LTE_DEC_SFFN_RSPLIT: "4" }],
-  ["route_staged", "staged route kernel", { LTE_DEC_SFFN_ROUTE: "1" }],
+  ["route1", "one-row route kernel", { LTE_DEC_SFFN_ROUTE: "2" }],
   ["cluster1", "no clusters", { LTE_DEC_SFFN_CLUSTER: "1" }],
-  ["cluster4", "clusters of 4", { LTE_DEC_SFFN_CLUSTER: "4" }],
-  ["cluster8", "clusters of 8", { LTE_DEC_SFFN_CLUSTER: "8" }],
-  ["p1d3", "3 items in flight", { LTE_DEC_SFFN_P1D: "3" }],
+  ["bulk", "bulk reductions", { LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
+  ["cluster2_bulk", "clusters + bulk", { LTE_DEC_SFFN_ATOM: "1" }],
+  ["p1d2", "2 items in flight", { LTE_DEC_SFFN_P1D: "2" }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },

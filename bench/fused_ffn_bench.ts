@@ -177,16 +177,15 @@ const K1 = { ...P, LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
   ["fused pdl", fused, P],
-  // tuning variants of the defaults (route1 kernel with 2 warps per expert, clusters of 2, 2 items
-  // in flight per warp in phase 1)
-  ["rsplit4 pdl", fused, { ...P, LTE_DEC_SFFN_RSPLIT: "4" }],
-  ["staged route pdl", fused, { ...P, LTE_DEC_SFFN_ROUTE: "1" }],
-  ...[1, 4, 8].map((n): [string, Enqueue, Record<string, string>] => [
-    `cluster${n} pdl`,
-    fused,
-    { ...P, LTE_DEC_SFFN_CLUSTER: String(n) },
-  ]),
-  ["p1d3 pdl", fused, { ...P, LTE_DEC_SFFN_P1D: "3" }],
+  // tuning variants of the defaults (cuda/cuda/decode_sffn.cuh, sffn_tune: the staged route kernel,
+  // clusters of 2 blocks with float4 atomics, 3 phase-1 items in flight per warp)
+  ["p1d2 pdl", fused, { ...P, LTE_DEC_SFFN_P1D: "2" }],
+  ["route1 pdl", fused, { ...P, LTE_DEC_SFFN_ROUTE: "2" }],
+  ["route1 s8 pdl", fused, { ...P, LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
+  ["staged rsplit4 pdl", fused, { ...P, LTE_DEC_SFFN_RSPLIT: "4" }],
+  ["cluster1 pdl", fused, { ...P, LTE_DEC_SFFN_CLUSTER: "1" }],
+  ["bulk pdl", fused, { ...P, LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
+  ["cluster2 bulk pdl", fused, { ...P, LTE_DEC_SFFN_ATOM: "1" }],
   // a diagnostic, not a result: the block's output never reaches x (what the atomics cost)
   ["no atomics pdl", fused, { ...P, LTE_DEC_SFFN_ATOM: "2" }],
   ...(quick ? [] : [
@@ -265,9 +264,9 @@ for (const [rows, active] of CASES) {
 if (args.includes("--trace")) {
   const configs: [string, Record<string, string>][] = [
     ["two-phase", P],
-    ["two-phase p1d3", { ...P, LTE_DEC_SFFN_P1D: "3" }],
-    ["two-phase staged route", { ...P, LTE_DEC_SFFN_ROUTE: "1" }],
-    ["two-phase cluster4", { ...P, LTE_DEC_SFFN_CLUSTER: "4" }],
+    ["two-phase bulk", { ...P, LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
+    ["two-phase cluster2 bulk", { ...P, LTE_DEC_SFFN_ATOM: "1" }],
+    ["two-phase route1", { ...P, LTE_DEC_SFFN_ROUTE: "2" }],
   ];
   for (const active of [0.5, 0.1]) {
     setActive(active);

@@ -39,3 +39,6 @@ if [ -n "${DECODE_ONLY:-}" ]; then
   say "decode bench rc=$?"
   strip <"$OUT/decode.log" | grep -E "tok/s|FAILED" | tail -24 | tee -a "$OUT/summary.txt"
 fi
+# at most 8 files come back from a device call: the logs in one archive
+cd "$OUT" && tar -czf logs.tgz --remove-files ./*.log ./*.log.xz ./*.rc engine_agreement.json 2>/dev/null
+ls "$OUT"

@@ -155,8 +155,8 @@ __global__ void sffn_tl_dump_kernel(const unsigned long long *tl, int launches) 
         if (p[0] == 0) continue;
         const unsigned long long c0 = p[16];
         auto dc = [&](int i) { return p[i] ? (long long)(p[16 + i] - c0) : -1ll; };
-        printf("sffn tl %d %c %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %lld %lld %lld %lld %lld %lld "
-               "%lld %lld %lld\n",
+        printf("sffn tl %d %c %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %lld %lld %lld %lld %lld "
+               "%lld %lld %lld %lld\n",
                L, k ? 'F' : 'R', b, p[31], p[30], p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], dc(1),
                dc(2), dc(3), dc(4), dc(5), dc(6), dc(7), dc(8), dc(9));
       }
@@ -365,20 +365,22 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
   }
 }
 
-/* sffn_route1_kernel<SPLIT>: the route kernel for ONE row without staging x in shared memory (the
-   default for rows == 1, LTE_DEC_SFFN_ROUTE=2). SPLIT warps share expert e's router row: warp part p
-   holds w[e, slice p] (times norm_w: the norm folded into the router, before the PDL wait) and, after
-   the wait, x[slice p] in registers, and reduces w'.x, sum x and sum x^2 over its slice. One barrier
-   joins the parts: rstd (and the mean) follow from the sums, and
+/* sffn_route1_kernel<SPLIT>: the route kernel for ONE row without staging x in shared memory
+   (LTE_DEC_SFFN_ROUTE=2). SPLIT warps share expert e's router row: warp part p loads w[e, slice p]
+   into registers before the PDL wait (untouched until after it, so the wait does not wait for them),
+   and after the wait x[slice p] and norm_w[slice p], and reduces sum w nw x, sum x and sum x^2 over
+   its slice (LayerNorm also sum w nw and sum w nb). One barrier joins the parts: rstd (and the mean)
+   follow from the sums, and
      RMSNorm:   logit = rstd * sum_k w[k] nw[k] x[k]
      LayerNorm: logit = rstd * (sum_k w[k] nw[k] x[k] - mean * sum_k w[k] nw[k]) + sum_k w[k] nb[k]
-   (+ b_router) > threshold; the same x' as sffn_xprime up to rounding. The warps of the block's first
-   expert write the block's slice of x' from the x they hold. Every warp loads x, so every block has
-   the statistics (also the last block, whose last warps own no expert). */
+   (+ b_router) > threshold: the same x' as sffn_xprime, summed in another order. The warps of the
+   block's first expert write the block's slice of x' from the x they hold. Every warp loads its
+   slice of x, so every block has the statistics (also the last block, whose last warps own no
+   expert). */
 template <int SPLIT>
 __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs a, unsigned long long *tl) {
   constexpr int PF = kRoutePF / SPLIT;  // float4 of a slice per lane held in registers (C <= 4096)
-  __shared__ float part[kRouteWarps][5];  // per warp: w'.x, sum x, sum x^2, sum w', sum w nb
+  __shared__ float part[kRouteWarps][5];  // per warp: w nw x, sum x, sum x^2, sum w nw, sum w nb
   const TlRec rec(tl);
   rec.mark(0);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -387,60 +389,47 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs 
   const int Q = a.C >> 2;
   const int q0 = Q * sp / SPLIT, q1 = Q * (sp + 1) / SPLIT;
   const float4 *wrow = reinterpret_cast<const float4 *>(a.wr + (size_t)(own ? e : 0) * a.C);
+  const float4 *x4 = reinterpret_cast<const float4 *>(a.x);
   const float4 *nw4 = reinterpret_cast<const float4 *>(a.nw), *nb4 = reinterpret_cast<const float4 *>(a.nb);
-  const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
-  // w' = w * nw of the slice, and its sums (constants: before the wait)
+  const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f), one4 = make_float4(1.f, 1.f, 1.f, 1.f);
   float4 wv[PF];
-  float kw = 0.0f, kb = 0.0f;
-  auto wprime = [&](int q, float4 &w) {
-    if (norm) {
-      const float4 n = __ldg(nw4 + q);
-      if (ln) {
-        const float4 b = __ldg(nb4 + q);
-        kb += (w.x * b.x + w.y * b.y) + (w.z * b.z + w.w * b.w);
-      }
-      w.x *= n.x;
-      w.y *= n.y;
-      w.z *= n.z;
-      w.w *= n.w;
-    }
-    kw += (w.x + w.y) + (w.z + w.w);
-  };
 #pragma unroll
   for (int i = 0; i < PF; i++) {
     const int q = q0 + lane + 32 * i;
     wv[i] = own && q < q1 ? __ldcs(wrow + q) : z4;
   }
-#pragma unroll
-  for (int i = 0; i < PF; i++) {
-    const int q = q0 + lane + 32 * i;
-    if (own && q < q1) wprime(q, wv[i]);
-  }
   pdl_launch_dependents();
   pdl_wait();
   rec.mark(1);
-  float4 xv[PF];
+  float4 xv[PF], nv[PF];
 #pragma unroll
   for (int i = 0; i < PF; i++) {
     const int q = q0 + lane + 32 * i;
-    xv[i] = q < q1 ? __ldcg(reinterpret_cast<const float4 *>(a.x) + q) : z4;
+    xv[i] = q < q1 ? __ldcg(x4 + q) : z4;
+    nv[i] = norm && q < q1 ? __ldg(nw4 + q) : one4;
   }
-  float dot = 0.0f, sx = 0.0f, sxx = 0.0f;
+  float dot = 0.0f, sx = 0.0f, sxx = 0.0f, kw = 0.0f, kb = 0.0f;
+  auto accum = [&](float4 w, const float4 &n, const float4 &v, int q) {
+    if (ln) {
+      const float4 b = __ldg(nb4 + q);
+      kb += (w.x * b.x + w.y * b.y) + (w.z * b.z + w.w * b.w);
+    }
+    w.x *= n.x;
+    w.y *= n.y;
+    w.z *= n.z;
+    w.w *= n.w;
+    kw += (w.x + w.y) + (w.z + w.w);
+    dot += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
+    sx += (v.x + v.y) + (v.z + v.w);
+    sxx += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+  };
 #pragma unroll
   for (int i = 0; i < PF; i++) {
-    const float4 w = wv[i], v = xv[i];
-    dot += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
-    sx += (v.x + v.y) + (v.z + v.w);
-    sxx += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+    const int q = q0 + lane + 32 * i;
+    if (q < q1) accum(wv[i], nv[i], xv[i], q);
   }
-  for (int q = q0 + lane + 32 * PF; q < q1; q += 32) {  // C > 4096: the rest of the slice
-    const float4 v = __ldcg(reinterpret_cast<const float4 *>(a.x) + q);
-    float4 w = own ? __ldcs(wrow + q) : z4;
-    if (own) wprime(q, w);
-    dot += (w.x * v.x + w.y * v.y) + (w.z * v.z + w.w * v.w);
-    sx += (v.x + v.y) + (v.z + v.w);
-    sxx += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
-  }
+  for (int q = q0 + lane + 32 * PF; q < q1; q += 32)  // C > 4096: the rest of the slice
+    accum(own ? __ldcs(wrow + q) : z4, norm ? __ldg(nw4 + q) : one4, __ldcg(x4 + q), q);
   dot = warp_sum(dot);
   sx = warp_sum(sx);
   sxx = warp_sum(sxx);
@@ -486,33 +475,23 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs 
   if (warp < SPLIT) {
     const int per = (Q + gridDim.x - 1) / gridDim.x;
     const int s0 = blockIdx.x * per, s1 = min(Q, s0 + per);
-#pragma unroll
-    for (int i = 0; i < PF; i++) {
-      const int q = q0 + lane + 32 * i;
-      if (q < q1 && q >= s0 && q < s1) {
-        float4 v = xv[i];
-        if (norm) {
-          const float4 n = __ldg(nw4 + q), b = ln ? __ldg(nb4 + q) : z4;
-          v.x = (v.x - mean) * rstd * n.x + b.x;
-          v.y = (v.y - mean) * rstd * n.y + b.y;
-          v.z = (v.z - mean) * rstd * n.z + b.z;
-          v.w = (v.w - mean) * rstd * n.w + b.w;
-        }
-        reinterpret_cast<float4 *>(a.xn)[q] = v;
-      }
-    }
-    for (int q = q0 + lane + 32 * PF; q < q1; q += 32) {  // C > 4096
-      if (q < s0 || q >= s1) continue;
-      float4 v = __ldcg(reinterpret_cast<const float4 *>(a.x) + q);
+    auto put = [&](int q, float4 v, const float4 &n) {
       if (norm) {
-        const float4 n = __ldg(nw4 + q), b = ln ? __ldg(nb4 + q) : z4;
+        const float4 b = ln ? __ldg(nb4 + q) : z4;
         v.x = (v.x - mean) * rstd * n.x + b.x;
         v.y = (v.y - mean) * rstd * n.y + b.y;
         v.z = (v.z - mean) * rstd * n.z + b.z;
         v.w = (v.w - mean) * rstd * n.w + b.w;
       }
       reinterpret_cast<float4 *>(a.xn)[q] = v;
+    };
+#pragma unroll
+    for (int i = 0; i < PF; i++) {
+      const int q = q0 + lane + 32 * i;
+      if (q < q1 && q >= s0 && q < s1) put(q, xv[i], nv[i]);
     }
+    for (int q = q0 + lane + 32 * PF; q < q1; q += 32)  // C > 4096
+      if (q >= s0 && q < s1) put(q, __ldcg(x4 + q), norm ? __ldg(nw4 + q) : one4);
   }
   if (rec.p) {
     __syncthreads();
@@ -801,19 +780,55 @@ constexpr int kSf2Threads = 256;
 constexpr int kSf2Warps = kSf2Threads / 32;
 constexpr int kSf2Depth = 8;  // down rows in flight per thread
 
-/* x += the cluster's summed share (+ b_down once, by the first cluster): thread-block clusters of
-   n = csize blocks (sm_90) reduce their partial outputs through distributed shared memory before
-   the float4 atomics, so x receives grid / n adds per element instead of grid. Each block stores
-   its partial (R, C) into part (its own shared memory; x' is dead by now), then block k of the
-   cluster sums column slice k over the n blocks and adds it into x. Every block of the cluster
-   calls it (no early exit). add = false skips the adds (LTE_DEC_SFFN_ATOM=2, a diagnostic). */
-template <int R, int CPT>
-__device__ void sffn_cluster_add_out(const SffnArgs &a, int rows, float *part, const float (&yacc)[R][CPT][8],
-                                     bool add) {
+/* gdst[0 .. bytes) += ssrc[0 .. bytes) as f32, added by the TMA unit (cp.reduce.async.bulk: one
+   bulk request instead of bytes / 16 float4 atomics), waiting until it is done. One thread per call;
+   the shared-memory writes before it need fence.proxy.async and a barrier. bytes % 16 == 0, both
+   addresses 16-byte aligned. */
+__device__ __forceinline__ void sffn_bulk_add(float *gdst, const float *ssrc, unsigned bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  cg::cluster_group cl = cg::this_cluster();
+  const unsigned s = (unsigned)__cvta_generic_to_shared(ssrc);
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" ::"l"(gdst), "r"(s),
+               "r"(bytes)
+               : "memory");
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+  asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+#endif
+}
+
+/* Rows [0, rows) x float4 columns [q0, q1) of part (shared, (R, C)) added into x by bulk
+   reductions of up to 4 KiB, one per thread. Every thread calls it (barrier inside). */
+__device__ void sffn_bulk_add_rows(const SffnArgs &a, int rows, const float *part, int q0, int q1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  __syncthreads();
+  constexpr int kChunk = 256;  // float4 per bulk request (4 KiB)
+  const int per_row = (q1 - q0 + kChunk - 1) / kChunk;
+  for (int i = threadIdx.x; i < rows * per_row; i += blockDim.x) {
+    const int r = i / per_row, c0 = q0 + (i - r * per_row) * kChunk, c1 = min(q1, c0 + kChunk);
+    sffn_bulk_add(a.x + (size_t)r * a.C + 4 * c0, part + (size_t)r * a.C + 4 * c0, (unsigned)(c1 - c0) * 16u);
+  }
+#endif
+}
+
+/* x += this block's partial output yacc (+ b_down once). csize == 1: float4 atomics (atom 0) or
+   bulk reductions of the whole partial through shared memory (atom 1). csize > 1 (sm_90):
+   thread-block clusters of n = csize blocks first reduce their partials through distributed shared
+   memory, so x receives grid / n adds per element instead of grid: each block stores its partial
+   (R, C) into part (its own shared memory; x' is dead by now), then block k of the cluster sums
+   column slice k over the n blocks (+ b_down in the first cluster) and adds it into x with atomics
+   (atom 0) or bulk reductions (atom 1). Every block of a cluster calls it (no early exit).
+   atom 2 skips the adds (LTE_DEC_SFFN_ATOM=2, a diagnostic of what they cost). */
+template <int R, int CPT>
+__device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const float (&yacc)[R][CPT][8], int csize,
+                              int atom, bool bias_here) {
   const int tid = threadIdx.x, C = a.C, cpr = C / 8, Q = C / 4;
+  if (csize == 1 && atom == 0) {
+    sffn_add_out<R, CPT, 8, kSf2Threads>(a, rows, cpr, yacc, bias_here);
+    return;
+  }
+  if (csize == 1 && atom == 2) return;
+  // the partial (+ the bias, csize == 1) into shared memory
+  const bool bias1 = csize == 1 && bias_here;
 #pragma unroll
   for (int j = 0; j < CPT; j++) {
     const int c = tid + j * kSf2Threads;
@@ -821,16 +836,26 @@ __device__ void sffn_cluster_add_out(const SffnArgs &a, int rows, float *part, c
 #pragma unroll
     for (int r = 0; r < R; r++) {
       if (r >= rows) break;
+      float v[8];
+#pragma unroll
+      for (int i = 0; i < 8; i++) v[i] = yacc[r][j][i] + (bias1 ? a.bd[c * 8 + i] : 0.0f);
       float4 *dst = reinterpret_cast<float4 *>(part + (size_t)r * C) + 2 * c;
-      dst[0] = make_float4(yacc[r][j][0], yacc[r][j][1], yacc[r][j][2], yacc[r][j][3]);
-      dst[1] = make_float4(yacc[r][j][4], yacc[r][j][5], yacc[r][j][6], yacc[r][j][7]);
+      dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+      dst[1] = make_float4(v[4], v[5], v[6], v[7]);
     }
   }
+  if (csize == 1) {  // atom 1
+    sffn_bulk_add_rows(a, rows, part, 0, Q);
+    return;
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  cg::cluster_group cl = cg::this_cluster();
   cl.sync();
   const int n = (int)cl.num_blocks(), k = (int)cl.block_rank();
   const int q0 = Q * k / n, q1 = Q * (k + 1) / n, per = q1 - q0;
   const bool bias = a.bd != nullptr && blockIdx.x < (unsigned)n;  // the first cluster
-  for (int i = tid; add && i < rows * per; i += kSf2Threads) {
+  for (int i = tid; atom != 2 && i < rows * per; i += kSf2Threads) {
     const int r = i / per, q = q0 + i - r * per;
     float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int b = 0; b < n; b++) {
@@ -847,8 +872,11 @@ __device__ void sffn_cluster_add_out(const SffnArgs &a, int rows, float *part, c
       s.z += bv.z;
       s.w += bv.w;
     }
-    atomicAdd(reinterpret_cast<float4 *>(a.x + (size_t)r * C) + q, s);
+    float4 *dst = reinterpret_cast<float4 *>(a.x + (size_t)r * C) + q;
+    if (atom == 0) atomicAdd(dst, s);
+    else reinterpret_cast<float4 *>(part + (size_t)r * C)[q] = s;  // own slice: read only by this thread
   }
+  if (atom == 1) sffn_bulk_add_rows(a, rows, part, q0, q1);
   cl.sync();  // no block leaves (freeing its shared memory) while another still reads it
 #endif
 }
@@ -1045,8 +1073,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   }
   rec.mark(6);  // thread 0's phase 2 done
   // x += this block's share (+ b_down once, by block 0)
-  if (csize > 1) sffn_cluster_add_out<R, CPT>(a, rows, xs, yacc, atom != 2);
-  else if (atom != 2) sffn_add_out<R, CPT, 8, kSf2Threads>(a, rows, cpr, yacc, bias_here);
+  sffn_ffn2_out<R, CPT>(a, rows, xs, yacc, csize, atom, bias_here);
   rec.mark(7);
   if (rec.p) {
     __syncthreads();
@@ -1082,10 +1109,10 @@ inline SffnTune sffn_tune() {
   t.threads = env_int("LTE_DEC_SFFN_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   t.kernel = env_int("LTE_DEC_SFFN_KERNEL", 2, 1, 2);
   t.bps2 = env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4);
-  t.rsplit = env_int("LTE_DEC_SFFN_RSPLIT", 1, 1, 4);
-  t.rsplit = t.rsplit == 3 ? 2 : t.rsplit;
-  t.route = env_int("LTE_DEC_SFFN_ROUTE", 2, 1, 2);
-  t.p1d = env_int("LTE_DEC_SFFN_P1D", 2, 2, 3);
+  // warps per expert of the route kernels: the staged one 1, 2 or 4 (default 1), the one-row one 4 or 8
+  t.rsplit = env_int("LTE_DEC_SFFN_RSPLIT", 0, 0, 8);
+  t.route = env_int("LTE_DEC_SFFN_ROUTE", 1, 1, 2);
+  t.p1d = env_int("LTE_DEC_SFFN_P1D", 3, 2, 3);
   t.cluster = env_int("LTE_DEC_SFFN_CLUSTER", 2, 1, 8);
   t.cluster = t.cluster >= 8 ? 8 : t.cluster >= 4 ? 4 : t.cluster >= 2 ? 2 : 1;
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2);
@@ -1150,14 +1177,14 @@ cudaError_t launch_sffn_route_s(const SffnArgs &a, int rows, const SffnTune &t, 
 
 template <int R>
 cudaError_t launch_sffn_route(const SffnArgs &a, int rows, const SffnTune &t, cudaStream_t st) {
-  if (R == 1 && t.route == 2) {  // one row: sffn_route1_kernel, 2 (or 4) warps per expert
-    const int split = t.rsplit == 4 ? 4 : 2, epb = kRouteWarps / split;
+  if (R == 1 && t.route == 2) {  // one row: sffn_route1_kernel, 4 (or 8) warps per expert
+    const int split = t.rsplit == 8 ? 8 : 4, epb = kRouteWarps / split;
     const unsigned grid = (unsigned)((a.E + epb - 1) / epb);
-    if (split == 4) return dlaunch(sffn_route1_kernel<4>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
-    return dlaunch(sffn_route1_kernel<2>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
+    if (split == 8) return dlaunch(sffn_route1_kernel<8>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
+    return dlaunch(sffn_route1_kernel<4>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
   }
-  if (t.rsplit == 4) return launch_sffn_route_s<R, 4>(a, rows, t, st);
-  if (t.rsplit == 2) return launch_sffn_route_s<R, 2>(a, rows, t, st);
+  if (t.rsplit >= 4) return launch_sffn_route_s<R, 4>(a, rows, t, st);
+  if (t.rsplit >= 2) return launch_sffn_route_s<R, 2>(a, rows, t, st);
   return launch_sffn_route_s<R, 1>(a, rows, t, st);
 }
 

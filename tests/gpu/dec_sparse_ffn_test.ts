@@ -54,7 +54,10 @@ const K1 = { LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Record<string, string>][] = [
   ["default (two-phase kernel, 2 blocks per SM)", {}],
   ["two-phase kernel, 1 block per SM, PDL attribute", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
-  ["one-row route kernel, 4 warps per expert, PDL attribute", { LTE_DEC_SFFN_RSPLIT: "4", LTE_DEC_PDL: "1" }],
+  ["one-row route kernel, 4 warps per expert, PDL attribute", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_PDL: "1" }],
+  ["one-row route kernel, 8 warps per expert", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
+  ["bulk reductions, no clusters", { LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
+  ["clusters of 2 with bulk reductions, 2 items in flight", { LTE_DEC_SFFN_ATOM: "1", LTE_DEC_SFFN_P1D: "2" }],
   ["staged route kernel, 2 warps per expert", { LTE_DEC_SFFN_ROUTE: "1", LTE_DEC_SFFN_RSPLIT: "2" }],
   ["staged route kernel, 4 warps per expert, no clusters", {
     LTE_DEC_SFFN_ROUTE: "1",
