@@ -222,6 +222,8 @@ const FUSED_KNOBS: [string, string, Record<string, string>][] = [
   ["bulk", "bulk reductions", { LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
   ["cluster2_bulk", "clusters + bulk", { LTE_DEC_SFFN_ATOM: "1" }],
   ["p1d2", "2 items in flight", { LTE_DEC_SFFN_P1D: "2" }],
+  ["dsm0", "no staged down rows", { LTE_DEC_SFFN_DSM: "0" }],
+  ["dsm12", "12 staged down rows", { LTE_DEC_SFFN_DSM: "12" }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },

@@ -244,16 +244,6 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
 /** CUDA steps of at most this many rows may use `lte_dec_sparse_ffn` (its kernels hold 1, 2 or 4 rows). */
 export const FUSED_FFN_MAX_ROWS = 4;
 /**
- * CUDA default for steps of 1-2 rows: `lte_dec_sparse_ffn`, except for models from this d_model
- * whose tokens activate less than `FUSED_FFN_MIN_ACTIVE` of the experts (running mean), which take
- * the masked GEMVs. H200, 2026-12-02, device time per step, fused vs masked GEMVs with PDL:
- * LLaMA-2-7B shape 3.03 vs 3.28 ms at 50 % active, 2.42 vs 2.31 ms at 10 %; the quickstart's d 128
- * LTE model 65.0 vs 83.5 us (docs/engine.md).
- */
-export const FUSED_FFN_ACTIVITY_D_MODEL = 2048;
-/** See FUSED_FFN_ACTIVITY_D_MODEL. */
-export const FUSED_FFN_MIN_ACTIVE = 0.25;
-/**
  * CUDA steps of at least this many rows take KERNELS' sparse FFN by default (H200, 90 % sparse,
  * device time vs dense: batch 4 1.62x against 1.36x for the fused op; batch 8 2.13x against 1.16x
  * for the masked GEMVs).
@@ -312,8 +302,6 @@ export class Engine {
   #off: Record<"ids" | "pos" | "slots" | "temp" | "topk" | "topp" | "seeds" | "out" | "counts", number>;
   /** Captured step graphs by rows and sparse FFN path ("R:path"). */
   #graphs = new Map<string, Ptr>();
-  /** Running mean of the fraction of experts a token activates (from the steps' counts); null before any. */
-  #activeEst: number | null = null;
   #graphOk: boolean;
   #lastKey: string | null = null;
   #queue: Promise<unknown> = Promise.resolve();
@@ -1113,13 +1101,7 @@ export class Engine {
 
   /** Per-layer active experts of io row `row` (counts are stored layer-major: [l * rows + r]). */
   #active(counts: Int32Array, row: number): number[] {
-    const a = Array.from({ length: this.nLayer }, (_, l) => counts[l * this.#rows + row]!);
-    if (this.expertsPerLayer) {
-      // the running activity picks the sparse FFN path of the next steps (sparseFfnPath)
-      const f = a.reduce((s, v) => s + v, 0) / (a.length * this.expertsPerLayer);
-      this.#activeEst = this.#activeEst === null ? f : 0.75 * this.#activeEst + 0.25 * f;
-    }
-    return a;
+    return Array.from({ length: this.nLayer }, (_, l) => counts[l * this.#rows + row]!);
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -1438,7 +1420,13 @@ export class Engine {
     });
   }
 
-  /** The sparse FFN implementation a step of `rows` rows runs (null for a dense model). */
+  /**
+   * The sparse FFN implementation a step of `rows` rows runs (null for a dense model). CUDA
+   * defaults: steps of >= KERNELS_MIN_ROWS rows take KERNELS' kernels when the model fits them,
+   * the others the fused op `lte_dec_sparse_ffn` (H200, 2026-12-02, fifth session, device time per
+   * step at the LLaMA-2-7B shape: fused 2.97 / 2.11 ms at 50 / 10 % active against 3.28 / 2.32 for
+   * the masked GEMVs with PDL; docs/engine.md).
+   */
   sparseFfnPath(rows: number): SparseFfnPath | null {
     if (!this.expertsPerLayer) return null;
     const o = this.options, cuda = o.device === "cuda";
@@ -1446,10 +1434,7 @@ export class Engine {
     if (o.fusedFfn === true && (!cuda || rows <= FUSED_FFN_MAX_ROWS)) return "fused";
     if (!cuda) return o.fusedFfn === false ? "gemv" : "fused";
     if (this.#sffn && rows >= KERNELS_MIN_ROWS) return "kernels";
-    const sparseTokens = this.config.d_model >= FUSED_FFN_ACTIVITY_D_MODEL &&
-      (this.#activeEst ?? 1) < FUSED_FFN_MIN_ACTIVE;
-    const fused = o.fusedFfn !== false && rows <= FUSED_FFN_MAX_ROWS && !sparseTokens;
-    return fused ? "fused" : "gemv";
+    return o.fusedFfn !== false && rows <= FUSED_FFN_MAX_ROWS ? "fused" : "gemv";
   }
 
   /** Runs one step over R rows: the captured graph on CUDA, the ops eagerly otherwise. */
