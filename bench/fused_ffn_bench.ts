@@ -180,8 +180,6 @@ const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   // tuning variants of the defaults (cuda/cuda/decode_sffn.cuh, sffn_tune: the staged route kernel,
   // clusters of 2 blocks with float4 atomics, 3 phase-1 items in flight per warp)
   ["p1d2 pdl", fused, { ...P, LTE_DEC_SFFN_P1D: "2" }],
-  ["dsm0 pdl", fused, { ...P, LTE_DEC_SFFN_DSM: "0" }],
-  ["dsm12 pdl", fused, { ...P, LTE_DEC_SFFN_DSM: "12" }],
   ["route1 pdl", fused, { ...P, LTE_DEC_SFFN_ROUTE: "2" }],
   ["route1 s8 pdl", fused, { ...P, LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
   ["staged rsplit4 pdl", fused, { ...P, LTE_DEC_SFFN_RSPLIT: "4" }],
@@ -266,7 +264,7 @@ for (const [rows, active] of CASES) {
 if (args.includes("--trace")) {
   const configs: [string, Record<string, string>][] = [
     ["two-phase", P],
-    ["two-phase dsm0", { ...P, LTE_DEC_SFFN_DSM: "0" }],
+    ["two-phase no atomics", { ...P, LTE_DEC_SFFN_ATOM: "2" }],
   ];
   for (const active of [0.5, 0.1]) {
     setActive(active);

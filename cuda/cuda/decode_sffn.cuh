@@ -900,7 +900,7 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
 
 template <class T, int R, int CPT, int P1D>
 __global__ void __launch_bounds__(kSf2Threads, 2)
-    sffn_ffn2_kernel(SffnArgs a, int rows, int maxmine, int dsm, int csize, int atom, unsigned long long *tl) {
+    sffn_ffn2_kernel(SffnArgs a, int rows, int maxmine, int csize, int atom, unsigned long long *tl) {
   extern __shared__ float4 f2sm4[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
@@ -909,8 +909,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   float *hsum = xs + (size_t)R * C;                     // (maxmine, R, 2): gate / up sums, then h
   int *list = reinterpret_cast<int *>(hsum + (size_t)maxmine * R * 2);  // union of active experts
   unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);    // (R, E)
-  // (dsm, C) weights: the down rows of the block's first dsm neurons, staged by cp.async (16-aligned)
-  char *dstage = reinterpret_cast<char *>(((reinterpret_cast<size_t>(on + R * a.E)) + 15) & ~(size_t)15);
   __shared__ int wtot[kSf2Warps];
   __shared__ int cnt[R];
   const TlRec rec(tl);  // LTE_DEC_SFFN_TRACE
@@ -941,7 +939,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt, mfirst);
   const long long NN = (long long)nact * a.S;
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
-  const int nmine = u1 - u0, nsm = min(nmine, dsm);
+  const int nmine = u1 - u0;
   const bool bias_here = blockIdx.x == 0 && a.bd != nullptr;
   for (int i = tid; i < nmine * R * 2; i += kSf2Threads) hsum[i] = 0.0f;
   __syncthreads();
@@ -1011,17 +1009,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
 #pragma unroll
     for (int d = 0; d < P1D; d++)
       if (it + d * kSf2Warps < items) load(it + d * kSf2Warps, gbuf[d], ubuf[d]);
-    // the first nsm neurons' down rows into shared memory now, behind the first gate/up loads:
-    // thread t copies exactly the 16-byte chunks it reads in phase 2 (no barrier needed)
-    for (int k = 0; k < nsm; k++) {
-      const char *row = reinterpret_cast<const char *>(wd + (size_t)neuron(k) * C);
-#pragma unroll
-      for (int j = 0; j < CPT; j++) {
-        const int c = tid + j * kSf2Threads;
-        if (c < cpr) cp_async16(dstage + ((size_t)k * cpr + c) * 16, row + (size_t)c * 16, 0);
-      }
-    }
-    cp_async_commit();
     while (it < items) {
 #pragma unroll
       for (int d = 0; d < P1D; d++) {
@@ -1047,7 +1034,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   };
 #pragma unroll
   for (int q = 0; q < kSf2Depth; q++)
-    if (nsm + q < nmine) loadd(nsm + q, ring[q]);
+    if (q < nmine) loadd(q, ring[q]);
   __syncthreads();  // every gate/up partial sum is in hsum
   rec.mark(4);
   for (int i = tid; i < nmine * R; i += kSf2Threads) {
@@ -1064,24 +1051,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
     for (int j = 0; j < CPT; j++)
 #pragma unroll
       for (int v = 0; v < 8; v++) yacc[r][j][v] = 0.0f;
-  cp_async_wait(0);  // this thread's staged chunks
-  for (int k = 0; k < nsm; k++) {
-    float h[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) h[r] = hsum[((size_t)k * R + r) * 2];
-#pragma unroll
-    for (int j = 0; j < CPT; j++) {
-      const int c = tid + j * kSf2Threads;
-      if (c >= cpr) continue;
-      float w[8];
-      cvt8<T>(*reinterpret_cast<const uint4 *>(dstage + ((size_t)k * cpr + c) * 16), w);
-#pragma unroll
-      for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int v = 0; v < 8; v++) yacc[r][j][v] += h[r] * w[v];
-    }
-  }
-  for (int k0 = nsm; k0 < nmine; k0 += kSf2Depth) {
+  for (int k0 = 0; k0 < nmine; k0 += kSf2Depth) {
 #pragma unroll
     for (int q = 0; q < kSf2Depth; q++) {
       const int k = k0 + q;
@@ -1124,7 +1094,6 @@ struct SffnTune {
   int rsplit;
   int route;
   int p1d;
-  int dsm;
   int cluster;
   int atom;
   int trace;
@@ -1144,7 +1113,6 @@ inline SffnTune sffn_tune() {
   t.rsplit = env_int("LTE_DEC_SFFN_RSPLIT", 0, 0, 8);
   t.route = env_int("LTE_DEC_SFFN_ROUTE", 1, 1, 2);
   t.p1d = env_int("LTE_DEC_SFFN_P1D", 3, 2, 3);
-  t.dsm = env_int("LTE_DEC_SFFN_DSM", 8, 0, 64);
   t.cluster = env_int("LTE_DEC_SFFN_CLUSTER", 2, 1, 8);
   t.cluster = t.cluster >= 8 ? 8 : t.cluster >= 4 ? 4 : t.cluster >= 2 ? 2 : 1;
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2);
@@ -1300,23 +1268,10 @@ cudaError_t launch_sffn_ffn2_rcd(const SffnArgs &a, int rows, const SffnTune &t,
   long long grid = (long long)sms * t.bps2;
   const long long cand = ((long long)a.F + 7) / 8;  // at least ~8 candidate neurons per block
   if (cand < grid) grid = cand < 1 ? 1 : cand;
-  // down rows staged in shared memory per block (LTE_DEC_SFFN_DSM): as many as asked while the
-  // kernel's blocks per SM still fit in the SM's shared memory
-  int dev = 0, smem_sm = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    smem_sm = 0;
-  }
-  const size_t rowb = (size_t)a.C * sizeof(T);
-  int dsm = t.dsm;
   auto smem_for = [&](long long g) {
     const int maxmine = (int)((a.F + g - 1) / g) + 1;
-    const size_t base = (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
-    return dsm > 0 ? ((base + 15) & ~(size_t)15) + (size_t)dsm * rowb : base;
+    return (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
   };
-  const size_t per_block = smem_sm > 0 ? (size_t)smem_sm / (size_t)t.bps2 - 1024 : cap;
-  while (dsm > 0 && (smem_for(grid) > per_block || smem_for(grid) > cap)) dsm--;
   // clusters (sm_90): a grid of whole clusters that can all be resident at once, else no clusters
   int csize = t.cluster;
   if (csize > 1 && (sffn_cc_major() < 9 || grid < csize)) csize = 1;
@@ -1326,12 +1281,11 @@ cudaError_t launch_sffn_ffn2_rcd(const SffnArgs &a, int rows, const SffnTune &t,
     if (nc < 1) csize = 1;
     else if ((long long)nc * csize < grid) grid = (long long)nc * csize;
   }
-  while (dsm > 0 && (smem_for(grid) > per_block || smem_for(grid) > cap)) dsm--;  // (grid may have shrunk)
   const int maxmine = (int)((a.F + grid - 1) / grid) + 1;
   const size_t smem = smem_for(grid);
   if (smem > cap) return cudaErrorInvalidValue;
-  return dlaunch_c(kernel, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, csize, a, rows, maxmine, dsm, csize,
-                   t.atom, t.tl ? t.tl + (size_t)kTlBlocks * kTlStride : nullptr);
+  return dlaunch_c(kernel, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, csize, a, rows, maxmine, csize, t.atom,
+                   t.tl ? t.tl + (size_t)kTlBlocks * kTlStride : nullptr);
 }
 
 /* Phase 1 with 3 items in flight per warp (LTE_DEC_SFFN_P1D=3) exists for one row only. */

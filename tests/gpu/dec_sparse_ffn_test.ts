@@ -58,8 +58,6 @@ const VARIANTS: [string, Record<string, string>][] = [
   ["one-row route kernel, 8 warps per expert", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
   ["bulk reductions, no clusters", { LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
   ["clusters of 2 with bulk reductions, 2 items in flight", { LTE_DEC_SFFN_ATOM: "1", LTE_DEC_SFFN_P1D: "2" }],
-  ["no down rows staged in shared memory", { LTE_DEC_SFFN_DSM: "0" }],
-  ["64 down rows staged (capped by shared memory)", { LTE_DEC_SFFN_DSM: "64", LTE_DEC_PDL: "1" }],
   ["staged route kernel, 2 warps per expert", { LTE_DEC_SFFN_ROUTE: "1", LTE_DEC_SFFN_RSPLIT: "2" }],
   ["staged route kernel, 4 warps per expert, no clusters", {
     LTE_DEC_SFFN_ROUTE: "1",
