@@ -222,7 +222,6 @@ const FUSED_KNOBS: [string, string, Record<string, string>][] = [
   ["bulk", "bulk reductions", { LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
   ["cluster2_bulk", "clusters + bulk", { LTE_DEC_SFFN_ATOM: "1" }],
   ["p1d2", "2 items in flight", { LTE_DEC_SFFN_P1D: "2" }],
-  ["l2pf0", "no L2 prefetch of the router", { LTE_DEC_L2PF: "0" }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },
@@ -262,15 +261,6 @@ const VARIANTS: Variant[] = [
     ref: "dense",
   },
   { key: "dense_no_pdl", name: "dense, without PDL", opts: { pdl: false }, active: null, batch: 1, ref: "dense" },
-  {
-    key: "dense_l2pf0",
-    name: "dense, no L2 prefetch of W_o",
-    opts: {},
-    active: null,
-    batch: 1,
-    env: { LTE_DEC_L2PF: "0" },
-    ref: "dense",
-  },
   {
     key: "sparse50_pdl",
     name: "sparse ~50%, PDL",

@@ -241,11 +241,6 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
   }
 }
 
-/**
- * Bytes of W_o a dense (or non-fused) decode step asks `lte_dec_rope_attention` to prefetch into L2
- * while the attention runs (what DRAM can stream in that time, ~6 us at the LLaMA-2-7B shape).
- */
-export const L2_PREFETCH_O_BYTES = 16 << 20;
 /** CUDA steps of at most this many rows may use `lte_dec_sparse_ffn` (its kernels hold 1, 2 or 4 rows). */
 export const FUSED_FFN_MAX_ROWS = 4;
 /**
@@ -802,13 +797,7 @@ export class Engine {
       const w = this.#layers[l]!;
       lin(wdt, w.qkv, this.#x, normMode, w.ln1, w.ln1b, none, w.qkvB, this.#qkv, qkvW, d, 0, ACT.NONE);
       const theta = g2 ? 0 : c.rope_theta, scale = 1 / Math.sqrt(hd);
-      const path = E > 0 ? this.sparseFfnPath(rows) : null;
       if (advance) {
-        // the weights read next, prefetched into L2 while the attention leaves DRAM idle (a hint):
-        // the fused sparse FFN's router (its first, latency-bound loads), else the start of W_o
-        const pf = path === "fused" && w.router
-          ? { ptr: w.router, bytes: BigInt(E * d * 4) }
-          : { ptr: w.o, bytes: BigInt(Math.min(d * d * (this.options.dtype === "f32" ? 4 : 2), L2_PREFETCH_O_BYTES)) };
         // a decode step: every row is its own slot, so RoPE + append + attention is one launch
         ck(
           s.lte_dec_rope_attention(
@@ -829,8 +818,6 @@ export class Engine {
             this.contextSize,
             theta,
             scale,
-            pf.ptr,
-            pf.bytes,
           ),
           "lte_dec_rope_attention",
         );
@@ -878,6 +865,7 @@ export class Engine {
         );
       }
       lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
+      const path = E > 0 ? this.sparseFfnPath(rows) : null;
       if (path === "fused") {
         // the whole sparse FFN block in one op: x += down(act(gate/up(norm x))) over active experts
         ck(

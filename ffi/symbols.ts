@@ -1064,8 +1064,6 @@ export const SYMBOLS = {
       I32, // int32_t max_t
       F32, // float theta
       F32, // float scale
-      P, // const void *l2_prefetch
-      I64, // int64_t l2_prefetch_bytes
     ],
     result: S, // lte_status
   },

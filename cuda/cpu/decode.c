@@ -272,8 +272,7 @@ static lte_status dec_check_rows(lte_ctx_t *ctx, const char *fn, const int32_t *
 static lte_status dec_check_rope(lte_ctx_t *ctx, const char *fn, lte_dtype kvdtype, const void *qkv, int32_t ld,
                                  const void *k_cache, const void *v_cache, const int32_t *slots, const int32_t *pos,
                                  const void *out, int with_out, int32_t rows, int32_t heads, int32_t kv_heads,
-                                 int32_t head_dim, int32_t n_slots, int32_t max_t, float theta,
-                                 int64_t l2_prefetch_bytes, int *done) {
+                                 int32_t head_dim, int32_t n_slots, int32_t max_t, float theta, int *done) {
   *done = 0;
   LTE_TRY(lte_check_ctx(ctx, fn));
   LTE_TRY(dec_check_dtype(ctx, fn, kvdtype, "kvdtype"));
@@ -291,13 +290,6 @@ static lte_status dec_check_rope(lte_ctx_t *ctx, const char *fn, lte_dtype kvdty
   }
   if ((int64_t)ld < (int64_t)(heads + 2 * kv_heads) * head_dim) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: ld = %d < (H + 2 HKV) D", fn, ld);
-  }
-  if (with_out) {  /* lte_dec_rope_attention's L2 prefetch hint */
-    LTE_TRY(lte_check_nonneg(ctx, fn, l2_prefetch_bytes, "l2_prefetch_bytes"));
-    if (l2_prefetch_bytes % 16 != 0) {
-      return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: l2_prefetch_bytes = %lld is not a multiple of 16", fn,
-                  (long long)l2_prefetch_bytes);
-    }
   }
   if (rows == 0) {
     *done = 1;
@@ -318,7 +310,7 @@ LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *
                                        int32_t max_t, float theta) {
   int done;
   LTE_TRY(dec_check_rope(ctx, __func__, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, NULL, 0, rows, heads,
-                         kv_heads, head_dim, n_slots, max_t, theta, 0, &done));
+                         kv_heads, head_dim, n_slots, max_t, theta, &done));
   if (done) return LTE_STATUS_OK;
   float *Q = qkv;
   const int32_t D = head_dim, half = D / 2;
@@ -414,12 +406,10 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
 LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld, void *k_cache,
                                           void *v_cache, const int32_t *slots, const int32_t *pos, void *out,
                                           int32_t rows, int32_t heads, int32_t kv_heads, int32_t head_dim,
-                                          int32_t n_slots, int32_t max_t, float theta, float scale,
-                                          const void *l2_prefetch, int64_t l2_prefetch_bytes) {
+                                          int32_t n_slots, int32_t max_t, float theta, float scale) {
   int done;
-  (void)l2_prefetch; /* a GPU cache hint */
   LTE_TRY(dec_check_rope(ctx, __func__, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, out, 1, rows, heads,
-                         kv_heads, head_dim, n_slots, max_t, theta, l2_prefetch_bytes, &done));
+                         kv_heads, head_dim, n_slots, max_t, theta, &done));
   if (done) return LTE_STATUS_OK;
   LTE_TRY(lte_dec_rope_append(ctx, kvdtype, qkv, ld, k_cache, v_cache, slots, pos, rows, heads, kv_heads, head_dim,
                               n_slots, max_t, theta));

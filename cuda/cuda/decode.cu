@@ -1326,8 +1326,7 @@ extern "C" LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype k
                                                      void *k_cache, void *v_cache, const int32_t *slots,
                                                      const int32_t *pos, void *out, int32_t rows, int32_t heads,
                                                      int32_t kv_heads, int32_t head_dim, int32_t n_slots,
-                                                     int32_t max_t, float theta, float scale,
-                                                     const void *l2_prefetch, int64_t l2_prefetch_bytes) {
+                                                     int32_t max_t, float theta, float scale) {
   LTE_ENTER("lte_dec_rope_attention");
   LTE_REQUIRE_WDT(kvdtype);
   LTE_CHECK_NONNEG(rows);
@@ -1339,9 +1338,6 @@ extern "C" LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype k
   LTE_REQUIRE(heads % kv_heads == 0, "heads %d not divisible by kv_heads %d", (int)heads, (int)kv_heads);
   LTE_REQUIRE(!(theta > 0.0f) || head_dim % 2 == 0, "head_dim %d must be even for RoPE", (int)head_dim);
   LTE_REQUIRE((int64_t)ld >= (int64_t)(heads + 2 * kv_heads) * head_dim, "ld = %d < (H + 2 HKV) D", (int)ld);
-  LTE_CHECK_NONNEG(l2_prefetch_bytes);
-  LTE_REQUIRE(l2_prefetch_bytes % 16 == 0, "l2_prefetch_bytes = %lld is not a multiple of 16",
-              (long long)l2_prefetch_bytes);
   if (rows == 0) return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(qkv);
   LTE_REQUIRE_PTR(k_cache);
@@ -1349,12 +1345,9 @@ extern "C" LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype k
   LTE_REQUIRE_PTR(slots);
   LTE_REQUIRE_PTR(pos);
   LTE_REQUIRE_PTR(out);
-  // the prefetch hint (LTE_DEC_L2PF=0 turns it off); a misaligned range is not prefetched
-  const char *pf = static_cast<const char *>(l2_prefetch);
-  if (pf != nullptr && ((uintptr_t)pf % 16 != 0 || l2_prefetch_bytes == 0 || !l2_prefetch_enabled())) pf = nullptr;
   cudaError_t e = cudaSuccess;
   if (launch_flash<true>(kvdtype, F32(qkv), ld, k_cache, v_cache, slots, pos, F32W(out), rows, heads, kv_heads,
-                         head_dim, max_t, scale, theta, ctx->stream, &e, pf, pf ? l2_prefetch_bytes : 0)) {
+                         head_dim, max_t, scale, theta, ctx->stream, &e)) {
     LTE_CUDA_TRY(e);
     return LTE_STATUS_OK;
   }

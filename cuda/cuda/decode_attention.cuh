@@ -74,28 +74,10 @@ __device__ __forceinline__ void flash_update(float s, const float *v, float &m, 
   m = mn;
 }
 
-/* The L2 prefetch hint of lte_dec_rope_attention: this block's share of [pf, pf + bytes) (bytes a
-   multiple of 16, pf 16-aligned), in bulk prefetch requests of up to 32 KiB issued by the first warp.
-   The weights of the next ops stream into L2 while the attention (latency-bound, a few blocks)
-   leaves DRAM idle. */
-__device__ __forceinline__ void l2_prefetch_slice(const char *pf, long long bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (pf == nullptr || threadIdx.x >= 32) return;
-  constexpr long long kReq = 32768;
-  const long long per = ((bytes + gridDim.x - 1) / gridDim.x + 15) & ~15LL;
-  const long long b0 = per * blockIdx.x, b1 = b0 + per < bytes ? b0 + per : bytes;
-  for (long long o = b0 + threadIdx.x * kReq; o < b1; o += 32 * kReq) {
-    const unsigned sz = (unsigned)(b1 - o < kReq ? b1 - o : kReq);
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pf + o), "r"(sz) : "memory");
-  }
-#endif
-}
-
 template <class T, int LP, bool FUSED>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
-                           float *out, int H, int HKV, int max_t, float scale, float theta, const char *pf,
-                           long long pf_bytes) {
+                           float *out, int H, int HKV, int max_t, float scale, float theta) {
   constexpr int D = LP * 8;
   constexpr int PPW = 32 / LP;          // positions per warp per load
   constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
@@ -103,7 +85,6 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
   pdl_prologue();
-  l2_prefetch_slice(pf, pf_bytes);
   const int r = blockIdx.x / H, h = blockIdx.x % H;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / LP, lg = lane % LP;  // group within the warp, 8-dim chunk within D
@@ -214,25 +195,18 @@ bool flash_attention_enabled() {
   return e == nullptr || std::strcmp(e, "old") != 0;
 }
 
-/* LTE_DEC_L2PF=0 turns lte_dec_rope_attention's L2 prefetch hint off (read at launch). */
-inline bool l2_prefetch_enabled() {
-  const char *e = getenv("LTE_DEC_L2PF");
-  return e == nullptr || e[0] != '0';
-}
-
 /* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */
 template <bool FUSED>
 bool launch_flash(lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *vc, const int32_t *slots,
                   const int32_t *pos, float *out, int rows, int H, int HKV, int D, int max_t, float scale,
-                  float theta, cudaStream_t st, cudaError_t *err, const char *pf = nullptr,
-                  long long pf_bytes = 0) {
+                  float theta, cudaStream_t st, cudaError_t *err) {
   const int lp = D / 8;
   if (D % 8 != 0 || (lp & (lp - 1)) != 0 || lp > 32 || !flash_attention_enabled()) return false;
   if ((uintptr_t)kc % 16 != 0 || (uintptr_t)vc % 16 != 0) return false;
   const dim3 grid((unsigned)rows * (unsigned)H), block(kFlashWarps * 32);
 #define LTE_FLASH(T, LP)                                                                                      \
   *err = dlaunch(attention_flash_kernel<T, LP, FUSED>, grid, block, 0, st, qkv, ld, static_cast<T *>(kc),      \
-                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, pf, pf_bytes)
+                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta)
 #define LTE_FLASH_D(T)                        \
   do {                                        \
     if (lp == 1) LTE_FLASH(T, 1);             \

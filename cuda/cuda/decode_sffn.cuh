@@ -4,14 +4,17 @@
  * sparse FFN block of a decode step in two launches; semantics and CPU reference: lte.h,
  * cuda/cpu/decode.c.
  *
- * sffn_route_kernel<R>   x' = norm(x) and the hard router mask.
- *   grid = ceil(E / 8) blocks of 8 warps; warp w of block b owns expert e = 8b + w.
- *   Before griddepcontrol.wait (PDL) each lane loads its part of the expert's f32 router row
- *   into registers (up to kRoutePF float4 per lane = the whole row at C <= 4096): the router is a
- *   constant, so its bytes stream while the previous kernel finishes. Then every block loads the
- *   R rows of x into shared memory, reduces the norm statistics, forms x' in place (each block
- *   writes its slice of x' to global for the FFN kernel), and each warp reduces its dot products:
- *   mask[r, e] = x'[r] . w_router[e] + b_router[e] > threshold.
+ * sffn_route_kernel<R, SPLIT>   x' = norm(x) and the hard router mask (the default route kernel).
+ *   grid = ceil(E / (8 / SPLIT)) blocks of 8 warps; SPLIT warps (LTE_DEC_SFFN_RSPLIT 1, 2, 4;
+ *   default 1) share expert e's row. Before griddepcontrol.wait (PDL) each lane loads its part of
+ *   the expert's f32 router row into registers (up to kRoutePF float4 per lane = the whole row at
+ *   C <= 4096): the router is a constant, so its bytes stream while the previous kernel finishes.
+ *   Then every block loads the R rows of x into shared memory, reduces the norm statistics, forms
+ *   x' in place (each block writes its slice of x' to global for the FFN kernel), and each warp
+ *   reduces its dot products: mask[r, e] = x'[r] . w_router[e] + b_router[e] > threshold.
+ * sffn_route1_kernel<SPLIT>   the same for one row without the shared-memory staging
+ *   (LTE_DEC_SFFN_ROUTE=2; measured equal to the staged kernel, whose time is set by its router
+ *   loads: docs/engine.md, fifth session).
  *
  * Then h and the down projection of every active neuron, in ONE launch. Both kernels below share
  * the frame: every block reads the mask (R x E), compacts the union of the rows' active experts in
@@ -19,17 +22,26 @@
  * range of the union's NEURONS (nact * S split evenly: blocks differ by at most one neuron). A
  * neuron needs 3 weight rows (SwiGLU: gate row n, up row F + n, down row n of the transposed down
  * weight; GELU: 2). Each thread ends owning 16-byte column chunks of the output and adds them into
- * x with float4 atomics (x is the residual; block 0 adds b_down), so neither h nor partial sums
- * leave the SM. The mask is the previous kernel's output, so no weight load can start before
+ * x (x is the residual; b_down added once), so neither h nor partial sums leave the SM except
+ * through that add. The mask is the previous kernel's output, so no weight load can start before
  * griddepcontrol.wait; the kernels let their successor launch at once.
  *
- * sffn_ffn2_kernel<T, R, CPT>   (f16/bf16; default, LTE_DEC_SFFN_KERNEL=2) two phases, 2 blocks of
- *   8 warps per SM (LTE_DEC_SFFN_BPS2), described at the kernel: gate/up streamed per warp into
- *   registers (no barrier per neuron), one barrier, down streamed per thread. ~45 us per 7B FFN
- *   block at 50 % on the H200 (docs/engine.md).
+ * sffn_ffn2_kernel<T, R, CPT, P1D>   (f16/bf16; default, LTE_DEC_SFFN_KERNEL=2) two phases, 2
+ *   blocks of 8 warps per SM (LTE_DEC_SFFN_BPS2), described at the kernel: gate/up streamed per
+ *   warp into registers, P1D items in flight per warp (LTE_DEC_SFFN_P1D 2 or 3, default 3 for one
+ *   row), one barrier, down streamed per thread; then the add into x (sffn_ffn2_out): thread-block
+ *   clusters of 2 (LTE_DEC_SFFN_CLUSTER, default 2) first sum their partials through distributed
+ *   shared memory, halving the float4 atomics on x (all blocks add into the same C floats, and
+ *   those same-address atomics cost ~8 us per 7B block when all 264 blocks add; clusters of 4 or 8
+ *   do not fit at once on the H200's GPCs at 2 blocks per SM). LTE_DEC_SFFN_ATOM=1 adds with bulk
+ *   (TMA) reductions instead (measured slower), 2 skips the adds (a diagnostic, wrong results).
+ *   41.6 / 17.6 us per 7B FFN block at 50 / 10 % active on the H200 (docs/engine.md).
  *
- * Tried and removed (docs/engine.md, fourth session): the route kernel's work inside the FFN kernel
- * behind a grid-wide barrier (one launch per block): slower at every sparsity measured.
+ * Tried and removed (docs/engine.md): the route kernel's work inside the FFN kernel behind a
+ * grid-wide barrier (fourth session: slower at every sparsity); the first down rows staged in
+ * shared memory by cp.async behind the first gate/up loads (fifth session: 1-3 us slower).
+ *
+ * LTE_DEC_SFFN_TRACE=1: per-block timeline records of both kernels (TlRec below).
  *
  * sffn_ffn_kernel<T, R, CPT, TH>   (f32 weights, or LTE_DEC_SFFN_KERNEL=1) the first design: the
  *   rows of `nps` neurons per stage stream into a ring of `nstg` shared-memory stages with cp.async

@@ -508,15 +508,11 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
 /* lte_dec_rope_append then lte_dec_attention in one launch, for a decode step: the rows' slots
    must be DISTINCT (rows of one slot with increasing positions, a prefill chunk, need the two ops:
    a row would attend to positions another row appends). out and the caches are as after the two
-   ops; the q and k parts of qkv are scratch afterwards (unspecified).
-   l2_prefetch (NULL: none) and l2_prefetch_bytes (>= 0, a multiple of 16): device memory the next
-   ops will read (weights), prefetched into the L2 cache while the attention runs, when DRAM is
-   otherwise idle. A performance hint only: results do not depend on it; the CPU backend ignores it. */
+   ops; the q and k parts of qkv are scratch afterwards (unspecified). */
 LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld, void *k_cache,
                                           void *v_cache, const int32_t *slots, const int32_t *pos, void *out,
                                           int32_t rows, int32_t heads, int32_t kv_heads, int32_t head_dim,
-                                          int32_t n_slots, int32_t max_t, float theta, float scale,
-                                          const void *l2_prefetch, int64_t l2_prefetch_bytes);
+                                          int32_t n_slots, int32_t max_t, float theta, float scale);
 /* Hard routing: mask[r, e] = logits[r, e] > threshold ? 1 : 0 (strict); counts[r * count_ld] =
    number of active experts of row r (int32; skipped when counts is NULL).  logits, mask: (R, E) */
 LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void *mask, int32_t *counts,

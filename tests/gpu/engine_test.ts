@@ -239,9 +239,6 @@ Deno.test({
                   T,
                   theta,
                   1 / Math.sqrt(D),
-                  // CUDA: the L2 prefetch hint over the V cache (a hint: results as without it)
-                  kd === "cuda" ? vc.p[kd] : null,
-                  kd === "cuda" ? BigInt((NS * HKV * T * D * eb) & ~15) : 0n,
                 ),
               "lte_dec_rope_attention",
             );
