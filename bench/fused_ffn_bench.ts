@@ -186,7 +186,9 @@ const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["cluster1 pdl", fused, { ...P, LTE_DEC_SFFN_CLUSTER: "1" }],
   ["bulk pdl", fused, { ...P, LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
   ["cluster2 bulk pdl", fused, { ...P, LTE_DEC_SFFN_ATOM: "1" }],
-  // a diagnostic, not a result: the block's output never reaches x (what the atomics cost)
+  // diagnostics, not results: the route kernel does not load the router (the same masks here: the
+  // bench's router weights are zero), and the block's output never reaches x (what the atomics cost)
+  ["no router loads pdl", fused, { ...P, LTE_DEC_SFFN_DIAG: "1" }],
   ["no atomics pdl", fused, { ...P, LTE_DEC_SFFN_ATOM: "2" }],
   ...(quick ? [] : [
     ["k2 1/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "1" }],
@@ -265,6 +267,7 @@ if (args.includes("--trace")) {
   const configs: [string, Record<string, string>][] = [
     ["two-phase", P],
     ["two-phase no atomics", { ...P, LTE_DEC_SFFN_ATOM: "2" }],
+    ["two-phase no router loads", { ...P, LTE_DEC_SFFN_DIAG: "1" }],
   ];
   for (const active of [0.5, 0.1]) {
     setActive(active);

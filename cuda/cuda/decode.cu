@@ -1409,7 +1409,7 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
               "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
-             d_ff,    expert_size, d_ff / expert_size,       act};
+             d_ff,    expert_size, d_ff / expert_size,       act,           0};
   cudaError_t e;
   const int sms = sm_count_of(ctx);
   if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->stream);

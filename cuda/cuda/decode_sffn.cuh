@@ -117,6 +117,7 @@ struct SffnArgs {
   float *mask;       // (R, E) f32 out
   int32_t *counts;   // (R) or NULL
   int C, F, S, E, act;
+  int skip_router;  // LTE_DEC_SFFN_DIAG=1 (a diagnostic): the route kernels do not load w_router (read as 0)
 };
 
 /* ------------------------------------------------------------------ timeline (diagnostic) */
@@ -326,7 +327,7 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
 #pragma unroll
   for (int i = 0; i < PF; i++) {
     const int q = q0 + lane + 32 * i;
-    wv[i] = own && q < q1 ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+    wv[i] = own && q < q1 && !a.skip_router ? __ldcs(wrow + q) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   NormRegs<kRouteWarps * 32> nr;
   nr.load(a);
@@ -408,7 +409,7 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs 
 #pragma unroll
   for (int i = 0; i < PF; i++) {
     const int q = q0 + lane + 32 * i;
-    wv[i] = own && q < q1 ? __ldcs(wrow + q) : z4;
+    wv[i] = own && q < q1 && !a.skip_router ? __ldcs(wrow + q) : z4;
   }
   pdl_launch_dependents();
   pdl_wait();
@@ -1109,6 +1110,7 @@ struct SffnTune {
   int cluster;
   int atom;
   int trace;
+  int diag;
   unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
@@ -1129,6 +1131,7 @@ inline SffnTune sffn_tune() {
   t.cluster = t.cluster >= 8 ? 8 : t.cluster >= 4 ? 4 : t.cluster >= 2 ? 2 : 1;
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
+  t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
   t.tl = nullptr;
   return t;
 }
@@ -1342,6 +1345,7 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
   for (int r0 = 0; r0 < rows; r0 += 4) {
     const int rb = rows - r0 < 4 ? rows - r0 : 4;
     SffnArgs a = a0;
+    a.skip_router = t.diag;
     a.x += (size_t)r0 * a.C;
     a.xn += (size_t)r0 * a.C;
     a.mask += (size_t)r0 * a.E;
