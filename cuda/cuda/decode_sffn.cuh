@@ -896,19 +896,19 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
 
 /* ------------------------------------------------------------------ gate/up + act + down, two phases */
 
-/* sffn_ffn2_kernel<T, R, CPT> (f16/bf16; LTE_DEC_SFFN_KERNEL=2, the default for them): the same work
-   split as sffn_ffn_kernel (a balanced range of the union's neurons per block, 2 blocks per SM) but
-   streamed like the decode GEMVs, with no barrier per neuron:
+/* sffn_ffn2_kernel<T, R, CPT, P1D> (f16/bf16; LTE_DEC_SFFN_KERNEL=2, the default for them): the same
+   work split as sffn_ffn_kernel (a balanced range of the union's neurons per block, 2 blocks per SM)
+   but streamed like the decode GEMVs, with no barrier per neuron:
    phase 1 (gate/up): items = (neuron, piece of 1024 columns); the block's 8 warps take items round
      robin, each lane loads 4 x 16 B of the gate and up rows of its item straight into registers
-     (ld.global.nc, double-buffered: the next item's loads are out while this one is reduced), dots
+     (ld.global.nc, P1D items in flight: the next items' loads are out while this one is reduced), dots
      with x' from shared memory, warp-reduces and adds the partial sums into shared memory. (Pieces
      of 512 columns with 4 in flight per warp, which would give every warp of a block the same item
      count, measured 55.6 us per block at 50 %; this design 45.5-49.9 in the calls around it.);
    phase 2 (down): after one barrier the block forms h of its neurons, then thread t streams its
      16-byte column chunks of the neurons' down rows (a ring of kSf2Depth neurons in registers; the
-     first loads are issued before that barrier) into f32 accumulators, and adds them into x with
-     float4 atomics as sffn_ffn_kernel does.
+     first loads are issued before that barrier) into f32 accumulators, and adds them into x
+     (sffn_ffn2_out: summed over a cluster of csize blocks first, then float4 atomics).
    LTE_DEC_SFFN_TRACE=1: the timeline records above (TlRec). */
 
 template <class T, int R, int CPT, int P1D>
