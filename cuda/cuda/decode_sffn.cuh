@@ -30,8 +30,9 @@
  *   blocks of 8 warps per SM (LTE_DEC_SFFN_BPS2), described at the kernel: gate/up streamed per
  *   warp into registers, P1D items in flight per warp (LTE_DEC_SFFN_P1D 2 or 3, default 3 for one
  *   row), one barrier, down streamed per thread; then the add into x (sffn_ffn2_out): thread-block
- *   clusters of 2 (LTE_DEC_SFFN_CLUSTER, default 2) first sum their partials through distributed
- *   shared memory, halving the float4 atomics on x (all blocks add into the same C floats, and
+ *   clusters of 2 (LTE_DEC_SFFN_CLUSTER; default: 2 for large layers, none for small ones) first
+ *   sum their partials through distributed shared memory, halving the float4 atomics on x (all
+ *   blocks add into the same C floats, and
  *   those same-address atomics cost ~8 us per 7B block when all 264 blocks add; clusters of 4 or 8
  *   do not fit at once on the H200's GPCs at 2 blocks per SM). LTE_DEC_SFFN_ATOM=1 adds with bulk
  *   (TMA) reductions instead (measured slower), 2 skips the adds (a diagnostic, wrong results).
@@ -1127,8 +1128,11 @@ inline SffnTune sffn_tune() {
   t.rsplit = env_int("LTE_DEC_SFFN_RSPLIT", 0, 0, 8);
   t.route = env_int("LTE_DEC_SFFN_ROUTE", 1, 1, 2);
   t.p1d = env_int("LTE_DEC_SFFN_P1D", 3, 2, 3);
-  t.cluster = env_int("LTE_DEC_SFFN_CLUSTER", 2, 1, 8);
-  t.cluster = t.cluster >= 8 ? 8 : t.cluster >= 4 ? 4 : t.cluster >= 2 ? 2 : 1;
+  // 0 = auto: clusters of 2 when the grid is the full persistent one (large layers: 264 blocks adding
+  // into x at the 7B shape), none for small layers, where the adds are few and the cluster barriers
+  // cost more (H200: the quickstart's d 128 model 75.5 vs 69.6 us per step with clusters of 2)
+  t.cluster = env_int("LTE_DEC_SFFN_CLUSTER", 0, 0, 8);
+  t.cluster = t.cluster >= 8 ? 8 : t.cluster >= 4 ? 4 : t.cluster >= 2 ? 2 : t.cluster;
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
@@ -1288,7 +1292,7 @@ cudaError_t launch_sffn_ffn2_rcd(const SffnArgs &a, int rows, const SffnTune &t,
     return (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
   };
   // clusters (sm_90): a grid of whole clusters that can all be resident at once, else no clusters
-  int csize = t.cluster;
+  int csize = t.cluster > 0 ? t.cluster : (grid >= (long long)sms * t.bps2 ? 2 : 1);
   if (csize > 1 && (sffn_cc_major() < 9 || grid < csize)) csize = 1;
   if (csize > 1) {
     grid -= grid % csize;
