@@ -222,6 +222,7 @@ const FUSED_KNOBS: [string, string, Record<string, string>][] = [
   ["bulk", "bulk reductions", { LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
   ["cluster2_bulk", "clusters + bulk", { LTE_DEC_SFFN_ATOM: "1" }],
   ["p1d2", "2 items in flight", { LTE_DEC_SFFN_P1D: "2" }],
+  ["csync", "release cluster exit", { LTE_DEC_SFFN_CSYNC: "1" }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },

@@ -184,6 +184,7 @@ const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["route1 s8 pdl", fused, { ...P, LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
   ["staged rsplit4 pdl", fused, { ...P, LTE_DEC_SFFN_RSPLIT: "4" }],
   ["cluster1 pdl", fused, { ...P, LTE_DEC_SFFN_CLUSTER: "1" }],
+  ["release exit pdl", fused, { ...P, LTE_DEC_SFFN_CSYNC: "1" }],
   ["bulk pdl", fused, { ...P, LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_SFFN_ATOM: "1" }],
   ["cluster2 bulk pdl", fused, { ...P, LTE_DEC_SFFN_ATOM: "1" }],
   // diagnostics, not results: the route kernel does not load the router (the same masks here: the

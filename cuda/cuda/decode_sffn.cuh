@@ -834,7 +834,7 @@ __device__ void sffn_bulk_add_rows(const SffnArgs &a, int rows, const float *par
    atom 2 skips the adds (LTE_DEC_SFFN_ATOM=2, a diagnostic of what they cost). */
 template <int R, int CPT>
 __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const float (&yacc)[R][CPT][8], int csize,
-                              int atom, bool bias_here) {
+                              int atom, bool bias_here, bool relaxed_exit) {
   const int tid = threadIdx.x, C = a.C, cpr = C / 8, Q = C / 4;
   if (csize == 1 && atom == 0) {
     sffn_add_out<R, CPT, 8, kSf2Threads>(a, rows, cpr, yacc, bias_here);
@@ -891,7 +891,16 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
     else reinterpret_cast<float4 *>(part + (size_t)r * C)[q] = s;  // own slice: read only by this thread
   }
   if (atom == 1) sffn_bulk_add_rows(a, rows, part, q0, q1);
-  cl.sync();  // no block leaves (freeing its shared memory) while another still reads it
+  // no block leaves (freeing its shared memory) while another still reads it. That needs no memory
+  // ordering: a relaxed arrive does not wait for this thread's atomics to complete, which a release
+  // (cl.sync) does (Nsight Compute: "membar" stalls, docs/results/ncu_sffn_stalls_h200.txt).
+  // LTE_DEC_SFFN_CSYNC=1 keeps the release (the A/B).
+  if (relaxed_exit) {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+  } else {
+    cl.sync();
+  }
 #endif
 }
 
@@ -1087,7 +1096,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   }
   rec.mark(6);  // thread 0's phase 2 done
   // x += this block's share (+ b_down once, by block 0)
-  sffn_ffn2_out<R, CPT>(a, rows, xs, yacc, csize, atom, bias_here);
+  sffn_ffn2_out<R, CPT>(a, rows, xs, yacc, csize, atom & 3, bias_here, (atom & 4) == 0);
   rec.mark(7);
   if (rec.p) {
     __syncthreads();
@@ -1133,7 +1142,7 @@ inline SffnTune sffn_tune() {
   // cost more (H200: the quickstart's d 128 model 75.5 vs 69.6 us per step with clusters of 2)
   t.cluster = env_int("LTE_DEC_SFFN_CLUSTER", 0, 0, 8);
   t.cluster = t.cluster >= 8 ? 8 : t.cluster >= 4 ? 4 : t.cluster >= 2 ? 2 : t.cluster;
-  t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2);
+  t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2) | (env_int("LTE_DEC_SFFN_CSYNC", 0, 0, 1) ? 4 : 0);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
   t.tl = nullptr;

@@ -65,6 +65,7 @@ const VARIANTS: [string, Record<string, string>][] = [
     LTE_DEC_SFFN_CLUSTER: "1",
   }],
   ["clusters of 4 blocks, PDL attribute", { LTE_DEC_SFFN_CLUSTER: "4", LTE_DEC_PDL: "1" }],
+  ["clusters of 2, release fence at the cluster exit", { LTE_DEC_SFFN_CLUSTER: "2", LTE_DEC_SFFN_CSYNC: "1" }],
   ["clusters of 8 blocks, 3 items in flight", { LTE_DEC_SFFN_CLUSTER: "8", LTE_DEC_SFFN_P1D: "3" }],
   ["ring kernel, 1 neuron per stage, 2-stage ring, no hint", {
     ...K1,
