@@ -199,6 +199,16 @@ struct NormRegs {
   }
 };
 
+/* x' of 4 consecutive elements: (v - mean) * rstd * w + b (RMSNorm: mean 0, b 0). The one formula of
+   both route kernels, so their x' agree bit for bit. */
+__device__ __forceinline__ float4 sffn_norm4(float4 v, float mean, float rstd, const float4 &w, const float4 &b) {
+  v.x = (v.x - mean) * rstd * w.x + b.x;
+  v.y = (v.y - mean) * rstd * w.y + b.y;
+  v.z = (v.z - mean) * rstd * w.z + b.z;
+  v.w = (v.w - mean) * rstd * w.w + b.w;
+  return v;
+}
+
 /* Block-wide: the R rows of x into xs (shared memory, R x C f32), then x' = the x_mode transform in
    place with the norm parameters nr (NormRegs::load). TH threads; every thread calls it; xs is
    complete at return. */
@@ -266,12 +276,7 @@ __device__ void sffn_xprime(const SffnArgs &a, int rows, float *xs, const NormRe
       for (int r = 0; r < R; r++) {
         if (r >= rows) break;
         float4 *p = reinterpret_cast<float4 *>(xs + (size_t)r * a.C) + q;
-        float4 v = *p;
-        v.x = (v.x - mean[r]) * rstd[r] * w.x + b.x;
-        v.y = (v.y - mean[r]) * rstd[r] * w.y + b.y;
-        v.z = (v.z - mean[r]) * rstd[r] * w.z + b.z;
-        v.w = (v.w - mean[r]) * rstd[r] * w.w + b.w;
-        *p = v;
+        *p = sffn_norm4(*p, mean[r], rstd[r], w, b);
       }
     }
   }
@@ -492,10 +497,7 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs 
     auto put = [&](int q, float4 v, const float4 &n) {
       if (norm) {
         const float4 b = ln ? __ldg(nb4 + q) : z4;
-        v.x = (v.x - mean) * rstd * n.x + b.x;
-        v.y = (v.y - mean) * rstd * n.y + b.y;
-        v.z = (v.z - mean) * rstd * n.z + b.z;
-        v.w = (v.w - mean) * rstd * n.w + b.w;
+        v = sffn_norm4(v, mean, rstd, n, b);
       }
       reinterpret_cast<float4 *>(a.xn)[q] = v;
     };
