@@ -383,6 +383,40 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_ATTN: "old" },
     ref: "dense",
   },
+  // the sixth session's pre-wait work, each switched off (cuda/cuda/decode_gemv.cuh, decode_attention.cuh)
+  ...[
+    ["dense", null, "dense"],
+    ["sparse50", 0.5, "sparse ~50%"],
+    ["sparse90", 0.1, "sparse ~90%"],
+  ].flatMap(([key, act, label]): Variant[] => [
+    {
+      key: `${key}_pf0`,
+      name: `${label}, no staged GEMV pieces`,
+      opts: act === null ? {} : { sparse: true },
+      active: act as number | null,
+      batch: 1,
+      env: { LTE_DEC_GEMV_PF: "0" },
+      ref: "dense",
+    },
+    {
+      key: `${key}_attnpf0`,
+      name: `${label}, no KV-cache prefetch`,
+      opts: act === null ? {} : { sparse: true },
+      active: act as number | null,
+      batch: 1,
+      env: { LTE_DEC_ATTN_PF: "0" },
+      ref: "dense",
+    },
+  ]),
+  {
+    key: "dense_skip_attn",
+    name: "dense, attention skipped (diag)",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_DIAG_SKIP_ATTN: "1" },
+    ref: "dense",
+  },
   // generate(): lookahead (default on CUDA) vs off, nonblocking and blocking reads
   { key: "gen_dense", name: "gen dense, lookahead", opts: { lookahead: true }, active: null, batch: 1, generate: true },
   {

@@ -15,6 +15,8 @@
  *   memory, rounded through the cache dtype exactly as the cache would hold them, so the result is
  *   the two-op result; only positions < pos[r] are read from the cache. Needs distinct slots
  *   across rows (a decode step; a prefill chunk appends positions other rows attend to).
+ *   Before griddepcontrol.wait (PDL) the first q head of each kv group prefetches the group's cached
+ *   K and V lines (positions < pos[r], written by earlier steps) into L2 (LTE_DEC_ATTN_PF=0: not).
  *   Shapes: qkv (R, ld) f32 [q | k | v], caches (n_slots, HKV, T, D), out (R, H * D) f32.
  */
 
@@ -77,15 +79,31 @@ __device__ __forceinline__ void flash_update(float s, const float *v, float &m, 
 template <class T, int LP, bool FUSED>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
-                           float *out, int H, int HKV, int max_t, float scale, float theta) {
+                           float *out, int H, int HKV, int max_t, float scale, float theta, int kv_pf) {
   constexpr int D = LP * 8;
   constexpr int PPW = 32 / LP;          // positions per warp per load
   constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
   __shared__ float s_m[G], s_l[G];
   __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
-  pdl_prologue();
   const int r = blockIdx.x / H, h = blockIdx.x % H;
+  pdl_launch_dependents();
+  if (kv_pf && h % (H / HKV) == 0) {
+    // LTE_DEC_ATTN_PF: the cached positions (< pos, written by earlier steps) into L2 while the
+    // previous kernel (the QKV projection) finishes; only a hint, so a position read before the
+    // wait that is not yet this step's (an eager launch racing the previous step) costs nothing
+    const int p0 = pos[r], slot = slots[r];
+    if (p0 > 0 && p0 <= max_t && slot >= 0) {
+      const size_t off = ((size_t)slot * HKV + h / (H / HKV)) * (size_t)max_t * D;
+      const char *kb = reinterpret_cast<const char *>(kc + off), *vb = reinterpret_cast<const char *>(vc + off);
+      const int lines = (int)(((size_t)p0 * D * sizeof(T) + 127) / 128);
+      for (int i = threadIdx.x; i < lines; i += blockDim.x) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + (size_t)i * 128));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + (size_t)i * 128));
+      }
+    }
+  }
+  pdl_wait();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / LP, lg = lane % LP;  // group within the warp, 8-dim chunk within D
   const int gid = warp * PPW + sub;
@@ -204,9 +222,11 @@ bool launch_flash(lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *v
   if (D % 8 != 0 || (lp & (lp - 1)) != 0 || lp > 32 || !flash_attention_enabled()) return false;
   if ((uintptr_t)kc % 16 != 0 || (uintptr_t)vc % 16 != 0) return false;
   const dim3 grid((unsigned)rows * (unsigned)H), block(kFlashWarps * 32);
+  const char *pf = getenv("LTE_DEC_ATTN_PF");  // 0: no L2 prefetch of the cache before the PDL wait
+  const int kv_pf = pf == nullptr || pf[0] != '0';
 #define LTE_FLASH(T, LP)                                                                                      \
   *err = dlaunch(attention_flash_kernel<T, LP, FUSED>, grid, block, 0, st, qkv, ld, static_cast<T *>(kc),      \
-                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta)
+                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, kv_pf)
 #define LTE_FLASH_D(T)                        \
   do {                                        \
     if (lp == 1) LTE_FLASH(T, 1);             \
