@@ -390,12 +390,30 @@ const VARIANTS: Variant[] = [
     ["sparse90", 0.1, "sparse ~90%"],
   ].flatMap(([key, act, label]): Variant[] => [
     {
-      key: `${key}_pf0`,
-      name: `${label}, no staged GEMV pieces`,
+      key: `${key}_pf`,
+      name: `${label}, O projection staged`,
       opts: act === null ? {} : { sparse: true },
       active: act as number | null,
       batch: 1,
-      env: { LTE_DEC_GEMV_PF: "0" },
+      env: { LTE_DEC_GEMV_PF: "2" },
+      ref: "dense",
+    },
+    {
+      key: `${key}_co`,
+      name: `${label}, carveout 100 %`,
+      opts: act === null ? {} : { sparse: true },
+      active: act as number | null,
+      batch: 1,
+      env: { LTE_DEC_CARVEOUT: "100" },
+      ref: "dense",
+    },
+    {
+      key: `${key}_pf_co`,
+      name: `${label}, O staged, carveout 100 %`,
+      opts: act === null ? {} : { sparse: true },
+      active: act as number | null,
+      batch: 1,
+      env: { LTE_DEC_GEMV_PF: "2", LTE_DEC_CARVEOUT: "100" },
       ref: "dense",
     },
     {

@@ -134,6 +134,16 @@ bool pdl_enabled() {
   return e != nullptr && e[0] == '1';
 }
 
+/* LTE_DEC_CARVEOUT=0..100: every step kernel's preferred shared-memory carveout (percent of the
+   unified L1/shared storage); unset = the driver's per-kernel choice. An SM runs blocks of kernels
+   with different carveouts only after draining, which can undo PDL's overlap of neighbours. */
+int carveout_pref() {
+  const char *e = getenv("LTE_DEC_CARVEOUT");
+  if (e == nullptr || e[0] == 0) return -1;
+  const int v = atoi(e);
+  return v < 0 ? 0 : v > 100 ? 100 : v;
+}
+
 /* A step kernel's launch: the PDL attribute when enabled, and thread-block clusters of `cluster`
    blocks along x when cluster > 1 (grid.x a multiple of it). */
 template <class... KArgs, class... Args>
@@ -158,6 +168,11 @@ cudaError_t dlaunch_c(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, c
   }
   cfg.attrs = n ? attr : nullptr;
   cfg.numAttrs = n;
+  const int co = carveout_pref();
+  if (co >= 0) {
+    const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, co);
+    if (e != cudaSuccess) return e;
+  }
   return cudaLaunchKernelEx(&cfg, k, std::forward<Args>(args)...);
 }
 

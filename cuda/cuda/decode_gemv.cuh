@@ -24,10 +24,10 @@
  *   (its weight loads are predicated to zero).
  *   PDL: without an out_mask a warp issues its first two pieces (and L1 prefetches of the norm
  *   weights) before griddepcontrol.wait (they do not depend on the previous kernel), then reads x.
- *   It also copies up to `sp` further pieces into shared memory with cp.async (LTE_DEC_GEMV_PF, as
- *   many as two blocks per SM leave room for: the whole item of the O projection at the 7B shape),
- *   so a latency-bound predecessor (the attention kernel on 32 of 132 SMs) hides that much more of
- *   the stream; the stream loop reads those pieces from shared memory instead of global.
+ *   With LTE_DEC_GEMV_PF it also copies the rest of its stream (`sp` pieces, when few enough to fit:
+ *   the O projection at the 7B shape) into shared memory with cp.async, so a latency-bound
+ *   predecessor (the attention kernel on 32 of 132 SMs) would hide all of it; the stream loop reads
+ *   those pieces from shared memory instead of global. Off by default (measured slower).
  *
  * ts_kernel<T, R, U>     lte_dec_linear_t_sparse, f16/bf16, 1..R rows (R = 1, 2, 4).
  *   Shapes: wt (K, N) (an expert's S rows contiguous), h (rows, K) f32, mask (rows, K/S), y += .
@@ -547,9 +547,11 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
      LTE_DEC_GEMV_SPLIT  1: more rows than one launch of the new kernels holds (5..16, or 3..4 at
                          K = 11008) run as several launches of <= 4 (2) rows each, re-reading the
                          weights per launch, instead of the older 8-row kernels (default 0)
-     LTE_DEC_GEMV_PF     most pieces per warp copied into shared memory before the PDL wait, beyond
-                         the two register pieces (0 = none; default 3; fewer where the shared
-                         memory of two blocks per SM runs out; launches with an out_mask: none) */
+     LTE_DEC_GEMV_PF     n > 0: when the rest of every warp's stream after its two register pieces
+                         is at most n pieces and fits the shared memory of two blocks per SM (the
+                         O projection at the 7B shape: 2 pieces), copy it into shared memory before
+                         the PDL wait (launches with an out_mask: never). Default 0: staging 3
+                         pieces in every GEMV made the 7B step 6 % slower (sixth session) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -583,7 +585,7 @@ inline GemvTune gemv_tune() {
   t.ts_threads = env_int("LTE_DEC_TS_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   t.split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
-  t.pf = env_int("LTE_DEC_GEMV_PF", 3, 0, 8);
+  t.pf = env_int("LTE_DEC_GEMV_PF", 0, 0, 8);
   return t;
 }
 
@@ -653,8 +655,8 @@ cudaError_t launch_gemv_rc(const LinArgs &a, int rows, const GemvTune &t, int sm
   unsigned grid = 0;
   cudaError_t e = persistent_grid(gemv_kernel<T, R, C>, kGWarps * 32, smem, sms, t.bps, &grid);
   if (e != cudaSuccess) return e;
-  // staged pieces (LTE_DEC_GEMV_PF): no more than the busiest warp streams after its two register
-  // pieces, within the per-block budget that keeps two blocks per SM
+  // staged pieces (LTE_DEC_GEMV_PF): all the busiest warp streams after its two register pieces,
+  // when that is at most pf pieces and fits the per-block budget that keeps two blocks per SM
   int sp = 0;
   if (t.pf > 0 && !a.out_mask) {
     const long long items = a.act == LTE_DEC_ACT_SWIGLU ? a.n : (a.n + 1) / 2;
@@ -662,7 +664,7 @@ cudaError_t launch_gemv_rc(const LinArgs &a, int rows, const GemvTune &t, int sm
     const long long most = (items + warps - 1) / warps * pieces - 2;
     const size_t slot = (size_t)kGWarps * 2 * C * 32 * sizeof(uint4);  // one piece of every warp
     const long long fit = smem < kGemvSmemMax ? (long long)((kGemvSmemMax - smem) / slot) : 0;
-    sp = (int)std::max(0LL, std::min({(long long)t.pf, most, fit}));
+    sp = most > 0 && most <= t.pf && most <= fit ? (int)most : 0;
     if (sp > 0) {
       smem += (size_t)sp * slot;
       e = persistent_grid(gemv_kernel<T, R, C>, kGWarps * 32, smem, sms, t.bps, &grid);

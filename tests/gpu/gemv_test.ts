@@ -81,8 +81,8 @@ const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" },
   // pieces staged in shared memory before the PDL wait: none, one, as many as fit (default 3)
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "0" },
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "1", LTE_DEC_PDL: "1" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "2" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "1", LTE_DEC_PDL: "1", LTE_DEC_CARVEOUT: "100" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "8", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
@@ -192,10 +192,12 @@ Deno.test({
           period: 33,
         });
       }
-      // several items per warp: staged pieces cross item boundaries (partial last piece at K 1048,
-      // 2 pieces per item; K 3000: 3 pieces, plain rows in pairs, odd N)
-      cases.push({ dt, rows: 1, n: 8448, k: 1048, mode: 1, act: 1, acc: false, bias: false });
-      cases.push({ dt, rows: 2, n: 9001, k: 3000, mode: 0, act: 0, acc: true, bias: true });
+      // staged pieces (LTE_DEC_GEMV_PF): 2 items of 2 pieces for the busiest warps (the staged ones
+      // cross an item boundary; partial last piece at K 1048); 1 item of 3 pieces (plain rows in
+      // pairs, odd N); several items per warp (more than fit: nothing staged)
+      cases.push({ dt, rows: 1, n: 4000, k: 1048, mode: 1, act: 1, acc: false, bias: false });
+      cases.push({ dt, rows: 2, n: 4001, k: 3000, mode: 0, act: 0, acc: true, bias: true });
+      cases.push({ dt, rows: 1, n: 9001, k: 2000, mode: 1, act: 0, acc: false, bias: false });
       // large enough N for the default (auto) selection; the 5-row fallback
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
       cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
