@@ -76,6 +76,13 @@ __device__ __forceinline__ void flash_update(float s, const float *v, float &m, 
   m = mn;
 }
 
+/* RoPE of pair e at position p: angle p * theta^(-2e / D) in double, as the CPU reference. */
+__device__ __forceinline__ void rope_cs(int p, int e, int D, float theta, float &c, float &s) {
+  const double ang = (double)p * pow((double)theta, -2.0 * (double)e / (double)D);
+  c = (float)cos(ang);
+  s = (float)sin(ang);
+}
+
 template <class T, int LP, bool FUSED>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
@@ -87,12 +94,19 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
   const int r = blockIdx.x / H, h = blockIdx.x % H;
+  constexpr int half = D / 2;  // <= 128 < blockDim: thread e < half rotates pair (e, e + half)
   pdl_launch_dependents();
+  // Before the wait (PDL), on the position as read now: in a replayed graph it is this step's (the
+  // previous step's sampler wrote it before this launch began); an eager launch may race that
+  // sampler, so the work below is checked against pos read again after the wait.
+  const int p_pre = __ldcg(pos + r);
+  // FUSED: the RoPE angle (double pow, cos, sin: long dependent chains) of this thread's pair
+  float c_pre = 1.0f, s_pre = 0.0f;
+  if (FUSED && theta > 0.0f && (int)threadIdx.x < half) rope_cs(p_pre, (int)threadIdx.x, D, theta, c_pre, s_pre);
   if (kv_pf && h % (H / HKV) == 0) {
     // LTE_DEC_ATTN_PF: the cached positions (< pos, written by earlier steps) into L2 while the
-    // previous kernel (the QKV projection) finishes; only a hint, so a position read before the
-    // wait that is not yet this step's (an eager launch racing the previous step) costs nothing
-    const int p0 = pos[r], slot = slots[r];
+    // previous kernel (the QKV projection) finishes; only a hint, so a stale position costs nothing
+    const int p0 = p_pre, slot = __ldcg(slots + r);
     if (p0 > 0 && p0 <= max_t && slot >= 0) {
       const size_t off = ((size_t)slot * HKV + h / (H / HKV)) * (size_t)max_t * D;
       const char *kb = reinterpret_cast<const char *>(kc + off), *vb = reinterpret_cast<const char *>(vc + off);
@@ -107,20 +121,17 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / LP, lg = lane % LP;  // group within the warp, 8-dim chunk within D
   const int gid = warp * PPW + sub;
-  const int p = pos[r];
+  const int p = __ldcg(pos + r);
   const int g = h / (H / HKV);
   const size_t head0 = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D;
   const float *row = qkv + (size_t)r * ld;
   float q[8];
   if (FUSED) {
-    constexpr int half = D / 2;
-    for (int e = threadIdx.x; e < half; e += blockDim.x) {
-      float c = 1.0f, s = 0.0f;
-      if (theta > 0.0f) {
-        const double ang = (double)p * pow((double)theta, -2.0 * (double)e / (double)D);
-        c = (float)cos(ang);
-        s = (float)sin(ang);
-      }
+    static_assert(D / 2 <= kFlashWarps * 32, "one RoPE pair per thread");
+    const int e = threadIdx.x;
+    if (e < half) {
+      float c = c_pre, s = s_pre;
+      if (theta > 0.0f && p != p_pre) rope_cs(p, e, D, theta, c, s);
       const float qa = row[(size_t)h * D + e], qb = row[(size_t)h * D + e + half];
       const float ka = row[(size_t)(H + g) * D + e], kb = row[(size_t)(H + g) * D + e + half];
       // products rounded separately (no FMA contraction), as the CPU reference evaluates them
