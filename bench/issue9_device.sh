@@ -14,6 +14,7 @@
 #    when it does not load, the script builds it there, ~45 s)
 # Then: run with carry [".device"]:  bash bench/issue9_device.sh
 # A shorter call: TESTS="engine gemv" DECODE_ONLY=dense,sparse50 SKIP="sffn lte gemv torch" bash bench/issue9_device.sh
+# Every GPU test file: TESTS="engine gemv sffn args dsffn others" (TEST_TIMEOUT seconds each, default 170).
 set -uo pipefail
 OUT=${OUT:-/tmp/issue9_out}
 W=$(mktemp -d)
@@ -44,7 +45,7 @@ say "== library ready ($(el))"
 runt() { # name file [env...]
   local n=$1 f=$2
   shift 2
-  env "$@" timeout 170 deno test -A --no-check "$f" >"$W/t_$n.log" 2>&1
+  env "$@" timeout "${TEST_TIMEOUT:-170}" deno test -A --no-check $f >"$W/t_$n.log" 2>&1
   echo "$n rc=$? $(strip <"$W/t_$n.log" | grep -E '^(ok|FAILED) \|' | tail -1)" >"$W/t_$n.rc"
 }
 TESTS=${TESTS:-engine gemv sffn args}
@@ -56,6 +57,7 @@ for n in $TESTS; do
   sffn) runt sffn tests/gpu/sparse_ffn_test.ts LTE_SFFN_AGREEMENT_REPORT="$W/sffn_agreement.json" & ;;
   args) runt args tests/gpu/arg_checks_test.ts & ;;
   dsffn) runt dsffn tests/gpu/dec_sparse_ffn_test.ts & ;;
+  others) runt others "tests/gpu/agreement_test.ts tests/gpu/lte_core_test.ts tests/gpu/lte_group_test.ts tests/gpu/tiny_transformer_test.ts" & ;;
   esac
 done
 wait
