@@ -383,37 +383,20 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_ATTN: "old" },
     ref: "dense",
   },
-  // the sixth session's pre-wait work, each switched off (cuda/cuda/decode_gemv.cuh, decode_attention.cuh)
+  // the sixth session's changes, each reversed (docs/engine.md: the carveout, the KV-cache prefetch)
   ...[
     ["dense", null, "dense"],
     ["sparse50", 0.5, "sparse ~50%"],
     ["sparse90", 0.1, "sparse ~90%"],
   ].flatMap(([key, act, label]): Variant[] => [
     {
-      key: `${key}_pf`,
-      name: `${label}, O projection staged`,
+      // the engine's carveout choice reversed: 100 % for dense, the driver's for the fused op
+      key: act === null ? `${key}_co` : `${key}_codef`,
+      name: `${label}, carveout ${act === null ? "100 %" : "driver's"}`,
       opts: act === null ? {} : { sparse: true },
       active: act as number | null,
       batch: 1,
-      env: { LTE_DEC_GEMV_PF: "2" },
-      ref: "dense",
-    },
-    {
-      key: `${key}_co`,
-      name: `${label}, carveout 100 %`,
-      opts: act === null ? {} : { sparse: true },
-      active: act as number | null,
-      batch: 1,
-      env: { LTE_DEC_CARVEOUT: "100" },
-      ref: "dense",
-    },
-    {
-      key: `${key}_pf_co`,
-      name: `${label}, O staged, carveout 100 %`,
-      opts: act === null ? {} : { sparse: true },
-      active: act as number | null,
-      batch: 1,
-      env: { LTE_DEC_GEMV_PF: "2", LTE_DEC_CARVEOUT: "100" },
+      env: { LTE_DEC_CARVEOUT: act === null ? "100" : "-1" },
       ref: "dense",
     },
     {

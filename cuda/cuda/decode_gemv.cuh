@@ -24,10 +24,6 @@
  *   (its weight loads are predicated to zero).
  *   PDL: without an out_mask a warp issues its first two pieces (and L1 prefetches of the norm
  *   weights) before griddepcontrol.wait (they do not depend on the previous kernel), then reads x.
- *   With LTE_DEC_GEMV_PF it also copies the rest of its stream (`sp` pieces, when few enough to fit:
- *   the O projection at the 7B shape) into shared memory with cp.async, so a latency-bound
- *   predecessor (the attention kernel on 32 of 132 SMs) would hide all of it; the stream loop reads
- *   those pieces from shared memory instead of global. Off by default (measured slower).
  *
  * ts_kernel<T, R, U>     lte_dec_linear_t_sparse, f16/bf16, 1..R rows (R = 1, 2, 4).
  *   Shapes: wt (K, N) (an expert's S rows contiguous), h (rows, K) f32, mask (rows, K/S), y += .
@@ -82,30 +78,6 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-/* cp.async (16 bytes, L2 only; hint 1: .L2::256B prefetch-size hint), shared by gemv_kernel's staged
-   pieces and the sparse FFN kernels (decode_sffn.cuh). */
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int hint) {
-  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  if (hint == 1) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-  } else {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-  }
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-/* cp.async.wait_group takes an immediate: the ring depth is a launch parameter, hence the switch. */
-__device__ __forceinline__ void cp_async_wait(int pending) {
-  switch (pending) {
-    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
-    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
-    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
-    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
-    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
-    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
-    default: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
-  }
-}
-
 /* Warp 0 turns flags[0..n) (0/1 ints in shared memory) into the ascending list of the set
    indices, in place, and stores the count in *count. Caller syncs before and after. */
 __device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
@@ -128,18 +100,14 @@ __device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
 struct GPos {
   int it;
   int p;
-  int n;  // pieces before this one in the warp's stream (0, 1: the register pieces; 2..: staged)
 };
 
 template <class T, int R, int C>
 __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
-    gemv_kernel(LinArgs a, int rows, int KP, int P, int contig, int sp) {
+    gemv_kernel(LinArgs a, int rows, int KP, int P, int contig) {
   extern __shared__ float4 gsm4[];
   float *xs = reinterpret_cast<float *>(gsm4);      // R rows x KP, two planes per row
   int *glist = reinterpret_cast<int *>(xs + R * KP);  // out_mask: G flags, then the active-group list
-  // sp > 0 (no out_mask): the warp's pieces 2 .. sp + 1, copied into shared memory before the PDL
-  // wait; per warp sp slots of (2 rows x C x 32 lanes) uint4, a lane reads back only what it copied
-  uint4 *stage = reinterpret_cast<uint4 *>(xs + R * KP) + (size_t)(threadIdx.x >> 5) * sp * 2 * C * 32;
   __shared__ float sred[kGWarps][2 * R];
   __shared__ int scount;
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
@@ -179,27 +147,14 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
       istep = W;
     }
     cur.p = 0;
-    cur.n = 0;
   };
   auto advance = [&](GPos &q) {
-    ++q.n;
     if (++q.p == P) {
       q.p = 0;
       q.it += istep;
     }
   };
   auto load = [&](uint4 (&wa)[C], uint4 (&wb)[C], const GPos &q) {
-    const int s = q.n - 2;
-    if (s >= 0 && s < sp) {  // staged before the wait: this lane's own cp.async copies
-      cp_async_wait(0);
-      const uint4 *src = stage + (size_t)s * 2 * C * 32 + lane;
-#pragma unroll
-      for (int u = 0; u < C; u++) {
-        wa[u] = src[u * 32];
-        wb[u] = src[(C + u) * 32];
-      }
-      return;
-    }
     int ra, rb;
     rows_of(q, ra, rb);
     const T *pa = Wt + (size_t)ra * K;
@@ -284,28 +239,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
     advance(nx);
     if (cur.it < iend) load(a0, b0, cur);
     if (nx.it < iend) load(a1, b1, nx);
-    // then up to sp more pieces into shared memory (LTE_DEC_GEMV_PF): a latency-bound previous
-    // kernel (attention before the O projection) leaves the memory system idle for microseconds
-    GPos q = nx;
-    for (int s = 0; s < sp; s++) {
-      advance(q);
-      if (q.it >= iend) break;
-      int ra, rb;
-      rows_of(q, ra, rb);
-      const T *pa = Wt + (size_t)ra * K;
-      const T *pb = Wt + (size_t)(rb >= 0 ? rb : 0) * K;
-      uint4 *dst = stage + (size_t)s * 2 * C * 32 + lane;
-#pragma unroll
-      for (int u = 0; u < C; u++) {
-        const int c = q.p * 32 * C + u * 32 + lane;
-        const uint4 z = make_uint4(0u, 0u, 0u, 0u);
-        if (c < KC) cp_async16(dst + u * 32, pa + (size_t)c * 8, 0);
-        else dst[u * 32] = z;
-        if (c < KC && rb >= 0) cp_async16(dst + (C + u) * 32, pb + (size_t)c * 8, 0);
-        else dst[(C + u) * 32] = z;
-      }
-    }
-    if (sp > 0) cp_async_commit();
   }
   if (norm) {
     // norm weights are constants too: pull this thread's lines into L1 for the x' transform
@@ -546,12 +479,7 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          still multiplies) (default 256)
      LTE_DEC_GEMV_SPLIT  1: more rows than one launch of the new kernels holds (5..16, or 3..4 at
                          K = 11008) run as several launches of <= 4 (2) rows each, re-reading the
-                         weights per launch, instead of the older 8-row kernels (default 0)
-     LTE_DEC_GEMV_PF     n > 0: when the rest of every warp's stream after its two register pieces
-                         is at most n pieces and fits the shared memory of two blocks per SM (the
-                         O projection at the 7B shape: 2 pieces), copy it into shared memory before
-                         the PDL wait (launches with an out_mask: never). Default 0: staging 3
-                         pieces in every GEMV made the 7B step 6 % slower (sixth session) */
+                         weights per launch, instead of the older 8-row kernels (default 0) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -562,7 +490,6 @@ struct GemvTune {
   int ts_threads;
   int split;
   int ts_min_rows;
-  int pf;
 };
 
 inline int env_int(const char *name, int def, int lo, int hi) {
@@ -585,7 +512,6 @@ inline GemvTune gemv_tune() {
   t.ts_threads = env_int("LTE_DEC_TS_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   t.split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
-  t.pf = env_int("LTE_DEC_GEMV_PF", 0, 0, 8);
   return t;
 }
 
@@ -651,27 +577,11 @@ template <class T, int R, int C>
 cudaError_t launch_gemv_rc(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
   int kp, pieces;
   gemv_geometry(a.k, C, &kp, &pieces);
-  size_t smem = gemv_smem(a, R, kp);
+  const size_t smem = gemv_smem(a, R, kp);
   unsigned grid = 0;
   cudaError_t e = persistent_grid(gemv_kernel<T, R, C>, kGWarps * 32, smem, sms, t.bps, &grid);
   if (e != cudaSuccess) return e;
-  // staged pieces (LTE_DEC_GEMV_PF): all the busiest warp streams after its two register pieces,
-  // when that is at most pf pieces and fits the per-block budget that keeps two blocks per SM
-  int sp = 0;
-  if (t.pf > 0 && !a.out_mask) {
-    const long long items = a.act == LTE_DEC_ACT_SWIGLU ? a.n : (a.n + 1) / 2;
-    const long long warps = (long long)grid * kGWarps;
-    const long long most = (items + warps - 1) / warps * pieces - 2;
-    const size_t slot = (size_t)kGWarps * 2 * C * 32 * sizeof(uint4);  // one piece of every warp
-    const long long fit = smem < kGemvSmemMax ? (long long)((kGemvSmemMax - smem) / slot) : 0;
-    sp = most > 0 && most <= t.pf && most <= fit ? (int)most : 0;
-    if (sp > 0) {
-      smem += (size_t)sp * slot;
-      e = persistent_grid(gemv_kernel<T, R, C>, kGWarps * 32, smem, sms, t.bps, &grid);
-      if (e != cudaSuccess) return e;
-    }
-  }
-  e = dlaunch(gemv_kernel<T, R, C>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, kp, pieces, t.contig, sp);
+  e = dlaunch(gemv_kernel<T, R, C>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, kp, pieces, t.contig);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }

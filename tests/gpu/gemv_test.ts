@@ -6,8 +6,8 @@
  * lte_dec_linear, ts_kernel for lte_dec_linear_t_sparse) against the CPU reference, under each
  * run-time selection: LTE_DEC_GEMV = new (forced, even for small N), auto (default), old (the older
  * kernels), and the tuning variants (chunks per piece 4/8, blocks per SM, contiguous / strided
- * items, rows in flight, minimum rows per block, 256/512 threads, split launches for 5..16 rows,
- * 0 / 1 / as many as fit pieces staged in shared memory before the PDL wait), with and without PDL.
+ * items, rows in flight, minimum rows per block, 256/512 threads, split launches for 5..16 rows),
+ * with and without PDL launches.
  * Cases: rows 1..4 (5..16: the fallback, or split launches), K a multiple of a piece and not (1048 = 1024 + 24, 344),
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
@@ -80,10 +80,6 @@ const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided", LTE_DEC_GEMV_BPS: "1" },
   { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" },
-  // pieces staged in shared memory before the PDL wait: none, one, as many as fit (default 3)
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "2" },
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "1", LTE_DEC_PDL: "1", LTE_DEC_CARVEOUT: "100" },
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_PF: "8", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
 ];
@@ -192,12 +188,6 @@ Deno.test({
           period: 33,
         });
       }
-      // staged pieces (LTE_DEC_GEMV_PF): 2 items of 2 pieces for the busiest warps (the staged ones
-      // cross an item boundary; partial last piece at K 1048); 1 item of 3 pieces (plain rows in
-      // pairs, odd N); several items per warp (more than fit: nothing staged)
-      cases.push({ dt, rows: 1, n: 4000, k: 1048, mode: 1, act: 1, acc: false, bias: false });
-      cases.push({ dt, rows: 2, n: 4001, k: 3000, mode: 0, act: 0, acc: true, bias: true });
-      cases.push({ dt, rows: 1, n: 9001, k: 2000, mode: 1, act: 0, acc: false, bias: false });
       // large enough N for the default (auto) selection; the 5-row fallback
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
       cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
