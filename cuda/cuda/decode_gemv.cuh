@@ -5,8 +5,11 @@
  * lte.h); decode.cu picks these when the shape fits (gemv_tune(), env LTE_DEC_GEMV=old forces the
  * older ones).
  *
- * gemv_kernel<T, R, C>   lte_dec_linear, f16/bf16 weights, 1..R rows (R = 1, 2, 4), no in_mask
- *   (LTE_DEC_GEMV_SPLIT=1: more rows as several launches).
+ * gemv_kernel<T, R, C>   lte_dec_linear, f16/bf16 weights, 1..R rows (R = 1, 2, 4, 8), no in_mask
+ *   (LTE_DEC_GEMV_SPLIT=1: more rows as several launches). The rows' x' must fit shared memory:
+ *   two blocks per SM up to 112 KiB (R <= 2 at K 11008, R <= 4 at K 4096), one block per SM up to
+ *   224 KiB (R = 3..4 at K 11008, R = 5..8 at K 4096; sixth session: these went to the older,
+ *   L1-bound kernels before).
  *   Shapes: w (N, K) or (2N, K) for SwiGLU, x (rows, ldx) f32, y (rows, N) f32.
  *   grid = SMs x blocks-per-SM (persistent, balanced), 8 warps per block.
  *   Work item = two weight rows that share x': SwiGLU gate row j and up row N + j (output j), or
@@ -103,7 +106,7 @@ struct GPos {
 };
 
 template <class T, int R, int C>
-__global__ void __launch_bounds__(kGWarps * 32, C <= 4 ? 2 : 1)
+__global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     gemv_kernel(LinArgs a, int rows, int KP, int P, int contig) {
   extern __shared__ float4 gsm4[];
   float *xs = reinterpret_cast<float *>(gsm4);      // R rows x KP, two planes per row
@@ -515,7 +518,9 @@ inline GemvTune gemv_tune() {
   return t;
 }
 
-constexpr size_t kGemvSmemMax = 112 * 1024;  // two blocks of 8 warps per SM still fit (228 KiB)
+constexpr size_t kGemvSmemMax = 112 * 1024;   // two blocks of 8 warps per SM still fit (228 KiB)
+constexpr size_t kGemvSmemMax1 = 224 * 1024;  // one block per SM: x' of more rows (R = 8 at K 4096,
+                                              // R = 4 at K 11008); the occupancy query then gives 1
 
 inline int sm_count_of(const lte_ctx *ctx) { return ctx->sm_count > 0 ? ctx->sm_count : 132; }
 
@@ -526,7 +531,7 @@ cudaError_t persistent_grid(K kernel, int threads, size_t smem, int sms, int bps
     // always the same cap (never lowered): a node captured earlier with more shared memory must
     // still launch when the graph replays
     const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kGemvSmemMax);
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kGemvSmemMax1);
     if (e != cudaSuccess) return e;
   }
   int occ = 0;
@@ -551,23 +556,24 @@ inline size_t gemv_smem(const LinArgs &a, int R, int kp) {
 }
 
 /* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
-/* Rows one launch of gemv_kernel takes: the template R (1, 2, 4) for `rows`, or with split the
-   largest of 4, 2, 1 whose x' fits (0: the older kernels). */
+/* Rows one launch of gemv_kernel takes: all of them (template R = 1, 2, 4 or 8 rows) when their x'
+   fits one block per SM (two per SM when it fits kGemvSmemMax), or with split the largest of 8, 4,
+   2, 1 whose x' fits (0: the older kernels). */
 inline int gemv_chunk(const GemvTune &t, const LinArgs &a, int rows) {
   int kp, pieces;
   gemv_geometry(a.k, t.ch, &kp, &pieces);
-  const int R = rows == 1 ? 1 : rows == 2 ? 2 : 4;
-  if (rows <= 4 && gemv_smem(a, R, kp) <= kGemvSmemMax) return rows;
+  const int R = rows == 1 ? 1 : rows == 2 ? 2 : rows <= 4 ? 4 : 8;
+  if (rows <= 8 && gemv_smem(a, R, kp) <= kGemvSmemMax1) return rows;
   if (!t.split) return 0;
-  for (int c = 4; c >= 1; c /= 2)
-    if (gemv_smem(a, c, kp) <= kGemvSmemMax) return c;
+  for (int c = 8; c >= 1; c /= 2)
+    if (gemv_smem(a, c, kp) <= kGemvSmemMax1) return c;
   return 0;
 }
 
 /* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
 inline bool gemv_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec) {
   if (t.mode == 0 || !vec || rows < 1 || a.in_mask) return false;
-  if (rows > 16 || (rows > 4 && !t.split)) return false;
+  if (rows > 16 || (rows > 8 && !t.split)) return false;
   if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
   if (t.mode == 1 && a.act == LTE_DEC_ACT_NONE && !a.out_mask && a.n < kRowBlockMaxN) return false;
   return gemv_chunk(t, a, rows) > 0;
@@ -591,11 +597,13 @@ cudaError_t launch_gemv_one(const LinArgs &a, int rows, const GemvTune &t, int s
   if (t.ch == 8) {
     if (rows == 1) return launch_gemv_rc<T, 1, 8>(a, rows, t, sms, st);
     if (rows == 2) return launch_gemv_rc<T, 2, 8>(a, rows, t, sms, st);
-    return launch_gemv_rc<T, 4, 8>(a, rows, t, sms, st);
+    if (rows <= 4) return launch_gemv_rc<T, 4, 8>(a, rows, t, sms, st);
+    return launch_gemv_rc<T, 8, 8>(a, rows, t, sms, st);
   }
   if (rows == 1) return launch_gemv_rc<T, 1, 4>(a, rows, t, sms, st);
   if (rows == 2) return launch_gemv_rc<T, 2, 4>(a, rows, t, sms, st);
-  return launch_gemv_rc<T, 4, 4>(a, rows, t, sms, st);
+  if (rows <= 4) return launch_gemv_rc<T, 4, 4>(a, rows, t, sms, st);
+  return launch_gemv_rc<T, 8, 4>(a, rows, t, sms, st);
 }
 
 /* All rows: one launch, or (split) launches of gemv_chunk rows each. */

@@ -8,7 +8,7 @@
  * kernels), and the tuning variants (chunks per piece 4/8, blocks per SM, contiguous / strided
  * items, rows in flight, minimum rows per block, 256/512 threads, split launches for 5..16 rows),
  * with and without PDL launches.
- * Cases: rows 1..4 (5..16: the fallback, or split launches), K a multiple of a piece and not (1048 = 1024 + 24, 344),
+ * Cases: rows 1..8 (x' over 112 KiB: one block per SM; 9..16: the fallback, or split launches), K a multiple of a piece and not (1048 = 1024 + 24, 344),
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
  *
@@ -188,7 +188,11 @@ Deno.test({
           period: 33,
         });
       }
-      // large enough N for the default (auto) selection; the 5-row fallback
+      // one block per SM (x' over 112 KiB): 3-4 rows at a down-projection-like K, 5-8 rows at K 4096
+      cases.push({ dt, rows: 4, n: 300, k: 11000, mode: 0, act: 0, acc: true, bias: true });
+      cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
+      cases.push({ dt, rows: 8, n: 130, k: 4000, mode: 2, act: 2, acc: false, bias: true });
+      // large enough N for the default (auto) selection; 5 rows (R = 8)
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
       cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 5, n: 2050, k: 512, mode: 1, act: 1, acc: false, bias: false, mask: "rand", S: 10 });
