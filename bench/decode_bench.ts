@@ -503,16 +503,22 @@ const VARIANTS: Variant[] = [
   })),
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
   // more rows than one launch of the persistent GEMV holds (5+, or 3+ at K = 11008): split launches
-  // re-reading the weights (LTE_DEC_GEMV_SPLIT=1) instead of the older 8-row kernels
-  ...[4, 8, 16].map((b): Variant => ({
-    key: `dense_batch${b}_split`,
-    name: `dense batch ${b}, split GEMV launches`,
-    opts: { maxBatch: b },
-    active: null,
-    batch: b,
-    env: { LTE_DEC_GEMV_SPLIT: "1" },
-    ref: b === 16 ? undefined : `dense_batch${b}`,
-  })),
+  // re-reading the weights (LTE_DEC_GEMV_SPLIT=1) and / or one launch of up to 8 rows at one block
+  // per SM (LTE_DEC_GEMV_WIDE=1) instead of the older 8-row kernels
+  ...[4, 8, 16].flatMap((b): Variant[] =>
+    ([["split", { LTE_DEC_GEMV_SPLIT: "1" }], ["wide", { LTE_DEC_GEMV_WIDE: "1" }], ["wide_split", {
+      LTE_DEC_GEMV_WIDE: "1",
+      LTE_DEC_GEMV_SPLIT: "1",
+    }]] as [string, Record<string, string>][]).map(([tag, env]): Variant => ({
+      key: `dense_batch${b}_${tag}`,
+      name: `dense batch ${b}, ${tag.replace("_", " + ")} GEMVs`,
+      opts: { maxBatch: b },
+      active: null,
+      batch: b,
+      env,
+      ref: b === 16 ? undefined : `dense_batch${b}`,
+    }))
+  ),
   { key: "dense_batch16", name: "dense batch 16", opts: { maxBatch: 16 }, active: null, batch: 16 },
   {
     key: "sparse90_batch8",

@@ -7,9 +7,10 @@
  *
  * gemv_kernel<T, R, C>   lte_dec_linear, f16/bf16 weights, 1..R rows (R = 1, 2, 4, 8), no in_mask
  *   (LTE_DEC_GEMV_SPLIT=1: more rows as several launches). The rows' x' must fit shared memory:
- *   two blocks per SM up to 112 KiB (R <= 2 at K 11008, R <= 4 at K 4096), one block per SM up to
- *   224 KiB (R = 3..4 at K 11008, R = 5..8 at K 4096; sixth session: these went to the older,
- *   L1-bound kernels before).
+ *   two blocks per SM up to 112 KiB (R <= 2 at K 11008, R <= 4 at K 4096); LTE_DEC_GEMV_WIDE=1
+ *   (sixth session, not yet measured on a GPU) also takes 5-8 rows (R = 8) and x' up to 224 KiB at
+ *   one block per SM (R = 3..4 at K 11008, R = 5..8 at K 4096), which go to the older, L1-bound
+ *   kernels otherwise.
  *   Shapes: w (N, K) or (2N, K) for SwiGLU, x (rows, ldx) f32, y (rows, N) f32.
  *   grid = SMs x blocks-per-SM (persistent, balanced), 8 warps per block.
  *   Work item = two weight rows that share x': SwiGLU gate row j and up row N + j (output j), or
@@ -482,7 +483,9 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          still multiplies) (default 256)
      LTE_DEC_GEMV_SPLIT  1: more rows than one launch of the new kernels holds (5..16, or 3..4 at
                          K = 11008) run as several launches of <= 4 (2) rows each, re-reading the
-                         weights per launch, instead of the older 8-row kernels (default 0) */
+                         weights per launch, instead of the older 8-row kernels (default 0)
+     LTE_DEC_GEMV_WIDE   1: 5-8 rows in one launch (R = 8) and x' up to 224 KiB at one block per SM
+                         (default 0 until measured on a GPU) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -493,6 +496,7 @@ struct GemvTune {
   int ts_threads;
   int split;
   int ts_min_rows;
+  int wide;
 };
 
 inline int env_int(const char *name, int def, int lo, int hi) {
@@ -515,6 +519,7 @@ inline GemvTune gemv_tune() {
   t.ts_threads = env_int("LTE_DEC_TS_THREADS", 256, 256, 512) > 256 ? 512 : 256;
   t.split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
+  t.wide = env_int("LTE_DEC_GEMV_WIDE", 0, 0, 1);
   return t;
 }
 
@@ -556,24 +561,26 @@ inline size_t gemv_smem(const LinArgs &a, int R, int kp) {
 }
 
 /* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
-/* Rows one launch of gemv_kernel takes: all of them (template R = 1, 2, 4 or 8 rows) when their x'
-   fits one block per SM (two per SM when it fits kGemvSmemMax), or with split the largest of 8, 4,
-   2, 1 whose x' fits (0: the older kernels). */
+/* Rows one launch of gemv_kernel takes: all of them (template R = 1, 2, 4, or with wide 8 rows) when
+   their x' fits kGemvSmemMax (two blocks per SM; with wide kGemvSmemMax1, one block per SM), or with
+   split the largest of (8,) 4, 2, 1 whose x' fits (0: the older kernels). */
 inline int gemv_chunk(const GemvTune &t, const LinArgs &a, int rows) {
   int kp, pieces;
   gemv_geometry(a.k, t.ch, &kp, &pieces);
   const int R = rows == 1 ? 1 : rows == 2 ? 2 : rows <= 4 ? 4 : 8;
-  if (rows <= 8 && gemv_smem(a, R, kp) <= kGemvSmemMax1) return rows;
+  const int most = t.wide ? 8 : 4;
+  const size_t cap = t.wide ? kGemvSmemMax1 : kGemvSmemMax;
+  if (rows <= most && gemv_smem(a, R, kp) <= cap) return rows;
   if (!t.split) return 0;
-  for (int c = 8; c >= 1; c /= 2)
-    if (gemv_smem(a, c, kp) <= kGemvSmemMax1) return c;
+  for (int c = most; c >= 1; c /= 2)
+    if (gemv_smem(a, c, kp) <= cap) return c;
   return 0;
 }
 
 /* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
 inline bool gemv_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec) {
   if (t.mode == 0 || !vec || rows < 1 || a.in_mask) return false;
-  if (rows > 16 || (rows > 8 && !t.split)) return false;
+  if (rows > 16 || (rows > (t.wide ? 8 : 4) && !t.split)) return false;
   if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
   if (t.mode == 1 && a.act == LTE_DEC_ACT_NONE && !a.out_mask && a.n < kRowBlockMaxN) return false;
   return gemv_chunk(t, a, rows) > 0;

@@ -8,7 +8,8 @@
  * kernels), and the tuning variants (chunks per piece 4/8, blocks per SM, contiguous / strided
  * items, rows in flight, minimum rows per block, 256/512 threads, split launches for 5..16 rows),
  * with and without PDL launches.
- * Cases: rows 1..8 (x' over 112 KiB: one block per SM; 9..16: the fallback, or split launches), K a multiple of a piece and not (1048 = 1024 + 24, 344),
+ * Cases: rows 1..8 (5..16: the fallback, split launches, or with LTE_DEC_GEMV_WIDE one launch up to 8
+ * rows and one block per SM for x' over 112 KiB), K a multiple of a piece and not (1048 = 1024 + 24, 344),
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
  *
@@ -80,6 +81,9 @@ const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided", LTE_DEC_GEMV_BPS: "1" },
   { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" },
+  // 5-8 rows in one launch, x' over 112 KiB at one block per SM
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "1", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
 ];
@@ -188,11 +192,12 @@ Deno.test({
           period: 33,
         });
       }
-      // one block per SM (x' over 112 KiB): 3-4 rows at a down-projection-like K, 5-8 rows at K 4096
+      // LTE_DEC_GEMV_WIDE, one block per SM (x' over 112 KiB): 3-4 rows at a down-projection-like K,
+      // 5-8 rows at K 4096
       cases.push({ dt, rows: 4, n: 300, k: 11000, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
       cases.push({ dt, rows: 8, n: 130, k: 4000, mode: 2, act: 2, acc: false, bias: true });
-      // large enough N for the default (auto) selection; 5 rows (R = 8)
+      // large enough N for the default (auto) selection; 5 rows (the fallback, or R = 8 with wide)
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
       cases.push({ dt, rows: 2, n: 2050, k: 1048, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 5, n: 2050, k: 512, mode: 1, act: 1, acc: false, bias: false, mask: "rand", S: 10 });
