@@ -502,16 +502,17 @@ const VARIANTS: Variant[] = [
     ref: "gen_dense",
   })),
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
-  // more rows than one launch of the persistent GEMV holds (5+, or 3+ at K = 11008): split launches
-  // re-reading the weights (LTE_DEC_GEMV_SPLIT=1) and / or one launch of up to 8 rows at one block
-  // per SM (LTE_DEC_GEMV_WIDE=1) instead of the older 8-row kernels
+  // more rows than one launch of the persistent GEMV holds at two blocks per SM (5+ rows, or 3+ at
+  // K = 11008): the default (one launch of up to 8 rows at one block per SM, then split launches
+  // re-reading the weights) against each alone and the older 8-row kernels (sixth session)
   ...[4, 8, 16].flatMap((b): Variant[] =>
-    ([["split", { LTE_DEC_GEMV_SPLIT: "1" }], ["wide", { LTE_DEC_GEMV_WIDE: "1" }], ["wide_split", {
-      LTE_DEC_GEMV_WIDE: "1",
-      LTE_DEC_GEMV_SPLIT: "1",
-    }]] as [string, Record<string, string>][]).map(([tag, env]): Variant => ({
+    ([
+      ["split", { LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "1" }],
+      ["wide", { LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "0" }],
+      ["older", { LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "0" }],
+    ] as [string, Record<string, string>][]).map(([tag, env]): Variant => ({
       key: `dense_batch${b}_${tag}`,
-      name: `dense batch ${b}, ${tag.replace("_", " + ")} GEMVs`,
+      name: `dense batch ${b}, ${tag} GEMVs only`,
       opts: { maxBatch: b },
       active: null,
       batch: b,

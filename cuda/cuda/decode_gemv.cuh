@@ -6,11 +6,11 @@
  * older ones).
  *
  * gemv_kernel<T, R, C>   lte_dec_linear, f16/bf16 weights, 1..R rows (R = 1, 2, 4, 8), no in_mask
- *   (LTE_DEC_GEMV_SPLIT=1: more rows as several launches). The rows' x' must fit shared memory:
- *   two blocks per SM up to 112 KiB (R <= 2 at K 11008, R <= 4 at K 4096); LTE_DEC_GEMV_WIDE=1
- *   (sixth session, not yet measured on a GPU) also takes 5-8 rows (R = 8) and x' up to 224 KiB at
- *   one block per SM (R = 3..4 at K 11008, R = 5..8 at K 4096), which go to the older, L1-bound
- *   kernels otherwise.
+ *   (split, default on: more rows as several launches of at most 8 rows each, re-reading the
+ *   weights). The rows' x' must fit shared memory: two blocks per SM up to 112 KiB (R <= 2 at
+ *   K 11008, R <= 4 at K 4096), one block per SM up to 224 KiB (wide, default on: R = 3..4 at
+ *   K 11008, R = 5..8 at K 4096). LTE_DEC_GEMV_WIDE=0 LTE_DEC_GEMV_SPLIT=0 give the fifth session's
+ *   choice: those rows went to the older, L1-bound kernels.
  *   Shapes: w (N, K) or (2N, K) for SwiGLU, x (rows, ldx) f32, y (rows, N) f32.
  *   grid = SMs x blocks-per-SM (persistent, balanced), 8 warps per block.
  *   Work item = two weight rows that share x': SwiGLU gate row j and up row N + j (output j), or
@@ -481,11 +481,13 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
      LTE_DEC_TS_MINROWS  fewest active rows per ts_kernel block (default 8)
      LTE_DEC_TS_THREADS  threads per ts_kernel block, 256 (2 blocks per SM) or 512 (1; LTE_DEC_TS_BPS
                          still multiplies) (default 256)
-     LTE_DEC_GEMV_SPLIT  1: more rows than one launch of the new kernels holds (5..16, or 3..4 at
-                         K = 11008) run as several launches of <= 4 (2) rows each, re-reading the
-                         weights per launch, instead of the older 8-row kernels (default 0)
+     LTE_DEC_GEMV_SPLIT  1: more rows than one launch of the new kernels holds (up to 16) run as
+                         several launches of <= 8 (4, 2) rows each, re-reading the weights per
+                         launch, instead of the older 8-row kernels (default 1 for lte_dec_linear,
+                         measured in the sixth session; 0 for lte_dec_linear_t_sparse, unmeasured)
      LTE_DEC_GEMV_WIDE   1: 5-8 rows in one launch (R = 8) and x' up to 224 KiB at one block per SM
-                         (default 0 until measured on a GPU) */
+                         (default 1; with split, the 7B step at batch 8 took 10.0 ms instead of the
+                         older kernels' 21.6, batch 4 4.95 instead of 6.71: sixth session) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -494,7 +496,8 @@ struct GemvTune {
   int ts_bps;
   int ts_u;
   int ts_threads;
-  int split;
+  int split;     // lte_dec_linear (gemv_kernel)
+  int ts_split;  // lte_dec_linear_t_sparse (ts_kernel)
   int ts_min_rows;
   int wide;
 };
@@ -517,9 +520,10 @@ inline GemvTune gemv_tune() {
   t.ts_bps = env_int("LTE_DEC_TS_BPS", 2, 1, 8);
   t.ts_u = env_int("LTE_DEC_TS_U", 8, 4, 8) > 4 ? 8 : 4;
   t.ts_threads = env_int("LTE_DEC_TS_THREADS", 256, 256, 512) > 256 ? 512 : 256;
-  t.split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
+  t.split = env_int("LTE_DEC_GEMV_SPLIT", 1, 0, 1);
+  t.ts_split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
-  t.wide = env_int("LTE_DEC_GEMV_WIDE", 0, 0, 1);
+  t.wide = env_int("LTE_DEC_GEMV_WIDE", 1, 0, 1);
   return t;
 }
 
@@ -642,7 +646,7 @@ inline size_t ts_smem(int R, int k, int S, int qmax) {
 }
 
 inline bool ts_applies(const GemvTune &t, lte_dtype wdtype, int rows, int k, int S, int sms) {
-  if (t.mode == 0 || rows < 1 || rows > 16 || (rows > 4 && !t.split)) return false;
+  if (t.mode == 0 || rows < 1 || rows > 16 || (rows > 4 && !t.ts_split)) return false;
   if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
   return ts_smem(4, k, S, ts_qmax(t, k, sms)) <= kGemvSmemMax;
 }

@@ -8,8 +8,8 @@
  * kernels), and the tuning variants (chunks per piece 4/8, blocks per SM, contiguous / strided
  * items, rows in flight, minimum rows per block, 256/512 threads, split launches for 5..16 rows),
  * with and without PDL launches.
- * Cases: rows 1..8 (5..16: the fallback, split launches, or with LTE_DEC_GEMV_WIDE one launch up to 8
- * rows and one block per SM for x' over 112 KiB), K a multiple of a piece and not (1048 = 1024 + 24, 344),
+ * Cases: rows 1..16 (one launch of up to 8 rows, one block per SM for x' over 112 KiB, split
+ * launches beyond; each switched off: the older kernels), K a multiple of a piece and not (1048 = 1024 + 24, 344),
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
  *
@@ -80,9 +80,10 @@ const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_CH: "8" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided", LTE_DEC_GEMV_BPS: "1" },
   { LTE_DEC_GEMV: "new", LTE_DEC_PDL: "1" },
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" },
-  // 5-8 rows in one launch, x' over 112 KiB at one block per SM
-  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "1" },
+  // 5-8 rows in one launch, x' over 112 KiB at one block per SM (default: wide + split); neither
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "0" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "0" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "1", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
