@@ -502,25 +502,25 @@ const VARIANTS: Variant[] = [
     ref: "gen_dense",
   })),
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
+  { key: "dense_batch16", name: "dense batch 16", opts: { maxBatch: 16 }, active: null, batch: 16 },
   // more rows than one launch of the persistent GEMV holds at two blocks per SM (5+ rows, or 3+ at
   // K = 11008): the default (one launch of up to 8 rows at one block per SM, then split launches
   // re-reading the weights) against each alone and the older 8-row kernels (sixth session)
   ...[4, 8, 16].flatMap((b): Variant[] =>
     ([
-      ["split", { LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "1" }],
-      ["wide", { LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "0" }],
-      ["older", { LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "0" }],
-    ] as [string, Record<string, string>][]).map(([tag, env]): Variant => ({
+      ["split", "split launches only", { LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "1" }],
+      ["wide", "one-block-per-SM launches only", { LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "0" }],
+      ["older", "older 8-row GEMVs", { LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "0" }],
+    ] as [string, string, Record<string, string>][]).map(([tag, label, env]): Variant => ({
       key: `dense_batch${b}_${tag}`,
-      name: `dense batch ${b}, ${tag} GEMVs only`,
+      name: `dense batch ${b}, ${label}`,
       opts: { maxBatch: b },
       active: null,
       batch: b,
       env,
-      ref: b === 16 ? undefined : `dense_batch${b}`,
+      ref: `dense_batch${b}`,
     }))
   ),
-  { key: "dense_batch16", name: "dense batch 16", opts: { maxBatch: 16 }, active: null, batch: 16 },
   {
     key: "sparse90_batch8",
     name: "sparse ~90% batch 8 (union)",

@@ -564,7 +564,6 @@ inline size_t gemv_smem(const LinArgs &a, int R, int kp) {
   return s;
 }
 
-/* Whether gemv_kernel takes this call (vec: the 16-byte conditions of lte_dec_linear). */
 /* Rows one launch of gemv_kernel takes: all of them (template R = 1, 2, 4, or with wide 8 rows) when
    their x' fits kGemvSmemMax (two blocks per SM; with wide kGemvSmemMax1, one block per SM), or with
    split the largest of (8,) 4, 2, 1 whose x' fits (0: the older kernels). */
