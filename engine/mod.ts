@@ -1441,19 +1441,20 @@ export class Engine {
   #launch(R: number): void {
     const s = this.#be.sym, ctx = this.#be.ctx;
     if (this.#graphOk) {
-      const key = `${R}:${this.sparseFfnPath(R)}`;
+      const path = this.sparseFfnPath(R);
+      const key = `${R}:${path}`;
       let g = this.#graphs.get(key);
       if (!g) {
         const prev = Deno.env.get("LTE_DEC_PDL"), prevCarveout = Deno.env.get("LTE_DEC_CARVEOUT");
         // PDL by default (measured faster on the H200: dense 3.69 vs 3.94 ms per 7B step; sparse
         // masked GEMVs 3.31 vs 3.45 ms at 50 %) except for KERNELS' sparse FFN, where it measured
         // slower (3.44 vs 3.38 ms; docs/engine.md)
-        if (this.options.pdl ?? this.sparseFfnPath(R) !== "kernels") Deno.env.set("LTE_DEC_PDL", "1");
+        if (this.options.pdl ?? path !== "kernels") Deno.env.set("LTE_DEC_PDL", "1");
         else Deno.env.delete("LTE_DEC_PDL");
         // every kernel of a step with the fused sparse FFN op at the largest shared-memory carveout
         // (unless the caller chose one): 2.93 -> 2.83 ms (50 %) and 2.08 -> 2.05 ms (10 % active)
         // per 7B step; dense steps measured 1.3 % slower with it, so they keep the driver's choice
-        if (prevCarveout === undefined && this.sparseFfnPath(R) === "fused") Deno.env.set("LTE_DEC_CARVEOUT", "100");
+        if (prevCarveout === undefined && path === "fused") Deno.env.set("LTE_DEC_CARVEOUT", "100");
         try {
           const st = s.lte_graph_begin(ctx);
           if (st !== 0) {

@@ -128,6 +128,14 @@ __device__ __forceinline__ void pdl_prologue() {
 #endif
 }
 
+/* A tuning variable: `def` when unset or empty, else its integer value clamped to [lo, hi]. */
+inline int env_int(const char *name, int def, int lo, int hi) {
+  const char *e = getenv(name);
+  if (e == nullptr || e[0] == 0) return def;
+  const int v = atoi(e);
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
 bool pdl_enabled() {
   const char *e = getenv("LTE_DEC_PDL");
   return e != nullptr && e[0] == '1';
@@ -139,12 +147,7 @@ bool pdl_enabled() {
    sparse FFN op: 3.4 % / 1.4 % faster 7B steps at 50 % / 10 % active, while dense steps measured
    1.3 % slower with it (sixth session, docs/engine.md). Our reading: the SMs switch between the
    sparse FFN kernels' and the GEMVs' shared-memory configurations at every neighbour otherwise. */
-int carveout_pref() {
-  const char *e = getenv("LTE_DEC_CARVEOUT");
-  if (e == nullptr || e[0] == 0) return -1;
-  const int v = atoi(e);
-  return v < 0 ? -1 : v > 100 ? 100 : v;
-}
+int carveout_pref() { return env_int("LTE_DEC_CARVEOUT", -1, -1, 100); }
 
 /* A step kernel's launch: the PDL attribute when enabled, and thread-block clusters of `cluster`
    blocks along x when cluster > 1 (grid.x a multiple of it). */

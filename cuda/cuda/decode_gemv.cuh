@@ -502,13 +502,6 @@ struct GemvTune {
   int wide;
 };
 
-inline int env_int(const char *name, int def, int lo, int hi) {
-  const char *e = getenv(name);
-  if (e == nullptr || e[0] == 0) return def;
-  const int v = atoi(e);
-  return v < lo ? lo : v > hi ? hi : v;
-}
-
 inline GemvTune gemv_tune() {
   GemvTune t;
   const char *m = getenv("LTE_DEC_GEMV");

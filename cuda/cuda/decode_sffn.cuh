@@ -1,8 +1,8 @@
 /*
  * decode_sffn.cuh: lte_dec_sparse_ffn on the GPU (issue 9), included by decode.cu inside its
- * anonymous namespace after decode_gemv.cuh (uses its cvt8 / pdl helpers / env_int). The whole
- * sparse FFN block of a decode step in two launches; semantics and CPU reference: lte.h,
- * cuda/cpu/decode.c.
+ * anonymous namespace after decode_gemv.cuh (uses its cvt8 / pdl helpers, and decode.cu's
+ * env_int). The whole sparse FFN block of a decode step in two launches; semantics and CPU
+ * reference: lte.h, cuda/cpu/decode.c.
  *
  * sffn_route_kernel<R, SPLIT>   x' = norm(x) and the hard router mask (the default route kernel).
  *   grid = ceil(E / (8 / SPLIT)) blocks of 8 warps; SPLIT warps (LTE_DEC_SFFN_RSPLIT 1, 2, 4;
