@@ -503,9 +503,30 @@ const VARIANTS: Variant[] = [
   })),
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
   { key: "dense_batch16", name: "dense batch 16", opts: { maxBatch: 16 }, active: null, batch: 16 },
-  // more rows than one launch of the persistent GEMV holds at two blocks per SM (5+ rows, or 3+ at
-  // K = 11008): the default (one launch of up to 8 rows at one block per SM, then split launches
-  // re-reading the weights) against each alone and the older 8-row kernels (sixth session)
+  { key: "dense_batch2", name: "dense batch 2", opts: { maxBatch: 2 }, active: null, batch: 2 },
+  // the tensor-core GEMV (3..16 rows by default, seventh session) against the CUDA-core ones, and
+  // on request for 1-2 rows
+  ...[2, 4, 8, 16].map((b): Variant => ({
+    key: `dense_batch${b}_cuda_cores`,
+    name: `dense batch ${b}, CUDA-core GEMVs`,
+    opts: { maxBatch: b },
+    active: null,
+    batch: b,
+    env: { LTE_DEC_GEMV_MMA: "0" },
+    ref: `dense_batch${b}`,
+  })),
+  ...[1, 2].map((b): Variant => ({
+    key: b === 1 ? "dense_mma" : `dense_batch${b}_mma`,
+    name: `dense batch ${b}, tensor-core GEMVs`,
+    opts: { maxBatch: b },
+    active: null,
+    batch: b,
+    env: { LTE_DEC_GEMV_MMA_MIN: "1" },
+    ref: b === 1 ? "dense" : `dense_batch${b}`,
+  })),
+  // CUDA-core GEMVs only: more rows than one launch holds at two blocks per SM (5+ rows, or 3+ at
+  // K = 11008): one launch of up to 8 rows at one block per SM, then split launches re-reading the
+  // weights, against each alone and the older 8-row kernels (sixth session)
   ...[4, 8, 16].flatMap((b): Variant[] =>
     ([
       ["split", "split launches only", { LTE_DEC_GEMV_WIDE: "0", LTE_DEC_GEMV_SPLIT: "1" }],
@@ -517,26 +538,27 @@ const VARIANTS: Variant[] = [
       opts: { maxBatch: b },
       active: null,
       batch: b,
-      env,
-      ref: `dense_batch${b}`,
+      env: { ...env, LTE_DEC_GEMV_MMA: "0" },
+      ref: `dense_batch${b}_cuda_cores`,
     }))
   ),
-  {
-    key: "sparse90_batch8",
-    name: "sparse ~90% batch 8 (union)",
-    opts: { maxBatch: 8, sparse: true, ffnKernels: false },
-    active: 0.1,
-    batch: 8,
-    ref: "dense_batch8",
-  },
-  {
-    key: "sparse90_batch8_kernels",
-    name: "sparse ~90% batch 8, KERNELS ffn",
-    opts: { maxBatch: 8, sparse: true, ffnKernels: true },
-    active: 0.1,
-    batch: 8,
-    ref: "dense_batch8",
-  },
+  // sparse over the union of the batch's experts (random routers: 1 - (1 - a)^b of the experts
+  // active at batch b), default path (Engine.sparseFfnPath), and each FFN path forced
+  ...([[0.1, 4], [0.1, 8], [0.5, 8], [0.1, 16]] as [number, number][]).flatMap(([act, b]): Variant[] => {
+    const pct = act === 0.5 ? 50 : 90;
+    return ([
+      ["", "default path", {}],
+      ["_kernels", "KERNELS ffn", { ffnKernels: true }],
+      ["_gemv", "masked GEMVs", { ffnKernels: false, fusedFfn: false }],
+    ] as [string, string, Partial<EngineOptions>][]).map(([tag, label, o]) => ({
+      key: `sparse${pct}_batch${b}${tag}`,
+      name: `sparse ~${pct}% batch ${b}, ${label} (union)`,
+      opts: { maxBatch: b, sparse: true, ...o },
+      active: act,
+      batch: b,
+      ref: `dense_batch${b}`,
+    }));
+  }),
 ];
 const only = flag("--only", "").split(",").filter(Boolean);
 const done = new Map<string, RunStats>();
@@ -553,10 +575,11 @@ for (const v of VARIANTS) {
   if (r) done.set(v.key, r);
 }
 const dense = done.get("dense") ?? null;
-const s8 = done.get("sparse90_batch8");
-if (s8) {
-  (results.sparse90_batch8 as Record<string, unknown>).expected_union_active_fraction = 1 -
-    Math.pow(1 - (s8.active_fraction ?? 0), 8);
+for (const v of VARIANTS) {
+  const r = done.get(v.key);
+  if (!r || v.batch === 1 || r.active_fraction === null) continue;
+  (results[v.key] as Record<string, unknown>).expected_union_active_fraction = 1 -
+    Math.pow(1 - r.active_fraction, v.batch);
 }
 // device memory: the model + a 4,096-token cache at batch 1
 try {

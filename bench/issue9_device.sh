@@ -110,7 +110,7 @@ pack
 
 # ---- PyTorch peers of the decode step (cuBLAS GEMV chain in a graph, HF eager generate)
 if ! skip torch; then
-  timeout 80 python3 bench/torch_decode.py --new 32 --reps 2 --out "$OUT/torch_decode.json" >"$W/torch.log" 2>&1
+  timeout 120 python3 bench/torch_decode.py --new 32 --reps 2 --batches ${TORCH_BATCHES:-1} --out "$OUT/torch_decode.json" >"$W/torch.log" 2>&1
   say "== torch decode rc=$? ($(el))"
   tail -4 "$W/torch.log" | tee -a "$OUT/summary.txt"
 fi

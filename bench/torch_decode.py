@@ -4,9 +4,10 @@ A LLaMA-2-7B-shaped LlamaForCausalLM with RANDOM fp16 weights created on the dev
 16-token prompt, greedy `generate` with the dynamic cache (HF eager, no compile): the baseline
 anchors.md quotes (15.4 tok/s on this H200). Also a plain fp16 GEMV chain in a CUDA graph
 (torch.matmul per projection, 32 layers + head), i.e. what cuBLAS reaches for one decode step's
-weight reads without attention or sampling: a bandwidth reference for our kernels.
+weight reads without attention or sampling: a bandwidth reference for our kernels, at batch 1 and
+(--batches) at the batched decode's row counts (cuBLAS picks its tensor-core kernels there).
 
-    python3 bench/torch_decode.py [--new 32] [--reps 2] [--out file.json]
+    python3 bench/torch_decode.py [--new 32] [--reps 2] [--batches 1,4,8,16] [--out file.json]
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--new", type=int, default=32)
 p.add_argument("--reps", type=int, default=2)
 p.add_argument("--out", default="")
+p.add_argument("--batches", default="1", help="rows of the GEMV chain, e.g. 1,4,8,16 (the batched decode peers)")
 args = p.parse_args()
 
 res = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0), "new_tokens": args.new, "prompt_tokens": 16}
@@ -34,39 +36,46 @@ with torch.no_grad():
                  torch.randn(2 * f, d, device="cuda", dtype=torch.float16) * 0.02,
                  torch.randn(d, f, device="cuda", dtype=torch.float16) * 0.02]
     head = torch.randn(V, d, device="cuda", dtype=torch.float16) * 0.02
-    x = torch.randn(1, d, device="cuda", dtype=torch.float16)
-
-    def chain():
-        h = x
-        for i in range(L):
-            qkv = h @ mats[4 * i].t()
-            h = h + qkv[:, :d] @ mats[4 * i + 1].t()
-            gu = h @ mats[4 * i + 2].t()
-            h = h + (torch.nn.functional.silu(gu[:, :f]) * gu[:, f:]) @ mats[4 * i + 3].t()
-        return h @ head.t()
-
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            chain()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        chain()
-    times = []
-    for _ in range(5):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(50):
-            g.replay()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) / 50)
-    step = statistics.median(times)
     nbytes = sum(m.numel() for m in mats) * 2 + head.numel() * 2
-    res["cublas_gemv_chain_graph"] = {"ms_per_step": step * 1e3, "tok_s": 1 / step, "gb_s": nbytes / step / 1e9,
-                                      "bytes": nbytes}
-    print(f"cuBLAS fp16 GEMV chain (graph): {step * 1e3:.3f} ms/step = {1 / step:.1f} tok/s, {nbytes / step / 1e9:.0f} GB/s")
+
+    def timed_chain(b):
+        x = torch.randn(b, d, device="cuda", dtype=torch.float16)
+
+        def chain():
+            h = x
+            for i in range(L):
+                qkv = h @ mats[4 * i].t()
+                h = h + qkv[:, :d] @ mats[4 * i + 1].t()
+                gu = h @ mats[4 * i + 2].t()
+                h = h + (torch.nn.functional.silu(gu[:, :f]) * gu[:, f:]) @ mats[4 * i + 3].t()
+            return h @ head.t()
+
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                chain()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            chain()
+        times = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(50):
+                g.replay()
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - t0) / 50)
+        return statistics.median(times)
+
+    for b in [int(v) for v in args.batches.split(",")]:
+        step = timed_chain(b)
+        key = "cublas_gemv_chain_graph" if b == 1 else f"cublas_gemv_chain_graph_batch{b}"
+        res[key] = {"batch": b, "ms_per_step": step * 1e3, "tok_s": b / step, "gb_s": nbytes / step / 1e9,
+                    "bytes": nbytes}
+        print(f"cuBLAS fp16 GEMV chain (graph), batch {b}: {step * 1e3:.3f} ms/step = {b / step:.1f} tok/s, "
+              f"{nbytes / step / 1e9:.0f} GB/s")
     del mats, head
     torch.cuda.empty_cache()
 

@@ -47,6 +47,7 @@
 #include <cstring>
 #include <utility>
 
+#include "mma.cuh"
 #include "reduce.cuh"
 
 namespace lte {
@@ -607,6 +608,7 @@ __global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt
 
 /* persistent weight-streaming kernels (gemv_kernel, ts_kernel) and their launchers */
 #include "decode_gemv.cuh"
+#include "decode_gemv_mma.cuh"
 
 /* ------------------------------------------------------------------ norm */
 
@@ -1152,6 +1154,12 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
                    (x_mode != LTE_DEC_X_LAYERNORM || (uintptr_t)norm_b % 16 == 0);
   cudaError_t e;
   const GemvTune tune = gemv_tune();
+  if (mma_applies(tune, wdtype, a, rows, vec)) {
+    if (wdtype == LTE_DTYPE_F16) e = launch_mma<__half>(a, rows, sm_count_of(ctx), ctx->stream);
+    else e = launch_mma<__nv_bfloat16>(a, rows, sm_count_of(ctx), ctx->stream);
+    if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_mma_kernel", e, __FILE__, __LINE__);
+    return LTE_STATUS_OK;
+  }
   if (gemv_applies(tune, wdtype, a, rows, vec)) {
     if (wdtype == LTE_DTYPE_F16) e = launch_gemv<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     else e = launch_gemv<__nv_bfloat16>(a, rows, tune, sm_count_of(ctx), ctx->stream);

@@ -106,6 +106,94 @@ struct GPos {
   int p;
 };
 
+/* x' (the normed / plain input rows) of rows 0..R-1 in shared memory, f32 (rows..R-1 zero), two
+   planes per row so per-lane float4 reads of consecutive chunks are conflict-free: elements
+   8c..8c+3 of chunk c at xs[r * XS + 4c], 8c+4..8c+7 at xs[r * XS + KP / 2 + 4c]; zero-padded from K
+   to KP (a multiple of 8). Raw x first, with the row statistics accumulated on the way, then each
+   thread normalizes the entries it wrote itself. sred: kGWarps x 2R floats. Every thread of the
+   block (kGWarps warps) calls it; it ends with a barrier. */
+template <int R>
+__device__ __forceinline__ void build_xprime(const LinArgs &a, int rows, int KP, int XS, float *xs, float *sred) {
+  const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+  const int K = a.k;
+  const bool norm = a.mode != LTE_DEC_X_PLAIN;
+  // (x is read through L2 (.cg): with PDL it was written by a grid that finished after this one
+  // started; XB float4 loads per thread in flight at once)
+  constexpr int XB = 4, XSTEP = kGWarps * 32 * 4;
+  float s1[R], s2[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    s1[r] = s2[r] = 0.0f;
+    for (int k0 = threadIdx.x * 4; k0 < KP; k0 += XB * XSTEP) {
+      float4 v[XB];
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int k = k0 + j * XSTEP;
+        v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < rows && k < K) v[j] = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k));
+      }
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int k = k0 + j * XSTEP;
+        if (k >= KP) break;
+        s1[r] += (v[j].x + v[j].y) + (v[j].z + v[j].w);
+        s2[r] = fmaf(v[j].x, v[j].x, fmaf(v[j].y, v[j].y, fmaf(v[j].z, v[j].z, fmaf(v[j].w, v[j].w, s2[r]))));
+        reinterpret_cast<float4 *>(xs)[(r * XS + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v[j];
+      }
+    }
+  }
+  if (norm) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      s1[r] = warp_sum(s1[r]);
+      s2[r] = warp_sum(s2[r]);
+      if (lane == 0) {
+        sred[wib * 2 * R + 2 * r] = s1[r];
+        sred[wib * 2 * R + 2 * r + 1] = s2[r];
+      }
+    }
+  }
+  __syncthreads();
+  if (norm) {
+    const bool ln = a.mode == LTE_DEC_X_LAYERNORM;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) continue;
+      float t1 = 0.0f, t2 = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kGWarps; w++) {
+        t1 += sred[w * 2 * R + 2 * r];
+        t2 += sred[w * 2 * R + 2 * r + 1];
+      }
+      float mean = 0.0f, rstd;
+      if (ln) {
+        mean = t1 / (float)K;
+        rstd = rsqrtf(fmaxf(t2 / (float)K - mean * mean, 0.0f) + a.eps);
+      } else {
+        rstd = rsqrtf(t2 / (float)K + a.eps);
+      }
+      // each thread transforms the entries it wrote itself: no barrier between
+      for (int k = threadIdx.x * 4; k < K; k += kGWarps * 32 * 4) {
+        float4 &v = reinterpret_cast<float4 *>(xs)[(r * XS + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)];
+        const float4 w = *reinterpret_cast<const float4 *>(a.nw + k);
+        if (ln) {
+          const float4 b = *reinterpret_cast<const float4 *>(a.nb + k);
+          v.x = (v.x - mean) * rstd * w.x + b.x;
+          v.y = (v.y - mean) * rstd * w.y + b.y;
+          v.z = (v.z - mean) * rstd * w.z + b.z;
+          v.w = (v.w - mean) * rstd * w.w + b.w;
+        } else {
+          v.x = v.x * rstd * w.x;
+          v.y = v.y * rstd * w.y;
+          v.z = v.z * rstd * w.z;
+          v.w = v.w * rstd * w.w;
+        }
+      }
+    }
+  }
+  __syncthreads();
+}
+
 template <class T, int R, int C>
 __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     gemv_kernel(LinArgs a, int rows, int KP, int P, int contig) {
@@ -282,82 +370,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     }
   }
 
-  // x' rows in shared memory (raw x first, with the row statistics accumulated on the way)
-  // (x is read through L2 (.cg): with PDL it was written by a grid that finished after this one
-  // started; XB float4 loads per thread in flight at once)
-  constexpr int XB = 4, XS = kGWarps * 32 * 4;
-  float s1[R], s2[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    s1[r] = s2[r] = 0.0f;
-    for (int k0 = threadIdx.x * 4; k0 < KP; k0 += XB * XS) {
-      float4 v[XB];
-#pragma unroll
-      for (int j = 0; j < XB; j++) {
-        const int k = k0 + j * XS;
-        v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < rows && k < K) v[j] = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k));
-      }
-#pragma unroll
-      for (int j = 0; j < XB; j++) {
-        const int k = k0 + j * XS;
-        if (k >= KP) break;
-        s1[r] += (v[j].x + v[j].y) + (v[j].z + v[j].w);
-        s2[r] = fmaf(v[j].x, v[j].x, fmaf(v[j].y, v[j].y, fmaf(v[j].z, v[j].z, fmaf(v[j].w, v[j].w, s2[r]))));
-        reinterpret_cast<float4 *>(xs)[(r * KP + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v[j];
-      }
-    }
-  }
-  if (norm) {
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      s1[r] = warp_sum(s1[r]);
-      s2[r] = warp_sum(s2[r]);
-      if (lane == 0) {
-        sred[wib][2 * r] = s1[r];
-        sred[wib][2 * r + 1] = s2[r];
-      }
-    }
-  }
-  __syncthreads();
-  if (norm) {
-    const bool ln = a.mode == LTE_DEC_X_LAYERNORM;
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      if (r >= rows) continue;
-      float t1 = 0.0f, t2 = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kGWarps; w++) {
-        t1 += sred[w][2 * r];
-        t2 += sred[w][2 * r + 1];
-      }
-      float mean = 0.0f, rstd;
-      if (ln) {
-        mean = t1 / (float)K;
-        rstd = rsqrtf(fmaxf(t2 / (float)K - mean * mean, 0.0f) + a.eps);
-      } else {
-        rstd = rsqrtf(t2 / (float)K + a.eps);
-      }
-      // each thread transforms the entries it wrote itself: no barrier between
-      for (int k = threadIdx.x * 4; k < K; k += kGWarps * 32 * 4) {
-        float4 &v = reinterpret_cast<float4 *>(xs)[(r * KP + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)];
-        const float4 w = *reinterpret_cast<const float4 *>(a.nw + k);
-        if (ln) {
-          const float4 b = *reinterpret_cast<const float4 *>(a.nb + k);
-          v.x = (v.x - mean) * rstd * w.x + b.x;
-          v.y = (v.y - mean) * rstd * w.y + b.y;
-          v.z = (v.z - mean) * rstd * w.z + b.z;
-          v.w = (v.w - mean) * rstd * w.w + b.w;
-        } else {
-          v.x = v.x * rstd * w.x;
-          v.y = v.y * rstd * w.y;
-          v.z = v.z * rstd * w.z;
-          v.w = v.w * rstd * w.w;
-        }
-      }
-    }
-  }
-  __syncthreads();
+  build_xprime<R>(a, rows, KP, KP, xs, &sred[0][0]);
 
   // the stream: pieces s + 1 and s + 2 in flight while piece s is computed
   while (cur.it < iend) {
@@ -487,7 +500,10 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          measured in the sixth session; 0 for lte_dec_linear_t_sparse, unmeasured)
      LTE_DEC_GEMV_WIDE   1: 5-8 rows in one launch (R = 8) and x' up to 224 KiB at one block per SM
                          (default 1; with split, the 7B step at batch 8 took 10.0 ms instead of the
-                         older kernels' 21.6, batch 4 4.95 instead of 6.71: sixth session) */
+                         older kernels' 21.6, batch 4 4.95 instead of 6.71: sixth session)
+     LTE_DEC_GEMV_MMA    1: lte_dec_linear of LTE_DEC_GEMV_MMA_MIN (default 3) .. 16 rows on tensor
+                         cores (gemv_mma_kernel, decode_gemv_mma.cuh; x' rounded to the weight
+                         dtype) (default 1) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -500,6 +516,8 @@ struct GemvTune {
   int ts_split;  // lte_dec_linear_t_sparse (ts_kernel)
   int ts_min_rows;
   int wide;
+  int mma;      // gemv_mma_kernel (decode_gemv_mma.cuh) for mma_min..16 rows
+  int mma_min;
 };
 
 inline GemvTune gemv_tune() {
@@ -517,6 +535,8 @@ inline GemvTune gemv_tune() {
   t.ts_split = env_int("LTE_DEC_GEMV_SPLIT", 0, 0, 1);
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
   t.wide = env_int("LTE_DEC_GEMV_WIDE", 1, 0, 1);
+  t.mma = env_int("LTE_DEC_GEMV_MMA", 1, 0, 1);
+  t.mma_min = env_int("LTE_DEC_GEMV_MMA_MIN", 3, 1, 16);
   return t;
 }
 

@@ -75,7 +75,9 @@ function both(fn: (kind: Kind) => number, op: string): void {
 
 /** Runs fn with the given environment (read by the native launchers at each launch). */
 
-const VARIANTS: Record<string, string>[] = [
+// every variant of the CUDA-core kernels (the tensor-core one, from 3 rows by default, has its own
+// test and tolerance below)
+const VARIANTS: Record<string, string>[] = ([
   { LTE_DEC_GEMV: "new" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_CH: "8" },
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_ORDER: "strided", LTE_DEC_GEMV_BPS: "1" },
@@ -87,7 +89,7 @@ const VARIANTS: Record<string, string>[] = [
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "1", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
-];
+] as Record<string, string>[]).map((v) => ({ ...v, LTE_DEC_GEMV_MMA: "0" }));
 
 function maskOf(rng: Rng, len: number, kind: "rand" | "off" | "on" | "sparse"): Float32Array {
   return Float32Array.from({ length: len }, () => {
@@ -113,7 +115,16 @@ interface LinCase {
   inMask?: boolean;
 }
 
-function runLinear(rng: Rng, c: LinCase, tag: string): void {
+/**
+ * Written tolerance of the tensor-core kernel (gemv_mma_kernel): x' is rounded to the weight dtype
+ * at the tensor-core input, a relative error of 2^-12 (f16) / 2^-9 (bf16) per element, so the
+ * outputs differ from the f32-x' reference by about 3e-4 (f16) / 2.3e-3 (bf16) of their maximum
+ * (random data): bounds 1e-3 / 8e-3. And a floor: an error below 2e-5 (f16) / 1.5e-4 (bf16) means
+ * x' was NOT rounded, i.e. the call did not take the tensor-core kernel.
+ */
+const MMA_TOL = { f16: [2e-5, 1e-3], bf16: [1.5e-4, 8e-3] } as const;
+
+function runLinear(rng: Rng, c: LinCase, tag: string, mma = false): void {
   const S = c.S ?? 8;
   const { rows, n, k } = c;
   const w = Pair.weights(rng.normals((c.act === 1 ? 2 : 1) * n * k, 0.1), c.dt);
@@ -151,9 +162,16 @@ function runLinear(rng: Rng, c: LinCase, tag: string): void {
     "lte_dec_linear",
   );
   const e = rel(y.f32("cuda"), y.f32("cpu"));
-  const key = `linear_${c.dt}`;
+  const key = `linear_${mma ? "mma_" : ""}${c.dt}`;
   report[key] = Math.max(report[key] ?? 0, e);
-  assert(e < 1e-5, `linear [${tag}] ${JSON.stringify(c)}: ${e}`);
+  if (mma && c.dt !== "f32") {
+    const [floor, tol] = MMA_TOL[c.dt];
+    report[`${key}_min`] = Math.min(report[`${key}_min`] ?? 1, e);
+    assert(e < tol, `linear on tensor cores [${tag}] ${JSON.stringify(c)}: ${e} >= ${tol}`);
+    assert(e > floor, `linear [${tag}] ${JSON.stringify(c)}: ${e} <= ${floor}: the tensor-core kernel did not run`);
+  } else {
+    assert(e < 1e-5, `linear [${tag}] ${JSON.stringify(c)}: ${e}`);
+  }
   for (const p of [w, x, nw, nb, bias, y]) p.free();
   outMask?.free();
   inMask?.free();
@@ -216,6 +234,45 @@ Deno.test({
       });
     }
     console.log("GEMV_AGREEMENT", JSON.stringify(report));
+  },
+});
+
+Deno.test({
+  name: "gemv: lte_dec_linear on tensor cores (3..16 rows, every x-mode and epilogue) agrees CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(13);
+    const cases: LinCase[] = [];
+    for (const dt of ["f16", "bf16"] as const) {
+      // QKV-like (RMSNorm, a partial last tile; 16 rows: two launches of 8, the f32 x' of 16 rows
+      // does not fit), O-like (plain + accumulate + bias; 16 rows: x' kept in the weight dtype),
+      // down-like K (x' in the weight dtype; 16 rows: two launches), LayerNorm + GELU, SwiGLU
+      for (const rows of [3, 8, 16]) {
+        cases.push({ dt, rows, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false });
+      }
+      for (const rows of [5, 16]) cases.push({ dt, rows, n: 33, k: 1048, mode: 0, act: 0, acc: true, bias: true });
+      cases.push({ dt, rows: 16, n: 72, k: 4096, mode: 0, act: 0, acc: true, bias: true });
+      for (const rows of [8, 16]) cases.push({ dt, rows, n: 40, k: 11000, mode: 0, act: 0, acc: true, bias: true });
+      for (const rows of [4, 12]) cases.push({ dt, rows, n: 40, k: 344, mode: 2, act: 2, acc: false, bias: true });
+      for (const rows of [3, 9, 16]) cases.push({ dt, rows, n: 64, k: 1048, mode: 1, act: 1, acc: false, bias: false });
+      cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
+      // many tiles per block (> the 4-slot ring of partial tiles): 792 and 925 tiles over ~132 blocks
+      cases.push({ dt, rows: 4, n: 12670, k: 256, mode: 1, act: 0, acc: false, bias: true });
+      cases.push({ dt, rows: 7, n: 7400, k: 256, mode: 2, act: 1, acc: false, bias: false });
+      cases.push({ dt, rows: 3, n: 2050, k: 512, mode: 0, act: 2, acc: false, bias: true });
+    }
+    const variants: Record<string, string>[] = [{}, { LTE_DEC_PDL: "1" }, { LTE_DEC_CARVEOUT: "100" }];
+    for (const v of variants) withDecEnv(v, () => cases.forEach((c) => runLinear(rng, c, JSON.stringify(v), true)));
+    // 1-2 rows on tensor cores when asked (LTE_DEC_GEMV_MMA_MIN=1)
+    withDecEnv({ LTE_DEC_GEMV_MMA_MIN: "1" }, () => {
+      for (const dt of ["f16", "bf16"] as const) {
+        for (const rows of [1, 2]) {
+          runLinear(rng, { dt, rows, n: 96, k: 4096, mode: 1, act: 1, acc: false, bias: false }, "min 1", true);
+          runLinear(rng, { dt, rows, n: 130, k: 1048, mode: 0, act: 0, acc: true, bias: true }, "min 1", true);
+        }
+      }
+    });
+    console.log("GEMV_MMA_AGREEMENT", JSON.stringify(report));
   },
 });
 

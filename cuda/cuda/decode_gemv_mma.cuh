@@ -1,0 +1,308 @@
+/*
+ * decode_gemv_mma.cuh: lte_dec_linear for 3..16 rows on tensor cores (issue 9, seventh session),
+ * included by decode.cu inside its anonymous namespace after decode_gemv.cuh (it uses its x'
+ * builder, ld_stream, pdl_*, persistent_grid and GemvTune).
+ *
+ * Why: the CUDA-core GEMV (gemv_kernel) does R FMAs and R shared-memory reads of x' per weight, so
+ * from ~4 rows on it is bound by instruction issue, not by the weight stream (7B step at batch 8:
+ * 10.0 ms against 3.6 ms at batch 1 for the same bytes). mma.sync m16n8k16 does a 16 x 16 weight
+ * tile times 8 rows in one instruction per warp, so the weight stream is the bound again.
+ *
+ * gemv_mma_kernel<T, NT, XF>   f16/bf16 weights, rows <= 8 * NT, no in_mask / out_mask.
+ *   Precision (written tolerance, tests/gpu/gemv_test.ts): x' is rounded to T at the tensor-core
+ *   input (as in any half-precision inference); products and sums are f32.
+ *   Tile = 16 weight rows: SwiGLU gate rows 8t..8t+7 over up rows N+8t..N+8t+7 (so a lane's
+ *   accumulators hold gate AND up of the same output: the SwiGLU epilogue needs no exchange), else
+ *   rows 16t..16t+15. Block b owns the contiguous tiles [b T / G, (b + 1) T / G); within a block
+ *   the 8 warps split K: warp w takes k in [w KS, (w + 1) KS) of every tile (KS a multiple of 32).
+ *   A stage = 32 k of the tile's 16 rows: lane (g, c) = (lane / 4, lane % 4) loads 16 bytes of row g
+ *   and of row g + 8 at k0 + 8c and feeds them to two mmas under a k permutation that both operands
+ *   share (slots 2c, 2c+1, 2c+8, 2c+9 of the first mma = elements 8c..8c+3, of the second =
+ *   8c+4..8c+7): one 16-byte global load per row and one shared-memory vector load of x' per n-tile
+ *   feed both. U stages are in flight per warp (loads issued one ring slot ahead of the mmas),
+ *   across tile boundaries; the first U go out before griddepcontrol.wait.
+ *   The 8 partial tiles of the warps meet in shared memory: each warp stores its fragment to a ring
+ *   slot and counts itself in; the warp that arrives last sums the 8 partials in warp order
+ *   (deterministic) and writes the outputs (bias, GELU / SwiGLU, residual), then frees the slot.
+ *   x' in shared memory: XF = 1 f32 in the two-plane layout of build_xprime (any x_mode; rows padded
+ *   to 16 floats so the lane groups' reads are conflict-free), XF = 0 already rounded to T (plain x
+ *   only: twice the rows per byte, e.g. 8 rows at K 11008).
+ */
+
+constexpr int kMmaStage = 32;  // k per stage
+constexpr int kMmaRing = 4;    // tiles in flight between the first and the last warp of a block
+constexpr int kMmaU = 8;       // stages in flight per warp
+
+template <class T, int NT, int XF>
+__global__ void __launch_bounds__(kGWarps * 32, 1)
+    gemv_mma_kernel(LinArgs a, int rows, int KS, int KP, int XS) {
+  extern __shared__ float4 msm4[];
+  constexpr int R8 = 8 * NT;
+  float *xf = reinterpret_cast<float *>(msm4);  // XF: R8 rows x XS floats
+  T *xh = reinterpret_cast<T *>(msm4);          // !XF: R8 rows x XS elements of T
+  const size_t xbytes = XF ? (size_t)R8 * XS * sizeof(float) : (size_t)R8 * XS * sizeof(T);
+  float4 *part = reinterpret_cast<float4 *>(reinterpret_cast<char *>(msm4) + xbytes);  // ring x warps x 32 x NT
+  __shared__ float sred[kGWarps * 2 * R8];
+  __shared__ int cnt[kMmaRing], gen[kMmaRing];
+
+  const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
+  const int N = a.n, K = a.k;
+  const int TA = swi ? N / 8 : (N + 15) / 16;
+  const int t0 = (int)(((long long)blockIdx.x * TA) / gridDim.x);
+  const int t1 = (int)(((long long)(blockIdx.x + 1) * TA) / gridDim.x);
+  const int SPT = KS / kMmaStage;  // stages per tile per warp
+  const int Q = (t1 - t0) * SPT;   // stages of this warp
+  const T *Wt = static_cast<const T *>(a.w);
+  pdl_launch_dependents();
+  if (Q == 0) return;  // more blocks than tiles (small N): the whole block leaves together
+
+  // weight rows of lane (g, c) in tile t: ra (fragment row g), rb (row g + 8); -1 = past N
+  auto rows_of = [&](int t, int &ra, int &rb) {
+    if (swi) {
+      ra = 8 * t + g;
+      rb = N + ra;
+    } else {
+      ra = 16 * t + g;
+      rb = ra + 8 < N ? ra + 8 : -1;
+      if (ra >= N) ra = -1;
+    }
+  };
+  auto load = [&](uint4 &wa, uint4 &wb, int q) {
+    const int t = t0 + q / SPT;
+    const int k = wib * KS + (q % SPT) * kMmaStage + 8 * c;
+    int ra, rb;
+    rows_of(t, ra, rb);
+    const uint4 z = make_uint4(0u, 0u, 0u, 0u);
+    wa = ra >= 0 && k < K ? ld_stream(Wt + (size_t)ra * K + k) : z;
+    wb = rb >= 0 && k < K ? ld_stream(Wt + (size_t)rb * K + k) : z;
+  };
+
+  uint4 wa[kMmaU], wb[kMmaU];
+#pragma unroll
+  for (int u = 0; u < kMmaU; u++)
+    if (u < Q) load(wa[u], wb[u], u);  // weights do not depend on the previous kernel
+  pdl_wait();
+
+  if (threadIdx.x < kMmaRing) {
+    cnt[threadIdx.x] = 0;
+    gen[threadIdx.x] = 0;
+  }
+  if (XF) {
+    build_xprime<R8>(a, rows, KP, XS, xf, sred);  // ends with a barrier
+  } else {
+    // plain x rounded to T, rows R8 x KP zero-padded (x read through L2: written by the previous
+    // grid; XB float4 loads per thread in flight)
+    constexpr int XB = 8, XSTEP = kGWarps * 32;
+    const int KP4 = KP / 4, total = R8 * KP4;
+    for (int i0 = threadIdx.x; i0 < total; i0 += XB * XSTEP) {
+      float4 v[XB];
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int i = i0 + j * XSTEP, r = i / KP4, k = (i % KP4) * 4;
+        v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < total && r < rows && k < K) v[j] = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k));
+      }
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int i = i0 + j * XSTEP, r = i / KP4, k = (i % KP4) * 4;
+        if (i >= total) break;
+        uint2 p;
+        p.x = pack2<T>(v[j].x, v[j].y);
+        p.y = pack2<T>(v[j].z, v[j].w);
+        *reinterpret_cast<uint2 *>(xh + (size_t)r * XS + k) = p;
+      }
+    }
+    __syncthreads();
+  }
+
+  float acc[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+
+  // the last warp of a tile: sum the 8 partials of ring slot `slot` in warp order, write outputs
+  auto epilogue = [&](int t, int slot) {
+    float s[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGWarps; w++)
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        const float4 v = part[((slot * kGWarps + w) * 32 + lane) * NT + n];
+        s[n][0] += v.x;
+        s[n][1] += v.y;
+        s[n][2] += v.z;
+        s[n][3] += v.w;
+      }
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      const int r0 = n * 8 + 2 * c;  // batch rows r0 (d0, d2) and r0 + 1 (d1, d3)
+      if (swi) {
+        const int j = 8 * t + g;
+        if (r0 < rows) a.y[(size_t)r0 * N + j] = dsilu(s[n][0]) * s[n][2];
+        if (r0 + 1 < rows) a.y[(size_t)(r0 + 1) * N + j] = dsilu(s[n][1]) * s[n][3];
+        continue;
+      }
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int o = 16 * t + g + 8 * h;
+        if (o >= N) continue;
+        const float b = a.bias ? a.bias[o] : 0.0f;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int r = r0 + e;
+          if (r >= rows) continue;
+          float v = s[n][2 * h + e] + b;
+          if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
+          float *yo = a.y + (size_t)r * N + o;
+          *yo = a.accumulate ? __ldcg(yo) + v : v;
+        }
+      }
+    }
+  };
+
+  // stage q from ring slot u: two mmas per n-tile; at the warp's last stage of a tile, hand the
+  // partial tile over (and finish the tile if this warp is the last of the 8)
+  auto compute = [&](const uint4 &A, const uint4 &B, int q) {
+    const int s = q % SPT;
+    const int k0 = wib * KS + s * kMmaStage;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      uint32_t b0, b1, b2, b3;
+      const int r = n * 8 + g;
+      if (XF) {
+        const int ch = k0 / 8 + c;
+        const float4 lo = *reinterpret_cast<const float4 *>(xf + (size_t)r * XS + 4 * ch);
+        const float4 hi = *reinterpret_cast<const float4 *>(xf + (size_t)r * XS + KP / 2 + 4 * ch);
+        b0 = pack2<T>(lo.x, lo.y);
+        b1 = pack2<T>(lo.z, lo.w);
+        b2 = pack2<T>(hi.x, hi.y);
+        b3 = pack2<T>(hi.z, hi.w);
+      } else {
+        const uint4 v = *reinterpret_cast<const uint4 *>(xh + (size_t)r * XS + k0 + 8 * c);
+        b0 = v.x;
+        b1 = v.y;
+        b2 = v.z;
+        b3 = v.w;
+      }
+      mma16816<T>(acc[n], A.x, B.x, A.y, B.y, b0, b1);
+      mma16816<T>(acc[n], A.z, B.z, A.w, B.w, b2, b3);
+    }
+    if (s != SPT - 1) return;
+    const int lt = q / SPT, slot = lt % kMmaRing, round = lt / kMmaRing;
+    // the slot's previous tile (lt - kMmaRing) must be finished: warps drift apart by < ring tiles
+    if (lane == 0)
+      while (*reinterpret_cast<volatile int *>(&gen[slot]) != round) {
+      }
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      part[((slot * kGWarps + wib) * 32 + lane) * NT + n] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+      acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    }
+    __syncwarp();
+    int arrived = 0;
+    if (lane == 0) {
+      __threadfence_block();
+      arrived = atomicAdd(&cnt[slot], 1);
+    }
+    arrived = __shfl_sync(0xffffffffu, arrived, 0);
+    if (arrived != kGWarps - 1) return;
+    __threadfence_block();
+    epilogue(t0 + lt, slot);
+    __syncwarp();
+    if (lane == 0) {
+      cnt[slot] = 0;
+      __threadfence_block();
+      *reinterpret_cast<volatile int *>(&gen[slot]) = round + 1;
+    }
+  };
+
+  for (int q0 = 0; q0 < Q; q0 += kMmaU) {
+#pragma unroll
+    for (int u = 0; u < kMmaU; u++) {
+      const int q = q0 + u;
+      if (q < Q) {
+        compute(wa[u], wb[u], q);
+        if (q + kMmaU < Q) load(wa[u], wb[u], q + kMmaU);
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ host side */
+
+/* k per warp (KS, a multiple of a stage), the zero-padded row length of x' (KP = 8 KS) and its row
+   stride in shared memory (XS: + 16 floats or + 32 elements of T, so the row of lane group g + 1
+   starts 64 bytes after row g's in the banks). */
+inline void mma_geometry(int k, int xf, int *ks, int *kp, int *xs) {
+  *ks = (k + kGWarps * kMmaStage - 1) / (kGWarps * kMmaStage) * kMmaStage;
+  *kp = kGWarps * *ks;
+  *xs = *kp + (xf ? 16 : 32);
+}
+inline size_t mma_smem(int nt, int xf, int k) {
+  int ks, kp, xs;
+  mma_geometry(k, xf, &ks, &kp, &xs);
+  return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaRing * kGWarps * 32 * nt * sizeof(float4);
+}
+
+/* The variant one launch of `rows` rows takes: nt (1 or 2 n-tiles of 8 rows) and xf, or false when
+   its x' does not fit one block per SM (norm modes need the f32 layout). */
+inline bool mma_pick(const LinArgs &a, int rows, int *nt, int *xf) {
+  *nt = rows <= 8 ? 1 : 2;
+  if (mma_smem(*nt, 1, a.k) <= kGemvSmemMax1) {
+    *xf = 1;
+    return true;
+  }
+  *xf = 0;
+  return a.mode == LTE_DEC_X_PLAIN && mma_smem(*nt, 0, a.k) <= kGemvSmemMax1;
+}
+
+/* Rows one launch of gemv_mma_kernel takes (all, or 8 when 16 do not fit), 0 = does not apply. */
+inline int mma_chunk(const LinArgs &a, int rows) {
+  int nt, xf;
+  if (mma_pick(a, rows, &nt, &xf)) return rows;
+  return rows > 8 && mma_pick(a, 8, &nt, &xf) ? 8 : 0;
+}
+
+/* Whether gemv_mma_kernel takes this call: LTE_DEC_GEMV_MMA (default 1) and at least
+   LTE_DEC_GEMV_MMA_MIN rows (default 3), f16/bf16, the 16-byte conditions (vec), no masks. */
+inline bool mma_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec) {
+  if (t.mode == 0 || !t.mma || rows < t.mma_min || rows > 16 || !vec || a.in_mask || a.out_mask) return false;
+  if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
+  if (a.act == LTE_DEC_ACT_SWIGLU && a.n % 8 != 0) return false;
+  return mma_chunk(a, rows) > 0;
+}
+
+template <class T, int NT, int XF>
+cudaError_t launch_mma_v(const LinArgs &a, int rows, int sms, cudaStream_t st) {
+  int ks, kp, xs;
+  mma_geometry(a.k, XF, &ks, &kp, &xs);
+  const size_t smem = mma_smem(NT, XF, a.k);
+  unsigned grid = 0;
+  cudaError_t e = persistent_grid(gemv_mma_kernel<T, NT, XF>, kGWarps * 32, smem, sms, 1, &grid);
+  if (e != cudaSuccess) return e;
+  e = dlaunch(gemv_mma_kernel<T, NT, XF>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, ks, kp, xs);
+  if (e != cudaSuccess) return e;
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t launch_mma(const LinArgs &a, int rows, int sms, cudaStream_t st) {
+  const int chunk = mma_chunk(a, rows);
+  for (int r0 = 0; r0 < rows; r0 += chunk) {
+    LinArgs b = a;
+    const int rb = rows - r0 < chunk ? rows - r0 : chunk;
+    b.x = a.x + (size_t)r0 * a.ldx;
+    b.y = a.y + (size_t)r0 * a.n;
+    int nt, xf;
+    mma_pick(b, rb, &nt, &xf);
+    cudaError_t e;
+    if (nt == 1) e = xf ? launch_mma_v<T, 1, 1>(b, rb, sms, st) : launch_mma_v<T, 1, 0>(b, rb, sms, st);
+    else e = xf ? launch_mma_v<T, 2, 1>(b, rb, sms, st) : launch_mma_v<T, 2, 0>(b, rb, sms, st);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
