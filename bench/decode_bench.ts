@@ -504,7 +504,7 @@ const VARIANTS: Variant[] = [
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
   { key: "dense_batch16", name: "dense batch 16", opts: { maxBatch: 16 }, active: null, batch: 16 },
   { key: "dense_batch2", name: "dense batch 2", opts: { maxBatch: 2 }, active: null, batch: 2 },
-  // the tensor-core GEMV (3..16 rows by default, seventh session) against the CUDA-core ones, and
+  // the tensor-core GEMV (5..16 rows by default, seventh session) against the CUDA-core ones, and
   // on request for 1-2 rows
   ...[2, 4, 8, 16].map((b): Variant => ({
     key: `dense_batch${b}_cuda_cores`,
@@ -515,6 +515,17 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_GEMV_MMA: "0" },
     ref: `dense_batch${b}`,
   })),
+  ...[4, 8, 16].flatMap((b) =>
+    [1, 2, 3].map((v): Variant => ({
+      key: `dense_batch${b}_mma_v${v}`,
+      name: `dense batch ${b}, tensor-core GEMVs v${v}`,
+      opts: { maxBatch: b },
+      active: null,
+      batch: b,
+      env: { LTE_DEC_GEMV_MMA_V: String(v) },
+      ref: `dense_batch${b}`,
+    }))
+  ),
   ...[1, 2].map((b): Variant => ({
     key: b === 1 ? "dense_mma" : `dense_batch${b}_mma`,
     name: `dense batch ${b}, tensor-core GEMVs`,

@@ -15,7 +15,8 @@
  * launches and a final synchronize; us per call = median / (iters * 8). TB/s = weight bytes read
  * per call / time (the ideal is ~4.1-4.3 TB/s, PyTorch's device-to-device copy on this GPU).
  *
- *   deno run -A bench/gemv_bench.ts [--iters 20] [--out file.json] [--quick]
+ *   deno run -A bench/gemv_bench.ts [--iters 20] [--out file.json] [--quick] [--mma]
+ * --mma: only 4 / 8 / 16 rows of each shape, CUDA-core kernels vs the tensor-core kernel's variants.
  *
  * @module
  */
@@ -222,6 +223,26 @@ const SPLIT_VARIANTS: [string, Record<string, string>][] = [
   ["old", { LTE_DEC_GEMV: "old" }],
   ["new split", { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_SPLIT: "1" }],
 ];
+// 4-16 rows: the CUDA-core kernels against the tensor-core kernel's load shapes (seventh session;
+// --mma runs only these)
+const mmaCases: Maker[] = [4, 8, 16].flatMap((r): Maker[] => [
+  () => linearCase("qkv rms", r, 3 * D, D, 1, 0, false),
+  () => linearCase("o acc", r, D, D, 0, 0, true),
+  () => linearCase("gate/up swiglu", r, F, D, 1, 1, false),
+  () => linearCase("down K=11008 acc", r, D, F, 0, 0, true),
+  () => linearCase("head rms", r, V, D, 1, 0, false),
+]);
+const MMA_VARIANTS: [string, Record<string, string>][] = [
+  ["cuda cores", { LTE_DEC_GEMV_MMA: "0" }],
+  ...[0, 1, 2, 3].map((v): [string, Record<string, string>] => [`mma v${v}`, { LTE_DEC_GEMV_MMA_V: String(v) }]),
+  // the K split forced (default: chosen per shape)
+  ...([[0, 8], [1, 8], [0, 4], [0, 2], [1, 2]] as [number, number][]).map((
+    [v, f],
+  ): [string, Record<string, string>] => [`mma v${v} F${f}`, {
+    LTE_DEC_GEMV_MMA_V: String(v),
+    LTE_DEC_GEMV_MMA_F: String(f),
+  }]),
+];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),
   () => tsCase("t_sparse 50%", 1, 0.5),
@@ -261,10 +282,14 @@ function run(makers: Maker[], variants: [string, Record<string, string>][]): voi
   }
 }
 const info = be.deviceInfo();
-run(gemvCases, quick ? GEMV_VARIANTS.slice(0, 2) : GEMV_VARIANTS);
-run(batchCases, GEMV_VARIANTS.slice(0, 2));
-run(splitCases, SPLIT_VARIANTS);
-run(tsCases, quick ? TS_VARIANTS.slice(0, 2) : TS_VARIANTS);
+if (args.includes("--mma")) {
+  run(mmaCases, MMA_VARIANTS);
+} else {
+  run(gemvCases, quick ? GEMV_VARIANTS.slice(0, 2) : GEMV_VARIANTS);
+  run(batchCases, GEMV_VARIANTS.slice(0, 2));
+  run(splitCases, SPLIT_VARIANTS);
+  run(tsCases, quick ? TS_VARIANTS.slice(0, 2) : TS_VARIANTS);
+}
 
 // per-token estimate of the dense 7B GEMVs: 32 x (qkv + o + gate/up + down) + head
 const pick = (name: string, v: string, r = 1) =>

@@ -20,6 +20,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--new", type=int, default=32)
 p.add_argument("--reps", type=int, default=2)
 p.add_argument("--out", default="")
+p.add_argument("--no-hf", action="store_true", help="skip the HF eager generate peer")
 p.add_argument("--batches", default="1", help="rows of the GEMV chain, e.g. 1,4,8,16 (the batched decode peers)")
 args = p.parse_args()
 
@@ -69,6 +70,37 @@ with torch.no_grad():
             times.append((time.perf_counter() - t0) / 50)
         return statistics.median(times)
 
+    # each projection alone at each batch (8 distinct weight copies per graph, beyond the L2)
+    shapes = {"qkv": (3 * d, d), "o": (d, d), "gate/up": (2 * f, d), "down": (d, f), "head": (V, d)}
+    res["cublas_ops"] = []
+    for b in [int(v) for v in args.batches.split(",")]:
+        for name, (n_out, k_in) in shapes.items():
+            ws = [torch.randn(n_out, k_in, device="cuda", dtype=torch.float16) * 0.02 for _ in range(8)]
+            xb = torch.randn(b, k_in, device="cuda", dtype=torch.float16)
+
+            def calls():
+                for w in ws:
+                    xb @ w.t()
+
+            calls()
+            torch.cuda.synchronize()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                calls()
+            ts = []
+            for _ in range(5):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    g.replay()
+                torch.cuda.synchronize()
+                ts.append((time.perf_counter() - t0) / 80)
+            us = statistics.median(ts) * 1e6
+            res["cublas_ops"].append({"op": name, "batch": b, "us": us, "tb_s": n_out * k_in * 2 / us / 1e6})
+            print(f"cuBLAS {name} batch {b}: {us:.2f} us {n_out * k_in * 2 / us / 1e6:.2f} TB/s")
+            del ws
+        torch.cuda.empty_cache()
+
     for b in [int(v) for v in args.batches.split(",")]:
         step = timed_chain(b)
         key = "cublas_gemv_chain_graph" if b == 1 else f"cublas_gemv_chain_graph_batch{b}"
@@ -81,6 +113,8 @@ with torch.no_grad():
 
 # ---- HF eager generate
 try:
+    if args.no_hf:
+        raise RuntimeError("skipped (--no-hf)")
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=V, hidden_size=d, intermediate_size=f, num_hidden_layers=L, num_attention_heads=32,

@@ -1154,9 +1154,9 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
                    (x_mode != LTE_DEC_X_LAYERNORM || (uintptr_t)norm_b % 16 == 0);
   cudaError_t e;
   const GemvTune tune = gemv_tune();
-  if (mma_applies(tune, wdtype, a, rows, vec)) {
-    if (wdtype == LTE_DTYPE_F16) e = launch_mma<__half>(a, rows, sm_count_of(ctx), ctx->stream);
-    else e = launch_mma<__nv_bfloat16>(a, rows, sm_count_of(ctx), ctx->stream);
+  if (mma_applies(tune, wdtype, a, rows, vec, sm_count_of(ctx))) {
+    if (wdtype == LTE_DTYPE_F16) e = launch_mma<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
+    else e = launch_mma<__nv_bfloat16>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_mma_kernel", e, __FILE__, __LINE__);
     return LTE_STATUS_OK;
   }

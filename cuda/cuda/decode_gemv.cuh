@@ -518,6 +518,8 @@ struct GemvTune {
   int wide;
   int mma;      // gemv_mma_kernel (decode_gemv_mma.cuh) for mma_min..16 rows
   int mma_min;
+  int mma_v;    // its load shape (decode_gemv_mma.cuh, mma_shape)
+  int mma_f;    // its K split (0: chosen per shape, mma_parts)
 };
 
 inline GemvTune gemv_tune() {
@@ -536,7 +538,10 @@ inline GemvTune gemv_tune() {
   t.ts_min_rows = env_int("LTE_DEC_TS_MINROWS", 8, 1, 1 << 20);
   t.wide = env_int("LTE_DEC_GEMV_WIDE", 1, 0, 1);
   t.mma = env_int("LTE_DEC_GEMV_MMA", 1, 0, 1);
-  t.mma_min = env_int("LTE_DEC_GEMV_MMA_MIN", 3, 1, 16);
+  t.mma_min = env_int("LTE_DEC_GEMV_MMA_MIN", 5, 1, 16);
+  t.mma_v = env_int("LTE_DEC_GEMV_MMA_V", 0, 0, 3);
+  t.mma_f = env_int("LTE_DEC_GEMV_MMA_F", 0, 0, 8);
+  if (t.mma_f != 0 && t.mma_f != 1 && t.mma_f != 2 && t.mma_f != 4) t.mma_f = 8;
   return t;
 }
 

@@ -1,41 +1,51 @@
 /*
- * decode_gemv_mma.cuh: lte_dec_linear for 3..16 rows on tensor cores (issue 9, seventh session),
+ * decode_gemv_mma.cuh: lte_dec_linear for 5..16 rows on tensor cores (issue 9, seventh session),
  * included by decode.cu inside its anonymous namespace after decode_gemv.cuh (it uses its x'
  * builder, ld_stream, pdl_*, persistent_grid and GemvTune).
  *
  * Why: the CUDA-core GEMV (gemv_kernel) does R FMAs and R shared-memory reads of x' per weight, so
- * from ~4 rows on it is bound by instruction issue, not by the weight stream (7B step at batch 8:
- * 10.0 ms against 3.6 ms at batch 1 for the same bytes). mma.sync m16n8k16 does a 16 x 16 weight
- * tile times 8 rows in one instruction per warp, so the weight stream is the bound again.
+ * from ~5 rows on it is bound by instruction issue, not by the weight stream (7B step at batch 8:
+ * 10.0 ms against 3.6 ms at batch 1 for the same bytes). mma.sync m16n8k16 multiplies a 16 x 16
+ * weight tile by 8 rows in one instruction per warp, so the weight stream is the bound again.
  *
- * gemv_mma_kernel<T, NT, XF>   f16/bf16 weights, rows <= 8 * NT, no in_mask / out_mask.
+ * gemv_mma_kernel<T, NT, XF, LD, U>   f16/bf16 weights, rows <= 8 NT, no in_mask / out_mask.
  *   Precision (written tolerance, tests/gpu/gemv_test.ts): x' is rounded to T at the tensor-core
  *   input (as in any half-precision inference); products and sums are f32.
  *   Tile = 16 weight rows: SwiGLU gate rows 8t..8t+7 over up rows N+8t..N+8t+7 (so a lane's
  *   accumulators hold gate AND up of the same output: the SwiGLU epilogue needs no exchange), else
- *   rows 16t..16t+15. Block b owns the contiguous tiles [b T / G, (b + 1) T / G); within a block
- *   the 8 warps split K: warp w takes k in [w KS, (w + 1) KS) of every tile (KS a multiple of 32).
- *   A stage = 32 k of the tile's 16 rows: lane (g, c) = (lane / 4, lane % 4) loads 16 bytes of row g
- *   and of row g + 8 at k0 + 8c and feeds them to two mmas under a k permutation that both operands
- *   share (slots 2c, 2c+1, 2c+8, 2c+9 of the first mma = elements 8c..8c+3, of the second =
- *   8c+4..8c+7): one 16-byte global load per row and one shared-memory vector load of x' per n-tile
- *   feed both. U stages are in flight per warp (loads issued one ring slot ahead of the mmas),
- *   across tile boundaries; the first U go out before griddepcontrol.wait.
- *   The 8 partial tiles of the warps meet in shared memory: each warp stores its fragment to a ring
- *   slot and counts itself in; the warp that arrives last sums the 8 partials in warp order
- *   (deterministic) and writes the outputs (bias, GELU / SwiGLU, residual), then frees the slot.
- *   x' in shared memory: XF = 1 f32 in the two-plane layout of build_xprime (any x_mode; rows padded
- *   to 16 floats so the lane groups' reads are conflict-free), XF = 0 already rounded to T (plain x
- *   only: twice the rows per byte, e.g. 8 rows at K 11008).
+ *   rows 16t..16t+15. Block b owns the contiguous tiles [b T / G, (b + 1) T / G); each tile's K is
+ *   split into F parts (F = 1, 2, 4, 8 per shape, mma_parts: balance vs run length), and the block's
+ *   8 warps take its (tile, part) units round robin (8 / F tiles per round).
+ *   A stage = 32 LD k of a unit's 16 rows: lane (g, c) = (lane / 4, lane % 4) loads LD consecutive
+ *   16-byte chunks of row g and of row g + 8 (the 4 lanes of a row read 64 LD contiguous bytes;
+ *   LD = 4 measured best: 1 and 2 starve the DRAM of long runs, 8 costs registers) and feeds chunk
+ *   j to the two mmas of pair j under a k permutation both operands share (slots 2c, 2c+1, 2c+8,
+ *   2c+9 of the first mma = elements 0..3 of the chunk, of the second = 4..7): one shared-memory
+ *   vector read of x' per chunk and n-tile feeds both. Lane groups rotate which chunk goes to which
+ *   pair so the x' reads of a pair hit distinct banks. U stages are in flight per warp, across unit
+ *   boundaries; the first U go out before griddepcontrol.wait.
+ *   The F partial tiles meet in shared memory: each warp stores its fragment to a ring slot and
+ *   counts itself in; the warp that arrives last sums the F partials in part order (deterministic)
+ *   and writes the outputs (bias, GELU / SwiGLU, residual), then frees the slot.
+ *   x' in shared memory: XF = 1 f32 in the two-plane layout of build_xprime (any x_mode), XF = 0
+ *   already rounded to T (plain x only: twice the rows per byte, e.g. 8 rows at K 11008). Norm modes
+ *   whose f32 x' does not fit (16 rows at K 4096) run as two launches of 8 rows.
+ *   Switches: LTE_DEC_GEMV_MMA=0 (off), LTE_DEC_GEMV_MMA_MIN (fewest rows, default 5: at 4 rows the
+ *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2, 4 x 2, 2 x 8),
+ *   LTE_DEC_GEMV_MMA_F (force F).
  */
 
-constexpr int kMmaStage = 32;  // k per stage
-constexpr int kMmaRing = 4;    // tiles in flight between the first and the last warp of a block
-constexpr int kMmaU = 8;       // stages in flight per warp
+constexpr int kMmaSlots = 32;  // partial tiles held: a ring of 32 / F tiles (4 rounds of 8 / F)
 
-template <class T, int NT, int XF>
+/* LD: 16-byte chunks per lane per row per stage (consecutive: 4 lanes read 64 LD contiguous bytes
+   of a row), U: stages in flight per warp. A stage is 32 LD k. */
+template <class T, int NT, int XF, int LD, int U>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
-    gemv_mma_kernel(LinArgs a, int rows, int KS, int KP, int XS) {
+    gemv_mma_kernel(LinArgs a, int rows, int F, int KS, int KP, int XS) {
+  constexpr int kStage = 32 * LD;
+  // lane group c holds its chunks rotated by `rot` (chunk (j + rot) % LD in register slot j) and
+  // feeds slot j to mma pair j (the pairs' sums cover the same k either way): the lanes' x' reads
+  // of one pair then fall into distinct shared-memory banks
   extern __shared__ float4 msm4[];
   constexpr int R8 = 8 * NT;
   float *xf = reinterpret_cast<float *>(msm4);  // XF: R8 rows x XS floats
@@ -43,20 +53,23 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   const size_t xbytes = XF ? (size_t)R8 * XS * sizeof(float) : (size_t)R8 * XS * sizeof(T);
   float4 *part = reinterpret_cast<float4 *>(reinterpret_cast<char *>(msm4) + xbytes);  // ring x warps x 32 x NT
   __shared__ float sred[kGWarps * 2 * R8];
-  __shared__ int cnt[kMmaRing], gen[kMmaRing];
+  __shared__ int cnt[kMmaSlots], gen[kMmaSlots];
 
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
+  const int rot = LD == 8 ? 2 * c : LD == 4 ? c >> 1 : 0;
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
   const int N = a.n, K = a.k;
   const int TA = swi ? N / 8 : (N + 15) / 16;
   const int t0 = (int)(((long long)blockIdx.x * TA) / gridDim.x);
   const int t1 = (int)(((long long)(blockIdx.x + 1) * TA) / gridDim.x);
-  const int SPT = KS / kMmaStage;  // stages per tile per warp
-  const int Q = (t1 - t0) * SPT;   // stages of this warp
+  const int SPT = KS / kStage;  // stages per unit (a tile's part of KS k)
+  const int NUB = (t1 - t0) * F;  // units of the block; warp w takes units w, w + 8, w + 16, ...
+  const int Q = (wib < NUB ? (NUB - wib + kGWarps - 1) / kGWarps : 0) * SPT;  // stages of this warp
+  const int ring = kMmaSlots / F;  // tiles in the ring
   const T *Wt = static_cast<const T *>(a.w);
   pdl_launch_dependents();
-  if (Q == 0) return;  // more blocks than tiles (small N): the whole block leaves together
+  if (NUB == 0) return;  // more blocks than tiles (small N): the whole block leaves together
 
   // weight rows of lane (g, c) in tile t: ra (fragment row g), rb (row g + 8); -1 = past N
   auto rows_of = [&](int t, int &ra, int &rb) {
@@ -69,23 +82,28 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
       if (ra >= N) ra = -1;
     }
   };
-  auto load = [&](uint4 &wa, uint4 &wb, int q) {
-    const int t = t0 + q / SPT;
-    const int k = wib * KS + (q % SPT) * kMmaStage + 8 * c;
+  auto load = [&](uint4 (&wa)[LD], uint4 (&wb)[LD], int q) {
+    const int u = wib + kGWarps * (q / SPT);
+    const int t = t0 + u / F;
+    const int k0 = (u % F) * KS + (q % SPT) * kStage + 8 * LD * c;
     int ra, rb;
     rows_of(t, ra, rb);
     const uint4 z = make_uint4(0u, 0u, 0u, 0u);
-    wa = ra >= 0 && k < K ? ld_stream(Wt + (size_t)ra * K + k) : z;
-    wb = rb >= 0 && k < K ? ld_stream(Wt + (size_t)rb * K + k) : z;
+#pragma unroll
+    for (int j = 0; j < LD; j++) {
+      const int k = k0 + 8 * ((j + rot) % LD);
+      wa[j] = ra >= 0 && k < K ? ld_stream(Wt + (size_t)ra * K + k) : z;
+      wb[j] = rb >= 0 && k < K ? ld_stream(Wt + (size_t)rb * K + k) : z;
+    }
   };
 
-  uint4 wa[kMmaU], wb[kMmaU];
+  uint4 wa[U][LD], wb[U][LD];
 #pragma unroll
-  for (int u = 0; u < kMmaU; u++)
+  for (int u = 0; u < U; u++)
     if (u < Q) load(wa[u], wb[u], u);  // weights do not depend on the previous kernel
   pdl_wait();
 
-  if (threadIdx.x < kMmaRing) {
+  if (threadIdx.x < kMmaSlots) {
     cnt[threadIdx.x] = 0;
     gen[threadIdx.x] = 0;
   }
@@ -126,11 +144,10 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     float s[NT][4];
 #pragma unroll
     for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kGWarps; w++)
+    for (int w = 0; w < F; w++)  // the F parts, in part order (deterministic)
 #pragma unroll
       for (int n = 0; n < NT; n++) {
-        const float4 v = part[((slot * kGWarps + w) * 32 + lane) * NT + n];
+        const float4 v = part[((slot * F + w) * 32 + lane) * NT + n];
         s[n][0] += v.x;
         s[n][1] += v.y;
         s[n][2] += v.z;
@@ -165,15 +182,20 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 
   // stage q from ring slot u: two mmas per n-tile; at the warp's last stage of a tile, hand the
   // partial tile over (and finish the tile if this warp is the last of the 8)
-  auto compute = [&](const uint4 &A, const uint4 &B, int q) {
+  auto compute = [&](const uint4 (&WA)[LD], const uint4 (&WB)[LD], int q) {
     const int s = q % SPT;
-    const int k0 = wib * KS + s * kMmaStage;
+    const int u = wib + kGWarps * (q / SPT);
+    const int k0 = (u % F) * KS + s * kStage + 8 * LD * c;
+#pragma unroll
+    for (int j = 0; j < LD; j++)
 #pragma unroll
     for (int n = 0; n < NT; n++) {
+      const uint4 &A = WA[j], &B = WB[j];
+      const int jj = (j + rot) % LD;  // the chunk load() put into slot j
       uint32_t b0, b1, b2, b3;
       const int r = n * 8 + g;
       if (XF) {
-        const int ch = k0 / 8 + c;
+        const int ch = k0 / 8 + jj;
         const float4 lo = *reinterpret_cast<const float4 *>(xf + (size_t)r * XS + 4 * ch);
         const float4 hi = *reinterpret_cast<const float4 *>(xf + (size_t)r * XS + KP / 2 + 4 * ch);
         b0 = pack2<T>(lo.x, lo.y);
@@ -181,7 +203,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
         b2 = pack2<T>(hi.x, hi.y);
         b3 = pack2<T>(hi.z, hi.w);
       } else {
-        const uint4 v = *reinterpret_cast<const uint4 *>(xh + (size_t)r * XS + k0 + 8 * c);
+        const uint4 v = *reinterpret_cast<const uint4 *>(xh + (size_t)r * XS + k0 + 8 * jj);
         b0 = v.x;
         b1 = v.y;
         b2 = v.z;
@@ -191,15 +213,15 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
       mma16816<T>(acc[n], A.z, B.z, A.w, B.w, b2, b3);
     }
     if (s != SPT - 1) return;
-    const int lt = q / SPT, slot = lt % kMmaRing, round = lt / kMmaRing;
-    // the slot's previous tile (lt - kMmaRing) must be finished: warps drift apart by < ring tiles
+    const int lt = u / F, slot = lt % ring, round = lt / ring;
+    // the slot's previous tile (lt - ring) must be finished: warps drift apart by < 4 rounds
     if (lane == 0)
       while (*reinterpret_cast<volatile int *>(&gen[slot]) != round) {
       }
     __syncwarp();
 #pragma unroll
     for (int n = 0; n < NT; n++) {
-      part[((slot * kGWarps + wib) * 32 + lane) * NT + n] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+      part[((slot * F + u % F) * 32 + lane) * NT + n] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
       acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     }
     __syncwarp();
@@ -209,7 +231,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
       arrived = atomicAdd(&cnt[slot], 1);
     }
     arrived = __shfl_sync(0xffffffffu, arrived, 0);
-    if (arrived != kGWarps - 1) return;
+    if (arrived != F - 1) return;
     __threadfence_block();
     epilogue(t0 + lt, slot);
     __syncwarp();
@@ -220,13 +242,13 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     }
   };
 
-  for (int q0 = 0; q0 < Q; q0 += kMmaU) {
+  for (int q0 = 0; q0 < Q; q0 += U) {
 #pragma unroll
-    for (int u = 0; u < kMmaU; u++) {
+    for (int u = 0; u < U; u++) {
       const int q = q0 + u;
       if (q < Q) {
         compute(wa[u], wb[u], q);
-        if (q + kMmaU < Q) load(wa[u], wb[u], q + kMmaU);
+        if (q + U < Q) load(wa[u], wb[u], q + U);
       }
     }
   }
@@ -234,75 +256,122 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 
 /* ------------------------------------------------------------------ host side */
 
-/* k per warp (KS, a multiple of a stage), the zero-padded row length of x' (KP = 8 KS) and its row
-   stride in shared memory (XS: + 16 floats or + 32 elements of T, so the row of lane group g + 1
-   starts 64 bytes after row g's in the banks). */
-inline void mma_geometry(int k, int xf, int *ks, int *kp, int *xs) {
-  *ks = (k + kGWarps * kMmaStage - 1) / (kGWarps * kMmaStage) * kMmaStage;
-  *kp = kGWarps * *ks;
-  *xs = *kp + (xf ? 16 : 32);
+/* The variant (LTE_DEC_GEMV_MMA_V): 16-byte chunks per lane per row per stage and stages in flight. */
+struct MmaShape {
+  int ld, u;
+};
+inline MmaShape mma_shape(int v) {
+  const MmaShape s[4] = {{4, 4}, {8, 2}, {4, 2}, {2, 8}};
+  return s[v < 0 || v > 3 ? 0 : v];
 }
-inline size_t mma_smem(int nt, int xf, int k) {
+
+/* Parts per tile F (1, 2, 4, 8: the K split between warps). Blocks own whole tiles and process
+   8 / F tiles per round, so F trades balance (ceil(F T_b / 8) rounds for the fullest block) against
+   the length of each warp's contiguous run of a row (K / F); the best balance wins, the smaller F
+   within 3 % of it. LTE_DEC_GEMV_MMA_F forces one. */
+inline int mma_parts(const GemvTune &t, int tiles, int blocks) {
+  if (t.mma_f > 0) return t.mma_f;
+  const int tb = (tiles + blocks - 1) / blocks;
+  double eff[4];
+  double best = 0.0;
+  for (int i = 0; i < 4; i++) {
+    const int f = 1 << i;
+    const int rounds = (f * tb + kGWarps - 1) / kGWarps;
+    eff[i] = (double)f * tiles / blocks / kGWarps / rounds;
+    if (eff[i] > best) best = eff[i];
+  }
+  for (int i = 0; i < 4; i++)
+    if (eff[i] >= best - 0.03) return 1 << i;
+  return kGWarps;
+}
+
+/* k per part (KS, a multiple of a stage of 32 ld k), the zero-padded row length of x' (KP = F KS)
+   and its row stride in shared memory (XS, padded so lane groups g and g + 1 read distinct banks). */
+inline void mma_geometry(int k, int xf, int ld, int f, int *ks, int *kp, int *xs) {
+  const int st = 32 * ld;
+  *ks = (k + f * st - 1) / (f * st) * st;
+  *kp = f * *ks;
+  // row pad (bytes) that puts the two rows of a quarter warp into distinct banks, given the lanes'
+  // spacing of 16 LD bytes and the rotation in the kernel
+  const int pad = ld == 1 ? 64 : ld == 4 ? 32 : 16;
+  *xs = *kp + pad / (xf ? 4 : 2);
+}
+inline size_t mma_smem(int nt, int xf, int ld, int f, int k) {
   int ks, kp, xs;
-  mma_geometry(k, xf, &ks, &kp, &xs);
-  return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaRing * kGWarps * 32 * nt * sizeof(float4);
+  mma_geometry(k, xf, ld, f, &ks, &kp, &xs);
+  return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaSlots * 32 * nt * sizeof(float4);
 }
 
 /* The variant one launch of `rows` rows takes: nt (1 or 2 n-tiles of 8 rows) and xf, or false when
    its x' does not fit one block per SM (norm modes need the f32 layout). */
-inline bool mma_pick(const LinArgs &a, int rows, int *nt, int *xf) {
+inline bool mma_pick(const LinArgs &a, int rows, int ld, int f, int *nt, int *xf) {
   *nt = rows <= 8 ? 1 : 2;
-  if (mma_smem(*nt, 1, a.k) <= kGemvSmemMax1) {
+  if (mma_smem(*nt, 1, ld, f, a.k) <= kGemvSmemMax1) {
     *xf = 1;
     return true;
   }
   *xf = 0;
-  return a.mode == LTE_DEC_X_PLAIN && mma_smem(*nt, 0, a.k) <= kGemvSmemMax1;
+  return a.mode == LTE_DEC_X_PLAIN && mma_smem(*nt, 0, ld, f, a.k) <= kGemvSmemMax1;
 }
 
+inline int mma_tiles(const LinArgs &a) { return a.act == LTE_DEC_ACT_SWIGLU ? a.n / 8 : (a.n + 15) / 16; }
+
 /* Rows one launch of gemv_mma_kernel takes (all, or 8 when 16 do not fit), 0 = does not apply. */
-inline int mma_chunk(const LinArgs &a, int rows) {
+inline int mma_chunk(const GemvTune &t, const LinArgs &a, int rows, int sms) {
+  const int ld = mma_shape(t.mma_v).ld, f = mma_parts(t, mma_tiles(a), sms);
   int nt, xf;
-  if (mma_pick(a, rows, &nt, &xf)) return rows;
-  return rows > 8 && mma_pick(a, 8, &nt, &xf) ? 8 : 0;
+  if (mma_pick(a, rows, ld, f, &nt, &xf)) return rows;
+  return rows > 8 && mma_pick(a, 8, ld, f, &nt, &xf) ? 8 : 0;
 }
 
 /* Whether gemv_mma_kernel takes this call: LTE_DEC_GEMV_MMA (default 1) and at least
    LTE_DEC_GEMV_MMA_MIN rows (default 3), f16/bf16, the 16-byte conditions (vec), no masks. */
-inline bool mma_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec) {
+inline bool mma_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec, int sms) {
   if (t.mode == 0 || !t.mma || rows < t.mma_min || rows > 16 || !vec || a.in_mask || a.out_mask) return false;
   if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
   if (a.act == LTE_DEC_ACT_SWIGLU && a.n % 8 != 0) return false;
-  return mma_chunk(a, rows) > 0;
+  return mma_chunk(t, a, rows, sms) > 0;
 }
 
-template <class T, int NT, int XF>
-cudaError_t launch_mma_v(const LinArgs &a, int rows, int sms, cudaStream_t st) {
+template <class T, int NT, int XF, int LD, int U>
+cudaError_t launch_mma_v(const LinArgs &a, int rows, int f, int sms, cudaStream_t st) {
   int ks, kp, xs;
-  mma_geometry(a.k, XF, &ks, &kp, &xs);
-  const size_t smem = mma_smem(NT, XF, a.k);
+  mma_geometry(a.k, XF, LD, f, &ks, &kp, &xs);
+  const size_t smem = mma_smem(NT, XF, LD, f, a.k);
   unsigned grid = 0;
-  cudaError_t e = persistent_grid(gemv_mma_kernel<T, NT, XF>, kGWarps * 32, smem, sms, 1, &grid);
+  cudaError_t e = persistent_grid(gemv_mma_kernel<T, NT, XF, LD, U>, kGWarps * 32, smem, sms, 1, &grid);
   if (e != cudaSuccess) return e;
-  e = dlaunch(gemv_mma_kernel<T, NT, XF>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, ks, kp, xs);
+  e = dlaunch(gemv_mma_kernel<T, NT, XF, LD, U>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, f, ks, kp, xs);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
-template <class T>
-cudaError_t launch_mma(const LinArgs &a, int rows, int sms, cudaStream_t st) {
-  const int chunk = mma_chunk(a, rows);
+template <class T, int LD, int U>
+cudaError_t launch_mma_lu(const GemvTune &t, const LinArgs &a, int rows, int sms, cudaStream_t st) {
+  const int chunk = mma_chunk(t, a, rows, sms), f = mma_parts(t, mma_tiles(a), sms);
   for (int r0 = 0; r0 < rows; r0 += chunk) {
     LinArgs b = a;
     const int rb = rows - r0 < chunk ? rows - r0 : chunk;
     b.x = a.x + (size_t)r0 * a.ldx;
     b.y = a.y + (size_t)r0 * a.n;
     int nt, xf;
-    mma_pick(b, rb, &nt, &xf);
+    mma_pick(b, rb, LD, f, &nt, &xf);
     cudaError_t e;
-    if (nt == 1) e = xf ? launch_mma_v<T, 1, 1>(b, rb, sms, st) : launch_mma_v<T, 1, 0>(b, rb, sms, st);
-    else e = xf ? launch_mma_v<T, 2, 1>(b, rb, sms, st) : launch_mma_v<T, 2, 0>(b, rb, sms, st);
+    if (nt == 1)
+      e = xf ? launch_mma_v<T, 1, 1, LD, U>(b, rb, f, sms, st) : launch_mma_v<T, 1, 0, LD, U>(b, rb, f, sms, st);
+    else
+      e = xf ? launch_mma_v<T, 2, 1, LD, U>(b, rb, f, sms, st) : launch_mma_v<T, 2, 0, LD, U>(b, rb, f, sms, st);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
+}
+
+template <class T>
+cudaError_t launch_mma(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
+  switch (t.mma_v) {
+  case 1: return launch_mma_lu<T, 8, 2>(t, a, rows, sms, st);
+  case 2: return launch_mma_lu<T, 4, 2>(t, a, rows, sms, st);
+  case 3: return launch_mma_lu<T, 2, 8>(t, a, rows, sms, st);
+  default: return launch_mma_lu<T, 4, 4>(t, a, rows, sms, st);
+  }
 }

@@ -75,7 +75,7 @@ function both(fn: (kind: Kind) => number, op: string): void {
 
 /** Runs fn with the given environment (read by the native launchers at each launch). */
 
-// every variant of the CUDA-core kernels (the tensor-core one, from 3 rows by default, has its own
+// every variant of the CUDA-core kernels (the tensor-core one, from 5 rows by default, has its own
 // test and tolerance below)
 const VARIANTS: Record<string, string>[] = ([
   { LTE_DEC_GEMV: "new" },
@@ -238,7 +238,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gemv: lte_dec_linear on tensor cores (3..16 rows, every x-mode and epilogue) agrees CPU<->CUDA",
+  name: "gemv: lte_dec_linear on tensor cores (1..16 rows, every x-mode and epilogue) agrees CPU<->CUDA",
   ignore: !hasCuda,
   fn() {
     const rng = new Rng(13);
@@ -256,13 +256,26 @@ Deno.test({
       for (const rows of [4, 12]) cases.push({ dt, rows, n: 40, k: 344, mode: 2, act: 2, acc: false, bias: true });
       for (const rows of [3, 9, 16]) cases.push({ dt, rows, n: 64, k: 1048, mode: 1, act: 1, acc: false, bias: false });
       cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
-      // many tiles per block (> the 4-slot ring of partial tiles): 792 and 925 tiles over ~132 blocks
+      // many tiles per block (beyond the ring of partial tiles at F = 8 / 4; 5280 tiles: at F = 1 too)
+      cases.push({ dt, rows: 4, n: 84480, k: 256, mode: 0, act: 0, acc: true, bias: false });
       cases.push({ dt, rows: 4, n: 12670, k: 256, mode: 1, act: 0, acc: false, bias: true });
       cases.push({ dt, rows: 7, n: 7400, k: 256, mode: 2, act: 1, acc: false, bias: false });
       cases.push({ dt, rows: 3, n: 2050, k: 512, mode: 0, act: 2, acc: false, bias: true });
     }
-    const variants: Record<string, string>[] = [{}, { LTE_DEC_PDL: "1" }, { LTE_DEC_CARVEOUT: "100" }];
-    for (const v of variants) withDecEnv(v, () => cases.forEach((c) => runLinear(rng, c, JSON.stringify(v), true)));
+    const variants: Record<string, string>[] = [
+      {},
+      { LTE_DEC_PDL: "1" },
+      { LTE_DEC_CARVEOUT: "100" },
+      // load shapes (chunks per lane x stages in flight: 8 x 2, 4 x 2, 2 x 8; default 4 x 4)
+      ...["1", "2", "3"].map((v) => ({ LTE_DEC_GEMV_MMA_V: v })),
+      // K split into F parts per tile (default: chosen per shape)
+      ...["1", "2", "4", "8"].map((f) => ({ LTE_DEC_GEMV_MMA_F: f })),
+    ];
+    // every case on tensor cores (the default takes 5+ rows; rows 3-4 are cases too)
+    for (const v of variants) {
+      const env = { ...v, LTE_DEC_GEMV_MMA_MIN: "1" };
+      withDecEnv(env, () => cases.forEach((c) => runLinear(rng, c, JSON.stringify(v), true)));
+    }
     // 1-2 rows on tensor cores when asked (LTE_DEC_GEMV_MMA_MIN=1)
     withDecEnv({ LTE_DEC_GEMV_MMA_MIN: "1" }, () => {
       for (const dt of ["f16", "bf16"] as const) {
