@@ -30,7 +30,7 @@
  *   x' in shared memory: XF = 1 f32 in the two-plane layout of build_xprime (any x_mode), XF = 0
  *   already rounded to T (plain x only: twice the rows per byte, e.g. 8 rows at K 11008). Norm modes
  *   whose f32 x' does not fit (16 rows at K 4096) run as two launches of 8 rows.
- *   Switches: LTE_DEC_GEMV_MMA=0 (off), LTE_DEC_GEMV_MMA_MIN (fewest rows, default 5: at 4 rows the
+ *   Switches: LTE_DEC_GEMV_MMA=0 (off) / 1 (f16 weights, default) / 2 (bf16 too), LTE_DEC_GEMV_MMA_MIN (fewest rows, default 5: at 4 rows the
  *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2, 4 x 2, 2 x 8),
  *   LTE_DEC_GEMV_MMA_F (force F).
  */
@@ -324,11 +324,14 @@ inline int mma_chunk(const GemvTune &t, const LinArgs &a, int rows, int sms) {
   return rows > 8 && mma_pick(a, 8, ld, f, &nt, &xf) ? 8 : 0;
 }
 
-/* Whether gemv_mma_kernel takes this call: LTE_DEC_GEMV_MMA (default 1) and at least
-   LTE_DEC_GEMV_MMA_MIN rows (default 3), f16/bf16, the 16-byte conditions (vec), no masks. */
+/* Whether gemv_mma_kernel takes this call: at least LTE_DEC_GEMV_MMA_MIN rows (default 5), the
+   16-byte conditions (vec), no masks; f16 weights with LTE_DEC_GEMV_MMA=1 (default), bf16 too with
+   2. bf16 stays on the CUDA-core kernels by default: x' rounded to bf16 (2^-9) put the engine's
+   bf16 logits 7e-3 from the CPU reference and flipped a greedy token of tests/gpu/engine_test.ts
+   (a 16-row prefill chunk), against <= 4e-4 with f32 x'. */
 inline bool mma_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec, int sms) {
   if (t.mode == 0 || !t.mma || rows < t.mma_min || rows > 16 || !vec || a.in_mask || a.out_mask) return false;
-  if (wdtype != LTE_DTYPE_F16 && wdtype != LTE_DTYPE_BF16) return false;
+  if (wdtype != LTE_DTYPE_F16 && (wdtype != LTE_DTYPE_BF16 || t.mma < 2)) return false;
   if (a.act == LTE_DEC_ACT_SWIGLU && a.n % 8 != 0) return false;
   return mma_chunk(t, a, rows, sms) > 0;
 }

@@ -11,7 +11,8 @@
  *   - engine level, same dtype on both backends (f32, f16 or bf16 weights and KV cache):
  *     logits 1e-4 (f32) / 2e-3 (f16) / 1e-2 (bf16): KV values (and, on the KERNELS path, x) are
  *     rounded from slightly different f32 sums, one bf16 ulp is 3.9e-3 (measured: 2.7e-3 for bf16
- *     on the KERNELS path, <= 4e-4 on the engine's own kernels),
+ *     on the KERNELS path, <= 4e-4 on the engine's own kernels; f16 1.0e-3 since prefill chunks of
+ *     5+ rows run the tensor-core GEMV, which rounds x' to f16),
  *     greedy tokens identical over 12 steps (tiny models with well separated logits);
  *   - half vs f32 reference: CUDA f16 logits within 2e-2 and bf16 within 6e-2 of the CPU f32 engine.
  */

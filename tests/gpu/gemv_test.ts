@@ -273,17 +273,28 @@ Deno.test({
     ];
     // every case on tensor cores (the default takes 5+ rows; rows 3-4 are cases too)
     for (const v of variants) {
-      const env = { ...v, LTE_DEC_GEMV_MMA_MIN: "1" };
+      const env = { ...v, LTE_DEC_GEMV_MMA_MIN: "1", LTE_DEC_GEMV_MMA: "2" };
       withDecEnv(env, () => cases.forEach((c) => runLinear(rng, c, JSON.stringify(v), true)));
     }
     // 1-2 rows on tensor cores when asked (LTE_DEC_GEMV_MMA_MIN=1)
-    withDecEnv({ LTE_DEC_GEMV_MMA_MIN: "1" }, () => {
+    withDecEnv({ LTE_DEC_GEMV_MMA_MIN: "1", LTE_DEC_GEMV_MMA: "2" }, () => {
       for (const dt of ["f16", "bf16"] as const) {
         for (const rows of [1, 2]) {
           runLinear(rng, { dt, rows, n: 96, k: 4096, mode: 1, act: 1, acc: false, bias: false }, "min 1", true);
           runLinear(rng, { dt, rows, n: 130, k: 1048, mode: 0, act: 0, acc: true, bias: true }, "min 1", true);
         }
       }
+    });
+    // the default selection: 8 rows of f16 weights on tensor cores (x' rounded: above the floor),
+    // bf16 weights on the CUDA-core kernels (exact x': within 1e-5)
+    withDecEnv({}, () => {
+      runLinear(
+        rng,
+        { dt: "f16", rows: 8, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false },
+        "default",
+        true,
+      );
+      runLinear(rng, { dt: "bf16", rows: 8, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false }, "default");
     });
     console.log("GEMV_MMA_AGREEMENT", JSON.stringify(report));
   },
