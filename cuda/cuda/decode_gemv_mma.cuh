@@ -43,20 +43,20 @@ template <class T, int NT, int XF, int LD, int U>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
     gemv_mma_kernel(LinArgs a, int rows, int F, int KS, int KP, int XS) {
   constexpr int kStage = 32 * LD;
-  // lane group c holds its chunks rotated by `rot` (chunk (j + rot) % LD in register slot j) and
-  // feeds slot j to mma pair j (the pairs' sums cover the same k either way): the lanes' x' reads
-  // of one pair then fall into distinct shared-memory banks
   extern __shared__ float4 msm4[];
   constexpr int R8 = 8 * NT;
   float *xf = reinterpret_cast<float *>(msm4);  // XF: R8 rows x XS floats
   T *xh = reinterpret_cast<T *>(msm4);          // !XF: R8 rows x XS elements of T
   const size_t xbytes = XF ? (size_t)R8 * XS * sizeof(float) : (size_t)R8 * XS * sizeof(T);
-  float4 *part = reinterpret_cast<float4 *>(reinterpret_cast<char *>(msm4) + xbytes);  // ring x warps x 32 x NT
+  float4 *part = reinterpret_cast<float4 *>(reinterpret_cast<char *>(msm4) + xbytes);  // slots x 32 lanes x NT
   __shared__ float sred[kGWarps * 2 * R8];
   __shared__ int cnt[kMmaSlots], gen[kMmaSlots];
 
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
+  // lane group c holds its chunks rotated by `rot` (chunk (j + rot) % LD in register slot j) and
+  // feeds slot j to mma pair j (the pairs' sums cover the same k either way): the lanes' x' reads
+  // of one pair then fall into distinct shared-memory banks (with XS's row pad, mma_geometry)
   const int rot = LD == 8 ? 2 * c : LD == 4 ? c >> 1 : 0;
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
   const int N = a.n, K = a.k;
@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 #pragma unroll
   for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-  // the last warp of a tile: sum the 8 partials of ring slot `slot` in warp order, write outputs
+  // the last warp of a tile: sum the F partials of ring slot `slot` in part order, write outputs
   auto epilogue = [&](int t, int slot) {
     float s[NT][4];
 #pragma unroll
@@ -180,8 +180,8 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     }
   };
 
-  // stage q from ring slot u: two mmas per n-tile; at the warp's last stage of a tile, hand the
-  // partial tile over (and finish the tile if this warp is the last of the 8)
+  // stage q from register slot q % U: two mmas per chunk and n-tile; at the last stage of a unit,
+  // hand the partial tile over (and finish the tile if this warp is the last of its F parts)
   auto compute = [&](const uint4 (&WA)[LD], const uint4 (&WB)[LD], int q) {
     const int s = q % SPT;
     const int u = wib + kGWarps * (q / SPT);
