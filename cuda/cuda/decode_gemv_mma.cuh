@@ -27,9 +27,9 @@
  *   The F partial tiles meet in shared memory: each warp stores its fragment to a ring slot and
  *   counts itself in; the warp that arrives last sums the F partials in part order (deterministic)
  *   and writes the outputs (bias, GELU / SwiGLU, residual), then frees the slot.
- *   x' in shared memory: XF = 1 f32 in the two-plane layout of build_xprime (any x_mode), XF = 0
- *   already rounded to T (plain x only: twice the rows per byte, e.g. 8 rows at K 11008). Norm modes
- *   whose f32 x' does not fit (16 rows at K 4096) run as two launches of 8 rows.
+ *   x' in shared memory: XF = 1 f32 in the two-plane layout of build_xprime, XF = 0 already rounded
+ *   to T where f32 does not fit (twice the rows per byte: 8 rows at K 11008, 16 at K 4096; norm
+ *   modes then take a statistics pass over x first).
  *   Switches: LTE_DEC_GEMV_MMA=0 (off) / 1 (f16 weights, default) / 2 (bf16 too), LTE_DEC_GEMV_MMA_MIN (fewest rows, default 5: at 4 rows the
  *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2, 4 x 2, 2 x 8),
  *   LTE_DEC_GEMV_MMA_F (force F).
@@ -110,9 +110,37 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   if (XF) {
     build_xprime<R8>(a, rows, KP, XS, xf, sred);  // ends with a barrier
   } else {
-    // plain x rounded to T, rows R8 x KP zero-padded (x read through L2: written by the previous
-    // grid; XB float4 loads per thread in flight)
+    // x' rounded to T, rows R8 x KP zero-padded (x read through L2: written by the previous grid).
+    // Norm modes (16 rows, whose f32 x' does not fit) first get each row's statistics: a warp per
+    // row, XB float4 loads per lane in flight; the same sums and formulas as build_xprime.
     constexpr int XB = 8, XSTEP = kGWarps * 32;
+    const bool norm = a.mode != LTE_DEC_X_PLAIN, ln = a.mode == LTE_DEC_X_LAYERNORM;
+    float *smean = sred, *srstd = sred + R8;
+    if (norm) {
+      for (int r = wib; r < R8; r += kGWarps) {
+        float s1 = 0.0f, s2 = 0.0f;
+        const float4 *xr = reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx);
+        for (int k0 = lane; r < rows && k0 < K / 4; k0 += 32 * XB) {
+          float4 v[XB];
+#pragma unroll
+          for (int j = 0; j < XB; j++)
+            v[j] = k0 + 32 * j < K / 4 ? __ldcg(xr + k0 + 32 * j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+          for (int j = 0; j < XB; j++) {
+            s1 += (v[j].x + v[j].y) + (v[j].z + v[j].w);
+            s2 = fmaf(v[j].x, v[j].x, fmaf(v[j].y, v[j].y, fmaf(v[j].z, v[j].z, fmaf(v[j].w, v[j].w, s2))));
+          }
+        }
+        s1 = warp_sum(s1);
+        s2 = warp_sum(s2);
+        if (lane == 0) {
+          const float mean = ln ? s1 / (float)K : 0.0f;
+          smean[r] = mean;
+          srstd[r] = ln ? rsqrtf(fmaxf(s2 / (float)K - mean * mean, 0.0f) + a.eps) : rsqrtf(s2 / (float)K + a.eps);
+        }
+      }
+      __syncthreads();
+    }
     const int KP4 = KP / 4, total = R8 * KP4;
     for (int i0 = threadIdx.x; i0 < total; i0 += XB * XSTEP) {
       float4 v[XB];
@@ -126,6 +154,15 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
       for (int j = 0; j < XB; j++) {
         const int i = i0 + j * XSTEP, r = i / KP4, k = (i % KP4) * 4;
         if (i >= total) break;
+        if (norm && r < rows && k < K) {
+          const float mean = smean[r], rstd = srstd[r];
+          const float4 w = *reinterpret_cast<const float4 *>(a.nw + k);
+          const float4 b = ln ? *reinterpret_cast<const float4 *>(a.nb + k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          v[j].x = (v[j].x - mean) * rstd * w.x + b.x;
+          v[j].y = (v[j].y - mean) * rstd * w.y + b.y;
+          v[j].z = (v[j].z - mean) * rstd * w.z + b.z;
+          v[j].w = (v[j].w - mean) * rstd * w.w + b.w;
+        }
         uint2 p;
         p.x = pack2<T>(v[j].x, v[j].y);
         p.y = pack2<T>(v[j].z, v[j].w);
@@ -302,8 +339,8 @@ inline size_t mma_smem(int nt, int xf, int ld, int f, int k) {
   return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaSlots * 32 * nt * sizeof(float4);
 }
 
-/* The variant one launch of `rows` rows takes: nt (1 or 2 n-tiles of 8 rows) and xf, or false when
-   its x' does not fit one block per SM (norm modes need the f32 layout). */
+/* The variant one launch of `rows` rows takes: nt (1 or 2 n-tiles of 8 rows) and xf (f32 x' when it
+   fits one block per SM, else x' in T), or false when neither fits. */
 inline bool mma_pick(const LinArgs &a, int rows, int ld, int f, int *nt, int *xf) {
   *nt = rows <= 8 ? 1 : 2;
   if (mma_smem(*nt, 1, ld, f, a.k) <= kGemvSmemMax1) {
@@ -311,7 +348,7 @@ inline bool mma_pick(const LinArgs &a, int rows, int ld, int f, int *nt, int *xf
     return true;
   }
   *xf = 0;
-  return a.mode == LTE_DEC_X_PLAIN && mma_smem(*nt, 0, ld, f, a.k) <= kGemvSmemMax1;
+  return mma_smem(*nt, 0, ld, f, a.k) <= kGemvSmemMax1;
 }
 
 inline int mma_tiles(const LinArgs &a) { return a.act == LTE_DEC_ACT_SWIGLU ? a.n / 8 : (a.n + 15) / 16; }

@@ -215,6 +215,8 @@ Deno.test({
       // 5-8 rows at K 4096
       cases.push({ dt, rows: 4, n: 300, k: 11000, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
+      cases.push({ dt, rows: 16, n: 40, k: 4096, mode: 2, act: 2, acc: false, bias: true });
+      cases.push({ dt, rows: 13, n: 64, k: 4096, mode: 1, act: 1, acc: false, bias: false });
       cases.push({ dt, rows: 8, n: 130, k: 4000, mode: 2, act: 2, acc: false, bias: true });
       // large enough N for the default (auto) selection; 5 rows (the fallback, or R = 8 with wide)
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
@@ -244,9 +246,10 @@ Deno.test({
     const rng = new Rng(13);
     const cases: LinCase[] = [];
     for (const dt of ["f16", "bf16"] as const) {
-      // QKV-like (RMSNorm, a partial last tile; 16 rows: two launches of 8, the f32 x' of 16 rows
-      // does not fit), O-like (plain + accumulate + bias; 16 rows: x' kept in the weight dtype),
-      // down-like K (x' in the weight dtype; 16 rows: two launches), LayerNorm + GELU, SwiGLU
+      // QKV-like (RMSNorm, a partial last tile; 16 rows: the f32 x' does not fit, so a statistics
+      // pass, then x' in the weight dtype), O-like (plain + accumulate + bias; 16 rows: x' in the
+      // weight dtype), down-like K (x' in the weight dtype; 16 rows: two launches of 8), LayerNorm +
+      // GELU and SwiGLU (16 rows at K 4096: the statistics pass too)
       for (const rows of [3, 8, 16]) {
         cases.push({ dt, rows, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false });
       }
@@ -256,6 +259,8 @@ Deno.test({
       for (const rows of [4, 12]) cases.push({ dt, rows, n: 40, k: 344, mode: 2, act: 2, acc: false, bias: true });
       for (const rows of [3, 9, 16]) cases.push({ dt, rows, n: 64, k: 1048, mode: 1, act: 1, acc: false, bias: false });
       cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
+      cases.push({ dt, rows: 16, n: 40, k: 4096, mode: 2, act: 2, acc: false, bias: true });
+      cases.push({ dt, rows: 13, n: 64, k: 4096, mode: 1, act: 1, acc: false, bias: false });
       // many tiles per block (beyond the ring of partial tiles at F = 8 / 4; 5280 tiles: at F = 1 too)
       cases.push({ dt, rows: 4, n: 84480, k: 256, mode: 0, act: 0, acc: true, bias: false });
       cases.push({ dt, rows: 4, n: 12670, k: 256, mode: 1, act: 0, acc: false, bias: true });
