@@ -215,8 +215,6 @@ Deno.test({
       // 5-8 rows at K 4096
       cases.push({ dt, rows: 4, n: 300, k: 11000, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
-      cases.push({ dt, rows: 16, n: 40, k: 4096, mode: 2, act: 2, acc: false, bias: true });
-      cases.push({ dt, rows: 13, n: 64, k: 4096, mode: 1, act: 1, acc: false, bias: false });
       cases.push({ dt, rows: 8, n: 130, k: 4000, mode: 2, act: 2, acc: false, bias: true });
       // large enough N for the default (auto) selection; 5 rows (the fallback, or R = 8 with wide)
       cases.push({ dt, rows: 1, n: 2050, k: 512, mode: 1, act: 0, acc: false, bias: false });
