@@ -12,9 +12,13 @@
  * launches beyond; each switched off: the older kernels), K a multiple of a piece and not (1048 = 1024 + 24, 344),
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
+ * The tensor-core kernel (cuda/cuda/decode_gemv_mma.cuh, 5..16 rows of f16 by default) has its own
+ * test: every case on it under each load shape, K split, PDL and carveout, and the default
+ * selection (f16 takes it, bf16 does not).
  *
  * Written tolerance (as tests/gpu/engine_test.ts): identical inputs on both sides (same half bit
- * patterns), only the f32 summation order differs -> max |cuda - cpu| / max |cpu| < 1e-5.
+ * patterns), only the f32 summation order differs -> max |cuda - cpu| / max |cpu| < 1e-5; the
+ * tensor-core kernel rounds x' to the weight dtype: MMA_TOL below.
  */
 import nodeAssert from "node:assert/strict";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
