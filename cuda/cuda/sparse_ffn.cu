@@ -206,17 +206,8 @@ __device__ __forceinline__ uint4 load_x8(const XT *p) {
     const float4 a = __ldcg(reinterpret_cast<const float4 *>(p));
     const float4 b = __ldcg(reinterpret_cast<const float4 *>(p) + 1);
     uint4 r;
-    if constexpr (std::is_same<T, __half>::value) {
-      __half2 h0 = __floats2half2_rn(a.x, a.y), h1 = __floats2half2_rn(a.z, a.w);
-      __half2 h2 = __floats2half2_rn(b.x, b.y), h3 = __floats2half2_rn(b.z, b.w);
-      r.x = *reinterpret_cast<uint32_t *>(&h0), r.y = *reinterpret_cast<uint32_t *>(&h1);
-      r.z = *reinterpret_cast<uint32_t *>(&h2), r.w = *reinterpret_cast<uint32_t *>(&h3);
-    } else {
-      __nv_bfloat162 h0 = __floats2bfloat162_rn(a.x, a.y), h1 = __floats2bfloat162_rn(a.z, a.w);
-      __nv_bfloat162 h2 = __floats2bfloat162_rn(b.x, b.y), h3 = __floats2bfloat162_rn(b.z, b.w);
-      r.x = *reinterpret_cast<uint32_t *>(&h0), r.y = *reinterpret_cast<uint32_t *>(&h1);
-      r.z = *reinterpret_cast<uint32_t *>(&h2), r.w = *reinterpret_cast<uint32_t *>(&h3);
-    }
+    r.x = pack2<T>(a.x, a.y), r.y = pack2<T>(a.z, a.w);
+    r.z = pack2<T>(b.x, b.y), r.w = pack2<T>(b.z, b.w);
     return r;
   }
 }
