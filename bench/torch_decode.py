@@ -39,6 +39,27 @@ with torch.no_grad():
     head = torch.randn(V, d, device="cuda", dtype=torch.float16) * 0.02
     nbytes = sum(m.numel() for m in mats) * 2 + head.numel() * 2
 
+    def graph_seconds(fn, replays):
+        """Median seconds per replay of fn captured as a CUDA graph (warmed up on a side stream)."""
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        times = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(replays):
+                g.replay()
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - t0) / replays)
+        return statistics.median(times)
+
     def timed_chain(b):
         x = torch.randn(b, d, device="cuda", dtype=torch.float16)
 
@@ -51,24 +72,7 @@ with torch.no_grad():
                 h = h + (torch.nn.functional.silu(gu[:, :f]) * gu[:, f:]) @ mats[4 * i + 3].t()
             return h @ head.t()
 
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                chain()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            chain()
-        times = []
-        for _ in range(5):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(50):
-                g.replay()
-            torch.cuda.synchronize()
-            times.append((time.perf_counter() - t0) / 50)
-        return statistics.median(times)
+        return graph_seconds(chain, 50)
 
     # each projection alone at each batch (8 distinct weight copies per graph, beyond the L2)
     shapes = {"qkv": (3 * d, d), "o": (d, d), "gate/up": (2 * f, d), "down": (d, f), "head": (V, d)}
@@ -82,20 +86,7 @@ with torch.no_grad():
                 for w in ws:
                     xb @ w.t()
 
-            calls()
-            torch.cuda.synchronize()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                calls()
-            ts = []
-            for _ in range(5):
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                for _ in range(10):
-                    g.replay()
-                torch.cuda.synchronize()
-                ts.append((time.perf_counter() - t0) / 80)
-            us = statistics.median(ts) * 1e6
+            us = graph_seconds(calls, 10) / len(ws) * 1e6
             res["cublas_ops"].append({"op": name, "batch": b, "us": us, "tb_s": n_out * k_in * 2 / us / 1e6})
             print(f"cuBLAS {name} batch {b}: {us:.2f} us {n_out * k_in * 2 / us / 1e6:.2f} TB/s")
             del ws
