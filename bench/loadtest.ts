@@ -143,6 +143,7 @@ async function oneRequest(url: string, i: number, o: Opts, signal: AbortSignal):
   const prompt = PROMPTS[i % PROMPTS.length]!;
   const body: Record<string, unknown> = {
     max_tokens: o.maxTokens,
+    ignore_eos: true, // every request generates max_tokens: runs of the same size compare
     temperature: 0.8,
     seed: i,
     stream,

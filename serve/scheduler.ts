@@ -24,6 +24,8 @@ export interface SubmitRequest {
   sampling: SamplingParams;
   /** Stop strings: generation ends before the first occurrence, which is not returned. */
   stop: string[];
+  /** Generate past end-of-sequence tokens: only `maxTokens`, a stop string or the context end it. */
+  ignoreEos?: boolean;
   /** Aborting it (client disconnect) cancels the request, queued or running. */
   signal?: AbortSignal;
   /** `performance.now()` when the request arrived (for queue time and TTFT). @default now */
@@ -338,7 +340,7 @@ export class Scheduler {
     this.#opts.metrics?.token(activeExperts);
     seq.experts.push(activeExperts);
     seq.pendingExperts.push(activeExperts);
-    if (this.#opts.eosIds.includes(token)) {
+    if (!seq.req.ignoreEos && this.#opts.eosIds.includes(token)) {
       seq.held += this.#flushText(seq);
       this.#finish(seq, "stop");
       return;

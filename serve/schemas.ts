@@ -1,8 +1,8 @@
 /**
  * zod schemas of the request bodies of `/v1/completions` and `/v1/chat/completions`.
  *
- * OpenAI's field names and ranges; `top_k` and `seed` are accepted as extras (vLLM takes them via
- * `extra_body`). Unknown keys are ignored (clients send fields such as `user`), but a known feature
+ * OpenAI's field names and ranges; `top_k`, `seed` and `ignore_eos` are accepted as extras (vLLM
+ * takes them via `extra_body`). Unknown keys are ignored (clients send fields such as `user`), but a known feature
  * that this server does not implement (`n` > 1, `logprobs`, tools, penalties other than 0, ...) is
  * refused with a message naming the field rather than silently ignored.
  *
@@ -22,6 +22,8 @@ const Common = {
   top_p: z.number().gt(0).max(1).nullish(),
   top_k: z.number().int().min(0).nullish(),
   seed: z.number().int().nullish(),
+  /** Keep generating past the end-of-sequence token (fixed-length load tests, as vLLM/llama.cpp). */
+  ignore_eos: z.boolean().nullish(),
   n: z.literal(1, { message: "only n = 1 is supported" }).nullish(),
   stream: z.boolean().nullish(),
   stream_options: StreamOptions,

@@ -377,7 +377,14 @@ export class LteServer {
     req.signal.addEventListener("abort", () => abort.abort(), { once: true });
     let seq;
     try {
-      seq = r.scheduler.submit({ ids, maxTokens, sampling, stop, signal: abort.signal });
+      seq = r.scheduler.submit({
+        ids,
+        maxTokens,
+        sampling,
+        stop,
+        ignoreEos: body.ignore_eos === true,
+        signal: abort.signal,
+      });
     } catch (err) {
       if (err instanceof QueueFullError) {
         throw new ApiError(429, err.message, "rate_limit_error", "queue_full", {}, {

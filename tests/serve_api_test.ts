@@ -174,6 +174,26 @@ Deno.test({
         assert.equal(r.json.choices[0].text, text.slice(0, text.indexOf(stop)));
       });
 
+      await t.step("ignore_eos generates past an end-of-sequence token, to max_tokens", async () => {
+        // find a seed whose sampled text ends early on the end-of-sequence token (about 1 in 5 of
+        // this random model's seeds do within 40 tokens), then ask for the same draw with ignore_eos
+        const c = `${s.url}/v1/completions`;
+        let seed = -1, early: any = null;
+        for (let i = 0; i < 100 && !early; i++) {
+          const r = await post(c, { prompt: "eos?", max_tokens: 40, temperature: 1, seed: i });
+          if (r.json.choices[0].finish_reason === "stop") [seed, early] = [i, r.json];
+        }
+        assert.ok(early, "no seed in 0..99 sampled the end-of-sequence token within 40 tokens");
+        assert.ok(early.usage.completion_tokens < 40, JSON.stringify(early.usage));
+        const past = await post(c, { prompt: "eos?", max_tokens: 40, temperature: 1, seed, ignore_eos: true });
+        assert.equal(past.status, 200, JSON.stringify(past.json));
+        assert.equal(past.json.choices[0].finish_reason, "length");
+        assert.equal(past.json.usage.completion_tokens, 40);
+        // the same draw up to the end-of-sequence token (which decodes to no text), then more
+        assert.ok(past.json.choices[0].text.startsWith(early.choices[0].text), JSON.stringify([early, past.json]));
+        assertError(await post(c, { prompt: "x", ignore_eos: "yes" }), 400, "invalid_type", /ignore_eos/);
+      });
+
       await t.step("every bad input gets a JSON error and the server keeps serving", async () => {
         const c = `${s.url}/v1/completions`, ch = `${s.url}/v1/chat/completions`;
         assertError(await post(c, "{not json", true), 400, "invalid_json");
@@ -249,7 +269,9 @@ Deno.test({
 
       await t.step("a client that disconnects cancels its generation", async () => {
         // 16,000 tokens take seconds on the CPU: only the disconnect can end the request in time
-        // (with 250 tokens on the short model, a busy machine could finish first: "length")
+        // (with 250 tokens on the short model, a busy machine could finish first: "length"), and
+        // ignore_eos keeps a sampled end-of-sequence token from ending it ("stop": about 1 run in 5
+        // within 50 tokens at temperature 1 on this random model, the CI flake of 2026-12-02)
         const sl = await start(longDir);
         try {
           const cancelled = async () => (await metric(sl.url, 'lte_requests_total{outcome="cancelled"}')) || 0; // absent: 0
@@ -257,7 +279,7 @@ Deno.test({
           const ac = new AbortController();
           const res = await fetch(`${sl.url}/v1/completions`, {
             method: "POST",
-            body: JSON.stringify({ prompt: "long", max_tokens: 16000, stream: true }),
+            body: JSON.stringify({ prompt: "long", max_tokens: 16000, stream: true, ignore_eos: true }),
             signal: ac.signal,
           });
           const reader = res.body!.getReader();
@@ -324,7 +346,7 @@ Deno.test({
     try {
       const reqs = Array.from(
         { length: 8 },
-        (_, i) => post(`${s.url}/v1/completions`, { prompt: `q${i}`, max_tokens: 200 }),
+        (_, i) => post(`${s.url}/v1/completions`, { prompt: `q${i}`, max_tokens: 200, ignore_eos: true }),
       );
       const rs = await Promise.all(reqs);
       const busy = rs.filter((r) => r.status === 429);
