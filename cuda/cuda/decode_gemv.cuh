@@ -523,6 +523,8 @@ struct GemvTune {
   int mma_f;    // its K split (0: chosen per shape, mma_parts)
 };
 
+constexpr int kMmaVariants = 6;  // gemv_mma_kernel load shapes (decode_gemv_mma.cuh, mma_shape)
+
 inline GemvTune gemv_tune() {
   GemvTune t;
   const char *m = getenv("LTE_DEC_GEMV");
@@ -540,7 +542,7 @@ inline GemvTune gemv_tune() {
   t.wide = env_int("LTE_DEC_GEMV_WIDE", 1, 0, 1);
   t.mma = env_int("LTE_DEC_GEMV_MMA", 1, 0, 2);
   t.mma_min = env_int("LTE_DEC_GEMV_MMA_MIN", 5, 1, 16);
-  t.mma_v = env_int("LTE_DEC_GEMV_MMA_V", 0, 0, 3);
+  t.mma_v = env_int("LTE_DEC_GEMV_MMA_V", 0, 0, kMmaVariants - 1);
   t.mma_f = env_int("LTE_DEC_GEMV_MMA_F", 0, 0, 8);
   if (t.mma_f != 0 && t.mma_f != 1 && t.mma_f != 2 && t.mma_f != 4) t.mma_f = 8;
   return t;

@@ -31,15 +31,21 @@
  *   to T where f32 does not fit (twice the rows per byte: 8 rows at K 11008, 16 at K 4096; norm
  *   modes then take a statistics pass over x first).
  *   Switches: LTE_DEC_GEMV_MMA=0 (off) / 1 (f16 weights, default) / 2 (bf16 too), LTE_DEC_GEMV_MMA_MIN (fewest rows, default 5: at 4 rows the
- *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2, 4 x 2, 2 x 8),
+ *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2, 4 x 2, 2 x 8; 4, 5 = 0, 1 with interleaved chunks),
  *   LTE_DEC_GEMV_MMA_F (force F).
  */
 
 constexpr int kMmaSlots = 32;  // partial tiles held: a ring of 32 / F tiles (4 rounds of 8 / F)
 
-/* LD: 16-byte chunks per lane per row per stage (consecutive: 4 lanes read 64 LD contiguous bytes
-   of a row), U: stages in flight per warp. A stage is 32 LD k. */
-template <class T, int NT, int XF, int LD, int U>
+/* LD: 16-byte chunks per lane per row per stage, U: stages in flight per warp. A stage is 32 LD k
+   of a row, read by its 4 lanes (c = 0..3) in LD load instructions:
+     IL = 0: lane c holds chunks LD c .. LD c + LD - 1 (consecutive): one instruction touches 16 of
+             every 64 LD bytes of the row, half of each 32-byte sector (the other half comes with
+             the next instruction, which the L1::no_allocate stream does not cache: each sector
+             crosses from L2 twice);
+     IL = 1: lane c holds chunks c, 4 + c, 8 + c, ...: instruction j reads 64 contiguous bytes
+             (two whole sectors) of each row, so every sector crosses once. */
+template <class T, int NT, int XF, int LD, int U, int IL>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
     gemv_mma_kernel(LinArgs a, int rows, int F, int KS, int KP, int XS) {
   constexpr int kStage = 32 * LD;
@@ -57,7 +63,9 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   // lane group c holds its chunks rotated by `rot` (chunk (j + rot) % LD in register slot j) and
   // feeds slot j to mma pair j (the pairs' sums cover the same k either way): the lanes' x' reads
   // of one pair then fall into distinct shared-memory banks (with XS's row pad, mma_geometry)
-  const int rot = LD == 8 ? 2 * c : LD == 4 ? c >> 1 : 0;
+  // (IL = 1 needs none: the 4 lanes of a row read 64 contiguous bytes, the row pad does the rest)
+  const int rot = IL ? 0 : LD == 8 ? 2 * c : LD == 4 ? c >> 1 : 0;
+  const int kc0 = IL ? 8 * c : 8 * LD * c;  // first k of lane group c's chunks in a stage
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
   const int N = a.n, K = a.k;
   const int TA = swi ? N / 8 : (N + 15) / 16;
@@ -85,13 +93,13 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   auto load = [&](uint4 (&wa)[LD], uint4 (&wb)[LD], int q) {
     const int u = wib + kGWarps * (q / SPT);
     const int t = t0 + u / F;
-    const int k0 = (u % F) * KS + (q % SPT) * kStage + 8 * LD * c;
+    const int k0 = (u % F) * KS + (q % SPT) * kStage + kc0;
     int ra, rb;
     rows_of(t, ra, rb);
     const uint4 z = make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
     for (int j = 0; j < LD; j++) {
-      const int k = k0 + 8 * ((j + rot) % LD);
+      const int k = k0 + (IL ? 32 * j : 8 * ((j + rot) % LD));
       wa[j] = ra >= 0 && k < K ? ld_stream(Wt + (size_t)ra * K + k) : z;
       wb[j] = rb >= 0 && k < K ? ld_stream(Wt + (size_t)rb * K + k) : z;
     }
@@ -222,17 +230,17 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   auto compute = [&](const uint4 (&WA)[LD], const uint4 (&WB)[LD], int q) {
     const int s = q % SPT;
     const int u = wib + kGWarps * (q / SPT);
-    const int k0 = (u % F) * KS + s * kStage + 8 * LD * c;
+    const int k0 = (u % F) * KS + s * kStage + kc0;
 #pragma unroll
     for (int j = 0; j < LD; j++)
 #pragma unroll
     for (int n = 0; n < NT; n++) {
       const uint4 &A = WA[j], &B = WB[j];
-      const int jj = (j + rot) % LD;  // the chunk load() put into slot j
+      const int kc = k0 + (IL ? 32 * j : 8 * ((j + rot) % LD));  // first k of the chunk load() put into slot j
       uint32_t b0, b1, b2, b3;
       const int r = n * 8 + g;
       if (XF) {
-        const int ch = k0 / 8 + jj;
+        const int ch = kc / 8;
         const float4 lo = *reinterpret_cast<const float4 *>(xf + (size_t)r * XS + 4 * ch);
         const float4 hi = *reinterpret_cast<const float4 *>(xf + (size_t)r * XS + KP / 2 + 4 * ch);
         b0 = pack2<T>(lo.x, lo.y);
@@ -240,7 +248,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
         b2 = pack2<T>(hi.x, hi.y);
         b3 = pack2<T>(hi.z, hi.w);
       } else {
-        const uint4 v = *reinterpret_cast<const uint4 *>(xh + (size_t)r * XS + k0 + 8 * jj);
+        const uint4 v = *reinterpret_cast<const uint4 *>(xh + (size_t)r * XS + kc);
         b0 = v.x;
         b1 = v.y;
         b2 = v.z;
@@ -293,13 +301,15 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 
 /* ------------------------------------------------------------------ host side */
 
-/* The variant (LTE_DEC_GEMV_MMA_V): 16-byte chunks per lane per row per stage and stages in flight. */
+/* The variant (LTE_DEC_GEMV_MMA_V): 16-byte chunks per lane per row per stage, stages in flight and
+   the chunks' order (il: interleaved, whole sectors per load instruction; eighth session, not yet
+   timed on a GPU: 4 and 5 are 0 and 1 interleaved). */
 struct MmaShape {
-  int ld, u;
+  int ld, u, il;
 };
 inline MmaShape mma_shape(int v) {
-  const MmaShape s[4] = {{4, 4}, {8, 2}, {4, 2}, {2, 8}};
-  return s[v < 0 || v > 3 ? 0 : v];
+  const MmaShape s[kMmaVariants] = {{4, 4, 0}, {8, 2, 0}, {4, 2, 0}, {2, 8, 0}, {4, 4, 1}, {8, 2, 1}};
+  return s[v < 0 || v >= kMmaVariants ? 0 : v];
 }
 
 /* Parts per tile F (1, 2, 4, 8: the K split between warps). Blocks own whole tiles and process
@@ -324,41 +334,42 @@ inline int mma_parts(const GemvTune &t, int tiles, int blocks) {
 
 /* k per part (KS, a multiple of a stage of 32 ld k), the zero-padded row length of x' (KP = F KS)
    and its row stride in shared memory (XS, padded so lane groups g and g + 1 read distinct banks). */
-inline void mma_geometry(int k, int xf, int ld, int f, int *ks, int *kp, int *xs) {
+inline void mma_geometry(int k, int xf, int ld, int il, int f, int *ks, int *kp, int *xs) {
   const int st = 32 * ld;
   *ks = (k + f * st - 1) / (f * st) * st;
   *kp = f * *ks;
   // row pad (bytes) that puts the two rows of a quarter warp into distinct banks, given the lanes'
-  // spacing of 16 LD bytes and the rotation in the kernel
-  const int pad = ld == 1 ? 64 : ld == 4 ? 32 : 16;
+  // spacing (16 LD bytes, or 16 interleaved) and the rotation in the kernel
+  const int pad = ld == 1 || il ? 64 : ld == 4 ? 32 : 16;
   *xs = *kp + pad / (xf ? 4 : 2);
 }
-inline size_t mma_smem(int nt, int xf, int ld, int f, int k) {
+inline size_t mma_smem(int nt, int xf, int ld, int il, int f, int k) {
   int ks, kp, xs;
-  mma_geometry(k, xf, ld, f, &ks, &kp, &xs);
+  mma_geometry(k, xf, ld, il, f, &ks, &kp, &xs);
   return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaSlots * 32 * nt * sizeof(float4);
 }
 
 /* The variant one launch of `rows` rows takes: nt (1 or 2 n-tiles of 8 rows) and xf (f32 x' when it
    fits one block per SM, else x' in T), or false when neither fits. */
-inline bool mma_pick(const LinArgs &a, int rows, int ld, int f, int *nt, int *xf) {
+inline bool mma_pick(const LinArgs &a, int rows, int ld, int il, int f, int *nt, int *xf) {
   *nt = rows <= 8 ? 1 : 2;
-  if (mma_smem(*nt, 1, ld, f, a.k) <= kGemvSmemMax1) {
+  if (mma_smem(*nt, 1, ld, il, f, a.k) <= kGemvSmemMax1) {
     *xf = 1;
     return true;
   }
   *xf = 0;
-  return mma_smem(*nt, 0, ld, f, a.k) <= kGemvSmemMax1;
+  return mma_smem(*nt, 0, ld, il, f, a.k) <= kGemvSmemMax1;
 }
 
 inline int mma_tiles(const LinArgs &a) { return a.act == LTE_DEC_ACT_SWIGLU ? a.n / 8 : (a.n + 15) / 16; }
 
 /* Rows one launch of gemv_mma_kernel takes (all, or 8 when 16 do not fit), 0 = does not apply. */
 inline int mma_chunk(const GemvTune &t, const LinArgs &a, int rows, int sms) {
-  const int ld = mma_shape(t.mma_v).ld, f = mma_parts(t, mma_tiles(a), sms);
+  const MmaShape sh = mma_shape(t.mma_v);
+  const int f = mma_parts(t, mma_tiles(a), sms);
   int nt, xf;
-  if (mma_pick(a, rows, ld, f, &nt, &xf)) return rows;
-  return rows > 8 && mma_pick(a, 8, ld, f, &nt, &xf) ? 8 : 0;
+  if (mma_pick(a, rows, sh.ld, sh.il, f, &nt, &xf)) return rows;
+  return rows > 8 && mma_pick(a, 8, sh.ld, sh.il, f, &nt, &xf) ? 8 : 0;
 }
 
 /* Whether gemv_mma_kernel takes this call: at least LTE_DEC_GEMV_MMA_MIN rows (default 5), the
@@ -373,20 +384,21 @@ inline bool mma_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, i
   return mma_chunk(t, a, rows, sms) > 0;
 }
 
-template <class T, int NT, int XF, int LD, int U>
+template <class T, int NT, int XF, int LD, int U, int IL>
 cudaError_t launch_mma_v(const LinArgs &a, int rows, int f, int sms, cudaStream_t st) {
   int ks, kp, xs;
-  mma_geometry(a.k, XF, LD, f, &ks, &kp, &xs);
-  const size_t smem = mma_smem(NT, XF, LD, f, a.k);
+  mma_geometry(a.k, XF, LD, IL, f, &ks, &kp, &xs);
+  const size_t smem = mma_smem(NT, XF, LD, IL, f, a.k);
   unsigned grid = 0;
-  cudaError_t e = persistent_grid(gemv_mma_kernel<T, NT, XF, LD, U>, kGWarps * 32, smem, sms, 1, &grid);
+  cudaError_t e = persistent_grid(gemv_mma_kernel<T, NT, XF, LD, U, IL>, kGWarps * 32, smem, sms, 1, &grid);
   if (e != cudaSuccess) return e;
-  e = dlaunch(gemv_mma_kernel<T, NT, XF, LD, U>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, f, ks, kp, xs);
+  e = dlaunch(gemv_mma_kernel<T, NT, XF, LD, U, IL>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, f, ks, kp,
+              xs);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
-template <class T, int LD, int U>
+template <class T, int LD, int U, int IL>
 cudaError_t launch_mma_lu(const GemvTune &t, const LinArgs &a, int rows, int sms, cudaStream_t st) {
   const int chunk = mma_chunk(t, a, rows, sms), f = mma_parts(t, mma_tiles(a), sms);
   for (int r0 = 0; r0 < rows; r0 += chunk) {
@@ -395,12 +407,12 @@ cudaError_t launch_mma_lu(const GemvTune &t, const LinArgs &a, int rows, int sms
     b.x = a.x + (size_t)r0 * a.ldx;
     b.y = a.y + (size_t)r0 * a.n;
     int nt, xf;
-    mma_pick(b, rb, LD, f, &nt, &xf);
+    mma_pick(b, rb, LD, IL, f, &nt, &xf);
     cudaError_t e;
     if (nt == 1)
-      e = xf ? launch_mma_v<T, 1, 1, LD, U>(b, rb, f, sms, st) : launch_mma_v<T, 1, 0, LD, U>(b, rb, f, sms, st);
+      e = xf ? launch_mma_v<T, 1, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 1, 0, LD, U, IL>(b, rb, f, sms, st);
     else
-      e = xf ? launch_mma_v<T, 2, 1, LD, U>(b, rb, f, sms, st) : launch_mma_v<T, 2, 0, LD, U>(b, rb, f, sms, st);
+      e = xf ? launch_mma_v<T, 2, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 2, 0, LD, U, IL>(b, rb, f, sms, st);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
@@ -409,9 +421,11 @@ cudaError_t launch_mma_lu(const GemvTune &t, const LinArgs &a, int rows, int sms
 template <class T>
 cudaError_t launch_mma(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
   switch (t.mma_v) {
-  case 1: return launch_mma_lu<T, 8, 2>(t, a, rows, sms, st);
-  case 2: return launch_mma_lu<T, 4, 2>(t, a, rows, sms, st);
-  case 3: return launch_mma_lu<T, 2, 8>(t, a, rows, sms, st);
-  default: return launch_mma_lu<T, 4, 4>(t, a, rows, sms, st);
+  case 1: return launch_mma_lu<T, 8, 2, 0>(t, a, rows, sms, st);
+  case 2: return launch_mma_lu<T, 4, 2, 0>(t, a, rows, sms, st);
+  case 3: return launch_mma_lu<T, 2, 8, 0>(t, a, rows, sms, st);
+  case 4: return launch_mma_lu<T, 4, 4, 1>(t, a, rows, sms, st);
+  case 5: return launch_mma_lu<T, 8, 2, 1>(t, a, rows, sms, st);
+  default: return launch_mma_lu<T, 4, 4, 0>(t, a, rows, sms, st);
   }
 }
