@@ -15,6 +15,7 @@
 # Then: run with carry [".device"]:  bash bench/issue9_device.sh
 # A shorter call: TESTS="engine gemv" DECODE_ONLY=dense,sparse50 SKIP="sffn lte gemv torch" bash bench/issue9_device.sh
 # Every GPU test file: TESTS="engine gemv sffn args dsffn others" (TEST_TIMEOUT seconds each, default 170).
+# The GEMV bench takes GEMV_ARGS (e.g. --mma: the tensor-core variants at 4/8/16 rows) and GEMV_TIMEOUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/issue9_out}
 W=$(mktemp -d)
@@ -102,7 +103,7 @@ pack
 
 # ---- each decode GEMV alone, old vs new kernels
 if ! skip gemv; then
-  timeout 90 deno run -A --no-check bench/gemv_bench.ts --out "$OUT/gemv_bench.json" >"$W/gemv_bench.log" 2>&1
+  timeout ${GEMV_TIMEOUT:-90} deno run -A --no-check bench/gemv_bench.ts ${GEMV_ARGS:-} --out "$OUT/gemv_bench.json" >"$W/gemv_bench.log" 2>&1
   say "== gemv bench rc=$? ($(el))"
   strip <"$W/gemv_bench.log" | sed -n '/=== GEMV bench/,$p' | head -40 | tee -a "$OUT/summary.txt"
 fi
