@@ -285,6 +285,7 @@ async function run(url: string, o: Opts): Promise<Record<string, unknown>> {
     clients: o.clients,
     requests: o.requests,
     max_tokens: o.maxTokens,
+    ignore_eos: true,
     completed: ok.length,
     failed,
     errors: [...new Set(results.filter((r) => !r.ok).map((r) => r.error))].slice(0, 5),
