@@ -234,10 +234,10 @@ const mmaCases: Maker[] = [4, 8, 16].flatMap((r): Maker[] => [
 ]);
 const MMA_VARIANTS: [string, Record<string, string>][] = [
   ["cuda cores", { LTE_DEC_GEMV_MMA: "0" }],
-  // v4, v5: v0, v1 with interleaved chunks (whole 32-byte sectors per load instruction)
-  ...[0, 1, 2, 3, 4, 5].map((v): [string, Record<string, string>] => [`mma v${v}`, { LTE_DEC_GEMV_MMA_V: String(v) }]),
+  // v2, v3: v0, v1 with interleaved chunks (whole 32-byte sectors per load instruction)
+  ...[0, 1, 2, 3].map((v): [string, Record<string, string>] => [`mma v${v}`, { LTE_DEC_GEMV_MMA_V: String(v) }]),
   // the K split forced (default: chosen per shape)
-  ...([[0, 8], [1, 8], [0, 4], [0, 2], [1, 2], [4, 8], [4, 2]] as [number, number][]).map((
+  ...([[0, 8], [1, 8], [0, 4], [0, 2], [1, 2], [2, 8], [2, 2]] as [number, number][]).map((
     [v, f],
   ): [string, Record<string, string>] => [`mma v${v} F${f}`, {
     LTE_DEC_GEMV_MMA_V: String(v),

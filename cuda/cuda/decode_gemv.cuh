@@ -523,7 +523,7 @@ struct GemvTune {
   int mma_f;    // its K split (0: chosen per shape, mma_parts)
 };
 
-constexpr int kMmaVariants = 6;  // gemv_mma_kernel load shapes (decode_gemv_mma.cuh, mma_shape)
+constexpr int kMmaVariants = 4;  // gemv_mma_kernel load shapes (decode_gemv_mma.cuh, mma_shape)
 
 inline GemvTune gemv_tune() {
   GemvTune t;

@@ -31,7 +31,7 @@
  *   to T where f32 does not fit (twice the rows per byte: 8 rows at K 11008, 16 at K 4096; norm
  *   modes then take a statistics pass over x first).
  *   Switches: LTE_DEC_GEMV_MMA=0 (off) / 1 (f16 weights, default) / 2 (bf16 too), LTE_DEC_GEMV_MMA_MIN (fewest rows, default 5: at 4 rows the
- *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2, 4 x 2, 2 x 8; 4, 5 = 0, 1 with interleaved chunks),
+ *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2; 2, 3 = 0, 1 with interleaved chunks),
  *   LTE_DEC_GEMV_MMA_F (force F).
  */
 
@@ -303,12 +303,13 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 
 /* The variant (LTE_DEC_GEMV_MMA_V): 16-byte chunks per lane per row per stage, stages in flight and
    the chunks' order (il: interleaved, whole sectors per load instruction; eighth session, not yet
-   timed on a GPU: 4 and 5 are 0 and 1 interleaved). */
+   timed on a GPU: 2 and 3 are 0 and 1 interleaved. Until the seventh session 2 and 3 were 4 x 2 and
+   2 x 8, both measured slower than 0 and removed: each variant is 8 kernels of compile time). */
 struct MmaShape {
   int ld, u, il;
 };
 inline MmaShape mma_shape(int v) {
-  const MmaShape s[kMmaVariants] = {{4, 4, 0}, {8, 2, 0}, {4, 2, 0}, {2, 8, 0}, {4, 4, 1}, {8, 2, 1}};
+  const MmaShape s[kMmaVariants] = {{4, 4, 0}, {8, 2, 0}, {4, 4, 1}, {8, 2, 1}};
   return s[v < 0 || v >= kMmaVariants ? 0 : v];
 }
 
@@ -422,10 +423,8 @@ template <class T>
 cudaError_t launch_mma(const LinArgs &a, int rows, const GemvTune &t, int sms, cudaStream_t st) {
   switch (t.mma_v) {
   case 1: return launch_mma_lu<T, 8, 2, 0>(t, a, rows, sms, st);
-  case 2: return launch_mma_lu<T, 4, 2, 0>(t, a, rows, sms, st);
-  case 3: return launch_mma_lu<T, 2, 8, 0>(t, a, rows, sms, st);
-  case 4: return launch_mma_lu<T, 4, 4, 1>(t, a, rows, sms, st);
-  case 5: return launch_mma_lu<T, 8, 2, 1>(t, a, rows, sms, st);
+  case 2: return launch_mma_lu<T, 4, 4, 1>(t, a, rows, sms, st);
+  case 3: return launch_mma_lu<T, 8, 2, 1>(t, a, rows, sms, st);
   default: return launch_mma_lu<T, 4, 4, 0>(t, a, rows, sms, st);
   }
 }
