@@ -42,9 +42,10 @@ constexpr int kMmaSlots = 32;  // partial tiles held: a ring of 32 / F tiles (4 
      IL = 0: lane c holds chunks LD c .. LD c + LD - 1 (consecutive): one instruction touches 16 of
              every 64 LD bytes of the row, half of each 32-byte sector (the other half comes with
              the next instruction, which the L1::no_allocate stream does not cache: each sector
-             crosses from L2 twice);
+             likely crosses from L2 twice);
      IL = 1: lane c holds chunks c, 4 + c, 8 + c, ...: instruction j reads 64 contiguous bytes
-             (two whole sectors) of each row, so every sector crosses once. */
+             (two whole sectors) of each row, so every sector crosses once (eighth session; not
+             yet timed on a GPU). */
 template <class T, int NT, int XF, int LD, int U, int IL>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
     gemv_mma_kernel(LinArgs a, int rows, int F, int KS, int KP, int XS) {
