@@ -112,6 +112,9 @@ function parse(args: string[]): Opts {
   return o;
 }
 
+/** Every request generates max_tokens (no end-of-sequence stop): runs of the same size compare. */
+const IGNORE_EOS = true;
+
 const PROMPTS = [
   "Call me Ishmael.",
   "Some years ago, never mind how long precisely, having little or no money in my purse,",
@@ -143,7 +146,7 @@ async function oneRequest(url: string, i: number, o: Opts, signal: AbortSignal):
   const prompt = PROMPTS[i % PROMPTS.length]!;
   const body: Record<string, unknown> = {
     max_tokens: o.maxTokens,
-    ignore_eos: true, // every request generates max_tokens: runs of the same size compare
+    ignore_eos: IGNORE_EOS,
     temperature: 0.8,
     seed: i,
     stream,
@@ -285,7 +288,7 @@ async function run(url: string, o: Opts): Promise<Record<string, unknown>> {
     clients: o.clients,
     requests: o.requests,
     max_tokens: o.maxTokens,
-    ignore_eos: true,
+    ignore_eos: IGNORE_EOS,
     completed: ok.length,
     failed,
     errors: [...new Set(results.filter((r) => !r.ok).map((r) => r.error))].slice(0, 5),
