@@ -232,17 +232,24 @@ const mmaCases: Maker[] = [4, 8, 16].flatMap((r): Maker[] => [
   () => linearCase("down K=11008 acc", r, D, F, 0, 0, true),
   () => linearCase("head rms", r, V, D, 1, 0, false),
 ]);
+// (every tensor-core row sets LTE_DEC_GEMV_MMA_MIN=1: at 4 rows the default of 5 would time the
+// CUDA-core kernel under the tensor-core label, as the ninth session's first run did)
+const MMA_ON = { LTE_DEC_GEMV_MMA_MIN: "1" };
 const MMA_VARIANTS: [string, Record<string, string>][] = [
   ["cuda cores", { LTE_DEC_GEMV_MMA: "0" }],
-  // v2, v3: v0, v1 with interleaved chunks (whole 32-byte sectors per load instruction)
-  ...[0, 1, 2, 3].map((v): [string, Record<string, string>] => [`mma v${v}`, { LTE_DEC_GEMV_MMA_V: String(v) }]),
-  // the K split forced (default: chosen per shape)
-  ...([[0, 8], [1, 8], [0, 4], [0, 2], [1, 2], [2, 8], [2, 2]] as [number, number][]).map((
-    [v, f],
-  ): [string, Record<string, string>] => [`mma v${v} F${f}`, {
-    LTE_DEC_GEMV_MMA_V: String(v),
+  // v2, v3: v0, v1 with interleaved chunks (whole 32-byte sectors per load instruction); v3 the
+  // default since the ninth session
+  ...[0, 2, 3].map((
+    v,
+  ): [string, Record<string, string>] => [`mma v${v}`, { ...MMA_ON, LTE_DEC_GEMV_MMA_V: String(v) }]),
+  // the K split between warps forced (default: chosen per shape)
+  ...[1, 2, 4, 8].map((f): [string, Record<string, string>] => [`mma v3 F${f}`, {
+    ...MMA_ON,
+    LTE_DEC_GEMV_MMA_V: "3",
     LTE_DEC_GEMV_MMA_F: String(f),
   }]),
+  // 16 rows at K 11008: two launches of 8 rows instead of column slices (the default since the ninth)
+  ["mma v3 no kslices", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_GEMV_MMA_KSPLIT: "0" }],
 ];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),

@@ -216,6 +216,7 @@ struct LinArgs {
   int k;
   int accumulate;
   int act;
+  int ldw = 0;  // weight row stride in elements, 0 = k (gemv_mma_kernel's K-split launches set it)
 };
 
 template <int VEC>

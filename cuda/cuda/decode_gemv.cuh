@@ -501,6 +501,11 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
      LTE_DEC_GEMV_WIDE   1: 5-8 rows in one launch (R = 8) and x' up to 224 KiB at one block per SM
                          (default 1; with split, the 7B step at batch 8 took 10.0 ms instead of the
                          older kernels' 21.6, batch 4 4.95 instead of 6.71: sixth session)
+     LTE_DEC_GEMV_MMA_KSPLIT  1: 9-16 rows whose x' does not fit one block (the down projection
+                         at K 11008) run as column slices of K, each launch adding its partial
+                         product into y (plain x, accumulate, no activation), so the weights are
+                         read once; 0: launches of 8 rows, each re-reading them (default 1, ninth
+                         session)
      LTE_DEC_GEMV_MMA    1: lte_dec_linear of LTE_DEC_GEMV_MMA_MIN (default 5) .. 16 rows with f16
                          weights on tensor cores (gemv_mma_kernel, decode_gemv_mma.cuh; x' rounded
                          to f16), 2: bf16 weights too, 0: never (default 1; batch 8 7B step 10.0 ->
@@ -521,6 +526,7 @@ struct GemvTune {
   int mma_min;
   int mma_v;    // its load shape (decode_gemv_mma.cuh, mma_shape)
   int mma_f;    // its K split (0: chosen per shape, mma_parts)
+  int mma_ksplit;  // 16 rows whose x' does not fit: column slices (1) or two launches of 8 rows (0)
 };
 
 constexpr int kMmaVariants = 4;  // gemv_mma_kernel load shapes (decode_gemv_mma.cuh, mma_shape)
@@ -542,9 +548,11 @@ inline GemvTune gemv_tune() {
   t.wide = env_int("LTE_DEC_GEMV_WIDE", 1, 0, 1);
   t.mma = env_int("LTE_DEC_GEMV_MMA", 1, 0, 2);
   t.mma_min = env_int("LTE_DEC_GEMV_MMA_MIN", 5, 1, 16);
-  t.mma_v = env_int("LTE_DEC_GEMV_MMA_V", 0, 0, kMmaVariants - 1);
+  // 3 (8 x 2 interleaved) since the ninth session: 7B step at batch 8 6.23 -> 5.58 ms (H200)
+  t.mma_v = env_int("LTE_DEC_GEMV_MMA_V", 3, 0, kMmaVariants - 1);
   t.mma_f = env_int("LTE_DEC_GEMV_MMA_F", 0, 0, 8);
   if (t.mma_f != 0 && t.mma_f != 1 && t.mma_f != 2 && t.mma_f != 4) t.mma_f = 8;
+  t.mma_ksplit = env_int("LTE_DEC_GEMV_MMA_KSPLIT", 1, 0, 1);
   return t;
 }
 

@@ -31,8 +31,11 @@
  *   to T where f32 does not fit (twice the rows per byte: 8 rows at K 11008, 16 at K 4096; norm
  *   modes then take a statistics pass over x first).
  *   Switches: LTE_DEC_GEMV_MMA=0 (off) / 1 (f16 weights, default) / 2 (bf16 too), LTE_DEC_GEMV_MMA_MIN (fewest rows, default 5: at 4 rows the
- *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2; 2, 3 = 0, 1 with interleaved chunks),
- *   LTE_DEC_GEMV_MMA_F (force F).
+ *   CUDA-core kernel measured faster), LTE_DEC_GEMV_MMA_V (LD x U: 4 x 4, 8 x 2; 2, 3 = 0, 1 with interleaved chunks;
+ *   default 3), LTE_DEC_GEMV_MMA_F (force F), LTE_DEC_GEMV_MMA_KSPLIT (16 rows at K 11008: column slices).
+ *   16 rows whose x' does not fit (the down projection at K 11008) run as 2-4 launches over column
+ *   slices of K (a.ldw = the full row stride), each adding its partial product into y, so the
+ *   weights cross once; until the ninth session they ran as two launches of 8 rows (read twice).
  */
 
 constexpr int kMmaSlots = 32;  // partial tiles held: a ring of 32 / F tiles (4 rounds of 8 / F)
@@ -44,8 +47,8 @@ constexpr int kMmaSlots = 32;  // partial tiles held: a ring of 32 / F tiles (4 
              the next instruction, which the L1::no_allocate stream does not cache: each sector
              likely crosses from L2 twice);
      IL = 1: lane c holds chunks c, 4 + c, 8 + c, ...: instruction j reads 64 contiguous bytes
-             (two whole sectors) of each row, so every sector crosses once (eighth session; not
-             yet timed on a GPU). */
+             (two whole sectors) of each row, so every sector crosses once (eighth session;
+             faster in the ninth, see mma_shape). */
 template <class T, int NT, int XF, int LD, int U, int IL>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
     gemv_mma_kernel(LinArgs a, int rows, int F, int KS, int KP, int XS) {
@@ -69,6 +72,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   const int kc0 = IL ? 8 * c : 8 * LD * c;  // first k of lane group c's chunks in a stage
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
   const int N = a.n, K = a.k;
+  const size_t LDW = a.ldw ? a.ldw : K;  // weight row stride (a K-split launch reads a column slice)
   const int TA = swi ? N / 8 : (N + 15) / 16;
   const int t0 = (int)(((long long)blockIdx.x * TA) / gridDim.x);
   const int t1 = (int)(((long long)(blockIdx.x + 1) * TA) / gridDim.x);
@@ -101,8 +105,8 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 #pragma unroll
     for (int j = 0; j < LD; j++) {
       const int k = k0 + (IL ? 32 * j : 8 * ((j + rot) % LD));
-      wa[j] = ra >= 0 && k < K ? ld_stream(Wt + (size_t)ra * K + k) : z;
-      wb[j] = rb >= 0 && k < K ? ld_stream(Wt + (size_t)rb * K + k) : z;
+      wa[j] = ra >= 0 && k < K ? ld_stream(Wt + (size_t)ra * LDW + k) : z;
+      wb[j] = rb >= 0 && k < K ? ld_stream(Wt + (size_t)rb * LDW + k) : z;
     }
   };
 
@@ -303,9 +307,12 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 /* ------------------------------------------------------------------ host side */
 
 /* The variant (LTE_DEC_GEMV_MMA_V): 16-byte chunks per lane per row per stage, stages in flight and
-   the chunks' order (il: interleaved, whole sectors per load instruction; eighth session, not yet
-   timed on a GPU: 2 and 3 are 0 and 1 interleaved. Until the seventh session 2 and 3 were 4 x 2 and
-   2 x 8, both measured slower than 0 and removed: each variant is 8 kernels of compile time). */
+   the chunks' order (il: interleaved, whole sectors per load instruction; 2 and 3 are 0 and 1
+   interleaved, written in the eighth session). Measured in the ninth (H200, docs/results/
+   gemv_mma_variants_h200.txt): 3 the fastest at 8 and 16 rows on every 7B shape but O at 8 rows
+   (19.1 us against 17.9 for 2; e.g. gate/up R 8 2.74 TB/s against 2.54 for 0, head R 16 2.95
+   against 2.70), 7B step at batch 8 5.58 ms against 6.23 for 0: the default. Until the seventh session 2 and 3 were 4 x 2 and 2 x 8, both measured slower
+   than 0 and removed: each variant is 8 kernels of compile time). */
 struct MmaShape {
   int ld, u, il;
 };
@@ -365,12 +372,34 @@ inline bool mma_pick(const LinArgs &a, int rows, int ld, int il, int f, int *nt,
 
 inline int mma_tiles(const LinArgs &a) { return a.act == LTE_DEC_ACT_SWIGLU ? a.n / 8 : (a.n + 15) / 16; }
 
-/* Rows one launch of gemv_mma_kernel takes (all, or 8 when 16 do not fit), 0 = does not apply. */
+/* Column slices of K for a call whose rows' x' does not fit one block (ninth session): each launch
+   reads W[:, k0:k1] once for every row and adds its partial product into y, which only a plain x
+   (no norm statistics over the whole row), accumulate and no activation allow (the bias goes with
+   the first slice). Returns the slice count S (slices of a multiple of 64 k, every one fitting), or
+   0 when the call cannot be sliced. */
+constexpr int kMmaSliceAlign = 64;
+inline int mma_ksplit_len(int k, int s) { return (k + s * kMmaSliceAlign - 1) / (s * kMmaSliceAlign) * kMmaSliceAlign; }
+inline int mma_slices(const GemvTune &t, const LinArgs &a, int rows, int sms) {
+  if (!t.mma_ksplit || a.mode != LTE_DEC_X_PLAIN || !a.accumulate || a.act != LTE_DEC_ACT_NONE) return 0;
+  const MmaShape sh = mma_shape(t.mma_v);
+  const int f = mma_parts(t, mma_tiles(a), sms);
+  for (int s = 2; s <= 4; s++) {
+    LinArgs b = a;
+    b.k = mma_ksplit_len(a.k, s);
+    int nt, xf;
+    if (mma_pick(b, rows, sh.ld, sh.il, f, &nt, &xf)) return s;
+  }
+  return 0;
+}
+
+/* Rows one launch of gemv_mma_kernel takes (all, or 8 when 16 do not fit and K cannot be sliced),
+   0 = does not apply. */
 inline int mma_chunk(const GemvTune &t, const LinArgs &a, int rows, int sms) {
   const MmaShape sh = mma_shape(t.mma_v);
   const int f = mma_parts(t, mma_tiles(a), sms);
   int nt, xf;
   if (mma_pick(a, rows, sh.ld, sh.il, f, &nt, &xf)) return rows;
+  if (mma_slices(t, a, rows, sms) > 0) return rows;
   return rows > 8 && mma_pick(a, 8, sh.ld, sh.il, f, &nt, &xf) ? 8 : 0;
 }
 
@@ -401,20 +430,40 @@ cudaError_t launch_mma_v(const LinArgs &a, int rows, int f, int sms, cudaStream_
 }
 
 template <class T, int LD, int U, int IL>
+cudaError_t launch_mma_one(const LinArgs &b, int rb, int f, int sms, cudaStream_t st) {
+  int nt, xf;
+  mma_pick(b, rb, LD, IL, f, &nt, &xf);
+  if (nt == 1)
+    return xf ? launch_mma_v<T, 1, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 1, 0, LD, U, IL>(b, rb, f, sms, st);
+  return xf ? launch_mma_v<T, 2, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 2, 0, LD, U, IL>(b, rb, f, sms, st);
+}
+
+template <class T, int LD, int U, int IL>
 cudaError_t launch_mma_lu(const GemvTune &t, const LinArgs &a, int rows, int sms, cudaStream_t st) {
-  const int chunk = mma_chunk(t, a, rows, sms), f = mma_parts(t, mma_tiles(a), sms);
+  const int f = mma_parts(t, mma_tiles(a), sms);
+  int nt, xf;
+  const int slices = mma_pick(a, rows, LD, IL, f, &nt, &xf) ? 0 : mma_slices(t, a, rows, sms);
+  if (slices > 0) {  // column slices: W[:, k0:k0+len] of every row, the partial sums added into y
+    const int len = mma_ksplit_len(a.k, slices);
+    for (int k0 = 0; k0 < a.k; k0 += len) {
+      LinArgs b = a;
+      b.w = static_cast<const T *>(a.w) + k0;
+      b.ldw = a.k;
+      b.x = a.x + k0;
+      b.k = a.k - k0 < len ? a.k - k0 : len;
+      if (k0 > 0) b.bias = nullptr;
+      cudaError_t e = launch_mma_one<T, LD, U, IL>(b, rows, f, sms, st);
+      if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+  }
+  const int chunk = mma_chunk(t, a, rows, sms);
   for (int r0 = 0; r0 < rows; r0 += chunk) {
     LinArgs b = a;
     const int rb = rows - r0 < chunk ? rows - r0 : chunk;
     b.x = a.x + (size_t)r0 * a.ldx;
     b.y = a.y + (size_t)r0 * a.n;
-    int nt, xf;
-    mma_pick(b, rb, LD, IL, f, &nt, &xf);
-    cudaError_t e;
-    if (nt == 1)
-      e = xf ? launch_mma_v<T, 1, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 1, 0, LD, U, IL>(b, rb, f, sms, st);
-    else
-      e = xf ? launch_mma_v<T, 2, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 2, 0, LD, U, IL>(b, rb, f, sms, st);
+    cudaError_t e = launch_mma_one<T, LD, U, IL>(b, rb, f, sms, st);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;

@@ -250,14 +250,18 @@ Deno.test({
     for (const dt of ["f16", "bf16"] as const) {
       // QKV-like (RMSNorm, a partial last tile; 16 rows: the f32 x' does not fit, so a statistics
       // pass, then x' in the weight dtype), O-like (plain + accumulate + bias; 16 rows: x' in the
-      // weight dtype), down-like K (x' in the weight dtype; 16 rows: two launches of 8), LayerNorm +
+      // weight dtype), down-like K (x' in the weight dtype; 16 rows: column slices of K), LayerNorm +
       // GELU and SwiGLU (16 rows at K 4096: the statistics pass too)
       for (const rows of [3, 8, 16]) {
         cases.push({ dt, rows, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false });
       }
       for (const rows of [5, 16]) cases.push({ dt, rows, n: 33, k: 1048, mode: 0, act: 0, acc: true, bias: true });
       cases.push({ dt, rows: 16, n: 72, k: 4096, mode: 0, act: 0, acc: true, bias: true });
+      // (16 rows: column slices of K, each launch adding into y, the bias with the first; a norm
+      // mode or no accumulate cannot be sliced: two launches of 8 rows)
       for (const rows of [8, 16]) cases.push({ dt, rows, n: 40, k: 11000, mode: 0, act: 0, acc: true, bias: true });
+      cases.push({ dt, rows: 13, n: 24, k: 11000, mode: 1, act: 0, acc: false, bias: false });
+      cases.push({ dt, rows: 16, n: 56, k: 16384, mode: 0, act: 0, acc: true, bias: false });
       for (const rows of [4, 12]) cases.push({ dt, rows, n: 40, k: 344, mode: 2, act: 2, acc: false, bias: true });
       for (const rows of [3, 9, 16]) cases.push({ dt, rows, n: 64, k: 1048, mode: 1, act: 1, acc: false, bias: false });
       cases.push({ dt, rows: 6, n: 520, k: 4096, mode: 1, act: 1, acc: false, bias: false });
@@ -273,10 +277,12 @@ Deno.test({
       {},
       { LTE_DEC_PDL: "1" },
       { LTE_DEC_CARVEOUT: "100" },
-      // load shapes (chunks per lane x stages in flight: default 4 x 4, 1: 8 x 2; 2, 3: the same
-      // with interleaved chunks)
-      ...["1", "2", "3"].map((v) => ({ LTE_DEC_GEMV_MMA_V: v })),
+      // load shapes (chunks per lane x stages in flight: 0: 4 x 4, 1: 8 x 2; 2, 3: the same with
+      // interleaved chunks; 3 the default since the ninth session)
+      ...["0", "1", "2"].map((v) => ({ LTE_DEC_GEMV_MMA_V: v })),
       { LTE_DEC_GEMV_MMA_V: "2", LTE_DEC_GEMV_MMA_F: "8" },
+      // 16 rows at K 11000 (x' does not fit): two launches of 8 rows instead of column slices of K
+      { LTE_DEC_GEMV_MMA_KSPLIT: "0" },
       // K split into F parts per tile (default: chosen per shape)
       ...["1", "2", "4", "8"].map((f) => ({ LTE_DEC_GEMV_MMA_F: f })),
     ];
