@@ -231,6 +231,16 @@ const mmaCases: Maker[] = [4, 8, 16].flatMap((r): Maker[] => [
   () => linearCase("gate/up swiglu", r, F, D, 1, 1, false),
   () => linearCase("down K=11008 acc", r, D, F, 0, 0, true),
   () => linearCase("head rms", r, V, D, 1, 0, false),
+  // the union's down projection (lte_dec_linear_t_sparse; tensor cores since the ninth session)
+  // and the masked gate/up (out_mask: the union's tiles only), at ~50 % / ~10 % active per row
+  ...(r > 4
+    ? [
+      () => tsCase("t_sparse 50%", r, 0.5),
+      () => tsCase("t_sparse 90%", r, 0.1),
+      () => linearCase("gate/up 50%", r, F, D, 1, 1, false, 0.5),
+      () => linearCase("gate/up 90%", r, F, D, 1, 1, false, 0.1),
+    ]
+    : []),
 ]);
 // (every tensor-core row sets LTE_DEC_GEMV_MMA_MIN=1: at 4 rows the default of 5 would time the
 // CUDA-core kernel under the tensor-core label, as the ninth session's first run did)

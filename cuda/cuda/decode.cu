@@ -610,6 +610,7 @@ __global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt
 /* persistent weight-streaming kernels (gemv_kernel, ts_kernel) and their launchers */
 #include "decode_gemv.cuh"
 #include "decode_gemv_mma.cuh"
+#include "decode_ts_mma.cuh"
 
 /* ------------------------------------------------------------------ norm */
 
@@ -1192,6 +1193,17 @@ extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype 
   LTE_REQUIRE_PTR(y);
   LTE_REQUIRE((uintptr_t)wt % 16 == 0, "wt must be 16-byte aligned");
   const GemvTune tune = gemv_tune();
+  if (ts_mma_applies(tune, wdtype, h, rows, n, k, expert_size, sm_count_of(ctx))) {
+    cudaError_t e;
+    if (wdtype == LTE_DTYPE_F16)
+      e = launch_ts_mma<__half>(static_cast<const __half *>(wt), F32(h), F32(mask), F32(bias), F32W(y), rows, n, k,
+                                expert_size, sm_count_of(ctx), ctx->stream);
+    else
+      e = launch_ts_mma<__nv_bfloat16>(static_cast<const __nv_bfloat16 *>(wt), F32(h), F32(mask), F32(bias), F32W(y),
+                                       rows, n, k, expert_size, sm_count_of(ctx), ctx->stream);
+    if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of ts_mma_kernel", e, __FILE__, __LINE__);
+    return LTE_STATUS_OK;
+  }
   if (ts_applies(tune, wdtype, rows, k, expert_size, sm_count_of(ctx))) {
     cudaError_t e;
     if (wdtype == LTE_DTYPE_F16)

@@ -506,6 +506,13 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          product into y (plain x, accumulate, no activation), so the weights are
                          read once; 0: launches of 8 rows, each re-reading them (default 1, ninth
                          session)
+     LTE_DEC_GEMV_MMA_MASK  1: lte_dec_linear with an out_mask (the masked gate/up of a sparse
+                         step) on tensor cores too, over the union's tiles only (default 1, ninth
+                         session); 0: such calls stay on the CUDA-core kernels
+     LTE_DEC_TS_MMA      1: lte_dec_linear_t_sparse (the union's down projection) of
+                         LTE_DEC_GEMV_MMA_MIN..16 rows on tensor cores (ts_mma_kernel,
+                         decode_ts_mma.cuh; same dtype rule as LTE_DEC_GEMV_MMA), 0: never
+                         (default 1, ninth session)
      LTE_DEC_GEMV_MMA    1: lte_dec_linear of LTE_DEC_GEMV_MMA_MIN (default 5) .. 16 rows with f16
                          weights on tensor cores (gemv_mma_kernel, decode_gemv_mma.cuh; x' rounded
                          to f16), 2: bf16 weights too, 0: never (default 1; batch 8 7B step 10.0 ->
@@ -527,6 +534,8 @@ struct GemvTune {
   int mma_v;    // its load shape (decode_gemv_mma.cuh, mma_shape)
   int mma_f;    // its K split (0: chosen per shape, mma_parts)
   int mma_ksplit;  // 16 rows whose x' does not fit: column slices (1) or two launches of 8 rows (0)
+  int mma_mask;    // gemv_mma_kernel takes out_mask calls (masked gate/up of sparse steps)
+  int ts_mma;      // ts_mma_kernel (decode_ts_mma.cuh) for lte_dec_linear_t_sparse of mma_min..16 rows
 };
 
 constexpr int kMmaVariants = 4;  // gemv_mma_kernel load shapes (decode_gemv_mma.cuh, mma_shape)
@@ -553,6 +562,8 @@ inline GemvTune gemv_tune() {
   t.mma_f = env_int("LTE_DEC_GEMV_MMA_F", 0, 0, 8);
   if (t.mma_f != 0 && t.mma_f != 1 && t.mma_f != 2 && t.mma_f != 4) t.mma_f = 8;
   t.mma_ksplit = env_int("LTE_DEC_GEMV_MMA_KSPLIT", 1, 0, 1);
+  t.mma_mask = env_int("LTE_DEC_GEMV_MMA_MASK", 1, 0, 1);
+  t.ts_mma = env_int("LTE_DEC_TS_MMA", 1, 0, 1);
   return t;
 }
 

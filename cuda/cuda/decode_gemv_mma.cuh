@@ -59,8 +59,10 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   T *xh = reinterpret_cast<T *>(msm4);          // !XF: R8 rows x XS elements of T
   const size_t xbytes = XF ? (size_t)R8 * XS * sizeof(float) : (size_t)R8 * XS * sizeof(T);
   float4 *part = reinterpret_cast<float4 *>(reinterpret_cast<char *>(msm4) + xbytes);  // slots x 32 lanes x NT
+  int *olist = reinterpret_cast<int *>(part + kMmaSlots * 32 * NT);  // out_mask: EP flags -> the union's experts
   __shared__ float sred[kGWarps * 2 * R8];
   __shared__ int cnt[kMmaSlots], gen[kMmaSlots];
+  __shared__ int ocount;
 
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
@@ -74,15 +76,27 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   const int N = a.n, K = a.k;
   const size_t LDW = a.ldw ? a.ldw : K;  // weight row stride (a K-split launch reads a column slice)
   const int TA = swi ? N / 8 : (N + 15) / 16;
-  const int t0 = (int)(((long long)blockIdx.x * TA) / gridDim.x);
-  const int t1 = (int)(((long long)(blockIdx.x + 1) * TA) / gridDim.x);
+  // out_mask (ninth session): the block's tiles are a balanced range of the union's tiles only
+  // (virtual index v: period, active expert, tile of the expert; tile_of), known after the PDL
+  // wait; without it v = t. A tile lies within one expert (mma_applies: S, P multiples of its width).
+  const bool om = a.out_mask != nullptr;
+  const int TW = swi ? 8 : 16;                        // outputs per tile
+  const int EP = om ? a.out_period / a.S : 0;         // experts per period of the mask
+  const int TPE = om ? a.S / TW : 1, TPP = om ? a.out_period / TW : 1;
+  int t0 = (int)(((long long)blockIdx.x * TA) / gridDim.x);
+  int t1 = (int)(((long long)(blockIdx.x + 1) * TA) / gridDim.x);
   const int SPT = KS / kStage;  // stages per unit (a tile's part of KS k)
-  const int NUB = (t1 - t0) * F;  // units of the block; warp w takes units w, w + 8, w + 16, ...
-  const int Q = (wib < NUB ? (NUB - wib + kGWarps - 1) / kGWarps : 0) * SPT;  // stages of this warp
+  int NUB = (t1 - t0) * F;  // units of the block; warp w takes units w, w + 8, w + 16, ...
+  int Q = (wib < NUB ? (NUB - wib + kGWarps - 1) / kGWarps : 0) * SPT;  // stages of this warp
   const int ring = kMmaSlots / F;  // tiles in the ring
   const T *Wt = static_cast<const T *>(a.w);
   pdl_launch_dependents();
-  if (NUB == 0) return;  // more blocks than tiles (small N): the whole block leaves together
+  if (!om && NUB == 0) return;  // more blocks than tiles (small N): the whole block leaves together
+  auto tile_of = [&](int v) {
+    if (!om) return v;
+    const int per = ocount * TPE, rem = v % per;
+    return (v / per) * TPP + olist[rem / TPE] * TPE + rem % TPE;
+  };
 
   // weight rows of lane (g, c) in tile t: ra (fragment row g), rb (row g + 8); -1 = past N
   auto rows_of = [&](int t, int &ra, int &rb) {
@@ -97,7 +111,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   };
   auto load = [&](uint4 (&wa)[LD], uint4 (&wb)[LD], int q) {
     const int u = wib + kGWarps * (q / SPT);
-    const int t = t0 + u / F;
+    const int t = tile_of(t0 + u / F);
     const int k0 = (u % F) * KS + (q % SPT) * kStage + kc0;
     int ra, rb;
     rows_of(t, ra, rb);
@@ -111,14 +125,43 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   };
 
   uint4 wa[U][LD], wb[U][LD];
+  if (!om)
 #pragma unroll
-  for (int u = 0; u < U; u++)
-    if (u < Q) load(wa[u], wb[u], u);  // weights do not depend on the previous kernel
+    for (int u = 0; u < U; u++)
+      if (u < Q) load(wa[u], wb[u], u);  // weights do not depend on the previous kernel
   pdl_wait();
 
   if (threadIdx.x < kMmaSlots) {
     cnt[threadIdx.x] = 0;
     gen[threadIdx.x] = 0;
+  }
+  if (om) {
+    // the union of the rows' experts, compacted; outputs no row needs are zeroed (grid-wide)
+    for (int e = threadIdx.x; e < EP; e += blockDim.x) {
+      bool on = false;
+      for (int r = 0; r < rows; r++) on |= __ldcg(a.out_mask + (size_t)r * EP + e) != 0.0f;
+      olist[e] = on ? 1 : 0;
+    }
+    if (!a.accumulate)
+      for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < N; o += gridDim.x * blockDim.x) {
+        const int e = (o % a.out_period) / a.S;
+        bool on = false;
+        for (int r = 0; r < rows; r++) on |= __ldcg(a.out_mask + (size_t)r * EP + e) != 0.0f;
+        if (!on)
+          for (int r = 0; r < rows; r++) a.y[(size_t)r * N + o] = 0.0f;
+      }
+    __syncthreads();
+    compact_flags(olist, EP, &ocount);
+    __syncthreads();
+    const int TU = (N / a.out_period) * ocount * TPE;  // the union's tiles
+    t0 = (int)(((long long)blockIdx.x * TU) / gridDim.x);
+    t1 = (int)(((long long)(blockIdx.x + 1) * TU) / gridDim.x);
+    NUB = (t1 - t0) * F;
+    Q = (wib < NUB ? (NUB - wib + kGWarps - 1) / kGWarps : 0) * SPT;
+    if (NUB == 0) return;  // the whole block leaves together
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (u < Q) load(wa[u], wb[u], u);
   }
   if (XF) {
     build_xprime<R8>(a, rows, KP, XS, xf, sred);  // ends with a barrier
@@ -203,13 +246,16 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
         s[n][2] += v.z;
         s[n][3] += v.w;
       }
+    // out_mask: the tile's expert (one per tile); a row whose mask is 0 gets 0 (or keeps y)
+    const int te = om ? ((t * TW) % a.out_period) / a.S : 0;
+    auto off = [&](int r) { return om && __ldcg(a.out_mask + (size_t)r * EP + te) == 0.0f; };
 #pragma unroll
     for (int n = 0; n < NT; n++) {
       const int r0 = n * 8 + 2 * c;  // batch rows r0 (d0, d2) and r0 + 1 (d1, d3)
       if (swi) {
         const int j = 8 * t + g;
-        if (r0 < rows) a.y[(size_t)r0 * N + j] = dsilu(s[n][0]) * s[n][2];
-        if (r0 + 1 < rows) a.y[(size_t)(r0 + 1) * N + j] = dsilu(s[n][1]) * s[n][3];
+        if (r0 < rows) a.y[(size_t)r0 * N + j] = off(r0) ? 0.0f : dsilu(s[n][0]) * s[n][2];
+        if (r0 + 1 < rows) a.y[(size_t)(r0 + 1) * N + j] = off(r0 + 1) ? 0.0f : dsilu(s[n][1]) * s[n][3];
         continue;
       }
 #pragma unroll
@@ -221,6 +267,10 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
         for (int e = 0; e < 2; e++) {
           const int r = r0 + e;
           if (r >= rows) continue;
+          if (off(r)) {
+            if (!a.accumulate) a.y[(size_t)r * N + o] = 0.0f;
+            continue;
+          }
           float v = s[n][2 * h + e] + b;
           if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
           float *yo = a.y + (size_t)r * N + o;
@@ -283,7 +333,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     arrived = __shfl_sync(0xffffffffu, arrived, 0);
     if (arrived != F - 1) return;
     __threadfence_block();
-    epilogue(t0 + lt, slot);
+    epilogue(tile_of(t0 + lt), slot);
     __syncwarp();
     if (lane == 0) {
       cnt[slot] = 0;
@@ -352,22 +402,23 @@ inline void mma_geometry(int k, int xf, int ld, int il, int f, int *ks, int *kp,
   const int pad = ld == 1 || il ? 64 : ld == 4 ? 32 : 16;
   *xs = *kp + pad / (xf ? 4 : 2);
 }
-inline size_t mma_smem(int nt, int xf, int ld, int il, int f, int k) {
+inline int mma_ep(const LinArgs &a) { return a.out_mask ? a.out_period / a.S : 0; }  // out_mask's experts per period
+inline size_t mma_smem(int nt, int xf, int ld, int il, int f, int k, int ep) {
   int ks, kp, xs;
   mma_geometry(k, xf, ld, il, f, &ks, &kp, &xs);
-  return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaSlots * 32 * nt * sizeof(float4);
+  return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaSlots * 32 * nt * sizeof(float4) + (size_t)ep * sizeof(int);
 }
 
 /* The variant one launch of `rows` rows takes: nt (1 or 2 n-tiles of 8 rows) and xf (f32 x' when it
    fits one block per SM, else x' in T), or false when neither fits. */
 inline bool mma_pick(const LinArgs &a, int rows, int ld, int il, int f, int *nt, int *xf) {
   *nt = rows <= 8 ? 1 : 2;
-  if (mma_smem(*nt, 1, ld, il, f, a.k) <= kGemvSmemMax1) {
+  if (mma_smem(*nt, 1, ld, il, f, a.k, mma_ep(a)) <= kGemvSmemMax1) {
     *xf = 1;
     return true;
   }
   *xf = 0;
-  return mma_smem(*nt, 0, ld, il, f, a.k) <= kGemvSmemMax1;
+  return mma_smem(*nt, 0, ld, il, f, a.k, mma_ep(a)) <= kGemvSmemMax1;
 }
 
 inline int mma_tiles(const LinArgs &a) { return a.act == LTE_DEC_ACT_SWIGLU ? a.n / 8 : (a.n + 15) / 16; }
@@ -404,14 +455,17 @@ inline int mma_chunk(const GemvTune &t, const LinArgs &a, int rows, int sms) {
 }
 
 /* Whether gemv_mma_kernel takes this call: at least LTE_DEC_GEMV_MMA_MIN rows (default 5), the
-   16-byte conditions (vec), no masks; f16 weights with LTE_DEC_GEMV_MMA=1 (default), bf16 too with
+   16-byte conditions (vec), no in_mask, an out_mask only with tiles inside one expert (and
+   LTE_DEC_GEMV_MMA_MASK=1, the default since the ninth session); f16 weights with LTE_DEC_GEMV_MMA=1 (default), bf16 too with
    2. bf16 stays on the CUDA-core kernels by default: x' rounded to bf16 (2^-9) put the engine's
    bf16 logits 7e-3 from the CPU reference and flipped a greedy token of tests/gpu/engine_test.ts
    (a 16-row prefill chunk), against <= 4e-4 with f32 x'. */
 inline bool mma_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, int rows, bool vec, int sms) {
-  if (t.mode == 0 || !t.mma || rows < t.mma_min || rows > 16 || !vec || a.in_mask || a.out_mask) return false;
+  if (t.mode == 0 || !t.mma || rows < t.mma_min || rows > 16 || !vec || a.in_mask) return false;
   if (wdtype != LTE_DTYPE_F16 && (wdtype != LTE_DTYPE_BF16 || t.mma < 2)) return false;
   if (a.act == LTE_DEC_ACT_SWIGLU && a.n % 8 != 0) return false;
+  const int tw = a.act == LTE_DEC_ACT_SWIGLU ? 8 : 16;
+  if (a.out_mask && (!t.mma_mask || a.S % tw != 0 || a.out_period % tw != 0)) return false;
   return mma_chunk(t, a, rows, sms) > 0;
 }
 
@@ -419,7 +473,7 @@ template <class T, int NT, int XF, int LD, int U, int IL>
 cudaError_t launch_mma_v(const LinArgs &a, int rows, int f, int sms, cudaStream_t st) {
   int ks, kp, xs;
   mma_geometry(a.k, XF, LD, IL, f, &ks, &kp, &xs);
-  const size_t smem = mma_smem(NT, XF, LD, IL, f, a.k);
+  const size_t smem = mma_smem(NT, XF, LD, IL, f, a.k, mma_ep(a));
   unsigned grid = 0;
   cudaError_t e = persistent_grid(gemv_mma_kernel<T, NT, XF, LD, U, IL>, kGWarps * 32, smem, sms, 1, &grid);
   if (e != cudaSuccess) return e;
@@ -463,6 +517,7 @@ cudaError_t launch_mma_lu(const GemvTune &t, const LinArgs &a, int rows, int sms
     const int rb = rows - r0 < chunk ? rows - r0 : chunk;
     b.x = a.x + (size_t)r0 * a.ldx;
     b.y = a.y + (size_t)r0 * a.n;
+    if (a.out_mask) b.out_mask = a.out_mask + (size_t)r0 * mma_ep(a);
     cudaError_t e = launch_mma_one<T, LD, U, IL>(b, rb, f, sms, st);
     if (e != cudaSuccess) return e;
   }
