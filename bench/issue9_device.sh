@@ -15,6 +15,7 @@
 # Then: run with carry [".device"]:  bash bench/issue9_device.sh
 # A shorter call: TESTS="engine gemv" DECODE_ONLY=dense,sparse50 SKIP="sffn lte gemv torch" bash bench/issue9_device.sh
 # Every GPU test file: TESTS="engine gemv sffn args dsffn others" (TEST_TIMEOUT seconds each, default 170).
+# GEMV_TEST_FILTER (a regex without spaces, e.g. /tensor.cores/) runs only the matching GEMV tests.
 # The GEMV bench takes GEMV_ARGS (e.g. --mma: the tensor-core variants at 4/8/16 rows) and GEMV_TIMEOUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/issue9_out}
@@ -54,7 +55,7 @@ skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 for n in $TESTS; do
   case $n in
   engine) runt engine tests/gpu/engine_test.ts & ;;
-  gemv) runt gemv tests/gpu/gemv_test.ts & ;;
+  gemv) runt gemv "${GEMV_TEST_FILTER:+--filter $GEMV_TEST_FILTER} tests/gpu/gemv_test.ts" & ;;
   sffn) runt sffn tests/gpu/sparse_ffn_test.ts LTE_SFFN_AGREEMENT_REPORT="$W/sffn_agreement.json" & ;;
   args) runt args tests/gpu/arg_checks_test.ts & ;;
   dsffn) runt dsffn tests/gpu/dec_sparse_ffn_test.ts & ;;

@@ -100,6 +100,38 @@ __device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
   if (lane == 0) *count = base;
 }
 
+/* flags[e] = 1 for every expert e some row of mask (rows x E, f32 0/1, n = rows E entries) sets;
+   flags must be zeroed (and synced) before. Every thread of the block calls it: the mask's
+   entries are loaded 4 per thread at a time, one round trip for small masks (the per-expert loop
+   over rows it replaces took one per row). Caller syncs after. */
+__device__ __forceinline__ void union_flags(const float *mask, int n, int E, int *flags) {
+  constexpr int B = 4;
+  for (int i0 = threadIdx.x; i0 < n; i0 += B * blockDim.x) {
+    float v[B];
+#pragma unroll
+    for (int j = 0; j < B; j++) v[j] = i0 + j * (int)blockDim.x < n ? __ldcg(mask + i0 + j * blockDim.x) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < B; j++)
+      if (v[j] != 0.0f) flags[(i0 + j * blockDim.x) % E] = 1;
+  }
+}
+
+/* Warp 0 writes the ascending list of the set indices of flags[0..n) into list (another array;
+   flags stay as they are) and the count into *count. Caller syncs before and after. */
+__device__ __forceinline__ void compact_flags_to(const int *flags, int *list, int n, int *count) {
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  int base = 0;
+  for (int i0 = 0; i0 < n; i0 += 32) {
+    const int i = i0 + lane;
+    const bool on = i < n && flags[i] != 0;
+    const unsigned b = __ballot_sync(0xffffffffu, on);
+    if (on) list[base + __popc(b & ((1u << lane) - 1u))] = i;
+    base += __popc(b);
+  }
+  if (lane == 0) *count = base;
+}
+
 /* Position of a warp in its stream of pieces: item, piece, and the item's two weight rows. */
 struct GPos {
   int it;

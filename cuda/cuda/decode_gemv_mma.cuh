@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   T *xh = reinterpret_cast<T *>(msm4);          // !XF: R8 rows x XS elements of T
   const size_t xbytes = XF ? (size_t)R8 * XS * sizeof(float) : (size_t)R8 * XS * sizeof(T);
   float4 *part = reinterpret_cast<float4 *>(reinterpret_cast<char *>(msm4) + xbytes);  // slots x 32 lanes x NT
-  int *olist = reinterpret_cast<int *>(part + kMmaSlots * 32 * NT);  // out_mask: EP flags -> the union's experts
+  int *oflag = reinterpret_cast<int *>(part + kMmaSlots * 32 * NT);  // out_mask: EP flags of the union,
+  int *olist = oflag + (a.out_mask ? a.out_period / a.S : 0);         // then its EP experts, ascending
   __shared__ float sred[kGWarps * 2 * R8];
   __shared__ int cnt[kMmaSlots], gen[kMmaSlots];
   __shared__ int ocount;
@@ -125,10 +126,14 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   };
 
   uint4 wa[U][LD], wb[U][LD];
-  if (!om)
+  if (!om) {
 #pragma unroll
     for (int u = 0; u < U; u++)
       if (u < Q) load(wa[u], wb[u], u);  // weights do not depend on the previous kernel
+  } else {
+    for (int e = threadIdx.x; e < EP; e += blockDim.x) oflag[e] = 0;
+    __syncthreads();
+  }
   pdl_wait();
 
   if (threadIdx.x < kMmaSlots) {
@@ -137,21 +142,13 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   }
   if (om) {
     // the union of the rows' experts, compacted; outputs no row needs are zeroed (grid-wide)
-    for (int e = threadIdx.x; e < EP; e += blockDim.x) {
-      bool on = false;
-      for (int r = 0; r < rows; r++) on |= __ldcg(a.out_mask + (size_t)r * EP + e) != 0.0f;
-      olist[e] = on ? 1 : 0;
-    }
-    if (!a.accumulate)
-      for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < N; o += gridDim.x * blockDim.x) {
-        const int e = (o % a.out_period) / a.S;
-        bool on = false;
-        for (int r = 0; r < rows; r++) on |= __ldcg(a.out_mask + (size_t)r * EP + e) != 0.0f;
-        if (!on)
-          for (int r = 0; r < rows; r++) a.y[(size_t)r * N + o] = 0.0f;
-      }
+    union_flags(a.out_mask, rows * EP, EP, oflag);
     __syncthreads();
-    compact_flags(olist, EP, &ocount);
+    compact_flags_to(oflag, olist, EP, &ocount);
+    if (!a.accumulate)
+      for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < N; o += gridDim.x * blockDim.x)
+        if (!oflag[(o % a.out_period) / a.S])
+          for (int r = 0; r < rows; r++) a.y[(size_t)r * N + o] = 0.0f;
     __syncthreads();
     const int TU = (N / a.out_period) * ocount * TPE;  // the union's tiles
     t0 = (int)(((long long)blockIdx.x * TU) / gridDim.x);
@@ -406,7 +403,8 @@ inline int mma_ep(const LinArgs &a) { return a.out_mask ? a.out_period / a.S : 0
 inline size_t mma_smem(int nt, int xf, int ld, int il, int f, int k, int ep) {
   int ks, kp, xs;
   mma_geometry(k, xf, ld, il, f, &ks, &kp, &xs);
-  return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaSlots * 32 * nt * sizeof(float4) + (size_t)ep * sizeof(int);
+  return (size_t)8 * nt * xs * (xf ? 4 : 2) + (size_t)kMmaSlots * 32 * nt * sizeof(float4) +
+         (size_t)2 * ep * sizeof(int);
 }
 
 /* The variant one launch of `rows` rows takes: nt (1 or 2 n-tiles of 8 rows) and xf (f32 x' when it

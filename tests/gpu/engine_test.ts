@@ -88,104 +88,122 @@ function both(fn: (kind: Kind) => number, op: string): void {
   getBackend("cuda").synchronize();
 }
 
+/**
+ * The op tests below hold the CUDA-core kernels to 1e-5: the tensor-core ones (5+ rows of f16,
+ * masked gate/up and the union's down projection too since the ninth session) round x' / h to
+ * f16 and have their own tolerance and tests (tests/gpu/gemv_test.ts), so they are off here.
+ */
+function cudaCores(fn: () => void): void {
+  const prev = Deno.env.get("LTE_DEC_GEMV_MMA");
+  Deno.env.set("LTE_DEC_GEMV_MMA", "0");
+  try {
+    fn();
+  } finally {
+    if (prev === undefined) Deno.env.delete("LTE_DEC_GEMV_MMA");
+    else Deno.env.set("LTE_DEC_GEMV_MMA", prev);
+  }
+}
+
 Deno.test({
   name: "engine ops: lte_dec_linear every x-mode, masks, batch sizes and dtypes agree CPU<->CUDA",
   ignore: !hasCuda,
-  fn() {
-    const rng = new Rng(1);
-    for (const dt of ["f32", "f16", "bf16"] as const) {
-      for (const [rows, n, k] of [[1, 96, 256], [3, 64, 512], [11, 40, 200], [8, 33, 100]] as const) {
-        for (const [mode, act] of [[0, 0], [1, 0], [2, 0], [1, 1], [2, 2], [0, 2]] as const) {
-          const S = 8;
-          const w = Pair.weights(rng.normals((act === 1 ? 2 : 1) * n * k, 0.1), dt);
-          const ldx = k + 4;
-          const x = Pair.of(rng.normals(rows * ldx, 1));
-          const nw = Pair.of(rng.normals(k, 1)), nb = Pair.of(rng.normals(k, 0.5)), bias = Pair.of(rng.normals(n, 1));
-          const inMask = Pair.of(Float32Array.from({ length: rows * (k / S) }, () => (rng.uniform() < 0.5 ? 1 : 0)));
-          const outMask = n % S === 0
-            ? Pair.of(Float32Array.from({ length: rows * (n / S) }, () => (rng.uniform() < 0.5 ? 1 : 0)))
-            : null;
-          const y = Pair.of(rng.normals(rows * n, 1));
-          const useIn = mode === 0 && k % S === 0;
-          both(
-            (kd) =>
-              getBackend(kd).sym.lte_dec_linear(
-                getBackend(kd).ctx,
-                DTypeCode[dt],
-                w.p[kd],
-                x.p[kd],
-                ldx,
-                mode,
-                nw.p[kd],
-                nb.p[kd],
-                1e-5,
-                useIn ? inMask.p[kd] : null,
-                outMask ? outMask.p[kd] : null,
-                n,
-                S,
-                bias.p[kd],
-                y.p[kd],
-                rows,
-                n,
-                k,
-                act === 0 ? 1 : 0,
-                act,
-              ),
-            "lte_dec_linear",
-          );
-          const e = rel(y.f32("cuda"), y.f32("cpu"));
-          const key = `linear_${dt}`;
-          report[key] = Math.max(report[key] ?? 0, e);
-          assert(e < 1e-5, `linear ${dt} rows ${rows} n ${n} k ${k} mode ${mode} act ${act}: ${e}`);
-          for (const p of [w, x, nw, nb, bias, inMask, y]) p.free();
-          outMask?.free();
+  fn: () =>
+    cudaCores(() => {
+      const rng = new Rng(1);
+      for (const dt of ["f32", "f16", "bf16"] as const) {
+        for (const [rows, n, k] of [[1, 96, 256], [3, 64, 512], [11, 40, 200], [8, 33, 100]] as const) {
+          for (const [mode, act] of [[0, 0], [1, 0], [2, 0], [1, 1], [2, 2], [0, 2]] as const) {
+            const S = 8;
+            const w = Pair.weights(rng.normals((act === 1 ? 2 : 1) * n * k, 0.1), dt);
+            const ldx = k + 4;
+            const x = Pair.of(rng.normals(rows * ldx, 1));
+            const nw = Pair.of(rng.normals(k, 1)), nb = Pair.of(rng.normals(k, 0.5)), bias = Pair.of(rng.normals(n, 1));
+            const inMask = Pair.of(Float32Array.from({ length: rows * (k / S) }, () => (rng.uniform() < 0.5 ? 1 : 0)));
+            const outMask = n % S === 0
+              ? Pair.of(Float32Array.from({ length: rows * (n / S) }, () => (rng.uniform() < 0.5 ? 1 : 0)))
+              : null;
+            const y = Pair.of(rng.normals(rows * n, 1));
+            const useIn = mode === 0 && k % S === 0;
+            both(
+              (kd) =>
+                getBackend(kd).sym.lte_dec_linear(
+                  getBackend(kd).ctx,
+                  DTypeCode[dt],
+                  w.p[kd],
+                  x.p[kd],
+                  ldx,
+                  mode,
+                  nw.p[kd],
+                  nb.p[kd],
+                  1e-5,
+                  useIn ? inMask.p[kd] : null,
+                  outMask ? outMask.p[kd] : null,
+                  n,
+                  S,
+                  bias.p[kd],
+                  y.p[kd],
+                  rows,
+                  n,
+                  k,
+                  act === 0 ? 1 : 0,
+                  act,
+                ),
+              "lte_dec_linear",
+            );
+            const e = rel(y.f32("cuda"), y.f32("cpu"));
+            const key = `linear_${dt}`;
+            report[key] = Math.max(report[key] ?? 0, e);
+            assert(e < 1e-5, `linear ${dt} rows ${rows} n ${n} k ${k} mode ${mode} act ${act}: ${e}`);
+            for (const p of [w, x, nw, nb, bias, inMask, y]) p.free();
+            outMask?.free();
+          }
         }
       }
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "engine ops: lte_dec_linear_t_sparse (union of expert blocks, atomics) agrees CPU<->CUDA",
   ignore: !hasCuda,
-  fn() {
-    const rng = new Rng(3);
-    for (const dt of ["f32", "f16", "bf16"] as const) {
-      for (
-        const [rows, n, k, S] of [[1, 1024, 512, 32], [3, 2056, 256, 32], [8, 64, 96, 16], [11, 48, 64, 8]] as const
-      ) {
-        const E = k / S;
-        const mask = Float32Array.from({ length: rows * E }, () => (rng.uniform() < 0.3 ? 1 : 0));
-        const hh = rng.normals(rows * k, 1);
-        for (let r = 0; r < rows; r++) {
-          for (let i = 0; i < k; i++) if (!mask[r * E + Math.floor(i / S)]) hh[r * k + i] = 0;
+  fn: () =>
+    cudaCores(() => {
+      const rng = new Rng(3);
+      for (const dt of ["f32", "f16", "bf16"] as const) {
+        for (
+          const [rows, n, k, S] of [[1, 1024, 512, 32], [3, 2056, 256, 32], [8, 64, 96, 16], [11, 48, 64, 8]] as const
+        ) {
+          const E = k / S;
+          const mask = Float32Array.from({ length: rows * E }, () => (rng.uniform() < 0.3 ? 1 : 0));
+          const hh = rng.normals(rows * k, 1);
+          for (let r = 0; r < rows; r++) {
+            for (let i = 0; i < k; i++) if (!mask[r * E + Math.floor(i / S)]) hh[r * k + i] = 0;
+          }
+          const wt = Pair.weights(rng.normals(k * n, 0.1), dt), h = Pair.of(hh), m = Pair.of(mask);
+          const bias = Pair.of(rng.normals(n, 1)), y = Pair.of(rng.normals(rows * n, 1));
+          both(
+            (kd) =>
+              getBackend(kd).sym.lte_dec_linear_t_sparse(
+                getBackend(kd).ctx,
+                DTypeCode[dt],
+                wt.p[kd],
+                h.p[kd],
+                m.p[kd],
+                bias.p[kd],
+                y.p[kd],
+                rows,
+                n,
+                k,
+                S,
+              ),
+            "lte_dec_linear_t_sparse",
+          );
+          const e = rel(y.f32("cuda"), y.f32("cpu"));
+          report[`linear_t_sparse_${dt}`] = Math.max(report[`linear_t_sparse_${dt}`] ?? 0, e);
+          assert(e < 1e-5, `linear_t_sparse ${dt} rows ${rows} n ${n} k ${k}: ${e}`);
+          for (const p of [wt, h, m, bias, y]) p.free();
         }
-        const wt = Pair.weights(rng.normals(k * n, 0.1), dt), h = Pair.of(hh), m = Pair.of(mask);
-        const bias = Pair.of(rng.normals(n, 1)), y = Pair.of(rng.normals(rows * n, 1));
-        both(
-          (kd) =>
-            getBackend(kd).sym.lte_dec_linear_t_sparse(
-              getBackend(kd).ctx,
-              DTypeCode[dt],
-              wt.p[kd],
-              h.p[kd],
-              m.p[kd],
-              bias.p[kd],
-              y.p[kd],
-              rows,
-              n,
-              k,
-              S,
-            ),
-          "lte_dec_linear_t_sparse",
-        );
-        const e = rel(y.f32("cuda"), y.f32("cpu"));
-        report[`linear_t_sparse_${dt}`] = Math.max(report[`linear_t_sparse_${dt}`] ?? 0, e);
-        assert(e < 1e-5, `linear_t_sparse ${dt} rows ${rows} n ${n} k ${k}: ${e}`);
-        for (const p of [wt, h, m, bias, y]) p.free();
       }
-    }
-  },
+    }),
 });
 
 Deno.test({
