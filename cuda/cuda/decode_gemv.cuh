@@ -100,8 +100,9 @@ __device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
   if (lane == 0) *count = base;
 }
 
-/* flags[e] = 1 for every expert e some row of mask (rows x E, f32 0/1, n = rows E entries) sets;
-   flags must be zeroed (and synced) before. Every thread of the block calls it: the mask's
+/* flags[e] = the bit set of the rows r of mask (rows x E, f32 0/1, n = rows E entries) that set
+   expert e (bit min(r, 31)), so flags[e] != 0 is the union and (flags[e] >> r) & 1 row r's own
+   mask for r < 32; flags must be zeroed (and synced) before. Every thread of the block calls it: the mask's
    entries are loaded 4 per thread at a time, one round trip for small masks (the per-expert loop
    over rows it replaces took one per row). Caller syncs after. */
 __device__ __forceinline__ void union_flags(const float *mask, int n, int E, int *flags) {
@@ -112,7 +113,10 @@ __device__ __forceinline__ void union_flags(const float *mask, int n, int E, int
     for (int j = 0; j < B; j++) v[j] = i0 + j * (int)blockDim.x < n ? __ldcg(mask + i0 + j * blockDim.x) : 0.0f;
 #pragma unroll
     for (int j = 0; j < B; j++)
-      if (v[j] != 0.0f) flags[(i0 + j * blockDim.x) % E] = 1;
+      if (v[j] != 0.0f) {
+        const int i = i0 + j * blockDim.x;
+        atomicOr(&flags[i % E], 1 << (i / E < 31 ? i / E : 31));
+      }
   }
 }
 

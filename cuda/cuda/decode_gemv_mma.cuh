@@ -243,9 +243,11 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
         s[n][2] += v.z;
         s[n][3] += v.w;
       }
-    // out_mask: the tile's expert (one per tile); a row whose mask is 0 gets 0 (or keeps y)
+    // out_mask: the tile's expert (one per tile); a row whose mask is 0 gets 0 (or keeps y); the
+    // rows' bits of each expert are in shared memory (union_flags; rows <= 16 here)
     const int te = om ? ((t * TW) % a.out_period) / a.S : 0;
-    auto off = [&](int r) { return om && __ldcg(a.out_mask + (size_t)r * EP + te) == 0.0f; };
+    const int tbits = om ? oflag[te] : 0;
+    auto off = [&](int r) { return om && !((tbits >> r) & 1); };
 #pragma unroll
     for (int n = 0; n < NT; n++) {
       const int r0 = n * 8 + 2 * c;  // batch rows r0 (d0, d2) and r0 + 1 (d1, d3)
@@ -371,7 +373,10 @@ inline MmaShape mma_shape(int v) {
 /* Parts per tile F (1, 2, 4, 8: the K split between warps). Blocks own whole tiles and process
    8 / F tiles per round, so F trades balance (ceil(F T_b / 8) rounds for the fullest block) against
    the length of each warp's contiguous run of a row (K / F); the best balance wins, the smaller F
-   within 3 % of it. LTE_DEC_GEMV_MMA_F forces one. */
+   within 0.10 of it (0.03 until the ninth session; at 7B shapes only gate/up changes, F 8 -> 2:
+   68.7 -> 66.3 us at 8 rows, 88.4 -> 82.6 at 16, masked at ~50 % 83.2 -> 73.1 / 111.0 -> 94.0, in
+   the forced-F rows of the same H200 run, docs/results/gemv_mma_h200_session9c.json).
+   LTE_DEC_GEMV_MMA_F forces one. */
 inline int mma_parts(const GemvTune &t, int tiles, int blocks) {
   if (t.mma_f > 0) return t.mma_f;
   const int tb = (tiles + blocks - 1) / blocks;
@@ -384,7 +389,7 @@ inline int mma_parts(const GemvTune &t, int tiles, int blocks) {
     if (eff[i] > best) best = eff[i];
   }
   for (int i = 0; i < 4; i++)
-    if (eff[i] >= best - 0.03) return 1 << i;
+    if (eff[i] >= best - 0.10) return 1 << i;
   return kGWarps;
 }
 

@@ -10,15 +10,14 @@
  *
  * ts_mma_kernel<T, NT, U>   y[r, n] += bias[n] + sum over the union's experts e, j < S of
  *                           h[r, e S + j] wt[e S + j, n]        (wt: (K, N), k-major: HF down_proj^T)
- *   Work: units = (column group of 128 outputs, active expert), column-group major; block b takes
+ *   Work: units = (column group of 64 outputs, active expert), column-group major; block b takes
  *   the contiguous range [b U / G, (b + 1) U / G) and its warps take its units round robin, a stage
  *   being one 16-k tile of a unit. In a stage lane (g, c) = (lane / 4, lane % 4) loads the 8
- *   outputs 8g..8g+7 of each 64-output half of the group at the k rows 2c, 2c+1, 2c+8, 2c+9 of the
- *   tile (eight 16-byte loads; the 8 lanes of a k row read 128 contiguous bytes per half), and byte
- *   permutes turn them into the A fragments of 8 mmas (m16n8k16: M = 16 outputs, K = 16 k, N = 8
- *   batch rows): in half j, tile 4j + T's fragment row m is output 64j + 8m + 2T (m < 8) or
- *   64j + 8(m - 8) + 2T + 1, so register word T of each load feeds tile 4j + T. The B fragments
- *   are h (f32, read through L2) rounded to T.
+ *   outputs 8g..8g+7 of the group at the k rows 2c, 2c+1, 2c+8, 2c+9 of the tile (four 16-byte
+ *   loads; the 8 lanes of a k row read its 128 contiguous bytes), and byte permutes turn them into
+ *   the A fragments of 4 mmas (m16n8k16: M = 16 outputs, K = 16 k, N = 8 batch rows): tile T's
+ *   fragment row m is output 8m + 2T (m < 8) or 8(m - 8) + 2T + 1, so register word T of each
+ *   load feeds tile T. The B fragments are h (f32, read through L2) rounded to T.
  *   A warp's accumulators cover one column group; when its next unit is in another group (or it
  *   is done) it adds them into the block's shared-memory slot of that group (a block's range spans
  *   at most ceil(NG / G) + 2 groups); after a barrier the block adds its slots into y with float4
@@ -28,10 +27,10 @@
  *   Precision: h rounded to T at the tensor-core input (as x' in gemv_mma_kernel); f32 sums; the
  *   atomics make the order of the final adds vary from run to run (as with ts_kernel).
  *   Conditions (ts_mma_applies): f16 weights (bf16 with LTE_DEC_GEMV_MMA=2), 5..16 rows (from
- *   LTE_DEC_GEMV_MMA_MIN), N a multiple of 128, S a multiple of 16; LTE_DEC_TS_MMA=0 turns it off.
+ *   LTE_DEC_GEMV_MMA_MIN), N a multiple of 64, S a multiple of 16; LTE_DEC_TS_MMA=0 turns it off.
  */
 
-constexpr int kTmCols = 128;  // outputs per column group (8 mma tiles of 16; two 64-output halves)
+constexpr int kTmCols = 64;  // outputs per column group (4 mma tiles of 16)
 
 template <class T, int NT, int U>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
@@ -63,19 +62,16 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   const int QU = wib < ub1 - ub0 ? (ub1 - ub0 - wib + kGWarps - 1) / kGWarps : 0;  // units of this warp
   const int Q = QU * KT;                                                         // its stages
 
-  // stage q: unit ub0 + wib + 8 (q / KT), k tile q % KT; w[4 j + i]: half j (64 outputs) of k row i
-  auto load = [&](uint4 (&w)[8], float2 (&hx)[NT][2], int q) {
+  // stage q: unit ub0 + wib + 8 (q / KT), k tile q % KT
+  auto load = [&](uint4 (&w)[4], float2 (&hx)[NT][2], int q) {
     const int u = ub0 + wib + kGWarps * (q / KT);
     const int grp = u / nA, e = list[u % nA];
     const int f0 = e * S + 16 * (q % KT) + 2 * c;  // k rows f0, f0 + 1, f0 + 8, f0 + 9
     const T *p = wt + (size_t)f0 * N + grp * kTmCols + 8 * g;
-#pragma unroll
-    for (int j = 0; j < 2; j++) {
-      w[4 * j] = ld_stream(p + 64 * j);
-      w[4 * j + 1] = ld_stream(p + N + 64 * j);
-      w[4 * j + 2] = ld_stream(p + (size_t)8 * N + 64 * j);
-      w[4 * j + 3] = ld_stream(p + (size_t)9 * N + 64 * j);
-    }
+    w[0] = ld_stream(p);
+    w[1] = ld_stream(p + N);
+    w[2] = ld_stream(p + (size_t)8 * N);
+    w[3] = ld_stream(p + (size_t)9 * N);
 #pragma unroll
     for (int n = 0; n < NT; n++) {
       const int r = 8 * n + g;
@@ -85,38 +81,40 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     }
   };
 
-  float acc[NT][8][4];
+  float acc[NT][4][4];
   auto zero = [&]() {
 #pragma unroll
     for (int n = 0; n < NT; n++)
 #pragma unroll
-      for (int t = 0; t < 8; t++) acc[n][t][0] = acc[n][t][1] = acc[n][t][2] = acc[n][t][3] = 0.0f;
+      for (int t = 0; t < 4; t++) acc[n][t][0] = acc[n][t][1] = acc[n][t][2] = acc[n][t][3] = 0.0f;
   };
   zero();
   int cur = -1;  // column group of the accumulators (-1: none yet)
-  // add the accumulators into the slot of group `cur`: output (tile t = 4 j + t', fragment row m) =
-  // column 64 j + 8m + 2t' or 64 j + 8(m - 8) + 2t' + 1, batch row 8n + 2c (+1)
+  // add the accumulators into the slot of group `cur`: output (tile t, fragment row m) = column
+  // 8m + 2t or 8(m - 8) + 2t + 1, batch row 8n + 2c (+1)
   auto flush = [&]() {
     if (cur < 0) return;
     const int s = cur - g0;
 #pragma unroll
     for (int n = 0; n < NT; n++)
 #pragma unroll
-      for (int t = 0; t < 8; t++)
+      for (int t = 0; t < 4; t++)
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-          const int col = 64 * (t >> 2) + 8 * g + 2 * (t & 3) + (i >> 1), r = 8 * n + 2 * c + (i & 1);
+          const int col = 8 * g + 2 * t + (i >> 1), r = 8 * n + 2 * c + (i & 1);
           if (s < slots) atomicAdd(&accs[((size_t)s * R8 + r) * kTmCols + col], acc[n][t][i]);
           else if (r < rows) atomicAdd(y + (size_t)r * N + cur * kTmCols + col, acc[n][t][i]);  // (not expected)
         }
     zero();
   };
-  auto compute = [&](const uint4 (&w)[8], const float2 (&hx)[NT][2], int q) {
+  auto compute = [&](const uint4 (&w)[4], const float2 (&hx)[NT][2], int q) {
     const int grp = (ub0 + wib + kGWarps * (q / KT)) / nA;
     if (grp != cur) {
       flush();
       cur = grp;
     }
+    const uint32_t *w0 = reinterpret_cast<const uint32_t *>(&w[0]), *w1 = reinterpret_cast<const uint32_t *>(&w[1]);
+    const uint32_t *w2 = reinterpret_cast<const uint32_t *>(&w[2]), *w3 = reinterpret_cast<const uint32_t *>(&w[3]);
     uint32_t b0[NT], b1[NT];
 #pragma unroll
     for (int n = 0; n < NT; n++) {
@@ -124,22 +122,16 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
       b1[n] = pack2<T>(hx[n][1].x, hx[n][1].y);
     }
 #pragma unroll
-    for (int t = 0; t < 8; t++) {
-      // A rows m < 8: output 8m + 2t' (low halves), m >= 8: 8(m - 8) + 2t' + 1 (high halves) of
-      // half t / 4, i.e. register word t' = t % 4 of its four k-row loads
-      const uint32_t *w0 = reinterpret_cast<const uint32_t *>(&w[4 * (t >> 2)]);
-      const uint32_t *w1 = reinterpret_cast<const uint32_t *>(&w[4 * (t >> 2) + 1]);
-      const uint32_t *w2 = reinterpret_cast<const uint32_t *>(&w[4 * (t >> 2) + 2]);
-      const uint32_t *w3 = reinterpret_cast<const uint32_t *>(&w[4 * (t >> 2) + 3]);
-      const int tw = t & 3;
-      const uint32_t a0 = __byte_perm(w0[tw], w1[tw], 0x5410), a1 = __byte_perm(w0[tw], w1[tw], 0x7632);
-      const uint32_t a2 = __byte_perm(w2[tw], w3[tw], 0x5410), a3 = __byte_perm(w2[tw], w3[tw], 0x7632);
+    for (int t = 0; t < 4; t++) {
+      // A rows m < 8: output 8m + 2t (low halves), m >= 8: 8(m - 8) + 2t + 1 (high halves)
+      const uint32_t a0 = __byte_perm(w0[t], w1[t], 0x5410), a1 = __byte_perm(w0[t], w1[t], 0x7632);
+      const uint32_t a2 = __byte_perm(w2[t], w3[t], 0x5410), a3 = __byte_perm(w2[t], w3[t], 0x7632);
 #pragma unroll
       for (int n = 0; n < NT; n++) mma16816<T>(acc[n][t], a0, a1, a2, a3, b0[n], b1[n]);
     }
   };
 
-  uint4 w[U][8];
+  uint4 w[U][4];
   float2 hx[U][NT][2];
 #pragma unroll
   for (int u = 0; u < U; u++)
@@ -215,9 +207,9 @@ cudaError_t launch_ts_mma_v(const T *wt, const float *h, const float *mask, cons
 template <class T>
 cudaError_t launch_ts_mma(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows,
                           int n, int k, int S, int sms, cudaStream_t st) {
-  // stages in flight: 16 bytes x 8 loads + 4 NT h floats per lane each (registers: ~200 at most;
-  // the ninth session's first version, 64 outputs per group and 6 / 4 stages, streamed at 1.6 /
-  // 1.3 TB/s at 8 / 16 rows: bytes in flight per SM bound it)
-  if (rows <= 8) return launch_ts_mma_v<T, 1, 4>(wt, h, mask, bias, y, rows, n, k, S, sms, st);
-  return launch_ts_mma_v<T, 2, 3>(wt, h, mask, bias, y, rows, n, k, S, sms, st);
+  // stages in flight: 16 bytes x 4 loads + 4 NT h floats per lane each (registers: ~200 at most).
+  // (Ninth session: 128-output groups, 8 loads per stage and 4 / 3 stages, measured slower on the
+  // H200: 60.1 / 93.2 us against 55.3 / 71.6 for the 7B union's down at ~50 % active, 8 / 16 rows.)
+  if (rows <= 8) return launch_ts_mma_v<T, 1, 6>(wt, h, mask, bias, y, rows, n, k, S, sms, st);
+  return launch_ts_mma_v<T, 2, 4>(wt, h, mask, bias, y, rows, n, k, S, sms, st);
 }

@@ -441,12 +441,12 @@ Deno.test({
         for (const mask of ["rand", "on", "sparse", "off"] as const) {
           cases.push({ dt, rows, n: 1024, k: 2752, S: 32, mask, bias: rows % 2 === 1 });
         }
-        cases.push({ dt, rows, n: 128, k: 96, S: 16, mask: "rand", bias: true }); // fewer units than blocks
-        cases.push({ dt, rows, n: 256, k: 512, S: 64, mask: "rand", bias: false }); // 4 k tiles per expert
+        cases.push({ dt, rows, n: 64, k: 96, S: 16, mask: "rand", bias: true }); // fewer units than blocks
+        cases.push({ dt, rows, n: 192, k: 512, S: 64, mask: "rand", bias: false }); // 4 k tiles per expert
       }
       // the 7B down projection (N 4096, K 11008): a block's units span several column groups
       for (const rows of [8, 16]) cases.push({ dt, rows, n: 4096, k: 11008, S: 32, mask: "rand", bias: false });
-      cases.push({ dt, rows: 6, n: 16896, k: 1024, S: 32, mask: "sparse", bias: true }); // 132 groups
+      cases.push({ dt, rows: 6, n: 8448, k: 1024, S: 32, mask: "sparse", bias: true }); // 132 groups
     }
     // every case on tensor cores: bf16 too (LTE_DEC_GEMV_MMA=2), 1-4 rows too (MMA_MIN=1)
     for (const v of [{}, { LTE_DEC_PDL: "1" }] as Record<string, string>[]) {
