@@ -82,9 +82,10 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-/* Warp 0 turns flags[0..n) (0/1 ints in shared memory) into the ascending list of the set
-   indices, in place, and stores the count in *count. Caller syncs before and after. */
-__device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
+/* Warp 0 writes the ascending list of the set indices of flags[0..n) (ints in shared memory) into
+   list and the count into *count; list may be flags itself (in place: the __syncwarps keep every
+   lane's read of a 32-entry chunk before any write into it). Caller syncs before and after. */
+__device__ __forceinline__ void compact_flags_to(const int *flags, int *list, int n, int *count) {
   if (threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
   int base = 0;
@@ -93,18 +94,19 @@ __device__ __forceinline__ void compact_flags(int *flags, int n, int *count) {
     const bool on = i < n && flags[i] != 0;
     const unsigned b = __ballot_sync(0xffffffffu, on);
     __syncwarp();
-    if (on) flags[base + __popc(b & ((1u << lane) - 1u))] = i;
+    if (on) list[base + __popc(b & ((1u << lane) - 1u))] = i;
     base += __popc(b);
     __syncwarp();
   }
   if (lane == 0) *count = base;
 }
+__device__ __forceinline__ void compact_flags(int *flags, int n, int *count) { compact_flags_to(flags, flags, n, count); }
 
 /* flags[e] = the bit set of the rows r of mask (rows x E, f32 0/1, n = rows E entries) that set
-   expert e (bit min(r, 31)), so flags[e] != 0 is the union and (flags[e] >> r) & 1 row r's own
-   mask for r < 32; flags must be zeroed (and synced) before. Every thread of the block calls it: the mask's
-   entries are loaded 4 per thread at a time, one round trip for small masks (the per-expert loop
-   over rows it replaces took one per row). Caller syncs after. */
+   expert e (bit min(r, 31)): flags[e] != 0 is the union, (flags[e] >> r) & 1 row r's own mask for
+   r < 32. flags must be zeroed (and synced) before. Every thread of the block calls it; the mask's
+   entries are loaded 4 per thread at a time, one round trip for small masks (a loop over the rows
+   per expert takes one per row). Caller syncs after. */
 __device__ __forceinline__ void union_flags(const float *mask, int n, int E, int *flags) {
   constexpr int B = 4;
   for (int i0 = threadIdx.x; i0 < n; i0 += B * blockDim.x) {
@@ -118,22 +120,6 @@ __device__ __forceinline__ void union_flags(const float *mask, int n, int E, int
         atomicOr(&flags[i % E], 1 << (i / E < 31 ? i / E : 31));
       }
   }
-}
-
-/* Warp 0 writes the ascending list of the set indices of flags[0..n) into list (another array;
-   flags stay as they are) and the count into *count. Caller syncs before and after. */
-__device__ __forceinline__ void compact_flags_to(const int *flags, int *list, int n, int *count) {
-  if (threadIdx.x >= 32) return;
-  const int lane = threadIdx.x;
-  int base = 0;
-  for (int i0 = 0; i0 < n; i0 += 32) {
-    const int i = i0 + lane;
-    const bool on = i < n && flags[i] != 0;
-    const unsigned b = __ballot_sync(0xffffffffu, on);
-    if (on) list[base + __popc(b & ((1u << lane) - 1u))] = i;
-    base += __popc(b);
-  }
-  if (lane == 0) *count = base;
 }
 
 /* Position of a warp in its stream of pieces: item, piece, and the item's two weight rows. */

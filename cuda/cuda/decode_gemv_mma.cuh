@@ -59,8 +59,6 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   T *xh = reinterpret_cast<T *>(msm4);          // !XF: R8 rows x XS elements of T
   const size_t xbytes = XF ? (size_t)R8 * XS * sizeof(float) : (size_t)R8 * XS * sizeof(T);
   float4 *part = reinterpret_cast<float4 *>(reinterpret_cast<char *>(msm4) + xbytes);  // slots x 32 lanes x NT
-  int *oflag = reinterpret_cast<int *>(part + kMmaSlots * 32 * NT);  // out_mask: EP flags of the union,
-  int *olist = oflag + (a.out_mask ? a.out_period / a.S : 0);         // then its EP experts, ascending
   __shared__ float sred[kGWarps * 2 * R8];
   __shared__ int cnt[kMmaSlots], gen[kMmaSlots];
   __shared__ int ocount;
@@ -84,6 +82,8 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   const int TW = swi ? 8 : 16;                        // outputs per tile
   const int EP = om ? a.out_period / a.S : 0;         // experts per period of the mask
   const int TPE = om ? a.S / TW : 1, TPP = om ? a.out_period / TW : 1;
+  int *oflag = reinterpret_cast<int *>(part + kMmaSlots * 32 * NT);  // EP: the rows' bits per expert (union_flags)
+  int *olist = oflag + EP;                                            // EP: the union's experts, ascending
   int t0 = (int)(((long long)blockIdx.x * TA) / gridDim.x);
   int t1 = (int)(((long long)(blockIdx.x + 1) * TA) / gridDim.x);
   const int SPT = KS / kStage;  // stages per unit (a tile's part of KS k)
@@ -360,8 +360,9 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
    interleaved, written in the eighth session). Measured in the ninth (H200, docs/results/
    gemv_mma_variants_h200.txt): 3 the fastest at 8 and 16 rows on every 7B shape but O at 8 rows
    (19.1 us against 17.9 for 2; e.g. gate/up R 8 2.74 TB/s against 2.54 for 0, head R 16 2.95
-   against 2.70), 7B step at batch 8 5.58 ms against 6.23 for 0: the default. Until the seventh session 2 and 3 were 4 x 2 and 2 x 8, both measured slower
-   than 0 and removed: each variant is 8 kernels of compile time). */
+   against 2.70), 7B step at batch 8 5.58 ms against 6.23 for 0: the default. Until the seventh
+   session 2 and 3 were 4 x 2 and 2 x 8, both measured slower than 0 and removed: each variant is 8
+   kernels of compile time). */
 struct MmaShape {
   int ld, u, il;
 };

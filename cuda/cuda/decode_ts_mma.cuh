@@ -1,7 +1,7 @@
 /*
  * decode_ts_mma.cuh: lte_dec_linear_t_sparse for 5..16 rows on tensor cores (issue 9, ninth
  * session), included by decode.cu inside its anonymous namespace after decode_gemv_mma.cuh (it uses
- * compact_flags, ld_stream, pdl_*, persistent_grid, pack2 and mma16816).
+ * union_flags, compact_flags_to, ld_stream, pdl_*, persistent_grid, pack2 and mma16816).
  *
  * Why: the down projection of a sparse step over the union of the batch's experts ran on CUDA cores
  * (ts_kernel, 1..4 rows per launch, or linear_t_sparse_kernel), bound by instruction issue from ~5
