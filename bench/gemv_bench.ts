@@ -16,7 +16,10 @@
  * per call / time (the ideal is ~4.1-4.3 TB/s, PyTorch's device-to-device copy on this GPU).
  *
  *   deno run -A bench/gemv_bench.ts [--iters 20] [--out file.json] [--quick] [--mma]
+ *     [--case NAME] [--rows R] [--variant NAME]
  * --mma: only 4 / 8 / 16 rows of each shape, CUDA-core kernels vs the tensor-core kernel's variants.
+ * --case / --rows / --variant: only the cases whose name contains NAME, with R rows, and the
+ * variants named NAME exactly (e.g. one kernel under Nsight Compute: bench/profile_device.sh mma).
  *
  * @module
  */
@@ -32,6 +35,7 @@ const flag = (name: string, def: string) => {
 const ITERS = Number(flag("--iters", "20"));
 const OUT = flag("--out", "");
 const quick = args.includes("--quick");
+const ONLY_CASE = flag("--case", ""), ONLY_ROWS = Number(flag("--rows", "0")), ONLY_VARIANT = flag("--variant", "");
 if (!backendAvailable("cuda")) {
   console.log("gemv_bench: no CUDA backend/GPU here; skipped (run it on the GPU machine)");
   Deno.exit(0);
@@ -281,7 +285,9 @@ function run(makers: Maker[], variants: [string, Record<string, string>][]): voi
   for (const mk of makers) {
     const c = mk();
     try {
+      if ((ONLY_CASE && !c.name.includes(ONLY_CASE)) || (ONLY_ROWS && c.rows !== ONLY_ROWS)) continue;
       for (const [vn, env] of variants) {
+        if (ONLY_VARIANT && vn !== ONLY_VARIANT) continue;
         let us: number;
         try {
           us = time(c, env);
