@@ -1425,7 +1425,10 @@ export class Engine {
    * defaults: steps of >= KERNELS_MIN_ROWS rows take KERNELS' kernels when the model fits them,
    * the others the fused op `lte_dec_sparse_ffn` (H200, 2026-12-02, fifth session, device time per
    * step at the LLaMA-2-7B shape: fused 2.97 / 2.11 ms at 50 / 10 % active against 3.28 / 2.32 for
-   * the masked GEMVs with PDL; docs/engine.md).
+   * the masked GEMVs with PDL; docs/engine.md). Ninth session, the masked GEMVs on tensor cores
+   * from 5 rows: KERNELS still ahead at batch 8 (6.44 against 6.70 ms at ~50 % active), level or
+   * behind at batch 16 (8.02 / 8.02 at ~10 %, 8.65 / 8.33 at ~50 %): a rows rule is not yet
+   * measured enough to change this one.
    */
   sparseFfnPath(rows: number): SparseFfnPath | null {
     if (!this.expertsPerLayer) return null;
