@@ -13,8 +13,9 @@
  * odd N, RMSNorm / LayerNorm / plain x, accumulate + bias, GELU + bias, SwiGLU, out_mask
  * (random, all off, all on; period = N and N / 2), f16 and bf16 (f32: the fallback).
  * The tensor-core kernel (cuda/cuda/decode_gemv_mma.cuh, 5..16 rows of f16 by default) has its own
- * test: every case on it under each load shape, K split, PDL and carveout, and the default
- * selection (f16 takes it, bf16 does not).
+ * test: every case on it under each load shape, K split, column slices of K, PDL and carveout, with
+ * out_mask since the ninth session, and the default selection (f16 takes it, bf16 does not); so
+ * has the tensor-core lte_dec_linear_t_sparse (ts_mma_kernel, cuda/cuda/decode_ts_mma.cuh).
  *
  * Written tolerance (as tests/gpu/engine_test.ts): identical inputs on both sides (same half bit
  * patterns), only the f32 summation order differs -> max |cuda - cpu| / max |cpu| < 1e-5; the
