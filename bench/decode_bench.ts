@@ -541,6 +541,18 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_GEMV_MMA_KSPLIT: "0" },
     ref: "dense_batch16",
   },
+  // O and down as K groups in one launch (LTE_DEC_GEMV_MMA_KG, opt-in, ninth session)
+  ...[8, 16].flatMap((b) =>
+    [2, 4].map((kg): Variant => ({
+      key: `dense_batch${b}_kg${kg}`,
+      name: `dense batch ${b}, O and down in ${kg} K groups`,
+      opts: { maxBatch: b },
+      active: null,
+      batch: b,
+      env: { LTE_DEC_GEMV_MMA_KG: String(kg) },
+      ref: `dense_batch${b}`,
+    }))
+  ),
   ...[1, 2].map((b): Variant => ({
     key: b === 1 ? "dense_mma" : `dense_batch${b}_mma`,
     name: `dense batch ${b}, tensor-core GEMVs`,

@@ -264,6 +264,9 @@ const MMA_VARIANTS: [string, Record<string, string>][] = [
   }]),
   // 16 rows at K 11008: two launches of 8 rows instead of column slices (the default since the ninth)
   ["mma v3 no kslices", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_GEMV_MMA_KSPLIT: "0" }],
+  // plain accumulating calls (O, down) as K groups in one launch (opt-in, ninth session)
+  ["mma v3 KG2", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_GEMV_MMA_KG: "2" }],
+  ["mma v3 KG4", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_GEMV_MMA_KG: "4" }],
 ];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),

@@ -528,6 +528,10 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          product into y (plain x, accumulate, no activation), so the weights are
                          read once; 0: launches of 8 rows, each re-reading them (default 1, ninth
                          session)
+     LTE_DEC_GEMV_MMA_KG  2 or 4: plain-x accumulating calls of 5-16 rows (O, down) on tensor
+                         cores as K groups in one launch, each block building x' of K / KG only
+                         and adding its outputs with atomics (default 1 = off; ninth session, not
+                         yet run on a GPU)
      LTE_DEC_GEMV_MMA_MASK  1: lte_dec_linear with an out_mask (the masked gate/up of a sparse
                          step) on tensor cores too, over the union's tiles only (default 1, ninth
                          session); 0: such calls stay on the CUDA-core kernels
@@ -558,6 +562,7 @@ struct GemvTune {
   int mma_ksplit;  // 16 rows whose x' does not fit: column slices (1) or two launches of 8 rows (0)
   int mma_mask;    // gemv_mma_kernel takes out_mask calls (masked gate/up of sparse steps)
   int ts_mma;      // ts_mma_kernel (decode_ts_mma.cuh) for lte_dec_linear_t_sparse of mma_min..16 rows
+  int mma_kg;      // K groups of gemv_mma_kernel in one launch (1 = off; decode_gemv_mma.cuh, mma_kgroups)
 };
 
 constexpr int kMmaVariants = 4;  // gemv_mma_kernel load shapes (decode_gemv_mma.cuh, mma_shape)
@@ -586,6 +591,8 @@ inline GemvTune gemv_tune() {
   t.mma_ksplit = env_int("LTE_DEC_GEMV_MMA_KSPLIT", 1, 0, 1);
   t.mma_mask = env_int("LTE_DEC_GEMV_MMA_MASK", 1, 0, 1);
   t.ts_mma = env_int("LTE_DEC_TS_MMA", 1, 0, 1);
+  t.mma_kg = env_int("LTE_DEC_GEMV_MMA_KG", 1, 1, 4);
+  if (t.mma_kg == 3) t.mma_kg = 2;
   return t;
 }
 

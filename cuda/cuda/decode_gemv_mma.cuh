@@ -51,7 +51,7 @@ constexpr int kMmaSlots = 32;  // partial tiles held: a ring of 32 / F tiles (4 
              faster in the ninth, see mma_shape). */
 template <class T, int NT, int XF, int LD, int U, int IL>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
-    gemv_mma_kernel(LinArgs a, int rows, int F, int KS, int KP, int XS) {
+    gemv_mma_kernel(LinArgs a, int rows, int F, int KS, int KP, int XS, int KG) {
   constexpr int kStage = 32 * LD;
   extern __shared__ float4 msm4[];
   constexpr int R8 = 8 * NT;
@@ -65,6 +65,18 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
 
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
+  // K groups (KG > 1, LTE_DEC_GEMV_MMA_KG; plain x, accumulate, no activation, no mask): block b
+  // works on column slice b % KG of K (a.k = the slice length, a.ldw = the full K) for its share
+  // of the tiles among the G / KG blocks of that slice, and adds its outputs into y with atomics;
+  // each block builds x' of its slice only (ninth session, opt-in, not yet run on a GPU)
+  const int nbk = gridDim.x / KG, bik = blockIdx.x / KG;
+  if (KG > 1) {
+    const int kgi = blockIdx.x % KG, k0 = kgi * a.k;
+    a.k = max(0, min(a.k, a.ldw - k0));
+    a.x += k0;
+    a.w = static_cast<const T *>(a.w) + k0;
+    if (kgi > 0) a.bias = nullptr;
+  }
   // lane group c holds its chunks rotated by `rot` (chunk (j + rot) % LD in register slot j) and
   // feeds slot j to mma pair j (the pairs' sums cover the same k either way): the lanes' x' reads
   // of one pair then fall into distinct shared-memory banks (with XS's row pad, mma_geometry)
@@ -84,8 +96,8 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   const int TPE = om ? a.S / TW : 1, TPP = om ? a.out_period / TW : 1;
   int *oflag = reinterpret_cast<int *>(part + kMmaSlots * 32 * NT);  // EP: the rows' bits per expert (union_flags)
   int *olist = oflag + EP;                                            // EP: the union's experts, ascending
-  int t0 = (int)(((long long)blockIdx.x * TA) / gridDim.x);
-  int t1 = (int)(((long long)(blockIdx.x + 1) * TA) / gridDim.x);
+  int t0 = (int)(((long long)bik * TA) / nbk);
+  int t1 = (int)(((long long)(bik + 1) * TA) / nbk);
   const int SPT = KS / kStage;  // stages per unit (a tile's part of KS k)
   int NUB = (t1 - t0) * F;  // units of the block; warp w takes units w, w + 8, w + 16, ...
   int Q = (wib < NUB ? (NUB - wib + kGWarps - 1) / kGWarps : 0) * SPT;  // stages of this warp
@@ -151,8 +163,8 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
           for (int r = 0; r < rows; r++) a.y[(size_t)r * N + o] = 0.0f;
     __syncthreads();
     const int TU = (N / a.out_period) * ocount * TPE;  // the union's tiles
-    t0 = (int)(((long long)blockIdx.x * TU) / gridDim.x);
-    t1 = (int)(((long long)(blockIdx.x + 1) * TU) / gridDim.x);
+    t0 = (int)(((long long)bik * TU) / nbk);
+    t1 = (int)(((long long)(bik + 1) * TU) / nbk);
     NUB = (t1 - t0) * F;
     Q = (wib < NUB ? (NUB - wib + kGWarps - 1) / kGWarps : 0) * SPT;
     if (NUB == 0) return;  // the whole block leaves together
@@ -273,7 +285,8 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
           float v = s[n][2 * h + e] + b;
           if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
           float *yo = a.y + (size_t)r * N + o;
-          *yo = a.accumulate ? __ldcg(yo) + v : v;
+          if (KG > 1) atomicAdd(yo, v);  // the other K groups add into the same outputs
+          else *yo = a.accumulate ? __ldcg(yo) + v : v;
         }
       }
     }
@@ -447,11 +460,30 @@ inline int mma_slices(const GemvTune &t, const LinArgs &a, int rows, int sms) {
   return 0;
 }
 
+/* K groups in one launch (LTE_DEC_GEMV_MMA_KG = 2 or 4, opt-in, ninth session, not yet run on a
+   GPU): the blocks split into KG groups, group j computing the partial product of column slice j
+   of K for all tiles and adding it into y with atomics, so each block builds x' of K / KG only
+   (every block reading all of x' costs L2 traffic of G R K 4 bytes per call: 46 MB for the down
+   projection at 8 rows, half its weight bytes). Same conditions as the column slices. Returns KG,
+   or 1 when off or not applicable (or a slice of it does not fit). */
+inline int mma_kgroups(const GemvTune &t, const LinArgs &a, int rows, int sms) {
+  const int kg = t.mma_kg;
+  if (kg <= 1 || a.mode != LTE_DEC_X_PLAIN || !a.accumulate || a.act != LTE_DEC_ACT_NONE || a.out_mask || a.in_mask)
+    return 1;
+  if (a.k < kg * kMmaSliceAlign || sms < kg) return 1;
+  const MmaShape sh = mma_shape(t.mma_v);
+  LinArgs b = a;
+  b.k = mma_ksplit_len(a.k, kg);
+  int nt, xf;
+  return mma_pick(b, rows, sh.ld, sh.il, mma_parts(t, mma_tiles(a), sms / kg), &nt, &xf) ? kg : 1;
+}
+
 /* Rows one launch of gemv_mma_kernel takes (all, or 8 when 16 do not fit and K cannot be sliced),
    0 = does not apply. */
 inline int mma_chunk(const GemvTune &t, const LinArgs &a, int rows, int sms) {
   const MmaShape sh = mma_shape(t.mma_v);
   const int f = mma_parts(t, mma_tiles(a), sms);
+  if (mma_kgroups(t, a, rows, sms) > 1) return rows;
   int nt, xf;
   if (mma_pick(a, rows, sh.ld, sh.il, f, &nt, &xf)) return rows;
   if (mma_slices(t, a, rows, sms) > 0) return rows;
@@ -474,30 +506,40 @@ inline bool mma_applies(const GemvTune &t, lte_dtype wdtype, const LinArgs &a, i
 }
 
 template <class T, int NT, int XF, int LD, int U, int IL>
-cudaError_t launch_mma_v(const LinArgs &a, int rows, int f, int sms, cudaStream_t st) {
+cudaError_t launch_mma_v(const LinArgs &a, int rows, int f, int sms, cudaStream_t st, int kg) {
   int ks, kp, xs;
   mma_geometry(a.k, XF, LD, IL, f, &ks, &kp, &xs);
   const size_t smem = mma_smem(NT, XF, LD, IL, f, a.k, mma_ep(a));
   unsigned grid = 0;
   cudaError_t e = persistent_grid(gemv_mma_kernel<T, NT, XF, LD, U, IL>, kGWarps * 32, smem, sms, 1, &grid);
   if (e != cudaSuccess) return e;
+  grid = grid / kg * kg;  // whole K groups
   e = dlaunch(gemv_mma_kernel<T, NT, XF, LD, U, IL>, dim3(grid), dim3(kGWarps * 32), smem, st, a, rows, f, ks, kp,
-              xs);
+              xs, kg);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
 template <class T, int LD, int U, int IL>
-cudaError_t launch_mma_one(const LinArgs &b, int rb, int f, int sms, cudaStream_t st) {
+cudaError_t launch_mma_one(const LinArgs &b, int rb, int f, int sms, cudaStream_t st, int kg = 1) {
   int nt, xf;
   mma_pick(b, rb, LD, IL, f, &nt, &xf);
   if (nt == 1)
-    return xf ? launch_mma_v<T, 1, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 1, 0, LD, U, IL>(b, rb, f, sms, st);
-  return xf ? launch_mma_v<T, 2, 1, LD, U, IL>(b, rb, f, sms, st) : launch_mma_v<T, 2, 0, LD, U, IL>(b, rb, f, sms, st);
+    return xf ? launch_mma_v<T, 1, 1, LD, U, IL>(b, rb, f, sms, st, kg)
+              : launch_mma_v<T, 1, 0, LD, U, IL>(b, rb, f, sms, st, kg);
+  return xf ? launch_mma_v<T, 2, 1, LD, U, IL>(b, rb, f, sms, st, kg)
+            : launch_mma_v<T, 2, 0, LD, U, IL>(b, rb, f, sms, st, kg);
 }
 
 template <class T, int LD, int U, int IL>
 cudaError_t launch_mma_lu(const GemvTune &t, const LinArgs &a, int rows, int sms, cudaStream_t st) {
+  const int kg = mma_kgroups(t, a, rows, sms);
+  if (kg > 1) {  // one launch, block b on slice b % kg of K
+    LinArgs b = a;
+    b.ldw = a.k;
+    b.k = mma_ksplit_len(a.k, kg);
+    return launch_mma_one<T, LD, U, IL>(b, rows, mma_parts(t, mma_tiles(a), sms / kg), sms, st, kg);
+  }
   const int f = mma_parts(t, mma_tiles(a), sms);
   int nt, xf;
   const int slices = mma_pick(a, rows, LD, IL, f, &nt, &xf) ? 0 : mma_slices(t, a, rows, sms);

@@ -307,6 +307,9 @@ Deno.test({
       { LTE_DEC_GEMV_MMA_V: "2", LTE_DEC_GEMV_MMA_F: "8" },
       // 16 rows at K 11000 (x' does not fit): two launches of 8 rows instead of column slices of K
       { LTE_DEC_GEMV_MMA_KSPLIT: "0" },
+      // K groups in one launch for plain accumulating calls (opt-in; the other cases ignore it)
+      { LTE_DEC_GEMV_MMA_KG: "2" },
+      { LTE_DEC_GEMV_MMA_KG: "4" },
       // K split into F parts per tile (default: chosen per shape)
       ...["1", "2", "4", "8"].map((f) => ({ LTE_DEC_GEMV_MMA_F: f })),
     ];
