@@ -28,6 +28,7 @@ import { Engine, type EngineOptions, GREEDY } from "../../engine/mod.ts";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
 import { cString } from "../../ffi/library.ts";
 import { DTypeCode } from "../../ffi/symbols.ts";
+import { withDecEnv } from "../../ffi/tuning.ts";
 import { type ModelConfig, resolveModelConfig } from "../../models/config.ts";
 import { routerBiasName, routerWeightName } from "../../models/lte_artifacts.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
@@ -93,16 +94,7 @@ function both(fn: (kind: Kind) => number, op: string): void {
  * masked gate/up and the union's down projection too since the ninth session) round x' / h to
  * f16 and have their own tolerance and tests (tests/gpu/gemv_test.ts), so they are off here.
  */
-function cudaCores(fn: () => void): void {
-  const prev = Deno.env.get("LTE_DEC_GEMV_MMA");
-  Deno.env.set("LTE_DEC_GEMV_MMA", "0");
-  try {
-    fn();
-  } finally {
-    if (prev === undefined) Deno.env.delete("LTE_DEC_GEMV_MMA");
-    else Deno.env.set("LTE_DEC_GEMV_MMA", prev);
-  }
-}
+const cudaCores = (fn: () => void): void => withDecEnv({ LTE_DEC_GEMV_MMA: "0" }, fn);
 
 Deno.test({
   name: "engine ops: lte_dec_linear every x-mode, masks, batch sizes and dtypes agree CPU<->CUDA",
