@@ -591,6 +591,8 @@ const VARIANTS: Variant[] = [
       // (5+ rows: gate/up and down on tensor cores since the ninth session; _gemv_cc: as before)
       ["_gemv", "masked GEMVs", gemv],
       ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
+      // the union's down on ts_mma2_kernel (tenth session)
+      ["_gemv_ts2", "masked GEMVs, ts_mma2 down", gemv, { LTE_DEC_TS_MMA: "2" }],
     ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
       key: `sparse${pct}_batch${b}${tag}`,
       name: `sparse ~${pct}% batch ${b}, ${label} (union)`,

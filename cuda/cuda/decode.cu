@@ -1197,10 +1197,10 @@ extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype 
     cudaError_t e;
     if (wdtype == LTE_DTYPE_F16)
       e = launch_ts_mma<__half>(static_cast<const __half *>(wt), F32(h), F32(mask), F32(bias), F32W(y), rows, n, k,
-                                expert_size, sm_count_of(ctx), ctx->stream);
+                                expert_size, sm_count_of(ctx), ctx->stream, tune.ts_mma);
     else
       e = launch_ts_mma<__nv_bfloat16>(static_cast<const __nv_bfloat16 *>(wt), F32(h), F32(mask), F32(bias), F32W(y),
-                                       rows, n, k, expert_size, sm_count_of(ctx), ctx->stream);
+                                       rows, n, k, expert_size, sm_count_of(ctx), ctx->stream, tune.ts_mma);
     if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of ts_mma_kernel", e, __FILE__, __LINE__);
     return LTE_STATUS_OK;
   }

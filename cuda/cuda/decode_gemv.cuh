@@ -537,8 +537,9 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          session); 0: such calls stay on the CUDA-core kernels
      LTE_DEC_TS_MMA      1: lte_dec_linear_t_sparse (the union's down projection) of
                          LTE_DEC_GEMV_MMA_MIN..16 rows on tensor cores (ts_mma_kernel,
-                         decode_ts_mma.cuh; same dtype rule as LTE_DEC_GEMV_MMA), 0: never
-                         (default 1, ninth session)
+                         decode_ts_mma.cuh; same dtype rule as LTE_DEC_GEMV_MMA), 2: the same
+                         on ts_mma2_kernel (warps of a block on adjacent column groups of the same
+                         experts: 1 KB contiguous per k row; tenth session), 0: never (default 1)
      LTE_DEC_GEMV_MMA    1: lte_dec_linear of LTE_DEC_GEMV_MMA_MIN (default 5) .. 16 rows with f16
                          weights on tensor cores (gemv_mma_kernel, decode_gemv_mma.cuh; x' rounded
                          to f16), 2: bf16 weights too, 0: never (default 1; batch 8 7B step 10.0 ->
@@ -590,7 +591,7 @@ inline GemvTune gemv_tune() {
   if (t.mma_f != 0 && t.mma_f != 1 && t.mma_f != 2 && t.mma_f != 4) t.mma_f = 8;
   t.mma_ksplit = env_int("LTE_DEC_GEMV_MMA_KSPLIT", 1, 0, 1);
   t.mma_mask = env_int("LTE_DEC_GEMV_MMA_MASK", 1, 0, 1);
-  t.ts_mma = env_int("LTE_DEC_TS_MMA", 1, 0, 1);
+  t.ts_mma = env_int("LTE_DEC_TS_MMA", 1, 0, 2);
   t.mma_kg = env_int("LTE_DEC_GEMV_MMA_KG", 1, 1, 4);
   if (t.mma_kg == 3) t.mma_kg = 2;
   return t;

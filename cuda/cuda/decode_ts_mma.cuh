@@ -173,6 +173,163 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     }
 }
 
+/* ts_mma2_kernel<T, NT, U> (LTE_DEC_TS_MMA=2, tenth session): the same product and fragments as
+ * ts_mma_kernel, with the work laid out for DRAM locality. ts_mma_kernel's warps each read 128-byte
+ * pieces (one column group) of k rows 8 KB apart, and the warps and blocks reading the other pieces
+ * of the same rows run at other times: few bytes per opened DRAM page (it streams at 1.3-1.6 TB/s
+ * where the dense down reads 2.2). Here a unit is (column tile of kGWarps groups, active expert),
+ * tile major; warp w of a block always takes group w of the unit's tile, so the 8 warps march
+ * through the same experts in step and each k row is read as 1 KB contiguous (8 warps x 128 B),
+ * and the blocks of the other tiles read the rest of the row at about the same time. A warp keeps
+ * its accumulators in registers until the tile changes (at most once or twice per block) and adds
+ * them into y with float4 atomics straight from its fragments (lane (g, c) holds outputs 8g..8g+7
+ * of batch rows 2c, 2c + 1): no shared-memory slots. The bias goes with the unit of expert index 0
+ * of each tile.
+ */
+template <class T, int NT, int U>
+__global__ void __launch_bounds__(kGWarps * 32, 1)
+    ts_mma2_kernel(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int N, int K,
+                   int S, int vec4) {
+  extern __shared__ int tm2sm[];
+  const int E = K / S;
+  int *flags = tm2sm;  // E: the union's flags
+  int *list = flags + E;  // E: its experts, ascending
+  __shared__ int scount;
+  const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const int NG = N / kTmCols, KT = S / 16, NCT = (NG + kGWarps - 1) / kGWarps;
+  pdl_launch_dependents();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) flags[e] = 0;
+  __syncthreads();
+  pdl_wait();
+  union_flags(mask, rows * E, E, flags);
+  __syncthreads();
+  compact_flags_to(flags, list, E, &scount);
+  __syncthreads();
+  const int nA = scount;
+  if (nA == 0) {  // no expert active: y += bias only
+    if (bias)
+      for (int ct = blockIdx.x; ct < NCT; ct += gridDim.x) {
+        const int grp = ct * kGWarps + wib;
+        if (grp < NG)
+          for (int i = lane; i < rows * kTmCols; i += 32) {
+            const int col = grp * kTmCols + i % kTmCols;
+            atomicAdd(y + (size_t)(i / kTmCols) * N + col, bias[col]);
+          }
+      }
+    return;
+  }
+  const long long UT = (long long)NCT * nA;
+  const int ub0 = (int)(UT * blockIdx.x / gridDim.x), ub1 = (int)(UT * (blockIdx.x + 1) / gridDim.x);
+  const int Q = (ub1 - ub0) * KT;  // stages, the same for every warp of the block
+
+  // stage q: unit ub0 + q / KT (tile u / nA, expert list[u % nA]), k tile q % KT
+  auto load = [&](uint4 (&w)[4], float2 (&hx)[NT][2], int q) {
+    const int u = ub0 + q / KT;
+    const int grp = (u / nA) * kGWarps + wib, e = list[u % nA];
+    if (grp >= NG) return;  // (the last tile's missing groups)
+    const int f0 = e * S + 16 * (q % KT) + 2 * c;  // k rows f0, f0 + 1, f0 + 8, f0 + 9
+    const T *p = wt + (size_t)f0 * N + grp * kTmCols + 8 * g;
+    w[0] = ld_stream(p);
+    w[1] = ld_stream(p + N);
+    w[2] = ld_stream(p + (size_t)8 * N);
+    w[3] = ld_stream(p + (size_t)9 * N);
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      const int r = 8 * n + g;
+      const float2 z = make_float2(0.0f, 0.0f);
+      hx[n][0] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0)) : z;
+      hx[n][1] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0 + 8)) : z;
+    }
+  };
+
+  float acc[NT][4][4];
+  auto zero = [&]() {
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+      for (int t = 0; t < 4; t++) acc[n][t][0] = acc[n][t][1] = acc[n][t][2] = acc[n][t][3] = 0.0f;
+  };
+  zero();
+  int cur = -1;          // column tile of the accumulators (-1: none yet)
+  bool with_bias = false;  // the accumulators hold the tile's expert index 0 (its bias goes with them)
+  // acc[n][t][i] = output column 8g + 2t + (i >> 1) of batch row 8n + 2c + (i & 1)
+  auto flush = [&]() {
+    if (cur < 0) return;
+    const int grp = cur * kGWarps + wib;
+    if (grp < NG) {
+      const int col = grp * kTmCols + 8 * g;
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+          const int r = 8 * n + 2 * c + hr;
+          if (r >= rows) continue;
+          float v[8];
+#pragma unroll
+          for (int t = 0; t < 4; t++) {
+            v[2 * t] = acc[n][t][hr];
+            v[2 * t + 1] = acc[n][t][2 + hr];
+          }
+          if (with_bias && bias)
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] += bias[col + j];
+          float *yo = y + (size_t)r * N + col;
+          if (vec4) {
+            atomicAdd(reinterpret_cast<float4 *>(yo), make_float4(v[0], v[1], v[2], v[3]));
+            atomicAdd(reinterpret_cast<float4 *>(yo + 4), make_float4(v[4], v[5], v[6], v[7]));
+          } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) atomicAdd(yo + j, v[j]);
+          }
+        }
+    }
+    zero();
+    with_bias = false;
+  };
+  auto compute = [&](const uint4 (&w)[4], const float2 (&hx)[NT][2], int q) {
+    const int u = ub0 + q / KT, ct = u / nA;
+    if (ct != cur) {
+      flush();
+      cur = ct;
+    }
+    if (u % nA == 0) with_bias = true;
+    if (ct * kGWarps + wib >= NG) return;
+    const uint32_t *w0 = reinterpret_cast<const uint32_t *>(&w[0]), *w1 = reinterpret_cast<const uint32_t *>(&w[1]);
+    const uint32_t *w2 = reinterpret_cast<const uint32_t *>(&w[2]), *w3 = reinterpret_cast<const uint32_t *>(&w[3]);
+    uint32_t b0[NT], b1[NT];
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      b0[n] = pack2<T>(hx[n][0].x, hx[n][0].y);
+      b1[n] = pack2<T>(hx[n][1].x, hx[n][1].y);
+    }
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+      const uint32_t a0 = __byte_perm(w0[t], w1[t], 0x5410), a1 = __byte_perm(w0[t], w1[t], 0x7632);
+      const uint32_t a2 = __byte_perm(w2[t], w3[t], 0x5410), a3 = __byte_perm(w2[t], w3[t], 0x7632);
+#pragma unroll
+      for (int n = 0; n < NT; n++) mma16816<T>(acc[n][t], a0, a1, a2, a3, b0[n], b1[n]);
+    }
+  };
+
+  uint4 w[U][4];
+  float2 hx[U][NT][2];
+#pragma unroll
+  for (int u = 0; u < U; u++)
+    if (u < Q) load(w[u], hx[u], u);
+  for (int q0 = 0; q0 < Q; q0 += U) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int q = q0 + u;
+      if (q < Q) {
+        compute(w[u], hx[u], q);
+        if (q + U < Q) load(w[u], hx[u], q + U);
+      }
+    }
+  }
+  flush();
+}
+
 /* ------------------------------------------------------------------ host side */
 
 inline int ts_mma_slots(int n, int sms) { return (n / kTmCols + sms - 1) / sms + 2; }
@@ -204,9 +361,28 @@ cudaError_t launch_ts_mma_v(const T *wt, const float *h, const float *mask, cons
   return cudaGetLastError();
 }
 
+template <class T, int NT, int U>
+cudaError_t launch_ts_mma2_v(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows,
+                             int n, int k, int S, int sms, cudaStream_t st) {
+  const size_t smem = (size_t)2 * (k / S) * sizeof(int);
+  unsigned grid = 0;
+  cudaError_t e = persistent_grid(ts_mma2_kernel<T, NT, U>, kGWarps * 32, smem, sms, 1, &grid);
+  if (e != cudaSuccess) return e;
+  const int vec4 = (uintptr_t)y % 16 == 0 ? 1 : 0;
+  e = dlaunch(ts_mma2_kernel<T, NT, U>, dim3(grid), dim3(kGWarps * 32), smem, st, wt, h, mask, bias, y, rows, n, k, S,
+              vec4);
+  if (e != cudaSuccess) return e;
+  return cudaGetLastError();
+}
+
+/* version: LTE_DEC_TS_MMA (1: ts_mma_kernel, 2: ts_mma2_kernel) */
 template <class T>
 cudaError_t launch_ts_mma(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows,
-                          int n, int k, int S, int sms, cudaStream_t st) {
+                          int n, int k, int S, int sms, cudaStream_t st, int version) {
+  if (version == 2) {
+    if (rows <= 8) return launch_ts_mma2_v<T, 1, 6>(wt, h, mask, bias, y, rows, n, k, S, sms, st);
+    return launch_ts_mma2_v<T, 2, 4>(wt, h, mask, bias, y, rows, n, k, S, sms, st);
+  }
   // stages in flight: 16 bytes x 4 loads + 4 NT h floats per lane each (registers: ~200 at most).
   // (Ninth session: 128-output groups, 8 loads per stage and 4 / 3 stages, measured slower on the
   // H200: 60.1 / 93.2 us against 55.3 / 71.6 for the 7B union's down at ~50 % active, 8 / 16 rows.)
