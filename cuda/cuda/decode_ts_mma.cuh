@@ -32,6 +32,77 @@
 
 constexpr int kTmCols = 64;  // outputs per column group (4 mma tiles of 16)
 
+/* One stage of a ts_mma kernel: the 16-k tile at k row f0 - 2c of column group grp (lane (g, c)
+   loads outputs 8g..8g+7 at k rows f0, f0 + 1, f0 + 8, f0 + 9, and the matching h of batch rows
+   8n + g), then its 4 x NT mmas into acc (tile T's fragment row m = output 8m + 2T, m < 8, or
+   8(m - 8) + 2T + 1). acc[n][t][i] ends as output column 8g + 2t + (i >> 1) of batch row
+   8n + 2c + (i & 1). Shared by ts_mma_kernel and ts_mma2_kernel. */
+template <class T, int NT>
+__device__ __forceinline__ void tm_load(uint4 (&w)[4], float2 (&hx)[NT][2], const T *wt, const float *h, int f0, int grp,
+                                        int N, int K, int rows, int g) {
+  const T *p = wt + (size_t)f0 * N + grp * kTmCols + 8 * g;
+  w[0] = ld_stream(p);
+  w[1] = ld_stream(p + N);
+  w[2] = ld_stream(p + (size_t)8 * N);
+  w[3] = ld_stream(p + (size_t)9 * N);
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    const int r = 8 * n + g;
+    const float2 z = make_float2(0.0f, 0.0f);
+    hx[n][0] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0)) : z;
+    hx[n][1] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0 + 8)) : z;
+  }
+}
+
+template <class T, int NT>
+__device__ __forceinline__ void tm_mma(float (&acc)[NT][4][4], const uint4 (&w)[4], const float2 (&hx)[NT][2]) {
+  const uint32_t *w0 = reinterpret_cast<const uint32_t *>(&w[0]), *w1 = reinterpret_cast<const uint32_t *>(&w[1]);
+  const uint32_t *w2 = reinterpret_cast<const uint32_t *>(&w[2]), *w3 = reinterpret_cast<const uint32_t *>(&w[3]);
+  uint32_t b0[NT], b1[NT];
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    b0[n] = pack2<T>(hx[n][0].x, hx[n][0].y);
+    b1[n] = pack2<T>(hx[n][1].x, hx[n][1].y);
+  }
+#pragma unroll
+  for (int t = 0; t < 4; t++) {
+    // A rows m < 8: output 8m + 2t (low halves), m >= 8: 8(m - 8) + 2t + 1 (high halves)
+    const uint32_t a0 = __byte_perm(w0[t], w1[t], 0x5410), a1 = __byte_perm(w0[t], w1[t], 0x7632);
+    const uint32_t a2 = __byte_perm(w2[t], w3[t], 0x5410), a3 = __byte_perm(w2[t], w3[t], 0x7632);
+#pragma unroll
+    for (int n = 0; n < NT; n++) mma16816<T>(acc[n][t], a0, a1, a2, a3, b0[n], b1[n]);
+  }
+}
+
+/* The U-stage register ring of a warp: stages 0..U-1 issued, then stage q computed and stage
+   q + U issued into its registers, for Q stages (load(w, hx, q), compute(w, hx, q)). */
+template <int NT, int U, class Load, class Compute>
+__device__ __forceinline__ void tm_ring(int Q, Load &load, Compute &compute) {
+  uint4 w[U][4];
+  float2 hx[U][NT][2];
+#pragma unroll
+  for (int u = 0; u < U; u++)
+    if (u < Q) load(w[u], hx[u], u);
+  for (int q0 = 0; q0 < Q; q0 += U) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int q = q0 + u;
+      if (q < Q) {
+        compute(w[u], hx[u], q);
+        if (q + U < Q) load(w[u], hx[u], q + U);
+      }
+    }
+  }
+}
+
+template <int NT>
+__device__ __forceinline__ void tm_zero(float (&acc)[NT][4][4]) {
+#pragma unroll
+  for (int n = 0; n < NT; n++)
+#pragma unroll
+    for (int t = 0; t < 4; t++) acc[n][t][0] = acc[n][t][1] = acc[n][t][2] = acc[n][t][3] = 0.0f;
+}
+
 template <class T, int NT, int U>
 __global__ void __launch_bounds__(kGWarps * 32, 1)
     ts_mma_kernel(const T *wt, const float *h, const float *mask, const float *bias, float *y, int rows, int N, int K,
@@ -66,29 +137,11 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   auto load = [&](uint4 (&w)[4], float2 (&hx)[NT][2], int q) {
     const int u = ub0 + wib + kGWarps * (q / KT);
     const int grp = u / nA, e = list[u % nA];
-    const int f0 = e * S + 16 * (q % KT) + 2 * c;  // k rows f0, f0 + 1, f0 + 8, f0 + 9
-    const T *p = wt + (size_t)f0 * N + grp * kTmCols + 8 * g;
-    w[0] = ld_stream(p);
-    w[1] = ld_stream(p + N);
-    w[2] = ld_stream(p + (size_t)8 * N);
-    w[3] = ld_stream(p + (size_t)9 * N);
-#pragma unroll
-    for (int n = 0; n < NT; n++) {
-      const int r = 8 * n + g;
-      const float2 z = make_float2(0.0f, 0.0f);
-      hx[n][0] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0)) : z;
-      hx[n][1] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0 + 8)) : z;
-    }
+    tm_load<T, NT>(w, hx, wt, h, e * S + 16 * (q % KT) + 2 * c, grp, N, K, rows, g);
   };
 
   float acc[NT][4][4];
-  auto zero = [&]() {
-#pragma unroll
-    for (int n = 0; n < NT; n++)
-#pragma unroll
-      for (int t = 0; t < 4; t++) acc[n][t][0] = acc[n][t][1] = acc[n][t][2] = acc[n][t][3] = 0.0f;
-  };
-  zero();
+  tm_zero<NT>(acc);
   int cur = -1;  // column group of the accumulators (-1: none yet)
   // add the accumulators into the slot of group `cur`: output (tile t, fragment row m) = column
   // 8m + 2t or 8(m - 8) + 2t + 1, batch row 8n + 2c (+1)
@@ -105,7 +158,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
           if (s < slots) atomicAdd(&accs[((size_t)s * R8 + r) * kTmCols + col], acc[n][t][i]);
           else if (r < rows) atomicAdd(y + (size_t)r * N + cur * kTmCols + col, acc[n][t][i]);  // (not expected)
         }
-    zero();
+    tm_zero<NT>(acc);
   };
   auto compute = [&](const uint4 (&w)[4], const float2 (&hx)[NT][2], int q) {
     const int grp = (ub0 + wib + kGWarps * (q / KT)) / nA;
@@ -113,39 +166,10 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
       flush();
       cur = grp;
     }
-    const uint32_t *w0 = reinterpret_cast<const uint32_t *>(&w[0]), *w1 = reinterpret_cast<const uint32_t *>(&w[1]);
-    const uint32_t *w2 = reinterpret_cast<const uint32_t *>(&w[2]), *w3 = reinterpret_cast<const uint32_t *>(&w[3]);
-    uint32_t b0[NT], b1[NT];
-#pragma unroll
-    for (int n = 0; n < NT; n++) {
-      b0[n] = pack2<T>(hx[n][0].x, hx[n][0].y);
-      b1[n] = pack2<T>(hx[n][1].x, hx[n][1].y);
-    }
-#pragma unroll
-    for (int t = 0; t < 4; t++) {
-      // A rows m < 8: output 8m + 2t (low halves), m >= 8: 8(m - 8) + 2t + 1 (high halves)
-      const uint32_t a0 = __byte_perm(w0[t], w1[t], 0x5410), a1 = __byte_perm(w0[t], w1[t], 0x7632);
-      const uint32_t a2 = __byte_perm(w2[t], w3[t], 0x5410), a3 = __byte_perm(w2[t], w3[t], 0x7632);
-#pragma unroll
-      for (int n = 0; n < NT; n++) mma16816<T>(acc[n][t], a0, a1, a2, a3, b0[n], b1[n]);
-    }
+    tm_mma<T, NT>(acc, w, hx);
   };
 
-  uint4 w[U][4];
-  float2 hx[U][NT][2];
-#pragma unroll
-  for (int u = 0; u < U; u++)
-    if (u < Q) load(w[u], hx[u], u);
-  for (int q0 = 0; q0 < Q; q0 += U) {
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int q = q0 + u;
-      if (q < Q) {
-        compute(w[u], hx[u], q);
-        if (q + U < Q) load(w[u], hx[u], q + U);
-      }
-    }
-  }
+  tm_ring<NT, U>(Q, load, compute);
   flush();
   // the bias, once per output: block b takes the groups b, b + G, ...
   if (bias)
@@ -228,29 +252,11 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     const int u = ub0 + q / KT;
     const int grp = (u / nA) * kGWarps + wib, e = list[u % nA];
     if (grp >= NG) return;  // (the last tile's missing groups)
-    const int f0 = e * S + 16 * (q % KT) + 2 * c;  // k rows f0, f0 + 1, f0 + 8, f0 + 9
-    const T *p = wt + (size_t)f0 * N + grp * kTmCols + 8 * g;
-    w[0] = ld_stream(p);
-    w[1] = ld_stream(p + N);
-    w[2] = ld_stream(p + (size_t)8 * N);
-    w[3] = ld_stream(p + (size_t)9 * N);
-#pragma unroll
-    for (int n = 0; n < NT; n++) {
-      const int r = 8 * n + g;
-      const float2 z = make_float2(0.0f, 0.0f);
-      hx[n][0] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0)) : z;
-      hx[n][1] = r < rows ? __ldcg(reinterpret_cast<const float2 *>(h + (size_t)r * K + f0 + 8)) : z;
-    }
+    tm_load<T, NT>(w, hx, wt, h, e * S + 16 * (q % KT) + 2 * c, grp, N, K, rows, g);
   };
 
   float acc[NT][4][4];
-  auto zero = [&]() {
-#pragma unroll
-    for (int n = 0; n < NT; n++)
-#pragma unroll
-      for (int t = 0; t < 4; t++) acc[n][t][0] = acc[n][t][1] = acc[n][t][2] = acc[n][t][3] = 0.0f;
-  };
-  zero();
+  tm_zero<NT>(acc);
   int cur = -1;          // column tile of the accumulators (-1: none yet)
   bool with_bias = false;  // the accumulators hold the tile's expert index 0 (its bias goes with them)
   // acc[n][t][i] = output column 8g + 2t + (i >> 1) of batch row 8n + 2c + (i & 1)
@@ -284,7 +290,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
           }
         }
     }
-    zero();
+    tm_zero<NT>(acc);
     with_bias = false;
   };
   auto compute = [&](const uint4 (&w)[4], const float2 (&hx)[NT][2], int q) {
@@ -295,38 +301,10 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
     }
     if (u % nA == 0) with_bias = true;
     if (ct * kGWarps + wib >= NG) return;
-    const uint32_t *w0 = reinterpret_cast<const uint32_t *>(&w[0]), *w1 = reinterpret_cast<const uint32_t *>(&w[1]);
-    const uint32_t *w2 = reinterpret_cast<const uint32_t *>(&w[2]), *w3 = reinterpret_cast<const uint32_t *>(&w[3]);
-    uint32_t b0[NT], b1[NT];
-#pragma unroll
-    for (int n = 0; n < NT; n++) {
-      b0[n] = pack2<T>(hx[n][0].x, hx[n][0].y);
-      b1[n] = pack2<T>(hx[n][1].x, hx[n][1].y);
-    }
-#pragma unroll
-    for (int t = 0; t < 4; t++) {
-      const uint32_t a0 = __byte_perm(w0[t], w1[t], 0x5410), a1 = __byte_perm(w0[t], w1[t], 0x7632);
-      const uint32_t a2 = __byte_perm(w2[t], w3[t], 0x5410), a3 = __byte_perm(w2[t], w3[t], 0x7632);
-#pragma unroll
-      for (int n = 0; n < NT; n++) mma16816<T>(acc[n][t], a0, a1, a2, a3, b0[n], b1[n]);
-    }
+    tm_mma<T, NT>(acc, w, hx);
   };
 
-  uint4 w[U][4];
-  float2 hx[U][NT][2];
-#pragma unroll
-  for (int u = 0; u < U; u++)
-    if (u < Q) load(w[u], hx[u], u);
-  for (int q0 = 0; q0 < Q; q0 += U) {
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int q = q0 + u;
-      if (q < Q) {
-        compute(w[u], hx[u], q);
-        if (q + U < Q) load(w[u], hx[u], q + U);
-      }
-    }
-  }
+  tm_ring<NT, U>(Q, load, compute);
   flush();
 }
 
