@@ -541,11 +541,12 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_GEMV_MMA_KSPLIT: "0" },
     ref: "dense_batch16",
   },
-  // O and down as K groups in one launch (LTE_DEC_GEMV_MMA_KG, opt-in, ninth session)
+  // O and down as K groups in one launch (LTE_DEC_GEMV_MMA_KG; default since the tenth session: 4
+  // for calls of <= 8 rows, none above; kg1: never)
   ...[8, 16].flatMap((b) =>
-    [2, 4].map((kg): Variant => ({
+    [1, 2, 4].map((kg): Variant => ({
       key: `dense_batch${b}_kg${kg}`,
-      name: `dense batch ${b}, O and down in ${kg} K groups`,
+      name: kg === 1 ? `dense batch ${b}, no K groups` : `dense batch ${b}, O and down in ${kg} K groups`,
       opts: { maxBatch: b },
       active: null,
       batch: b,
@@ -591,8 +592,8 @@ const VARIANTS: Variant[] = [
       // (5+ rows: gate/up and down on tensor cores since the ninth session; _gemv_cc: as before)
       ["_gemv", "masked GEMVs", gemv],
       ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
-      // the union's down on ts_mma2_kernel (tenth session)
-      ["_gemv_ts2", "masked GEMVs, ts_mma2 down", gemv, { LTE_DEC_TS_MMA: "2" }],
+      // the union's down on the ninth session's ts_mma_kernel (ts_mma2_kernel since the tenth)
+      ["_gemv_ts1", "masked GEMVs, ts_mma down", gemv, { LTE_DEC_TS_MMA: "1" }],
     ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
       key: `sparse${pct}_batch${b}${tag}`,
       name: `sparse ~${pct}% batch ${b}, ${label} (union)`,

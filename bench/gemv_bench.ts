@@ -267,9 +267,9 @@ const MMA_VARIANTS: [string, Record<string, string>][] = [
   // plain accumulating calls (O, down) as K groups in one launch (opt-in, ninth session)
   ["mma v3 KG2", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_GEMV_MMA_KG: "2" }],
   ["mma v3 KG4", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_GEMV_MMA_KG: "4" }],
-  // the union's down on ts_mma2_kernel (adjacent column groups per block; tenth session): only
-  // the t_sparse rows differ from "mma v3"
-  ["mma v3 ts2", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_TS_MMA: "2" }],
+  // the union's down on the ninth session's ts_mma_kernel (the default is ts_mma2_kernel since the
+  // tenth): only the t_sparse rows differ from "mma v3"
+  ["mma v3 ts1", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_TS_MMA: "1" }],
 ];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),

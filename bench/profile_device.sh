@@ -9,7 +9,7 @@
 #   mma   the tensor-core GEMVs at 7B shapes, one launch each (bench/gemv_bench.ts --mma --case
 #         --rows --variant): memory workload (L2 <-> SM bytes against DRAM bytes: does a sector
 #         cross twice?), warp stalls, occupancy and registers, for gate/up and down at 16 rows,
-#         gate/up at 8 and the union's down at 8 (ts_mma_kernel, ts_mma2_kernel) (ninth session: what bounds them
+#         gate/up at 8 and the union's down at 8 (ts_mma2_kernel, ts_mma_kernel) (ninth session: what bounds them
 #         at 1.3-3.1 TB/s where cuBLAS streams 3.2-4.0; not yet run).
 # PROFILE_ONLY="step ffn" picks parts (default "step ffn"; "mma" on request). Results: $OUT/*.txt (keep the files few: a call returns 8).
 set -uo pipefail
@@ -44,7 +44,7 @@ PY
 fi
 if [[ " $PARTS " == *" mma "* ]]; then
   for spec in "gate/up swiglu:16:gu16" "down K=11008 acc:16:down16" "gate/up swiglu:8:gu8" "t_sparse 50%:8:ts8" \
-    "t_sparse 50%:8:ts8v2:mma v3 ts2"; do
+    "t_sparse 50%:8:ts8v1:mma v3 ts1"; do
     IFS=: read -r name rows tag variant <<<"$spec"
     # gemv_bench's graph replays 8 calls (3 warm-up replays first): skip into the timed replays
     timeout 120 ncu --clock-control none --graph-profiling node -k regex:"gemv_mma_kernel|ts_mma2?_kernel" \

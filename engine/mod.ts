@@ -57,8 +57,9 @@ export interface EngineOptions {
   /**
    * Sparse FFN through KERNELS' gather kernels (`lte_sffn_*`, engine/ffn_kernels.ts: tensor cores)
    * for every step. LLaMA only; d_model % 64 == 0, expert_size % 16 == 0, maxBatch <= 16. Default:
-   * CUDA steps of at least `KERNELS_MIN_ROWS` rows take it when the model fits those rules (the
-   * fastest over a union of experts on the H200); false never uses it.
+   * CUDA steps of at least `KERNELS_MIN_ROWS` rows take it when the model fits those rules, except
+   * f16 steps of at least `MASKED_GEMV_MIN_ROWS` rows, which take the masked GEMVs on tensor cores
+   * (each the fastest there over a union of experts on the H200); false never uses it.
    */
   ffnKernels?: boolean;
   /**
@@ -249,6 +250,15 @@ export const FUSED_FFN_MAX_ROWS = 4;
  * for the masked GEMVs).
  */
 export const KERNELS_MIN_ROWS = 3;
+/**
+ * CUDA steps of at least this many rows with f16 weights take the engine's masked GEMVs instead
+ * (on tensor cores: the masked gate/up over the union's tiles, the union's down on ts_mma2_kernel).
+ * H200, tenth session, LLaMA-2-7B shape, device ms per step against KERNELS' kernels in the same
+ * call: batch 8 6.29 / 6.36 (~50 % active), 5.20 / 5.31 (~10 %); batch 16 7.64 / 8.64, 7.31 / 8.14.
+ * Not measured at 5-7 rows, which keep KERNELS' kernels; bf16 weights keep them too (their masked
+ * GEMVs run on CUDA cores).
+ */
+export const MASKED_GEMV_MIN_ROWS = 8;
 
 /** The three implementations of a sparse FFN block (see EngineOptions.fusedFfn / ffnKernels). */
 export type SparseFfnPath = "fused" | "kernels" | "gemv";
@@ -1425,10 +1435,9 @@ export class Engine {
    * defaults: steps of >= KERNELS_MIN_ROWS rows take KERNELS' kernels when the model fits them,
    * the others the fused op `lte_dec_sparse_ffn` (H200, 2026-12-02, fifth session, device time per
    * step at the LLaMA-2-7B shape: fused 2.97 / 2.11 ms at 50 / 10 % active against 3.28 / 2.32 for
-   * the masked GEMVs with PDL; docs/engine.md). Ninth session, the masked GEMVs on tensor cores
-   * from 5 rows: KERNELS still ahead at batch 8 (6.44 against 6.70 ms at ~50 % active), level or
-   * behind at batch 16 (8.02 / 8.02 at ~10 %, 8.65 / 8.33 at ~50 %): a rows rule is not yet
-   * measured enough to change this one.
+   * the masked GEMVs with PDL; docs/engine.md). Tenth session: f16 steps of >= MASKED_GEMV_MIN_ROWS
+   * rows take the masked GEMVs (tensor cores, the union's down on ts_mma2_kernel), faster than
+   * KERNELS' kernels at batch 8 and 16 on the H200.
    */
   sparseFfnPath(rows: number): SparseFfnPath | null {
     if (!this.expertsPerLayer) return null;
@@ -1436,6 +1445,7 @@ export class Engine {
     if (this.#sffn && o.ffnKernels) return "kernels";
     if (o.fusedFfn === true && (!cuda || rows <= FUSED_FFN_MAX_ROWS)) return "fused";
     if (!cuda) return o.fusedFfn === false ? "gemv" : "fused";
+    if (o.dtype === "f16" && rows >= MASKED_GEMV_MIN_ROWS) return "gemv";
     if (this.#sffn && rows >= KERNELS_MIN_ROWS) return "kernels";
     return o.fusedFfn !== false && rows <= FUSED_FFN_MAX_ROWS ? "fused" : "gemv";
   }

@@ -530,8 +530,10 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          session)
      LTE_DEC_GEMV_MMA_KG  2 or 4: plain-x accumulating calls of 5-16 rows (O, down) on tensor
                          cores as K groups in one launch, each block building x' of K / KG only
-                         and adding its outputs with atomics (default 1 = off; ninth session, not
-                         yet run on a GPU)
+                         and adding its outputs with atomics; 1: never; default 0: 4 for calls of
+                         at most 8 rows, none above (tenth session, H200: 7B step at batch 8
+                         5.41 -> 5.02 ms with 4; at batch 16 6.79 -> 7.84 ms, though each GEMV
+                         alone was faster, unexplained)
      LTE_DEC_GEMV_MMA_MASK  1: lte_dec_linear with an out_mask (the masked gate/up of a sparse
                          step) on tensor cores too, over the union's tiles only (default 1, ninth
                          session); 0: such calls stay on the CUDA-core kernels
@@ -539,7 +541,9 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
                          LTE_DEC_GEMV_MMA_MIN..16 rows on tensor cores (ts_mma_kernel,
                          decode_ts_mma.cuh; same dtype rule as LTE_DEC_GEMV_MMA), 2: the same
                          on ts_mma2_kernel (warps of a block on adjacent column groups of the same
-                         experts: 1 KB contiguous per k row; tenth session), 0: never (default 1)
+                         experts: 1 KB contiguous per k row; the default since the tenth session,
+                         7B union down at 8 rows, ~50 % active: 56.5 -> 44.0 us), 0: never
+                         (default 2)
      LTE_DEC_GEMV_MMA    1: lte_dec_linear of LTE_DEC_GEMV_MMA_MIN (default 5) .. 16 rows with f16
                          weights on tensor cores (gemv_mma_kernel, decode_gemv_mma.cuh; x' rounded
                          to f16), 2: bf16 weights too, 0: never (default 1; batch 8 7B step 10.0 ->
@@ -591,8 +595,8 @@ inline GemvTune gemv_tune() {
   if (t.mma_f != 0 && t.mma_f != 1 && t.mma_f != 2 && t.mma_f != 4) t.mma_f = 8;
   t.mma_ksplit = env_int("LTE_DEC_GEMV_MMA_KSPLIT", 1, 0, 1);
   t.mma_mask = env_int("LTE_DEC_GEMV_MMA_MASK", 1, 0, 1);
-  t.ts_mma = env_int("LTE_DEC_TS_MMA", 1, 0, 2);
-  t.mma_kg = env_int("LTE_DEC_GEMV_MMA_KG", 1, 1, 4);
+  t.ts_mma = env_int("LTE_DEC_TS_MMA", 2, 0, 2);
+  t.mma_kg = env_int("LTE_DEC_GEMV_MMA_KG", 0, 0, 4);  // 0: per call (mma_kgroups)
   if (t.mma_kg == 3) t.mma_kg = 2;
   return t;
 }

@@ -460,14 +460,17 @@ inline int mma_slices(const GemvTune &t, const LinArgs &a, int rows, int sms) {
   return 0;
 }
 
-/* K groups in one launch (LTE_DEC_GEMV_MMA_KG = 2 or 4, opt-in, ninth session, not yet run on a
-   GPU): the blocks split into KG groups, group j computing the partial product of column slice j
-   of K for all tiles and adding it into y with atomics, so each block builds x' of K / KG only
-   (every block reading all of x' costs L2 traffic of G R K 4 bytes per call: 46 MB for the down
-   projection at 8 rows, half its weight bytes). Same conditions as the column slices. Returns KG,
-   or 1 when off or not applicable (or a slice of it does not fit). */
+/* K groups in one launch (LTE_DEC_GEMV_MMA_KG; ninth session, measured in the tenth): the blocks
+   split into KG groups, group j computing the partial product of column slice j of K for all
+   tiles and adding it into y with atomics, so each block builds x' of K / KG only (every block
+   reading all of x' costs L2 traffic of G R K 4 bytes per call: 46 MB for the down projection at 8
+   rows, half its weight bytes). Same conditions as the column slices. Default (0): KG 4 for calls
+   of at most 8 rows (H200, 7B step at batch 8: 5.41 -> 5.02 ms; down at 8 rows 38.9 -> 32.4 us, O
+   18.8 -> 17.5), none above (at 16 rows each GEMV alone was faster, 69.4 -> 54.7 us for the down,
+   but the step went 6.79 -> 7.84 ms: not understood yet). Returns KG, or 1 when off or not
+   applicable (or a slice of it does not fit). */
 inline int mma_kgroups(const GemvTune &t, const LinArgs &a, int rows, int sms) {
-  const int kg = t.mma_kg;
+  const int kg = t.mma_kg == 0 ? (rows <= 8 ? 4 : 1) : t.mma_kg;
   if (kg <= 1 || a.mode != LTE_DEC_X_PLAIN || !a.accumulate || a.act != LTE_DEC_ACT_NONE || a.out_mask || a.in_mask)
     return 1;
   if (a.k < kg * kMmaSliceAlign || sms < kg) return 1;

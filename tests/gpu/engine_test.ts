@@ -24,7 +24,7 @@ function assert(cond: unknown, msg?: string): asserts cond {
 function assertEquals(a: unknown, b: unknown, msg?: string): void {
   nodeAssert.deepStrictEqual(a, b, msg);
 }
-import { Engine, type EngineOptions, GREEDY } from "../../engine/mod.ts";
+import { Engine, type EngineOptions, GREEDY, MASKED_GEMV_MIN_ROWS } from "../../engine/mod.ts";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
 import { cString } from "../../ffi/library.ts";
 import { DTypeCode } from "../../ffi/symbols.ts";
@@ -775,7 +775,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "engine: the sparse FFN path of a step (fused op for 1-2 rows at any activity, KERNELS' kernels from 3)",
+  name:
+    "engine: the sparse FFN path of a step (fused op for 1-2 rows at any activity, KERNELS' kernels from 3, f16 masked GEMVs from 8)",
   ignore: !hasCuda,
   async fn() {
     const config = resolveModelConfig({
@@ -801,6 +802,9 @@ Deno.test({
         assertEquals(new Set(seen), new Set(["fused"]), `active ${active}: ${JSON.stringify(seen)}`);
         assertEquals(eng.sparseFfnPath(2), "fused");
         assertEquals(eng.sparseFfnPath(3), "kernels");
+        assertEquals(eng.sparseFfnPath(MASKED_GEMV_MIN_ROWS - 1), "kernels");
+        assertEquals(eng.sparseFfnPath(MASKED_GEMV_MIN_ROWS), "gemv");
+        assertEquals(eng.sparseFfnPath(16), "gemv");
       } finally {
         eng.dispose();
       }
@@ -811,6 +815,16 @@ Deno.test({
       assertEquals(forced.sparseFfnPath(1), "gemv");
     } finally {
       forced.dispose();
+    }
+    // ffnKernels forces KERNELS' kernels at every row count; bf16 keeps them from 8 rows (its
+    // masked GEMVs run on CUDA cores)
+    for (const [o, want] of [[{ ffnKernels: true }, "kernels"], [{ dtype: "bf16" }, "kernels"]] as const) {
+      const e = Engine.random(config, { ...opts, ...o }, { seed: 3, tokenizer, activeFraction: 0.5 });
+      try {
+        assertEquals(e.sparseFfnPath(MASKED_GEMV_MIN_ROWS), want, JSON.stringify(o));
+      } finally {
+        e.dispose();
+      }
     }
   },
 });

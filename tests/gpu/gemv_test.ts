@@ -453,9 +453,9 @@ Deno.test({
       cases.push({ dt, rows: 6, n: 8448, k: 1024, S: 32, mask: "sparse", bias: true }); // 132 groups
     }
     // every case on tensor cores: bf16 too (LTE_DEC_GEMV_MMA=2), 1-4 rows too (MMA_MIN=1)
-    // (LTE_DEC_TS_MMA 2: ts_mma2_kernel, the tenth session's work layout; n 64 / 192: a column
-    // tile with idle warps, n 8448: 17 tiles)
-    for (const v of [{}, { LTE_DEC_PDL: "1" }, { LTE_DEC_TS_MMA: "2" }] as Record<string, string>[]) {
+    // (default: ts_mma2_kernel, the tenth session's work layout; n 64 / 192: a column tile with
+    // idle warps, n 8448: 17 tiles; LTE_DEC_TS_MMA 1: the ninth session's ts_mma_kernel)
+    for (const v of [{}, { LTE_DEC_PDL: "1" }, { LTE_DEC_TS_MMA: "1" }] as Record<string, string>[]) {
       withDecEnv({ ...v, LTE_DEC_GEMV_MMA: "2", LTE_DEC_GEMV_MMA_MIN: "1" }, () => {
         for (const c of cases) runTs(rng, c, JSON.stringify(v), true);
       });
