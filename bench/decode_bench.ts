@@ -504,6 +504,8 @@ const VARIANTS: Variant[] = [
   { key: "dense_batch8", name: "dense batch 8", opts: { maxBatch: 8 }, active: null, batch: 8 },
   { key: "dense_batch16", name: "dense batch 16", opts: { maxBatch: 16 }, active: null, batch: 16 },
   { key: "dense_batch2", name: "dense batch 2", opts: { maxBatch: 2 }, active: null, batch: 2 },
+  // (6 rows: between KERNELS' rows and the masked GEMVs' MASKED_GEMV_MIN_ROWS, tenth session)
+  { key: "dense_batch6", name: "dense batch 6", opts: { maxBatch: 6 }, active: null, batch: 6 },
   // the tensor-core GEMV (5..16 rows by default, seventh session) against the CUDA-core ones, and
   // on request for 1-2 rows
   ...[2, 4, 8, 16].map((b): Variant => ({
@@ -583,7 +585,7 @@ const VARIANTS: Variant[] = [
   ),
   // sparse over the union of the batch's experts (random routers: 1 - (1 - a)^b of the experts
   // active at batch b), default path (Engine.sparseFfnPath), and each FFN path forced
-  ...([[0.1, 4], [0.1, 8], [0.5, 8], [0.1, 16], [0.5, 16]] as [number, number][]).flatMap(([act, b]): Variant[] => {
+  ...([[0.1, 4], [0.1, 6], [0.5, 6], [0.1, 8], [0.5, 8], [0.1, 16], [0.5, 16]] as [number, number][]).flatMap(([act, b]): Variant[] => {
     const pct = act === 0.5 ? 50 : 90;
     const gemv = { ffnKernels: false, fusedFfn: false };
     return ([

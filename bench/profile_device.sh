@@ -11,6 +11,8 @@
 #         cross twice?), warp stalls, occupancy and registers, for gate/up and down at 16 rows,
 #         gate/up at 8 and the union's down at 8 (ts_mma2_kernel, ts_mma_kernel) (ninth session: what bounds them
 #         at 1.3-3.1 TB/s where cuBLAS streams 3.2-4.0; not yet run).
+# step: PROFILE_ROW (a decode_bench row), PROFILE_KERNELS (ncu's kernel regex), PROFILE_TAG (suffix of ncu_step*.txt),
+# PROFILE_TIMEOUT (seconds, default 240).
 # PROFILE_ONLY="step ffn" picks parts (default "step ffn"; "mma" on request). Results: $OUT/*.txt (keep the files few: a call returns 8).
 set -uo pipefail
 OUT=${OUT:-/tmp/profile_out}
@@ -21,11 +23,11 @@ PARTS=${PROFILE_ONLY:-step ffn}
 SEC="--section SpeedOfLight --section LaunchStats --section Occupancy"
 if [[ " $PARTS " == *" step "* ]]; then
   # ~5 kernels per layer: skip the model's init kernels, the prefill and the first steps
-  timeout 240 ncu --clock-control none --graph-profiling node -k regex:"gemv_kernel|flash|attention|sample|linear|norm|sffn" \
+  timeout ${PROFILE_TIMEOUT:-240} ncu --clock-control none --graph-profiling node -k regex:"${PROFILE_KERNELS:-gemv_kernel|gemv_mma|ts_mma|flash|attention|sample|linear|norm|sffn}" \
     --launch-skip ${PROFILE_SKIP:-600} --launch-count ${PROFILE_COUNT:-24} $SEC \
-    deno run -A --no-check bench/decode_bench.ts --reps 1 --new 24 --only "${PROFILE_ROW:-dense}" >"$OUT/ncu_step.txt" 2>&1
-  echo "ncu step rc=$?" | tee -a "$OUT/profile.txt"
-  python3 - "$OUT/ncu_step.txt" <<'PY' | tee -a "$OUT/profile.txt"
+    deno run -A --no-check bench/decode_bench.ts --reps 1 --new 24 --only "${PROFILE_ROW:-dense}" >"$OUT/ncu_step${PROFILE_TAG:-}.txt" 2>&1
+  echo "ncu step ${PROFILE_ROW:-dense} rc=$?" | tee -a "$OUT/profile.txt"
+  python3 - "$OUT/ncu_step${PROFILE_TAG:-}.txt" <<'PY' | tee -a "$OUT/profile.txt"
 import re, sys
 rows = []  # one per kernel: its metrics attach to it whatever their order inside its sections
 for line in open(sys.argv[1], errors="replace"):
