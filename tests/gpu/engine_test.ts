@@ -656,6 +656,65 @@ for (const family of ["llama", "gpt2"] as const) {
   });
 }
 
+// 8-row steps and prefill chunks: the paths the batch-3 test above never reaches (tensor-core GEMVs
+// from 5 rows; dense O and down in K groups up to 8 rows; f16 sparse steps of >= 8 rows on the
+// masked tensor-core GEMVs with the union's down on ts_mma2_kernel; tenth session). d_model 256 so
+// that the K groups apply (K >= 4 x 64); d_ff 512 = 16 experts of 32, N 256 = half a column tile.
+Deno.test({
+  name: "engine: 8-row steps on CUDA (tensor cores, K groups, the masked sparse path) agree with the CPU engine",
+  ignore: !hasCuda,
+  async fn() {
+    const config = resolveModelConfig({
+      family: "llama",
+      vocab_size: 256,
+      n_layer: 2,
+      d_model: 256,
+      n_head: 4,
+      n_kv_head: 2,
+      d_ff: 512,
+      max_seq: 64,
+      init_std: 0.1,
+    });
+    const arrays = initArrays(config, 31);
+    const S = 32, routerArrays = randomRouters(config, S);
+    const rng = new Rng(32);
+    // 8 slots; prompts of 3-19 tokens, so prefill runs chunks of 8 rows and of fewer
+    const prompts = Array.from(
+      { length: 8 },
+      (_, i) => Array.from({ length: 3 + 2 * i + (i % 3) }, () => rng.int(256)),
+    );
+    for (const sparse of [false, true]) {
+      const opts: EngineOptions = {
+        device: "cpu",
+        dtype: "f16",
+        sparse,
+        maxBatch: 8,
+        maxContext: 48,
+        lookahead: false,
+      };
+      const routers = sparse ? { expertSize: S, tau: 0.5, arrays: routerArrays } : null;
+      const cpu = Engine.fromArrays(config, arrays, opts, { tokenizer, routers });
+      const gpu = Engine.fromArrays(config, arrays, { ...opts, device: "cuda" }, { tokenizer, routers });
+      try {
+        if (sparse) assertEquals(gpu.sparseFfnPath(8), "gemv");
+        const a = await decode(gpu, prompts, 10), b = await decode(cpu, prompts, 10);
+        const tag = `llama_f16_8rows${sparse ? "_sparse" : ""}`;
+        const worst = agree(a, b, 2e-3, tag);
+        report[`engine_${tag}`] = worst;
+        assert(worst < 2e-3, `${tag}: logits differ by ${worst}`);
+        // the graph replays give the same results up to the atomics' order of adds (f32 rounding,
+        // amplified through 2 layers and the head: the batch-3 test measured 1.1e-5)
+        const again = await decode(gpu, prompts, 10);
+        const e = agree(again, a, 1e-4, `${tag}: graph replay`);
+        assert(e < 1e-4, `${tag}: graph replay differs by ${e}`);
+      } finally {
+        cpu.dispose();
+        gpu.dispose();
+      }
+    }
+  },
+});
+
 Deno.test({
   name: "engine: lookahead decoding on CUDA (generate) gives the tokens of the plain path",
   ignore: !hasCuda,
