@@ -255,8 +255,8 @@ export const KERNELS_MIN_ROWS = 3;
  * (on tensor cores: the masked gate/up over the union's tiles, the union's down on ts_mma2_kernel).
  * H200, tenth session, LLaMA-2-7B shape, device ms per step against KERNELS' kernels in the same
  * call: batch 8 6.29 / 6.36 (~50 % active), 5.20 / 5.31 (~10 %); batch 16 7.64 / 8.64, 7.31 / 8.14.
- * Not measured at 5-7 rows, which keep KERNELS' kernels; bf16 weights keep them too (their masked
- * GEMVs run on CUDA cores).
+ * At batch 6 the two were within 2 % either way, so 5-7 rows keep KERNELS' kernels; bf16 weights
+ * keep them too (their masked GEMVs run on CUDA cores).
  */
 export const MASKED_GEMV_MIN_ROWS = 8;
 
