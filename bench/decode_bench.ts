@@ -585,27 +585,29 @@ const VARIANTS: Variant[] = [
   ),
   // sparse over the union of the batch's experts (random routers: 1 - (1 - a)^b of the experts
   // active at batch b), default path (Engine.sparseFfnPath), and each FFN path forced
-  ...([[0.1, 4], [0.1, 6], [0.5, 6], [0.1, 8], [0.5, 8], [0.1, 16], [0.5, 16]] as [number, number][]).flatMap(([act, b]): Variant[] => {
-    const pct = act === 0.5 ? 50 : 90;
-    const gemv = { ffnKernels: false, fusedFfn: false };
-    return ([
-      ["", "default path", {}],
-      ["_kernels", "KERNELS ffn", { ffnKernels: true }],
-      // (5+ rows: gate/up and down on tensor cores since the ninth session; _gemv_cc: as before)
-      ["_gemv", "masked GEMVs", gemv],
-      ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
-      // the union's down on the ninth session's ts_mma_kernel (ts_mma2_kernel since the tenth)
-      ["_gemv_ts1", "masked GEMVs, ts_mma down", gemv, { LTE_DEC_TS_MMA: "1" }],
-    ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
-      key: `sparse${pct}_batch${b}${tag}`,
-      name: `sparse ~${pct}% batch ${b}, ${label} (union)`,
-      opts: { maxBatch: b, sparse: true, ...o },
-      active: act,
-      batch: b,
-      ...(env ? { env } : {}),
-      ref: `dense_batch${b}`,
-    }));
-  }),
+  ...([[0.1, 4], [0.1, 6], [0.5, 6], [0.1, 8], [0.5, 8], [0.1, 16], [0.5, 16]] as [number, number][]).flatMap(
+    ([act, b]): Variant[] => {
+      const pct = act === 0.5 ? 50 : 90;
+      const gemv = { ffnKernels: false, fusedFfn: false };
+      return ([
+        ["", "default path", {}],
+        ["_kernels", "KERNELS ffn", { ffnKernels: true }],
+        // (5+ rows: gate/up and down on tensor cores since the ninth session; _gemv_cc: as before)
+        ["_gemv", "masked GEMVs", gemv],
+        ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
+        // the union's down on the ninth session's ts_mma_kernel (ts_mma2_kernel since the tenth)
+        ["_gemv_ts1", "masked GEMVs, ts_mma down", gemv, { LTE_DEC_TS_MMA: "1" }],
+      ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
+        key: `sparse${pct}_batch${b}${tag}`,
+        name: `sparse ~${pct}% batch ${b}, ${label} (union)`,
+        opts: { maxBatch: b, sparse: true, ...o },
+        active: act,
+        batch: b,
+        ...(env ? { env } : {}),
+        ref: `dense_batch${b}`,
+      }));
+    },
+  ),
 ];
 const only = flag("--only", "").split(",").filter(Boolean);
 const done = new Map<string, RunStats>();
