@@ -95,6 +95,18 @@ __device__ __forceinline__ void tm_ring(int Q, Load &load, Compute &compute) {
   }
 }
 
+/* After the PDL wait (the mask is the previous kernel's output): the union of the rows' experts of
+   mask (rows x E, f32 0/1) as row bits in flags (zeroed by the caller before a barrier), compacted
+   ascending into list; returns their count (the same in every thread). Shared by both kernels. */
+__device__ __forceinline__ int tm_union_list(const float *mask, int rows, int E, int *flags, int *list, int *count) {
+  pdl_wait();
+  union_flags(mask, rows * E, E, flags);
+  __syncthreads();
+  compact_flags_to(flags, list, E, count);
+  __syncthreads();
+  return *count;
+}
+
 template <int NT>
 __device__ __forceinline__ void tm_zero(float (&acc)[NT][4][4]) {
 #pragma unroll
@@ -121,12 +133,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   for (int i = threadIdx.x; i < slots * R8 * kTmCols; i += blockDim.x) accs[i] = 0.0f;
   for (int e = threadIdx.x; e < E; e += blockDim.x) flags[e] = 0;
   __syncthreads();
-  pdl_wait();
-  union_flags(mask, rows * E, E, flags);
-  __syncthreads();
-  compact_flags_to(flags, list, E, &scount);
-  __syncthreads();
-  const int nA = scount;
+  const int nA = tm_union_list(mask, rows, E, flags, list, &scount);
   const long long UT = (long long)NG * nA;
   const int ub0 = (int)(UT * blockIdx.x / gridDim.x), ub1 = (int)(UT * (blockIdx.x + 1) / gridDim.x);
   const int g0 = nA ? ub0 / nA : 0;  // the block's first column group = shared-memory slot 0
@@ -225,12 +232,7 @@ __global__ void __launch_bounds__(kGWarps * 32, 1)
   pdl_launch_dependents();
   for (int e = threadIdx.x; e < E; e += blockDim.x) flags[e] = 0;
   __syncthreads();
-  pdl_wait();
-  union_flags(mask, rows * E, E, flags);
-  __syncthreads();
-  compact_flags_to(flags, list, E, &scount);
-  __syncthreads();
-  const int nA = scount;
+  const int nA = tm_union_list(mask, rows, E, flags, list, &scount);
   if (nA == 0) {  // no expert active: y += bias only
     if (bias)
       for (int ct = blockIdx.x; ct < NCT; ct += gridDim.x) {
