@@ -556,6 +556,17 @@ const VARIANTS: Variant[] = [
       ref: `dense_batch${b}`,
     }))
   ),
+  // the same two 16-row steps without PDL: is it the overlap that turns the K groups' win into a
+  // loss at 16 rows (tenth session: faster kernels under Nsight Compute, a slower step in the graph)?
+  ...[["", "column slices"], ["_kg4", "O and down in 4 K groups"]].map(([tag, label]): Variant => ({
+    key: `dense_batch16${tag}_nopdl`,
+    name: `dense batch 16, ${label}, no PDL`,
+    opts: { maxBatch: 16, pdl: false },
+    active: null,
+    batch: 16,
+    ...(tag ? { env: { LTE_DEC_GEMV_MMA_KG: "4" } } : {}),
+    ref: `dense_batch16${tag}`,
+  })),
   ...[1, 2].map((b): Variant => ({
     key: b === 1 ? "dense_mma" : `dense_batch${b}_mma`,
     name: `dense batch ${b}, tensor-core GEMVs`,

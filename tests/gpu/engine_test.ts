@@ -484,6 +484,25 @@ function tiny(family: "llama" | "gpt2"): ModelConfig {
   });
 }
 
+/**
+ * Routers whose decisions cannot flip between backends: biases +-3 (random sign per expert) and
+ * weights N(0, 0.01), so a logit (|x'| = sqrt(d) after the RMSNorm: w.x' ~ N(0, 0.01 sqrt(d))) stays
+ * many standard deviations from the threshold, about half the experts active. Random routers do
+ * flip: tensor-core GEMVs round their inputs to f16, the router input then differs from the CPU's
+ * by ~5e-4 relative, and a logit that close to the threshold turns an expert on or off in one
+ * engine and not the other (the 8-row test measured 0.069 that way on the H200, eleventh session).
+ */
+function marginRouters(config: ModelConfig, S: number): Map<string, Float32Array> {
+  const rng = new Rng(6);
+  const E = config.d_ff / S;
+  const out = new Map<string, Float32Array>();
+  for (let i = 0; i < config.n_layer; i++) {
+    out.set(routerWeightName(i), rng.normals(E * config.d_model, 0.01));
+    out.set(routerBiasName(i), Float32Array.from({ length: E }, () => (rng.int(2) ? 3 : -3)));
+  }
+  return out;
+}
+
 /** Seeded random routers (weights N(0, 0.1), biases N(0, 0.3)) for `config` in experts of S neurons. */
 function randomRouters(config: ModelConfig, S: number): Map<string, Float32Array> {
   const rng = new Rng(5);
@@ -676,7 +695,9 @@ Deno.test({
       init_std: 0.1,
     });
     const arrays = initArrays(config, 31);
-    const S = 32, routerArrays = randomRouters(config, S);
+    // routers with a margin (no flips between the engines; the union is then the same for every
+    // row: per-row masks within a union are tests/gpu/gemv_test.ts's cases)
+    const S = 32, routerArrays = marginRouters(config, S);
     const rng = new Rng(32);
     // 8 slots; prompts of 3-19 tokens, so prefill runs chunks of 8 rows and of fewer
     const prompts = Array.from(
@@ -699,21 +720,30 @@ Deno.test({
         if (sparse) assertEquals(gpu.sparseFfnPath(8), "gemv");
         const a = await decode(gpu, prompts, 10), b = await decode(cpu, prompts, 10);
         const tag = `llama_f16_8rows${sparse ? "_sparse" : ""}`;
+        if (sparse) {
+          // the masked kernels must have had experts to skip (and some to keep)
+          const counts = a.active.flat(2), E = config.d_ff / S;
+          const frac = counts.reduce((u, v) => u + v, 0) / (counts.length * E);
+          assert(frac > 0.2 && frac < 0.8, `${tag}: active fraction ${frac}`);
+        }
         // Written tolerance: each tensor-core GEMV rounds its input to f16 (tests/gpu/gemv_test.ts
         // MMA_TOL: ~3e-4 of the output's maximum, bound 1e-3 per op), and a step chains 9 of them
         // (2 layers x QKV, O, gate/up, down, and the head) where the batch-3 test's CUDA-core
-        // GEMVs keep f32 inputs (its 2e-3). The first run on the H200 (tenth session) failed
-        // against 2e-3 with the value cut from the log; the next run records it.
+        // GEMVs keep f32 inputs (its 2e-3). Measured on the H200 (eleventh session): dense
+        // 2.4e-3 to 2.6e-3 under every kernel switch.
         const tol = 5e-3;
         const worst = agree(a, b, tol, tag);
         report[`engine_${tag}`] = worst;
         console.log(`${tag}: worst relative logit difference ${worst}`);
         assert(worst < tol, `${tag}: logits differ by ${worst}`);
-        // the graph replays give the same results up to the atomics' order of adds (f32 rounding,
-        // amplified through 2 layers and the head: the batch-3 test measured 1.1e-5)
+        // the graph replays give the same results up to the atomics' order of adds (the K groups'
+        // and the union down's): an f32 rounding difference that moves the next tensor-core GEMV's
+        // f16 input by one step (4.9e-4 relative) is then carried through the layers and the head
+        // (measured 4.0e-4 to 4.5e-4 on the H200 with the K groups, eleventh session)
         const again = await decode(gpu, prompts, 10);
-        const e = agree(again, a, 1e-4, `${tag}: graph replay`);
-        assert(e < 1e-4, `${tag}: graph replay differs by ${e}`);
+        const e = agree(again, a, 2e-3, `${tag}: graph replay`);
+        console.log(`${tag}: graph replay differs by ${e}`);
+        assert(e < 2e-3, `${tag}: graph replay differs by ${e}`);
       } finally {
         cpu.dispose();
         gpu.dispose();
