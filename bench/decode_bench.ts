@@ -608,6 +608,8 @@ const VARIANTS: Variant[] = [
         ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
         // the union's down on the ninth session's ts_mma_kernel (ts_mma2_kernel since the tenth)
         ["_gemv_ts1", "masked GEMVs, ts_mma down", gemv, { LTE_DEC_TS_MMA: "1" }],
+        // the f32 router GEMV on the older block-per-output kernel (gemv_f32_kernel since the eleventh)
+        ["_router_old", "router on the older kernel", {}, { LTE_DEC_GEMV_F32: "0" }],
       ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
         key: `sparse${pct}_batch${b}${tag}`,
         name: `sparse ~${pct}% batch ${b}, ${label} (union)`,

@@ -611,6 +611,7 @@ __global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt
 #include "decode_gemv.cuh"
 #include "decode_gemv_mma.cuh"
 #include "decode_ts_mma.cuh"
+#include "decode_gemv_f32.cuh"
 
 /* ------------------------------------------------------------------ norm */
 
@@ -1166,6 +1167,11 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
     if (wdtype == LTE_DTYPE_F16) e = launch_gemv<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     else e = launch_gemv<__nv_bfloat16>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_kernel", e, __FILE__, __LINE__);
+    return LTE_STATUS_OK;
+  }
+  if (f32_applies(wdtype, a, rows, vec, sm_count_of(ctx))) {
+    e = launch_gemv_f32(a, rows, sm_count_of(ctx), ctx->stream);
+    if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_f32_kernel", e, __FILE__, __LINE__);
     return LTE_STATUS_OK;
   }
   if (wdtype == LTE_DTYPE_F32) e = launch_linear<float>(a, rows, ctx->stream, vec);

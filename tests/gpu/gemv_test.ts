@@ -245,6 +245,38 @@ Deno.test({
   },
 });
 
+// f32 weights and few outputs over 2..16 rows (the sparse engine's router: gemv_f32_kernel,
+// cuda/cuda/decode_gemv_f32.cuh, eleventh session), under the default selection, with PDL, and
+// with the kernel switched off (the older block-per-output kernel); the same 1e-5 bound (f32 x')
+Deno.test({
+  name: "gemv: lte_dec_linear with f32 weights and few outputs (the router's gemv_f32_kernel) agrees CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(14);
+    const cases: LinCase[] = [];
+    for (const rows of [2, 3, 5, 8, 9, 16]) {
+      // the 7B router (N 344 = 2-3 outputs per block), RMSNorm, with and without a bias
+      cases.push({ dt: "f32", rows, n: 344, k: 4096, mode: 1, act: 0, acc: false, bias: rows % 2 === 1 });
+      // LayerNorm + accumulate; 4 outputs per block at 132 SMs (N 528); fewer outputs than SMs
+      cases.push({ dt: "f32", rows, n: 528, k: 1048, mode: 2, act: 0, acc: true, bias: true });
+      cases.push({ dt: "f32", rows, n: 7, k: 8, mode: 0, act: 0, acc: false, bias: true });
+      // K beyond one round of the block's chunks (4 096 elements per round at 2 chunks per lane)
+      cases.push({ dt: "f32", rows, n: 40, k: 6000, mode: 1, act: 0, acc: true, bias: false });
+    }
+    // not taken (the older kernels): K not a multiple of 8, an activation, one row, many outputs
+    cases.push({ dt: "f32", rows: 4, n: 100, k: 1046, mode: 1, act: 0, acc: false, bias: false });
+    cases.push({ dt: "f32", rows: 4, n: 100, k: 1048, mode: 2, act: 2, acc: false, bias: true });
+    cases.push({ dt: "f32", rows: 1, n: 344, k: 4096, mode: 1, act: 0, acc: false, bias: true });
+    cases.push({ dt: "f32", rows: 8, n: 1000, k: 512, mode: 1, act: 0, acc: false, bias: true });
+    for (const v of [{}, { LTE_DEC_PDL: "1" }, { LTE_DEC_GEMV_F32: "0" }] as Record<string, string>[]) {
+      withDecEnv(v, () => {
+        for (const c of cases) runLinear(rng, c, JSON.stringify(v));
+      });
+    }
+    console.log("GEMV_AGREEMENT", JSON.stringify(report));
+  },
+});
+
 Deno.test({
   name: "gemv: lte_dec_linear on tensor cores (1..16 rows, every x-mode and epilogue) agrees CPU<->CUDA",
   ignore: !hasCuda,
