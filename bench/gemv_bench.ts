@@ -15,9 +15,10 @@
  * launches and a final synchronize; us per call = median / (iters * 8). TB/s = weight bytes read
  * per call / time (the ideal is ~4.1-4.3 TB/s, PyTorch's device-to-device copy on this GPU).
  *
- *   deno run -A bench/gemv_bench.ts [--iters 20] [--out file.json] [--quick] [--mma]
+ *   deno run -A bench/gemv_bench.ts [--iters 20] [--out file.json] [--quick] [--mma] [--router]
  *     [--case NAME] [--rows R] [--variant NAME]
  * --mma: only 4 / 8 / 16 rows of each shape, CUDA-core kernels vs the tensor-core kernel's variants.
+ * --router: the f32 router GEMV (gemv_f32_kernel vs the older kernel) and the cp.async x' build.
  * --case / --rows / --variant: only the cases whose name contains NAME, with R rows, and the
  * variants named NAME exactly (e.g. one kernel under Nsight Compute: bench/profile_device.sh mma).
  *
@@ -98,9 +99,10 @@ function linearCase(
   act: number,
   acc: boolean,
   active = 1,
+  dt: "f16" | "f32" = "f16",
 ): Case {
   const wrows = act === 1 ? 2 * n : n;
-  const ws = Array.from({ length: COPIES }, () => randomBuf(DTypeCode.f16, wrows * k, 0.02));
+  const ws = Array.from({ length: COPIES }, () => randomBuf(DTypeCode[dt], wrows * k, 0.02));
   const x = randomBuf(DTypeCode.f32, rows * k, 1);
   const nw = randomBuf(DTypeCode.f32, k, 1);
   const y = randomBuf(DTypeCode.f32, rows * n, 1);
@@ -110,12 +112,12 @@ function linearCase(
   return {
     name,
     rows,
-    bytes: wrows * k * 2 * frac,
+    bytes: wrows * k * (dt === "f32" ? 4 : 2) * frac,
     enqueue: (i) =>
       ck(
         s.lte_dec_linear(
           ctx,
-          DTypeCode.f16,
+          DTypeCode[dt],
           ws[i]!,
           x,
           k,
@@ -271,6 +273,26 @@ const MMA_VARIANTS: [string, Record<string, string>][] = [
   // tenth): only the t_sparse rows differ from "mma v3"
   ["mma v3 ts1", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_TS_MMA: "1" }],
 ];
+// --router: the sparse engine's f32 router (N = 344 experts, K 4096, RMSNorm) at 2-16 rows, and the
+// x' build by cp.async in the tensor-core GEMVs (eleventh session)
+const routerCases: Maker[] = [2, 4, 8, 16].map((r): Maker => () =>
+  linearCase("router f32", r, E, D, 1, 0, false, 1, "f32")
+);
+const ROUTER_VARIANTS: [string, Record<string, string>][] = [
+  ["f32 kernel", {}],
+  ["f32 kernel, register x'", { LTE_DEC_XP_ASYNC: "0" }],
+  ["older", { LTE_DEC_GEMV_F32: "0" }],
+];
+const xasyncCases: Maker[] = [8, 16].flatMap((r): Maker[] => [
+  () => linearCase("qkv rms", r, 3 * D, D, 1, 0, false),
+  () => linearCase("o acc", r, D, D, 0, 0, true),
+  () => linearCase("gate/up swiglu", r, F, D, 1, 1, false),
+  () => linearCase("down K=11008 acc", r, D, F, 0, 0, true),
+]);
+const XASYNC_VARIANTS: [string, Record<string, string>][] = [
+  ["mma v3", {}],
+  ["mma v3 xasync", { LTE_DEC_XP_ASYNC: "1" }],
+];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),
   () => tsCase("t_sparse 50%", 1, 0.5),
@@ -312,7 +334,10 @@ function run(makers: Maker[], variants: [string, Record<string, string>][]): voi
   }
 }
 const info = be.deviceInfo();
-if (args.includes("--mma")) {
+if (args.includes("--router")) {
+  run(routerCases, ROUTER_VARIANTS);
+  run(xasyncCases, XASYNC_VARIANTS);
+} else if (args.includes("--mma")) {
   run(mmaCases, MMA_VARIANTS);
 } else {
   run(gemvCases, quick ? GEMV_VARIANTS.slice(0, 2) : GEMV_VARIANTS);

@@ -217,6 +217,7 @@ struct LinArgs {
   int accumulate;
   int act;
   int ldw = 0;  // weight row stride in elements, 0 = k (gemv_mma_kernel's K-split launches set it)
+  int xasync = 0;  // build_xprime copies the raw rows by cp.async (LTE_DEC_XP_ASYNC, decode_gemv.cuh)
 };
 
 template <int VEC>
@@ -1157,6 +1158,7 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
                    (x_mode != LTE_DEC_X_LAYERNORM || (uintptr_t)norm_b % 16 == 0);
   cudaError_t e;
   const GemvTune tune = gemv_tune();
+  a.xasync = tune.xp_async == 1;
   if (mma_applies(tune, wdtype, a, rows, vec, sm_count_of(ctx))) {
     if (wdtype == LTE_DTYPE_F16) e = launch_mma<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     else e = launch_mma<__nv_bfloat16>(a, rows, tune, sm_count_of(ctx), ctx->stream);
@@ -1170,6 +1172,7 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
     return LTE_STATUS_OK;
   }
   if (f32_applies(wdtype, a, rows, vec, sm_count_of(ctx))) {
+    a.xasync = tune.xp_async != 0;  // its default: cp.async
     e = launch_gemv_f32(a, rows, sm_count_of(ctx), ctx->stream);
     if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_f32_kernel", e, __FILE__, __LINE__);
     return LTE_STATUS_OK;

@@ -11,7 +11,9 @@
  *
  * gemv_f32_kernel<R>   grid (B, ceil(rows / R)), B = max(ceil(N / kF32MaxOut), min(N, SMs)):
  *   block b owns outputs [b N / B, (b + 1) N / B) (at most kF32MaxOut) for rows R y .. R y + R - 1;
- *   it builds x' of its rows once in shared memory (build_xprime: f32, normed), and warp w, lane l
+ *   it builds x' of its rows once in shared memory (build_xprime: f32, normed; its raw rows by
+ *   cp.async unless LTE_DEC_XP_ASYNC=0: the first build, with register loads, took 25.6 us under
+ *   Nsight Compute, twice the older kernel, R round trips to L2), and warp w, lane l
  *   take the 8-element k chunks c = 32 w + l, c + 256, ... of every owned output. The first
  *   kF32U chunks of each output go out before griddepcontrol.wait (weights do not depend on the
  *   previous kernel). Partial sums meet in shared memory in a fixed order (deterministic).

@@ -94,6 +94,9 @@ const VARIANTS: Record<string, string>[] = ([
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "1", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
+  // x' from raw rows copied by cp.async (eleventh session; LTE_DEC_XP_ASYNC)
+  { LTE_DEC_GEMV: "new", LTE_DEC_XP_ASYNC: "1" },
+  { LTE_DEC_GEMV: "new", LTE_DEC_XP_ASYNC: "1", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_PDL: "1" },
 ] as Record<string, string>[]).map((v) => ({ ...v, LTE_DEC_GEMV_MMA: "0" }));
 
 function maskOf(rng: Rng, len: number, kind: "rand" | "off" | "on" | "sparse"): Float32Array {
@@ -246,8 +249,9 @@ Deno.test({
 });
 
 // f32 weights and few outputs over 2..16 rows (the sparse engine's router: gemv_f32_kernel,
-// cuda/cuda/decode_gemv_f32.cuh, eleventh session), under the default selection, with PDL, and
-// with the kernel switched off (the older block-per-output kernel); the same 1e-5 bound (f32 x')
+// cuda/cuda/decode_gemv_f32.cuh, eleventh session), under the default selection (x' by cp.async),
+// with PDL, with register loads for x', and with the kernel switched off (the older
+// block-per-output kernel); the same 1e-5 bound (f32 x')
 Deno.test({
   name: "gemv: lte_dec_linear with f32 weights and few outputs (the router's gemv_f32_kernel) agrees CPU<->CUDA",
   ignore: !hasCuda,
@@ -268,7 +272,14 @@ Deno.test({
     cases.push({ dt: "f32", rows: 4, n: 100, k: 1048, mode: 2, act: 2, acc: false, bias: true });
     cases.push({ dt: "f32", rows: 1, n: 344, k: 4096, mode: 1, act: 0, acc: false, bias: true });
     cases.push({ dt: "f32", rows: 8, n: 1000, k: 512, mode: 1, act: 0, acc: false, bias: true });
-    for (const v of [{}, { LTE_DEC_PDL: "1" }, { LTE_DEC_GEMV_F32: "0" }] as Record<string, string>[]) {
+    for (
+      const v of [
+        {},
+        { LTE_DEC_PDL: "1" },
+        { LTE_DEC_XP_ASYNC: "0" },
+        { LTE_DEC_GEMV_F32: "0" },
+      ] as Record<string, string>[]
+    ) {
       withDecEnv(v, () => {
         for (const c of cases) runLinear(rng, c, JSON.stringify(v));
       });
@@ -342,6 +353,9 @@ Deno.test({
       // K groups in one launch for plain accumulating calls (opt-in; the other cases ignore it)
       { LTE_DEC_GEMV_MMA_KG: "2" },
       { LTE_DEC_GEMV_MMA_KG: "4" },
+      // the f32 x' built from raw rows copied by cp.async (eleventh session), with K groups too
+      { LTE_DEC_XP_ASYNC: "1" },
+      { LTE_DEC_XP_ASYNC: "1", LTE_DEC_GEMV_MMA_KG: "4", LTE_DEC_PDL: "1" },
       // K split into F parts per tile (default: chosen per shape)
       ...["1", "2", "4", "8"].map((f) => ({ LTE_DEC_GEMV_MMA_F: f })),
     ];
