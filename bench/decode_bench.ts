@@ -556,16 +556,6 @@ const VARIANTS: Variant[] = [
       ref: `dense_batch${b}`,
     }))
   ),
-  // every GEMV's f32 x' copied into shared memory by cp.async (LTE_DEC_XP_ASYNC=1; eleventh session)
-  ...[1, 4, 8, 16].map((b): Variant => ({
-    key: b === 1 ? "dense_xasync" : `dense_batch${b}_xasync`,
-    name: `dense batch ${b}, x' by cp.async`,
-    opts: { maxBatch: b },
-    active: null,
-    batch: b,
-    env: { LTE_DEC_XP_ASYNC: "1" },
-    ref: b === 1 ? "dense" : `dense_batch${b}`,
-  })),
   // the same two 16-row steps without PDL: is it the overlap that turns the K groups' win into a
   // loss at 16 rows (tenth session: faster kernels under Nsight Compute, a slower step in the graph)?
   ...[["", "column slices"], ["_kg4", "O and down in 4 K groups"]].map(([tag, label]): Variant => ({
@@ -618,9 +608,6 @@ const VARIANTS: Variant[] = [
         ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
         // the union's down on the ninth session's ts_mma_kernel (ts_mma2_kernel since the tenth)
         ["_gemv_ts1", "masked GEMVs, ts_mma down", gemv, { LTE_DEC_TS_MMA: "1" }],
-        // the f32 router GEMV on the older block-per-output kernel (gemv_f32_kernel since the eleventh)
-        ["_router_old", "router on the older kernel", {}, { LTE_DEC_GEMV_F32: "0" }],
-        ["_xasync", "every x' by cp.async", {}, { LTE_DEC_XP_ASYNC: "1" }],
       ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
         key: `sparse${pct}_batch${b}${tag}`,
         name: `sparse ~${pct}% batch ${b}, ${label} (union)`,

@@ -18,7 +18,7 @@
  *   deno run -A bench/gemv_bench.ts [--iters 20] [--out file.json] [--quick] [--mma] [--router]
  *     [--case NAME] [--rows R] [--variant NAME]
  * --mma: only 4 / 8 / 16 rows of each shape, CUDA-core kernels vs the tensor-core kernel's variants.
- * --router: the f32 router GEMV (gemv_f32_kernel vs the older kernel) and the cp.async x' build.
+ * --router: the f32 router GEMV of the sparse engine at 2-16 rows.
  * --case / --rows / --variant: only the cases whose name contains NAME, with R rows, and the
  * variants named NAME exactly (e.g. one kernel under Nsight Compute: bench/profile_device.sh mma).
  *
@@ -273,26 +273,13 @@ const MMA_VARIANTS: [string, Record<string, string>][] = [
   // tenth): only the t_sparse rows differ from "mma v3"
   ["mma v3 ts1", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_TS_MMA: "1" }],
 ];
-// --router: the sparse engine's f32 router (N = 344 experts, K 4096, RMSNorm) at 2-16 rows, and the
-// x' build by cp.async in the tensor-core GEMVs (eleventh session)
+// --router: the sparse engine's f32 router (N = 344 experts, K 4096, RMSNorm) at 2-16 rows, on the
+// block-per-output kernel (eleventh session: 8.9 us at 8 rows; a kernel that built x' once per block
+// measured slower, docs/engine.md "Eleventh session")
 const routerCases: Maker[] = [2, 4, 8, 16].map((r): Maker => () =>
   linearCase("router f32", r, E, D, 1, 0, false, 1, "f32")
 );
-const ROUTER_VARIANTS: [string, Record<string, string>][] = [
-  ["f32 kernel", {}],
-  ["f32 kernel, register x'", { LTE_DEC_XP_ASYNC: "0" }],
-  ["older", { LTE_DEC_GEMV_F32: "0" }],
-];
-const xasyncCases: Maker[] = [8, 16].flatMap((r): Maker[] => [
-  () => linearCase("qkv rms", r, 3 * D, D, 1, 0, false),
-  () => linearCase("o acc", r, D, D, 0, 0, true),
-  () => linearCase("gate/up swiglu", r, F, D, 1, 1, false),
-  () => linearCase("down K=11008 acc", r, D, F, 0, 0, true),
-]);
-const XASYNC_VARIANTS: [string, Record<string, string>][] = [
-  ["mma v3", {}],
-  ["mma v3 xasync", { LTE_DEC_XP_ASYNC: "1" }],
-];
+const ROUTER_VARIANTS: [string, Record<string, string>][] = [["default", {}], ["pdl", { LTE_DEC_PDL: "1" }]];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),
   () => tsCase("t_sparse 50%", 1, 0.5),
@@ -336,7 +323,6 @@ function run(makers: Maker[], variants: [string, Record<string, string>][]): voi
 const info = be.deviceInfo();
 if (args.includes("--router")) {
   run(routerCases, ROUTER_VARIANTS);
-  run(xasyncCases, XASYNC_VARIANTS);
 } else if (args.includes("--mma")) {
   run(mmaCases, MMA_VARIANTS);
 } else {

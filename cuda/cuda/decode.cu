@@ -217,7 +217,6 @@ struct LinArgs {
   int accumulate;
   int act;
   int ldw = 0;  // weight row stride in elements, 0 = k (gemv_mma_kernel's K-split launches set it)
-  int xasync = 0;  // build_xprime copies the raw rows by cp.async (LTE_DEC_XP_ASYNC, decode_gemv.cuh)
 };
 
 template <int VEC>
@@ -612,7 +611,6 @@ __global__ void __launch_bounds__(kTsThreads) linear_t_sparse_kernel(const T *wt
 #include "decode_gemv.cuh"
 #include "decode_gemv_mma.cuh"
 #include "decode_ts_mma.cuh"
-#include "decode_gemv_f32.cuh"
 
 /* ------------------------------------------------------------------ norm */
 
@@ -1158,7 +1156,6 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
                    (x_mode != LTE_DEC_X_LAYERNORM || (uintptr_t)norm_b % 16 == 0);
   cudaError_t e;
   const GemvTune tune = gemv_tune();
-  a.xasync = tune.xp_async == 1;
   if (mma_applies(tune, wdtype, a, rows, vec, sm_count_of(ctx))) {
     if (wdtype == LTE_DTYPE_F16) e = launch_mma<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     else e = launch_mma<__nv_bfloat16>(a, rows, tune, sm_count_of(ctx), ctx->stream);
@@ -1169,12 +1166,6 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
     if (wdtype == LTE_DTYPE_F16) e = launch_gemv<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     else e = launch_gemv<__nv_bfloat16>(a, rows, tune, sm_count_of(ctx), ctx->stream);
     if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_kernel", e, __FILE__, __LINE__);
-    return LTE_STATUS_OK;
-  }
-  if (f32_applies(wdtype, a, rows, vec, sm_count_of(ctx))) {
-    a.xasync = tune.xp_async != 0;  // its default: cp.async
-    e = launch_gemv_f32(a, rows, sm_count_of(ctx), ctx->stream);
-    if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_f32_kernel", e, __FILE__, __LINE__);
     return LTE_STATUS_OK;
   }
   if (wdtype == LTE_DTYPE_F32) e = launch_linear<float>(a, rows, ctx->stream, vec);

@@ -82,29 +82,6 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-/* 16-byte global -> shared copies that hold no registers (hint 1: L2::256B prefetch). */
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int hint) {
-  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  if (hint == 1) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-  } else {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-  }
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-/* cp.async.wait_group takes an immediate: the ring depth is a launch parameter, hence the switch. */
-__device__ __forceinline__ void cp_async_wait(int pending) {
-  switch (pending) {
-    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
-    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
-    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
-    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
-    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
-    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
-    default: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
-  }
-}
-
 /* Warp 0 writes the ascending list of the set indices of flags[0..n) (ints in shared memory) into
    list and the count into *count; list may be flags itself (in place: the __syncwarps keep every
    lane's read of a 32-entry chunk before any write into it). Caller syncs before and after. */
@@ -156,11 +133,7 @@ struct GPos {
    8c..8c+3 of chunk c at xs[r * XS + 4c], 8c+4..8c+7 at xs[r * XS + KP / 2 + 4c]; zero-padded from K
    to KP (a multiple of 8). Raw x first, with the row statistics accumulated on the way, then each
    thread normalizes the entries it wrote itself. sred: kGWarps x 2R floats. Every thread of the
-   block (kGWarps warps) calls it; it ends with a barrier.
-   a.xasync (LTE_DEC_XP_ASYNC, eleventh session): the raw rows go to shared memory by cp.async, all
-   R x K floats of the block in flight at once, where the register loads keep XB float4 per thread
-   of ONE row in flight (R round trips to L2, each shared by every block of the grid reading the
-   same lines); the statistics are then summed from shared memory in the same order (same x'). */
+   block (kGWarps warps) calls it; it ends with a barrier. */
 template <int R>
 __device__ __forceinline__ void build_xprime(const LinArgs &a, int rows, int KP, int XS, float *xs, float *sred) {
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
@@ -170,46 +143,24 @@ __device__ __forceinline__ void build_xprime(const LinArgs &a, int rows, int KP,
   // started; XB float4 loads per thread in flight at once)
   constexpr int XB = 4, XSTEP = kGWarps * 32 * 4;
   float s1[R], s2[R];
-  if (a.xasync) {
-    float4 *xs4 = reinterpret_cast<float4 *>(xs);
-    for (int r = 0; r < R; r++)
-      for (int k = threadIdx.x * 4; k < KP; k += XSTEP) {
-        float4 *d = xs4 + (r * XS + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3);
-        if (r < rows && k < K) cp_async16(d, a.x + (size_t)r * a.ldx + k, 0);
-        else *d = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    s1[r] = s2[r] = 0.0f;
+    for (int k0 = threadIdx.x * 4; k0 < KP; k0 += XB * XSTEP) {
+      float4 v[XB];
+#pragma unroll
+      for (int j = 0; j < XB; j++) {
+        const int k = k0 + j * XSTEP;
+        v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < rows && k < K) v[j] = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k));
       }
-    cp_async_commit();
-    cp_async_wait(0);  // this thread's own copies: the only entries it sums and transforms
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      s1[r] = s2[r] = 0.0f;
-      for (int k = threadIdx.x * 4; k < KP; k += XSTEP) {
-        const float4 v = xs4[(r * XS + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)];
-        s1[r] += (v.x + v.y) + (v.z + v.w);
-        s2[r] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, s2[r]))));
-      }
-    }
-  }
-  if (!a.xasync) {
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      s1[r] = s2[r] = 0.0f;
-      for (int k0 = threadIdx.x * 4; k0 < KP; k0 += XB * XSTEP) {
-        float4 v[XB];
-#pragma unroll
-        for (int j = 0; j < XB; j++) {
-          const int k = k0 + j * XSTEP;
-          v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          if (r < rows && k < K) v[j] = __ldcg(reinterpret_cast<const float4 *>(a.x + (size_t)r * a.ldx + k));
-        }
-#pragma unroll
-        for (int j = 0; j < XB; j++) {
-          const int k = k0 + j * XSTEP;
-          if (k >= KP) break;
-          s1[r] += (v[j].x + v[j].y) + (v[j].z + v[j].w);
-          s2[r] = fmaf(v[j].x, v[j].x, fmaf(v[j].y, v[j].y, fmaf(v[j].z, v[j].z, fmaf(v[j].w, v[j].w, s2[r]))));
-          reinterpret_cast<float4 *>(xs)[(r * XS + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v[j];
-        }
+      for (int j = 0; j < XB; j++) {
+        const int k = k0 + j * XSTEP;
+        if (k >= KP) break;
+        s1[r] += (v[j].x + v[j].y) + (v[j].z + v[j].w);
+        s2[r] = fmaf(v[j].x, v[j].x, fmaf(v[j].y, v[j].y, fmaf(v[j].z, v[j].z, fmaf(v[j].w, v[j].w, s2[r]))));
+        reinterpret_cast<float4 *>(xs)[(r * XS + ((k >> 2) & 1) * (KP / 2)) / 4 + (k >> 3)] = v[j];
       }
     }
   }
@@ -596,10 +547,7 @@ __global__ void __launch_bounds__(TPB, 512 / TPB)
      LTE_DEC_GEMV_MMA    1: lte_dec_linear of LTE_DEC_GEMV_MMA_MIN (default 5) .. 16 rows with f16
                          weights on tensor cores (gemv_mma_kernel, decode_gemv_mma.cuh; x' rounded
                          to f16), 2: bf16 weights too, 0: never (default 1; batch 8 7B step 10.0 ->
-                         6.2 ms, seventh session)
-     LTE_DEC_XP_ASYNC    1: every kernel that builds an f32 x' (build_xprime) copies the raw rows
-                         into shared memory by cp.async, 0: by register loads; unset: cp.async in
-                         gemv_f32_kernel only (eleventh session) */
+                         6.2 ms, seventh session) */
 struct GemvTune {
   int mode;  // 0 old, 1 auto, 2 new
   int bps;
@@ -620,7 +568,6 @@ struct GemvTune {
   int mma_mask;    // gemv_mma_kernel takes out_mask calls (masked gate/up of sparse steps)
   int ts_mma;      // ts_mma_kernel (decode_ts_mma.cuh) for lte_dec_linear_t_sparse of mma_min..16 rows
   int mma_kg;      // K groups of gemv_mma_kernel in one launch (1 = off; decode_gemv_mma.cuh, mma_kgroups)
-  int xp_async;    // build_xprime by cp.async: 1 every kernel, 0 none, -1 (unset) gemv_f32_kernel only
 };
 
 constexpr int kMmaVariants = 4;  // gemv_mma_kernel load shapes (decode_gemv_mma.cuh, mma_shape)
@@ -651,8 +598,6 @@ inline GemvTune gemv_tune() {
   t.ts_mma = env_int("LTE_DEC_TS_MMA", 2, 0, 2);
   t.mma_kg = env_int("LTE_DEC_GEMV_MMA_KG", 0, 0, 4);  // 0: per call (mma_kgroups)
   if (t.mma_kg == 3) t.mma_kg = 2;
-  const char *xa = getenv("LTE_DEC_XP_ASYNC");
-  t.xp_async = xa == nullptr || xa[0] == 0 ? -1 : xa[0] == '1' ? 1 : 0;
   return t;
 }
 

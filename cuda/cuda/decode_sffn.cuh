@@ -79,7 +79,27 @@ struct V16<float> {
   }
 };
 
-/* cp_async16, cp_async_commit, cp_async_wait: decode_gemv.cuh */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int hint) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  if (hint == 1) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+  } else {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+  }
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* cp.async.wait_group takes an immediate: the ring depth is a launch parameter, hence the switch. */
+__device__ __forceinline__ void cp_async_wait(int pending) {
+  switch (pending) {
+    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
+  }
+}
 
 struct SffnArgs {
   float *x;          // (R, C) residual, += the block's output

@@ -94,9 +94,6 @@ const VARIANTS: Record<string, string>[] = ([
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "1", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
-  // x' from raw rows copied by cp.async (eleventh session; LTE_DEC_XP_ASYNC)
-  { LTE_DEC_GEMV: "new", LTE_DEC_XP_ASYNC: "1" },
-  { LTE_DEC_GEMV: "new", LTE_DEC_XP_ASYNC: "1", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_PDL: "1" },
 ] as Record<string, string>[]).map((v) => ({ ...v, LTE_DEC_GEMV_MMA: "0" }));
 
 function maskOf(rng: Rng, len: number, kind: "rand" | "off" | "on" | "sparse"): Float32Array {
@@ -248,12 +245,11 @@ Deno.test({
   },
 });
 
-// f32 weights and few outputs over 2..16 rows (the sparse engine's router: gemv_f32_kernel,
-// cuda/cuda/decode_gemv_f32.cuh, eleventh session), under the default selection (x' by cp.async),
-// with PDL, with register loads for x', and with the kernel switched off (the older
-// block-per-output kernel); the same 1e-5 bound (f32 x')
+// f32 weights and few outputs over 2..16 rows (the sparse engine's router in steps of 3+ rows and
+// prefill chunks: the block-per-output kernel, linear_rowblock_kernel, in launches of 8 rows),
+// with and without PDL; the same 1e-5 bound (f32 x')
 Deno.test({
-  name: "gemv: lte_dec_linear with f32 weights and few outputs (the router's gemv_f32_kernel) agrees CPU<->CUDA",
+  name: "gemv: lte_dec_linear with f32 weights and few outputs (the router at 2-16 rows) agrees CPU<->CUDA",
   ignore: !hasCuda,
   fn() {
     const rng = new Rng(14);
@@ -261,25 +257,18 @@ Deno.test({
     for (const rows of [2, 3, 5, 8, 9, 16]) {
       // the 7B router (N 344 = 2-3 outputs per block), RMSNorm, with and without a bias
       cases.push({ dt: "f32", rows, n: 344, k: 4096, mode: 1, act: 0, acc: false, bias: rows % 2 === 1 });
-      // LayerNorm + accumulate; 4 outputs per block at 132 SMs (N 528); fewer outputs than SMs
+      // LayerNorm + accumulate; few outputs
       cases.push({ dt: "f32", rows, n: 528, k: 1048, mode: 2, act: 0, acc: true, bias: true });
       cases.push({ dt: "f32", rows, n: 7, k: 8, mode: 0, act: 0, acc: false, bias: true });
-      // K beyond one round of the block's chunks (4 096 elements per round at 2 chunks per lane)
+      // K beyond a block's first pass (8 elements x 256 threads)
       cases.push({ dt: "f32", rows, n: 40, k: 6000, mode: 1, act: 0, acc: true, bias: false });
     }
-    // not taken (the older kernels): K not a multiple of 8, an activation, one row, many outputs
+    // K not a multiple of 8 (scalar loads), an activation, one row, many outputs
     cases.push({ dt: "f32", rows: 4, n: 100, k: 1046, mode: 1, act: 0, acc: false, bias: false });
     cases.push({ dt: "f32", rows: 4, n: 100, k: 1048, mode: 2, act: 2, acc: false, bias: true });
     cases.push({ dt: "f32", rows: 1, n: 344, k: 4096, mode: 1, act: 0, acc: false, bias: true });
     cases.push({ dt: "f32", rows: 8, n: 1000, k: 512, mode: 1, act: 0, acc: false, bias: true });
-    for (
-      const v of [
-        {},
-        { LTE_DEC_PDL: "1" },
-        { LTE_DEC_XP_ASYNC: "0" },
-        { LTE_DEC_GEMV_F32: "0" },
-      ] as Record<string, string>[]
-    ) {
+    for (const v of [{}, { LTE_DEC_PDL: "1" }] as Record<string, string>[]) {
       withDecEnv(v, () => {
         for (const c of cases) runLinear(rng, c, JSON.stringify(v));
       });
@@ -353,9 +342,6 @@ Deno.test({
       // K groups in one launch for plain accumulating calls (opt-in; the other cases ignore it)
       { LTE_DEC_GEMV_MMA_KG: "2" },
       { LTE_DEC_GEMV_MMA_KG: "4" },
-      // the f32 x' built from raw rows copied by cp.async (eleventh session), with K groups too
-      { LTE_DEC_XP_ASYNC: "1" },
-      { LTE_DEC_XP_ASYNC: "1", LTE_DEC_GEMV_MMA_KG: "4", LTE_DEC_PDL: "1" },
       // K split into F parts per tile (default: chosen per shape)
       ...["1", "2", "4", "8"].map((f) => ({ LTE_DEC_GEMV_MMA_F: f })),
     ];
