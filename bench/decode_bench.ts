@@ -608,10 +608,6 @@ const VARIANTS: Variant[] = [
         ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
         // the union's down on the ninth session's ts_mma_kernel (ts_mma2_kernel since the tenth)
         ["_gemv_ts1", "masked GEMVs, ts_mma down", gemv, { LTE_DEC_TS_MMA: "1" }],
-        // the router GEMV with 2 / 4 outputs per block, and 16 rows in one launch (eleventh session)
-        ["_rb2", "router 2 outputs per block", {}, { LTE_DEC_ROWBLOCK_NO: "2" }],
-        ["_rb4", "router 4 outputs per block", {}, { LTE_DEC_ROWBLOCK_NO: "4" }],
-        ["_rb4r16", "router 4 outputs per block, 16 rows", {}, { LTE_DEC_ROWBLOCK_NO: "4", LTE_DEC_ROWBLOCK_R16: "1" }],
       ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
         key: `sparse${pct}_batch${b}${tag}`,
         name: `sparse ~${pct}% batch ${b}, ${label} (union)`,

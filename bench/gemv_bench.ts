@@ -274,21 +274,12 @@ const MMA_VARIANTS: [string, Record<string, string>][] = [
   ["mma v3 ts1", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_TS_MMA: "1" }],
 ];
 // --router: the sparse engine's f32 router (N = 344 experts, K 4096, RMSNorm) at 2-16 rows, on the
-// block-per-output kernel and its variants (eleventh session: 8.9 us at 8 rows with one output per
-// block; a kernel that built x' once per block measured slower, docs/engine.md "Eleventh session")
+// block-per-output kernel (eleventh session: 8.9 us at 8 rows; a kernel that built x' once per block
+// measured slower, docs/engine.md "Eleventh session")
 const routerCases: Maker[] = [2, 4, 8, 16].map((r): Maker => () =>
   linearCase("router f32", r, E, D, 1, 0, false, 1, "f32")
 );
-const ROUTER_VARIANTS: [string, Record<string, string>][] = [
-  ["default", {}],
-  ["pdl", { LTE_DEC_PDL: "1" }],
-  // outputs per block (x read once per NO outputs) and 16 rows per launch (eleventh session)
-  ["no2", { LTE_DEC_ROWBLOCK_NO: "2" }],
-  ["no4", { LTE_DEC_ROWBLOCK_NO: "4" }],
-  ["r16", { LTE_DEC_ROWBLOCK_R16: "1" }],
-  ["no2 r16", { LTE_DEC_ROWBLOCK_NO: "2", LTE_DEC_ROWBLOCK_R16: "1" }],
-  ["no4 r16", { LTE_DEC_ROWBLOCK_NO: "4", LTE_DEC_ROWBLOCK_R16: "1" }],
-];
+const ROUTER_VARIANTS: [string, Record<string, string>][] = [["default", {}], ["pdl", { LTE_DEC_PDL: "1" }]];
 const tsCases: Maker[] = [
   () => tsCase("t_sparse dense", 1, 1),
   () => tsCase("t_sparse 50%", 1, 0.5),

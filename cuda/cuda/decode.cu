@@ -417,56 +417,37 @@ __global__ void __launch_bounds__(kLinWarps * 32) linear_kernel(LinArgs a, int r
   }
 }
 
-/* Small N (the router GEMV: 344 rows at LLaMA-7B shape; the tiny models of the tests): a block
-   per NO output rows, the 256 threads split K (16-byte loads), so the weights are streamed by N * 8
-   / NO warps instead of N / 2. act NONE, no masks, VEC path only. Every block reads all RB rows of
-   x (from L2): at the 7B router's 8 rows that is 128 KB per block, 44 MB per launch at NO = 1, the
-   bound of this kernel there (8.9 us per call, eleventh session), so NO > 1 (LTE_DEC_ROWBLOCK_NO)
-   divides that traffic; RB = 16 (LTE_DEC_ROWBLOCK_R16=1) takes 9-16 rows in one launch instead of
-   two launches of 8 that each read the weights. */
+/* Small N (the router GEMV: 344 rows at LLaMA-7B shape; the tiny models of the tests): one block
+   per output row, the 256 threads split K (16-byte loads), so the weights are streamed by N * 8
+   warps instead of N / 2. act NONE, no masks, VEC path only. */
 constexpr int kRowThreads = 256;
 constexpr int kRowBlockMaxN = 2048; /* below this many outputs a block per row beats a warp per two rows */
 
-template <class T, int RB, int NO>
+template <class T, int RB>
 __global__ void __launch_bounds__(kRowThreads) linear_rowblock_kernel(LinArgs a, int rows) {
   pdl_prologue();
-  constexpr int RED = NO * RB + 2 * RB + 2 * NO;  // acc[o][r], s1[r], s2[r], lw[o], lb[o]
-  __shared__ float red[kRowThreads / 32][RED];
-  __shared__ float tot[RED];
-  const int n0 = blockIdx.x * NO;
+  __shared__ float red[kRowThreads / 32][3 * 8 + 2];
+  __shared__ float tot[3 * 8 + 2];
+  const int n = blockIdx.x;
   const int K = a.k;
-  const T *W = static_cast<const T *>(a.w);
+  const T *wr = static_cast<const T *>(a.w) + (size_t)n * K;
   const bool norm = a.mode != LTE_DEC_X_PLAIN;
   const bool ln = a.mode == LTE_DEC_X_LAYERNORM;
-  float acc[NO][RB], s1[RB], s2[RB];
-  float lw[NO], lb[NO];
+  float acc[RB], s1[RB], s2[RB];
+  float lw = 0.0f, lb = 0.0f;
 #pragma unroll
-  for (int r = 0; r < RB; r++) {
-    s1[r] = s2[r] = 0.0f;
-#pragma unroll
-    for (int o = 0; o < NO; o++) acc[o][r] = 0.0f;
-  }
-#pragma unroll
-  for (int o = 0; o < NO; o++) lw[o] = lb[o] = 0.0f;
+  for (int r = 0; r < RB; r++) acc[r] = s1[r] = s2[r] = 0.0f;
   for (int k0 = threadIdx.x * 8; k0 < K; k0 += kRowThreads * 8) {
-    float wv[NO][8], nwv[8], nbv[8];
-#pragma unroll
-    for (int o = 0; o < NO; o++) {
-      if (n0 + o < a.n) W8<T>::load(W + (size_t)(n0 + o) * K + k0, wv[o]);
-      else
-#pragma unroll
-        for (int j = 0; j < 8; j++) wv[o][j] = 0.0f;
-    }
+    float wv[8], nwv[8], nbv[8];
+    W8<T>::load(wr + k0, wv);
     if (norm) ldx_f32<8>(a.nw + k0, nwv);
     if (ln) {
       ldx_f32<8>(a.nb + k0, nbv);
 #pragma unroll
-      for (int o = 0; o < NO; o++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          lw[o] = fmaf(wv[o][j], nwv[j], lw[o]);
-          lb[o] = fmaf(wv[o][j], nbv[j], lb[o]);
-        }
+      for (int j = 0; j < 8; j++) {
+        lw = fmaf(wv[j], nwv[j], lw);
+        lb = fmaf(wv[j], nbv[j], lb);
+      }
     }
 #pragma unroll
     for (int r = 0; r < RB; r++) {
@@ -480,71 +461,50 @@ __global__ void __launch_bounds__(kRowThreads) linear_rowblock_kernel(LinArgs a,
           s2[r] = fmaf(xv[j], xv[j], s2[r]);
           xv[j] *= nwv[j];
         }
-#pragma unroll
-        for (int o = 0; o < NO; o++) acc[o][r] = fmaf(wv[o][j], xv[j], acc[o][r]);
+        acc[r] = fmaf(wv[j], xv[j], acc[r]);
       }
     }
   }
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
 #pragma unroll
   for (int r = 0; r < RB; r++) {
-#pragma unroll
-    for (int o = 0; o < NO; o++) acc[o][r] = warp_sum(acc[o][r]);
+    acc[r] = warp_sum(acc[r]);
     s1[r] = warp_sum(s1[r]);
     s2[r] = warp_sum(s2[r]);
   }
-#pragma unroll
-  for (int o = 0; o < NO; o++) {
-    lw[o] = warp_sum(lw[o]);
-    lb[o] = warp_sum(lb[o]);
-  }
+  lw = warp_sum(lw);
+  lb = warp_sum(lb);
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < RB; r++) {
-#pragma unroll
-      for (int o = 0; o < NO; o++) red[wid][o * RB + r] = acc[o][r];
-      red[wid][NO * RB + 2 * r] = s1[r];
-      red[wid][NO * RB + 2 * r + 1] = s2[r];
+      red[wid][3 * r] = acc[r];
+      red[wid][3 * r + 1] = s1[r];
+      red[wid][3 * r + 2] = s2[r];
     }
-#pragma unroll
-    for (int o = 0; o < NO; o++) {
-      red[wid][NO * RB + 2 * RB + 2 * o] = lw[o];
-      red[wid][NO * RB + 2 * RB + 2 * o + 1] = lb[o];
-    }
+    red[wid][3 * RB] = lw;
+    red[wid][3 * RB + 1] = lb;
   }
   __syncthreads();
-  if ((int)threadIdx.x < RED) {
+  if ((int)threadIdx.x < 3 * RB + 2) {
     float t = 0.0f;
     for (int w = 0; w < kRowThreads / 32; w++) t += red[w][threadIdx.x];
     tot[threadIdx.x] = t;
   }
   __syncthreads();
-  // one thread per (output, row)
-  const int o = (int)threadIdx.x / RB, r = (int)threadIdx.x % RB, n = n0 + o;
-  if (o >= NO || r >= rows || n >= a.n) return;
-  float v = tot[o * RB + r];
-  const float t1 = tot[NO * RB + 2 * r], t2 = tot[NO * RB + 2 * r + 1];
-  if (a.mode == LTE_DEC_X_RMSNORM) {
-    v *= rsqrtf(t2 / (float)K + a.eps);
-  } else if (ln) {
-    const float mean = t1 / (float)K;
-    const float rstd = rsqrtf(fmaxf(t2 / (float)K - mean * mean, 0.0f) + a.eps);
-    v = rstd * (v - mean * tot[NO * RB + 2 * RB + 2 * o]) + tot[NO * RB + 2 * RB + 2 * o + 1];
+  if (threadIdx.x != 0) return;
+  for (int r = 0; r < rows && r < RB; r++) {
+    float v = tot[3 * r];
+    if (a.mode == LTE_DEC_X_RMSNORM) {
+      v *= rsqrtf(tot[3 * r + 2] / (float)K + a.eps);
+    } else if (ln) {
+      const float mean = tot[3 * r + 1] / (float)K;
+      const float rstd = rsqrtf(fmaxf(tot[3 * r + 2] / (float)K - mean * mean, 0.0f) + a.eps);
+      v = rstd * (v - mean * tot[3 * RB]) + tot[3 * RB + 1];
+    }
+    v += a.bias ? a.bias[n] : 0.0f;
+    float *yo = a.y + (size_t)r * a.n + n;
+    *yo = a.accumulate ? *yo + v : v;
   }
-  v += a.bias ? a.bias[n] : 0.0f;
-  float *yo = a.y + (size_t)r * a.n + n;
-  *yo = a.accumulate ? *yo + v : v;
-}
-
-/* linear_rowblock_kernel<T, RB, NO> for rb rows (RB = the smallest of 1, 2, 4, 8, 16 >= rb). */
-template <class T, int NO>
-cudaError_t launch_rowblock(const LinArgs &b, int rb, cudaStream_t st) {
-  const dim3 grid((unsigned)((b.n + NO - 1) / NO));
-  if (rb == 1) return dlaunch(linear_rowblock_kernel<T, 1, NO>, grid, dim3(kRowThreads), 0, st, b, rb);
-  if (rb == 2) return dlaunch(linear_rowblock_kernel<T, 2, NO>, grid, dim3(kRowThreads), 0, st, b, rb);
-  if (rb <= 4) return dlaunch(linear_rowblock_kernel<T, 4, NO>, grid, dim3(kRowThreads), 0, st, b, rb);
-  if (rb <= 8) return dlaunch(linear_rowblock_kernel<T, 8, NO>, grid, dim3(kRowThreads), 0, st, b, rb);
-  return dlaunch(linear_rowblock_kernel<T, 16, NO>, grid, dim3(kRowThreads), 0, st, b, rb);
 }
 
 /* Vector path: rows in chunks of up to 8 (RB = 1, 2, 4, 8 instantiated, the smallest that holds
@@ -553,10 +513,8 @@ template <class T>
 cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec) {
   const int warps = a.act == LTE_DEC_ACT_SWIGLU ? a.n : (a.n + 1) / 2;
   const unsigned blocks = (unsigned)((warps + kLinWarps - 1) / kLinWarps);
+  const int chunk = vec ? 8 : 1;
   const bool rowblock = vec && a.act == LTE_DEC_ACT_NONE && !a.in_mask && !a.out_mask && a.n < kRowBlockMaxN;
-  // LTE_DEC_ROWBLOCK_NO (1, 2, 4: outputs per block), LTE_DEC_ROWBLOCK_R16 (1: 16 rows per launch)
-  const int rb_env = env_int("LTE_DEC_ROWBLOCK_NO", 1, 1, 4), rb_no = rb_env >= 4 ? 4 : rb_env >= 2 ? 2 : 1;
-  const int chunk = !vec ? 1 : rowblock && env_int("LTE_DEC_ROWBLOCK_R16", 0, 0, 1) ? 16 : 8;
   for (int r0 = 0; r0 < rows; r0 += chunk) {
     LinArgs b = a;
     const int rb = rows - r0 < chunk ? rows - r0 : chunk;
@@ -566,9 +524,10 @@ cudaError_t launch_linear(const LinArgs &a, int rows, cudaStream_t st, bool vec)
     if (a.out_mask) b.out_mask = a.out_mask + (size_t)r0 * (a.out_period / a.S);
     cudaError_t e0 = cudaSuccess;
     if (rowblock) {
-      e0 = rb_no == 4   ? launch_rowblock<T, 4>(b, rb, st)
-           : rb_no == 2 ? launch_rowblock<T, 2>(b, rb, st)
-                        : launch_rowblock<T, 1>(b, rb, st);
+      if (rb == 1) e0 = dlaunch(linear_rowblock_kernel<T, 1>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
+      else if (rb == 2) e0 = dlaunch(linear_rowblock_kernel<T, 2>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
+      else if (rb <= 4) e0 = dlaunch(linear_rowblock_kernel<T, 4>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
+      else e0 = dlaunch(linear_rowblock_kernel<T, 8>, dim3(a.n), dim3(kRowThreads), 0, st, b, rb);
     } else if (!vec) e0 = dlaunch(linear_kernel<T, 1, 1>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, 1);
     else if (rb == 1) e0 = dlaunch(linear_kernel<T, 1, 8>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, rb);
     else if (rb == 2) e0 = dlaunch(linear_kernel<T, 2, 8>, dim3(blocks), dim3(kLinWarps * 32), 0, st, b, rb);
