@@ -274,8 +274,8 @@ const MMA_VARIANTS: [string, Record<string, string>][] = [
   ["mma v3 ts1", { ...MMA_ON, LTE_DEC_GEMV_MMA_V: "3", LTE_DEC_TS_MMA: "1" }],
 ];
 // --router: the sparse engine's f32 router (N = 344 experts, K 4096, RMSNorm) at 2-16 rows, on the
-// block-per-output kernel (eleventh session: 8.9 us at 8 rows; a kernel that built x' once per block
-// measured slower, docs/engine.md "Eleventh session")
+// block-per-output kernel (eleventh session: 8.5-8.9 us at 8 rows; a kernel that built x' once per
+// block measured slower, docs/engine.md "Eleventh session")
 const routerCases: Maker[] = [2, 4, 8, 16].map((r): Maker => () =>
   linearCase("router f32", r, E, D, 1, 0, false, 1, "f32")
 );

@@ -255,7 +255,7 @@ Deno.test({
     const rng = new Rng(14);
     const cases: LinCase[] = [];
     for (const rows of [2, 3, 5, 8, 9, 16]) {
-      // the 7B router (N 344 = 2-3 outputs per block), RMSNorm, with and without a bias
+      // the 7B router (344 outputs, a block each), RMSNorm, with and without a bias
       cases.push({ dt: "f32", rows, n: 344, k: 4096, mode: 1, act: 0, acc: false, bias: rows % 2 === 1 });
       // LayerNorm + accumulate; few outputs
       cases.push({ dt: "f32", rows, n: 528, k: 1048, mode: 2, act: 0, acc: true, bias: true });
