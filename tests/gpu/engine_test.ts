@@ -493,24 +493,28 @@ function tiny(family: "llama" | "gpt2"): ModelConfig {
  * engine and not the other (the 8-row test measured 0.069 that way on the H200, eleventh session).
  */
 function marginRouters(config: ModelConfig, S: number): Map<string, Float32Array> {
-  const rng = new Rng(6);
-  const E = config.d_ff / S;
-  const out = new Map<string, Float32Array>();
-  for (let i = 0; i < config.n_layer; i++) {
-    out.set(routerWeightName(i), rng.normals(E * config.d_model, 0.01));
-    out.set(routerBiasName(i), Float32Array.from({ length: E }, () => (rng.int(2) ? 3 : -3)));
-  }
-  return out;
+  return seededRouters(config, S, 6, 0.01, (rng, E) => Float32Array.from({ length: E }, () => (rng.int(2) ? 3 : -3)));
 }
 
 /** Seeded random routers (weights N(0, 0.1), biases N(0, 0.3)) for `config` in experts of S neurons. */
 function randomRouters(config: ModelConfig, S: number): Map<string, Float32Array> {
-  const rng = new Rng(5);
+  return seededRouters(config, S, 5, 0.1, (rng, E) => rng.normals(E, 0.3));
+}
+
+/** Per layer: router weights N(0, wStd) [E, d], then the biases `bias` draws, from one seeded stream. */
+function seededRouters(
+  config: ModelConfig,
+  S: number,
+  seed: number,
+  wStd: number,
+  bias: (rng: Rng, E: number) => Float32Array,
+): Map<string, Float32Array> {
+  const rng = new Rng(seed);
   const E = config.d_ff / S;
   const out = new Map<string, Float32Array>();
   for (let i = 0; i < config.n_layer; i++) {
-    out.set(routerWeightName(i), rng.normals(E * config.d_model, 0.1));
-    out.set(routerBiasName(i), rng.normals(E, 0.3));
+    out.set(routerWeightName(i), rng.normals(E * config.d_model, wStd));
+    out.set(routerBiasName(i), bias(rng, E));
   }
   return out;
 }
