@@ -594,9 +594,30 @@ const VARIANTS: Variant[] = [
       ref: `dense_batch${b}_cuda_cores`,
     }))
   ),
+  // the cuBLAS path (twelfth session, cuda/cuda/decode_blas.cuh: f16 calls of >= LTE_DEC_BLAS_MIN =
+  // 8 rows by default): off (our tensor-core GEMVs, the default until then), and from 1 row
+  ...[2, 4, 6, 8, 16].map((b): Variant => ({
+    key: `dense_batch${b}_noblas`,
+    name: `dense batch ${b}, no cuBLAS`,
+    opts: { maxBatch: b },
+    active: null,
+    batch: b,
+    env: { LTE_DEC_BLAS: "0" },
+    ref: `dense_batch${b}`,
+  })),
+  ...[1, 2, 4, 6].map((b): Variant => ({
+    key: b === 1 ? "dense_blas" : `dense_batch${b}_blas`,
+    name: `dense batch ${b}, cuBLAS GEMMs`,
+    opts: { maxBatch: b },
+    active: null,
+    batch: b,
+    env: { LTE_DEC_BLAS_MIN: "1" },
+    ref: b === 1 ? "dense" : `dense_batch${b}`,
+  })),
   // sparse over the union of the batch's experts (random routers: 1 - (1 - a)^b of the experts
-  // active at batch b), default path (Engine.sparseFfnPath), and each FFN path forced
-  ...([[0.1, 4], [0.1, 6], [0.5, 6], [0.1, 8], [0.5, 8], [0.1, 16], [0.5, 16]] as [number, number][]).flatMap(
+  // active at batch b), default path (Engine.sparseFfnPath), and each FFN path forced; _noblas:
+  // the default path without cuBLAS (before the twelfth session)
+  ...([[0.1, 4], [0.5, 4], [0.1, 6], [0.5, 6], [0.1, 8], [0.5, 8], [0.1, 16], [0.5, 16]] as [number, number][]).flatMap(
     ([act, b]): Variant[] => {
       const pct = act === 0.5 ? 50 : 90;
       const gemv = { ffnKernels: false, fusedFfn: false };
@@ -608,6 +629,15 @@ const VARIANTS: Variant[] = [
         ["_gemv_cc", "masked GEMVs on CUDA cores", gemv, { LTE_DEC_GEMV_MMA_MASK: "0", LTE_DEC_TS_MMA: "0" }],
         // the union's down on the ninth session's ts_mma_kernel (ts_mma2_kernel since the tenth)
         ["_gemv_ts1", "masked GEMVs, ts_mma down", gemv, { LTE_DEC_TS_MMA: "1" }],
+        ["_noblas", "default path, no cuBLAS", {}, { LTE_DEC_BLAS: "0" }],
+        // masked dense on cuBLAS: as the fused op runs it (the router on a second stream), and as
+        // the masked GEMVs run it (router, mask, gate/up in a row on one stream)
+        ["_md", "masked dense (fused op)", { fusedFfn: true }],
+        ["_blas", "masked GEMVs on cuBLAS, router in line", gemv, { LTE_DEC_BLAS_MASKED: "1" }],
+        // the masked-dense block's side stream: the router GEMV + mask kernel instead of the one
+        // router kernel; node priorities ignored
+        ["_md_r0", "masked dense, router GEMV + mask kernel", { fusedFfn: true }, { LTE_DEC_BLAS_ROUTER: "0" }],
+        ["_md_noprio", "masked dense, no node priority", { fusedFfn: true }, { LTE_DEC_GRAPH_PRIO: "0" }],
       ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
         key: `sparse${pct}_batch${b}${tag}`,
         name: `sparse ~${pct}% batch ${b}, ${label} (union)`,

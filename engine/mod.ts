@@ -67,10 +67,9 @@ export interface EngineOptions {
    * down of the active experts' neurons straight into the residual; on CUDA a route kernel and one
    * fused kernel, cuda/cuda/decode_sffn.cuh), for CUDA steps of at most `FUSED_FFN_MAX_ROWS` rows.
    * Default: on for the CPU (equal to the older op chain bit for bit); on CUDA for steps of 1-2 rows,
-   * except that models with d_model >= `FUSED_FFN_ACTIVITY_D_MODEL` whose running fraction of active
-   * experts (from the steps' counts) is below `FUSED_FFN_MIN_ACTIVE` take the engine's masked GEMVs
-   * (router GEMV, mask, masked gate/up, transposed sparse down), measured faster for very sparse
-   * tokens. Each (rows, path) pair has its own captured graph. true / false force it on / off.
+   * and (twelfth session) for f16 steps of `MASKED_DENSE_MIN_ROWS`+ rows whose expected union of
+   * experts is at least `MASKED_DENSE_MIN_UNION`: the op runs those as masked dense on cuBLAS.
+   * Each (rows, path) pair has its own captured graph. true / false force it on / off.
    */
   fusedFfn?: boolean;
   /**
@@ -260,6 +259,18 @@ export const KERNELS_MIN_ROWS = 3;
  */
 export const MASKED_GEMV_MIN_ROWS = 8;
 
+/**
+ * Twelfth session: on CUDA with cuBLAS, f16 steps of at least `MASKED_DENSE_MIN_ROWS` rows (the
+ * native LTE_DEC_BLAS_MIN) whose expected union of active experts, 1 - (1 - a)^rows with a the
+ * running fraction of active experts per token, is at least `MASKED_DENSE_MIN_UNION` take the
+ * fused op `lte_dec_sparse_ffn`, which runs them as "masked dense" on cuBLAS (every expert's
+ * gate/up and down rows at cuBLAS's bandwidth, the hard mask applied to h, the f32 router on a
+ * second stream beside the gate/up GEMM: cuda/cuda/decode_blas.cuh). Smaller unions keep the union
+ * kernels above. H200, LLaMA-2-7B shape (docs/engine.md "Twelfth session").
+ */
+export const MASKED_DENSE_MIN_ROWS = 4;
+export const MASKED_DENSE_MIN_UNION = 0.45;
+
 /** The three implementations of a sparse FFN block (see EngineOptions.fusedFfn / ffnKernels). */
 export type SparseFfnPath = "fused" | "kernels" | "gemv";
 
@@ -300,6 +311,10 @@ export class Engine {
   #rlog: Ptr | null = null;
   #xn: Ptr | null = null;
   #sffn: SparseFfn | null = null;
+  /** Running fraction of active experts per token (null before the first sparse step's counts). */
+  #activity: number | null = null;
+  /** The CUDA backend has the decode engine's cuBLAS path (lte_ctx_device_info "decode_cublas"). */
+  #decodeCublas = false;
   #mask: Ptr | null = null;
   #logits!: Ptr;
   #sscratch!: Ptr;
@@ -355,6 +370,7 @@ export class Engine {
     }
     this.#wdt = DTypeCode[opts.dtype];
     this.#graphOk = opts.device === "cuda";
+    this.#decodeCublas = opts.device === "cuda" && this.#be.deviceInfo().decode_cublas === true;
     this.#rows = Math.max(opts.maxBatch, PREFILL_CHUNK);
     this.#slots = Array.from({ length: opts.maxBatch }, () => ({ used: false, pos: 0, next: 0 }));
     this.#staging = Array.from({ length: opts.maxBatch }, () => null);
@@ -1109,9 +1125,18 @@ export class Engine {
     return { out: all.slice(0, rows), counts: all.slice(this.#rows) };
   }
 
-  /** Per-layer active experts of io row `row` (counts are stored layer-major: [l * rows + r]). */
+  /**
+   * Per-layer active experts of io row `row` (counts are stored layer-major: [l * rows + r]); also
+   * feeds the running fraction of active experts per token that chooses the path of batched
+   * sparse steps (`expectedUnion`).
+   */
   #active(counts: Int32Array, row: number): number[] {
-    return Array.from({ length: this.nLayer }, (_, l) => counts[l * this.#rows + row]!);
+    const a = Array.from({ length: this.nLayer }, (_, l) => counts[l * this.#rows + row]!);
+    if (this.expertsPerLayer) {
+      const f = a.reduce((u, v) => u + v, 0) / (this.nLayer * this.expertsPerLayer);
+      this.#activity = this.#activity === null ? f : 0.9 * this.#activity + 0.1 * f;
+    }
+    return a;
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -1443,11 +1468,32 @@ export class Engine {
     if (!this.expertsPerLayer) return null;
     const o = this.options, cuda = o.device === "cuda";
     if (this.#sffn && o.ffnKernels) return "kernels";
-    if (o.fusedFfn === true && (!cuda || rows <= FUSED_FFN_MAX_ROWS)) return "fused";
+    if (o.fusedFfn === true && (!cuda || rows <= FUSED_FFN_MAX_ROWS || this.#maskedDense(rows))) return "fused";
     if (!cuda) return o.fusedFfn === false ? "gemv" : "fused";
+    if (o.fusedFfn !== false && this.#maskedDense(rows) && this.expectedUnion(rows) >= MASKED_DENSE_MIN_UNION) {
+      return "fused";
+    }
     if (o.dtype === "f16" && rows >= MASKED_GEMV_MIN_ROWS) return "gemv";
     if (this.#sffn && rows >= KERNELS_MIN_ROWS) return "kernels";
     return o.fusedFfn !== false && rows <= FUSED_FFN_MAX_ROWS ? "fused" : "gemv";
+  }
+
+  /** Whether the fused op runs a step of `rows` rows as masked dense on cuBLAS (f16, cuBLAS loaded). */
+  #maskedDense(rows: number): boolean {
+    // (the native switches, when set, move the op's own choice: cuda/cuda/decode_blas.cuh)
+    const env = (k: string) => Deno.env.get(k);
+    const min = Math.max(MASKED_DENSE_MIN_ROWS, Number(env("LTE_DEC_BLAS_MIN") || MASKED_DENSE_MIN_ROWS));
+    return this.#decodeCublas && this.options.dtype === "f16" && rows >= min && this.#expertSize % 4 === 0 &&
+      env("LTE_DEC_BLAS") !== "0" && env("LTE_DEC_BLAS_MASKED") !== "0";
+  }
+
+  /**
+   * The fraction of experts a step of `rows` tokens is expected to need (the union), from the
+   * running fraction of active experts per token (0.5 before the first sparse step), taking the
+   * tokens' choices as independent.
+   */
+  expectedUnion(rows: number): number {
+    return 1 - Math.pow(1 - (this.#activity ?? 0.5), rows);
   }
 
   /** Runs one step over R rows: the captured graph on CUDA, the ops eagerly otherwise. */
@@ -1459,6 +1505,9 @@ export class Engine {
       let g = this.#graphs.get(key);
       if (!g) {
         const prev = Deno.env.get("LTE_DEC_PDL"), prevCarveout = Deno.env.get("LTE_DEC_CARVEOUT");
+        const prevMasked = Deno.env.get("LTE_DEC_BLAS_MASKED");
+        // the masked GEMVs path is the union kernels: masked dense is the fused op's (twelfth session)
+        if (prevMasked === undefined && path === "gemv") Deno.env.set("LTE_DEC_BLAS_MASKED", "0");
         // PDL by default (measured faster on the H200: dense 3.69 vs 3.94 ms per 7B step; sparse
         // masked GEMVs 3.31 vs 3.45 ms at 50 %) except for KERNELS' sparse FFN, where it measured
         // slower (3.44 vs 3.38 ms; docs/engine.md)
@@ -1489,6 +1538,7 @@ export class Engine {
           if (prev === undefined) Deno.env.delete("LTE_DEC_PDL");
           else Deno.env.set("LTE_DEC_PDL", prev);
           if (prevCarveout === undefined) Deno.env.delete("LTE_DEC_CARVEOUT");
+          if (prevMasked === undefined) Deno.env.delete("LTE_DEC_BLAS_MASKED");
         }
       }
       if (g) {

@@ -19,3 +19,17 @@ export function withDecEnv<T>(env: Record<string, string>, fn: () => T): T {
     for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
   }
 }
+
+/** `withDecEnv` for an async `fn`: the variables stay set until its promise settles. */
+export async function withDecEnvAsync<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const set = () => Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_"));
+  const keys = [...new Set([...set(), ...Object.keys(env)])];
+  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
+  for (const k of set()) Deno.env.delete(k);
+  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+  }
+}

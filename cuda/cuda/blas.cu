@@ -18,8 +18,16 @@
  *
  * A failing cuBLAS call is LTE_STATUS_BLAS_ERROR naming the call; the fallback SGEMM is used
  * only when cuBLAS is absent.
+ *
+ * Half-precision GEMMs of the decode engine (gemm_half, twelfth session): cublasGemmEx with f16 /
+ * bf16 operands, f32 output and f32 compute (CUBLAS_COMPUTE_32F = 68, CUBLAS_GEMM_DEFAULT = -1;
+ * cudaDataType_t values come from the runtime's library_types.h). Optional symbols: a cuBLAS
+ * without cublasGemmEx leaves the decode engine on its own kernels. They run on a workspace the
+ * context owns (cublasSetWorkspace_v2), so a captured graph never depends on an allocation made by
+ * the library during capture.
  */
 #include <dlfcn.h>
+#include <library_types.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -45,6 +53,13 @@ typedef cublasStatus_t (*PFN_cublasDestroy)(cublasHandle_t);
 typedef cublasStatus_t (*PFN_cublasSetStream)(cublasHandle_t, cudaStream_t);
 typedef cublasStatus_t (*PFN_cublasSetMathMode)(cublasHandle_t, cublasMath_t);
 typedef const char *(*PFN_cublasGetStatusString)(cublasStatus_t);
+typedef cublasStatus_t (*PFN_cublasGemmEx)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int m, int n, int k,
+                                            const void *alpha, const void *A, cudaDataType_t Atype, int lda,
+                                            const void *B, cudaDataType_t Btype, int ldb, const void *beta, void *C,
+                                            cudaDataType_t Ctype, int ldc, int computeType, int algo);
+typedef cublasStatus_t (*PFN_cublasSetWorkspace)(cublasHandle_t, void *, size_t);
+constexpr int CUBLAS_COMPUTE_32F = 68;
+constexpr int CUBLAS_GEMM_DEFAULT = -1;
 typedef cublasStatus_t (*PFN_cublasSgemmStridedBatched)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int m,
                                                          int n, int k, const float *alpha, const float *A, int lda,
                                                          long long strideA, const float *B, int ldb,
@@ -61,6 +76,8 @@ struct CublasApi {
   PFN_cublasSetMathMode set_math_mode = nullptr;
   PFN_cublasGetStatusString status_string = nullptr; /* optional */
   PFN_cublasSgemmStridedBatched sgemm_strided_batched = nullptr;
+  PFN_cublasGemmEx gemm_ex = nullptr;              /* optional: the decode engine's gemm_half */
+  PFN_cublasSetWorkspace set_workspace = nullptr;  /* optional, needed with gemm_ex */
 };
 
 CublasApi g_api;
@@ -101,6 +118,8 @@ void load_cublas() {
     api.set_math_mode = (PFN_cublasSetMathMode)dlsym(h, "cublasSetMathMode");
     api.status_string = (PFN_cublasGetStatusString)dlsym(h, "cublasGetStatusString");
     api.sgemm_strided_batched = (PFN_cublasSgemmStridedBatched)dlsym(h, "cublasSgemmStridedBatched");
+    api.gemm_ex = (PFN_cublasGemmEx)dlsym(h, "cublasGemmEx");
+    api.set_workspace = (PFN_cublasSetWorkspace)dlsym(h, "cublasSetWorkspace_v2");
     if (api.create && api.destroy && api.set_stream && api.set_math_mode && api.sgemm_strided_batched) {
       g_api = api;
       return;
@@ -187,6 +206,58 @@ lte_status gemm(lte_ctx *ctx, const char *fn, bool trans_a, bool trans_b, int m,
                 batch, (int)trans_a, (int)trans_b, status_text(s).c_str());
   }
   LTE_LAUNCH_CHECK("cublasSgemmStridedBatched");
+  return LTE_STATUS_OK;
+}
+
+bool gemm_half_available(const lte_ctx *ctx) { return ctx->cublas && g_api.gemm_ex && g_api.set_workspace; }
+
+void *decode_scratch(lte_ctx *ctx, size_t bytes) {
+  if (bytes <= ctx->dec_scratch_bytes) return ctx->dec_scratch;
+  // a graph captured earlier may hold the old block: retire it (freed with the context), never free
+  // (grown by at least 8 MiB at a time: a 7B step's largest call needs ~1.5 MiB beyond the workspace)
+  if (bytes < ctx->dec_scratch_bytes + (8u << 20)) bytes = ctx->dec_scratch_bytes + (8u << 20);
+  void *p = nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  if (ctx->dec_scratch) ctx->dec_scratch_retired.push_back(ctx->dec_scratch);
+  ctx->dec_scratch = p;
+  ctx->dec_scratch_bytes = bytes;
+  return p;
+}
+
+void decode_scratch_release(lte_ctx *ctx) {
+  for (void *p : ctx->dec_scratch_retired) cudaFree(p);
+  ctx->dec_scratch_retired.clear();
+  if (ctx->dec_scratch) cudaFree(ctx->dec_scratch);
+  ctx->dec_scratch = nullptr;
+  ctx->dec_scratch_bytes = 0;
+  if (ctx->dec_fork) cudaEventDestroy(ctx->dec_fork);
+  if (ctx->dec_join) cudaEventDestroy(ctx->dec_join);
+  if (ctx->dec_side) cudaStreamDestroy(ctx->dec_side);
+  ctx->dec_fork = ctx->dec_join = nullptr;
+  ctx->dec_side = nullptr;
+}
+
+lte_status gemm_half(lte_ctx *ctx, const char *fn, lte_dtype dt, bool w_kn, int rows, int n, int k, const void *w,
+                     int ldw, const void *xh, float beta, float *y, int ldy, void *workspace, size_t ws_bytes) {
+  const char *FN = fn;
+  if (!gemm_half_available(ctx)) return fail(ctx, LTE_STATUS_UNSUPPORTED, fn, "cublasGemmEx is not available");
+  const cudaDataType_t t = dt == LTE_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  cublasStatus_t s = g_api.set_stream(ctx->cublas, ctx->stream);
+  if (s == CUBLAS_STATUS_SUCCESS) s = g_api.set_workspace(ctx->cublas, workspace, ws_bytes);
+  if (s != CUBLAS_STATUS_SUCCESS)
+    return fail(ctx, LTE_STATUS_BLAS_ERROR, fn, "cublasSetStream/SetWorkspace failed: %s", status_text(s).c_str());
+  const float alpha = 1.0f;
+  // column-major view: Y^T (n x rows, ld ldy) = op(W) (n x k) . X^T (k x rows, ld k); W as stored
+  // (n, k) row-major is column-major (k x n): op T; stored (k, n) it is (n x k): op N
+  s = g_api.gemm_ex(ctx->cublas, w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w, t, ldw, xh, t, k,
+                    &beta, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (s != CUBLAS_STATUS_SUCCESS)
+    return fail(ctx, LTE_STATUS_BLAS_ERROR, fn, "cublasGemmEx(n=%d, rows=%d, k=%d, %s) failed: %s", n, rows, k,
+                w_kn ? "(k, n) weights" : "(n, k) weights", status_text(s).c_str());
+  LTE_LAUNCH_CHECK("cublasGemmEx");
   return LTE_STATUS_OK;
 }
 

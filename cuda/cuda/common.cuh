@@ -125,6 +125,14 @@ struct lte_ctx {
   /* lte_host_alloc blocks (staging.cu); staging_mu guards the vector, not the memory */
   std::mutex staging_mu;
   std::vector<lte::StagingBlock> staging;
+  /* the decode engine's cuBLAS scratch (blas.cu, decode_scratch): workspace + half inputs + f32
+     products; grown blocks are retired, not freed, since captured graphs may still use them */
+  void *dec_scratch = nullptr;
+  size_t dec_scratch_bytes = 0;
+  std::vector<void *> dec_scratch_retired;
+  /* the decode engine's second stream and its fork / join events (decode_blas.cuh, decode_side) */
+  cudaStream_t dec_side = nullptr;
+  cudaEvent_t dec_fork = nullptr, dec_join = nullptr;
 };
 
 /* ------------------------------------------------------------------ error helpers */
@@ -307,6 +315,19 @@ void blas_destroy(lte_ctx *ctx);
 lte_status blas_apply_math_mode(lte_ctx *ctx, const char *fn);
 /* Soname of the loaded cuBLAS, or NULL. */
 const char *blas_library_name();
+/* Whether gemm_half can run (cuBLAS loaded with cublasGemmEx and cublasSetWorkspace_v2). */
+bool gemm_half_available(const lte_ctx *ctx);
+/* The decode engine's GEMM on cuBLAS (f16 / bf16 operands, f32 compute and output), row-major:
+     y (rows, n; leading dim ldy) = beta * y + xh (rows, k; dense, type dt) . W^T
+   where W is (n, k) with leading dim ldw (nn.Linear), or stored (k, n) with leading dim ldw when
+   w_kn (a transposed down projection). workspace: ws_bytes of cuBLAS workspace (decode_scratch). */
+lte_status gemm_half(lte_ctx *ctx, const char *fn, lte_dtype dt, bool w_kn, int rows, int n, int k, const void *w,
+                     int ldw, const void *xh, float beta, float *y, int ldy, void *workspace, size_t ws_bytes);
+/* A device block of at least `bytes` owned by the context for the decode engine's cuBLAS path
+   (NULL when cudaMalloc fails); the same block serves every call (one stream: calls are ordered). */
+void *decode_scratch(lte_ctx *ctx, size_t bytes);
+/* Frees the decode scratch blocks and the decode side stream / events (context destruction). */
+void decode_scratch_release(lte_ctx *ctx);
 
 /* y[i] = value for i < n, on ctx->stream (elementwise.cu). */
 lte_status fill_f32(lte_ctx *ctx, const char *fn, float *y, int64_t n, float value);

@@ -209,6 +209,7 @@ extern "C" LTE_API lte_status lte_ctx_free(lte_ctx_t *ctx) {
   if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
   if (e != cudaSuccess) st = lte::cuda_fail(nullptr, FN, "cudaStreamSynchronize", e, __FILE__, __LINE__);
   lte::blas_destroy(ctx);
+  lte::decode_scratch_release(ctx);
   lte::release_all(ctx);
   lte::staging_release_all(ctx);
   if (ctx->d_err) cudaFree(ctx->d_err);
@@ -296,6 +297,7 @@ extern "C" LTE_API lte_status lte_ctx_device_info(lte_ctx_t *ctx, char *buf, int
   s += ",\"runtime_version\":" + std::to_string(runtime);
   s += std::string(",\"cublas\":") + (ctx->cublas && blas ? "\"" + json_escape(blas) + "\"" : std::string("null"));
   s += std::string(",\"gemm\":\"") + (ctx->cublas ? "cublas" : "fallback") + "\"";
+  s += std::string(",\"decode_cublas\":") + (lte::gemm_half_available(ctx) ? "true" : "false");
   if (!ctx->blas_note.empty()) s += ",\"cublas_note\":\"" + json_escape(ctx->blas_note.c_str()) + "\"";
   s += std::string(",\"tf32\":") + (ctx->allow_tf32 ? "true" : "false");
   s += std::string(",\"deterministic\":") + (ctx->deterministic ? "true" : "false");

@@ -30,13 +30,18 @@
  *                        and kv head at pos[r] and appends k/v (decode_attention.cuh); other head
  *                        sizes run lte_dec_rope_append then lte_dec_attention.
  *   lte_dec_sparse_ffn   the whole sparse FFN block (route kernel + one fused gate/up/down kernel,
- *                        decode_sffn.cuh).
+ *                        decode_sffn.cuh); from LTE_DEC_BLAS_MIN rows on cuBLAS as "masked dense",
+ *                        the router on a second stream (decode_blas.cuh, blas_sparse_ffn).
  *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
  *                        top-p definition of lte.h found by bisection over float bit patterns
  *                        (no sort), then an ordered walk (chunk sums, block exclusive scan).
+ *   cuBLAS path          lte_dec_linear / lte_dec_linear_t_sparse of >= 8 rows (f16) run as x' prep +
+ *                        cublasGemmEx + epilogue (decode_blas.cuh, twelfth session).
  *   lte_graph_*          cudaStreamBeginCapture / EndCapture / Instantiate / GraphLaunch on the
  *                        context stream.
- * Nothing here allocates, synchronises or reads the host, so every op is graph-capturable.
+ * Nothing here synchronises or reads the host, so every op is graph-capturable; the only allocation
+ * is the cuBLAS path's context-owned scratch, made once at its first call (cudaMalloc is allowed
+ * in the relaxed capture mode of lte_graph_begin).
  */
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
@@ -883,6 +888,8 @@ __global__ void router_mask_kernel(const float *logits, float *mask, int32_t *co
   if (counts && threadIdx.x == 0) counts[(size_t)r * count_ld] = c;
 }
 
+#include "decode_blas.cuh"
+
 /* ------------------------------------------------------------------ sampling */
 
 constexpr int kSampleThreads = 1024;
@@ -1155,6 +1162,8 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
                    (x_mode == LTE_DEC_X_PLAIN || (uintptr_t)norm_w % 16 == 0) &&
                    (x_mode != LTE_DEC_X_LAYERNORM || (uintptr_t)norm_b % 16 == 0);
   cudaError_t e;
+  if (blas_applies(blas_tune(), ctx, wdtype, rows, in_mask || out_mask, vec, expert_size))
+    return blas_linear(ctx, FN, wdtype, a, rows);
   const GemvTune tune = gemv_tune();
   if (mma_applies(tune, wdtype, a, rows, vec, sm_count_of(ctx))) {
     if (wdtype == LTE_DTYPE_F16) e = launch_mma<__half>(a, rows, tune, sm_count_of(ctx), ctx->stream);
@@ -1192,6 +1201,8 @@ extern "C" LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype 
   LTE_REQUIRE_PTR(mask);
   LTE_REQUIRE_PTR(y);
   LTE_REQUIRE((uintptr_t)wt % 16 == 0, "wt must be 16-byte aligned");
+  if (blas_applies(blas_tune(), ctx, wdtype, rows, true, k % 8 == 0 && (uintptr_t)h % 16 == 0, expert_size))
+    return blas_t_sparse(ctx, FN, wdtype, wt, F32(h), F32(mask), F32(bias), F32W(y), rows, n, k, expert_size);
   const GemvTune tune = gemv_tune();
   if (ts_mma_applies(tune, wdtype, h, rows, n, k, expert_size, sm_count_of(ctx))) {
     cudaError_t e;
@@ -1482,6 +1493,12 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE(((uintptr_t)x | (uintptr_t)xn | (uintptr_t)w_router | (uintptr_t)w_fc | (uintptr_t)w_down_t |
                (uintptr_t)norm_w | (uintptr_t)norm_b) % 16 == 0,
               "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
+  if ((wdtype == LTE_DTYPE_F16 || wdtype == LTE_DTYPE_BF16) &&
+      blas_applies(blas_tune(), ctx, wdtype, rows, true, ((uintptr_t)x | (uintptr_t)xn) % 16 == 0, expert_size) &&
+      (d_ff / expert_size) * expert_size == d_ff && d_ff % 2 == 0)
+    return blas_sparse_ffn(ctx, FN, wdtype, F32W(x), x_mode, F32(norm_w), F32(norm_b), eps, F32(w_router),
+                           F32(b_router), threshold, w_fc, F32(b_fc), w_down_t, F32(b_down), F32W(xn), F32W(mask),
+                           counts, rows, d_model, d_ff, expert_size, act);
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
              d_ff,    expert_size, d_ff / expert_size,       act,           0};
@@ -1567,7 +1584,10 @@ extern "C" LTE_API lte_status lte_graph_end(lte_ctx_t *ctx, void **graph_out) {
   cudaGraph_t graph = nullptr;
   LTE_CUDA_TRY(cudaStreamEndCapture(ctx->stream, &graph));
   cudaGraphExec_t exec = nullptr;
-  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  // node priorities as captured: the masked-dense block's router runs on a stream of the greatest
+  // priority beside the gate/up GEMM (decode_blas.cuh); LTE_DEC_GRAPH_PRIO=0 ignores them
+  const unsigned long long flags = env_int("LTE_DEC_GRAPH_PRIO", 1, 0, 1) ? cudaGraphInstantiateFlagUseNodePriority : 0;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, flags);
   cudaGraphDestroy(graph);
   if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "cudaGraphInstantiate", e, __FILE__, __LINE__);
   *graph_out = (void *)exec;

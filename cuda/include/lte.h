@@ -441,8 +441,10 @@ LTE_API lte_status lte_sffn_graph_free(lte_ctx_t *ctx, void *graph);
  * Kernels of the inference engine (engine/mod.ts): one decode step for R tokens (R slots, or R
  * prompt tokens of one slot in a prefill chunk) over a preallocated KV cache. Weights are in
  * wdtype/kvdtype = F32, F16 or BF16 (converted once at load); activations, norm weights, biases,
- * router weights and logits are always f32, and every sum accumulates in f32. Nothing here
- * allocates or reads the host, so a whole step can be captured as a CUDA graph and replayed:
+ * router weights and logits are always f32, and every sum accumulates in f32. Nothing here reads
+ * the host, and the only allocation is the CUDA backend's cuBLAS scratch (owned by the context,
+ * made at the first call of 4+ rows that takes cuBLAS), so a whole step can be captured as a CUDA
+ * graph and replayed:
  * positions, slots and token ids are read from device arrays (int32, R entries).
  * Legend: R rows, N outputs, K inputs, H heads, HKV kv heads, D head dim, T max context, E experts. */
 
@@ -555,8 +557,9 @@ LTE_API lte_status lte_dec_fill_random(lte_ctx_t *ctx, lte_dtype dtype, void *x,
 LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n);
 /* Graph capture of everything queued on the context between begin and end (CUDA graphs);
    launch replays it on the context's stream; free releases it. The CPU backend returns
-   LTE_STATUS_UNSUPPORTED from lte_graph_begin (callers then run the ops eagerly). No allocation
-   and no host read may happen between begin and end. */
+   LTE_STATUS_UNSUPPORTED from lte_graph_begin (callers then run the ops eagerly). No host read may
+   happen between begin and end; the capture is relaxed, so the cuBLAS scratch may be allocated
+   there (once per context). */
 LTE_API lte_status lte_graph_begin(lte_ctx_t *ctx);
 LTE_API lte_status lte_graph_end(lte_ctx_t *ctx, void **graph_out);
 LTE_API lte_status lte_graph_launch(lte_ctx_t *ctx, void *graph);

@@ -104,7 +104,8 @@ Deno.test({
         ? VARIANTS
         : [VARIANTS[0]!, VARIANTS[1 + (i % (VARIANTS.length - 1))]!];
       for (const [vn, env] of variants) {
-        const got = withDecEnv(env, () => runOp(cuda, c, inp));
+        // (4+ rows of f16 take the masked-dense cuBLAS path by default: the next test)
+        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0" }, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
         nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
         nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
@@ -117,5 +118,53 @@ Deno.test({
       }
     }
     console.log(`lte_dec_sparse_ffn CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
+  },
+});
+
+// From LTE_DEC_BLAS_MIN (4) rows the CUDA op runs as "masked dense" on cuBLAS (twelfth session,
+// cuda/cuda/decode_blas.cuh): the f32 router on a second stream, every expert's gate/up and down
+// rows in half GEMMs with x' and h rounded to the weight dtype, the mask applied to h. Written
+// tolerance: masks, counts and xn as above (the router and x' stay f32); the block's output within
+// 2e-3 (f16) / 1.6e-2 (bf16) of the reference: two chained roundings of MMA_TOL's 3e-4 / 2.3e-3
+// (tests/gpu/gemv_test.ts) with room; and above a floor of 2e-5 / 1.5e-4 (nothing rounded would
+// mean the path did not run). bf16 takes it with LTE_DEC_BLAS=2.
+const BLAS_CASES: SffnCase[] = [
+  { dt: "f16", rows: 8, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
+  { dt: "f16", rows: 16, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.1 },
+  { dt: "f16", rows: 4, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.5 },
+  { dt: "f16", rows: 5, C: 136, F: 96, S: 16, act: swiglu, mode: plain, bias: true, active: 0.3 },
+  { dt: "bf16", rows: 8, C: 4096, F: 2048, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
+  { dt: "bf16", rows: 12, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.4 },
+  { dt: "f16", rows: 8, C: 128, F: 512, S: 32, act: swiglu, mode: rms, bias: true, active: 0 },
+  { dt: "f16", rows: 8, C: 128, F: 512, S: 32, act: gelu, mode: layer, bias: true, active: 1 },
+];
+const BLAS_TOL = { f16: [2e-5, 2e-3], bf16: [1.5e-4, 1.6e-2] } as const;
+
+Deno.test({
+  name: "lte_dec_sparse_ffn: the masked-dense cuBLAS path (4-16 rows) agrees with the CPU reference",
+  ignore: !hasCuda,
+  fn() {
+    const cpu = getBackend("cpu"), cuda = getBackend("cuda");
+    const worst: Record<string, number> = {};
+    for (const [i, c] of BLAS_CASES.entries()) {
+      let inp = makeInputs(c, 300 + i);
+      inp = withThreshold(c, inp, runOp(cpu, c, inp).xn);
+      const ref = runOp(cpu, c, inp);
+      nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
+      for (const [vn, env] of [["default", {}], ["PDL attribute", { LTE_DEC_PDL: "1" }]] as const) {
+        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "2" }, () => runOp(cuda, c, inp));
+        const tag = `${caseName(c)} [cuBLAS, ${vn}]`;
+        nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
+        nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
+        const d = (o: Float32Array) => o.map((v, j) => v - inp.x[j]!);
+        const ex = rel(d(got.x), d(ref.x)), en = rel(got.xn, ref.xn);
+        const [floor, tol] = BLAS_TOL[c.dt as "f16" | "bf16"];
+        worst[c.dt] = Math.max(worst[c.dt] ?? 0, ex);
+        nodeAssert.ok(en < 2e-5, `${tag}: xn rel ${en}`);
+        nodeAssert.ok(ex < tol, `${tag}: (x - x0) rel ${ex} >= ${tol}`);
+        if (c.active > 0) nodeAssert.ok(ex > floor, `${tag}: (x - x0) rel ${ex} <= ${floor}: cuBLAS did not run`);
+      }
+    }
+    console.log(`lte_dec_sparse_ffn masked dense CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
   },
 });

@@ -24,11 +24,18 @@ function assert(cond: unknown, msg?: string): asserts cond {
 function assertEquals(a: unknown, b: unknown, msg?: string): void {
   nodeAssert.deepStrictEqual(a, b, msg);
 }
-import { Engine, type EngineOptions, GREEDY, MASKED_GEMV_MIN_ROWS } from "../../engine/mod.ts";
+import {
+  Engine,
+  type EngineOptions,
+  GREEDY,
+  MASKED_DENSE_MIN_ROWS,
+  MASKED_DENSE_MIN_UNION,
+  MASKED_GEMV_MIN_ROWS,
+} from "../../engine/mod.ts";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
 import { cString } from "../../ffi/library.ts";
 import { DTypeCode } from "../../ffi/symbols.ts";
-import { withDecEnv } from "../../ffi/tuning.ts";
+import { withDecEnv, withDecEnvAsync } from "../../ffi/tuning.ts";
 import { type ModelConfig, resolveModelConfig } from "../../models/config.ts";
 import { routerBiasName, routerWeightName } from "../../models/lte_artifacts.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../models/safetensors.ts";
@@ -94,7 +101,7 @@ function both(fn: (kind: Kind) => number, op: string): void {
  * masked gate/up and the union's down projection too since the ninth session) round x' / h to
  * f16 and have their own tolerance and tests (tests/gpu/gemv_test.ts), so they are off here.
  */
-const cudaCores = (fn: () => void): void => withDecEnv({ LTE_DEC_GEMV_MMA: "0" }, fn);
+const cudaCores = (fn: () => void): void => withDecEnv({ LTE_DEC_GEMV_MMA: "0", LTE_DEC_BLAS: "0" }, fn);
 
 Deno.test({
   name: "engine ops: lte_dec_linear every x-mode, masks, batch sizes and dtypes agree CPU<->CUDA",
@@ -679,12 +686,15 @@ for (const family of ["llama", "gpt2"] as const) {
   });
 }
 
-// 8-row steps and prefill chunks: the paths the batch-3 test above never reaches (tensor-core GEMVs
-// from 5 rows; dense O and down in K groups up to 8 rows; f16 sparse steps of >= 8 rows on the
-// masked tensor-core GEMVs with the union's down on ts_mma2_kernel; tenth session). d_model 256 so
-// that the K groups apply (K >= 4 x 64); d_ff 512 = 16 experts of 32, N 256 = half a column tile.
+// 8-row steps and prefill chunks: the paths the batch-3 test above never reaches. By default
+// (twelfth session) the GEMVs of 8+ rows run on cuBLAS, the sparse ones as "masked dense"
+// (cuda/cuda/decode_blas.cuh); with LTE_DEC_BLAS=0 on our tensor-core GEMVs (from 5 rows; dense O
+// and down in K groups up to 8 rows; f16 sparse steps of >= 8 rows on the masked tensor-core GEMVs
+// with the union's down on ts_mma2_kernel; tenth session). d_model 256 so that the K groups apply
+// (K >= 4 x 64); d_ff 512 = 16 experts of 32, N 256 = half a column tile.
 Deno.test({
-  name: "engine: 8-row steps on CUDA (tensor cores, K groups, the masked sparse path) agree with the CPU engine",
+  name:
+    "engine: 8-row steps on CUDA (cuBLAS; tensor cores, K groups, the masked sparse path) agree with the CPU engine",
   ignore: !hasCuda,
   async fn() {
     const config = resolveModelConfig({
@@ -708,6 +718,21 @@ Deno.test({
       { length: 8 },
       (_, i) => Array.from({ length: 3 + 2 * i + (i % 3) }, () => rng.int(256)),
     );
+    for (const [path, env] of [["blas", {}], ["mma", { LTE_DEC_BLAS: "0" }]] as const) {
+      await withDecEnvAsync(env, () => eightRows(config, arrays, routerArrays, S, prompts, path));
+    }
+  },
+});
+
+async function eightRows(
+  config: ModelConfig,
+  arrays: Map<string, Float32Array>,
+  routerArrays: Map<string, Float32Array>,
+  S: number,
+  prompts: number[][],
+  path: string,
+): Promise<void> {
+  {
     for (const sparse of [false, true]) {
       const opts: EngineOptions = {
         device: "cpu",
@@ -721,9 +746,10 @@ Deno.test({
       const cpu = Engine.fromArrays(config, arrays, opts, { tokenizer, routers });
       const gpu = Engine.fromArrays(config, arrays, { ...opts, device: "cuda" }, { tokenizer, routers });
       try {
-        if (sparse) assertEquals(gpu.sparseFfnPath(8), "gemv");
+        // (margin routers: about half the experts per token, so the union of 8 is all of them)
+        if (sparse) assertEquals(gpu.sparseFfnPath(8), path === "blas" ? "fused" : "gemv");
         const a = await decode(gpu, prompts, 10), b = await decode(cpu, prompts, 10);
-        const tag = `llama_f16_8rows${sparse ? "_sparse" : ""}`;
+        const tag = `llama_f16_8rows_${path}${sparse ? "_sparse" : ""}`;
         if (sparse) {
           // the masked kernels must have had experts to skip (and some to keep)
           const counts = a.active.flat(2), E = config.d_ff / S;
@@ -753,8 +779,8 @@ Deno.test({
         gpu.dispose();
       }
     }
-  },
-});
+  }
+}
 
 Deno.test({
   name: "engine: lookahead decoding on CUDA (generate) gives the tokens of the plain path",
@@ -876,7 +902,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "engine: the sparse FFN path of a step (fused op for 1-2 rows at any activity, KERNELS' kernels from 3, f16 masked GEMVs from 8)",
+    "engine: the sparse FFN path of a step (fused op for 1-2 rows, KERNELS' kernels from 3, masked dense on cuBLAS by expected union, f16 masked GEMVs from 8)",
   ignore: !hasCuda,
   async fn() {
     const config = resolveModelConfig({
@@ -902,9 +928,23 @@ Deno.test({
         assertEquals(new Set(seen), new Set(["fused"]), `active ${active}: ${JSON.stringify(seen)}`);
         assertEquals(eng.sparseFfnPath(2), "fused");
         assertEquals(eng.sparseFfnPath(3), "kernels");
-        assertEquals(eng.sparseFfnPath(MASKED_GEMV_MIN_ROWS - 1), "kernels");
-        assertEquals(eng.sparseFfnPath(MASKED_GEMV_MIN_ROWS), "gemv");
-        assertEquals(eng.sparseFfnPath(16), "gemv");
+        // twelfth session: from MASKED_DENSE_MIN_ROWS rows, masked dense on cuBLAS (the fused op)
+        // when the expected union (from the running activity, here ~`active`) is large enough
+        const a1 = eng.expectedUnion(1);
+        assert(Math.abs(a1 - active) < 0.1, `active ${active}: running activity ${a1}`);
+        for (const rows of [4, 5, 7, 8, 12, 16]) {
+          const md = eng.expectedUnion(rows) >= MASKED_DENSE_MIN_UNION;
+          const want = md ? "fused" : rows >= MASKED_GEMV_MIN_ROWS ? "gemv" : "kernels";
+          assertEquals(eng.sparseFfnPath(rows), want, `active ${active}, ${rows} rows`);
+        }
+        // (1 - 0.4^4 = 0.97 of the experts at 60 %: masked dense; 1 - 0.92^4 = 0.28 at 8 %: KERNELS')
+        assertEquals(eng.sparseFfnPath(MASKED_DENSE_MIN_ROWS), active > 0.5 ? "fused" : "kernels");
+        // without the cuBLAS path: KERNELS' kernels up to 7 rows, the union's masked GEMVs from 8
+        withDecEnv({ LTE_DEC_BLAS: "0" }, () => {
+          assertEquals(eng.sparseFfnPath(MASKED_GEMV_MIN_ROWS - 1), "kernels");
+          assertEquals(eng.sparseFfnPath(MASKED_GEMV_MIN_ROWS), "gemv");
+          assertEquals(eng.sparseFfnPath(16), "gemv");
+        });
       } finally {
         eng.dispose();
       }

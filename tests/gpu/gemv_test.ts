@@ -94,7 +94,7 @@ const VARIANTS: Record<string, string>[] = ([
   { LTE_DEC_GEMV: "new", LTE_DEC_GEMV_WIDE: "1", LTE_DEC_GEMV_SPLIT: "1", LTE_DEC_PDL: "1" },
   { LTE_DEC_GEMV: "auto" },
   { LTE_DEC_GEMV: "old" },
-] as Record<string, string>[]).map((v) => ({ ...v, LTE_DEC_GEMV_MMA: "0" }));
+] as Record<string, string>[]).map((v) => ({ ...v, LTE_DEC_GEMV_MMA: "0", LTE_DEC_BLAS: "0" }));
 
 function maskOf(rng: Rng, len: number, kind: "rand" | "off" | "on" | "sparse"): Float32Array {
   return Float32Array.from({ length: len }, () => {
@@ -347,11 +347,11 @@ Deno.test({
     ];
     // every case on tensor cores (the default takes 5+ rows; rows 3-4 are cases too)
     for (const v of variants) {
-      const env = { ...v, LTE_DEC_GEMV_MMA_MIN: "1", LTE_DEC_GEMV_MMA: "2" };
+      const env = { ...v, LTE_DEC_GEMV_MMA_MIN: "1", LTE_DEC_GEMV_MMA: "2", LTE_DEC_BLAS: "0" };
       withDecEnv(env, () => cases.forEach((c) => runLinear(rng, c, JSON.stringify(v), true)));
     }
     // 1-2 rows on tensor cores when asked (LTE_DEC_GEMV_MMA_MIN=1)
-    withDecEnv({ LTE_DEC_GEMV_MMA_MIN: "1", LTE_DEC_GEMV_MMA: "2" }, () => {
+    withDecEnv({ LTE_DEC_GEMV_MMA_MIN: "1", LTE_DEC_GEMV_MMA: "2", LTE_DEC_BLAS: "0" }, () => {
       for (const dt of ["f16", "bf16"] as const) {
         for (const rows of [1, 2]) {
           runLinear(rng, { dt, rows, n: 96, k: 4096, mode: 1, act: 1, acc: false, bias: false }, "min 1", true);
@@ -359,9 +359,9 @@ Deno.test({
         }
       }
     });
-    // the default selection: 8 rows of f16 weights on tensor cores (x' rounded: above the floor),
-    // bf16 weights on the CUDA-core kernels (exact x': within 1e-5)
-    withDecEnv({}, () => {
+    // the default selection without cuBLAS: 8 rows of f16 weights on tensor cores (x' rounded:
+    // above the floor), bf16 weights on the CUDA-core kernels (exact x': within 1e-5)
+    withDecEnv({ LTE_DEC_BLAS: "0" }, () => {
       runLinear(
         rng,
         { dt: "f16", rows: 8, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false },
@@ -458,7 +458,7 @@ Deno.test({
     ];
     for (const v of variants) {
       // (5+ rows of f16 take the tensor-core kernel by default: the next test)
-      withDecEnv({ ...v, LTE_DEC_TS_MMA: "0" }, () => {
+      withDecEnv({ ...v, LTE_DEC_TS_MMA: "0", LTE_DEC_BLAS: "0" }, () => {
         for (const c of cases) runTs(rng, c, JSON.stringify(v));
       });
     }
@@ -488,16 +488,106 @@ Deno.test({
     // (default: ts_mma2_kernel, the tenth session's work layout; n 64 / 192: a column tile with
     // idle warps, n 8448: 17 tiles; LTE_DEC_TS_MMA 1: the ninth session's ts_mma_kernel)
     for (const v of [{}, { LTE_DEC_PDL: "1" }, { LTE_DEC_TS_MMA: "1" }] as Record<string, string>[]) {
-      withDecEnv({ ...v, LTE_DEC_GEMV_MMA: "2", LTE_DEC_GEMV_MMA_MIN: "1" }, () => {
+      withDecEnv({ ...v, LTE_DEC_GEMV_MMA: "2", LTE_DEC_GEMV_MMA_MIN: "1", LTE_DEC_BLAS: "0" }, () => {
         for (const c of cases) runTs(rng, c, JSON.stringify(v), true);
       });
     }
-    // the default selection: 8 rows of f16 on tensor cores, bf16 on the CUDA-core kernels (exact)
-    withDecEnv({}, () => {
+    // the default selection without cuBLAS: 8 rows of f16 on tensor cores, bf16 on the CUDA-core
+    // kernels (exact)
+    withDecEnv({ LTE_DEC_BLAS: "0" }, () => {
       runTs(rng, { dt: "f16", rows: 8, n: 1024, k: 2752, S: 32, mask: "rand", bias: true }, "default", true);
       runTs(rng, { dt: "bf16", rows: 8, n: 1024, k: 2752, S: 32, mask: "rand", bias: true }, "default");
     });
     console.log("TS_MMA_AGREEMENT", JSON.stringify(report));
+  },
+});
+
+// The cuBLAS path (cuda/cuda/decode_blas.cuh, twelfth session): x' prep + cublasGemmEx + epilogue
+// for f16 calls of LTE_DEC_BLAS_MIN (4) rows and more, masked calls as "masked dense". x' is rounded
+// to the weight dtype as on the tensor cores: the same MMA_TOL bound, and its floor proves the path
+// ran, since the tensor-core kernels are switched off here (the CUDA-core ones round nothing).
+Deno.test({
+  name: "gemv: lte_dec_linear and lte_dec_linear_t_sparse on cuBLAS (4-16 rows, masks) agree CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(15);
+    const off = { LTE_DEC_GEMV_MMA: "0", LTE_DEC_TS_MMA: "0" };
+    const lin: LinCase[] = [];
+    for (const dt of ["f16", "bf16"] as const) {
+      for (const rows of [4, 8, 12, 16]) {
+        // QKV (RMSNorm, no epilogue: straight into y), O / down (plain, accumulate + bias, K 11000),
+        // LayerNorm + GELU + bias, SwiGLU
+        lin.push({ dt, rows, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false });
+        lin.push({ dt, rows, n: 72, k: 4096, mode: 0, act: 0, acc: true, bias: false });
+        lin.push({ dt, rows, n: 40, k: 11000, mode: 0, act: 0, acc: true, bias: true });
+        lin.push({ dt, rows, n: 40, k: 344, mode: 2, act: 2, acc: false, bias: true });
+        lin.push({ dt, rows, n: 64, k: 1048, mode: 1, act: 1, acc: false, bias: false });
+        // masked dense: out_mask (SwiGLU random / all off / all on; GELU over two periods;
+        // accumulate, masked rows left as they were), in_mask
+        for (const mask of ["rand", "off", "on"] as const) {
+          lin.push({ dt, rows, n: 256, k: 1048, mode: 1, act: 1, acc: false, bias: false, mask, S: 32 });
+        }
+        lin.push({
+          dt,
+          rows,
+          n: 96,
+          k: 344,
+          mode: 2,
+          act: 2,
+          acc: false,
+          bias: true,
+          mask: "sparse",
+          S: 16,
+          period: 48,
+        });
+        lin.push({ dt, rows, n: 64, k: 1048, mode: 0, act: 0, acc: true, bias: true, mask: "rand", S: 16 });
+        lin.push({ dt, rows, n: 2050, k: 512, mode: 0, act: 0, acc: true, bias: true, inMask: true, S: 32 });
+      }
+    }
+    const ts: TsCase[] = [];
+    for (const dt of ["f16", "bf16"] as const) {
+      for (const rows of [8, 16]) {
+        for (const mask of ["rand", "on", "sparse", "off"] as const) {
+          ts.push({ dt, rows, n: 1024, k: 2752, S: 32, mask, bias: mask === "rand" });
+        }
+        ts.push({ dt, rows, n: 4096, k: 11008, S: 32, mask: "rand", bias: false });
+      }
+    }
+    for (const v of [{}, { LTE_DEC_PDL: "1" }] as Record<string, string>[]) {
+      withDecEnv({ ...v, ...off, LTE_DEC_BLAS: "2" }, () => {
+        for (const c of lin) runLinear(rng, c, `blas ${JSON.stringify(v)}`, true);
+        for (const c of ts) runTs(rng, c, `blas ${JSON.stringify(v)}`, true);
+      });
+    }
+    // fewer rows when asked; below LTE_DEC_BLAS_MIN the CUDA-core kernels (exact x'); bf16 stays
+    // off cuBLAS by default (LTE_DEC_BLAS=1); LTE_DEC_BLAS_MASKED=0 keeps masked calls on the
+    // union kernels
+    withDecEnv({ ...off, LTE_DEC_BLAS_MIN: "1" }, () => {
+      runLinear(rng, { dt: "f16", rows: 1, n: 96, k: 4096, mode: 1, act: 1, acc: false, bias: false }, "min 1", true);
+      runTs(rng, { dt: "f16", rows: 3, n: 1024, k: 2752, S: 32, mask: "rand", bias: true }, "min 1", true);
+    });
+    withDecEnv(off, () => {
+      runLinear(rng, { dt: "f16", rows: 3, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false }, "3 rows");
+      runLinear(rng, { dt: "f16", rows: 8, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false }, "8", true);
+      runLinear(rng, { dt: "bf16", rows: 8, n: 200, k: 4096, mode: 1, act: 0, acc: false, bias: false }, "bf16");
+    });
+    withDecEnv({ ...off, LTE_DEC_BLAS_MASKED: "0" }, () => {
+      const m: LinCase = {
+        dt: "f16",
+        rows: 8,
+        n: 256,
+        k: 1048,
+        mode: 1,
+        act: 1,
+        acc: false,
+        bias: false,
+        mask: "rand",
+        S: 32,
+      };
+      runLinear(rng, m, "masked 0");
+      runTs(rng, { dt: "f16", rows: 8, n: 1024, k: 2752, S: 32, mask: "rand", bias: true }, "masked 0");
+    });
+    console.log("GEMV_BLAS_AGREEMENT", JSON.stringify(report));
   },
 });
 

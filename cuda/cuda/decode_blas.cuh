@@ -1,0 +1,400 @@
+/*
+ * decode_blas.cuh: lte_dec_linear and lte_dec_linear_t_sparse of many rows on cuBLAS (issue 9,
+ * twelfth session), included by decode.cu inside its anonymous namespace (it uses pdl_prologue,
+ * dlaunch, env_int, dsilu, dgelu, pack2 and block_sum).
+ *
+ * Why: from 4 rows cuBLAS's half GEMMs stream the weights at 3.1-3.9 TB/s where our tensor-core
+ * GEMV reaches 2.0-2.8 (docs/engine.md, "Batched decode on tensor cores": QKV at 8 rows 28.1
+ * against 45.2 us, gate/up 46.1 against 70.5), and the tenth session's Nsight Compute profile found
+ * our kernel latency-bound on its weight loads. At 1-2 rows our GEMVs stay faster (the fused norm
+ * and epilogue, PDL). A call becomes up to three launches:
+ *   blas_prep_kernel      x' (plain / RMSNorm / LayerNorm, as lte_dec_linear forms it; times the
+ *                         in_mask, or the union of the rows' masks for the transposed down) rounded
+ *                         to the weight dtype: xh (rows, K), the GEMM's input;
+ *   gemm_half (blas.cu)   cublasGemmEx, f32 compute and output: straight into y (plain outputs,
+ *                         accumulating into the residual with beta = 1) or into the f32 products c;
+ *   blas_epilogue_kernel  y from c: SwiGLU / GELU / bias, the out_mask, accumulate.
+ * Precision: x' is rounded to the weight dtype, as on the tensor-core GEMV (MMA_TOL of
+ * tests/gpu/gemv_test.ts); products and sums are f32.
+ *
+ * Masked calls ("masked dense"): an out_mask call (the masked gate/up of a sparse step) computes
+ * every output and zeroes the masked ones in the epilogue; the transposed sparse down multiplies
+ * every expert block, with x' zero outside the union (so the result is the union's, as the
+ * contract of lte_dec_linear_t_sparse says). Both read all weights: at 8-16 rows the union of the
+ * rows' experts is most of them, and the dense GEMM at cuBLAS's bandwidth was measured against the
+ * union kernels (docs/engine.md, "Twelfth session").
+ *
+ * Switches (read at each launch, like LTE_DEC_PDL):
+ *   LTE_DEC_BLAS         0: never; 1: f16 weights (default); 2: bf16 too (x' rounded to bf16,
+ *                        the 7e-3 logit error that keeps bf16 off the tensor-core GEMV)
+ *   LTE_DEC_BLAS_MIN     fewest rows (default kBlasMinRows = 4)
+ *   LTE_DEC_BLAS_MASKED  1: out_mask calls and the transposed sparse down too (default); 0: they
+ *                        keep the union kernels
+ *   LTE_DEC_BLAS_ROUTER  1: the masked-dense block's router, mask and counts in one kernel
+ *                        (default); 0: the router GEMV, then the mask kernel
+ */
+
+/* Fewest rows (twelfth session, H200, 7B step, device ms, our kernels -> cuBLAS from 1 row):
+   batch 1 3.646 -> 4.220, 2 3.953 -> 4.267, 4 4.961 -> 4.312, 6 4.846 -> 4.335, 8 5.098 -> 4.368,
+   16 6.833 -> 4.630 (docs/results/issue9_h200_session12_call1.txt); batch 3 not measured. */
+constexpr int kBlasMinRows = 4;
+constexpr int kBlasPrepThreads = 256;
+constexpr int kBlasPrepSplit = 8;         // blocks per row of blas_prep_kernel (each computes the row's statistics)
+constexpr size_t kBlasWorkspace = 32 << 20;  // cuBLAS workspace (32 MiB: NVIDIA's advice for Hopper)
+
+struct BlasTune {
+  int on;  // 0 off, 1 f16, 2 f16 and bf16
+  int min_rows;
+  int masked;
+};
+inline BlasTune blas_tune() {
+  BlasTune t;
+  t.on = env_int("LTE_DEC_BLAS", 1, 0, 2);
+  t.min_rows = env_int("LTE_DEC_BLAS_MIN", kBlasMinRows, 1, 1 << 20);
+  t.masked = env_int("LTE_DEC_BLAS_MASKED", 1, 0, 1);
+  return t;
+}
+
+/* xh[r, k] = T(x'[r, k] * m[r, k]), grid (rows, kBlasPrepSplit): every block of a row computes the
+   row's norm statistics (the same sums and formulas as build_xprime; the row is read from L2 a few
+   times over, cheaper than another launch) and writes its slice of k. m: in_mask[r, k / S]; with
+   `union_mask` the union over all rows instead (the transposed down's contract). K % 4 == 0. */
+template <class T>
+__global__ void __launch_bounds__(kBlasPrepThreads)
+    blas_prep_kernel(const float *x, int ldx, int mode, const float *nw, const float *nb, float eps,
+                     const float *in_mask, int S, int union_mask, int rows, T *xh, int K, float *xf,
+                     int32_t *zero_counts) {
+  pdl_prologue();
+  if (zero_counts && blockIdx.y == 0 && threadIdx.x == 0) zero_counts[blockIdx.x] = 0;  // for blas_router_kernel
+  __shared__ float sm[32];
+  const int r = blockIdx.x;
+  const float *xr = x + (size_t)r * ldx;
+  const bool norm = mode != LTE_DEC_X_PLAIN, ln = mode == LTE_DEC_X_LAYERNORM;
+  float mean = 0.0f, rstd = 1.0f;
+  if (norm) {
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int k = 4 * threadIdx.x; k < K; k += 4 * blockDim.x) {
+      const float4 v = __ldcg(reinterpret_cast<const float4 *>(xr + k));
+      s1 += (v.x + v.y) + (v.z + v.w);
+      s2 = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, s2))));
+    }
+    s1 = block_sum(s1, sm);
+    s2 = block_sum(s2, sm);
+    mean = ln ? s1 / (float)K : 0.0f;
+    rstd = ln ? rsqrtf(fmaxf(s2 / (float)K - mean * mean, 0.0f) + eps) : rsqrtf(s2 / (float)K + eps);
+  }
+  const int E = in_mask ? K / S : 0;
+  const int K4 = K / 4, per = (K4 + gridDim.y - 1) / gridDim.y;
+  const int c1 = min(K4, (int)(blockIdx.y + 1) * per);
+  for (int c = blockIdx.y * per + threadIdx.x; c < c1; c += blockDim.x) {
+    const int k = 4 * c;
+    float4 v = __ldcg(reinterpret_cast<const float4 *>(xr + k));
+    if (norm) {
+      const float4 w = *reinterpret_cast<const float4 *>(nw + k);
+      const float4 b = ln ? *reinterpret_cast<const float4 *>(nb + k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      v.x = (v.x - mean) * rstd * w.x + b.x;
+      v.y = (v.y - mean) * rstd * w.y + b.y;
+      v.z = (v.z - mean) * rstd * w.z + b.z;
+      v.w = (v.w - mean) * rstd * w.w + b.w;
+    }
+    if (in_mask) {  // S % 4 == 0: the 4 elements share one expert
+      const int e = k / S;
+      float m = 0.0f;
+      if (union_mask) {
+        for (int q = 0; q < rows; q++) m = __ldcg(in_mask + (size_t)q * E + e) != 0.0f ? 1.0f : m;
+      } else {
+        m = __ldcg(in_mask + (size_t)r * E + e);
+      }
+      v.x *= m;
+      v.y *= m;
+      v.z *= m;
+      v.w *= m;
+    }
+    uint2 p;
+    p.x = pack2<T>(v.x, v.y);
+    p.y = pack2<T>(v.z, v.w);
+    *reinterpret_cast<uint2 *>(xh + (size_t)r * K + k) = p;
+    if (xf) *reinterpret_cast<float4 *>(xf + (size_t)r * K + k) = v;  // the f32 x' too (the router's input)
+  }
+}
+
+/* y[r, o] (o < N) from the f32 products c (rows, ldc): SwiGLU silu(c[r, o]) * c[r, N + o] (no bias,
+   as lte_dec_linear), else act(c[r, o] + bias[o]); where out_mask[r, (o % P) / S] == 0 the output is
+   0 (or y is left as it is when accumulating); accumulate adds into y (act NONE only). */
+__global__ void blas_epilogue_kernel(const float *c, int ldc, const float *bias, int act, int accumulate,
+                                     const float *out_mask, int P, int S, float *y, int N, int rows) {
+  pdl_prologue();
+  const int EP = out_mask ? P / S : 0;
+  LTE_GRID_STRIDE(i, (int64_t)rows * N) {
+    const int r = (int)(i / N), o = (int)(i % N);
+    float *yo = y + i;
+    if (out_mask && __ldcg(out_mask + (size_t)r * EP + (o % P) / S) == 0.0f) {
+      if (!accumulate) *yo = 0.0f;
+      continue;
+    }
+    const float *cr = c + (size_t)r * ldc;
+    float v;
+    if (act == LTE_DEC_ACT_SWIGLU) {
+      v = dsilu(cr[o]) * cr[N + o];
+    } else {
+      v = cr[o] + (bias ? bias[o] : 0.0f);
+      if (act == LTE_DEC_ACT_GELU) v = dgelu(v);
+    }
+    *yo = accumulate ? *yo + v : v;
+  }
+}
+
+/* Whether a call takes the cuBLAS path: cuBLAS with cublasGemmEx, the weight dtype allowed by
+   LTE_DEC_BLAS, at least LTE_DEC_BLAS_MIN rows, masks only with LTE_DEC_BLAS_MASKED, 16-byte
+   vectors of x (k % 8, ldx % 4, aligned x and norm weights: `vec` of the caller) and S % 4 == 0. */
+inline bool blas_applies(const BlasTune &t, const lte_ctx *ctx, lte_dtype wdtype, int rows, bool masked, bool vec,
+                         int S) {
+  if (!t.on || rows < t.min_rows || !vec || !gemm_half_available(ctx)) return false;
+  if (wdtype != LTE_DTYPE_F16 && (wdtype != LTE_DTYPE_BF16 || t.on < 2)) return false;
+  if (masked && (!t.masked || S % 4 != 0)) return false;
+  return true;
+}
+
+inline size_t blas_align(size_t b) { return (b + 255) / 256 * 256; }
+
+/* lte_dec_linear on cuBLAS (blas_applies said yes). Returns the status (errors name `fn`). */
+inline lte_status blas_linear(lte_ctx *ctx, const char *fn, lte_dtype wdtype, const LinArgs &a, int rows) {
+  const int NW = a.act == LTE_DEC_ACT_SWIGLU ? 2 * a.n : a.n;  // weight rows
+  const bool direct = a.act == LTE_DEC_ACT_NONE && !a.bias && !a.out_mask;
+  const size_t xb = blas_align((size_t)rows * a.k * 2), cb = direct ? 0 : blas_align((size_t)rows * NW * 4);
+  char *ws = static_cast<char *>(decode_scratch(ctx, kBlasWorkspace + xb + cb));
+  if (!ws) return fail(ctx, LTE_STATUS_OUT_OF_MEMORY, fn, "cannot allocate the cuBLAS decode scratch");
+  void *xh = ws + kBlasWorkspace;
+  float *c = reinterpret_cast<float *>(ws + kBlasWorkspace + xb);
+  const dim3 pg((unsigned)rows, kBlasPrepSplit);
+  cudaError_t e;
+  if (wdtype == LTE_DTYPE_F16)
+    e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, a.x, a.ldx, a.mode, a.nw, a.nb,
+                a.eps, a.in_mask, a.S, 0, rows, static_cast<__half *>(xh), a.k, (float *)nullptr, (int32_t *)nullptr);
+  else
+    e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, a.x, a.ldx, a.mode, a.nw,
+                a.nb, a.eps, a.in_mask, a.S, 0, rows, static_cast<__nv_bfloat16 *>(xh), a.k, (float *)nullptr, (int32_t *)nullptr);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
+  lte_status st = gemm_half(ctx, fn, wdtype, false, rows, NW, a.k, a.w, a.ldw ? a.ldw : a.k, xh,
+                            direct && a.accumulate ? 1.0f : 0.0f, direct ? a.y : c, direct ? a.n : NW, ws,
+                            kBlasWorkspace);
+  if (st != LTE_STATUS_OK || direct) return st;
+  e = dlaunch(blas_epilogue_kernel, dim3(grid_for(ctx, (int64_t)rows * a.n)), dim3(kThreads), 0, ctx->stream,
+              (const float *)c, NW, a.bias, a.act, a.accumulate, a.out_mask, a.out_period, a.S, a.y, a.n, rows);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_epilogue_kernel", e, __FILE__, __LINE__);
+  return LTE_STATUS_OK;
+}
+
+/* lte_dec_linear_t_sparse on cuBLAS: x' = h times the union of the rows' masks, one GEMM over the
+   transposed weights (k, n) into y (beta 1), or into c when there is a bias. */
+inline lte_status blas_t_sparse(lte_ctx *ctx, const char *fn, lte_dtype wdtype, const void *wt, const float *h,
+                                const float *mask, const float *bias, float *y, int rows, int n, int k, int S) {
+  const size_t xb = blas_align((size_t)rows * k * 2), cb = bias ? blas_align((size_t)rows * n * 4) : 0;
+  char *ws = static_cast<char *>(decode_scratch(ctx, kBlasWorkspace + xb + cb));
+  if (!ws) return fail(ctx, LTE_STATUS_OUT_OF_MEMORY, fn, "cannot allocate the cuBLAS decode scratch");
+  void *xh = ws + kBlasWorkspace;
+  float *c = reinterpret_cast<float *>(ws + kBlasWorkspace + xb);
+  const dim3 pg((unsigned)rows, kBlasPrepSplit);
+  cudaError_t e;
+  if (wdtype == LTE_DTYPE_F16)
+    e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, h, k, (int)LTE_DEC_X_PLAIN,
+                (const float *)nullptr, (const float *)nullptr, 0.0f, mask, S, 1, rows, static_cast<__half *>(xh), k,
+                (float *)nullptr, (int32_t *)nullptr);
+  else
+    e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, h, k,
+                (int)LTE_DEC_X_PLAIN, (const float *)nullptr, (const float *)nullptr, 0.0f, mask, S, 1, rows,
+                static_cast<__nv_bfloat16 *>(xh), k, (float *)nullptr, (int32_t *)nullptr);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
+  lte_status st = gemm_half(ctx, fn, wdtype, true, rows, n, k, wt, n, xh, bias ? 0.0f : 1.0f, bias ? c : y, n, ws,
+                            kBlasWorkspace);
+  if (st != LTE_STATUS_OK || !bias) return st;
+  e = dlaunch(blas_epilogue_kernel, dim3(grid_for(ctx, (int64_t)rows * n)), dim3(kThreads), 0, ctx->stream,
+              (const float *)c, n, bias, (int)LTE_DEC_ACT_NONE, 1, (const float *)nullptr, 0, 1, y, n, rows);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_epilogue_kernel", e, __FILE__, __LINE__);
+  return LTE_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------ the sparse FFN block, masked dense */
+
+/* hh[r, j] = T(mask[r, j / S] ? a_j : 0), a_j = silu(c[r, j] + b[j]) * (c[r, F + j] + b[F + j])
+   (SwiGLU) or gelu(c[r, j] + b[j]): the h of lte_dec_sparse_ffn, rounded for the down GEMM. F even. */
+template <class T>
+__global__ void blas_sffn_act_kernel(const float *c, int ldc, const float *b, const float *mask, int E, int S, int act,
+                                     T *hh, int F, int rows) {
+  pdl_prologue();
+  LTE_GRID_STRIDE(i, (int64_t)rows * F / 2) {
+    const int r = (int)(2 * i / F), j = (int)(2 * i % F);
+    const float *cr = c + (size_t)r * ldc;
+    float v[2];
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+      const int jj = j + q;
+      if (__ldcg(mask + (size_t)r * E + jj / S) == 0.0f) {
+        v[q] = 0.0f;
+      } else if (act == LTE_DEC_ACT_SWIGLU) {
+        v[q] = dsilu(cr[jj] + (b ? b[jj] : 0.0f)) * (cr[F + jj] + (b ? b[F + jj] : 0.0f));
+      } else {
+        v[q] = dgelu(cr[jj] + (b ? b[jj] : 0.0f));
+      }
+    }
+    *reinterpret_cast<uint32_t *>(hh + (size_t)r * F + j) = pack2<T>(v[0], v[1]);
+  }
+}
+
+/* The masked-dense block's router in one launch of up to 16 rows: block e computes the f32 logit of
+   expert e for every row (x' = xn, f32 weights; 256 threads split K in 16-byte loads, the
+   structure of linear_rowblock_kernel) and writes the hard mask and the rows' counts (atomics into
+   counts zeroed by blas_prep_kernel): the mask kernel is one link fewer on the side stream. */
+constexpr int kRouterRows = 16;
+__global__ void __launch_bounds__(kThreads)
+    blas_router_kernel(const float *w, const float *bias, const float *xn, int K, int rows, float threshold,
+                       float *mask, int32_t *counts, int E) {
+  pdl_prologue();
+  __shared__ float red[kThreads / 32][kRouterRows];
+  const int e = blockIdx.x;
+  const float *wr = w + (size_t)e * K;
+  float acc[kRouterRows];
+#pragma unroll
+  for (int r = 0; r < kRouterRows; r++) acc[r] = 0.0f;
+  for (int k0 = threadIdx.x * 4; k0 < K; k0 += kThreads * 4) {
+    const float4 wv = __ldg(reinterpret_cast<const float4 *>(wr + k0));
+#pragma unroll
+    for (int r = 0; r < kRouterRows; r++) {
+      if (r >= rows) break;
+      const float4 xv = __ldcg(reinterpret_cast<const float4 *>(xn + (size_t)r * K + k0));
+      acc[r] = fmaf(wv.x, xv.x, fmaf(wv.y, xv.y, fmaf(wv.z, xv.z, fmaf(wv.w, xv.w, acc[r]))));
+    }
+  }
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+#pragma unroll
+  for (int r = 0; r < kRouterRows; r++) {
+    const float v = warp_sum(acc[r]);
+    if (lane == 0) red[wid][r] = v;
+  }
+  __syncthreads();
+  if ((int)threadIdx.x < rows) {
+    const int r = threadIdx.x;
+    float v = 0.0f;
+    for (int q = 0; q < kThreads / 32; q++) v += red[q][r];
+    v += bias ? bias[e] : 0.0f;
+    const bool on = v > threshold;
+    mask[(size_t)r * E + e] = on ? 1.0f : 0.0f;
+    if (counts && on) atomicAdd(counts + r, 1);
+  }
+}
+
+/* The context's second stream and its two events (created at the first use; the capture mode of
+   lte_graph_begin is relaxed): the router of the masked-dense block runs there, beside the gate/up
+   GEMM. false when CUDA cannot create them. */
+inline bool decode_side(lte_ctx *ctx) {
+  if (ctx->dec_side) return true;
+  cudaStream_t s = nullptr;
+  cudaEvent_t a = nullptr, b = nullptr;
+  int lo = 0, hi = 0;  // the greatest priority: its blocks go first where the gate/up GEMM's wait
+  cudaDeviceGetStreamPriorityRange(&lo, &hi);
+  if (cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, hi) != cudaSuccess ||
+      cudaEventCreateWithFlags(&a, cudaEventDisableTiming) != cudaSuccess ||
+      cudaEventCreateWithFlags(&b, cudaEventDisableTiming) != cudaSuccess) {
+    cudaGetLastError();
+    if (s) cudaStreamDestroy(s);
+    if (a) cudaEventDestroy(a);
+    return false;
+  }
+  ctx->dec_side = s;
+  ctx->dec_fork = a;
+  ctx->dec_join = b;
+  return true;
+}
+
+/* lte_dec_sparse_ffn of many rows on cuBLAS ("masked dense", twelfth session): every expert's
+   gate/up rows are multiplied (at 4-16 rows the union is most experts, and cuBLAS streams them at
+   ~3.9 TB/s where the union kernels reach ~2), the hard mask is applied to h, and the down GEMM
+   reads every expert's rows of w_down_t (h is zero outside each row's experts). The router and
+   the mask depend only on x', not on the gate/up products, so they run on the context's second
+   stream beside the gate/up GEMM (their ~12 us no longer sit between O and gate/up):
+     main:  prep (x' -> xn f32, xh T) -> fork -> gate/up GEMM (c) -> join -> act + mask (hh) ->
+            down GEMM (x += hh w_down_t; into c2, then the bias, when b_down)
+     side:  blas_router_kernel (f32 logits on xn, mask, counts; LTE_DEC_BLAS_ROUTER=0: the router
+            GEMV, then router_mask_kernel), on a stream of the greatest priority
+   Everything is the op's contract (lte.h); the router is f32 as on the CPU. */
+inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype, float *x, int x_mode,
+                                  const float *nw, const float *nb, float eps, const float *w_router,
+                                  const float *b_router, float threshold, const void *w_fc, const float *b_fc,
+                                  const void *w_down_t, const float *b_down, float *xn, float *mask,
+                                  int32_t *counts, int rows, int C, int F, int S, int act) {
+  const int E = F / S, NW = act == LTE_DEC_ACT_SWIGLU ? 2 * F : F;
+  const size_t xb = blas_align((size_t)rows * C * 2), cb = blas_align((size_t)rows * NW * 4);
+  const size_t hb = blas_align((size_t)rows * F * 2), lb = blas_align((size_t)rows * E * 4);
+  const size_t db = b_down ? blas_align((size_t)rows * C * 4) : 0;
+  char *ws = static_cast<char *>(decode_scratch(ctx, kBlasWorkspace + xb + cb + hb + lb + db));
+  if (!ws) return fail(ctx, LTE_STATUS_OUT_OF_MEMORY, fn, "cannot allocate the cuBLAS decode scratch");
+  if (!decode_side(ctx)) return fail(ctx, LTE_STATUS_CUDA_ERROR, fn, "cannot create the decode side stream");
+  char *p = ws + kBlasWorkspace;
+  void *xh = p;
+  float *c = reinterpret_cast<float *>(p + xb);
+  void *hh = p + xb + cb;
+  float *logits = reinterpret_cast<float *>(p + xb + cb + hb);
+  float *c2 = reinterpret_cast<float *>(p + xb + cb + hb + lb);
+  cudaStream_t st = ctx->stream, side = ctx->dec_side;
+  const dim3 pg((unsigned)rows, kBlasPrepSplit);
+  cudaError_t e;
+  const bool fused_router = rows <= kRouterRows && C % 4 == 0 && env_int("LTE_DEC_BLAS_ROUTER", 1, 0, 1);
+  int32_t *zc = fused_router ? counts : nullptr;
+  if (wdtype == LTE_DTYPE_F16)
+    e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, st, (const float *)x, C, x_mode, nw, nb, eps,
+                (const float *)nullptr, S, 0, rows, static_cast<__half *>(xh), C, xn, zc);
+  else
+    e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, st, (const float *)x, C, x_mode, nw,
+                nb, eps, (const float *)nullptr, S, 0, rows, static_cast<__nv_bfloat16 *>(xh), C, xn, zc);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
+  // side stream: router logits (f32 weights, x' = xn) and the hard mask
+  if ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess || (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess)
+    return cuda_fail(ctx, fn, "fork to the side stream", e, __FILE__, __LINE__);
+  if (fused_router) {  // LTE_DEC_BLAS_ROUTER=1 (default): router, mask and counts in one launch
+    // the greatest priority as a launch attribute too (what a captured node keeps)
+    int lo = 0, hi = 0;
+    cudaDeviceGetStreamPriorityRange(&lo, &hi);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(E);
+    cfg.blockDim = dim3(kThreads);
+    cfg.stream = side;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributePriority;
+    attr[0].val.priority = hi;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if ((e = cudaLaunchKernelEx(&cfg, blas_router_kernel, w_router, b_router, (const float *)xn, C, rows, threshold,
+                                mask, counts, E)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "launch of blas_router_kernel", e, __FILE__, __LINE__);
+  } else {  // 0: the engine's router GEMV, then router_mask_kernel
+    const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
+                     0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
+    if ((e = launch_linear<float>(ra, rows, side, true)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "launch of the router GEMV", e, __FILE__, __LINE__);
+    if ((e = dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, mask, counts, 1, E,
+                     threshold)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "launch of router_mask_kernel", e, __FILE__, __LINE__);
+  }
+  if ((e = cudaEventRecord(ctx->dec_join, side)) != cudaSuccess)
+    return cuda_fail(ctx, fn, "cudaEventRecord (join)", e, __FILE__, __LINE__);
+  // main stream: gate/up of every expert, then h under the mask once the side stream is done
+  lte_status s = gemm_half(ctx, fn, wdtype, false, rows, NW, C, w_fc, C, xh, 0.0f, c, NW, ws, kBlasWorkspace);
+  if (s != LTE_STATUS_OK) return s;
+  if ((e = cudaStreamWaitEvent(st, ctx->dec_join, 0)) != cudaSuccess)
+    return cuda_fail(ctx, fn, "join of the side stream", e, __FILE__, __LINE__);
+  const unsigned ag = grid_for(ctx, (int64_t)rows * F / 2);
+  if (wdtype == LTE_DTYPE_F16)
+    e = dlaunch(blas_sffn_act_kernel<__half>, dim3(ag), dim3(kThreads), 0, st, (const float *)c, NW, b_fc,
+                (const float *)mask, E, S, act, static_cast<__half *>(hh), F, rows);
+  else
+    e = dlaunch(blas_sffn_act_kernel<__nv_bfloat16>, dim3(ag), dim3(kThreads), 0, st, (const float *)c, NW, b_fc,
+                (const float *)mask, E, S, act, static_cast<__nv_bfloat16 *>(hh), F, rows);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_sffn_act_kernel", e, __FILE__, __LINE__);
+  s = gemm_half(ctx, fn, wdtype, true, rows, C, F, w_down_t, C, hh, b_down ? 0.0f : 1.0f, b_down ? c2 : x, C, ws,
+                kBlasWorkspace);
+  if (s != LTE_STATUS_OK || !b_down) return s;
+  e = dlaunch(blas_epilogue_kernel, dim3(grid_for(ctx, (int64_t)rows * C)), dim3(kThreads), 0, st, (const float *)c2, C,
+              b_down, (int)LTE_DEC_ACT_NONE, 1, (const float *)nullptr, 0, 1, x, C, rows);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_epilogue_kernel", e, __FILE__, __LINE__);
+  return LTE_STATUS_OK;
+}
