@@ -269,7 +269,7 @@ export const MASKED_GEMV_MIN_ROWS = 8;
  * kernels above. H200, LLaMA-2-7B shape (docs/engine.md "Twelfth session").
  */
 export const MASKED_DENSE_MIN_ROWS = 4;
-export const MASKED_DENSE_MIN_UNION = 0.45;
+export const MASKED_DENSE_MIN_UNION = 0.55;
 
 /** The three implementations of a sparse FFN block (see EngineOptions.fusedFfn / ffnKernels). */
 export type SparseFfnPath = "fused" | "kernels" | "gemv";

@@ -1584,10 +1584,7 @@ extern "C" LTE_API lte_status lte_graph_end(lte_ctx_t *ctx, void **graph_out) {
   cudaGraph_t graph = nullptr;
   LTE_CUDA_TRY(cudaStreamEndCapture(ctx->stream, &graph));
   cudaGraphExec_t exec = nullptr;
-  // node priorities as captured: the masked-dense block's router runs on a stream of the greatest
-  // priority beside the gate/up GEMM (decode_blas.cuh); LTE_DEC_GRAPH_PRIO=0 ignores them
-  const unsigned long long flags = env_int("LTE_DEC_GRAPH_PRIO", 1, 0, 1) ? cudaGraphInstantiateFlagUseNodePriority : 0;
-  const cudaError_t e = cudaGraphInstantiate(&exec, graph, flags);
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "cudaGraphInstantiate", e, __FILE__, __LINE__);
   *graph_out = (void *)exec;

@@ -30,8 +30,9 @@
  *   LTE_DEC_BLAS_MIN     fewest rows (default kBlasMinRows = 4)
  *   LTE_DEC_BLAS_MASKED  1: out_mask calls and the transposed sparse down too (default); 0: they
  *                        keep the union kernels
- *   LTE_DEC_BLAS_ROUTER  1: the masked-dense block's router, mask and counts in one kernel
- *                        (default); 0: the router GEMV, then the mask kernel
+ *   LTE_DEC_BLAS_ROUTER  1: the masked-dense block's router as an f32 cuBLAS GEMM (default); 0: the
+ *                        engine's router GEMV (linear_rowblock_kernel, launches of 8 rows); both
+ *                        then a mask kernel
  */
 
 /* Fewest rows (twelfth session, H200, 7B step, device ms, our kernels -> cuBLAS from 1 row):
@@ -62,10 +63,8 @@ inline BlasTune blas_tune() {
 template <class T>
 __global__ void __launch_bounds__(kBlasPrepThreads)
     blas_prep_kernel(const float *x, int ldx, int mode, const float *nw, const float *nb, float eps,
-                     const float *in_mask, int S, int union_mask, int rows, T *xh, int K, float *xf,
-                     int32_t *zero_counts) {
+                     const float *in_mask, int S, int union_mask, int rows, T *xh, int K, float *xf) {
   pdl_prologue();
-  if (zero_counts && blockIdx.y == 0 && threadIdx.x == 0) zero_counts[blockIdx.x] = 0;  // for blas_router_kernel
   __shared__ float sm[32];
   const int r = blockIdx.x;
   const float *xr = x + (size_t)r * ldx;
@@ -170,10 +169,10 @@ inline lte_status blas_linear(lte_ctx *ctx, const char *fn, lte_dtype wdtype, co
   cudaError_t e;
   if (wdtype == LTE_DTYPE_F16)
     e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, a.x, a.ldx, a.mode, a.nw, a.nb,
-                a.eps, a.in_mask, a.S, 0, rows, static_cast<__half *>(xh), a.k, (float *)nullptr, (int32_t *)nullptr);
+                a.eps, a.in_mask, a.S, 0, rows, static_cast<__half *>(xh), a.k, (float *)nullptr);
   else
     e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, a.x, a.ldx, a.mode, a.nw,
-                a.nb, a.eps, a.in_mask, a.S, 0, rows, static_cast<__nv_bfloat16 *>(xh), a.k, (float *)nullptr, (int32_t *)nullptr);
+                a.nb, a.eps, a.in_mask, a.S, 0, rows, static_cast<__nv_bfloat16 *>(xh), a.k, (float *)nullptr);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
   lte_status st = gemm_half(ctx, fn, wdtype, false, rows, NW, a.k, a.w, a.ldw ? a.ldw : a.k, xh,
                             direct && a.accumulate ? 1.0f : 0.0f, direct ? a.y : c, direct ? a.n : NW, ws,
@@ -199,11 +198,11 @@ inline lte_status blas_t_sparse(lte_ctx *ctx, const char *fn, lte_dtype wdtype, 
   if (wdtype == LTE_DTYPE_F16)
     e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, h, k, (int)LTE_DEC_X_PLAIN,
                 (const float *)nullptr, (const float *)nullptr, 0.0f, mask, S, 1, rows, static_cast<__half *>(xh), k,
-                (float *)nullptr, (int32_t *)nullptr);
+                (float *)nullptr);
   else
     e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, h, k,
                 (int)LTE_DEC_X_PLAIN, (const float *)nullptr, (const float *)nullptr, 0.0f, mask, S, 1, rows,
-                static_cast<__nv_bfloat16 *>(xh), k, (float *)nullptr, (int32_t *)nullptr);
+                static_cast<__nv_bfloat16 *>(xh), k, (float *)nullptr);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
   lte_status st = gemm_half(ctx, fn, wdtype, true, rows, n, k, wt, n, xh, bias ? 0.0f : 1.0f, bias ? c : y, n, ws,
                             kBlasWorkspace);
@@ -241,46 +240,21 @@ __global__ void blas_sffn_act_kernel(const float *c, int ldc, const float *b, co
   }
 }
 
-/* The masked-dense block's router in one launch of up to 16 rows: block e computes the f32 logit of
-   expert e for every row (x' = xn, f32 weights; 256 threads split K in 16-byte loads, the
-   structure of linear_rowblock_kernel) and writes the hard mask and the rows' counts (atomics into
-   counts zeroed by blas_prep_kernel): the mask kernel is one link fewer on the side stream. */
-constexpr int kRouterRows = 16;
-__global__ void __launch_bounds__(kThreads)
-    blas_router_kernel(const float *w, const float *bias, const float *xn, int K, int rows, float threshold,
-                       float *mask, int32_t *counts, int E) {
+/* The hard mask from the router GEMM's logits (LTE_DEC_BLAS_ROUTER=1): mask[r, e] = logits[r, e] +
+   b[e] > threshold, counts[r] = the row's active experts. One block per row. */
+__global__ void blas_mask_kernel(const float *logits, const float *bias, float *mask, int32_t *counts, int E,
+                                 float threshold) {
   pdl_prologue();
-  __shared__ float red[kThreads / 32][kRouterRows];
-  const int e = blockIdx.x;
-  const float *wr = w + (size_t)e * K;
-  float acc[kRouterRows];
-#pragma unroll
-  for (int r = 0; r < kRouterRows; r++) acc[r] = 0.0f;
-  for (int k0 = threadIdx.x * 4; k0 < K; k0 += kThreads * 4) {
-    const float4 wv = __ldg(reinterpret_cast<const float4 *>(wr + k0));
-#pragma unroll
-    for (int r = 0; r < kRouterRows; r++) {
-      if (r >= rows) break;
-      const float4 xv = __ldcg(reinterpret_cast<const float4 *>(xn + (size_t)r * K + k0));
-      acc[r] = fmaf(wv.x, xv.x, fmaf(wv.y, xv.y, fmaf(wv.z, xv.z, fmaf(wv.w, xv.w, acc[r]))));
-    }
-  }
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-#pragma unroll
-  for (int r = 0; r < kRouterRows; r++) {
-    const float v = warp_sum(acc[r]);
-    if (lane == 0) red[wid][r] = v;
-  }
-  __syncthreads();
-  if ((int)threadIdx.x < rows) {
-    const int r = threadIdx.x;
-    float v = 0.0f;
-    for (int q = 0; q < kThreads / 32; q++) v += red[q][r];
-    v += bias ? bias[e] : 0.0f;
-    const bool on = v > threshold;
+  __shared__ int sm[32];
+  const int r = blockIdx.x;
+  int n = 0;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    const bool on = logits[(size_t)r * E + e] + (bias ? bias[e] : 0.0f) > threshold;
     mask[(size_t)r * E + e] = on ? 1.0f : 0.0f;
-    if (counts && on) atomicAdd(counts + r, 1);
+    n += on ? 1 : 0;
   }
+  n = block_sum(n, sm);
+  if (counts && threadIdx.x == 0) counts[r] = n;
 }
 
 /* The context's second stream and its two events (created at the first use; the capture mode of
@@ -290,9 +264,7 @@ inline bool decode_side(lte_ctx *ctx) {
   if (ctx->dec_side) return true;
   cudaStream_t s = nullptr;
   cudaEvent_t a = nullptr, b = nullptr;
-  int lo = 0, hi = 0;  // the greatest priority: its blocks go first where the gate/up GEMM's wait
-  cudaDeviceGetStreamPriorityRange(&lo, &hi);
-  if (cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, hi) != cudaSuccess ||
+  if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess ||
       cudaEventCreateWithFlags(&a, cudaEventDisableTiming) != cudaSuccess ||
       cudaEventCreateWithFlags(&b, cudaEventDisableTiming) != cudaSuccess) {
     cudaGetLastError();
@@ -314,8 +286,8 @@ inline bool decode_side(lte_ctx *ctx) {
    stream beside the gate/up GEMM (their ~12 us no longer sit between O and gate/up):
      main:  prep (x' -> xn f32, xh T) -> fork -> gate/up GEMM (c) -> join -> act + mask (hh) ->
             down GEMM (x += hh w_down_t; into c2, then the bias, when b_down)
-     side:  blas_router_kernel (f32 logits on xn, mask, counts; LTE_DEC_BLAS_ROUTER=0: the router
-            GEMV, then router_mask_kernel), on a stream of the greatest priority
+     side:  the router as an f32 cuBLAS GEMM on xn, then blas_mask_kernel (mask, counts);
+            LTE_DEC_BLAS_ROUTER=0: the engine's router GEMV, then router_mask_kernel
    Everything is the op's contract (lte.h); the router is f32 as on the CPU. */
 inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype, float *x, int x_mode,
                                   const float *nw, const float *nb, float eps, const float *w_router,
@@ -338,34 +310,24 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
   cudaStream_t st = ctx->stream, side = ctx->dec_side;
   const dim3 pg((unsigned)rows, kBlasPrepSplit);
   cudaError_t e;
-  const bool fused_router = rows <= kRouterRows && C % 4 == 0 && env_int("LTE_DEC_BLAS_ROUTER", 1, 0, 1);
-  int32_t *zc = fused_router ? counts : nullptr;
+  const bool blas_router = env_int("LTE_DEC_BLAS_ROUTER", 1, 0, 1) != 0;
   if (wdtype == LTE_DTYPE_F16)
     e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, st, (const float *)x, C, x_mode, nw, nb, eps,
-                (const float *)nullptr, S, 0, rows, static_cast<__half *>(xh), C, xn, zc);
+                (const float *)nullptr, S, 0, rows, static_cast<__half *>(xh), C, xn);
   else
     e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, st, (const float *)x, C, x_mode, nw,
-                nb, eps, (const float *)nullptr, S, 0, rows, static_cast<__nv_bfloat16 *>(xh), C, xn, zc);
+                nb, eps, (const float *)nullptr, S, 0, rows, static_cast<__nv_bfloat16 *>(xh), C, xn);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
   // side stream: router logits (f32 weights, x' = xn) and the hard mask
   if ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess || (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess)
     return cuda_fail(ctx, fn, "fork to the side stream", e, __FILE__, __LINE__);
-  if (fused_router) {  // LTE_DEC_BLAS_ROUTER=1 (default): router, mask and counts in one launch
-    // the greatest priority as a launch attribute too (what a captured node keeps)
-    int lo = 0, hi = 0;
-    cudaDeviceGetStreamPriorityRange(&lo, &hi);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(E);
-    cfg.blockDim = dim3(kThreads);
-    cfg.stream = side;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributePriority;
-    attr[0].val.priority = hi;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    if ((e = cudaLaunchKernelEx(&cfg, blas_router_kernel, w_router, b_router, (const float *)xn, C, rows, threshold,
-                                mask, counts, E)) != cudaSuccess)
-      return cuda_fail(ctx, fn, "launch of blas_router_kernel", e, __FILE__, __LINE__);
+  if (blas_router) {  // LTE_DEC_BLAS_ROUTER=1 (default): an f32 cuBLAS GEMM (its own workspace), then the mask
+    lte_status rs = gemm_f32_side(ctx, fn, side, rows, E, C, w_router, xn, logits, ws + kBlasWorkspace / 2,
+                                  kBlasWorkspace / 2);
+    if (rs != LTE_STATUS_OK) return rs;
+    if ((e = dlaunch(blas_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, b_router, mask, counts, E,
+                     threshold)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "launch of blas_mask_kernel", e, __FILE__, __LINE__);
   } else {  // 0: the engine's router GEMV, then router_mask_kernel
     const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
                      0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
@@ -378,7 +340,8 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
   if ((e = cudaEventRecord(ctx->dec_join, side)) != cudaSuccess)
     return cuda_fail(ctx, fn, "cudaEventRecord (join)", e, __FILE__, __LINE__);
   // main stream: gate/up of every expert, then h under the mask once the side stream is done
-  lte_status s = gemm_half(ctx, fn, wdtype, false, rows, NW, C, w_fc, C, xh, 0.0f, c, NW, ws, kBlasWorkspace);
+  // (the main stream's GEMMs take the first half of the workspace, the side stream's the second)
+  lte_status s = gemm_half(ctx, fn, wdtype, false, rows, NW, C, w_fc, C, xh, 0.0f, c, NW, ws, kBlasWorkspace / 2);
   if (s != LTE_STATUS_OK) return s;
   if ((e = cudaStreamWaitEvent(st, ctx->dec_join, 0)) != cudaSuccess)
     return cuda_fail(ctx, fn, "join of the side stream", e, __FILE__, __LINE__);
@@ -391,7 +354,7 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
                 (const float *)mask, E, S, act, static_cast<__nv_bfloat16 *>(hh), F, rows);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_sffn_act_kernel", e, __FILE__, __LINE__);
   s = gemm_half(ctx, fn, wdtype, true, rows, C, F, w_down_t, C, hh, b_down ? 0.0f : 1.0f, b_down ? c2 : x, C, ws,
-                kBlasWorkspace);
+                kBlasWorkspace / 2);
   if (s != LTE_STATUS_OK || !b_down) return s;
   e = dlaunch(blas_epilogue_kernel, dim3(grid_for(ctx, (int64_t)rows * C)), dim3(kThreads), 0, st, (const float *)c2, C,
               b_down, (int)LTE_DEC_ACT_NONE, 1, (const float *)nullptr, 0, 1, x, C, rows);

@@ -151,7 +151,13 @@ Deno.test({
       inp = withThreshold(c, inp, runOp(cpu, c, inp).xn);
       const ref = runOp(cpu, c, inp);
       nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
-      for (const [vn, env] of [["default", {}], ["PDL attribute", { LTE_DEC_PDL: "1" }]] as const) {
+      for (
+        const [vn, env] of [
+          ["default", {}],
+          ["PDL attribute", { LTE_DEC_PDL: "1" }],
+          ["router GEMV + mask kernel", { LTE_DEC_BLAS_ROUTER: "0" }],
+        ] as const
+      ) {
         const got = withDecEnv({ ...env, LTE_DEC_BLAS: "2" }, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [cuBLAS, ${vn}]`;
         nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
