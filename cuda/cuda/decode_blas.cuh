@@ -30,9 +30,9 @@
  *   LTE_DEC_BLAS_MIN     fewest rows (default kBlasMinRows = 4)
  *   LTE_DEC_BLAS_MASKED  1: out_mask calls and the transposed sparse down too (default); 0: they
  *                        keep the union kernels
- *   LTE_DEC_BLAS_ROUTER  1: the masked-dense block's router as an f32 cuBLAS GEMM (default); 0: the
- *                        engine's router GEMV (linear_rowblock_kernel, launches of 8 rows); both
- *                        then a mask kernel
+ *   LTE_DEC_BLAS_ROUTER  0: the masked-dense block's router on the engine's router GEMV
+ *                        (linear_rowblock_kernel, launches of 8 rows; default, measured in the second
+ *                        and third calls); 1: as an f32 cuBLAS GEMM; both then a mask kernel
  */
 
 /* Fewest rows (twelfth session, H200, 7B step, device ms, our kernels -> cuBLAS from 1 row):
@@ -286,8 +286,8 @@ inline bool decode_side(lte_ctx *ctx) {
    stream beside the gate/up GEMM (their ~12 us no longer sit between O and gate/up):
      main:  prep (x' -> xn f32, xh T) -> fork -> gate/up GEMM (c) -> join -> act + mask (hh) ->
             down GEMM (x += hh w_down_t; into c2, then the bias, when b_down)
-     side:  the router as an f32 cuBLAS GEMM on xn, then blas_mask_kernel (mask, counts);
-            LTE_DEC_BLAS_ROUTER=0: the engine's router GEMV, then router_mask_kernel
+     side:  the engine's router GEMV on xn, then router_mask_kernel (mask, counts);
+            LTE_DEC_BLAS_ROUTER=1: an f32 cuBLAS GEMM, then blas_mask_kernel
    Everything is the op's contract (lte.h); the router is f32 as on the CPU. */
 inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype, float *x, int x_mode,
                                   const float *nw, const float *nb, float eps, const float *w_router,
@@ -310,7 +310,7 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
   cudaStream_t st = ctx->stream, side = ctx->dec_side;
   const dim3 pg((unsigned)rows, kBlasPrepSplit);
   cudaError_t e;
-  const bool blas_router = env_int("LTE_DEC_BLAS_ROUTER", 1, 0, 1) != 0;
+  const bool blas_router = env_int("LTE_DEC_BLAS_ROUTER", 0, 0, 1) != 0;
   if (wdtype == LTE_DTYPE_F16)
     e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, st, (const float *)x, C, x_mode, nw, nb, eps,
                 (const float *)nullptr, S, 0, rows, static_cast<__half *>(xh), C, xn);
@@ -321,14 +321,14 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
   // side stream: router logits (f32 weights, x' = xn) and the hard mask
   if ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess || (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess)
     return cuda_fail(ctx, fn, "fork to the side stream", e, __FILE__, __LINE__);
-  if (blas_router) {  // LTE_DEC_BLAS_ROUTER=1 (default): an f32 cuBLAS GEMM (its own workspace), then the mask
+  if (blas_router) {  // LTE_DEC_BLAS_ROUTER=1: an f32 cuBLAS GEMM (its own workspace), then the mask
     lte_status rs = gemm_f32_side(ctx, fn, side, rows, E, C, w_router, xn, logits, ws + kBlasWorkspace / 2,
                                   kBlasWorkspace / 2);
     if (rs != LTE_STATUS_OK) return rs;
     if ((e = dlaunch(blas_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, b_router, mask, counts, E,
                      threshold)) != cudaSuccess)
       return cuda_fail(ctx, fn, "launch of blas_mask_kernel", e, __FILE__, __LINE__);
-  } else {  // 0: the engine's router GEMV, then router_mask_kernel
+  } else {  // 0 (default): the engine's router GEMV, then router_mask_kernel
     const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
                      0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
     if ((e = launch_linear<float>(ra, rows, side, true)) != cudaSuccess)

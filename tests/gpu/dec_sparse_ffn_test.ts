@@ -155,7 +155,7 @@ Deno.test({
         const [vn, env] of [
           ["default", {}],
           ["PDL attribute", { LTE_DEC_PDL: "1" }],
-          ["router GEMV + mask kernel", { LTE_DEC_BLAS_ROUTER: "0" }],
+          ["router on cuBLAS", { LTE_DEC_BLAS_ROUTER: "1" }],
         ] as const
       ) {
         const got = withDecEnv({ ...env, LTE_DEC_BLAS: "2" }, () => runOp(cuda, c, inp));
