@@ -20,7 +20,7 @@
  * Masked calls ("masked dense"): an out_mask call (the masked gate/up of a sparse step) computes
  * every output and zeroes the masked ones in the epilogue; the transposed sparse down multiplies
  * every expert block, with x' zero outside the union (so the result is the union's, as the
- * contract of lte_dec_linear_t_sparse says). Both read all weights: at 8-16 rows the union of the
+ * contract of lte_dec_linear_t_sparse says). Both read all weights: at 4-16 rows the union of the
  * rows' experts is most of them, and the dense GEMM at cuBLAS's bandwidth was measured against the
  * union kernels (docs/engine.md, "Twelfth session").
  *
