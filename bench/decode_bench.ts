@@ -634,9 +634,6 @@ const VARIANTS: Variant[] = [
         // the masked GEMVs run it (router, mask, gate/up in a row on one stream)
         ["_md", "masked dense (fused op)", { fusedFfn: true }],
         ["_blas", "masked GEMVs on cuBLAS, router in line", gemv, { LTE_DEC_BLAS_MASKED: "1" }],
-        // the masked-dense block's side stream: the router as an f32 cuBLAS GEMM instead of the
-        // engine's router GEMV
-        ["_md_r1", "masked dense, router on cuBLAS", { fusedFfn: true }, { LTE_DEC_BLAS_ROUTER: "1" }],
       ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({
         key: `sparse${pct}_batch${b}${tag}`,
         name: `sparse ~${pct}% batch ${b}, ${label} (union)`,

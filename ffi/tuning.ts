@@ -6,30 +6,34 @@
  * @module
  */
 
-/** Runs `fn` with exactly `env` among the `LTE_DEC_*` variables (the others cleared), then restores them. */
-export function withDecEnv<T>(env: Record<string, string>, fn: () => T): T {
+/** Sets exactly `env` among the `LTE_DEC_*` variables (the others cleared); returns the restorer. */
+function setDecEnv(env: Record<string, string>): () => void {
   const set = () => Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_"));
   const keys = [...new Set([...set(), ...Object.keys(env)])];
   const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
   for (const k of set()) Deno.env.delete(k);
   for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  return () => {
+    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+  };
+}
+
+/** Runs `fn` with exactly `env` among the `LTE_DEC_*` variables (the others cleared), then restores them. */
+export function withDecEnv<T>(env: Record<string, string>, fn: () => T): T {
+  const restore = setDecEnv(env);
   try {
     return fn();
   } finally {
-    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+    restore();
   }
 }
 
 /** `withDecEnv` for an async `fn`: the variables stay set until its promise settles. */
 export async function withDecEnvAsync<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
-  const set = () => Object.keys(Deno.env.toObject()).filter((k) => k.startsWith("LTE_DEC_"));
-  const keys = [...new Set([...set(), ...Object.keys(env)])];
-  const prev = Object.fromEntries(keys.map((k) => [k, Deno.env.get(k)]));
-  for (const k of set()) Deno.env.delete(k);
-  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  const restore = setDecEnv(env);
   try {
     return await fn();
   } finally {
-    for (const [k, v] of Object.entries(prev)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+    restore();
   }
 }

@@ -261,29 +261,4 @@ lte_status gemm_half(lte_ctx *ctx, const char *fn, lte_dtype dt, bool w_kn, int 
   return LTE_STATUS_OK;
 }
 
-lte_status gemm_f32_side(lte_ctx *ctx, const char *fn, cudaStream_t st, int rows, int n, int k, const float *w,
-                         const float *x, float *y, void *workspace, size_t ws_bytes) {
-  const char *FN = fn;
-  if (!gemm_half_available(ctx)) return fail(ctx, LTE_STATUS_UNSUPPORTED, fn, "cuBLAS is not available");
-  cublasStatus_t s = g_api.set_stream(ctx->cublas, st);
-  if (s == CUBLAS_STATUS_SUCCESS) s = g_api.set_workspace(ctx->cublas, workspace, ws_bytes);
-  // full f32 whatever the context's TF32 option (hard routing decisions sit on these logits)
-  if (s == CUBLAS_STATUS_SUCCESS && ctx->allow_tf32) s = g_api.set_math_mode(ctx->cublas, CUBLAS_DEFAULT_MATH);
-  if (s != CUBLAS_STATUS_SUCCESS)
-    return fail(ctx, LTE_STATUS_BLAS_ERROR, fn, "cuBLAS stream / workspace / math mode setup failed: %s",
-                status_text(s).c_str());
-  const float one = 1.0f, zero = 0.0f;
-  // Y^T (n x rows, ld n) = W (col-major k x n, op T) . X^T (k x rows, ld k)
-  s = g_api.sgemm_strided_batched(ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &one, w, k, 0, x, k, 0, &zero, y,
-                                  n, 0, 1);
-  cublasStatus_t s2 = g_api.set_stream(ctx->cublas, ctx->stream);
-  if (ctx->allow_tf32) g_api.set_math_mode(ctx->cublas, CUBLAS_TF32_TENSOR_OP_MATH);
-  if (s == CUBLAS_STATUS_SUCCESS) s = s2;
-  if (s != CUBLAS_STATUS_SUCCESS)
-    return fail(ctx, LTE_STATUS_BLAS_ERROR, fn, "cublasSgemmStridedBatched(n=%d, rows=%d, k=%d) failed: %s", n, rows,
-                k, status_text(s).c_str());
-  LTE_LAUNCH_CHECK("cublasSgemmStridedBatched");
-  return LTE_STATUS_OK;
-}
-
 }  // namespace lte

@@ -323,10 +323,6 @@ bool gemm_half_available(const lte_ctx *ctx);
    w_kn (a transposed down projection). workspace: ws_bytes of cuBLAS workspace (decode_scratch). */
 lte_status gemm_half(lte_ctx *ctx, const char *fn, lte_dtype dt, bool w_kn, int rows, int n, int k, const void *w,
                      int ldw, const void *xh, float beta, float *y, int ldy, void *workspace, size_t ws_bytes);
-/* y (rows, n) = x (rows, k) . W^T, f32 on cuBLAS (full f32 math), queued on stream `st` (the decode
-   engine's second stream: the masked-dense block's router); the handle goes back to ctx->stream. */
-lte_status gemm_f32_side(lte_ctx *ctx, const char *fn, cudaStream_t st, int rows, int n, int k, const float *w,
-                         const float *x, float *y, void *workspace, size_t ws_bytes);
 /* A device block of at least `bytes` owned by the context for the decode engine's cuBLAS path
    (NULL when cudaMalloc fails); the same block serves every call (one stream: calls are ordered). */
 void *decode_scratch(lte_ctx *ctx, size_t bytes);

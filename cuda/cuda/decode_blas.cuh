@@ -30,9 +30,6 @@
  *   LTE_DEC_BLAS_MIN     fewest rows (default kBlasMinRows = 4)
  *   LTE_DEC_BLAS_MASKED  1: out_mask calls and the transposed sparse down too (default); 0: they
  *                        keep the union kernels
- *   LTE_DEC_BLAS_ROUTER  0: the masked-dense block's router on the engine's router GEMV
- *                        (linear_rowblock_kernel, launches of 8 rows; default, measured in the second
- *                        and third calls); 1: as an f32 cuBLAS GEMM; both then a mask kernel
  */
 
 /* Fewest rows (twelfth session, H200, 7B step, device ms, our kernels -> cuBLAS from 1 row):
@@ -117,6 +114,18 @@ __global__ void __launch_bounds__(kBlasPrepThreads)
   }
 }
 
+/* blas_prep_kernel for the weight dtype (f16 or bf16), grid (rows, kBlasPrepSplit). */
+inline cudaError_t launch_blas_prep(lte_dtype wdtype, cudaStream_t st, const float *x, int ldx, int mode,
+                                   const float *nw, const float *nb, float eps, const float *in_mask, int S,
+                                   int union_mask, int rows, void *xh, int K, float *xf) {
+  const dim3 g((unsigned)rows, kBlasPrepSplit), b(kBlasPrepThreads);
+  if (wdtype == LTE_DTYPE_F16)
+    return dlaunch(blas_prep_kernel<__half>, g, b, 0, st, x, ldx, mode, nw, nb, eps, in_mask, S, union_mask, rows,
+                   static_cast<__half *>(xh), K, xf);
+  return dlaunch(blas_prep_kernel<__nv_bfloat16>, g, b, 0, st, x, ldx, mode, nw, nb, eps, in_mask, S, union_mask, rows,
+                 static_cast<__nv_bfloat16 *>(xh), K, xf);
+}
+
 /* y[r, o] (o < N) from the f32 products c (rows, ldc): SwiGLU silu(c[r, o]) * c[r, N + o] (no bias,
    as lte_dec_linear), else act(c[r, o] + bias[o]); where out_mask[r, (o % P) / S] == 0 the output is
    0 (or y is left as it is when accumulating); accumulate adds into y (act NONE only). */
@@ -165,14 +174,8 @@ inline lte_status blas_linear(lte_ctx *ctx, const char *fn, lte_dtype wdtype, co
   if (!ws) return fail(ctx, LTE_STATUS_OUT_OF_MEMORY, fn, "cannot allocate the cuBLAS decode scratch");
   void *xh = ws + kBlasWorkspace;
   float *c = reinterpret_cast<float *>(ws + kBlasWorkspace + xb);
-  const dim3 pg((unsigned)rows, kBlasPrepSplit);
-  cudaError_t e;
-  if (wdtype == LTE_DTYPE_F16)
-    e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, a.x, a.ldx, a.mode, a.nw, a.nb,
-                a.eps, a.in_mask, a.S, 0, rows, static_cast<__half *>(xh), a.k, (float *)nullptr);
-  else
-    e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, a.x, a.ldx, a.mode, a.nw,
-                a.nb, a.eps, a.in_mask, a.S, 0, rows, static_cast<__nv_bfloat16 *>(xh), a.k, (float *)nullptr);
+  cudaError_t e = launch_blas_prep(wdtype, ctx->stream, a.x, a.ldx, a.mode, a.nw, a.nb, a.eps, a.in_mask, a.S, 0, rows,
+                                   xh, a.k, nullptr);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
   lte_status st = gemm_half(ctx, fn, wdtype, false, rows, NW, a.k, a.w, a.ldw ? a.ldw : a.k, xh,
                             direct && a.accumulate ? 1.0f : 0.0f, direct ? a.y : c, direct ? a.n : NW, ws,
@@ -193,16 +196,8 @@ inline lte_status blas_t_sparse(lte_ctx *ctx, const char *fn, lte_dtype wdtype, 
   if (!ws) return fail(ctx, LTE_STATUS_OUT_OF_MEMORY, fn, "cannot allocate the cuBLAS decode scratch");
   void *xh = ws + kBlasWorkspace;
   float *c = reinterpret_cast<float *>(ws + kBlasWorkspace + xb);
-  const dim3 pg((unsigned)rows, kBlasPrepSplit);
-  cudaError_t e;
-  if (wdtype == LTE_DTYPE_F16)
-    e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, h, k, (int)LTE_DEC_X_PLAIN,
-                (const float *)nullptr, (const float *)nullptr, 0.0f, mask, S, 1, rows, static_cast<__half *>(xh), k,
-                (float *)nullptr);
-  else
-    e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, ctx->stream, h, k,
-                (int)LTE_DEC_X_PLAIN, (const float *)nullptr, (const float *)nullptr, 0.0f, mask, S, 1, rows,
-                static_cast<__nv_bfloat16 *>(xh), k, (float *)nullptr);
+  cudaError_t e = launch_blas_prep(wdtype, ctx->stream, h, k, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, mask, S, 1, rows,
+                                   xh, k, nullptr);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
   lte_status st = gemm_half(ctx, fn, wdtype, true, rows, n, k, wt, n, xh, bias ? 0.0f : 1.0f, bias ? c : y, n, ws,
                             kBlasWorkspace);
@@ -240,23 +235,6 @@ __global__ void blas_sffn_act_kernel(const float *c, int ldc, const float *b, co
   }
 }
 
-/* The hard mask from the router GEMM's logits (LTE_DEC_BLAS_ROUTER=1): mask[r, e] = logits[r, e] +
-   b[e] > threshold, counts[r] = the row's active experts. One block per row. */
-__global__ void blas_mask_kernel(const float *logits, const float *bias, float *mask, int32_t *counts, int E,
-                                 float threshold) {
-  pdl_prologue();
-  __shared__ int sm[32];
-  const int r = blockIdx.x;
-  int n = 0;
-  for (int e = threadIdx.x; e < E; e += blockDim.x) {
-    const bool on = logits[(size_t)r * E + e] + (bias ? bias[e] : 0.0f) > threshold;
-    mask[(size_t)r * E + e] = on ? 1.0f : 0.0f;
-    n += on ? 1 : 0;
-  }
-  n = block_sum(n, sm);
-  if (counts && threadIdx.x == 0) counts[r] = n;
-}
-
 /* The context's second stream and its two events (created at the first use; the capture mode of
    lte_graph_begin is relaxed): the router of the masked-dense block runs there, beside the gate/up
    GEMM. false when CUDA cannot create them. */
@@ -286,8 +264,10 @@ inline bool decode_side(lte_ctx *ctx) {
    stream beside the gate/up GEMM (their ~12 us no longer sit between O and gate/up):
      main:  prep (x' -> xn f32, xh T) -> fork -> gate/up GEMM (c) -> join -> act + mask (hh) ->
             down GEMM (x += hh w_down_t; into c2, then the bias, when b_down)
-     side:  the engine's router GEMV on xn, then router_mask_kernel (mask, counts);
-            LTE_DEC_BLAS_ROUTER=1: an f32 cuBLAS GEMM, then blas_mask_kernel
+     side:  the engine's router GEMV on xn (linear_rowblock_kernel), then router_mask_kernel (mask,
+            counts). Measured and removed (third and fourth calls): the router, mask and counts in
+            one kernel, and the router as an f32 cuBLAS GEMM (both slower at 8 rows), the side
+            stream at the greatest priority (no change).
    Everything is the op's contract (lte.h); the router is f32 as on the CPU. */
 inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype, float *x, int x_mode,
                                   const float *nw, const float *nb, float eps, const float *w_router,
@@ -308,40 +288,22 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
   float *logits = reinterpret_cast<float *>(p + xb + cb + hb);
   float *c2 = reinterpret_cast<float *>(p + xb + cb + hb + lb);
   cudaStream_t st = ctx->stream, side = ctx->dec_side;
-  const dim3 pg((unsigned)rows, kBlasPrepSplit);
-  cudaError_t e;
-  const bool blas_router = env_int("LTE_DEC_BLAS_ROUTER", 0, 0, 1) != 0;
-  if (wdtype == LTE_DTYPE_F16)
-    e = dlaunch(blas_prep_kernel<__half>, pg, dim3(kBlasPrepThreads), 0, st, (const float *)x, C, x_mode, nw, nb, eps,
-                (const float *)nullptr, S, 0, rows, static_cast<__half *>(xh), C, xn);
-  else
-    e = dlaunch(blas_prep_kernel<__nv_bfloat16>, pg, dim3(kBlasPrepThreads), 0, st, (const float *)x, C, x_mode, nw,
-                nb, eps, (const float *)nullptr, S, 0, rows, static_cast<__nv_bfloat16 *>(xh), C, xn);
+  cudaError_t e = launch_blas_prep(wdtype, st, x, C, x_mode, nw, nb, eps, nullptr, S, 0, rows, xh, C, xn);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
   // side stream: router logits (f32 weights, x' = xn) and the hard mask
   if ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess || (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess)
     return cuda_fail(ctx, fn, "fork to the side stream", e, __FILE__, __LINE__);
-  if (blas_router) {  // LTE_DEC_BLAS_ROUTER=1: an f32 cuBLAS GEMM (its own workspace), then the mask
-    lte_status rs = gemm_f32_side(ctx, fn, side, rows, E, C, w_router, xn, logits, ws + kBlasWorkspace / 2,
-                                  kBlasWorkspace / 2);
-    if (rs != LTE_STATUS_OK) return rs;
-    if ((e = dlaunch(blas_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, b_router, mask, counts, E,
-                     threshold)) != cudaSuccess)
-      return cuda_fail(ctx, fn, "launch of blas_mask_kernel", e, __FILE__, __LINE__);
-  } else {  // 0 (default): the engine's router GEMV, then router_mask_kernel
-    const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
-                     0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
-    if ((e = launch_linear<float>(ra, rows, side, true)) != cudaSuccess)
-      return cuda_fail(ctx, fn, "launch of the router GEMV", e, __FILE__, __LINE__);
-    if ((e = dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, mask, counts, 1, E,
-                     threshold)) != cudaSuccess)
-      return cuda_fail(ctx, fn, "launch of router_mask_kernel", e, __FILE__, __LINE__);
-  }
+  const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
+                   0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
+  if ((e = launch_linear<float>(ra, rows, side, true)) != cudaSuccess)
+    return cuda_fail(ctx, fn, "launch of the router GEMV", e, __FILE__, __LINE__);
+  if ((e = dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, mask, counts, 1, E,
+                   threshold)) != cudaSuccess)
+    return cuda_fail(ctx, fn, "launch of router_mask_kernel", e, __FILE__, __LINE__);
   if ((e = cudaEventRecord(ctx->dec_join, side)) != cudaSuccess)
     return cuda_fail(ctx, fn, "cudaEventRecord (join)", e, __FILE__, __LINE__);
   // main stream: gate/up of every expert, then h under the mask once the side stream is done
-  // (the main stream's GEMMs take the first half of the workspace, the side stream's the second)
-  lte_status s = gemm_half(ctx, fn, wdtype, false, rows, NW, C, w_fc, C, xh, 0.0f, c, NW, ws, kBlasWorkspace / 2);
+  lte_status s = gemm_half(ctx, fn, wdtype, false, rows, NW, C, w_fc, C, xh, 0.0f, c, NW, ws, kBlasWorkspace);
   if (s != LTE_STATUS_OK) return s;
   if ((e = cudaStreamWaitEvent(st, ctx->dec_join, 0)) != cudaSuccess)
     return cuda_fail(ctx, fn, "join of the side stream", e, __FILE__, __LINE__);
@@ -354,7 +316,7 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
                 (const float *)mask, E, S, act, static_cast<__nv_bfloat16 *>(hh), F, rows);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_sffn_act_kernel", e, __FILE__, __LINE__);
   s = gemm_half(ctx, fn, wdtype, true, rows, C, F, w_down_t, C, hh, b_down ? 0.0f : 1.0f, b_down ? c2 : x, C, ws,
-                kBlasWorkspace / 2);
+                kBlasWorkspace);
   if (s != LTE_STATUS_OK || !b_down) return s;
   e = dlaunch(blas_epilogue_kernel, dim3(grid_for(ctx, (int64_t)rows * C)), dim3(kThreads), 0, st, (const float *)c2, C,
               b_down, (int)LTE_DEC_ACT_NONE, 1, (const float *)nullptr, 0, 1, x, C, rows);

@@ -88,17 +88,36 @@ const VARIANTS: [string, Record<string, string>][] = [
   }],
 ];
 
+type Inputs = ReturnType<typeof makeInputs>;
+type Outputs = ReturnType<typeof runOp>;
+
+/** A case's inputs with the threshold in a gap of the logits, and the CPU reference outputs. */
+function prepared(c: SffnCase, seed: number): { inp: Inputs; ref: Outputs } {
+  const cpu = getBackend("cpu");
+  let inp = makeInputs(c, seed);
+  inp = withThreshold(c, inp, runOp(cpu, c, inp).xn);
+  const ref = runOp(cpu, c, inp);
+  nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
+  return { inp, ref };
+}
+
+/** Masks and counts exactly; returns the relative errors of the block's own output (x - x0, so
+ * the residual does not hide its error) and of xn. */
+function compared(inp: Inputs, ref: Outputs, got: Outputs, tag: string): { ex: number; en: number } {
+  nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
+  nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
+  const d = (o: Float32Array) => o.map((v, j) => v - inp.x[j]!);
+  return { ex: rel(d(got.x), d(ref.x)), en: rel(got.xn, ref.xn) };
+}
+
 Deno.test({
   name: "lte_dec_sparse_ffn: CUDA agrees with the CPU reference (shapes, dtypes, rows, tuning variants)",
   ignore: !hasCuda,
   fn() {
-    const cpu = getBackend("cpu"), cuda = getBackend("cuda");
+    const cuda = getBackend("cuda");
     const worst: Record<string, number> = {};
     for (const [i, c] of CASES.entries()) {
-      let inp = makeInputs(c, 200 + i);
-      inp = withThreshold(c, inp, runOp(cpu, c, inp).xn);
-      const ref = runOp(cpu, c, inp);
-      nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
+      const { inp, ref } = prepared(c, 200 + i);
       // the 7B-sized cases run every variant; the others the default and one variant
       const variants = c.C === 4096 && c.F === 11008
         ? VARIANTS
@@ -107,11 +126,7 @@ Deno.test({
         // (4+ rows of f16 take the masked-dense cuBLAS path by default: the next test)
         const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0" }, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
-        nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
-        nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
-        // the block's own output (x - x0), so the residual does not hide its error
-        const d = (o: Float32Array) => o.map((v, j) => v - inp.x[j]!);
-        const ex = rel(d(got.x), d(ref.x)), en = rel(got.xn, ref.xn);
+        const { ex, en } = compared(inp, ref, got, tag);
         worst[c.dt] = Math.max(worst[c.dt] ?? 0, ex, en);
         nodeAssert.ok(en < 2e-5, `${tag}: xn rel ${en}`);
         nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
@@ -144,26 +159,19 @@ Deno.test({
   name: "lte_dec_sparse_ffn: the masked-dense cuBLAS path (4-16 rows) agrees with the CPU reference",
   ignore: !hasCuda,
   fn() {
-    const cpu = getBackend("cpu"), cuda = getBackend("cuda");
+    const cuda = getBackend("cuda");
     const worst: Record<string, number> = {};
     for (const [i, c] of BLAS_CASES.entries()) {
-      let inp = makeInputs(c, 300 + i);
-      inp = withThreshold(c, inp, runOp(cpu, c, inp).xn);
-      const ref = runOp(cpu, c, inp);
-      nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
+      const { inp, ref } = prepared(c, 300 + i);
       for (
         const [vn, env] of [
           ["default", {}],
           ["PDL attribute", { LTE_DEC_PDL: "1" }],
-          ["router on cuBLAS", { LTE_DEC_BLAS_ROUTER: "1" }],
         ] as const
       ) {
         const got = withDecEnv({ ...env, LTE_DEC_BLAS: "2" }, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [cuBLAS, ${vn}]`;
-        nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
-        nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
-        const d = (o: Float32Array) => o.map((v, j) => v - inp.x[j]!);
-        const ex = rel(d(got.x), d(ref.x)), en = rel(got.xn, ref.xn);
+        const { ex, en } = compared(inp, ref, got, tag);
         const [floor, tol] = BLAS_TOL[c.dt as "f16" | "bf16"];
         worst[c.dt] = Math.max(worst[c.dt] ?? 0, ex);
         nodeAssert.ok(en < 2e-5, `${tag}: xn rel ${en}`);
