@@ -429,3 +429,45 @@ Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own m
   assertEquals({ ...runs[2]!, logits: [] }, { ...runs[0]!, logits: [] });
   assert(runs[0]!.active.flat().some((n) => n < E), "some experts are off");
 });
+
+// The running fraction of active experts per token behind the path of batched sparse CUDA steps
+// (Engine.expectedUnion; twelfth session): 0.5 before any count, then an exponential average
+// (first value, then 0.9 / 0.1) of every token's per-layer counts as the engine reads them back.
+Deno.test("engine: expectedUnion follows the running fraction of active experts per token", async () => {
+  const config = llamaConfig();
+  const S = 32, E = config.d_ff / S;
+  const model = DecoderLM.init(config, { device: "cpu", seed: 8 });
+  const arrays = model.toArrays();
+  model.dispose();
+  const rng = new Rng(12);
+  const routers = new Map<string, Float32Array>();
+  for (let i = 0; i < config.n_layer; i++) {
+    routers.set(routerWeightName(i), rng.normals(E * config.d_model, 0.15));
+    routers.set(routerBiasName(i), rng.normals(E, 0.5));
+  }
+  const eng = Engine.fromArrays(config, arrays, { ...CPU, sparse: true }, {
+    tokenizer,
+    routers: { expertSize: S, tau: 0.5, arrays: routers },
+  });
+  try {
+    assertEquals(eng.expectedUnion(1), 0.5);
+    assertEquals(eng.expectedUnion(4), 1 - 0.5 ** 4);
+    let a: number | null = null;
+    const fold = (counts: number[]) => {
+      const f = counts.reduce((u, v) => u + v, 0) / (config.n_layer * E);
+      a = a === null ? f : 0.9 * a + 0.1 * f;
+    };
+    const s1 = eng.allocSlot()!, s2 = eng.allocSlot()!;
+    fold((await eng.prefill(s1, [3, 141, 59, 26], GREEDY)).activeExperts);
+    fold((await eng.prefill(s2, [9, 9], GREEDY)).activeExperts);
+    for (let i = 0; i < 4; i++) (await eng.step([s1, s2], [GREEDY, GREEDY])).activeExperts.forEach(fold);
+    const want = a!;
+    assert(want > 0 && want < 1, `the routers leave some experts on and some off: ${want}`);
+    for (const rows of [1, 4, 8, 16]) {
+      const got = eng.expectedUnion(rows), exp = 1 - (1 - want) ** rows;
+      assert(Math.abs(got - exp) < 1e-12, `${rows} rows: ${got} vs ${exp}`);
+    }
+  } finally {
+    eng.dispose();
+  }
+});
