@@ -724,6 +724,7 @@ Deno.test({
   },
 });
 
+/** The 8-row comparison for one kernel path ("blas": the default, "mma": LTE_DEC_BLAS=0), dense then sparse. */
 async function eightRows(
   config: ModelConfig,
   arrays: Map<string, Float32Array>,
@@ -732,52 +733,50 @@ async function eightRows(
   prompts: number[][],
   path: string,
 ): Promise<void> {
-  {
-    for (const sparse of [false, true]) {
-      const opts: EngineOptions = {
-        device: "cpu",
-        dtype: "f16",
-        sparse,
-        maxBatch: 8,
-        maxContext: 48,
-        lookahead: false,
-      };
-      const routers = sparse ? { expertSize: S, tau: 0.5, arrays: routerArrays } : null;
-      const cpu = Engine.fromArrays(config, arrays, opts, { tokenizer, routers });
-      const gpu = Engine.fromArrays(config, arrays, { ...opts, device: "cuda" }, { tokenizer, routers });
-      try {
-        // (margin routers: about half the experts per token, so the union of 8 is all of them)
-        if (sparse) assertEquals(gpu.sparseFfnPath(8), path === "blas" ? "fused" : "gemv");
-        const a = await decode(gpu, prompts, 10), b = await decode(cpu, prompts, 10);
-        const tag = `llama_f16_8rows_${path}${sparse ? "_sparse" : ""}`;
-        if (sparse) {
-          // the masked kernels must have had experts to skip (and some to keep)
-          const counts = a.active.flat(2), E = config.d_ff / S;
-          const frac = counts.reduce((u, v) => u + v, 0) / (counts.length * E);
-          assert(frac > 0.2 && frac < 0.8, `${tag}: active fraction ${frac}`);
-        }
-        // Written tolerance: each tensor-core GEMV rounds its input to f16 (tests/gpu/gemv_test.ts
-        // MMA_TOL: ~3e-4 of the output's maximum, bound 1e-3 per op), and a step chains 9 of them
-        // (2 layers x QKV, O, gate/up, down, and the head) where the batch-3 test's CUDA-core
-        // GEMVs keep f32 inputs (its 2e-3). Measured on the H200 (eleventh session): dense
-        // 2.4e-3 to 2.6e-3 under every kernel switch.
-        const tol = 5e-3;
-        const worst = agree(a, b, tol, tag);
-        report[`engine_${tag}`] = worst;
-        console.log(`${tag}: worst relative logit difference ${worst}`);
-        assert(worst < tol, `${tag}: logits differ by ${worst}`);
-        // the graph replays give the same results up to the atomics' order of adds (the K groups'
-        // and the union down's): an f32 rounding difference that moves the next tensor-core GEMV's
-        // f16 input by one step (4.9e-4 relative) is then carried through the layers and the head
-        // (measured 3.4e-4 to 6.6e-4 on the H200 with the K groups, eleventh session)
-        const again = await decode(gpu, prompts, 10);
-        const e = agree(again, a, 2e-3, `${tag}: graph replay`);
-        console.log(`${tag}: graph replay differs by ${e}`);
-        assert(e < 2e-3, `${tag}: graph replay differs by ${e}`);
-      } finally {
-        cpu.dispose();
-        gpu.dispose();
+  for (const sparse of [false, true]) {
+    const opts: EngineOptions = {
+      device: "cpu",
+      dtype: "f16",
+      sparse,
+      maxBatch: 8,
+      maxContext: 48,
+      lookahead: false,
+    };
+    const routers = sparse ? { expertSize: S, tau: 0.5, arrays: routerArrays } : null;
+    const cpu = Engine.fromArrays(config, arrays, opts, { tokenizer, routers });
+    const gpu = Engine.fromArrays(config, arrays, { ...opts, device: "cuda" }, { tokenizer, routers });
+    try {
+      // (margin routers: about half the experts per token, so the union of 8 is all of them)
+      if (sparse) assertEquals(gpu.sparseFfnPath(8), path === "blas" ? "fused" : "gemv");
+      const a = await decode(gpu, prompts, 10), b = await decode(cpu, prompts, 10);
+      const tag = `llama_f16_8rows_${path}${sparse ? "_sparse" : ""}`;
+      if (sparse) {
+        // the masked kernels must have had experts to skip (and some to keep)
+        const counts = a.active.flat(2), E = config.d_ff / S;
+        const frac = counts.reduce((u, v) => u + v, 0) / (counts.length * E);
+        assert(frac > 0.2 && frac < 0.8, `${tag}: active fraction ${frac}`);
       }
+      // Written tolerance: each tensor-core GEMV rounds its input to f16 (tests/gpu/gemv_test.ts
+      // MMA_TOL: ~3e-4 of the output's maximum, bound 1e-3 per op), and a step chains 9 of them
+      // (2 layers x QKV, O, gate/up, down, and the head) where the batch-3 test's CUDA-core
+      // GEMVs keep f32 inputs (its 2e-3). Measured on the H200 (eleventh session): dense
+      // 2.4e-3 to 2.6e-3 under every kernel switch.
+      const tol = 5e-3;
+      const worst = agree(a, b, tol, tag);
+      report[`engine_${tag}`] = worst;
+      console.log(`${tag}: worst relative logit difference ${worst}`);
+      assert(worst < tol, `${tag}: logits differ by ${worst}`);
+      // the graph replays give the same results up to the atomics' order of adds (the K groups'
+      // and the union down's): an f32 rounding difference that moves the next tensor-core GEMV's
+      // f16 input by one step (4.9e-4 relative) is then carried through the layers and the head
+      // (measured 3.4e-4 to 6.6e-4 on the H200 with the K groups, eleventh session)
+      const again = await decode(gpu, prompts, 10);
+      const e = agree(again, a, 2e-3, `${tag}: graph replay`);
+      console.log(`${tag}: graph replay differs by ${e}`);
+      assert(e < 2e-3, `${tag}: graph replay differs by ${e}`);
+    } finally {
+      cpu.dispose();
+      gpu.dispose();
     }
   }
 }
