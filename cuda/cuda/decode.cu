@@ -35,8 +35,9 @@
  *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
  *                        top-p definition of lte.h found by bisection over float bit patterns
  *                        (no sort), then an ordered walk (chunk sums, block exclusive scan).
- *   cuBLAS path          lte_dec_linear / lte_dec_linear_t_sparse of >= LTE_DEC_BLAS_MIN (4) rows (f16) as x' prep +
- *                        cublasGemmEx + epilogue (decode_blas.cuh, twelfth session).
+ *   cuBLAS path          lte_dec_linear / lte_dec_linear_t_sparse of >= LTE_DEC_BLAS_MIN (4) rows
+ *                        (f16) as x' prep + cublasGemmEx + epilogue (decode_blas.cuh, twelfth
+ *                        session).
  *   lte_graph_*          cudaStreamBeginCapture / EndCapture / Instantiate / GraphLaunch on the
  *                        context stream.
  * Nothing here synchronises or reads the host, so every op is graph-capturable; the only allocation
