@@ -214,8 +214,9 @@ bool gemm_half_available(const lte_ctx *ctx) { return ctx->cublas && g_api.gemm_
 void *decode_scratch(lte_ctx *ctx, size_t bytes) {
   if (bytes <= ctx->dec_scratch_bytes) return ctx->dec_scratch;
   // a graph captured earlier may hold the old block: retire it (freed with the context), never free
-  // (grown by at least 8 MiB at a time: a 7B step's largest call needs ~1.5 MiB beyond the workspace)
-  if (bytes < ctx->dec_scratch_bytes + (8u << 20)) bytes = ctx->dec_scratch_bytes + (8u << 20);
+  // 8 MiB of headroom on every (re)allocation: a 7B step's largest call needs ~2 MiB beyond the
+  // workspace, so one block of ~40 MiB serves a whole engine
+  bytes += (size_t)8 << 20;
   void *p = nullptr;
   if (cudaMalloc(&p, bytes) != cudaSuccess) {
     cudaGetLastError();
