@@ -385,18 +385,24 @@ Deno.test("engine: sparse greedy decoding (LTE folder, hard routers) equals the 
   }
 });
 
-Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own masked GEMVs decode alike", async () => {
+/** The LLaMA test model (seed 8) with random routers over experts of 32 drawn from `routerSeed`. */
+function sparseLlama(routerSeed: number) {
   const config = llamaConfig();
   const S = 32, E = config.d_ff / S;
   const model = DecoderLM.init(config, { device: "cpu", seed: 8 });
   const arrays = model.toArrays();
   model.dispose();
-  const rng = new Rng(11);
+  const rng = new Rng(routerSeed);
   const routers = new Map<string, Float32Array>();
   for (let i = 0; i < config.n_layer; i++) {
     routers.set(routerWeightName(i), rng.normals(E * config.d_model, 0.15));
     routers.set(routerBiasName(i), rng.normals(E, 0.5));
   }
+  return { config, S, E, arrays, routers };
+}
+
+Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own masked GEMVs decode alike", async () => {
+  const { config, S, E, arrays, routers } = sparseLlama(11);
   const runs: { tokens: number[]; active: number[][]; logits: number[] }[] = [];
   const paths = [{ fusedFfn: true }, { fusedFfn: false, ffnKernels: false }, { ffnKernels: true }];
   for (const path of paths) {
@@ -434,17 +440,7 @@ Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own m
 // (Engine.expectedUnion; twelfth session): 0.5 before any count, then an exponential average
 // (first value, then 0.9 / 0.1) of every token's per-layer counts as the engine reads them back.
 Deno.test("engine: expectedUnion follows the running fraction of active experts per token", async () => {
-  const config = llamaConfig();
-  const S = 32, E = config.d_ff / S;
-  const model = DecoderLM.init(config, { device: "cpu", seed: 8 });
-  const arrays = model.toArrays();
-  model.dispose();
-  const rng = new Rng(12);
-  const routers = new Map<string, Float32Array>();
-  for (let i = 0; i < config.n_layer; i++) {
-    routers.set(routerWeightName(i), rng.normals(E * config.d_model, 0.15));
-    routers.set(routerBiasName(i), rng.normals(E, 0.5));
-  }
+  const { config, S, E, arrays, routers } = sparseLlama(12);
   const eng = Engine.fromArrays(config, arrays, { ...CPU, sparse: true }, {
     tokenizer,
     routers: { expertSize: S, tau: 0.5, arrays: routers },
