@@ -288,24 +288,30 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
   float *logits = reinterpret_cast<float *>(p + xb + cb + hb);
   float *c2 = reinterpret_cast<float *>(p + xb + cb + hb + lb);
   cudaStream_t st = ctx->stream, side = ctx->dec_side;
+  // LTE_DEC_DIAG_MD (a diagnostic, WRONG results, for timing only): bit 0 skips the router and the
+  // mask (the mask is left as it was), bit 1 runs the down GEMM as if w_down_t were stored (C, F)
+  const int diag = env_int("LTE_DEC_DIAG_MD", 0, 0, 3);
   cudaError_t e = launch_blas_prep(wdtype, st, x, C, x_mode, nw, nb, eps, nullptr, S, 0, rows, xh, C, xn);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
   // side stream: router logits (f32 weights, x' = xn) and the hard mask
-  if ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess || (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess)
+  if (!(diag & 1) && ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess ||
+                       (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess))
     return cuda_fail(ctx, fn, "fork to the side stream", e, __FILE__, __LINE__);
   const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
                    0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
-  if ((e = launch_linear<float>(ra, rows, side, true)) != cudaSuccess)
-    return cuda_fail(ctx, fn, "launch of the router GEMV", e, __FILE__, __LINE__);
-  if ((e = dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, mask, counts, 1, E,
-                   threshold)) != cudaSuccess)
-    return cuda_fail(ctx, fn, "launch of router_mask_kernel", e, __FILE__, __LINE__);
-  if ((e = cudaEventRecord(ctx->dec_join, side)) != cudaSuccess)
-    return cuda_fail(ctx, fn, "cudaEventRecord (join)", e, __FILE__, __LINE__);
+  if (!(diag & 1)) {
+    if ((e = launch_linear<float>(ra, rows, side, true)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "launch of the router GEMV", e, __FILE__, __LINE__);
+    if ((e = dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, mask, counts, 1, E,
+                     threshold)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "launch of router_mask_kernel", e, __FILE__, __LINE__);
+    if ((e = cudaEventRecord(ctx->dec_join, side)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "cudaEventRecord (join)", e, __FILE__, __LINE__);
+  }
   // main stream: gate/up of every expert, then h under the mask once the side stream is done
   lte_status s = gemm_half(ctx, fn, wdtype, false, rows, NW, C, w_fc, C, xh, 0.0f, c, NW, ws, kBlasWorkspace);
   if (s != LTE_STATUS_OK) return s;
-  if ((e = cudaStreamWaitEvent(st, ctx->dec_join, 0)) != cudaSuccess)
+  if (!(diag & 1) && (e = cudaStreamWaitEvent(st, ctx->dec_join, 0)) != cudaSuccess)
     return cuda_fail(ctx, fn, "join of the side stream", e, __FILE__, __LINE__);
   const unsigned ag = grid_for(ctx, (int64_t)rows * F / 2);
   if (wdtype == LTE_DTYPE_F16)
@@ -315,8 +321,8 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
     e = dlaunch(blas_sffn_act_kernel<__nv_bfloat16>, dim3(ag), dim3(kThreads), 0, st, (const float *)c, NW, b_fc,
                 (const float *)mask, E, S, act, static_cast<__nv_bfloat16 *>(hh), F, rows);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_sffn_act_kernel", e, __FILE__, __LINE__);
-  s = gemm_half(ctx, fn, wdtype, true, rows, C, F, w_down_t, C, hh, b_down ? 0.0f : 1.0f, b_down ? c2 : x, C, ws,
-                kBlasWorkspace);
+  s = gemm_half(ctx, fn, wdtype, !(diag & 2), rows, C, F, w_down_t, diag & 2 ? F : C, hh, b_down ? 0.0f : 1.0f,
+                b_down ? c2 : x, C, ws, kBlasWorkspace);
   if (s != LTE_STATUS_OK || !b_down) return s;
   e = dlaunch(blas_epilogue_kernel, dim3(grid_for(ctx, (int64_t)rows * C)), dim3(kThreads), 0, st, (const float *)c2, C,
               b_down, (int)LTE_DEC_ACT_NONE, 1, (const float *)nullptr, 0, 1, x, C, rows);
