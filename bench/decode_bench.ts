@@ -633,9 +633,15 @@ const VARIANTS: Variant[] = [
         // masked dense on cuBLAS: as the fused op runs it (the router on a second stream), and as
         // the masked GEMVs run it (router, mask, gate/up in a row on one stream)
         ["_md", "masked dense (fused op)", { fusedFfn: true }],
+        // masked dense with the router on the side stream (the twelfth session's way) instead of
+        // its rows in the gate/up GEMM (LTE_DEC_SFFN_ROUTER_ROWS, thirteenth session)
+        ["_md_side", "masked dense, side-stream router", { fusedFfn: true }, { LTE_DEC_BLAS_ROUTER_ROWS: "0" }],
         // diagnostics (WRONG results, timing only; LTE_DEC_DIAG_MD in decode_blas.cuh): masked
         // dense without the router and mask, and with the down GEMM over the (C, F) layout
-        ["_md_norouter", "masked dense, DIAG no router", { fusedFfn: true }, { LTE_DEC_DIAG_MD: "1" }],
+        ["_md_norouter", "masked dense, DIAG no router", { fusedFfn: true }, {
+          LTE_DEC_DIAG_MD: "1",
+          LTE_DEC_BLAS_ROUTER_ROWS: "0",
+        }],
         ["_md_nt", "masked dense, DIAG down as (C, F)", { fusedFfn: true }, { LTE_DEC_DIAG_MD: "2" }],
         ["_blas", "masked GEMVs on cuBLAS, router in line", gemv, { LTE_DEC_BLAS_MASKED: "1" }],
       ] as [string, string, Partial<EngineOptions>, Record<string, string>?][]).map(([tag, label, o, env]) => ({

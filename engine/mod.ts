@@ -130,6 +130,8 @@ export const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 
 
 const X = { PLAIN: 0, RMS: 1, LN: 2 } as const;
 const ACT = { NONE: 0, SWIGLU: 1, GELU: 2 } as const;
+/** lte.h LTE_DEC_SFFN_ROUTER_ROWS: OR-ed into the fused op's act when fc carries the router's rows. */
+const SFFN_ROUTER_ROWS = 0x100;
 const PREFILL_CHUNK = 16;
 
 type Ptr = Deno.PointerObject;
@@ -315,6 +317,12 @@ export class Engine {
   #activity: number | null = null;
   /** The CUDA backend has the decode engine's cuBLAS path (lte_ctx_device_info "decode_cublas"). */
   #decodeCublas = false;
+  /**
+   * fc carries the router as f16 hi + lo rows after its gate/up rows (LTE_DEC_SFFN_ROUTER_ROWS), so
+   * masked dense computes the router in its gate/up GEMM (thirteenth session): sparse f16 models on
+   * CUDA with the cuBLAS path. 2 x E x C x 2 bytes per layer (5.6 MB at the 7B shape).
+   */
+  #routerRows = false;
   #mask: Ptr | null = null;
   #logits!: Ptr;
   #sscratch!: Ptr;
@@ -371,6 +379,8 @@ export class Engine {
     this.#wdt = DTypeCode[opts.dtype];
     this.#graphOk = opts.device === "cuda";
     this.#decodeCublas = opts.device === "cuda" && this.#be.deviceInfo().decode_cublas === true;
+    this.#routerRows = routers !== null && this.#decodeCublas && opts.dtype === "f16" &&
+      routers.expertSize % 4 === 0;
     this.#rows = Math.max(opts.maxBatch, PREFILL_CHUNK);
     this.#slots = Array.from({ length: opts.maxBatch }, () => ({ used: false, pos: 0, next: 0 }));
     this.#staging = Array.from({ length: opts.maxBatch }, () => null);
@@ -579,13 +589,29 @@ export class Engine {
     return p;
   }
 
-  /** A weight matrix in the engine dtype. */
-  #w(a: Float32Array): Ptr {
+  /** A weight matrix in the engine dtype (`spare` bytes more allocated after it). */
+  #w(a: Float32Array, spare = 0): Ptr {
     const dt = this.options.dtype as WDtype;
     const host = dt === "f32" ? a : dt === "f16" ? f32ToF16(a) : f32ToBf16(a);
-    const p = this.#alloc(host.byteLength);
+    const p = this.#alloc(host.byteLength + spare);
     this.#be.write(p, host);
     return p;
+  }
+
+  /** Bytes of the router rows after fc's gate/up (or c_fc) rows: E hi rows and E lo rows, f16. */
+  #routerRowBytes(): number {
+    return this.#routerRows ? 2 * this.expertsPerLayer! * this.config.d_model * 2 : 0;
+  }
+
+  /** Writes the layer's router as f16 hi + lo rows after fc's rows (#routerRows). */
+  #splitRouter(lw: LayerWeights): void {
+    const c = this.config, n = this.expertsPerLayer! * c.d_model;
+    const fcBytes = (c.family === "gpt2" ? 1 : 2) * c.d_ff * c.d_model * 2;
+    const hi = this.#at(lw.fc, fcBytes), lo = this.#at(lw.fc, fcBytes + 2 * n);
+    this.#check(
+      this.#be.sym.lte_dec_convert_split(this.#be.ctx, this.#wdt, lw.router!, hi, lo, n),
+      "lte_dec_convert_split",
+    );
   }
 
   #upload(a: WeightArrays, routers: RouterSpec | null): void {
@@ -614,7 +640,7 @@ export class Engine {
           ln1b: this.#f32(get(`${p}.ln_1.bias`)),
           ln2: this.#f32(get(`${p}.ln_2.weight`)),
           ln2b: this.#f32(get(`${p}.ln_2.bias`)),
-          fc: this.#w(tr(get(`${p}.mlp.c_fc.weight`), d, f)),
+          fc: this.#w(tr(get(`${p}.mlp.c_fc.weight`), d, f), this.#routerRowBytes()),
           fcB: this.#f32(get(`${p}.mlp.c_fc.bias`)),
           // c_proj is stored (F, C): the sparse path reads it as is, the dense GEMV wants (C, F)
           down: this.#w(sparse ? get(`${p}.mlp.c_proj.weight`) : tr(get(`${p}.mlp.c_proj.weight`), f, d)),
@@ -643,7 +669,7 @@ export class Engine {
           ln1b: null,
           ln2: this.#f32(get(`${p}.post_attention_layernorm.weight`)),
           ln2b: null,
-          fc: this.#w(gu),
+          fc: this.#w(gu, this.#routerRowBytes()),
           fcB: null,
           // down_proj is stored (C, F): the sparse path wants it transposed once to (F, C)
           down: this.#w(sparse ? tr(get(`${p}.mlp.down_proj.weight`), d, f) : get(`${p}.mlp.down_proj.weight`)),
@@ -656,6 +682,7 @@ export class Engine {
         lw.router = this.#f32(routers.arrays.get(routerWeightName(i))!);
         const b = routers.arrays.get(routerBiasName(i));
         lw.routerB = b ? this.#f32(b) : null;
+        if (this.#routerRows) this.#splitRouter(lw);
       }
       this.#layers.push(lw);
     }
@@ -676,8 +703,8 @@ export class Engine {
     const c = this.config, d = c.d_model, f = c.d_ff, hd = d / c.n_head;
     const bpe = this.options.dtype === "f32" ? 4 : 2;
     let s = BigInt(seed) * 1000003n;
-    const rnd = (n: number, sc = scale, dt = this.#wdt, bytes = bpe): Ptr => {
-      const p = this.#alloc(n * bytes);
+    const rnd = (n: number, sc = scale, dt = this.#wdt, bytes = bpe, spare = 0): Ptr => {
+      const p = this.#alloc(n * bytes + spare);
       s += 1n;
       this.#check(this.#be.sym.lte_dec_fill_random(this.#be.ctx, dt, p, n, s, sc), "lte_dec_fill_random");
       return p;
@@ -700,13 +727,14 @@ export class Engine {
         ln1b: g2 ? zeros(d) : null,
         ln2: ones(d),
         ln2b: g2 ? zeros(d) : null,
-        fc: rnd((g2 ? 1 : 2) * f * d),
+        fc: rnd((g2 ? 1 : 2) * f * d, scale, this.#wdt, bpe, this.#routerRowBytes()),
         fcB: g2 ? zeros(f) : null,
         down: rnd(d * f),
         downB: g2 ? zeros(d) : null,
         router: nExp ? rnd(nExp * d, rScale, DTypeCode.f32, 4) : null,
         routerB: nExp ? this.#f32(new Float32Array(nExp).fill(bias)) : null,
       });
+      if (this.#routerRows) this.#splitRouter(this.#layers[i]!);
     }
     this.#embed = rnd(c.vocab_size * d, 1);
     if (g2) this.#posEmbed = rnd(c.max_seq * d, 0.1);
@@ -917,7 +945,7 @@ export class Engine {
             d,
             f,
             S,
-            g2 ? ACT.GELU : ACT.SWIGLU,
+            (g2 ? ACT.GELU : ACT.SWIGLU) | (this.#routerRows ? SFFN_ROUTER_ROWS : 0),
           ),
           "lte_dec_sparse_ffn",
         );

@@ -1146,6 +1146,17 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
+  lte_dec_convert_split: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      I32, // lte_dtype dtype
+      P, // const void *x
+      P, // void *hi
+      P, // void *lo
+      I64, // int64_t n
+    ],
+    result: S, // lte_status
+  },
   lte_graph_begin: {
     parameters: [
       P, // lte_ctx_t *ctx

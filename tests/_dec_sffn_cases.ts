@@ -161,13 +161,28 @@ function outputs(
   return o;
 }
 
-/** One call of lte_dec_sparse_ffn on `be`. */
-export function runOp(be: Backend, c: SffnCase, inp: SffnInputs): SffnOutputs {
+/** lte.h LTE_DEC_SFFN_ROUTER_ROWS. */
+export const SFFN_ROUTER_ROWS = 0x100;
+
+/**
+ * One call of lte_dec_sparse_ffn on `be`. `routerRows` (half dtypes): w_fc carries the router's hi
+ * and lo rows, split on `be` by lte_dec_convert_split, and act has LTE_DEC_SFFN_ROUTER_ROWS.
+ */
+export function runOp(be: Backend, c: SffnCase, inp: SffnInputs, routerRows = false): SffnOutputs {
   const b = new Bufs(be);
   try {
     const E = c.F / c.S;
     const x = b.of(inp.x)!, xn = b.zeros(4 * c.rows * c.C), mask = b.zeros(4 * c.rows * E);
     const counts = b.zeros(4 * c.rows);
+    let wfc = b.of(inp.wfc)!;
+    if (routerRows) {
+      const n = E * c.C, fc = inp.wfc.byteLength;
+      const buf = new Uint8Array(fc + 4 * n);
+      buf.set(inp.wfc);
+      wfc = b.of(buf)!;
+      const wr = b.of(inp.wr)!, at = (o: number) => Deno.UnsafePointer.offset(wfc, o) as Deno.PointerObject;
+      be.check(be.sym.lte_dec_convert_split(be.ctx, DTypeCode[c.dt], wr, at(fc), at(fc + 2 * n), n), "split");
+    }
     be.check(
       be.sym.lte_dec_sparse_ffn(
         be.ctx,
@@ -180,7 +195,7 @@ export function runOp(be: Backend, c: SffnCase, inp: SffnInputs): SffnOutputs {
         b.of(inp.wr),
         b.of(inp.br),
         inp.thr,
-        b.of(inp.wfc),
+        wfc,
         b.of(inp.bfc),
         b.of(inp.wd),
         b.of(inp.bd),
@@ -191,7 +206,7 @@ export function runOp(be: Backend, c: SffnCase, inp: SffnInputs): SffnOutputs {
         c.C,
         c.F,
         c.S,
-        c.act,
+        c.act | (routerRows ? SFFN_ROUTER_ROWS : 0),
       ),
       "lte_dec_sparse_ffn",
     );

@@ -40,6 +40,12 @@ Deno.test("lte_dec_sparse_ffn (CPU) equals the chain of the older decode ops bit
     nodeAssert.deepStrictEqual(Array.from(op.counts), Array.from(chain.counts), `${name}: counts`);
     nodeAssert.deepStrictEqual(Array.from(op.xn), Array.from(chain.xn), `${name}: xn`);
     nodeAssert.deepStrictEqual(Array.from(op.x), Array.from(chain.x), `${name}: x`);
+    if (c.dt !== "f32") {
+      // w_fc's router rows (LTE_DEC_SFFN_ROUTER_ROWS) are accepted; the reference routes by w_router
+      const rr = runOp(be, c, inp, true);
+      nodeAssert.deepStrictEqual(Array.from(rr.x), Array.from(op.x), `${name}: x with the router rows`);
+      nodeAssert.deepStrictEqual(Array.from(rr.mask), Array.from(op.mask), `${name}: mask with the router rows`);
+    }
     // the wanted activity was reached, and the block did something (or, with no expert, only the bias)
     const E = c.F / c.S, on = op.mask.reduce((a, v) => a + v, 0);
     if (c.active === 0) {
@@ -54,6 +60,48 @@ Deno.test("lte_dec_sparse_ffn (CPU) equals the chain of the older decode ops bit
     }
   }
 });
+
+// f16: |hi + lo - x| <= 2^-22 |x| while lo is a normal half (|x| >= 2^-3), else <= 2^-25 (lo's
+// subnormal step); bf16 (8 exponent bits): 2^-16 |x|
+Deno.test("lte_dec_convert_split (CPU): hi is the rounded value, hi + lo is x to 2^-22 (f16) / 2^-16 (bf16)", () => {
+  const be = getBackend("cpu");
+  const n = 4096, x = new Float32Array(n);
+  const frac = (i: number) => Math.abs(Math.sin(i * 12.9898) * 43758.5453) % 1;
+  for (let i = 0; i < n; i++) x[i] = (i % 2 ? -1 : 1) * (0.5 + frac(i)) * 2 ** ((i % 21) - 12);
+  const src = be.alloc(4 * n), hi = be.alloc(2 * n), lo = be.alloc(2 * n), one = be.alloc(2 * n);
+  try {
+    be.write(src, x);
+    for (const [dt, bound] of [["f16", 2 ** -22], ["bf16", 2 ** -16]] as const) {
+      be.check(be.sym.lte_dec_convert_split(be.ctx, DTypeCode[dt], src, hi, lo, n), "lte_dec_convert_split");
+      be.check(be.sym.lte_dec_convert(be.ctx, DTypeCode[dt], src, one, n), "lte_dec_convert");
+      const h = new Uint16Array(n), l = new Uint16Array(n), o = new Uint16Array(n);
+      be.read(h, hi);
+      be.read(l, lo);
+      be.read(o, one);
+      nodeAssert.deepStrictEqual(Array.from(h), Array.from(o), `${dt}: hi is lte_dec_convert's value`);
+      const f = (b: number) => dt === "f16" ? f16Value(b) : new Float32Array(new Uint32Array([b << 16]).buffer)[0]!;
+      let worst = 0, nonzero = 0;
+      for (let i = 0; i < n; i++) {
+        const ax = Math.abs(x[i]!), err = Math.abs(f(h[i]!) + f(l[i]!) - x[i]!);
+        worst = Math.max(worst, dt === "f16" && ax < 2 ** -3 ? err / (2 ** -25 / bound) : err / ax);
+        nonzero += l[i]! & 0x7fff ? 1 : 0;
+      }
+      nodeAssert.ok(worst <= bound, `${dt}: |hi + lo - x| / |x| = ${worst} > ${bound}`);
+      nodeAssert.ok(nonzero > n / 2, `${dt}: only ${nonzero} nonzero lo values`);
+    }
+    const st = be.sym.lte_dec_convert_split(be.ctx, DTypeCode.f32, src, hi, lo, n);
+    nodeAssert.equal(st, Status.INVALID_ARGUMENT);
+    nodeAssert.match(cString(be.sym.lte_ctx_last_error(be.ctx)), /lte_dec_convert_split: dtype/);
+  } finally {
+    for (const p of [src, hi, lo, one]) be.free(p);
+  }
+});
+
+/** The value of an IEEE half given as its bits. */
+function f16Value(b: number): number {
+  const s = b & 0x8000 ? -1 : 1, e = (b >> 10) & 0x1f, m = b & 0x3ff;
+  return e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
+}
 
 Deno.test("lte_dec_sparse_ffn (CPU): bad arguments name the op and the argument", () => {
   const be = getBackend("cpu");

@@ -462,9 +462,12 @@ LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x,
   if (x_mode < LTE_DEC_X_PLAIN || x_mode > LTE_DEC_X_LAYERNORM) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: x_mode = %d is not a LTE_DEC_X_* value", __func__, (int)x_mode);
   }
+  /* LTE_DEC_SFFN_ROUTER_ROWS: w_fc's router rows, a copy of w_router; the reference reads w_router */
+  act &= ~LTE_DEC_SFFN_ROUTER_ROWS;
   if (act != LTE_DEC_ACT_SWIGLU && act != LTE_DEC_ACT_GELU) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU", __func__,
-                (int)act);
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT,
+                "%s: act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS)",
+                __func__, (int)act);
   }
   if (d_ff % expert_size != 0) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: d_ff = %d is not a multiple of expert_size %d", __func__, (int)d_ff,
@@ -681,6 +684,25 @@ LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, const void *
   CHECK_PTR(y);
   const float *X = x;
   for (int64_t i = 0; i < n; i++) lte_store_elem(dtype, y, i, X[i]);
+  return LTE_STATUS_OK;
+}
+
+LTE_API lte_status lte_dec_convert_split(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *hi, void *lo,
+                                         int64_t n) {
+  CHECK_CTX();
+  if (dtype != LTE_DTYPE_F16 && dtype != LTE_DTYPE_BF16) {
+    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: dtype %d must be F16 or BF16", __func__, (int)dtype);
+  }
+  CHECK_NONNEG(n);
+  if (n == 0) return LTE_STATUS_OK;
+  CHECK_PTR(x);
+  CHECK_PTR(hi);
+  CHECK_PTR(lo);
+  const float *X = x;
+  for (int64_t i = 0; i < n; i++) {
+    lte_store_elem(dtype, hi, i, X[i]);
+    lte_store_elem(dtype, lo, i, X[i] - lte_load_elem(dtype, hi, i));
+  }
   return LTE_STATUS_OK;
 }
 

@@ -1113,6 +1113,16 @@ __global__ void convert_kernel(const float *x, T *y, int64_t n) {
   LTE_GRID_STRIDE(i, n) y[i] = from_f<T>(x[i]);
 }
 
+/* hi = T(x), lo = T(x - hi): lte_dec_convert_split */
+template <class T>
+__global__ void convert_split_kernel(const float *x, T *hi, T *lo, int64_t n) {
+  LTE_GRID_STRIDE(i, n) {
+    const T h = from_f<T>(x[i]);
+    hi[i] = h;
+    lo[i] = from_f<T>(x[i] - to_f<T>(h));
+  }
+}
+
 }  // namespace
 }  // namespace lte
 
@@ -1476,8 +1486,11 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_CHECK_POS(expert_size);
   LTE_REQUIRE(x_mode >= LTE_DEC_X_PLAIN && x_mode <= LTE_DEC_X_LAYERNORM, "x_mode = %d is not a LTE_DEC_X_* value",
               (int)x_mode);
+  const bool router_rows = (act & LTE_DEC_SFFN_ROUTER_ROWS) != 0;  // used by the masked-dense path only
+  act &= ~LTE_DEC_SFFN_ROUTER_ROWS;
   LTE_REQUIRE(act == LTE_DEC_ACT_SWIGLU || act == LTE_DEC_ACT_GELU,
-              "act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU", (int)act);
+              "act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS)",
+              (int)act);
   LTE_REQUIRE(d_ff % expert_size == 0, "d_ff = %d is not a multiple of expert_size %d", (int)d_ff, (int)expert_size);
   LTE_REQUIRE(d_model % 8 == 0 && d_model <= kSfMaxC, "d_model = %d must be a multiple of 8 and <= 8192",
               (int)d_model);
@@ -1499,7 +1512,7 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
       (d_ff / expert_size) * expert_size == d_ff && d_ff % 2 == 0)
     return blas_sparse_ffn(ctx, FN, wdtype, F32W(x), x_mode, F32(norm_w), F32(norm_b), eps, F32(w_router),
                            F32(b_router), threshold, w_fc, F32(b_fc), w_down_t, F32(b_down), F32W(xn), F32W(mask),
-                           counts, rows, d_model, d_ff, expert_size, act);
+                           counts, rows, d_model, d_ff, expert_size, act, router_rows);
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
              d_ff,    expert_size, d_ff / expert_size,       act,           0};
@@ -1567,6 +1580,26 @@ extern "C" LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, c
     convert_kernel<__half><<<g, kThreads, 0, ctx->stream>>>(F32(x), static_cast<__half *>(y), n);
   else convert_kernel<__nv_bfloat16><<<g, kThreads, 0, ctx->stream>>>(F32(x), static_cast<__nv_bfloat16 *>(y), n);
   LTE_LAUNCH_CHECK("convert_kernel");
+  return LTE_STATUS_OK;
+}
+
+extern "C" LTE_API lte_status lte_dec_convert_split(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *hi,
+                                                    void *lo, int64_t n) {
+  LTE_ENTER("lte_dec_convert_split");
+  LTE_REQUIRE(dtype == LTE_DTYPE_F16 || dtype == LTE_DTYPE_BF16, "dtype %d must be F16 or BF16", (int)dtype);
+  LTE_CHECK_NONNEG(n);
+  if (n == 0) return LTE_STATUS_OK;
+  LTE_REQUIRE_PTR(x);
+  LTE_REQUIRE_PTR(hi);
+  LTE_REQUIRE_PTR(lo);
+  const unsigned g = grid_for(ctx, n);
+  if (dtype == LTE_DTYPE_F16)
+    convert_split_kernel<__half>
+        <<<g, kThreads, 0, ctx->stream>>>(F32(x), static_cast<__half *>(hi), static_cast<__half *>(lo), n);
+  else
+    convert_split_kernel<__nv_bfloat16><<<g, kThreads, 0, ctx->stream>>>(
+        F32(x), static_cast<__nv_bfloat16 *>(hi), static_cast<__nv_bfloat16 *>(lo), n);
+  LTE_LAUNCH_CHECK("convert_split_kernel");
   return LTE_STATUS_OK;
 }
 

@@ -60,10 +60,12 @@ inline BlasTune blas_tune() {
 template <class T>
 __global__ void __launch_bounds__(kBlasPrepThreads)
     blas_prep_kernel(const float *x, int ldx, int mode, const float *nw, const float *nb, float eps,
-                     const float *in_mask, int S, int union_mask, int rows, T *xh, int K, float *xf) {
+                     const float *in_mask, int S, int union_mask, int rows, T *xh, int K, float *xf, T *xl,
+                     int32_t *zero_counts) {
   pdl_prologue();
   __shared__ float sm[32];
   const int r = blockIdx.x;
+  if (zero_counts && blockIdx.y == 0 && threadIdx.x == 0) zero_counts[r] = 0;
   const float *xr = x + (size_t)r * ldx;
   const bool norm = mode != LTE_DEC_X_PLAIN, ln = mode == LTE_DEC_X_LAYERNORM;
   float mean = 0.0f, rstd = 1.0f;
@@ -111,19 +113,27 @@ __global__ void __launch_bounds__(kBlasPrepThreads)
     p.y = pack2<T>(v.z, v.w);
     *reinterpret_cast<uint2 *>(xh + (size_t)r * K + k) = p;
     if (xf) *reinterpret_cast<float4 *>(xf + (size_t)r * K + k) = v;  // the f32 x' too (the router's input)
+    if (xl) {  // what rounding x' to T left out (the router rows' second input)
+      const T *ph = reinterpret_cast<const T *>(&p);
+      uint2 q;
+      q.x = pack2<T>(v.x - to_f<T>(ph[0]), v.y - to_f<T>(ph[1]));
+      q.y = pack2<T>(v.z - to_f<T>(ph[2]), v.w - to_f<T>(ph[3]));
+      *reinterpret_cast<uint2 *>(xl + (size_t)r * K + k) = q;
+    }
   }
 }
 
 /* blas_prep_kernel for the weight dtype (f16 or bf16), grid (rows, kBlasPrepSplit). */
 inline cudaError_t launch_blas_prep(lte_dtype wdtype, cudaStream_t st, const float *x, int ldx, int mode,
                                    const float *nw, const float *nb, float eps, const float *in_mask, int S,
-                                   int union_mask, int rows, void *xh, int K, float *xf) {
+                                   int union_mask, int rows, void *xh, int K, float *xf, void *xl = nullptr,
+                                   int32_t *zero_counts = nullptr) {
   const dim3 g((unsigned)rows, kBlasPrepSplit), b(kBlasPrepThreads);
   if (wdtype == LTE_DTYPE_F16)
     return dlaunch(blas_prep_kernel<__half>, g, b, 0, st, x, ldx, mode, nw, nb, eps, in_mask, S, union_mask, rows,
-                   static_cast<__half *>(xh), K, xf);
+                   static_cast<__half *>(xh), K, xf, static_cast<__half *>(xl), zero_counts);
   return dlaunch(blas_prep_kernel<__nv_bfloat16>, g, b, 0, st, x, ldx, mode, nw, nb, eps, in_mask, S, union_mask, rows,
-                 static_cast<__nv_bfloat16 *>(xh), K, xf);
+                 static_cast<__nv_bfloat16 *>(xh), K, xf, static_cast<__nv_bfloat16 *>(xl), zero_counts);
 }
 
 /* y[r, o] (o < N) from the f32 products c (rows, ldc): SwiGLU silu(c[r, o]) * c[r, N + o] (no bias,
@@ -235,6 +245,44 @@ __global__ void blas_sffn_act_kernel(const float *c, int ldc, const float *b, co
   }
 }
 
+/* blas_sffn_act_kernel for the router in the gate/up GEMM (LTE_DEC_SFFN_ROUTER_ROWS): c is (2R,
+   ldc), rows r < R the products with x' (hi) and rows R + r those with its lo part; columns NW + e
+   the router's hi rows and NW + E + e its lo rows. logit[r, e] = (hi.hi + lo_w.hi_x) + hi_w.lo_x +
+   b_router[e]: x'.w_router to ~2^-22 relative (the lo.lo term, ~2^-22, is dropped), as the f32
+   router. Writes the mask (the thread of each expert's first neuron), counts (zeroed by the prep
+   kernel; one atomicAdd per row and warp) and hh. */
+template <class T>
+__global__ void blas_sffn_route_act_kernel(const float *c, int ldc, int NW, const float *b_router, float threshold,
+                                           const float *b, float *mask, int32_t *counts, int E, int S, int act, T *hh,
+                                           int F, int rows) {
+  pdl_prologue();
+  LTE_GRID_STRIDE(i, (int64_t)rows * F / 2) {
+    const int r = (int)(2 * i / F), j = (int)(2 * i % F), e = j / S;
+    const float *cr = c + (size_t)r * ldc;
+    const float logit = (cr[NW + e] + cr[NW + E + e]) + c[(size_t)(rows + r) * ldc + NW + e] +
+                        (b_router ? b_router[e] : 0.0f);
+    const bool on = logit > threshold, first = j % S == 0;  // S even: one pair starts each expert
+    if (first) mask[(size_t)r * E + e] = on ? 1.0f : 0.0f;
+    if (counts) {
+      const unsigned am = __activemask();
+      __syncwarp(am);
+      const unsigned peers = __match_any_sync(am, r);
+      const int n = __popc(__ballot_sync(am, first && on) & peers);
+      if (n && (int)(threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(counts + r, n);
+    }
+    float v[2] = {0.0f, 0.0f};
+    if (on) {
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int jj = j + q;
+        v[q] = act == LTE_DEC_ACT_SWIGLU ? dsilu(cr[jj] + (b ? b[jj] : 0.0f)) * (cr[F + jj] + (b ? b[F + jj] : 0.0f))
+                                         : dgelu(cr[jj] + (b ? b[jj] : 0.0f));
+      }
+    }
+    *reinterpret_cast<uint32_t *>(hh + (size_t)r * F + j) = pack2<T>(v[0], v[1]);
+  }
+}
+
 /* The context's second stream and its two events (created at the first use; the capture mode of
    lte_graph_begin is relaxed): the router of the masked-dense block runs there, beside the gate/up
    GEMM. false when CUDA cannot create them. */
@@ -259,47 +307,55 @@ inline bool decode_side(lte_ctx *ctx) {
 /* lte_dec_sparse_ffn of many rows on cuBLAS ("masked dense", twelfth session): every expert's
    gate/up rows are multiplied (at 4-16 rows the union is most experts, and cuBLAS streams them at
    ~3.9 TB/s where the union kernels reach ~2), the hard mask is applied to h, and the down GEMM
-   reads every expert's rows of w_down_t (h is zero outside each row's experts). The router and
-   the mask depend only on x', not on the gate/up products, so they run on the context's second
-   stream beside the gate/up GEMM (their ~12 us no longer sit between O and gate/up):
-     main:  prep (x' -> xn f32, xh T) -> fork -> gate/up GEMM (c) -> join -> act + mask (hh) ->
-            down GEMM (x += hh w_down_t; into c2, then the bias, when b_down)
-     side:  the engine's router GEMV on xn (linear_rowblock_kernel), then router_mask_kernel (mask,
-            counts). Measured and removed (third and fourth calls): the router, mask and counts in
-            one kernel, and the router as an f32 cuBLAS GEMM (both slower at 8 rows), the side
-            stream at the greatest priority (no change).
-   Everything is the op's contract (lte.h); the router is f32 as on the CPU. */
+   reads every expert's rows of w_down_t (h is zero outside each row's experts). Two ways to route:
+   - router_rows (LTE_DEC_SFFN_ROUTER_ROWS, f16; thirteenth session): w_fc carries the router's hi
+     and lo rows, so ONE GEMM of 2R rows (x' hi, then x' lo) gives gate/up and the router's terms,
+     and the act kernel forms the logits, the mask and the counts:
+       prep (xn f32, xh, xl; counts zeroed) -> GEMM [gate; up; hi; lo] x [xh; xl] -> route + act -> down
+   - otherwise the router and the mask run on the context's second stream beside the gate/up GEMM
+     (they depend only on x'):
+       main:  prep (xn f32, xh) -> fork -> gate/up GEMM -> join -> act under the mask -> down
+       side:  the router GEMV on xn (linear_rowblock_kernel), router_mask_kernel (mask, counts)
+     Measured and removed (twelfth session): the router, mask and counts in one kernel, and the
+     router as an f32 cuBLAS GEMM (both slower at 8 rows), the side stream at the greatest
+     priority (no change).
+   The down GEMM accumulates into x (into c2, then the bias, when b_down). Everything is the op's
+   contract (lte.h); the router is f32 (or hi + lo, ~f32) as on the CPU. */
 inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype, float *x, int x_mode,
                                   const float *nw, const float *nb, float eps, const float *w_router,
                                   const float *b_router, float threshold, const void *w_fc, const float *b_fc,
                                   const void *w_down_t, const float *b_down, float *xn, float *mask,
-                                  int32_t *counts, int rows, int C, int F, int S, int act) {
+                                  int32_t *counts, int rows, int C, int F, int S, int act, bool router_rows) {
+  // LTE_DEC_BLAS_ROUTER_ROWS=0: the side-stream router even when w_fc has the router rows
+  const bool rr = router_rows && wdtype == LTE_DTYPE_F16 && env_int("LTE_DEC_BLAS_ROUTER_ROWS", 1, 0, 1);
   const int E = F / S, NW = act == LTE_DEC_ACT_SWIGLU ? 2 * F : F;
-  const size_t xb = blas_align((size_t)rows * C * 2), cb = blas_align((size_t)rows * NW * 4);
-  const size_t hb = blas_align((size_t)rows * F * 2), lb = blas_align((size_t)rows * E * 4);
+  const int GR = rr ? 2 * rows : rows, NC = rr ? NW + 2 * E : NW;  // the gate/up GEMM's rows and outputs
+  const size_t xb = blas_align((size_t)GR * C * 2), cb = blas_align((size_t)GR * NC * 4);
+  const size_t hb = blas_align((size_t)rows * F * 2), lb = rr ? 0 : blas_align((size_t)rows * E * 4);
   const size_t db = b_down ? blas_align((size_t)rows * C * 4) : 0;
   char *ws = static_cast<char *>(decode_scratch(ctx, kBlasWorkspace + xb + cb + hb + lb + db));
   if (!ws) return fail(ctx, LTE_STATUS_OUT_OF_MEMORY, fn, "cannot allocate the cuBLAS decode scratch");
-  if (!decode_side(ctx)) return fail(ctx, LTE_STATUS_CUDA_ERROR, fn, "cannot create the decode side stream");
+  if (!rr && !decode_side(ctx)) return fail(ctx, LTE_STATUS_CUDA_ERROR, fn, "cannot create the decode side stream");
   char *p = ws + kBlasWorkspace;
   void *xh = p;
+  void *xl = p + (size_t)rows * C * 2;  // rr: x' lo, right after xh (the GEMM's rows R..2R-1)
   float *c = reinterpret_cast<float *>(p + xb);
   void *hh = p + xb + cb;
   float *logits = reinterpret_cast<float *>(p + xb + cb + hb);
   float *c2 = reinterpret_cast<float *>(p + xb + cb + hb + lb);
   cudaStream_t st = ctx->stream, side = ctx->dec_side;
-  // LTE_DEC_DIAG_MD (a diagnostic, WRONG results, for timing only): bit 0 skips the router and the
-  // mask (the mask is left as it was), bit 1 runs the down GEMM as if w_down_t were stored (C, F)
+  // LTE_DEC_DIAG_MD (a diagnostic, WRONG results, for timing only): bit 0 skips the side-stream
+  // router and mask (the mask is left as it was), bit 1 runs the down GEMM as if w_down_t were (C, F)
   const int diag = env_int("LTE_DEC_DIAG_MD", 0, 0, 3);
-  cudaError_t e = launch_blas_prep(wdtype, st, x, C, x_mode, nw, nb, eps, nullptr, S, 0, rows, xh, C, xn);
+  const bool side_router = !rr && !(diag & 1);
+  cudaError_t e = launch_blas_prep(wdtype, st, x, C, x_mode, nw, nb, eps, nullptr, S, 0, rows, xh, C, xn,
+                                   rr ? xl : nullptr, rr ? counts : nullptr);
   if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_prep_kernel", e, __FILE__, __LINE__);
-  // side stream: router logits (f32 weights, x' = xn) and the hard mask
-  if (!(diag & 1) && ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess ||
-                       (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess))
-    return cuda_fail(ctx, fn, "fork to the side stream", e, __FILE__, __LINE__);
-  const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
-                   0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
-  if (!(diag & 1)) {
+  if (side_router) {  // side stream: router logits (f32 weights, x' = xn) and the hard mask
+    if ((e = cudaEventRecord(ctx->dec_fork, st)) != cudaSuccess || (e = cudaStreamWaitEvent(side, ctx->dec_fork, 0)) != cudaSuccess)
+      return cuda_fail(ctx, fn, "fork to the side stream", e, __FILE__, __LINE__);
+    const LinArgs ra{w_router, xn, C, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
+                     0,        S,  b_router, logits,  E,       C,       0,    LTE_DEC_ACT_NONE};
     if ((e = launch_linear<float>(ra, rows, side, true)) != cudaSuccess)
       return cuda_fail(ctx, fn, "launch of the router GEMV", e, __FILE__, __LINE__);
     if ((e = dlaunch(router_mask_kernel, dim3(rows), dim3(256), 0, side, (const float *)logits, mask, counts, 1, E,
@@ -308,19 +364,22 @@ inline lte_status blas_sparse_ffn(lte_ctx *ctx, const char *fn, lte_dtype wdtype
     if ((e = cudaEventRecord(ctx->dec_join, side)) != cudaSuccess)
       return cuda_fail(ctx, fn, "cudaEventRecord (join)", e, __FILE__, __LINE__);
   }
-  // main stream: gate/up of every expert, then h under the mask once the side stream is done
-  lte_status s = gemm_half(ctx, fn, wdtype, false, rows, NW, C, w_fc, C, xh, 0.0f, c, NW, ws, kBlasWorkspace);
+  // main stream: gate/up of every expert (and the router's rows), then h under the mask
+  lte_status s = gemm_half(ctx, fn, wdtype, false, GR, NC, C, w_fc, C, xh, 0.0f, c, NC, ws, kBlasWorkspace);
   if (s != LTE_STATUS_OK) return s;
-  if (!(diag & 1) && (e = cudaStreamWaitEvent(st, ctx->dec_join, 0)) != cudaSuccess)
+  if (side_router && (e = cudaStreamWaitEvent(st, ctx->dec_join, 0)) != cudaSuccess)
     return cuda_fail(ctx, fn, "join of the side stream", e, __FILE__, __LINE__);
   const unsigned ag = grid_for(ctx, (int64_t)rows * F / 2);
-  if (wdtype == LTE_DTYPE_F16)
+  if (rr)
+    e = dlaunch(blas_sffn_route_act_kernel<__half>, dim3(ag), dim3(kThreads), 0, st, (const float *)c, NC, NW, b_router,
+                threshold, b_fc, mask, counts, E, S, act, static_cast<__half *>(hh), F, rows);
+  else if (wdtype == LTE_DTYPE_F16)
     e = dlaunch(blas_sffn_act_kernel<__half>, dim3(ag), dim3(kThreads), 0, st, (const float *)c, NW, b_fc,
                 (const float *)mask, E, S, act, static_cast<__half *>(hh), F, rows);
   else
     e = dlaunch(blas_sffn_act_kernel<__nv_bfloat16>, dim3(ag), dim3(kThreads), 0, st, (const float *)c, NW, b_fc,
                 (const float *)mask, E, S, act, static_cast<__nv_bfloat16 *>(hh), F, rows);
-  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of blas_sffn_act_kernel", e, __FILE__, __LINE__);
+  if (e != cudaSuccess) return cuda_fail(ctx, fn, "launch of the masked-dense act kernel", e, __FILE__, __LINE__);
   s = gemm_half(ctx, fn, wdtype, !(diag & 2), rows, C, F, w_down_t, diag & 2 ? F : C, hh, b_down ? 0.0f : 1.0f,
                 b_down ? c2 : x, C, ws, kBlasWorkspace);
   if (s != LTE_STATUS_OK || !b_down) return s;

@@ -460,6 +460,12 @@ enum {
   LTE_DEC_ACT_SWIGLU = 1, /* w has 2N rows [gate; up]: y[r, j] = silu(w[j] . x') * (w[N + j] . x') */
   LTE_DEC_ACT_GELU = 2    /* y[r, j] = gelu_tanh(w[j] . x' + bias[j]) */
 };
+/* OR-ed into lte_dec_sparse_ffn's act: w_fc carries the router too. After its 2F (SWIGLU) or F
+   (GELU) rows come E rows hi = wdtype(w_router) and E rows lo = wdtype(w_router - hi)
+   (lte_dec_convert_split), so a backend may compute the router in the gate/up product (the CUDA
+   backend's masked dense path does, at ~f32 precision: hi and lo of x' too). The result is the
+   contract's, with the router of w_router; the rows must be w_router's split. */
+enum { LTE_DEC_SFFN_ROUTER_ROWS = 0x100 };
 
 /* GEMV / skinny GEMM:  y[r, n] = act((accumulate ? y[r, n] : 0) + bias[n] + sum_k w[n, k] * x'[r, k] * m[r, k])
      w: (N, K) (2N rows for SWIGLU) in wdtype, row-major (nn.Linear layout); x: rows of stride ldx;
@@ -555,6 +561,11 @@ LTE_API lte_status lte_dec_fill_random(lte_ctx_t *ctx, lte_dtype dtype, void *x,
                                        float scale);
 /* y[i] = x[i] converted from f32 to dtype (F32/F16/BF16, round to nearest even).  n elements. */
 LTE_API lte_status lte_dec_convert(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *y, int64_t n);
+/* hi[i] = dtype(x[i]) and lo[i] = dtype(x[i] - float(hi[i])) (F16/BF16; round to nearest even): a
+   f32 value as the sum of two half values. hi + lo is x to 2^-22 relative for F16 while lo is a
+   normal half (|x| >= 2^-3; below, to lo's subnormal step, 2^-25 absolute), to 2^-16 for BF16. */
+LTE_API lte_status lte_dec_convert_split(lte_ctx_t *ctx, lte_dtype dtype, const void *x, void *hi, void *lo,
+                                         int64_t n);
 /* Graph capture of everything queued on the context between begin and end (CUDA graphs);
    launch replays it on the context's stream; free releases it. The CPU backend returns
    LTE_STATUS_UNSUPPORTED from lte_graph_begin (callers then run the ops eagerly). No host read may

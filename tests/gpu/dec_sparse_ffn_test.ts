@@ -138,8 +138,10 @@ Deno.test({
 
 // From LTE_DEC_BLAS_MIN (4) rows the CUDA op runs as "masked dense" on cuBLAS (twelfth session,
 // cuda/cuda/decode_blas.cuh): the f32 router on a second stream, every expert's gate/up and down
-// rows in half GEMMs with x' and h rounded to the weight dtype, the mask applied to h. Written
-// tolerance: masks, counts and xn as above (the router and x' stay f32); the block's output within
+// rows in half GEMMs with x' and h rounded to the weight dtype, the mask applied to h. With
+// LTE_DEC_SFFN_ROUTER_ROWS (thirteenth session) the router is part of the gate/up GEMM, its hi and
+// lo rows times x' hi and lo (~f32). Written
+// tolerance: masks, counts and xn as above (the router and x' stay ~f32); the block's output within
 // 2e-3 (f16) / 1.6e-2 (bf16) of the reference: two chained roundings of MMA_TOL's 3e-4 / 2.3e-3
 // (tests/gpu/gemv_test.ts) with room; and above a floor of 2e-5 / 1.5e-4 (nothing rounded would
 // mean the path did not run). bf16 takes it with LTE_DEC_BLAS=2.
@@ -164,12 +166,15 @@ Deno.test({
     for (const [i, c] of BLAS_CASES.entries()) {
       const { inp, ref } = prepared(c, 300 + i);
       for (
-        const [vn, env] of [
-          ["default", {}],
-          ["PDL attribute", { LTE_DEC_PDL: "1" }],
+        const [vn, env, rows] of [
+          ["default", {}, false],
+          ["PDL attribute", { LTE_DEC_PDL: "1" }, false],
+          // the router in the gate/up GEMM (f16: w_fc's hi + lo rows; bf16 ignores them)
+          ["router rows", {}, true],
+          ["router rows, PDL attribute", { LTE_DEC_PDL: "1" }, true],
         ] as const
       ) {
-        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "2" }, () => runOp(cuda, c, inp));
+        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "2" }, () => runOp(cuda, c, inp, rows));
         const tag = `${caseName(c)} [cuBLAS, ${vn}]`;
         const { ex, en } = compared(inp, ref, got, tag);
         const [floor, tol] = BLAS_TOL[c.dt as "f16" | "bf16"];

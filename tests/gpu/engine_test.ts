@@ -418,6 +418,24 @@ Deno.test({
         Array.from(dst.i32("cuda").slice(0, 1000 * eb / 4)),
         Array.from(dst.i32("cpu").slice(0, 1000 * eb / 4)),
       );
+      // the split into hi + lo halves (the router rows of masked dense): bit-identical on both
+      if (dt !== "f32") {
+        const hl = new Pair(2000 * eb + 8);
+        both(
+          (kd) =>
+            getBackend(kd).sym.lte_dec_convert_split(
+              getBackend(kd).ctx,
+              DTypeCode[dt],
+              src.p[kd],
+              hl.p[kd],
+              Deno.UnsafePointer.offset(hl.p[kd], 1000 * eb) as Deno.PointerObject,
+              1000,
+            ),
+          "lte_dec_convert_split",
+        );
+        assertEquals(Array.from(hl.i32("cuda").slice(0, 500)), Array.from(hl.i32("cpu").slice(0, 500)));
+        hl.free();
+      }
       src.free();
       dst.free();
     }
