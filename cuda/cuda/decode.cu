@@ -31,7 +31,8 @@
  *                        sizes run lte_dec_rope_append then lte_dec_attention.
  *   lte_dec_sparse_ffn   the whole sparse FFN block (route kernel + one fused gate/up/down kernel,
  *                        decode_sffn.cuh); from LTE_DEC_BLAS_MIN rows on cuBLAS as "masked dense",
- *                        the router on a second stream (decode_blas.cuh, blas_sparse_ffn).
+ *                        the router in the gate/up GEMM (LTE_DEC_SFFN_ROUTER_ROWS) or on a second
+ *                        stream (decode_blas.cuh, blas_sparse_ffn).
  *   lte_dec_sample       one block (1024 threads) per row: argmax, or the order-free top-k /
  *                        top-p definition of lte.h found by bisection over float bit patterns
  *                        (no sort), then an ordered walk (chunk sums, block exclusive scan).

@@ -30,6 +30,9 @@
  *   LTE_DEC_BLAS_MIN     fewest rows (default kBlasMinRows = 4)
  *   LTE_DEC_BLAS_MASKED  1: out_mask calls and the transposed sparse down too (default); 0: they
  *                        keep the union kernels
+ *   LTE_DEC_BLAS_ROUTER_ROWS  1: the fused sparse FFN's router in its gate/up GEMM when w_fc has
+ *                        the router rows (default); 0: the side-stream router (blas_sparse_ffn)
+ *   LTE_DEC_DIAG_MD      a diagnostic (WRONG results, timing only): see blas_sparse_ffn
  */
 
 /* Fewest rows (twelfth session, H200, 7B step, device ms, our kernels -> cuBLAS from 1 row):
