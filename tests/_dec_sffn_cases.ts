@@ -166,9 +166,10 @@ export const SFFN_ROUTER_ROWS = 0x100;
 
 /**
  * One call of lte_dec_sparse_ffn on `be`. `routerRows` (half dtypes): w_fc carries the router's hi
- * and lo rows, split on `be` by lte_dec_convert_split, and act has LTE_DEC_SFFN_ROUTER_ROWS.
+ * and lo rows, split on `be` by lte_dec_convert_split, and act has LTE_DEC_SFFN_ROUTER_ROWS;
+ * "zeros": the flag with zero rows (not w_router's split: a backend that reads them routes by b only).
  */
-export function runOp(be: Backend, c: SffnCase, inp: SffnInputs, routerRows = false): SffnOutputs {
+export function runOp(be: Backend, c: SffnCase, inp: SffnInputs, routerRows: boolean | "zeros" = false): SffnOutputs {
   const b = new Bufs(be);
   try {
     const E = c.F / c.S;
@@ -181,7 +182,9 @@ export function runOp(be: Backend, c: SffnCase, inp: SffnInputs, routerRows = fa
       buf.set(inp.wfc);
       wfc = b.of(buf)!;
       const wr = b.of(inp.wr)!, at = (o: number) => Deno.UnsafePointer.offset(wfc, o) as Deno.PointerObject;
-      be.check(be.sym.lte_dec_convert_split(be.ctx, DTypeCode[c.dt], wr, at(fc), at(fc + 2 * n), n), "split");
+      if (routerRows === true) {
+        be.check(be.sym.lte_dec_convert_split(be.ctx, DTypeCode[c.dt], wr, at(fc), at(fc + 2 * n), n), "split");
+      }
     }
     be.check(
       be.sym.lte_dec_sparse_ffn(

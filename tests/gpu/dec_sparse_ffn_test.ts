@@ -183,6 +183,11 @@ Deno.test({
         nodeAssert.ok(ex < tol, `${tag}: (x - x0) rel ${ex} >= ${tol}`);
         if (c.active > 0) nodeAssert.ok(ex > floor, `${tag}: (x - x0) rel ${ex} <= ${floor}: cuBLAS did not run`);
       }
+      if (c.dt === "f16" && c.active > 0 && c.active < 1) {
+        // the router rows are what routes: zero rows (logit = bias) must change the masks
+        const z = runOp(cuda, c, inp, "zeros");
+        nodeAssert.notDeepStrictEqual(Array.from(z.mask), Array.from(ref.mask), `${caseName(c)}: zero router rows`);
+      }
     }
     console.log(`lte_dec_sparse_ffn masked dense CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
   },
