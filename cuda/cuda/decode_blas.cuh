@@ -223,6 +223,13 @@ inline lte_status blas_t_sparse(lte_ctx *ctx, const char *fn, lte_dtype wdtype, 
 
 /* ------------------------------------------------------------------ the sparse FFN block, masked dense */
 
+/* a_j of the sparse FFN block from the f32 products cr of one row: silu(cr[j] + b[j]) * (cr[F + j] +
+   b[F + j]) (SwiGLU) or gelu(cr[j] + b[j]); b may be NULL. */
+__device__ __forceinline__ float sffn_act_of(const float *cr, const float *b, int j, int F, int act) {
+  return act == LTE_DEC_ACT_SWIGLU ? dsilu(cr[j] + (b ? b[j] : 0.0f)) * (cr[F + j] + (b ? b[F + j] : 0.0f))
+                                   : dgelu(cr[j] + (b ? b[j] : 0.0f));
+}
+
 /* hh[r, j] = T(mask[r, j / S] ? a_j : 0), a_j = silu(c[r, j] + b[j]) * (c[r, F + j] + b[F + j])
    (SwiGLU) or gelu(c[r, j] + b[j]): the h of lte_dec_sparse_ffn, rounded for the down GEMM. F even. */
 template <class T>
@@ -234,16 +241,8 @@ __global__ void blas_sffn_act_kernel(const float *c, int ldc, const float *b, co
     const float *cr = c + (size_t)r * ldc;
     float v[2];
 #pragma unroll
-    for (int q = 0; q < 2; q++) {
-      const int jj = j + q;
-      if (__ldcg(mask + (size_t)r * E + jj / S) == 0.0f) {
-        v[q] = 0.0f;
-      } else if (act == LTE_DEC_ACT_SWIGLU) {
-        v[q] = dsilu(cr[jj] + (b ? b[jj] : 0.0f)) * (cr[F + jj] + (b ? b[F + jj] : 0.0f));
-      } else {
-        v[q] = dgelu(cr[jj] + (b ? b[jj] : 0.0f));
-      }
-    }
+    for (int q = 0; q < 2; q++)
+      v[q] = __ldcg(mask + (size_t)r * E + (j + q) / S) == 0.0f ? 0.0f : sffn_act_of(cr, b, j + q, F, act);
     *reinterpret_cast<uint32_t *>(hh + (size_t)r * F + j) = pack2<T>(v[0], v[1]);
   }
 }
@@ -273,16 +272,8 @@ __global__ void blas_sffn_route_act_kernel(const float *c, int ldc, int NW, cons
       const int n = __popc(__ballot_sync(am, first && on) & peers);
       if (n && (int)(threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(counts + r, n);
     }
-    float v[2] = {0.0f, 0.0f};
-    if (on) {
-#pragma unroll
-      for (int q = 0; q < 2; q++) {
-        const int jj = j + q;
-        v[q] = act == LTE_DEC_ACT_SWIGLU ? dsilu(cr[jj] + (b ? b[jj] : 0.0f)) * (cr[F + jj] + (b ? b[F + jj] : 0.0f))
-                                         : dgelu(cr[jj] + (b ? b[jj] : 0.0f));
-      }
-    }
-    *reinterpret_cast<uint32_t *>(hh + (size_t)r * F + j) = pack2<T>(v[0], v[1]);
+    const float v0 = on ? sffn_act_of(cr, b, j, F, act) : 0.0f, v1 = on ? sffn_act_of(cr, b, j + 1, F, act) : 0.0f;
+    *reinterpret_cast<uint32_t *>(hh + (size_t)r * F + j) = pack2<T>(v0, v1);
   }
 }
 
