@@ -296,3 +296,159 @@ export function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return den === 0 ? num : num / den;
 }
+
+/** lte.h LTE_DEC_SFFN_RAW_ROUTER. */
+export const SFFN_RAW_ROUTER = 0x200;
+
+/** The O projection before a block (routed tests): w_o (C, C) in the case's dtype, the attention output (rows, C). */
+export interface OProj {
+  wo: Uint8Array;
+  att: Float32Array;
+}
+
+export function makeOProj(c: SffnCase, seed: number): OProj {
+  const rng = new Rng(seed);
+  return { wo: toDt(rng.normals(c.C * c.C, 1 / Math.sqrt(c.C)), c.dt), att: rng.normals(c.rows * c.C, 1) };
+}
+
+/** x + O projection (lte_dec_linear, accumulate) on `be`: the residual the block then sees. */
+export function runOProj(be: Backend, c: SffnCase, x: Float32Array, o: OProj): Float32Array {
+  const b = new Bufs(be);
+  try {
+    const y = b.of(x)!;
+    be.check(
+      be.sym.lte_dec_linear(
+        be.ctx,
+        DTypeCode[c.dt],
+        b.of(o.wo),
+        b.of(o.att),
+        c.C,
+        0,
+        null,
+        null,
+        0,
+        null,
+        null,
+        0,
+        0,
+        null,
+        y,
+        c.rows,
+        c.C,
+        c.C,
+        1,
+        0,
+      ),
+      "lte_dec_linear",
+    );
+    be.synchronize();
+    const out = new Float32Array(c.rows * c.C);
+    be.read(out, y);
+    return out;
+  } finally {
+    b.free();
+  }
+}
+
+/** The router transposed with the norm weight folded in, (C, E): lte_dec_linear_route's wrt. */
+export function routerT(c: SffnCase, inp: SffnInputs): Float32Array {
+  const E = c.F / c.S, t = new Float32Array(c.C * E);
+  for (let e = 0; e < E; e++) {
+    for (let k = 0; k < c.C; k++) t[k * E + e] = inp.wr[e * c.C + k]! * (c.mode === X_MODE.plain ? 1 : inp.nw[k]!);
+  }
+  return t;
+}
+
+/**
+ * The routed pair on `be`: lte_dec_linear_route (the O projection into x = inp.x, x copied to xn,
+ * the router summed into zeroed raw sums, `junk` cleared) then lte_dec_sparse_ffn with
+ * LTE_DEC_SFFN_RAW_ROUTER. Returns the block's outputs (xn is scratch then), the sums and whether
+ * the buffer to clear came back zero.
+ */
+export function runRouted(
+  be: Backend,
+  c: SffnCase,
+  inp: SffnInputs,
+  o: OProj,
+): SffnOutputs & { raw: Float32Array; cleared: boolean } {
+  const b = new Bufs(be);
+  try {
+    const E = c.F / c.S;
+    const x = b.of(inp.x)!, xn = b.zeros(4 * c.rows * c.C), mask = b.zeros(4 * c.rows * E);
+    const counts = b.zeros(4 * c.rows), raw = b.zeros(4 * c.rows * E);
+    const junk = b.of(new Float32Array(c.rows * E).fill(7))!;
+    be.check(
+      be.sym.lte_dec_linear_route(
+        be.ctx,
+        DTypeCode[c.dt],
+        b.of(o.wo),
+        b.of(o.att),
+        null,
+        x,
+        xn,
+        b.of(routerT(c, inp)),
+        raw,
+        junk,
+        c.rows,
+        c.C,
+        c.C,
+        E,
+      ),
+      "lte_dec_linear_route",
+    );
+    be.synchronize();
+    const sums = new Float32Array(c.rows * E), left = new Float32Array(c.rows * E);
+    be.read(sums, raw);
+    be.read(left, junk);
+    be.check(
+      be.sym.lte_dec_sparse_ffn(
+        be.ctx,
+        DTypeCode[c.dt],
+        x,
+        c.mode,
+        b.of(inp.nw),
+        b.of(inp.nb),
+        inp.eps,
+        raw,
+        b.of(inp.br),
+        inp.thr,
+        b.of(inp.wfc),
+        b.of(inp.bfc),
+        b.of(inp.wd),
+        b.of(inp.bd),
+        xn,
+        mask,
+        counts,
+        c.rows,
+        c.C,
+        c.F,
+        c.S,
+        c.act | SFFN_RAW_ROUTER,
+      ),
+      "lte_dec_sparse_ffn",
+    );
+    return { ...outputs(be, c, x, xn, mask, counts), raw: sums, cleared: left.every((v) => v === 0) };
+  } finally {
+    b.free();
+  }
+}
+
+/** The reference for `runRouted`: the O projection, then the block as usual (router from w_router). */
+export function runUnrouted(be: Backend, c: SffnCase, inp: SffnInputs, o: OProj): SffnOutputs {
+  return runOp(be, c, { ...inp, x: runOProj(be, c, inp.x, o) });
+}
+
+/**
+ * A routed case's inputs with its threshold chosen (withThreshold) from the x' the block sees
+ * after the O projection, computed on `be`.
+ */
+export function routedInputs(
+  be: Backend,
+  c: SffnCase,
+  seed: number,
+): { inp: SffnInputs; o: OProj; xNew: Float32Array } {
+  const inp0 = makeInputs(c, seed), o = makeOProj(c, seed + 7);
+  const xNew = runOProj(be, c, inp0.x, o);
+  const after = withThreshold(c, { ...inp0, x: xNew }, runOp(be, c, { ...inp0, x: xNew }).xn);
+  return { inp: { ...inp0, thr: after.thr }, o, xNew };
+}
