@@ -259,15 +259,6 @@ const VARIANTS: Variant[] = [
         ref: "dense",
       },
       {
-        key: `sparse${pct}_rsk`,
-        name: `sparse ~${pct}%, routeInO by route_sums_kernel`,
-        opts: { sparse: true },
-        active: act,
-        batch: 1,
-        env: { LTE_DEC_ROUTE_EPI: "0" },
-        ref: "dense",
-      },
-      {
         key: `sparse${pct}_batch2`,
         name: `sparse ~${pct}% batch 2 (default path)`,
         opts: { sparse: true, maxBatch: 2 },

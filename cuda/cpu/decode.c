@@ -146,9 +146,6 @@ LTE_API lte_status lte_dec_linear_route(lte_ctx_t *ctx, lte_dtype wdtype, const 
   CHECK_POS(k);
   CHECK_POS(n_experts);
   if (rows == 0) return LTE_STATUS_OK;
-  CHECK_PTR(w);
-  CHECK_PTR(x);
-  CHECK_PTR(y);
   CHECK_PTR(wrt);
   CHECK_PTR(raw);
   if (raw_zero == raw) return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: raw_zero must not be raw", __func__);

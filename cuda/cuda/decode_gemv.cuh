@@ -217,60 +217,34 @@ __device__ __forceinline__ void build_xprime(const LinArgs &a, int rows, int KP,
 }
 
 /* lte_dec_linear_route's epilogue of gemv_kernel (act NONE, no out_mask, outputs 2i, 2i + 1 per
-   item): the warp adds rt[n, :] * y[r, n] of its outputs (the new values its lanes wrote, read back
+   item): the warp adds wrt[n, :] * y[r, n] of its outputs (the new values its lanes wrote, read back
    after __syncwarp) into the block's sums sraw (R, E, shared), then the block adds them into raw
-   with float atomics (float4 where E % 4 == 0): one atomic per expert per block, not per output.
-   Scalar arguments, not the kernel's LinArgs by reference: a non-inlined callee taking the
-   parameter struct's address makes the kernel copy it to local memory, which slowed every GEMV.
-   Each lane's router values of a chunk are all loaded before its atomics: one L2 round trip per
-   kRouteEpiChunk x 32 experts, not one per expert. */
-constexpr int kRouteEpiChunk = 8;
+   with float atomics (float4 where E % 4 == 0): one atomic per expert per block, not per output. */
 template <int R>
-__device__ __noinline__ void gemv_route_epilogue(const float *rt, const float *y, float *raw, int N, int E, int rows,
-                                                 int it0, int it1, int istep, float *sraw) {
-  const int lane = threadIdx.x & 31;
+__device__ __noinline__ void gemv_route_epilogue(const LinArgs &a, int rows, int it0, int it1, int istep, float *sraw) {
+  const int lane = threadIdx.x & 31, N = a.n, E = a.E;
   __syncwarp();
   for (int it = it0; it < it1; it += istep) {
     const int na = 2 * it, nb = 2 * it + 1 < N ? 2 * it + 1 : -1;
-    const float *ra = rt + (size_t)na * E, *rb = rt + (size_t)(nb >= 0 ? nb : na) * E;
-    float ya[R], yb[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      ya[r] = r < rows ? __ldcg(y + (size_t)r * N + na) : 0.0f;
-      yb[r] = r < rows && nb >= 0 ? __ldcg(y + (size_t)r * N + nb) : 0.0f;
-    }
-    for (int e0 = 0; e0 < E; e0 += 32 * kRouteEpiChunk) {
-      float wa[kRouteEpiChunk], wb[kRouteEpiChunk];
-#pragma unroll
-      for (int j = 0; j < kRouteEpiChunk; j++) {
-        const int e = e0 + j * 32 + lane;
-        wa[j] = e < E ? __ldg(ra + e) : 0.0f;
-        wb[j] = e < E ? __ldg(rb + e) : 0.0f;
-      }
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        if (r >= rows) break;
-#pragma unroll
-        for (int j = 0; j < kRouteEpiChunk; j++) {
-          const int e = e0 + j * 32 + lane;
-          if (e < E) atomicAdd(&sraw[r * E + e], fmaf(wb[j], yb[r], wa[j] * ya[r]));
-        }
-      }
+    const float *ra = a.rt + (size_t)na * E, *rb = a.rt + (size_t)(nb >= 0 ? nb : na) * E;
+    for (int r = 0; r < rows; r++) {
+      const float ya = __ldcg(a.y + (size_t)r * N + na), yb = nb >= 0 ? __ldcg(a.y + (size_t)r * N + nb) : 0.0f;
+      for (int e = lane; e < E; e += 32) atomicAdd(&sraw[r * E + e], fmaf(__ldg(rb + e), yb, __ldg(ra + e) * ya));
     }
   }
   __syncthreads();
   const int n = rows * E;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (E % 4 == 0 && (reinterpret_cast<uintptr_t>(raw) & 15) == 0) {
+  if (E % 4 == 0 && (reinterpret_cast<uintptr_t>(a.raw) & 15) == 0) {
     for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
       const float4 v = reinterpret_cast<const float4 *>(sraw)[i];
-      if (v.x != 0.0f || v.y != 0.0f || v.z != 0.0f || v.w != 0.0f) atomicAdd(reinterpret_cast<float4 *>(raw) + i, v);
+      if (v.x != 0.0f || v.y != 0.0f || v.z != 0.0f || v.w != 0.0f) atomicAdd(reinterpret_cast<float4 *>(a.raw) + i, v);
     }
     return;
   }
 #endif
   for (int i = threadIdx.x; i < n; i += blockDim.x)
-    if (sraw[i] != 0.0f) atomicAdd(raw + i, sraw[i]);
+    if (sraw[i] != 0.0f) atomicAdd(a.raw + i, sraw[i]);
 }
 
 template <class T, int R, int C>
@@ -486,7 +460,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     cur = nx;
     nx = n2;
   }
-  if (a.rt) gemv_route_epilogue<R>(a.rt, a.y, a.raw, N, a.E, rows, it_first, it_end, istep, sraw);
+  if (a.rt) gemv_route_epilogue<R>(a, rows, it_first, it_end, istep, sraw);
 }
 
 template <class T, int R, int U, int TPB>
