@@ -245,37 +245,6 @@ const VARIANTS: Variant[] = [
     batch: 1,
     ref: "dense_sync",
   },
-  // the router summed in the O projection (routeInO, fourteenth session; default on CUDA) against
-  // the route kernel of the fused op, batch 1 and 2
-  ...[0.5, 0.1].flatMap((act): Variant[] => {
-    const pct = act === 0.5 ? 50 : 90;
-    return [
-      {
-        key: `sparse${pct}_noro`,
-        name: `sparse ~${pct}%, route kernel (routeInO off)`,
-        opts: { sparse: true, routeInO: false },
-        active: act,
-        batch: 1,
-        ref: "dense",
-      },
-      {
-        key: `sparse${pct}_batch2`,
-        name: `sparse ~${pct}% batch 2 (default path)`,
-        opts: { sparse: true, maxBatch: 2 },
-        active: act,
-        batch: 2,
-        ref: "dense_batch2",
-      },
-      {
-        key: `sparse${pct}_batch2_noro`,
-        name: `sparse ~${pct}% batch 2, route kernel (routeInO off)`,
-        opts: { sparse: true, maxBatch: 2, routeInO: false },
-        active: act,
-        batch: 2,
-        ref: "dense_batch2",
-      },
-    ];
-  }),
   {
     key: "sparse50_engine",
     name: "sparse ~50%, engine's kernels",

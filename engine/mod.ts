@@ -73,16 +73,6 @@ export interface EngineOptions {
    */
   fusedFfn?: boolean;
   /**
-   * Sparse steps of 1-2 rows that run the fused op (not as masked dense) sum the block's router in
-   * the O projection before it (`lte_dec_linear_route`: the router transposed, with the FFN norm
-   * weight folded in, over the new residual) and hand the sums to the fused op
-   * (`LTE_DEC_SFFN_RAW_ROUTER`), which forms the mask from them: one kernel per layer fewer on CUDA
-   * (fourteenth session, docs/engine.md). LLaMA (RMSNorm) models of 2+ layers; f32 C x E floats
-   * more per layer. Default: on for CUDA, off on the CPU (true there runs the same ops through the
-   * CPU reference, for tests); false: off.
-   */
-  routeInO?: boolean;
-  /**
    * CUDA: capture the step with programmatic dependent launch between the engine's kernels (each
    * kernel is scheduled while its predecessor finishes and waits for it on the device, and the
    * GEMVs issue their first weight loads before that wait). Default: on, except for steps that take
@@ -142,8 +132,6 @@ const X = { PLAIN: 0, RMS: 1, LN: 2 } as const;
 const ACT = { NONE: 0, SWIGLU: 1, GELU: 2 } as const;
 /** lte.h LTE_DEC_SFFN_ROUTER_ROWS: OR-ed into the fused op's act when fc carries the router's rows. */
 const SFFN_ROUTER_ROWS = 0x100;
-/** lte.h LTE_DEC_SFFN_RAW_ROUTER: the fused op reads router sums made by lte_dec_linear_route. */
-const SFFN_RAW_ROUTER = 0x200;
 const PREFILL_CHUNK = 16;
 
 type Ptr = Deno.PointerObject;
@@ -255,8 +243,6 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
   }
 }
 
-/** Steps of at most this many rows take `routeInO` (gemv_kernel sums the router in its epilogue up to 2). */
-export const ROUTE_IN_O_MAX_ROWS = 2;
 /** CUDA steps of at most this many rows may use `lte_dec_sparse_ffn` (its kernels hold 1, 2 or 4 rows). */
 export const FUSED_FFN_MAX_ROWS = 4;
 /**
@@ -338,13 +324,6 @@ export class Engine {
    * CUDA with the cuBLAS path. 2 x E x C x 2 bytes per layer (5.6 MB at the 7B shape).
    */
   #routerRows = false;
-  /**
-   * `routeInO`: per layer the router transposed with ln2 folded in (C, E) f32, and the router sums
-   * (rows, E) f32 that layer l's O projection adds into #rawSums[l] (and clears #rawSums[l + 1]).
-   */
-  #routeInO = false;
-  #wrt: Ptr[] = [];
-  #rawSums: Ptr[] = [];
   #mask: Ptr | null = null;
   #logits!: Ptr;
   #sscratch!: Ptr;
@@ -799,31 +778,10 @@ export class Engine {
       this.#rlog = this.#alloc(4 * R * this.expertsPerLayer);
       this.#mask = this.#alloc(4 * R * this.expertsPerLayer);
     }
-    this.#routeInO = this.expertsPerLayer !== null && c.family === "llama" && c.n_layer >= 2 &&
-      (o0.routeInO ?? o0.device === "cuda");
-    if (this.#routeInO) this.#prepareRouteInO();
     this.#logits = this.#alloc(4 * R * c.vocab_size);
     this.#sscratch = this.#alloc(4 * R * c.vocab_size);
     this.#io = this.#alloc(this.#inBytes + this.#outBytes);
     this.#be.write(this.#io, new Uint8Array(this.#inBytes + this.#outBytes));
-  }
-
-  /**
-   * `routeInO`'s weights and buffers: wrt[c, e] = router[e, c] * ln2[c] per layer (from the device
-   * copies, so loaded and random routers alike), and zeroed sums (layer l's O projection clears
-   * layer l + 1's, so the sums of layer 0 are zero between steps).
-   */
-  #prepareRouteInO(): void {
-    const c = this.config, d = c.d_model, E = this.expertsPerLayer!;
-    const router = new Float32Array(E * d), g = new Float32Array(d);
-    for (const lw of this.#layers) {
-      this.#be.read(router, lw.router!);
-      this.#be.read(g, lw.ln2);
-      const wrt = new Float32Array(d * E);
-      for (let e = 0; e < E; e++) for (let k = 0; k < d; k++) wrt[k * E + e] = router[e * d + k]! * g[k]!;
-      this.#wrt.push(this.#f32(wrt));
-      this.#rawSums.push(this.#f32(new Float32Array(this.#rows * E)));
-    }
   }
 
   // ------------------------------------------------------------------ the step
@@ -961,33 +919,8 @@ export class Engine {
           "lte_dec_attention",
         );
       }
+      lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
       const path = E > 0 ? this.sparseFfnPath(rows) : null;
-      // routeInO: the O projection sums this layer's router over the new residual (x copied to xn)
-      const rawRouter = path === "fused" && this.#routeInO && rows <= ROUTE_IN_O_MAX_ROWS &&
-        !this.#maskedDense(rows);
-      if (rawRouter) {
-        ck(
-          s.lte_dec_linear_route(
-            ctx,
-            wdt,
-            w.o,
-            this.#att,
-            w.oB,
-            this.#x,
-            this.#xn!,
-            this.#wrt[l]!,
-            this.#rawSums[l]!,
-            this.#rawSums[(l + 1) % c.n_layer]!,
-            rows,
-            d,
-            d,
-            E,
-          ),
-          "lte_dec_linear_route",
-        );
-      } else {
-        lin(wdt, w.o, this.#att, X.PLAIN, null, null, none, w.oB, this.#x, d, d, 1, ACT.NONE);
-      }
       if (path === "fused") {
         // the whole sparse FFN block in one op: x += down(act(gate/up(norm x))) over active experts
         ck(
@@ -999,7 +932,7 @@ export class Engine {
             w.ln2,
             w.ln2b,
             c.norm_eps,
-            rawRouter ? this.#rawSums[l]! : w.router,
+            w.router,
             w.routerB,
             this.#threshold,
             w.fc,
@@ -1013,8 +946,7 @@ export class Engine {
             d,
             f,
             S,
-            (g2 ? ACT.GELU : ACT.SWIGLU) | (this.#routerRows ? SFFN_ROUTER_ROWS : 0) |
-              (rawRouter ? SFFN_RAW_ROUTER : 0),
+            (g2 ? ACT.GELU : ACT.SWIGLU) | (this.#routerRows ? SFFN_ROUTER_ROWS : 0),
           ),
           "lte_dec_sparse_ffn",
         );
@@ -1550,11 +1482,6 @@ export class Engine {
       this.#lastKey = null;
       return ms;
     });
-  }
-
-  /** Whether sparse steps of 1-2 rows sum the router in the O projection (`EngineOptions.routeInO`). */
-  get routesInO(): boolean {
-    return this.#routeInO;
   }
 
   /**

@@ -958,25 +958,6 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
-  lte_dec_linear_route: {
-    parameters: [
-      P, // lte_ctx_t *ctx
-      I32, // lte_dtype wdtype
-      P, // const void *w
-      P, // const void *x
-      P, // const void *bias
-      P, // void *y
-      P, // void *y_copy
-      P, // const void *wrt
-      P, // void *raw
-      P, // void *raw_zero
-      I32, // int32_t rows
-      I32, // int32_t n
-      I32, // int32_t k
-      I32, // int32_t n_experts
-    ],
-    result: S, // lte_status
-  },
   lte_dec_linear_t_sparse: {
     parameters: [
       P, // lte_ctx_t *ctx

@@ -12,13 +12,8 @@ import {
   ACT,
   caseName,
   makeInputs,
-  routedInputs,
-  routerT,
   runChain,
   runOp,
-  runRouted,
-  runUnrouted,
-  SFFN_RAW_ROUTER,
   type SffnCase,
   thresholdMargin,
   withThreshold,
@@ -63,79 +58,6 @@ Deno.test("lte_dec_sparse_ffn (CPU) equals the chain of the older decode ops bit
       nodeAssert.ok(Math.abs(on / (c.rows * E) - c.active) < 0.15, `${name}: active fraction ${on / (c.rows * E)}`);
       nodeAssert.notDeepStrictEqual(Array.from(op.x), Array.from(inp.x), `${name}: x unchanged`);
     }
-  }
-});
-
-const ROUTED: SffnCase[] = [
-  { dt: "f32", rows: 1, C: 64, F: 128, S: 16, act: ACT.swiglu, mode: X_MODE.rms, bias: false, active: 0.5 },
-  { dt: "f16", rows: 2, C: 96, F: 192, S: 16, act: ACT.swiglu, mode: X_MODE.rms, bias: true, active: 0.3 },
-  { dt: "bf16", rows: 3, C: 64, F: 256, S: 32, act: ACT.gelu, mode: X_MODE.plain, bias: true, active: 0.6 },
-];
-
-Deno.test("lte_dec_linear_route + LTE_DEC_SFFN_RAW_ROUTER (CPU) equal the O projection and the block", () => {
-  const be = getBackend("cpu");
-  for (const [i, c] of ROUTED.entries()) {
-    const name = caseName(c), E = c.F / c.S;
-    const { inp, o, xNew } = routedInputs(be, c, 300 + i);
-    const ref = runUnrouted(be, c, inp, o), got = runRouted(be, c, inp, o);
-    nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${name}: a logit sits near the threshold`);
-    // the sums are the router over the NEW residual with the norm weight folded in (f64 here)
-    const wrt = routerT(c, inp);
-    for (let r = 0; r < c.rows; r++) {
-      for (let e = 0; e < E; e++) {
-        let want = 0;
-        for (let k = 0; k < c.C; k++) want += wrt[k * E + e]! * xNew[r * c.C + k]!;
-        const g = got.raw[r * E + e]!;
-        nodeAssert.ok(Math.abs(g - want) <= 1e-5 * (1 + Math.abs(want)), `${name}: raw[${r}, ${e}] ${g} vs ${want}`);
-      }
-    }
-    nodeAssert.ok(got.cleared, `${name}: raw_zero not cleared`);
-    nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${name}: mask`);
-    nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${name}: counts`);
-    nodeAssert.deepStrictEqual(Array.from(got.x), Array.from(ref.x), `${name}: x`);
-    const on = ref.mask.reduce((a, v) => a + v, 0);
-    nodeAssert.ok(on > 0 && on < c.rows * E, `${name}: ${on} of ${c.rows * E} experts active`);
-  }
-});
-
-Deno.test("lte_dec_linear_route / LTE_DEC_SFFN_RAW_ROUTER refuse what they cannot do, naming it", () => {
-  const be = getBackend("cpu");
-  const buf = be.alloc(1 << 16);
-  try {
-    const st = be.sym.lte_dec_linear_route(be.ctx, DTypeCode.f32, buf, buf, null, buf, null, buf, buf, buf, 1, 8, 8, 4);
-    nodeAssert.equal(st, Status.INVALID_ARGUMENT);
-    nodeAssert.match(cString(be.sym.lte_ctx_last_error(be.ctx)), /lte_dec_linear_route.*raw_zero must not be raw/);
-    const ln = be.sym.lte_dec_sparse_ffn(
-      be.ctx,
-      DTypeCode.f32,
-      buf,
-      X_MODE.layer,
-      buf,
-      buf,
-      1e-5,
-      buf,
-      null,
-      0,
-      buf,
-      null,
-      buf,
-      null,
-      buf,
-      buf,
-      null,
-      1,
-      8,
-      16,
-      8,
-      ACT.swiglu | SFFN_RAW_ROUTER,
-    );
-    nodeAssert.equal(ln, Status.INVALID_ARGUMENT);
-    nodeAssert.match(
-      cString(be.sym.lte_ctx_last_error(be.ctx)),
-      /lte_dec_sparse_ffn.*RAW_ROUTER needs x_mode RMSNORM or PLAIN/,
-    );
-  } finally {
-    be.free(buf);
   }
 });
 

@@ -404,20 +404,13 @@ function sparseLlama(routerSeed: number) {
 Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own masked GEMVs decode alike", async () => {
   const { config, S, E, arrays, routers } = sparseLlama(11);
   const runs: { tokens: number[]; active: number[][]; logits: number[] }[] = [];
-  const paths = [
-    { fusedFfn: true },
-    { fusedFfn: false, ffnKernels: false },
-    { ffnKernels: true },
-    { fusedFfn: true, routeInO: true },
-  ];
+  const paths = [{ fusedFfn: true }, { fusedFfn: false, ffnKernels: false }, { ffnKernels: true }];
   for (const path of paths) {
     const eng = Engine.fromArrays(config, arrays, { ...CPU, sparse: true, ...path }, {
       tokenizer,
       routers: { expertSize: S, tau: 0.5, arrays: routers },
     });
     try {
-      // routeInO: the O projection sums the router (lte_dec_linear_route) for steps of 1-2 rows
-      assertEquals(eng.routesInO, "routeInO" in path, `routesInO with ${JSON.stringify(path)}`);
       const a = eng.allocSlot()!, b = eng.allocSlot()!;
       const ra = await eng.prefill(a, [3, 141, 59, 26], GREEDY), rb = await eng.prefill(b, [9, 9], GREEDY);
       const run = {
@@ -440,8 +433,6 @@ Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own m
   assertEquals(runs[1], runs[0]);
   // KERNELS' path sums in another order: same tokens and expert counts
   assertEquals({ ...runs[2]!, logits: [] }, { ...runs[0]!, logits: [] });
-  // the router summed in the O projection: the same x' and masks, so the same bits
-  assertEquals(runs[3], runs[0]);
   assert(runs[0]!.active.flat().some((n) => n < E), "some experts are off");
 });
 

@@ -134,40 +134,6 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
   return LTE_STATUS_OK;
 }
 
-/* ---------------------------------------------------------------- O projection + router sums */
-
-LTE_API lte_status lte_dec_linear_route(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x,
-                                        const void *bias, void *y, void *y_copy, const void *wrt, void *raw,
-                                        void *raw_zero, int32_t rows, int32_t n, int32_t k, int32_t n_experts) {
-  CHECK_CTX();
-  CHECK_DT(wdtype);
-  CHECK_NONNEG(rows);
-  CHECK_POS(n);
-  CHECK_POS(k);
-  CHECK_POS(n_experts);
-  if (rows == 0) return LTE_STATUS_OK;
-  CHECK_PTR(wrt);
-  CHECK_PTR(raw);
-  if (raw_zero == raw) return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: raw_zero must not be raw", __func__);
-  lte_status st = lte_dec_linear(ctx, wdtype, w, x, k, LTE_DEC_X_PLAIN, NULL, NULL, 0.0f, NULL, NULL, 0, 0, bias, y,
-                                 rows, n, k, 1, LTE_DEC_ACT_NONE);
-  if (st != LTE_STATUS_OK) return st;
-  const int64_t N = n, E = n_experts;
-  const float *Y = y, *WRT = wrt;
-  float *RAW = raw, *YC = y_copy, *RZ = raw_zero;
-  for (int32_t r = 0; r < rows; r++) {
-    const float *yr = Y + (int64_t)r * N;
-    if (YC) memcpy(YC + (int64_t)r * N, yr, (size_t)N * sizeof(float));
-    for (int64_t e = 0; e < E; e++) {
-      float acc = 0.0f;
-      for (int64_t j = 0; j < N; j++) acc += WRT[j * E + e] * yr[j];
-      RAW[(int64_t)r * E + e] += acc;
-    }
-  }
-  if (RZ) memset(RZ, 0, (size_t)rows * (size_t)E * sizeof(float));
-  return LTE_STATUS_OK;
-}
-
 /* ---------------------------------------------------------------- sparse transposed projection */
 
 LTE_API lte_status lte_dec_linear_t_sparse(lte_ctx_t *ctx, lte_dtype wdtype, const void *wt, const void *h,
@@ -497,16 +463,11 @@ LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x,
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: x_mode = %d is not a LTE_DEC_X_* value", __func__, (int)x_mode);
   }
   /* LTE_DEC_SFFN_ROUTER_ROWS: w_fc's router rows, a copy of w_router; the reference reads w_router */
-  const int raw_router = (act & LTE_DEC_SFFN_RAW_ROUTER) != 0;
-  act &= ~(LTE_DEC_SFFN_ROUTER_ROWS | LTE_DEC_SFFN_RAW_ROUTER);
+  act &= ~LTE_DEC_SFFN_ROUTER_ROWS;
   if (act != LTE_DEC_ACT_SWIGLU && act != LTE_DEC_ACT_GELU) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT,
-                "%s: act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS"
-                " | LTE_DEC_SFFN_RAW_ROUTER)",
+                "%s: act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS)",
                 __func__, (int)act);
-  }
-  if (raw_router && x_mode == LTE_DEC_X_LAYERNORM) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: LTE_DEC_SFFN_RAW_ROUTER needs x_mode RMSNORM or PLAIN", __func__);
   }
   if (d_ff % expert_size != 0) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: d_ff = %d is not a multiple of expert_size %d", __func__, (int)d_ff,
@@ -533,31 +494,13 @@ LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x,
   const float *WR = w_router, *BR = b_router, *BF = b_fc, *BD = b_down;
   float *X = x, *XN = xn, *M = mask;
   const int swi = act == LTE_DEC_ACT_SWIGLU;
-  const int nt = lte_nthreads(ctx);
-  if (raw_router) {
-    /* the router's sums came with x (lte_dec_linear_route): scale by the row's rstd; x' from the copy */
-    for (int32_t r = 0; r < rows; r++) {
-      float *xr = XN + (int64_t)r * C;
-      float rstd = 1.0f;
-      if (x_mode == LTE_DEC_X_RMSNORM) {
-        float ss = 0.0f;
-        for (int64_t i = 0; i < C; i++) ss += xr[i] * xr[i];
-        rstd = 1.0f / sqrtf(ss / (float)C + eps);
-      }
-      for (int64_t e = 0; e < E; e++) {
-        const float logit = rstd * WR[(int64_t)r * E + e] + (BR ? BR[e] : 0.0f);
-        M[(int64_t)r * E + e] = logit > threshold ? 1.0f : 0.0f;
-      }
-      dec_xprime_row(xr, C, x_mode, norm_w, norm_b, eps, xr); /* in place: statistics first */
-    }
-  } else {
-    /* x' (as lte_dec_linear forms it), then the router (f32 weights) and the mask */
-    for (int32_t r = 0; r < rows; r++) {
-      dec_xprime_row(X + (int64_t)r * C, C, x_mode, norm_w, norm_b, eps, XN + (int64_t)r * C);
-    }
+  /* x' (as lte_dec_linear forms it), then the router (f32 weights) and the mask */
+  for (int32_t r = 0; r < rows; r++) {
+    dec_xprime_row(X + (int64_t)r * C, C, x_mode, norm_w, norm_b, eps, XN + (int64_t)r * C);
   }
-#pragma omp parallel for num_threads(nt) schedule(static) if (!raw_router && (int64_t)rows * E * C > LTE_PAR_MIN)
-  for (int64_t e = 0; e < (raw_router ? 0 : E); e++) {
+  const int nt = lte_nthreads(ctx);
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * E * C > LTE_PAR_MIN)
+  for (int64_t e = 0; e < E; e++) {
     for (int32_t r = 0; r < rows; r++) {
       float acc = 0.0f;
       for (int64_t i = 0; i < C; i++) acc += WR[e * C + i] * XN[(int64_t)r * C + i];

@@ -224,13 +224,6 @@ struct LinArgs {
   int accumulate;
   int act;
   int ldw = 0;  // weight row stride in elements, 0 = k (gemv_mma_kernel's K-split launches set it)
-  // lte_dec_linear_route (gemv_kernel only): y_copy, the router transposed (N, E), its sums, the
-  // buffer to clear; rt == nullptr: a plain lte_dec_linear
-  float *ycopy = nullptr;
-  const float *rt = nullptr;
-  float *raw = nullptr;
-  float *rzero = nullptr;
-  int E = 0;
 };
 
 template <int VEC>
@@ -1121,28 +1114,6 @@ __global__ void convert_kernel(const float *x, T *y, int64_t n) {
   LTE_GRID_STRIDE(i, n) y[i] = from_f<T>(x[i]);
 }
 
-/* lte_dec_linear_route when gemv_kernel does not take it: after the plain projection, block b sums
-   outputs [32 b, 32 b + 32) into raw (one float atomic per expert per block), copies them to y_copy,
-   and the grid clears raw_zero. */
-__global__ void route_sums_kernel(const float *y, float *ycopy, const float *rt, float *raw, float *rzero, int rows,
-                                  int N, int E) {
-  pdl_launch_dependents();
-  pdl_wait();
-  const int n0 = blockIdx.x * 32, n1 = min(N, n0 + 32);
-  if (rzero)
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < rows * E; i += gridDim.x * blockDim.x) rzero[i] = 0.0f;
-  for (int r = 0; r < rows; r++) {
-    const float *yr = y + (size_t)r * N;
-    if (ycopy)
-      for (int n = n0 + threadIdx.x; n < n1; n += blockDim.x) ycopy[(size_t)r * N + n] = __ldcg(yr + n);
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-      float acc = 0.0f;
-      for (int n = n0; n < n1; n++) acc = fmaf(rt[(size_t)n * E + e], __ldcg(yr + n), acc);
-      atomicAdd(&raw[(size_t)r * E + e], acc);
-    }
-  }
-}
-
 /* hi = T(x), lo = T(x - hi): lte_dec_convert_split */
 template <class T>
 __global__ void convert_split_kernel(const float *x, T *hi, T *lo, int64_t n) {
@@ -1222,60 +1193,6 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
   else if (wdtype == LTE_DTYPE_F16) e = launch_linear<__half>(a, rows, ctx->stream, vec);
   else e = launch_linear<__nv_bfloat16>(a, rows, ctx->stream, vec);
   if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of linear_kernel", e, __FILE__, __LINE__);
-  return LTE_STATUS_OK;
-}
-
-extern "C" LTE_API lte_status lte_dec_linear_route(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x,
-                                                   const void *bias, void *y, void *y_copy, const void *wrt, void *raw,
-                                                   void *raw_zero, int32_t rows, int32_t n, int32_t k,
-                                                   int32_t n_experts) {
-  LTE_ENTER("lte_dec_linear_route");
-  LTE_REQUIRE_WDT(wdtype);
-  LTE_CHECK_NONNEG(rows);
-  LTE_CHECK_POS(n);
-  LTE_CHECK_POS(k);
-  LTE_CHECK_POS(n_experts);
-  if (rows == 0) return LTE_STATUS_OK;
-  LTE_REQUIRE_PTR(w);
-  LTE_REQUIRE_PTR(x);
-  LTE_REQUIRE_PTR(y);
-  LTE_REQUIRE_PTR(wrt);
-  LTE_REQUIRE_PTR(raw);
-  LTE_REQUIRE(raw_zero != raw, "raw_zero must not be raw");
-  LinArgs a{w,    F32(x), k,    LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
-            0,    0,      F32(bias), F32W(y),    n,       k,       1,    LTE_DEC_ACT_NONE};
-  const size_t wb = wdtype == LTE_DTYPE_F32 ? 4 : 2;
-  const bool vec = k % 8 == 0 && ((uintptr_t)w % 16 == 0) && ((uintptr_t)x % 16 == 0) && ((size_t)k * wb) % 16 == 0;
-  const GemvTune tune = gemv_tune();
-  const int sms = sm_count_of(ctx);
-  cudaError_t e;
-  // one gemv_kernel launch with the sums in its epilogue (1-2 rows: the batch-1 / 2 decode steps)
-  LinArgs ar = a;
-  ar.ycopy = F32W(y_copy);
-  ar.rt = F32(wrt);
-  ar.raw = F32W(raw);
-  ar.rzero = F32W(raw_zero);
-  ar.E = n_experts;
-  if (rows <= 2 && env_int("LTE_DEC_ROUTE_EPI", 1, 0, 1) != 0 &&
-      !blas_applies(blas_tune(), ctx, wdtype, rows, false, vec, 0) &&
-      !mma_applies(tune, wdtype, a, rows, vec, sms) && gemv_applies(tune, wdtype, a, rows, vec) &&
-      gemv_chunk(tune, a, rows) >= rows) {
-    int kp, pieces;
-    gemv_geometry(k, tune.ch, &kp, &pieces);
-    if (gemv_smem(ar, rows, kp) <= kGemvSmemMax) {
-      if (wdtype == LTE_DTYPE_F16) e = launch_gemv<__half>(ar, rows, tune, sms, ctx->stream);
-      else e = launch_gemv<__nv_bfloat16>(ar, rows, tune, sms, ctx->stream);
-      if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of gemv_kernel (route)", e, __FILE__, __LINE__);
-      return LTE_STATUS_OK;
-    }
-  }
-  // otherwise the plain projection, then route_sums_kernel
-  const lte_status st = lte_dec_linear(ctx, wdtype, w, x, k, LTE_DEC_X_PLAIN, nullptr, nullptr, 0.0f, nullptr, nullptr,
-                                       0, 0, bias, y, rows, n, k, 1, LTE_DEC_ACT_NONE);
-  if (st != LTE_STATUS_OK) return st;
-  e = dlaunch(route_sums_kernel, dim3((unsigned)((n + 31) / 32)), dim3(256), 0, ctx->stream, F32(y), F32W(y_copy),
-              F32(wrt), F32W(raw), F32W(raw_zero), (int)rows, (int)n, (int)n_experts);
-  if (e != cudaSuccess) return lte::cuda_fail(ctx, FN, "launch of route_sums_kernel", e, __FILE__, __LINE__);
   return LTE_STATUS_OK;
 }
 
@@ -1571,13 +1488,10 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE(x_mode >= LTE_DEC_X_PLAIN && x_mode <= LTE_DEC_X_LAYERNORM, "x_mode = %d is not a LTE_DEC_X_* value",
               (int)x_mode);
   const bool router_rows = (act & LTE_DEC_SFFN_ROUTER_ROWS) != 0;  // used by the masked-dense path only
-  const bool raw_router = (act & LTE_DEC_SFFN_RAW_ROUTER) != 0;
-  act &= ~(LTE_DEC_SFFN_ROUTER_ROWS | LTE_DEC_SFFN_RAW_ROUTER);
+  act &= ~LTE_DEC_SFFN_ROUTER_ROWS;
   LTE_REQUIRE(act == LTE_DEC_ACT_SWIGLU || act == LTE_DEC_ACT_GELU,
-              "act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS"
-              " | LTE_DEC_SFFN_RAW_ROUTER)",
+              "act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS)",
               (int)act);
-  LTE_REQUIRE(!raw_router || x_mode != LTE_DEC_X_LAYERNORM, "LTE_DEC_SFFN_RAW_ROUTER needs x_mode RMSNORM or PLAIN");
   LTE_REQUIRE(d_ff % expert_size == 0, "d_ff = %d is not a multiple of expert_size %d", (int)d_ff, (int)expert_size);
   LTE_REQUIRE(d_model % 8 == 0 && d_model <= kSfMaxC, "d_model = %d must be a multiple of 8 and <= 8192",
               (int)d_model);
@@ -1594,7 +1508,7 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE(((uintptr_t)x | (uintptr_t)xn | (uintptr_t)w_router | (uintptr_t)w_fc | (uintptr_t)w_down_t |
                (uintptr_t)norm_w | (uintptr_t)norm_b) % 16 == 0,
               "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
-  if ((wdtype == LTE_DTYPE_F16 || wdtype == LTE_DTYPE_BF16) && !raw_router &&
+  if ((wdtype == LTE_DTYPE_F16 || wdtype == LTE_DTYPE_BF16) &&
       blas_applies(blas_tune(), ctx, wdtype, rows, true, ((uintptr_t)x | (uintptr_t)xn) % 16 == 0, expert_size) &&
       (d_ff / expert_size) * expert_size == d_ff && d_ff % 2 == 0)
     return blas_sparse_ffn(ctx, FN, wdtype, F32W(x), x_mode, F32(norm_w), F32(norm_b), eps, F32(w_router),
@@ -1603,7 +1517,6 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
              d_ff,    expert_size, d_ff / expert_size,       act,           0};
-  a.raw = raw_router ? 1 : 0;
   cudaError_t e;
   const int sms = sm_count_of(ctx);
   if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->stream);

@@ -216,44 +216,12 @@ __device__ __forceinline__ void build_xprime(const LinArgs &a, int rows, int KP,
   __syncthreads();
 }
 
-/* lte_dec_linear_route's epilogue of gemv_kernel (act NONE, no out_mask, outputs 2i, 2i + 1 per
-   item): the warp adds wrt[n, :] * y[r, n] of its outputs (the new values its lanes wrote, read back
-   after __syncwarp) into the block's sums sraw (R, E, shared), then the block adds them into raw
-   with float atomics (float4 where E % 4 == 0): one atomic per expert per block, not per output. */
-template <int R>
-__device__ __noinline__ void gemv_route_epilogue(const LinArgs &a, int rows, int it0, int it1, int istep, float *sraw) {
-  const int lane = threadIdx.x & 31, N = a.n, E = a.E;
-  __syncwarp();
-  for (int it = it0; it < it1; it += istep) {
-    const int na = 2 * it, nb = 2 * it + 1 < N ? 2 * it + 1 : -1;
-    const float *ra = a.rt + (size_t)na * E, *rb = a.rt + (size_t)(nb >= 0 ? nb : na) * E;
-    for (int r = 0; r < rows; r++) {
-      const float ya = __ldcg(a.y + (size_t)r * N + na), yb = nb >= 0 ? __ldcg(a.y + (size_t)r * N + nb) : 0.0f;
-      for (int e = lane; e < E; e += 32) atomicAdd(&sraw[r * E + e], fmaf(__ldg(rb + e), yb, __ldg(ra + e) * ya));
-    }
-  }
-  __syncthreads();
-  const int n = rows * E;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (E % 4 == 0 && (reinterpret_cast<uintptr_t>(a.raw) & 15) == 0) {
-    for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
-      const float4 v = reinterpret_cast<const float4 *>(sraw)[i];
-      if (v.x != 0.0f || v.y != 0.0f || v.z != 0.0f || v.w != 0.0f) atomicAdd(reinterpret_cast<float4 *>(a.raw) + i, v);
-    }
-    return;
-  }
-#endif
-  for (int i = threadIdx.x; i < n; i += blockDim.x)
-    if (sraw[i] != 0.0f) atomicAdd(a.raw + i, sraw[i]);
-}
-
 template <class T, int R, int C>
 __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     gemv_kernel(LinArgs a, int rows, int KP, int P, int contig) {
   extern __shared__ float4 gsm4[];
   float *xs = reinterpret_cast<float *>(gsm4);      // R rows x KP, two planes per row
   int *glist = reinterpret_cast<int *>(xs + R * KP);  // out_mask: G flags, then the active-group list
-  float *sraw = xs + R * KP;                          // router sums (R, E) of lte_dec_linear_route (no out_mask)
   __shared__ float sred[kGWarps][2 * R];
   __shared__ int scount;
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
@@ -362,9 +330,7 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
             if (on) {
               float v = (h ? accb[r] : acca[r]) + (a.bias ? a.bias[n] : 0.0f);
               if (a.act == LTE_DEC_ACT_GELU) v = dgelu(v);
-              v = a.accumulate ? __ldcg(yr + n) + v : v;
-              yr[n] = v;
-              if (a.ycopy) a.ycopy[(size_t)r * N + n] = v;
+              yr[n] = a.accumulate ? __ldcg(yr + n) + v : v;
             } else if (!a.accumulate) {
               yr[n] = 0.0f;
             }
@@ -379,7 +345,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
   GPos nx{0, 0};
   pdl_launch_dependents();
   const bool norm = a.mode != LTE_DEC_X_PLAIN;
-  int it_first = 0, it_end = 0;  // this warp's items (lte_dec_linear_route's epilogue)
   if (!a.out_mask) {
     // weights do not depend on the previous kernel: the first two pieces go out before the wait
     // (with PDL they overlap the previous kernel's tail; without, the x' set-up below)
@@ -388,17 +353,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     advance(nx);
     if (cur.it < iend) load(a0, b0, cur);
     if (nx.it < iend) load(a1, b1, nx);
-    it_first = cur.it;
-    it_end = iend;
-    if (a.rt && contig && it_first < it_end) {
-      // the router rows of this warp's outputs (contiguous: rows 2 i .. 2 iend) into L2 for the epilogue
-      const char *p0 = reinterpret_cast<const char *>(a.rt + (size_t)2 * it_first * a.E);
-      const char *p1 = reinterpret_cast<const char *>(a.rt + (size_t)min(2 * it_end, N) * a.E);
-      for (const char *p = p0 + lane * 128; p < p1; p += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-    }
-  }
-  if (a.rt) {
-    for (int i = threadIdx.x; i < R * a.E; i += blockDim.x) sraw[i] = 0.0f;  // (build_xprime's barriers follow)
   }
   if (norm) {
     // norm weights are constants too: pull this thread's lines into L1 for the x' transform
@@ -408,10 +362,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     }
   }
   pdl_wait();
-  if (a.rzero && blockIdx.x == 0) {
-    // a later call's router sums: nothing before this kernel reads them any more (every earlier grid is complete)
-    for (int i = threadIdx.x; i < rows * a.E; i += blockDim.x) a.rzero[i] = 0.0f;
-  }
 
   if (a.out_mask) {
     // the active expert groups (union over the rows) -> compact list; then this warp's first two
@@ -460,7 +410,6 @@ __global__ void __launch_bounds__(kGWarps * 32, C <= 4 && R <= 4 ? 2 : 1)
     cur = nx;
     nx = n2;
   }
-  if (a.rt) gemv_route_epilogue<R>(a, rows, it_first, it_end, istep, sraw);
 }
 
 template <class T, int R, int U, int TPB>
@@ -686,7 +635,6 @@ inline void gemv_geometry(int k, int ch, int *kp, int *pieces) {
 inline size_t gemv_smem(const LinArgs &a, int R, int kp) {
   size_t s = (size_t)R * kp * sizeof(float);
   if (a.out_mask) s += (size_t)(a.n / a.S) * sizeof(int);
-  if (a.rt) s += (size_t)R * a.E * sizeof(float);  // lte_dec_linear_route: the block's router sums
   return s;
 }
 

@@ -119,7 +119,6 @@ struct SffnArgs {
   int32_t *counts;   // (R) or NULL
   int C, F, S, E, act;
   int skip_router;  // LTE_DEC_SFFN_DIAG=1 (a diagnostic): the route kernels do not load w_router (read as 0)
-  int raw = 0;      // LTE_DEC_SFFN_RAW_ROUTER: wr holds the raw router sums (R, E), xn a copy of x
 };
 
 /* ------------------------------------------------------------------ timeline (diagnostic) */
@@ -513,46 +512,6 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs 
   if (rec.p) {
     __syncthreads();
     rec.mark(3);
-  }
-}
-
-/* sffn_rawroute_kernel (one block; LTE_DEC_SFFN_RAW_ROUTER where sffn_ffn2_kernel does not take it):
-   per row, rstd from the copy of x in xn, the mask from the raw router sums (a.wr), x' into xn in
-   place (each thread transforms the float4 it read); then the FFN kernel runs as after the route kernel. */
-__global__ void __launch_bounds__(256) sffn_rawroute_kernel(SffnArgs a, int rows) {
-  __shared__ float red[8];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, Q = a.C / 4;
-  pdl_launch_dependents();
-  pdl_wait();
-  for (int r = 0; r < rows; r++) {
-    float4 *xr = reinterpret_cast<float4 *>(a.xn + (size_t)r * a.C);
-    float ss = 0.0f;
-    for (int q = tid; q < Q; q += 256) {
-      const float4 v = __ldcg(xr + q);
-      ss += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
-    }
-    ss = warp_sum(ss);
-    if (lane == 0) red[warp] = ss;
-    __syncthreads();
-    float t = 0.0f;
-    for (int w = 0; w < 8; w++) t += red[w];
-    __syncthreads();  // red is rewritten for the next row
-    const float rstd = a.mode == LTE_DEC_X_RMSNORM ? 1.0f / sqrtf(t / (float)a.C + a.eps) : 1.0f;
-    for (int e = tid; e < a.E; e += 256) {
-      const float logit = rstd * __ldcg(a.wr + (size_t)r * a.E + e) + (a.br ? a.br[e] : 0.0f);
-      a.mask[(size_t)r * a.E + e] = logit > a.thr ? 1.0f : 0.0f;
-    }
-    if (a.mode == LTE_DEC_X_RMSNORM) {
-      for (int q = tid; q < Q; q += 256) {
-        float4 v = __ldcg(xr + q);
-        const float4 w = __ldg(reinterpret_cast<const float4 *>(a.nw) + q);
-        v.x = v.x * rstd * w.x;
-        v.y = v.y * rstd * w.y;
-        v.z = v.z * rstd * w.z;
-        v.w = v.w * rstd * w.w;
-        xr[q] = v;
-      }
-    }
   }
 }
 
@@ -980,23 +939,14 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   const TlRec rec(tl);  // LTE_DEC_SFFN_TRACE
   rec.mark(0);
 
-  if (a.raw && a.mode != LTE_DEC_X_PLAIN) {
-    // the norm weight is a constant: this thread's lines into L1 for the x' transform below
-    for (int q = tid; q < C / 4; q += kSf2Threads) asm volatile("prefetch.global.L1 [%0];" ::"l"(a.nw + 4 * q));
-  }
   pdl_launch_dependents();
   pdl_wait();
   rec.mark(1);
-  // the mask's (raw mode: the router sums') first 4 x 256 entries, then x' (raw mode: x) rows:
-  // every load issued before the first store
+  // the mask's first 4 x 256 entries, then x' rows: every load issued before the first store
   const int ME = rows * a.E, mfirst = ME < 4 * kSf2Threads ? ME : 4 * kSf2Threads;
-  const float *msrc = a.raw ? a.wr : a.mask;
   float mv[4];
 #pragma unroll
-  for (int k = 0; k < 4; k++) mv[k] = tid + k * kSf2Threads < mfirst ? __ldcg(msrc + tid + k * kSf2Threads) : 0.0f;
-  float ss[R];  // raw mode: this thread's part of each row's sum of squares
-#pragma unroll
-  for (int r = 0; r < R; r++) ss[r] = 0.0f;
+  for (int k = 0; k < 4; k++) mv[k] = tid + k * kSf2Threads < mfirst ? __ldcg(a.mask + tid + k * kSf2Threads) : 0.0f;
   for (int q0 = tid; q0 < R * (C / 4); q0 += 4 * kSf2Threads) {
     float4 v[4];
 #pragma unroll
@@ -1005,64 +955,13 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
       v[k] = q < rows * (C / 4) ? __ldcg(reinterpret_cast<const float4 *>(a.xn) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
 #pragma unroll
-    for (int k = 0; k < 4; k++) {
-      const int q = q0 + k * kSf2Threads;
-      if (q >= R * (C / 4)) continue;
-      reinterpret_cast<float4 *>(xs)[q] = v[k];
-      if (a.raw) {
-        const int r = q / (C / 4);
-#pragma unroll
-        for (int rr = 0; rr < R; rr++)
-          if (rr == r) ss[rr] += (v[k].x * v[k].x + v[k].y * v[k].y) + (v[k].z * v[k].z + v[k].w * v[k].w);
-      }
-    }
-  }
-  if (a.raw) {
-    // raw mode: rstd of each row, then the mask from the sums, then x' in place (each thread its own float4)
-    __shared__ float sss[kSf2Warps][R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      const float t = warp_sum(ss[r]);
-      if (lane == 0) sss[warp][r] = t;
-    }
-    __syncthreads();
-    float rstd[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      float t = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kSf2Warps; w++) t += sss[w][r];
-      rstd[r] = a.mode == LTE_DEC_X_RMSNORM ? 1.0f / sqrtf(t / (float)C + a.eps) : 1.0f;
-    }
-    auto row_rstd = [&](int r) {
-      float v = rstd[0];
-#pragma unroll
-      for (int rr = 1; rr < R; rr++)
-        if (rr == r) v = rstd[rr];
-      return v;
-    };
-    auto flag = [&](int i, float sum) { on[i] = row_rstd(i / a.E) * sum + (a.br ? a.br[i % a.E] : 0.0f) > a.thr; };
-#pragma unroll
     for (int k = 0; k < 4; k++)
-      if (tid + k * kSf2Threads < mfirst) flag(tid + k * kSf2Threads, mv[k]);
-    for (int i = mfirst + tid; i < ME; i += kSf2Threads) flag(i, __ldcg(a.wr + i));
-    if (a.mode == LTE_DEC_X_RMSNORM) {
-      for (int q = tid; q < rows * (C / 4); q += kSf2Threads) {
-        const float rs = row_rstd(q / (C / 4));
-        const float4 w = __ldg(reinterpret_cast<const float4 *>(a.nw) + q % (C / 4));
-        float4 &v = reinterpret_cast<float4 *>(xs)[q];
-        v.x = v.x * rs * w.x;
-        v.y = v.y * rs * w.y;
-        v.z = v.z * rs * w.z;
-        v.w = v.w * rs * w.w;
-      }
-    }
-  } else {
-#pragma unroll
-    for (int k = 0; k < 4; k++)
-      if (tid + k * kSf2Threads < mfirst) on[tid + k * kSf2Threads] = mv[k] != 0.0f;
+      if (q0 + k * kSf2Threads < R * (C / 4)) reinterpret_cast<float4 *>(xs)[q0 + k * kSf2Threads] = v[k];
   }
-  const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt, a.raw ? ME : mfirst);
+#pragma unroll
+  for (int k = 0; k < 4; k++)
+    if (tid + k * kSf2Threads < mfirst) on[tid + k * kSf2Threads] = mv[k] != 0.0f;
+  const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt, mfirst);
   const long long NN = (long long)nact * a.S;
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
   const int nmine = u1 - u0;
@@ -1070,8 +969,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   for (int i = tid; i < nmine * R * 2; i += kSf2Threads) hsum[i] = 0.0f;
   __syncthreads();
   if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
-  if (blockIdx.x == 0 && a.raw)
-    for (int i = tid; i < ME; i += kSf2Threads) a.mask[i] = on[i] ? 1.0f : 0.0f;
   rec.mark(2);
   if (rec.p && tid == 0) rec.p[30] = (unsigned long long)nmine;
   if (nmine == 0 && !bias_here && csize == 1) return;  // (a cluster's blocks all reach its barriers)
@@ -1467,26 +1364,12 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     a.x += (size_t)r0 * a.C;
     a.xn += (size_t)r0 * a.C;
     a.mask += (size_t)r0 * a.E;
-    if (a.raw) a.wr += (size_t)r0 * a.E;  // the router sums of these rows
     if (a.counts) a.counts += r0;
-    cudaError_t e = cudaSuccess;
+    cudaError_t e;
     if (t.trace) t.tl = tl_buf + (size_t)(tl_pairs % kTlLaunches) * 2 * kTlBlocks * kTlStride;
-    if (a.raw) {
-      // the router was summed before this op: sffn_ffn2_kernel forms the mask and x' itself; the
-      // other kernels get them from sffn_rawroute_kernel (one block) in place of the route kernel
-      const bool in_ffn2 = sizeof(T) == 2 && t.kernel == 2;
-      if (!in_ffn2) {
-        e = dlaunch(sffn_rawroute_kernel, dim3(1), dim3(256), 0, st, a, rb);
-        if (e != cudaSuccess) return e;
-        a.raw = 0;
-      }
-    } else if (rb == 1) {
-      e = launch_sffn_route<1>(a, rb, t, st);
-    } else if (rb == 2) {
-      e = launch_sffn_route<2>(a, rb, t, st);
-    } else {
-      e = launch_sffn_route<4>(a, rb, t, st);
-    }
+    if (rb == 1) e = launch_sffn_route<1>(a, rb, t, st);
+    else if (rb == 2) e = launch_sffn_route<2>(a, rb, t, st);
+    else e = launch_sffn_route<4>(a, rb, t, st);
     if (e != cudaSuccess) return e;
     if (rb == 1) e = launch_sffn_ffn_r<T, 1>(a, rb, t, sms, st);
     else if (rb == 2) e = launch_sffn_ffn_r<T, 2>(a, rb, t, sms, st);

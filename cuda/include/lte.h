@@ -466,13 +466,6 @@ enum {
    backend's masked dense path does, at ~f32 precision: hi and lo of x' too). The result is the
    contract's, with the router of w_router; the rows must be w_router's split. */
 enum { LTE_DEC_SFFN_ROUTER_ROWS = 0x100 };
-/* OR-ed into lte_dec_sparse_ffn's act: the router was summed by lte_dec_linear_route (the O
-   projection before the block), so the op reads no router weights. Then
-     w_router: (R, E) f32 raw router sums s[r, e] = sum_c w_router[e, c] * norm_w[c] * x[r, c]
-     xn: on entry a copy of x's rows (lte_dec_linear_route's y_copy); on exit unspecified (scratch)
-     mask[r, e] = rstd_r * s[r, e] + b_router[e] > threshold  (x_mode RMSNORM; PLAIN: rstd_r = 1),
-   rstd_r of x[r] as lte_dec_linear forms it; LAYERNORM is refused. Everything else as above. */
-enum { LTE_DEC_SFFN_RAW_ROUTER = 0x200 };
 
 /* GEMV / skinny GEMM:  y[r, n] = act((accumulate ? y[r, n] : 0) + bias[n] + sum_k w[n, k] * x'[r, k] * m[r, k])
      w: (N, K) (2N rows for SWIGLU) in wdtype, row-major (nn.Linear layout); x: rows of stride ldx;
@@ -487,21 +480,6 @@ LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *
                                   const void *in_mask, const void *out_mask, int32_t out_period,
                                   int32_t expert_size, const void *bias, void *y, int32_t rows, int32_t n,
                                   int32_t k, int32_t accumulate, int32_t act);
-/* lte_dec_linear with x_mode PLAIN, no masks, act NONE, accumulate = 1 (the attention's O
-   projection into the residual) that also sums the NEXT sparse FFN block's router over its result,
-   so that block needs no router pass of its own (LTE_DEC_SFFN_RAW_ROUTER):
-     y[r, n] += bias[n] + sum_k w[n, k] * x[r, k]
-     y_copy[r, n] = y[r, n] (the new value; y_copy may be NULL)
-     raw[r, e] += sum_n wrt[n, e] * y[r, n]      (the new y; raw must hold zeros for the plain sum)
-     raw_zero[0 .. R * E) = 0                    (a buffer for a later call; may be NULL)
-   wrt: (N, E) f32, the router transposed with the block's norm weight folded in
-   (wrt[n, e] = w_router[e, n] * norm_w[n]); raw, raw_zero: (R, E) f32, distinct; y_copy: (R, N).
-   raw_zero lets a caller keep its raw buffers zero without a separate launch: the engine's layer l
-   clears layer l + 1's buffer (a replayed graph has no other place to do it). CUDA adds the sums
-   with float atomics: the last bits of raw may differ from run to run. */
-LTE_API lte_status lte_dec_linear_route(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x,
-                                        const void *bias, void *y, void *y_copy, const void *wrt, void *raw,
-                                        void *raw_zero, int32_t rows, int32_t n, int32_t k, int32_t n_experts);
 /* Input-side sparse projection over expert blocks of a transposed weight (the down projection):
      y[r, n] += bias[n] + sum over experts e active for ANY row (mask[r', e] != 0)
                           sum_{j < S} h[r, e*S + j] * wt[e*S + j, n]

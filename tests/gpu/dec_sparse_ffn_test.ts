@@ -19,10 +19,7 @@ import {
   caseName,
   makeInputs,
   rel,
-  routedInputs,
   runOp,
-  runRouted,
-  runUnrouted,
   type SffnCase,
   thresholdMargin,
   withThreshold,
@@ -193,54 +190,5 @@ Deno.test({
       }
     }
     console.log(`lte_dec_sparse_ffn masked dense CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
-  },
-});
-
-// lte_dec_linear_route + LTE_DEC_SFFN_RAW_ROUTER (fourteenth session): the O projection sums the
-// router over the new residual (gemv_kernel's epilogue for 1-2 rows of f16 / bf16 with N >= 2048,
-// else route_sums_kernel after the plain projection), the fused op forms the mask from the sums
-// (sffn_ffn2_kernel's prologue; f32 weights or the ring kernel: sffn_rawroute_kernel first).
-// Written tolerance: masks and counts exact (the threshold sits in a gap of the reference's logits,
-// margin >= 1e-4); the sums within 1e-5 relative of the CPU's (float atomics: order only); the
-// block's output (x - x0, the O projection included) within 1e-4 as above.
-const ROUTED_CASES: SffnCase[] = [
-  { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
-  { dt: "f16", rows: 2, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.1 },
-  { dt: "bf16", rows: 1, C: 2048, F: 2048, S: 32, act: swiglu, mode: rms, bias: true, active: 0.4 },
-  { dt: "f16", rows: 2, C: 128, F: 512, S: 32, act: gelu, mode: plain, bias: true, active: 0.5 },
-  { dt: "f32", rows: 1, C: 264, F: 256, S: 32, act: swiglu, mode: rms, bias: true, active: 0.6 },
-  { dt: "bf16", rows: 3, C: 2048, F: 1024, S: 32, act: swiglu, mode: rms, bias: false, active: 0.3 },
-];
-
-Deno.test({
-  name: "lte_dec_linear_route + LTE_DEC_SFFN_RAW_ROUTER: CUDA agrees with the CPU reference",
-  ignore: !hasCuda,
-  fn() {
-    const cpu = getBackend("cpu"), cuda = getBackend("cuda");
-    const worst: Record<string, number> = {};
-    for (const [i, c] of ROUTED_CASES.entries()) {
-      const { inp, o } = routedInputs(cpu, c, 400 + i);
-      const ref = runUnrouted(cpu, c, inp, o), refSums = runRouted(cpu, c, inp, o).raw;
-      nodeAssert.ok(thresholdMargin(c, inp, ref.xn) > 1e-4, `${caseName(c)}: a logit is within 1e-4 of the threshold`);
-      for (
-        const [vn, env] of [
-          ["default", {}],
-          ["PDL attribute", { LTE_DEC_PDL: "1" }],
-          ["route_sums_kernel, ring kernel", { LTE_DEC_ROUTE_EPI: "0", LTE_DEC_SFFN_KERNEL: "1" }],
-        ] as const
-      ) {
-        const got = withDecEnv(env, () => runRouted(cuda, c, inp, o));
-        const tag = `${caseName(c)} [routed, ${vn}]`;
-        nodeAssert.ok(got.cleared, `${tag}: raw_zero not cleared`);
-        const er = rel(got.raw, refSums);
-        nodeAssert.ok(er < 1e-5, `${tag}: raw sums rel ${er}`);
-        nodeAssert.deepStrictEqual(Array.from(got.mask), Array.from(ref.mask), `${tag}: mask`);
-        nodeAssert.deepStrictEqual(Array.from(got.counts), Array.from(ref.counts), `${tag}: counts`);
-        const ex = rel(got.x.map((v, j) => v - inp.x[j]!), ref.x.map((v, j) => v - inp.x[j]!));
-        worst[c.dt] = Math.max(worst[c.dt] ?? 0, ex, er);
-        nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
-      }
-    }
-    console.log(`routed sparse FFN CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
   },
 });
