@@ -223,6 +223,10 @@ const FUSED_KNOBS: [string, string, Record<string, string>][] = [
   ["cluster2_bulk", "clusters + bulk", { LTE_DEC_SFFN_ATOM: "1" }],
   ["p1d2", "2 items in flight", { LTE_DEC_SFFN_P1D: "2" }],
   ["csync", "release cluster exit", { LTE_DEC_SFFN_CSYNC: "1" }],
+  // one block of 8 warps per SM: clusters of 4 / 8 fit at once there (fewer same-address adds into x)
+  ["bps1_c2", "1 block per SM, clusters of 2", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_SFFN_CLUSTER: "2" }],
+  ["bps1_c4", "1 block per SM, clusters of 4", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_SFFN_CLUSTER: "4" }],
+  ["bps1_c8", "1 block per SM, clusters of 8", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_SFFN_CLUSTER: "8" }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },
