@@ -359,7 +359,7 @@ export class CapturedGraph {
 
   /** Captures the device work queued by `fn` (which must not synchronize or allocate). */
   static capture(be: Backend, fn: () => void): CapturedGraph {
-    be.check(be.sym.lte_sffn_graph_begin(be.ctx), "lte_sffn_graph_begin");
+    be.check(be.sym.lte_graph_begin(be.ctx), "lte_graph_begin");
     let failure: unknown = null;
     try {
       fn();
@@ -368,14 +368,14 @@ export class CapturedGraph {
     }
     // End the capture in every case, so the stream is usable again.
     const out = new BigUint64Array(1);
-    const st = be.sym.lte_sffn_graph_end(be.ctx, out);
+    const st = be.sym.lte_graph_end(be.ctx, out);
     const handle = st === 0 && out[0] ? Deno.UnsafePointer.create(out[0]) as Deno.PointerObject : null;
     if (failure !== null) {
-      if (handle) be.sym.lte_sffn_graph_free(be.ctx, handle);
+      if (handle) be.sym.lte_graph_free(be.ctx, handle);
       throw failure;
     }
-    be.check(st, "lte_sffn_graph_end");
-    if (!handle) throw new Error("CapturedGraph.capture: lte_sffn_graph_end returned no graph");
+    be.check(st, "lte_graph_end");
+    if (!handle) throw new Error("CapturedGraph.capture: lte_graph_end returned no graph");
     return new CapturedGraph(be, handle);
   }
 
@@ -384,8 +384,8 @@ export class CapturedGraph {
     if (this.#handle === null) throw new Error("CapturedGraph: freed");
     const us = new Float32Array(reps);
     this.backend.check(
-      this.backend.sym.lte_sffn_graph_time(this.backend.ctx, this.#handle, warmup, reps, inner, us),
-      "lte_sffn_graph_time",
+      this.backend.sym.lte_graph_time(this.backend.ctx, this.#handle, warmup, reps, inner, us),
+      "lte_graph_time",
     );
     return us;
   }
@@ -397,7 +397,7 @@ export class CapturedGraph {
 
   free(): void {
     if (this.#handle === null) return;
-    this.backend.check(this.backend.sym.lte_sffn_graph_free(this.backend.ctx, this.#handle), "lte_sffn_graph_free");
+    this.backend.check(this.backend.sym.lte_graph_free(this.backend.ctx, this.#handle), "lte_graph_free");
     this.#handle = null;
   }
 }

@@ -901,37 +901,7 @@ export const SYMBOLS = {
     ],
     result: S, // lte_status
   },
-  lte_sffn_graph_begin: {
-    parameters: [
-      P, // lte_ctx_t *ctx
-    ],
-    result: S, // lte_status
-  },
-  lte_sffn_graph_end: {
-    parameters: [
-      P, // lte_ctx_t *ctx
-      B, // void **out_graph
-    ],
-    result: S, // lte_status
-  },
-  lte_sffn_graph_time: {
-    parameters: [
-      P, // lte_ctx_t *ctx
-      P, // void *graph
-      I32, // int32_t warmup
-      I32, // int32_t reps
-      I32, // int32_t inner
-      B, // float *host_us
-    ],
-    result: S, // lte_status
-  },
-  lte_sffn_graph_free: {
-    parameters: [
-      P, // lte_ctx_t *ctx
-      P, // void *graph
-    ],
-    result: S, // lte_status
-  },
+
   // ------------------------------------------------------------ ENGINE: decode engine (engine/mod.ts)
   lte_dec_linear: {
     parameters: [
@@ -1181,6 +1151,17 @@ export const SYMBOLS = {
     parameters: [
       P, // lte_ctx_t *ctx
       P, // void *graph
+    ],
+    result: S, // lte_status
+  },
+  lte_graph_time: {
+    parameters: [
+      P, // lte_ctx_t *ctx
+      P, // void *graph
+      I32, // int32_t warmup
+      I32, // int32_t reps
+      I32, // int32_t inner
+      B, // float *host_us
     ],
     result: S, // lte_status
   },

@@ -350,7 +350,8 @@ Deno.test("bad input: INVALID_ARGUMENT naming the parameter; graphs are CUDA-onl
     be.sym.lte_convert(be.ctx, DTypeCode.i32, d.x, DTypeCode.f16, d.h, 1, 4, 0),
     Status.UNSUPPORTED,
   );
-  assert.equal(be.sym.lte_sffn_graph_begin(be.ctx), Status.UNSUPPORTED);
+  assert.equal(be.sym.lte_graph_begin(be.ctx), Status.UNSUPPORTED);
+  assert.equal(be.sym.lte_graph_time(be.ctx, null, 0, 1, 1, new Float32Array(1)), Status.UNSUPPORTED);
   d.free();
 });
 

@@ -729,3 +729,10 @@ LTE_API lte_status lte_graph_free(lte_ctx_t *ctx, void *graph) {
   if (graph == NULL) return LTE_STATUS_OK;
   return FAIL(LTE_STATUS_UNSUPPORTED, "%s: graph capture needs the cuda backend", __func__);
 }
+
+LTE_API lte_status lte_graph_time(lte_ctx_t *ctx, void *graph, int32_t warmup, int32_t reps, int32_t inner,
+                                  float *host_us) {
+  CHECK_CTX();
+  (void)graph, (void)warmup, (void)reps, (void)inner, (void)host_us;
+  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: graph capture needs the cuda backend", __func__);
+}

@@ -5,7 +5,6 @@
  *   lte_sffn_gate_up    h = act(gate, up) for the union's experts, masked per token, rounded to dtype
  *   lte_sffn_down       y = residual + b_down + h . w_down_t[union rows], rounded to dtype
  *   lte_sffn_dense_gemv / lte_sffn_dense_act   the dense baseline ops
- *   lte_sffn_graph_*    CUDA graphs only: LTE_STATUS_UNSUPPORTED here
  *
  * Rounding points are those of the CUDA kernels: products accumulate in (here) double, the sum is
  * rounded to f32, bias and activation are applied in f32, then h and y are rounded to the storage
@@ -295,28 +294,4 @@ LTE_API lte_status lte_sffn_set_tuning(lte_ctx_t *ctx, int32_t key, int32_t valu
     default:
       return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: unknown tuning key %d", __func__, (int)key);
   }
-}
-
-LTE_API lte_status lte_sffn_graph_begin(lte_ctx_t *ctx) {
-  CHECK_CTX();
-  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: CUDA graphs need the cuda backend", __func__);
-}
-
-LTE_API lte_status lte_sffn_graph_end(lte_ctx_t *ctx, void **out_graph) {
-  CHECK_CTX();
-  (void)out_graph;
-  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: CUDA graphs need the cuda backend", __func__);
-}
-
-LTE_API lte_status lte_sffn_graph_time(lte_ctx_t *ctx, void *graph, int32_t warmup, int32_t reps, int32_t inner,
-                                       float *host_us) {
-  CHECK_CTX();
-  (void)graph, (void)warmup, (void)reps, (void)inner, (void)host_us;
-  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: CUDA graphs need the cuda backend", __func__);
-}
-
-LTE_API lte_status lte_sffn_graph_free(lte_ctx_t *ctx, void *graph) {
-  CHECK_CTX();
-  (void)graph;
-  return FAIL(LTE_STATUS_UNSUPPORTED, "%s: CUDA graphs need the cuda backend", __func__);
 }

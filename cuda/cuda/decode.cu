@@ -1639,3 +1639,32 @@ extern "C" LTE_API lte_status lte_graph_free(lte_ctx_t *ctx, void *graph) {
   LTE_CUDA_TRY(cudaGraphExecDestroy((cudaGraphExec_t)graph));
   return LTE_STATUS_OK;
 }
+
+extern "C" LTE_API lte_status lte_graph_time(lte_ctx_t *ctx, void *graph, int32_t warmup, int32_t reps, int32_t inner,
+                                             float *host_us) {
+  LTE_ENTER("lte_graph_time");
+  LTE_REQUIRE_PTR(graph);
+  LTE_REQUIRE_PTR(host_us);
+  LTE_CHECK_NONNEG(warmup);
+  LTE_CHECK_POS(reps);
+  LTE_CHECK_POS(inner);
+  cudaGraphExec_t exec = static_cast<cudaGraphExec_t>(graph);
+  for (int i = 0; i < warmup; i++) LTE_CUDA_TRY(cudaGraphLaunch(exec, ctx->stream));
+  cudaEvent_t ev[2];
+  LTE_CUDA_TRY(cudaEventCreate(&ev[0]));
+  LTE_CUDA_TRY(cudaEventCreate(&ev[1]));
+  lte_status st = LTE_STATUS_OK;
+  for (int r = 0; r < reps && st == LTE_STATUS_OK; r++) {
+    cudaError_t e = cudaEventRecord(ev[0], ctx->stream);
+    for (int i = 0; i < inner && e == cudaSuccess; i++) e = cudaGraphLaunch(exec, ctx->stream);
+    if (e == cudaSuccess) e = cudaEventRecord(ev[1], ctx->stream);
+    if (e == cudaSuccess) e = cudaEventSynchronize(ev[1]);
+    float ms = 0.f;
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, ev[0], ev[1]);
+    if (e != cudaSuccess) st = lte::cuda_fail(ctx, FN, "timing a graph replay", e, __FILE__, __LINE__);
+    host_us[r] = ms * 1000.f / (float)inner;
+  }
+  cudaEventDestroy(ev[0]);
+  cudaEventDestroy(ev[1]);
+  return st;
+}

@@ -426,15 +426,7 @@ LTE_API lte_status lte_sffn_dense_gemv(lte_ctx_t *ctx, lte_dtype dtype, const vo
 LTE_API lte_status lte_sffn_dense_act(lte_ctx_t *ctx, lte_dtype dtype, int32_t act, const void *gate, const void *up,
                                       void *h, int64_t n);
 
-/* CUDA graph helpers for benchmarks (CPU backend: LTE_STATUS_UNSUPPORTED). Capture the calls made
-   on this context between begin and end (nothing may synchronize in between) into an executable
-   graph; time it: host_us[r] = (time of `inner` back-to-back launches) / inner, r < reps, after
-   `warmup` launches. */
-LTE_API lte_status lte_sffn_graph_begin(lte_ctx_t *ctx);
-LTE_API lte_status lte_sffn_graph_end(lte_ctx_t *ctx, void **out_graph);
-LTE_API lte_status lte_sffn_graph_time(lte_ctx_t *ctx, void *graph, int32_t warmup, int32_t reps, int32_t inner,
-                                       float *host_us);
-LTE_API lte_status lte_sffn_graph_free(lte_ctx_t *ctx, void *graph);
+/* (CUDA graphs of these kernels for benchmarks: lte_graph_* in the decode engine section.) */
 /* ================================================================ end KERNELS section */
 
 /* ================================================================ decode engine (ENGINE, issue 9)
@@ -575,6 +567,10 @@ LTE_API lte_status lte_graph_begin(lte_ctx_t *ctx);
 LTE_API lte_status lte_graph_end(lte_ctx_t *ctx, void **graph_out);
 LTE_API lte_status lte_graph_launch(lte_ctx_t *ctx, void *graph);
 LTE_API lte_status lte_graph_free(lte_ctx_t *ctx, void *graph);
+/* Benchmarks: host_us[r] = (device time of `inner` back-to-back launches of the graph) / inner for
+   r < reps, after `warmup` launches (CUDA events on the context's stream; returns when done). */
+LTE_API lte_status lte_graph_time(lte_ctx_t *ctx, void *graph, int32_t warmup, int32_t reps, int32_t inner,
+                                  float *host_us);
 /* ================================================================ end of decode engine section */
 
 #ifdef __cplusplus
