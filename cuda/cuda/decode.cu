@@ -54,6 +54,7 @@
 #include <cstring>
 #include <utility>
 
+#include "half.cuh"
 #include "mma.cuh"
 #include "reduce.cuh"
 
@@ -107,24 +108,6 @@ struct W8<__nv_bfloat16> {
   }
   static __device__ __forceinline__ float one(const __nv_bfloat16 *p) { return __bfloat162float(p[0]); }
 };
-
-template <class T>
-__device__ __forceinline__ float to_f(T v);
-template <>
-__device__ __forceinline__ float to_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 /* Programmatic dependent launch (LTE_DEC_PDL=1 when the step is captured): every step kernel
    first lets its successor be scheduled (its blocks then wait at griddepcontrol.wait), then waits

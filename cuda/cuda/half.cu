@@ -11,24 +11,10 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "half.cuh"
 
 namespace lte {
 namespace {
-
-__device__ __forceinline__ float load_as_f32(lte_dtype dt, const void *p, int64_t i) {
-  if (dt == LTE_DTYPE_F32) return static_cast<const float *>(p)[i];
-  if (dt == LTE_DTYPE_F16) return __half2float(static_cast<const __half *>(p)[i]);
-  return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
-}
-
-__device__ __forceinline__ void store_from_f32(lte_dtype dt, void *p, int64_t i, float v) {
-  if (dt == LTE_DTYPE_F32)
-    static_cast<float *>(p)[i] = v;
-  else if (dt == LTE_DTYPE_F16)
-    static_cast<__half *>(p)[i] = __float2half_rn(v);
-  else
-    static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(v);
-}
 
 __global__ void convert_kernel(lte_dtype sdt, const void *src, lte_dtype ddt, void *dst, int64_t n) {
   LTE_GRID_STRIDE(i, n) store_from_f32(ddt, dst, i, load_as_f32(sdt, src, i));

@@ -46,6 +46,7 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include "half.cuh"
 #include "mma.cuh"
 #include "reduce.cuh"
 
@@ -134,36 +135,6 @@ inline Layout layout(const lte_ctx *ctx, int B, int C, int N) {
 }
 
 /* ------------------------------------------------------------------ small device helpers */
-
-template <class T>
-__device__ __forceinline__ float to_f(T v);
-template <>
-__device__ __forceinline__ float to_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ float to_f<__half>(__half v) {
-  return __half2float(v);
-}
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <class T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 /* 16-byte streaming load (weights: read once, keep them out of L1). */
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
