@@ -1643,7 +1643,10 @@ extern "C" LTE_API lte_status lte_graph_time(lte_ctx_t *ctx, void *graph, int32_
   for (int i = 0; i < warmup; i++) LTE_CUDA_TRY(cudaGraphLaunch(exec, ctx->stream));
   cudaEvent_t ev[2];
   LTE_CUDA_TRY(cudaEventCreate(&ev[0]));
-  LTE_CUDA_TRY(cudaEventCreate(&ev[1]));
+  if (const cudaError_t e1 = cudaEventCreate(&ev[1]); e1 != cudaSuccess) {
+    cudaEventDestroy(ev[0]);  // not leaked when the second one fails
+    return lte::cuda_fail(ctx, FN, "cudaEventCreate(&ev[1])", e1, __FILE__, __LINE__);
+  }
   lte_status st = LTE_STATUS_OK;
   for (int r = 0; r < reps && st == LTE_STATUS_OK; r++) {
     cudaError_t e = cudaEventRecord(ev[0], ctx->stream);
