@@ -252,26 +252,6 @@ const FUSED_KNOBS: [string, string, Record<string, string>][] = [
     LTE_DEC_SFFN_L2PF: "2",
     LTE_DEC_SFFN_L2PF_ROUTE: "512",
   }],
-  // one prefetch instruction per line instead of bulk prefetches (3 evict_last, 4 normal)
-  ["l2pf3", "L2 hint per line, evict_last, 64 MiB budget", { LTE_DEC_SFFN_L2PF: "3" }],
-  ["l2pf3_c1k", "L2 hint per line, evict_last, 1 KiB per row", {
-    LTE_DEC_SFFN_L2PF: "3",
-    LTE_DEC_SFFN_L2PF_CAP: "1024",
-  }],
-  ["l2pf4", "L2 hint per line, normal, 64 MiB budget", { LTE_DEC_SFFN_L2PF: "4" }],
-  // diagnostics: the same prefetches aimed at this layer's gate/up rows (read by nobody: cost only)
-  ["l2pf2_diag", "L2 hint DIAG (useless target), evict_last, 64 MiB", {
-    LTE_DEC_SFFN_L2PF: "2",
-    LTE_DEC_SFFN_L2PF_DIAG: "1",
-  }],
-  ["l2pf3_diag", "L2 hint DIAG (useless target), per line, evict_last, 64 MiB", {
-    LTE_DEC_SFFN_L2PF: "3",
-    LTE_DEC_SFFN_L2PF_DIAG: "1",
-  }],
-  ["l2pf3_r512", "L2 hint per line, evict_last, route 512 B + FFN up to 2 KiB", {
-    LTE_DEC_SFFN_L2PF: "3",
-    LTE_DEC_SFFN_L2PF_ROUTE: "512",
-  }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },

@@ -124,7 +124,7 @@ struct SffnArgs {
   int pf_rows = 0, pf_ld = 0;
   long long pf_budget = 0;  // bytes the block may stream (active experts + prefetch) before it stops hinting
   int pf_cap = 0;           // bytes per row at most
-  int pf_policy = 0;        // 0 off; bulk prefetches 1 evict_normal, 2 evict_last; per line 3 evict_last, 4 normal
+  int pf_policy = 0;        // 0 off, 1 L2 evict_normal, 2 L2 evict_last
   int pf_route = 0;         // bytes per row the route kernel prefetches (at any activity), before the FFN's share
 };
 
@@ -341,15 +341,6 @@ __device__ __forceinline__ void sffn_l2_rows(const SffnArgs &a, long long b0, lo
   const int r0 = (int)((long long)a.pf_rows * blockIdx.x / gridDim.x);
   const int r1 = (int)((long long)a.pf_rows * (blockIdx.x + 1) / gridDim.x);
   const unsigned n = (unsigned)(b1 - b0);
-  if (a.pf_policy >= 3) {  // one prefetch instruction per 128-byte line (no bulk copy unit involved)
-    const int lpr = (int)(n / 128), tot = (r1 - r0) * lpr;
-    for (int i = (int)threadIdx.x; i < tot; i += (int)blockDim.x) {
-      const char *p = a.pf + (size_t)(r0 + i / lpr) * a.pf_ld + b0 + (size_t)(i % lpr) * 128;
-      if (a.pf_policy == 3) asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(p));
-      else asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-    }
-    return;
-  }
   unsigned long long pol = 0;
   if (a.pf_policy == 2) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
   for (int r = r0 + (int)threadIdx.x; r < r1; r += (int)blockDim.x) {
@@ -1192,7 +1183,7 @@ struct SffnTune {
   int atom;
   int trace;
   int diag;
-  int l2pf, l2pf_mib, l2pf_cap, l2pf_route, l2pf_diag;
+  int l2pf, l2pf_mib, l2pf_cap, l2pf_route;
   unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
@@ -1218,12 +1209,11 @@ inline SffnTune sffn_tune() {
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
   // the L2 hint (sffn_l2_hint): policy, budget in MiB, bytes per row
-  t.l2pf = env_int("LTE_DEC_SFFN_L2PF", 0, 0, 4);
+  t.l2pf = env_int("LTE_DEC_SFFN_L2PF", 0, 0, 2);
   t.l2pf_mib = env_int("LTE_DEC_SFFN_L2PF_MB", 64, 0, 1024);
   t.l2pf_cap = env_int("LTE_DEC_SFFN_L2PF_CAP", 2048, 128, 1 << 20) & ~127;
   t.l2pf_route = env_int("LTE_DEC_SFFN_L2PF_ROUTE", 0, 0, 1 << 20) & ~127;
   if (t.l2pf_route > t.l2pf_cap) t.l2pf_route = t.l2pf_cap;
-  t.l2pf_diag = env_int("LTE_DEC_SFFN_L2PF_DIAG", 0, 0, 1);
   t.tl = nullptr;
   return t;
 }
@@ -1442,13 +1432,6 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     a.pf_budget = (long long)t.l2pf_mib << 20;
     a.pf_cap = t.l2pf_cap;
     a.pf_route = t.l2pf_route;
-    // a diagnostic (LTE_DEC_SFFN_L2PF_DIAG=1): the same prefetches aimed at this layer's gate/up rows,
-    // which no op reads again this step: their cost without any benefit
-    if (t.l2pf_diag && a.pf) {
-      a.pf = static_cast<const char *>(a.wfc);
-      a.pf_ld = a.C * (int)sizeof(T);
-      if (a.pf_rows > a.F) a.pf_rows = a.F;
-    }
     if (r0 > 0) a.pf = nullptr;  // groups of 4 rows: the first group's FFN hints, once
     a.x += (size_t)r0 * a.C;
     a.xn += (size_t)r0 * a.C;
