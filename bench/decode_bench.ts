@@ -243,15 +243,6 @@ const FUSED_KNOBS: [string, string, Record<string, string>][] = [
     LTE_DEC_SFFN_L2PF: "2",
     LTE_DEC_SFFN_L2PF_CAP: "1024",
   }],
-  // the route kernel prefetches the first 1 KiB of every row at any activity, the FFN the rest
-  ["l2pf2_r1k", "L2 hint, evict_last, route 1 KiB + FFN up to 2 KiB", {
-    LTE_DEC_SFFN_L2PF: "2",
-    LTE_DEC_SFFN_L2PF_ROUTE: "1024",
-  }],
-  ["l2pf2_r512", "L2 hint, evict_last, route 512 B + FFN up to 2 KiB", {
-    LTE_DEC_SFFN_L2PF: "2",
-    LTE_DEC_SFFN_L2PF_ROUTE: "512",
-  }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },

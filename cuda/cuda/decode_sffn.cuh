@@ -125,7 +125,6 @@ struct SffnArgs {
   long long pf_budget = 0;  // bytes the block may stream (active experts + prefetch) before it stops hinting
   int pf_cap = 0;           // bytes per row at most
   int pf_policy = 0;        // 0 off, 1 L2 evict_normal, 2 L2 evict_last
-  int pf_route = 0;         // bytes per row the route kernel prefetches (at any activity), before the FFN's share
 };
 
 /* ------------------------------------------------------------------ timeline (diagnostic) */
@@ -317,55 +316,6 @@ __device__ __forceinline__ float sffn_h(const SffnArgs &a, int n, float g, float
   return dgelu(g + (a.bfc ? a.bfc[n] : 0.0f));
 }
 
-/* ------------------------------------------------------------------ the L2 hint */
-
-/* lte.h's l2_next (LTE_DEC_SFFN_L2PF): a sparse FFN block at low activity leaves DRAM idle for much of
-   its time (route, union, h, the adds: ~10 us of a 7B block at 10 % active against 7.9 us of bytes),
-   and the next op (the next layer's QKV GEMV) is bandwidth-bound. So once the union is known, every
-   FFN block issues bulk L2 prefetches of the first `pre` bytes of its share of the next op's rows, where
-   pre = (pf_budget - the active experts' weight bytes) / rows, capped (pf_cap, the GEMV's
-   first piece of a row): nothing at high activity, where the FFN's own bytes fill the DRAM. A row's
-   first bytes, not whole rows: every warp of the next GEMV then finds part of each of its rows in L2
-   (a contiguous prefix would serve only the warps that own it). pf_policy 2 marks the lines
-   evict_last so the FFN's own streaming does not evict them before the GEMV reads them (its plain
-   loads reset them to evict_normal). LTE_DEC_SFFN_L2PF_ROUTE: the route kernel first prefetches that
-   many bytes of every row at any activity, right after its wait (DRAM idles until the FFN kernel's
-   first weight loads), and the FFN kernel's share starts after them. Fire and forget: results
-   never depend on it. */
-
-/* Bytes [b0, b1) of this block's share of the hinted rows into L2 (b0, b1 multiples of 128). */
-__device__ __forceinline__ void sffn_l2_rows(const SffnArgs &a, long long b0, long long b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (b1 > a.pf_ld) b1 = a.pf_ld & ~127ll;
-  if (b1 - b0 < 128) return;
-  const int r0 = (int)((long long)a.pf_rows * blockIdx.x / gridDim.x);
-  const int r1 = (int)((long long)a.pf_rows * (blockIdx.x + 1) / gridDim.x);
-  const unsigned n = (unsigned)(b1 - b0);
-  unsigned long long pol = 0;
-  if (a.pf_policy == 2) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-  for (int r = r0 + (int)threadIdx.x; r < r1; r += (int)blockDim.x) {
-    const char *p = a.pf + (size_t)r * a.pf_ld + b0;
-    if (a.pf_policy == 2)
-      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p), "r"(n), "l"(pol) : "memory");
-    else
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
-  }
-#endif
-}
-
-/* The FFN kernel's share, after the route kernel's first pf_route bytes of every row. */
-template <class T>
-__device__ __forceinline__ void sffn_l2_hint(const SffnArgs &a, int nact) {
-  if (a.pf == nullptr || a.pf_policy == 0) return;
-  const long long rpn = a.act == LTE_DEC_ACT_SWIGLU ? 3 : 2;
-  const long long spare = a.pf_budget - (long long)nact * a.S * rpn * a.C * (long long)sizeof(T);
-  if (spare <= 0) return;
-  long long pre = spare / a.pf_rows;
-  if (pre > a.pf_cap - a.pf_route) pre = a.pf_cap - a.pf_route;
-  pre &= ~127ll;  // whole 128-byte lines (and a multiple of 16, as the bulk copy needs)
-  sffn_l2_rows(a, a.pf_route, a.pf_route + pre);
-}
-
 /* ------------------------------------------------------------------ route */
 
 /* SPLIT warps share an expert's router row (each holds 1 / SPLIT of it in registers): kRouteWarps /
@@ -396,9 +346,6 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
   pdl_launch_dependents();
   pdl_wait();
   rec.mark(1);
-  // the L2 hint's first bytes of every row (LTE_DEC_SFFN_L2PF_ROUTE): DRAM idles from here to the
-  // FFN kernel's first weight loads (the previous kernel is done; x and the router come from L2)
-  if (a.pf && a.pf_policy && a.pf_route) sffn_l2_rows(a, 0, a.pf_route);
   sffn_xprime<R, kRouteWarps * 32>(a, rows, xs, nr);
   sffn_store_xn<R, kRouteWarps * 32>(a, rows, xs);
   rec.mark(2);
@@ -965,6 +912,45 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
 #endif
 }
 
+/* ------------------------------------------------------------------ the L2 hint */
+
+/* lte.h's l2_next (LTE_DEC_SFFN_L2PF): a sparse FFN block at low activity leaves DRAM idle for much of
+   its time (route, union, h, the adds: ~10 us of a 7B block at 10 % active against 7.9 us of bytes),
+   and the next op (the next layer's QKV GEMV) is bandwidth-bound. So once the union is known, every
+   block issues bulk L2 prefetches of the first `pre` bytes of its share of the next op's rows, where
+   pre = (pf_budget - this block's active bytes over the whole grid) / rows, capped (pf_cap, the GEMV's
+   first piece of a row): nothing at high activity, where the FFN's own bytes fill the DRAM. A row's
+   first bytes, not whole rows: every warp of the next GEMV then finds part of each of its rows in L2
+   (a contiguous prefix would serve only the warps that own it). pf_policy 2 marks the lines
+   evict_last so the FFN's own streaming does not evict them before the GEMV reads them (its plain
+   loads reset them to evict_normal). Fire and forget: results never depend on it. */
+template <class T>
+__device__ __forceinline__ void sffn_l2_hint(const SffnArgs &a, int nact) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (a.pf == nullptr || a.pf_policy == 0) return;
+  const long long rpn = a.act == LTE_DEC_ACT_SWIGLU ? 3 : 2;
+  const long long spare = a.pf_budget - (long long)nact * a.S * rpn * a.C * (long long)sizeof(T);
+  if (spare <= 0) return;
+  long long pre = spare / a.pf_rows;
+  if (pre > a.pf_cap) pre = a.pf_cap;
+  if (pre > a.pf_ld) pre = a.pf_ld;
+  pre &= ~127ll;  // whole 128-byte lines (and a multiple of 16, as the bulk copy needs)
+  if (pre < 128) return;
+  const int r0 = (int)((long long)a.pf_rows * blockIdx.x / gridDim.x);
+  const int r1 = (int)((long long)a.pf_rows * (blockIdx.x + 1) / gridDim.x);
+  unsigned long long pol = 0;
+  if (a.pf_policy == 2) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
+  for (int r = r0 + (int)threadIdx.x; r < r1; r += (int)blockDim.x) {
+    const char *p = a.pf + (size_t)r * a.pf_ld;
+    if (a.pf_policy == 2)
+      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p), "r"((unsigned)pre), "l"(pol)
+                   : "memory");
+    else
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)pre) : "memory");
+  }
+#endif
+}
+
 /* ------------------------------------------------------------------ gate/up + act + down, two phases */
 
 /* sffn_ffn2_kernel<T, R, CPT, P1D> (f16/bf16; LTE_DEC_SFFN_KERNEL=2, the default for them): the same
@@ -1183,7 +1169,7 @@ struct SffnTune {
   int atom;
   int trace;
   int diag;
-  int l2pf, l2pf_mib, l2pf_cap, l2pf_route;
+  int l2pf, l2pf_mib, l2pf_cap;
   unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
@@ -1211,9 +1197,7 @@ inline SffnTune sffn_tune() {
   // the L2 hint (sffn_l2_hint): policy, budget in MiB, bytes per row
   t.l2pf = env_int("LTE_DEC_SFFN_L2PF", 0, 0, 2);
   t.l2pf_mib = env_int("LTE_DEC_SFFN_L2PF_MB", 64, 0, 1024);
-  t.l2pf_cap = env_int("LTE_DEC_SFFN_L2PF_CAP", 2048, 128, 1 << 20) & ~127;
-  t.l2pf_route = env_int("LTE_DEC_SFFN_L2PF_ROUTE", 0, 0, 1 << 20) & ~127;
-  if (t.l2pf_route > t.l2pf_cap) t.l2pf_route = t.l2pf_cap;
+  t.l2pf_cap = env_int("LTE_DEC_SFFN_L2PF_CAP", 2048, 128, 1 << 20);
   t.tl = nullptr;
   return t;
 }
@@ -1431,7 +1415,6 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     a.pf_policy = t.l2pf;
     a.pf_budget = (long long)t.l2pf_mib << 20;
     a.pf_cap = t.l2pf_cap;
-    a.pf_route = t.l2pf_route;
     if (r0 > 0) a.pf = nullptr;  // groups of 4 rows: the first group's FFN hints, once
     a.x += (size_t)r0 * a.C;
     a.xn += (size_t)r0 * a.C;
