@@ -227,22 +227,6 @@ const FUSED_KNOBS: [string, string, Record<string, string>][] = [
   ["bps1_c2", "1 block per SM, clusters of 2", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_SFFN_CLUSTER: "2" }],
   ["bps1_c4", "1 block per SM, clusters of 4", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_SFFN_CLUSTER: "4" }],
   ["bps1_c8", "1 block per SM, clusters of 8", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_SFFN_CLUSTER: "8" }],
-  // the L2 hint (fifteenth session): the next layer's QKV rows' first bytes prefetched into L2 while
-  // the sparse block leaves DRAM idle; policy 1 plain, 2 evict_last; budget MiB; bytes per row
-  ["l2pf1", "L2 hint, plain, 64 MiB budget", { LTE_DEC_SFFN_L2PF: "1" }],
-  ["l2pf2", "L2 hint, evict_last, 64 MiB budget", { LTE_DEC_SFFN_L2PF: "2" }],
-  ["l2pf2_m48", "L2 hint, evict_last, 48 MiB budget", { LTE_DEC_SFFN_L2PF: "2", LTE_DEC_SFFN_L2PF_MB: "48" }],
-  ["l2pf2_m96", "L2 hint, evict_last, 96 MiB budget", { LTE_DEC_SFFN_L2PF: "2", LTE_DEC_SFFN_L2PF_MB: "96" }],
-  ["l2pf2_m160", "L2 hint, evict_last, 160 MiB budget", { LTE_DEC_SFFN_L2PF: "2", LTE_DEC_SFFN_L2PF_MB: "160" }],
-  ["l2pf2_c4k", "L2 hint, evict_last, 96 MiB, 4 KiB per row", {
-    LTE_DEC_SFFN_L2PF: "2",
-    LTE_DEC_SFFN_L2PF_MB: "96",
-    LTE_DEC_SFFN_L2PF_CAP: "4096",
-  }],
-  ["l2pf2_c1k", "L2 hint, evict_last, 64 MiB, 1 KiB per row", {
-    LTE_DEC_SFFN_L2PF: "2",
-    LTE_DEC_SFFN_L2PF_CAP: "1024",
-  }],
 ];
 const VARIANTS: Variant[] = [
   { key: "dense", name: "dense batch 1 (default: PDL)", opts: {}, active: null, batch: 1 },

@@ -106,9 +106,6 @@ const fused: Enqueue = (L, rows) =>
       F,
       S,
       1,
-      null, // no L2 hint: the block alone has no next op
-      0,
-      0,
     ),
     "lte_dec_sparse_ffn",
   );

@@ -848,8 +848,6 @@ export class Engine {
         "lte_dec_linear",
       );
     const none: [null, null] = [null, null];
-    // the fused sparse FFN op's L2 hint names rows of l2Ld bytes (a multiple of 16, lte.h)
-    const l2Ld = d * (this.options.dtype === "f32" ? 4 : 2), l2Rows = l2Ld % 16 === 0 ? 1 : 0;
     for (let l = 0; l < c.n_layer; l++) {
       const w = this.#layers[l]!;
       lin(wdt, w.qkv, this.#x, normMode, w.ln1, w.ln1b, none, w.qkvB, this.#qkv, qkvW, d, 0, ACT.NONE);
@@ -949,10 +947,6 @@ export class Engine {
             f,
             S,
             (g2 ? ACT.GELU : ACT.SWIGLU) | (this.#routerRows ? SFFN_ROUTER_ROWS : 0),
-            // L2 hint: the weights streamed next (the next layer's QKV, after the last layer the head)
-            l2Rows > 0 ? (l + 1 < c.n_layer ? this.#layers[l + 1]!.qkv : this.#head) : null,
-            l2Rows > 0 ? (l + 1 < c.n_layer ? qkvW : c.vocab_size) : 0,
-            l2Ld,
           ),
           "lte_dec_sparse_ffn",
         );

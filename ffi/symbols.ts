@@ -1074,9 +1074,6 @@ export const SYMBOLS = {
       I32, // int32_t d_ff
       I32, // int32_t expert_size
       I32, // int32_t act
-      P, // const void *l2_next
-      I32, // int32_t l2_rows
-      I32, // int32_t l2_ld
     ],
     result: S, // lte_status
   },

@@ -59,7 +59,6 @@ export const PLAUSIBLE: Record<string, number> = {
   "lte_dec_sparse_ffn.x_mode": 1, // LTE_DEC_X_RMSNORM
   "lte_dec_sparse_ffn.d_ff": 32, // a multiple of expert_size
   "lte_dec_sparse_ffn.act": 1, // LTE_DEC_ACT_SWIGLU
-  "lte_dec_sparse_ffn.l2_ld": 64, // the L2 hint's row bytes: a multiple of 16
 };
 
 export const HEADER = parseHeader(readFileSync(new URL("../cuda/include/lte.h", import.meta.url), "utf8"));

@@ -169,17 +169,7 @@ export const SFFN_ROUTER_ROWS = 0x100;
  * and lo rows, split on `be` by lte_dec_convert_split, and act has LTE_DEC_SFFN_ROUTER_ROWS;
  * "zeros": the flag with zero rows (not w_router's split: a backend that reads them routes by b only).
  */
-/**
- * `l2Hint`: pass lte.h's L2 hint naming w_down_t's rows as the "next op's" weights (valid device
- * memory the kernels may prefetch; results must not change).
- */
-export function runOp(
-  be: Backend,
-  c: SffnCase,
-  inp: SffnInputs,
-  routerRows: boolean | "zeros" = false,
-  l2Hint = false,
-): SffnOutputs {
+export function runOp(be: Backend, c: SffnCase, inp: SffnInputs, routerRows: boolean | "zeros" = false): SffnOutputs {
   const b = new Bufs(be);
   try {
     const E = c.F / c.S;
@@ -196,8 +186,6 @@ export function runOp(
         be.check(be.sym.lte_dec_convert_split(be.ctx, DTypeCode[c.dt], wr, at(fc), at(fc + 2 * n), n), "split");
       }
     }
-    const wd = b.of(inp.wd);
-    const eltBytes = c.dt === "f32" ? 4 : 2;
     be.check(
       be.sym.lte_dec_sparse_ffn(
         be.ctx,
@@ -212,7 +200,7 @@ export function runOp(
         inp.thr,
         wfc,
         b.of(inp.bfc),
-        wd,
+        b.of(inp.wd),
         b.of(inp.bd),
         xn,
         mask,
@@ -222,9 +210,6 @@ export function runOp(
         c.F,
         c.S,
         c.act | (routerRows ? SFFN_ROUTER_ROWS : 0),
-        l2Hint ? wd : null,
-        l2Hint ? c.F : 0,
-        l2Hint ? c.C * eltBytes : 0,
       ),
       "lte_dec_sparse_ffn",
     );

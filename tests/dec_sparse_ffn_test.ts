@@ -108,10 +108,7 @@ Deno.test("lte_dec_sparse_ffn (CPU): bad arguments name the op and the argument"
   const buf = be.alloc(1 << 16);
   try {
     be.write(buf, new Uint8Array(1 << 16));
-    type Over = Partial<
-      { act: number; C: number; F: number; S: number; mask: null; mode: number; l2: [boolean, number, number] }
-    >;
-    const call = (o: Over) => {
+    const call = (o: Partial<{ act: number; C: number; F: number; S: number; mask: null; mode: number }>) => {
       const st = be.sym.lte_dec_sparse_ffn(
         be.ctx,
         DTypeCode.f16,
@@ -135,17 +132,10 @@ Deno.test("lte_dec_sparse_ffn (CPU): bad arguments name the op and the argument"
         o.F ?? 64,
         o.S ?? 16,
         o.act ?? ACT.swiglu,
-        o.l2?.[0] ? buf : null,
-        o.l2?.[1] ?? 0,
-        o.l2?.[2] ?? 0,
       );
       return { st, msg: st === Status.OK ? "" : cString(be.sym.lte_ctx_last_error(be.ctx)) };
     };
     nodeAssert.equal(call({}).st, Status.OK);
-    // the L2 hint: a valid one, and none (NULL or no rows, whatever l2_ld says) are fine
-    for (const l2 of [[true, 4, 64], [false, 5, 0], [true, 0, 3]] as [boolean, number, number][]) {
-      nodeAssert.equal(call({ l2 }).st, Status.OK, JSON.stringify(l2));
-    }
     for (
       const [o, want] of [
         [{ act: 0 }, "lte_dec_sparse_ffn: act = 0 must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU"],
@@ -154,12 +144,9 @@ Deno.test("lte_dec_sparse_ffn (CPU): bad arguments name the op and the argument"
         [{ F: 72 }, "lte_dec_sparse_ffn: d_ff = 72 is not a multiple of expert_size 16"],
         [{ F: 8200, S: 2 }, "lte_dec_sparse_ffn: 4100 experts per layer exceed 4096"],
         [{ mask: null }, "mask"],
-        [{ l2: [true, 2, 24] }, "lte_dec_sparse_ffn: the L2 hint needs l2_ld > 0, a multiple of 16 (got 24)"],
-        [{ l2: [true, 2, 0] }, "lte_dec_sparse_ffn: the L2 hint needs l2_ld > 0, a multiple of 16 (got 0)"],
-        [{ l2: [false, -1, 64] }, "l2_rows"],
       ] as const
     ) {
-      const r = call(o as Over);
+      const r = call(o as Parameters<typeof call>[0]);
       nodeAssert.equal(r.st, Status.INVALID_ARGUMENT, JSON.stringify(o));
       nodeAssert.ok(r.msg.includes(want), `${JSON.stringify(o)}: ${r.msg}`);
       nodeAssert.ok(r.msg.includes("lte_dec_sparse_ffn"), r.msg);

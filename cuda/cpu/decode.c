@@ -452,8 +452,7 @@ LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x,
                                       const void *norm_b, float eps, const void *w_router, const void *b_router,
                                       float threshold, const void *w_fc, const void *b_fc, const void *w_down_t,
                                       const void *b_down, void *xn, void *mask, int32_t *counts, int32_t rows,
-                                      int32_t d_model, int32_t d_ff, int32_t expert_size, int32_t act,
-                                      const void *l2_next, int32_t l2_rows, int32_t l2_ld) {
+                                      int32_t d_model, int32_t d_ff, int32_t expert_size, int32_t act) {
   CHECK_CTX();
   CHECK_DT(wdtype);
   CHECK_NONNEG(rows);
@@ -491,13 +490,6 @@ LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x,
   CHECK_PTR(mask);
   if (x_mode != LTE_DEC_X_PLAIN) CHECK_PTR(norm_w);
   if (x_mode == LTE_DEC_X_LAYERNORM) CHECK_PTR(norm_b);
-  /* the L2 hint: checked as the CUDA backend checks it, then ignored (no cache to fill here) */
-  CHECK_NONNEG(l2_rows);
-  if (l2_next && l2_rows > 0 && (l2_ld <= 0 || l2_ld % 16 != 0 || (uintptr_t)l2_next % 16 != 0)) {
-    return FAIL(LTE_STATUS_INVALID_ARGUMENT,
-                "%s: the L2 hint needs l2_ld > 0, a multiple of 16 (got %d), and a 16-byte aligned l2_next", __func__,
-                (int)l2_ld);
-  }
   const int64_t C = d_model, F = d_ff, S = expert_size, E = F / S;
   const float *WR = w_router, *BR = b_router, *BF = b_fc, *BD = b_down;
   float *X = x, *XN = xn, *M = mask;

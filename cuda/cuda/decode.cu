@@ -1461,7 +1461,7 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
                                                  const void *w_fc, const void *b_fc, const void *w_down_t,
                                                  const void *b_down, void *xn, void *mask, int32_t *counts,
                                                  int32_t rows, int32_t d_model, int32_t d_ff, int32_t expert_size,
-                                                 int32_t act, const void *l2_next, int32_t l2_rows, int32_t l2_ld) {
+                                                 int32_t act) {
   LTE_ENTER("lte_dec_sparse_ffn");
   LTE_REQUIRE_WDT(wdtype);
   LTE_CHECK_NONNEG(rows);
@@ -1488,9 +1488,6 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE_PTR(mask);
   if (x_mode != LTE_DEC_X_PLAIN) LTE_REQUIRE_PTR(norm_w);
   if (x_mode == LTE_DEC_X_LAYERNORM) LTE_REQUIRE_PTR(norm_b);
-  LTE_CHECK_NONNEG(l2_rows);
-  LTE_REQUIRE(!l2_next || l2_rows == 0 || (l2_ld > 0 && l2_ld % 16 == 0 && (uintptr_t)l2_next % 16 == 0),
-              "the L2 hint needs l2_ld > 0, a multiple of 16 (got %d), and a 16-byte aligned l2_next", (int)l2_ld);
   LTE_REQUIRE(((uintptr_t)x | (uintptr_t)xn | (uintptr_t)w_router | (uintptr_t)w_fc | (uintptr_t)w_down_t |
                (uintptr_t)norm_w | (uintptr_t)norm_b) % 16 == 0,
               "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
@@ -1503,11 +1500,6 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
              d_ff,    expert_size, d_ff / expert_size,       act,           0};
-  if (l2_next && l2_rows > 0) {
-    a.pf = static_cast<const char *>(l2_next);
-    a.pf_rows = l2_rows;
-    a.pf_ld = l2_ld;
-  }
   cudaError_t e;
   const int sms = sm_count_of(ctx);
   if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->stream);

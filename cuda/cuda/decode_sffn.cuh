@@ -119,12 +119,6 @@ struct SffnArgs {
   int32_t *counts;   // (R) or NULL
   int C, F, S, E, act;
   int skip_router;  // LTE_DEC_SFFN_DIAG=1 (a diagnostic): the route kernels do not load w_router (read as 0)
-  // L2 hint (lte.h: l2_next): the next op's weight rows, and (sffn_tune) how much to prefetch
-  const char *pf = nullptr;
-  int pf_rows = 0, pf_ld = 0;
-  long long pf_budget = 0;  // bytes the block may stream (active experts + prefetch) before it stops hinting
-  int pf_cap = 0;           // bytes per row at most
-  int pf_policy = 0;        // 0 off, 1 L2 evict_normal, 2 L2 evict_last
 };
 
 /* ------------------------------------------------------------------ timeline (diagnostic) */
@@ -912,45 +906,6 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
 #endif
 }
 
-/* ------------------------------------------------------------------ the L2 hint */
-
-/* lte.h's l2_next (LTE_DEC_SFFN_L2PF): a sparse FFN block at low activity leaves DRAM idle for much of
-   its time (route, union, h, the adds: ~10 us of a 7B block at 10 % active against 7.9 us of bytes),
-   and the next op (the next layer's QKV GEMV) is bandwidth-bound. So once the union is known, every
-   block issues bulk L2 prefetches of the first `pre` bytes of its share of the next op's rows, where
-   pre = (pf_budget - this block's active bytes over the whole grid) / rows, capped (pf_cap, the GEMV's
-   first piece of a row): nothing at high activity, where the FFN's own bytes fill the DRAM. A row's
-   first bytes, not whole rows: every warp of the next GEMV then finds part of each of its rows in L2
-   (a contiguous prefix would serve only the warps that own it). pf_policy 2 marks the lines
-   evict_last so the FFN's own streaming does not evict them before the GEMV reads them (its plain
-   loads reset them to evict_normal). Fire and forget: results never depend on it. */
-template <class T>
-__device__ __forceinline__ void sffn_l2_hint(const SffnArgs &a, int nact) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (a.pf == nullptr || a.pf_policy == 0) return;
-  const long long rpn = a.act == LTE_DEC_ACT_SWIGLU ? 3 : 2;
-  const long long spare = a.pf_budget - (long long)nact * a.S * rpn * a.C * (long long)sizeof(T);
-  if (spare <= 0) return;
-  long long pre = spare / a.pf_rows;
-  if (pre > a.pf_cap) pre = a.pf_cap;
-  if (pre > a.pf_ld) pre = a.pf_ld;
-  pre &= ~127ll;  // whole 128-byte lines (and a multiple of 16, as the bulk copy needs)
-  if (pre < 128) return;
-  const int r0 = (int)((long long)a.pf_rows * blockIdx.x / gridDim.x);
-  const int r1 = (int)((long long)a.pf_rows * (blockIdx.x + 1) / gridDim.x);
-  unsigned long long pol = 0;
-  if (a.pf_policy == 2) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-  for (int r = r0 + (int)threadIdx.x; r < r1; r += (int)blockDim.x) {
-    const char *p = a.pf + (size_t)r * a.pf_ld;
-    if (a.pf_policy == 2)
-      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p), "r"((unsigned)pre), "l"(pol)
-                   : "memory");
-    else
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)pre) : "memory");
-  }
-#endif
-}
-
 /* ------------------------------------------------------------------ gate/up + act + down, two phases */
 
 /* sffn_ffn2_kernel<T, R, CPT, P1D> (f16/bf16; LTE_DEC_SFFN_KERNEL=2, the default for them): the same
@@ -1079,7 +1034,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
 #pragma unroll
     for (int d = 0; d < P1D; d++)
       if (it + d * kSf2Warps < items) load(it + d * kSf2Warps, gbuf[d], ubuf[d]);
-    sffn_l2_hint<T>(a, nact);  // behind this block's first weight loads
     while (it < items) {
 #pragma unroll
       for (int d = 0; d < P1D; d++) {
@@ -1169,7 +1123,6 @@ struct SffnTune {
   int atom;
   int trace;
   int diag;
-  int l2pf, l2pf_mib, l2pf_cap;
   unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
@@ -1194,10 +1147,6 @@ inline SffnTune sffn_tune() {
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2) | (env_int("LTE_DEC_SFFN_CSYNC", 0, 0, 1) ? 4 : 0);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
-  // the L2 hint (sffn_l2_hint): policy, budget in MiB, bytes per row
-  t.l2pf = env_int("LTE_DEC_SFFN_L2PF", 0, 0, 2);
-  t.l2pf_mib = env_int("LTE_DEC_SFFN_L2PF_MB", 64, 0, 1024);
-  t.l2pf_cap = env_int("LTE_DEC_SFFN_L2PF_CAP", 2048, 128, 1 << 20);
   t.tl = nullptr;
   return t;
 }
@@ -1412,10 +1361,6 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     const int rb = rows - r0 < 4 ? rows - r0 : 4;
     SffnArgs a = a0;
     a.skip_router = t.diag;
-    a.pf_policy = t.l2pf;
-    a.pf_budget = (long long)t.l2pf_mib << 20;
-    a.pf_cap = t.l2pf_cap;
-    if (r0 > 0) a.pf = nullptr;  // groups of 4 rows: the first group's FFN hints, once
     a.x += (size_t)r0 * a.C;
     a.xn += (size_t)r0 * a.C;
     a.mask += (size_t)r0 * a.E;

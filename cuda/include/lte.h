@@ -530,19 +530,12 @@ LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void 
    (F, C: HF down_proj transposed) in wdtype, b_fc / b_down f32 or NULL; xn: (R, C) f32 out;
    mask: (R, E) f32 out; counts: (R) int32 or NULL. act: LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU.
    Limits of the CUDA kernels, checked by both backends: C % 8 == 0, C <= 8192, E <= 4096.
-   CUDA sums h W_down with float atomics: the last bits of x may differ from run to run.
-   L2 hint (no effect on any result): l2_next, when not NULL with l2_rows > 0, names the weights
-   the NEXT op streams, l2_rows rows of l2_ld bytes (l2_ld > 0, a multiple of 16; l2_next
-   16-byte aligned; all of it readable device memory). A backend may bring the first bytes of
-   those rows into its cache while this op leaves memory bandwidth idle (CUDA: after routing, by
-   as much as the active experts' bytes leave spare; LTE_DEC_SFFN_L2PF in docs/engine.md).
-   Both backends check the hint's arguments; the CPU backend ignores it otherwise. */
+   CUDA sums h W_down with float atomics: the last bits of x may differ from run to run. */
 LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x, int32_t x_mode, const void *norm_w,
                                       const void *norm_b, float eps, const void *w_router, const void *b_router,
                                       float threshold, const void *w_fc, const void *b_fc, const void *w_down_t,
                                       const void *b_down, void *xn, void *mask, int32_t *counts, int32_t rows,
-                                      int32_t d_model, int32_t d_ff, int32_t expert_size, int32_t act,
-                                      const void *l2_next, int32_t l2_rows, int32_t l2_ld);
+                                      int32_t d_model, int32_t d_ff, int32_t expert_size, int32_t act);
 /* Sampling, parameters per row from device arrays:
      temperature[r] <= 0: out[r] = argmax (lowest index among ties)
      else z = logits[r] / temperature[r];

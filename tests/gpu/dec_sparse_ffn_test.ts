@@ -9,7 +9,7 @@
  * column chunks per thread CPT = 1 (C 136: a partial chunk row), 2 (C 4096 f16), 4 (C 4096 f32,
  * C 8192 f16) and 8 (C 8192 f32), SwiGLU and GELU, every x-mode, biases, no / all experts, the
  * LLaMA-2-7B FFN at 50 % and 90 %, and the tuning variants (neurons per stage 1-4, ring depth,
- * copy hint, blocks per SM, PDL launch attribute, the L2 hint of the next op's weights).
+ * copy hint, blocks per SM, PDL launch attribute).
  */
 import nodeAssert from "node:assert/strict";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
@@ -80,13 +80,6 @@ const VARIANTS: [string, Record<string, string>][] = [
     LTE_DEC_SFFN_SMEM: "200",
   }],
   ["ring kernel, 4 neurons per stage, PDL attribute", { ...K1, LTE_DEC_SFFN_NPS: "4", LTE_DEC_PDL: "1" }],
-  // the L2 hint (lte.h l2_next; runOp passes it when LTE_DEC_SFFN_L2PF is set): results unchanged
-  ["L2 hint, evict_last lines, at any activity", { LTE_DEC_SFFN_L2PF: "2", LTE_DEC_SFFN_L2PF_MB: "1024" }],
-  ["L2 hint, plain prefetch, 4 KiB per row", {
-    LTE_DEC_SFFN_L2PF: "1",
-    LTE_DEC_SFFN_L2PF_MB: "1024",
-    LTE_DEC_SFFN_L2PF_CAP: "4096",
-  }],
   ["ring kernel, 512 threads, 3 neurons per stage", {
     ...K1,
     LTE_DEC_SFFN_THREADS: "512",
@@ -131,8 +124,7 @@ Deno.test({
         : [VARIANTS[0]!, VARIANTS[1 + (i % (VARIANTS.length - 1))]!];
       for (const [vn, env] of variants) {
         // (4+ rows of f16 take the masked-dense cuBLAS path by default: the next test)
-        const hint = env.LTE_DEC_SFFN_L2PF !== undefined;
-        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0" }, () => runOp(cuda, c, inp, false, hint));
+        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0" }, () => runOp(cuda, c, inp));
         const tag = `${caseName(c)} [${vn}]`;
         const { ex, en } = compared(inp, ref, got, tag);
         worst[c.dt] = Math.max(worst[c.dt] ?? 0, ex, en);
