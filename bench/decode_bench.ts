@@ -12,7 +12,7 @@
  * Prints tokens/s and achieved GB/s (weight bytes read per step x steps/s, as gpt-fast prints),
  * and writes JSON to $OUT/decode_bench.json (or --out FILE).
  *
- *   deno run -A bench/decode_bench.ts [--reps 5] [--new 128] [--out file.json] [--small]
+ *   deno run -A bench/decode_bench.ts [--reps 5] [--new 128] [--prompt 16] [--out file.json] [--small]
  *
  * @module
  */
@@ -28,7 +28,12 @@ const flag = (name: string, def: string) => {
 };
 const REPS = Number(flag("--reps", "5"));
 const NEW = Number(flag("--new", "128"));
-const PROMPT = 16;
+// --prompt N: the decode steps then attend over N + step positions (long contexts: the attention's
+// share of a step grows with them); N + --new must fit the 4,096-position model
+const PROMPT = Number(flag("--prompt", "16"));
+if (!(Number.isInteger(PROMPT) && PROMPT >= 1 && PROMPT + NEW + 8 <= 4096)) {
+  throw new Error(`decode_bench: --prompt ${PROMPT} with --new ${NEW} must leave room in 4,096 positions`);
+}
 const small = args.includes("--small");
 const device = (flag("--device", "cuda")) as "cuda" | "cpu";
 if (device === "cuda" && !backendAvailable("cuda")) {
