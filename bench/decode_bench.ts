@@ -12,7 +12,7 @@
  * Prints tokens/s and achieved GB/s (weight bytes read per step x steps/s, as gpt-fast prints),
  * and writes JSON to $OUT/decode_bench.json (or --out FILE).
  *
- *   deno run -A bench/decode_bench.ts [--reps 5] [--new 128] [--prompt 16] [--out file.json] [--small]
+ *   deno run -A bench/decode_bench.ts [--reps 5] [--new 128] [--prompt 16] [--context N] [--out file.json] [--small]
  *
  * @module
  */
@@ -34,6 +34,8 @@ const PROMPT = Number(flag("--prompt", "16"));
 if (!(Number.isInteger(PROMPT) && PROMPT >= 1 && PROMPT + NEW + 8 <= 4096)) {
   throw new Error(`decode_bench: --prompt ${PROMPT} with --new ${NEW} must leave room in 4,096 positions`);
 }
+// --context N: the engine's cache length (default: just what the run needs), e.g. a server's 4,096
+const CONTEXT = Math.min(4096, Math.max(PROMPT + NEW + 8, Number(flag("--context", "0"))));
 const small = args.includes("--small");
 const device = (flag("--device", "cuda")) as "cuda" | "cpu";
 if (device === "cuda" && !backendAvailable("cuda")) {
@@ -60,6 +62,7 @@ const results: Record<string, unknown> = {
   model: small ? "small llama (smoke test)" : "LLaMA-2-7B shape, random fp16 weights generated on the device",
   config,
   prompt_tokens: PROMPT,
+  context_tokens: CONTEXT,
   new_tokens: NEW,
   reps: REPS,
   sampling: "greedy",
@@ -163,7 +166,7 @@ async function run(
   }
 }
 
-const base: EngineOptions = { device, dtype: "f16", sparse: false, maxBatch: 1, maxContext: PROMPT + NEW + 8 };
+const base: EngineOptions = { device, dtype: "f16", sparse: false, maxBatch: 1, maxContext: CONTEXT };
 const be = getBackend(device);
 results.device = be.deviceInfo();
 const rows: string[] = [];
@@ -425,6 +428,34 @@ const VARIANTS: Variant[] = [
     active: null,
     batch: 1,
     env: { LTE_DEC_DIAG_SKIP_ATTN: "1" },
+    ref: "dense",
+  },
+  // the attention with one block per (row, head), not split over positions (long --prompt runs)
+  {
+    key: "dense_attn_nosplit",
+    name: "dense, attention not split",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_SPLIT: "0" },
+    ref: "dense",
+  },
+  {
+    key: "dense_attn_chunk512",
+    name: "dense, attention in chunks of 512",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_CHUNK: "512" },
+    ref: "dense",
+  },
+  {
+    key: "dense_attn_chunk128",
+    name: "dense, attention in chunks of 128",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_CHUNK: "128" },
     ref: "dense",
   },
   // generate(): lookahead (default on CUDA) vs off, nonblocking and blocking reads

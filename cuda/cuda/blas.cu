@@ -228,7 +228,35 @@ void *decode_scratch(lte_ctx *ctx, size_t bytes) {
   return p;
 }
 
+void *attention_scratch(lte_ctx *ctx, size_t bytes) {
+  if (bytes <= ctx->attn_scratch_bytes) return ctx->attn_scratch;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(ctx->stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+    cudaGetLastError();
+    return nullptr;  // a zeroing memset would become part of the graph: grow only outside captures
+  }
+  void *p = nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  if (cudaMemsetAsync(p, 0, bytes, ctx->stream) != cudaSuccess) {
+    cudaGetLastError();
+    cudaFree(p);
+    return nullptr;
+  }
+  if (ctx->attn_scratch) ctx->attn_scratch_retired.push_back(ctx->attn_scratch);  // graphs may hold it
+  ctx->attn_scratch = p;
+  ctx->attn_scratch_bytes = bytes;
+  return p;
+}
+
 void decode_scratch_release(lte_ctx *ctx) {
+  for (void *p : ctx->attn_scratch_retired) cudaFree(p);
+  ctx->attn_scratch_retired.clear();
+  if (ctx->attn_scratch) cudaFree(ctx->attn_scratch);
+  ctx->attn_scratch = nullptr;
+  ctx->attn_scratch_bytes = 0;
   for (void *p : ctx->dec_scratch_retired) cudaFree(p);
   ctx->dec_scratch_retired.clear();
   if (ctx->dec_scratch) cudaFree(ctx->dec_scratch);

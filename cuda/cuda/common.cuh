@@ -130,6 +130,11 @@ struct lte_ctx {
   void *dec_scratch = nullptr;
   size_t dec_scratch_bytes = 0;
   std::vector<void *> dec_scratch_retired;
+  /* the split decode attention's partials and arrival counters (decode_attention.cuh,
+     attention_scratch); grown blocks are retired like dec_scratch's */
+  void *attn_scratch = nullptr;
+  size_t attn_scratch_bytes = 0;
+  std::vector<void *> attn_scratch_retired;
   /* the decode engine's second stream and its fork / join events (decode_blas.cuh, decode_side) */
   cudaStream_t dec_side = nullptr;
   cudaEvent_t dec_fork = nullptr, dec_join = nullptr;
@@ -326,7 +331,11 @@ lte_status gemm_half(lte_ctx *ctx, const char *fn, lte_dtype dt, bool w_kn, int 
 /* A device block of at least `bytes` owned by the context for the decode engine's cuBLAS path
    (NULL when cudaMalloc fails); the same block serves every call (one stream: calls are ordered). */
 void *decode_scratch(lte_ctx *ctx, size_t bytes);
-/* Frees the decode scratch blocks and the decode side stream / events (context destruction). */
+/* The split decode attention's scratch: at least `bytes`, zeroed when (re)allocated (stream-ordered
+   before the caller's kernels); NULL when it would have to grow while the context's stream is
+   being captured (the caller then does not split) or the allocation fails. */
+void *attention_scratch(lte_ctx *ctx, size_t bytes);
+/* Frees the decode and attention scratch blocks and the decode side stream / events (context destruction). */
 void decode_scratch_release(lte_ctx *ctx);
 
 /* y[i] = value for i < n, on ctx->stream (elementwise.cu). */

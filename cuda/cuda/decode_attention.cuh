@@ -18,10 +18,20 @@
  *   Before griddepcontrol.wait (PDL) the first q head of each kv group prefetches the group's cached
  *   K and V lines (positions < pos[r], written by earlier steps) into L2 (LTE_DEC_ATTN_PF=0: not).
  *   Shapes: qkv (R, ld) f32 [q | k | v], caches (n_slots, HKV, T, D), out (R, H * D) f32.
+ *   Split over positions (fifteenth session; flash-decoding across blocks): with max_t > the chunk
+ *   (LTE_DEC_ATTN_CHUNK positions, default 256) each (row, head) gets S = ceil(max_t / chunk)
+ *   blocks (at most kAttnMaxSplit), block s taking positions [s chunk, (s + 1) chunk). A step with
+ *   positions in S' <= S chunks runs S' of them (the rest exit at once: the grid is fixed when a
+ *   graph is captured, the position is not); when S' > 1 each writes its (max, sum, unnormalised
+ *   values) to a context-owned scratch and the last of them to arrive (a counter it resets) merges
+ *   them into out. Split 0 does the row's RoPE append and the new position. One block per (row,
+ *   head) left the GPU idle at long contexts: the 7B step took 7.06 ms at 4k positions against
+ *   3.45 without the attention (docs/engine.md). LTE_DEC_ATTN_SPLIT=0: one block per (row, head).
  */
 
 constexpr int kFlashWarps = 8;
 constexpr int kAttnU = 4;
+constexpr int kAttnMaxSplit = 64;  // position chunks per (row, head) at most
 
 template <class T>
 struct Raw8;  // 8 consecutive cache elements as raw registers, widened on use
@@ -86,14 +96,19 @@ __device__ __forceinline__ void rope_cs(int p, int e, int D, float theta, float 
 template <class T, int LP, bool FUSED>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
-                           float *out, int H, int HKV, int max_t, float scale, float theta, int kv_pf) {
+                           float *out, int H, int HKV, int max_t, float scale, float theta, int kv_pf,
+                           int nsplit, int chunk, float *part, int *cnt) {
   constexpr int D = LP * 8;
   constexpr int PPW = 32 / LP;          // positions per warp per load
   constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
   __shared__ float s_m[G], s_l[G];
   __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
-  const int r = blockIdx.x / H, h = blockIdx.x % H;
+  __shared__ int s_last;
+  // block = ((row, head), split): split sp takes the cached positions [sp chunk, (sp + 1) chunk)
+  const int rh = blockIdx.x / nsplit, sp = blockIdx.x % nsplit;
+  const int r = rh / H, h = rh % H;
+  const int t_lo = sp * chunk;
   constexpr int half = D / 2;  // <= 128 < blockDim: thread e < half rotates pair (e, e + half)
   pdl_launch_dependents();
   // Before the wait (PDL), on the position as read now: in a replayed graph it is this step's (the
@@ -107,10 +122,11 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
     // LTE_DEC_ATTN_PF: the cached positions (< pos, written by earlier steps) into L2 while the
     // previous kernel (the QKV projection) finishes; only a hint, so a stale position costs nothing
     const int p0 = p_pre, slot = __ldcg(slots + r);
-    if (p0 > 0 && p0 <= max_t && slot >= 0) {
-      const size_t off = ((size_t)slot * HKV + h / (H / HKV)) * (size_t)max_t * D;
+    const int p1 = min(p0, t_lo + chunk);  // this split's cached positions end
+    if (p1 > t_lo && p0 <= max_t && slot >= 0) {
+      const size_t off = ((size_t)slot * HKV + h / (H / HKV)) * (size_t)max_t * D + (size_t)t_lo * D;
       const char *kb = reinterpret_cast<const char *>(kc + off), *vb = reinterpret_cast<const char *>(vc + off);
-      const int lines = (int)(((size_t)p0 * D * sizeof(T) + 127) / 128);
+      const int lines = (int)(((size_t)(p1 - t_lo) * D * sizeof(T) + 127) / 128);
       for (int i = threadIdx.x; i < lines; i += blockDim.x) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + (size_t)i * 128));
         asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + (size_t)i * 128));
@@ -122,6 +138,11 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   const int sub = lane / LP, lg = lane % LP;  // group within the warp, 8-dim chunk within D
   const int gid = warp * PPW + sub;
   const int p = __ldcg(pos + r);
+  const int n_cached = FUSED ? p : p + 1;  // positions read from the cache
+  // the chunks this step has positions in (split 0 always: FUSED's new position is its work)
+  const int n_act = n_cached > chunk ? min(nsplit, (n_cached + chunk - 1) / chunk) : 1;
+  if (sp >= n_act) return;
+  const int t_hi = sp == n_act - 1 ? n_cached : t_lo + chunk;
   const int g = h / (H / HKV);
   const size_t head0 = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D;
   const float *row = qkv + (size_t)r * ld;
@@ -143,7 +164,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
     }
     for (int d = threadIdx.x; d < D; d += blockDim.x) s_v[d] = to_f(from_f<T>(row[(size_t)(H + HKV + g) * D + d]));
     __syncthreads();
-    if (h % (H / HKV) == 0) {  // the kv group's first q head appends
+    if (h % (H / HKV) == 0 && sp == 0) {  // the kv group's first q head appends (split 0)
       for (int d = threadIdx.x; d < D; d += blockDim.x) {
         kc[head0 + (size_t)p * D + d] = from_f<T>(s_k[d]);
         vc[head0 + (size_t)p * D + d] = from_f<T>(s_v[d]);
@@ -156,20 +177,19 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
 #pragma unroll
     for (int j = 0; j < 8; j++) q[j] = qp[j];
   }
-  const int n_cached = FUSED ? p : p + 1;  // positions read from the cache
   const size_t base = head0 + (size_t)lg * 8;
   float m = -INFINITY, l = 0.0f, acc[8];
 #pragma unroll
   for (int j = 0; j < 8; j++) acc[j] = 0.0f;
   // The trip count must be the same for the whole warp (its groups hold different positions and
   // the shuffles below need all 32 lanes): loop on the warp's first position, mask per lane.
-  for (int tb = warp * PPW; tb < n_cached; tb += G * kAttnU) {
-    const int t0 = tb + sub;  // = gid + k G * kAttnU
+  for (int tb = t_lo + warp * PPW; tb < t_hi; tb += G * kAttnU) {
+    const int t0 = tb + sub;  // = t_lo + gid + k G * kAttnU
     Raw8<T> kr[kAttnU], vr[kAttnU];
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
       const int t = t0 + u * G;
-      if (t < n_cached) {
+      if (t < t_hi) {
         kr[u].load(kc + base + (size_t)t * D);
         vr[u].load(vc + base + (size_t)t * D);
       }
@@ -184,13 +204,13 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
       for (int j = 0; j < 8; j++) s = fmaf(q[j], kv[j], s);
 #pragma unroll
       for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
-      if (t >= n_cached) continue;  // uniform within the group (same t for its LP lanes)
+      if (t >= t_hi) continue;  // uniform within the group (same t for its LP lanes)
       float vv[8];
       vr[u].get(vv);
       flash_update(s * scale, vv, m, l, acc);
     }
   }
-  if (FUSED && warp == 0) {  // the new position, from shared memory, in group 0
+  if (FUSED && warp == 0 && sp == 0) {  // the new position, from shared memory, in group 0 of split 0
     float s = 0.0f;
 #pragma unroll
     for (int j = 0; j < 8; j++) s = fmaf(q[j], s_k[lg * 8 + j], s);
@@ -209,13 +229,46 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   for (int i = 0; i < G; i++) M = fmaxf(M, s_m[i]);
   float L = 0.0f;
   for (int i = 0; i < G; i++) L += s_l[i] * expf(s_m[i] - M);  // empty groups: l = 0, exp(-inf) = 0
-  const float inv = 1.0f / L;
   float *o = out + (size_t)r * H * D + (size_t)h * D;
+  if (n_act == 1) {
+    const float inv = 1.0f / L;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float v = 0.0f;
+      for (int i = 0; i < G; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
+      o[d] = v * inv;
+    }
+    return;
+  }
+  // several chunks: this one's (M, L, unnormalised values) into the scratch; the last to arrive merges
+  float *pp = part + ((size_t)rh * nsplit + sp) * (D + 2);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float v = 0.0f;
     for (int i = 0; i < G; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
+    pp[2 + d] = v;
+  }
+  if (threadIdx.x == 0) {
+    pp[0] = M;
+    pp[1] = L;
+  }
+  __threadfence();  // this block's partial is visible before its arrival counts
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(cnt + rh, 1) == n_act - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();  // the other chunks' partials, published before their arrivals
+  const float *p0 = part + (size_t)rh * nsplit * (D + 2);
+  float Mx = -INFINITY;
+  for (int k = 0; k < n_act; k++) Mx = fmaxf(Mx, __ldcg(p0 + (size_t)k * (D + 2)));
+  float Lx = 0.0f;
+  for (int k = 0; k < n_act; k++) Lx += __ldcg(p0 + (size_t)k * (D + 2) + 1) * expf(__ldcg(p0 + (size_t)k * (D + 2)) - Mx);
+  const float inv = 1.0f / Lx;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float v = 0.0f;
+    for (int k = 0; k < n_act; k++)
+      v = fmaf(__ldcg(p0 + (size_t)k * (D + 2) + 2 + d), expf(__ldcg(p0 + (size_t)k * (D + 2)) - Mx), v);
     o[d] = v * inv;
   }
+  if (threadIdx.x == 0) cnt[rh] = 0;  // every chunk has arrived: ready for the next launch
 }
 
 /* LTE_DEC_ATTN=old selects the two-pass kernel (and, for lte_dec_rope_attention, the two ops). */
@@ -225,19 +278,53 @@ bool flash_attention_enabled() {
 }
 
 /* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */
+/* Position chunks per (row, head) for a cache of max_t positions (1: no split), and the scratch
+   they need; the split needs the context's attention scratch (NULL while it cannot grow: no split).
+   Layout: kAttnCounters arrival counters first (a fixed place, whatever the call's shape), then
+   the partials, (rows * H * nsplit) x (D + 2) floats. */
+constexpr int kAttnCounters = 16384;
+inline int attention_split(lte_ctx *ctx, int rows, int n_slots, int H, int D, int max_t, int *chunk, int **cnt,
+                           float **part) {
+  *chunk = max_t;
+  const char *e = getenv("LTE_DEC_ATTN_SPLIT");  // 0: one block per (row, head)
+  if (e != nullptr && e[0] == '0') return 1;
+  const char *c = getenv("LTE_DEC_ATTN_CHUNK");
+  int ch = c ? atoi(c) : 256;
+  if (ch < 16) ch = 16;
+  // sized for the most rows a call of this cache can have (a decode step: one per slot), so the
+  // eager prefill before a step's graph capture allocates what the captured step needs
+  const long long cap_rows = rows > n_slots ? rows : n_slots;
+  if (max_t <= ch || cap_rows * H > kAttnCounters) return 1;
+  int ns = (max_t + ch - 1) / ch;
+  if (ns > kAttnMaxSplit) {
+    ns = kAttnMaxSplit;
+    ch = (max_t + ns - 1) / ns;
+  }
+  const size_t bytes = (size_t)kAttnCounters * sizeof(int) + (size_t)cap_rows * H * ns * (D + 2) * sizeof(float);
+  void *s = attention_scratch(ctx, bytes);
+  if (s == nullptr) return 1;
+  *chunk = ch;
+  *cnt = static_cast<int *>(s);
+  *part = reinterpret_cast<float *>(static_cast<char *>(s) + (size_t)kAttnCounters * sizeof(int));
+  return ns;
+}
+
 template <bool FUSED>
-bool launch_flash(lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *vc, const int32_t *slots,
-                  const int32_t *pos, float *out, int rows, int H, int HKV, int D, int max_t, float scale,
-                  float theta, cudaStream_t st, cudaError_t *err) {
+bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *vc,
+                  const int32_t *slots, const int32_t *pos, float *out, int rows, int H, int HKV, int D, int n_slots,
+                  int max_t, float scale, float theta, cudaStream_t st, cudaError_t *err) {
   const int lp = D / 8;
   if (D % 8 != 0 || (lp & (lp - 1)) != 0 || lp > 32 || !flash_attention_enabled()) return false;
   if ((uintptr_t)kc % 16 != 0 || (uintptr_t)vc % 16 != 0) return false;
-  const dim3 grid((unsigned)rows * (unsigned)H), block(kFlashWarps * 32);
+  int chunk = max_t, *cnt = nullptr;
+  float *part = nullptr;
+  const int nsplit = attention_split(ctx, rows, n_slots, H, D, max_t, &chunk, &cnt, &part);
+  const dim3 grid((unsigned)rows * (unsigned)H * (unsigned)nsplit), block(kFlashWarps * 32);
   const char *pf = getenv("LTE_DEC_ATTN_PF");  // 0: no L2 prefetch of the cache before the PDL wait
   const int kv_pf = pf == nullptr || pf[0] != '0';
 #define LTE_FLASH(T, LP)                                                                                      \
   *err = dlaunch(attention_flash_kernel<T, LP, FUSED>, grid, block, 0, st, qkv, ld, static_cast<T *>(kc),      \
-                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, kv_pf)
+                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, kv_pf, nsplit, chunk, part, cnt)
 #define LTE_FLASH_D(T)                        \
   do {                                        \
     if (lp == 1) LTE_FLASH(T, 1);             \

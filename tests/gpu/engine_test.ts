@@ -205,6 +205,19 @@ Deno.test({
     }),
 });
 
+/**
+ * The attention kernels compared with the CPU: the flash kernel as the engine runs it (split over
+ * positions in chunks of 256 when the cache is longer: the T = 300 cases), split in chunks of 16
+ * (many chunks, merged by the last to arrive; a row at position 0 or 9 has one), not split, and
+ * the two-pass kernel.
+ */
+const ATTN_VARIANTS: [string, Record<string, string>][] = [
+  ["flash", {}],
+  ["flash_chunk16", { LTE_DEC_ATTN_CHUNK: "16" }],
+  ["flash_nosplit", { LTE_DEC_ATTN_SPLIT: "0" }],
+  ["old", { LTE_DEC_ATTN: "old" }],
+];
+
 Deno.test({
   name: "engine ops: lte_dec_rope_attention (one launch per decode step) agrees CPU<->CUDA",
   ignore: !hasCuda,
@@ -227,8 +240,8 @@ Deno.test({
           [2, 2, 96, 30, 10000],
         ] as const
       ) {
-        for (const kernel of ["flash", "old"]) {
-          if (kernel === "old") Deno.env.set("LTE_DEC_ATTN", "old");
+        for (const [kernel, env] of ATTN_VARIANTS) {
+          for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
           try {
             const NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8, eb = dt === "f32" ? 4 : 2;
             const kc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
@@ -274,7 +287,7 @@ Deno.test({
             }
             for (const p of [kc, vc, qkv, slots, ps, out]) p.free();
           } finally {
-            Deno.env.delete("LTE_DEC_ATTN");
+            for (const k of Object.keys(env)) Deno.env.delete(k);
           }
         }
       }
@@ -371,9 +384,10 @@ Deno.test({
         assert(ek < (dt === "f32" ? 1e-5 : dt === "f16" ? 2e-3 : 1e-2), `${dt} k cache after rope+append: ${ek}`);
         getBackend("cuda").write(kc.p.cuda, kcp); // identical caches for the attention check
         const att = new Pair(rows * H * D * 4);
-        // the single-pass kernel (default) and the two-pass one (LTE_DEC_ATTN=old) against the CPU
-        for (const kernel of ["flash", "old"]) {
-          if (kernel === "old") Deno.env.set("LTE_DEC_ATTN", "old");
+        // the single-pass kernel (default; split over positions or not) and the two-pass one
+        // (LTE_DEC_ATTN=old) against the CPU
+        for (const [kernel, env] of ATTN_VARIANTS) {
+          for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
           try {
             both(
               (kd) =>
@@ -401,7 +415,7 @@ Deno.test({
             report[`attention_${dt}_D${D}_${kernel}`] = ea;
             assert(ea < 1e-5, `attention ${dt} D=${D} T=${T} (${kernel}): ${ea}`);
           } finally {
-            Deno.env.delete("LTE_DEC_ATTN");
+            for (const k of Object.keys(env)) Deno.env.delete(k);
           }
         }
         for (const p of [kc, vc, qkv, slots, ps, att]) p.free();
