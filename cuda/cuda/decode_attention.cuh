@@ -18,20 +18,22 @@
  *   Before griddepcontrol.wait (PDL) the first q head of each kv group prefetches the group's cached
  *   K and V lines (positions < pos[r], written by earlier steps) into L2 (LTE_DEC_ATTN_PF=0: not).
  *   Shapes: qkv (R, ld) f32 [q | k | v], caches (n_slots, HKV, T, D), out (R, H * D) f32.
- *   Split over positions (fifteenth session; flash-decoding across blocks): with max_t > the chunk
- *   (LTE_DEC_ATTN_CHUNK positions, default 256) each (row, head) gets S = ceil(max_t / chunk)
- *   blocks (at most kAttnMaxSplit), block s taking positions [s chunk, (s + 1) chunk). A step with
- *   positions in S' <= S chunks runs S' of them (the rest exit at once: the grid is fixed when a
- *   graph is captured, the position is not); when S' > 1 each writes its (max, sum, unnormalised
- *   values) to a context-owned scratch and the last of them to arrive (a counter it resets) merges
- *   them into out. Split 0 does the row's RoPE append and the new position. One block per (row,
- *   head) left the GPU idle at long contexts: the 7B step took 7.06 ms at 4k positions against
- *   3.45 without the attention (docs/engine.md). LTE_DEC_ATTN_SPLIT=0: one block per (row, head).
+ *   Split over positions (fifteenth session; flash-decoding across blocks): with max_t > the
+ *   minimum chunk (LTE_DEC_ATTN_CHUNK positions, default 128) each (row, head) gets S blocks, about
+ *   2 per SM over the call's (row, head) pairs (at most kAttnMaxSplit, at most ceil(max_t / chunk)).
+ *   Each step divides its n cached positions among them in chunks of max(chunk, ceil(n / S))
+ *   (blocks past n exit at once: the grid is fixed when a graph is captured, the position is not);
+ *   when more than one is busy each writes its (max, sum, unnormalised values) to a
+ *   context-owned scratch and the last of them to arrive (a counter it resets) merges them into
+ *   out. Split 0 does the row's RoPE append and the new position. One block per (row, head) left
+ *   the GPU idle at long contexts: the 7B step took 7.06 ms at 4k positions against 3.45 without
+ *   the attention (docs/engine.md). LTE_DEC_ATTN_SPLIT=0: one block per (row, head).
  */
 
 constexpr int kFlashWarps = 8;
 constexpr int kAttnU = 4;
-constexpr int kAttnMaxSplit = 64;  // position chunks per (row, head) at most
+constexpr int kAttnMaxSplit = 64;   // position chunks per (row, head) at most
+constexpr int kAttnMinChunk = 128;  // positions per chunk at least (LTE_DEC_ATTN_CHUNK)
 
 template <class T>
 struct Raw8;  // 8 consecutive cache elements as raw registers, widened on use
@@ -97,7 +99,7 @@ template <class T, int LP, bool FUSED>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                            float *out, int H, int HKV, int max_t, float scale, float theta, int kv_pf,
-                           int nsplit, int chunk, float *part, int *cnt) {
+                           int nsplit, int min_chunk, float *part, int *cnt) {
   constexpr int D = LP * 8;
   constexpr int PPW = 32 / LP;          // positions per warp per load
   constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
@@ -105,10 +107,15 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
   __shared__ int s_last;
-  // block = ((row, head), split): split sp takes the cached positions [sp chunk, (sp + 1) chunk)
+  // block = ((row, head), split sp)
   const int rh = blockIdx.x / nsplit, sp = blockIdx.x % nsplit;
   const int r = rh / H, h = rh % H;
-  const int t_lo = sp * chunk;
+  // a step's cached positions are divided among the nsplit blocks in chunks of at least min_chunk
+  // positions (a multiple of 16): n cached positions -> chunk_of(n), and blocks past them exit
+  auto chunk_of = [&](int n) {
+    const int c = ((n + nsplit - 1) / nsplit + 15) & ~15;
+    return c > min_chunk ? c : min_chunk;
+  };
   constexpr int half = D / 2;  // <= 128 < blockDim: thread e < half rotates pair (e, e + half)
   pdl_launch_dependents();
   // Before the wait (PDL), on the position as read now: in a replayed graph it is this step's (the
@@ -122,11 +129,11 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
     // LTE_DEC_ATTN_PF: the cached positions (< pos, written by earlier steps) into L2 while the
     // previous kernel (the QKV projection) finishes; only a hint, so a stale position costs nothing
     const int p0 = p_pre, slot = __ldcg(slots + r);
-    const int p1 = min(p0, t_lo + chunk);  // this split's cached positions end
-    if (p1 > t_lo && p0 <= max_t && slot >= 0) {
-      const size_t off = ((size_t)slot * HKV + h / (H / HKV)) * (size_t)max_t * D + (size_t)t_lo * D;
+    const int c0 = chunk_of(p0), t0 = sp * c0, p1 = min(p0, t0 + c0);  // this split's positions, as of now
+    if (p1 > t0 && p0 <= max_t && slot >= 0) {
+      const size_t off = ((size_t)slot * HKV + h / (H / HKV)) * (size_t)max_t * D + (size_t)t0 * D;
       const char *kb = reinterpret_cast<const char *>(kc + off), *vb = reinterpret_cast<const char *>(vc + off);
-      const int lines = (int)(((size_t)(p1 - t_lo) * D * sizeof(T) + 127) / 128);
+      const int lines = (int)(((size_t)(p1 - t0) * D * sizeof(T) + 127) / 128);
       for (int i = threadIdx.x; i < lines; i += blockDim.x) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + (size_t)i * 128));
         asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + (size_t)i * 128));
@@ -140,9 +147,10 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   const int p = __ldcg(pos + r);
   const int n_cached = FUSED ? p : p + 1;  // positions read from the cache
   // the chunks this step has positions in (split 0 always: FUSED's new position is its work)
-  const int n_act = n_cached > chunk ? min(nsplit, (n_cached + chunk - 1) / chunk) : 1;
+  const int chunk = chunk_of(n_cached);
+  const int n_act = n_cached > chunk ? (n_cached + chunk - 1) / chunk : 1;  // <= nsplit
   if (sp >= n_act) return;
-  const int t_hi = sp == n_act - 1 ? n_cached : t_lo + chunk;
+  const int t_lo = sp * chunk, t_hi = sp == n_act - 1 ? n_cached : t_lo + chunk;
   const int g = h / (H / HKV);
   const size_t head0 = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D;
   const float *row = qkv + (size_t)r * ld;
@@ -283,26 +291,30 @@ bool flash_attention_enabled() {
    Layout: kAttnCounters arrival counters first (a fixed place, whatever the call's shape), then
    the partials, (rows * H * nsplit) x (D + 2) floats. */
 constexpr int kAttnCounters = 16384;
-inline int attention_split(lte_ctx *ctx, int rows, int n_slots, int H, int D, int max_t, int *chunk, int **cnt,
-                           float **part) {
+inline int attention_split(lte_ctx *ctx, int rows, int n_slots, int H, int D, int max_t, int sms, int *chunk,
+                           int **cnt, float **part) {
   *chunk = max_t;
   const char *e = getenv("LTE_DEC_ATTN_SPLIT");  // 0: one block per (row, head)
   if (e != nullptr && e[0] == '0') return 1;
   const char *c = getenv("LTE_DEC_ATTN_CHUNK");
-  int ch = c ? atoi(c) : 256;
+  int ch = c ? atoi(c) : kAttnMinChunk;
   if (ch < 16) ch = 16;
-  // sized for the most rows a call of this cache can have (a decode step: one per slot), so the
-  // eager prefill before a step's graph capture allocates what the captured step needs
+  // the scratch is sized for the most rows a call of this cache can have (a decode step: one per
+  // slot) and any split of them: r * H * nsplit(r) <= 2 SMs + r * H. So the eager prefill before a
+  // step's graph capture allocates what the captured step needs, even when it does not split.
   const long long cap_rows = rows > n_slots ? rows : n_slots;
   if (max_t <= ch || cap_rows * H > kAttnCounters) return 1;
-  int ns = (max_t + ch - 1) / ch;
-  if (ns > kAttnMaxSplit) {
-    ns = kAttnMaxSplit;
-    ch = (max_t + ns - 1) / ns;
-  }
-  const size_t bytes = (size_t)kAttnCounters * sizeof(int) + (size_t)cap_rows * H * ns * (D + 2) * sizeof(float);
+  const size_t bytes =
+      (size_t)kAttnCounters * sizeof(int) + ((size_t)2 * sms + (size_t)cap_rows * H) * (D + 2) * sizeof(float);
   void *s = attention_scratch(ctx, bytes);
   if (s == nullptr) return 1;
+  // ~2 blocks per SM over the call's (row, head) pairs; each step divides its positions among them
+  // (in chunks of at least ch), so the active blocks stay ~2 per SM at any context length
+  int ns = (2 * sms + rows * H - 1) / (rows * H);
+  const int most = (max_t + ch - 1) / ch;
+  ns = ns > most ? most : ns;
+  ns = ns > kAttnMaxSplit ? kAttnMaxSplit : ns;
+  if (ns <= 1) return 1;
   *chunk = ch;
   *cnt = static_cast<int *>(s);
   *part = reinterpret_cast<float *>(static_cast<char *>(s) + (size_t)kAttnCounters * sizeof(int));
@@ -318,7 +330,7 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
   if ((uintptr_t)kc % 16 != 0 || (uintptr_t)vc % 16 != 0) return false;
   int chunk = max_t, *cnt = nullptr;
   float *part = nullptr;
-  const int nsplit = attention_split(ctx, rows, n_slots, H, D, max_t, &chunk, &cnt, &part);
+  const int nsplit = attention_split(ctx, rows, n_slots, H, D, max_t, sm_count_of(ctx), &chunk, &cnt, &part);
   const dim3 grid((unsigned)rows * (unsigned)H * (unsigned)nsplit), block(kFlashWarps * 32);
   const char *pf = getenv("LTE_DEC_ATTN_PF");  // 0: no L2 prefetch of the cache before the PDL wait
   const int kv_pf = pf == nullptr || pf[0] != '0';

@@ -207,9 +207,9 @@ Deno.test({
 
 /**
  * The attention kernels compared with the CPU: the flash kernel as the engine runs it (split over
- * positions in chunks of 256 when the cache is longer: the T = 300 cases), split in chunks of 16
- * (many chunks, merged by the last to arrive; a row at position 0 or 9 has one), not split, and
- * the two-pass kernel.
+ * positions in chunks of at least 128 when the cache is longer: 3 chunks in the T = 300 cases),
+ * split in chunks of at least 16 (up to 19 chunks, merged by the last to arrive; a row at position
+ * 0 or 9 has one), not split, and the two-pass kernel.
  */
 const ATTN_VARIANTS: [string, Record<string, string>][] = [
   ["flash", {}],
