@@ -285,7 +285,6 @@ bool flash_attention_enabled() {
   return e == nullptr || std::strcmp(e, "old") != 0;
 }
 
-/* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */
 /* Position chunks per (row, head) for a cache of max_t positions (1: no split), and the scratch
    they need; the split needs the context's attention scratch (NULL while it cannot grow: no split).
    Layout: kAttnCounters arrival counters first (a fixed place, whatever the call's shape), then
@@ -321,6 +320,7 @@ inline int attention_split(lte_ctx *ctx, int rows, int n_slots, int H, int D, in
   return ns;
 }
 
+/* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */
 template <bool FUSED>
 bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *vc,
                   const int32_t *slots, const int32_t *pos, float *out, int rows, int H, int HKV, int D, int n_slots,
