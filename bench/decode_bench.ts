@@ -459,6 +459,36 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_ATTN_CHUNK: "256" },
     ref: "dense",
   },
+  // the split's blocks per SM (LTE_DEC_ATTN_BPS, default 2), its KV prefetch before the PDL wait
+  // (LTE_DEC_ATTN_PF: default while the call's cache fits in 16 MiB, 1 always, 0 never: dense_attnpf0
+  // above)
+  {
+    key: "dense_attn_bps1",
+    name: "dense, attention blocks per SM 1",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_BPS: "1" },
+    ref: "dense",
+  },
+  {
+    key: "dense_attn_bps3",
+    name: "dense, attention blocks per SM 3",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_BPS: "3" },
+    ref: "dense",
+  },
+  {
+    key: "dense_attn_pf1",
+    name: "dense, attention KV prefetch always",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_PF: "1" },
+    ref: "dense",
+  },
   // generate(): lookahead (default on CUDA) vs off, nonblocking and blocking reads
   { key: "gen_dense", name: "gen dense, lookahead", opts: { lookahead: true }, active: null, batch: 1, generate: true },
   {
@@ -547,6 +577,20 @@ const VARIANTS: Variant[] = [
   { key: "dense_batch2", name: "dense batch 2", opts: { maxBatch: 2 }, active: null, batch: 2 },
   // (6 rows: between KERNELS' rows and the masked GEMVs' MASKED_GEMV_MIN_ROWS, tenth session)
   { key: "dense_batch6", name: "dense batch 6", opts: { maxBatch: 6 }, active: null, batch: 6 },
+  // batch 8 at long contexts (--prompt): the attention not split, split at 4 blocks per SM, skipped
+  ...([
+    ["nosplit", "attention not split", { LTE_DEC_ATTN_SPLIT: "0" }],
+    ["bps4", "attention split at 4 blocks per SM", { LTE_DEC_ATTN_BPS: "4" }],
+    ["skip_attn", "attention skipped (diag)", { LTE_DEC_DIAG_SKIP_ATTN: "1" }],
+  ] as const).map(([k, label, env]): Variant => ({
+    key: `dense_batch8_attn_${k}`,
+    name: `dense batch 8, ${label}`,
+    opts: { maxBatch: 8 },
+    active: null,
+    batch: 8,
+    env,
+    ref: "dense_batch8",
+  })),
   // the tensor-core GEMV (5..16 rows by default, seventh session) against the CUDA-core ones, and
   // on request for 1-2 rows
   ...[2, 4, 8, 16].map((b): Variant => ({

@@ -211,57 +211,50 @@ lte_status gemm(lte_ctx *ctx, const char *fn, bool trans_a, bool trans_b, int m,
 
 bool gemm_half_available(const lte_ctx *ctx) { return ctx->cublas && g_api.gemm_ex && g_api.set_workspace; }
 
-void *decode_scratch(lte_ctx *ctx, size_t bytes) {
-  if (bytes <= ctx->dec_scratch_bytes) return ctx->dec_scratch;
-  // a graph captured earlier may hold the old block: retire it (freed with the context), never free
-  // 8 MiB of headroom on every (re)allocation: a 7B step's largest call needs ~2 MiB beyond the
-  // workspace, so one block of ~40 MiB serves a whole engine
-  bytes += (size_t)8 << 20;
+void *GrowScratch::grow(size_t want, size_t headroom, bool zero, cudaStream_t zero_on) {
+  if (want <= bytes) return ptr;
+  const size_t n = want + headroom;
   void *p = nullptr;
-  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+  if (cudaMalloc(&p, n) != cudaSuccess) {
     cudaGetLastError();
     return nullptr;
   }
-  if (ctx->dec_scratch) ctx->dec_scratch_retired.push_back(ctx->dec_scratch);
-  ctx->dec_scratch = p;
-  ctx->dec_scratch_bytes = bytes;
-  return p;
-}
-
-void *attention_scratch(lte_ctx *ctx, size_t bytes) {
-  if (bytes <= ctx->attn_scratch_bytes) return ctx->attn_scratch;
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(ctx->stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
-    cudaGetLastError();
-    return nullptr;  // a zeroing memset would become part of the graph: grow only outside captures
-  }
-  void *p = nullptr;
-  if (cudaMalloc(&p, bytes) != cudaSuccess) {
-    cudaGetLastError();
-    return nullptr;
-  }
-  if (cudaMemsetAsync(p, 0, bytes, ctx->stream) != cudaSuccess) {
+  if (zero && cudaMemsetAsync(p, 0, n, zero_on) != cudaSuccess) {
     cudaGetLastError();
     cudaFree(p);
     return nullptr;
   }
-  if (ctx->attn_scratch) ctx->attn_scratch_retired.push_back(ctx->attn_scratch);  // graphs may hold it
-  ctx->attn_scratch = p;
-  ctx->attn_scratch_bytes = bytes;
+  if (ptr) retired.push_back(ptr);  // a graph captured earlier may hold it: never freed before release
+  ptr = p;
+  bytes = n;
   return p;
 }
 
+void GrowScratch::release() {
+  for (void *p : retired) cudaFree(p);
+  retired.clear();
+  if (ptr) cudaFree(ptr);
+  ptr = nullptr;
+  bytes = 0;
+}
+
+// 8 MiB of headroom on every (re)allocation: a 7B step's largest call needs ~2 MiB beyond the
+// workspace, so one block of ~40 MiB serves a whole engine
+void *decode_scratch(lte_ctx *ctx, size_t bytes) { return ctx->dec_scratch.grow(bytes, (size_t)8 << 20, false, nullptr); }
+
+void *attention_scratch(lte_ctx *ctx, size_t bytes) {
+  if (bytes <= ctx->attn_scratch.bytes) return ctx->attn_scratch.ptr;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(ctx->stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+    cudaGetLastError();
+    return nullptr;  // the zeroing memset would become part of the graph: grow only outside captures
+  }
+  return ctx->attn_scratch.grow(bytes, 0, true, ctx->stream);
+}
+
 void decode_scratch_release(lte_ctx *ctx) {
-  for (void *p : ctx->attn_scratch_retired) cudaFree(p);
-  ctx->attn_scratch_retired.clear();
-  if (ctx->attn_scratch) cudaFree(ctx->attn_scratch);
-  ctx->attn_scratch = nullptr;
-  ctx->attn_scratch_bytes = 0;
-  for (void *p : ctx->dec_scratch_retired) cudaFree(p);
-  ctx->dec_scratch_retired.clear();
-  if (ctx->dec_scratch) cudaFree(ctx->dec_scratch);
-  ctx->dec_scratch = nullptr;
-  ctx->dec_scratch_bytes = 0;
+  ctx->attn_scratch.release();
+  ctx->dec_scratch.release();
   if (ctx->dec_fork) cudaEventDestroy(ctx->dec_fork);
   if (ctx->dec_join) cudaEventDestroy(ctx->dec_join);
   if (ctx->dec_side) cudaStreamDestroy(ctx->dec_side);

@@ -103,6 +103,19 @@ struct StagingBlock {
   uint64_t bytes = 0;
   cudaEvent_t event = nullptr;
 };
+/* A device block owned by the context that only grows (blas.cu). A grown block's predecessor is
+   retired, not freed, since graphs captured earlier may still use it; all are freed with the
+   context (release). */
+struct GrowScratch {
+  void *ptr = nullptr;
+  size_t bytes = 0;
+  std::vector<void *> retired;
+  /* at least `want` bytes; when it grows, want + headroom bytes, zeroed on `zero_on` first when
+     `zero` (stream-ordered before the caller's kernels). NULL when an allocation fails (the old
+     block stays). */
+  void *grow(size_t want, size_t headroom, bool zero, cudaStream_t zero_on);
+  void release();
+};
 }  // namespace lte
 
 struct lte_ctx {
@@ -126,15 +139,11 @@ struct lte_ctx {
   std::mutex staging_mu;
   std::vector<lte::StagingBlock> staging;
   /* the decode engine's cuBLAS scratch (blas.cu, decode_scratch): workspace + half inputs + f32
-     products; grown blocks are retired, not freed, since captured graphs may still use them */
-  void *dec_scratch = nullptr;
-  size_t dec_scratch_bytes = 0;
-  std::vector<void *> dec_scratch_retired;
+     products */
+  lte::GrowScratch dec_scratch;
   /* the split decode attention's partials and arrival counters (decode_attention.cuh,
-     attention_scratch); grown blocks are retired like dec_scratch's */
-  void *attn_scratch = nullptr;
-  size_t attn_scratch_bytes = 0;
-  std::vector<void *> attn_scratch_retired;
+     attention_scratch) */
+  lte::GrowScratch attn_scratch;
   /* the decode engine's second stream and its fork / join events (decode_blas.cuh, decode_side) */
   cudaStream_t dec_side = nullptr;
   cudaEvent_t dec_fork = nullptr, dec_join = nullptr;

@@ -1382,7 +1382,7 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
   {
     cudaError_t e = cudaSuccess;
     if (launch_flash<false>(ctx, kvdtype, F32(qkv), ld, const_cast<void *>(k_cache), const_cast<void *>(v_cache), slots,
-                            pos, F32W(out), rows, heads, kv_heads, head_dim, n_slots, max_t, scale, 0.0f,
+                            pos, F32W(out), rows, heads, kv_heads, head_dim, max_t, scale, 0.0f,
                             ctx->stream, &e)) {
       LTE_CUDA_TRY(e);
       return LTE_STATUS_OK;
@@ -1429,7 +1429,7 @@ extern "C" LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype k
   if (skip != nullptr && skip[0] == '1') return LTE_STATUS_OK;
   cudaError_t e = cudaSuccess;
   if (launch_flash<true>(ctx, kvdtype, F32(qkv), ld, k_cache, v_cache, slots, pos, F32W(out), rows, heads, kv_heads,
-                         head_dim, n_slots, max_t, scale, theta, ctx->stream, &e)) {
+                         head_dim, max_t, scale, theta, ctx->stream, &e)) {
     LTE_CUDA_TRY(e);
     return LTE_STATUS_OK;
   }

@@ -16,11 +16,13 @@
  *   the two-op result; only positions < pos[r] are read from the cache. Needs distinct slots
  *   across rows (a decode step; a prefill chunk appends positions other rows attend to).
  *   Before griddepcontrol.wait (PDL) the first q head of each kv group prefetches the group's cached
- *   K and V lines (positions < pos[r], written by earlier steps) into L2 (LTE_DEC_ATTN_PF=0: not).
+ *   K and V lines (positions < pos[r], written by earlier steps) into L2 while the call's whole
+ *   cache fits in 16 MiB (attention_prefetch_positions; LTE_DEC_ATTN_PF=0: never, 1: always).
  *   Shapes: qkv (R, ld) f32 [q | k | v], caches (n_slots, HKV, T, D), out (R, H * D) f32.
  *   Split over positions (fifteenth session; flash-decoding across blocks): with max_t > the
- *   minimum chunk (LTE_DEC_ATTN_CHUNK positions, default 128) each (row, head) gets S blocks, about
- *   2 per SM over the call's (row, head) pairs (at most kAttnMaxSplit, at most ceil(max_t / chunk)).
+ *   minimum chunk (LTE_DEC_ATTN_CHUNK positions, default 128) each (row, head) gets S blocks, at
+ *   most 2 per SM over the call's (row, head) pairs (at most kAttnMaxSplit, at most
+ *   ceil(max_t / chunk)).
  *   Each step divides its n cached positions among them in chunks of max(chunk, ceil(n / S))
  *   (blocks past n exit at once: the grid is fixed when a graph is captured, the position is not);
  *   when more than one is busy each writes its (max, sum, unnormalised values) to a
@@ -34,6 +36,7 @@ constexpr int kFlashWarps = 8;
 constexpr int kAttnU = 4;
 constexpr int kAttnMaxSplit = 64;   // position chunks per (row, head) at most
 constexpr int kAttnMinChunk = 128;  // positions per chunk at least (LTE_DEC_ATTN_CHUNK)
+constexpr int kAttnMaxBps = 8;      // split blocks per SM at most (LTE_DEC_ATTN_BPS)
 
 template <class T>
 struct Raw8;  // 8 consecutive cache elements as raw registers, widened on use
@@ -98,7 +101,7 @@ __device__ __forceinline__ void rope_cs(int p, int e, int D, float theta, float 
 template <class T, int LP, bool FUSED>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
-                           float *out, int H, int HKV, int max_t, float scale, float theta, int kv_pf,
+                           float *out, int H, int HKV, int max_t, float scale, float theta, int pf_max_pos,
                            int nsplit, int min_chunk, float *part, int *cnt) {
   constexpr int D = LP * 8;
   constexpr int PPW = 32 / LP;          // positions per warp per load
@@ -125,9 +128,11 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   // FUSED: the RoPE angle (double pow, cos, sin: long dependent chains) of this thread's pair
   float c_pre = 1.0f, s_pre = 0.0f;
   if (FUSED && theta > 0.0f && (int)threadIdx.x < half) rope_cs(p_pre, (int)threadIdx.x, D, theta, c_pre, s_pre);
-  if (kv_pf && h % (H / HKV) == 0) {
-    // LTE_DEC_ATTN_PF: the cached positions (< pos, written by earlier steps) into L2 while the
-    // previous kernel (the QKV projection) finishes; only a hint, so a stale position costs nothing
+  const bool pf_group = h % (H / HKV) == 0;  // the kv group's first q head prefetches its K / V
+  if (p_pre <= pf_max_pos && pf_group) {
+    // LTE_DEC_ATTN_PF: this split's cached positions (< pos, written by earlier steps) into L2 while
+    // the previous kernel (the QKV projection) finishes, when the call's whole cache is small enough
+    // (pf_max_pos); only a hint, so a stale position costs nothing
     const int p0 = p_pre, slot = __ldcg(slots + r);
     const int c0 = chunk_of(p0), t0 = sp * c0, p1 = min(p0, t0 + c0);  // this split's positions, as of now
     if (p1 > t0 && p0 <= max_t && slot >= 0) {
@@ -237,23 +242,19 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   for (int i = 0; i < G; i++) M = fmaxf(M, s_m[i]);
   float L = 0.0f;
   for (int i = 0; i < G; i++) L += s_l[i] * expf(s_m[i] - M);  // empty groups: l = 0, exp(-inf) = 0
+  // one chunk: the normalised result into out; several: this chunk's (M, L, unnormalised values)
+  // into the scratch, and the last of them to arrive merges
   float *o = out + (size_t)r * H * D + (size_t)h * D;
-  if (n_act == 1) {
-    const float inv = 1.0f / L;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      float v = 0.0f;
-      for (int i = 0; i < G; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
-      o[d] = v * inv;
-    }
-    return;
-  }
-  // several chunks: this one's (M, L, unnormalised values) into the scratch; the last to arrive merges
-  float *pp = part + ((size_t)rh * nsplit + sp) * (D + 2);
+  const bool single = n_act == 1;
+  float *pp = single ? nullptr : part + ((size_t)rh * nsplit + sp) * (D + 2);
+  float *dst = single ? o : pp + 2;
+  const float inv_l = single ? 1.0f / L : 1.0f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float v = 0.0f;
     for (int i = 0; i < G; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
-    pp[2 + d] = v;
+    dst[d] = v * inv_l;
   }
+  if (single) return;
   if (threadIdx.x == 0) {
     pp[0] = M;
     pp[1] = L;
@@ -290,7 +291,7 @@ bool flash_attention_enabled() {
    Layout: kAttnCounters arrival counters first (a fixed place, whatever the call's shape), then
    the partials, (rows * H * nsplit) x (D + 2) floats. */
 constexpr int kAttnCounters = 16384;
-inline int attention_split(lte_ctx *ctx, int rows, int n_slots, int H, int D, int max_t, int sms, int *chunk,
+inline int attention_split(lte_ctx *ctx, int rows, int H, int D, int max_t, int sms, int *chunk,
                            int **cnt, float **part) {
   *chunk = max_t;
   const char *e = getenv("LTE_DEC_ATTN_SPLIT");  // 0: one block per (row, head)
@@ -298,18 +299,22 @@ inline int attention_split(lte_ctx *ctx, int rows, int n_slots, int H, int D, in
   const char *c = getenv("LTE_DEC_ATTN_CHUNK");
   int ch = c ? atoi(c) : kAttnMinChunk;
   if (ch < 16) ch = 16;
-  // the scratch is sized for the most rows a call of this cache can have (a decode step: one per
-  // slot) and any split of them: r * H * nsplit(r) <= 2 SMs + r * H. So the eager prefill before a
-  // step's graph capture allocates what the captured step needs, even when it does not split.
-  const long long cap_rows = rows > n_slots ? rows : n_slots;
-  if (max_t <= ch || cap_rows * H > kAttnCounters) return 1;
-  const size_t bytes =
-      (size_t)kAttnCounters * sizeof(int) + ((size_t)2 * sms + (size_t)cap_rows * H) * (D + 2) * sizeof(float);
+  // the scratch is sized for any split of any call (rows * H * nsplit <= kAttnMaxBps SMs partials),
+  // so the eager prefill before a step's graph capture allocates what the captured step needs, even
+  // when it does not split itself; kAttnCounters >= kAttnMaxBps SMs covers every split call's pairs
+  if (max_t <= ch || (long long)rows * H > kAttnCounters) return 1;
+  const size_t bytes = (size_t)kAttnCounters * sizeof(int) + (size_t)kAttnMaxBps * sms * (D + 2) * sizeof(float);
   void *s = attention_scratch(ctx, bytes);
   if (s == nullptr) return 1;
-  // ~2 blocks per SM over the call's (row, head) pairs; each step divides its positions among them
-  // (in chunks of at least ch), so the active blocks stay ~2 per SM at any context length
-  int ns = (2 * sms + rows * H - 1) / (rows * H);
+  // at most 2 blocks per SM (LTE_DEC_ATTN_BPS) over the call's (row, head) pairs; each step divides
+  // its positions among them (in chunks of at least ch), so the active blocks stay ~2 per SM at any
+  // context length. Rounded down: a split that would take more than one wave of blocks costs more
+  // than it saves (sixteenth session: batch 8 after 2k-token prompts, 2 splits per pair rounded up
+  // made the 7B step 6.91 ms against 6.34 not split)
+  const char *b = getenv("LTE_DEC_ATTN_BPS");
+  int bps = b ? atoi(b) : 2;
+  bps = bps < 1 ? 1 : bps > kAttnMaxBps ? kAttnMaxBps : bps;
+  int ns = bps * sms / (rows * H);
   const int most = (max_t + ch - 1) / ch;
   ns = ns > most ? most : ns;
   ns = ns > kAttnMaxSplit ? kAttnMaxSplit : ns;
@@ -320,23 +325,38 @@ inline int attention_split(lte_ctx *ctx, int rows, int n_slots, int H, int D, in
   return ns;
 }
 
+/* The cache prefetch's rule (LTE_DEC_ATTN_PF): a block whose row is at most this many positions in
+   prefetches its K and V into L2 before the PDL wait, i.e. while the call's whole cache (rows x
+   HKV heads x positions, K and V) fits in LTE_DEC_ATTN_PF_MB MiB (default 16) of the L2. Measured on
+   the H200 (sixteenth session, 7B, batch 1): the prefetch helps at short contexts, is even at 1k
+   positions (16 MiB) and costs 2.8 % of the step at ~4k (67 MB: it contends with the QKV
+   projection and overflows the 50 MB L2). LTE_DEC_ATTN_PF=1 always, 0 never. */
+inline int attention_prefetch_positions(int rows, int HKV, int D, lte_dtype kvdtype) {
+  const char *pf = getenv("LTE_DEC_ATTN_PF");
+  if (pf != nullptr && pf[0] == '0') return -1;
+  if (pf != nullptr && pf[0] == '1') return INT_MAX;
+  const char *mb = getenv("LTE_DEC_ATTN_PF_MB");
+  const double budget = (mb ? atof(mb) : 16.0) * 1048576.0;
+  const double per_pos = 2.0 * rows * HKV * D * (kvdtype == LTE_DTYPE_F32 ? 4 : 2);
+  return (int)(budget / per_pos);
+}
+
 /* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */
 template <bool FUSED>
 bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *vc,
-                  const int32_t *slots, const int32_t *pos, float *out, int rows, int H, int HKV, int D, int n_slots,
-                  int max_t, float scale, float theta, cudaStream_t st, cudaError_t *err) {
+                  const int32_t *slots, const int32_t *pos, float *out, int rows, int H, int HKV, int D, int max_t,
+                  float scale, float theta, cudaStream_t st, cudaError_t *err) {
   const int lp = D / 8;
   if (D % 8 != 0 || (lp & (lp - 1)) != 0 || lp > 32 || !flash_attention_enabled()) return false;
   if ((uintptr_t)kc % 16 != 0 || (uintptr_t)vc % 16 != 0) return false;
   int chunk = max_t, *cnt = nullptr;
   float *part = nullptr;
-  const int nsplit = attention_split(ctx, rows, n_slots, H, D, max_t, sm_count_of(ctx), &chunk, &cnt, &part);
+  const int nsplit = attention_split(ctx, rows, H, D, max_t, sm_count_of(ctx), &chunk, &cnt, &part);
   const dim3 grid((unsigned)rows * (unsigned)H * (unsigned)nsplit), block(kFlashWarps * 32);
-  const char *pf = getenv("LTE_DEC_ATTN_PF");  // 0: no L2 prefetch of the cache before the PDL wait
-  const int kv_pf = pf == nullptr || pf[0] != '0';
+  const int pf_max_pos = attention_prefetch_positions(rows, HKV, D, kvdtype);
 #define LTE_FLASH(T, LP)                                                                                      \
   *err = dlaunch(attention_flash_kernel<T, LP, FUSED>, grid, block, 0, st, qkv, ld, static_cast<T *>(kc),      \
-                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, kv_pf, nsplit, chunk, part, cnt)
+                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, pf_max_pos, nsplit, chunk, part, cnt)
 #define LTE_FLASH_D(T)                        \
   do {                                        \
     if (lp == 1) LTE_FLASH(T, 1);             \
