@@ -481,6 +481,15 @@ const VARIANTS: Variant[] = [
     ref: "dense",
   },
   {
+    key: "dense_attn_nopipe",
+    name: "dense, attention not software-pipelined",
+    opts: {},
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_PIPE: "0" },
+    ref: "dense",
+  },
+  {
     key: "dense_attn_pf1",
     name: "dense, attention KV prefetch always",
     opts: {},

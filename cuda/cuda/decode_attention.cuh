@@ -2,11 +2,12 @@
  * decode_attention.cuh: decode attention kernels of the decode engine (issue 9), included by
  * decode.cu inside its anonymous namespace (they use its pdl_prologue / to_f / from_f).
  *
- * attention_flash_kernel<T, LP, FUSED>   lte_dec_attention (FUSED = false) and
+ * attention_flash_kernel<T, LP, FUSED, PIPE>   lte_dec_attention (FUSED = false) and
  *   lte_dec_rope_attention (FUSED = true): one block (8 warps) per (row, head), a single pass with
  *   an online softmax (flash-decoding inside the block). LP = D / 8 lanes own one cached position
  *   (lane lg of the group holds dims [8 lg, 8 lg + 8)), so a warp covers 32 / LP positions per load
- *   and each lane keeps kAttnU positions' K and V vectors (16-byte loads) in flight. Every
+ *   and each lane keeps kAttnU positions' K and V vectors (16-byte loads) in flight; PIPE
+ *   (default; LTE_DEC_ATTN_PIPE=0: not) loads the next trip's while it scores this one. Every
  *   (warp, group) keeps its own running max, sum and 8-dim value accumulator; they are merged in
  *   shared memory at the end. No shared memory grows with the context.
  *   FUSED: the block also does lte_dec_rope_append's work for its row: RoPE of its q head and of
@@ -98,7 +99,7 @@ __device__ __forceinline__ void rope_cs(int p, int e, int D, float theta, float 
   s = (float)sin(ang);
 }
 
-template <class T, int LP, bool FUSED>
+template <class T, int LP, bool FUSED, bool PIPE>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                            float *out, int H, int HKV, int max_t, float scale, float theta, int pf_max_pos,
@@ -194,22 +195,23 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   float m = -INFINITY, l = 0.0f, acc[8];
 #pragma unroll
   for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+  // One trip of the warp: positions tb + sub + u G (u < kAttnU) of the lane's group, masked past t_hi.
   // The trip count must be the same for the whole warp (its groups hold different positions and
   // the shuffles below need all 32 lanes): loop on the warp's first position, mask per lane.
-  for (int tb = t_lo + warp * PPW; tb < t_hi; tb += G * kAttnU) {
-    const int t0 = tb + sub;  // = t_lo + gid + k G * kAttnU
-    Raw8<T> kr[kAttnU], vr[kAttnU];
+  auto load_trip = [&](int tb, Raw8<T> *kr, Raw8<T> *vr) {
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
-      const int t = t0 + u * G;
+      const int t = tb + sub + u * G;
       if (t < t_hi) {
         kr[u].load(kc + base + (size_t)t * D);
         vr[u].load(vc + base + (size_t)t * D);
       }
     }
+  };
+  auto score_trip = [&](int tb, const Raw8<T> *kr, const Raw8<T> *vr) {
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
-      const int t = t0 + u * G;
+      const int t = tb + sub + u * G;
       float kv[8];
       kr[u].get(kv);
       float s = 0.0f;
@@ -221,6 +223,29 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
       float vv[8];
       vr[u].get(vv);
       flash_update(s * scale, vv, m, l, acc);
+    }
+  };
+  constexpr int kTrip = G * kAttnU;  // positions per block per trip
+  if (PIPE) {
+    // software-pipelined: the next trip's K and V are in flight while this trip's dots and softmax run
+    Raw8<T> kr[kAttnU], vr[kAttnU];
+    int tb = t_lo + warp * PPW;
+    if (tb < t_hi) load_trip(tb, kr, vr);
+    for (; tb < t_hi; tb += kTrip) {
+      Raw8<T> kn[kAttnU] = {}, vn[kAttnU] = {};
+      if (tb + kTrip < t_hi) load_trip(tb + kTrip, kn, vn);
+      score_trip(tb, kr, vr);
+#pragma unroll
+      for (int u = 0; u < kAttnU; u++) {
+        kr[u] = kn[u];
+        vr[u] = vn[u];
+      }
+    }
+  } else {
+    for (int tb = t_lo + warp * PPW; tb < t_hi; tb += kTrip) {
+      Raw8<T> kr[kAttnU], vr[kAttnU];
+      load_trip(tb, kr, vr);
+      score_trip(tb, kr, vr);
     }
   }
   if (FUSED && warp == 0 && sp == 0) {  // the new position, from shared memory, in group 0 of split 0
@@ -354,9 +379,16 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
   const int nsplit = attention_split(ctx, rows, H, D, max_t, sm_count_of(ctx), &chunk, &cnt, &part);
   const dim3 grid((unsigned)rows * (unsigned)H * (unsigned)nsplit), block(kFlashWarps * 32);
   const int pf_max_pos = attention_prefetch_positions(rows, HKV, D, kvdtype);
-#define LTE_FLASH(T, LP)                                                                                      \
-  *err = dlaunch(attention_flash_kernel<T, LP, FUSED>, grid, block, 0, st, qkv, ld, static_cast<T *>(kc),      \
-                 static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, pf_max_pos, nsplit, chunk, part, cnt)
+  // LTE_DEC_ATTN_PIPE=0: each trip loads its K and V, then scores them (no software pipelining)
+  const char *pe = getenv("LTE_DEC_ATTN_PIPE");
+  const bool pipe = pe == nullptr || pe[0] != '0';
+#define LTE_FLASH(T, LP)                                                                                        \
+  *err = pipe ? dlaunch(attention_flash_kernel<T, LP, FUSED, true>, grid, block, 0, st, qkv, ld,                 \
+                        static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
+                        pf_max_pos, nsplit, chunk, part, cnt)                                                     \
+              : dlaunch(attention_flash_kernel<T, LP, FUSED, false>, grid, block, 0, st, qkv, ld,                \
+                        static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
+                        pf_max_pos, nsplit, chunk, part, cnt)
 #define LTE_FLASH_D(T)                        \
   do {                                        \
     if (lp == 1) LTE_FLASH(T, 1);             \

@@ -210,7 +210,7 @@ Deno.test({
  * positions in chunks of at least 128 when the cache is longer: 3 chunks in the T = 300 cases),
  * split in chunks of at least 16 (up to 19 chunks, merged by the last to arrive; a row at position
  * 0 or 9 has one), the same with 8 blocks per SM and the KV prefetch always, not split, without
- * any prefetch, and the two-pass kernel.
+ * any prefetch, split without software pipelining, and the two-pass kernel.
  */
 const ATTN_VARIANTS: [string, Record<string, string>][] = [
   ["flash", {}],
@@ -219,6 +219,7 @@ const ATTN_VARIANTS: [string, Record<string, string>][] = [
   // 8 blocks per SM, the KV prefetch always
   ["flash_chunk16_bps8_pf1", { LTE_DEC_ATTN_CHUNK: "16", LTE_DEC_ATTN_BPS: "8", LTE_DEC_ATTN_PF: "1" }],
   ["flash_pf0", { LTE_DEC_ATTN_PF: "0" }],
+  ["flash_chunk16_nopipe", { LTE_DEC_ATTN_CHUNK: "16", LTE_DEC_ATTN_PIPE: "0" }],
   ["old", { LTE_DEC_ATTN: "old" }],
 ];
 
