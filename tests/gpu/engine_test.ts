@@ -300,6 +300,79 @@ Deno.test({
   },
 });
 
+/**
+ * The split attention's scratch grows only outside graph captures (its zeroing memset would become a
+ * graph node): a step captured on a fresh context, whose scratch was never allocated, must run the
+ * attention unsplit (the fallback) and still agree with the CPU, replay after replay. The buffers
+ * belong to the shared context (device memory serves every context of the device).
+ */
+Deno.test({
+  name: "engine ops: a captured split attention on a fresh context (no scratch yet) falls back and agrees",
+  ignore: !hasCuda,
+  fn() {
+    const be = getBackend("cuda"), s = be.sym;
+    const rng = new Rng(31);
+    const H = 4, HKV = 2, D = 128, T = 300, NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8;
+    const kc = Pair.weights(rng.normals(NS * HKV * T * D, 1), "f16");
+    const vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), "f16");
+    const qkv = Pair.of(rng.normals(rows * ld, 1));
+    const slots = Pair.of(Int32Array.from([3, 0, 1])), ps = Pair.of(Int32Array.from([T - 1, 0, 200]));
+    const out = new Pair(rows * H * D * 4);
+    const op = (kd: Kind, ctx: Deno.PointerValue) =>
+      getBackend(kd).sym.lte_dec_rope_attention(
+        ctx,
+        DTypeCode.f16,
+        qkv.p[kd],
+        ld,
+        kc.p[kd],
+        vc.p[kd],
+        slots.p[kd],
+        ps.p[kd],
+        out.p[kd],
+        rows,
+        H,
+        HKV,
+        D,
+        NS,
+        T,
+        10000,
+        1 / Math.sqrt(D),
+      );
+    getBackend("cpu").check(op("cpu", getBackend("cpu").ctx), "lte_dec_rope_attention (cpu)");
+    be.synchronize(); // the shared context's writes land before the fresh context reads them
+    const hold = new BigUint64Array(1);
+    be.check(s.lte_ctx_create(0, hold), "lte_ctx_create");
+    const ctx2 = Deno.UnsafePointer.create(hold[0]!);
+    const check2 = (status: number, what: string) =>
+      assert(status === 0, `${what}: ${cString(s.lte_ctx_last_error(ctx2))}`);
+    try {
+      // chunks of >= 16 positions: an eager call on this context would split these rows 19 ways
+      withDecEnv({ LTE_DEC_ATTN_CHUNK: "16" }, () => {
+        check2(s.lte_graph_begin(ctx2), "lte_graph_begin");
+        const captured = op("cuda", ctx2);
+        const ended = s.lte_graph_end(ctx2, hold);
+        check2(captured, "lte_dec_rope_attention inside the capture");
+        check2(ended, "lte_graph_end");
+      });
+      const g = Deno.UnsafePointer.create(hold[0]!);
+      try {
+        for (let rep = 0; rep < 2; rep++) {
+          check2(s.lte_graph_launch(ctx2, g), "lte_graph_launch");
+          check2(s.lte_ctx_synchronize(ctx2), "lte_ctx_synchronize");
+          const e = rel(out.f32("cuda"), out.f32("cpu"));
+          report[`rope_attention_f16_D128_captured_fresh_ctx_${rep}`] = e;
+          assert(e < 1e-3, `captured attention on a fresh context, replay ${rep}: ${e}`);
+        }
+      } finally {
+        s.lte_graph_free(ctx2, g);
+      }
+    } finally {
+      s.lte_ctx_free(ctx2);
+      for (const p of [kc, vc, qkv, slots, ps, out]) p.free();
+    }
+  },
+});
+
 Deno.test({
   name: "engine ops: norm, embedding, rope+append, attention, router mask, sampling agree CPU<->CUDA",
   ignore: !hasCuda,
