@@ -81,6 +81,8 @@ interface RunStats {
   gb_s: number;
   active_fraction: number | null;
   bytes_per_token: number;
+  /** K and V bytes a step's attention reads, averaged over the timed steps (all rows). */
+  kv_bytes_per_step: number;
   /** Median device time per step with steps launched back to back (no host turnaround). */
   device_ms_per_step: number;
 }
@@ -150,6 +152,10 @@ async function run(
     const wb = eng.weightBytes;
     // bytes read per step: all weights but the FFN, plus the active share of the FFN (batch 1)
     const bytes = active === null ? wb.total : wb.total - wb.ffnDense + wb.ffnDense * (batch === 1 ? active : 1);
+    // K and V of every cached position, each layer, each row: PROMPT + i positions at step i
+    const kvElem = (opts.dtype ?? "f32") === "f32" ? 4 : 2;
+    const kvBytes = batch * config.n_layer * 2 * config.n_kv_head * (config.d_model / config.n_head) * kvElem *
+      (PROMPT + (NEW - 1) / 2);
     const tok = median(rates);
     return {
       tok_s: tok,
@@ -159,6 +165,7 @@ async function run(
       gb_s: (bytes * tok / batch) / 1e9,
       active_fraction: active,
       bytes_per_token: bytes,
+      kv_bytes_per_step: kvBytes,
       device_ms_per_step: median(devMs),
     };
   } finally {

@@ -93,7 +93,8 @@ export function linePlot(o: PlotOptions): string {
   parts.push(
     `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
   );
-  // Series.
+  // Series; the legend (top right) as wide as its longest name (~6.6 px per character at 12 px).
+  const legendW = 30 + 6.6 * Math.max(0, ...o.series.map((s) => s.name.length));
   o.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length]!;
     const ps = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
@@ -108,11 +109,11 @@ export function linePlot(o: PlotOptions): string {
     }
     const ly = m.t + 14 + i * 16;
     parts.push(
-      `<line x1="${W - m.r - 150}" y1="${ly - 4}" x2="${W - m.r - 130}" y2="${
+      `<line x1="${W - m.r - legendW}" y1="${ly - 4}" x2="${W - m.r - legendW + 20}" y2="${
         ly - 4
       }" stroke="${color}" stroke-width="3"/>`,
     );
-    parts.push(`<text x="${W - m.r - 125}" y="${ly}">${esc(s.name)}</text>`);
+    parts.push(`<text x="${W - m.r - legendW + 25}" y="${ly}">${esc(s.name)}</text>`);
   });
   parts.push(`</svg>`);
   return parts.join("\n") + "\n";

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One GPU-machine call (~5 min on the H200): batch-1 decode of the 7B shape after prompts of 16 / 1,024 /
+# 2,048 / 3,960 tokens (dense, sparse ~50 %, sparse ~90 %), one decode_bench.ts JSON per prompt length,
+# then the two plots of bench/plot_decode.ts (speed-up against activity, step time against context).
+# Carries the native library built here:
+#   xz -T4 -c build/liblte_cuda.so > .device/liblte_cuda.so.xz && cp build/*.buildid build/liblte_cpu.so .device/
+# then run it with carry [".device"]:  bash bench/decode_context_device.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/decode_context_out}
+mkdir -p "$OUT"
+source scripts/device_unpack.sh >/dev/null 2>&1
+export LTE_REQUIRE_CUDA=1 NO_COLOR=1 OMP_NUM_THREADS=4
+t0=$(date +%s)
+files=()
+for p in 16 1024 2048 3960; do
+  timeout 150 deno run -A --no-check bench/decode_bench.ts --reps 3 --prompt "$p" --only dense,sparse50,sparse90 \
+    --out "$OUT/decode_p$p.json" >"$OUT/bench_p$p.log" 2>&1
+  echo "== prompt $p rc=$? ($(($(date +%s) - t0)) s)"
+  grep -E "^(dense|sparse)" "$OUT/bench_p$p.log"
+  [ -f "$OUT/decode_p$p.json" ] && files+=("$OUT/decode_p$p.json")
+done
+deno run -A --no-check bench/plot_decode.ts --out "$OUT/decode_h200" "${files[@]}"
