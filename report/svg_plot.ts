@@ -31,7 +31,18 @@ export interface PlotOptions {
   logY?: boolean;
 }
 
-const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS = [
+  "#1f77b4",
+  "#d62728",
+  "#2ca02c",
+  "#ff7f0e",
+  "#9467bd",
+  "#8c564b",
+  "#17becf",
+  "#e377c2",
+  "#7f7f7f",
+  "#bcbd22",
+];
 
 function esc(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -45,6 +56,18 @@ function niceTicks(lo: number, hi: number, n = 5): number[] {
   const out: number[] = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
   return out;
+}
+
+/** Ticks of a log axis given in log10 units: 1, 2 and 5 times the powers of ten inside [lo, hi]. */
+function logTicks(lo: number, hi: number): number[] {
+  const out: number[] = [];
+  for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
+    for (const m of [1, 2, 5]) {
+      const t = k + Math.log10(m);
+      if (t >= lo - 1e-9 && t <= hi + 1e-9) out.push(t);
+    }
+  }
+  return out.length >= 2 ? out : niceTicks(lo, hi);
 }
 
 function fmt(v: number): string {
@@ -81,7 +104,7 @@ export function linePlot(o: PlotOptions): string {
     parts.push(`<line x1="${x}" y1="${m.t}" x2="${x}" y2="${H - m.b}" stroke="#eee"/>`);
     parts.push(`<text x="${x}" y="${H - m.b + 16}" text-anchor="middle">${fmt(t)}</text>`);
   }
-  for (const t of niceTicks(y0, y1)) {
+  for (const t of o.logY ? logTicks(y0, y1) : niceTicks(y0, y1)) {
     const y = H - m.b - ((t - y0) / (y1 - y0)) * (H - m.t - m.b);
     parts.push(`<line x1="${m.l}" y1="${y}" x2="${W - m.r}" y2="${y}" stroke="#eee"/>`);
     parts.push(`<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${fmt(o.logY ? Math.pow(10, t) : t)}</text>`);
@@ -93,8 +116,17 @@ export function linePlot(o: PlotOptions): string {
   parts.push(
     `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
   );
-  // Series; the legend (top right) as wide as its longest name (~6.6 px per character at 12 px).
+  // Series, then the legend (top right, as wide as its longest name at ~6.6 px per character) on a
+  // light box, so curves passing beneath it do not cross its text.
   const legendW = 30 + 6.6 * Math.max(0, ...o.series.map((s) => s.name.length));
+  const legend: string[] = [];
+  if (o.series.length) {
+    legend.push(
+      `<rect x="${W - m.r - legendW - 6}" y="${m.t + 2}" width="${legendW + 4}" height="${
+        o.series.length * 16 + 6
+      }" fill="white" fill-opacity="0.85"/>`,
+    );
+  }
   o.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length]!;
     const ps = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
@@ -108,13 +140,14 @@ export function linePlot(o: PlotOptions): string {
       }
     }
     const ly = m.t + 14 + i * 16;
-    parts.push(
+    legend.push(
       `<line x1="${W - m.r - legendW}" y1="${ly - 4}" x2="${W - m.r - legendW + 20}" y2="${
         ly - 4
       }" stroke="${color}" stroke-width="3"/>`,
     );
-    parts.push(`<text x="${W - m.r - legendW + 25}" y="${ly}">${esc(s.name)}</text>`);
+    legend.push(`<text x="${W - m.r - legendW + 25}" y="${ly}">${esc(s.name)}</text>`);
   });
+  parts.push(...legend);
   parts.push(`</svg>`);
   return parts.join("\n") + "\n";
 }

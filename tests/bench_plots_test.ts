@@ -1,9 +1,11 @@
 /**
- * bench/plot_decode.ts: the series its plots are drawn from (speed-up, byte bound with the K/V bytes
- * both paths read, positions against step time), on small hand-made result files.
+ * bench/plot_decode.ts and bench/plot_ffn.ts: the series their plots are drawn from (speed-up, byte
+ * bound with the K/V bytes both paths read, positions against step time; FFN block time against
+ * sparsity), on small hand-made result files.
  */
 import assert from "node:assert/strict";
 import { contextSeries, type DecodeResult, kvBytes, speedupSeries, TARGETS } from "../bench/plot_decode.ts";
+import { FFN_TARGETS, ffnSeries } from "../bench/plot_ffn.ts";
 
 const config = { n_layer: 2, n_head: 4, n_kv_head: 2, d_model: 64 };
 const file = (prompt: number, rows: Record<string, unknown>): DecodeResult => ({
@@ -49,4 +51,31 @@ Deno.test("plot_decode: step time against the last step's positions, sorted, per
     ["sparse ~50 %", [[25, 2.8]]],
     ["sparse ~90 %", [[3969, 2.7]]],
   ]);
+});
+
+Deno.test("plot_ffn: ours, the fused op (activity -> sparsity), byte ideal, flat dense lines, PyTorch, targets", () => {
+  const rows = [
+    { variant: "ours_atomic", batch: 1, sparsity: 0.5, us: 50, ideal_us: 33 },
+    { variant: "ours_atomic", batch: 1, sparsity: 0, us: 84, ideal_us: 66 },
+    { variant: "ours_atomic", batch: 8, sparsity: 0.5, us: 99, ideal_us: 33 }, // not batch 1: left out
+    { variant: "cublas_dense_graph", batch: 1, sparsity: 0, us: 76 },
+  ];
+  const torch = { rows: [{ variant: "torch_gather_graph", batch: 1, sparsity: 0.5, us: 123 }] };
+  const fused = {
+    device: { build_id: "2269aa7ee24eab1e" },
+    results: [
+      { rows: 1, active: 0.1, variant: "fused pdl", us: 17.5 },
+      { rows: 1, active: 0.5, variant: "fused pdl", us: 41.4 },
+      { rows: 1, active: 0.5, variant: "fused", us: 43.7 },
+    ],
+  };
+  const s = ffnSeries({ date: "2026-12-01T23:35:09Z", rows, torch }, fused);
+  const byName = Object.fromEntries(s.map((x) => [x.name, x.points]));
+  assert.deepEqual(byName["ours, two kernels (2026-12-01)"], [[0, 84], [0.5, 50]]);
+  assert.deepEqual(byName["ours, fused op (2269aa7e)"], [[0.5, 41.4], [0.9, 17.5]]);
+  assert.deepEqual(byName["byte ideal"], [[0, 66], [0.5, 33]]);
+  assert.deepEqual(byName["cuBLAS dense GEMVs, graph"], [[0, 76], [0.5, 76]]);
+  assert.deepEqual(byName["PyTorch gather, graph"], [[0.5, 123]]);
+  assert.deepEqual(byName["issue 9 targets"], FFN_TARGETS);
+  assert.equal(byName["PyTorch dense, graph"], undefined); // not in this file: no curve
 });
