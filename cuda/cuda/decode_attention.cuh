@@ -362,8 +362,9 @@ inline int attention_prefetch_positions(int rows, int HKV, int D, lte_dtype kvdt
   if (pf != nullptr && pf[0] == '1') return INT_MAX;
   const char *mb = getenv("LTE_DEC_ATTN_PF_MB");
   const double budget = (mb ? atof(mb) : 16.0) * 1048576.0;
-  const double per_pos = 2.0 * rows * HKV * D * (kvdtype == LTE_DTYPE_F32 ? 4 : 2);
-  return (int)(budget / per_pos);
+  const double per_pos = 2.0 * (rows > 0 ? rows : 1) * HKV * D * (kvdtype == LTE_DTYPE_F32 ? 4 : 2);
+  const double n = budget / per_pos;
+  return n >= (double)INT_MAX ? INT_MAX : n > 0.0 ? (int)n : 0;
 }
 
 /* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */

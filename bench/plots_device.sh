@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One GPU-machine call (~7 min on the H200) for the issue-9 plots: batch-1 decode of the 7B shape after
+# prompts of 16 / 1,024 / 2,048 / 3,960 tokens (dense, sparse ~50 %, sparse ~90 %), one decode_bench.ts
+# JSON per prompt length, and the fused FFN op at every activity (fused_ffn_bench.ts); then
+# bench/plot_decode.ts's two plots (speed-up against activity, step time against context) and
+# bench/plot_ffn.ts's FFN block against sparsity (with docs/results/sparse_ffn_h200.json's peers).
+# Carries the native library built here:
+#   xz -T4 -c build/liblte_cuda.so > .device/liblte_cuda.so.xz && cp build/*.buildid build/liblte_cpu.so .device/
+# then run it with carry [".device"]:  bash bench/plots_device.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/plots_out}
+mkdir -p "$OUT"
+source scripts/device_unpack.sh >/dev/null 2>&1
+export LTE_REQUIRE_CUDA=1 NO_COLOR=1 OMP_NUM_THREADS=4
+t0=$(date +%s)
+files=()
+for p in 16 1024 2048 3960; do
+  timeout 150 deno run -A --no-check bench/decode_bench.ts --reps 3 --prompt "$p" --only dense,sparse50,sparse90 \
+    --out "$OUT/decode_p$p.json" >"$OUT/bench_p$p.log" 2>&1
+  echo "== prompt $p rc=$? ($(($(date +%s) - t0)) s)"
+  grep -E "^(dense|sparse)" "$OUT/bench_p$p.log"
+  [ -f "$OUT/decode_p$p.json" ] && files+=("$OUT/decode_p$p.json")
+done
+deno run -A --no-check bench/plot_decode.ts --out "$OUT/decode_h200" "${files[@]}"
+timeout 200 deno run -A --no-check bench/fused_ffn_bench.ts --only "fused pdl,dense gemv pdl" --out "$OUT/fused_ffn.json" \
+  >"$OUT/fused_ffn.log" 2>&1
+echo "== fused FFN sweep rc=$? ($(($(date +%s) - t0)) s)"
+deno run -A --no-check bench/plot_ffn.ts --out "$OUT/ffn_block_h200.svg" docs/results/sparse_ffn_h200.json "$OUT/fused_ffn.json"
