@@ -223,6 +223,42 @@ const ATTN_VARIANTS: [string, Record<string, string>][] = [
   ["old", { LTE_DEC_ATTN: "old" }],
 ];
 
+/**
+ * One lte_dec_rope_attention case on both backends: 3 rows on DISTINCT slots (a decode step) of a
+ * 4-slot cache of T positions at the given positions, random caches and qkv; `call` runs it on a
+ * backend's buffers with any context of that backend.
+ */
+function ropeAttentionCase(rng: Rng, dt: Dt, H: number, HKV: number, D: number, T: number, positions: number[]) {
+  const NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8;
+  const kc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
+  const vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
+  const qkv = Pair.of(rng.normals(rows * ld, 1));
+  const slots = Pair.of(Int32Array.from([3, 0, 1])), ps = Pair.of(Int32Array.from(positions));
+  const out = new Pair(rows * H * D * 4);
+  const call = (kd: Kind, ctx: Deno.PointerValue, theta: number) =>
+    getBackend(kd).sym.lte_dec_rope_attention(
+      ctx,
+      DTypeCode[dt],
+      qkv.p[kd],
+      ld,
+      kc.p[kd],
+      vc.p[kd],
+      slots.p[kd],
+      ps.p[kd],
+      out.p[kd],
+      rows,
+      H,
+      HKV,
+      D,
+      NS,
+      T,
+      theta,
+      1 / Math.sqrt(D),
+    );
+  const cacheElems = NS * HKV * T * D;
+  return { kc, vc, out, call, cacheElems, free: () => [kc, vc, qkv, slots, ps, out].forEach((p) => p.free()) };
+}
+
 Deno.test({
   name: "engine ops: lte_dec_rope_attention (one launch per decode step) agrees CPU<->CUDA",
   ignore: !hasCuda,
@@ -248,49 +284,22 @@ Deno.test({
         for (const [kernel, env] of ATTN_VARIANTS) {
           for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
           try {
-            const NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8, eb = dt === "f32" ? 4 : 2;
-            const kc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
-            const vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), dt);
-            const qkv = Pair.of(rng.normals(rows * ld, 1));
-            // distinct slots (a decode step); one row at position 0, one at the last position
-            const slots = Pair.of(Int32Array.from([3, 0, 1])), ps = Pair.of(Int32Array.from([T - 1, 0, 9]));
-            const out = new Pair(rows * H * D * 4);
-            both(
-              (kd) =>
-                getBackend(kd).sym.lte_dec_rope_attention(
-                  getBackend(kd).ctx,
-                  DTypeCode[dt],
-                  qkv.p[kd],
-                  ld,
-                  kc.p[kd],
-                  vc.p[kd],
-                  slots.p[kd],
-                  ps.p[kd],
-                  out.p[kd],
-                  rows,
-                  H,
-                  HKV,
-                  D,
-                  NS,
-                  T,
-                  theta,
-                  1 / Math.sqrt(D),
-                ),
-              "lte_dec_rope_attention",
-            );
+            // one row at position 0, one at the last position
+            const { kc, vc, out, call, cacheElems, free } = ropeAttentionCase(rng, dt, H, HKV, D, T, [T - 1, 0, 9]);
+            both((kd) => call(kd, getBackend(kd).ctx, theta), "lte_dec_rope_attention");
             const eo = rel(out.f32("cuda"), out.f32("cpu"));
             report[`rope_attention_${dt}_D${D}_${kernel}`] = eo;
             // f16/bf16: a rotated k that rounds to the neighbouring half value on one backend (cos/sin
             // in double differ in the last bits) moves one score by about an ulp of k
             assert(eo < (dt === "f32" ? 1e-5 : 1e-3), `rope_attention ${dt} D=${D} theta=${theta} (${kernel}): ${eo}`);
             for (const c of [kc, vc]) {
-              const cu = new Uint8Array(NS * HKV * T * D * eb), cp = new Uint8Array(cu.length);
+              const cu = new Uint8Array(cacheElems * (dt === "f32" ? 4 : 2)), cp = new Uint8Array(cu.length);
               getBackend("cuda").read(cu, c.p.cuda);
               getBackend("cpu").read(cp, c.p.cpu);
               const ec = rel(widen(cu, dt), widen(cp, dt));
               assert(ec < (dt === "f32" ? 1e-5 : dt === "f16" ? 2e-3 : 1e-2), `${dt} D=${D} cache after append: ${ec}`);
             }
-            for (const p of [kc, vc, qkv, slots, ps, out]) p.free();
+            free();
           } finally {
             for (const k of Object.keys(env)) Deno.env.delete(k);
           }
@@ -312,32 +321,8 @@ Deno.test({
   fn() {
     const be = getBackend("cuda"), s = be.sym;
     const rng = new Rng(31);
-    const H = 4, HKV = 2, D = 128, T = 300, NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8;
-    const kc = Pair.weights(rng.normals(NS * HKV * T * D, 1), "f16");
-    const vc = Pair.weights(rng.normals(NS * HKV * T * D, 1), "f16");
-    const qkv = Pair.of(rng.normals(rows * ld, 1));
-    const slots = Pair.of(Int32Array.from([3, 0, 1])), ps = Pair.of(Int32Array.from([T - 1, 0, 200]));
-    const out = new Pair(rows * H * D * 4);
-    const op = (kd: Kind, ctx: Deno.PointerValue) =>
-      getBackend(kd).sym.lte_dec_rope_attention(
-        ctx,
-        DTypeCode.f16,
-        qkv.p[kd],
-        ld,
-        kc.p[kd],
-        vc.p[kd],
-        slots.p[kd],
-        ps.p[kd],
-        out.p[kd],
-        rows,
-        H,
-        HKV,
-        D,
-        NS,
-        T,
-        10000,
-        1 / Math.sqrt(D),
-      );
+    const { out, call, free } = ropeAttentionCase(rng, "f16", 4, 2, 128, 300, [299, 0, 200]);
+    const op = (kd: Kind, ctx: Deno.PointerValue) => call(kd, ctx, 10000);
     getBackend("cpu").check(op("cpu", getBackend("cpu").ctx), "lte_dec_rope_attention (cpu)");
     be.synchronize(); // the shared context's writes land before the fresh context reads them
     const hold = new BigUint64Array(1);
@@ -368,7 +353,7 @@ Deno.test({
       }
     } finally {
       s.lte_ctx_free(ctx2);
-      for (const p of [kc, vc, qkv, slots, ps, out]) p.free();
+      free();
     }
   },
 });
