@@ -5,7 +5,8 @@
  * section "decode engine"; CPU reference cuda/cpu/decode.c, CUDA cuda/cuda/decode.cu).
  *
  * - Weights are converted once at load to `dtype` (f32, f16 or bf16); activations, norms, router
- *   weights and logits stay f32 and every sum accumulates in f32. The KV cache has the weight dtype.
+ *   weights and logits stay f32 and every sum accumulates in f32. The KV cache has the weight dtype,
+ *   or `kvDtype` ("i8": int8 values with one f32 scale per position and kv head; CPU only so far).
  * - One step = embed → per layer (fused norm+QKV GEMV, RoPE + KV append, attention over the
  *   cache, O GEMV + residual, [router GEMV + hard mask], fused norm+gate/up GEMV, fused act+down
  *   GEMV + residual) → final norm + head GEMV → sampling on the device. Token ids, positions,
@@ -99,6 +100,13 @@ export interface EngineOptions {
    * overlap).
    */
   lookahead?: boolean;
+  /**
+   * The KV cache's dtype. Default: the weights' `dtype`. "i8": an 8-bit cache, one f32 scale per
+   * (slot, kv head, position) beside int8 values (cuda/include/lte.h, LTE_DTYPE_I8): about half the
+   * bytes of an f16 cache (a long-context step reads its whole cache); the CPU only so far (its CUDA
+   * kernels are docs/next-steps.md item 2b).
+   */
+  kvDtype?: "f32" | "f16" | "bf16" | "i8";
 }
 /** Result of one decode step. */
 export interface StepResult {
@@ -214,12 +222,30 @@ function logit(tau: number): number {
   return Math.log(tau / (1 - tau));
 }
 
+/**
+ * Bytes of one layer's K (or V) cache: `rows` cached positions (slots x kv heads x positions) of
+ * `D` values in `dt`; "i8" adds one f32 scale per row after the int8 values, from the next 16-byte
+ * boundary (LTE_KV_I8_SCALES in cuda/include/lte.h).
+ */
+export function kvCacheBytes(dt: "f32" | "f16" | "bf16" | "i8", rows: number, D: number): number {
+  if (dt === "i8") return Math.ceil((rows * D) / 16) * 16 + rows * 4;
+  return rows * D * (dt === "f32" ? 4 : 2);
+}
+
 function checkOptions(opts: EngineOptions, config: ModelConfig): void {
   if (opts.device !== "cpu" && opts.device !== "cuda") {
     throw new EngineError(`engine option device: "${opts.device}" is not supported (cpu, cuda)`);
   }
   if (opts.dtype !== "f32" && opts.dtype !== "f16" && opts.dtype !== "bf16") {
     throw new EngineError(`engine option dtype: "${opts.dtype}" is not supported (f32, f16, bf16)`);
+  }
+  if (opts.kvDtype !== undefined && !["f32", "f16", "bf16", "i8"].includes(opts.kvDtype)) {
+    throw new EngineError(`engine option kvDtype: "${opts.kvDtype}" is not supported (f32, f16, bf16, i8)`);
+  }
+  if (opts.kvDtype === "i8" && opts.device === "cuda") {
+    throw new EngineError(
+      `engine option kvDtype: "i8" runs on the CPU only so far (the 8-bit cache has no CUDA kernels yet); use f16 or bf16 on CUDA`,
+    );
   }
   if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1 || opts.maxBatch > 256) {
     throw new EngineError(`engine option maxBatch: ${opts.maxBatch} must be an integer in [1, 256]`);
@@ -294,6 +320,7 @@ export class Engine {
 
   #be: Backend;
   #wdt: number;
+  #kvdt: number; // the KV cache's dtype code (kvDtype, default the weights')
   #allocs: Ptr[] = [];
   #layers: LayerWeights[] = [];
   #embed!: Ptr;
@@ -378,6 +405,7 @@ export class Engine {
       );
     }
     this.#wdt = DTypeCode[opts.dtype];
+    this.#kvdt = DTypeCode[opts.kvDtype ?? opts.dtype];
     this.#graphOk = opts.device === "cuda";
     this.#decodeCublas = opts.device === "cuda" && this.#be.deviceInfo().decode_cublas === true;
     this.#routerRows = routers !== null && this.#decodeCublas && opts.dtype === "f16" &&
@@ -746,7 +774,11 @@ export class Engine {
 
   #allocState(): void {
     const c = this.config, R = this.#rows, d = c.d_model, hd = d / c.n_head;
-    const kvBytes = this.maxBatch * c.n_kv_head * this.contextSize * hd * (this.options.dtype === "f32" ? 4 : 2);
+    const kvBytes = kvCacheBytes(
+      this.options.kvDtype ?? this.options.dtype,
+      this.maxBatch * c.n_kv_head * this.contextSize,
+      hd,
+    );
     for (let i = 0; i < c.n_layer; i++) {
       this.#kc.push(this.#alloc(kvBytes));
       this.#vc.push(this.#alloc(kvBytes));
@@ -857,7 +889,7 @@ export class Engine {
         ck(
           s.lte_dec_rope_attention(
             ctx,
-            wdt,
+            this.#kvdt,
             this.#qkv,
             qkvW,
             this.#kc[l]!,
@@ -880,7 +912,7 @@ export class Engine {
         ck(
           s.lte_dec_rope_append(
             ctx,
-            wdt,
+            this.#kvdt,
             this.#qkv,
             qkvW,
             this.#kc[l]!,
@@ -900,7 +932,7 @@ export class Engine {
         ck(
           s.lte_dec_attention(
             ctx,
-            wdt,
+            this.#kvdt,
             this.#qkv,
             qkvW,
             this.#kc[l]!,

@@ -29,7 +29,7 @@ export const Status = {
 } as const;
 
 /** Native dtype codes (`lte_dtype`). */
-export const DTypeCode = { f32: 0, f16: 1, bf16: 2, i32: 3 } as const;
+export const DTypeCode = { f32: 0, f16: 1, bf16: 2, i32: 3, i8: 4 } as const;
 
 /** Context options (`lte_ctx_set_option`). */
 export const Option = { ALLOW_TF32: 1, MEMORY_LIMIT: 2, NUM_THREADS: 3, DETERMINISTIC: 4 } as const;

@@ -15,9 +15,54 @@ static lte_status dec_check_dtype(lte_ctx_t *ctx, const char *fn, lte_dtype dt, 
   if (dt == LTE_DTYPE_I32) {
     return lte_fail(ctx, LTE_STATUS_UNSUPPORTED, "%s: %s i32 is not supported (f32, f16, bf16)", fn, what);
   }
+  if (dt == LTE_DTYPE_I8) {
+    return lte_fail(ctx, LTE_STATUS_UNSUPPORTED, "%s: %s i8 is a KV-cache dtype only (f32, f16, bf16)", fn, what);
+  }
   return lte_fail(ctx, LTE_STATUS_INVALID_ARGUMENT, "%s: unknown %s %d", fn, what, (int)dt);
 }
 #define CHECK_DT(dt) LTE_TRY(dec_check_dtype(ctx, __func__, (dt), #dt))
+
+/* ---------------------------------------------------------------- KV-cache rows */
+
+/* A KV cache's dtype: the weight dtypes, or LTE_DTYPE_I8 (int8 values + per-position f32 scales). */
+static lte_status dec_check_kvdtype(lte_ctx_t *ctx, const char *fn, lte_dtype dt) {
+  return dt == LTE_DTYPE_I8 ? LTE_STATUS_OK : dec_check_dtype(ctx, fn, dt, "kvdtype");
+}
+
+/* x / scale rounded half to even and clamped to [-127, 127] (NaN -> 0), as lte.h specifies. */
+static inline int8_t dec_i8_quant(float x, float scale) {
+  const float r = rintf(x / scale);
+  if (r != r) return 0;
+  return (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+}
+
+/* Stores x (D floats) as cached row `row` = (slot * HKV + g) * T + t of a cache of n_values
+   elements (the scales' place for LTE_DTYPE_I8). */
+static void dec_kv_store_row(lte_dtype kvdtype, void *cache, int64_t n_values, int64_t row, int32_t D,
+                             const float *x) {
+  if (kvdtype != LTE_DTYPE_I8) {
+    for (int32_t d = 0; d < D; d++) lte_store_elem(kvdtype, cache, row * D + d, x[d]);
+    return;
+  }
+  float amax = 0.0f;
+  for (int32_t d = 0; d < D; d++) amax = fmaxf(amax, fabsf(x[d]));
+  const float scale = amax / 127.0f;
+  int8_t *q = (int8_t *)cache + row * D;
+  ((float *)((char *)cache + LTE_KV_I8_SCALES(n_values)))[row] = scale;
+  for (int32_t d = 0; d < D; d++) q[d] = scale > 0.0f ? dec_i8_quant(x[d], scale) : 0;
+}
+
+/* Cached row `row` as D floats (int8 values times their row's scale for LTE_DTYPE_I8). */
+static void dec_kv_load_row(lte_dtype kvdtype, const void *cache, int64_t n_values, int64_t row, int32_t D,
+                            float *out) {
+  if (kvdtype != LTE_DTYPE_I8) {
+    for (int32_t d = 0; d < D; d++) out[d] = lte_load_elem(kvdtype, cache, row * D + d);
+    return;
+  }
+  const int8_t *q = (const int8_t *)cache + row * D;
+  const float scale = ((const float *)((const char *)cache + LTE_KV_I8_SCALES(n_values)))[row];
+  for (int32_t d = 0; d < D; d++) out[d] = (float)q[d] * scale;
+}
 
 static inline float dec_silu(float x) { return x / (1.0f + expf(-x)); }
 static inline float dec_gelu(float x) {
@@ -275,7 +320,7 @@ static lte_status dec_check_rope(lte_ctx_t *ctx, const char *fn, lte_dtype kvdty
                                  int32_t head_dim, int32_t n_slots, int32_t max_t, float theta, int *done) {
   *done = 0;
   LTE_TRY(lte_check_ctx(ctx, fn));
-  LTE_TRY(dec_check_dtype(ctx, fn, kvdtype, "kvdtype"));
+  LTE_TRY(dec_check_kvdtype(ctx, fn, kvdtype));
   LTE_TRY(lte_check_nonneg(ctx, fn, rows, "rows"));
   LTE_TRY(lte_check_pos(ctx, fn, heads, "heads"));
   LTE_TRY(lte_check_pos(ctx, fn, kv_heads, "kv_heads"));
@@ -314,6 +359,7 @@ LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *
   if (done) return LTE_STATUS_OK;
   float *Q = qkv;
   const int32_t D = head_dim, half = D / 2;
+  const int64_t n_values = (int64_t)n_slots * kv_heads * max_t * D;
   for (int32_t r = 0; r < rows; r++) {
     float *row = Q + (int64_t)r * ld;
     if (theta > 0.0f) {
@@ -329,13 +375,9 @@ LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *
       }
     }
     for (int32_t g = 0; g < kv_heads; g++) {
-      const int64_t base = (((int64_t)slots[r] * kv_heads + g) * max_t + pos[r]) * D;
-      const float *kr = row + (int64_t)(heads + g) * D;
-      const float *vr = row + (int64_t)(heads + kv_heads + g) * D;
-      for (int32_t d = 0; d < D; d++) {
-        lte_store_elem(kvdtype, k_cache, base + d, kr[d]);
-        lte_store_elem(kvdtype, v_cache, base + d, vr[d]);
-      }
+      const int64_t crow = ((int64_t)slots[r] * kv_heads + g) * max_t + pos[r];
+      dec_kv_store_row(kvdtype, k_cache, n_values, crow, D, row + (int64_t)(heads + g) * D);
+      dec_kv_store_row(kvdtype, v_cache, n_values, crow, D, row + (int64_t)(heads + kv_heads + g) * D);
     }
   }
   return LTE_STATUS_OK;
@@ -348,7 +390,7 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
                                      const int32_t *pos, void *out, int32_t rows, int32_t heads, int32_t kv_heads,
                                      int32_t head_dim, int32_t n_slots, int32_t max_t, float scale) {
   CHECK_CTX();
-  CHECK_DT(kvdtype);
+  LTE_TRY(dec_check_kvdtype(ctx, __func__, kvdtype));
   CHECK_NONNEG(rows);
   CHECK_POS(heads);
   CHECK_POS(kv_heads);
@@ -372,17 +414,21 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
   const float *Q = qkv;
   float *O = out;
   const int32_t D = head_dim, group = heads / kv_heads;
-  float *s = malloc((size_t)max_t * sizeof(float));
+  const int64_t n_values = (int64_t)n_slots * kv_heads * max_t * D;
+  /* s: the scores (max_t); kv: one cached row widened to f32 (D) */
+  float *s = malloc(((size_t)max_t + (size_t)D) * sizeof(float));
   if (!s) return FAIL(LTE_STATUS_OUT_OF_MEMORY, "%s: cannot allocate scratch", __func__);
+  float *kv = s + max_t;
   for (int32_t r = 0; r < rows; r++) {
     const int32_t len = pos[r] + 1;
     for (int32_t h = 0; h < heads; h++) {
       const float *q = Q + (int64_t)r * ld + (int64_t)h * D;
-      const int64_t base = ((int64_t)slots[r] * kv_heads + h / group) * max_t * D;
+      const int64_t row0 = ((int64_t)slots[r] * kv_heads + h / group) * max_t; /* the head's position 0 */
       float mx = -INFINITY;
       for (int32_t t = 0; t < len; t++) {
+        dec_kv_load_row(kvdtype, k_cache, n_values, row0 + t, D, kv);
         float dot = 0.0f;
-        for (int32_t d = 0; d < D; d++) dot += q[d] * lte_load_elem(kvdtype, k_cache, base + (int64_t)t * D + d);
+        for (int32_t d = 0; d < D; d++) dot += q[d] * kv[d];
         s[t] = dot * scale;
         if (s[t] > mx) mx = s[t];
       }
@@ -391,12 +437,14 @@ LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtype, const vo
         s[t] = expf(s[t] - mx);
         sum += s[t];
       }
+      /* o[d] sums s[t] v_t[d] over t in order (as one accumulator per d would) */
       float *o = O + (int64_t)r * heads * D + (int64_t)h * D;
-      for (int32_t d = 0; d < D; d++) {
-        float acc = 0.0f;
-        for (int32_t t = 0; t < len; t++) acc += s[t] * lte_load_elem(kvdtype, v_cache, base + (int64_t)t * D + d);
-        o[d] = acc / sum;
+      for (int32_t d = 0; d < D; d++) o[d] = 0.0f;
+      for (int32_t t = 0; t < len; t++) {
+        dec_kv_load_row(kvdtype, v_cache, n_values, row0 + t, D, kv);
+        for (int32_t d = 0; d < D; d++) o[d] += s[t] * kv[d];
       }
+      for (int32_t d = 0; d < D; d++) o[d] = o[d] / sum;
     }
   }
   free(s);

@@ -1117,8 +1117,20 @@ using namespace lte;
     if ((dt) != LTE_DTYPE_F32 && (dt) != LTE_DTYPE_F16 && (dt) != LTE_DTYPE_BF16) {                         \
       if ((dt) == LTE_DTYPE_I32)                                                                            \
         return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "%s i32 is not supported (f32, f16, bf16)", #dt); \
+      if ((dt) == LTE_DTYPE_I8)                                                                             \
+        return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN, "%s i8 is a KV-cache dtype only (f32, f16, bf16)",  \
+                         #dt);                                                                              \
       return lte::fail(ctx, LTE_STATUS_INVALID_ARGUMENT, FN, "unknown %s %d", #dt, (int)(dt));              \
     }                                                                                                       \
+  } while (0)
+
+/* The KV cache's dtype: the CPU reference also takes LTE_DTYPE_I8 (lte.h); its kernels are not built yet. */
+#define LTE_REQUIRE_KVDT(dt)                                                                                \
+  do {                                                                                                      \
+    if ((dt) == LTE_DTYPE_I8)                                                                               \
+      return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN,                                                     \
+                       "kvdtype i8: the 8-bit KV cache has no CUDA kernels yet (CPU only)");               \
+    LTE_REQUIRE_WDT(dt);                                                                                    \
   } while (0)
 
 extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x,
@@ -1305,7 +1317,7 @@ extern "C" LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdt
                                                   const int32_t *pos, int32_t rows, int32_t heads, int32_t kv_heads,
                                                   int32_t head_dim, int32_t n_slots, int32_t max_t, float theta) {
   LTE_ENTER("lte_dec_rope_append");
-  LTE_REQUIRE_WDT(kvdtype);
+  LTE_REQUIRE_KVDT(kvdtype);
   LTE_CHECK_NONNEG(rows);
   LTE_CHECK_POS(heads);
   LTE_CHECK_POS(kv_heads);
@@ -1348,7 +1360,7 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
                                                 int32_t kv_heads, int32_t head_dim, int32_t n_slots, int32_t max_t,
                                                 float scale) {
   LTE_ENTER("lte_dec_attention");
-  LTE_REQUIRE_WDT(kvdtype);
+  LTE_REQUIRE_KVDT(kvdtype);
   LTE_CHECK_NONNEG(rows);
   LTE_CHECK_POS(heads);
   LTE_CHECK_POS(kv_heads);
@@ -1406,7 +1418,7 @@ extern "C" LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype k
                                                      int32_t kv_heads, int32_t head_dim, int32_t n_slots,
                                                      int32_t max_t, float theta, float scale) {
   LTE_ENTER("lte_dec_rope_attention");
-  LTE_REQUIRE_WDT(kvdtype);
+  LTE_REQUIRE_KVDT(kvdtype);
   LTE_CHECK_NONNEG(rows);
   LTE_CHECK_POS(heads);
   LTE_CHECK_POS(kv_heads);

@@ -67,7 +67,8 @@ enum {
   LTE_DTYPE_F32 = 0,
   LTE_DTYPE_F16 = 1, /* reserved: serving kernels */
   LTE_DTYPE_BF16 = 2, /* reserved: mixed-precision training */
-  LTE_DTYPE_I32 = 3
+  LTE_DTYPE_I32 = 3,
+  LTE_DTYPE_I8 = 4 /* the decode engine's KV cache only (kvdtype): int8 values + f32 scales, see there */
 };
 
 /* Context options for lte_ctx_set_option. */
@@ -493,7 +494,13 @@ LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, const int32_t
 /* RoPE (theta > 0; Hugging Face rotate_half pairs (i, i + D/2), position pos[r]) on the q and k
    parts of qkv in place, then K/V append: cache[slot[r], g, pos[r], :] = k / v of row r.
      qkv: (R, ld) f32 with q at [0, H*D), k at [H*D, (H+HKV)*D), v at [(H+HKV)*D, (H+2HKV)*D)
-     k_cache, v_cache: (n_slots, HKV, T, D) in kvdtype. theta = 0: no rotation (GPT-2). */
+     k_cache, v_cache: (n_slots, HKV, T, D) in kvdtype. theta = 0: no rotation (GPT-2).
+   kvdtype LTE_DTYPE_I8 (an 8-bit cache; CPU only so far): each cache block holds the int8 values
+   (n_slots, HKV, T, D) and then, from byte LTE_KV_I8_SCALES(n_slots * HKV * T * D) on, one f32 scale
+   per (slot, kv head, position). A position's row x is stored as scale = max|x| / 127 and
+   q = round-half-even(x / scale) clamped to [-127, 127] (0 and scale 0 for an all-zero row); it
+   reads back as q * scale. */
+#define LTE_KV_I8_SCALES(n_values) ((((int64_t)(n_values)) + 15) & ~(int64_t)15)
 LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdtype, void *qkv, int32_t ld, void *k_cache,
                                        void *v_cache, const int32_t *slots, const int32_t *pos, int32_t rows,
                                        int32_t heads, int32_t kv_heads, int32_t head_dim, int32_t n_slots,
