@@ -22,6 +22,8 @@ export interface ServeConfig {
   port: number;
   device: "cpu" | "cuda";
   dtype: "f32" | "f16" | "bf16";
+  /** The KV cache's dtype (engine option `kvDtype`); "auto" or absent: the weights'. */
+  kvDtype?: "f32" | "f16" | "bf16" | "i8" | "auto";
   /** "auto": sparse when the folder has LTE routers. */
   sparse: boolean | "auto";
   maxBatch: number;
@@ -45,6 +47,7 @@ export const SERVE_DEFAULTS = {
   host: "127.0.0.1",
   port: 8080,
   dtype: "f32",
+  kvDtype: "auto",
   sparse: "auto",
   maxBatch: 8,
   maxContext: null,
@@ -96,9 +99,11 @@ export function resolveModel(cfg: ServeConfig): { opts: EngineOptions; props: Re
   }
   const opts: EngineOptions = { device: cfg.device, dtype: cfg.dtype, sparse, maxBatch: cfg.maxBatch, maxContext };
   if (typeof cfg.lookahead === "boolean") opts.lookahead = cfg.lookahead;
+  if (cfg.kvDtype !== undefined && cfg.kvDtype !== "auto") opts.kvDtype = cfg.kvDtype;
   const props: Record<string, unknown> = {
     device: cfg.device,
     dtype: cfg.dtype,
+    kv_dtype: opts.kvDtype ?? cfg.dtype,
     model_dir: dir,
     family: model.family,
     // the engine's rule when the setting is "auto": on for CUDA

@@ -24,6 +24,8 @@ export interface ServeArgs {
   port: number;
   device: "cpu" | "cuda" | "auto";
   dtype: "f32" | "f16" | "bf16";
+  /** The KV cache's dtype; "auto": the weights' (engine option `kvDtype`). */
+  kvDtype: "f32" | "f16" | "bf16" | "i8" | "auto";
   sparse: boolean | "auto";
   maxBatch: number;
   maxContext: number | null;
@@ -47,6 +49,8 @@ Options:
   --port N          port (default 8080; 0 picks a free one)
   --device D        cpu | cuda | auto (default cpu)
   --dtype T         f32 | f16 | bf16 (default f32)
+  --kv-dtype T      KV cache: f32 | f16 | bf16 | i8 (8-bit, per-position scales; cpu only so far) |
+                    auto (default: the weights' dtype)
   --sparse          LTE-sparse FFN (needs routers); --dense: dense FFN (default: sparse when routers exist)
   --max-batch N     engine slots decoded together (default 8)
   --max-context N   context size in tokens (default: the model's max_seq)
@@ -73,6 +77,7 @@ export function parseServeArgs(args: string[]): ServeArgs {
     port: SERVE_DEFAULTS.port,
     device: "cpu",
     dtype: SERVE_DEFAULTS.dtype,
+    kvDtype: SERVE_DEFAULTS.kvDtype,
     sparse: SERVE_DEFAULTS.sparse,
     maxBatch: SERVE_DEFAULTS.maxBatch,
     maxContext: SERVE_DEFAULTS.maxContext,
@@ -120,6 +125,14 @@ export function parseServeArgs(args: string[]): ServeArgs {
           throw new ServeUsageError(`--dtype: expected f32, f16 or bf16, got "${v}"`);
         }
         out.dtype = v;
+        break;
+      }
+      case "--kv-dtype": {
+        const v = value();
+        if (v !== "f32" && v !== "f16" && v !== "bf16" && v !== "i8" && v !== "auto") {
+          throw new ServeUsageError(`--kv-dtype: expected f32, f16, bf16, i8 or auto, got "${v}"`);
+        }
+        out.kvDtype = v;
         break;
       }
       case "--sparse":

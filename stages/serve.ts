@@ -31,6 +31,9 @@ const Config = z.strictObject({
   port: z.number().int().min(0).max(65535).default(SERVE_DEFAULTS.port),
   device: z.enum(["cpu", "cuda", "auto"]).nullable().default(null).describe("default: the pipeline's device"),
   dtype: z.enum(["f32", "f16", "bf16"]).default(SERVE_DEFAULTS.dtype),
+  kv_dtype: z.enum(["f32", "f16", "bf16", "i8", "auto"]).default(SERVE_DEFAULTS.kvDtype).describe(
+    "the KV cache's dtype; i8: 8-bit with per-position scales (cpu only so far); auto: the weights'",
+  ),
   sparse: z.union([z.boolean(), z.literal("auto")]).default(SERVE_DEFAULTS.sparse),
   max_batch: z.number().int().min(1).default(SERVE_DEFAULTS.maxBatch),
   max_context: z.number().int().min(2).nullable().default(SERVE_DEFAULTS.maxContext),
@@ -66,6 +69,7 @@ export const serveStage: StageDefinition<Config> = {
       port: c.port,
       device: resolveDevice(c.device ?? ctx.pipeline.device),
       dtype: c.dtype,
+      kvDtype: c.kv_dtype,
       sparse: c.sparse,
       maxBatch: c.max_batch,
       maxContext: c.max_context,

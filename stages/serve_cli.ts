@@ -83,6 +83,7 @@ async function servePipeline(
     "--port": ["port", args.port],
     "--device": ["device", args.device],
     "--dtype": ["dtype", args.dtype],
+    "--kv-dtype": ["kv_dtype", args.kvDtype],
     "--sparse": ["sparse", args.sparse],
     "--dense": ["sparse", args.sparse],
     "--max-batch": ["max_batch", args.maxBatch],

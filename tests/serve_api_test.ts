@@ -410,6 +410,32 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "server: --kv-dtype i8 serves from an 8-bit KV cache (/props says so); the same greedy text on this model",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const body = { prompt: "The 8-bit cache", max_tokens: 12, temperature: 0, ignore_eos: true };
+    const texts: string[] = [];
+    for (const kvDtype of ["auto", "i8"] as const) {
+      const s = await start(denseDir, { kvDtype });
+      try {
+        const props = await (await fetch(`${s.url}/props`)).json();
+        assert.equal(props.kv_dtype, kvDtype === "auto" ? "f32" : "i8");
+        const r = await post(`${s.url}/v1/completions`, body);
+        assert.equal(r.status, 200, JSON.stringify(r.json));
+        assert.equal(r.json.usage.completion_tokens, 12);
+        texts.push(r.json.choices[0].text);
+      } finally {
+        await s.stop();
+      }
+    }
+    // an 8-bit cache moves logits by ~1e-2 of their range (tests/kv_cache_i8_test.ts): no greedy
+    // near-tie on this model and prompt, so the text is the f32 cache's
+    assert.equal(texts[1], texts[0]);
+  },
+});
+
 Deno.test("server: /health answers 503 while the model loads", async () => {
   const app = new LteServer({ log: () => {} });
   const h = await app.handler(new Request("http://x/health"));

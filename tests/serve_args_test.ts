@@ -22,6 +22,8 @@ Deno.test("parseServeArgs() reads every flag and keeps the defaults otherwise", 
     "cuda",
     "--dtype",
     "bf16",
+    "--kv-dtype",
+    "i8",
     "--dense",
     "--max-batch",
     "16",
@@ -41,6 +43,8 @@ Deno.test("parseServeArgs() reads every flag and keeps the defaults otherwise", 
     ["0.0.0.0", 9000, "cuda", "bf16", false, 16, 512, 3, 7],
   );
   assert.equal(a.maxBodyBytes, 100);
+  assert.equal(a.kvDtype, "i8");
+  assert.equal(d.kvDtype, "auto");
   assert.equal(a.shutdownGraceS, 1);
   assert.ok(a.given.has("--port") && a.given.has("--dense"));
   assert.equal(d.lookahead, "auto");
@@ -54,6 +58,7 @@ Deno.test("parseServeArgs() names the bad flag", () => {
   assert.throws(() => parseServeArgs(["m", "--port", "http"]), ServeUsageError, "--port");
   assert.throws(() => parseServeArgs(["m", "--port", "70000"]), ServeUsageError, "not a port");
   assert.throws(() => parseServeArgs(["m", "--device", "tpu"]), ServeUsageError, "--device");
+  assert.throws(() => parseServeArgs(["m", "--kv-dtype", "int4"]), ServeUsageError, "--kv-dtype");
   assert.throws(() => parseServeArgs(["m", "--max-batch", "0"]), ServeUsageError, "--max-batch");
   assert.throws(() => parseServeArgs(["m", "--prot", "1"]), ServeUsageError, 'Unknown option "--prot"');
   assert.throws(() => parseServeArgs(["m", "n"]), ServeUsageError, "Two targets");
@@ -69,6 +74,9 @@ Deno.test("serve stage: schema defaults, cache: false, model folder lookup", () 
   assert.deepEqual(serveStage.inputs(c), ["adapt"]);
   assert.throws(() => serveStage.schema.parse({ from: "a", port: 99999 }));
   assert.equal(c.lookahead, "auto");
+  assert.equal(c.kv_dtype, "auto");
+  assert.equal(serveStage.schema.parse({ from: "a", kv_dtype: "i8" }).kv_dtype, "i8");
+  assert.throws(() => serveStage.schema.parse({ from: "a", kv_dtype: "int4" }));
   assert.equal(serveStage.schema.parse({ from: "a", lookahead: false }).lookahead, false);
   assert.throws(() => serveStage.schema.parse({ from: "a", lookahead: "yes" }));
   const dir = mkdtempSync(join(tmpdir(), "lte-serve-args-"));
