@@ -14,6 +14,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { linePlot, type Series } from "../report/svg_plot.ts";
+import { plotArgs, readResult } from "./_plot_cli.ts";
 
 /** One row of a decode_bench.ts result file (the fields the plots use). */
 export interface DecodeRow {
@@ -101,19 +102,10 @@ export function contextSeries(results: DecodeResult[]): Series[] {
 }
 
 if (import.meta.main) {
-  const args = [...Deno.args];
-  const oi = args.indexOf("--out");
-  if (oi < 0 || !args[oi + 1]) throw new Error("plot_decode: --out PREFIX is required (e.g. docs/results/decode_h200)");
-  const prefix = args[oi + 1]!;
-  args.splice(oi, 2);
-  if (!args.length) throw new Error("plot_decode: give one or more decode_bench.ts result files");
-  const results = args.map((f) => {
-    let r: DecodeResult;
-    try {
-      r = JSON.parse(Deno.readTextFileSync(f));
-    } catch (e) {
-      throw new Error(`plot_decode: ${f}: not a readable JSON file (${(e as Error).message})`);
-    }
+  const { out: prefix, files } = plotArgs("plot_decode", Deno.args, "PREFIX (e.g. docs/results/decode_h200)");
+  if (!files.length) throw new Error("plot_decode: give one or more decode_bench.ts result files");
+  const results = files.map((f) => {
+    const r = readResult("plot_decode", f) as unknown as DecodeResult;
     if (typeof r.prompt_tokens !== "number" || typeof r.new_tokens !== "number") {
       throw new Error(`plot_decode: ${f}: no prompt_tokens / new_tokens (not a decode_bench.ts result)`);
     }

@@ -14,6 +14,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { linePlot, type Series } from "../report/svg_plot.ts";
+import { plotArgs, readResult } from "./_plot_cli.ts";
 
 /** `sparse_ffn_bench.ts` result rows (batch, sparsity, us; ideal_us on ours). */
 interface FfnRow {
@@ -85,26 +86,15 @@ export function ffnSeries(sparse: SparseFfnResult, fused?: FusedFfnResult, fused
 }
 
 if (import.meta.main) {
-  const args = [...Deno.args];
-  const oi = args.indexOf("--out");
-  if (oi < 0 || !args[oi + 1]) throw new Error("plot_ffn: --out FILE.svg is required");
-  const outFile = args[oi + 1]!;
-  args.splice(oi, 2);
-  if (args.length < 1 || args.length > 2) {
+  const { out: outFile, files } = plotArgs("plot_ffn", Deno.args, "FILE.svg");
+  if (files.length < 1 || files.length > 2) {
     throw new Error("plot_ffn: give sparse_ffn_bench.ts's result file, then optionally fused_ffn_bench.ts's");
   }
-  const read = (f: string) => {
-    try {
-      return JSON.parse(Deno.readTextFileSync(f));
-    } catch (e) {
-      throw new Error(`plot_ffn: ${f}: not a readable JSON file (${(e as Error).message})`);
-    }
-  };
-  const sparse = read(args[0]!) as SparseFfnResult;
-  if (!Array.isArray(sparse.rows)) throw new Error(`plot_ffn: ${args[0]}: no rows (not a sparse_ffn_bench.ts result)`);
-  const fused = args[1] ? read(args[1]) as FusedFfnResult : undefined;
+  const sparse = readResult("plot_ffn", files[0]!) as unknown as SparseFfnResult;
+  if (!Array.isArray(sparse.rows)) throw new Error(`plot_ffn: ${files[0]}: no rows (not a sparse_ffn_bench.ts result)`);
+  const fused = files[1] ? readResult("plot_ffn", files[1]) as unknown as FusedFfnResult : undefined;
   if (fused && !Array.isArray(fused.results)) {
-    throw new Error(`plot_ffn: ${args[1]}: no results (not a fused_ffn_bench.ts result)`);
+    throw new Error(`plot_ffn: ${files[1]}: no results (not a fused_ffn_bench.ts result)`);
   }
   writeFileSync(
     outFile,
