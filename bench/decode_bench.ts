@@ -437,74 +437,28 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_DIAG_SKIP_ATTN: "1" },
     ref: "dense",
   },
-  // the attention with one block per (row, head), not split over positions (long --prompt runs)
-  {
-    key: "dense_attn_nosplit",
-    name: "dense, attention not split",
+  // the attention over long caches (--prompt runs), each knob reversed or moved: not split over
+  // positions; the split's smallest chunk (default 128 positions); its blocks per SM
+  // (LTE_DEC_ATTN_BPS, default 2); the loop not software-pipelined; the KV prefetch before the PDL
+  // wait always (LTE_DEC_ATTN_PF: default while the call's cache fits in 16 MiB, 0 never:
+  // dense_attnpf0 above)
+  ...([
+    ["nosplit", "not split", { LTE_DEC_ATTN_SPLIT: "0" }],
+    ["chunk64", "in chunks of >= 64", { LTE_DEC_ATTN_CHUNK: "64" }],
+    ["chunk256", "in chunks of >= 256", { LTE_DEC_ATTN_CHUNK: "256" }],
+    ["bps1", "blocks per SM 1", { LTE_DEC_ATTN_BPS: "1" }],
+    ["bps3", "blocks per SM 3", { LTE_DEC_ATTN_BPS: "3" }],
+    ["nopipe", "not software-pipelined", { LTE_DEC_ATTN_PIPE: "0" }],
+    ["pf1", "KV prefetch always", { LTE_DEC_ATTN_PF: "1" }],
+  ] as const).map(([k, label, env]): Variant => ({
+    key: `dense_attn_${k}`,
+    name: `dense, attention ${label}`,
     opts: {},
     active: null,
     batch: 1,
-    env: { LTE_DEC_ATTN_SPLIT: "0" },
+    env,
     ref: "dense",
-  },
-  // the split's smallest chunk (default 128 positions)
-  {
-    key: "dense_attn_chunk64",
-    name: "dense, attention in chunks of >= 64",
-    opts: {},
-    active: null,
-    batch: 1,
-    env: { LTE_DEC_ATTN_CHUNK: "64" },
-    ref: "dense",
-  },
-  {
-    key: "dense_attn_chunk256",
-    name: "dense, attention in chunks of >= 256",
-    opts: {},
-    active: null,
-    batch: 1,
-    env: { LTE_DEC_ATTN_CHUNK: "256" },
-    ref: "dense",
-  },
-  // the split's blocks per SM (LTE_DEC_ATTN_BPS, default 2), its KV prefetch before the PDL wait
-  // (LTE_DEC_ATTN_PF: default while the call's cache fits in 16 MiB, 1 always, 0 never: dense_attnpf0
-  // above)
-  {
-    key: "dense_attn_bps1",
-    name: "dense, attention blocks per SM 1",
-    opts: {},
-    active: null,
-    batch: 1,
-    env: { LTE_DEC_ATTN_BPS: "1" },
-    ref: "dense",
-  },
-  {
-    key: "dense_attn_bps3",
-    name: "dense, attention blocks per SM 3",
-    opts: {},
-    active: null,
-    batch: 1,
-    env: { LTE_DEC_ATTN_BPS: "3" },
-    ref: "dense",
-  },
-  {
-    key: "dense_attn_nopipe",
-    name: "dense, attention not software-pipelined",
-    opts: {},
-    active: null,
-    batch: 1,
-    env: { LTE_DEC_ATTN_PIPE: "0" },
-    ref: "dense",
-  },
-  {
-    key: "dense_attn_pf1",
-    name: "dense, attention KV prefetch always",
-    opts: {},
-    active: null,
-    batch: 1,
-    env: { LTE_DEC_ATTN_PF: "1" },
-    ref: "dense",
-  },
+  })),
   // generate(): lookahead (default on CUDA) vs off, nonblocking and blocking reads
   { key: "gen_dense", name: "gen dense, lookahead", opts: { lookahead: true }, active: null, batch: 1, generate: true },
   {
