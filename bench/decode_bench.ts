@@ -153,9 +153,10 @@ async function run(
     // bytes read per step: all weights but the FFN, plus the active share of the FFN (batch 1)
     const bytes = active === null ? wb.total : wb.total - wb.ffnDense + wb.ffnDense * (batch === 1 ? active : 1);
     // K and V of every cached position, each layer, each row: PROMPT + i positions at step i
-    const kvElem = (opts.dtype ?? "f32") === "f32" ? 4 : 2;
-    const kvBytes = batch * config.n_layer * 2 * config.n_kv_head * (config.d_model / config.n_head) * kvElem *
-      (PROMPT + (NEW - 1) / 2);
+    // (an 8-bit cache: one byte per value plus its row's f32 scale)
+    const kvDt = opts.kvDtype ?? opts.dtype ?? "f32", hd = config.d_model / config.n_head;
+    const kvElem = kvDt === "f32" ? 4 : kvDt === "i8" ? 1 + 4 / hd : 2;
+    const kvBytes = batch * config.n_layer * 2 * config.n_kv_head * hd * kvElem * (PROMPT + (NEW - 1) / 2);
     const tok = median(rates);
     return {
       tok_s: tok,
@@ -459,6 +460,16 @@ const VARIANTS: Variant[] = [
     env,
     ref: "dense",
   })),
+  // the 8-bit KV cache (kvDtype i8: int8 values + per-position scales; long --prompt runs)
+  { key: "dense_kv_i8", name: "dense, 8-bit KV cache", opts: { kvDtype: "i8" }, active: null, batch: 1, ref: "dense" },
+  {
+    key: "sparse90_kv_i8",
+    name: "sparse ~90%, 8-bit KV cache",
+    opts: { sparse: true, kvDtype: "i8" },
+    active: 0.1,
+    batch: 1,
+    ref: "dense",
+  },
   // generate(): lookahead (default on CUDA) vs off, nonblocking and blocking reads
   { key: "gen_dense", name: "gen dense, lookahead", opts: { lookahead: true }, active: null, batch: 1, generate: true },
   {
@@ -547,6 +558,15 @@ const VARIANTS: Variant[] = [
   { key: "dense_batch2", name: "dense batch 2", opts: { maxBatch: 2 }, active: null, batch: 2 },
   // (6 rows: between KERNELS' rows and the masked GEMVs' MASKED_GEMV_MIN_ROWS, tenth session)
   { key: "dense_batch6", name: "dense batch 6", opts: { maxBatch: 6 }, active: null, batch: 6 },
+  // batch 8 with the 8-bit KV cache (after dense_batch8, its reference)
+  {
+    key: "dense_batch8_kv_i8",
+    name: "dense batch 8, 8-bit KV cache",
+    opts: { maxBatch: 8, kvDtype: "i8" },
+    active: null,
+    batch: 8,
+    ref: "dense_batch8",
+  },
   // batch 8 at long contexts (--prompt): the attention not split, split at 4 blocks per SM, skipped
   ...([
     ["nosplit", "attention not split", { LTE_DEC_ATTN_SPLIT: "0" }],

@@ -6,7 +6,7 @@
  *
  * - Weights are converted once at load to `dtype` (f32, f16 or bf16); activations, norms, router
  *   weights and logits stay f32 and every sum accumulates in f32. The KV cache has the weight dtype,
- *   or `kvDtype` ("i8": int8 values with one f32 scale per position and kv head; CPU only so far).
+ *   or `kvDtype` ("i8": int8 values with one f32 scale per position and kv head).
  * - One step = embed → per layer (fused norm+QKV GEMV, RoPE + KV append, attention over the
  *   cache, O GEMV + residual, [router GEMV + hard mask], fused norm+gate/up GEMV, fused act+down
  *   GEMV + residual) → final norm + head GEMV → sampling on the device. Token ids, positions,
@@ -103,8 +103,9 @@ export interface EngineOptions {
   /**
    * The KV cache's dtype. Default: the weights' `dtype`. "i8": an 8-bit cache, one f32 scale per
    * (slot, kv head, position) beside int8 values (cuda/include/lte.h, LTE_DTYPE_I8): about half the
-   * bytes of an f16 cache (a long-context step reads its whole cache); the CPU only so far (its CUDA
-   * kernels are docs/next-steps.md item 2b).
+   * bytes of an f16 cache (a long-context step reads its whole cache). CUDA: head sizes with a flash
+   * kernel (powers of two, 8-256); its kernels await their first GPU run (branch kv8-cuda,
+   * docs/next-steps.md item 2b).
    */
   kvDtype?: "f32" | "f16" | "bf16" | "i8";
 }
@@ -241,11 +242,6 @@ function checkOptions(opts: EngineOptions, config: ModelConfig): void {
   }
   if (opts.kvDtype !== undefined && !["f32", "f16", "bf16", "i8"].includes(opts.kvDtype)) {
     throw new EngineError(`engine option kvDtype: "${opts.kvDtype}" is not supported (f32, f16, bf16, i8)`);
-  }
-  if (opts.kvDtype === "i8" && opts.device === "cuda") {
-    throw new EngineError(
-      `engine option kvDtype: "i8" runs on the CPU only so far (the 8-bit cache has no CUDA kernels yet); use f16 or bf16 on CUDA`,
-    );
   }
   if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1 || opts.maxBatch > 256) {
     throw new EngineError(`engine option maxBatch: ${opts.maxBatch} must be an integer in [1, 256]`);

@@ -724,13 +724,13 @@ __global__ void rope_append_kernel(float *qkv, int ld, T *kc, T *vc, const int32
         v[e] = a0;
         v[e + half] = a1;
       }
-      if (h >= H) {
+      if (h >= H && kc != nullptr) {
         const int g = h - H;
         const size_t base = (((size_t)slot * HKV + g) * max_t + p) * D;
         kc[base + e] = from_f<T>(a0);
         kc[base + e + half] = from_f<T>(a1);
       }
-    } else {
+    } else if (kc != nullptr) {  // (kc == nullptr: the rotation only; an 8-bit cache appends apart)
       j -= (int64_t)(H + HKV) * half;
       const int g = (int)(j / D), d = (int)(j % D);
       const size_t base = (((size_t)slot * HKV + g) * max_t + p) * D;
@@ -752,6 +752,40 @@ __global__ void append_odd_kernel(const float *qkv, int ld, T *kc, T *vc, const 
     kc[base + d] = from_f<T>(row[(size_t)(H + g) * D + d]);
     vc[base + d] = from_f<T>(row[(size_t)(H + HKV + g) * D + d]);
   }
+}
+
+/* LTE_DTYPE_I8 caches (lte.h): n_values int8 values, then one f32 scale per cached row. */
+__host__ __device__ inline float *i8_scales(void *cache, int64_t n_values) {
+  return reinterpret_cast<float *>(static_cast<char *>(cache) + LTE_KV_I8_SCALES(n_values));
+}
+
+/* x / scale rounded half to even, clamped to [-127, 127], NaN -> 0: the CPU reference's rule. */
+__device__ __forceinline__ int8_t i8_quant(float x, float scale) {
+  const float r = rintf(x / scale);
+  if (r != r) return 0;
+  return (int8_t)fminf(fmaxf(r, -127.0f), 127.0f);
+}
+
+/* The 8-bit append: one block per (row, K or V, kv head) quantizes that head's (rotated) row of
+   qkv with scale = max|x| / 127 and stores the values and the scale. */
+constexpr int kQuantThreads = 128;
+__global__ void __launch_bounds__(kQuantThreads)
+    quant_append_kernel(const float *qkv, int ld, int8_t *kc, int8_t *vc, const int32_t *slots, const int32_t *pos,
+                        int H, int HKV, int D, int max_t, int64_t n_values) {
+  pdl_prologue();
+  __shared__ float red[32];
+  const int r = blockIdx.x / (2 * HKV), j = blockIdx.x % (2 * HKV);
+  const bool is_v = j >= HKV;
+  const int g = is_v ? j - HKV : j;
+  const float *x = qkv + (size_t)r * ld + (size_t)((is_v ? H + HKV : H) + g) * D;
+  float m = 0.0f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) m = fmaxf(m, fabsf(x[d]));
+  m = block_max(m, red);
+  const float scale = m / 127.0f;
+  const size_t crow = ((size_t)slots[r] * HKV + g) * max_t + pos[r];
+  int8_t *dst = is_v ? vc : kc;
+  if (threadIdx.x == 0) i8_scales(dst, n_values)[crow] = scale;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) dst[crow * D + d] = scale > 0.0f ? i8_quant(x[d], scale) : 0;
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -1124,13 +1158,10 @@ using namespace lte;
     }                                                                                                       \
   } while (0)
 
-/* The KV cache's dtype: the CPU reference also takes LTE_DTYPE_I8 (lte.h); its kernels are not built yet. */
-#define LTE_REQUIRE_KVDT(dt)                                                                                \
-  do {                                                                                                      \
-    if ((dt) == LTE_DTYPE_I8)                                                                               \
-      return lte::fail(ctx, LTE_STATUS_UNSUPPORTED, FN,                                                     \
-                       "kvdtype i8: the 8-bit KV cache has no CUDA kernels yet (CPU only)");               \
-    LTE_REQUIRE_WDT(dt);                                                                                    \
+/* The KV cache's dtype: a weight dtype or LTE_DTYPE_I8 (lte.h). */
+#define LTE_REQUIRE_KVDT(dt)                \
+  do {                                      \
+    if ((dt) != LTE_DTYPE_I8) LTE_REQUIRE_WDT(dt); \
   } while (0)
 
 extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x,
@@ -1346,7 +1377,17 @@ extern "C" LTE_API lte_status lte_dec_rope_append(lte_ctx_t *ctx, lte_dtype kvdt
     LTE_CUDA_TRY(dlaunch(rope_append_kernel<T>, dim3(g), dim3(kThreads), 0, ctx->stream, F32W(qkv), ld, static_cast<T *>(k_cache),            \
                                                            static_cast<T *>(v_cache), slots, pos, rows, heads, \
                                                            kv_heads, head_dim, max_t, theta))
-  if (kvdtype == LTE_DTYPE_F32) LTE_RA(float);
+  if (kvdtype == LTE_DTYPE_I8) {
+    // the rotation in place (no append), then the quantizing append, one block per (row, K/V, head)
+    if (!odd && theta > 0.0f)
+      LTE_CUDA_TRY(dlaunch(rope_append_kernel<float>, dim3(g), dim3(kThreads), 0, ctx->stream, F32W(qkv), ld,
+                           static_cast<float *>(nullptr), static_cast<float *>(nullptr), slots, pos, rows, heads,
+                           kv_heads, head_dim, max_t, theta));
+    LTE_CUDA_TRY(dlaunch(quant_append_kernel, dim3((unsigned)rows * 2u * (unsigned)kv_heads), dim3(kQuantThreads), 0,
+                         ctx->stream, F32(qkv), ld, static_cast<int8_t *>(k_cache), static_cast<int8_t *>(v_cache),
+                         slots, pos, heads, kv_heads, head_dim, max_t,
+                         (int64_t)n_slots * kv_heads * max_t * head_dim));
+  } else if (kvdtype == LTE_DTYPE_F32) LTE_RA(float);
   else if (kvdtype == LTE_DTYPE_F16) LTE_RA(__half);
   else LTE_RA(__nv_bfloat16);
 #undef LTE_RA
@@ -1394,12 +1435,15 @@ extern "C" LTE_API lte_status lte_dec_attention(lte_ctx_t *ctx, lte_dtype kvdtyp
   {
     cudaError_t e = cudaSuccess;
     if (launch_flash<false>(ctx, kvdtype, F32(qkv), ld, const_cast<void *>(k_cache), const_cast<void *>(v_cache), slots,
-                            pos, F32W(out), rows, heads, kv_heads, head_dim, max_t, scale, 0.0f,
+                            pos, F32W(out), rows, heads, kv_heads, head_dim, n_slots, max_t, scale, 0.0f,
                             ctx->stream, &e)) {
       LTE_CUDA_TRY(e);
       return LTE_STATUS_OK;
     }
   }
+  LTE_REQUIRE(kvdtype != LTE_DTYPE_I8,
+              "kvdtype i8 needs head_dim a power of two in [8, 256] on CUDA (head_dim %d; the flash kernel)",
+              (int)head_dim);
   if (kvdtype == LTE_DTYPE_F32) {
     if (vec) LTE_ATT(float, true); else LTE_ATT(float, false);
   } else if (kvdtype == LTE_DTYPE_F16) {
@@ -1441,7 +1485,7 @@ extern "C" LTE_API lte_status lte_dec_rope_attention(lte_ctx_t *ctx, lte_dtype k
   if (skip != nullptr && skip[0] == '1') return LTE_STATUS_OK;
   cudaError_t e = cudaSuccess;
   if (launch_flash<true>(ctx, kvdtype, F32(qkv), ld, k_cache, v_cache, slots, pos, F32W(out), rows, heads, kv_heads,
-                         head_dim, max_t, scale, theta, ctx->stream, &e)) {
+                         head_dim, n_slots, max_t, scale, theta, ctx->stream, &e)) {
     LTE_CUDA_TRY(e);
     return LTE_STATUS_OK;
   }

@@ -82,6 +82,17 @@ struct Raw8<__nv_bfloat16> {
   }
 };
 
+template <>
+struct Raw8<int8_t> {  // an 8-bit cache (LTE_DTYPE_I8): the values only; the row's scale is applied apart
+  uint2 u;
+  __device__ __forceinline__ void load(const int8_t *p) { u = __ldg(reinterpret_cast<const uint2 *>(p)); }
+  __device__ __forceinline__ void get(float *o) const {
+    const char4 a = *reinterpret_cast<const char4 *>(&u.x), b = *reinterpret_cast<const char4 *>(&u.y);
+    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+  }
+};
+
 /* One online-softmax update of a group's state with score s (already scaled) and value v. */
 __device__ __forceinline__ void flash_update(float s, const float *v, float &m, float &l, float *acc) {
   const float mn = fmaxf(m, s);
@@ -90,6 +101,14 @@ __device__ __forceinline__ void flash_update(float s, const float *v, float &m, 
 #pragma unroll
   for (int j = 0; j < 8; j++) acc[j] = fmaf(acc[j], c, p * v[j]);
   m = mn;
+}
+
+/* A value as the cache holds it: rounded through T; an 8-bit cache rounds per row later (its
+   scale needs the whole row), so the value passes unchanged here. */
+template <class T>
+__device__ __forceinline__ float cache_round(float v) {
+  if constexpr (std::is_same<T, int8_t>::value) return v;
+  else return to_f(from_f<T>(v));
 }
 
 /* RoPE of pair e at position p: angle p * theta^(-2e / D) in double, as the CPU reference. */
@@ -103,7 +122,9 @@ template <class T, int LP, bool FUSED, bool PIPE>
 __global__ void __launch_bounds__(kFlashWarps * 32)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                            float *out, int H, int HKV, int max_t, float scale, float theta, int pf_max_pos,
-                           int nsplit, int min_chunk, float *part, int *cnt) {
+                           int nsplit, int min_chunk, float *part, int *cnt, float *ksc, float *vsc) {
+  // ksc, vsc: the per-row scales of an 8-bit cache (T = int8_t; lte.h LTE_DTYPE_I8), else unused
+  constexpr bool I8 = std::is_same<T, int8_t>::value;
   constexpr int D = LP * 8;
   constexpr int PPW = 32 / LP;          // positions per warp per load
   constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
@@ -111,6 +132,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
   __shared__ int s_last;
+  __shared__ float s_scale[2];  // an 8-bit cache: the new position's k and v scales
   // block = ((row, head), split sp)
   const int rh = blockIdx.x / nsplit, sp = blockIdx.x % nsplit;
   const int r = rh / H, h = rh % H;
@@ -173,12 +195,41 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
       s_q[e] = __fsub_rn(__fmul_rn(qa, c), __fmul_rn(qb, s));
       s_q[e + half] = __fadd_rn(__fmul_rn(qb, c), __fmul_rn(qa, s));
       // the cache holds k in T: the new position is used exactly as a cached one would be
-      s_k[e] = to_f(from_f<T>(__fsub_rn(__fmul_rn(ka, c), __fmul_rn(kb, s))));
-      s_k[e + half] = to_f(from_f<T>(__fadd_rn(__fmul_rn(kb, c), __fmul_rn(ka, s))));
+      // (an 8-bit cache: rounded below, once the row's scale is known)
+      s_k[e] = cache_round<T>(__fsub_rn(__fmul_rn(ka, c), __fmul_rn(kb, s)));
+      s_k[e + half] = cache_round<T>(__fadd_rn(__fmul_rn(kb, c), __fmul_rn(ka, s)));
     }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) s_v[d] = to_f(from_f<T>(row[(size_t)(H + HKV + g) * D + d]));
+    for (int d = threadIdx.x; d < D; d += blockDim.x) s_v[d] = cache_round<T>(row[(size_t)(H + HKV + g) * D + d]);
     __syncthreads();
-    if (h % (H / HKV) == 0 && sp == 0) {  // the kv group's first q head appends (split 0)
+    const bool appends = h % (H / HKV) == 0 && sp == 0;  // the kv group's first q head appends (split 0)
+    if constexpr (I8) {
+      // scale = max|x| / 127 per row (warp 0: k, warp 1: v), then the values as the cache holds them
+      if (warp < 2) {
+        const float *x = warp == 0 ? s_k : s_v;
+        float mx = 0.0f;
+        for (int d = lane; d < D; d += 32) mx = fmaxf(mx, fabsf(x[d]));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        if (lane == 0) s_scale[warp] = mx / 127.0f;
+      }
+      __syncthreads();
+      const float ksn = s_scale[0], vsn = s_scale[1];
+      const size_t crow = head0 / D + (size_t)p;
+      if (appends && threadIdx.x == 0) {
+        ksc[crow] = ksn;
+        vsc[crow] = vsn;
+      }
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        const int8_t qk = ksn > 0.0f ? i8_quant(s_k[d], ksn) : 0, qv = vsn > 0.0f ? i8_quant(s_v[d], vsn) : 0;
+        if (appends) {
+          kc[head0 + (size_t)p * D + d] = qk;
+          vc[head0 + (size_t)p * D + d] = qv;
+        }
+        s_k[d] = (float)qk * ksn;
+        s_v[d] = (float)qv * vsn;
+      }
+      __syncthreads();
+    } else if (appends) {
       for (int d = threadIdx.x; d < D; d += blockDim.x) {
         kc[head0 + (size_t)p * D + d] = from_f<T>(s_k[d]);
         vc[head0 + (size_t)p * D + d] = from_f<T>(s_v[d]);
@@ -198,17 +249,23 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   // One trip of the warp: positions tb + sub + u G (u < kAttnU) of the lane's group, masked past t_hi.
   // The trip count must be the same for the whole warp (its groups hold different positions and
   // the shuffles below need all 32 lanes): loop on the warp's first position, mask per lane.
-  auto load_trip = [&](int tb, Raw8<T> *kr, Raw8<T> *vr) {
+  // (an 8-bit cache: each position's K and V scales travel with its values, sk / sv)
+  const size_t row0 = head0 / D;  // the head's position 0 among the cache's rows
+  auto load_trip = [&](int tb, Raw8<T> *kr, Raw8<T> *vr, float *sk, float *sv) {
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
       const int t = tb + sub + u * G;
       if (t < t_hi) {
         kr[u].load(kc + base + (size_t)t * D);
         vr[u].load(vc + base + (size_t)t * D);
+        if constexpr (I8) {
+          sk[u] = __ldg(ksc + row0 + t);
+          sv[u] = __ldg(vsc + row0 + t);
+        }
       }
     }
   };
-  auto score_trip = [&](int tb, const Raw8<T> *kr, const Raw8<T> *vr) {
+  auto score_trip = [&](int tb, const Raw8<T> *kr, const Raw8<T> *vr, const float *sk, const float *sv) {
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
       const int t = tb + sub + u * G;
@@ -222,6 +279,11 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
       if (t >= t_hi) continue;  // uniform within the group (same t for its LP lanes)
       float vv[8];
       vr[u].get(vv);
+      if constexpr (I8) {
+        s *= sk[u];
+#pragma unroll
+        for (int j = 0; j < 8; j++) vv[j] *= sv[u];
+      }
       flash_update(s * scale, vv, m, l, acc);
     }
   };
@@ -229,23 +291,28 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   if (PIPE) {
     // software-pipelined: the next trip's K and V are in flight while this trip's dots and softmax run
     Raw8<T> kr[kAttnU], vr[kAttnU];
+    float sk[kAttnU] = {}, sv[kAttnU] = {};
     int tb = t_lo + warp * PPW;
-    if (tb < t_hi) load_trip(tb, kr, vr);
+    if (tb < t_hi) load_trip(tb, kr, vr, sk, sv);
     for (; tb < t_hi; tb += kTrip) {
       Raw8<T> kn[kAttnU] = {}, vn[kAttnU] = {};
-      if (tb + kTrip < t_hi) load_trip(tb + kTrip, kn, vn);
-      score_trip(tb, kr, vr);
+      float skn[kAttnU] = {}, svn[kAttnU] = {};
+      if (tb + kTrip < t_hi) load_trip(tb + kTrip, kn, vn, skn, svn);
+      score_trip(tb, kr, vr, sk, sv);
 #pragma unroll
       for (int u = 0; u < kAttnU; u++) {
         kr[u] = kn[u];
         vr[u] = vn[u];
+        sk[u] = skn[u];
+        sv[u] = svn[u];
       }
     }
   } else {
     for (int tb = t_lo + warp * PPW; tb < t_hi; tb += kTrip) {
       Raw8<T> kr[kAttnU], vr[kAttnU];
-      load_trip(tb, kr, vr);
-      score_trip(tb, kr, vr);
+      float sk[kAttnU] = {}, sv[kAttnU] = {};
+      load_trip(tb, kr, vr, sk, sv);
+      score_trip(tb, kr, vr, sk, sv);
     }
   }
   if (FUSED && warp == 0 && sp == 0) {  // the new position, from shared memory, in group 0 of split 0
@@ -362,7 +429,8 @@ inline int attention_prefetch_positions(int rows, int HKV, int D, lte_dtype kvdt
   if (pf != nullptr && pf[0] == '1') return INT_MAX;
   const char *mb = getenv("LTE_DEC_ATTN_PF_MB");
   const double budget = (mb ? atof(mb) : 16.0) * 1048576.0;
-  const double per_pos = 2.0 * (rows > 0 ? rows : 1) * HKV * D * (kvdtype == LTE_DTYPE_F32 ? 4 : 2);
+  const double per_pos =
+      2.0 * (rows > 0 ? rows : 1) * HKV * D * (kvdtype == LTE_DTYPE_F32 ? 4 : kvdtype == LTE_DTYPE_I8 ? 1 : 2);
   const double n = budget / per_pos;
   return n >= (double)INT_MAX ? INT_MAX : n > 0.0 ? (int)n : 0;
 }
@@ -370,10 +438,14 @@ inline int attention_prefetch_positions(int rows, int HKV, int D, lte_dtype kvdt
 /* Launches the flash kernel when the head size has one (D = 8..256, powers of two); false = no. */
 template <bool FUSED>
 bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, void *kc, void *vc,
-                  const int32_t *slots, const int32_t *pos, float *out, int rows, int H, int HKV, int D, int max_t,
-                  float scale, float theta, cudaStream_t st, cudaError_t *err) {
+                  const int32_t *slots, const int32_t *pos, float *out, int rows, int H, int HKV, int D, int n_slots,
+                  int max_t, float scale, float theta, cudaStream_t st, cudaError_t *err) {
   const int lp = D / 8;
   if (D % 8 != 0 || (lp & (lp - 1)) != 0 || lp > 32 || !flash_attention_enabled()) return false;
+  // an 8-bit cache's per-row scales (lte.h LTE_DTYPE_I8), after its n_values values
+  const int64_t n_values = (int64_t)n_slots * HKV * max_t * D;
+  float *ksc = kvdtype == LTE_DTYPE_I8 ? i8_scales(kc, n_values) : nullptr;
+  float *vsc = kvdtype == LTE_DTYPE_I8 ? i8_scales(vc, n_values) : nullptr;
   if ((uintptr_t)kc % 16 != 0 || (uintptr_t)vc % 16 != 0) return false;
   int chunk = max_t, *cnt = nullptr;
   float *part = nullptr;
@@ -386,10 +458,10 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
 #define LTE_FLASH(T, LP)                                                                                        \
   *err = pipe ? dlaunch(attention_flash_kernel<T, LP, FUSED, true>, grid, block, 0, st, qkv, ld,                 \
                         static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
-                        pf_max_pos, nsplit, chunk, part, cnt)                                                     \
+                        pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)                                           \
               : dlaunch(attention_flash_kernel<T, LP, FUSED, false>, grid, block, 0, st, qkv, ld,                \
                         static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
-                        pf_max_pos, nsplit, chunk, part, cnt)
+                        pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)
 #define LTE_FLASH_D(T)                        \
   do {                                        \
     if (lp == 1) LTE_FLASH(T, 1);             \
@@ -400,6 +472,7 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
     else LTE_FLASH(T, 32);                    \
   } while (0)
   if (kvdtype == LTE_DTYPE_F32) LTE_FLASH_D(float);
+  else if (kvdtype == LTE_DTYPE_I8) LTE_FLASH_D(int8_t);
   else if (kvdtype == LTE_DTYPE_F16) LTE_FLASH_D(__half);
   else LTE_FLASH_D(__nv_bfloat16);
 #undef LTE_FLASH_D

@@ -28,6 +28,7 @@ import {
   Engine,
   type EngineOptions,
   GREEDY,
+  kvCacheBytes,
   MASKED_DENSE_MIN_ROWS,
   MASKED_DENSE_MIN_UNION,
   MASKED_GEMV_MIN_ROWS,
@@ -780,6 +781,144 @@ for (const family of ["llama", "gpt2"] as const) {
     },
   });
 }
+
+/**
+ * The 8-bit KV cache (kvdtype i8, lte.h LTE_DTYPE_I8): the fused RoPE + append + attention of a decode
+ * step in every flash variant, then the plain attention over the caches it left, against the CPU
+ * reference. Caches start as random int8 values with random positive scales. The new position's k
+ * is rotated in double on both backends; a last-bit difference can move one int8 value by 1, hence
+ * a tolerance of about one quantization step.
+ */
+Deno.test({
+  name: "engine ops: the 8-bit KV cache (i8): rope+attention, append and attention agree CPU<->CUDA",
+  ignore: !hasCuda,
+  fn() {
+    const rng = new Rng(41);
+    for (
+      const [H, HKV, D, T, theta] of [[4, 2, 16, 20, 10000], [4, 4, 64, 70, 10000], [2, 1, 128, 300, 500000], [
+        4,
+        2,
+        64,
+        40,
+        0,
+      ]] as const
+    ) {
+      for (const [kernel, env] of ATTN_VARIANTS.filter(([k]) => k !== "old")) {
+        withDecEnv(env, () => {
+          const NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8, cacheRows = NS * HKV * T;
+          const bytes = kvCacheBytes("i8", cacheRows, D), at = Math.ceil((cacheRows * D) / 16) * 16;
+          const init = () => {
+            const b = new Uint8Array(bytes);
+            const q = new Int8Array(b.buffer, 0, cacheRows * D), sc = new Float32Array(b.buffer, at, cacheRows);
+            for (let i = 0; i < q.length; i++) q[i] = rng.int(255) - 127;
+            for (let i = 0; i < sc.length; i++) sc[i] = 0.005 + 0.02 * rng.uniform();
+            return b;
+          };
+          const kc = Pair.of(init()), vc = Pair.of(init()), qkv = Pair.of(rng.normals(rows * ld, 1));
+          const slots = Pair.of(Int32Array.from([3, 0, 1])), ps = Pair.of(Int32Array.from([T - 1, 0, 9]));
+          const out = new Pair(rows * H * D * 4);
+          const args = (kd: Kind) =>
+            [qkv.p[kd], ld, kc.p[kd], vc.p[kd], slots.p[kd], ps.p[kd], out.p[kd], rows, H, HKV, D, NS, T] as const;
+          both((kd) => {
+            const [q, l, k, v, sl, p, o] = args(kd);
+            return getBackend(kd).sym.lte_dec_rope_attention(
+              getBackend(kd).ctx,
+              DTypeCode.i8,
+              q,
+              l,
+              k,
+              v,
+              sl,
+              p,
+              o,
+              rows,
+              H,
+              HKV,
+              D,
+              NS,
+              T,
+              theta,
+              1 / Math.sqrt(D),
+            );
+          }, "lte_dec_rope_attention i8");
+          const tag = `i8_D${D}_${kernel}`;
+          const eo = rel(out.f32("cuda"), out.f32("cpu"));
+          report[`rope_attention_${tag}`] = eo;
+          assert(eo < 1e-2, `rope_attention ${tag}: ${eo}`);
+          // the caches after the append, dequantized (values x their row's scale)
+          for (const c of [kc, vc]) {
+            const deq = (kd: Kind) => {
+              const b = new Uint8Array(bytes);
+              getBackend(kd).read(b, c.p[kd]);
+              const q = new Int8Array(b.buffer, 0, cacheRows * D), sc = new Float32Array(b.buffer, at, cacheRows);
+              return Float32Array.from(q, (x, i) => x * sc[Math.floor(i / D)]!);
+            };
+            const ec = rel(deq("cuda"), deq("cpu"));
+            assert(ec < 2e-2, `${tag}: cache after append: ${ec}`);
+          }
+          // the plain attention (prefill's op) over the caches each backend now holds
+          both((kd) => {
+            const [q, l, k, v, sl, p, o] = args(kd);
+            return getBackend(kd).sym.lte_dec_attention(
+              getBackend(kd).ctx,
+              DTypeCode.i8,
+              q,
+              l,
+              k,
+              v,
+              sl,
+              p,
+              o,
+              rows,
+              H,
+              HKV,
+              D,
+              NS,
+              T,
+              1 / Math.sqrt(D),
+            );
+          }, "lte_dec_attention i8");
+          const ea = rel(out.f32("cuda"), out.f32("cpu"));
+          report[`attention_${tag}`] = ea;
+          assert(ea < 1e-2, `attention ${tag}: ${ea}`);
+          for (const p of [kc, vc, qkv, slots, ps, out]) p.free();
+        });
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "engine: kvDtype i8 decoding on CUDA (graphs, batch 3) agrees with the CPU engine's i8 cache",
+  ignore: !hasCuda,
+  async fn() {
+    const config = tiny("llama");
+    const arrays = initArrays(config, 12);
+    const prompts = [[1, 50, 99, 3, 200], [7, 8], [250, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 9]];
+    const base: EngineOptions = {
+      device: "cpu",
+      dtype: "f32",
+      sparse: false,
+      maxBatch: 3,
+      maxContext: 64,
+      lookahead: false,
+      kvDtype: "i8",
+    };
+    for (const dt of ["f32", "f16"] as const) {
+      const cpu = Engine.fromArrays(config, arrays, { ...base, dtype: dt }, { tokenizer });
+      const gpu = Engine.fromArrays(config, arrays, { ...base, dtype: dt, device: "cuda" }, { tokenizer });
+      try {
+        const a = await decode(gpu, prompts, 12), b = await decode(cpu, prompts, 12);
+        const worst = agree(a, b, 2e-2, `kv i8 ${dt}`);
+        report[`engine_llama_${dt}_kv_i8`] = worst;
+        assert(worst < 2e-2, `kv i8 ${dt}: logits differ by ${worst}`);
+      } finally {
+        cpu.dispose();
+        gpu.dispose();
+      }
+    }
+  },
+});
 
 // 8-row steps and prefill chunks: the paths the batch-3 test above never reaches. By default
 // (twelfth session) the GEMVs of 8+ rows run on cuBLAS, the sparse ones as "masked dense"
