@@ -49,7 +49,7 @@ Options:
   --port N          port (default 8080; 0 picks a free one)
   --device D        cpu | cuda | auto (default cpu)
   --dtype T         f32 | f16 | bf16 (default f32)
-  --kv-dtype T      KV cache: f32 | f16 | bf16 | i8 (8-bit, per-position scales; cpu only so far) |
+  --kv-dtype T      KV cache: f32 | f16 | bf16 | i8 (8-bit, per-position scales) |
                     auto (default: the weights' dtype)
   --sparse          LTE-sparse FFN (needs routers); --dense: dense FFN (default: sparse when routers exist)
   --max-batch N     engine slots decoded together (default 8)

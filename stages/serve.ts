@@ -32,7 +32,7 @@ const Config = z.strictObject({
   device: z.enum(["cpu", "cuda", "auto"]).nullable().default(null).describe("default: the pipeline's device"),
   dtype: z.enum(["f32", "f16", "bf16"]).default(SERVE_DEFAULTS.dtype),
   kv_dtype: z.enum(["f32", "f16", "bf16", "i8", "auto"]).default(SERVE_DEFAULTS.kvDtype).describe(
-    "the KV cache's dtype; i8: 8-bit with per-position scales (cpu only so far); auto: the weights'",
+    "the KV cache's dtype; i8: 8-bit with per-position scales (cuda: head sizes 8-256, powers of two); auto: the weights'",
   ),
   sparse: z.union([z.boolean(), z.literal("auto")]).default(SERVE_DEFAULTS.sparse),
   max_batch: z.number().int().min(1).default(SERVE_DEFAULTS.maxBatch),

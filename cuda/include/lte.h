@@ -495,7 +495,7 @@ LTE_API lte_status lte_dec_embed(lte_ctx_t *ctx, lte_dtype wdtype, const int32_t
    parts of qkv in place, then K/V append: cache[slot[r], g, pos[r], :] = k / v of row r.
      qkv: (R, ld) f32 with q at [0, H*D), k at [H*D, (H+HKV)*D), v at [(H+HKV)*D, (H+2HKV)*D)
      k_cache, v_cache: (n_slots, HKV, T, D) in kvdtype. theta = 0: no rotation (GPT-2).
-   kvdtype LTE_DTYPE_I8 (an 8-bit cache; CPU only so far): each cache block holds the int8 values
+   kvdtype LTE_DTYPE_I8 (an 8-bit cache; CUDA: head sizes 8-256, powers of two): each cache block holds the int8 values
    (n_slots, HKV, T, D) and then, from byte LTE_KV_I8_SCALES(n_slots * HKV * T * D) on, one f32 scale
    per (slot, kv head, position). A position's row x is stored as scale = max|x| / 127 and
    q = round-half-even(x / scale) clamped to [-127, 127] (0 and scale 0 for an all-zero row); it
