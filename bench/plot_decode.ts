@@ -86,7 +86,13 @@ export function speedupSeries(results: DecodeResult[]): Series[] {
 
 /** Device ms per step against the positions cached at the last step, per row kind, across files. */
 export function contextSeries(results: DecodeResult[]): Series[] {
-  const kinds: [string, string][] = [["dense", "dense"], ["sparse50", "sparse ~50 %"], ["sparse90", "sparse ~90 %"]];
+  const kinds: [string, string][] = [
+    ["dense", "dense"],
+    ["sparse50", "sparse ~50 %"],
+    ["sparse90", "sparse ~90 %"],
+    ["dense_kv_i8", "dense, 8-bit KV cache"],
+    ["sparse90_kv_i8", "sparse ~90 %, 8-bit KV cache"],
+  ];
   const out: Series[] = [];
   for (const [key, name] of kinds) {
     const points = results

@@ -43,13 +43,18 @@ Deno.test("plot_decode: speed-up and byte bound per file; files without sparse r
 });
 
 Deno.test("plot_decode: step time against the last step's positions, sorted, per row kind", () => {
-  const long = file(3960, { dense: { device_ms_per_step: 4.1 }, sparse90: { device_ms_per_step: 2.7 } });
+  const long = file(3960, {
+    dense: { device_ms_per_step: 4.1 },
+    sparse90: { device_ms_per_step: 2.7 },
+    dense_kv_i8: { device_ms_per_step: 3.8 },
+  });
   const short = file(16, { dense: { device_ms_per_step: 3.6 }, sparse50: { device_ms_per_step: 2.8 } });
   const s = contextSeries([long, short]);
   assert.deepEqual(s.map((x) => [x.name, x.points]), [
     ["dense", [[25, 3.6], [3969, 4.1]]],
     ["sparse ~50 %", [[25, 2.8]]],
     ["sparse ~90 %", [[3969, 2.7]]],
+    ["dense, 8-bit KV cache", [[3969, 3.8]]],
   ]);
 });
 

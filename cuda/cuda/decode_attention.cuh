@@ -357,16 +357,24 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   __syncthreads();
   if (!s_last) return;
   __threadfence();  // the other chunks' partials, published before their arrivals
+  // each chunk's weight exp(M_k - Mx) once, in shared memory, for L and every output dimension
   const float *p0 = part + (size_t)rh * nsplit * (D + 2);
+  __shared__ float s_w[kAttnMaxSplit];
+  __shared__ float s_inv;
   float Mx = -INFINITY;
   for (int k = 0; k < n_act; k++) Mx = fmaxf(Mx, __ldcg(p0 + (size_t)k * (D + 2)));
-  float Lx = 0.0f;
-  for (int k = 0; k < n_act; k++) Lx += __ldcg(p0 + (size_t)k * (D + 2) + 1) * expf(__ldcg(p0 + (size_t)k * (D + 2)) - Mx);
-  const float inv = 1.0f / Lx;
+  for (int k = threadIdx.x; k < n_act; k += blockDim.x) s_w[k] = expf(__ldcg(p0 + (size_t)k * (D + 2)) - Mx);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float Lx = 0.0f;
+    for (int k = 0; k < n_act; k++) Lx += __ldcg(p0 + (size_t)k * (D + 2) + 1) * s_w[k];
+    s_inv = 1.0f / Lx;
+  }
+  __syncthreads();
+  const float inv = s_inv;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float v = 0.0f;
-    for (int k = 0; k < n_act; k++)
-      v = fmaf(__ldcg(p0 + (size_t)k * (D + 2) + 2 + d), expf(__ldcg(p0 + (size_t)k * (D + 2)) - Mx), v);
+    for (int k = 0; k < n_act; k++) v = fmaf(__ldcg(p0 + (size_t)k * (D + 2) + 2 + d), s_w[k], v);
     o[d] = v * inv;
   }
   if (threadIdx.x == 0) cnt[rh] = 0;  // every chunk has arrived: ready for the next launch
