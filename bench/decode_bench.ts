@@ -470,6 +470,15 @@ const VARIANTS: Variant[] = [
     batch: 1,
     ref: "dense",
   },
+  {
+    key: "dense_kv_i8_attn_nopipe",
+    name: "dense, 8-bit KV cache, attention not software-pipelined",
+    opts: { kvDtype: "i8" },
+    active: null,
+    batch: 1,
+    env: { LTE_DEC_ATTN_PIPE: "0" },
+    ref: "dense",
+  },
   // generate(): lookahead (default on CUDA) vs off, nonblocking and blocking reads
   { key: "gen_dense", name: "gen dense, lookahead", opts: { lookahead: true }, active: null, batch: 1, generate: true },
   {

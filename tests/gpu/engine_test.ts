@@ -814,7 +814,8 @@ Deno.test({
             for (let i = 0; i < sc.length; i++) sc[i] = 0.005 + 0.02 * rng.uniform();
             return b;
           };
-          const kc = Pair.of(init()), vc = Pair.of(init()), qkv = Pair.of(rng.normals(rows * ld, 1));
+          const qkv0 = rng.normals(rows * ld, 1);
+          const kc = Pair.of(init()), vc = Pair.of(init()), qkv = Pair.of(qkv0);
           const slots = Pair.of(Int32Array.from([3, 0, 1])), ps = Pair.of(Int32Array.from([T - 1, 0, 9]));
           const out = new Pair(rows * H * D * 4);
           const args = (kd: Kind) =>
@@ -856,7 +857,9 @@ Deno.test({
             const ec = rel(deq("cuda"), deq("cpu"));
             assert(ec < 2e-2, `${tag}: cache after append: ${ec}`);
           }
-          // the plain attention (prefill's op) over the caches each backend now holds
+          // the plain attention (prefill's op) over the caches each backend now holds; the fused op
+          // leaves qkv's q and k unspecified (the CPU rotates them in place): the same qkv on both
+          for (const kd of ["cpu", "cuda"] as const) getBackend(kd).write(qkv.p[kd], qkv0);
           both((kd) => {
             const [q, l, k, v, sl, p, o] = args(kd);
             return getBackend(kd).sym.lte_dec_attention(
