@@ -226,9 +226,34 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
     }
     for (int d = threadIdx.x; d < D; d += blockDim.x) s_v[d] = cache_round<T>(row[(size_t)(H + HKV + g) * D + d]);
     __syncthreads();
-    const bool appends = h % (H / HKV) == 0 && sp == 0;  // the kv group's first q head appends (split 0)
-    if constexpr (I8) {
-      // scale = max|x| / 127 per row (warp 0: k, warp 1: v), then the values as the cache holds them
+    // the kv group's first q head appends (split 0); an 8-bit cache: quantize_new below
+    if constexpr (!I8) {
+      if (h % (H / HKV) == 0 && sp == 0) {
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+          kc[head0 + (size_t)p * D + d] = from_f<T>(s_k[d]);
+          vc[head0 + (size_t)p * D + d] = from_f<T>(s_v[d]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < VL; j++) q[j] = s_q[lg * VL + j];
+  } else {
+    const float *qp = row + (size_t)h * D + lg * VL;
+#pragma unroll
+    for (int j = 0; j < VL; j++) q[j] = qp[j];
+  }
+  const size_t base = head0 + (size_t)lg * VL;
+  float m = -INFINITY, l = 0.0f, acc[VL];
+#pragma unroll
+  for (int j = 0; j < VL; j++) acc[j] = 0.0f;
+  // An 8-bit cache, FUSED, split 0 (the only blocks that score the new position): the new k and v
+  // rows quantized (scale = max|x| / 127 per row; warp 0: k, warp 1: v) into s_k / s_v as the cache
+  // will hold them, appended by the kv group's first q head. Called once the first trip's loads are
+  // in flight: its two barriers then overlap them rather than delay them. Block-uniform.
+  auto quantize_new = [&]() {
+    if constexpr (FUSED && I8) {
+      if (sp != 0) return;
+      const bool appends = h % (H / HKV) == 0;
       if (warp < 2) {
         const float *x = warp == 0 ? s_k : s_v;
         float mx = 0.0f;
@@ -254,23 +279,8 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
         s_v[d] = (float)qv * vsn;
       }
       __syncthreads();
-    } else if (appends) {
-      for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        kc[head0 + (size_t)p * D + d] = from_f<T>(s_k[d]);
-        vc[head0 + (size_t)p * D + d] = from_f<T>(s_v[d]);
-      }
     }
-#pragma unroll
-    for (int j = 0; j < VL; j++) q[j] = s_q[lg * VL + j];
-  } else {
-    const float *qp = row + (size_t)h * D + lg * VL;
-#pragma unroll
-    for (int j = 0; j < VL; j++) q[j] = qp[j];
-  }
-  const size_t base = head0 + (size_t)lg * VL;
-  float m = -INFINITY, l = 0.0f, acc[VL];
-#pragma unroll
-  for (int j = 0; j < VL; j++) acc[j] = 0.0f;
+  };
   // One trip of the warp: positions tb + sub + u G (u < kAttnU) of the lane's group, masked past t_hi.
   // The trip count must be the same for the whole warp (its groups hold different positions and
   // the shuffles below need all 32 lanes): loop on the warp's first position, mask per lane.
@@ -316,6 +326,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
     float sk[kAttnU] = {}, sv[kAttnU] = {};
     int tb = t_lo + warp * PPW;
     if (tb < t_hi) load_trip(tb, kr, vr, sk, sv);
+    quantize_new();
     for (; tb < t_hi; tb += kTrip) {
       Raw kn[kAttnU] = {}, vn[kAttnU] = {};
       float skn[kAttnU] = {}, svn[kAttnU] = {};
@@ -330,6 +341,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
       }
     }
   } else {
+    quantize_new();
     for (int tb = t_lo + warp * PPW; tb < t_hi; tb += kTrip) {
       Raw kr[kAttnU], vr[kAttnU];
       float sk[kAttnU] = {}, sv[kAttnU] = {};

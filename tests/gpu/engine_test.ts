@@ -801,7 +801,7 @@ Deno.test({
         64,
         40,
         0,
-      ]] as const
+      ], [2, 1, 8, 30, 10000]] as const
     ) {
       for (const [kernel, env] of ATTN_VARIANTS.filter(([k]) => k !== "old")) {
         withDecEnv(env, () => {
