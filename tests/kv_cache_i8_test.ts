@@ -145,3 +145,15 @@ Deno.test("engine kvDtype: a bad value is an EngineError naming the option", () 
     (e: unknown) => e instanceof EngineError && /kvDtype: "i4" is not supported/.test((e as Error).message),
   );
 });
+
+Deno.test("engine kvDtype i8 on cuda: a head size without a flash kernel is refused at load, naming it", () => {
+  // checked before any device work, so this runs without a GPU too
+  const config = { ...tinyLlamaConfig(), d_model: 48, n_head: 4, n_kv_head: 4 }; // head size 12
+  const base: EngineOptions = { device: "cuda", dtype: "f16", sparse: false, maxBatch: 1, maxContext: 16 };
+  assert.throws(
+    () => Engine.random(config, { ...base, kvDtype: "i8" }, { seed: 1, tokenizer: loadTokenizer({ type: "bytes" }) }),
+    (e: unknown) =>
+      e instanceof EngineError &&
+      /kvDtype: "i8" on cuda needs a head size .* \(this model's: 12\)/.test((e as Error).message),
+  );
+});
