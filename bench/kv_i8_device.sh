@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU-machine call (~6 min on the H200) for the 8-bit KV cache (kvDtype i8, branch kv8-cuda): its GPU agreement
+# One GPU-machine call (~5 min on the H200) for the 8-bit KV cache (kvDtype i8): its GPU agreement
 # tests (tests/gpu/engine_test.ts: the i8 ops in every flash variant, the CUDA engine against the CPU engine's i8
 # cache) and the argument checks, then the 7B decode at ~4k positions (batch 1, dense and ~90 % sparse) and at batch 8
 # after 2k-token prompts, each against the f16 cache in the same run.

@@ -7,7 +7,8 @@
  *   an online softmax (flash-decoding inside the block). LP = D / 8 lanes own one cached position
  *   (lane lg of the group holds dims [8 lg, 8 lg + 8)), so a warp covers 32 / LP positions per load
  *   and each lane keeps kAttnU positions' K and V vectors (16-byte loads) in flight; PIPE
- *   (default; LTE_DEC_ATTN_PIPE=0: not) loads the next trip's while it scores this one. Every
+ *   (default; LTE_DEC_ATTN_PIPE=0: not) loads the next trip's while it scores this one; LAZY
+ *   (LTE_DEC_ATTN_LAZY=1, pipelined only) skips the softmax rescale while the running max holds. Every
  *   (warp, group) keeps its own running max, sum and 8-dim value accumulator; they are merged in
  *   shared memory at the end. No shared memory grows with the context.
  *   FUSED: the block also does lte_dec_rope_append's work for its row: RoPE of its q head and of
@@ -124,6 +125,23 @@ __device__ __forceinline__ void flash_update(float s, const float *v, float &m, 
   m = mn;
 }
 
+/* flash_update when the running max may hold (LTE_DEC_ATTN_LAZY=1): while s <= m the rescale factor
+   is exactly 1, so the state is updated without it (one FMA per value instead of a multiply and an
+   FMA, and one exp fewer); a new max takes the full update. */
+template <int VL>
+__device__ __forceinline__ void flash_update_lazy(float s, const float *v, float &m, float &l, float *acc,
+                                                  float vs = 1.0f) {
+  if (s <= m) {
+    const float p = expf(s - m);
+    l += p;
+    const float pv = p * vs;
+#pragma unroll
+    for (int j = 0; j < VL; j++) acc[j] = fmaf(pv, v[j], acc[j]);
+  } else {
+    flash_update<VL>(s, v, m, l, acc, vs);
+  }
+}
+
 /* A value as the cache holds it: rounded through T; an 8-bit cache rounds per row later (its
    scale needs the whole row), so the value passes unchanged here. */
 template <class T>
@@ -140,7 +158,7 @@ __device__ __forceinline__ void rope_cs(int p, int e, int D, float theta, float 
 }
 
 // an 8-bit cache at 16 values per lane needs ~150 registers pipelined: capped at 128 for 2 blocks per SM
-template <class T, int LP, int VL, bool FUSED, bool PIPE>
+template <class T, int LP, int VL, bool FUSED, bool PIPE, bool LAZY = false>
 __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                            float *out, int H, int HKV, int max_t, float scale, float theta, int pf_max_pos,
@@ -315,8 +333,9 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
       float vv[VL];
       vr[u].get(vv);
       // an 8-bit cache: the row scales multiply the score and the softmax weight, not each value
-      if constexpr (I8) flash_update<VL>(s * sk[u] * scale, vv, m, l, acc, sv[u]);
-      else flash_update<VL>(s * scale, vv, m, l, acc);
+      const float sc = I8 ? s * sk[u] * scale : s * scale, vs = I8 ? sv[u] : 1.0f;
+      if constexpr (LAZY) flash_update_lazy<VL>(sc, vv, m, l, acc, vs);
+      else flash_update<VL>(sc, vv, m, l, acc, vs);
     }
   };
   constexpr int kTrip = G * kAttnU;  // positions per block per trip
@@ -498,8 +517,14 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
   // LTE_DEC_ATTN_PIPE=0: each trip loads its K and V, then scores them (no software pipelining)
   const char *pe = getenv("LTE_DEC_ATTN_PIPE");
   const bool pipe = pe == nullptr || pe[0] != '0';
+  // LTE_DEC_ATTN_LAZY=1: the online softmax rescales only when the running max moves
+  const char *lz = getenv("LTE_DEC_ATTN_LAZY");
+  const bool lazy = pipe && lz != nullptr && lz[0] == '1';
 #define LTE_FLASH_V(T, LP, VL)                                                                                  \
-  *err = pipe ? dlaunch(attention_flash_kernel<T, LP, VL, FUSED, true>, grid, block, 0, st, qkv, ld,             \
+  *err = lazy   ? dlaunch(attention_flash_kernel<T, LP, VL, FUSED, true, true>, grid, block, 0, st, qkv, ld,       \
+                        static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
+                        pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)                                           \
+         : pipe ? dlaunch(attention_flash_kernel<T, LP, VL, FUSED, true>, grid, block, 0, st, qkv, ld,             \
                         static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
                         pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)                                           \
               : dlaunch(attention_flash_kernel<T, LP, VL, FUSED, false>, grid, block, 0, st, qkv, ld,            \
