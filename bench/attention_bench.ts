@@ -11,8 +11,8 @@
  *     [--out FILE]  JSON rows
  *
  * Variants (the env of the native launcher, read when the graph is captured): default and i8 (the
- * two caches), and for each cache the attention loop not software-pipelined (`_nopipe`) and each
- * trip's positions as one softmax tile (`_tile`, LTE_DEC_ATTN_TILE=1).
+ * two caches), and for each cache the attention loop not software-pipelined (`_nopipe`). Results:
+ * docs/results/attention_h200_session17.json (docs/engine.md "Seventeenth session").
  *
  * @module
  */
@@ -55,7 +55,6 @@ const VARIANTS: Variant[] = (["f16", "i8"] as const).flatMap((kv): Variant[] => 
   return [
     { key: base, kv, env: {} },
     { key: `${base}_nopipe`, kv, env: { LTE_DEC_ATTN_PIPE: "0" } },
-    { key: `${base}_tile`, kv, env: { LTE_DEC_ATTN_TILE: "1" } },
   ];
 });
 const only = list("--only", VARIANTS.map((v) => v.key).join(","));

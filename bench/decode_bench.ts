@@ -470,31 +470,6 @@ const VARIANTS: Variant[] = [
     batch: 1,
     ref: "dense",
   },
-  // each trip's positions as one softmax tile (LTE_DEC_ATTN_TILE=1), f16 and 8-bit caches, batch 1 and 8
-  ...([
-    ["dense_attn_tile", "dense, attention tiles", {}, 1, "dense"],
-    ["dense_kv_i8_attn_tile", "dense, 8-bit KV cache, attention tiles", { kvDtype: "i8" }, 1, "dense"],
-    ["sparse90_attn_tile", "sparse ~90%, attention tiles", { sparse: true }, 1, "dense"],
-    ["dense_batch8_attn_tile", "dense batch 8, attention tiles", { maxBatch: 8 }, 8, "dense_batch8"],
-    [
-      "dense_batch8_kv_i8_attn_tile",
-      "dense batch 8, 8-bit KV cache, attention tiles",
-      {
-        maxBatch: 8,
-        kvDtype: "i8",
-      },
-      8,
-      "dense_batch8",
-    ],
-  ] as const).map(([key, name, opts, batch, ref]): Variant => ({
-    key,
-    name,
-    opts,
-    active: "sparse" in opts ? 0.1 : null,
-    batch,
-    env: { LTE_DEC_ATTN_TILE: "1" },
-    ref,
-  })),
   {
     key: "dense_kv_i8_attn_nopipe",
     name: "dense, 8-bit KV cache, attention not software-pipelined",

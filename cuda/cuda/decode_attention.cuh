@@ -7,8 +7,7 @@
  *   an online softmax (flash-decoding inside the block). LP = D / 8 lanes own one cached position
  *   (lane lg of the group holds dims [8 lg, 8 lg + 8)), so a warp covers 32 / LP positions per load
  *   and each lane keeps kAttnU positions' K and V vectors (16-byte loads) in flight; PIPE
- *   (default; LTE_DEC_ATTN_PIPE=0: not) loads the next trip's while it scores this one; TILE
- *   (LTE_DEC_ATTN_TILE=1, pipelined only) updates the softmax state once per trip (score_tile). Every
+ *   (default; LTE_DEC_ATTN_PIPE=0: not) loads the next trip's while it scores this one. Every
  *   (warp, group) keeps its own running max, sum and 8-dim value accumulator; they are merged in
  *   shared memory at the end. No shared memory grows with the context.
  *   FUSED: the block also does lte_dec_rope_append's work for its row: RoPE of its q head and of
@@ -141,7 +140,7 @@ __device__ __forceinline__ void rope_cs(int p, int e, int D, float theta, float 
 }
 
 // an 8-bit cache at 16 values per lane needs ~150 registers pipelined: capped at 128 for 2 blocks per SM
-template <class T, int LP, int VL, bool FUSED, bool PIPE, bool TILE = false>
+template <class T, int LP, int VL, bool FUSED, bool PIPE>
 __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
     attention_flash_kernel(const float *qkv, int ld, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
                            float *out, int H, int HKV, int max_t, float scale, float theta, int pf_max_pos,
@@ -319,47 +318,6 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
       flash_update<VL>(I8 ? s * sk[u] * scale : s * scale, vv, m, l, acc, I8 ? sv[u] : 1.0f);
     }
   };
-  // TILE (LTE_DEC_ATTN_TILE=1): the trip's kAttnU positions as one softmax tile: their scores (independent
-  // dot products), one new max, one rescale of the state, then the weighted values; per value one FMA
-  // instead of a multiply and an FMA per position, and the exps independent of each other.
-  auto score_tile = [&](int tb, const Raw *kr, const Raw *vr, const float *sk, const float *sv) {
-    float sc[kAttnU];
-    float mx = m;
-#pragma unroll
-    for (int u = 0; u < kAttnU; u++) {
-      float kv[VL];
-      kr[u].get(kv);
-      float s = 0.0f;
-#pragma unroll
-      for (int j = 0; j < VL; j++) s = fmaf(q[j], kv[j], s);
-#pragma unroll
-      for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
-      const bool live = tb + sub + u * G < t_hi;  // uniform within the group
-      sc[u] = live ? (I8 ? s * sk[u] * scale : s * scale) : -INFINITY;
-      mx = fmaxf(mx, sc[u]);
-    }
-    if (mx == -INFINITY) return;  // nothing scored yet (uniform within the group; no shuffles below)
-    const float c = expf(m - mx);  // m = -inf: 0
-    float psum = 0.0f, pw[kAttnU];
-#pragma unroll
-    for (int u = 0; u < kAttnU; u++) {
-      pw[u] = expf(sc[u] - mx);  // masked: 0
-      psum += pw[u];
-    }
-    l = fmaf(l, c, psum);
-#pragma unroll
-    for (int j = 0; j < VL; j++) acc[j] *= c;
-#pragma unroll
-    for (int u = 0; u < kAttnU; u++) {
-      if (sc[u] == -INFINITY) continue;  // a masked position's registers were never loaded
-      float vv[VL];
-      vr[u].get(vv);
-      const float pv = I8 ? pw[u] * sv[u] : pw[u];
-#pragma unroll
-      for (int j = 0; j < VL; j++) acc[j] = fmaf(pv, vv[j], acc[j]);
-    }
-    m = mx;
-  };
   constexpr int kTrip = G * kAttnU;  // positions per block per trip
   if (PIPE) {
     // software-pipelined: the next trip's K and V are in flight while this trip's dots and softmax run
@@ -372,8 +330,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
       Raw kn[kAttnU] = {}, vn[kAttnU] = {};
       float skn[kAttnU] = {}, svn[kAttnU] = {};
       if (tb + kTrip < t_hi) load_trip(tb + kTrip, kn, vn, skn, svn);
-      if constexpr (TILE) score_tile(tb, kr, vr, sk, sv);
-      else score_trip(tb, kr, vr, sk, sv);
+      score_trip(tb, kr, vr, sk, sv);
 #pragma unroll
       for (int u = 0; u < kAttnU; u++) {
         kr[u] = kn[u];
@@ -540,14 +497,8 @@ bool launch_flash(lte_ctx *ctx, lte_dtype kvdtype, const float *qkv, int ld, voi
   // LTE_DEC_ATTN_PIPE=0: each trip loads its K and V, then scores them (no software pipelining)
   const char *pe = getenv("LTE_DEC_ATTN_PIPE");
   const bool pipe = pe == nullptr || pe[0] != '0';
-  // LTE_DEC_ATTN_TILE=1 (pipelined only): each trip's positions as one softmax tile (score_tile)
-  const char *ti = getenv("LTE_DEC_ATTN_TILE");
-  const bool tile = pipe && ti != nullptr && ti[0] == '1';
 #define LTE_FLASH_V(T, LP, VL)                                                                                  \
-  *err = tile   ? dlaunch(attention_flash_kernel<T, LP, VL, FUSED, true, true>, grid, block, 0, st, qkv, ld,       \
-                        static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
-                        pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)                                           \
-         : pipe ? dlaunch(attention_flash_kernel<T, LP, VL, FUSED, true>, grid, block, 0, st, qkv, ld,             \
+  *err = pipe ? dlaunch(attention_flash_kernel<T, LP, VL, FUSED, true>, grid, block, 0, st, qkv, ld,             \
                         static_cast<T *>(kc), static_cast<T *>(vc), slots, pos, out, H, HKV, max_t, scale, theta, \
                         pf_max_pos, nsplit, chunk, part, cnt, ksc, vsc)                                           \
               : dlaunch(attention_flash_kernel<T, LP, VL, FUSED, false>, grid, block, 0, st, qkv, ld,            \

@@ -221,9 +221,6 @@ const ATTN_VARIANTS: [string, Record<string, string>][] = [
   ["flash_chunk16_bps8_pf1", { LTE_DEC_ATTN_CHUNK: "16", LTE_DEC_ATTN_BPS: "8", LTE_DEC_ATTN_PF: "1" }],
   ["flash_pf0", { LTE_DEC_ATTN_PF: "0" }],
   ["flash_chunk16_nopipe", { LTE_DEC_ATTN_CHUNK: "16", LTE_DEC_ATTN_PIPE: "0" }],
-  // each trip's positions as one softmax tile
-  ["flash_chunk16_tile", { LTE_DEC_ATTN_CHUNK: "16", LTE_DEC_ATTN_TILE: "1" }],
-  ["flash_tile", { LTE_DEC_ATTN_TILE: "1" }],
   ["old", { LTE_DEC_ATTN: "old" }],
 ];
 
