@@ -698,6 +698,18 @@ function agree(a: Run, b: Run, tol: number, tag: string): number {
   return worst;
 }
 
+/** The batch-3 engine tests' prompts (3 slots, different lengths) and CPU f32 options; lookahead
+ * off: decode() reads each step's logits (lastLogits refuses with a step in flight). */
+const PROMPTS3 = [[1, 50, 99, 3, 200], [7, 8], [250, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 9]];
+const BASE3: EngineOptions = {
+  device: "cpu",
+  dtype: "f32",
+  sparse: false,
+  maxBatch: 3,
+  maxContext: 64,
+  lookahead: false,
+};
+
 for (const family of ["llama", "gpt2"] as const) {
   Deno.test({
     name:
@@ -707,16 +719,7 @@ for (const family of ["llama", "gpt2"] as const) {
       const config = tiny(family);
       const arrays = initArrays(config, 12);
       const S = 32, routerArrays = randomRouters(config, S);
-      const prompts = [[1, 50, 99, 3, 200], [7, 8], [250, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 9]];
-      // lookahead off: decode() reads each step's logits (lastLogits refuses with a step in flight)
-      const base: EngineOptions = {
-        device: "cpu",
-        dtype: "f32",
-        sparse: false,
-        maxBatch: 3,
-        maxContext: 64,
-        lookahead: false,
-      };
+      const prompts = PROMPTS3, base = BASE3;
       const ref32 = Engine.fromArrays(config, arrays, base, { tokenizer });
       const want32 = await decode(ref32, prompts, 12);
       ref32.dispose();
@@ -820,27 +823,10 @@ Deno.test({
           const out = new Pair(rows * H * D * 4);
           const args = (kd: Kind) =>
             [qkv.p[kd], ld, kc.p[kd], vc.p[kd], slots.p[kd], ps.p[kd], out.p[kd], rows, H, HKV, D, NS, T] as const;
+          const invSqrtD = 1 / Math.sqrt(D);
           both((kd) => {
-            const [q, l, k, v, sl, p, o] = args(kd);
-            return getBackend(kd).sym.lte_dec_rope_attention(
-              getBackend(kd).ctx,
-              DTypeCode.i8,
-              q,
-              l,
-              k,
-              v,
-              sl,
-              p,
-              o,
-              rows,
-              H,
-              HKV,
-              D,
-              NS,
-              T,
-              theta,
-              1 / Math.sqrt(D),
-            );
+            const be = getBackend(kd);
+            return be.sym.lte_dec_rope_attention(be.ctx, DTypeCode.i8, ...args(kd), theta, invSqrtD);
           }, "lte_dec_rope_attention i8");
           const tag = `i8_D${D}_${kernel}`;
           const eo = rel(out.f32("cuda"), out.f32("cpu"));
@@ -861,25 +847,8 @@ Deno.test({
           // leaves qkv's q and k unspecified (the CPU rotates them in place): the same qkv on both
           for (const kd of ["cpu", "cuda"] as const) getBackend(kd).write(qkv.p[kd], qkv0);
           both((kd) => {
-            const [q, l, k, v, sl, p, o] = args(kd);
-            return getBackend(kd).sym.lte_dec_attention(
-              getBackend(kd).ctx,
-              DTypeCode.i8,
-              q,
-              l,
-              k,
-              v,
-              sl,
-              p,
-              o,
-              rows,
-              H,
-              HKV,
-              D,
-              NS,
-              T,
-              1 / Math.sqrt(D),
-            );
+            const be = getBackend(kd);
+            return be.sym.lte_dec_attention(be.ctx, DTypeCode.i8, ...args(kd), invSqrtD);
           }, "lte_dec_attention i8");
           const ea = rel(out.f32("cuda"), out.f32("cpu"));
           report[`attention_${tag}`] = ea;
@@ -897,16 +866,7 @@ Deno.test({
   async fn() {
     const config = tiny("llama");
     const arrays = initArrays(config, 12);
-    const prompts = [[1, 50, 99, 3, 200], [7, 8], [250, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 9]];
-    const base: EngineOptions = {
-      device: "cpu",
-      dtype: "f32",
-      sparse: false,
-      maxBatch: 3,
-      maxContext: 64,
-      lookahead: false,
-      kvDtype: "i8",
-    };
+    const prompts = PROMPTS3, base: EngineOptions = { ...BASE3, kvDtype: "i8" };
     for (const dt of ["f32", "f16"] as const) {
       const cpu = Engine.fromArrays(config, arrays, { ...base, dtype: dt }, { tokenizer });
       const gpu = Engine.fromArrays(config, arrays, { ...base, dtype: dt, device: "cuda" }, { tokenizer });
