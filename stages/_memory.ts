@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { getBackend, resolveDevice } from "../ffi/backend.ts";
+import { getBackend, resolveDevice } from "../tensor/mod.ts";
 import { countParams, type ModelConfig } from "../models/config.ts";
 import type { DeviceSetting } from "../pipeline/stage.ts";
 

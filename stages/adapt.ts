@@ -23,14 +23,13 @@
  */
 import { z } from "zod";
 import { join } from "node:path";
-import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig } from "../models/checkpoint.ts";
 import { LTE_META_FILE, LteArtifactError } from "../models/lte_artifacts.ts";
 import type { DecoderLM } from "../models/decoder.ts";
 import { routerBiasName } from "../models/lte_artifacts.ts";
 import { activeFraction, createRouting, readLteRouting } from "../models/routing.ts";
 import { calibrateOffset, SparsityController } from "../lte/controller.ts";
-import { Tensor } from "../tensor/mod.ts";
+import { getBackend, resolveDevice, Tensor } from "../tensor/mod.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import { canonicalJson, type StageContext, type StageDefinition, writeJsonAtomic } from "../pipeline/stage.ts";
 import { tokenMask } from "../lte/losses.ts";

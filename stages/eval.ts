@@ -30,7 +30,6 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
-import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig } from "../models/checkpoint.ts";
 import type { ModelConfig } from "../models/config.ts";
 import type { DecoderLM } from "../models/decoder.ts";
@@ -62,7 +61,7 @@ import { type StageContext, type StageDefinition, writeFileAtomic, writeJsonAtom
 import { type LteReport, renderLteReport, renderMarkdownTable, type ReportEntry } from "../report/lte_report.ts";
 import { type Document, readDocuments, resolveCorpusFiles } from "../text/corpus.ts";
 import { documentSplit, TokenDataset } from "../text/dataset.ts";
-import { crossEntropyRows, noGrad, scope, Tensor } from "../tensor/mod.ts";
+import { crossEntropyRows, getBackend, noGrad, resolveDevice, scope, Tensor } from "../tensor/mod.ts";
 import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema } from "./_schemas.ts";
 import { registerStage } from "./registry.ts";

@@ -24,7 +24,7 @@ import { existsSync } from "node:fs";
 
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
-import { getBackend, resolveDevice } from "../ffi/backend.ts";
+import { getBackend, resolveDevice } from "../tensor/mod.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import { countParams, type ModelConfig, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
 import { DecoderLM } from "../models/decoder.ts";

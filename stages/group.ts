@@ -34,7 +34,6 @@ import {
 } from "node:fs";
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
-import { resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig } from "../models/checkpoint.ts";
 import type { ModelConfig } from "../models/config.ts";
 import {
@@ -63,7 +62,7 @@ import { type StageContext, type StageDefinition, writeJsonAtomic } from "../pip
 import { registerStage } from "../pipeline/registry.ts";
 import { resolveCorpusFiles } from "../text/corpus.ts";
 import { TokenDataset } from "../text/dataset.ts";
-import { noGrad, scope, Tensor } from "../tensor/mod.ts";
+import { noGrad, resolveDevice, scope, Tensor } from "../tensor/mod.ts";
 import { loadTokenizerFrom, TOKENIZER_SPEC_FILE } from "./_model_io.ts";
 import { DataSchema } from "./_schemas.ts";
 

@@ -30,7 +30,6 @@ import { z } from "zod";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
-import { getBackend, resolveDevice } from "../ffi/backend.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import type { DecoderLM } from "../models/decoder.ts";
 import {
@@ -61,7 +60,9 @@ import {
   crossEntropy,
   type Device,
   expertScale,
+  getBackend,
   noGrad,
+  resolveDevice,
   scale,
   scope,
   sum,

@@ -19,7 +19,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { resolveDevice } from "../ffi/backend.ts";
+import { resolveDevice } from "../tensor/mod.ts";
 import type { StageDefinition } from "../pipeline/stage.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import { SERVE_DEFAULTS, type ServeConfig, startServing } from "../serve/app.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 import "./mod.ts"; // every stage type, for a YAML's upstream stages
-import { resolveDevice } from "../ffi/backend.ts";
+import { resolveDevice } from "../tensor/mod.ts";
 import { main, resolveUserPath } from "../pipeline/cli.ts";
 import { loadConfig } from "../pipeline/config.ts";
 import { startServing } from "../serve/app.ts";

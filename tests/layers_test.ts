@@ -26,7 +26,7 @@ const ALLOWED: Record<string, string[]> = {
   serve: ["web", "engine", "models", "lte", "tensor", "text", "io"],
   report: ["lte", "models", "text", "io"],
   pipeline: ["io", "report"],
-  stages: ["pipeline", "serve", "lte", "engine", "report", "models", "tensor", "ffi", "text", "io"],
+  stages: ["pipeline", "serve", "lte", "engine", "report", "models", "tensor", "text", "io"],
 };
 
 function tsFiles(dir: string): string[] {
