@@ -9,20 +9,22 @@
 # then run it with carry [".device"]:  bash bench/plots_device.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/plots_out}
-mkdir -p "$OUT"
+R=$OUT/r  # every result file goes here, tarred at the end: the device tool returns only a few files
+mkdir -p "$R"
 source scripts/device_unpack.sh >/dev/null 2>&1
 export LTE_REQUIRE_CUDA=1 NO_COLOR=1 OMP_NUM_THREADS=4
 t0=$(date +%s)
 files=()
 for p in 16 1024 2048 3960; do
   timeout 150 deno run -A --no-check bench/decode_bench.ts --reps 3 --prompt "$p" --only dense,sparse50,sparse90 \
-    --out "$OUT/decode_p$p.json" >"$OUT/bench_p$p.log" 2>&1
+    --out "$R/decode_p$p.json" >"$R/bench_p$p.log" 2>&1
   echo "== prompt $p rc=$? ($(($(date +%s) - t0)) s)"
-  grep -E "^(dense|sparse)" "$OUT/bench_p$p.log"
-  [ -f "$OUT/decode_p$p.json" ] && files+=("$OUT/decode_p$p.json")
+  grep -E "^(dense|sparse)" "$R/bench_p$p.log"
+  [ -f "$R/decode_p$p.json" ] && files+=("$R/decode_p$p.json")
 done
 deno run -A --no-check bench/plot_decode.ts --out "$OUT/decode_h200" "${files[@]}"
-timeout 200 deno run -A --no-check bench/fused_ffn_bench.ts --only "fused pdl,dense gemv pdl" --out "$OUT/fused_ffn.json" \
-  >"$OUT/fused_ffn.log" 2>&1
+timeout 200 deno run -A --no-check bench/fused_ffn_bench.ts --only "fused pdl,dense gemv pdl" --out "$R/fused_ffn.json" \
+  >"$R/fused_ffn.log" 2>&1
 echo "== fused FFN sweep rc=$? ($(($(date +%s) - t0)) s)"
-deno run -A --no-check bench/plot_ffn.ts --out "$OUT/ffn_block_h200.svg" docs/results/sparse_ffn_h200.json "$OUT/fused_ffn.json"
+deno run -A --no-check bench/plot_ffn.ts --out "$OUT/ffn_block_h200.svg" docs/results/sparse_ffn_h200.json "$R/fused_ffn.json"
+tar -czf "$OUT/r.tgz" -C "$OUT" r && rm -rf "$R"
