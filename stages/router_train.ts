@@ -46,6 +46,7 @@ import { readSafetensors } from "../models/safetensors.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import {
   canonicalJson,
+  type DeviceSetting,
   type StageContext,
   type StageDefinition,
   writeFileAtomic,
@@ -74,6 +75,7 @@ import { TokenDataset } from "../text/dataset.ts";
 import type { Tokenizer, TokenizerSpec } from "../text/tokenizer.ts";
 import { loadTokenizerFrom, statFingerprint, tokenizerFiles } from "./_model_io.ts";
 import { type DataConfig, DataSchema, OptimizerSchema, TrainingSchema } from "./_schemas.ts";
+import { checkTrainingMemory } from "./_memory.ts";
 import { train, writeLossPlot } from "./_train.ts";
 
 /** Router settings of stage 1. */
@@ -726,10 +728,15 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
   }
 }
 
-/** Files the config names must exist (and a checkpoint folder must be grouped) before anything runs. */
+/**
+ * Files the config names must exist (and a checkpoint folder must be grouped) before anything runs;
+ * a checkpoint given by path is also held to data.seq_len <= its max_seq and to the training memory
+ * estimate on the pipeline's device (a checkpoint from an upstream stage does not exist yet: run
+ * time checks it).
+ */
 export function preflightLte(
-  c: { checkpoint?: string; data: DataConfig },
-  env: { configDir: string },
+  c: { checkpoint?: string; data: DataConfig; training: { batch_size: number } },
+  env: { configDir: string; device: DeviceSetting },
   needs: "grouped" | "routers",
 ): string[] {
   const problems: string[] = [];
@@ -751,6 +758,12 @@ export function preflightLte(
       if (needs === "routers" && meta.routers === null) {
         problems.push(`checkpoint: ${join(dir, LTE_META_FILE)} has no routers (run router-train on it first)`);
       }
+      const cfg = readCheckpointConfig(dir);
+      if (c.data.seq_len > cfg.max_seq) {
+        problems.push(`data.seq_len: ${c.data.seq_len} exceeds the checkpoint's max_seq ${cfg.max_seq}`);
+      }
+      const mem = checkTrainingMemory(cfg, c.training.batch_size, c.data.seq_len, env.device);
+      if (mem) problems.push(mem);
     } catch (e) {
       problems.push(`checkpoint: ${(e as Error).message}`);
     }

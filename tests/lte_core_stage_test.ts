@@ -324,6 +324,22 @@ Deno.test("router-train / adapt: bad input is rejected at validation, or before 
       { configDir: tmp, device: "cpu" },
     );
     assert.match(pf2.join("\n"), /^checkpoint: .*has no routers/m);
+    // A grouped checkpoint given by path: seq_len against its max_seq (32) and the memory estimate.
+    const pf3 = routerTrainStage.preflight!(
+      RouterTrainSchema.parse({ checkpoint: g, data: { ...DATA, seq_len: 64 }, training: { steps: 1 } }),
+      { configDir: tmp, device: "cpu" },
+    );
+    assert.match(pf3.join("\n"), /^data\.seq_len: 64 exceeds the checkpoint's max_seq 32$/m);
+    const ok = routerTrainStage.preflight!(
+      RouterTrainSchema.parse({ checkpoint: g, data: DATA, training: { steps: 1 } }),
+      { configDir: tmp, device: "cpu" },
+    );
+    assert.deepEqual(ok, []);
+    const big = adaptStage.preflight!(
+      AdaptSchema.parse({ checkpoint: g, data: DATA, training: { steps: 1, batch_size: 10_000_000 } }),
+      { configDir: tmp, device: "cpu" },
+    );
+    assert.match(big.join("\n"), /^model: training needs about .* batch_size 10000000 /m);
   } finally {
     Deno.removeSync(tmp, { recursive: true });
   }
