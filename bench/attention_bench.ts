@@ -19,7 +19,7 @@
 import { writeFileSync } from "node:fs";
 import { backendAvailable, getBackend } from "../ffi/backend.ts";
 import { DTypeCode } from "../ffi/symbols.ts";
-import { kvCacheBytes } from "../engine/mod.ts";
+import { kvCacheBytes, kvI8ScalesOffset } from "../engine/mod.ts";
 import { deviceBuffers, timeGraph } from "./_kernel_bench.ts";
 import { withDecEnv } from "../ffi/tuning.ts";
 
@@ -70,7 +70,7 @@ function cache(kv: Kv, slots: number, maxT: number): Ptr {
   const rows = slots * HKV * maxT;
   if (kv === "f16") return randomBuf(DTypeCode.f16, rows * D, 1);
   // 8-bit: random int8 values (the bytes of random halves), then positive scales from 16-byte alignment
-  const bytes = kvCacheBytes("i8", rows, D), at = Math.ceil((rows * D) / 16) * 16;
+  const bytes = kvCacheBytes("i8", rows, D), at = kvI8ScalesOffset(rows, D);
   const p = be.alloc(bytes);
   ck(s.lte_dec_fill_random(ctx, DTypeCode.f16, p, BigInt(at / 2), 7n, 1), "lte_dec_fill_random");
   const sc = Deno.UnsafePointer.offset(p, at) as Ptr;

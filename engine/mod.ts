@@ -224,12 +224,19 @@ function logit(tau: number): number {
 }
 
 /**
+ * Byte offset of an 8-bit K (or V) cache's f32 scales: after its `rows` x `D` int8 values, from the
+ * next 16-byte boundary (LTE_KV_I8_SCALES in cuda/include/lte.h).
+ */
+export function kvI8ScalesOffset(rows: number, D: number): number {
+  return Math.ceil((rows * D) / 16) * 16;
+}
+
+/**
  * Bytes of one layer's K (or V) cache: `rows` cached positions (slots x kv heads x positions) of
- * `D` values in `dt`; "i8" adds one f32 scale per row after the int8 values, from the next 16-byte
- * boundary (LTE_KV_I8_SCALES in cuda/include/lte.h).
+ * `D` values in `dt`; "i8" adds one f32 scale per row after the int8 values (kvI8ScalesOffset).
  */
 export function kvCacheBytes(dt: "f32" | "f16" | "bf16" | "i8", rows: number, D: number): number {
-  if (dt === "i8") return Math.ceil((rows * D) / 16) * 16 + rows * 4;
+  if (dt === "i8") return kvI8ScalesOffset(rows, D) + rows * 4;
   return rows * D * (dt === "f32" ? 4 : 2);
 }
 

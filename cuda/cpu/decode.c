@@ -36,6 +36,11 @@ static inline int8_t dec_i8_quant(float x, float scale) {
   return (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
 }
 
+/* An LTE_DTYPE_I8 cache's per-row f32 scales, after its n_values int8 values (lte.h). */
+static inline float *dec_i8_scales(const void *cache, int64_t n_values) {
+  return (float *)((char *)cache + LTE_KV_I8_SCALES(n_values));
+}
+
 /* Stores x (D floats) as cached row `row` = (slot * HKV + g) * T + t of a cache of n_values
    elements (the scales' place for LTE_DTYPE_I8). */
 static void dec_kv_store_row(lte_dtype kvdtype, void *cache, int64_t n_values, int64_t row, int32_t D,
@@ -48,7 +53,7 @@ static void dec_kv_store_row(lte_dtype kvdtype, void *cache, int64_t n_values, i
   for (int32_t d = 0; d < D; d++) amax = fmaxf(amax, fabsf(x[d]));
   const float scale = amax / 127.0f;
   int8_t *q = (int8_t *)cache + row * D;
-  ((float *)((char *)cache + LTE_KV_I8_SCALES(n_values)))[row] = scale;
+  dec_i8_scales(cache, n_values)[row] = scale;
   for (int32_t d = 0; d < D; d++) q[d] = scale > 0.0f ? dec_i8_quant(x[d], scale) : 0;
 }
 
@@ -60,7 +65,7 @@ static void dec_kv_load_row(lte_dtype kvdtype, const void *cache, int64_t n_valu
     return;
   }
   const int8_t *q = (const int8_t *)cache + row * D;
-  const float scale = ((const float *)((const char *)cache + LTE_KV_I8_SCALES(n_values)))[row];
+  const float scale = dec_i8_scales(cache, n_values)[row];
   for (int32_t d = 0; d < D; d++) out[d] = (float)q[d] * scale;
 }
 

@@ -29,6 +29,7 @@ import {
   type EngineOptions,
   GREEDY,
   kvCacheBytes,
+  kvI8ScalesOffset,
   MASKED_DENSE_MIN_ROWS,
   MASKED_DENSE_MIN_UNION,
   MASKED_GEMV_MIN_ROWS,
@@ -809,7 +810,7 @@ Deno.test({
       for (const [kernel, env] of ATTN_VARIANTS.filter(([k]) => k !== "old")) {
         withDecEnv(env, () => {
           const NS = 4, rows = 3, ld = (H + 2 * HKV) * D + 8, cacheRows = NS * HKV * T;
-          const bytes = kvCacheBytes("i8", cacheRows, D), at = Math.ceil((cacheRows * D) / 16) * 16;
+          const bytes = kvCacheBytes("i8", cacheRows, D), at = kvI8ScalesOffset(cacheRows, D);
           const init = () => {
             const b = new Uint8Array(bytes);
             const q = new Int8Array(b.buffer, 0, cacheRows * D), sc = new Float32Array(b.buffer, at, cacheRows);
