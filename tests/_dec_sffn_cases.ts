@@ -186,34 +186,104 @@ export function runOp(be: Backend, c: SffnCase, inp: SffnInputs, routerRows: boo
         be.check(be.sym.lte_dec_convert_split(be.ctx, DTypeCode[c.dt], wr, at(fc), at(fc + 2 * n), n), "split");
       }
     }
-    be.check(
-      be.sym.lte_dec_sparse_ffn(
-        be.ctx,
-        DTypeCode[c.dt],
-        x,
-        c.mode,
-        b.of(inp.nw),
-        b.of(inp.nb),
-        inp.eps,
-        b.of(inp.wr),
-        b.of(inp.br),
-        inp.thr,
-        wfc,
-        b.of(inp.bfc),
-        b.of(inp.wd),
-        b.of(inp.bd),
-        xn,
-        mask,
-        counts,
-        c.rows,
-        c.C,
-        c.F,
-        c.S,
-        c.act | (routerRows ? SFFN_ROUTER_ROWS : 0),
-      ),
-      "lte_dec_sparse_ffn",
-    );
+    callOp(be, c, inp, weightsOf(b, inp, wfc), { x, xn, mask, counts }, routerRows !== false);
     return outputs(be, c, x, xn, mask, counts);
+  } finally {
+    b.free();
+  }
+}
+
+type Ptr = Deno.PointerObject | null;
+interface Weights {
+  nw: Ptr;
+  nb: Ptr;
+  wr: Ptr;
+  br: Ptr;
+  wfc: Ptr;
+  bfc: Ptr;
+  wd: Ptr;
+  bd: Ptr;
+}
+interface Outs {
+  x: Deno.PointerObject;
+  xn: Deno.PointerObject;
+  mask: Deno.PointerObject;
+  counts: Deno.PointerObject;
+}
+
+function weightsOf(b: Bufs, inp: SffnInputs, wfc = b.of(inp.wfc)): Weights {
+  return {
+    nw: b.of(inp.nw),
+    nb: b.of(inp.nb),
+    wr: b.of(inp.wr),
+    br: b.of(inp.br),
+    wfc,
+    bfc: b.of(inp.bfc),
+    wd: b.of(inp.wd),
+    bd: b.of(inp.bd),
+  };
+}
+
+/** Enqueues one lte_dec_sparse_ffn on `be` (no wait). */
+function callOp(be: Backend, c: SffnCase, inp: SffnInputs, w: Weights, o: Outs, routerRows = false): void {
+  be.check(
+    be.sym.lte_dec_sparse_ffn(
+      be.ctx,
+      DTypeCode[c.dt],
+      o.x,
+      c.mode,
+      w.nw,
+      w.nb,
+      inp.eps,
+      w.wr,
+      w.br,
+      inp.thr,
+      w.wfc,
+      w.bfc,
+      w.wd,
+      w.bd,
+      o.xn,
+      o.mask,
+      o.counts,
+      c.rows,
+      c.C,
+      c.F,
+      c.S,
+      c.act | (routerRows ? SFFN_ROUTER_ROWS : 0),
+    ),
+    "lte_dec_sparse_ffn",
+  );
+}
+
+/**
+ * Several calls of lte_dec_sparse_ffn back to back inside one captured graph, replayed `replays`
+ * times: call k restores its residual x[k] from inputs[k].x (a captured copy) and then runs the op
+ * on it; all calls share one xn buffer (a call that read the previous call's x' or expert list
+ * would show in its output). The inputs must share everything but x. Returns each call's outputs
+ * after the last replay (xn: the last call's).
+ */
+export function runOpGraph(be: Backend, c: SffnCase, inputs: SffnInputs[], replays: number): SffnOutputs[] {
+  const b = new Bufs(be), s = be.sym, E = c.F / c.S;
+  try {
+    const w = weightsOf(b, inputs[0]!), xn = b.zeros(4 * c.rows * c.C);
+    const calls = inputs.map((inp) => ({
+      x0: b.of(inp.x)!,
+      o: { x: b.zeros(4 * c.rows * c.C), xn, mask: b.zeros(4 * c.rows * E), counts: b.zeros(4 * c.rows) },
+    }));
+    const out = new BigUint64Array(1);
+    be.check(s.lte_graph_begin(be.ctx), "lte_graph_begin");
+    for (const [k, { x0, o }] of calls.entries()) {
+      be.check(s.lte_mem_copy(be.ctx, o.x, x0, BigInt(4 * c.rows * c.C)), "lte_mem_copy");
+      callOp(be, c, inputs[k]!, w, o);
+    }
+    be.check(s.lte_graph_end(be.ctx, out), "lte_graph_end");
+    const g = Deno.UnsafePointer.create(out[0]!);
+    try {
+      for (let r = 0; r < replays; r++) be.check(s.lte_graph_launch(be.ctx, g), "lte_graph_launch");
+      return calls.map(({ o }) => outputs(be, c, o.x, o.xn, o.mask, o.counts));
+    } finally {
+      be.check(s.lte_graph_free(be.ctx, g), "lte_graph_free");
+    }
   } finally {
     b.free();
   }

@@ -20,6 +20,7 @@ import {
   makeInputs,
   rel,
   runOp,
+  runOpGraph,
   type SffnCase,
   thresholdMargin,
   withThreshold,
@@ -52,7 +53,9 @@ const CASES: SffnCase[] = [
 
 const K1 = { LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Record<string, string>][] = [
-  ["default (two-phase kernel, 2 blocks per SM)", {}],
+  ["default (two-phase kernel, 2 blocks per SM, route arrival flags)", {}],
+  ["no route arrival flags (the FFN kernel waits for the route grid)", { LTE_DEC_SFFN_FLAGS: "0" }],
+  ["no route arrival flags, PDL attribute", { LTE_DEC_SFFN_FLAGS: "0", LTE_DEC_PDL: "1" }],
   ["two-phase kernel, 1 block per SM, PDL attribute", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
   ["one-row route kernel, 4 warps per expert, PDL attribute", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_PDL: "1" }],
   ["one-row route kernel, 8 warps per expert", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
@@ -133,6 +136,48 @@ Deno.test({
       }
     }
     console.log(`lte_dec_sparse_ffn CPU<->CUDA worst relative error: ${JSON.stringify(worst)}`);
+  },
+});
+
+// The route arrival flags (LTE_DEC_SFFN_FLAGS, default on: cuda/cuda/decode_sffn.cuh kSyncDone)
+// live in one zeroed block per context that every launch pair counts into and the last FFN block
+// resets. Back-to-back calls inside a replayed graph, each on a different x sharing one xn buffer,
+// only agree with the CPU if every FFN kernel waited for its own route kernel and found the
+// counters reset by the previous pair (a stale count would let it read the previous call's x' and
+// experts). 5 rows: two launch pairs per call.
+Deno.test({
+  name: "lte_dec_sparse_ffn: back-to-back calls in a replayed graph (route arrival flags reset per launch pair)",
+  ignore: !hasCuda,
+  fn() {
+    const cuda = getBackend("cuda"), cpu = getBackend("cpu");
+    const graphCases: SffnCase[] = [
+      { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.1 },
+      { dt: "bf16", rows: 5, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.5 },
+    ];
+    for (const [i, c] of graphCases.entries()) {
+      const { inp } = prepared(c, 400 + i);
+      // four calls: the prepared x, then x from other seeds whose logits keep off the threshold
+      const inputs = [inp];
+      for (let seed = 500 + 10 * i; inputs.length < 4; seed++) {
+        const cand = { ...inp, x: makeInputs(c, seed).x };
+        if (thresholdMargin(c, cand, runOp(cpu, c, cand).xn) > 1e-4) inputs.push(cand);
+      }
+      const refs = inputs.map((v) => runOp(cpu, c, v));
+      nodeAssert.ok(
+        refs.some((r) => r.counts.join() !== refs[0]!.counts.join()),
+        `${caseName(c)}: the calls' expert counts must differ`,
+      );
+      for (const [vn, env] of [["flags", {}], ["no flags", { LTE_DEC_SFFN_FLAGS: "0" }]] as const) {
+        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0", LTE_DEC_PDL: "1" }, () => runOpGraph(cuda, c, inputs, 3));
+        for (const [k, g] of got.entries()) {
+          const tag = `${caseName(c)} [graph, ${vn}] call ${k}`;
+          const { ex } = compared(inputs[k]!, refs[k]!, { ...g, xn: refs[k]!.xn }, tag);
+          nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
+        }
+        // the shared xn holds the last call's x'
+        nodeAssert.ok(rel(got[3]!.xn, refs[3]!.xn) < 2e-5, `${caseName(c)} [graph, ${vn}]: xn`);
+      }
+    }
   },
 });
 
