@@ -177,8 +177,6 @@ const K1 = { ...P, LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
   ["fused pdl", fused, P],
-  // the FFN kernel waits for the route grid (griddepcontrol.wait) instead of the route arrival flags
-  ["no flags pdl", fused, { ...P, LTE_DEC_SFFN_FLAGS: "0" }],
   // tuning variants of the defaults (cuda/cuda/decode_sffn.cuh, sffn_tune: the staged route kernel,
   // clusters of 2 blocks with float4 atomics, 3 phase-1 items in flight per warp)
   ["p1d2 pdl", fused, { ...P, LTE_DEC_SFFN_P1D: "2" }],
@@ -269,7 +267,6 @@ for (const [rows, active] of CASES) {
 if (args.includes("--trace")) {
   const configs: [string, Record<string, string>][] = [
     ["two-phase", P],
-    ["two-phase no flags", { ...P, LTE_DEC_SFFN_FLAGS: "0" }],
     ["two-phase no atomics", { ...P, LTE_DEC_SFFN_ATOM: "2" }],
     ["two-phase no router loads", { ...P, LTE_DEC_SFFN_DIAG: "1" }],
   ];

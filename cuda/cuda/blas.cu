@@ -242,25 +242,18 @@ void GrowScratch::release() {
 // workspace, so one block of ~40 MiB serves a whole engine
 void *decode_scratch(lte_ctx *ctx, size_t bytes) { return ctx->dec_scratch.grow(bytes, (size_t)8 << 20, false, nullptr); }
 
-/* A zero-filled scratch of at least `bytes` that grows only outside stream captures (the zeroing
-   memset would become part of the graph): NULL there, and the caller takes a path without it. */
-static void *zeroed_scratch(lte_ctx *ctx, GrowScratch &s, size_t bytes) {
-  if (bytes <= s.bytes) return s.ptr;
+void *attention_scratch(lte_ctx *ctx, size_t bytes) {
+  if (bytes <= ctx->attn_scratch.bytes) return ctx->attn_scratch.ptr;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(ctx->stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
     cudaGetLastError();
-    return nullptr;
+    return nullptr;  // the zeroing memset would become part of the graph: grow only outside captures
   }
-  return s.grow(bytes, 0, true, ctx->stream);
+  return ctx->attn_scratch.grow(bytes, 0, true, ctx->stream);
 }
-
-void *attention_scratch(lte_ctx *ctx, size_t bytes) { return zeroed_scratch(ctx, ctx->attn_scratch, bytes); }
-
-void *sffn_sync_scratch(lte_ctx *ctx, size_t bytes) { return zeroed_scratch(ctx, ctx->sffn_sync, bytes); }
 
 void decode_scratch_release(lte_ctx *ctx) {
   ctx->attn_scratch.release();
-  ctx->sffn_sync.release();
   ctx->dec_scratch.release();
   if (ctx->dec_fork) cudaEventDestroy(ctx->dec_fork);
   if (ctx->dec_join) cudaEventDestroy(ctx->dec_join);

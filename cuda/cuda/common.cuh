@@ -144,8 +144,6 @@ struct lte_ctx {
   /* the split decode attention's partials and arrival counters (decode_attention.cuh,
      attention_scratch) */
   lte::GrowScratch attn_scratch;
-  /* the fused sparse FFN op's route arrival flags (decode_sffn.cuh, kSyncDone; sffn_sync_scratch) */
-  lte::GrowScratch sffn_sync;
   /* the decode engine's second stream and its fork / join events (decode_blas.cuh, decode_side) */
   cudaStream_t dec_side = nullptr;
   cudaEvent_t dec_fork = nullptr, dec_join = nullptr;
@@ -346,11 +344,6 @@ void *decode_scratch(lte_ctx *ctx, size_t bytes);
    before the caller's kernels); NULL when it would have to grow while the context's stream is
    being captured (the caller then does not split) or the allocation fails. */
 void *attention_scratch(lte_ctx *ctx, size_t bytes);
-/* The fused sparse FFN op's zero-filled route-arrival block (decode_sffn.cuh, kSyncDone): allocated
-   with the context, so that a graph captured before any eager call still gets it; NULL when that
-   failed and a capture is under way (the op then waits at the grid boundary). */
-constexpr size_t kSffnSyncBytes = (64 + 2048) * sizeof(unsigned);
-void *sffn_sync_scratch(lte_ctx *ctx, size_t bytes = kSffnSyncBytes);
 /* Frees the decode and attention scratch blocks and the decode side stream / events (context destruction). */
 void decode_scratch_release(lte_ctx *ctx);
 

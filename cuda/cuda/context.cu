@@ -196,7 +196,6 @@ extern "C" LTE_API lte_status lte_ctx_create(int32_t device_index, lte_ctx_t **o
   if ((e = cudaMallocHost(&ctx->h_err, sizeof(lte::DeviceError))) != cudaSuccess)
     return bail("cudaMallocHost(error flag)", e);
   if ((e = lte::reset_device_error(ctx)) != cudaSuccess) return bail("reset of the device error flag", e);
-  (void)lte::sffn_sync_scratch(ctx);  // 8 KiB; on failure the sparse FFN op retries outside captures
   lte::blas_init(ctx);
   *out = ctx;
   return LTE_STATUS_OK;

@@ -1548,8 +1548,6 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE(((uintptr_t)x | (uintptr_t)xn | (uintptr_t)w_router | (uintptr_t)w_fc | (uintptr_t)w_down_t |
                (uintptr_t)norm_w | (uintptr_t)norm_b) % 16 == 0,
               "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
-  // the route arrival flags' block (decode_sffn.cuh), allocated with the context
-  unsigned *sync = static_cast<unsigned *>(sffn_sync_scratch(ctx, kSyncBytes));
   if ((wdtype == LTE_DTYPE_F16 || wdtype == LTE_DTYPE_BF16) &&
       blas_applies(blas_tune(), ctx, wdtype, rows, true, ((uintptr_t)x | (uintptr_t)xn) % 16 == 0, expert_size) &&
       (d_ff / expert_size) * expert_size == d_ff && d_ff % 2 == 0)
@@ -1558,8 +1556,7 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
                            counts, rows, d_model, d_ff, expert_size, act, router_rows);
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
-             d_ff,    expert_size, d_ff / expert_size,       act,           0,
-             sync,    0,           0};
+             d_ff,    expert_size, d_ff / expert_size,       act,           0};
   cudaError_t e;
   const int sms = sm_count_of(ctx);
   if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->stream);

@@ -119,27 +119,7 @@ struct SffnArgs {
   int32_t *counts;   // (R) or NULL
   int C, F, S, E, act;
   int skip_router;  // LTE_DEC_SFFN_DIAG=1 (a diagnostic): the route kernels do not load w_router (read as 0)
-  // LTE_DEC_SFFN_FLAGS (route arrival flags, below): the zero-initialized sync block, or NULL (the
-  // FFN kernel waits for the route grid with griddepcontrol.wait); the route grid and its experts per block
-  unsigned *sync;
-  int nroute, epb;
 };
-
-/* The route arrival flags (LTE_DEC_SFFN_FLAGS=1, the default for the staged route kernel with the
-   two-phase FFN kernel). Each route block publishes one word of expert bits (bit j + 8 r: its
-   j-th expert is active for row r; j < epb <= 8, r < R <= 4) and then adds 1 to `done` (release:
-   barrier, fence, atomic). The FFN kernel does not wait for the route grid to complete: thread 0
-   of each block polls `done` (acquire) until every route block has arrived, so there is no kernel
-   boundary between the two, and the union of active experts is built by one warp from the words (a
-   prefix sum over popcounts) instead of a pass over the (R, E) mask with four block barriers.
-   `seen` counts the FFN blocks past the poll; the last one resets both counters for the next launch
-   pair (a replayed graph has no other place to do it). Safe to spin: the FFN grid is launched only
-   after every route block has started (PDL: each route block triggers at its start; without PDL the
-   route grid has completed). Offsets in u32, the counters on their own 128-byte lines. */
-constexpr int kSyncDone = 0, kSyncSeen = 32, kSyncWords = 64;
-constexpr int kSyncMaxRoute = 2048;  // route blocks: 4096 experts at 2 per block (LTE_DEC_SFFN_RSPLIT 4)
-constexpr size_t kSyncBytes = (size_t)(kSyncWords + kSyncMaxRoute) * sizeof(unsigned);
-static_assert(kSyncBytes == kSffnSyncBytes, "common.cuh kSffnSyncBytes sizes this layout");
 
 /* ------------------------------------------------------------------ timeline (diagnostic) */
 
@@ -340,11 +320,9 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
   extern __shared__ float4 rsm4[];
   float *xs = reinterpret_cast<float *>(rsm4);  // R x C: x, then x'
   __shared__ float part[kRouteWarps][R];        // SPLIT > 1: the warps' partial dots
-  __shared__ unsigned sbits;                    // a.sync: this block's expert bits (visible after sffn_xprime)
   constexpr int PF = kRoutePF / SPLIT;          // router float4 per lane held in registers
   const TlRec rec(tl);
   rec.mark(0);
-  if (threadIdx.x == 0) sbits = 0u;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int e = blockIdx.x * (kRouteWarps / SPLIT) + warp / SPLIT, sp = warp % SPLIT;
   const bool own = e < a.E;
@@ -386,7 +364,6 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
     if (SPLIT == 1 && lane == 0) {
       const float logit = acc + (a.br ? a.br[e] : 0.0f);
       a.mask[(size_t)r * a.E + e] = logit > a.thr ? 1.0f : 0.0f;
-      if (logit > a.thr && a.sync) atomicOr(&sbits, 1u << (warp + 8 * r));
     }
     if (SPLIT > 1 && lane == 0) part[warp][r] = acc;
   }
@@ -399,15 +376,6 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
       for (int k = 0; k < SPLIT; k++) acc += part[warp + k][lane];
       const float logit = acc + (a.br ? a.br[e] : 0.0f);
       a.mask[(size_t)lane * a.E + e] = logit > a.thr ? 1.0f : 0.0f;
-      if (logit > a.thr && a.sync) atomicOr(&sbits, 1u << (warp / SPLIT + 8 * lane));
-    }
-  }
-  if (a.sync) {  // publish: every thread's mask / x' stores, then the word, then the arrival (release)
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      a.sync[kSyncWords + blockIdx.x] = sbits;
-      __threadfence();
-      atomicAdd(a.sync + kSyncDone, 1u);
     }
   }
   if (rec.p) {
@@ -604,83 +572,6 @@ __device__ int sffn_union(const SffnArgs &a, int rows, int *list, unsigned char 
   for (int r = 0; r < R; r++) {
     const int c = warp_sum(mine[r]);
     if (lane == 0 && c) atomicAdd(&cnt[r], c);
-  }
-  return base;
-}
-
-/* Route arrival flags (a.sync): thread 0 polls `done` until every route block has arrived, then
-   counts this block in `seen` (its old value returned: the last block resets, sffn_sync_release).
-   Every thread calls it; it ends with a barrier. */
-__device__ unsigned sffn_poll_route(const SffnArgs &a) {
-  unsigned seen = 0u;
-  if (threadIdx.x == 0) {
-    const unsigned *done = a.sync + kSyncDone;
-    unsigned v;
-    do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(done) : "memory");
-    } while (v < (unsigned)a.nroute);
-    seen = atomicAdd(a.sync + kSyncSeen, 1u);  // its value is needed only at the block's end
-  }
-  __syncthreads();
-  return seen;
-}
-
-/* The last FFN block past the poll (every other block has passed it) resets the counters. Thread 0
-   of every block calls it once, on every exit path. */
-__device__ __forceinline__ void sffn_sync_release(const SffnArgs &a, unsigned seen) {
-  if (a.sync && threadIdx.x == 0 && seen == gridDim.x - 1) {
-    a.sync[kSyncDone] = 0u;
-    a.sync[kSyncSeen] = 0u;
-  }
-}
-
-/* One warp: the union of the rows' active experts from the route blocks' words (a.sync), ascending,
-   into list, the per-row flags of the union's experts into on (R, E), and each row's count into cnt
-   (written, not added). wpre: the first 4 x 32 words, loaded by the caller (w = lane + 32 k).
-   Returns the union size (every lane). */
-template <int R>
-__device__ int sffn_union_words(const SffnArgs &a, int rows, const unsigned (&wpre)[4], int *list,
-                                unsigned char *on, int *cnt) {
-  const int lane = threadIdx.x & 31;
-  int base = 0, mine[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) mine[r] = 0;
-  for (int w0 = 0; w0 < a.nroute; w0 += 128) {
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      const int w = w0 + k * 32 + lane;
-      unsigned bits = 0u;
-      if (w < a.nroute) bits = w0 == 0 ? wpre[k] : __ldcg(a.sync + kSyncWords + w);
-      unsigned u = 0u;  // the union's local experts of word w
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        const unsigned br = r < rows ? (bits >> (8 * r)) & 0xffu : 0u;
-        u |= br;
-        mine[r] += __popc(br);
-      }
-      const int c = __popc(u);
-      int incl = c;  // inclusive prefix over the warp's words, in word order
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int t = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += t;
-      }
-      int pos = base + incl - c;
-      while (u) {
-        const int j = __ffs(u) - 1;
-        u &= u - 1u;
-        const int e = w * a.epb + j;
-        list[pos++] = e;
-#pragma unroll
-        for (int r = 0; r < R; r++) on[r * a.E + e] = r < rows && ((bits >> (8 * r + j)) & 1u);
-      }
-      base += __shfl_sync(0xffffffffu, incl, 31);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    const int t = warp_sum(mine[r]);
-    if (lane == 0) cnt[r] = t;
   }
   return base;
 }
@@ -1049,21 +940,13 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   rec.mark(0);
 
   pdl_launch_dependents();
-  const bool flags = a.sync != nullptr;
-  unsigned seen = 0u;  // flags: this block's arrival order past the poll
-  if (flags) seen = sffn_poll_route(a);
-  else pdl_wait();
+  pdl_wait();
   rec.mark(1);
-  // flags: the route words (warp 0), else the mask's first 4 x 256 entries; then x' rows: every
-  // load issued before the first store
-  const int ME = rows * a.E, mfirst = flags ? 0 : ME < 4 * kSf2Threads ? ME : 4 * kSf2Threads;
+  // the mask's first 4 x 256 entries, then x' rows: every load issued before the first store
+  const int ME = rows * a.E, mfirst = ME < 4 * kSf2Threads ? ME : 4 * kSf2Threads;
   float mv[4];
-  unsigned wpre[4];
 #pragma unroll
-  for (int k = 0; k < 4; k++) {
-    mv[k] = tid + k * kSf2Threads < mfirst ? __ldcg(a.mask + tid + k * kSf2Threads) : 0.0f;
-    wpre[k] = flags && warp == 0 && lane + 32 * k < a.nroute ? __ldcg(a.sync + kSyncWords + lane + 32 * k) : 0u;
-  }
+  for (int k = 0; k < 4; k++) mv[k] = tid + k * kSf2Threads < mfirst ? __ldcg(a.mask + tid + k * kSf2Threads) : 0.0f;
   for (int q0 = tid; q0 < R * (C / 4); q0 += 4 * kSf2Threads) {
     float4 v[4];
 #pragma unroll
@@ -1075,21 +958,10 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
     for (int k = 0; k < 4; k++)
       if (q0 + k * kSf2Threads < R * (C / 4)) reinterpret_cast<float4 *>(xs)[q0 + k * kSf2Threads] = v[k];
   }
-  int nact;
-  if (flags) {
-    __shared__ int snact;
-    if (warp == 0) {
-      const int n = sffn_union_words<R>(a, rows, wpre, list, on, cnt);
-      if (lane == 0) snact = n;
-    }
-    __syncthreads();
-    nact = snact;
-  } else {
 #pragma unroll
-    for (int k = 0; k < 4; k++)
-      if (tid + k * kSf2Threads < mfirst) on[tid + k * kSf2Threads] = mv[k] != 0.0f;
-    nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt, mfirst);
-  }
+  for (int k = 0; k < 4; k++)
+    if (tid + k * kSf2Threads < mfirst) on[tid + k * kSf2Threads] = mv[k] != 0.0f;
+  const int nact = sffn_union<R, kSf2Threads>(a, rows, list, on, wtot, cnt, mfirst);
   const long long NN = (long long)nact * a.S;
   const int u0 = (int)(NN * blockIdx.x / gridDim.x), u1 = (int)(NN * (blockIdx.x + 1) / gridDim.x);
   const int nmine = u1 - u0;
@@ -1099,10 +971,7 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
   rec.mark(2);
   if (rec.p && tid == 0) rec.p[30] = (unsigned long long)nmine;
-  if (nmine == 0 && !bias_here && csize == 1) {  // (a cluster's blocks all reach its barriers)
-    sffn_sync_release(a, seen);
-    return;
-  }
+  if (nmine == 0 && !bias_here && csize == 1) return;  // (a cluster's blocks all reach its barriers)
 
   const T *wfc = static_cast<const T *>(a.wfc), *wd = static_cast<const T *>(a.wd);
   auto neuron = [&](int k) {
@@ -1230,7 +1099,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   rec.mark(6);  // thread 0's phase 2 done
   // x += this block's share (+ b_down once, by block 0)
   sffn_ffn2_out<R, CPT>(a, rows, xs, yacc, csize, atom & 3, bias_here, (atom & 4) == 0);
-  sffn_sync_release(a, seen);
   rec.mark(7);
   if (rec.p) {
     __syncthreads();
@@ -1255,7 +1123,6 @@ struct SffnTune {
   int atom;
   int trace;
   int diag;
-  int flags;
   unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
@@ -1280,9 +1147,6 @@ inline SffnTune sffn_tune() {
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2) | (env_int("LTE_DEC_SFFN_CSYNC", 0, 0, 1) ? 4 : 0);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
-  // the route arrival flags (kSyncDone above): 1 = on where they apply (the staged route kernel
-  // with the two-phase FFN kernel), 0 = the FFN kernel waits for the route grid (griddepcontrol.wait)
-  t.flags = env_int("LTE_DEC_SFFN_FLAGS", 1, 0, 1);
   t.tl = nullptr;
   return t;
 }
@@ -1328,9 +1192,6 @@ inline int sffn_cc_major() {
   return major;
 }
 
-/* Warps per expert of the staged route kernel (LTE_DEC_SFFN_RSPLIT). */
-inline int sffn_route_split(const SffnTune &t) { return t.rsplit >= 4 ? 4 : t.rsplit >= 2 ? 2 : 1; }
-
 template <int R, int SPLIT>
 cudaError_t launch_sffn_route_s(const SffnArgs &a, int rows, const SffnTune &t, cudaStream_t st) {
   const size_t smem = (size_t)R * a.C * sizeof(float);
@@ -1352,9 +1213,8 @@ cudaError_t launch_sffn_route(const SffnArgs &a, int rows, const SffnTune &t, cu
     if (split == 8) return dlaunch(sffn_route1_kernel<8>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
     return dlaunch(sffn_route1_kernel<4>, dim3(grid), dim3(kRouteWarps * 32), 0, st, a, t.tl);
   }
-  const int split = sffn_route_split(t);
-  if (split == 4) return launch_sffn_route_s<R, 4>(a, rows, t, st);
-  if (split == 2) return launch_sffn_route_s<R, 2>(a, rows, t, st);
+  if (t.rsplit >= 4) return launch_sffn_route_s<R, 4>(a, rows, t, st);
+  if (t.rsplit >= 2) return launch_sffn_route_s<R, 2>(a, rows, t, st);
   return launch_sffn_route_s<R, 1>(a, rows, t, st);
 }
 
@@ -1507,11 +1367,6 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     if (a.counts) a.counts += r0;
     cudaError_t e;
     if (t.trace) t.tl = tl_buf + (size_t)(tl_pairs % kTlLaunches) * 2 * kTlBlocks * kTlStride;
-    // the route arrival flags: the staged route kernel and the two-phase FFN kernel only
-    const bool two_phase = sizeof(T) == 2 && t.kernel == 2, staged = !(rb == 1 && t.route == 2);
-    a.epb = kRouteWarps / sffn_route_split(t);
-    a.nroute = (a.E + a.epb - 1) / a.epb;
-    if (!(t.flags && two_phase && staged && a.nroute <= kSyncMaxRoute)) a.sync = nullptr;
     if (rb == 1) e = launch_sffn_route<1>(a, rb, t, st);
     else if (rb == 2) e = launch_sffn_route<2>(a, rb, t, st);
     else e = launch_sffn_route<4>(a, rb, t, st);
@@ -1519,11 +1374,7 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     if (rb == 1) e = launch_sffn_ffn_r<T, 1>(a, rb, t, sms, st);
     else if (rb == 2) e = launch_sffn_ffn_r<T, 2>(a, rb, t, sms, st);
     else e = launch_sffn_ffn_r<T, 4>(a, rb, t, sms, st);
-    if (e != cudaSuccess) {
-      // the route blocks have counted themselves in: no FFN block will reset the counters
-      if (a.sync) (void)cudaMemsetAsync(a.sync, 0, (size_t)kSyncWords * sizeof(unsigned), st);
-      return e;
-    }
+    if (e != cudaSuccess) return e;
     if (t.trace && ++tl_pairs % kTlLaunches == 0) {
       sffn_tl_dump_kernel<<<1, 1, 0, st>>>(tl_buf, kTlLaunches);
       e = cudaMemsetAsync(tl_buf, 0, tl_bytes, st);
