@@ -438,6 +438,37 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_DIAG_SKIP_ATTN: "1" },
     ref: "dense",
   },
+  // each op's share of a batch-1 step, boundaries included (diagnostics, WRONG results): the 7B
+  // shape's GEMVs by (outputs x inputs), the attention and the sparse FFN block left out in turn
+  // (LTE_DEC_DIAG_SKIP_LINEAR / _ATTN / _SFFN, cuda/cuda/decode.cu); step minus row = that op's cost
+  ...([null, 0.1] as const).flatMap((act): Variant[] =>
+    ([
+      ["qkv", "QKV", { LTE_DEC_DIAG_SKIP_LINEAR: "12288x4096" }],
+      ["o", "O projection", { LTE_DEC_DIAG_SKIP_LINEAR: "4096x4096" }],
+      ...(act === null
+        ? [
+          ["gateup", "gate/up", { LTE_DEC_DIAG_SKIP_LINEAR: "11008x4096" }],
+          ["down", "down", { LTE_DEC_DIAG_SKIP_LINEAR: "4096x11008" }],
+          ["layer_gemvs", "every layer GEMV", {
+            LTE_DEC_DIAG_SKIP_LINEAR: "12288x4096,4096x4096,11008x4096,4096x11008",
+          }],
+        ]
+        : [["sffn", "sparse FFN block", { LTE_DEC_DIAG_SKIP_SFFN: "1" }], [
+          "attn",
+          "attention",
+          { LTE_DEC_DIAG_SKIP_ATTN: "1" },
+        ]]),
+      ["head", "LM head", { LTE_DEC_DIAG_SKIP_LINEAR: "32000x4096" }],
+    ] as [string, string, Record<string, string>][]).map(([k, label, env]): Variant => ({
+      key: `${act === null ? "dense" : "sparse90"}_skip_${k}`,
+      name: `${act === null ? "dense" : "sparse ~90%"}, ${label} skipped (diag)`,
+      opts: act === null ? {} : { sparse: true },
+      active: act,
+      batch: 1,
+      env,
+      ref: act === null ? "dense" : "sparse90",
+    }))
+  ),
   // the attention over long caches (--prompt runs), each knob reversed or moved: not split over
   // positions; the split's smallest chunk (default 128 positions); its blocks per SM
   // (LTE_DEC_ATTN_BPS, default 2); the loop not software-pipelined; the KV prefetch before the PDL

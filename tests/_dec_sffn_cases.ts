@@ -257,10 +257,11 @@ function callOp(be: Backend, c: SffnCase, inp: SffnInputs, w: Weights, o: Outs, 
 
 /**
  * Several calls of lte_dec_sparse_ffn back to back inside one captured graph, replayed `replays`
- * times: call k restores its residual x[k] from inputs[k].x (a captured copy) and then runs the op
- * on it; all calls share one xn buffer (a call that read the previous call's x' or expert list
- * would show in its output). The inputs must share everything but x. Returns each call's outputs
- * after the last replay (xn: the last call's).
+ * times: the graph first restores every call's residual x[k] from inputs[k].x (captured copies),
+ * then runs the calls one after another with nothing between them (with PDL each launch pair is
+ * chained to the previous one); all calls share one xn buffer, so a call that read the previous
+ * call's x' or expert list would show in its output. The inputs must share everything but x.
+ * Returns each call's outputs after the last replay (xn: the last call's).
  */
 export function runOpGraph(be: Backend, c: SffnCase, inputs: SffnInputs[], replays: number): SffnOutputs[] {
   const b = new Bufs(be), s = be.sym, E = c.F / c.S;
@@ -272,10 +273,8 @@ export function runOpGraph(be: Backend, c: SffnCase, inputs: SffnInputs[], repla
     }));
     const out = new BigUint64Array(1);
     be.check(s.lte_graph_begin(be.ctx), "lte_graph_begin");
-    for (const [k, { x0, o }] of calls.entries()) {
-      be.check(s.lte_mem_copy(be.ctx, o.x, x0, BigInt(4 * c.rows * c.C)), "lte_mem_copy");
-      callOp(be, c, inputs[k]!, w, o);
-    }
+    for (const { x0, o } of calls) be.check(s.lte_mem_copy(be.ctx, o.x, x0, BigInt(4 * c.rows * c.C)), "lte_mem_copy");
+    for (const [k, { o }] of calls.entries()) callOp(be, c, inputs[k]!, w, o);
     be.check(s.lte_graph_end(be.ctx, out), "lte_graph_end");
     const g = Deno.UnsafePointer.create(out[0]!);
     try {

@@ -1164,6 +1164,28 @@ using namespace lte;
     if ((dt) != LTE_DTYPE_I8) LTE_REQUIRE_WDT(dt); \
   } while (0)
 
+/* LTE_DEC_DIAG_SKIP_LINEAR="NxK[,NxK...]" (a diagnostic, wrong results): lte_dec_linear calls of
+   n outputs and k inputs launch nothing, so a step's time without them gives those GEMVs' share of
+   the step, boundaries included (bench/decode_bench.ts "skip" rows; with LTE_DEC_DIAG_SKIP_ATTN and
+   LTE_DEC_DIAG_SKIP_SFFN every op of a layer can be left out in turn). Read at each call: a graph
+   keeps what its capture saw. */
+static bool diag_skip_linear(int n, int k) {
+  const char *e = getenv("LTE_DEC_DIAG_SKIP_LINEAR");
+  if (e == nullptr) return false;
+  while (*e) {
+    char *end = nullptr;
+    const long sn = strtol(e, &end, 10);
+    if (end == e || *end != 'x') return false;
+    const char *k0 = end + 1;
+    const long sk = strtol(k0, &end, 10);
+    if (end == k0) return false;
+    if (sn == n && sk == k) return true;
+    e = *end == ',' ? end + 1 : end;
+    if (*end != ',' && *end != '\0') return false;
+  }
+  return false;
+}
+
 extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, const void *w, const void *x,
                                              int32_t ldx, int32_t x_mode, const void *norm_w, const void *norm_b,
                                              float eps, const void *in_mask, const void *out_mask, int32_t out_period,
@@ -1192,6 +1214,7 @@ extern "C" LTE_API lte_status lte_dec_linear(lte_ctx_t *ctx, lte_dtype wdtype, c
   LTE_REQUIRE_PTR(y);
   if (x_mode != LTE_DEC_X_PLAIN) LTE_REQUIRE_PTR(norm_w);
   if (x_mode == LTE_DEC_X_LAYERNORM) LTE_REQUIRE_PTR(norm_b);
+  if (diag_skip_linear(n, k)) return LTE_STATUS_OK;
   LinArgs a{w,          F32(x),      ldx,   x_mode,      F32(norm_w), F32(norm_b), eps, F32(in_mask), F32(out_mask),
             out_period, expert_size, F32(bias), F32W(y), n,          k,           accumulate, act};
   const size_t wb = wdtype == LTE_DTYPE_F32 ? 4 : 2;
@@ -1537,6 +1560,10 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
               (int)d_model);
   LTE_REQUIRE(d_ff / expert_size <= kSfMaxE, "%d experts per layer exceed 4096", (int)(d_ff / expert_size));
   if (rows == 0) return LTE_STATUS_OK;
+  // LTE_DEC_DIAG_SKIP_SFFN=1 (a diagnostic, wrong results): the block launches nothing (see
+  // diag_skip_linear)
+  const char *skip_sffn = getenv("LTE_DEC_DIAG_SKIP_SFFN");
+  if (skip_sffn != nullptr && skip_sffn[0] == '1') return LTE_STATUS_OK;
   LTE_REQUIRE_PTR(x);
   LTE_REQUIRE_PTR(w_router);
   LTE_REQUIRE_PTR(w_fc);
