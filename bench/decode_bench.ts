@@ -438,10 +438,23 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_DIAG_SKIP_ATTN: "1" },
     ref: "dense",
   },
+  // the sparse block's fixed cost: about one expert of 344 active per token (bytes ~ nothing but the
+  // router), and the same step without the block
+  ...([["sparse1e", {}, "dense"], ["sparse1e_skip_sffn", { LTE_DEC_DIAG_SKIP_SFFN: "1" }, "sparse1e"]] as const).map((
+    [key, env, ref],
+  ): Variant => ({
+    key,
+    name: `sparse, ~1 expert of 344 active${key.endsWith("sffn") ? ", sparse FFN block skipped (diag)" : ""}`,
+    opts: { sparse: true },
+    active: 1 / 344,
+    batch: 1,
+    env,
+    ref,
+  })),
   // each op's share of a batch-1 step, boundaries included (diagnostics, WRONG results): the 7B
   // shape's GEMVs by (outputs x inputs), the attention and the sparse FFN block left out in turn
   // (LTE_DEC_DIAG_SKIP_LINEAR / _ATTN / _SFFN, cuda/cuda/decode.cu); step minus row = that op's cost
-  ...([null, 0.1] as const).flatMap((act): Variant[] =>
+  ...([null, 0.5, 0.1] as const).flatMap((act): Variant[] =>
     ([
       ["qkv", "QKV", { LTE_DEC_DIAG_SKIP_LINEAR: "12288x4096" }],
       ["o", "O projection", { LTE_DEC_DIAG_SKIP_LINEAR: "4096x4096" }],
@@ -460,13 +473,13 @@ const VARIANTS: Variant[] = [
         ]]),
       ["head", "LM head", { LTE_DEC_DIAG_SKIP_LINEAR: "32000x4096" }],
     ] as [string, string, Record<string, string>][]).map(([k, label, env]): Variant => ({
-      key: `${act === null ? "dense" : "sparse90"}_skip_${k}`,
-      name: `${act === null ? "dense" : "sparse ~90%"}, ${label} skipped (diag)`,
+      key: `${act === null ? "dense" : `sparse${100 - 100 * act}`}_skip_${k}`,
+      name: `${act === null ? "dense" : `sparse ~${100 - 100 * act}%`}, ${label} skipped (diag)`,
       opts: act === null ? {} : { sparse: true },
       active: act,
       batch: 1,
       env,
-      ref: act === null ? "dense" : "sparse90",
+      ref: act === null ? "dense" : `sparse${100 - 100 * act}`,
     }))
   ),
   // the attention over long caches (--prompt runs), each knob reversed or moved: not split over

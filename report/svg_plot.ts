@@ -151,3 +151,78 @@ export function linePlot(o: PlotOptions): string {
   parts.push(`</svg>`);
   return parts.join("\n") + "\n";
 }
+
+/** Grouped bars: one group per category, one bar per series in each group (NaN: no bar). */
+export interface BarOptions {
+  title: string;
+  yLabel: string;
+  categories: string[];
+  series: { name: string; values: number[] }[];
+  width?: number;
+  height?: number;
+}
+
+/** Renders grouped bars (y from 0) with each bar's value above it, as an SVG document. */
+export function barPlot(o: BarOptions): string {
+  const W = o.width ?? 720, H = o.height ?? 420;
+  const m = { l: 70, r: 20, t: 40, b: 55 };
+  const vals = o.series.flatMap((s) => s.values).filter((v) => Number.isFinite(v));
+  const y1 = Math.max(1e-9, ...vals) * 1.12;
+  const sy = (y: number) => H - m.b - (y / y1) * (H - m.t - m.b);
+  const gw = (W - m.l - m.r) / Math.max(1, o.categories.length);
+  const bw = (gw * 0.8) / Math.max(1, o.series.length);
+  const parts: string[] = [];
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
+  for (const t of niceTicks(0, y1)) {
+    const y = sy(t);
+    parts.push(`<line x1="${m.l}" y1="${y}" x2="${W - m.r}" y2="${y}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${fmt(t)}</text>`);
+  }
+  parts.push(
+    `<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`,
+  );
+  parts.push(
+    `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
+  );
+  o.categories.forEach((c, i) => {
+    const gx = m.l + i * gw;
+    parts.push(`<text x="${gx + gw / 2}" y="${H - m.b + 18}" text-anchor="middle">${esc(c)}</text>`);
+    o.series.forEach((s, j) => {
+      const v = s.values[i];
+      if (v === undefined || !Number.isFinite(v)) return;
+      const x = gx + gw * 0.1 + j * bw, y = sy(Math.max(0, v));
+      parts.push(
+        `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(bw * 0.92).toFixed(1)}" height="${
+          (H - m.b - y).toFixed(1)
+        }" fill="${COLORS[j % COLORS.length]}"/>`,
+      );
+      parts.push(
+        `<text x="${(x + bw * 0.46).toFixed(1)}" y="${(y - 3).toFixed(1)}" text-anchor="middle" font-size="10">${
+          fmt(Number(v.toPrecision(3)))
+        }</text>`,
+      );
+    });
+  });
+  // legend, top right
+  const legendW = 30 + 6.6 * Math.max(0, ...o.series.map((s) => s.name.length));
+  if (o.series.length) {
+    parts.push(
+      `<rect x="${W - m.r - legendW - 6}" y="${m.t + 2}" width="${legendW + 4}" height="${
+        o.series.length * 16 + 6
+      }" fill="white" fill-opacity="0.85"/>`,
+    );
+  }
+  o.series.forEach((s, j) => {
+    const ly = m.t + 14 + j * 16;
+    parts.push(
+      `<rect x="${W - m.r - legendW}" y="${ly - 9}" width="18" height="10" fill="${COLORS[j % COLORS.length]}"/>`,
+    );
+    parts.push(`<text x="${W - m.r - legendW + 25}" y="${ly}">${esc(s.name)}</text>`);
+  });
+  parts.push(`</svg>`);
+  return parts.join("\n") + "\n";
+}

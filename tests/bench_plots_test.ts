@@ -1,11 +1,13 @@
 /**
- * bench/plot_decode.ts and bench/plot_ffn.ts: the series their plots are drawn from (speed-up, byte
- * bound with the K/V bytes both paths read, positions against step time; FFN block time against
- * sparsity), on small hand-made result files.
+ * bench/plot_decode.ts, bench/plot_ffn.ts and bench/plot_step_shares.ts: the series their plots are
+ * drawn from (speed-up, byte bound with the K/V bytes both paths read, positions against step time;
+ * FFN block time against sparsity; each op's share of a step), on small hand-made result files.
  */
 import assert from "node:assert/strict";
 import { contextSeries, type DecodeResult, kvBytes, speedupSeries, TARGETS } from "../bench/plot_decode.ts";
 import { FFN_TARGETS, ffnSeries } from "../bench/plot_ffn.ts";
+import { COPY_TB_S, stepShares } from "../bench/plot_step_shares.ts";
+import { barPlot } from "../report/svg_plot.ts";
 
 const config = { n_layer: 2, n_head: 4, n_kv_head: 2, d_model: 64 };
 const file = (prompt: number, rows: Record<string, unknown>): DecodeResult => ({
@@ -83,4 +85,48 @@ Deno.test("plot_ffn: ours, the fused op (activity -> sparsity), byte ideal, flat
   assert.deepEqual(byName["PyTorch gather, graph"], [[0.5, 123]]);
   assert.deepEqual(byName["issue 9 targets"], FFN_TARGETS);
   assert.equal(byName["PyTorch dense, graph"], undefined); // not in this file: no curve
+});
+
+Deno.test("plot_step_shares: step minus skip row per layer, from one file; a later file fills only gaps", () => {
+  const cfg = { n_layer: 2, n_head: 4, n_kv_head: 4, d_model: 64, d_ff: 256 } as unknown as DecodeResult["config"];
+  const a = file(16, {
+    dense: { device_ms_per_step: 1 },
+    dense_skip_gateup: { device_ms_per_step: 0.6 },
+    dense_skip_down: { device_ms_per_step: 0.8 },
+    dense_skip_qkv: { device_ms_per_step: 0.9 },
+    sparse90: { device_ms_per_step: 0.7, active_fraction: 0.1 },
+    sparse90_skip_sffn: { device_ms_per_step: 0.5 },
+  });
+  const b = file(16, {
+    dense: { device_ms_per_step: 2 }, // another call: its own base
+    dense_skip_qkv: { device_ms_per_step: 1 }, // dense QKV came from the first file: ignored
+    dense_skip_o: { device_ms_per_step: 1.9 },
+  });
+  a.config = b.config = cfg;
+  const s = stepShares([a, b]);
+  assert.deepEqual(s.map((x) => x.base), ["dense", "sparse90"]);
+  const near = (x: number, y: number) => assert.ok(Math.abs(x - y) < 1e-9, `${x} vs ${y}`);
+  // (1 - 0.6) + (1 - 0.8) ms over 2 layers = 300 us per layer
+  near(s[0]!.us.ffn, 300);
+  near(s[0]!.us.qkv, 50);
+  near(s[0]!.us.o, 50); // from the second file: (2 - 1.9) / 2
+  assert.ok(Number.isNaN(s[0]!.us.attn));
+  near(s[1]!.us.ffn, 100);
+  // bytes: dense 3 x 64 x 256 x 2; sparse: f32 router (256 / 32 experts) + 10 % of the dense bytes
+  near(s[0]!.ffn_bytes_us, (3 * 64 * 256 * 2) / (COPY_TB_S * 1e6));
+  near(s[1]!.ffn_bytes_us, (8 * 64 * 4 + 0.1 * 3 * 64 * 256 * 2) / (COPY_TB_S * 1e6));
+});
+
+Deno.test("barPlot: one bar per finite value, with its label; NaN draws nothing", () => {
+  const svg = barPlot({
+    title: "t",
+    yLabel: "y",
+    categories: ["a", "b"],
+    series: [{ name: "s1", values: [1, NaN] }, { name: "s2", values: [2, 3] }],
+  });
+  // 3 bars + 2 legend swatches (the background and the frame are the other rects)
+  const bars = [...svg.matchAll(/<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="[\d.]+" fill="#/g)];
+  assert.equal(bars.length, 3 + 2);
+  for (const v of [">1<", ">2<", ">3<"]) assert.ok(svg.includes(v), v);
+  assert.ok(svg.includes(">s1<") && svg.includes(">s2<"));
 });
