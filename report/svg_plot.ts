@@ -76,6 +76,39 @@ function fmt(v: number): string {
   return String(Number(v.toPrecision(4)));
 }
 
+type Margins = { l: number; r: number; t: number; b: number };
+
+/** The SVG opening, its white background and the title. */
+function head(W: number, H: number, title: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(title)}</text>`,
+  ];
+}
+
+/** The plot area's frame and the rotated y label. */
+function frame(W: number, H: number, m: Margins, yLabel: string): string[] {
+  return [
+    `<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`,
+    `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`,
+  ];
+}
+
+/** The legend's width (its longest name at ~6.6 px per character) and its light box, top right, so
+ * curves or bars beneath it do not cross its text. */
+function legendBox(names: string[], W: number, m: Margins): { width: number; box: string[] } {
+  const width = 30 + 6.6 * Math.max(0, ...names.map((n) => n.length));
+  const box = names.length
+    ? [
+      `<rect x="${W - m.r - width - 6}" y="${m.t + 2}" width="${width + 4}" height="${
+        names.length * 16 + 6
+      }" fill="white" fill-opacity="0.85"/>`,
+    ]
+    : [];
+  return { width, box };
+}
+
 /** Renders the series as an SVG document. */
 export function linePlot(o: PlotOptions): string {
   const W = o.width ?? 720, H = o.height ?? 420;
@@ -92,12 +125,7 @@ export function linePlot(o: PlotOptions): string {
   y0 -= pad, y1 += pad;
   const sx = (x: number) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
   const sy = (y: number) => H - m.b - ((ty(y) - y0) / (y1 - y0)) * (H - m.t - m.b);
-  const parts: string[] = [];
-  parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-  );
-  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
+  const parts = head(W, H, o.title);
   // Axes and grid.
   for (const t of niceTicks(x0, x1)) {
     const x = sx(t);
@@ -109,24 +137,10 @@ export function linePlot(o: PlotOptions): string {
     parts.push(`<line x1="${m.l}" y1="${y}" x2="${W - m.r}" y2="${y}" stroke="#eee"/>`);
     parts.push(`<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${fmt(o.logY ? Math.pow(10, t) : t)}</text>`);
   }
-  parts.push(
-    `<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`,
-  );
+  parts.push(...frame(W, H, m, o.yLabel));
   parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">${esc(o.xLabel)}</text>`);
-  parts.push(
-    `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
-  );
-  // Series, then the legend (top right, as wide as its longest name at ~6.6 px per character) on a
-  // light box, so curves passing beneath it do not cross its text.
-  const legendW = 30 + 6.6 * Math.max(0, ...o.series.map((s) => s.name.length));
-  const legend: string[] = [];
-  if (o.series.length) {
-    legend.push(
-      `<rect x="${W - m.r - legendW - 6}" y="${m.t + 2}" width="${legendW + 4}" height="${
-        o.series.length * 16 + 6
-      }" fill="white" fill-opacity="0.85"/>`,
-    );
-  }
+  // Series, then the legend
+  const { width: legendW, box: legend } = legendBox(o.series.map((s) => s.name), W, m);
   o.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length]!;
     const ps = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logY || y > 0));
@@ -171,23 +185,13 @@ export function barPlot(o: BarOptions): string {
   const sy = (y: number) => H - m.b - (y / y1) * (H - m.t - m.b);
   const gw = (W - m.l - m.r) / Math.max(1, o.categories.length);
   const bw = (gw * 0.8) / Math.max(1, o.series.length);
-  const parts: string[] = [];
-  parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-  );
-  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
+  const parts = head(W, H, o.title);
   for (const t of niceTicks(0, y1)) {
     const y = sy(t);
     parts.push(`<line x1="${m.l}" y1="${y}" x2="${W - m.r}" y2="${y}" stroke="#eee"/>`);
     parts.push(`<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${fmt(t)}</text>`);
   }
-  parts.push(
-    `<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#333"/>`,
-  );
-  parts.push(
-    `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
-  );
+  parts.push(...frame(W, H, m, o.yLabel));
   o.categories.forEach((c, i) => {
     const gx = m.l + i * gw;
     parts.push(`<text x="${gx + gw / 2}" y="${H - m.b + 18}" text-anchor="middle">${esc(c)}</text>`);
@@ -207,15 +211,8 @@ export function barPlot(o: BarOptions): string {
       );
     });
   });
-  // legend, top right
-  const legendW = 30 + 6.6 * Math.max(0, ...o.series.map((s) => s.name.length));
-  if (o.series.length) {
-    parts.push(
-      `<rect x="${W - m.r - legendW - 6}" y="${m.t + 2}" width="${legendW + 4}" height="${
-        o.series.length * 16 + 6
-      }" fill="white" fill-opacity="0.85"/>`,
-    );
-  }
+  const { width: legendW, box } = legendBox(o.series.map((s) => s.name), W, m);
+  parts.push(...box);
   o.series.forEach((s, j) => {
     const ly = m.t + 14 + j * 16;
     parts.push(
