@@ -8,8 +8,10 @@
  *   (lane lg of the group holds dims [8 lg, 8 lg + 8)), so a warp covers 32 / LP positions per load
  *   and each lane keeps kAttnU positions' K and V vectors (16-byte loads) in flight; PIPE
  *   (default; LTE_DEC_ATTN_PIPE=0: not) loads the next trip's while it scores this one. Every
- *   (warp, group) keeps its own running max, sum and 8-dim value accumulator; they are merged in
- *   shared memory at the end. No shared memory grows with the context.
+ *   (warp, group) keeps its own running max, sum and 8-dim value accumulator; at the end each warp
+ *   merges its groups by shuffles and the 8 warps' states are merged in shared memory (4 KiB of
+ *   values at D = 128; eighteenth session: the groups' own states took 8 / 16 KiB for f16 / 8-bit).
+ *   No shared memory grows with the context.
  *   FUSED: the block also does lte_dec_rope_append's work for its row: RoPE of its q head and of
  *   its kv head's k at pos[r] (angles in double, as the CPU reference), and the first q head of
  *   each kv group appends k and v to the cache. The new position's k and v are taken from shared
@@ -153,8 +155,10 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
   constexpr int D = LP * VL;
   constexpr int PPW = 32 / LP;          // positions per warp per load
   constexpr int G = kFlashWarps * PPW;  // (warp, group) partial states per block = position stride
-  __shared__ float s_m[G], s_l[G];
-  __shared__ float s_acc[G * D];  // G * D = kFlashWarps * 32 * VL floats (8 or 16 KiB)
+  // the warps' merged states (each warp first merges its PPW groups by shuffles): 4 KiB of s_acc at
+  // D = 128 for every cache dtype (the groups' own states took 8 KiB for f16, 16 KiB for 8-bit)
+  __shared__ float s_m[kFlashWarps], s_l[kFlashWarps];
+  __shared__ float s_acc[kFlashWarps * D];
   __shared__ float s_q[FUSED ? D : 1], s_k[FUSED ? D : 1], s_v[FUSED ? D : 1];
   __shared__ int s_last;
   __shared__ float s_scale[2];  // an 8-bit cache: the new position's k and v scales
@@ -196,7 +200,6 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
   pdl_wait();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / LP, lg = lane % LP;  // group within the warp, VL-dim chunk within D
-  const int gid = warp * PPW + sub;
   const int p = __ldcg(pos + r);
   const int n_cached = FUSED ? p : p + 1;  // positions read from the cache
   // the chunks this step has positions in (split 0 always: FUSED's new position is its work)
@@ -356,17 +359,31 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
     for (int o = LP / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LP);
     if (sub == 0) flash_update<VL>(s * scale, s_v + lg * VL, m, l, acc);
   }
-  if (lg == 0) {
-    s_m[gid] = m;
-    s_l[gid] = l;
-  }
+  // the warp's PPW groups (lanes lg + k LP hold the same dims of different positions) merged by
+  // shuffles into every group; an empty group has m = -inf, l = 0, acc = 0 (two empty: weights 0)
 #pragma unroll
-  for (int j = 0; j < VL; j++) s_acc[gid * D + lg * VL + j] = acc[j];
+  for (int o = LP; o < 32; o <<= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
+    const float mn = fmaxf(m, m2);
+    const float c1 = mn == -INFINITY ? 0.0f : expf(m - mn), c2 = mn == -INFINITY ? 0.0f : expf(m2 - mn);
+    l = fmaf(l, c1, l2 * c2);
+#pragma unroll
+    for (int j = 0; j < VL; j++) acc[j] = fmaf(acc[j], c1, __shfl_xor_sync(0xffffffffu, acc[j], o) * c2);
+    m = mn;
+  }
+  if (sub == 0) {
+    if (lg == 0) {
+      s_m[warp] = m;
+      s_l[warp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < VL; j++) s_acc[warp * D + lg * VL + j] = acc[j];
+  }
   __syncthreads();
   float M = -INFINITY;
-  for (int i = 0; i < G; i++) M = fmaxf(M, s_m[i]);
+  for (int i = 0; i < kFlashWarps; i++) M = fmaxf(M, s_m[i]);
   float L = 0.0f;
-  for (int i = 0; i < G; i++) L += s_l[i] * expf(s_m[i] - M);  // empty groups: l = 0, exp(-inf) = 0
+  for (int i = 0; i < kFlashWarps; i++) L += s_l[i] * expf(s_m[i] - M);  // empty warps: l = 0, exp(-inf) = 0
   // one chunk: the normalised result into out; several: this chunk's (M, L, unnormalised values)
   // into the scratch, and the last of them to arrive merges
   float *o = out + (size_t)r * H * D + (size_t)h * D;
@@ -376,7 +393,7 @@ __global__ void __launch_bounds__(kFlashWarps * 32, VL == 16 ? 2 : 1)
   const float inv_l = single ? 1.0f / L : 1.0f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float v = 0.0f;
-    for (int i = 0; i < G; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
+    for (int i = 0; i < kFlashWarps; i++) v = fmaf(s_acc[i * D + d], expf(s_m[i] - M), v);
     dst[d] = v * inv_l;
   }
   if (single) return;
