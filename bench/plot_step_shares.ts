@@ -66,7 +66,8 @@ export function stepShares(files: DecodeResult[]): Shares[] {
       take("o", share("o"));
       take("attn", share("attn"));
       if (Number.isNaN(ffnBytes)) {
-        // f16 weights; the sparse block reads the f32 router and the active experts' 3 rows
+        // f16 weights, experts of 32 (the bench's); the sparse block reads the f32 router and the
+        // active experts' 3 rows
         const dense = 3 * c.d_model * c.d_ff * 2;
         const af = rows[base]?.active_fraction;
         const S = 32, E = c.d_ff / S;

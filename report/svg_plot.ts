@@ -1,6 +1,7 @@
 /**
- * Dependency-free SVG line/scatter plots for run reports (loss curves now; sparsity vs quality and
- * latency vs sparsity later). Output is a standalone SVG any browser or image viewer opens.
+ * Dependency-free SVG line/scatter plots (loss curves, sparsity against quality or latency) and
+ * grouped bar plots (a decode step's shares) for run reports and benchmarks. Output is a standalone
+ * SVG any browser or image viewer opens.
  *
  * @example
  * ```ts
