@@ -242,18 +242,25 @@ void GrowScratch::release() {
 // workspace, so one block of ~40 MiB serves a whole engine
 void *decode_scratch(lte_ctx *ctx, size_t bytes) { return ctx->dec_scratch.grow(bytes, (size_t)8 << 20, false, nullptr); }
 
-void *attention_scratch(lte_ctx *ctx, size_t bytes) {
-  if (bytes <= ctx->attn_scratch.bytes) return ctx->attn_scratch.ptr;
+/* Grows s outside stream captures only (a zeroing memset would become part of the graph, and a
+   cudaMalloc during a capture is refused): NULL there when it is too small. */
+static void *scratch_outside_capture(lte_ctx *ctx, GrowScratch &s, size_t bytes, bool zero) {
+  if (bytes <= s.bytes) return s.ptr;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(ctx->stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
     cudaGetLastError();
-    return nullptr;  // the zeroing memset would become part of the graph: grow only outside captures
+    return nullptr;
   }
-  return ctx->attn_scratch.grow(bytes, 0, true, ctx->stream);
+  return s.grow(bytes, 0, zero, ctx->stream);
 }
+
+void *attention_scratch(lte_ctx *ctx, size_t bytes) { return scratch_outside_capture(ctx, ctx->attn_scratch, bytes, true); }
+
+void *sffn_parts_scratch(lte_ctx *ctx, size_t bytes) { return scratch_outside_capture(ctx, ctx->sffn_parts, bytes, false); }
 
 void decode_scratch_release(lte_ctx *ctx) {
   ctx->attn_scratch.release();
+  ctx->sffn_parts.release();
   ctx->dec_scratch.release();
   if (ctx->dec_fork) cudaEventDestroy(ctx->dec_fork);
   if (ctx->dec_join) cudaEventDestroy(ctx->dec_join);

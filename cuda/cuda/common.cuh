@@ -144,6 +144,8 @@ struct lte_ctx {
   /* the split decode attention's partials and arrival counters (decode_attention.cuh,
      attention_scratch) */
   lte::GrowScratch attn_scratch;
+  /* the fused sparse FFN op's partial sums in deterministic mode (decode_sffn.cuh, sffn_parts_scratch) */
+  lte::GrowScratch sffn_parts;
   /* the decode engine's second stream and its fork / join events (decode_blas.cuh, decode_side) */
   cudaStream_t dec_side = nullptr;
   cudaEvent_t dec_fork = nullptr, dec_join = nullptr;
@@ -344,6 +346,7 @@ void *decode_scratch(lte_ctx *ctx, size_t bytes);
    before the caller's kernels); NULL when it would have to grow while the context's stream is
    being captured (the caller then does not split) or the allocation fails. */
 void *attention_scratch(lte_ctx *ctx, size_t bytes);
+void *sffn_parts_scratch(lte_ctx *ctx, size_t bytes);
 /* Frees the decode and attention scratch blocks and the decode side stream / events (context destruction). */
 void decode_scratch_release(lte_ctx *ctx);
 

@@ -1575,6 +1575,17 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE(((uintptr_t)x | (uintptr_t)xn | (uintptr_t)w_router | (uintptr_t)w_fc | (uintptr_t)w_down_t |
                (uintptr_t)norm_w | (uintptr_t)norm_b) % 16 == 0,
               "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
+  // deterministic mode (decode_sffn.cuh, sffn_reduce_kernel): LTE_OPTION_DETERMINISTIC, or
+  // LTE_DEC_SFFN_REDUCE = 1 (always) / 0 (never). Its partial sums' scratch grows outside captures only,
+  // so it is sized here whatever the path (an engine's eager prefill comes before its step's capture);
+  // inside a capture before that, the block keeps its atomics.
+  const int reduce = env_int("LTE_DEC_SFFN_REDUCE", -1, -1, 1);
+  float *parts = nullptr;
+  if (reduce == 1 || (reduce == -1 && ctx->deterministic)) {
+    // (P <= SMs x blocks per SM partials of the launch's R = 1, 2 or 4 rows)
+    const size_t bps = (size_t)env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4), rr = rows == 1 ? 1 : rows == 2 ? 2 : 4;
+    parts = static_cast<float *>(sffn_parts_scratch(ctx, (size_t)sm_count_of(ctx) * bps * rr * d_model * 4));
+  }
   if ((wdtype == LTE_DTYPE_F16 || wdtype == LTE_DTYPE_BF16) &&
       blas_applies(blas_tune(), ctx, wdtype, rows, true, ((uintptr_t)x | (uintptr_t)xn) % 16 == 0, expert_size) &&
       (d_ff / expert_size) * expert_size == d_ff && d_ff % 2 == 0)
@@ -1583,7 +1594,8 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
                            counts, rows, d_model, d_ff, expert_size, act, router_rows);
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
-             d_ff,    expert_size, d_ff / expert_size,       act,           0};
+             d_ff,    expert_size, d_ff / expert_size,       act,           0,
+             parts};
   cudaError_t e;
   const int sms = sm_count_of(ctx);
   if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->stream);

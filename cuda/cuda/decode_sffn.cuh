@@ -119,6 +119,10 @@ struct SffnArgs {
   int32_t *counts;   // (R) or NULL
   int C, F, S, E, act;
   int skip_router;  // LTE_DEC_SFFN_DIAG=1 (a diagnostic): the route kernels do not load w_router (read as 0)
+  // deterministic mode (LTE_OPTION_DETERMINISTIC or LTE_DEC_SFFN_REDUCE=1; the two-phase kernel): the
+  // (P, R, C) partial sums of the P = grid / csize clusters, summed into x in order by
+  // sffn_reduce_kernel instead of float atomics; NULL: atomics
+  float *parts;
 };
 
 /* ------------------------------------------------------------------ timeline (diagnostic) */
@@ -833,7 +837,8 @@ __device__ void sffn_bulk_add_rows(const SffnArgs &a, int rows, const float *par
    (R, C) into part (its own shared memory; x' is dead by now), then block k of the cluster sums
    column slice k over the n blocks (+ b_down in the first cluster) and adds it into x with atomics
    (atom 0) or bulk reductions (atom 1). Every block of a cluster calls it (no early exit).
-   atom 2 skips the adds (LTE_DEC_SFFN_ATOM=2, a diagnostic of what they cost). */
+   atom 2 skips the adds (LTE_DEC_SFFN_ATOM=2, a diagnostic of what they cost); atom 3
+   (deterministic mode) stores the cluster's (or block's) sum into a.parts for sffn_reduce_kernel. */
 template <int R, int CPT>
 __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const float (&yacc)[R][CPT][8], int csize,
                               int atom, bool bias_here, bool relaxed_exit) {
@@ -843,6 +848,24 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
     return;
   }
   if (csize == 1 && atom == 2) return;
+  if (csize == 1 && atom == 3) {  // deterministic: this block's partial (+ b_down, block 0) to a.parts
+#pragma unroll
+    for (int j = 0; j < CPT; j++) {
+      const int c = tid + j * kSf2Threads;
+      if (c >= cpr) continue;
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (r >= rows) break;
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = yacc[r][j][i] + (bias_here ? a.bd[c * 8 + i] : 0.0f);
+        float4 *dst = reinterpret_cast<float4 *>(a.parts + ((size_t)blockIdx.x * R + r) * C) + 2 * c;
+        dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+        dst[1] = make_float4(v[4], v[5], v[6], v[7]);
+      }
+    }
+    return;
+  }
   // the partial (+ the bias, csize == 1) into shared memory
   const bool bias1 = csize == 1 && bias_here;
 #pragma unroll
@@ -890,6 +913,7 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
     }
     float4 *dst = reinterpret_cast<float4 *>(a.x + (size_t)r * C) + q;
     if (atom == 0) atomicAdd(dst, s);
+    else if (atom == 3) reinterpret_cast<float4 *>(a.parts + ((size_t)(blockIdx.x / n) * R + r) * C)[q] = s;
     else reinterpret_cast<float4 *>(part + (size_t)r * C)[q] = s;  // own slice: read only by this thread
   }
   if (atom == 1) sffn_bulk_add_rows(a, rows, part, q0, q1);
@@ -930,9 +954,13 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const bool swi = a.act == LTE_DEC_ACT_SWIGLU;
   const int C = a.C, cpr = C / 8;                      // 16-byte chunks per row
+  const bool det = (atom & 3) == 3;                     // deterministic mode (a.parts)
+  const int P = (cpr + 127) / 128;                      // phase-1 pieces per neuron
   float *xs = reinterpret_cast<float *>(f2sm4);         // (R, C) x'
   float *hsum = xs + (size_t)R * C;                     // (maxmine, R, 2): gate / up sums, then h
-  int *list = reinterpret_cast<int *>(hsum + (size_t)maxmine * R * 2);  // union of active experts
+  // det: (maxmine, P, R, 2) per-piece sums, added in piece order (no shared-memory atomics)
+  float *hsp = hsum + (size_t)maxmine * R * 2;
+  int *list = reinterpret_cast<int *>(hsp + (det ? (size_t)maxmine * P * R * 2 : 0));  // union of active experts
   unsigned char *on = reinterpret_cast<unsigned char *>(list + a.E);    // (R, E)
   __shared__ int wtot[kSf2Warps];
   __shared__ int cnt[R];
@@ -971,7 +999,8 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   if (blockIdx.x == 0 && a.counts && tid < rows) a.counts[tid] = cnt[tid];
   rec.mark(2);
   if (rec.p && tid == 0) rec.p[30] = (unsigned long long)nmine;
-  if (nmine == 0 && !bias_here && csize == 1) return;  // (a cluster's blocks all reach its barriers)
+  // (a cluster's blocks all reach its barriers; det: every block stores its partial, zeros here)
+  if (nmine == 0 && !bias_here && csize == 1 && !det) return;
 
   const T *wfc = static_cast<const T *>(a.wfc), *wd = static_cast<const T *>(a.wd);
   auto neuron = [&](int k) {
@@ -980,7 +1009,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   };
 
   // phase 1: gate/up partial dots, items (neuron k, piece p of 128 chunks)
-  const int P = (cpr + 127) / 128;
   const int items = nmine * P;
   const uint4 z = make_uint4(0u, 0u, 0u, 0u);
   uint4 gbuf[P1D][4], ubuf[P1D][4];  // P1D items in flight per warp
@@ -1023,7 +1051,10 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
     for (int r = 0; r < R; r++) {
       sg[r] = warp_sum(sg[r]);
       if (swi) su[r] = warp_sum(su[r]);
-      if (lane == 0 && r < rows) {
+      if (lane == 0 && r < rows && det) {
+        hsp[(((size_t)k * P + p) * R + r) * 2] = sg[r];
+        hsp[(((size_t)k * P + p) * R + r) * 2 + 1] = su[r];
+      } else if (lane == 0 && r < rows) {
         atomicAdd(&hsum[((size_t)k * R + r) * 2], sg[r]);
         if (swi) atomicAdd(&hsum[((size_t)k * R + r) * 2 + 1], su[r]);
       }
@@ -1065,6 +1096,15 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   for (int i = tid; i < nmine * R; i += kSf2Threads) {
     const int k = i / R, r = i - k * R;
     const int n = neuron(k);
+    if (det && r < rows) {  // the pieces' sums in piece order
+      float g = 0.0f, u = 0.0f;
+      for (int q = 0; q < P; q++) {
+        g += hsp[(((size_t)k * P + q) * R + r) * 2];
+        u += swi ? hsp[(((size_t)k * P + q) * R + r) * 2 + 1] : 0.0f;
+      }
+      hsum[2 * i] = g;
+      hsum[2 * i + 1] = u;
+    }
     hsum[2 * i] = (r < rows && on[r * a.E + n / a.S]) ? sffn_h(a, n, hsum[2 * i], hsum[2 * i + 1]) : 0.0f;
   }
   __syncthreads();
@@ -1103,6 +1143,55 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   if (rec.p) {
     __syncthreads();
     rec.mark(8);  // every thread's atomics issued
+  }
+}
+
+/* ------------------------------------------------------------------ deterministic mode */
+
+/* x[r, :] += the P partial sums of a.parts ((P, R, C): one per cluster of the two-phase kernel,
+   b_down inside the first), summed in partial order: the op's result no longer depends on the
+   order in which blocks finish (float atomics do). Block = kRedCols float4 columns x kRedSlices
+   slices; slice s sums partials s, s + kRedSlices, ... in order, then the column's slice-0 thread
+   sums the slices in order and adds the total into x (one writer per element). grid = (columns /
+   kRedCols, rows). */
+constexpr int kRedCols = 8, kRedSlices = 32;
+__global__ void __launch_bounds__(kRedCols * kRedSlices)
+    sffn_reduce_kernel(const float *parts, int P, int R, float *x, int C) {
+  __shared__ float4 s_part[kRedSlices][kRedCols];
+  pdl_launch_dependents();
+  pdl_wait();
+  const int Q = C / 4, col = threadIdx.x % kRedCols, sl = threadIdx.x / kRedCols;
+  const int r = blockIdx.y, q = blockIdx.x * kRedCols + col;
+  const float4 *p4 = reinterpret_cast<const float4 *>(parts);
+  float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (q < Q) {
+#pragma unroll 8
+    for (int p = sl; p < P; p += kRedSlices) {
+      const float4 v = __ldcg(p4 + ((size_t)p * R + r) * Q + q);
+      s.x += v.x;
+      s.y += v.y;
+      s.z += v.z;
+      s.w += v.w;
+    }
+  }
+  s_part[sl][col] = s;
+  __syncthreads();
+  if (sl == 0 && q < Q) {
+    float4 t = s_part[0][col];
+    for (int k = 1; k < kRedSlices; k++) {
+      const float4 v = s_part[k][col];
+      t.x += v.x;
+      t.y += v.y;
+      t.z += v.z;
+      t.w += v.w;
+    }
+    float4 *xp = reinterpret_cast<float4 *>(x + (size_t)r * C) + q;
+    float4 xv = __ldcg(xp);
+    xv.x += t.x;
+    xv.y += t.y;
+    xv.z += t.z;
+    xv.w += t.w;
+    *xp = xv;
   }
 }
 
@@ -1298,9 +1387,12 @@ cudaError_t launch_sffn_ffn2_rcd(const SffnArgs &a, int rows, const SffnTune &t,
   long long grid = (long long)sms * t.bps2;
   const long long cand = ((long long)a.F + 7) / 8;  // at least ~8 candidate neurons per block
   if (cand < grid) grid = cand < 1 ? 1 : cand;
+  const bool det = a.parts != nullptr;
+  const int pieces = (a.C / 8 + 127) / 128;  // phase-1 pieces per neuron (det: their sums kept apart)
   auto smem_for = [&](long long g) {
     const int maxmine = (int)((a.F + g - 1) / g) + 1;
-    return (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 + (size_t)a.E * 4 + (size_t)R * a.E;
+    return (size_t)R * a.C * 4 + (size_t)maxmine * R * 8 * (det ? 1 + pieces : 1) + (size_t)a.E * 4 +
+           (size_t)R * a.E;
   };
   // clusters (sm_90): a grid of whole clusters that can all be resident at once, else no clusters
   int csize = t.cluster > 0 ? t.cluster : (grid >= (long long)sms * t.bps2 ? 2 : 1);
@@ -1314,8 +1406,14 @@ cudaError_t launch_sffn_ffn2_rcd(const SffnArgs &a, int rows, const SffnTune &t,
   const int maxmine = (int)((a.F + grid - 1) / grid) + 1;
   const size_t smem = smem_for(grid);
   if (smem > cap) return cudaErrorInvalidValue;
-  return dlaunch_c(kernel, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, csize, a, rows, maxmine, csize, t.atom,
-                   t.tl ? t.tl + (size_t)kTlBlocks * kTlStride : nullptr);
+  // det: (atom 3) the clusters' sums into a.parts, then sffn_reduce_kernel adds them into x in order
+  const int atom = det ? 3 | (t.atom & 4) : t.atom;
+  e = dlaunch_c(kernel, dim3((unsigned)grid), dim3(kSf2Threads), smem, st, csize, a, rows, maxmine, csize, atom,
+                t.tl ? t.tl + (size_t)kTlBlocks * kTlStride : nullptr);
+  if (e != cudaSuccess || !det) return e;
+  const unsigned cols = (unsigned)((a.C / 4 + kRedCols - 1) / kRedCols);
+  return dlaunch(sffn_reduce_kernel, dim3(cols, (unsigned)rows), dim3(kRedCols * kRedSlices), 0, st,
+                 static_cast<const float *>(a.parts), (int)(grid / csize), R, a.x, a.C);
 }
 
 /* Phase 1 with 3 items in flight per warp (LTE_DEC_SFFN_P1D=3) exists for one row only. */
@@ -1361,6 +1459,8 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     const int rb = rows - r0 < 4 ? rows - r0 : 4;
     SffnArgs a = a0;
     a.skip_router = t.diag;
+    // deterministic mode: the two-phase kernel only (f16 / bf16); the ring kernel keeps its atomics
+    if (!(sizeof(T) == 2 && t.kernel == 2)) a.parts = nullptr;
     a.x += (size_t)r0 * a.C;
     a.xn += (size_t)r0 * a.C;
     a.mask += (size_t)r0 * a.E;

@@ -14,6 +14,7 @@
 import nodeAssert from "node:assert/strict";
 import { backendAvailable, getBackend } from "../../ffi/backend.ts";
 import { withDecEnv } from "../../ffi/tuning.ts";
+import { Option } from "../../ffi/symbols.ts";
 import {
   ACT,
   caseName,
@@ -54,6 +55,12 @@ const CASES: SffnCase[] = [
 const K1 = { LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Record<string, string>][] = [
   ["default (two-phase kernel, 2 blocks per SM)", {}],
+  ["deterministic mode (clusters' partial sums, added in order by a second kernel)", { LTE_DEC_SFFN_REDUCE: "1" }],
+  ["deterministic mode, no clusters, PDL attribute", {
+    LTE_DEC_SFFN_REDUCE: "1",
+    LTE_DEC_SFFN_CLUSTER: "1",
+    LTE_DEC_PDL: "1",
+  }],
   ["two-phase kernel, 1 block per SM, PDL attribute", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
   ["one-row route kernel, 4 warps per expert, PDL attribute", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_PDL: "1" }],
   ["one-row route kernel, 8 warps per expert", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
@@ -164,14 +171,54 @@ Deno.test({
         refs.some((r) => r.counts.join() !== refs[0]!.counts.join()),
         `${caseName(c)}: the calls' expert counts must differ`,
       );
-      const got = withDecEnv({ LTE_DEC_BLAS: "0", LTE_DEC_PDL: "1" }, () => runOpGraph(cuda, c, inputs, 3));
-      for (const [k, g] of got.entries()) {
-        const tag = `${caseName(c)} [graph] call ${k}`;
-        const { ex } = compared(inputs[k]!, refs[k]!, { ...g, xn: refs[k]!.xn }, tag);
-        nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
+      for (const [vn, env] of [["atomics", {}], ["deterministic", { LTE_DEC_SFFN_REDUCE: "1" }]] as const) {
+        const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0", LTE_DEC_PDL: "1" }, () => runOpGraph(cuda, c, inputs, 3));
+        for (const [k, g] of got.entries()) {
+          const tag = `${caseName(c)} [graph, ${vn}] call ${k}`;
+          const { ex } = compared(inputs[k]!, refs[k]!, { ...g, xn: refs[k]!.xn }, tag);
+          nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
+        }
+        // the shared xn holds the last call's x'
+        nodeAssert.ok(rel(got[3]!.xn, refs[3]!.xn) < 2e-5, `${caseName(c)} [graph, ${vn}]: xn`);
       }
-      // the shared xn holds the last call's x'
-      nodeAssert.ok(rel(got[3]!.xn, refs[3]!.xn) < 2e-5, `${caseName(c)} [graph]: xn`);
+    }
+  },
+});
+
+// LTE_OPTION_DETERMINISTIC: the two-phase kernel keeps each neuron's piece sums apart (no
+// shared-memory atomics) and stores its clusters' partial sums, which a second kernel adds into x in
+// order (no float atomics on x), so repeated calls on the same inputs give the same bits. With the
+// default atomics the bits depend on which block adds first (not asserted: they may happen to agree).
+Deno.test({
+  name: "lte_dec_sparse_ffn: LTE_OPTION_DETERMINISTIC gives bit-identical results on repeated calls",
+  ignore: !hasCuda,
+  fn() {
+    const cuda = getBackend("cuda");
+    const detCases: SffnCase[] = [
+      { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.5 },
+      { dt: "bf16", rows: 2, C: 4096, F: 2048, S: 32, act: swiglu, mode: rms, bias: true, active: 0.5 },
+      { dt: "f16", rows: 3, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.5 },
+    ];
+    for (const [i, c] of detCases.entries()) {
+      const { inp, ref } = prepared(c, 600 + i);
+      const runs = (n: number) =>
+        withDecEnv({ LTE_DEC_BLAS: "0" }, () => Array.from({ length: n }, () => runOp(cuda, c, inp)));
+      cuda.setOption(Option.DETERMINISTIC, 1);
+      let det: Outputs[];
+      try {
+        det = runs(5);
+      } finally {
+        cuda.setOption(Option.DETERMINISTIC, 0);
+      }
+      for (const [k, o] of det.entries()) {
+        const tag = `${caseName(c)} [deterministic] run ${k}`;
+        const { ex } = compared(inp, ref, o, tag);
+        nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
+        nodeAssert.deepStrictEqual(Array.from(o.x), Array.from(det[0]!.x), `${tag}: x differs from run 0`);
+      }
+      const atom = runs(5);
+      const differ = atom.filter((o) => o.x.some((v, j) => v !== atom[0]!.x[j])).length;
+      console.log(`${caseName(c)}: atomics, ${differ} of 4 repeated runs differ from the first in some bit`);
     }
   },
 });
