@@ -232,7 +232,7 @@ interface Variant {
 const sync = { syncRead: true };
 /** The fused sparse FFN op's tuning knobs compared in the decode rows: [key suffix, label, env]. */
 const FUSED_KNOBS: [string, string, Record<string, string>][] = [
-  ["det", "deterministic (ordered partial sums)", { LTE_DEC_SFFN_REDUCE: "1" }],
+  ["atomics", "float atomics (not deterministic)", { LTE_DEC_SFFN_REDUCE: "0" }],
   ["rsplit4", "route split 4", { LTE_DEC_SFFN_RSPLIT: "4" }],
   ["route1", "one-row route kernel", { LTE_DEC_SFFN_ROUTE: "2" }],
   ["cluster1", "no clusters", { LTE_DEC_SFFN_CLUSTER: "1" }],

@@ -177,8 +177,8 @@ const K1 = { ...P, LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   ["fused", fused, {}],
   ["fused pdl", fused, P],
-  // deterministic mode: the clusters' partial sums added into x in order by a second kernel
-  ["deterministic pdl", fused, { ...P, LTE_DEC_SFFN_REDUCE: "1" }],
+  // float atomics into x instead of the deterministic ordered sums (the default since the eighteenth session)
+  ["atomics pdl", fused, { ...P, LTE_DEC_SFFN_REDUCE: "0" }],
   // tuning variants of the defaults (cuda/cuda/decode_sffn.cuh, sffn_tune: the staged route kernel,
   // clusters of 2 blocks with float4 atomics, 3 phase-1 items in flight per warp)
   ["p1d2 pdl", fused, { ...P, LTE_DEC_SFFN_P1D: "2" }],

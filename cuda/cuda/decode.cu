@@ -1575,16 +1575,16 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE(((uintptr_t)x | (uintptr_t)xn | (uintptr_t)w_router | (uintptr_t)w_fc | (uintptr_t)w_down_t |
                (uintptr_t)norm_w | (uintptr_t)norm_b) % 16 == 0,
               "x, xn, w_router, w_fc, w_down_t, norm_w and norm_b must be 16-byte aligned");
-  // deterministic mode (decode_sffn.cuh, sffn_reduce_kernel): LTE_OPTION_DETERMINISTIC, or
-  // LTE_DEC_SFFN_REDUCE = 1 (always) / 0 (never). Its partial sums' scratch grows outside captures only,
-  // so it is sized here whatever the path (an engine's eager prefill comes before its step's capture);
-  // inside a capture before that, the block keeps its atomics.
-  const int reduce = env_int("LTE_DEC_SFFN_REDUCE", -1, -1, 1);
+  // deterministic sums (decode_sffn.cuh, sffn_reduce_kernel), the default since the eighteenth
+  // session (measured as fast as the float atomics on the H200); LTE_DEC_SFFN_REDUCE=0 brings the
+  // atomics back unless LTE_OPTION_DETERMINISTIC is set. The partial sums' scratch (P <= SMs x blocks
+  // per SM partials of up to 4 rows) grows outside captures only, so it is sized here whatever the
+  // path (an engine's eager prefill comes before its step's capture); a capture that finds it too
+  // small keeps the atomics.
   float *parts = nullptr;
-  if (reduce == 1 || (reduce == -1 && ctx->deterministic)) {
-    // (P <= SMs x blocks per SM partials of the launch's R = 1, 2 or 4 rows)
-    const size_t bps = (size_t)env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4), rr = rows == 1 ? 1 : rows == 2 ? 2 : 4;
-    parts = static_cast<float *>(sffn_parts_scratch(ctx, (size_t)sm_count_of(ctx) * bps * rr * d_model * 4));
+  if (ctx->deterministic || env_int("LTE_DEC_SFFN_REDUCE", 1, 0, 1) == 1) {
+    const size_t bps = (size_t)env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4);
+    parts = static_cast<float *>(sffn_parts_scratch(ctx, (size_t)sm_count_of(ctx) * bps * 4 * d_model * 4));
   }
   if ((wdtype == LTE_DTYPE_F16 || wdtype == LTE_DTYPE_BF16) &&
       blas_applies(blas_tune(), ctx, wdtype, rows, true, ((uintptr_t)x | (uintptr_t)xn) % 16 == 0, expert_size) &&

@@ -37,6 +37,11 @@
  *   do not fit at once on the H200's GPCs at 2 blocks per SM). LTE_DEC_SFFN_ATOM=1 adds with bulk
  *   (TMA) reductions instead (measured slower), 2 skips the adds (a diagnostic, wrong results).
  *   41.6 / 17.6 us per 7B FFN block at 50 / 10 % active on the H200 (docs/engine.md).
+ *   Deterministic sums (the default since the eighteenth session, measured as fast): each neuron's
+ *   gate/up piece sums are kept apart and added in piece order (no shared-memory atomics), and each
+ *   cluster stores its sum into a.parts instead of adding it into x; sffn_reduce_kernel then adds the
+ *   clusters' sums into x in cluster order, so a call's bits no longer depend on which block finishes
+ *   first. LTE_DEC_SFFN_REDUCE=0 restores the float atomics unless LTE_OPTION_DETERMINISTIC is set.
  *
  * Tried and removed (docs/engine.md): the route kernel's work inside the FFN kernel behind a
  * grid-wide barrier (fourth session: slower at every sparsity); the first down rows staged in
@@ -119,9 +124,9 @@ struct SffnArgs {
   int32_t *counts;   // (R) or NULL
   int C, F, S, E, act;
   int skip_router;  // LTE_DEC_SFFN_DIAG=1 (a diagnostic): the route kernels do not load w_router (read as 0)
-  // deterministic mode (LTE_OPTION_DETERMINISTIC or LTE_DEC_SFFN_REDUCE=1; the two-phase kernel): the
-  // (P, R, C) partial sums of the P = grid / csize clusters, summed into x in order by
-  // sffn_reduce_kernel instead of float atomics; NULL: atomics
+  // deterministic sums (the default; LTE_DEC_SFFN_REDUCE=0 without LTE_OPTION_DETERMINISTIC: float
+  // atomics; the two-phase kernel only): the (P, R, C) partial sums of the P = grid / csize clusters,
+  // summed into x in order by sffn_reduce_kernel; NULL: atomics
   float *parts;
 };
 

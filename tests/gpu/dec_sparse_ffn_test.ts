@@ -55,12 +55,9 @@ const CASES: SffnCase[] = [
 const K1 = { LTE_DEC_SFFN_KERNEL: "1" };
 const VARIANTS: [string, Record<string, string>][] = [
   ["default (two-phase kernel, 2 blocks per SM)", {}],
-  ["deterministic mode (clusters' partial sums, added in order by a second kernel)", { LTE_DEC_SFFN_REDUCE: "1" }],
-  ["deterministic mode, no clusters, PDL attribute", {
-    LTE_DEC_SFFN_REDUCE: "1",
-    LTE_DEC_SFFN_CLUSTER: "1",
-    LTE_DEC_PDL: "1",
-  }],
+  ["float atomics into x (LTE_DEC_SFFN_REDUCE=0: not deterministic)", { LTE_DEC_SFFN_REDUCE: "0" }],
+  ["deterministic sums, no clusters, PDL attribute", { LTE_DEC_SFFN_CLUSTER: "1", LTE_DEC_PDL: "1" }],
+  ["float atomics, no clusters", { LTE_DEC_SFFN_REDUCE: "0", LTE_DEC_SFFN_CLUSTER: "1" }],
   ["two-phase kernel, 1 block per SM, PDL attribute", { LTE_DEC_SFFN_BPS2: "1", LTE_DEC_PDL: "1" }],
   ["one-row route kernel, 4 warps per expert, PDL attribute", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_PDL: "1" }],
   ["one-row route kernel, 8 warps per expert", { LTE_DEC_SFFN_ROUTE: "2", LTE_DEC_SFFN_RSPLIT: "8" }],
@@ -171,7 +168,7 @@ Deno.test({
         refs.some((r) => r.counts.join() !== refs[0]!.counts.join()),
         `${caseName(c)}: the calls' expert counts must differ`,
       );
-      for (const [vn, env] of [["atomics", {}], ["deterministic", { LTE_DEC_SFFN_REDUCE: "1" }]] as const) {
+      for (const [vn, env] of [["deterministic", {}], ["atomics", { LTE_DEC_SFFN_REDUCE: "0" }]] as const) {
         const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0", LTE_DEC_PDL: "1" }, () => runOpGraph(cuda, c, inputs, 3));
         for (const [k, g] of got.entries()) {
           const tag = `${caseName(c)} [graph, ${vn}] call ${k}`;
@@ -185,12 +182,13 @@ Deno.test({
   },
 });
 
-// LTE_OPTION_DETERMINISTIC: the two-phase kernel keeps each neuron's piece sums apart (no
-// shared-memory atomics) and stores its clusters' partial sums, which a second kernel adds into x in
-// order (no float atomics on x), so repeated calls on the same inputs give the same bits. With the
-// default atomics the bits depend on which block adds first (not asserted: they may happen to agree).
+// Deterministic sums (the default since the eighteenth session): the two-phase kernel keeps each
+// neuron's piece sums apart (no shared-memory atomics) and stores its clusters' partial sums, which a
+// second kernel adds into x in order (no float atomics on x), so repeated calls on the same inputs
+// give the same bits, by default and under LTE_OPTION_DETERMINISTIC even with LTE_DEC_SFFN_REDUCE=0.
+// With the float atomics the bits depend on which block adds first (not asserted: they may agree).
 Deno.test({
-  name: "lte_dec_sparse_ffn: LTE_OPTION_DETERMINISTIC gives bit-identical results on repeated calls",
+  name: "lte_dec_sparse_ffn: bit-identical results on repeated calls (default, and LTE_OPTION_DETERMINISTIC)",
   ignore: !hasCuda,
   fn() {
     const cuda = getBackend("cuda");
@@ -201,22 +199,24 @@ Deno.test({
     ];
     for (const [i, c] of detCases.entries()) {
       const { inp, ref } = prepared(c, 600 + i);
-      const runs = (n: number) =>
-        withDecEnv({ LTE_DEC_BLAS: "0" }, () => Array.from({ length: n }, () => runOp(cuda, c, inp)));
+      const runs = (n: number, env: Record<string, string> = {}) =>
+        withDecEnv({ ...env, LTE_DEC_BLAS: "0" }, () => Array.from({ length: n }, () => runOp(cuda, c, inp)));
       cuda.setOption(Option.DETERMINISTIC, 1);
-      let det: Outputs[];
+      let opt: Outputs[];
       try {
-        det = runs(5);
+        opt = runs(3, { LTE_DEC_SFFN_REDUCE: "0" }); // the option wins over the knob
       } finally {
         cuda.setOption(Option.DETERMINISTIC, 0);
       }
-      for (const [k, o] of det.entries()) {
-        const tag = `${caseName(c)} [deterministic] run ${k}`;
-        const { ex } = compared(inp, ref, o, tag);
-        nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
-        nodeAssert.deepStrictEqual(Array.from(o.x), Array.from(det[0]!.x), `${tag}: x differs from run 0`);
+      for (const [mode, det] of [["default", runs(3)], ["LTE_OPTION_DETERMINISTIC", opt]] as const) {
+        for (const [k, o] of det.entries()) {
+          const tag = `${caseName(c)} [${mode}] run ${k}`;
+          const { ex } = compared(inp, ref, o, tag);
+          nodeAssert.ok(ex < 1e-4, `${tag}: (x - x0) rel ${ex}`);
+          nodeAssert.deepStrictEqual(Array.from(o.x), Array.from(det[0]!.x), `${tag}: x differs from run 0`);
+        }
       }
-      const atom = runs(5);
+      const atom = runs(5, { LTE_DEC_SFFN_REDUCE: "0" });
       const differ = atom.filter((o) => o.x.some((v, j) => v !== atom[0]!.x[j])).length;
       console.log(`${caseName(c)}: atomics, ${differ} of 4 repeated runs differ from the first in some bit`);
     }
