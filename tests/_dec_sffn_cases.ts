@@ -273,9 +273,14 @@ export function runOpGraph(be: Backend, c: SffnCase, inputs: SffnInputs[], repla
     }));
     const out = new BigUint64Array(1);
     be.check(s.lte_graph_begin(be.ctx), "lte_graph_begin");
-    for (const { x0, o } of calls) be.check(s.lte_mem_copy(be.ctx, o.x, x0, BigInt(4 * c.rows * c.C)), "lte_mem_copy");
-    for (const [k, { o }] of calls.entries()) callOp(be, c, inputs[k]!, w, o);
-    be.check(s.lte_graph_end(be.ctx, out), "lte_graph_end");
+    try {
+      for (const { x0, o } of calls) {
+        be.check(s.lte_mem_copy(be.ctx, o.x, x0, BigInt(4 * c.rows * c.C)), "lte_mem_copy");
+      }
+      for (const [k, { o }] of calls.entries()) callOp(be, c, inputs[k]!, w, o);
+    } finally {
+      be.check(s.lte_graph_end(be.ctx, out), "lte_graph_end"); // a failed call must not leave the stream capturing
+    }
     const g = Deno.UnsafePointer.create(out[0]!);
     try {
       for (let r = 0; r < replays; r++) be.check(s.lte_graph_launch(be.ctx, g), "lte_graph_launch");
