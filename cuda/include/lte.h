@@ -435,9 +435,10 @@ LTE_API lte_status lte_sffn_dense_act(lte_ctx_t *ctx, lte_dtype dtype, int32_t a
  * prompt tokens of one slot in a prefill chunk) over a preallocated KV cache. Weights are in
  * wdtype/kvdtype = F32, F16 or BF16 (converted once at load); activations, norm weights, biases,
  * router weights and logits are always f32, and every sum accumulates in f32. Nothing here reads
- * the host, and the only allocation is the CUDA backend's cuBLAS scratch (owned by the context,
- * made at the first call of 4+ rows that takes cuBLAS), so a whole step can be captured as a CUDA
- * graph and replayed:
+ * the host, and the only allocations are the CUDA backend's scratch blocks (owned by the context,
+ * grown by calls outside a capture: cuBLAS at the first call of 4+ rows that takes it, the split
+ * attention's partials, lte_dec_sparse_ffn's partial sums), so a whole step can be captured as a
+ * CUDA graph and replayed:
  * positions, slots and token ids are read from device arrays (int32, R entries).
  * Legend: R rows, N outputs, K inputs, H heads, HKV kv heads, D head dim, T max context, E experts. */
 
@@ -537,7 +538,10 @@ LTE_API lte_status lte_dec_router_mask(lte_ctx_t *ctx, const void *logits, void 
    (F, C: HF down_proj transposed) in wdtype, b_fc / b_down f32 or NULL; xn: (R, C) f32 out;
    mask: (R, E) f32 out; counts: (R) int32 or NULL. act: LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU.
    Limits of the CUDA kernels, checked by both backends: C % 8 == 0, C <= 8192, E <= 4096.
-   CUDA sums h W_down with float atomics: the last bits of x may differ from run to run. */
+   CUDA, f16 / bf16 weights: bit-reproducible by default (each cluster's partial sum of h W_down is
+   stored and a second kernel adds them into x in a fixed order); LTE_DEC_SFFN_REDUCE=0 (unless
+   LTE_OPTION_DETERMINISTIC) and f32 weights add with float atomics, whose last bits may differ from
+   run to run. */
 LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x, int32_t x_mode, const void *norm_w,
                                       const void *norm_b, float eps, const void *w_router, const void *b_router,
                                       float threshold, const void *w_fc, const void *b_fc, const void *w_down_t,
