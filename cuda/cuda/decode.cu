@@ -1583,7 +1583,7 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   // small keeps the atomics.
   float *parts = nullptr;
   if (ctx->deterministic || env_int("LTE_DEC_SFFN_REDUCE", 1, 0, 1) == 1) {
-    const size_t bps = (size_t)env_int("LTE_DEC_SFFN_BPS2", 2, 1, 4);
+    const size_t bps = (size_t)sffn_tune().bps2;  // the launch's blocks per SM
     parts = static_cast<float *>(sffn_parts_scratch(ctx, (size_t)sm_count_of(ctx) * bps * 4 * d_model * 4));
   }
   if ((wdtype == LTE_DTYPE_F16 || wdtype == LTE_DTYPE_BF16) &&

@@ -853,26 +853,10 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
     return;
   }
   if (csize == 1 && atom == 2) return;
-  if (csize == 1 && atom == 3) {  // deterministic: this block's partial (+ b_down, block 0) to a.parts
-#pragma unroll
-    for (int j = 0; j < CPT; j++) {
-      const int c = tid + j * kSf2Threads;
-      if (c >= cpr) continue;
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        if (r >= rows) break;
-        float v[8];
-#pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = yacc[r][j][i] + (bias_here ? a.bd[c * 8 + i] : 0.0f);
-        float4 *dst = reinterpret_cast<float4 *>(a.parts + ((size_t)blockIdx.x * R + r) * C) + 2 * c;
-        dst[0] = make_float4(v[0], v[1], v[2], v[3]);
-        dst[1] = make_float4(v[4], v[5], v[6], v[7]);
-      }
-    }
-    return;
-  }
-  // the partial (+ the bias, csize == 1) into shared memory
-  const bool bias1 = csize == 1 && bias_here;
+  // the partial (+ the bias, csize == 1) into shared memory, or (csize == 1, atom 3: deterministic)
+  // into this block's (R, C) slot of a.parts
+  const bool bias1 = csize == 1 && bias_here, to_parts = csize == 1 && atom == 3;
+  float *dst0 = to_parts ? a.parts + (size_t)blockIdx.x * R * C : part;
 #pragma unroll
   for (int j = 0; j < CPT; j++) {
     const int c = tid + j * kSf2Threads;
@@ -883,11 +867,12 @@ __device__ void sffn_ffn2_out(const SffnArgs &a, int rows, float *part, const fl
       float v[8];
 #pragma unroll
       for (int i = 0; i < 8; i++) v[i] = yacc[r][j][i] + (bias1 ? a.bd[c * 8 + i] : 0.0f);
-      float4 *dst = reinterpret_cast<float4 *>(part + (size_t)r * C) + 2 * c;
+      float4 *dst = reinterpret_cast<float4 *>(dst0 + (size_t)r * C) + 2 * c;
       dst[0] = make_float4(v[0], v[1], v[2], v[3]);
       dst[1] = make_float4(v[4], v[5], v[6], v[7]);
     }
   }
+  if (to_parts) return;
   if (csize == 1) {  // atom 1
     sffn_bulk_add_rows(a, rows, part, 0, Q);
     return;
