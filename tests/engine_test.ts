@@ -436,6 +436,104 @@ Deno.test("engine: the fused sparse FFN op, KERNELS' path and the engine's own m
   assert(runs[0]!.active.flat().some((n) => n < E), "some experts are off");
 });
 
+// Engine option speculate (nineteenth session): each layer keeps its own mask for the fused op, which
+// is told it holds the previous step's (a prefetch hint on CUDA): the same tokens, expert counts and
+// logits; lastLayerMasks returns the masks, whose row sums are the step's per-layer counts.
+Deno.test("engine: speculate decodes alike and keeps each layer's mask (lastLayerMasks)", async () => {
+  const { config, E, S, arrays, routers } = sparseLlama(11);
+  const runs: { tokens: number[]; active: number[][]; logits: number[] }[] = [];
+  for (const speculate of [false, true]) {
+    const eng = Engine.fromArrays(config, arrays, { ...CPU, sparse: true, fusedFfn: true, speculate }, {
+      tokenizer,
+      routers: { expertSize: S, tau: 0.5, arrays: routers },
+    });
+    try {
+      const a = eng.allocSlot()!, b = eng.allocSlot()!;
+      await eng.prefill(a, [3, 141, 59, 26], GREEDY);
+      await eng.prefill(b, [9, 9], GREEDY);
+      const run = { tokens: [] as number[], active: [] as number[][], logits: [] as number[] };
+      for (let i = 0; i < 4; i++) {
+        const st = await eng.step([a, b], [GREEDY, GREEDY]);
+        run.tokens.push(...st.tokens);
+        run.active.push(...st.activeExperts);
+        const masks = await eng.lastLayerMasks(2);
+        if (!speculate) {
+          assertEquals(masks, null);
+          continue;
+        }
+        assertEquals(masks!.length, config.n_layer);
+        for (const [l, m] of masks!.entries()) {
+          assertEquals(m.length, 2 * E);
+          assert(m.every((v) => v === 0 || v === 1), `layer ${l}: a mask of 0 / 1`);
+          for (const r of [0, 1]) {
+            const on = m.subarray(r * E, (r + 1) * E).reduce((x, y) => x + y, 0);
+            assertEquals(on, st.activeExperts[r]![l], `step ${i} layer ${l} row ${r}: mask vs count`);
+          }
+        }
+      }
+      run.logits = Array.from(await eng.lastLogits(2));
+      runs.push(run);
+      if (speculate) await assertRejects(() => eng.lastLayerMasks(0), EngineError, "rows 0");
+    } finally {
+      eng.dispose();
+    }
+  }
+  assertEquals(runs[1], runs[0]);
+  assert(runs[0]!.active.flat().some((n) => n > 0 && n < E), "some experts are off, some on");
+});
+
+// Engine.random's routerSpread (benchmarks of speculate): spread experts' biases make consecutive
+// tokens share experts beyond chance at the same active fraction.
+Deno.test("engine: random routers with routerSpread share experts between consecutive tokens", async () => {
+  const config = resolveModelConfig({
+    family: "llama",
+    vocab_size: 300,
+    n_layer: 2,
+    d_model: 128,
+    n_head: 4,
+    d_ff: 1024,
+    max_seq: 64,
+  });
+  const stats: { reuse: number; active: number }[] = [];
+  for (const routerSpread of [0, 50]) {
+    const eng = Engine.random(config, { ...CPU, sparse: true, speculate: true }, {
+      seed: 3,
+      tokenizer,
+      activeFraction: 0.3,
+      routerSpread,
+    });
+    try {
+      const slot = eng.allocSlot()!;
+      await eng.prefill(slot, [5, 77, 200], GREEDY);
+      let prev: Float32Array[] | null = null, on = 0, both = 0, all = 0;
+      for (let i = 0; i < 12; i++) {
+        // sampled tokens: a random model's greedy tokens may repeat, which would share every expert
+        await eng.step([slot], [{ temperature: 1, topK: 0, topP: 1, seed: 7 }]);
+        const cur = (await eng.lastLayerMasks(1))!;
+        for (const [l, m] of prev ? cur.entries() : []) {
+          for (const [e, v] of m.entries()) {
+            all++;
+            if (v) on++, both += prev![l]![e]!;
+          }
+        }
+        prev = cur;
+      }
+      stats.push({ reuse: both / on, active: on / all });
+    } finally {
+      eng.dispose();
+    }
+  }
+  console.log(`routerSpread 0 / 50: ${JSON.stringify(stats)}`);
+  for (const st of stats) assert(Math.abs(st.active - 0.3) < 0.15, `active fraction ${st.active}`);
+  assert(stats[0]!.reuse < 0.6, `spread 0: reuse ${stats[0]!.reuse} (chance ~0.3)`);
+  assert(stats[1]!.reuse > 0.9, `spread 50: reuse ${stats[1]!.reuse}`);
+  assertThrows(
+    () => Engine.random(config, { ...CPU, sparse: true }, { seed: 3, tokenizer, routerSpread: -1 }),
+    EngineError,
+    "routerSpread",
+  );
+});
+
 // The running fraction of active experts per token behind the path of batched sparse CUDA steps
 // (Engine.expectedUnion; twelfth session): 0.5 before any count, then an exponential average
 // (first value, then 0.9 / 0.1) of every token's per-layer counts as the engine reads them back.
