@@ -6,8 +6,6 @@
  *     fraction; the measured fraction is printed);
  *   - batch 8 (one step decodes 8 sequences; sparse skips only experts no sequence needs);
  *   - device memory of the model with a 4,096-token cache at batch 1;
- *   - rows *_spec*: the engine option speculate (L2 prefetch of the previous token's experts) with
- *     random and spread routers, and how many experts consecutive tokens share (measured);
  *   - rows gen_*: the same batch-1 decode through `generate()` (what a caller streams), with
  *     lookahead (step t+1 launched before token t is read) on and off (`_nola`); tok/s counts
  *     from the first generated token to the last, prefill_ms is the time to the first token.
@@ -94,9 +92,8 @@ async function run(
   activeFraction: number | null,
   batch: number,
   viaGenerate = false,
-  routerSpread = 0,
 ): Promise<RunStats> {
-  const eng = Engine.random(config, opts, { seed: 1, tokenizer, activeFraction: activeFraction ?? 0.5, routerSpread });
+  const eng = Engine.random(config, opts, { seed: 1, tokenizer, activeFraction: activeFraction ?? 0.5 });
   try {
     const rates: number[] = [], prefills: number[] = [];
     let activeSum = 0, activeN = 0;
@@ -177,44 +174,6 @@ async function run(
   }
 }
 
-/**
- * How many experts consecutive tokens share, batch 1 (rows with `reuse`): an engine without
- * lookahead keeps each layer's mask (`speculate`), read after every step of a 16-token prompt and
- * `NEW` greedy steps (as the timed rows decode; a random model's greedy tokens repeat, so even
- * routers that fire by chance share most experts between consecutive steps). reuse = sum over layers and steps t >= 1 of |A_t n A_t-1| / sum |A_t|
- * (the share of a token's experts the previous token already had: what speculation can find in L2).
- */
-async function measureReuse(active: number, spread: number): Promise<{ reuse: number; active: number }> {
-  const eng = Engine.random(config, { ...base, sparse: true, speculate: true, lookahead: false }, {
-    seed: 1,
-    tokenizer,
-    activeFraction: active,
-    routerSpread: spread,
-  });
-  try {
-    const slot = eng.allocSlot()!;
-    await eng.prefill(slot, Array.from({ length: PROMPT }, (_, j) => (j * 31) % config.vocab_size), GREEDY);
-    let prev: Float32Array[] | null = null, both = 0, on = 0, all = 0;
-    for (let n = 0; n < NEW; n++) {
-      await eng.step([slot], [GREEDY]);
-      const cur = (await eng.lastLayerMasks(1))!;
-      // steps t >= 1 only: the first has no previous token to share with
-      for (const [l, m] of prev ? cur.entries() : []) {
-        for (const [e, v] of m.entries()) {
-          all++;
-          if (v === 0) continue;
-          on++;
-          if (prev![l]![e] !== 0) both++;
-        }
-      }
-      prev = cur;
-    }
-    return { reuse: on ? both / on : 0, active: all ? on / all : 0 };
-  } finally {
-    eng.dispose();
-  }
-}
-
 const base: EngineOptions = { device, dtype: "f16", sparse: false, maxBatch: 1, maxContext: CONTEXT };
 const be = getBackend(device);
 results.device = be.deviceInfo();
@@ -269,10 +228,6 @@ interface Variant {
   ref?: string;
   /** Timed through generate() (batch 1) instead of a step() loop. */
   generate?: boolean;
-  /** Engine.random's routerSpread (experts that fire for most tokens; default 0). */
-  spread?: number;
-  /** Also measure how many experts consecutive tokens share (measureReuse; batch 1). */
-  reuse?: boolean;
 }
 const sync = { syncRead: true };
 /** The fused sparse FFN op's tuning knobs compared in the decode rows: [key suffix, label, env]. */
@@ -484,57 +439,6 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_DIAG_SKIP_ATTN: "1" },
     ref: "dense",
   },
-  // speculation (nineteenth session, engine option speculate): the fused op prefetches into L2 the
-  // experts each layer used at the previous step while the route kernel runs. Random routers share
-  // experts by chance (reuse ~ the active fraction); spread routers (routerSpread s: each expert's
-  // bias spread by s logit deviations) make consecutive tokens share more, as on real text: s 1 / 3 /
-  // 50 give reuse ~0.32 / 0.69 / 0.98 at ~90 %, ~0.67 / 0.86 / 0.99 at ~50 % (measured per row)
-  ...([[0.5, 50], [0.1, 90]] as const).flatMap(([act, pct]) =>
-    [0, 1, 3, 50].flatMap((spread): Variant[] => {
-      const key = spread === 0 ? `sparse${pct}` : `sparse${pct}_spread${spread}`;
-      const label = `sparse ~${pct}%${spread === 0 ? "" : `, router spread ${spread}`}`;
-      const spec = { sparse: true, speculate: true };
-      return [
-        ...(spread === 0 ? [] : [{ key, name: label, opts: { sparse: true }, active: act, batch: 1, spread }]),
-        {
-          key: `${key}_spec`,
-          name: `${label}, speculation`,
-          opts: spec,
-          active: act,
-          batch: 1,
-          spread,
-          ref: key,
-          reuse: true,
-        },
-        // the knobs (cuda/cuda/decode_sffn.cuh sffn_tune): budget per layer (default 24 MiB), before
-        // the PDL wait, gate/up rows only, issued by the FFN kernel's blocks spread over the grid
-        ...([
-          ["mb12", "12 MiB", { LTE_DEC_SFFN_SPEC_MB: "12" }],
-          ["mb48", "48 MiB", { LTE_DEC_SFFN_SPEC_MB: "48" }],
-          [
-            "pre",
-            "before the wait",
-            { LTE_DEC_SFFN_SPEC_PRE: "1" },
-          ],
-          ["gu", "gate/up only", { LTE_DEC_SFFN_SPEC: "1" }],
-          [
-            "ffn",
-            "by the FFN kernel's blocks",
-            { LTE_DEC_SFFN_SPEC: "7" },
-          ],
-        ] as const).map(([k, l, env]): Variant => ({
-          key: `${key}_spec_${k}`,
-          name: `${label}, speculation, ${l}`,
-          opts: spec,
-          active: act,
-          batch: 1,
-          spread,
-          env,
-          ref: key,
-        })),
-      ];
-    })
-  ),
   // the sparse block's fixed cost: about one expert of 344 active per token (bytes ~ nothing but the
   // router), and the same step without the block
   ...([["sparse1e", {}, "dense"], ["sparse1e_skip_sffn", { LTE_DEC_DIAG_SKIP_SFFN: "1" }, "sparse1e"]] as const).map((
@@ -889,19 +793,11 @@ for (const v of VARIANTS) {
   const r = await attempt(
     v.key,
     v.name,
-    () => withEnv(v.env ?? {}, () => run({ ...base, ...v.opts }, v.active, v.batch, v.generate, v.spread)),
+    () => withEnv(v.env ?? {}, () => run({ ...base, ...v.opts }, v.active, v.batch, v.generate)),
     ref,
     v.ref,
   );
   if (r) done.set(v.key, r);
-  if (r && v.reuse && v.active !== null) {
-    const m = await measureReuse(v.active, v.spread ?? 0);
-    (results[v.key] as Record<string, unknown>).reuse = m;
-    const s = `  ${v.key}: consecutive tokens share ${(100 * m.reuse).toFixed(1)}% of their experts ` +
-      `(active ${(100 * m.active).toFixed(1)}%)`;
-    rows.push(s);
-    console.log(s);
-  }
 }
 const dense = done.get("dense") ?? null;
 for (const v of VARIANTS) {

@@ -15,7 +15,7 @@
  * device-to-device copy on the H200, docs/engine.md).
  *
  *   deno run -A bench/fused_ffn_bench.ts [--iters 20] [--quick] [--only "fused pdl,k2 1/SM"] [--active 0.1]
- *     [--trace] [--trace-only "two-phase,speculation"] [--out file.json]
+ *     [--trace] [--out file.json]
  *
  * --only keeps the named variants, --active the batch-1 case of that active fraction (for Nsight
  * Compute), --trace adds timeline records of traced launches (LTE_DEC_SFFN_TRACE; bench/sffn_timeline.ts).
@@ -52,15 +52,12 @@ interface Layer {
   down: Ptr;
   router: Ptr;
   rbias: Ptr;
-  /** The layer's own mask (speculation: it holds this layer's previous call's on entry). */
-  mask: Ptr;
 }
 const layers: Layer[] = Array.from({ length: LAYERS }, () => ({
   fc: randomBuf(DTypeCode.f16, 2 * F * D, 1 / 64),
   down: randomBuf(DTypeCode.f16, F * D, 1 / 100),
   router: randomBuf(DTypeCode.f32, E * D, 0),
   rbias: be.alloc(4 * E),
-  mask: be.alloc(4 * R_MAX * E),
 }));
 const ones = f32Buf(new Float32Array(D).fill(1));
 const x = randomBuf(DTypeCode.f32, R_MAX * D, 1);
@@ -84,10 +81,7 @@ function setActive(active: number): void {
 }
 
 type Enqueue = (L: Layer, rows: number) => void;
-/** The fused op; `spec`: with LTE_DEC_SFFN_SPECULATE on the layer's own mask ("own": the previous
- * call's experts are this call's, as the bench's fixed active sets make them) or on the mask shared by
- * the layers ("other": the previous layer's experts, a different random subset of other weights). */
-const fusedOp = (spec: "" | "own" | "other"): Enqueue => (L, rows) =>
+const fused: Enqueue = (L, rows) =>
   ck(
     s.lte_dec_sparse_ffn(
       ctx,
@@ -105,17 +99,16 @@ const fusedOp = (spec: "" | "own" | "other"): Enqueue => (L, rows) =>
       L.down,
       null,
       xn,
-      spec === "own" ? L.mask : mask,
+      mask,
       counts,
       rows,
       D,
       F,
       S,
-      1 | (spec ? 0x200 : 0),
+      1,
     ),
     "lte_dec_sparse_ffn",
   );
-const fused = fusedOp(""), specOwn = fusedOp("own"), specOther = fusedOp("other");
 const lin = (
   rows: number,
   w: Ptr,
@@ -200,18 +193,6 @@ const VARIANTS: [string, Enqueue, Record<string, string>][] = [
   // bench's router weights are zero), and the block's output never reaches x (what the atomics cost)
   ["no router loads pdl", fused, { ...P, LTE_DEC_SFFN_DIAG: "1" }],
   ["no atomics pdl", fused, { ...P, LTE_DEC_SFFN_ATOM: "2" }],
-  // speculation (nineteenth session; LTE_DEC_SFFN_SPECULATE): L2 prefetches of the previous call's
-  // experts while the routing runs; "own": all of them are this call's (the best case), "other": none
-  // are (the cost alone). Knobs (sffn_tune): budget MiB, before the wait, gate/up only, by the FFN
-  // kernel's blocks spread over the grid (SPEC 7)
-  ["spec pdl", specOwn, P],
-  ["spec other pdl", specOther, P],
-  ["spec 8MB pdl", specOwn, { ...P, LTE_DEC_SFFN_SPEC_MB: "8" }],
-  ["spec pre pdl", specOwn, { ...P, LTE_DEC_SFFN_SPEC_PRE: "1" }],
-  ["spec gu pdl", specOwn, { ...P, LTE_DEC_SFFN_SPEC: "1" }],
-  ["spec ffn pdl", specOwn, { ...P, LTE_DEC_SFFN_SPEC: "7" }],
-  ["spec ffn other pdl", specOther, { ...P, LTE_DEC_SFFN_SPEC: "7" }],
-  ["spec ffn 8MB pdl", specOwn, { ...P, LTE_DEC_SFFN_SPEC: "7", LTE_DEC_SFFN_SPEC_MB: "8" }],
   ...(quick ? [] : [
     ["k2 1/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "1" }],
     ["k2 3/SM", fused, { ...P, LTE_DEC_SFFN_BPS2: "3" }],
@@ -286,21 +267,17 @@ for (const [rows, active] of CASES) {
 // LTE_DEC_SFFN_TRACE=1: the native library prints one timeline record per block of both kernels
 // ("sffn tl" lines, in the order of the "trace:" lines); bench/sffn_timeline.ts summarises them.
 if (args.includes("--trace")) {
-  const configs: [string, Record<string, string>, Enqueue][] = [
-    ["two-phase", P, fused],
-    ["two-phase no atomics", { ...P, LTE_DEC_SFFN_ATOM: "2" }, fused],
-    ["two-phase no router loads", { ...P, LTE_DEC_SFFN_DIAG: "1" }, fused],
-    ["speculation", P, specOwn],
-    ["speculation by the FFN kernel", { ...P, LTE_DEC_SFFN_SPEC: "7" }, specOwn],
+  const configs: [string, Record<string, string>][] = [
+    ["two-phase", P],
+    ["two-phase no atomics", { ...P, LTE_DEC_SFFN_ATOM: "2" }],
+    ["two-phase no router loads", { ...P, LTE_DEC_SFFN_DIAG: "1" }],
   ];
-  const traceOnly = flag("--trace-only", "");
   for (const active of [0.5, 0.1]) {
     setActive(active);
-    for (const [vn, env, fn] of configs) {
-      if (traceOnly && !traceOnly.split(",").includes(vn)) continue;
+    for (const [vn, env] of configs) {
       console.log(`trace: active ${active * 100}% ${vn}`);
       withDecEnv({ ...env, LTE_DEC_SFFN_TRACE: "1" }, () => {
-        for (let pass = 0; pass < 2; pass++) for (const L of layers) fn(L, 1);
+        for (let pass = 0; pass < 2; pass++) for (const L of layers) fused(L, 1);
         be.synchronize();
       });
     }

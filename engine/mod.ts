@@ -108,14 +108,6 @@ export interface EngineOptions {
    * at batch 8 after 2k-token prompts, 0.98x at short contexts (docs/engine.md "Seventeenth session").
    */
   kvDtype?: "f32" | "f16" | "bf16" | "i8";
-  /**
-   * Sparse engines, steps on the fused op (`fusedFfn`): each layer keeps its own expert mask, and the
-   * op is told it holds the previous step's (lte.h LTE_DEC_SFFN_SPECULATE), so on CUDA the route
-   * kernel prefetches those experts' weights into L2 while the new routing runs. Pays off when
-   * consecutive tokens share experts (real text on a trained LTE model); costs DRAM time otherwise.
-   * Tokens are identical either way. Default false (nineteenth session, docs/engine.md).
-   */
-  speculate?: boolean;
 }
 /** Result of one decode step. */
 export interface StepResult {
@@ -149,8 +141,6 @@ const X = { PLAIN: 0, RMS: 1, LN: 2 } as const;
 const ACT = { NONE: 0, SWIGLU: 1, GELU: 2 } as const;
 /** lte.h LTE_DEC_SFFN_ROUTER_ROWS: OR-ed into the fused op's act when fc carries the router's rows. */
 const SFFN_ROUTER_ROWS = 0x100;
-/** lte.h LTE_DEC_SFFN_SPECULATE: OR-ed into the fused op's act when its mask holds the layer's previous one. */
-const SFFN_SPECULATE = 0x200;
 const PREFILL_CHUNK = 16;
 
 type Ptr = Deno.PointerObject;
@@ -374,8 +364,6 @@ export class Engine {
    */
   #routerRows = false;
   #mask: Ptr | null = null;
-  /** `speculate`: per layer, the fused op's (rows, E) mask, kept from step to step. */
-  #layerMasks: Ptr | null = null;
   #logits!: Ptr;
   #sscratch!: Ptr;
   // io block: ids, pos, slots (i32), temp (f32), topk (i32), topp (f32), seeds (u64) | out (i32), counts (i32)
@@ -598,22 +586,11 @@ export class Engine {
    * An engine with random weights generated on the device (benchmarks: no host transfer of a
    * 7B-sized model). Norm weights are 1. `sparse`: random routers whose bias makes about
    * `activeFraction` of the experts active per token (the measured fraction is reported by steps).
-   * `routerSpread` s > 0: each expert's bias is spread by s standard deviations of the logits around
-   * the mean that keeps `activeFraction` (mean probit(a) * sqrt(1 + s^2)), so some experts fire for
-   * most tokens and others for few: consecutive tokens share more experts than chance, as on real
-   * text (benchmarks of `speculate`; 0, the default: every expert fires with the same chance).
    */
   static random(
     config: ModelConfig,
     opts: EngineOptions,
-    extra: {
-      seed: number;
-      tokenizer: Tokenizer;
-      expertSize?: number;
-      activeFraction?: number;
-      scale?: number;
-      routerSpread?: number;
-    },
+    extra: { seed: number; tokenizer: Tokenizer; expertSize?: number; activeFraction?: number; scale?: number },
   ): Engine {
     checkOptions(opts, config);
     const es = extra.expertSize ?? 32;
@@ -626,7 +603,7 @@ export class Engine {
       opts.sparse ? { expertSize: es, tau: 0.5, n: nExp } : null,
     );
     try {
-      eng.#randomWeights(extra.seed, extra.scale ?? 0.02, extra.activeFraction ?? 0.5, extra.routerSpread ?? 0);
+      eng.#randomWeights(extra.seed, extra.scale ?? 0.02, extra.activeFraction ?? 0.5);
       eng.#allocState();
     } catch (e) {
       eng.dispose();
@@ -763,7 +740,7 @@ export class Engine {
     }
   }
 
-  #randomWeights(seed: number, scale: number, active: number, spread: number): void {
+  #randomWeights(seed: number, scale: number, active: number): void {
     const c = this.config, d = c.d_model, f = c.d_ff, hd = d / c.n_head;
     const bpe = this.options.dtype === "f32" ? 4 : 2;
     let s = BigInt(seed) * 1000003n;
@@ -781,21 +758,6 @@ export class Engine {
     const nExp = this.expertsPerLayer ?? 0;
     const rScale = Math.sqrt(3 / d);
     const bias = probit(active);
-    if (!(spread >= 0 && spread < 1e3)) throw new EngineError(`routerSpread ${spread} must be in [0, 1000)`);
-    // per-expert biases: the normal quantiles of E strata, shuffled per layer (xorshift32)
-    let rs = (seed * 2654435761 + 1) >>> 0 || 1;
-    const next = () => (rs ^= rs << 13, rs ^= rs >>> 17, rs ^= rs << 5, rs >>> 0);
-    const biases = (): Float32Array => {
-      const b = new Float32Array(nExp).fill(bias);
-      if (spread === 0) return b;
-      const z = Array.from({ length: nExp }, (_, e) => probit((e + 0.5) / nExp));
-      for (let e = nExp - 1; e > 0; e--) {
-        const j = next() % (e + 1);
-        [z[e], z[j]] = [z[j]!, z[e]!];
-      }
-      const mu = bias * Math.sqrt(1 + spread * spread);
-      return b.map((_, e) => mu + spread * z[e]!);
-    };
     for (let i = 0; i < c.n_layer; i++) {
       this.#layers.push({
         qkv: rnd(qkvW * d),
@@ -811,7 +773,7 @@ export class Engine {
         down: rnd(d * f),
         downB: g2 ? zeros(d) : null,
         router: nExp ? rnd(nExp * d, rScale, DTypeCode.f32, 4) : null,
-        routerB: nExp ? this.#f32(biases()) : null,
+        routerB: nExp ? this.#f32(new Float32Array(nExp).fill(bias)) : null,
       });
       if (this.#routerRows) this.#splitRouter(this.#layers[i]!);
     }
@@ -859,11 +821,6 @@ export class Engine {
     if (this.expertsPerLayer) {
       this.#rlog = this.#alloc(4 * R * this.expertsPerLayer);
       this.#mask = this.#alloc(4 * R * this.expertsPerLayer);
-      if (this.options.speculate) {
-        const bytes = 4 * R * this.expertsPerLayer * c.n_layer;
-        this.#layerMasks = this.#alloc(bytes);
-        this.#be.write(this.#layerMasks, new Uint8Array(bytes));
-      }
     }
     this.#logits = this.#alloc(4 * R * c.vocab_size);
     this.#sscratch = this.#alloc(4 * R * c.vocab_size);
@@ -1027,14 +984,13 @@ export class Engine {
             w.down,
             w.downB,
             this.#xn!,
-            this.#layerMasks ? this.#at(this.#layerMasks, 4 * l * this.#rows * E) : this.#mask!,
+            this.#mask!,
             this.#at(io, o.counts + 4 * l * this.#rows),
             rows,
             d,
             f,
             S,
-            (g2 ? ACT.GELU : ACT.SWIGLU) | (this.#routerRows ? SFFN_ROUTER_ROWS : 0) |
-              (this.#layerMasks ? SFFN_SPECULATE : 0),
+            (g2 ? ACT.GELU : ACT.SWIGLU) | (this.#routerRows ? SFFN_ROUTER_ROWS : 0),
           ),
           "lte_dec_sparse_ffn",
         );
@@ -1839,23 +1795,6 @@ export class Engine {
       return this.#be.readAsync(out, this.#logits);
     });
     return out;
-  }
-
-  /**
-   * Engines with `speculate`: per layer, the hard expert masks (rows x E, f32 0/1) of the last step
-   * that ran the fused op, row i = the i-th slot (benchmarks: how many experts consecutive tokens
-   * share). null without `speculate`. Waits for the device; with `lookahead` a step already launched
-   * may have replaced them (the same caveat as lastLogits).
-   */
-  async lastLayerMasks(rows: number): Promise<Float32Array[] | null> {
-    const E = this.expertsPerLayer ?? 0, R = this.#rows, L = this.config.n_layer;
-    if (!this.#layerMasks || !E) return null;
-    if (!Number.isInteger(rows) || rows < 1 || rows > R) {
-      throw new EngineError(`lastLayerMasks: rows ${rows} must be an integer in [1, ${R}]`);
-    }
-    const all = new Float32Array(L * R * E);
-    await this.#serial(() => this.#be.readAsync(all, this.#layerMasks!));
-    return Array.from({ length: L }, (_, l) => all.slice(l * R * E, l * R * E + rows * E));
   }
 
   /** Frees the device memory and graphs. Idempotent. */

@@ -163,27 +163,17 @@ function outputs(
 
 /** lte.h LTE_DEC_SFFN_ROUTER_ROWS. */
 export const SFFN_ROUTER_ROWS = 0x100;
-/** lte.h LTE_DEC_SFFN_SPECULATE. */
-export const SFFN_SPECULATE = 0x200;
 
 /**
  * One call of lte_dec_sparse_ffn on `be`. `routerRows` (half dtypes): w_fc carries the router's hi
  * and lo rows, split on `be` by lte_dec_convert_split, and act has LTE_DEC_SFFN_ROUTER_ROWS;
  * "zeros": the flag with zero rows (not w_router's split: a backend that reads them routes by b only).
- * `prevMask` ((rows, E) f32): the mask buffer holds it on entry and act has LTE_DEC_SFFN_SPECULATE.
  */
-export function runOp(
-  be: Backend,
-  c: SffnCase,
-  inp: SffnInputs,
-  routerRows: boolean | "zeros" = false,
-  prevMask?: Float32Array,
-): SffnOutputs {
+export function runOp(be: Backend, c: SffnCase, inp: SffnInputs, routerRows: boolean | "zeros" = false): SffnOutputs {
   const b = new Bufs(be);
   try {
     const E = c.F / c.S;
-    const x = b.of(inp.x)!, xn = b.zeros(4 * c.rows * c.C);
-    const mask = prevMask ? b.of(prevMask)! : b.zeros(4 * c.rows * E);
+    const x = b.of(inp.x)!, xn = b.zeros(4 * c.rows * c.C), mask = b.zeros(4 * c.rows * E);
     const counts = b.zeros(4 * c.rows);
     let wfc = b.of(inp.wfc)!;
     if (routerRows) {
@@ -196,8 +186,7 @@ export function runOp(
         be.check(be.sym.lte_dec_convert_split(be.ctx, DTypeCode[c.dt], wr, at(fc), at(fc + 2 * n), n), "split");
       }
     }
-    const flags = (routerRows !== false ? SFFN_ROUTER_ROWS : 0) | (prevMask ? SFFN_SPECULATE : 0);
-    callOp(be, c, inp, weightsOf(b, inp, wfc), { x, xn, mask, counts }, flags);
+    callOp(be, c, inp, weightsOf(b, inp, wfc), { x, xn, mask, counts }, routerRows !== false);
     return outputs(be, c, x, xn, mask, counts);
   } finally {
     b.free();
@@ -235,8 +224,8 @@ function weightsOf(b: Bufs, inp: SffnInputs, wfc = b.of(inp.wfc)): Weights {
   };
 }
 
-/** Enqueues one lte_dec_sparse_ffn on `be` (no wait); `flags` OR-ed into act. */
-function callOp(be: Backend, c: SffnCase, inp: SffnInputs, w: Weights, o: Outs, flags = 0): void {
+/** Enqueues one lte_dec_sparse_ffn on `be` (no wait). */
+function callOp(be: Backend, c: SffnCase, inp: SffnInputs, w: Weights, o: Outs, routerRows = false): void {
   be.check(
     be.sym.lte_dec_sparse_ffn(
       be.ctx,
@@ -260,7 +249,7 @@ function callOp(be: Backend, c: SffnCase, inp: SffnInputs, w: Weights, o: Outs, 
       c.C,
       c.F,
       c.S,
-      c.act | flags,
+      c.act | (routerRows ? SFFN_ROUTER_ROWS : 0),
     ),
     "lte_dec_sparse_ffn",
   );

@@ -515,13 +515,11 @@ LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtype, void *x,
   if (x_mode < LTE_DEC_X_PLAIN || x_mode > LTE_DEC_X_LAYERNORM) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT, "%s: x_mode = %d is not a LTE_DEC_X_* value", __func__, (int)x_mode);
   }
-  /* LTE_DEC_SFFN_ROUTER_ROWS: w_fc's router rows, a copy of w_router; the reference reads w_router.
-     LTE_DEC_SFFN_SPECULATE: a prefetch hint, nothing to do here (mask is only written) */
-  act &= ~(LTE_DEC_SFFN_ROUTER_ROWS | LTE_DEC_SFFN_SPECULATE);
+  /* LTE_DEC_SFFN_ROUTER_ROWS: w_fc's router rows, a copy of w_router; the reference reads w_router */
+  act &= ~LTE_DEC_SFFN_ROUTER_ROWS;
   if (act != LTE_DEC_ACT_SWIGLU && act != LTE_DEC_ACT_GELU) {
     return FAIL(LTE_STATUS_INVALID_ARGUMENT,
-                "%s: act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS, "
-                "LTE_DEC_SFFN_SPECULATE)",
+                "%s: act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS)",
                 __func__, (int)act);
   }
   if (d_ff % expert_size != 0) {

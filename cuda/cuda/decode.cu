@@ -1551,11 +1551,9 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   LTE_REQUIRE(x_mode >= LTE_DEC_X_PLAIN && x_mode <= LTE_DEC_X_LAYERNORM, "x_mode = %d is not a LTE_DEC_X_* value",
               (int)x_mode);
   const bool router_rows = (act & LTE_DEC_SFFN_ROUTER_ROWS) != 0;  // used by the masked-dense path only
-  const bool speculate = (act & LTE_DEC_SFFN_SPECULATE) != 0;      // the route kernels' L2 prefetch
-  act &= ~(LTE_DEC_SFFN_ROUTER_ROWS | LTE_DEC_SFFN_SPECULATE);
+  act &= ~LTE_DEC_SFFN_ROUTER_ROWS;
   LTE_REQUIRE(act == LTE_DEC_ACT_SWIGLU || act == LTE_DEC_ACT_GELU,
-              "act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS, "
-              "LTE_DEC_SFFN_SPECULATE)",
+              "act = %d must be LTE_DEC_ACT_SWIGLU or LTE_DEC_ACT_GELU (optionally | LTE_DEC_SFFN_ROUTER_ROWS)",
               (int)act);
   LTE_REQUIRE(d_ff % expert_size == 0, "d_ff = %d is not a multiple of expert_size %d", (int)d_ff, (int)expert_size);
   LTE_REQUIRE(d_model % 8 == 0 && d_model <= kSfMaxC, "d_model = %d must be a multiple of 8 and <= 8192",
@@ -1597,7 +1595,7 @@ extern "C" LTE_API lte_status lte_dec_sparse_ffn(lte_ctx_t *ctx, lte_dtype wdtyp
   SffnArgs a{F32W(x), x_mode,      F32(norm_w), F32(norm_b), eps,        F32(w_router), F32(b_router), threshold,
              w_fc,    F32(b_fc),   w_down_t,    F32(b_down), F32W(xn),   F32W(mask),    counts,        d_model,
              d_ff,    expert_size, d_ff / expert_size,       act,           0,
-             parts,   speculate ? 1 : 0, 0, wdtype == LTE_DTYPE_F32 ? 4 : 2, 0};
+             parts};
   cudaError_t e;
   const int sms = sm_count_of(ctx);
   if (wdtype == LTE_DTYPE_F16) e = launch_sffn<__half>(a, rows, sms, ctx->stream);

@@ -128,13 +128,6 @@ struct SffnArgs {
   // atomics; the two-phase kernel only): the (P, R, C) partial sums of the P = grid / csize clusters,
   // summed into x in order by sffn_reduce_kernel; NULL: atomics
   float *parts;
-  // speculation (LTE_DEC_SFFN_SPECULATE; the route kernels): mask holds a previous call's mask for these
-  // weights (the engine: this layer at the previous step), and the experts it marks have their weight
-  // rows prefetched into L2 while the routing runs (sffn_spec_*). spec: bits 1 = gate/up (fc) rows,
-  // 2 = down rows, 0 = off; spec_pre: issue before griddepcontrol.wait (else after it); spec_bytes:
-  // at most this many bytes per call (each expert's first share of its rows); wsize: bytes per weight.
-  int spec, spec_pre, wsize;
-  unsigned long long spec_bytes;
 };
 
 /* ------------------------------------------------------------------ timeline (diagnostic) */
@@ -326,104 +319,6 @@ __device__ __forceinline__ float sffn_h(const SffnArgs &a, int n, float g, float
   return dgelu(g + (a.bfc ? a.bfc[n] : 0.0f));
 }
 
-/* ------------------------------------------------------------------ speculation */
-
-/* Block-wide (every thread calls it, before the call writes any mask entry): the number of experts
-   the previous mask in a.mask marks for any row. A hint only: a block of the same launch may already
-   have written its experts' new bits (the count is an estimate for the budget, never a result). */
-__device__ __forceinline__ int sffn_spec_prev_count(const SffnArgs &a, int rows) {
-  int n = 0;
-  for (int base = 0; base < a.E; base += (int)blockDim.x) {
-    const int e = base + (int)threadIdx.x;
-    bool on = false;
-    for (int r = 0; r < rows && e < a.E; r++) on |= __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
-    n += __syncthreads_count(on);
-  }
-  return n;
-}
-
-/* One warp, expert e: if the previous mask marks e for any row, prefetch the first share of its weight
-   rows into L2 (gate, up, then down; each lane one bulk prefetch of its slice per matrix), the share
-   set so that n_prev experts stay within a.spec_bytes. Fire-and-forget: results never depend on it. */
-__device__ __forceinline__ void sffn_spec_issue(const SffnArgs &a, int rows, int e, int n_prev) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const int lane = threadIdx.x & 31;
-  bool on = false;
-  if (lane < rows && e < a.E) on = __ldcg(a.mask + (size_t)lane * a.E + e) != 0.0f;
-  if (!__any_sync(0xffffffffu, on) || n_prev <= 0) return;
-  const unsigned long long blk = (unsigned long long)a.S * a.C * a.wsize;  // one matrix's rows of e
-  const int nmat = ((a.spec & 1) ? (a.act == LTE_DEC_ACT_SWIGLU ? 2 : 1) : 0) + ((a.spec & 2) ? 1 : 0);
-  if (nmat == 0) return;
-  unsigned long long len = a.spec_bytes / ((unsigned long long)n_prev * nmat);
-  len = (len < blk ? len : blk) & ~255ull;
-  if (len == 0) return;
-  const unsigned long long chunk = ((len + 31) / 32 + 255) & ~255ull;  // a lane's slice, 256-byte multiple
-  const unsigned long long off = (unsigned long long)lane * chunk;
-  if (off >= len) return;
-  const unsigned sz = (unsigned)(len - off < chunk ? len - off : chunk);
-  const char *fc = static_cast<const char *>(a.wfc), *wd = static_cast<const char *>(a.wd);
-  const char *p[3];
-  int np = 0;
-  if (a.spec & 1) {
-    p[np++] = fc + (size_t)e * blk;                                                   // gate (GELU: fc)
-    if (a.act == LTE_DEC_ACT_SWIGLU) p[np++] = fc + (size_t)a.F * a.C * a.wsize + (size_t)e * blk;  // up
-  }
-  if (a.spec & 2) p[np++] = wd + (size_t)e * blk;                                     // down (transposed)
-  for (int i = 0; i < np; i++)
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p[i] + off), "r"(sz) : "memory");
-#endif
-}
-
-/* The FFN kernel's variant (spec bit 4), before its PDL wait: every block compacts the previous
-   mask's experts into `list` (shared memory, free until the union), lays their rows' first shares end
-   to end (the same budget as sffn_spec_issue) and prefetches its 1 / grid of that byte range, so the
-   bulk prefetches spread over every SM instead of the route blocks of the previous experts. Block-wide;
-   wtot: one int per warp of shared memory. */
-__device__ void sffn_spec_spread(const SffnArgs &a, int rows, int *list, int *wtot) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, nw = (int)blockDim.x >> 5;
-  int n = 0;
-  for (int base = 0; base < a.E; base += (int)blockDim.x) {
-    const int e = base + tid;
-    bool on = false;
-    for (int r = 0; r < rows && e < a.E; r++) on |= __ldcg(a.mask + (size_t)r * a.E + e) != 0.0f;
-    const unsigned b = __ballot_sync(0xffffffffu, on);
-    if (lane == 0) wtot[warp] = __popc(b);
-    __syncthreads();
-    int off = n, tot = 0;
-    for (int w = 0; w < nw; w++) {
-      off += w < warp ? wtot[w] : 0;
-      tot += wtot[w];
-    }
-    if (on) list[off + __popc(b & ((1u << lane) - 1u))] = e;
-    n += tot;
-    __syncthreads();
-  }
-  const int nmat = ((a.spec & 1) ? (a.act == LTE_DEC_ACT_SWIGLU ? 2 : 1) : 0) + ((a.spec & 2) ? 1 : 0);
-  if (n == 0 || nmat == 0 || tid != 0) return;
-  const unsigned long long blk = (unsigned long long)a.S * a.C * a.wsize;
-  unsigned long long len = a.spec_bytes / ((unsigned long long)n * nmat);
-  len = (len < blk ? len : blk) & ~255ull;
-  if (len == 0) return;
-  const unsigned long long total = len * n * nmat;
-  // this block's range, 256-byte aligned
-  unsigned long long t0 = (total * blockIdx.x / gridDim.x) & ~255ull, t1 = (total * (blockIdx.x + 1) / gridDim.x) & ~255ull;
-  if (blockIdx.x + 1 == gridDim.x) t1 = total;
-  const char *fc = static_cast<const char *>(a.wfc), *wd = static_cast<const char *>(a.wd);
-  const size_t up = (size_t)a.F * a.C * a.wsize;
-  while (t0 < t1) {
-    const unsigned long long j = t0 / len, o = t0 - j * len;  // piece j = (matrix j / n, expert list[j % n])
-    const unsigned long long sz = (len - o < t1 - t0 ? len - o : t1 - t0);
-    const int m = (int)(j / n), e = list[j % n];
-    const int which = (a.spec & 1) ? m : 2;  // 0 gate (fc), 1 up or down, 2 down
-    const char *base = which == 0 ? fc : (which == 1 && a.act == LTE_DEC_ACT_SWIGLU) ? fc + up : wd;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + (size_t)e * blk + o), "r"((unsigned)sz)
-                 : "memory");
-    t0 += sz;
-  }
-#endif
-}
-
 /* ------------------------------------------------------------------ route */
 
 /* SPLIT warps share an expert's router row (each holds 1 / SPLIT of it in registers): kRouteWarps /
@@ -451,14 +346,9 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route_kernel(SffnArgs a
   }
   NormRegs<kRouteWarps * 32> nr;
   nr.load(a);
-  // speculation: the previous mask is read before any of this launch's writes (a hint, see above)
-  const bool spec = a.spec && !(a.spec & 4);  // (bit 4: the FFN kernel prefetches instead)
-  const int n_prev = spec ? sffn_spec_prev_count(a, rows) : 0;
-  if (spec && a.spec_pre && sp == 0) sffn_spec_issue(a, rows, e, n_prev);
   pdl_launch_dependents();
   pdl_wait();
   rec.mark(1);
-  if (spec && !a.spec_pre && sp == 0) sffn_spec_issue(a, rows, e, n_prev);
   sffn_xprime<R, kRouteWarps * 32>(a, rows, xs, nr);
   sffn_store_xn<R, kRouteWarps * 32>(a, rows, xs);
   rec.mark(2);
@@ -536,13 +426,9 @@ __global__ void __launch_bounds__(kRouteWarps * 32) sffn_route1_kernel(SffnArgs 
     const int q = q0 + lane + 32 * i;
     wv[i] = own && q < q1 && !a.skip_router ? __ldcs(wrow + q) : z4;
   }
-  const bool spec = a.spec && !(a.spec & 4);  // speculation, as in sffn_route_kernel
-  const int n_prev = spec ? sffn_spec_prev_count(a, 1) : 0;
-  if (spec && a.spec_pre && sp == 0) sffn_spec_issue(a, 1, e, n_prev);
   pdl_launch_dependents();
   pdl_wait();
   rec.mark(1);
-  if (spec && !a.spec_pre && sp == 0) sffn_spec_issue(a, 1, e, n_prev);
   float4 xv[PF], nv[PF];
 #pragma unroll
   for (int i = 0; i < PF; i++) {
@@ -1072,7 +958,6 @@ __global__ void __launch_bounds__(kSf2Threads, 2)
   rec.mark(0);
 
   pdl_launch_dependents();
-  if (a.spec & 4) sffn_spec_spread(a, rows, list, wtot);  // speculation spread over the grid (a hint)
   pdl_wait();
   rec.mark(1);
   // the mask's first 4 x 256 entries, then x' rows: every load issued before the first store
@@ -1317,7 +1202,6 @@ struct SffnTune {
   int atom;
   int trace;
   int diag;
-  int spec, spec_pre, spec_mib;
   unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
@@ -1342,13 +1226,6 @@ inline SffnTune sffn_tune() {
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2) | (env_int("LTE_DEC_SFFN_CSYNC", 0, 0, 1) ? 4 : 0);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
-  // speculation (calls with LTE_DEC_SFFN_SPECULATE): what to prefetch (bits: 1 gate/up, 2 down; 0
-  // ignores the flag; 4: the two-phase FFN kernel's blocks issue it, spread over the grid, instead of
-  // the route kernel's warps per expert), before or after the route kernel's PDL wait, and the budget
-  // per call in MiB
-  t.spec = env_int("LTE_DEC_SFFN_SPEC", 3, 0, 7);
-  t.spec_pre = env_int("LTE_DEC_SFFN_SPEC_PRE", 0, 0, 1);
-  t.spec_mib = env_int("LTE_DEC_SFFN_SPEC_MB", 24, 1, 1024);
   t.tl = nullptr;
   return t;
 }
@@ -1572,11 +1449,6 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     const int rb = rows - r0 < 4 ? rows - r0 : 4;
     SffnArgs a = a0;
     a.skip_router = t.diag;
-    if (a.spec) {  // the call asked for speculation (decode.cu): the knobs say how
-      a.spec = t.spec;
-      a.spec_pre = t.spec_pre;
-      a.spec_bytes = (unsigned long long)t.spec_mib << 20;
-    }
     // deterministic mode: the two-phase kernel only (f16 / bf16); the ring kernel keeps its atomics
     if (!(sizeof(T) == 2 && t.kernel == 2)) a.parts = nullptr;
     a.x += (size_t)r0 * a.C;

@@ -460,12 +460,6 @@ enum {
    backend's masked dense path does, at ~f32 precision: hi and lo of x' too). The result is the
    contract's, with the router of w_router; the rows must be w_router's split. */
 enum { LTE_DEC_SFFN_ROUTER_ROWS = 0x100 };
-/* OR-ed into lte_dec_sparse_ffn's act: speculation. On entry, mask holds the mask of an earlier call
-   with the same weights and shapes (the engine: this layer at the previous decode step), and a backend
-   may start reading the weights of the experts it marks before the new routing is known (CUDA: L2
-   prefetches while the route kernel runs). A hint: the results are the contract's whatever mask holds;
-   without the flag mask is output only. */
-enum { LTE_DEC_SFFN_SPECULATE = 0x200 };
 
 /* GEMV / skinny GEMM:  y[r, n] = act((accumulate ? y[r, n] : 0) + bias[n] + sum_k w[n, k] * x'[r, k] * m[r, k])
      w: (N, K) (2N rows for SWIGLU) in wdtype, row-major (nn.Linear layout); x: rows of stride ldx;

@@ -223,57 +223,6 @@ Deno.test({
   },
 });
 
-// Speculation (LTE_DEC_SFFN_SPECULATE, nineteenth session): the route kernels prefetch into L2 the
-// weight rows of the experts the mask held on entry (the engine: this layer's previous step), a hint
-// that must change no bit of any output whatever the mask held: ones, zeros, the call's own mask,
-// a random half with NaN and negative entries; at the default budget, a budget that prefetches only
-// a share of each expert (1 MiB), before the PDL wait, gate/up or down only, the one-row route kernel,
-// and issued by the FFN kernel's blocks instead (LTE_DEC_SFFN_SPEC bit 4).
-Deno.test({
-  name: "lte_dec_sparse_ffn: speculation (LTE_DEC_SFFN_SPECULATE) changes no bit, whatever the mask held",
-  ignore: !hasCuda,
-  fn() {
-    const cuda = getBackend("cuda");
-    const specCases: SffnCase[] = [
-      { dt: "f16", rows: 1, C: 4096, F: 11008, S: 32, act: swiglu, mode: rms, bias: false, active: 0.1 },
-      { dt: "bf16", rows: 2, C: 4096, F: 2048, S: 32, act: swiglu, mode: rms, bias: true, active: 0.5 },
-      { dt: "f16", rows: 3, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.5 },
-      { dt: "f16", rows: 1, C: 768, F: 3072, S: 32, act: gelu, mode: layer, bias: true, active: 0.3 },
-    ];
-    const knobs: [string, Record<string, string>][] = [
-      ["default", {}],
-      ["1 MiB budget, before the wait", { LTE_DEC_SFFN_SPEC_MB: "1", LTE_DEC_SFFN_SPEC_PRE: "1" }],
-      ["gate/up only", { LTE_DEC_SFFN_SPEC: "1" }],
-      ["down only, one-row route kernel", { LTE_DEC_SFFN_SPEC: "2", LTE_DEC_SFFN_ROUTE: "2" }],
-      ["staged route kernel, 2 warps per expert", { LTE_DEC_SFFN_ROUTE: "1", LTE_DEC_SFFN_RSPLIT: "2" }],
-      ["by the FFN kernel's blocks", { LTE_DEC_SFFN_SPEC: "7" }],
-      ["by the FFN kernel's blocks, 1 MiB, down only", { LTE_DEC_SFFN_SPEC: "6", LTE_DEC_SFFN_SPEC_MB: "1" }],
-    ];
-    for (const [i, c] of specCases.entries()) {
-      const { inp, ref } = prepared(c, 700 + i);
-      const n = c.rows * (c.F / c.S);
-      const noisy = new Float32Array(n).map((_, j) => [0, 1, NaN, -1][(j * 7 + i) % 4]!);
-      const prevs: [string, Float32Array][] = [
-        ["ones", new Float32Array(n).fill(1)],
-        ["zeros", new Float32Array(n)],
-        ["own mask", ref.mask],
-        ["noisy", noisy],
-      ];
-      for (const [kn, env] of knobs) {
-        const plainRun = withDecEnv({ ...env, LTE_DEC_BLAS: "0" }, () => runOp(cuda, c, inp));
-        compared(inp, ref, plainRun, `${caseName(c)} [${kn}, no speculation]`);
-        for (const [pn, prev] of prevs) {
-          const tag = `${caseName(c)} [${kn}, previous mask ${pn}]`;
-          const got = withDecEnv({ ...env, LTE_DEC_BLAS: "0" }, () => runOp(cuda, c, inp, false, prev));
-          compared(inp, ref, got, tag);
-          nodeAssert.deepStrictEqual(Array.from(got.x), Array.from(plainRun.x), `${tag}: x`);
-          nodeAssert.deepStrictEqual(Array.from(got.xn), Array.from(plainRun.xn), `${tag}: xn`);
-        }
-      }
-    }
-  },
-});
-
 // From LTE_DEC_BLAS_MIN (4) rows the CUDA op runs as "masked dense" on cuBLAS (twelfth session,
 // cuda/cuda/decode_blas.cuh): the f32 router on a second stream, every expert's gate/up and down
 // rows in half GEMMs with x' and h rounded to the weight dtype, the mask applied to h. With

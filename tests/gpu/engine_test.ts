@@ -1049,61 +1049,6 @@ Deno.test({
   },
 });
 
-// Engine option speculate (nineteenth session): per-layer masks and LTE_DEC_SFFN_SPECULATE, so the
-// route kernels prefetch the previous step's experts into L2. A hint: with the fused op's
-// deterministic sums the tokens, counts and logits must be the same bits as without it, over steps
-// of 1 and 2 rows in captured graphs, and through generate() with lookahead.
-Deno.test({
-  name: "engine: speculate on CUDA decodes the bits of the engine without it (fused op, 1-2 rows, lookahead)",
-  ignore: !hasCuda,
-  async fn() {
-    const config = tiny("llama");
-    const arrays = initArrays(config, 13);
-    const S = 32, routers = { expertSize: S, tau: 0.5, arrays: randomRouters(config, S) };
-    const runs: { tokens: number[]; active: number[][]; logits: number[]; gen: number[] }[] = [];
-    for (const speculate of [false, true]) {
-      const opts: EngineOptions = {
-        device: "cuda",
-        dtype: "f16",
-        sparse: true,
-        maxBatch: 2,
-        maxContext: 64,
-        fusedFfn: true,
-        speculate,
-      };
-      const eng = Engine.fromArrays(config, arrays, { ...opts, lookahead: false }, { tokenizer, routers });
-      const la = Engine.fromArrays(config, arrays, { ...opts, lookahead: true }, { tokenizer, routers });
-      try {
-        const run = { tokens: [] as number[], active: [] as number[][], logits: [] as number[], gen: [] as number[] };
-        const a = eng.allocSlot()!, b = eng.allocSlot()!;
-        await eng.prefill(a, [1, 50, 99, 3, 200], GREEDY);
-        await eng.prefill(b, [7, 8], GREEDY);
-        for (let i = 0; i < 12; i++) {
-          const slots = i % 3 === 2 ? [a] : [a, b]; // 1 and 2 rows (each its own graph)
-          const st = await eng.step(slots, slots.map(() => GREEDY));
-          run.tokens.push(...st.tokens);
-          run.active.push(...st.activeExperts);
-          if (speculate && slots.length === 2) {
-            const m = (await eng.lastLayerMasks(2))!;
-            for (const [l, lm] of m.entries()) {
-              const on = lm.subarray(0, lm.length / 2).reduce((x, y) => x + y, 0);
-              assertEquals(on, st.activeExperts[0]![l], `step ${i} layer ${l}: the kept mask's count`);
-            }
-          }
-        }
-        run.logits = Array.from(await eng.lastLogits(1));
-        for await (const t of la.generate([4, 4, 90], { maxTokens: 24 })) run.gen.push(t.id);
-        runs.push(run);
-      } finally {
-        eng.dispose();
-        la.dispose();
-      }
-    }
-    assertEquals(runs[1], runs[0]);
-    assert(runs[0]!.active.flat().some((n) => n > 0 && n < config.d_ff / S), "some experts on, some off");
-  },
-});
-
 Deno.test({
   name: "staging (lte_host_alloc, lte_mem_read_start/wait, lte_host_free) on CUDA: the CPU's data and errors",
   ignore: !hasCuda,
