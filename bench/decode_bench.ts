@@ -439,6 +439,28 @@ const VARIANTS: Variant[] = [
     env: { LTE_DEC_DIAG_SKIP_ATTN: "1" },
     ref: "dense",
   },
+  // an upper bound for a router one op earlier (Deja Vu's lookahead predictor: a change to the method,
+  // not built): the sparse block without its route kernel (LTE_DEC_DIAG_SFFN_NOROUTE: the FFN kernel
+  // follows the O projection and takes the mask and x' an earlier call left, here the prefill's last
+  // layer's; WRONG results), and also without the output adds (LTE_DEC_SFFN_ATOM=2 with the atomics)
+  ...([[0.5, 50], [0.1, 90]] as const).flatMap(([act, pct]): Variant[] =>
+    ([
+      ["noroute", "no route kernel", { LTE_DEC_DIAG_SFFN_NOROUTE: "1" }],
+      ["noroute_noadds", "no route kernel, no output adds", {
+        LTE_DEC_DIAG_SFFN_NOROUTE: "1",
+        LTE_DEC_SFFN_REDUCE: "0",
+        LTE_DEC_SFFN_ATOM: "2",
+      }],
+    ] as const).map(([k, label, env]): Variant => ({
+      key: `sparse${pct}_${k}`,
+      name: `sparse ~${pct}%, ${label} (diag)`,
+      opts: { sparse: true },
+      active: act,
+      batch: 1,
+      env,
+      ref: `sparse${pct}`,
+    }))
+  ),
   // the sparse block's fixed cost: about one expert of 344 active per token (bytes ~ nothing but the
   // router), and the same step without the block
   ...([["sparse1e", {}, "dense"], ["sparse1e_skip_sffn", { LTE_DEC_DIAG_SKIP_SFFN: "1" }, "sparse1e"]] as const).map((

@@ -1202,6 +1202,7 @@ struct SffnTune {
   int atom;
   int trace;
   int diag;
+  int noroute;
   unsigned long long *tl;  // trace: this launch pair's records (route, then FFN at + kTlBlocks * kTlStride)
 };
 
@@ -1226,6 +1227,10 @@ inline SffnTune sffn_tune() {
   t.atom = env_int("LTE_DEC_SFFN_ATOM", 0, 0, 2) | (env_int("LTE_DEC_SFFN_CSYNC", 0, 0, 1) ? 4 : 0);
   t.trace = env_int("LTE_DEC_SFFN_TRACE", 0, 0, 1);
   t.diag = env_int("LTE_DEC_SFFN_DIAG", 0, 0, 1);
+  // LTE_DEC_DIAG_SFFN_NOROUTE=1 (a diagnostic, WRONG results): no route kernel; the FFN kernel waits for
+  // the previous kernel and takes the mask and x' the buffers hold (an earlier call's): what the
+  // block would cost if its routing were known before the O projection ended (a router one op earlier)
+  t.noroute = env_int("LTE_DEC_DIAG_SFFN_NOROUTE", 0, 0, 1);
   t.tl = nullptr;
   return t;
 }
@@ -1457,7 +1462,8 @@ cudaError_t launch_sffn_groups(const SffnArgs &a0, int rows, int sms, cudaStream
     if (a.counts) a.counts += r0;
     cudaError_t e;
     if (t.trace) t.tl = tl_buf + (size_t)(tl_pairs % kTlLaunches) * 2 * kTlBlocks * kTlStride;
-    if (rb == 1) e = launch_sffn_route<1>(a, rb, t, st);
+    if (t.noroute) e = cudaSuccess;
+    else if (rb == 1) e = launch_sffn_route<1>(a, rb, t, st);
     else if (rb == 2) e = launch_sffn_route<2>(a, rb, t, st);
     else e = launch_sffn_route<4>(a, rb, t, st);
     if (e != cudaSuccess) return e;
