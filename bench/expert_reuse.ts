@@ -46,9 +46,9 @@ import { loadCheckpoint, readCheckpointConfig } from "../models/checkpoint.ts";
 import { routerBiasName, routerWeightName } from "../models/lte_artifacts.ts";
 import { loadLteModel, routerMasks } from "../models/lte_model.ts";
 import { readLteRouting } from "../models/routing.ts";
-import { loadTokenizerFrom } from "../stages/_model_io.ts";
+import { openTokenData, tokenizerFilesKey } from "../stages/_data.ts";
+import { loadTokenizerFrom, tokenizerFiles } from "../stages/_model_io.ts";
 import { type DataConfig, DataSchema } from "../stages/_schemas.ts";
-import { TokenDataset } from "../text/dataset.ts";
 import { noGrad, resolveDevice, scope, Tensor } from "../tensor/mod.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -359,19 +359,15 @@ function main(): void {
   if (!dataRaw) throw new Error(`stage ${stageName} has no data: config and the run has no eval stage with one`);
   const dataCfg: DataConfig = DataSchema.parse(dataRaw);
   const seed = runCfg.seed ?? 0;
-  const { tokenizer } = loadTokenizerFrom(modelDir);
-  const data = dataCfg.tokens_file
-    ? TokenDataset.fromCacheFile(join(overrides.config_dir, dataCfg.tokens_file), { padId: tokenizer.eosId ?? 0 })
-    : TokenDataset.fromCorpus({
-      spec: dataCfg.corpus!,
-      baseDir: overrides.config_dir,
-      tokenizer,
-      valFraction: dataCfg.val_fraction,
-      seed,
-      addBos: dataCfg.add_bos,
-      cacheDir: false, // the data is the eval stage's; only the cache key would differ
-      log: (m) => console.error(m),
-    });
+  const { tokenizer, spec } = loadTokenizerFrom(modelDir);
+  // keyed as the eval stage keys it (the model folder's tokenizer files): its token cache serves
+  const data = openTokenData(dataCfg, {
+    baseDir: overrides.config_dir,
+    tokenizer,
+    tokenizerKey: tokenizerFilesKey(tokenizerFiles(spec, modelDir)),
+    seed,
+    log: (m) => console.error(m),
+  });
 
   // Model: as stages/eval.ts (loadCheckpoint + LtePolicy at lte.json's τ), CPU backend.
   const device = resolveDevice("cpu");

@@ -29,7 +29,6 @@ import { z } from "zod";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
-import { createHash } from "node:crypto";
 import { loadCheckpoint, readCheckpointConfig } from "../models/checkpoint.ts";
 import type { ModelConfig } from "../models/config.ts";
 import type { DecoderLM } from "../models/decoder.ts";
@@ -60,8 +59,9 @@ import {
 import { type StageContext, type StageDefinition, writeFileAtomic, writeJsonAtomic } from "../pipeline/stage.ts";
 import { type LteReport, renderLteReport, renderMarkdownTable, type ReportEntry } from "../report/lte_report.ts";
 import { type Document, readDocuments, resolveCorpusFiles } from "../text/corpus.ts";
-import { documentSplit, TokenDataset } from "../text/dataset.ts";
+import { documentSplit } from "../text/dataset.ts";
 import { crossEntropyRows, getBackend, noGrad, resolveDevice, scope, Tensor } from "../tensor/mod.ts";
+import { openTokenData, tokenizerFilesKey } from "./_data.ts";
 import { loadTokenizerFrom, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema } from "./_schemas.ts";
 import { registerStage } from "./registry.ts";
@@ -170,10 +170,7 @@ function dataKind(docs: Document[] | null): DataKind {
 
 function tokenizerKey(dir: string): string {
   const { spec } = loadTokenizerFrom(dir);
-  const files = tokenizerFiles(spec, dir);
-  const h = createHash("sha256");
-  for (const name of Object.keys(files).sort()) h.update(name).update("\0").update(files[name]!).update("\0");
-  return h.digest("hex");
+  return tokenizerFilesKey(tokenizerFiles(spec, dir));
 }
 
 /** Sequential wall-clock stats of the pipeline's stages (from their stage.json). */
@@ -270,18 +267,13 @@ export async function runEval(c: EvalConfig, ctx: StageContext): Promise<Record<
   let docs: Document[] | null = null;
   if (c.data.corpus) docs = readDocuments(resolveCorpusFiles(c.data.corpus, ctx.configDir), c.data.corpus);
   const kind = dataKind(docs);
-  const data = c.data.tokens_file
-    ? TokenDataset.fromCacheFile(resolve(ctx.configDir, c.data.tokens_file), { padId: tokenizer.eosId ?? 0 })
-    : TokenDataset.fromCorpus({
-      spec: c.data.corpus!,
-      baseDir: ctx.configDir,
-      tokenizer,
-      tokenizerKey: tokenizerKey(ref.dir),
-      valFraction: c.data.val_fraction,
-      seed: ctx.pipeline.seed,
-      addBos: c.data.add_bos,
-      log: (m) => ctx.log(m),
-    });
+  const data = openTokenData(c.data, {
+    baseDir: ctx.configDir,
+    tokenizer,
+    tokenizerKey: tokenizerKey(ref.dir),
+    seed: ctx.pipeline.seed,
+    log: (m) => ctx.log(m),
+  });
   if (c.data.seq_len > ref.config.max_seq) {
     throw new RangeError(`data.seq_len ${c.data.seq_len} exceeds the model's max_seq ${ref.config.max_seq}`);
   }

@@ -23,7 +23,6 @@ import { z } from "zod";
 import { existsSync } from "node:fs";
 
 import { join, resolve } from "node:path";
-import { createHash } from "node:crypto";
 import { getBackend, resolveDevice } from "../tensor/mod.ts";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import { countParams, type ModelConfig, ModelConfigSchema, resolveModelConfig } from "../models/config.ts";
@@ -37,8 +36,9 @@ import {
   writeJsonAtomic,
 } from "../pipeline/stage.ts";
 import { resolveCorpusFiles } from "../text/corpus.ts";
-import { TokenDataset, unigramPerplexity } from "../text/dataset.ts";
+import { unigramPerplexity } from "../text/dataset.ts";
 import { loadTokenizer, type Tokenizer, type TokenizerSpec } from "../text/tokenizer.ts";
+import { openTokenData, tokenizerFilesKey } from "./_data.ts";
 import { loadTokenizerFrom, statFingerprint, tokenizerFiles } from "./_model_io.ts";
 import { DataSchema, OptimizerSchema, TokenizerSchema, TrainingSchema } from "./_schemas.ts";
 import { checkTrainingMemory, formatBytes } from "./_memory.ts";
@@ -158,29 +158,15 @@ export async function runFineTune(c: FineTuneConfig, ctx: StageContext): Promise
 
   // The tokenizer's files (copied into every checkpoint) also key the token cache by content.
   const tokFiles = tokenizerFiles(spec, tokBase);
-  const tokKey = createHash("sha256");
-  for (const name of Object.keys(tokFiles).sort()) {
-    tokKey.update(name).update("\0").update(tokFiles[name]!).update("\0");
-  }
 
   // Data.
-  const data = c.data.tokens_file
-    ? TokenDataset.fromCacheFile(
-      resolve(base, c.data.tokens_file),
-      {
-        padId: tokenizer.eosId ?? 0,
-      },
-    )
-    : TokenDataset.fromCorpus({
-      spec: c.data.corpus!,
-      baseDir: base,
-      tokenizer,
-      tokenizerKey: tokKey.digest("hex"),
-      valFraction: c.data.val_fraction,
-      seed: ctx.pipeline.seed,
-      addBos: c.data.add_bos,
-      log: (m) => ctx.log(m),
-    });
+  const data = openTokenData(c.data, {
+    baseDir: base,
+    tokenizer,
+    tokenizerKey: tokenizerFilesKey(tokFiles),
+    seed: ctx.pipeline.seed,
+    log: (m) => ctx.log(m),
+  });
   if (data.vocabSize > tokenizer.vocabSize) {
     throw new RangeError(
       `data: token file vocabulary ${data.vocabSize} exceeds the tokenizer's ${tokenizer.vocabSize}`,

@@ -61,8 +61,8 @@ import { fsyncDir, writeAll } from "../io/atomic.ts";
 import { type StageContext, type StageDefinition, writeJsonAtomic } from "../pipeline/stage.ts";
 import { registerStage } from "../pipeline/registry.ts";
 import { resolveCorpusFiles } from "../text/corpus.ts";
-import { TokenDataset } from "../text/dataset.ts";
 import { noGrad, resolveDevice, scope, Tensor } from "../tensor/mod.ts";
+import { openTokenData } from "./_data.ts";
 import { loadTokenizerFrom, TOKENIZER_SPEC_FILE } from "./_model_io.ts";
 import { DataSchema } from "./_schemas.ts";
 
@@ -149,17 +149,12 @@ function activationProfiles(
       `calibration.data.seq_len ${cal.data.seq_len} exceeds the model's max_seq ${cfg.max_seq}`,
     );
   }
-  const data = cal.data.tokens_file
-    ? TokenDataset.fromCacheFile(resolve(ctx.configDir, cal.data.tokens_file), { padId: tokenizer.eosId ?? 0 })
-    : TokenDataset.fromCorpus({
-      spec: cal.data.corpus!,
-      baseDir: ctx.configDir,
-      tokenizer,
-      valFraction: cal.data.val_fraction,
-      seed: ctx.pipeline.seed,
-      addBos: cal.data.add_bos,
-      log: (m) => ctx.log(m),
-    });
+  const data = openTokenData(cal.data, {
+    baseDir: ctx.configDir,
+    tokenizer,
+    seed: ctx.pipeline.seed,
+    log: (m) => ctx.log(m),
+  });
   const B = cal.batch_size, T = cal.data.seq_len, R = B * T, F = cfg.d_ff;
   const tokens = cal.batches * R;
   const profiles = Array.from({ length: cfg.n_layer }, () => new Float32Array(F * tokens));

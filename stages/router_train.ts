@@ -29,7 +29,6 @@
 import { z } from "zod";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createHash } from "node:crypto";
 import { loadCheckpoint, readCheckpointConfig, saveCheckpoint } from "../models/checkpoint.ts";
 import type { DecoderLM } from "../models/decoder.ts";
 import {
@@ -71,8 +70,9 @@ import {
   threshold,
 } from "../tensor/mod.ts";
 import { resolveCorpusFiles } from "../text/corpus.ts";
-import { TokenDataset } from "../text/dataset.ts";
+import type { TokenDataset } from "../text/dataset.ts";
 import type { Tokenizer, TokenizerSpec } from "../text/tokenizer.ts";
+import { openTokenData, tokenizerFilesKey } from "./_data.ts";
 import { loadTokenizerFrom, statFingerprint, tokenizerFiles } from "./_model_io.ts";
 import { type DataConfig, DataSchema, OptimizerSchema, TrainingSchema } from "./_schemas.ts";
 import { checkTrainingMemory } from "./_memory.ts";
@@ -184,22 +184,13 @@ export function loadLteData(
 ): { data: TokenDataset; tokenizer: Tokenizer; spec: TokenizerSpec; tokFiles: Record<string, string | Uint8Array> } {
   const { tokenizer, spec } = loadTokenizerFrom(modelDir);
   const tokFiles = tokenizerFiles(spec, modelDir);
-  const tokKey = createHash("sha256");
-  for (const name of Object.keys(tokFiles).sort()) {
-    tokKey.update(name).update("\0").update(tokFiles[name]!).update("\0");
-  }
-  const data = d.tokens_file
-    ? TokenDataset.fromCacheFile(resolve(ctx.configDir, d.tokens_file), { padId: tokenizer.eosId ?? 0 })
-    : TokenDataset.fromCorpus({
-      spec: d.corpus!,
-      baseDir: ctx.configDir,
-      tokenizer,
-      tokenizerKey: tokKey.digest("hex"),
-      valFraction: d.val_fraction,
-      seed: ctx.pipeline.seed,
-      addBos: d.add_bos,
-      log: (m) => ctx.log(m),
-    });
+  const data = openTokenData(d, {
+    baseDir: ctx.configDir,
+    tokenizer,
+    tokenizerKey: tokenizerFilesKey(tokFiles),
+    seed: ctx.pipeline.seed,
+    log: (m) => ctx.log(m),
+  });
   if (data.vocabSize > tokenizer.vocabSize) {
     throw new RangeError(
       `data: token file vocabulary ${data.vocabSize} exceeds the tokenizer's ${tokenizer.vocabSize}`,
