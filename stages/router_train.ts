@@ -86,6 +86,17 @@ export const RouterSchema = z.strictObject({
   init: z.enum(["centroid", "linear"]).default("centroid"),
   /** Centroid init: each layer's router rescaled so its logits have this RMS on the first batch. */
   init_logit_rms: z.number().positive("router.init_logit_rms must be > 0").default(2),
+  /**
+   * Start stage 1 at this hard sparsity (validation data): one global router-logit offset (the
+   * routers' bias, never trained) fitted after the init, kept through training and added to by the
+   * final calibration. "target": target_sparsity (stage 1 then trains at the sparsity it lands on).
+   * Default: none, the init's own sparsity (the centroid init of a trained SwiGLU model starts ~90 %
+   * sparse, since most gate pre-activations are negative; docs/lte.md).
+   */
+  init_sparsity: z.union([
+    z.number().min(0, "router.init_sparsity must be in [0, 1)").lt(1, "router.init_sparsity must be in [0, 1)"),
+    z.literal("target"),
+  ]).optional(),
   /** Weight decay of the routers. */
   weight_decay: z.number().nonnegative().default(0),
 }).default({ init: "centroid", init_logit_rms: 2, weight_decay: 0 });
@@ -149,6 +160,13 @@ export const RouterTrainSchema = z.strictObject({
     ctx.addIssue({
       code: "custom",
       message: "set exactly one of from (a group stage) and checkpoint (a model folder)",
+    });
+  }
+  if (c.router.init_sparsity === "target" && c.target_sparsity === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["router", "init_sparsity"],
+      message: 'router.init_sparsity "target" needs target_sparsity',
     });
   }
   if (c.target_sparsity !== undefined && c.eta === 0) {
@@ -441,8 +459,27 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
           } -> ${c.router.init_logit_rms}`,
         );
       } else ctx.log(`router init: nn.Linear default (uniform ±1/sqrt(${cfg.d_model}))`);
+      const initSparsity = c.router.init_sparsity === "target" ? c.target_sparsity : c.router.init_sparsity;
+      if (initSparsity !== undefined) {
+        const cal = calibrateOffset((d) => {
+          setRouterOffset(model, d);
+          return measureRouting(model, data, {
+            batchSize: B,
+            seqLen: T,
+            batches: c.controller.batches,
+            device,
+            bins: c.hist_bins,
+            lossToo: false,
+          }).sparsity;
+        }, { target: initSparsity, tol: c.controller.tolerance });
+        initOffset = cal.offset;
+        ctx.log(
+          `router init: hard sparsity ${cal.before.toFixed(4)} -> ${cal.sparsity.toFixed(4)} with a logit offset of ` +
+            `${initOffset.toFixed(4)} (router.init_sparsity ${initSparsity})`,
+        );
+      }
       // The offset controller acts through a router bias that it sets (never trained).
-      if (offsetControl) setRouterOffset(model, 0);
+      if (offsetControl || initOffset !== 0) setRouterOffset(model, initOffset);
       return model;
     } catch (e) {
       model.dispose();
@@ -471,6 +508,9 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
     : null;
   const offsetControl = controller?.actuator === "offset";
   let eta = c.eta;
+  // router.init_sparsity: the offset the routers start from (under every later offset); state, so
+  // that a resumed run lands from the same base
+  let initOffset = 0;
   // Per-step accumulators (over micro-batches), filled by the loss hook from the same pass.
   let acc = { eff: 0, sep: 0, active: 0, slots: 0, micro: 0 };
   let logRec: { perLayer: number[]; hist: number[] } | null = null;
@@ -502,10 +542,15 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
         : [{ name: "model", params: m.parameters(), lr: c.optimizer.lr }, routers];
     },
     hookState: {
-      save: () => ({ eta, controller: controller?.state() ?? null }),
+      save: () => ({ eta, controller: controller?.state() ?? null, initOffset }),
       load: (s) => {
-        const v = s as { eta: number; controller: ReturnType<SparsityController["state"]> | null };
+        const v = s as {
+          eta: number;
+          controller: ReturnType<SparsityController["state"]> | null;
+          initOffset?: number;
+        };
         eta = v.eta;
+        initOffset = v.initOffset ?? 0;
         if (controller && v.controller) controller.load(v.controller);
       },
     },
@@ -555,7 +600,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       if (controller) {
         controller.update(sparsity);
         eta = controller.eta;
-        if (offsetControl) setRouterOffset(m, controller.offset);
+        if (offsetControl) setRouterOffset(m, initOffset + controller.offset);
         fields.sparsity_ema = controller.ema;
         fields.offset = controller.offset;
       }
@@ -615,7 +660,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
         lossToo,
       });
     let calibration: Record<string, unknown> | null = null;
-    const trained = controller?.offset ?? 0;
+    const trained = initOffset + (controller?.offset ?? 0);
     let offset = trained;
     if (c.target_sparsity !== undefined && c.controller.calibrate) {
       const target = c.target_sparsity;
@@ -685,9 +730,11 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       eta_final: eta,
       target_sparsity: c.target_sparsity ?? null,
       controller: controller ? controller.actuator : null,
-      /** Global router-logit offset (router bias): the controller's value plus the calibration's. */
+      /** Global router-logit offset (router bias): the init's, the controller's and the calibration's. */
       logit_offset: offset,
       logit_offset_trained: trained,
+      /** router.init_sparsity's offset, the base of the others (0 without it). */
+      logit_offset_init: initOffset,
       /** Landed FFN sparsity: hard mode, validation data. */
       sparsity: hard.sparsity,
       sparsity_per_layer: hard.sparsity_per_layer,

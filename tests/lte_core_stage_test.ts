@@ -113,6 +113,56 @@ Deno.test("router-train: interrupted + resumed and crashed + resumed runs are bi
   }
 });
 
+// router.init_sparsity (nineteenth session): the centroid init of a trained SwiGLU model starts ~90 %
+// sparse (docs/lte.md), so stage 1 can start from a fitted global logit offset instead; the offset is
+// the base of the controller's and the calibration's, and part of the state (exact resume).
+Deno.test('router-train: router.init_sparsity (a number or "target") starts stage 1 there and resumes exactly', async () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const g = join(tmp, "g");
+    writeGroupedModel(g);
+    const run = (c: ReturnType<typeof stage1>) => (ctx: ReturnType<typeof makeCtx>) => runRouterTrain(c, ctx);
+    const eta = { batches: 2, actuator: "eta" };
+    const plain = await runCollect(run(stage1(g, 8, { controller: eta })), join(tmp, "p"));
+    const startAt = (r: { train: Rec[] }) => r.train[0]!.sparsity as number;
+    for (const [init, actuator] of [[0.1, "eta"], [0.9, "offset"]] as const) {
+      const c = stage1(g, 8, { controller: { batches: 2, actuator }, router: { lr: 0.01, init_sparsity: init } });
+      const full = await runCollect(run(c), join(tmp, `f${init}`));
+      const off = full.summary!.logit_offset_init as number;
+      assert.ok(off !== 0, `init ${init}: an offset was fitted`);
+      // measured on the first training batch (the offset was fitted on validation batches)
+      assert.ok(Math.abs(startAt(full) - init) < 0.15, `init ${init}: stage 1 starts at ${startAt(full)}`);
+      assert.ok(Math.abs(startAt(plain) - init) > 0.2, `init ${init}: the plain init starts at ${startAt(plain)}`);
+      assert.ok(
+        Math.abs((full.summary!.sparsity as number) - 0.6) <= 0.02,
+        `init ${init}: landed ${full.summary!.sparsity}`,
+      );
+      const part = await runCollect(run(c), join(tmp, `r${init}`), { stopAt: 5 });
+      assert.equal(part.summary!.interrupted, true);
+      const rest = await runCollect(run(c), join(tmp, `r${init}`), { resume: true });
+      assert.deepEqual(strip([...part.train, ...rest.train]), strip(full.train));
+      for (const k of ["sparsity", "logit_offset", "logit_offset_init", "eta_final"]) {
+        assert.deepEqual(rest.summary![k], full.summary![k], `init ${init}: ${k}`);
+      }
+    }
+    // "target": start at target_sparsity (0.6 here)
+    const t = await runCollect(
+      run(stage1(g, 4, { controller: eta, router: { lr: 0.01, init_sparsity: "target" } })),
+      join(tmp, "t"),
+    );
+    assert.ok(Math.abs(startAt(t) - 0.6) < 0.15, `init "target": stage 1 starts at ${startAt(t)}`);
+    assert.throws(
+      () => {
+        const { target_sparsity: _t, ...noTarget } = stage1(g, 4);
+        RouterTrainSchema.parse({ ...noTarget, router: { init_sparsity: "target" } });
+      },
+      /init_sparsity.*needs target_sparsity/,
+    );
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
 Deno.test("router-train: the warm-up actually happens (learning rate ramps over 6% of the steps)", async () => {
   const tmp = Deno.makeTempDirSync();
   try {
