@@ -259,7 +259,10 @@ export class DecoderLM {
     const r = this.routing;
     // The router reads the FFN input and runs before gate/up (sparse kernels pick experts first).
     const g = r && (r.mode !== "dense" || scores) ? routerScores(r, layer, h) : null;
-    if (g && scores) scores.push(g.reshape([g.size / r!.nExperts, r!.nExperts]));
+    if (g && scores) {
+      const gl = r!.lossScoresDetached ? routerScores(r!, layer, h.detach()) : g;
+      scores.push(gl.reshape([gl.size / r!.nExperts, r!.nExperts]));
+    }
     let a = this.ffnHidden(layer, h);
     if (g && r!.mode === "soft") a = expertScale(a, g, r!.expertSize);
     else if (g && r!.mode === "hard") a = expertScale(a, hardMask(g, r!.tau), r!.expertSize);

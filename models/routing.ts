@@ -47,6 +47,13 @@ export interface FfnRoutingState {
   weights: Tensor[];
   /** Per layer: router bias (N), or null (no bias, the default). */
   biases: Tensor[] | null;
+  /**
+   * The scores `forward(..., { collectScores: true })` hands back are computed from the detached FFN
+   * input, so losses on them (stage 1's L_eff, L_sep) train the routers only and never the model;
+   * the FFN itself still uses the scores of the live input. Default false (the paper's joint
+   * training: the router losses reach every parameter).
+   */
+  lossScoresDetached?: boolean;
 }
 
 /** A routing state that does not fit the model, or bad routing options. */

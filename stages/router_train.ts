@@ -99,7 +99,13 @@ export const RouterSchema = z.strictObject({
   ]).optional(),
   /** Weight decay of the routers. */
   weight_decay: z.number().nonnegative().default(0),
-}).default({ init: "centroid", init_logit_rms: 2, weight_decay: 0 });
+  /**
+   * Whether L_eff and L_sep reach the model's parameters (default true, the paper's joint training)
+   * or train the routers only (false: their scores are computed from the detached FFN input; the
+   * model then learns from the task loss alone).
+   */
+  losses_train_model: z.boolean().default(true),
+}).default({ init: "centroid", init_logit_rms: 2, weight_decay: 0, losses_train_model: true });
 
 /** The sparsity controller's settings (used with target_sparsity). */
 export const ControllerSchema = z.strictObject({
@@ -444,6 +450,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
         { expertSize: meta.expert_size, init: c.router.init, seed: ctx.pipeline.seed },
       );
       model.routing = createRouting(cfg, arrays, { ...routingOpts(true), source: "router init" });
+      model.routing.lossScoresDetached = !c.router.losses_train_model;
       if (c.router.init === "centroid") {
         // Scale each layer so its logits have RMS init_logit_rms on the first training batch:
         // scores start away from τ (L_sep's singularity) without saturating.
@@ -492,6 +499,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       ...routingOpts(true),
       source: join(dir, "routers.safetensors"),
     });
+    model.routing.lossScoresDetached = !c.router.losses_train_model;
     return model;
   };
 

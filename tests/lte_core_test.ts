@@ -233,6 +233,40 @@ Deno.test("losses: soft scaling — gradients of task + η L_eff + λ L_sep into
   }
 });
 
+// lossScoresDetached (router-train's router.losses_train_model: false, nineteenth session): the
+// collected scores come from the detached FFN input, so L_eff and L_sep train the routers and nothing
+// else, while the FFN's own soft scaling still gets the live scores (the same values).
+Deno.test("routing: lossScoresDetached keeps the router losses' gradient out of the model", () => {
+  const grads = (detached: boolean) => {
+    const m = tinyModel("llama", 6);
+    try {
+      attach(m, "soft", randomRouters(m, 4, 0.2));
+      m.routing!.lossScoresDetached = detached;
+      const r = m.forward(Tensor.fromArray(ids(), [B, T]), { collectScores: true });
+      const l = routerLosses(r.scores, { tau: 0.5 });
+      scope(() => backward(add(scale(l.eff, 0.8), scale(l.sep, 0.01))));
+      const g = (t: Tensor) => Array.from((t.grad?.toArray() as Float32Array | undefined) ?? []);
+      return {
+        scores: r.scores.map((t) => Array.from(t.toArray() as Float32Array)),
+        router: g(m.routing!.weights[0]!),
+        lastRouter: g(m.routing!.weights[m.config.n_layer - 1]!),
+        model: g(m.param("model.layers.0.self_attn.q_proj.weight")),
+      };
+    } finally {
+      m.dispose();
+    }
+  };
+  const joint = grads(false), apart = grads(true);
+  assert.deepEqual(apart.scores, joint.scores, "the same score values");
+  assert.ok(joint.model.some((v) => v !== 0), "joint: the router losses reach the attention weights");
+  assert.ok(apart.model.every((v) => v === 0), "detached: no gradient into the model");
+  assert.ok(apart.router.some((v) => v !== 0), "detached: the routers still learn");
+  // joint, layer 0's router also learns from the later layers' losses (through its FFN's output,
+  // their input); the last layer's router only ever learns from its own: the same gradient
+  assert.notDeepEqual(apart.router, joint.router, "layer 0's router gradient");
+  assert.deepEqual(apart.lastRouter, joint.lastRouter, "the last layer's router gradient");
+});
+
 Deno.test("losses: tokenMask zeroes only trailing padding", () => {
   const P = 0, I = IGNORE_INDEX;
   const inputs = Int32Array.from([5, 6, 7, P, P, /**/ 5, P, 6, 7, 8]);
