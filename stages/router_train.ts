@@ -141,6 +141,12 @@ export const RouterTrainSchema = z.strictObject({
   eta: z.number().min(0, "eta (η) must be >= 0").default(0.5),
   /** λ, the separability-loss weight. */
   lambda: z.number().min(0, "lambda (λ) must be >= 0").default(0.5),
+  /**
+   * The share of the steps over which λ rises linearly from 0 to lambda (default 0: λ constant, the
+   * paper). L_sep's barrier at τ holds scores on the side of τ where they start (docs/lte.md "Sparsity
+   * controller"), so a ramp lets the task loss and the controller's η·L_eff place them first.
+   */
+  lambda_ramp: z.number().min(0, "lambda_ramp must be in [0, 1]").max(1, "lambda_ramp must be in [0, 1]").default(0),
   /** τ, the hard threshold and separability centre (default: lte.json's tau, 0.5). */
   tau: z.number().gt(0, "tau (τ) must be in (0, 1)").lt(1, "tau (τ) must be in (0, 1)").optional(),
   /** ε of the separability guard 1/((G−τ)²+ε). */
@@ -516,6 +522,9 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
     : null;
   const offsetControl = controller?.actuator === "offset";
   let eta = c.eta;
+  // λ at a step (0-based): constant, or rising over the first lambda_ramp of the steps
+  const rampSteps = c.lambda_ramp * c.training.steps;
+  const lambdaAt = (step: number) => rampSteps > 0 ? c.lambda * Math.min(1, (step + 1) / rampSteps) : c.lambda;
   // router.init_sparsity: the offset the routers start from (under every later offset); state, so
   // that a resumed run lands from the same base
   let initOffset = 0;
@@ -583,12 +592,13 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
         });
         logRec = { perLayer, hist };
       }
-      return add(scale(l.eff, eta), scale(l.sep, c.lambda));
+      return add(scale(l.eff, eta), scale(l.sep, lambdaAt(pass.step)));
     },
     afterStep: (step, m) => {
       const sparsity = acc.slots > 0 ? 1 - acc.active / acc.slots : NaN;
       const fields: Record<string, unknown> = {
         eta,
+        lambda: lambdaAt(step - 1),
         l_eff: acc.eff / acc.micro,
         l_sep: acc.sep / acc.micro,
         sparsity,
@@ -733,6 +743,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       expert_size: meta.expert_size,
       tau,
       lambda: c.lambda,
+      lambda_ramp: c.lambda_ramp,
       eps: c.eps,
       eta_initial: c.eta,
       eta_final: eta,

@@ -163,6 +163,25 @@ Deno.test('router-train: router.init_sparsity (a number or "target") starts stag
   }
 });
 
+// lambda_ramp (nineteenth session): λ rises linearly over that share of the steps, then stays.
+Deno.test("router-train: lambda_ramp raises λ linearly from 0, then holds it", async () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const g = join(tmp, "g");
+    writeGroupedModel(g);
+    const r = await runCollect(
+      (ctx) => runRouterTrain(stage1(g, 8, { lambda: 0.4, lambda_ramp: 0.5 }), ctx),
+      join(tmp, "a"),
+    );
+    const lam = r.train.map((t) => t.lambda as number);
+    assert.deepEqual(lam.map((v) => +v.toFixed(6)), [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4]);
+    const flat = await runCollect((ctx) => runRouterTrain(stage1(g, 3), ctx), join(tmp, "b"));
+    assert.deepEqual(flat.train.map((t) => t.lambda), [0.5, 0.5, 0.5]);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
 Deno.test("router-train: the warm-up actually happens (learning rate ramps over 6% of the steps)", async () => {
   const tmp = Deno.makeTempDirSync();
   try {
