@@ -1,7 +1,8 @@
 # Sourced on the GPU machine after scripts/device_pack.sh: Deno on PATH, node_modules, data and the
 # carried native libraries in place.
 source .device/setup.sh
-rm -rf node_modules && tar -xzf .device/node_modules.tgz
+rm -rf node_modules
+if [ -f .device/node_modules.txz ]; then tar -xJf .device/node_modules.txz; else tar -xzf .device/node_modules.tgz; fi
 if [ -f .device/llama_tokens.tok.xz ] && [ ! -f .data/gpu/llama_tokens.tok ]; then
   mkdir -p .data/gpu && xz -T0 -d -c .device/llama_tokens.tok.xz > .data/gpu/llama_tokens.tok
 fi
