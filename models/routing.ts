@@ -86,7 +86,16 @@ export function hardMask(scores: Tensor, tau: number): Tensor {
 export function createRouting(
   config: ModelConfig,
   arrays: Map<string, Float32Array>,
-  opts: { mode: FfnMode; expertSize: number; tau: number; trainable: boolean; device: Device; source?: string },
+  opts: {
+    mode: FfnMode;
+    expertSize: number;
+    tau: number;
+    trainable: boolean;
+    device: Device;
+    source?: string;
+    /** {@linkcode FfnRoutingState.lossScoresDetached} (default false). */
+    lossScoresDetached?: boolean;
+  },
 ): FfnRoutingState {
   const src = opts.source ?? "routers";
   if (!FFN_MODES.includes(opts.mode)) {
@@ -128,6 +137,7 @@ export function createRouting(
     tau: opts.tau,
     weights,
     biases: hasBias ? biases : null,
+    ...(opts.lossScoresDetached ? { lossScoresDetached: true } : {}),
   };
 }
 

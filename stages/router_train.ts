@@ -446,7 +446,18 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
     tau,
     trainable,
     device,
+    lossScoresDetached: !c.router.losses_train_model,
   });
+  // Hard-mode sparsity (and loss) of `m`'s routers on validation data: the init offset's fit and the landing
+  const measure = (m: DecoderLM, lossToo: boolean) =>
+    measureRouting(m, data, {
+      batchSize: B,
+      seqLen: T,
+      batches: c.controller.batches,
+      device,
+      bins: c.hist_bins,
+      lossToo,
+    });
   const makeModel = () => {
     const model = loadCheckpoint(src, { device });
     try {
@@ -456,7 +467,6 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
         { expertSize: meta.expert_size, init: c.router.init, seed: ctx.pipeline.seed },
       );
       model.routing = createRouting(cfg, arrays, { ...routingOpts(true), source: "router init" });
-      model.routing.lossScoresDetached = !c.router.losses_train_model;
       if (c.router.init === "centroid") {
         // Scale each layer so its logits have RMS init_logit_rms on the first training batch:
         // scores start away from τ (L_sep's singularity) without saturating.
@@ -476,14 +486,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       if (initSparsity !== undefined) {
         const cal = calibrateOffset((d) => {
           setRouterOffset(model, d);
-          return measureRouting(model, data, {
-            batchSize: B,
-            seqLen: T,
-            batches: c.controller.batches,
-            device,
-            bins: c.hist_bins,
-            lossToo: false,
-          }).sparsity;
+          return measure(model, false).sparsity;
         }, { target: initSparsity, tol: c.controller.tolerance });
         initOffset = cal.offset;
         ctx.log(
@@ -505,7 +508,6 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       ...routingOpts(true),
       source: join(dir, "routers.safetensors"),
     });
-    model.routing.lossScoresDetached = !c.router.losses_train_model;
     return model;
   };
 
@@ -668,15 +670,6 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
     // Land: hard-mode sparsity on validation data, then (target_sparsity) the logit offset.
     const soft = result.evals.at(-1);
     model.routing!.mode = "hard";
-    const measure = (lossToo: boolean) =>
-      measureRouting(model, data, {
-        batchSize: B,
-        seqLen: T,
-        batches: c.controller.batches,
-        device,
-        bins: c.hist_bins,
-        lossToo,
-      });
     let calibration: Record<string, unknown> | null = null;
     const trained = initOffset + (controller?.offset ?? 0);
     let offset = trained;
@@ -684,7 +677,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       const target = c.target_sparsity;
       const cal = calibrateOffset((d) => {
         setRouterOffset(model, trained + d);
-        return measure(false).sparsity;
+        return measure(model, false).sparsity;
       }, { target, tol: c.controller.tolerance });
       offset = trained + cal.offset;
       calibration = {
@@ -703,7 +696,7 @@ export async function runRouterTrain(c: RouterTrainConfig, ctx: StageContext): P
       for (const b of model.routing!.biases) b.dispose();
       model.routing!.biases = null;
     }
-    const hard = measure(true);
+    const hard = measure(model, true);
     const landedOk = c.target_sparsity === undefined ? null : Math.abs(hard.sparsity - c.target_sparsity) <= 0.02;
     if (landedOk === false) {
       ctx.log(
